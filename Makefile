@@ -1,0 +1,48 @@
+# One command runs the console (make run), one passes the tests (make test); each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration bench images engine clean-docker venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Installs the Docker engine, compose v2, debootstrap and tmux where missing (as root) and starts dockerd.
+engine: $(STAMP)
+	scripts/engine.sh $(PY)
+
+images: engine
+	$(BIN)/bottle-tui images build
+
+# The console needs no images to open; it reports a missing engine itself.
+run: $(STAMP)
+	-@scripts/engine.sh $(PY)
+	$(BIN)/bottle-tui console
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test-integration: images
+	$(PY) -m pytest tests/integration -q
+
+test: images
+	$(PY) -m pytest tests -q -ra
+
+bench: images
+	$(PY) bench/bench_bringup.py
+	$(PY) bench/bench_ls.py
+
+# Removes every bottle (claude-bottle-* projects), stray labelled containers/networks, the
+# tests' fake-internet containers, and orphan state folders without a .preserve marker.
+clean-docker: $(STAMP)
+	$(BIN)/bottle-tui cleanup --yes
+	-docker rm -f $$(docker ps -aq --filter label=dev.bottle-tui.test=true) 2>/dev/null
+	-docker network rm $$(docker network ls -q --filter label=dev.bottle-tui.test=true) 2>/dev/null

@@ -1,0 +1,183 @@
+"""Thin async wrappers over the docker and docker compose CLIs, all through the one runner.
+
+Discovery costs two CLI calls whatever the number of bottles: ``docker compose ls`` for the
+projects and one label-filtered ``docker ps`` for the services of all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import BottleError
+from ...runner import CommandError, CommandNotFound, run
+from ...state import PROJECT_PREFIX, slug_of_project
+from . import labels
+
+ENGINE_HINT = "run `make engine` (installs and starts dockerd and compose as root) or start your Docker engine"
+
+
+def container_name(project: str, service: str) -> str:
+    return f"{project}-{service}"
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    ok: bool
+    server_version: str = ""
+    compose_version: str = ""
+    problem: str = ""
+
+
+async def engine_status() -> EngineStatus:
+    try:
+        info = await run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=15)
+    except CommandNotFound:
+        return EngineStatus(False, problem=f"the docker CLI is not installed: {ENGINE_HINT}")
+    except CommandError as exc:
+        return EngineStatus(False, problem=f"the Docker engine did not answer ({exc}): {ENGINE_HINT}")
+    if info.returncode != 0 or not info.stdout.strip():
+        why = (info.stderr.strip().splitlines() or ["no answer"])[-1]
+        return EngineStatus(False, problem=f"no Docker engine answers ({why}): {ENGINE_HINT}")
+    comp = await run(["docker", "compose", "version", "--short"], check=False, timeout=15)
+    if comp.returncode != 0:
+        return EngineStatus(False, server_version=info.stdout.strip(), problem=f"docker compose v2 is missing: {ENGINE_HINT}")
+    return EngineStatus(True, info.stdout.strip(), comp.stdout.strip())
+
+
+async def require_engine() -> EngineStatus:
+    status = await engine_status()
+    if not status.ok:
+        raise BottleError(status.problem)
+    return status
+
+
+def compose_argv(project: str, *args: str, file: Path | None = None) -> list[str]:
+    argv = ["docker", "compose", "-p", project]
+    if file is not None:
+        argv += ["-f", str(file)]
+    return argv + list(args)
+
+
+@dataclass(frozen=True)
+class BottleInfo:
+    """One running (or half-running) bottle as the engine reports it."""
+
+    slug: str
+    project: str
+    agent: str
+    bottle: str
+    backend: str
+    started_at: str
+    home: str
+    status: str  # compose's summary, e.g. "running(2)"
+    services: dict[str, str] = field(default_factory=dict)  # service -> container state
+
+    @property
+    def services_up(self) -> int:
+        return sum(1 for state in self.services.values() if state == "running")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "slug": self.slug, "project": self.project, "agent": self.agent, "bottle": self.bottle,
+            "backend": self.backend, "started_at": self.started_at, "home": self.home, "status": self.status,
+            "services": dict(sorted(self.services.items())), "services_up": self.services_up,
+        }
+
+
+_PS_FORMAT = "\t".join(
+    "{{.Label \"%s\"}}" % key
+    for key in (labels.COMPOSE_PROJECT, labels.COMPOSE_SERVICE, labels.SLUG, labels.AGENT, labels.BOTTLE, labels.BACKEND, labels.STARTED_AT, labels.HOME)
+) + "\t{{.State}}"
+
+
+async def discover() -> list[BottleInfo]:
+    listing = await run(["docker", "compose", "ls", "--all", "--format", "json"], timeout=30)
+    projects = {}
+    for entry in json.loads(listing.stdout or "[]") or []:
+        name = entry.get("Name", "")
+        if name.startswith(PROJECT_PREFIX):
+            projects[name] = entry.get("Status", "")
+    ps = await run(["docker", "ps", "--all", "--filter", f"label={labels.MANAGED}=true", "--format", _PS_FORMAT], timeout=30)
+    found: dict[str, dict[str, object]] = {}
+    for line in ps.stdout.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 9:
+            continue
+        project, service, slug, agent, bottle, backend, started, home, state = cols
+        # Trust only our prefix, our labels, and a slug that matches the project name.
+        if project not in projects or slug_of_project(project) != slug:
+            continue
+        entry = found.setdefault(project, {"slug": slug, "agent": agent, "bottle": bottle, "backend": backend,
+                                           "started_at": started, "home": home, "services": {}})
+        entry["services"][service] = state  # type: ignore[index]
+    return sorted(
+        (BottleInfo(project=p, status=projects[p], **e) for p, e in found.items()),  # type: ignore[arg-type]
+        key=lambda b: (b.started_at, b.slug),
+    )
+
+
+async def find(slug: str) -> BottleInfo:
+    for info in await discover():
+        if info.slug == slug:
+            return info
+    raise BottleError(f"no running bottle '{slug}': `bottle-tui ls` lists the running ones")
+
+
+async def up(project: str, compose_file: Path, env: dict[str, str] | None = None) -> str:
+    result = await run(compose_argv(project, "up", "--detach", "--no-build", "--pull", "never", "--quiet-pull", file=compose_file), timeout=180, env=env)
+    return result.stdout + result.stderr
+
+
+async def down(project: str) -> str:
+    result = await run(compose_argv(project, "down", "--volumes", "--remove-orphans", "--timeout", "3"), timeout=120)
+    return result.stdout + result.stderr
+
+
+async def logs(project: str) -> str:
+    result = await run(compose_argv(project, "logs", "--no-color", "--timestamps"), check=False, timeout=60)
+    return result.stdout + result.stderr
+
+
+async def container_running(name: str) -> bool:
+    result = await run(["docker", "inspect", "--format", "{{.State.Running}}", name], check=False, timeout=30)
+    return result.stdout.strip() == "true"
+
+
+async def copy_out(container: str, src: str, dest: Path) -> bool:
+    result = await run(["docker", "cp", f"{container}:{src}", str(dest)], check=False, timeout=120)
+    return result.returncode == 0
+
+
+async def exec_capture(container: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
+    result = await run(["docker", "exec", container, *argv], check=False, timeout=timeout)
+    return result.returncode, result.stdout
+
+
+def exec_argv(container: str, argv: list[str], *, tty: bool, interactive: bool = True) -> list[str]:
+    flags = ["-i"] if interactive else []
+    if tty:
+        flags.append("-t")
+    return ["docker", "exec", *flags, container, *argv]
+
+
+async def stray_resources() -> tuple[list[str], list[str]]:
+    """Containers and networks carrying our labels (leftovers compose no longer tracks)."""
+    cont = await run(["docker", "ps", "--all", "--quiet", "--filter", f"label={labels.MANAGED}=true"], timeout=30)
+    nets = await run(["docker", "network", "ls", "--quiet", "--filter", f"label={labels.MANAGED}=true"], timeout=30)
+    return cont.stdout.split(), nets.stdout.split()
+
+
+async def remove_containers(ids: list[str]) -> None:
+    if ids:
+        await run(["docker", "rm", "--force", "--volumes", *ids], timeout=120)
+
+
+async def remove_networks(ids: list[str]) -> None:
+    if ids:
+        await run(["docker", "network", "rm", *ids], check=False, timeout=60)
+
+
+def events_argv() -> list[str]:
+    return ["docker", "events", "--filter", f"label={labels.MANAGED}=true", "--filter", "type=container", "--format", "{{.Action}}"]

@@ -1,0 +1,206 @@
+"""Build the agent and sidecar-bundle images with no image registry reachable.
+
+The base image is taken from the engine, pulled when possible, or bootstrapped from Debian
+packages (debootstrap, then ``docker import``). The host's extra CA bundle is trusted during
+builds. Each image is tagged with a hash of its inputs, so it is rebuilt only when they change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ...errors import BottleError
+from ...runner import CommandError, run
+from . import labels
+
+BASE_IMAGE = "bottle-tui/base:bookworm"
+UPSTREAM_BASE = "debian:bookworm-slim"
+SUITE = "bookworm"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+EXTRA_CA_ENV = ("CLAUDE_BOTTLE_EXTRA_CA", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    name: str  # "agent" | "sidecars"
+    context: Path
+
+    @property
+    def repository(self) -> str:
+        return f"bottle-tui/{self.name}"
+
+
+def sources() -> dict[str, ImageSource]:
+    return {name: ImageSource(name, REPO_ROOT / name) for name in ("agent", "sidecars")}
+
+
+def extra_ca_path() -> Path | None:
+    """The extra CA bundle the host trusts (a TLS-intercepting proxy's CA, say), if any."""
+    for var in EXTRA_CA_ENV:
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
+def extra_ca_bytes() -> bytes:
+    path = extra_ca_path()
+    return path.read_bytes() if path else b""
+
+
+def upstream_ca_bundle() -> bytes:
+    """What egress trusts upstream: the system bundle plus the extra CA (deduplicated by content)."""
+    parts: list[bytes] = []
+    for path in (SYSTEM_CA_BUNDLE, extra_ca_path()):
+        if path and path.is_file():
+            data = path.read_bytes()
+            if data not in parts:
+                parts.append(data)
+    return b"\n".join(parts)
+
+
+def _context_files(context: Path) -> list[Path]:
+    return sorted(
+        p for p in context.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+    )
+
+
+def input_hash(source: ImageSource, extra_ca: bytes, base_ref: str = BASE_IMAGE) -> str:
+    """Hash of everything that goes into an image build: its files, the extra CA and the base."""
+    if not source.context.is_dir():
+        raise BottleError(f"image source {source.context} is missing: reinstall bottle-tui from its source tree")
+    digest = hashlib.sha256()
+    digest.update(f"base={base_ref}\n".encode())
+    digest.update(hashlib.sha256(extra_ca).digest())
+    for path in _context_files(source.context):
+        digest.update(str(path.relative_to(source.context)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def image_ref(source: ImageSource, extra_ca: bytes) -> str:
+    return f"{source.repository}:{input_hash(source, extra_ca)[:12]}"
+
+
+def image_refs() -> dict[str, str]:
+    ca = extra_ca_bytes()
+    return {name: image_ref(src, ca) for name, src in sources().items()}
+
+
+async def image_exists(ref: str) -> bool:
+    result = await run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], check=False, timeout=30)
+    return result.returncode == 0
+
+
+def _host_debian_mirror() -> str | None:
+    """The Debian mirror the host's apt uses, so the bootstrap goes where the host already goes."""
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", text, re.M):
+            uri = match.group(1)
+            if uri.startswith("http") and "security" not in uri:
+                return uri
+    return None
+
+
+async def ensure_base(progress: Progress, log: Path) -> str:
+    if await image_exists(BASE_IMAGE):
+        return BASE_IMAGE
+    if await image_exists(UPSTREAM_BASE):
+        await run(["docker", "tag", UPSTREAM_BASE, BASE_IMAGE])
+        return BASE_IMAGE
+    progress(f"base image: pulling {UPSTREAM_BASE}")
+    pulled = await run(["docker", "pull", "-q", UPSTREAM_BASE], check=False, timeout=300)
+    if pulled.returncode == 0:
+        await run(["docker", "tag", UPSTREAM_BASE, BASE_IMAGE])
+        return BASE_IMAGE
+    progress("base image: no registry answered; bootstrapping Debian with debootstrap (about a minute)")
+    if shutil.which("debootstrap") is None:
+        raise BottleError("building the base image needs debootstrap: run `make engine` (or `apt-get install debootstrap`) and try again")
+    if os.geteuid() != 0:
+        raise BottleError(f"bootstrapping the base image needs root: run `sudo bottle-tui images build` once, or load {UPSTREAM_BASE} into the engine")
+    with tempfile.TemporaryDirectory(prefix="bottle-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        argv = ["debootstrap", "--variant=minbase", SUITE, str(rootfs)]
+        mirror = _host_debian_mirror()
+        if mirror:
+            argv.append(mirror)
+        try:
+            result = await run(argv, timeout=1800)
+        except CommandError as exc:
+            _append(log, f"$ {' '.join(argv)}\n{exc.stderr}\n")
+            raise BottleError(f"debootstrap failed ({exc}); the full output is in {log}") from exc
+        _append(log, result.stdout + result.stderr)
+        await _import_rootfs(rootfs)
+    return BASE_IMAGE
+
+
+async def _import_rootfs(rootfs: Path) -> None:
+    """`tar -C rootfs -c . | docker import - BASE`, as two argv processes joined by a pipe."""
+    read_fd, write_fd = os.pipe()
+    tar = await asyncio.create_subprocess_exec(
+        "tar", "-C", str(rootfs), "-c", ".", stdout=write_fd, stdin=asyncio.subprocess.DEVNULL
+    )
+    os.close(write_fd)
+    imp = await asyncio.create_subprocess_exec(
+        "docker", "import", "-", BASE_IMAGE, stdin=read_fd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(read_fd)
+    _, err = await imp.communicate()
+    await tar.wait()
+    if imp.returncode != 0 or tar.returncode != 0:
+        raise BottleError(f"importing the base image into docker failed: {err.decode(errors='replace').strip()[-300:]}")
+
+
+def _append(log: Path, text: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        fh.write(text)
+
+
+async def build(source: ImageSource, progress: Progress, log: Path, *, force: bool = False) -> str:
+    ca = extra_ca_bytes()
+    full = input_hash(source, ca)
+    ref = f"{source.repository}:{full[:12]}"
+    if not force and await image_exists(ref):
+        progress(f"{source.name} image: {ref} is up to date")
+        return ref
+    base = await ensure_base(progress, log)
+    progress(f"{source.name} image: building {ref} (log: {log})")
+    with tempfile.TemporaryDirectory(prefix=f"bottle-{source.name}-ctx-") as tmp:
+        ctx = Path(tmp)
+        shutil.copytree(source.context, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (ctx / "extra-ca.crt").write_bytes(ca)
+        argv = [
+            "docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
+            "--label", f"{labels.IMAGE_HASH}={full}", "--label", f"{labels.MANAGED}=true",
+            "-t", ref, "-t", f"{source.repository}:latest", str(ctx),
+        ]
+        try:
+            result = await run(argv, timeout=3600, env={"DOCKER_BUILDKIT": "0"})
+        except CommandError as exc:
+            _append(log, f"$ {' '.join(argv)}\n{exc.stderr}\n")
+            raise BottleError(f"building the {source.name} image failed: {exc}; the full output is in {log}") from exc
+        _append(log, f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n")
+    return ref
+
+
+async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -> dict[str, str]:
+    return {name: await build(src, progress, log, force=force) for name, src in sources().items()}

@@ -1,0 +1,12 @@
+"""Labels bottle-tui puts on its containers, networks and images; discovery trusts only these."""
+
+MANAGED = "dev.bottle-tui.managed"
+SLUG = "dev.bottle-tui.slug"
+AGENT = "dev.bottle-tui.agent"
+BOTTLE = "dev.bottle-tui.bottle"
+BACKEND = "dev.bottle-tui.backend"
+STARTED_AT = "dev.bottle-tui.started-at"
+HOME = "dev.bottle-tui.home"
+IMAGE_HASH = "dev.bottle-tui.input-hash"
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"

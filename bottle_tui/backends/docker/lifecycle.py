@@ -1,0 +1,181 @@
+"""Bring a docker bottle up and take it down: state folder, renders, compose, readiness, teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ...errors import BottleError
+from ...plan import CA_CERT_NAME, BottlePlan
+from ...runner import CommandError, run
+from ...state import PROJECT_PREFIX, StateDir, all_state_dirs, atomic_write, project_name, slug_of_project, state_dir
+from . import engine, images
+from .compose import render_compose, render_routes
+
+READY_TIMEOUT = 60.0
+TRANSCRIPT_SRC = "/home/agent/.claude/projects"
+
+Progress = Callable[[str], None]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _log(path: Path, message: str) -> None:
+    with path.open("a") as fh:
+        fh.write(f"{now_iso()} {message.rstrip()}\n")
+
+
+async def make_egress_ca(state: StateDir, slug: str) -> None:
+    """A CA per bottle: the key stays in egress/ (sidecars only), the certificate goes to ca/ (agent)."""
+    key, cert = state.egress / "ca-key.pem", state.egress / "ca-cert.pem"
+    await run([
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "825",
+        "-keyout", str(key), "-out", str(cert), "-subj", f"/O=bottle-tui/CN=bottle-tui egress CA {slug}",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ], timeout=60)
+    pem_key, pem_cert = key.read_bytes(), cert.read_bytes()
+    key.unlink()
+    cert.unlink()
+    # mitmproxy reads its CA (key + certificate) from confdir/mitmproxy-ca.pem.
+    atomic_write(state.egress / "mitmproxy-ca.pem", pem_key + pem_cert, mode=0o600)
+    atomic_write(state.egress / "mitmproxy-ca-cert.pem", pem_cert, mode=0o644)
+    atomic_write(state.ca / CA_CERT_NAME, pem_cert, mode=0o644)
+
+
+def write_renders(plan: BottlePlan) -> None:
+    state = plan.state
+    spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
+    atomic_write(state.compose_file, yaml.safe_dump(spec, sort_keys=False), mode=0o600)
+    atomic_write(state.egress / "routes.yaml", yaml.safe_dump(render_routes(plan), sort_keys=False), mode=0o600)
+    atomic_write(state.egress / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
+    state.write_metadata({
+        "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,
+        "project": plan.project, "started_at": plan.started_at, "images": plan.images,
+        "agent_file": str(plan.agent.path), "bottle_file": str(plan.bottle.path), "started_by_pid": os.getpid(),
+        "claude_args": plan.claude_argv(resume=False)[1:],
+    })
+
+
+async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
+    ready = plan.state.egress / "ready"
+    agent = engine.container_name(plan.project, "agent")
+    agent_up = False
+    while time.monotonic() < deadline:
+        if not agent_up:
+            agent_up = await engine.container_running(agent)
+        if agent_up and ready.exists():
+            return
+        await asyncio.sleep(0.05)
+    what = "the agent container" if not agent_up else "egress (no ready file)"
+    raise BottleError(f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}")
+
+
+async def start(plan: BottlePlan, progress: Progress) -> None:
+    """Create the state folder, write the renders and bring the bottle up; tears down on failure."""
+    state = plan.state
+    state.create()
+    log = state.bringup_log
+    _log(log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
+    try:
+        await make_egress_ca(state, plan.slug)
+        write_renders(plan)
+        _log(log, "renders written; docker compose up")
+        progress(f"starting {plan.project}")
+        env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
+        out = await engine.up(plan.project, state.compose_file, env=env)
+        _log(log, out)
+        await _wait_ready(plan, time.monotonic() + READY_TIMEOUT)
+        _log(log, "ready")
+    except BaseException as exc:
+        _log(log, f"bring-up failed: {exc}")
+        try:
+            _log(log, await engine.logs(plan.project))
+            await engine.down(plan.project)
+        except (CommandError, OSError):
+            pass
+        if isinstance(exc, CommandError):
+            raise BottleError(f"bringing up {plan.slug} failed: {exc}; see {log}") from exc
+        raise
+
+
+async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False) -> None:
+    """Dump compose logs and the transcript into the state folder, take the bottle down, and
+    remove the state folder unless it carries a .preserve marker (``keep`` adds one)."""
+    project = project_name(slug)
+    state = state_dir(home, slug)
+    have_state = state.path.is_dir()
+    if have_state:
+        if keep:
+            state.preserve_marker.touch()
+        _log(state.teardown_log, f"stopping {project}")
+
+        async def dump_logs() -> None:
+            atomic_write(state.compose_log, await engine.logs(project), mode=0o600)
+
+        async def snapshot() -> None:
+            await engine.copy_out(engine.container_name(project, "agent"), TRANSCRIPT_SRC, state.transcript)
+
+        await asyncio.gather(dump_logs(), snapshot())
+    progress(f"stopping {project}")
+    out = await engine.down(project)
+    if have_state:
+        _log(state.teardown_log, out + "\nstopped")
+        if not state.preserved:
+            state.remove()
+
+
+@dataclass
+class CleanupPlan:
+    projects: list[str]
+    containers: list[str]
+    networks: list[str]
+    state_dirs: list[StateDir]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.projects or self.containers or self.networks or self.state_dirs)
+
+    def describe(self) -> str:
+        lines = [f"compose project {p}" for p in self.projects]
+        lines += [f"container {c}" for c in self.containers]
+        lines += [f"network {n}" for n in self.networks]
+        lines += [f"state folder {s.path}" for s in self.state_dirs]
+        return "\n".join(lines)
+
+
+async def plan_cleanup(home: Path) -> CleanupPlan:
+    listing = await run(["docker", "compose", "ls", "--all", "--format", "json"], timeout=30)
+    projects = sorted(e["Name"] for e in json.loads(listing.stdout or "[]") or [] if e.get("Name", "").startswith(PROJECT_PREFIX))
+    containers, networks = await engine.stray_resources()
+    live_slugs = {slug_of_project(p) for p in projects}
+    orphans = [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs]
+    # A project's own containers and networks go with `compose down`; list only the rest.
+    return CleanupPlan(projects, containers, networks, orphans)
+
+
+async def cleanup(home: Path, plan: CleanupPlan, progress: Progress) -> None:
+    for project in plan.projects:
+        progress(f"removing {project}")
+        slug = slug_of_project(project) or ""
+        state = state_dir(home, slug)
+        if state.path.is_dir() and state.preserved:
+            await stop(home, slug, progress)
+        else:
+            await engine.down(project)
+            state.remove()
+    containers, networks = await engine.stray_resources()
+    await engine.remove_containers(containers)
+    await engine.remove_networks(networks)
+    for s in plan.state_dirs:
+        progress(f"removing {s.path}")
+        s.remove()

@@ -1,0 +1,244 @@
+"""`bottle-tui` subcommands: everything the console does, scriptable. Errors print one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .backends.docker import engine, images, lifecycle
+from .errors import BottleError
+from .manifest import load_manifests, default_home
+from .plan import BottlePlan, missing_secrets, preflight_text, resolve
+from .runner import handoff
+from .state import new_slug, project_name, state_dir
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise BottleError(f"{question.rstrip('?')} needs a yes: pass --yes when stdin is not a terminal")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home).expanduser() if args.home else default_home()
+
+
+def plan_for(home: Path, agent: str) -> BottlePlan:
+    """Load the manifests and resolve a plan; pure apart from reading files (no docker)."""
+    manifests = load_manifests(home)
+    slug = new_slug(agent)
+    return resolve(manifests, agent, slug=slug, images=images.image_refs(), started_at=lifecycle.now_iso(), state=state_dir(home, slug))
+
+
+def claude_command(plan_meta: dict, *, resume: bool) -> list[str]:
+    argv = ["claude"]
+    if resume:
+        argv.append("--continue")
+    return argv + list(plan_meta.get("claude_args", []))
+
+
+async def _has_conversation(container: str) -> bool:
+    code, out = await engine.exec_capture(container, ["find", lifecycle.TRANSCRIPT_SRC, "-name", "*.jsonl", "-print", "-quit"])
+    return code == 0 and bool(out.strip())
+
+
+async def _claude_argv(home: Path, slug: str, *, fresh: bool) -> list[str]:
+    meta = state_dir(home, slug).read_metadata() or {}
+    container = engine.container_name(project_name(slug), "agent")
+    resume = not fresh and await _has_conversation(container)
+    return claude_command(meta, resume=resume)
+
+
+def _attach(slug: str, argv: list[str]) -> None:
+    container = engine.container_name(project_name(slug), "agent")
+    env = ["-e", f"TERM={os.environ.get('TERM', 'xterm-256color')}"]
+    handoff(["docker", "exec", "-it", *env, container, *argv])
+
+
+# -- subcommands -------------------------------------------------------------------------------
+
+async def cmd_start(args: argparse.Namespace) -> int:
+    home = _home(args)
+    plan = plan_for(home, args.agent)
+    print(preflight_text(plan))
+    for name in missing_secrets(plan, dict(os.environ)):
+        _say(f"warning: ${name} is not set here: requests through routes that inject it will fail (export it and start again)")
+    if args.dry_run:
+        _say("dry run: nothing was started and nothing was written")
+        return 0
+    await engine.require_engine()
+    if not _confirm(f"start bottle {plan.slug}?", args.yes):
+        _say("not started")
+        return 1
+    refs = await images.ensure_images(_say, home / "images.log")
+    if refs != plan.images:  # sources changed between plan and build: use what was built
+        plan = resolve(load_manifests(home), args.agent, slug=plan.slug, images=refs, started_at=plan.started_at, state=plan.state)
+    await lifecycle.start(plan, _say)
+    _say(f"bottle {plan.slug} is up (attach: bottle-tui attach {plan.slug}; stop: bottle-tui stop {plan.slug})")
+    if args.detach:
+        print(plan.slug)
+        return 0
+    _attach(plan.slug, plan.claude_argv(resume=False))
+    return 0
+
+
+async def cmd_attach(args: argparse.Namespace) -> int:
+    home = _home(args)
+    await engine.require_engine()
+    await engine.find(args.slug)
+    _attach(args.slug, await _claude_argv(home, args.slug, fresh=args.fresh))
+    return 0
+
+
+async def cmd_exec(args: argparse.Namespace) -> int:
+    await engine.require_engine()
+    await engine.find(args.slug)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise BottleError("exec needs a command: bottle-tui exec SLUG -- CMD [ARGS...]")
+    container = engine.container_name(project_name(args.slug), "agent")
+    handoff(engine.exec_argv(container, command, tty=sys.stdin.isatty() and sys.stdout.isatty()))
+    return 0
+
+
+async def cmd_stop(args: argparse.Namespace) -> int:
+    home = _home(args)
+    await engine.require_engine()
+    await engine.find(args.slug)
+    await lifecycle.stop(home, args.slug, _say, keep=args.keep)
+    _say(f"stopped {args.slug}")
+    return 0
+
+
+async def cmd_ls(args: argparse.Namespace) -> int:
+    await engine.require_engine()
+    bottles = await engine.discover()
+    if args.json:
+        print(json.dumps([b.to_json() for b in bottles], indent=2))
+        return 0
+    if not bottles:
+        _say("no bottles are running (start one: bottle-tui start implementer)")
+        return 0
+    rows = [("SLUG", "AGENT", "BOTTLE", "BACKEND", "STARTED", "SERVICES")]
+    rows += [(b.slug, b.agent, b.bottle, b.backend, b.started_at, f"{b.services_up}/{len(b.services)} up") for b in bottles]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip())
+    return 0
+
+
+async def cmd_cleanup(args: argparse.Namespace) -> int:
+    home = _home(args)
+    await engine.require_engine()
+    plan = await lifecycle.plan_cleanup(home)
+    if plan.empty:
+        _say("nothing to clean up")
+        return 0
+    print(plan.describe())
+    if args.dry_run:
+        _say("dry run: nothing was removed")
+        return 0
+    if not _confirm("remove all of the above?", args.yes):
+        _say("nothing removed")
+        return 1
+    await lifecycle.cleanup(home, plan, _say)
+    _say("cleaned up")
+    return 0
+
+
+async def cmd_images(args: argparse.Namespace) -> int:
+    home = _home(args)
+    await engine.require_engine()
+    refs = await images.ensure_images(_say, home / "images.log", force=args.force)
+    for name, ref in refs.items():
+        print(f"{name}\t{ref}")
+    return 0
+
+
+async def cmd_agents(args: argparse.Namespace) -> int:
+    manifests = load_manifests(_home(args))
+    for agent in sorted(manifests.agents.values(), key=lambda a: a.name):
+        bottle = manifests.bottles[agent.bottle]
+        print(f"{agent.name}\tbottle {bottle.name} ({bottle.backend}, {len(bottle.routes)} routes)\t{agent.description}")
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from .console.app import run_console
+
+    return run_console(_home(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bottle-tui", description="Run AI coding agents in bottles with no route out.")
+    parser.add_argument("--version", action="version", version=f"bottle-tui {__version__}")
+    parser.add_argument("--home", help="manifests and state folder (default: $CLAUDE_BOTTLE_HOME or ~/.claude-bottle)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("console", help="open the operator console (the default)")
+    p = sub.add_parser("start", help="show the plan, then start a bottle for AGENT and open claude in it")
+    p.add_argument("agent")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit; touches neither docker nor state")
+    p.add_argument("--detach", "-d", action="store_true", help="start and return (prints the slug)")
+    p = sub.add_parser("attach", help="open claude in a running bottle (continues the last conversation)")
+    p.add_argument("slug")
+    p.add_argument("--fresh", action="store_true", help="start a new conversation instead of continuing")
+    p = sub.add_parser("exec", help="run a command in the agent container: exec SLUG -- CMD")
+    p.add_argument("slug")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("stop", help="stop a bottle (compose logs and transcript are saved first)")
+    p.add_argument("slug")
+    p.add_argument("--keep", action="store_true", help="keep the state folder (marks it .preserve)")
+    p = sub.add_parser("ls", help="list running bottles, whoever started them")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("cleanup", help="remove every bottle, stray container/network and orphan state folder")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--yes", "-y", action="store_true")
+    p = sub.add_parser("images", help="build the agent and sidecar images")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--force", action="store_true", help="rebuild even when inputs did not change")
+    sub.add_parser("agents", help="list agents and their bottles (validates the manifests)")
+    return parser
+
+
+COMMANDS = {
+    "start": cmd_start, "attach": cmd_attach, "exec": cmd_exec, "stop": cmd_stop, "ls": cmd_ls,
+    "cleanup": cmd_cleanup, "images": cmd_images, "agents": cmd_agents,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in (None, "console"):
+            return cmd_console(args)
+        return asyncio.run(COMMANDS[args.command](args))
+    except BottleError as exc:
+        _say(f"bottle-tui: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _say("bottle-tui: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The operator console (first cut): the engine's state and the running bottles, refreshed live.
+
+Discovery is the same call the CLI's `ls` makes; it runs in a worker, triggered by `docker events`
+for bottle-tui's containers and by a slow poll in case the event stream drops. `q` quits and
+leaves every bottle running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ..backends.docker import engine
+from ..backends.docker.engine import BottleInfo, EngineStatus
+from ..errors import BottleError
+from ..runner import lines
+
+POLL_SECONDS = 10.0
+COLUMNS = (("slug", "SLUG"), ("agent", "AGENT"), ("bottle", "BOTTLE"), ("backend", "BACKEND"), ("started", "STARTED"), ("services", "SERVICES"))
+
+Discover = Callable[[], Awaitable[Sequence[BottleInfo]]]
+Status = Callable[[], Awaitable[EngineStatus]]
+
+
+def _cells(info: BottleInfo) -> dict[str, Text]:
+    # Labels come from the engine: anyone with docker access can set them, so render them inert.
+    return {
+        "slug": Text(info.slug), "agent": Text(info.agent), "bottle": Text(info.bottle),
+        "backend": Text(info.backend), "started": Text(info.started_at),
+        "services": Text(f"{info.services_up}/{len(info.services)} up"),
+    }
+
+
+class BottleConsole(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "bottle-tui"
+    BINDINGS = [
+        Binding("q", "quit", "Quit (bottles keep running)", id="quit"),
+        Binding("r", "refresh", "Refresh", id="refresh"),
+        Binding("j", "cursor_down", "Down", show=False, id="cursor-down"),
+        Binding("k", "cursor_up", "Up", show=False, id="cursor-up"),
+    ]
+
+    def __init__(self, home: Path, *, discover: Discover = engine.discover, status: Status = engine.engine_status,
+                 watch_events: bool = True) -> None:
+        super().__init__()
+        self.home = home
+        self._discover = discover
+        self._status = status
+        self._watch_events = watch_events
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("engine: checking…", id="engine")
+        table: DataTable[Text] = DataTable(id="bottles", cursor_type="row", zebra_stripes=True)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Static("", id="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.home)
+        self.query_one("#bottles", DataTable).focus()
+        self.refresh_bottles()
+        self.set_interval(POLL_SECONDS, self.refresh_bottles)
+        if self._watch_events:
+            self.follow_events()
+
+    def action_refresh(self) -> None:
+        self.refresh_bottles()
+
+    def action_cursor_down(self) -> None:
+        self.query_one("#bottles", DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one("#bottles", DataTable).action_cursor_up()
+
+    @work(exclusive=True, group="discover")
+    async def refresh_bottles(self) -> None:
+        status = await self._status()
+        engine_line = self.query_one("#engine", Static)
+        if not status.ok:
+            engine_line.update(Text(f"engine: {status.problem}", style="bold"))
+            engine_line.set_class(True, "-down")
+            self._apply([])
+            return
+        engine_line.set_class(False, "-down")
+        try:
+            bottles = await self._discover()
+        except BottleError as exc:
+            engine_line.update(Text(f"engine {status.server_version}: discovery failed: {exc}"))
+            return
+        engine_line.update(Text(f"engine {status.server_version} · compose {status.compose_version} · {len(bottles)} bottle(s)"))
+        self._apply(bottles)
+
+    def _apply(self, bottles: Sequence[BottleInfo]) -> None:
+        """Update the table in place, keyed by slug, so the cursor stays where the operator left it."""
+        table = self.query_one("#bottles", DataTable)
+        wanted = {b.slug: b for b in bottles}
+        present = {key.value for key in table.rows}
+        for slug in present - set(wanted):
+            table.remove_row(slug)
+        for slug, info in wanted.items():
+            cells = _cells(info)
+            if slug in present:
+                for key, value in cells.items():
+                    table.update_cell(slug, key, value)
+            else:
+                table.add_row(*(cells[key] for key, _ in COLUMNS), key=slug)
+        hint = "" if bottles else "No bottles are running. Start one from a shell: bottle-tui start implementer"
+        self.query_one("#hint", Static).update(hint)
+
+    @work(exclusive=True, group="events")
+    async def follow_events(self) -> None:
+        """Refresh whenever one of our containers changes; restart the stream if it ends."""
+        while True:
+            try:
+                async for _ in lines(engine.events_argv()):
+                    self.refresh_bottles()
+            except BottleError:
+                pass
+            await asyncio.sleep(POLL_SECONDS)
+
+
+def run_console(home: Path) -> int:
+    BottleConsole(home).run()
+    return 0

@@ -1,0 +1,147 @@
+"""The backend-neutral BottlePlan (pure) and the preflight text shown before a bottle starts."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BottleError
+from .manifest import AgentSpec, BottleSpec, Manifests, Route
+from .state import StateDir, project_name
+
+EGRESS_PORT = 8080
+CA_MOUNT = "/etc/bottle/ca"
+CA_CERT_NAME = "egress-ca.pem"
+AGENT_HOME = "/home/agent"
+WORKDIR = f"{AGENT_HOME}/work"
+CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
+SUPPORTED_BACKENDS = ("docker",)
+
+
+def placeholder(env_name: str) -> str:
+    """What the agent holds instead of a real credential; egress swaps it for the real value."""
+    return f"bottle-placeholder-{env_name}"
+
+
+@dataclass(frozen=True)
+class BottlePlan:
+    slug: str
+    agent: AgentSpec
+    bottle: BottleSpec
+    state: StateDir
+    images: dict[str, str] = field(hash=False)
+    started_at: str
+    home: Path
+
+    @property
+    def backend(self) -> str:
+        return self.bottle.backend
+
+    @property
+    def project(self) -> str:
+        return project_name(self.slug)
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self.bottle.routes
+
+    @property
+    def daemons(self) -> tuple[str, ...]:
+        """Sidecar daemons the bundle's init starts (pipelock, git-gate, supervise plug in here)."""
+        return ("egress",)
+
+    @property
+    def secret_env_names(self) -> tuple[str, ...]:
+        """Host env vars whose values only the sidecars receive (credentials egress injects)."""
+        names = [r.auth.token_env for r in self.routes if r.auth]
+        if self.bottle.git and self.bottle.git.credentials_env:
+            names.append(self.bottle.git.credentials_env)
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def agent_env(self) -> dict[str, str]:
+        proxy = f"http://egress:{EGRESS_PORT}"
+        ca = f"{CA_MOUNT}/{CA_CERT_NAME}"
+        env: dict[str, str] = dict(self.bottle.env)
+        env.update({name: placeholder(name) for name in self.secret_env_names})
+        env.update({
+            "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+            "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+            "BOTTLE_SLUG": self.slug, "BOTTLE_AGENT": self.agent.name, "BOTTLE_NAME": self.bottle.name,
+        })
+        env.update({var: ca for var in CA_ENV_VARS})
+        return env
+
+    def claude_argv(self, *, resume: bool) -> list[str]:
+        argv = ["claude"]
+        if resume:
+            argv.append("--continue")
+        if self.agent.model:
+            argv += ["--model", self.agent.model]
+        if self.agent.prompt:
+            argv += ["--append-system-prompt", self.agent.prompt]
+        return argv + list(self.agent.claude_args)
+
+
+def resolve(manifests: Manifests, agent_name: str, *, slug: str, images: dict[str, str], started_at: str, state: StateDir) -> BottlePlan:
+    try:
+        agent = manifests.agents[agent_name]
+    except KeyError:
+        from difflib import get_close_matches
+
+        hint = get_close_matches(agent_name, list(manifests.agents), n=1)
+        known = ", ".join(sorted(manifests.agents)) or "none"
+        raise BottleError(
+            f"no agent named '{agent_name}' in {manifests.home / 'agents'}"
+            + (f": did you mean '{hint[0]}'?" if hint else f" (known: {known}); add agents/{agent_name}.md")
+        ) from None
+    bottle = manifests.bottles[agent.bottle]
+    if bottle.backend not in SUPPORTED_BACKENDS:
+        raise BottleError(f"{bottle.path}: backend: '{bottle.backend}' bottles cannot start yet; use backend: docker")
+    return BottlePlan(slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home)
+
+
+def _route_line(route: Route) -> str:
+    parts = [route.host, "ports " + ",".join(map(str, route.ports))]
+    parts.append("methods " + ",".join(route.methods) if route.methods else "any method")
+    parts.append("paths " + " ".join(route.paths) if route.paths else "any path")
+    if route.auth:
+        target = route.auth.header or "Authorization"
+        parts.append(f"injects {route.auth.scheme} {target} from ${route.auth.token_env}")
+    return "; ".join(parts)
+
+
+def preflight_text(plan: BottlePlan) -> str:
+    """What will happen, in the operator's terms. Names env vars, never their values."""
+    b, a = plan.bottle, plan.agent
+    lines = [
+        f"agent      {a.name}  ({a.path})",
+        f"bottle     {b.name}  ({b.path})",
+        f"backend    {b.backend}, compose project {plan.project}",
+        f"slug       {plan.slug}",
+        "egress     " + ("no routes: every request is blocked" if not b.routes else f"{len(b.routes)} route(s), everything else answers 403"),
+    ]
+    lines += [f"  - {_route_line(r)}" for r in b.routes]
+    if b.git:
+        cred = f", credentials from ${b.git.credentials_env}" if b.git.credentials_env else ""
+        lines.append(f"git        {b.git.upstream} (branch {b.git.branch}{cred})")
+    else:
+        lines.append("git        none")
+    lines.append(f"supervise  {'on' if b.supervise.enabled else 'off'}" + (f", decisions time out after {b.supervise.timeout_seconds} s" if b.supervise.enabled else ""))
+    env_names = sorted(dict(b.env))
+    lines.append("env        " + (", ".join(env_names) if env_names else "none"))
+    secrets = plan.secret_env_names
+    if secrets:
+        lines.append("secrets    " + ", ".join(f"{n} (sidecars only; agent holds a placeholder)" for n in secrets))
+    lines.append(f"resources  {b.resources.cpus:g} cpus, {b.resources.memory_mib} MiB, {b.resources.pids} pids")
+    lines.append(f"images     agent {plan.images.get('agent', '?')}, sidecars {plan.images.get('sidecars', '?')}")
+    lines.append(f"state      {plan.state.path}")
+    shown = ["<prompt: %d chars>" % len(a.prompt) if arg == a.prompt else arg for arg in plan.claude_argv(resume=False)]
+    lines.append(f"claude     {shlex.join(shown)}")
+    return "\n".join(lines)
+
+
+def missing_secrets(plan: BottlePlan, environ: dict[str, str]) -> list[str]:
+    return [n for n in plan.secret_env_names if not environ.get(n)]

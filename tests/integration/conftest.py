@@ -1,0 +1,77 @@
+"""Fixtures for tests against the real Docker engine: images, a test home, the fake internet, bottles.
+
+Tests here skip only when no engine answers and BOTTLE_REQUIRE_DOCKER is unset; with it set (CI)
+they fail instead. Everything they create is removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bottle_tui.backends.docker import engine, images
+
+from .support import FAKE_DIR, TEST_LABEL, connect_fake_internet, engine_answers, sh, start_bottle, stop_bottle, write_home
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    if not engine_answers():
+        if os.environ.get("BOTTLE_REQUIRE_DOCKER"):
+            pytest.fail("BOTTLE_REQUIRE_DOCKER is set but no Docker engine answers `docker info`: run `make engine`")
+        pytest.skip("no Docker engine answers `docker info` (run `make engine`; CI sets BOTTLE_REQUIRE_DOCKER)")
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    log = tmp_path_factory.mktemp("images") / "images.log"
+    return asyncio.run(images.ensure_images(lambda m: print(m, file=sys.stderr), log))
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str]) -> Path:
+    return write_home(tmp_path_factory.mktemp("bottle-home"))
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, built_images: dict[str, str]) -> Path:
+    return write_home(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def fake_internet(built_images: dict[str, str]):
+    """A container of our own that plays the internet: every name egress may reach resolves to it."""
+    name = f"bottle-tui-test-fake-internet-{uuid.uuid4().hex[:6]}"
+    sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", "none",
+       "--entrypoint", "python3", "-v", f"{FAKE_DIR}:/srv:ro", built_images["sidecars"], "/srv/server.py")
+    yield name
+    sh("docker", "rm", "-f", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def bottle(home: Path, fake_internet: str):
+    b = start_bottle(home)
+    b.fake_ip = connect_fake_internet(b, fake_internet)
+    yield b
+    stop_bottle(b, fake_internet)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep(tmp_path_factory: pytest.TempPathFactory):
+    """Whatever a failing test left behind under the test homes goes at the end of the session."""
+    yield
+    if not engine_answers():
+        return
+    base = str(tmp_path_factory.getbasetemp())
+    try:
+        leftovers = asyncio.run(engine.discover())
+    except Exception:
+        return
+    for info in leftovers:
+        if info.home.startswith(base):
+            sh("docker", "compose", "-p", info.project, "down", "--volumes", "--timeout", "1", check=False)

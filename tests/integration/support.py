@@ -1,0 +1,124 @@
+"""Helpers for tests against the real engine: the CLI as a subprocess, a test home, bottles."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bottle_tui.backends.docker import engine
+
+TEST_LABEL = "dev.bottle-tui.test=true"
+FAKE_DIR = Path(__file__).parent / "fake_internet"
+SECRET = "sk-test-" + uuid.uuid4().hex  # the real credential egress injects; the agent must never see it
+ALLOWED = "allowed.fake.test"
+AUTHED = "auth.fake.test"
+BLOCKED = "blocked.fake.test"
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+
+
+def engine_answers() -> bool:
+    try:
+        return sh("docker", "info", check=False, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+MANIFESTS = {
+    "agents/tester.md": """\
+        ---
+        bottle: sandbox
+        description: the integration tests' agent
+        ---
+        You are a test agent.
+        """,
+    "bottles/sandbox.md": f"""\
+        ---
+        description: routes only to the tests' fake internet
+        egress:
+          routes:
+            - host: {ALLOWED}
+              ports: [80]
+            - host: {AUTHED}
+              ports: [80]
+              auth: {{scheme: header, header: X-Api-Key, token_env: BOTTLE_TEST_TOKEN}}
+        resources: {{cpus: 1, memory: 1g, pids: 256}}
+        ---
+        The sandbox bottle of the integration tests.
+        """,
+}
+
+
+def write_home(home: Path) -> Path:
+    for rel, text in MANIFESTS.items():
+        path = home / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return home
+
+
+def cli(home: Path, *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "BOTTLE_TEST_TOKEN": SECRET, **(env or {})}
+    return sh(sys.executable, "-m", "bottle_tui", "--home", str(home), *args, check=check, timeout=timeout, env=full_env)
+
+
+@dataclass
+class Bottle:
+    slug: str
+    home: Path
+    fake_ip: str = ""
+
+    @property
+    def project(self) -> str:
+        return "claude-bottle-" + self.slug
+
+    @property
+    def agent(self) -> str:
+        return engine.container_name(self.project, "agent")
+
+    @property
+    def sidecars(self) -> str:
+        return engine.container_name(self.project, "sidecars")
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state" / self.slug
+
+    def exec(self, *argv: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return sh("docker", "exec", self.agent, *argv, check=check, timeout=timeout)
+
+    def network(self, name: str) -> str:
+        return f"{self.project}_{name}"
+
+
+def start_bottle(home: Path, agent: str = "tester") -> Bottle:
+    out = cli(home, "start", agent, "--yes", "--detach")
+    return Bottle(out.stdout.strip().splitlines()[-1], home)
+
+
+def connect_fake_internet(bottle: Bottle, fake: str) -> str:
+    """Join the fake internet to the bottle's egress network; returns its address there."""
+    aliases = [a for host in (ALLOWED, AUTHED, BLOCKED) for a in ("--alias", host)]
+    sh("docker", "network", "connect", *aliases, bottle.network("egress"), fake)
+    inspect = sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", fake)
+    return json.loads(inspect.stdout)[bottle.network("egress")]["IPAddress"]
+
+
+def stop_bottle(bottle: Bottle, fake: str | None = None) -> None:
+    if fake:
+        sh("docker", "network", "disconnect", "-f", bottle.network("egress"), fake, check=False)
+    cli(bottle.home, "stop", bottle.slug, check=False)
+
+
+def labelled(kind: str, label: str) -> list[str]:
+    """IDs of containers (kind "ps") or networks (kind "network") that carry ``label``."""
+    argv = ["docker", "ps", "-aq"] if kind == "ps" else ["docker", "network", "ls", "-q"]
+    return sh(*argv, "--filter", f"label={label}").stdout.split()

@@ -129,7 +129,6 @@ async def cmd_stop(args: argparse.Namespace) -> int:
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:
-    await engine.require_engine()
     bottles = await engine.discover()
     if args.json:
         print(json.dumps([b.to_json() for b in bottles], indent=2))

@@ -21,6 +21,7 @@ from ..backends.docker import engine
 from ..backends.docker.engine import BottleInfo, EngineStatus
 from ..errors import BottleError
 from ..runner import lines
+from .inert import inert
 
 POLL_SECONDS = 10.0
 COLUMNS = (("slug", "SLUG"), ("agent", "AGENT"), ("bottle", "BOTTLE"), ("backend", "BACKEND"), ("started", "STARTED"), ("services", "SERVICES"))
@@ -32,9 +33,9 @@ Status = Callable[[], Awaitable[EngineStatus]]
 def _cells(info: BottleInfo) -> dict[str, Text]:
     # Labels come from the engine: anyone with docker access can set them, so render them inert.
     return {
-        "slug": Text(info.slug), "agent": Text(info.agent), "bottle": Text(info.bottle),
-        "backend": Text(info.backend), "started": Text(info.started_at),
-        "services": Text(f"{info.services_up}/{len(info.services)} up"),
+        "slug": inert(info.slug), "agent": inert(info.agent), "bottle": inert(info.bottle),
+        "backend": inert(info.backend), "started": inert(info.started_at),
+        "services": inert(f"{info.services_up}/{len(info.services)} up"),
     }
 
 
@@ -55,6 +56,7 @@ class BottleConsole(App[None]):
         self._discover = discover
         self._status = status
         self._watch_events = watch_events
+        self._versions: str | None = None  # fetched once, again after the engine was down
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,20 +87,21 @@ class BottleConsole(App[None]):
 
     @work(exclusive=True, group="discover")
     async def refresh_bottles(self) -> None:
-        status = await self._status()
         engine_line = self.query_one("#engine", Static)
-        if not status.ok:
-            engine_line.update(Text(f"engine: {status.problem}", style="bold"))
-            engine_line.set_class(True, "-down")
-            self._apply([])
-            return
-        engine_line.set_class(False, "-down")
         try:
             bottles = await self._discover()
         except BottleError as exc:
-            engine_line.update(Text(f"engine {status.server_version}: discovery failed: {exc}"))
+            # discover() already names the engine's problem and what to do about it.
+            self._versions = None
+            engine_line.update(Text(f"engine: {exc}", style="bold"))
+            engine_line.set_class(True, "-down")
+            self._apply([])
             return
-        engine_line.update(Text(f"engine {status.server_version} · compose {status.compose_version} · {len(bottles)} bottle(s)"))
+        if self._versions is None:
+            status = await self._status()
+            self._versions = f"engine {status.server_version} · compose {status.compose_version}"
+        engine_line.set_class(False, "-down")
+        engine_line.update(Text(f"{self._versions} · {len(bottles)} bottle(s)"))
         self._apply(bottles)
 
     def _apply(self, bottles: Sequence[BottleInfo]) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from ...manifest import Route
-from ...plan import AGENT_HOME, CA_MOUNT, EGRESS_PORT, WORKDIR, BottlePlan
+from ...plan import CA_MOUNT, WORKDIR, BottlePlan
 from . import labels
 
 AGENT_USER = "1000:1000"
@@ -112,4 +114,12 @@ def render_routes(plan: BottlePlan) -> dict[str, Any]:
     return {"version": 1, "bottle": plan.bottle.name, "routes": [_route_doc(r) for r in plan.routes]}
 
 
-__all__ = ["render_compose", "render_routes", "bottle_labels", "AGENT_HOME", "EGRESS_PORT"]
+class _PlainDumper(yaml.SafeDumper):
+    """Writes shared sub-documents out in full: no &anchors / *aliases in files people read."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    return yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False)

@@ -92,7 +92,21 @@ _PS_FORMAT = "\t".join(
 ) + "\t{{.State}}"
 
 
+async def _explained(error: CommandError) -> BottleError:
+    """Turn a failed docker call into the engine's own one-line problem when the engine is the cause."""
+    status = await engine_status()
+    return BottleError(status.problem) if not status.ok else error
+
+
 async def discover() -> list[BottleInfo]:
+    """Every bottle on the engine, in two CLI calls (the engine is checked only if they fail)."""
+    try:
+        return await _discover()
+    except CommandError as exc:
+        raise await _explained(exc) from exc
+
+
+async def _discover() -> list[BottleInfo]:
     listing = await run(["docker", "compose", "ls", "--all", "--format", "json"], timeout=30)
     projects = {}
     for entry in json.loads(listing.stdout or "[]") or []:

@@ -11,14 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from ...errors import BottleError
 from ...plan import CA_CERT_NAME, BottlePlan
 from ...runner import CommandError, run
 from ...state import PROJECT_PREFIX, StateDir, all_state_dirs, atomic_write, project_name, slug_of_project, state_dir
 from . import engine, images
-from .compose import render_compose, render_routes
+from .compose import render_compose, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
 TRANSCRIPT_SRC = "/home/agent/.claude/projects"
@@ -55,8 +53,8 @@ async def make_egress_ca(state: StateDir, slug: str) -> None:
 def write_renders(plan: BottlePlan) -> None:
     state = plan.state
     spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
-    atomic_write(state.compose_file, yaml.safe_dump(spec, sort_keys=False), mode=0o600)
-    atomic_write(state.egress / "routes.yaml", yaml.safe_dump(render_routes(plan), sort_keys=False), mode=0o600)
+    atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
+    atomic_write(state.egress / "routes.yaml", to_yaml(render_routes(plan)), mode=0o600)
     atomic_write(state.egress / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
     state.write_metadata({
         "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,

@@ -1,0 +1,86 @@
+"""The CLI on bad input: each mistake is one line on stderr naming file and key, exit 1, no traceback.
+
+Runs `bottle-tui --home H start AGENT --dry-run` as a real subprocess (dry runs touch no docker).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+GOOD_AGENT = "---\nbottle: box\n---\nprompt\n"
+GOOD_BOTTLE = "---\negress:\n  routes:\n    - host: api.example.com\n---\n"
+
+# (what is wrong, file -> text, words the message must contain)
+MISTAKES = [
+    ("yaml syntax", {"bottles/box.md": "---\negress: [unclosed\n---\n"}, ["bottles/box.md", "line"]),
+    ("no front matter", {"bottles/box.md": "just text\n"}, ["bottles/box.md", "front matter"]),
+    ("front matter is a list", {"bottles/box.md": "---\n- a\n- b\n---\n"}, ["bottles/box.md", "mapping"]),
+    ("unknown top key", {"bottles/box.md": "---\negres: {}\n---\n"}, ["egres", "did you mean 'egress'"]),
+    ("unknown route key", {"bottles/box.md": "---\negress:\n  routes:\n    - hots: a.example.com\n---\n"}, ["egress.routes[0]", "did you mean 'host'"]),
+    ("routes not a list", {"bottles/box.md": "---\negress:\n  routes: api.example.com\n---\n"}, ["egress.routes", "list"]),
+    ("host with scheme", {"bottles/box.md": "---\negress:\n  routes:\n    - host: https://api.example.com\n---\n"}, ["egress.routes[0].host", "host name only"]),
+    ("host with path", {"bottles/box.md": "---\negress:\n  routes:\n    - host: api.example.com/v1\n---\n"}, ["egress.routes[0].host"]),
+    ("bad wildcard", {"bottles/box.md": "---\negress:\n  routes:\n    - host: 'foo.*.com'\n---\n"}, ["egress.routes[0].host", "*"]),
+    ("port out of range", {"bottles/box.md": "---\negress:\n  routes:\n    - host: a.example.com\n      ports: [70000]\n---\n"}, ["ports[0]", "65535"]),
+    ("unknown method", {"bottles/box.md": "---\negress:\n  routes:\n    - host: a.example.com\n      methods: [FETCH]\n---\n"}, ["methods[0]", "FETCH"]),
+    ("path without slash", {"bottles/box.md": "---\negress:\n  routes:\n    - host: a.example.com\n      paths: [v1]\n---\n"}, ["paths[0]", "/"]),
+    ("unknown auth scheme", {"bottles/box.md": "---\negress:\n  routes:\n    - host: a.example.com\n      auth: {scheme: oauth, token_env: T}\n---\n"}, ["auth.scheme", "oauth"]),
+    ("bad token_env", {"bottles/box.md": "---\negress:\n  routes:\n    - host: a.example.com\n      auth: {scheme: bearer, token_env: 'my-token'}\n---\n"}, ["auth.token_env"]),
+    ("header scheme without header", {"bottles/box.md": "---\negress:\n  routes:\n    - host: a.example.com\n      auth: {scheme: header, token_env: T}\n---\n"}, ["auth", "header"]),
+    ("unknown backend", {"bottles/box.md": "---\nbackend: dockr\n---\n"}, ["backend", "did you mean 'docker'"]),
+    ("agent without bottle", {"agents/coder.md": "---\nmodel: sonnet\n---\n"}, ["agents/coder.md", "bottle"]),
+    ("bottle not found", {"agents/coder.md": "---\nbottle: bx\n---\n"}, ["agents/coder.md", "bx"]),
+    ("duplicate names", {"bottles/other.md": "---\nname: box\n---\n"}, ["name", "already defined in"]),
+    ("bad memory", {"bottles/box.md": "---\nresources: {memory: lots}\n---\n"}, ["resources.memory", "lots"]),
+    ("zero cpus", {"bottles/box.md": "---\nresources: {cpus: 0}\n---\n"}, ["resources.cpus"]),
+    ("env value a mapping", {"bottles/box.md": "---\nenv: {A: {b: c}}\n---\n"}, ["env.A"]),
+    ("claude_args not a list", {"agents/coder.md": "---\nbottle: box\nclaude_args: --verbose\n---\n"}, ["claude_args", "list"]),
+    ("not utf-8", {"bottles/box.md": b"---\ndescription: \xff\xfe\n---\n"}, ["bottles/box.md", "UTF-8"]),
+]
+
+
+def write(home: Path, files: dict[str, str | bytes]) -> None:
+    base = {"agents/coder.md": GOOD_AGENT, "bottles/box.md": GOOD_BOTTLE}
+    base.update(files)
+    for rel, text in base.items():
+        path = home / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text if isinstance(text, bytes) else textwrap.dedent(text).encode())
+
+
+@pytest.mark.parametrize("what,files,words", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_bad_manifest_is_one_clear_line(tmp_path: Path, what: str, files: dict, words: list[str]) -> None:
+    write(tmp_path, files)
+    r = subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(tmp_path), "start", "coder", "--dry-run"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 1, (what, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("bottle-tui: error: ")
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not (tmp_path / "state").exists()
+
+
+def test_mistakes_cover_at_least_fifteen_kinds() -> None:
+    assert len({m[0] for m in MISTAKES}) >= 15
+
+
+def test_good_manifests_dry_run_prints_the_plan(tmp_path: Path) -> None:
+    write(tmp_path, {})
+    r = subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(tmp_path), "start", "coder", "--dry-run"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "api.example.com" in r.stdout and "dry run" in r.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_unknown_command_and_missing_confirmation(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "bottle_tui", "frobnicate"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr

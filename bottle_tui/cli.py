@@ -109,7 +109,7 @@ async def cmd_attach(args: argparse.Namespace) -> int:
 async def cmd_exec(args: argparse.Namespace) -> int:
     await engine.require_engine()
     await engine.find(args.slug)
-    command = list(args.command)
+    command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start a new conversation instead of continuing")
     p = sub.add_parser("exec", help="run a command in the agent container: exec SLUG -- CMD")
     p.add_argument("slug")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
     p = sub.add_parser("stop", help="stop a bottle (compose logs and transcript are saved first)")
     p.add_argument("slug")
     p.add_argument("--keep", action="store_true", help="keep the state folder (marks it .preserve)")
@@ -237,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("bottle-tui: interrupted")
         return 130
+    except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
+        if os.environ.get("BOTTLE_DEBUG"):
+            raise
+        _say(f"bottle-tui: internal error: {type(exc).__name__}: {exc} (set BOTTLE_DEBUG=1 for the traceback, and please report it)")
+        return 70
 
 
 if __name__ == "__main__":

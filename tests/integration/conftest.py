@@ -16,7 +16,7 @@ import pytest
 
 from bottle_tui.backends.docker import engine, images
 
-from .support import FAKE_DIR, TEST_LABEL, connect_fake_internet, engine_answers, sh, start_bottle, stop_bottle, write_home
+from .support import FAKE_DIR, TEST_LABEL, make_fake_pki, connect_fake_internet, engine_answers, sh, start_bottle, stop_bottle, write_home
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +44,33 @@ def fresh_home(tmp_path: Path, built_images: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fake_internet(built_images: dict[str, str]):
+def fake_pki(tmp_path_factory: pytest.TempPathFactory):
+    """A private CA and a certificate for the fake internet's names. Egress trusts the CA through
+    CLAUDE_BOTTLE_UPSTREAM_CA, as an operator would for internal services."""
+    pki = tmp_path_factory.mktemp("fake-pki")
+    os.chmod(pki, 0o755)
+    make_fake_pki(pki)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLAUDE_BOTTLE_UPSTREAM_CA", str(pki / "ca.pem"))
+        yield pki
+
+
+@pytest.fixture(scope="session")
+def fake_internet(built_images: dict[str, str], fake_pki: Path):
     """A container of our own that plays the internet: every name egress may reach resolves to it."""
     name = f"bottle-tui-test-fake-internet-{uuid.uuid4().hex[:6]}"
-    sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", "none",
-       "--entrypoint", "python3", "-v", f"{FAKE_DIR}:/srv:ro", built_images["sidecars"], "/srv/server.py")
+    # Its home network is internal too: the fake internet itself has no way out.
+    sh("docker", "network", "create", "--internal", "--label", TEST_LABEL, name)
+    sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", name,
+       "--entrypoint", "python3", "-v", f"{FAKE_DIR}:/srv:ro", "-v", f"{fake_pki}:/pki:ro",
+       built_images["sidecars"], "/srv/server.py", "/pki/server.pem", "/pki/server-key.pem")
     yield name
     sh("docker", "rm", "-f", name, check=False)
+    sh("docker", "network", "rm", name, check=False)
 
 
 @pytest.fixture(scope="module")
-def bottle(home: Path, fake_internet: str):
+def bottle(home: Path, fake_internet: str, fake_pki: Path):
     b = start_bottle(home)
     b.fake_ip = connect_fake_internet(b, fake_internet)
     yield b

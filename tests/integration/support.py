@@ -22,7 +22,10 @@ BLOCKED = "blocked.fake.test"
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv[:6])} exited {result.returncode}:\n{result.stderr[-2000:]}")
+    return result
 
 
 def engine_answers() -> bool:
@@ -46,9 +49,8 @@ MANIFESTS = {
         egress:
           routes:
             - host: {ALLOWED}
-              ports: [80]
             - host: {AUTHED}
-              ports: [80]
+              ports: [443]
               auth: {{scheme: header, header: X-Api-Key, token_env: BOTTLE_TEST_TOKEN}}
         resources: {{cpus: 1, memory: 1g, pids: 256}}
         ---
@@ -63,6 +65,22 @@ def write_home(home: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
     return home
+
+
+def make_fake_pki(folder: Path) -> None:
+    """openssl: a CA, and a server certificate for every fake-internet name signed by it."""
+    ca_key, ca, key, csr, cert = (str(folder / n) for n in ("ca-key.pem", "ca.pem", "server-key.pem", "server.csr", "server.pem"))
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-keyout", ca_key, "-out", ca,
+       "-subj", "/CN=bottle-tui fake internet CA", "-addext", "basicConstraints=critical,CA:TRUE",
+       "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={ALLOWED}")
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{h}" for h in (ALLOWED, AUTHED, BLOCKED)) +
+                   "\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    sh("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-sha256",
+       "-extfile", str(ext), "-out", cert)
+    for name in ("server-key.pem", "server.pem", "ca.pem"):
+        (folder / name).chmod(0o644)
 
 
 def cli(home: Path, *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -61,6 +61,8 @@ def test_bottle_outlives_the_cli_and_another_process_stops_it(fresh_home: Path) 
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "sleep 600" not in b.exec("ps", "-eo", "args").stdout:
         time.sleep(0.1)
+    assert holder.poll() is None, "the CLI holding the bottle exited by itself"
+    assert "sleep 600" in b.exec("ps", "-eo", "args").stdout
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(10)
     listed = json.loads(cli(fresh_home, "ls", "--json").stdout)

@@ -14,6 +14,7 @@ import yaml
 from ...manifest import Route
 from ...plan import CA_MOUNT, WORKDIR, BottlePlan
 from . import labels
+from .engine import container_name
 
 AGENT_USER = "1000:1000"
 SIDECAR_ALIASES = ("egress",)
@@ -44,6 +45,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
     hardening = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
     agent = {
         "image": plan.images["agent"],
+        "container_name": container_name(plan.project, "agent"),
         "init": True,
         "command": ["sleep", "infinity"],
         "user": AGENT_USER,
@@ -61,6 +63,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
     }
     sidecars = {
         "image": plan.images["sidecars"],
+        "container_name": container_name(plan.project, "sidecars"),
         "user": f"{host_uid}:{host_gid}",
         "environment": {
             "BOTTLE_DAEMONS": ",".join(plan.daemons),

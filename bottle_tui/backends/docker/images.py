@@ -26,6 +26,7 @@ UPSTREAM_BASE = "debian:bookworm-slim"
 SUITE = "bookworm"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXTRA_CA_ENV = ("CLAUDE_BOTTLE_EXTRA_CA", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+UPSTREAM_CA_ENV = "CLAUDE_BOTTLE_UPSTREAM_CA"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 Progress = Callable[[str], None]
@@ -60,9 +61,13 @@ def extra_ca_bytes() -> bytes:
 
 
 def upstream_ca_bundle() -> bytes:
-    """What egress trusts upstream: the system bundle plus the extra CA (deduplicated by content)."""
+    """What egress trusts upstream besides its own default store: the system bundle, the extra CA,
+    and ``CLAUDE_BOTTLE_UPSTREAM_CA`` (a private CA of internal services; not used in builds)."""
     parts: list[bytes] = []
-    for path in (SYSTEM_CA_BUNDLE, extra_ca_path()):
+    upstream = os.environ.get(UPSTREAM_CA_ENV)
+    if upstream and not Path(upstream).is_file():
+        raise BottleError(f"{UPSTREAM_CA_ENV}={upstream}: no such file; point it at a PEM bundle or unset it")
+    for path in (SYSTEM_CA_BUNDLE, extra_ca_path(), Path(upstream) if upstream else None):
         if path and path.is_file():
             data = path.read_bytes()
             if data not in parts:

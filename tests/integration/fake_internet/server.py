@@ -7,6 +7,9 @@ and it echoes the X-Api-Key value verbatim in `echo` to model an upstream that r
 
 import hashlib
 import json
+import ssl
+import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -39,5 +42,19 @@ class Echo(BaseHTTPRequestHandler):
         print(fmt % args, flush=True)
 
 
+def main(argv: list[str]) -> None:
+    """Plain HTTP on 80; with CERT KEY arguments, HTTPS on 443 as well."""
+    servers = [ThreadingHTTPServer(("0.0.0.0", 80), Echo)]
+    if len(argv) == 2:
+        tls = ThreadingHTTPServer(("0.0.0.0", 443), Echo)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(argv[0], argv[1])
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        servers.append(tls)
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
+
+
 if __name__ == "__main__":
-    ThreadingHTTPServer(("0.0.0.0", 80), Echo).serve_forever()
+    main(sys.argv[1:])

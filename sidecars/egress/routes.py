@@ -1,0 +1,417 @@
+"""Egress policy: load and validate routes.yaml, match requests, build injected credentials, scrub secrets.
+
+Pure (pyyaml + stdlib only) so the rules can be unit-tested without mitmproxy; addon.py wires it in.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import yaml
+
+SCHEMES = ("http", "https")
+AUTH_SCHEMES = ("bearer", "basic", "header")
+REDACTED = b"[redacted by egress]"
+
+_TOP_KEYS = {"version", "bottle", "routes"}
+_ROUTE_KEYS = {"host", "ports", "methods", "paths", "schemes", "auth"}
+_AUTH_KEYS = {"scheme", "header", "token_env"}
+# A host pattern is a DNS name, an IPv4/IPv6 literal, or "*." followed by a DNS name.
+_HOST_RE = re.compile(r"^(\*\.)?[a-z0-9_:]([a-z0-9_.:-]*[a-z0-9_:])?$")
+_METHOD_RE = re.compile(r"^[A-Z][A-Z0-9_-]*$")
+_HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CredentialError(Exception):
+    """A route's real secret cannot be used; `env_name` names the variable that should hold it."""
+
+    def __init__(self, env_name: str, problem: str):
+        super().__init__(f"{env_name} {problem}")
+        self.env_name = env_name
+
+
+class CredentialMissing(CredentialError):
+    """The environment variable that should hold a route's real secret is unset or empty."""
+
+    def __init__(self, env_name: str):
+        super().__init__(env_name, "is not set in the sidecars container")
+
+
+@dataclass(frozen=True)
+class Auth:
+    scheme: str  # bearer | basic | header
+    token_env: str
+    header: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    host: str  # lower-case; "*.example.com" matches any subdomain, not the apex
+    ports: tuple[int, ...]
+    methods: tuple[str, ...] = ()  # empty = any method
+    paths: tuple[str, ...] = ()  # empty = any path
+    schemes: tuple[str, ...] = SCHEMES
+    auth: Auth | None = None
+
+    def matches_host(self, host: str) -> bool:
+        host = normalize_host(host)
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:]) and len(host) > len(self.host) - 1
+        return host == self.host
+
+    def matches_path(self, path: str) -> bool:
+        return not self.paths or any(fnmatch.fnmatchcase(path, p) for p in self.paths)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    route_index: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    bottle: str
+    routes: tuple[Route, ...] = field(default_factory=tuple)
+
+    def could_allow(self, host: str, port: int) -> bool:
+        """True when some route allows host:port for some method/path (a cheap pre-check for raw connects)."""
+        return any(r.matches_host(host) and port in r.ports for r in self.routes)
+
+    def match(self, method: str, scheme: str, host: str, port: int, path: str) -> Decision:
+        """First route that allows the request wins; the reason of a block names the first rule that failed."""
+        method = method.upper()
+        scheme = scheme.lower()
+        host = normalize_host(host)
+        match_path = urllib.parse.unquote(path.split("?", 1)[0]) or "/"
+        # Servers resolve "." and ".." segments (often after percent-decoding), so a path like
+        # /v1/../admin would slip past a "/v1/*" glob: refuse such paths outright.
+        if any(seg in (".", "..") for seg in match_path.replace("\\", "/").split("/")):
+            return Decision(False, None, "path has '.' or '..' segments")
+        by_host = [(i, r) for i, r in enumerate(self.routes) if r.matches_host(host)]
+        if not by_host:
+            return Decision(False, None, f"no route for host {host}")
+        by_port = [(i, r) for i, r in by_host if port in r.ports]
+        if not by_port:
+            return Decision(False, None, f"no route for port {port} of host {host}")
+        by_method = [(i, r) for i, r in by_port if not r.methods or method in r.methods]
+        if not by_method:
+            return Decision(False, None, f"no route for method {method} on {host}:{port}")
+        by_path = [(i, r) for i, r in by_method if r.matches_path(match_path)]
+        if not by_path:
+            return Decision(False, None, f"no route for path {match_path} on {host}:{port}")
+        for i, r in by_path:
+            if scheme in r.schemes:
+                return Decision(True, i, f"route {i} ({r.host})")
+        i, r = by_path[0]
+        hint = " (routes with auth default to https only)" if r.auth else ""
+        return Decision(False, None, f"route {i} does not allow scheme {scheme}{hint}")
+
+
+def normalize_host(host: str) -> str:
+    return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+
+
+def authority_mismatch(host: str, host_header: str | None, sni: str | None) -> str | None:
+    """Why the Host header or TLS SNI names another host than the connection target, else None.
+
+    The upstream connection goes to `host` while a CDN routes by Host/SNI: a mismatch would let
+    an allowed host front for any other site behind the same CDN.
+    """
+    target = normalize_host(host)
+    if host_header:
+        hh = host_header.strip()
+        if hh.startswith("["):  # [v6]:port
+            hh_host = hh[1:].split("]", 1)[0]
+        elif hh.count(":") == 1:
+            hh_host = hh.split(":", 1)[0]
+        else:
+            hh_host = hh
+        if normalize_host(hh_host) != target:
+            return f"Host header {hh_host!r} does not match the destination {target}"
+    if sni and normalize_host(sni) != target:
+        return f"TLS SNI {sni!r} does not match the destination {target}"
+    return None
+
+
+def load_routes(path: str) -> Policy:
+    """Read and validate routes.yaml; any problem raises ValueError with a one-line message naming the key."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    return parse_routes(text, source=path)
+
+
+def parse_routes(text: str, source: str = "routes.yaml") -> Policy:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ValueError(f"{source}:{where} invalid YAML: {problem}") from None
+
+    def bad(key: str, msg: str) -> ValueError:
+        return ValueError(f"{source}: {key}: {msg}")
+
+    if not isinstance(doc, dict):
+        raise ValueError(f"{source}: expected a mapping with keys version, bottle, routes")
+    unknown = sorted(set(map(str, doc)) - _TOP_KEYS)
+    if unknown:
+        raise bad(unknown[0], "unknown key")
+    if doc.get("version") != 1 or isinstance(doc.get("version"), bool):
+        raise bad("version", f"must be 1, got {doc.get('version')!r}")
+    bottle = doc.get("bottle", "unnamed")
+    if not isinstance(bottle, str) or not bottle.strip():
+        raise bad("bottle", "must be a non-empty string")
+    raw_routes = doc.get("routes")
+    if not isinstance(raw_routes, list):
+        raise bad("routes", "must be a list (it may be empty)")
+    routes = tuple(_parse_route(r, f"routes[{i}]", bad) for i, r in enumerate(raw_routes))
+    return Policy(bottle=bottle.strip(), routes=routes)
+
+
+def _str_list(value, key, bad, *, upper=False) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise bad(key, "must be a list of non-empty strings")
+    return tuple(v.upper() if upper else v for v in value)
+
+
+def _parse_route(raw, key: str, bad) -> Route:
+    if not isinstance(raw, dict):
+        raise bad(key, "must be a mapping")
+    unknown = sorted(set(map(str, raw)) - _ROUTE_KEYS)
+    if unknown:
+        raise bad(f"{key}.{unknown[0]}", "unknown key")
+
+    host = raw.get("host")
+    if not isinstance(host, str) or not host.strip():
+        raise bad(f"{key}.host", "must be a non-empty string")
+    host = normalize_host(host)
+    if not _HOST_RE.match(host) or "*" in host[1:] or ".." in host:
+        raise bad(f"{key}.host", f"{host!r} is not a host name, an IP address or '*.domain'")
+
+    ports = raw.get("ports", [443])
+    if (
+        not isinstance(ports, list)
+        or not ports
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)
+    ):
+        raise bad(f"{key}.ports", "must be a non-empty list of port numbers (1-65535)")
+
+    methods = _str_list(raw.get("methods"), f"{key}.methods", bad, upper=True)
+    for m in methods:
+        if not _METHOD_RE.match(m):
+            raise bad(f"{key}.methods", f"{m!r} is not an HTTP method")
+
+    paths = _str_list(raw.get("paths"), f"{key}.paths", bad)
+    for p in paths:
+        if not p.startswith(("/", "*")):
+            raise bad(f"{key}.paths", f"{p!r} must start with '/'")
+
+    auth = _parse_auth(raw["auth"], f"{key}.auth", bad) if raw.get("auth") is not None else None
+
+    # A credential must not cross the network in clear text: routes with auth are https-only
+    # unless the operator lists schemes explicitly.
+    schemes = _str_list(raw.get("schemes"), f"{key}.schemes", bad)
+    schemes = tuple(s.lower() for s in schemes)
+    for s in schemes:
+        if s not in SCHEMES:
+            raise bad(f"{key}.schemes", f"{s!r} is not one of http, https")
+    if not schemes:
+        schemes = ("https",) if auth else SCHEMES
+
+    return Route(
+        host=host,
+        ports=tuple(ports),
+        methods=methods,
+        paths=paths,
+        schemes=schemes,
+        auth=auth,
+    )
+
+
+def _parse_auth(raw, key: str, bad) -> Auth:
+    if not isinstance(raw, dict):
+        raise bad(key, "must be a mapping")
+    unknown = sorted(set(map(str, raw)) - _AUTH_KEYS)
+    if unknown:
+        raise bad(f"{key}.{unknown[0]}", "unknown key")
+    scheme = raw.get("scheme")
+    if scheme not in AUTH_SCHEMES:
+        raise bad(f"{key}.scheme", f"must be one of bearer, basic, header, got {scheme!r}")
+    token_env = raw.get("token_env")
+    if not isinstance(token_env, str) or not _ENV_RE.match(token_env):
+        raise bad(f"{key}.token_env", "must be the name of an environment variable")
+    header = raw.get("header")
+    if scheme == "header":
+        if not isinstance(header, str) or not _HEADER_RE.match(header):
+            raise bad(f"{key}.header", "must be an HTTP header name for scheme 'header'")
+    elif header is not None:
+        raise bad(f"{key}.header", f"only used with scheme 'header', not {scheme!r}")
+    return Auth(scheme=scheme, token_env=token_env, header=header)
+
+
+def _secret(route: Route, environ: Mapping[str, str]) -> str:
+    assert route.auth is not None
+    value = environ.get(route.auth.token_env, "")
+    # An empty value is treated as missing: injecting it is useless and scrubbing "" is meaningless.
+    if not value:
+        raise CredentialMissing(route.auth.token_env)
+    return value
+
+
+def auth_headers(route: Route, environ: Mapping[str, str]) -> dict[str, str]:
+    """The headers that carry the route's real credential; {} for a route without auth."""
+    if route.auth is None:
+        return {}
+    value = _secret(route, environ)
+    if route.auth.scheme == "bearer":
+        return {"Authorization": f"Bearer {value}"}
+    if route.auth.scheme == "basic":
+        if ":" not in value:
+            raise CredentialError(route.auth.token_env, "must hold user:password for basic auth")
+        return {"Authorization": "Basic " + base64.b64encode(value.encode()).decode("ascii")}
+    assert route.auth.header is not None
+    return {route.auth.header: value}
+
+
+def secret_values(route: Route, environ: Mapping[str, str]) -> list[str]:
+    """Every form of the route's secret that an upstream could echo back to the agent."""
+    if route.auth is None:
+        return []
+    value = _secret(route, environ)
+    values = [value]
+    if route.auth.scheme == "basic":
+        values.append(base64.b64encode(value.encode()).decode("ascii"))
+        password = value.split(":", 1)[1] if ":" in value else ""
+        if password:
+            values.append(password)
+    return values
+
+
+def _variants(secret: bytes) -> set[bytes]:
+    """The secret as it appears raw, percent-encoded and JSON-escaped (echo servers use all three)."""
+    out = {secret}
+    text = secret.decode("utf-8", "surrogateescape")
+    try:
+        out.add(urllib.parse.quote(text, safe="").encode())
+        escaped = json.dumps(text)[1:-1]
+        out.add(escaped.encode())
+        out.add(escaped.replace("/", "\\/").encode())  # some JSON encoders escape "/"
+    except UnicodeEncodeError:
+        pass
+    return {v for v in out if v}
+
+
+class Scrubber:
+    """Replaces every occurrence of the secrets (and their encoded forms) with REDACTED."""
+
+    def __init__(self, secrets: Iterable[str | bytes]):
+        found: set[bytes] = set()
+        for s in secrets:
+            b = s.encode("utf-8", "surrogateescape") if isinstance(s, str) else bytes(s)
+            if b:
+                found |= _variants(b)
+        # Longest first so that a secret containing another is found as a whole.
+        self.secrets: tuple[bytes, ...] = tuple(sorted(found, key=len, reverse=True))
+        self.max_len = max((len(s) for s in self.secrets), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets)
+
+    def _spans(self, data: bytes) -> list[tuple[int, int]]:
+        # All occurrences, overlapping ones included; overlapping ones are merged and redacted as
+        # one run so that no fragment of either survives. Merely adjacent ones stay separate, which
+        # keeps the streaming result identical to the one-shot result.
+        spans = []
+        for s in self.secrets:
+            i = data.find(s)
+            while i != -1:
+                spans.append((i, i + len(s)))
+                i = data.find(s, i + 1)
+        spans.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in spans:
+            if merged and a < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        return merged
+
+    def _redact(self, data: bytes, spans: list[tuple[int, int]]) -> bytes:
+        out = []
+        pos = 0
+        for a, b in spans:
+            out.append(data[pos:a])
+            out.append(REDACTED)
+            pos = b
+        out.append(data[pos:])
+        return b"".join(out)
+
+    def scrub(self, data: bytes) -> bytes:
+        if not self.secrets or not data:
+            return data
+        return self._redact(data, self._spans(data))
+
+    def scrub_text(self, text: str) -> str:
+        return self.scrub(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+
+    def stream(self) -> "StreamScrubber":
+        return StreamScrubber(self)
+
+
+class StreamScrubber:
+    """Scrubs a body that arrives in chunks; a secret split across chunks is still redacted.
+
+    Call it with each chunk and with b"" at the end (mitmproxy's `flow.response.stream` protocol).
+    Only a tail that could still become a secret is held back, so other data passes at once.
+    """
+
+    def __init__(self, scrubber: Scrubber):
+        self.scrubber = scrubber
+        self._held = b""
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        # A list, never b"": mitmproxy frames an empty chunk of a chunked HTTP/1.1 body as the
+        # terminating "0\r\n\r\n", which would end the response early.
+        out = self.flush() if chunk == b"" else self.feed(chunk)
+        return [out] if out else []
+
+    def feed(self, chunk: bytes) -> bytes:
+        sc = self.scrubber
+        if not sc.secrets:
+            return chunk
+        buf = self._held + chunk
+        spans = sc._spans(buf)
+        # cut: the first position from which the rest of buf is a proper prefix of a secret,
+        # i.e. where a secret might continue in the next chunk.
+        cut = len(buf)
+        for i in range(max(0, len(buf) - sc.max_len + 1), len(buf)):
+            tail = buf[i:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s in sc.secrets):
+                cut = i
+                break
+        # Never cut through a found occurrence: hold it whole so it merges with what follows.
+        for a, b in spans:
+            if a < cut < b:
+                cut = a
+                break
+        self._held = buf[cut:]
+        return sc._redact(buf[:cut], [(a, b) for a, b in spans if b <= cut])
+
+    def flush(self) -> bytes:
+        held, self._held = self._held, b""
+        return self.scrubber.scrub(held)

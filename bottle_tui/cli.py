@@ -58,7 +58,7 @@ async def _has_conversation(container: str) -> bool:
     return code == 0 and bool(out.strip())
 
 
-async def _claude_argv(home: Path, slug: str, *, fresh: bool) -> list[str]:
+async def claude_argv_for(home: Path, slug: str, *, fresh: bool) -> list[str]:
     meta = state_dir(home, slug).read_metadata() or {}
     container = engine.container_name(project_name(slug), "agent")
     resume = not fresh and await _has_conversation(container)
@@ -102,7 +102,7 @@ async def cmd_attach(args: argparse.Namespace) -> int:
     home = _home(args)
     await engine.require_engine()
     await engine.find(args.slug)
-    _attach(args.slug, await _claude_argv(home, args.slug, fresh=args.fresh))
+    _attach(args.slug, await claude_argv_for(home, args.slug, fresh=args.fresh))
     return 0
 
 

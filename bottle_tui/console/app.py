@@ -50,12 +50,13 @@ class BottleConsole(App[None]):
     ]
 
     def __init__(self, home: Path, *, discover: Discover = engine.discover, status: Status = engine.engine_status,
-                 watch_events: bool = True) -> None:
+                 watch_events: bool = True, poll_seconds: float = POLL_SECONDS) -> None:
         super().__init__()
         self.home = home
         self._discover = discover
         self._status = status
         self._watch_events = watch_events
+        self._poll_seconds = poll_seconds
         self._versions: str | None = None  # fetched once, again after the engine was down
 
     def compose(self) -> ComposeResult:
@@ -72,7 +73,7 @@ class BottleConsole(App[None]):
         self.sub_title = str(self.home)
         self.query_one("#bottles", DataTable).focus()
         self.refresh_bottles()
-        self.set_interval(POLL_SECONDS, self.refresh_bottles)
+        self.set_interval(self._poll_seconds, self.refresh_bottles)
         if self._watch_events:
             self.follow_events()
 
@@ -130,7 +131,7 @@ class BottleConsole(App[None]):
                     self.refresh_bottles()
             except BottleError:
                 pass
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(self._poll_seconds)
 
 
 def run_console(home: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bottle_tui.backends.docker import labels
+from bottle_tui.cli import claude_argv_for as claude_argv
 
 from .support import SECRET, cli, labelled, sh, start_bottle
 
@@ -80,6 +82,12 @@ def test_exec_returns_the_command_status(fresh_home: Path) -> None:
         assert cli(fresh_home, "exec", b.slug, "--", "sh", "-c", "exit 7", check=False).returncode == 7
         out = cli(fresh_home, "exec", b.slug, "--", "id", "-un")
         assert out.stdout.strip() == "agent"
+        # attach continues the last conversation only when there is one to continue
+        first = asyncio.run(claude_argv(fresh_home, b.slug, fresh=False))
+        assert first[0] == "claude" and "--continue" not in first and "--append-system-prompt" in first
+        b.exec("sh", "-c", "mkdir -p ~/.claude/projects/w && echo '{}' > ~/.claude/projects/w/s.jsonl", check=True)
+        assert "--continue" in asyncio.run(claude_argv(fresh_home, b.slug, fresh=False))
+        assert "--continue" not in asyncio.run(claude_argv(fresh_home, b.slug, fresh=True))
     finally:
         cli(fresh_home, "stop", b.slug, check=False)
 

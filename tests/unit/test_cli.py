@@ -84,3 +84,30 @@ def test_good_manifests_dry_run_prints_the_plan(tmp_path: Path) -> None:
 def test_unknown_command_and_missing_confirmation(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "bottle_tui", "frobnicate"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+
+
+def run_cli(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60, env={**os.environ, **env})
+
+
+@pytest.mark.parametrize("args", [("ls",), ("start", "coder", "--yes"), ("stop", "coder-000000"), ("cleanup", "--dry-run")])
+def test_no_engine_is_one_line_naming_the_fix(tmp_path: Path, args: tuple[str, ...]) -> None:
+    # The real docker CLI, pointed at a socket where no engine listens.
+    write(tmp_path, {})
+    r = run_cli(tmp_path, *args, env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("bottle-tui: error: no Docker engine answers") and "make engine" in lines[-1]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_no_docker_cli_is_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    r = run_cli(tmp_path, "ls", env={"PATH": str(empty)})
+    assert r.returncode == 1
+    assert r.stderr.strip() == "bottle-tui: error: the docker CLI is not installed: run `make engine` (installs and starts dockerd and compose as root) or start your Docker engine"

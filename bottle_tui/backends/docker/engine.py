@@ -46,11 +46,18 @@ async def engine_status() -> EngineStatus:
     return EngineStatus(True, info.stdout.strip(), comp.stdout.strip())
 
 
-async def require_engine() -> EngineStatus:
+async def require_engine() -> None:
+    """Fail with the engine's problem in one line unless a server answers (one cheap call; a
+    missing compose plugin shows when compose is first used, through ``explain``)."""
+    try:
+        answered = await run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=15)
+        if answered.returncode == 0 and answered.stdout.strip():
+            return
+    except CommandError:
+        pass
     status = await engine_status()
     if not status.ok:
         raise BottleError(status.problem)
-    return status
 
 
 def compose_argv(project: str, *args: str, file: Path | None = None) -> list[str]:
@@ -92,7 +99,7 @@ _PS_FORMAT = "\t".join(
 ) + "\t{{.State}}"
 
 
-async def _explained(error: CommandError) -> BottleError:
+async def explain(error: CommandError) -> BottleError:
     """Turn a failed docker call into the engine's own one-line problem when the engine is the cause."""
     status = await engine_status()
     return BottleError(status.problem) if not status.ok else error
@@ -103,7 +110,7 @@ async def discover() -> list[BottleInfo]:
     try:
         return await _discover()
     except CommandError as exc:
-        raise await _explained(exc) from exc
+        raise await explain(exc) from exc
 
 
 async def _discover() -> list[BottleInfo]:

@@ -19,7 +19,7 @@ from typing import Callable
 
 from ...errors import BottleError
 from ...runner import CommandError, run
-from . import labels
+from . import engine, labels
 
 BASE_IMAGE = "bottle-tui/base:bookworm"
 UPSTREAM_BASE = "debian:bookworm-slim"
@@ -28,6 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 EXTRA_CA_ENV = ("CLAUDE_BOTTLE_EXTRA_CA", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
 UPSTREAM_CA_ENV = "CLAUDE_BOTTLE_UPSTREAM_CA"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+# Bump when how images are built changes in a way their files do not show (build args, labels).
+BUILD_RECIPE = "2"
 
 Progress = Callable[[str], None]
 
@@ -87,7 +90,7 @@ def input_hash(source: ImageSource, extra_ca: bytes, base_ref: str = BASE_IMAGE)
     if not source.context.is_dir():
         raise BottleError(f"image source {source.context} is missing: reinstall bottle-tui from its source tree")
     digest = hashlib.sha256()
-    digest.update(f"base={base_ref}\n".encode())
+    digest.update(f"recipe={BUILD_RECIPE}\nbase={base_ref}\n".encode())
     digest.update(hashlib.sha256(extra_ca).digest())
     for path in _context_files(source.context):
         digest.update(str(path.relative_to(source.context)).encode() + b"\0")
@@ -195,7 +198,7 @@ async def build(source: ImageSource, progress: Progress, log: Path, *, force: bo
         (ctx / "extra-ca.crt").write_bytes(ca)
         argv = [
             "docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
-            "--label", f"{labels.IMAGE_HASH}={full}", "--label", f"{labels.MANAGED}=true",
+            "--label", f"{labels.IMAGE_HASH}={full}", "--label", f"{labels.IMAGE}={source.name}",
             "-t", ref, "-t", f"{source.repository}:latest", str(ctx),
         ]
         try:
@@ -204,8 +207,25 @@ async def build(source: ImageSource, progress: Progress, log: Path, *, force: bo
             _append(log, f"$ {' '.join(argv)}\n{exc.stderr}\n")
             raise BottleError(f"building the {source.name} image failed: {exc}; the full output is in {log}") from exc
         _append(log, f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n")
+    await _drop_stale_tags(source, ref)
     return ref
 
 
+async def _drop_stale_tags(source: ImageSource, keep: str) -> None:
+    """Untag earlier builds (each about a gigabyte); ones a running bottle still uses stay."""
+    listing = await run(["docker", "image", "ls", source.repository, "--format", "{{.Repository}}:{{.Tag}}"], check=False, timeout=30)
+    stale = [ref for ref in listing.stdout.split() if ref not in (keep, f"{source.repository}:latest")]
+    for ref in stale:
+        await run(["docker", "image", "rm", ref], check=False, timeout=60)
+
+
 async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -> dict[str, str]:
+    """The images of the current sources, built where missing. When all exist (the usual case on
+    `start`), this is one `docker image inspect` call."""
+    wanted = image_refs()
+    if not force:
+        found = await run(["docker", "image", "inspect", "--format", "{{.Id}}", *wanted.values()], check=False, timeout=30)
+        if found.returncode == 0:
+            return wanted
+        await engine.require_engine()  # a missing image, or no engine at all: say which first
     return {name: await build(src, progress, log, force=force) for name, src in sources().items()}

@@ -8,5 +8,8 @@ BACKEND = "dev.bottle-tui.backend"
 STARTED_AT = "dev.bottle-tui.started-at"
 HOME = "dev.bottle-tui.home"
 IMAGE_HASH = "dev.bottle-tui.input-hash"
+# Images carry IMAGE, not MANAGED: containers inherit image labels, and a container someone runs
+# from our image by hand is not a bottle's.
+IMAGE = "dev.bottle-tui.image"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

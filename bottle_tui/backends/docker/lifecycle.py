@@ -37,7 +37,8 @@ async def make_egress_ca(state: StateDir, slug: str) -> None:
     """A CA per bottle: the key stays in egress/ (sidecars only), the certificate goes to ca/ (agent)."""
     key, cert = state.egress / "ca-key.pem", state.egress / "ca-cert.pem"
     await run([
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "825",
+        # EC P-256: 15 ms to generate where RSA-2048 takes 300 ms of a 3 s bring-up budget.
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-sha256", "-days", "825",
         "-keyout", str(key), "-out", str(cert), "-subj", f"/O=bottle-tui/CN=bottle-tui egress CA {slug}",
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     ], timeout=60)
@@ -102,7 +103,8 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         except (CommandError, OSError):
             pass
         if isinstance(exc, CommandError):
-            raise BottleError(f"bringing up {plan.slug} failed: {exc}; see {log}") from exc
+            explained = await engine.explain(exc)
+            raise BottleError(f"bringing up {plan.slug} failed: {explained}; see {log}") from exc
         raise
 
 

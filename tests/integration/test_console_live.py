@@ -1,0 +1,99 @@
+"""The console against the real engine, and claude reached through a real tmux pane."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import libtmux
+import pytest
+
+from bottle_tui.console.app import BottleConsole
+
+from .support import cli, start_bottle
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_console_follows_bottles_through_docker_events(fresh_home: Path) -> None:
+    b = start_bottle(fresh_home)
+    # The poll is pushed out of reach: only `docker events` can make the row go away in time.
+    app = BottleConsole(fresh_home, poll_seconds=3600)
+    try:
+        async with app.run_test(size=(140, 30)) as pilot:
+            table = app.query_one("#bottles")
+            await wait_for(lambda: b.slug in {k.value for k in table.rows}, "the bottle to be listed")
+            row = [str(c) for c in table.get_row(b.slug)]
+            assert row[1:4] == ["tester", "sandbox", "docker"] and row[5] == "2/2 up"
+            assert "engine " in str(app.query_one("#engine").render())
+            await asyncio.to_thread(cli, fresh_home, "stop", b.slug)
+            await wait_for(lambda: b.slug not in {k.value for k in table.rows}, "the stopped bottle to leave the table")
+            await pilot.press("q")
+    finally:
+        cli(fresh_home, "stop", b.slug, check=False)
+
+
+@pytest.fixture
+def tmux_server():
+    server = libtmux.Server(socket_name=f"bottle-tui-test-{uuid.uuid4().hex[:8]}")
+    yield server
+    if server.is_alive():
+        server.kill()
+
+
+def pane_text(pane: libtmux.Pane) -> str:
+    return "\n".join(pane.capture_pane())
+
+
+def wait_in_pane(pane: libtmux.Pane, needle: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = pane_text(pane)
+        if needle in text:
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} never showed in the pane:\n{pane_text(pane)}")
+
+
+def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path, tmux_server: libtmux.Server) -> None:
+    base = f"{sys.executable} -m bottle_tui --home {fresh_home}"
+    session = tmux_server.new_session(session_name="t", window_command=f"{base} start tester --yes; sleep 600", x=140, y=40)
+    pane = session.active_window.active_pane
+    wait_in_pane(pane, "Claude Code")
+    # claude took the screen over; find the bottle the way another process would.
+    mine = [b for b in json.loads(cli(fresh_home, "ls", "--json").stdout) if b["home"] == str(fresh_home)]
+    assert len(mine) == 1, mine
+    slug = mine[0]["slug"]
+    try:
+        # claude runs inside the agent container, and its traffic went out through egress only.
+        log = fresh_home / "state" / slug / "egress" / "requests.jsonl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (log.exists() and log.read_text()):
+            time.sleep(0.2)
+        hosts = {json.loads(line)["host"] for line in log.read_text().splitlines()}
+        assert hosts, "claude sent nothing through egress"
+        # Attach from a second window: claude opens again in the same bottle, and its requests
+        # (blocked: the sandbox bottle has no route to Anthropic) add to the same egress log.
+        seen = len(log.read_text().splitlines())
+        window = session.new_window(window_name="attach", window_shell=f"{base} attach {slug}; sleep 600")
+        wait_in_pane(window.active_pane, "Claude Code")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(log.read_text().splitlines()) <= seen:
+            time.sleep(0.2)
+        assert len(log.read_text().splitlines()) > seen
+        assert all(json.loads(line)["decision"] == "block" for line in log.read_text().splitlines())
+    finally:
+        cli(fresh_home, "stop", slug, check=False)

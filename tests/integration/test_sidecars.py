@@ -1,0 +1,77 @@
+"""The sidecar bundle inside a real bottle: routes hot-reload on SIGHUP, and init restarting egress
+(on request and after a crash) without touching the agent."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+
+from .support import ALLOWED, BLOCKED, Bottle, sh
+
+pytestmark = pytest.mark.integration
+
+CURL = ("curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}")
+INIT = ("python3", "/opt/bottle/init/bottle_init.py")
+
+
+def status_of(bottle: Bottle, url: str) -> str:
+    return bottle.exec(*CURL, url).stdout.rsplit("\n", 1)[-1]
+
+
+def egress_status(bottle: Bottle) -> dict:
+    out = sh("docker", "exec", bottle.sidecars, *INIT, "status")
+    return json.loads(out.stdout)["daemons"]["egress"]
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_routes_reload_on_sighup_without_restarting_anything(bottle: Bottle) -> None:
+    routes_file = bottle.state / "egress" / "routes.yaml"
+    original = routes_file.read_text()
+    before = egress_status(bottle)
+    agent_started = sh("docker", "inspect", "-f", "{{.State.StartedAt}}", bottle.agent).stdout
+    assert status_of(bottle, f"http://{BLOCKED}/") == "403"
+    doc = yaml.safe_load(original)
+    doc["routes"].append({"host": BLOCKED, "ports": [80], "methods": ["GET"], "paths": ["/open/*"]})
+    try:
+        from bottle_tui.state import atomic_write
+
+        atomic_write(routes_file, yaml.safe_dump(doc))
+        sh("docker", "kill", "--signal", "HUP", bottle.sidecars)
+        wait_until(lambda: status_of(bottle, f"http://{BLOCKED}/open/x") == "200", "the new route to take effect")
+        assert status_of(bottle, f"http://{BLOCKED}/closed") == "403"  # only the paths the route names
+        assert bottle.exec(*CURL, "-X", "POST", f"http://{BLOCKED}/open/x").stdout.endswith("403")
+        after = egress_status(bottle)
+        assert after["pid"] == before["pid"] and after["restarts"] == before["restarts"]
+        assert sh("docker", "inspect", "-f", "{{.State.StartedAt}}", bottle.agent).stdout == agent_started
+    finally:
+        atomic_write(routes_file, original)
+        sh("docker", "kill", "--signal", "HUP", bottle.sidecars)
+    wait_until(lambda: status_of(bottle, f"http://{BLOCKED}/open/x") == "403", "the old routes to come back")
+
+
+def test_init_restarts_egress_on_request_and_after_a_crash(bottle: Bottle) -> None:
+    first = egress_status(bottle)
+    out = sh("docker", "exec", bottle.sidecars, *INIT, "restart", "egress")
+    assert "restarted egress" in out.stdout
+    second = egress_status(bottle)
+    assert second["pid"] != first["pid"] and second["restarts"] == first["restarts"] + 1
+    wait_until(lambda: status_of(bottle, f"http://{ALLOWED}/") == "200", "egress to serve after the restart")
+    # A crash: the bundle stays up and init brings egress back.
+    sh("docker", "exec", bottle.sidecars, "python3", "-c", f"import os; os.kill({second['pid']}, 9)")
+    third = wait_until(lambda: (s := egress_status(bottle))["pid"] not in (None, second["pid"]) and s["state"] == "running" and s,
+                       "egress to be restarted after SIGKILL")
+    assert third["last_exit"] is not None
+    wait_until(lambda: status_of(bottle, f"http://{ALLOWED}/") == "200", "egress to serve after the crash")
+    assert sh("docker", "inspect", "-f", "{{.State.Running}}", bottle.sidecars).stdout.strip() == "true"

@@ -37,8 +37,11 @@ def make_home() -> Path:
 
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), *args], capture_output=True,
-                          text=True, check=True, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    result = subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), *args], capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    if result.returncode != 0:
+        raise SystemExit(f"bottle-tui {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
 
 
 def timed(fn) -> tuple[float, object]:

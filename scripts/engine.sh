@@ -42,7 +42,12 @@ fi
 if ! docker info >/dev/null 2>&1; then
   need_root "starting dockerd"
   say "starting dockerd (log: $log)"
-  nohup dockerd >>"$log" 2>&1 </dev/null &
+  # Each bottle uses two networks. Docker's default pools hold about 30 /16 and /20 networks
+  # (some 15 bottles); /24 networks from 172.20.0.0/14 give room for hundreds. A daemon.json
+  # that sets its own pools wins.
+  pools=(--default-address-pool base=172.20.0.0/14,size=24)
+  if grep -qs default-address-pools /etc/docker/daemon.json; then pools=(); fi
+  nohup dockerd "${pools[@]}" >>"$log" 2>&1 </dev/null &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5

@@ -14,12 +14,14 @@ import pytest
 
 from bottle_tui.console.app import BottleConsole
 
+from tests.waiting import wait_for
+
 from .support import cli, start_bottle
 
 pytestmark = pytest.mark.integration
 
 
-async def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+async def eventually(predicate, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -35,12 +37,12 @@ async def test_console_follows_bottles_through_docker_events(fresh_home: Path) -
     try:
         async with app.run_test(size=(140, 30)) as pilot:
             table = app.query_one("#bottles")
-            await wait_for(lambda: b.slug in {k.value for k in table.rows}, "the bottle to be listed")
+            await eventually(lambda: b.slug in {k.value for k in table.rows}, "the bottle to be listed")
             row = [str(c) for c in table.get_row(b.slug)]
             assert row[1:4] == ["tester", "sandbox", "docker"] and row[5] == "2/2 up"
             assert "engine " in str(app.query_one("#engine").render())
             await asyncio.to_thread(cli, fresh_home, "stop", b.slug)
-            await wait_for(lambda: b.slug not in {k.value for k in table.rows}, "the stopped bottle to leave the table")
+            await eventually(lambda: b.slug not in {k.value for k in table.rows}, "the stopped bottle to leave the table")
             await pilot.press("q")
     finally:
         cli(fresh_home, "stop", b.slug, check=False)
@@ -58,14 +60,11 @@ def pane_text(pane: libtmux.Pane) -> str:
     return "\n".join(pane.capture_pane())
 
 
-def wait_in_pane(pane: libtmux.Pane, needle: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = pane_text(pane)
-        if needle in text:
-            return text
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} never showed in the pane:\n{pane_text(pane)}")
+def wait_in_pane(pane: libtmux.Pane, needle: str, timeout: float = 60.0) -> None:
+    try:
+        wait_for(lambda: needle in pane_text(pane), timeout=timeout, what=f"{needle!r} in the pane", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the pane shows:\n{pane_text(pane)}") from None
 
 
 def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path, tmux_server: libtmux.Server) -> None:
@@ -80,9 +79,7 @@ def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path
     try:
         # claude runs inside the agent container, and its traffic went out through egress only.
         log = fresh_home / "state" / slug / "egress" / "requests.jsonl"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (log.exists() and log.read_text()):
-            time.sleep(0.2)
+        wait_for(lambda: log.exists() and log.read_text(), timeout=30, what="claude's requests in the egress log", interval=0.2)
         hosts = {json.loads(line)["host"] for line in log.read_text().splitlines()}
         assert hosts, "claude sent nothing through egress"
         # Attach from a second window: claude opens again in the same bottle, and its requests
@@ -90,10 +87,7 @@ def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path
         seen = len(log.read_text().splitlines())
         window = session.new_window(window_name="attach", window_shell=f"{base} attach {slug}; sleep 600")
         wait_in_pane(window.active_pane, "Claude Code")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(log.read_text().splitlines()) <= seen:
-            time.sleep(0.2)
-        assert len(log.read_text().splitlines()) > seen
+        wait_for(lambda: len(log.read_text().splitlines()) > seen, timeout=30, what="attach's requests in the egress log", interval=0.2)
         assert all(json.loads(line)["decision"] == "block" for line in log.read_text().splitlines())
     finally:
         cli(fresh_home, "stop", slug, check=False)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import yaml
+
+from tests.waiting import wait_for
 
 from .support import ALLOWED, BLOCKED, Bottle, sh
 
@@ -26,14 +27,8 @@ def egress_status(bottle: Bottle) -> dict:
     return json.loads(out.stdout)["daemons"]["egress"]
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_until(predicate, what: str):
+    return wait_for(predicate, timeout=30.0, what=what, interval=0.1)
 
 
 def test_routes_reload_on_sighup_without_restarting_anything(bottle: Bottle) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 INIT = Path(__file__).resolve().parents[2] / "sidecars" / "init" / "bottle_init.py"
 
 # A daemon: records its pid, logs every signal it gets; modes decide how it behaves.
@@ -49,16 +51,6 @@ DAEMON = textwrap.dedent(
         time.sleep(0.05)
     """
 )
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def alive(pid: int) -> bool:

@@ -7,7 +7,6 @@ builds. Each image is tagged with a hash of its inputs, so it is rebuilt only wh
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import re
@@ -160,21 +159,13 @@ async def ensure_base(progress: Progress, log: Path) -> str:
 
 
 async def _import_rootfs(rootfs: Path) -> None:
-    """`tar -C rootfs -c . | docker import - BASE`, as two argv processes joined by a pipe."""
-    read_fd, write_fd = os.pipe()
-    tar = await asyncio.create_subprocess_exec(
-        "tar", "-C", str(rootfs), "-c", ".", stdout=write_fd, stdin=asyncio.subprocess.DEVNULL
-    )
-    os.close(write_fd)
-    imp = await asyncio.create_subprocess_exec(
-        "docker", "import", "-", BASE_IMAGE, stdin=read_fd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    os.close(read_fd)
-    _, err = await imp.communicate()
-    await tar.wait()
-    if imp.returncode != 0 or tar.returncode != 0:
-        raise BottleError(f"importing the base image into docker failed: {err.decode(errors='replace').strip()[-300:]}")
+    """Pack the bootstrapped tree and import it as the base image (both through the one runner)."""
+    archive = rootfs.parent / "rootfs.tar"
+    await run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], timeout=600)
+    try:
+        await run(["docker", "import", str(archive), BASE_IMAGE], timeout=600)
+    except CommandError as exc:
+        raise BottleError(f"importing the base image into docker failed: {exc}") from exc
 
 
 def _append(log: Path, text: str) -> None:

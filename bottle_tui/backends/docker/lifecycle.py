@@ -104,7 +104,10 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
             pass
         if isinstance(exc, CommandError):
             explained = await engine.explain(exc)
-            raise BottleError(f"bringing up {plan.slug} failed: {explained}; see {log}") from exc
+            hint = ""
+            if "address pool" in exc.stderr:
+                hint = " (each bottle uses two networks: stop bottles you no longer need, or widen the engine's default-address-pools)"
+            raise BottleError(f"bringing up {plan.slug} failed: {explained}{hint}; see {log}") from exc
         raise
 
 

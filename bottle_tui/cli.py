@@ -66,6 +66,8 @@ async def claude_argv_for(home: Path, slug: str, *, fresh: bool) -> list[str]:
 
 
 def _attach(slug: str, argv: list[str]) -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BottleError(f"claude needs a terminal: run `bottle-tui attach {slug}` from an interactive shell (or `bottle-tui exec {slug} -- CMD` for a command)")
     container = engine.container_name(project_name(slug), "agent")
     env = ["-e", f"TERM={os.environ.get('TERM', 'xterm-256color')}"]
     handoff(["docker", "exec", "-it", *env, container, *argv])
@@ -91,23 +93,30 @@ async def cmd_start(args: argparse.Namespace) -> int:
         plan = resolve(load_manifests(home), args.agent, slug=plan.slug, images=refs, started_at=plan.started_at, state=plan.state)
     await lifecycle.start(plan, _say)
     _say(f"bottle {plan.slug} is up (attach: bottle-tui attach {plan.slug}; stop: bottle-tui stop {plan.slug})")
-    if args.detach:
+    if args.detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if not args.detach:
+            _say(f"not a terminal, so claude was not opened: run `bottle-tui attach {plan.slug}` from one")
         print(plan.slug)
         return 0
     _attach(plan.slug, plan.claude_argv(resume=False))
     return 0
 
 
+async def _bottle_home(args: argparse.Namespace) -> Path:
+    """The home whose state folder belongs to a running bottle: the one that started it (from its
+    label) when this process can see it, else this process's own."""
+    info = await engine.find(args.slug)
+    started_in = Path(info.home) if info.home else None
+    return started_in if started_in and started_in.is_dir() else _home(args)
+
+
 async def cmd_attach(args: argparse.Namespace) -> int:
-    home = _home(args)
-    await engine.require_engine()
-    await engine.find(args.slug)
+    home = await _bottle_home(args)
     _attach(args.slug, await claude_argv_for(home, args.slug, fresh=args.fresh))
     return 0
 
 
 async def cmd_exec(args: argparse.Namespace) -> int:
-    await engine.require_engine()
     await engine.find(args.slug)
     command = list(args.argv)
     if command and command[0] == "--":
@@ -120,9 +129,7 @@ async def cmd_exec(args: argparse.Namespace) -> int:
 
 
 async def cmd_stop(args: argparse.Namespace) -> int:
-    home = _home(args)
-    await engine.require_engine()
-    await engine.find(args.slug)
+    home = await _bottle_home(args)
     await lifecycle.stop(home, args.slug, _say, keep=args.keep)
     _say(f"stopped {args.slug}")
     return 0

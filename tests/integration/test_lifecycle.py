@@ -70,10 +70,11 @@ def test_bottle_outlives_the_cli_and_another_process_stops_it(fresh_home: Path) 
     listed = json.loads(cli(fresh_home, "ls", "--json").stdout)
     mine = [x for x in listed if x["slug"] == b.slug]
     assert mine and mine[0]["services_up"] == 2 and mine[0]["agent"] == "tester" and mine[0]["bottle"] == "sandbox"
-    # A home that never started it can still stop it (compose knows the project by its labels).
+    # A process with another home stops it; the state folder it finds by the bottle's labels.
     other_home = fresh_home.parent / "other-home"
     cli(other_home, "stop", b.slug)
     assert labelled("ps", slug_label(b.slug)) == []
+    assert not b.state.exists()
 
 
 def test_exec_returns_the_command_status(fresh_home: Path) -> None:
@@ -116,3 +117,16 @@ def test_cleanup_removes_everything_but_preserved(fresh_home: Path) -> None:
     assert sh("docker", "network", "inspect", net, check=False).returncode != 0
     assert not orphan.exists() and not b.state.exists()
     assert kept.exists()
+
+
+def test_attach_without_a_terminal_is_one_line_and_start_leaves_the_bottle_up(fresh_home: Path) -> None:
+    started = cli(fresh_home, "start", "tester", "--yes")  # no --detach, but no terminal either
+    slug = started.stdout.strip().splitlines()[-1]
+    try:
+        assert "not a terminal" in started.stderr
+        r = cli(fresh_home, "attach", slug, check=False)
+        assert r.returncode == 1 and r.stderr.strip().count("\n") == 0
+        assert "needs a terminal" in r.stderr and f"bottle-tui attach {slug}" in r.stderr
+    finally:
+        cli(fresh_home, "stop", slug)
+    assert labelled("ps", slug_label(slug)) == []

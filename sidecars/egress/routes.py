@@ -1,6 +1,8 @@
 """Egress policy: load and validate routes.yaml, match requests, build injected credentials, scrub secrets.
 
 Pure (pyyaml + stdlib only) so the rules can be unit-tested without mitmproxy; addon.py wires it in.
+The host validates manifests (bottle_tui/manifest.py) before rendering this file; egress checks it
+again because the bundle is self-contained (no bottle_tui inside) and the file is rewritten live.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ engine: $(STAMP)
 images: engine
 	$(BIN)/bottle-tui images build
 
-# The console needs no images to open; it reports a missing engine itself.
+# Sets up the engine and images where it can (a no-op when up to date); the console opens either
+# way and reports a missing engine itself.
 run: $(STAMP)
-	-@scripts/engine.sh $(PY)
+	-@scripts/engine.sh $(PY) && $(BIN)/bottle-tui images build
 	$(BIN)/bottle-tui console
 
 test-unit: $(STAMP)

@@ -5,6 +5,7 @@ Runs `bottle-tui --home H start AGENT --dry-run` as a real subprocess (dry runs 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -93,6 +94,7 @@ def run_cli(home: Path, *args: str, env: dict[str, str]) -> subprocess.Completed
                           stdin=subprocess.DEVNULL, timeout=60, env={**os.environ, **env})
 
 
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI (not an engine): `make engine` installs it")
 @pytest.mark.parametrize("args", [("ls",), ("start", "coder", "--yes"), ("stop", "coder-000000"), ("cleanup", "--dry-run")])
 def test_no_engine_is_one_line_naming_the_fix(tmp_path: Path, args: tuple[str, ...]) -> None:
     # The real docker CLI, pointed at a socket where no engine listens.

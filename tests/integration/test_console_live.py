@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -54,6 +55,8 @@ def tmux_server():
     yield server
     if server.is_alive():
         server.kill()
+    # tmux leaves its socket file behind after kill-server.
+    Path(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", str(server.socket_name)).unlink(missing_ok=True)
 
 
 def pane_text(pane: libtmux.Pane) -> str:

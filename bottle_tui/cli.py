@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from . import __version__
 from .backends.docker import engine, images, lifecycle
 from .errors import BottleError
 from .manifest import load_manifests, default_home
-from .plan import BottlePlan, missing_secrets, preflight_text, resolve
+from .plan import BottlePlan, claude_command, missing_secrets, preflight_text, resolve
 from .runner import handoff
 from .state import new_slug, project_name, state_dir
 
@@ -46,13 +47,6 @@ def plan_for(home: Path, agent: str) -> BottlePlan:
     return resolve(manifests, agent, slug=slug, images=images.image_refs(), started_at=lifecycle.now_iso(), state=state_dir(home, slug))
 
 
-def claude_command(plan_meta: dict, *, resume: bool) -> list[str]:
-    argv = ["claude"]
-    if resume:
-        argv.append("--continue")
-    return argv + list(plan_meta.get("claude_args", []))
-
-
 async def _has_conversation(container: str) -> bool:
     code, out = await engine.exec_capture(container, ["find", lifecycle.TRANSCRIPT_SRC, "-name", "*.jsonl", "-print", "-quit"])
     return code == 0 and bool(out.strip())
@@ -62,15 +56,14 @@ async def claude_argv_for(home: Path, slug: str, *, fresh: bool) -> list[str]:
     meta = state_dir(home, slug).read_metadata() or {}
     container = engine.container_name(project_name(slug), "agent")
     resume = not fresh and await _has_conversation(container)
-    return claude_command(meta, resume=resume)
+    return claude_command(meta.get("claude_args", []), resume=resume)
 
 
 def _attach(slug: str, argv: list[str]) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BottleError(f"claude needs a terminal: run `bottle-tui attach {slug}` from an interactive shell (or `bottle-tui exec {slug} -- CMD` for a command)")
     container = engine.container_name(project_name(slug), "agent")
-    env = ["-e", f"TERM={os.environ.get('TERM', 'xterm-256color')}"]
-    handoff(["docker", "exec", "-it", *env, container, *argv])
+    handoff(engine.exec_argv(container, argv, tty=True, env={"TERM": os.environ.get("TERM", "xterm-256color")}))
 
 
 # -- subcommands -------------------------------------------------------------------------------
@@ -88,9 +81,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
     if not _confirm(f"start bottle {plan.slug}?", args.yes):
         _say("not started")
         return 1
-    refs = await images.ensure_images(_say, home / "images.log")
-    if refs != plan.images:  # sources changed between plan and build: use what was built
-        plan = resolve(load_manifests(home), args.agent, slug=plan.slug, images=refs, started_at=plan.started_at, state=plan.state)
+    plan = dataclasses.replace(plan, images=await images.ensure_images(_say, home / "images.log"))
     await lifecycle.start(plan, _say)
     _say(f"bottle {plan.slug} is up (attach: bottle-tui attach {plan.slug}; stop: bottle-tui stop {plan.slug})")
     if args.detach or not (sys.stdin.isatty() and sys.stdout.isatty()):

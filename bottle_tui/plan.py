@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from .errors import BottleError
 from .manifest import AgentSpec, BottleSpec, Manifests, Route
@@ -17,6 +18,11 @@ AGENT_HOME = "/home/agent"
 WORKDIR = f"{AGENT_HOME}/work"
 CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
 SUPPORTED_BACKENDS = ("docker",)
+
+
+def claude_command(args: Sequence[str], *, resume: bool) -> list[str]:
+    """claude with the agent's arguments; ``resume`` continues the last conversation."""
+    return ["claude", *(["--continue"] if resume else []), *args]
 
 
 def placeholder(env_name: str) -> str:
@@ -74,15 +80,18 @@ class BottlePlan:
         env.update({var: ca for var in CA_ENV_VARS})
         return env
 
-    def claude_argv(self, *, resume: bool) -> list[str]:
-        argv = ["claude"]
-        if resume:
-            argv.append("--continue")
+    @property
+    def claude_args(self) -> list[str]:
+        """The agent's model, system prompt and extra arguments, as claude options."""
+        args: list[str] = []
         if self.agent.model:
-            argv += ["--model", self.agent.model]
+            args += ["--model", self.agent.model]
         if self.agent.prompt:
-            argv += ["--append-system-prompt", self.agent.prompt]
-        return argv + list(self.agent.claude_args)
+            args += ["--append-system-prompt", self.agent.prompt]
+        return args + list(self.agent.claude_args)
+
+    def claude_argv(self, *, resume: bool) -> list[str]:
+        return claude_command(self.claude_args, resume=resume)
 
 
 def resolve(manifests: Manifests, agent_name: str, *, slug: str, images: dict[str, str], started_at: str, state: StateDir) -> BottlePlan:

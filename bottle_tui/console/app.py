@@ -58,6 +58,7 @@ class BottleConsole(App[None]):
         self._watch_events = watch_events
         self._poll_seconds = poll_seconds
         self._versions: str | None = None  # fetched once, again after the engine was down
+        self._shown: dict[str, BottleInfo] = {}  # what each table row shows, by slug
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -106,19 +107,23 @@ class BottleConsole(App[None]):
         self._apply(bottles)
 
     def _apply(self, bottles: Sequence[BottleInfo]) -> None:
-        """Update the table in place, keyed by slug, so the cursor stays where the operator left it."""
+        """Update the table in place, keyed by slug, so the cursor stays where the operator left it.
+        Rows whose bottle did not change are not touched."""
         table = self.query_one("#bottles", DataTable)
         wanted = {b.slug: b for b in bottles}
-        present = {key.value for key in table.rows}
-        for slug in present - set(wanted):
+        for slug in set(self._shown) - set(wanted):
             table.remove_row(slug)
+            del self._shown[slug]
         for slug, info in wanted.items():
+            if self._shown.get(slug) == info:
+                continue
             cells = _cells(info)
-            if slug in present:
+            if slug in self._shown:
                 for key, value in cells.items():
                     table.update_cell(slug, key, value)
             else:
                 table.add_row(*(cells[key] for key, _ in COLUMNS), key=slug)
+            self._shown[slug] = info
         hint = "" if bottles else "No bottles are running. Start one from a shell: bottle-tui start implementer"
         self.query_one("#hint", Static).update(hint)
 

@@ -168,9 +168,7 @@ def parse_routes(text: str, source: str = "routes.yaml") -> Policy:
 
     if not isinstance(doc, dict):
         raise ValueError(f"{source}: expected a mapping with keys version, bottle, routes")
-    unknown = sorted(set(map(str, doc)) - _TOP_KEYS)
-    if unknown:
-        raise bad(unknown[0], "unknown key")
+    _check_keys(doc, "", _TOP_KEYS, bad)
     if doc.get("version") != 1 or isinstance(doc.get("version"), bool):
         raise bad("version", f"must be 1, got {doc.get('version')!r}")
     bottle = doc.get("bottle", "unnamed")
@@ -191,12 +189,17 @@ def _str_list(value, key, bad, *, upper=False) -> tuple[str, ...]:
     return tuple(v.upper() if upper else v for v in value)
 
 
-def _parse_route(raw, key: str, bad) -> Route:
+def _check_keys(raw, key: str, allowed: set[str], bad) -> None:
+    """``raw`` must be a mapping with no keys but ``allowed``."""
     if not isinstance(raw, dict):
         raise bad(key, "must be a mapping")
-    unknown = sorted(set(map(str, raw)) - _ROUTE_KEYS)
+    unknown = sorted(set(map(str, raw)) - allowed)
     if unknown:
-        raise bad(f"{key}.{unknown[0]}", "unknown key")
+        raise bad(f"{key}.{unknown[0]}" if key else unknown[0], "unknown key")
+
+
+def _parse_route(raw, key: str, bad) -> Route:
+    _check_keys(raw, key, _ROUTE_KEYS, bad)
 
     host = raw.get("host")
     if not isinstance(host, str) or not host.strip():
@@ -246,11 +249,7 @@ def _parse_route(raw, key: str, bad) -> Route:
 
 
 def _parse_auth(raw, key: str, bad) -> Auth:
-    if not isinstance(raw, dict):
-        raise bad(key, "must be a mapping")
-    unknown = sorted(set(map(str, raw)) - _AUTH_KEYS)
-    if unknown:
-        raise bad(f"{key}.{unknown[0]}", "unknown key")
+    _check_keys(raw, key, _AUTH_KEYS, bad)
     scheme = raw.get("scheme")
     if scheme not in AUTH_SCHEMES:
         raise bad(f"{key}.scheme", f"must be one of bearer, basic, header, got {scheme!r}")

@@ -35,6 +35,14 @@ def test_dry_run_touches_nothing(fresh_home: Path) -> None:
     assert before == after
 
 
+def test_start_without_a_terminal_needs_yes_and_starts_nothing(fresh_home: Path) -> None:
+    before = labelled("ps", f"{labels.MANAGED}=true")
+    r = cli(fresh_home, "start", "tester", check=False)
+    assert r.returncode == 1 and "needs a yes: pass --yes" in r.stderr.strip().splitlines()[-1]
+    assert labelled("ps", f"{labels.MANAGED}=true") == before
+    assert not (fresh_home / "state").exists()
+
+
 def test_stop_leaves_nothing_behind(fresh_home: Path) -> None:
     b = start_bottle(fresh_home)
     assert len(labelled("ps", slug_label(b.slug))) == 2

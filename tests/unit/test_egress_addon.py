@@ -22,9 +22,9 @@ from mitmproxy import connection, http as mhttp  # noqa: E402
 from mitmproxy.proxy import server_hooks  # noqa: E402
 from mitmproxy.test import taddons, tflow  # noqa: E402
 
-EGRESS_DIR = Path(__file__).resolve().parents[2] / "sidecars" / "egress"
-sys.path.insert(0, str(EGRESS_DIR))  # addon.py imports its sibling routes.py, as under mitmdump
-import addon as A  # noqa: E402
+from tests.sidecar_modules import EGRESS_DIR, egress_module  # noqa: E402
+
+A = egress_module("addon")
 
 SECRET = "sk-real-0123456789"
 ROUTES = """

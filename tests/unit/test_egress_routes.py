@@ -4,19 +4,14 @@ credential headers and secret scrubbing, including across stream chunk boundarie
 from __future__ import annotations
 
 import base64
-import importlib.util
 import itertools
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "sidecars" / "egress" / "routes.py"
-_spec = importlib.util.spec_from_file_location("bottle_egress_routes", _PATH)
-R = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = R  # dataclasses look their module up while the class is built
-_spec.loader.exec_module(R)
+from tests.sidecar_modules import egress_module
+
+R = egress_module("routes")
 
 EXAMPLE = """
 version: 1

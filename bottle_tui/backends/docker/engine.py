@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from ...errors import BottleError
 from ...runner import CommandError, CommandNotFound, run
@@ -30,7 +31,8 @@ class EngineStatus:
     problem: str = ""
 
 
-async def engine_status() -> EngineStatus:
+async def _server() -> EngineStatus:
+    """Whether a Docker server answers, in one `docker version` call."""
     try:
         info = await run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=15)
     except CommandNotFound:
@@ -40,24 +42,26 @@ async def engine_status() -> EngineStatus:
     if info.returncode != 0 or not info.stdout.strip():
         why = (info.stderr.strip().splitlines() or ["no answer"])[-1]
         return EngineStatus(False, problem=f"no Docker engine answers ({why}): {ENGINE_HINT}")
+    return EngineStatus(True, info.stdout.strip())
+
+
+async def engine_status() -> EngineStatus:
+    """The server and the compose plugin: versions when both answer, else the problem in one line."""
+    server = await _server()
+    if not server.ok:
+        return server
     comp = await run(["docker", "compose", "version", "--short"], check=False, timeout=15)
     if comp.returncode != 0:
-        return EngineStatus(False, server_version=info.stdout.strip(), problem=f"docker compose v2 is missing: {ENGINE_HINT}")
-    return EngineStatus(True, info.stdout.strip(), comp.stdout.strip())
+        return EngineStatus(False, server_version=server.server_version, problem=f"docker compose v2 is missing: {ENGINE_HINT}")
+    return EngineStatus(True, server.server_version, comp.stdout.strip())
 
 
 async def require_engine() -> None:
     """Fail with the engine's problem in one line unless a server answers (one cheap call; a
     missing compose plugin shows when compose is first used, through ``explain``)."""
-    try:
-        answered = await run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=15)
-        if answered.returncode == 0 and answered.stdout.strip():
-            return
-    except CommandError:
-        pass
-    status = await engine_status()
-    if not status.ok:
-        raise BottleError(status.problem)
+    server = await _server()
+    if not server.ok:
+        raise BottleError(server.problem)
 
 
 def compose_argv(project: str, *args: str, file: Path | None = None) -> list[str]:
@@ -113,13 +117,15 @@ async def discover() -> list[BottleInfo]:
         raise await explain(exc) from exc
 
 
-async def _discover() -> list[BottleInfo]:
+async def bottle_projects() -> dict[str, str]:
+    """Compose projects named like ours (``claude-bottle-*``) and compose's status of each."""
     listing = await run(["docker", "compose", "ls", "--all", "--format", "json"], timeout=30)
-    projects = {}
-    for entry in json.loads(listing.stdout or "[]") or []:
-        name = entry.get("Name", "")
-        if name.startswith(PROJECT_PREFIX):
-            projects[name] = entry.get("Status", "")
+    entries = json.loads(listing.stdout or "[]") or []
+    return {e["Name"]: e.get("Status", "") for e in entries if e.get("Name", "").startswith(PROJECT_PREFIX)}
+
+
+async def _discover() -> list[BottleInfo]:
+    projects = await bottle_projects()
     ps = await run(["docker", "ps", "--all", "--filter", f"label={labels.MANAGED}=true", "--format", _PS_FORMAT], timeout=30)
     found: dict[str, dict[str, object]] = {}
     for line in ps.stdout.splitlines():
@@ -176,23 +182,30 @@ async def exec_capture(container: str, argv: list[str], *, timeout: float = 60) 
     return result.returncode, result.stdout
 
 
-def exec_argv(container: str, argv: list[str], *, tty: bool, interactive: bool = True) -> list[str]:
-    flags = ["-i"] if interactive else []
-    if tty:
-        flags.append("-t")
+def exec_argv(container: str, argv: list[str], *, tty: bool, env: dict[str, str] | None = None) -> list[str]:
+    """`docker exec` of ``argv`` in ``container``, stdin attached (and a terminal when ``tty``)."""
+    flags = ["-it"] if tty else ["-i"]
+    for name, value in (env or {}).items():
+        flags += ["-e", f"{name}={value}"]
     return ["docker", "exec", *flags, container, *argv]
 
 
-async def stray_resources() -> tuple[list[str], list[str]]:
-    """Containers and networks carrying our labels (leftovers compose no longer tracks)."""
-    cont = await run(["docker", "ps", "--all", "--quiet", "--filter", f"label={labels.MANAGED}=true"], timeout=30)
-    nets = await run(["docker", "network", "ls", "--quiet", "--filter", f"label={labels.MANAGED}=true"], timeout=30)
-    return cont.stdout.split(), nets.stdout.split()
+async def stray_resources(live_projects: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Containers and networks carrying our labels that belong to none of ``live_projects``
+    (those go with their project's `compose down`)."""
+    live = set(live_projects)
+    found: list[list[str]] = []
+    for argv in (["docker", "ps", "--all"], ["docker", "network", "ls"]):
+        listing = await run([*argv, "--filter", f"label={labels.MANAGED}=true",
+                             "--format", "{{.ID}}\t{{.Label \"%s\"}}" % labels.COMPOSE_PROJECT], timeout=30)
+        rows = (line.split("\t") for line in listing.stdout.splitlines() if line.strip())
+        found.append([row[0] for row in rows if len(row) < 2 or row[1] not in live])
+    return found[0], found[1]
 
 
 async def remove_containers(ids: list[str]) -> None:
     if ids:
-        await run(["docker", "rm", "--force", "--volumes", *ids], timeout=120)
+        await run(["docker", "rm", "--force", "--volumes", *ids], check=False, timeout=120)
 
 
 async def remove_networks(ids: list[str]) -> None:

@@ -97,13 +97,13 @@ def input_hash(source: ImageSource, extra_ca: bytes, base_ref: str = BASE_IMAGE)
     return digest.hexdigest()
 
 
-def image_ref(source: ImageSource, extra_ca: bytes) -> str:
-    return f"{source.repository}:{input_hash(source, extra_ca)[:12]}"
+def _tag(source: ImageSource, full_hash: str) -> str:
+    return f"{source.repository}:{full_hash[:12]}"
 
 
 def image_refs() -> dict[str, str]:
     ca = extra_ca_bytes()
-    return {name: image_ref(src, ca) for name, src in sources().items()}
+    return {name: _tag(src, input_hash(src, ca)) for name, src in sources().items()}
 
 
 async def image_exists(ref: str) -> bool:
@@ -177,7 +177,7 @@ def _append(log: Path, text: str) -> None:
 async def build(source: ImageSource, progress: Progress, log: Path, *, force: bool = False) -> str:
     ca = extra_ca_bytes()
     full = input_hash(source, ca)
-    ref = f"{source.repository}:{full[:12]}"
+    ref = _tag(source, full)
     if not force and await image_exists(ref):
         progress(f"{source.name} image: {ref} is up to date")
         return ref

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Callable
 from ...errors import BottleError
 from ...plan import CA_CERT_NAME, BottlePlan
 from ...runner import CommandError, run
-from ...state import PROJECT_PREFIX, StateDir, all_state_dirs, atomic_write, project_name, slug_of_project, state_dir
+from ...state import StateDir, all_state_dirs, atomic_write, project_name, slug_of_project, state_dir
 from . import engine, images
 from .compose import render_compose, render_routes, to_yaml
 
@@ -61,7 +60,7 @@ def write_renders(plan: BottlePlan) -> None:
         "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,
         "project": plan.project, "started_at": plan.started_at, "images": plan.images,
         "agent_file": str(plan.agent.path), "bottle_file": str(plan.bottle.path), "started_by_pid": os.getpid(),
-        "claude_args": plan.claude_argv(resume=False)[1:],
+        "claude_args": plan.claude_args,
     })
 
 
@@ -157,12 +156,10 @@ class CleanupPlan:
 
 
 async def plan_cleanup(home: Path) -> CleanupPlan:
-    listing = await run(["docker", "compose", "ls", "--all", "--format", "json"], timeout=30)
-    projects = sorted(e["Name"] for e in json.loads(listing.stdout or "[]") or [] if e.get("Name", "").startswith(PROJECT_PREFIX))
-    containers, networks = await engine.stray_resources()
+    projects = sorted(await engine.bottle_projects())
+    containers, networks = await engine.stray_resources(projects)
     live_slugs = {slug_of_project(p) for p in projects}
     orphans = [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs]
-    # A project's own containers and networks go with `compose down`; list only the rest.
     return CleanupPlan(projects, containers, networks, orphans)
 
 
@@ -176,9 +173,9 @@ async def cleanup(home: Path, plan: CleanupPlan, progress: Progress) -> None:
         else:
             await engine.down(project)
             state.remove()
-    containers, networks = await engine.stray_resources()
-    await engine.remove_containers(containers)
-    await engine.remove_networks(networks)
+    # Containers first: a network still in use by one cannot be removed.
+    await engine.remove_containers(plan.containers)
+    await engine.remove_networks(plan.networks)
     for s in plan.state_dirs:
         progress(f"removing {s.path}")
         s.remove()

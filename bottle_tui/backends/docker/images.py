@@ -26,6 +26,9 @@ SUITE = "bookworm"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXTRA_CA_ENV = ("CLAUDE_BOTTLE_EXTRA_CA", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
 UPSTREAM_CA_ENV = "CLAUDE_BOTTLE_UPSTREAM_CA"
+# Set (to anything) to keep earlier builds' tags: several checkouts sharing one engine would
+# otherwise untag each other's images.
+KEEP_OLD_IMAGES_ENV = "CLAUDE_BOTTLE_KEEP_OLD_IMAGES"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 # Bump when how images are built changes in a way their files do not show (build args, labels).
@@ -204,6 +207,8 @@ async def build(source: ImageSource, progress: Progress, log: Path, *, force: bo
 
 async def _drop_stale_tags(source: ImageSource, keep: str) -> None:
     """Untag earlier builds (each about a gigabyte); ones a running bottle still uses stay."""
+    if os.environ.get(KEEP_OLD_IMAGES_ENV):
+        return
     listing = await run(["docker", "image", "ls", source.repository, "--format", "{{.Repository}}:{{.Tag}}"], check=False, timeout=30)
     stale = [ref for ref in listing.stdout.split() if ref not in (keep, f"{source.repository}:latest")]
     for ref in stale:

@@ -81,7 +81,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "stop_grace_period": STOP_GRACE,
         **hardening,
     }
-    net_labels = {labels.MANAGED: "true", labels.SLUG: plan.slug}
+    net_labels = {labels.MANAGED: "true", labels.SLUG: plan.slug, labels.HOME: str(plan.home)}
     return {
         "name": plan.project,
         "services": {"agent": agent, "sidecars": sidecars},

@@ -16,6 +16,8 @@ CA_MOUNT = "/etc/bottle/ca"
 CA_CERT_NAME = "egress-ca.pem"
 AGENT_HOME = "/home/agent"
 WORKDIR = f"{AGENT_HOME}/work"
+# Node's fetch ignores the proxy variables; this preload (agent image) makes it use them.
+NODE_PROXY_PRELOAD = "/opt/bottle/node/proxy-preload.js"
 CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
 SUPPORTED_BACKENDS = ("docker",)
 
@@ -75,6 +77,7 @@ class BottlePlan:
             "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
             "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+            "NODE_OPTIONS": f"--require {NODE_PROXY_PRELOAD}",
             "BOTTLE_SLUG": self.slug, "BOTTLE_AGENT": self.agent.name, "BOTTLE_NAME": self.bottle.name,
         })
         env.update({var: ca for var in CA_ENV_VARS})

@@ -110,8 +110,9 @@ def _http_attacks(t: Targets, s: FakeSecrets) -> list[Attack]:
         Attack("host-not-listed-https", f"GET https://{b}/ (CONNECT)", f"{CURL} {CURL_W} https://{b}/x", "egress"),
         Attack("spoofed-host-header", f"http://{a}/ with Host: {b}", f"{CURL} {CURL_W} -H 'Host: {b}' http://{a}/x", "egress"),
         Attack("spoofed-host-header-tls", f"https://{a}/ with Host: {b}", f"{CURL} {CURL_W} -H 'Host: {b}' https://{a}/x", "egress"),
-        Attack("spoofed-sni", f"CONNECT {a}:443, TLS SNI {b}", _sni_script(a, b), "egress"),
-        Attack("fronting-in-tunnel", f"CONNECT {a}:443, then GET http://{b}/ inside", _fronting_script(a, b), "egress"),
+        Attack("spoofed-sni", f"CONNECT {a}:443, TLS SNI {b}", _tls_tunnel_script(a, sni=b, target="/x"), "egress"),
+        Attack("fronting-in-tunnel", f"CONNECT {a}:443, then GET http://{b}/ inside",
+               _tls_tunnel_script(a, sni=a, target=f"http://{b}/x"), "egress"),
         Attack("raw-ip-via-proxy", f"GET http://{t.direct_ip}/ through egress", f"{CURL} {CURL_W} http://{t.direct_ip}/x", "egress"),
         Attack("allowed-host-other-port", f"GET http://{a}:8081/", f"{CURL} {CURL_W} http://{a}:8081/x", "egress"),
         Attack("non-http-in-tunnel", f"CONNECT {a}:80, then raw non-HTTP bytes", _raw_tunnel_script(a), "unreachable"),
@@ -144,18 +145,20 @@ def _http_attacks(t: Targets, s: FakeSecrets) -> list[Attack]:
     return out
 
 
-def _sni_script(allowed: str, blocked: str) -> str:
+def _tls_tunnel_script(allowed: str, *, sni: str, target: str) -> str:
+    """CONNECT to ``allowed``:443 through egress, speak TLS with ``sni``, then send a request for
+    ``target`` (origin-form "/x", or absolute-form "http://other/x") with Host: ``allowed``."""
     code = f"""
 import os, socket, ssl
 p = os.environ.get('HTTPS_PROXY') or os.environ['https_proxy']
 host, port = p.rsplit('/', 1)[-1].rsplit(':', 1)
 s = socket.create_connection((host, int(port)), timeout=8)
 s.sendall(b'CONNECT {allowed}:443 HTTP/1.1\\r\\nHost: {allowed}:443\\r\\n\\r\\n')
-head = s.recv(4096)
+s.recv(4096)
 ctx = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])
 ctx.check_hostname = False
-t = ctx.wrap_socket(s, server_hostname='{blocked}')
-t.sendall(b'GET /x HTTP/1.1\\r\\nHost: {allowed}\\r\\nConnection: close\\r\\n\\r\\n')
+t = ctx.wrap_socket(s, server_hostname='{sni}')
+t.sendall(b'GET {target} HTTP/1.1\\r\\nHost: {allowed}\\r\\nConnection: close\\r\\n\\r\\n')
 data = b''
 while True:
     chunk = t.recv(65536)
@@ -192,28 +195,6 @@ if b'Bad request' in data or b'Bad Request' in data:
     print('CONNECTED: the upstream received the raw bytes')
 elif time.monotonic() - start < 8:
     print('UNREACHABLE: closed after %.1f s' % (time.monotonic() - start))
-"""
-    return f"timeout 15 python3 -c {_q(code)} 2>&1"
-
-
-def _fronting_script(allowed: str, blocked: str) -> str:
-    code = f"""
-import os, socket, ssl
-p = os.environ.get('HTTPS_PROXY') or os.environ['https_proxy']
-host, port = p.rsplit('/', 1)[-1].rsplit(':', 1)
-s = socket.create_connection((host, int(port)), timeout=8)
-s.sendall(b'CONNECT {allowed}:443 HTTP/1.1\\r\\nHost: {allowed}:443\\r\\n\\r\\n')
-s.recv(4096)
-ctx = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])
-t = ctx.wrap_socket(s, server_hostname='{allowed}')
-t.sendall(b'GET http://{blocked}/x HTTP/1.1\\r\\nHost: {allowed}\\r\\nConnection: close\\r\\n\\r\\n')
-data = b''
-while True:
-    chunk = t.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-print(data.decode(errors='replace'))
 """
     return f"timeout 15 python3 -c {_q(code)} 2>&1"
 

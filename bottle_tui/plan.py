@@ -60,12 +60,17 @@ class BottlePlan:
         return ("egress",)
 
     @property
+    def daemon_secrets(self) -> dict[str, tuple[str, ...]]:
+        """Which host env vars each sidecar daemon gets (and no other daemon, nor the agent)."""
+        return {
+            "egress": tuple(dict.fromkeys(r.auth.token_env for r in self.routes if r.auth)),
+            "git-gate": (self.bottle.git.credentials_env,) if self.bottle.git and self.bottle.git.credentials_env else (),
+        }
+
+    @property
     def secret_env_names(self) -> tuple[str, ...]:
         """Host env vars whose values only the sidecars receive (credentials egress injects)."""
-        names = [r.auth.token_env for r in self.routes if r.auth]
-        if self.bottle.git and self.bottle.git.credentials_env:
-            names.append(self.bottle.git.credentials_env)
-        return tuple(dict.fromkeys(names))
+        return tuple(dict.fromkeys(n for names in self.daemon_secrets.values() for n in names))
 
     @property
     def agent_env(self) -> dict[str, str]:

@@ -70,6 +70,8 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             "BOTTLE_NAME": plan.bottle.name,
             "BOTTLE_SLUG": plan.slug,
             "HOME": "/tmp",
+            # bottle_init gives each daemon only the secrets its variable lists (daemons.json: secrets_from).
+            "BOTTLE_EGRESS_SECRETS": ",".join(plan.daemon_secrets["egress"]),
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },

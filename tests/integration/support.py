@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +20,10 @@ SECRET = "sk-test-" + uuid.uuid4().hex  # the real credential egress injects; th
 ALLOWED = "allowed.fake.test"
 AUTHED = "auth.fake.test"
 BLOCKED = "blocked.fake.test"
+PYPI = "pypi.fake.test"  # package indexes and an LLM API of the fake internet (fake_internet/services.py)
+NPM = "registry.fake.test"
+ANTHROPIC = "anthropic.fake.test"
+FAKE_NAMES = (ALLOWED, AUTHED, BLOCKED, PYPI, NPM, ANTHROPIC)
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
@@ -52,6 +57,17 @@ MANIFESTS = {
             - host: {AUTHED}
               ports: [443]
               auth: {{scheme: header, header: X-Api-Key, token_env: BOTTLE_TEST_TOKEN}}
+            - host: {PYPI}
+              ports: [443]
+              methods: [GET, HEAD]
+            - host: {NPM}
+              ports: [443]
+              methods: [GET, HEAD]
+            - host: {ANTHROPIC}
+              ports: [443]
+              methods: [POST, GET]
+              paths: ["/v1/*"]
+              auth: {{scheme: header, header: x-api-key, token_env: BOTTLE_TEST_TOKEN}}
         resources: {{cpus: 1, memory: 1g, pids: 256}}
         ---
         The sandbox bottle of the integration tests.
@@ -75,7 +91,7 @@ def make_fake_pki(folder: Path) -> None:
        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={ALLOWED}")
     ext = folder / "san.ext"
-    ext.write_text("subjectAltName=" + ",".join(f"DNS:{h}" for h in (ALLOWED, AUTHED, BLOCKED)) +
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{h}" for h in FAKE_NAMES) +
                    "\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
     sh("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-sha256",
        "-extfile", str(ext), "-out", cert)
@@ -130,6 +146,7 @@ def run_fake_internet(pki: Path, image: str = "bottle-tui/sidecars:latest") -> s
     sh("docker", "network", "create", "--internal", "--label", TEST_LABEL, name)
     sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", name,
        "--entrypoint", "python3", "-v", f"{FAKE_DIR}:/srv:ro", "-v", f"{pki}:/pki:ro",
+       "-e", f"FAKE_ANTHROPIC_KEY_SHA256={hashlib.sha256(SECRET.encode()).hexdigest()}",
        image, "/srv/server.py", "/pki/server.pem", "/pki/server-key.pem")
     return name
 
@@ -141,7 +158,7 @@ def remove_fake_internet(name: str) -> None:
 
 def connect_fake_internet(bottle: Bottle, fake: str) -> str:
     """Join the fake internet to the bottle's egress network; returns its address there."""
-    aliases = [a for host in (ALLOWED, AUTHED, BLOCKED) for a in ("--alias", host)]
+    aliases = [a for host in FAKE_NAMES for a in ("--alias", host)]
     sh("docker", "network", "connect", *aliases, bottle.network("egress"), fake)
     inspect = sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", fake)
     return json.loads(inspect.stdout)[bottle.network("egress")]["IPAddress"]

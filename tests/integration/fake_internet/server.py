@@ -12,11 +12,15 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import services  # package indexes and an LLM API, by Host (same folder)
+
 
 class Echo(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if services.handle(self, body, tls=getattr(self.server, "tls", False)):
+            return
         key = self.headers.get("X-Api-Key", "")
         doc = {
             "fake_internet": True,
@@ -36,7 +40,7 @@ class Echo(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _answer
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
 
     def log_message(self, fmt: str, *args: object) -> None:
         print(fmt % args, flush=True)
@@ -50,6 +54,7 @@ def main(argv: list[str]) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(argv[0], argv[1])
         tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        tls.tls = True
         servers.append(tls)
     for server in servers[1:]:
         threading.Thread(target=server.serve_forever, daemon=True).start()

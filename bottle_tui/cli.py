@@ -129,6 +129,16 @@ async def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_selftest(args: argparse.Namespace) -> int:
+    from .backends.docker.selftest import run_selftest
+
+    home = await _bottle_home(args)
+    info = await engine.find(args.slug)
+    result = await run_selftest(state_dir(home, args.slug), info, _say)
+    print(result.report())
+    return 0 if result.ok else 1
+
+
 async def cmd_ls(args: argparse.Namespace) -> int:
     bottles = await engine.discover()
     if args.json:
@@ -214,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a bottle (logs, transcript and egress decisions go to archive/<slug>/)")
     p.add_argument("slug")
     p.add_argument("--keep", action="store_true", help="keep the state folder (marks it .preserve)")
+    p = sub.add_parser("selftest", help="run the escape suite against a running bottle (attacks aim at a canary of ours)")
+    p.add_argument("slug")
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("cleanup", help="stop this home's bottles and remove its stray containers, networks and orphan state folders")
@@ -230,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
-    "start": cmd_start, "attach": cmd_attach, "exec": cmd_exec, "stop": cmd_stop, "ls": cmd_ls,
+    "start": cmd_start, "attach": cmd_attach, "exec": cmd_exec, "stop": cmd_stop, "ls": cmd_ls, "selftest": cmd_selftest,
     "cleanup": cmd_cleanup, "images": cmd_images, "agents": cmd_agents,
 }
 

@@ -17,7 +17,7 @@ CA_CERT_NAME = "egress-ca.pem"
 AGENT_HOME = "/home/agent"
 WORKDIR = f"{AGENT_HOME}/work"
 CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
-SUPPORTED_BACKENDS = ("docker",)
+SUPPORTED_BACKENDS = ("docker", "smolvm")
 
 
 def claude_command(args: Sequence[str], *, resume: bool) -> list[str]:

@@ -70,6 +70,15 @@ async def test_rendered_smolfile_and_flags_are_accepted_and_listed(smol: Smolvm,
     assert (found.slug, found.agent, found.backend, found.services) == (plan.slug, "coder", "smolvm", {"agent": "created", "sidecars": "missing"})
 
 
+async def test_create_flags_parse_together_with_from(smol: Smolvm, plan: BottlePlan, tmp_path: Path) -> None:
+    # No pack can be built here (packing boots a VM), so the pack is missing: smolvm gets past its
+    # argument parser (a usage error would be exit 2) and stops at the file.
+    missing = tmp_path / "agent.smolmachine"
+    with pytest.raises(ConfigError) as err:
+        await smol.machine_create(name=vm_name(plan.slug), flags=create_flags(plan, address=BUNDLE_IP), from_pack=missing, labels=machine_labels(plan))
+    assert err.value.returncode == 1 and f"file not found: {missing}" in err.value.detail
+
+
 async def test_stop_then_delete_removes_the_machine(smol: Smolvm) -> None:
     await smol.machine_create(name="claude-bottle-t-1", flags=["--cpus", "1", "--mem", "256"])
     await smol.machine_stop(name="claude-bottle-t-1")  # not running: nothing to stop, not an error

@@ -52,7 +52,7 @@ def test_smolfile_is_toml_with_only_per_image_values(plan: BottlePlan) -> None:
     doc = tomllib.loads(render_smolfile(plan))
     assert doc["entrypoint"] == ["sleep", "infinity"]
     assert doc["workdir"] == "/home/agent/work"
-    assert doc["user"] == "1000:1000"
+    assert "user" not in doc  # the image's USER; pack create carries entrypoint, workdir and env
     names = {item.split("=", 1)[0] for item in doc["env"]}
     assert names <= set(PACK_ENV_VARS)
     # The pack is shared by every bottle of the image: nothing about this bottle may be in it.

@@ -30,18 +30,18 @@ class SmolvmBackend:
     name = "smolvm"
 
     async def preflight(self, plan: "BottlePlan", progress: Progress) -> None:
-        """The CLI is there and new enough, the Docker engine answers (it runs the bundle), and a
-        probe VM boots on this host (checked once, then cached)."""
+        """The CLI is there and new enough, a probe VM boots on this host (checked once, then
+        cached), and the Docker engine answers (it runs the bundle)."""
         smol = Smolvm.find()
         found = await smol.version()
         check_version(found)
-        await docker.require_engine()
         result = await probe(smol, ".".join(map(str, found)), progress=progress)
         if not result.ok:
             raise BottleError(
                 f"{plan.bottle.path}: backend: smolvm cannot start here: {result.summary} "
                 f"(checked once and cached in {cache_path()}); use backend: docker on this host"
             )
+        await docker.require_engine()
 
     async def start(self, plan: "BottlePlan", progress: Progress) -> None:
         await lifecycle.start(Smolvm.find(), plan, progress)

@@ -2,7 +2,8 @@
 spec, the pack-time Smolfile and the create-time flags of ``smolvm machine create --from``.
 
 The pack is built once per agent image, so the Smolfile holds only what is the same for every
-bottle of that image (entrypoint, workdir, user, the CA and quiet-claude variables); everything
+bottle of that image (entrypoint, workdir, the CA and quiet-claude variables; the user is the
+image's own, and every exec names it); everything
 per bottle (resources, the proxy address, placeholders, the allow-list, the CA mount) is a
 create-time flag. ``--from`` never goes with ``--smolfile`` (smolvm refuses the pair).
 
@@ -21,7 +22,7 @@ from typing import Any
 from ...errors import BottleError
 from ...plan import CA_ENV_VARS, CA_MOUNT, EGRESS_PORT, WORKDIR, BottlePlan
 from ...state import project_name
-from ..docker.compose import AGENT_USER, bottle_labels, render_compose
+from ..docker.compose import bottle_labels, render_compose
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 # The same for every bottle of one agent image: these go into the cached pack.
@@ -83,7 +84,6 @@ def render_smolfile(plan: BottlePlan) -> str:
     doc: dict[str, Any] = {
         "entrypoint": list(ENTRYPOINT),
         "workdir": WORKDIR,
-        "user": AGENT_USER,
         "env": [f"{k}={v}" for k, v in pack_env(plan).items()],
     }
     lines = ["# Rendered by bottle-tui for the agent pack; per-bottle settings are create-time flags."]

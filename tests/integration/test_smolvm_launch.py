@@ -7,13 +7,18 @@ never replaced by a fake. Where VMs do not boot, `start` must refuse in one line
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from bottle_tui.backends.smolvm import lifecycle
 from bottle_tui.backends.smolvm.engine import STATE_DIR_ENV, Smolvm, machine_path
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, ProbeResult, probe
 from bottle_tui.backends.smolvm.render import vm_name
+from bottle_tui.cli import plan_for
+from bottle_tui.errors import BottleError
 
 from .support import ALLOWED, BLOCKED, Bottle, cli, connect_fake_internet, sh, stop_bottle
 
@@ -35,6 +40,8 @@ def smolvm_state(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv(STATE_DIR_ENV, str(folder))
         mp.setenv(CACHE_ENV, str(folder.parent / "smolvm-probe.json"))
         yield folder
+    # smolvm keeps the imported agent image there (a gigabyte): not worth keeping past the session.
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +82,35 @@ def test_start_refuses_in_one_line_where_microvms_cannot_boot(probed: tuple[Smol
     assert not (home / "state").exists() or not any((home / "state").iterdir())
     assert asyncio.run(smol.machine_ls()) == []
     assert "claude-bottle-vm-tester" not in sh("docker", "compose", "ls", "--all").stdout
+
+
+def test_bringup_where_vms_cannot_boot_fails_at_the_pack_and_leaves_nothing_running(
+        probed: tuple[Smolvm, ProbeResult], built_images: dict[str, str], tmp_path: Path) -> None:
+    """Past preflight (called directly): the bundle comes up on a bridge the host routes to, the
+    agent image is handed to `smolvm pack create`, whose pack VM cannot boot here; bring-up says
+    so and takes the bundle down."""
+    smol, result = probed
+    if result.ok:
+        pytest.skip("microVMs boot on this host: the end-to-end test covers bring-up")
+    home = _vm_home(tmp_path / "home")
+    manifests_plan = plan_for(home, "vm-tester")
+    plan = dataclasses.replace(manifests_plan, images=built_images)
+    seen: dict[str, str] = {}
+
+    def progress(message: str) -> None:
+        if "packing" in message:
+            # The bundle is up at this point: running, with an address the host routes to a local bridge.
+            seen["state"] = sh("docker", "inspect", "--format", "{{.State.Running}}", f"{plan.project}-sidecars").stdout.strip()
+            address = (plan.state.bringup_log.read_text().split("bundle ready at ")[-1].split()[0])
+            seen["route"] = sh("ip", "route", "get", address).stdout
+
+    with pytest.raises(BottleError) as err:
+        asyncio.run(lifecycle.start(smol, plan, progress))
+    assert seen["state"] == "true" and " dev br-" in seen["route"]
+    assert f"bringing up {plan.slug} failed" in str(err.value) and str(plan.state.bringup_log) in str(err.value)
+    assert "\n" not in str(err.value)
+    assert sh("docker", "ps", "-aq", "--filter", f"label=dev.bottle-tui.slug={plan.slug}").stdout.strip() == ""
+    assert asyncio.run(smol.machine_ls()) == []
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ async def _has_conversation(backend: Backend, slug: str) -> bool:
 
 async def claude_argv_for(home: Path, slug: str, *, fresh: bool) -> list[str]:
     meta = state_dir(home, slug).read_metadata() or {}
-    backend = backends.get(meta.get("backend") or "docker")
+    backend = backends.get(meta.get("backend", ""))
     resume = not fresh and await _has_conversation(backend, slug)
     return claude_command(meta.get("claude_args", []), resume=resume)
 
@@ -99,7 +99,7 @@ async def _bottle_home(args: argparse.Namespace) -> tuple[Path, Backend]:
     label) when this process can see it, else this process's own; and the bottle's backend."""
     info = await backends.find(args.slug)
     started_in = Path(info.home) if info.home else None
-    return (started_in if started_in and started_in.is_dir() else _home(args)), backends.get(info.backend or "docker")
+    return (started_in if started_in and started_in.is_dir() else _home(args)), backends.get(info.backend)
 
 
 async def cmd_attach(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ async def cmd_exec(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise BottleError("exec needs a command: bottle-tui exec SLUG -- CMD [ARGS...]")
-    handoff(backends.get(info.backend or "docker").exec_argv(args.slug, command, tty=sys.stdin.isatty() and sys.stdout.isatty()))
+    handoff(backends.get(info.backend).exec_argv(args.slug, command, tty=sys.stdin.isatty() and sys.stdout.isatty()))
     return 0
 
 

@@ -78,8 +78,9 @@ def all_backends() -> list[Backend]:
 
 
 def get(name: str) -> Backend:
+    """The backend called ``name``; "" (a bottle labelled before backends existed) is docker."""
     try:
-        return _registry()[name]
+        return _registry()[name or "docker"]
     except KeyError:
         raise BottleError(f"backend '{name}' is not one bottle-tui knows: use docker or smolvm") from None
 

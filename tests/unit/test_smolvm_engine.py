@@ -81,6 +81,11 @@ def test_join_shows_half_dead_bottles() -> None:
     assert found["lost-bundle"].agent == "coder" and found["lost-bundle"].home == "/h"
 
 
+def test_join_without_a_machine_listing_says_unknown_not_missing() -> None:
+    (found,) = join([_bundle("coder-1")], None)
+    assert found.services == {"agent": "unknown", "sidecars": "running"}
+
+
 def test_join_trusts_only_our_names_and_labels() -> None:
     strangers = [
         Machine(name="claude-bottle-probe-abc123", state="stopped"),  # the probe: no labels

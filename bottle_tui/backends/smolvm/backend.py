@@ -51,8 +51,13 @@ class SmolvmBackend:
         await lifecycle.stop(_installed(), home, slug, progress, keep=keep)
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
+        # A missing or failing smolvm must not hide the docker bottles from `ls`: the microVM
+        # bottles then show from their bundles, their agents' state unknown.
         smol = _installed()
-        machines = await smol.machine_ls() if smol is not None else []
+        try:
+            machines = await smol.machine_ls() if smol is not None else None
+        except BottleError:
+            machines = None
         return lifecycle.join(engine_view, machines)
 
     def exec_argv(self, slug: str, argv: list[str], *, tty: bool, env: dict[str, str] | None = None) -> list[str]:

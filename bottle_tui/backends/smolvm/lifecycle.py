@@ -53,20 +53,23 @@ def pack_key(image: str, smolfile: str) -> str:
 async def ensure_pack(smol: Smolvm, plan: BottlePlan, progress: Progress) -> Path:
     """The agent pack (``.smolmachine``) of this plan's agent image, built from it when missing."""
     smolfile = render_smolfile(plan)
-    out = packs_dir(plan.home) / f"agent-{pack_key(plan.images['agent'], smolfile)}"
-    artifact = out.with_name(out.name + ".smolmachine")
+    artifact = packs_dir(plan.home) / f"agent-{pack_key(plan.images['agent'], smolfile)}.smolmachine"
     if artifact.is_file():
         return artifact
-    out.parent.mkdir(parents=True, exist_ok=True)
+    artifact.parent.mkdir(parents=True, exist_ok=True)
     progress(f"smolvm: packing the agent image {plan.images['agent']} (once per image)")
-    with tempfile.TemporaryDirectory(prefix="bottle-pack-", dir=out.parent) as tmp:
-        archive, spec = Path(tmp) / "agent-image.tar", Path(tmp) / SMOLFILE_NAME
+    with tempfile.TemporaryDirectory(prefix="bottle-pack-", dir=artifact.parent) as tmp:
+        archive, spec, out = Path(tmp) / "agent-image.tar", Path(tmp) / SMOLFILE_NAME, Path(tmp) / "agent"
         spec.write_text(smolfile)
         # No registry: smolvm boots the image from a `docker save` archive.
         await run(["docker", "save", "-o", str(archive), plan.images["agent"]], timeout=600)
         await smol.pack_create(image=str(archive), output=out, smolfile=spec)
-    if not artifact.is_file():
-        raise BottleError(f"`smolvm pack create` left no {artifact}: see {plan.state.bringup_log}")
+        # pack create writes the stub at OUT and the payload at OUT.smolmachine; only the payload
+        # is needed, and a rename makes it appear whole even when two bring-ups pack at once.
+        built = out.with_name(out.name + ".smolmachine")
+        if not built.is_file():
+            raise BottleError(f"`smolvm pack create` left no {built.name}: see {plan.state.bringup_log}")
+        os.replace(built, artifact)
     return artifact
 
 
@@ -180,20 +183,21 @@ async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *
     await docker_lifecycle.stop(home, slug, progress, keep=keep)
 
 
-def _services(bundle: BottleInfo | None, machine: Machine | None) -> dict[str, str]:
+def _services(bundle: BottleInfo | None, machine: Machine | None, *, listed: bool) -> dict[str, str]:
     return {
-        "agent": machine.state if machine else "missing",
+        "agent": machine.state if machine else ("missing" if listed else "unknown"),
         "sidecars": (bundle.services.get("sidecars", "missing") if bundle else "missing"),
     }
 
 
-def join(engine_view: Sequence[BottleInfo], machines: Sequence[Machine]) -> list[BottleInfo]:
+def join(engine_view: Sequence[BottleInfo], machines: Sequence[Machine] | None) -> list[BottleInfo]:
     """microVM bottles: the engine's bundles labelled smolvm joined with our labelled machines by
     slug, and with their state folders (for what a label does not say). Either half alone still
-    shows, so a half-dead bottle can be seen and stopped."""
+    shows, so a half-dead bottle can be seen and stopped. ``machines`` is None when smolvm could
+    not be asked: the agents' state is then unknown rather than missing."""
     bundles = {b.slug: b for b in engine_view if b.backend == "smolvm"}
     vms: dict[str, Machine] = {}
-    for m in machines:
+    for m in machines or ():
         slug = slug_of_project(m.name)
         # Trust only our prefix, our labels, and a slug that matches the name (the probe VM has none).
         if slug and m.labels.get(labels.MANAGED) == "true" and m.labels.get(labels.SLUG) == slug:
@@ -208,7 +212,7 @@ def join(engine_view: Sequence[BottleInfo], machines: Sequence[Machine]) -> list
         def pick(bundle_value: str, label: str, key: str) -> str:
             return bundle_value or tags.get(label, "") or str(meta.get(key, ""))
 
-        services = _services(bundle, machine)
+        services = _services(bundle, machine, listed=machines is not None)
         up = sum(1 for s in services.values() if s == "running")
         found.append(BottleInfo(
             slug=slug, project=vm_name(slug),

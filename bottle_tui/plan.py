@@ -129,6 +129,7 @@ def preflight_text(plan: BottlePlan) -> str:
         f"agent      {a.name}  ({a.path})",
         f"bottle     {b.name}  ({b.path})",
         f"backend    {b.backend}, compose project {plan.project}",
+        *([f"microVM    {plan.project}: its only way out is the sidecar bundle's address"] if b.backend == "smolvm" else []),
         f"slug       {plan.slug}",
         "egress     " + ("no routes: every request is blocked" if not b.routes else f"{len(b.routes)} route(s), everything else answers 403"),
     ]

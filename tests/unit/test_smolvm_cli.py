@@ -44,6 +44,7 @@ def test_dry_run_shows_the_smolvm_plan_without_probing(home: Path, tmp_path: Pat
     out = _cli(home, "start", "vmagent", "--dry-run", env=_isolated(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "backend    smolvm" in out.stdout
+    assert "microVM    claude-bottle-vmagent-" in out.stdout and "only way out is the sidecar bundle" in out.stdout
     assert not (tmp_path / "probe.json").exists() and not (tmp_path / "smolvm-state").exists()
     assert not (home / "state").exists()
 

@@ -160,8 +160,12 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
     if not _confirm("remove all of the above?", args.yes):
         _say("nothing removed")
         return 1
-    for backend, plan in plans:
-        await backend.cleanup(home, plan, _say)
+    problems = [line for backend, plan in plans for line in await backend.cleanup(plan, _say)]
+    if problems:
+        for line in problems:
+            _say(f"warning: {line}")
+        _say(f"cleaned up, but {len(problems)} step(s) failed (see the warnings above)")
+        return 1
     _say("cleaned up")
     return 0
 

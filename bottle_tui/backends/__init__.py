@@ -47,7 +47,8 @@ class Backend(Protocol):
 
     async def start(self, plan: "BottlePlan", progress: Progress) -> None: ...
 
-    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> None: ...
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
+        """Take the bottle down; returns the backend's report of what it did (docker's stop report)."""
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
         """This backend's bottles, given the engine's listing of every bottle's bundle."""
@@ -57,9 +58,11 @@ class Backend(Protocol):
 
     async def exec_capture(self, slug: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]: ...
 
-    async def plan_cleanup(self, home: Path) -> CleanupPart: ...
+    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
+        """What cleanup would remove: ``home``'s by default, every home's or those below a folder."""
 
-    async def cleanup(self, home: Path, plan: CleanupPart, progress: Progress) -> None: ...
+    async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
+        """Carry out ``plan``; returns the problems met, one line each."""
 
     def availability(self) -> Availability:
         """Cached knowledge only (no subprocess): for `ls` and the console."""

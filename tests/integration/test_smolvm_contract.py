@@ -154,6 +154,10 @@ async def test_cleanup_removes_only_this_homes_prefixed_machines(smol: Smolvm, t
     await smol.machine_create(name="claude-bottle-probe-0a0a0a", flags=small)
     await smol.machine_create(name="someone-elses", flags=small)
     plan = lifecycle.VmCleanup(lifecycle.cleanup_targets(await smol.machine_ls(), home))
-    assert plan.describe().splitlines() == ["microVM claude-bottle-mine-1", "microVM claude-bottle-probe-0a0a0a"]
-    await lifecycle.cleanup(smol, plan, lambda _m: None)
-    assert await _names(smol) == ["claude-bottle-theirs-1", "someone-elses"]
+    assert plan.describe().splitlines() == [f"microVM claude-bottle-mine-1 (home {home})"]
+    assert await lifecycle.cleanup(smol, plan, lambda _m: None) == []
+    assert await _names(smol) == ["claude-bottle-probe-0a0a0a", "claude-bottle-theirs-1", "someone-elses"]
+    # --all-homes takes every prefixed machine, the unlabelled leftover probe included, never others.
+    everything = lifecycle.VmCleanup(lifecycle.cleanup_targets(await smol.machine_ls(), home, all_homes=True))
+    assert await lifecycle.cleanup(smol, everything, lambda _m: None) == []
+    assert await _names(smol) == ["someone-elses"]

@@ -105,10 +105,20 @@ def test_join_reads_what_labels_lack_from_the_state_folder(tmp_path: Path) -> No
     assert found.agent == "from-metadata" and found.started_at == "2026-11-27T09:00:00+00:00"
 
 
-def test_cleanup_takes_this_homes_machines_and_unlabelled_leftovers() -> None:
-    machines = [_vm("mine-1", home="/h"), _vm("theirs-1", home="/other"),
-                Machine(name="claude-bottle-probe-abc123", state="stopped"), Machine(name="not-ours", state="running")]
-    assert cleanup_targets(machines, Path("/h")) == ["claude-bottle-mine-1", "claude-bottle-probe-abc123"]
+MACHINES = [_vm("mine-1", home="/h"), _vm("theirs-1", home="/runs/t1/home"),
+            Machine(name="claude-bottle-probe-abc123", state="stopped"), Machine(name="not-ours", state="running")]
+
+
+def test_cleanup_takes_this_homes_machines_by_default() -> None:
+    assert cleanup_targets(MACHINES, Path("/h")) == [("claude-bottle-mine-1", "/h")]
+
+
+def test_cleanup_scope_widens_like_dockers() -> None:
+    # Unlabelled machines (a leftover probe) only with --all-homes, as for docker's unlabelled leftovers.
+    assert [n for n, _ in cleanup_targets(MACHINES, Path("/h"), all_homes=True)] == [
+        "claude-bottle-mine-1", "claude-bottle-probe-abc123", "claude-bottle-theirs-1"]
+    assert cleanup_targets(MACHINES, Path("/h"), homes_under=Path("/runs")) == [("claude-bottle-theirs-1", "/runs/t1/home")]
+    assert cleanup_targets(MACHINES, Path("/h"), homes_under=Path("/run")) == []
 
 
 def test_probe_cache_is_per_host_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -17,6 +18,19 @@ def agent_container(slug: str) -> str:
     return engine.container_name(project_name(slug), "agent")
 
 
+@dataclass
+class _HomeCleanup:
+    home: Path
+    plan: lifecycle.CleanupPlan
+
+    @property
+    def empty(self) -> bool:
+        return self.plan.empty
+
+    def describe(self) -> str:
+        return self.plan.describe()
+
+
 class DockerBackend:
     name = "docker"
 
@@ -26,8 +40,8 @@ class DockerBackend:
     async def start(self, plan: "BottlePlan", progress: Progress) -> None:
         await lifecycle.start(plan, progress)
 
-    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> None:
-        await lifecycle.stop(home, slug, progress, keep=keep)
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
+        return await lifecycle.stop(home, slug, progress, keep=keep)
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
         # Bottles from before backends were labelled have no backend label: they are docker's.
@@ -39,12 +53,15 @@ class DockerBackend:
     async def exec_capture(self, slug: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
         return await engine.exec_capture(agent_container(slug), argv, timeout=timeout)
 
-    async def plan_cleanup(self, home: Path) -> CleanupPart:
-        return await lifecycle.plan_cleanup(home)
+    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
+        # This branch's lifecycle.plan_cleanup has no scope yet (every bottle on the engine);
+        # once it takes all_homes/homes_under, pass them through and return its plan as is.
+        return _HomeCleanup(home, await lifecycle.plan_cleanup(home))
 
-    async def cleanup(self, home: Path, plan: CleanupPart, progress: Progress) -> None:
-        assert isinstance(plan, lifecycle.CleanupPlan)
-        await lifecycle.cleanup(home, plan, progress)
+    async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
+        assert isinstance(plan, _HomeCleanup)
+        await lifecycle.cleanup(plan.home, plan.plan, progress)
+        return []
 
     def availability(self) -> Availability:
         # The engine's state is shown by `ls` and the console from the engine itself.

@@ -46,9 +46,9 @@ class SmolvmBackend:
     async def start(self, plan: "BottlePlan", progress: Progress) -> None:
         await lifecycle.start(Smolvm.find(), plan, progress)
 
-    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> None:
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
         # Without the CLI the VM cannot be reached, but the bundle and state still go.
-        await lifecycle.stop(_installed(), home, slug, progress, keep=keep)
+        return await lifecycle.stop(_installed(), home, slug, progress, keep=keep)
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
         # A missing or failing smolvm must not hide the docker bottles from `ls`: the microVM
@@ -67,15 +67,14 @@ class SmolvmBackend:
         result = await Smolvm.find().machine_exec(name=vm_name(slug), argv=argv, timeout=timeout, user=AGENT_USER)
         return result.status, result.stdout
 
-    async def plan_cleanup(self, home: Path) -> CleanupPart:
+    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
         smol = _installed()
         machines = await smol.machine_ls() if smol is not None else []
-        return lifecycle.VmCleanup(lifecycle.cleanup_targets(machines, home))
+        return lifecycle.VmCleanup(lifecycle.cleanup_targets(machines, home, all_homes=all_homes, homes_under=homes_under))
 
-    async def cleanup(self, home: Path, plan: CleanupPart, progress: Progress) -> None:
+    async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
         assert isinstance(plan, lifecycle.VmCleanup)
-        if not plan.empty:
-            await lifecycle.cleanup(Smolvm.find(), plan, progress)
+        return await lifecycle.cleanup(Smolvm.find(), plan, progress) if not plan.empty else []
 
     def availability(self) -> Availability:
         if _installed() is None:

@@ -170,9 +170,10 @@ async def _snapshot_transcript(smol: Smolvm, name: str, state: StateDir) -> None
         pass
 
 
-async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> None:
+async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
     """The transcript out of the VM, `machine stop` then `delete -f`, then the rest as for a docker
-    bottle (compose logs saved, the bundle's compose down, the state folder gone unless preserved)."""
+    bottle (compose logs saved, the bundle's compose down, the state folder gone unless preserved);
+    returns what the docker bottle's stop reports."""
     name = vm_name(slug)
     state = state_dir(home, slug)
     if smol is not None:
@@ -180,7 +181,7 @@ async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *
             await _snapshot_transcript(smol, name, state)
         progress(f"stopping microVM {name}")
         await _remove_machine(smol, name)
-    await docker_lifecycle.stop(home, slug, progress, keep=keep)
+    return await docker_lifecycle.stop(home, slug, progress, keep=keep)
 
 
 def _services(bundle: BottleInfo | None, machine: Machine | None, *, listed: bool) -> dict[str, str]:
@@ -227,24 +228,49 @@ def join(engine_view: Sequence[BottleInfo], machines: Sequence[Machine] | None) 
 
 @dataclass
 class VmCleanup:
-    machines: list[str]
+    machines: list[tuple[str, str]]  # (machine name, the home its label names, or "")
 
     @property
     def empty(self) -> bool:
         return not self.machines
 
     def describe(self) -> str:
-        return "\n".join(f"microVM {m}" for m in self.machines)
+        return "\n".join(f"microVM {name}" + (f" (home {home})" if home else "") for name, home in self.machines)
 
 
-def cleanup_targets(machines: Sequence[Machine], home: Path) -> list[str]:
-    """Machines named with the project's prefix that belong to ``home`` or to no home (a leftover
-    probe); another home's bottles are not this home's to remove."""
-    return sorted(m.name for m in machines
-                  if m.name.startswith(PROJECT_PREFIX) and m.labels.get(labels.HOME, str(home)) == str(home))
+def in_scope(label_home: str, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> bool:
+    """The same scope as docker cleanup's: this home's by default, every home with ``all_homes``,
+    homes below a folder with ``homes_under``; a machine with no home label only with ``all_homes``."""
+    if all_homes:
+        return True
+    if not label_home:
+        return False
+    real = os.path.realpath(label_home)
+    if homes_under is not None:
+        base = os.path.realpath(homes_under)
+        return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+    return real == os.path.realpath(home)
 
 
-async def cleanup(smol: Smolvm, plan: VmCleanup, progress: Progress) -> None:
-    for name in plan.machines:
+def cleanup_targets(machines: Sequence[Machine], home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> list[tuple[str, str]]:
+    """Machines named with the project's prefix, in scope (see ``in_scope``)."""
+    return sorted((m.name, m.labels.get(labels.HOME, "")) for m in machines
+                  if m.name.startswith(PROJECT_PREFIX) and in_scope(m.labels.get(labels.HOME, ""), home, all_homes=all_homes, homes_under=homes_under))
+
+
+async def cleanup(smol: Smolvm, plan: VmCleanup, progress: Progress) -> list[str]:
+    """Remove each machine (its transcript saved into its state folder first, where there is one),
+    before docker's cleanup takes the bundles down and archives the state. Returns the problems
+    met, one line each; a machine that fails does not stop the rest."""
+    problems: list[str] = []
+    for name, label_home in plan.machines:
         progress(f"removing microVM {name}")
-        await _remove_machine(smol, name)
+        slug = slug_of_project(name) or ""
+        try:
+            state = state_dir(Path(label_home), slug) if label_home else None
+            if state is not None and state.path.is_dir():
+                await _snapshot_transcript(smol, name, state)
+            await _remove_machine(smol, name)
+        except BottleError as exc:
+            problems.append(f"removing microVM {name} failed: {exc}")
+    return problems

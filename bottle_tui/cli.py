@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, backends
+from .backends import Backend
 from .backends.docker import engine, images, lifecycle
 from .errors import BottleError
 from .manifest import load_manifests, default_home
 from .plan import BottlePlan, claude_command, missing_secrets, preflight_text, resolve
 from .runner import handoff
-from .state import new_slug, project_name, state_dir
+from .state import new_slug, state_dir
 
 
 def _say(message: str) -> None:
@@ -47,23 +48,22 @@ def plan_for(home: Path, agent: str) -> BottlePlan:
     return resolve(manifests, agent, slug=slug, images=images.image_refs(), started_at=lifecycle.now_iso(), state=state_dir(home, slug))
 
 
-async def _has_conversation(container: str) -> bool:
-    code, out = await engine.exec_capture(container, ["find", lifecycle.TRANSCRIPT_SRC, "-name", "*.jsonl", "-print", "-quit"])
+async def _has_conversation(backend: Backend, slug: str) -> bool:
+    code, out = await backend.exec_capture(slug, ["find", lifecycle.TRANSCRIPT_SRC, "-name", "*.jsonl", "-print", "-quit"])
     return code == 0 and bool(out.strip())
 
 
 async def claude_argv_for(home: Path, slug: str, *, fresh: bool) -> list[str]:
     meta = state_dir(home, slug).read_metadata() or {}
-    container = engine.container_name(project_name(slug), "agent")
-    resume = not fresh and await _has_conversation(container)
+    backend = backends.get(meta.get("backend", ""))
+    resume = not fresh and await _has_conversation(backend, slug)
     return claude_command(meta.get("claude_args", []), resume=resume)
 
 
-def _attach(slug: str, argv: list[str]) -> None:
+def _attach(backend: Backend, slug: str, argv: list[str]) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BottleError(f"claude needs a terminal: run `bottle-tui attach {slug}` from an interactive shell (or `bottle-tui exec {slug} -- CMD` for a command)")
-    container = engine.container_name(project_name(slug), "agent")
-    handoff(engine.exec_argv(container, argv, tty=True, env={"TERM": os.environ.get("TERM", "xterm-256color")}))
+    handoff(backend.exec_argv(slug, argv, tty=True, env={"TERM": os.environ.get("TERM", "xterm-256color")}))
 
 
 # -- subcommands -------------------------------------------------------------------------------
@@ -77,51 +77,51 @@ async def cmd_start(args: argparse.Namespace) -> int:
     if args.dry_run:
         _say("dry run: nothing was started and nothing was written")
         return 0
-    await engine.require_engine()
+    backend = backends.get(plan.backend)
+    await backend.preflight(plan, _say)
     if not _confirm(f"start bottle {plan.slug}?", args.yes):
         _say("not started")
         return 1
     plan = dataclasses.replace(plan, images=await images.ensure_images(_say, home / "images.log"))
-    await lifecycle.start(plan, _say)
+    await backend.start(plan, _say)
     _say(f"bottle {plan.slug} is up (attach: bottle-tui attach {plan.slug}; stop: bottle-tui stop {plan.slug})")
     if args.detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
         if not args.detach:
             _say(f"not a terminal, so claude was not opened: run `bottle-tui attach {plan.slug}` from one")
         print(plan.slug)
         return 0
-    _attach(plan.slug, plan.claude_argv(resume=False))
+    _attach(backend, plan.slug, plan.claude_argv(resume=False))
     return 0
 
 
-async def _bottle_home(args: argparse.Namespace) -> Path:
+async def _bottle_home(args: argparse.Namespace) -> tuple[Path, Backend]:
     """The home whose state folder belongs to a running bottle: the one that started it (from its
-    label) when this process can see it, else this process's own."""
-    info = await engine.find(args.slug)
+    label) when this process can see it, else this process's own; and the bottle's backend."""
+    info = await backends.find(args.slug)
     started_in = Path(info.home) if info.home else None
-    return started_in if started_in and started_in.is_dir() else _home(args)
+    return (started_in if started_in and started_in.is_dir() else _home(args)), backends.get(info.backend)
 
 
 async def cmd_attach(args: argparse.Namespace) -> int:
-    home = await _bottle_home(args)
-    _attach(args.slug, await claude_argv_for(home, args.slug, fresh=args.fresh))
+    home, backend = await _bottle_home(args)
+    _attach(backend, args.slug, await claude_argv_for(home, args.slug, fresh=args.fresh))
     return 0
 
 
 async def cmd_exec(args: argparse.Namespace) -> int:
-    await engine.find(args.slug)
+    info = await backends.find(args.slug)
     command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise BottleError("exec needs a command: bottle-tui exec SLUG -- CMD [ARGS...]")
-    container = engine.container_name(project_name(args.slug), "agent")
-    handoff(engine.exec_argv(container, command, tty=sys.stdin.isatty() and sys.stdout.isatty()))
+    handoff(backends.get(info.backend).exec_argv(args.slug, command, tty=sys.stdin.isatty() and sys.stdout.isatty()))
     return 0
 
 
 async def cmd_stop(args: argparse.Namespace) -> int:
-    home = await _bottle_home(args)
-    report = await lifecycle.stop(home, args.slug, _say, keep=args.keep)
+    home, backend = await _bottle_home(args)
+    report = await backend.stop(home, args.slug, _say, keep=args.keep)
     where = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
     _say(f"stopped {args.slug}{where}")
     if report.problems:
@@ -132,7 +132,9 @@ async def cmd_stop(args: argparse.Namespace) -> int:
 async def cmd_selftest(args: argparse.Namespace) -> int:
     from .backends.docker.selftest import run_selftest
 
-    home = await _bottle_home(args)
+    home, backend = await _bottle_home(args)
+    if backend.name != "docker":
+        raise BottleError(f"selftest runs against docker bottles; {args.slug} is a {backend.name} bottle")
     info = await engine.find(args.slug)
     result = await run_selftest(state_dir(home, args.slug), info, _say)
     print(result.report())
@@ -140,7 +142,11 @@ async def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:
-    bottles = await engine.discover()
+    bottles = await backends.discover()
+    for backend in backends.all_backends():
+        known = backend.availability()
+        if not known.ok:
+            _say(f"{backend.name} backend: unavailable here ({known.reason})")
     if args.json:
         print(json.dumps([b.to_json() for b in bottles], indent=2))
         return 0
@@ -159,18 +165,19 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
     home = _home(args)
     await engine.require_engine()
     homes_under = Path(args.homes_under).expanduser() if args.homes_under else None
-    plan = await lifecycle.plan_cleanup(home, all_homes=args.all_homes, homes_under=homes_under)
-    if plan.empty:
+    plans = [(backend, await backend.plan_cleanup(home, all_homes=args.all_homes, homes_under=homes_under))
+             for backend in backends.all_backends()]
+    if all(plan.empty for _, plan in plans):
         _say("nothing to clean up")
         return 0
-    print(plan.describe())
+    print("\n".join(plan.describe() for _, plan in plans if not plan.empty))
     if args.dry_run:
         _say("dry run: nothing was removed")
         return 0
     if not _confirm("remove all of the above?", args.yes):
         _say("nothing removed")
         return 1
-    problems = await lifecycle.cleanup(plan, _say)
+    problems = [line for backend, plan in plans for line in await backend.cleanup(plan, _say)]
     if problems:
         for line in problems:
             _say(f"warning: {line}")

@@ -19,7 +19,7 @@ WORKDIR = f"{AGENT_HOME}/work"
 # Node's fetch ignores the proxy variables; this preload (agent image) makes it use them.
 NODE_PROXY_PRELOAD = "/opt/bottle/node/proxy-preload.js"
 CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
-SUPPORTED_BACKENDS = ("docker",)
+SUPPORTED_BACKENDS = ("docker", "smolvm")
 
 
 def claude_command(args: Sequence[str], *, resume: bool) -> list[str]:
@@ -137,6 +137,7 @@ def preflight_text(plan: BottlePlan) -> str:
         f"agent      {a.name}  ({a.path})",
         f"bottle     {b.name}  ({b.path})",
         f"backend    {b.backend}, compose project {plan.project}",
+        *([f"microVM    {plan.project}: its only way out is the sidecar bundle's address"] if b.backend == "smolvm" else []),
         f"slug       {plan.slug}",
         "egress     " + ("no routes: every request is blocked" if not b.routes else f"{len(b.routes)} route(s), everything else answers 403"),
     ]

@@ -123,8 +123,7 @@ def test_unknown_agent_suggests_a_name(plan: BottlePlan) -> None:
         resolve(manifests, "codr", slug="x-1", images={}, started_at="", state=plan.state)
 
 
-def test_smolvm_bottle_is_refused_clearly(plan: BottlePlan) -> None:
+def test_smolvm_bottle_resolves_to_a_smolvm_plan(plan: BottlePlan) -> None:
     bottle = parse_bottle(Path("/h/bottles/vm.md"), "---\nbackend: smolvm\n---\n")
     manifests = Manifests(home=plan.home, agents={"coder": plan.agent}, bottles={"web": bottle}, agents_from_defaults=False)
-    with pytest.raises(BottleError, match="backend: 'smolvm' bottles cannot start yet"):
-        resolve(manifests, "coder", slug="x-1", images={}, started_at="", state=plan.state)
+    assert resolve(manifests, "coder", slug="x-1", images={}, started_at="", state=plan.state).backend == "smolvm"

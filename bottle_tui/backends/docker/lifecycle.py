@@ -120,14 +120,15 @@ class StopReport:
     problems: list[str] = field(default_factory=list)
 
 
-async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
+async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False, agent_container: bool = True) -> StopReport:
     """Take the bottle down, whatever else fails, and keep what an operator wants afterwards.
 
     Compose logs and the transcript are saved first (each failure is reported, none stops the
     teardown); `compose down` always runs; then logs, transcript, egress decisions and metadata
     are copied to ``archive/<slug>/`` (pruned by the config's retention), and the state folder is
     removed unless it carries a .preserve marker (``keep`` adds one). A failed `down` raises after
-    the rest is done."""
+    the rest is done. ``agent_container`` is False for bottles whose agent is not a container of
+    the project (a microVM's backend saved its transcript already)."""
     project = project_name(slug)
     state = state_dir(home, slug)
     report = StopReport(slug)
@@ -156,7 +157,8 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False)
         async def snapshot() -> None:
             await engine.copy_out(engine.container_name(project, "agent"), TRANSCRIPT_SRC, state.transcript, missing_ok=True)
 
-        results = await asyncio.gather(dump_logs(), snapshot(), return_exceptions=True)
+        steps = [dump_logs(), snapshot()] if agent_container else [dump_logs()]
+        results = await asyncio.gather(*steps, return_exceptions=True)
         for what, result in zip(("saving compose logs", "saving the transcript"), results):
             if isinstance(result, asyncio.CancelledError):
                 raise result
@@ -217,13 +219,19 @@ class CleanupPlan:
         return "\n".join(lines)
 
 
-def _same_path(a: str | Path, b: str | Path) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _within(path: str | Path, root: Path) -> bool:
-    real, base = os.path.realpath(path), os.path.realpath(root)
-    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+def in_scope(label_home: str, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> bool:
+    """Whether a bottle whose home label is ``label_home`` is cleanup's to remove: this home's by
+    default, every home with ``all_homes``, homes below a folder with ``homes_under``; one with no
+    home label only with ``all_homes``."""
+    if all_homes:
+        return True
+    if not label_home:
+        return False
+    real = os.path.realpath(label_home)
+    if homes_under is not None:
+        base = os.path.realpath(homes_under)
+        return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+    return real == os.path.realpath(home)
 
 
 async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPlan:
@@ -231,25 +239,19 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
     home label on their containers and networks); ``all_homes`` widens to every bottle-tui bottle
     on the engine, ``homes_under`` to every home below a folder (test runs)."""
 
-    def in_scope(label_home: str) -> bool:
-        if all_homes:
-            return True
-        if not label_home:
-            return False  # no home label: only --all-homes touches it
-        if homes_under is not None:
-            return _within(label_home, homes_under)
-        return _same_path(label_home, home)
+    def scoped(label_home: str) -> bool:
+        return in_scope(label_home, home, all_homes=all_homes, homes_under=homes_under)
 
     live = await engine.bottle_projects()
     infos = await engine.discover()
-    bottles = [(b.project, Path(b.home) if b.home else home) for b in infos if in_scope(b.home)]
+    bottles = [(b.project, Path(b.home) if b.home else home) for b in infos if scoped(b.home)]
     containers, networks = await engine.stray_resources(live)
     live_slugs = {slug_of_project(p) for p in live}
     orphans = [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs] if homes_under is None else []
     return CleanupPlan(
         sorted(bottles),
-        [cid for cid, h in containers if in_scope(h)],
-        [nid for nid, h in networks if in_scope(h)],
+        [cid for cid, h in containers if scoped(h)],
+        [nid for nid, h in networks if scoped(h)],
         orphans,
     )
 

@@ -1,0 +1,51 @@
+"""The docker backend behind the backends protocol: thin adapters over engine and lifecycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ...state import project_name
+from .. import Availability, BottleInfo, CleanupPart, Progress
+from . import engine, lifecycle
+
+if TYPE_CHECKING:
+    from ...plan import BottlePlan
+
+
+def agent_container(slug: str) -> str:
+    return engine.container_name(project_name(slug), "agent")
+
+
+class DockerBackend:
+    name = "docker"
+
+    async def preflight(self, plan: "BottlePlan", progress: Progress) -> None:
+        await engine.require_engine()
+
+    async def start(self, plan: "BottlePlan", progress: Progress) -> None:
+        await lifecycle.start(plan, progress)
+
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
+        return await lifecycle.stop(home, slug, progress, keep=keep)
+
+    async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
+        # Bottles from before backends were labelled have no backend label: they are docker's.
+        return [b for b in engine_view if b.backend in ("docker", "")]
+
+    def exec_argv(self, slug: str, argv: list[str], *, tty: bool, env: dict[str, str] | None = None) -> list[str]:
+        return engine.exec_argv(agent_container(slug), argv, tty=tty, env=env)
+
+    async def exec_capture(self, slug: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
+        return await engine.exec_capture(agent_container(slug), argv, timeout=timeout)
+
+    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
+        return await lifecycle.plan_cleanup(home, all_homes=all_homes, homes_under=homes_under)
+
+    async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
+        assert isinstance(plan, lifecycle.CleanupPlan)
+        return await lifecycle.cleanup(plan, progress)
+
+    def availability(self) -> Availability:
+        # The engine's state is shown by `ls` and the console from the engine itself.
+        return Availability(True)

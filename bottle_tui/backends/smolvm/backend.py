@@ -1,0 +1,85 @@
+"""The smolvm backend behind the backends protocol: agents in microVMs, the bundle on Docker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ...errors import BottleError
+from ...plan import WORKDIR
+from ..docker.compose import AGENT_USER
+from ..docker import engine as docker
+from .. import Availability, BottleInfo, CleanupPart, Progress
+from . import lifecycle
+from .engine import Smolvm, check_version
+from .probe import cache_path, cached_probe, probe
+from .render import vm_name
+
+if TYPE_CHECKING:
+    from ...plan import BottlePlan
+
+
+def _installed() -> Smolvm | None:
+    try:
+        return Smolvm.find()
+    except BottleError:
+        return None
+
+
+class SmolvmBackend:
+    name = "smolvm"
+
+    async def preflight(self, plan: "BottlePlan", progress: Progress) -> None:
+        """The CLI is there and new enough, a probe VM boots on this host (checked once, then
+        cached), and the Docker engine answers (it runs the bundle)."""
+        smol = Smolvm.find()
+        found = await smol.version()
+        check_version(found)
+        result = await probe(smol, ".".join(map(str, found)), progress=progress)
+        if not result.ok:
+            raise BottleError(
+                f"{plan.bottle.path}: backend: smolvm cannot start here: {result.summary} "
+                f"(checked once and cached in {cache_path()}); use backend: docker on this host"
+            )
+        await docker.require_engine()
+
+    async def start(self, plan: "BottlePlan", progress: Progress) -> None:
+        await lifecycle.start(Smolvm.find(), plan, progress)
+
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
+        # Without the CLI the VM cannot be reached, but the bundle and state still go.
+        return await lifecycle.stop(_installed(), home, slug, progress, keep=keep)
+
+    async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
+        # A missing or failing smolvm must not hide the docker bottles from `ls`: the microVM
+        # bottles then show from their bundles, their agents' state unknown.
+        smol = _installed()
+        try:
+            machines = await smol.machine_ls() if smol is not None else None
+        except BottleError:
+            machines = None
+        return lifecycle.join(engine_view, machines)
+
+    def exec_argv(self, slug: str, argv: list[str], *, tty: bool, env: dict[str, str] | None = None) -> list[str]:
+        return Smolvm.find().exec_argv(name=vm_name(slug), argv=argv, tty=tty, user=AGENT_USER, workdir=WORKDIR, env=env)
+
+    async def exec_capture(self, slug: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
+        result = await Smolvm.find().machine_exec(name=vm_name(slug), argv=argv, timeout=timeout, user=AGENT_USER)
+        return result.status, result.stdout
+
+    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
+        smol = _installed()
+        machines = await smol.machine_ls() if smol is not None else []
+        return lifecycle.VmCleanup(lifecycle.cleanup_targets(machines, home, all_homes=all_homes, homes_under=homes_under))
+
+    async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
+        assert isinstance(plan, lifecycle.VmCleanup)
+        return await lifecycle.cleanup(Smolvm.find(), plan, progress) if not plan.empty else []
+
+    def availability(self) -> Availability:
+        if _installed() is None:
+            return Availability(False, "the smolvm CLI is not installed")
+        result = cached_probe()
+        if result is None:
+            return Availability(True, "not probed on this host yet", known=False)
+        return Availability(result.ok, "" if result.ok else result.summary)

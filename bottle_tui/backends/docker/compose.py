@@ -17,7 +17,7 @@ from . import labels
 from .engine import container_name
 
 AGENT_USER = "1000:1000"
-SIDECAR_ALIASES = ("egress",)
+SIDECAR_ALIASES = ("egress", "supervise")
 STOP_GRACE = "3s"
 
 
@@ -70,11 +70,13 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             "BOTTLE_NAME": plan.bottle.name,
             "BOTTLE_SLUG": plan.slug,
             "HOME": "/tmp",
+            "BOTTLE_SUPERVISE_TIMEOUT": str(plan.bottle.supervise.timeout_seconds),
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },
         "networks": {"internal": {"aliases": list(SIDECAR_ALIASES)}, "egress": {}},
-        "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)],
+        "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False),
+                    _bind(plan.state.supervise, "/state/supervise", read_only=False)],
         "read_only": True,
         "tmpfs": ["/tmp", "/run/bottle-init"],
         "labels": common_labels,

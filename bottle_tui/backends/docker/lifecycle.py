@@ -65,17 +65,29 @@ def write_renders(plan: BottlePlan) -> None:
 
 
 async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
-    ready = plan.state.egress / "ready"
+    ready = [plan.state.egress / "ready"] + ([plan.state.supervise / "ready"] if plan.supervise_url else [])
     agent = engine.container_name(plan.project, "agent")
     agent_up = False
     while time.monotonic() < deadline:
         if not agent_up:
             agent_up = await engine.container_running(agent)
-        if agent_up and ready.exists():
+        if agent_up and all(r.exists() for r in ready):
             return
         await asyncio.sleep(0.05)
-    what = "the agent container" if not agent_up else "egress (no ready file)"
+    missing = ", ".join(r.parent.name for r in ready if not r.exists())
+    what = "the agent container" if not agent_up else f"{missing} (no ready file)"
     raise BottleError(f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}")
+
+
+async def register_supervise(plan: BottlePlan) -> None:
+    """Claude Code in the agent gets the bundle's supervise MCP server in its user config."""
+    if not plan.supervise_url:
+        return
+    agent = engine.container_name(plan.project, "agent")
+    code, out = await engine.exec_capture(
+        agent, ["claude", "mcp", "add", "--transport", "http", "--scope", "user", "supervise", plan.supervise_url])
+    if code != 0:
+        raise BottleError(f"`claude mcp add supervise` in {agent} exited with status {code}: {out.strip()[-200:]}")
 
 
 async def start(plan: BottlePlan, progress: Progress) -> None:
@@ -93,6 +105,7 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         out = await engine.up(plan.project, state.compose_file, env=env)
         _log(log, out)
         await _wait_ready(plan, time.monotonic() + READY_TIMEOUT)
+        await register_supervise(plan)
         _log(log, "ready")
     except BaseException as exc:
         _log(log, f"bring-up failed: {exc}")

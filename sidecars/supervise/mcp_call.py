@@ -1,5 +1,5 @@
 """A small MCP client on the official SDK: call one tool of a streamable-HTTP server, print the result
-as JSON ({"is_error", "text"}), or with ``--list`` print the tools and their input schemas.
+as JSON ({"is_error", "text", "sent_at"}), or with ``--list`` print the tools and their input schemas.
 
 Used by the integration tests and the benchmark from inside the agent container (the SDK is copied
 in for them), and handy for an operator checking a bundle: ``mcp_call.py URL TOOL '{"arg": 1}'``.
@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 
 from mcp import Client
 
@@ -22,11 +23,11 @@ async def main_async(args: argparse.Namespace) -> int:
             print(json.dumps([{"name": t.name, "description": t.description, "input_schema": t.input_schema}
                               for t in tools.tools], indent=2))
             return 0
-        calls = args.repeat
-        for _ in range(calls):
+        for _ in range(args.repeat):
+            sent_at = time.time()
             result = await client.call_tool(args.tool, json.loads(args.arguments or "{}"))
             text = "\n".join(getattr(c, "text", "") for c in result.content)
-            print(json.dumps({"is_error": bool(result.is_error), "text": text}), flush=True)
+            print(json.dumps({"is_error": bool(result.is_error), "text": text, "sent_at": sent_at}), flush=True)
     return 0
 
 

@@ -20,6 +20,10 @@ here::
       "decision": null | {"by", "at", "scope": "once"|"always", "change", "note"}
     }
 
+Scope ``always`` adds the route for good; ``once`` adds it with ``once_route`` recorded in the
+proposal, and the bundle's supervise daemon withdraws it (and sets ``once_used``) as soon as
+egress logs a request allowed through it.
+
 Every write of a proposal, of ``routes.yaml`` and of the markers is an atomic replace, and every
 read-modify-write of the queue holds ``queue/.lock`` (``flock``), which the daemon takes too: two
 deciders racing give one decision, and the other gets "already decided". Applying an approval
@@ -421,6 +425,9 @@ def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always",
         status = {"approve": "approved", "modify": "modified", "reject": "rejected"}[action]
         decision = {"by": by, "at": now_iso(), "scope": scope if final is not None else None, "change": final, "note": note}
         data = {**current.data, "status": status, "decision": decision}
+        if scope == "once" and changed and final is not None:
+            # The supervise daemon withdraws this route once egress has let a request through it.
+            data["once_route"] = route_doc(final)
         atomic_write(current.path, json.dumps(data, indent=2) + "\n", mode=0o644)
         record = {"at": decision["at"], "by": by, "slug": state.slug, "id": pid, "kind": current.kind,
                   "status": status, "scope": decision["scope"], "asked": asked, "change": final, "note": note,

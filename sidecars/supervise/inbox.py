@@ -1,11 +1,12 @@
 """The supervise daemon's side of the proposal queue: validate what the agent asks, write proposals,
 turn egress's blocks into deduplicated drafts, and wait for the operator's decision.
 
-Stdlib only, so it can be unit-tested without the MCP SDK. The file format and the locking match
+Stdlib and pyyaml only, so it can be unit-tested without the MCP SDK. The file format and the locking match
 bottle_tui/proposals.py (the host side, which decides): one JSON file per proposal in
 ``<state>/queue/<id>.json``, every write an atomic replace, every read-modify-write under an
 ``flock`` of ``queue/.lock``. This daemon only ever creates pending proposals and updates pending
-drafts; it never writes a decision or the policy.
+drafts; it never writes a decision, and it touches the policy only to withdraw a route the operator
+allowed ``once`` after egress let a request through it (narrowing, never widening).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import fnmatch
 import ipaddress
 import json
 import os
@@ -22,6 +24,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
+
+import yaml
 
 SCHEMA_VERSION = 1
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
@@ -338,3 +342,45 @@ def for_agent(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("status") != "pending":
         out.update(final_change=d.get("change"), scope=d.get("scope"), note=d.get("note") or "", decided_at=d.get("at"))
     return out
+
+
+# --- routes allowed once -------------------------------------------------------------------------
+
+
+def route_matches(route: dict[str, Any], rec: dict[str, Any]) -> bool:
+    """Whether egress's allowed request ``rec`` went through ``route`` (a routes.yaml entry)."""
+    host = str(rec.get("host", "")).lower().rstrip(".")
+    rh = str(route.get("host", ""))
+    host_ok = host.endswith(rh[1:]) and len(host) > len(rh) - 1 if rh.startswith("*.") else host == rh
+    path = str(rec.get("path") or "/")
+    return (
+        host_ok
+        and rec.get("port") in (route.get("ports") or [])
+        and (not route.get("methods") or str(rec.get("method", "")).upper() in route["methods"])
+        and (not route.get("paths") or any(fnmatch.fnmatchcase(path, p) for p in route["paths"]))
+    )
+
+
+def withdraw_once(queue: Queue, records: list[dict[str, Any]], routes_path: str) -> int:
+    """Remove each route allowed ``once`` that a request in ``records`` went through; returns how many."""
+    allows = [r for r in records if r.get("decision") == "allow"]
+    if not allows:
+        return 0
+    with queue.lock():
+        used = [(p, rec) for p in queue.all() if p.get("once_route") and not p.get("once_used")
+                for rec in [next((r for r in allows if route_matches(p["once_route"], r)), None)] if rec]
+        if not used:
+            return 0
+        with open(routes_path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        routes = list(doc.get("routes") or [])
+        for p, _ in used:
+            if p["once_route"] in routes:
+                routes.remove(p["once_route"])
+        doc["routes"] = routes
+        # The policy first: a crash before the proposals are marked leaves nothing allowed twice.
+        _atomic_write(routes_path, yaml.safe_dump(doc, sort_keys=False).encode())
+        for p, rec in used:
+            p["once_used"] = {"at": now_iso(), "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}"}
+            queue._write(p)
+    return len(used)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Annotated, Any
@@ -153,9 +154,13 @@ def build() -> MCPServer:
 
 async def tail_egress(q_: inbox.Queue) -> None:
     tail = inbox.EgressTail(os.path.join(EGRESS_DIR, "requests.jsonl"), os.path.join(STATE_DIR, "egress-cursor.json"))
+    routes = os.path.join(EGRESS_DIR, "routes.yaml")
     while True:
         try:
-            inbox.drafts_from(q_, tail.poll())
+            records = tail.poll()
+            inbox.drafts_from(q_, records)
+            if inbox.withdraw_once(q_, records, routes) and os.getpid() != 1:
+                os.kill(1, signal.SIGHUP)  # init forwards it to egress: reload the narrowed policy now
         except Exception as e:  # noqa: BLE001 - a bad line or a full disk must not stop the daemon
             log.warning("supervise: reading egress's log failed: %s", e)
         await asyncio.sleep(TAIL_INTERVAL)

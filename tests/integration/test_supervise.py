@@ -152,3 +152,14 @@ def test_a_bundle_restart_loses_no_proposal(sbottle: Bottle) -> None:
              timeout=30, what="supervise to answer after the restart", interval=0.2)
     mine = json.loads(call_tool(sbottle, "list-my-requests", {})["text"])
     assert before <= {m["id"] for m in mine}
+
+
+def test_approved_once_lets_one_request_through_then_the_route_is_withdrawn(sbottle: Bottle) -> None:
+    call = start_call(sbottle, "request-egress-route", {"host": BLOCKED, "ports": [80], "methods": ["GET"], "paths": ["/once/*"],
+                                                        "reason": "one download"})
+    p = pending_for(sbottle, BLOCKED, "/once/*", draft=False)
+    decide(sbottle, p.id, "approve", scope="once")
+    assert finish_call(call)["text"].startswith("Approved")
+    assert status_of(sbottle, f"http://{BLOCKED}/once/file") == "200"
+    wait_for(lambda: proposals.find(sbottle.home, p.id)[1].data.get("once_used"), timeout=10, what="the once route to be withdrawn")
+    wait_for(lambda: status_of(sbottle, f"http://{BLOCKED}/once/file") == "403", timeout=10, what="egress to block it again")

@@ -165,3 +165,24 @@ def test_egress_tail_resumes_after_a_restart_and_waits_for_whole_lines(tmp_path:
     assert [r["n"] for r in restarted.poll()] == [4]
     log.write_text(line(5))  # truncated (rotated in place): read from the start
     assert [r["n"] for r in restarted.poll()] == [5]
+
+
+def test_a_route_allowed_once_is_withdrawn_after_one_request_went_through(state: StateDir, queue) -> None:
+    import yaml
+
+    home = state.path.parent.parent
+    keep = queue.request("egress-route", inbox.route_change("keep.example.com", [443], ["GET"], ["/k"]), "r")
+    once = queue.request("egress-route", inbox.route_change("once.example.com", [443], ["GET"], ["/dl/*"]), "r")
+    proposals.decide(home, keep["id"], "approve", by="op", scope="always")
+    proposals.decide(home, once["id"], "approve", by="op", scope="once")
+    routes = str(state.egress / "routes.yaml")
+    hosts = lambda: [r["host"] for r in yaml.safe_load(open(routes))["routes"]]  # noqa: E731
+    assert hosts() == ["keep.example.com", "once.example.com"]
+    other = {"decision": "allow", "method": "GET", "host": "keep.example.com", "port": 443, "path": "/k"}
+    assert inbox.withdraw_once(queue, [other], routes) == 0
+    used = {"decision": "allow", "method": "GET", "host": "once.example.com", "port": 443, "path": "/dl/file"}
+    assert inbox.withdraw_once(queue, [other, used], routes) == 1
+    assert hosts() == ["keep.example.com"]
+    assert queue.get(once["id"])["once_used"]["request"] == "GET once.example.com:443/dl/file"
+    assert inbox.withdraw_once(queue, [used], routes) == 0  # withdrawn once, not again
+    proposals.parse_policy(open(routes).read(), state.egress / "routes.yaml")  # still a valid policy

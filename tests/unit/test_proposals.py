@@ -286,3 +286,53 @@ def test_cli_modify_from_a_file_validates_before_saving(home: Path, state: State
     narrow.write_text("host: pypi.example.org\nports: [443]\nmethods: [GET]\npaths: ['/simple/requests/*']\n")
     assert cli.main(["--home", str(home), "proposals", "modify", p.id, "--file", str(narrow)]) == 0
     assert routes_of(state)[-1]["paths"] == ["/simple/requests/*"]
+
+
+EDITOR = """#!/usr/bin/env python3
+import sys
+path = sys.argv[1]
+text = open(path).read()
+# First pass: a typo the validator must catch; second pass (the error is shown on top): the fix.
+if "# error:" in text:
+    body = "".join(l for l in text.splitlines(True) if not l.startswith("#"))
+    text = body.replace("colour: red", "methods: [GET]")
+else:
+    text = text.rstrip("\\n") + "\\n- host: docs.example.com\\n  ports: [443]\\n  colour: red\\n"
+open(path, "w").write(text)
+import os
+with open(os.environ["EDITOR_LOG"], "a") as f:
+    f.write("x")
+"""
+
+
+def run_with_a_terminal(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI with a pseudo-terminal as stdin, as when an operator types the command."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        return subprocess.run(argv, stdin=follower, capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_routes_edit_reopens_on_a_bad_save_then_applies_and_audits(home: Path, state: StateDir, tmp_path: Path) -> None:
+    editor = tmp_path / "editor.py"
+    editor.write_text(EDITOR)
+    editor.chmod(0o755)
+    log = tmp_path / "editor.log"
+    env = {**os.environ, "EDITOR": str(editor), "VISUAL": "", "EDITOR_LOG": str(log)}
+    result = run_with_a_terminal([sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug], env)
+    assert result.returncode == 0, result.stderr
+    added = routes_of(state)[-1]
+    assert added == {"host": "docs.example.com", "ports": [443], "methods": ["GET"]}
+    assert log.read_text() == "xx"  # opened twice: the bad save was shown its error
+    audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["kind"] == "policy-edit" and "docs.example.com" in audit[-1]["after"]
+
+
+def test_routes_edit_without_a_terminal_is_one_line(home: Path, state: StateDir) -> None:
+    result = subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "EDITOR": "true"})
+    assert result.returncode == 1 and "needs a terminal" in result.stderr and result.stderr.count("\n") == 1

@@ -85,6 +85,9 @@ class BottlePlan:
             "BOTTLE_SLUG": self.slug, "BOTTLE_AGENT": self.agent.name, "BOTTLE_NAME": self.bottle.name,
         })
         env.update({var: ca for var in CA_ENV_VARS})
+        if self.bottle.supervise.enabled:
+            # Claude Code would give up on a supervise request long before the operator's deadline.
+            env["MCP_TOOL_TIMEOUT"] = str((self.bottle.supervise.timeout_seconds + 30) * 1000)
         return env
 
     @property

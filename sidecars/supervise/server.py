@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -37,6 +37,7 @@ SLUG = os.environ.get("BOTTLE_SLUG", "unknown")
 TIMEOUT = int(os.environ.get("BOTTLE_SUPERVISE_TIMEOUT", "900") or 900)
 NAME = "supervise"
 TAIL_INTERVAL = 0.1
+PROGRESS_EVERY = 10.0
 
 INSTRUCTIONS = (
     "This bottle has no route to the internet except the routes its operator allows. When a request "
@@ -59,12 +60,21 @@ def _wait_for(wait_seconds: int | None) -> float:
     return float(max(0, min(wait_seconds, TIMEOUT)))
 
 
-async def _ask(kind: str, change: dict[str, Any], reason: str, wait_seconds: int | None) -> str:
+async def _ask(kind: str, change: dict[str, Any], reason: str, wait_seconds: int | None, ctx: Context) -> str:
     try:
         p = q().request(kind, change, inbox.check_reason(reason))
     except inbox.InputError as e:
         raise ToolError(str(e)) from None
-    decided = await q().wait(p["id"], _wait_for(wait_seconds))
+    total = _wait_for(wait_seconds)
+    waited, decided = 0.0, None
+    while True:
+        step = min(PROGRESS_EVERY, total - waited)
+        decided = await q().wait(p["id"], step)
+        waited += step
+        if decided is not None or waited >= total:
+            break
+        # Clients that asked for progress (and their idle timers) hear that the call is alive.
+        await ctx.report_progress(waited, total, f"waiting for the operator to decide request {p['id']}")
     if decided is None:
         return (f"Still pending: the operator has not decided request {p['id']} yet. Carry on with other work and "
                 f"check later with list-my-requests (it stays in the queue until decided).\n"
@@ -90,13 +100,14 @@ def build() -> MCPServer:
         methods: Annotated[list[str] | None, Field(description="HTTP methods, e.g. [\"GET\"]; default any. Ask for the fewest you need.", max_length=inbox.MAX_ITEMS)] = None,
         paths: Annotated[list[str] | None, Field(description="Path globs starting with '/', e.g. [\"/v1/models/*\"]; default any.", max_length=inbox.MAX_ITEMS)] = None,
         wait_seconds: Annotated[int | None, Field(description="How long to wait for the decision (default: the bottle's limit).", ge=0)] = None,
+        ctx: Context = None,  # type: ignore[assignment]  (the SDK passes it)
     ) -> str:
         """Ask the operator to allow HTTP(S) requests to a host the egress proxy blocks. Waits for the decision and returns it: approved (retry now), modified (only the final change is allowed), or rejected (with the operator's note). On timeout the request stays pending: check it with list-my-requests."""
         try:
             change = inbox.route_change(host, ports, methods, paths)
         except inbox.InputError as e:
             raise ToolError(str(e)) from None
-        return await _ask("egress-route", change, reason, wait_seconds)
+        return await _ask("egress-route", change, reason, wait_seconds, ctx)
 
     @mcp.tool(name="request-dlp-exemption")
     async def request_dlp_exemption(
@@ -104,13 +115,14 @@ def build() -> MCPServer:
         rule: Annotated[str, Field(description="Id of the gitleaks rule that matched (from the block message), e.g. generic-api-key.", max_length=100)],
         reason: Annotated[str, Field(description="Why the matched text is not a secret or must be sent anyway.", max_length=inbox.MAX_REASON)],
         wait_seconds: Annotated[int | None, Field(description="How long to wait for the decision (default: the bottle's limit).", ge=0)] = None,
+        ctx: Context = None,  # type: ignore[assignment]  (the SDK passes it)
     ) -> str:
         """Ask the operator to exempt one DLP rule on one route, when the proxy blocked a request for carrying what looks like a secret. Waits for the decision like request-egress-route."""
         try:
             change = {"host": inbox.check_host(route, "route"), "rule": inbox.check_rule(rule)}
         except inbox.InputError as e:
             raise ToolError(str(e)) from None
-        return await _ask("dlp-exemption", change, reason, wait_seconds)
+        return await _ask("dlp-exemption", change, reason, wait_seconds, ctx)
 
     @mcp.tool(name="list-egress-routes")
     def list_egress_routes() -> str:

@@ -104,8 +104,8 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
         out = await engine.up(plan.project, state.compose_file, env=env)
         _log(log, out)
-        await _wait_ready(plan, time.monotonic() + READY_TIMEOUT)
-        await register_supervise(plan)
+        # compose up has started the agent: claude's config needs no daemon, so it overlaps the wait.
+        await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT), register_supervise(plan))
         _log(log, "ready")
     except BaseException as exc:
         _log(log, f"bring-up failed: {exc}")

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from bottle_tui import proposals
+from bottle_tui.errors import BottleError
 from tests.waiting import wait_for
 
 from .support import BLOCKED, Bottle, sh
@@ -163,3 +164,18 @@ def test_approved_once_lets_one_request_through_then_the_route_is_withdrawn(sbot
     assert status_of(sbottle, f"http://{BLOCKED}/once/file") == "200"
     wait_for(lambda: proposals.find(sbottle.home, p.id)[1].data.get("once_used"), timeout=10, what="the once route to be withdrawn")
     wait_for(lambda: status_of(sbottle, f"http://{BLOCKED}/once/file") == "403", timeout=10, what="egress to block it again")
+
+
+def test_a_dlp_exemption_request_reaches_the_operator_and_gets_the_answer(sbottle: Bottle) -> None:
+    call = start_call(sbottle, "request-dlp-exemption", {"route": BLOCKED, "rule": "generic-api-key",
+                                                         "reason": "the fixture key is a test value"})
+    p = wait_for(lambda: next((q for q in proposals.list_all(sbottle.home) if q.kind == "dlp-exemption"), None),
+                 timeout=15, what="the exemption request to reach the queue")
+    assert p.change == {"host": BLOCKED, "rule": "generic-api-key"}
+    # Until DLP settings live in routes.yaml an exemption cannot be applied: approving says so and
+    # leaves it pending; rejecting answers the agent.
+    with pytest.raises(BottleError, match="no DLP settings"):
+        proposals.decide(sbottle.home, p.id, "approve", by="integration test")
+    decide(sbottle, p.id, "reject", note="rotate the fixture instead")
+    answer = finish_call(call)
+    assert answer["text"].startswith("Rejected") and "rotate the fixture instead" in answer["text"]

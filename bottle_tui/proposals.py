@@ -63,6 +63,14 @@ RULE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_NOTE = 4000
 ROUTES_KEYS = ("version", "bottle", "routes")
 POLICY_ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth")
+DLP_KEYS = ("body", "disabled_rules", "max_body_bytes")
+# DLP settings (``dlp:`` for the bottle and per route, gitleaks rule ids in ``disabled_rules``)
+# are in routes.yaml once egress carries the DLP engine; the images are built from this tree.
+_EGRESS_DLP = Path(__file__).resolve().parents[1] / "sidecars" / "egress" / "dlp_request.py"
+
+
+def dlp_in_policy() -> bool:
+    return _EGRESS_DLP.is_file()
 LOCK_NAME = ".lock"
 
 
@@ -301,7 +309,10 @@ def parse_policy(text: str, source: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         ck.fail("", f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}")
     doc = ck.expect_mapping("", doc, "version: 1")
-    ck.known_keys("", doc, ROUTES_KEYS)
+    dlp = dlp_in_policy()
+    ck.known_keys("", doc, ROUTES_KEYS + (("dlp",) if dlp else ()))
+    if dlp and doc.get("dlp") is not None:
+        _check_dlp(ck, "dlp", doc["dlp"])
     if doc.get("version") != 1:
         ck.fail("version", "must be 1")
     ck.expect_str("bottle", doc.get("bottle"), "bottle: dev")
@@ -309,7 +320,9 @@ def parse_policy(text: str, source: Path) -> dict[str, Any]:
     for i, raw in enumerate(routes):
         key = f"routes[{i}]"
         r = ck.expect_mapping(key, raw, "- host: api.example.com")
-        ck.known_keys(key, r, POLICY_ROUTE_KEYS)
+        ck.known_keys(key, r, POLICY_ROUTE_KEYS + (("dlp",) if dlp else ()))
+        if dlp and r.get("dlp") is not None:
+            _check_dlp(ck, f"{key}.dlp", r["dlp"])
         _host(ck, f"{key}.host", ck.required(key, r, "host", "every route needs one"))
         _ports(ck, f"{key}.ports", ck.required(key, r, "ports", "list them, e.g. ports: [443]"))
         for name, check in (("methods", _methods), ("paths", _paths)):
@@ -325,6 +338,19 @@ def parse_policy(text: str, source: Path) -> dict[str, Any]:
         if r.get("auth") is not None:
             _auth(ck, f"{key}.auth", r["auth"])
     return doc
+
+
+def _check_dlp(ck: _Check, key: str, value: object) -> None:
+    """The shape of a ``dlp:`` mapping; egress checks rule ids against its pinned gitleaks rules."""
+    d = ck.expect_mapping(key, value, "dlp: {disabled_rules: [generic-api-key]}")
+    ck.known_keys(key, d, DLP_KEYS)
+    if "body" in d:
+        ck.expect_bool(f"{key}.body", d["body"], "body: false")
+    if "max_body_bytes" in d:
+        ck.expect_int(f"{key}.max_body_bytes", d["max_body_bytes"], "max_body_bytes: 1048576")
+    for i, rule in enumerate(ck.expect_str_list(f"{key}.disabled_rules", d.get("disabled_rules", []), "disabled_rules: [generic-api-key]")):
+        if not RULE_RE.match(rule):
+            ck.fail(f"{key}.disabled_rules[{i}]", f"'{rule[:60]}' is not a gitleaks rule id")
 
 
 def read_policy(state: StateDir) -> tuple[str, dict[str, Any]]:
@@ -355,16 +381,37 @@ def apply_change(state: StateDir, kind: str, change: dict[str, Any]) -> bool:
     lock itself: callers hold queue_lock."""
     _, doc = read_policy(state)
     if kind == "dlp-exemption":
-        raise BottleError(
-            f"{routes_path(state)} has no DLP settings to add an exemption to yet: reject it, "
-            "or allow it by hand once DLP is configured"
-        )
+        return _exempt(state, doc, change)
     new = route_doc(change)
     routes = list(doc["routes"])
     if any(isinstance(r, dict) and _same_route(r, new) for r in routes):
         return False
     write_policy(state, {**doc, "routes": routes + [new]})
     return True
+
+
+def _exempt(state: StateDir, doc: dict[str, Any], change: dict[str, Any]) -> bool:
+    """Add the rule to ``dlp.disabled_rules`` of every route of the host (the exemption is per route)."""
+    if not dlp_in_policy():
+        raise BottleError(
+            f"{routes_path(state)} has no DLP settings to add an exemption to yet: reject it, "
+            "or allow it by hand once DLP is configured"
+        )
+    routes = [dict(r) for r in doc["routes"]]
+    targets = [r for r in routes if r.get("host") == change["host"]]
+    if not targets:
+        raise BottleError(f"no route for {change['host']} in {routes_path(state)}: a DLP exemption applies to a route; allow the route first")
+    changed = False
+    for r in targets:
+        dlp = dict(r.get("dlp") or {})
+        rules = list(dlp.get("disabled_rules") or [])
+        if change["rule"] not in rules:
+            dlp["disabled_rules"] = rules + [change["rule"]]
+            r["dlp"] = dlp
+            changed = True
+    if changed:
+        write_policy(state, {**doc, "routes": routes})
+    return changed
 
 
 # --- deciding ------------------------------------------------------------------------------------

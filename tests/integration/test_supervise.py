@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import pytest
+import yaml
 
 from bottle_tui import proposals
 from bottle_tui.errors import BottleError
@@ -172,6 +173,12 @@ def test_a_dlp_exemption_request_reaches_the_operator_and_gets_the_answer(sbottl
     p = wait_for(lambda: next((q for q in proposals.list_all(sbottle.home) if q.kind == "dlp-exemption"), None),
                  timeout=15, what="the exemption request to reach the queue")
     assert p.change == {"host": BLOCKED, "rule": "generic-api-key"}
+    if proposals.dlp_in_policy():
+        decide(sbottle, p.id, "approve")
+        assert finish_call(call)["text"].startswith("Approved")
+        routes = yaml.safe_load((sbottle.state / "egress" / "routes.yaml").read_text())["routes"]
+        assert all("generic-api-key" in r["dlp"]["disabled_rules"] for r in routes if r["host"] == BLOCKED)
+        return
     # Until DLP settings live in routes.yaml an exemption cannot be applied: approving says so and
     # leaves it pending; rejecting answers the agent.
     with pytest.raises(BottleError, match="no DLP settings"):

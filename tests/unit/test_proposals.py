@@ -232,7 +232,8 @@ def test_policy_validation_names_the_key(tmp_path: Path) -> None:
     assert proposals.parse_policy(ROUTES, src)["bottle"] == "sandbox"
 
 
-def test_a_dlp_exemption_is_not_applied_without_dlp_settings(home: Path, state: StateDir) -> None:
+def test_a_dlp_exemption_is_not_applied_without_dlp_settings(home: Path, state: StateDir, monkeypatch) -> None:
+    monkeypatch.setattr(proposals, "dlp_in_policy", lambda: False)
     p = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "test fixture")
     with pytest.raises(BottleError, match="no DLP settings"):
         proposals.decide(home, p.id, "approve", by="op")
@@ -336,3 +337,18 @@ def test_routes_edit_without_a_terminal_is_one_line(home: Path, state: StateDir)
     result = subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug],
                             capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "EDITOR": "true"})
     assert result.returncode == 1 and "needs a terminal" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_dlp_exemption_disables_the_rule_on_the_routes_of_that_host(home: Path, state: StateDir, monkeypatch) -> None:
+    monkeypatch.setattr(proposals, "dlp_in_policy", lambda: True)
+    p = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "test fixture")
+    assert proposals.decide(home, p.id, "approve", by="op").policy_changed
+    assert routes_of(state)[0]["dlp"] == {"disabled_rules": ["generic-api-key"]}
+    again = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "twice")
+    assert not proposals.decide(home, again.id, "approve", by="op").policy_changed
+    nowhere = proposals.create(state, "dlp-exemption", {"host": "other.example.com", "rule": "generic-api-key"}, "r")
+    with pytest.raises(BottleError, match="allow the route first"):
+        proposals.decide(home, nowhere.id, "approve", by="op")
+    with pytest.raises(BottleError, match=r"routes\[0\]\.dlp\.disabled_rules\[0\]"):
+        proposals.parse_policy("version: 1\nbottle: b\nroutes:\n- {host: a.example.com, ports: [443], dlp: {disabled_rules: ['a b']}}\n",
+                               state.egress / "routes.yaml")

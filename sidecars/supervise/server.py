@@ -34,7 +34,20 @@ log = logging.getLogger("supervise")
 STATE_DIR = os.environ.get("BOTTLE_SUPERVISE_STATE", "/state/supervise")
 EGRESS_DIR = os.environ.get("BOTTLE_EGRESS_STATE", "/state/egress")
 SLUG = os.environ.get("BOTTLE_SLUG", "unknown")
-TIMEOUT = int(os.environ.get("BOTTLE_SUPERVISE_TIMEOUT", "900") or 900)
+DEFAULT_TIMEOUT = 900
+
+
+def load_timeout(state_dir: str) -> int:
+    """supervise.timeout_seconds of the bottle, from the settings.json the host writes at bring-up."""
+    try:
+        with open(os.path.join(state_dir, "settings.json"), encoding="utf-8") as f:
+            value = json.load(f).get("timeout_seconds")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_TIMEOUT
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else DEFAULT_TIMEOUT
+
+
+TIMEOUT = load_timeout(STATE_DIR)
 NAME = "supervise"
 TAIL_INTERVAL = 0.1
 PROGRESS_EVERY = 10.0

@@ -186,3 +186,11 @@ def test_a_dlp_exemption_request_reaches_the_operator_and_gets_the_answer(sbottl
     decide(sbottle, p.id, "reject", note="rotate the fixture instead")
     answer = finish_call(call)
     assert answer["text"].startswith("Rejected") and "rotate the fixture instead" in answer["text"]
+
+
+def test_supervise_listens_on_the_internal_network_only_with_the_bottles_timeout(sbottle: Bottle) -> None:
+    ready = json.loads((sbottle.state / "supervise" / "ready").read_text())
+    nets = json.loads(sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", sbottle.sidecars).stdout)
+    assert ready["host"] == nets[sbottle.network("internal")]["IPAddress"] != nets[sbottle.network("egress")]["IPAddress"]
+    logs = sh("docker", "logs", sbottle.sidecars).stderr
+    assert "decisions time out after 900 s" in logs  # supervise.timeout_seconds, from state/<slug>/supervise/settings.json

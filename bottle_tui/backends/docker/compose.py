@@ -70,7 +70,6 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             "BOTTLE_NAME": plan.bottle.name,
             "BOTTLE_SLUG": plan.slug,
             "HOME": "/tmp",
-            "BOTTLE_SUPERVISE_TIMEOUT": str(plan.bottle.supervise.timeout_seconds),
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ def write_renders(plan: BottlePlan) -> None:
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
     atomic_write(state.egress / "routes.yaml", to_yaml(render_routes(plan)), mode=0o600)
     atomic_write(state.egress / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
+    if plan.supervise_url:
+        # Read by the supervise daemon at start (a file: init passes daemons few variables).
+        atomic_write(state.supervise / "settings.json", json.dumps({"timeout_seconds": plan.bottle.supervise.timeout_seconds}) + "\n", mode=0o644)
     state.write_metadata({
         "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,
         "project": plan.project, "started_at": plan.started_at, "images": plan.images,

@@ -370,10 +370,14 @@ def write_policy(state: StateDir, doc: dict[str, Any]) -> None:
     atomic_write(routes_path(state), text, mode=0o600)
 
 
+def _route_identity(r: dict[str, Any]) -> tuple[str, ...]:
+    """What makes two routes the same (list order aside; schemes follow from auth)."""
+    return tuple(json.dumps(sorted(v) if isinstance(v := r.get(k), list) else v, sort_keys=True)
+                 for k in ("host", "ports", "methods", "paths", "auth"))
+
+
 def _same_route(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("host", "ports", "methods", "paths", "auth")
-    norm = lambda r: tuple(json.dumps(sorted(r[k]) if isinstance(r.get(k), list) else r.get(k), sort_keys=True) for k in keys)  # noqa: E731
-    return norm(a) == norm(b)
+    return _route_identity(a) == _route_identity(b)
 
 
 def apply_change(state: StateDir, kind: str, change: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, backends
+from . import __version__, backends, proposals
 from .backends import Backend
 from .backends.docker import engine, images, lifecycle
 from .errors import BottleError
@@ -204,6 +204,149 @@ async def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- proposals and policy (the same library the console uses) ----------------------------------
+
+def _shown(value: object, limit: int = 0) -> str:
+    """Agent-supplied text for a terminal: control characters and escapes made inert."""
+    from .console.inert import inert
+
+    text = inert(value).plain
+    return text if not limit or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _proposal_line(p: proposals.Proposal) -> tuple[str, ...]:
+    seen = f"x{p.data.get('count', 1)}" if p.data.get("draft") else ""
+    return (p.id, p.slug, p.kind, p.status + (" draft" if p.data.get("draft") else ""), seen, _shown(p.summary(), 100))
+
+
+async def cmd_proposals(args: argparse.Namespace) -> int:
+    home = _home(args)
+    action = args.action
+    if action == "ls":
+        found = proposals.list_all(home, include_decided=args.all)
+        if args.json:
+            print(json.dumps([p.data for p in found], indent=2))
+            return 0
+        if not found:
+            _say("no proposals" if args.all else "no pending proposals (--all shows decided ones too)")
+            return 0
+        _print_table([("ID", "SLUG", "KIND", "STATUS", "SEEN", "WHAT"), *(_proposal_line(p) for p in found)])
+        return 0
+    _, p = proposals.find(home, args.id)
+    if action == "show":
+        if args.json:
+            print(json.dumps(p.data, indent=2))
+            return 0
+        d = p.data
+        for label, value in (("id", p.id), ("bottle", p.slug), ("kind", p.kind), ("status", p.status),
+                             ("asked", p.summary()), ("draft", f"yes, seen {d.get('count')} times, last {d.get('last_seen')}" if d.get("draft") else "no"),
+                             ("created", d.get("created_at")), ("reason", d.get("reason") or "-"), ("context", d.get("context") or "-")):
+            print(f"{label:<9}{_shown(value)}")
+        if d.get("decision"):
+            dec = d["decision"]
+            print(f"{'decided':<9}{_shown(dec.get('by'))} at {dec.get('at')}, scope {dec.get('scope')}")
+            if dec.get("change"):
+                print(f"{'final':<9}{_shown(json.dumps(dec['change']))}")
+            if dec.get("note"):
+                print(f"{'note':<9}{_shown(dec['note'])}")
+        return 0
+    change = None
+    if action == "modify":
+        change = await _edit_change(p, args.file)
+    outcome = proposals.decide(home, p.id, action, by=f"{proposals.operator()} (cli)", scope=getattr(args, "scope", "always"),
+                               change=change, note=getattr(args, "note", "") or "")
+    if outcome.policy_changed:
+        warning = await proposals.reload_bundle(p.slug)
+        if warning:
+            _say(f"warning: {warning}")
+    _say(f"{p.id}: {outcome.proposal.status}" + (" (routes.yaml updated)" if outcome.policy_changed else ""))
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip())
+
+
+async def _edit_in_editor(text: str, suffix: str, problem: str = "") -> str:
+    """Open ``text`` in $EDITOR (through the runner) and return what was saved."""
+    import shlex
+    import tempfile
+
+    from .runner import interactive
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor:
+        raise BottleError("no editor: set $EDITOR (or pass --file for proposals modify)")
+    if not sys.stdin.isatty():
+        raise BottleError("editing needs a terminal: run it from an interactive shell, or pass --file")
+    header = "".join(f"# error: {line}\n" for line in problem.splitlines()) + ("# fix the error above and save; an unchanged file cancels\n" if problem else "")
+    with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False) as fh:
+        fh.write(header + text)
+        name = fh.name
+    try:
+        await interactive([*shlex.split(editor), name])
+        return Path(name).read_text()
+    finally:
+        os.unlink(name)
+
+
+async def _edit_change(p: proposals.Proposal, file: str | None) -> dict:
+    import yaml
+
+    if file:
+        source = Path(file)
+        try:
+            return proposals.validate_change(p.kind, yaml.safe_load(source.read_text()), source=source)
+        except (OSError, yaml.YAMLError) as exc:
+            raise BottleError(f"{file}: cannot read the change: {exc}") from exc
+    text = yaml.safe_dump(p.change, sort_keys=False)
+    problem = ""
+    while True:
+        saved = await _edit_in_editor(text, ".yaml", problem)
+        body = "".join(line for line in saved.splitlines(keepends=True) if not line.startswith("# "))
+        if body.strip() == text.strip() and problem:
+            raise BottleError("modify cancelled: the change was saved unchanged")
+        try:
+            change = proposals.validate_change(p.kind, yaml.safe_load(body))
+            proposals.check_narrower(p.kind, change, p.change)
+            return change
+        except (BottleError, yaml.YAMLError) as exc:
+            problem, text = str(exc), body
+
+
+async def cmd_policy(args: argparse.Namespace) -> int:
+    """routes edit SLUG: the policy in force in $EDITOR, validated on save, applied live."""
+    home = _home(args)
+    state = proposals.state_for(home, args.slug)
+    with proposals.queue_lock(state):
+        before, _ = proposals.read_policy(state)
+    text, problem = before, ""
+    while True:
+        saved = await _edit_in_editor(text, ".yaml", problem)
+        body = "".join(line for line in saved.splitlines(keepends=True) if not line.startswith("# error: ") and not line.startswith("# fix the error"))
+        if body == before:
+            _say("routes.yaml unchanged")
+            return 0
+        try:
+            proposals.parse_policy(body, proposals.routes_path(state))
+            break
+        except BottleError as exc:
+            problem, text = str(exc), body
+    with proposals.queue_lock(state):
+        current, _ = proposals.read_policy(state)
+        if current != before:
+            raise BottleError(f"{proposals.routes_path(state)} changed while you edited it (a decision was applied): run the command again")
+        from .state import atomic_write
+
+        atomic_write(proposals.routes_path(state), body, mode=0o600)
+        proposals.audit_policy_edit(home, state, f"{proposals.operator()} (cli)", before, body)
+    warning = await proposals.reload_bundle(state.slug)
+    _say(f"warning: {warning}" if warning else f"routes.yaml of {state.slug} saved and reloaded")
+    return 0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from .console.app import run_console
 
@@ -245,12 +388,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build"])
     p.add_argument("--force", action="store_true", help="rebuild even when inputs did not change")
     sub.add_parser("agents", help="list agents and their bottles (validates the manifests)")
+    p = sub.add_parser("proposals", help="what agents asked for (and drafts of what egress blocked): list and decide")
+    psub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = psub.add_parser("ls", help="pending proposals of every bottle")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--all", action="store_true", help="decided ones too")
+    q = psub.add_parser("show", help="one proposal in full (agent text shown inert)")
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true")
+    q = psub.add_parser("approve", help="allow what was asked, live")
+    q.add_argument("id")
+    q.add_argument("--scope", choices=proposals.SCOPES, default="always")
+    q = psub.add_parser("modify", help="allow a narrower change (from --file, else $EDITOR)")
+    q.add_argument("id")
+    q.add_argument("--file", help="YAML/JSON of the final change, e.g. {host: h, ports: [443], methods: [GET], paths: [/x/*]}")
+    q.add_argument("--scope", choices=proposals.SCOPES, default="always")
+    q = psub.add_parser("reject", help="refuse; the agent receives the note")
+    q.add_argument("id")
+    q.add_argument("--note", default="")
+    p = sub.add_parser("routes", help="the egress policy in force of a running bottle")
+    p.add_argument("action", choices=["edit"])
+    p.add_argument("slug")
     return parser
 
 
 COMMANDS = {
     "start": cmd_start, "attach": cmd_attach, "exec": cmd_exec, "stop": cmd_stop, "ls": cmd_ls, "selftest": cmd_selftest,
     "cleanup": cmd_cleanup, "images": cmd_images, "agents": cmd_agents,
+    "proposals": cmd_proposals, "routes": cmd_policy,
 }
 
 

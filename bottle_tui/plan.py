@@ -12,6 +12,7 @@ from .manifest import AgentSpec, BottleSpec, Manifests, Route
 from .state import StateDir, project_name
 
 EGRESS_PORT = 8080
+SUPERVISE_PORT = 8765  # sidecars/daemons.json starts the supervise daemon on it
 CA_MOUNT = "/etc/bottle/ca"
 CA_CERT_NAME = "egress-ca.pem"
 AGENT_HOME = "/home/agent"
@@ -57,7 +58,12 @@ class BottlePlan:
     @property
     def daemons(self) -> tuple[str, ...]:
         """Sidecar daemons the bundle's init starts (pipelock, git-gate, supervise plug in here)."""
-        return ("egress",)
+        return ("egress", "supervise") if self.bottle.supervise.enabled else ("egress",)
+
+    @property
+    def supervise_url(self) -> str | None:
+        """The supervise MCP server as the agent reaches it (never through the proxy)."""
+        return f"http://supervise:{SUPERVISE_PORT}/mcp" if self.bottle.supervise.enabled else None
 
     @property
     def daemon_secrets(self) -> dict[str, tuple[str, ...]]:
@@ -76,16 +82,20 @@ class BottlePlan:
     def agent_env(self) -> dict[str, str]:
         proxy = f"http://egress:{EGRESS_PORT}"
         ca = f"{CA_MOUNT}/{CA_CERT_NAME}"
+        no_proxy = "localhost,127.0.0.1,::1" + (",supervise" if self.bottle.supervise.enabled else "")
         env: dict[str, str] = dict(self.bottle.env)
         env.update({name: placeholder(name) for name in self.secret_env_names})
         env.update({
             "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
-            "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
+            "NO_PROXY": no_proxy, "no_proxy": no_proxy,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
             "NODE_OPTIONS": f"--require {NODE_PROXY_PRELOAD}",
             "BOTTLE_SLUG": self.slug, "BOTTLE_AGENT": self.agent.name, "BOTTLE_NAME": self.bottle.name,
         })
         env.update({var: ca for var in CA_ENV_VARS})
+        if self.bottle.supervise.enabled:
+            # Claude Code would give up on a supervise request long before the operator's deadline.
+            env["MCP_TOOL_TIMEOUT"] = str((self.bottle.supervise.timeout_seconds + 30) * 1000)
         return env
 
     @property

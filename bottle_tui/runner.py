@@ -129,6 +129,16 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         pass
 
 
+async def interactive(argv: Sequence[str]) -> int:
+    """Run a command that owns the terminal (an editor) and return its exit status; stdio inherited."""
+    argv = [str(a) for a in argv]
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv)
+    except FileNotFoundError as exc:
+        raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH") from exc
+    return await proc.wait()
+
+
 def handoff(argv: Sequence[str]) -> None:
     """Replace this process with an interactive command that owns the terminal (``docker exec -it``)."""
     argv = [str(a) for a in argv]

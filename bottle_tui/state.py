@@ -92,6 +92,11 @@ class StateDir:
         return self.path / "egress"
 
     @property
+    def supervise(self) -> Path:
+        """Mounted into sidecars only: queue/ of proposals (see proposals.py), the daemon's cursor."""
+        return self.path / "supervise"
+
+    @property
     def ca(self) -> Path:
         """Mounted read-only into the agent: only the egress CA certificate, never its key."""
         return self.path / "ca"
@@ -111,7 +116,7 @@ class StateDir:
         except FileExistsError as exc:
             raise BottleError(f"state folder {self.path} already exists: pick another slug or run `bottle-tui cleanup`") from exc
         os.chmod(self.path, 0o700)
-        for sub in (self.egress, self.ca):
+        for sub in (self.egress, self.ca, self.supervise):
             sub.mkdir(mode=0o700)
         # The agent (another uid) reads the CA certificate through its bind mount.
         os.chmod(self.ca, 0o755)

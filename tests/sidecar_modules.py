@@ -15,3 +15,13 @@ def egress_module(name: str) -> ModuleType:
     if str(EGRESS_DIR) not in sys.path:
         sys.path.insert(0, str(EGRESS_DIR))
     return importlib.import_module(name)
+
+
+SUPERVISE_DIR = EGRESS_DIR.parent / "supervise"
+
+
+def supervise_module(name: str) -> ModuleType:
+    """``inbox`` from sidecars/supervise (stdlib only; server.py needs the MCP SDK's venv)."""
+    if str(SUPERVISE_DIR) not in sys.path:
+        sys.path.insert(0, str(SUPERVISE_DIR))
+    return importlib.import_module(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ def write_renders(plan: BottlePlan) -> None:
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
     atomic_write(state.egress / "routes.yaml", to_yaml(render_routes(plan)), mode=0o600)
     atomic_write(state.egress / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
+    if plan.supervise_url:
+        # Read by the supervise daemon at start (a file: init passes daemons few variables).
+        atomic_write(state.supervise / "settings.json", json.dumps({"timeout_seconds": plan.bottle.supervise.timeout_seconds}) + "\n", mode=0o644)
     state.write_metadata({
         "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,
         "project": plan.project, "started_at": plan.started_at, "images": plan.images,
@@ -66,17 +70,29 @@ def write_renders(plan: BottlePlan) -> None:
 
 
 async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
-    ready = plan.state.egress / "ready"
+    ready = [plan.state.egress / "ready"] + ([plan.state.supervise / "ready"] if plan.supervise_url else [])
     agent = engine.container_name(plan.project, "agent")
     agent_up = False
     while time.monotonic() < deadline:
         if not agent_up:
             agent_up = await engine.container_running(agent)
-        if agent_up and ready.exists():
+        if agent_up and all(r.exists() for r in ready):
             return
         await asyncio.sleep(0.05)
-    what = "the agent container" if not agent_up else "egress (no ready file)"
+    missing = ", ".join(r.parent.name for r in ready if not r.exists())
+    what = "the agent container" if not agent_up else f"{missing} (no ready file)"
     raise BottleError(f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}")
+
+
+async def register_supervise(plan: BottlePlan) -> None:
+    """Claude Code in the agent gets the bundle's supervise MCP server in its user config."""
+    if not plan.supervise_url:
+        return
+    agent = engine.container_name(plan.project, "agent")
+    code, out = await engine.exec_capture(
+        agent, ["claude", "mcp", "add", "--transport", "http", "--scope", "user", "supervise", plan.supervise_url])
+    if code != 0:
+        raise BottleError(f"`claude mcp add supervise` in {agent} exited with status {code}: {out.strip()[-200:]}")
 
 
 async def start(plan: BottlePlan, progress: Progress) -> None:
@@ -93,7 +109,8 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
         out = await engine.up(plan.project, state.compose_file, env=env)
         _log(log, out)
-        await _wait_ready(plan, time.monotonic() + READY_TIMEOUT)
+        # compose up has started the agent: claude's config needs no daemon, so it overlaps the wait.
+        await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT), register_supervise(plan))
         _log(log, "ready")
     except BaseException as exc:
         _log(log, f"bring-up failed: {exc}")

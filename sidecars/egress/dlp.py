@@ -118,6 +118,8 @@ class Rule:
     allowlists: list[Allowlist] = field(default_factory=list)
     path_only: bool = False
     skip_report: bool = False
+    # A rule with a path runs only on files whose path matches; a request has no path ("").
+    needs_path: bool = False
 
 
 @dataclass
@@ -194,6 +196,7 @@ def load_rules(path: Path | str = RULES_PATH) -> Rules:
         if not pattern and not vr.get("path"):
             raise RulesError(f"{where}: both regex and path are empty, this rule would have no effect")
         regex = _compile(pattern, where) if pattern else None
+        path_re = _compile(vr["path"], f"{where} path") if vr.get("path") else None
         group = int(vr.get("secretGroup", 0))
         if regex is not None and group > regex.groups:
             raise RulesError(f"{where}: invalid secretGroup {group}, the regex has {regex.groups} groups")
@@ -206,7 +209,8 @@ def load_rules(path: Path | str = RULES_PATH) -> Rules:
         rules.append(Rule(id=rid, regex=regex, pattern=pattern, secret_group=group,
                           entropy=float(vr.get("entropy", 0.0)), keywords=kws,
                           allowlists=[_parse_allowlist(a, f"{where} allowlist") for a in als],
-                          path_only=regex is None, skip_report=bool(vr.get("skipReport"))))
+                          path_only=regex is None, skip_report=bool(vr.get("skipReport")),
+                          needs_path=path_re is not None and path_re.search(b"") is None))
     if cfg.get("allowlist") and cfg.get("allowlists"):
         raise RulesError(f"{path}: [allowlist] cannot be used alongside [[allowlists]]")
     global_als: list[Allowlist] = []
@@ -280,7 +284,12 @@ def load_database(rules: Rules, path: Path) -> tuple[hyperscan.Database, list[in
     header = json.loads(data[start:start + n])
     if header.get("digest") != rules.digest:
         return None
-    return hyperscan.loadb(data[start + n:], hyperscan.HS_MODE_BLOCK), list(header["byte_mode"])
+    try:
+        db = hyperscan.loadb(data[start + n:], hyperscan.HS_MODE_BLOCK)
+        db.scan(b"", match_event_handler=None, scratch=hyperscan.Scratch(db))
+    except hyperscan.error:
+        return None  # built for another CPU (Hyperscan databases are platform-specific)
+    return db, list(header["byte_mode"])
 
 
 # --- decoding passes (detect/codec) --------------------------------------------------------------
@@ -584,7 +593,7 @@ class Scanner:
         self.max_decode_depth = max_decode_depth
         kw_index = {k: i for i, k in enumerate(rules.keywords)}
         self._rule_kw = [frozenset(kw_index[k] for k in r.keywords) for r in rules.rules]
-        self._always = [i for i, r in enumerate(rules.rules) if not r.keywords and r.regex is not None]
+        self._runnable = [r.regex is not None and not r.needs_path and not r.skip_report for r in rules.rules]
 
     @classmethod
     def load(cls, rules_path: Path | str = RULES_PATH, db_path: Path | str | None = None, **kw) -> Scanner:
@@ -623,7 +632,7 @@ class Scanner:
                 regex_hit = hits | set(self._byte_mode)  # byte mode counts bytes, Go counts runes
         out = []
         for i, r in enumerate(rules):
-            if i not in regex_hit or r.id in disabled or r.regex is None:
+            if i not in regex_hit or not self._runnable[i] or r.id in disabled:
                 continue
             if not r.keywords or self._rule_kw[i] & kws:
                 out.append(i)
@@ -655,8 +664,6 @@ class Scanner:
     def _detect_rule(self, raw: bytes, current: bytes, r: Rule, segments: list[Segment],
                      nl: list[int]) -> list[Finding]:
         out = []
-        if r.skip_report:
-            return out
         for m in r.regex.finditer(current):
             ms, me = m.start(), m.end()
             secret = current[ms:me].strip(b"\n")

@@ -139,7 +139,7 @@ def _from_pieces(rng: random.Random, pieces: list) -> str:
 
 
 def _encode(rng: random.Random, secret: str) -> str:
-    kind = rng.choice(["b64", "b64url", "hex", "percent", "unicode", "b64b64", "hexb64"])
+    kind = rng.choice(["b64", "b64url", "hex", "percent", "unicode", "codepoints", "b64b64", "hexb64"])
     if kind == "b64":
         return base64.b64encode(secret.encode()).decode()
     if kind == "b64url":
@@ -150,6 +150,8 @@ def _encode(rng: random.Random, secret: str) -> str:
         return "".join(f"%{b:02X}" if rng.random() < 0.6 else chr(b) for b in secret.encode())
     if kind == "unicode":
         return "".join(f"\\u{ord(c):04x}" for c in secret)
+    if kind == "codepoints":
+        return " ".join(f"U+{ord(c):04X}" for c in secret)
     if kind == "b64b64":
         return base64.b64encode(base64.b64encode(secret.encode())).decode()
     return base64.b64encode(secret.encode().hex().encode()).decode()
@@ -183,7 +185,36 @@ _TEMPLATES = [
     "log: auth failed for token={secret} retrying",
     "<add key=\"{name}\" value=\"{secret}\" />",
     "{secret}",
+    "\u212aey = \"{secret}\"",  # KELVIN SIGN: Go folds it with k
+    "\u017fecret_token: {secret}",  # LONG S: Go folds it with s
 ]
+
+
+def _snippet(rng: random.Random, shapes: list) -> str:
+    lines = [rng.choice(_FILLER) for _ in range(rng.randint(1, 4))]
+    kind = rng.random()
+    for _ in range(rng.randint(1, 3)):
+        name = rng.choice(["api_key", "token", "secret", "auth", "password", "client_secret", "access_key"])
+        if kind < 0.15:
+            continue  # clean text
+        if kind < 0.40:
+            _, secret = rng.choice(TOKENS)
+            secret = secret(rng)
+        elif kind < 0.62 and shapes:
+            _, name, pieces = rng.choice(shapes)
+            secret = _from_pieces(rng, pieces)
+        elif kind < 0.72:
+            secret = rng.choice(DECOYS)(rng)
+        elif kind < 0.80:
+            secret = _s(rng, ALNUM, rng.randint(12, 40))  # generic-api-key with a name, maybe
+        else:
+            _, secret = rng.choice(TOKENS)
+            secret = _encode(rng, secret(rng))
+        line = rng.choice(_TEMPLATES).format(name=name, NAME=name.upper(), secret=secret)
+        if rng.random() < 0.03:
+            line += "  # gitleaks:allow"
+        lines.insert(rng.randint(0, len(lines)), line)
+    return "\n".join(lines)
 
 
 def generate(rules_path: Path, n: int, seed: int = 20261127) -> list[tuple[str, str]]:
@@ -192,30 +223,9 @@ def generate(rules_path: Path, n: int, seed: int = 20261127) -> list[tuple[str, 
     shapes = assignment_shapes(rules_path)
     texts = []
     for i in range(n):
-        lines = [rng.choice(_FILLER) for _ in range(rng.randint(1, 4))]
-        kind = rng.random()
-        for _ in range(rng.randint(1, 3)):
-            name = rng.choice(["api_key", "token", "secret", "auth", "password", "client_secret", "access_key"])
-            if kind < 0.15:
-                continue  # clean text
-            if kind < 0.40:
-                _, secret = rng.choice(TOKENS)
-                secret = secret(rng)
-            elif kind < 0.62 and shapes:
-                _, name, pieces = rng.choice(shapes)
-                secret = _from_pieces(rng, pieces)
-            elif kind < 0.72:
-                secret = rng.choice(DECOYS)(rng)
-            elif kind < 0.80:
-                secret = _s(rng, ALNUM, rng.randint(12, 40))  # generic-api-key with a name, maybe
-            else:
-                _, secret = rng.choice(TOKENS)
-                secret = _encode(rng, secret(rng))
-            line = rng.choice(_TEMPLATES).format(name=name, NAME=name.upper(), secret=secret)
-            if rng.random() < 0.03:
-                line += "  # gitleaks:allow"
-            lines.insert(rng.randint(0, len(lines)), line)
-        text = "\n".join(lines)
+        # one text in 25 is long (several KiB), so the engine's block-wise decoding is covered
+        parts = [_snippet(rng, shapes) for _ in range(rng.randint(14, 30) if rng.random() < 0.04 else 1)]
+        text = "\n".join(parts)
         if rng.random() < 0.5:
             text += "\n"
         texts.append((f"t{i:05d}.txt", text))

@@ -44,7 +44,23 @@ ALLOW_SIGNATURE = b"gitleaks:allow"
 
 _HS_RULE_FLAGS = hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
 _KEYWORD_BASE = 1_000_000  # Hyperscan ids at or above this are keywords, below are rule indexes
-_DB_MAGIC = b"BTLDLP1\n"
+_DECODABLE_ID = 2_000_000  # any hit with this id: a decoding pass may find something to decode
+_DB_MAGIC = b"BTLDLP2\n"
+
+# Necessary conditions for gitleaks' decoder to produce a segment, as Hyperscan patterns: when
+# none matches, a decoding pass would find nothing, and its run-by-run search (most of a pass's
+# cost on code, which is full of 16+ character identifiers) is skipped. Percent, unicode and hex
+# runs need their first unit; a base64 run decodes to printable ASCII only if each of its first
+# four 4-character quads decodes to three bytes below 0x7f, which bounds the first three
+# characters' 6-bit values (v0 < 32, v1 & 15 <= 7, v2 & 3 <= 1).
+_B64_QUAD = rb"[A-Za-f][A-HQ-Xg-nw-z0-3][ABEFIJMNQRUVYZcdghklopstwx014589][\w/+-]"
+_DECODABLE = [
+    rb"%[0-9A-Fa-f]{2}",
+    rb"U\+[a-fA-F0-9]{4}",
+    rb"\\[uU][a-fA-F0-9]{4}",
+    rb"[0-9A-Fa-f]{32}",
+    _B64_QUAD * 4,
+]
 
 # Characters whose Go lowercasing / case folding reaches ASCII: KELVIN SIGN folds with k,
 # LATIN SMALL LETTER LONG S with s, and Go's ToLower maps U+0130 to a plain i. Hyperscan's
@@ -253,6 +269,10 @@ def compile_database(rules: Rules) -> tuple[hyperscan.Database, list[int]]:
         exprs.append(re2.escape(kw).encode())
         ids.append(_KEYWORD_BASE + k)
         flags.append(hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS)
+    for pat in _DECODABLE:
+        exprs.append(pat)
+        ids.append(_DECODABLE_ID)
+        flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
     return db, byte_mode
@@ -302,6 +322,7 @@ _ENCODINGS = [  # kind bit, pattern, in gitleaks' order (earlier = higher preced
     (8, rb"[\w\/+-]{16,}={0,2}"),
 ]
 _ENCODINGS_RE = re2.compile(b"|".join(b"(" + p + b")" for _, p in _ENCODINGS))
+_UNANCHORED = re2._Anchor.UNANCHORED
 _PRECEDENCE = {kind: len(_ENCODINGS) - i for i, (kind, _) in enumerate(_ENCODINGS)}
 _CODEPOINT_RE = re2.compile(rb"U\+([a-fA-F0-9]{4}).?")
 _MULTI_CODEPOINT_RE = re2.compile(rb"(?:U\+[a-fA-F0-9]{4}(?:\s|$))+")
@@ -457,33 +478,94 @@ def _to_original(preds: list[Segment], decoded: tuple[int, int]) -> tuple[int, i
     return _to_original(preds[0].predecessors, encoded)
 
 
+def find_all(rx: re2._Regexp, data: bytes):
+    """Go's Regexp.FindAllIndex over bytes, yielding RE2's span list (whole match, then each
+    group; (-1, -1) for a group that did not take part). It calls RE2 directly: google-re2's
+    Match objects cost more than the matching on texts with many runs. As in Go, the search
+    keeps the whole text as context (``^``, ``\b``) and an empty match right after the previous
+    match is dropped."""
+    match = rx._regexp.Match
+    n = len(data)
+    pos, prev_end = 0, -1
+    while pos <= n:
+        spans = match(_UNANCHORED, data, pos, n)
+        s, e = spans[0]
+        if s < 0:
+            return
+        accept = True
+        if e == pos:  # empty match: step one rune on
+            if s == prev_end:
+                accept = False
+            pos += _rune_width(data, pos)
+        else:
+            pos = e
+        prev_end = e
+        if accept:
+            yield spans
+
+
+def _rune_width(data: bytes, pos: int) -> int:
+    if pos >= len(data) or data[pos] < 0x80:
+        return 1
+    b = data[pos]
+    return 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+
+
 def _encoding_matches(data: bytes) -> list[tuple[int, int, int]]:
     found = []
-    for m in _ENCODINGS_RE.finditer(data):
-        for g, (kind, _) in enumerate(_ENCODINGS, start=1):
-            if m.start(g) > -1:
-                found.append((kind, m.start(g), m.end(g)))
+    for spans in find_all(_ENCODINGS_RE, data):
+        for g in range(1, 5):
+            if spans[g][0] > -1:
+                found.append((_ENCODINGS[g - 1][0], *spans[g]))
+                break
     if len(found) == 1:
         return found
+    # Runs from one search never overlap, but gitleaks' test counts touching runs as overlapping
+    # and drops the one of lower precedence.
     kept = []
+    last = len(found) - 1
     for i, (kind, s, e) in enumerate(found):
         if i > 0:
             pk, ps, pe = found[i - 1]
-            if _overlaps((s, e), (ps, pe)) and _PRECEDENCE[pk] > _PRECEDENCE[kind]:
+            if ps <= e and pe >= s and _PRECEDENCE[pk] > _PRECEDENCE[kind]:
                 continue
-        if i + 1 < len(found):
+        if i < last:
             nk, ns, ne = found[i + 1]
-            if _overlaps((s, e), (ns, ne)) and _PRECEDENCE[nk] > _PRECEDENCE[kind]:
+            if ns <= e and ne >= s and _PRECEDENCE[nk] > _PRECEDENCE[kind]:
                 continue
         kept.append((kind, s, e))
     return kept
 
 
-def decode_pass(data: bytes, preds: list[Segment], cache: dict[bytes, bytes]) -> tuple[bytes, list[Segment]]:
+_BLOCK = 4096
+
+
+def _runs(data: bytes, block_hits) -> list[tuple[int, int, int]]:
+    """The runs gitleaks' decoder finds, searched only in blocks of whole lines that
+    ``block_hits`` (a Hyperscan test of the _DECODABLE patterns) says can hold a decodable one.
+    Exact because no run crosses a newline (the classes and ``.`` exclude it) unless it is a
+    "U+XXXX" sequence, and text holding "U+" is searched whole; touching runs on two lines
+    cannot be, so the precedence filter is line-local too."""
+    if block_hits is None or len(data) <= _BLOCK or b"U+" in data:
+        return _encoding_matches(data)
+    out = []
+    start, n = 0, len(data)
+    while start < n:
+        end = data.find(b"\n", min(start + _BLOCK, n) - 1)
+        end = n if end < 0 else end + 1
+        block = data[start:end]
+        if block_hits(block):
+            out += [(k, s + start, e + start) for k, s, e in _encoding_matches(block)]
+        start = end
+    return out
+
+
+def decode_pass(data: bytes, preds: list[Segment], cache: dict[bytes, bytes],
+                block_hits=None) -> tuple[bytes, list[Segment]]:
     """codec.Decoder.Decode: one pass replacing every decodable run by its decoded value."""
     segments: list[Segment] = []
     shift = 0
-    for kind, s, e in _encoding_matches(data) if data else []:
+    for kind, s, e in _runs(data, block_hits) if data else []:
         enc = data[s:e]
         dec = cache.get(enc)
         if dec is None:
@@ -593,6 +675,9 @@ class Scanner:
         self.max_decode_depth = max_decode_depth
         kw_index = {k: i for i, k in enumerate(rules.keywords)}
         self._rule_kw = [frozenset(kw_index[k] for k in r.keywords) for r in rules.rules]
+        self._decodable_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._decodable_db.compile(expressions=_DECODABLE, ids=[0] * len(_DECODABLE), elements=len(_DECODABLE),
+                                   flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(_DECODABLE))
         self._runnable = [r.regex is not None and not r.needs_path and not r.skip_report for r in rules.rules]
 
     @classmethod
@@ -612,7 +697,24 @@ class Scanner:
             s = self._local.scratch = hyperscan.Scratch(self._db)
         return s
 
-    def _candidates(self, data: bytes, disabled: frozenset[str]) -> list[int]:
+    def _block_decodable(self, block: bytes) -> bool:
+        scratch = getattr(self._local, "dscratch", None)
+        if scratch is None:
+            scratch = self._local.dscratch = hyperscan.Scratch(self._decodable_db)
+        hit = []
+
+        def on_match(*_args) -> bool:
+            hit.append(True)
+            return True  # stop at the first
+
+        try:
+            self._decodable_db.scan(block, match_event_handler=on_match, scratch=scratch)
+        except hyperscan.error:
+            pass  # the scan was stopped by on_match
+        return bool(hit)
+
+    def _candidates(self, data: bytes, disabled: frozenset[str]) -> tuple[list[int], bool]:
+        """Indexes of the rules to run with re2, and whether a decoding pass could decode anything."""
         hits: set[int] = set()
 
         def on_match(id_: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
@@ -620,15 +722,16 @@ class Scanner:
 
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
         rules = self.rules.rules
-        if any(f in data for f in _FOLDS_TO_ASCII):
+        ascii_only = data.isascii()
+        if not ascii_only and any(f in data for f in _FOLDS_TO_ASCII):
             # Go folds these into ASCII letters; Hyperscan does not: let re2 and keywords decide
             lowered = _go_lower(data)
             kws = {i for i, k in enumerate(self.rules.keywords) if k in lowered}
             regex_hit = set(range(len(rules)))
         else:
-            kws = {h - _KEYWORD_BASE for h in hits if h >= _KEYWORD_BASE}
+            kws = {h - _KEYWORD_BASE for h in hits if _KEYWORD_BASE <= h < _DECODABLE_ID}
             regex_hit = hits
-            if not data.isascii():
+            if not ascii_only:
                 regex_hit = hits | set(self._byte_mode)  # byte mode counts bytes, Go counts runes
         out = []
         for i, r in enumerate(rules):
@@ -636,7 +739,7 @@ class Scanner:
                 continue
             if not r.keywords or self._rule_kw[i] & kws:
                 out.append(i)
-        return out
+        return out, _DECODABLE_ID in hits
 
     def scan(self, text: bytes | str, disabled: frozenset[str] | set[str] = frozenset()) -> list[Finding]:
         """Every finding gitleaks would report for this text, in the order gitleaks' rules run.
@@ -649,14 +752,15 @@ class Scanner:
         cache: dict[bytes, bytes] = {}
         depth = 0
         while True:
-            for i in self._candidates(current, disabled):
+            candidates, decodable = self._candidates(current, disabled)
+            for i in candidates:
                 if nl is None:
                     nl = [j for j in _newlines(raw)]
                 findings.extend(self._detect_rule(raw, current, self.rules.rules[i], segments, nl))
             depth += 1
-            if depth > self.max_decode_depth:
+            if depth > self.max_decode_depth or not decodable:
                 break
-            current, segments = decode_pass(current, segments, cache)
+            current, segments = decode_pass(current, segments, cache, self._block_decodable)
             if not segments:
                 break
         return _dedupe_generic(findings)
@@ -664,8 +768,8 @@ class Scanner:
     def _detect_rule(self, raw: bytes, current: bytes, r: Rule, segments: list[Segment],
                      nl: list[int]) -> list[Finding]:
         out = []
-        for m in r.regex.finditer(current):
-            ms, me = m.start(), m.end()
+        for spans in find_all(r.regex, current):
+            ms, me = spans[0]
             secret = current[ms:me].strip(b"\n")
             match = secret
             tags: tuple[str, ...] = ()

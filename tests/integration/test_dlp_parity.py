@@ -43,7 +43,7 @@ def _gitleaks(image: str, corpus: Path, report: Path) -> set[tuple[str, str, int
     sh("docker", "run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
        "-v", f"{corpus}:/scan:ro", "-v", f"{report.parent}:/out", "--entrypoint", "gitleaks", image,
        "dir", "/scan", "--no-banner", "--max-decode-depth", "5", "--exit-code", "0",
-       "--report-format", "json", "--report-path", f"/out/{report.name}", "--log-level", "error")
+       "--report-format", "json", "--report-path", f"/out/{report.name}", "--log-level", "error", timeout=900)
     return {(Path(f["File"]).name, f["RuleID"], f["StartLine"], f["Secret"]) for f in json.loads(report.read_text())}
 
 

@@ -347,3 +347,17 @@ def test_settings_errors_are_one_line_naming_the_key(raw, message) -> None:
     with pytest.raises(ValueError) as e:
         dr.parse_settings(raw, "routes[1].dlp", known_rules={"github-pat", "jwt"})
     assert message in str(e.value) and str(e.value).startswith("routes.yaml: ") and "\n" not in str(e.value)
+
+
+def test_find_all_follows_go_on_empty_matches() -> None:
+    import re2
+    # Go: regexp.MustCompile("a*").FindAllStringIndex("baaac", -1) == [[0 0] [1 4] [5 5]]
+    assert [s[0] for s in dlp.find_all(re2.compile(b"a*"), b"baaac")] == [(0, 0), (1, 4), (5, 5)]
+    # an empty match steps over a whole rune, not one byte of it
+    assert [s[0] for s in dlp.find_all(re2.compile(b"x*"), "\u00e9".encode())] == [(0, 0), (2, 2)]
+
+
+def test_case_folding_beyond_ascii_is_not_lost_by_the_prefilter(scanner) -> None:
+    # Go's (?i) folds KELVIN SIGN with k and its ToLower maps it to k; Hyperscan's caseless
+    # matching is ASCII only, so such text must skip the prefilter rather than miss a finding.
+    assert found(scanner, "\u212aey = Q1w2E3r4T5y6U7i8") == [("generic-api-key", "Q1w2E3r4T5y6U7i8")]

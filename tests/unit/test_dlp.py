@@ -361,3 +361,29 @@ def test_case_folding_beyond_ascii_is_not_lost_by_the_prefilter(scanner) -> None
     # Go's (?i) folds KELVIN SIGN with k and its ToLower maps it to k; Hyperscan's caseless
     # matching is ASCII only, so such text must skip the prefilter rather than miss a finding.
     assert found(scanner, "\u212aey = Q1w2E3r4T5y6U7i8") == [("generic-api-key", "Q1w2E3r4T5y6U7i8")]
+
+
+def test_block_wise_run_search_equals_the_whole_text_search(scanner) -> None:
+    """The engine searches for encoded runs only in blocks Hyperscan marks as decodable, and
+    skips a decoding pass when nothing is; on random texts dense in near-encodings that must
+    give exactly what the whole-text search gives."""
+    import random
+    rng = random.Random(7)
+    pieces = ["%4", "%41", "%zz", "\\u0041", "\\\\U004a", "U+0041", " ", "\n", "\n", "=", "==", "-", "_", "/",
+              "+", "deadbeef" * 5, "Z2hwXzEy", "aGVsbG8gd29ybGQ", "word", "x" * 17, "\u00e9", "0123456789abcdef"]
+    for i in range(300):
+        printable = "".join(chr(rng.randint(9, 126)) for _ in range(rng.randint(12, 30))).encode()
+        encoded = [base64.b64encode(printable).decode(), base64.urlsafe_b64encode(printable).decode().rstrip("="),
+                   printable.hex()]
+        alphabet = rng.sample(pieces + encoded, rng.randint(1, 4)) + ["word ", "\n", "the_identifier "]
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(50, 3000))).encode()
+        if i % 3 == 0:
+            text = text.replace(b"U+", b"V+")  # block-wise only applies without "U+"
+        def passes(block_hits):
+            out, segs = dlp.decode_pass(text, [], {}, block_hits)
+            return out, [(s.original, s.encoded, s.decoded, s.value, s.encodings) for s in segs]
+
+        whole = passes(None)
+        assert passes(scanner._block_decodable) == whole
+        if whole[1]:
+            assert scanner._block_decodable(text), "a decodable run the Hyperscan test missed"

@@ -121,6 +121,21 @@ def _unique(hits: tuple[Hit, ...]) -> tuple[Hit, ...]:
     return tuple(dict.fromkeys(hits))
 
 
+def _label(name: str) -> str:
+    """A header or part name from the request, fit for a log line and a 403 body: printable
+    ASCII only and short (the agent chose it)."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in name)
+    return clean if len(clean) <= 64 else clean[:61] + "..."
+
+
+def _utf8(text: str) -> bytes:
+    """str from mitmproxy (surrogate-escaped bytes) or JSON (lone surrogates) as bytes to scan."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 class CannotScan(Exception):
     """The body cannot be turned into text to scan; the message says why (no secret in it)."""
 
@@ -219,13 +234,13 @@ class RequestScanner:
         if q:
             pairs = urllib.parse.parse_qsl(q, keep_blank_values=True)
             text = "\n".join(f"{k}={v}" for k, v in pairs) if pairs else urllib.parse.unquote_plus(q)
-            hits += self._hits(text.encode(), "query", settings)
+            hits += self._hits(_utf8(text), "query", settings)
         headers = list(headers)
         if headers:
             # one scan for all headers, one per line: a finding's line names its header
-            text = "\n".join(f"{n}: {v}" for n, v in headers).encode("utf-8", "surrogateescape")
+            text = _utf8("\n".join(f"{n}: {v}" for n, v in headers))
             for f in self.scanner.scan(text, settings.disabled_rules):
-                hits.append(Hit(f.rule_id, f"header {headers[min(f.line, len(headers)) - 1][0]}"))
+                hits.append(Hit(f.rule_id, f"header {_label(headers[min(f.line, len(headers)) - 1][0])}"))
         return Verdict(hits=_unique(tuple(hits)))
 
     def scan_body(self, body: bytes, headers: Iterable[tuple[str, str]], settings: Settings = Settings()) -> Verdict:
@@ -257,7 +272,7 @@ class RequestScanner:
                 doc = None
             if doc is not None:
                 lines = "\n".join(_json_lines(doc, ""))
-                hits += self._hits(lines.encode("utf-8", "surrogatepass"), "body json", s)
+                hits += self._hits(_utf8(lines), "body json", s)
         elif mime == "application/x-www-form-urlencoded":
             pairs = urllib.parse.parse_qsl(data.decode("latin-1"), keep_blank_values=True)
             hits += self._hits("\n".join(f"{k}={v}" for k, v in pairs).encode("latin-1", "replace"), "body form", s)
@@ -305,7 +320,7 @@ def _multipart(data: bytes, ctype: str):
                         name = v.strip('"')
                     elif k.lower() == "filename":
                         filename = v.strip('"')
-        where = f"body part file {filename}" if filename else f"body part {name}"
+        where = f"body part file {_label(filename)}" if filename else f"body part {_label(name)}"
         yield where, head + b"\n" + content.removesuffix(b"\r\n")
 
 

@@ -387,3 +387,10 @@ def test_block_wise_run_search_equals_the_whole_text_search(scanner) -> None:
         assert passes(scanner._block_decodable) == whole
         if whole[1]:
             assert scanner._block_decodable(text), "a decodable run the Hyperscan test missed"
+
+
+def test_names_in_answers_are_printable_and_short(rs) -> None:
+    v = rs.scan_head("/", [("X-\x1b[31mEvil" + "n" * 100, GHP), ("X-Raw", "\udcff\ud800 " + AWS)])
+    assert all(" " <= c <= "~" for h in v.hits for c in h.where)
+    assert max(len(h.where) for h in v.hits) <= 7 + 64
+    assert {h.rule_id for h in v.hits} == {"github-pat", "aws-access-token"}

@@ -22,7 +22,9 @@ valid input). Python's ``re`` is never used for rule regexes: its syntax and ``$
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -537,35 +539,38 @@ def _encoding_matches(data: bytes) -> list[tuple[int, int, int]]:
     return kept
 
 
-_BLOCK = 4096
+_MAX_ENDS = 2048  # past this many decodable-looking spots, searching the whole text is cheaper
 
 
-def _runs(data: bytes, block_hits) -> list[tuple[int, int, int]]:
-    """The runs gitleaks' decoder finds, searched only in blocks of whole lines that
-    ``block_hits`` (a Hyperscan test of the _DECODABLE patterns) says can hold a decodable one.
-    Exact because no run crosses a newline (the classes and ``.`` exclude it) unless it is a
-    "U+XXXX" sequence, and text holding "U+" is searched whole; touching runs on two lines
-    cannot be, so the precedence filter is line-local too."""
-    if block_hits is None or len(data) <= _BLOCK or b"U+" in data:
+def _runs(data: bytes, decodable_ends) -> list[tuple[int, int, int]]:
+    """The runs gitleaks' decoder finds, searched only on the lines where ``decodable_ends``
+    (Hyperscan: every end offset of a _DECODABLE pattern, or None when there are too many)
+    says a decodable run may be. Exact because no run crosses a newline (the classes and ``.``
+    exclude it) unless it is a "U+XXXX" sequence, and text holding "U+" is searched whole;
+    runs on two lines cannot touch, so the precedence filter is line-local too; a line without
+    such a spot yields no segment whatever its runs are."""
+    ends = None if decodable_ends is None or b"U+" in data else decodable_ends(data)
+    if ends is None:
         return _encoding_matches(data)
     out = []
-    start, n = 0, len(data)
-    while start < n:
-        end = data.find(b"\n", min(start + _BLOCK, n) - 1)
-        end = n if end < 0 else end + 1
-        block = data[start:end]
-        if block_hits(block):
-            out += [(k, s + start, e + start) for k, s, e in _encoding_matches(block)]
-        start = end
+    done = 0
+    for end in sorted(ends):
+        if end <= done:
+            continue  # on a line already searched
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        stop = data.find(b"\n", end - 1)
+        stop = len(data) if stop < 0 else stop
+        out += [(k, s + start, e + start) for k, s, e in _encoding_matches(data[start:stop])]
+        done = stop
     return out
 
 
 def decode_pass(data: bytes, preds: list[Segment], cache: dict[bytes, bytes],
-                block_hits=None) -> tuple[bytes, list[Segment]]:
+                decodable_ends=None) -> tuple[bytes, list[Segment]]:
     """codec.Decoder.Decode: one pass replacing every decodable run by its decoded value."""
     segments: list[Segment] = []
     shift = 0
-    for kind, s, e in _runs(data, block_hits) if data else []:
+    for kind, s, e in _runs(data, decodable_ends) if data else []:
         enc = data[s:e]
         dec = cache.get(enc)
         if dec is None:
@@ -629,26 +634,26 @@ def _entropy(secret: bytes) -> float:
 
 def _location(nl: list[int], raw: bytes, start: int, end: int) -> tuple[int, int, int]:
     """detect.location: (0-based line of the match, startLineIndex, endLineIndex), where a
-    line's start index is that of the newline before it, as in gitleaks."""
+    line's start index is that of the newline before it, as in gitleaks. gitleaks walks every
+    newline; the same answer comes from two bisections of the newline offsets ``nl``."""
     if not nl:
         nl = [len(raw)]
-    prev = 0
-    line_set = False
-    line_no = sl_idx = el_idx = 0
-    for n, nli in enumerate(nl):
-        if prev <= start < nli:
-            line_set, line_no, sl_idx, el_idx = True, n, prev, nli
-        if prev < end <= nli:
-            el_idx = nli
-        prev = nli
-    if not line_set:
-        line_no = len(nl)
-        sl_idx = 0
+    i_s = bisect.bisect_right(nl, start)  # prev <= start < nl[i_s]
+    i_e = bisect.bisect_left(nl, end)  # prev < end <= nl[i_e]
+    if i_e < len(nl) and i_e == 0 and end <= 0:
+        i_e = len(nl)  # gitleaks' first line starts its end test after offset 0
+    if i_s >= len(nl):  # after the last newline: gitleaks' "line not set" path
         i = end
         while i < len(raw) and raw[i] not in (0x0A, 0x0D):
             i += 1
-        el_idx = i
-    return line_no, sl_idx, el_idx
+        return len(nl), 0, i
+    sl_idx = nl[i_s - 1] if i_s else 0
+    el_idx = nl[i_e] if i_s <= i_e < len(nl) else nl[i_s]
+    return i_s, sl_idx, el_idx
+
+
+def _newline_offsets(raw: bytes) -> list[int]:
+    return list(itertools.accumulate(len(p) + 1 for p in raw.split(b"\n")[:-1]))
 
 
 _KIND_NAMES = {1: "percent", 2: "unicode", 4: "hex", 8: "base64"}
@@ -677,7 +682,7 @@ class Scanner:
         self._rule_kw = [frozenset(kw_index[k] for k in r.keywords) for r in rules.rules]
         self._decodable_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._decodable_db.compile(expressions=_DECODABLE, ids=[0] * len(_DECODABLE), elements=len(_DECODABLE),
-                                   flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(_DECODABLE))
+                                   flags=[0] * len(_DECODABLE))
         self._runnable = [r.regex is not None and not r.needs_path and not r.skip_report for r in rules.rules]
 
     @classmethod
@@ -697,21 +702,22 @@ class Scanner:
             s = self._local.scratch = hyperscan.Scratch(self._db)
         return s
 
-    def _block_decodable(self, block: bytes) -> bool:
+    def _decodable_ends(self, data: bytes) -> list[int] | None:
+        """End offsets of every _DECODABLE match, or None past _MAX_ENDS."""
         scratch = getattr(self._local, "dscratch", None)
         if scratch is None:
             scratch = self._local.dscratch = hyperscan.Scratch(self._decodable_db)
-        hit = []
+        ends: list[int] = []
 
-        def on_match(*_args) -> bool:
-            hit.append(True)
-            return True  # stop at the first
+        def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: object) -> bool:
+            ends.append(to)
+            return len(ends) > _MAX_ENDS  # True stops the scan
 
         try:
-            self._decodable_db.scan(block, match_event_handler=on_match, scratch=scratch)
+            self._decodable_db.scan(data, match_event_handler=on_match, scratch=scratch)
         except hyperscan.error:
-            pass  # the scan was stopped by on_match
-        return bool(hit)
+            pass  # stopped by on_match
+        return None if len(ends) > _MAX_ENDS else ends
 
     def _candidates(self, data: bytes, disabled: frozenset[str]) -> tuple[list[int], bool]:
         """Indexes of the rules to run with re2, and whether a decoding pass could decode anything."""
@@ -755,12 +761,12 @@ class Scanner:
             candidates, decodable = self._candidates(current, disabled)
             for i in candidates:
                 if nl is None:
-                    nl = [j for j in _newlines(raw)]
+                    nl = [o - 1 for o in _newline_offsets(raw)]
                 findings.extend(self._detect_rule(raw, current, self.rules.rules[i], segments, nl))
             depth += 1
             if depth > self.max_decode_depth or not decodable:
                 break
-            current, segments = decode_pass(current, segments, cache, self._block_decodable)
+            current, segments = decode_pass(current, segments, cache, self._decodable_ends)
             if not segments:
                 break
         return _dedupe_generic(findings)
@@ -813,13 +819,6 @@ class Scanner:
             out.append(Finding(rule_id=r.id, start=ms, end=me, line=line_no + 1, secret=secret,
                                match=match, decoded=tags))
         return out
-
-
-def _newlines(raw: bytes):
-    i = raw.find(b"\n")
-    while i >= 0:
-        yield i
-        i = raw.find(b"\n", i + 1)
 
 
 def _dedupe_generic(findings: list[Finding]) -> list[Finding]:

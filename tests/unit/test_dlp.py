@@ -363,10 +363,10 @@ def test_case_folding_beyond_ascii_is_not_lost_by_the_prefilter(scanner) -> None
     assert found(scanner, "\u212aey = Q1w2E3r4T5y6U7i8") == [("generic-api-key", "Q1w2E3r4T5y6U7i8")]
 
 
-def test_block_wise_run_search_equals_the_whole_text_search(scanner) -> None:
-    """The engine searches for encoded runs only in blocks Hyperscan marks as decodable, and
-    skips a decoding pass when nothing is; on random texts dense in near-encodings that must
-    give exactly what the whole-text search gives."""
+def test_line_wise_run_search_equals_the_whole_text_search(scanner) -> None:
+    """The engine searches for encoded runs only on lines where Hyperscan sees a decodable-looking
+    spot, and skips a decoding pass when there is none; on random texts dense in near-encodings
+    that must give exactly what the whole-text search gives."""
     import random
     rng = random.Random(7)
     pieces = ["%4", "%41", "%zz", "\\u0041", "\\\\U004a", "U+0041", " ", "\n", "\n", "=", "==", "-", "_", "/",
@@ -378,15 +378,15 @@ def test_block_wise_run_search_equals_the_whole_text_search(scanner) -> None:
         alphabet = rng.sample(pieces + encoded, rng.randint(1, 4)) + ["word ", "\n", "the_identifier "]
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(50, 3000))).encode()
         if i % 3 == 0:
-            text = text.replace(b"U+", b"V+")  # block-wise only applies without "U+"
+            text = text.replace(b"U+", b"V+")  # line-wise only applies without "U+"
         def passes(block_hits):
             out, segs = dlp.decode_pass(text, [], {}, block_hits)
             return out, [(s.original, s.encoded, s.decoded, s.value, s.encodings) for s in segs]
 
         whole = passes(None)
-        assert passes(scanner._block_decodable) == whole
+        assert passes(scanner._decodable_ends) == whole
         if whole[1]:
-            assert scanner._block_decodable(text), "a decodable run the Hyperscan test missed"
+            assert scanner._decodable_ends(text) != [], "a decodable run the Hyperscan test missed"
 
 
 def test_names_in_answers_are_printable_and_short(rs) -> None:
@@ -394,3 +394,34 @@ def test_names_in_answers_are_printable_and_short(rs) -> None:
     assert all(" " <= c <= "~" for h in v.hits for c in h.where)
     assert max(len(h.where) for h in v.hits) <= 7 + 64
     assert {h.rule_id for h in v.hits} == {"github-pat", "aws-access-token"}
+
+
+def _gitleaks_location(nl, raw, start, end):
+    """detect/location.go's loop, transcribed: the reference for the engine's bisections."""
+    if not nl:
+        nl = [len(raw)]
+    prev, line_set, line_no, sl_idx, el_idx = 0, False, 0, 0, 0
+    for n, nli in enumerate(nl):
+        if prev <= start < nli:
+            line_set, line_no, sl_idx, el_idx = True, n, prev, nli
+        if prev < end <= nli:
+            el_idx = nli
+        prev = nli
+    if not line_set:
+        line_no, sl_idx = len(nl), 0
+        i = end
+        while i < len(raw) and raw[i] not in (0x0A, 0x0D):
+            i += 1
+        el_idx = i
+    return line_no, sl_idx, el_idx
+
+
+def test_location_equals_gitleaks_loop() -> None:
+    import random
+    rng = random.Random(3)
+    for _ in range(3000):
+        raw = "".join(rng.choice("ab\n\r") for _ in range(rng.randint(0, 30))).encode()
+        nl = [i for i, c in enumerate(raw) if c == 0x0A]
+        start = rng.randint(0, len(raw))
+        end = rng.randint(start, len(raw))
+        assert dlp._location(nl, raw, start, end) == _gitleaks_location(nl, raw, start, end), (raw, start, end)

@@ -12,7 +12,6 @@ import base64
 import random
 import string
 import tomllib
-import urllib.parse
 from pathlib import Path
 
 import re2

@@ -134,7 +134,6 @@ class Rule:
     entropy: float
     keywords: tuple[str, ...]
     allowlists: list[Allowlist] = field(default_factory=list)
-    path_only: bool = False
     skip_report: bool = False
     # A rule with a path runs only on files whose path matches; a request has no path ("").
     needs_path: bool = False
@@ -227,7 +226,7 @@ def load_rules(path: Path | str = RULES_PATH) -> Rules:
         rules.append(Rule(id=rid, regex=regex, pattern=pattern, secret_group=group,
                           entropy=float(vr.get("entropy", 0.0)), keywords=kws,
                           allowlists=[_parse_allowlist(a, f"{where} allowlist") for a in als],
-                          path_only=regex is None, skip_report=bool(vr.get("skipReport")),
+                          skip_report=bool(vr.get("skipReport")),
                           needs_path=path_re is not None and path_re.search(b"") is None))
     if cfg.get("allowlist") and cfg.get("allowlists"):
         raise RulesError(f"{path}: [allowlist] cannot be used alongside [[allowlists]]")
@@ -330,7 +329,6 @@ _CODEPOINT_RE = re2.compile(rb"U\+([a-fA-F0-9]{4}).?")
 _MULTI_CODEPOINT_RE = re2.compile(rb"(?:U\+[a-fA-F0-9]{4}(?:\s|$))+")
 _ESCAPE_RE = re2.compile(rb"(?i)\\{1,2}u([a-fA-F0-9]{4})")
 _MULTI_ESCAPE_RE = re2.compile(rb"(?i)(?:\\{1,2}u[a-fA-F0-9]{4})+")
-_B64_STD = bytes.maketrans(b"", b"")
 
 
 def _printable(b: bytes) -> bool:
@@ -341,20 +339,20 @@ def _decode_percent(v: bytes) -> bytes:
     out = bytearray()
     i, n = 0, len(v)
     while i < n:
-        if v[i] == 0x25 and i + 2 < n:
-            try:
-                b = int(v[i + 1:i + 3], 16) if all(c in b"0123456789abcdefABCDEF" for c in v[i + 1:i + 3]) else None
-            except ValueError:
-                b = None
-            if b is not None:
-                if not (8 < b < 127):
-                    return b""
-                out.append(b)
-                i += 3
-                continue
+        # a "%" followed by two hex digits; anything else is copied as is
+        if v[i] == 0x25 and i + 2 < n and v[i + 1] in _HEX_DIGITS and v[i + 2] in _HEX_DIGITS:
+            b = int(v[i + 1:i + 3], 16)
+            if not (8 < b < 127):
+                return b""
+            out.append(b)
+            i += 3
+            continue
         out.append(v[i])
         i += 1
     return bytes(out)
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _decode_hex(v: bytes) -> bytes:

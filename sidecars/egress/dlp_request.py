@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from dlp import Finding, Scanner
+from dlp import Scanner
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 STREAM_OVERLAP = 16 * 1024  # longer than any secret a rule matches in one piece (PEM keys ~3 KB)

@@ -537,7 +537,10 @@ def _encoding_matches(data: bytes) -> list[tuple[int, int, int]]:
     return kept
 
 
-_MAX_ENDS = 2048  # past this many decodable-looking spots, searching the whole text is cheaper
+# Past this many decodable-looking spots (2048, plus one per 32 bytes of text), searching the
+# whole text for runs is cheaper than collecting the spots.
+_MAX_ENDS = 2048
+_ENDS_PER_BYTE = 1 / 32
 
 
 def _runs(data: bytes, decodable_ends) -> list[tuple[int, int, int]]:
@@ -701,21 +704,22 @@ class Scanner:
         return s
 
     def _decodable_ends(self, data: bytes) -> list[int] | None:
-        """End offsets of every _DECODABLE match, or None past _MAX_ENDS."""
+        """End offsets of every _DECODABLE match, or None when there are too many."""
         scratch = getattr(self._local, "dscratch", None)
         if scratch is None:
             scratch = self._local.dscratch = hyperscan.Scratch(self._decodable_db)
         ends: list[int] = []
+        limit = _MAX_ENDS + int(len(data) * _ENDS_PER_BYTE)
 
         def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: object) -> bool:
             ends.append(to)
-            return len(ends) > _MAX_ENDS  # True stops the scan
+            return len(ends) > limit  # True stops the scan
 
         try:
             self._decodable_db.scan(data, match_event_handler=on_match, scratch=scratch)
         except hyperscan.error:
             pass  # stopped by on_match
-        return None if len(ends) > _MAX_ENDS else ends
+        return None if len(ends) > limit else ends
 
     def _candidates(self, data: bytes, disabled: frozenset[str]) -> tuple[list[int], bool]:
         """Indexes of the rules to run with re2, and whether a decoding pass could decode anything."""

@@ -24,6 +24,7 @@ from dlp import Scanner
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 STREAM_OVERLAP = 16 * 1024  # longer than any secret a rule matches in one piece (PEM keys ~3 KB)
+STREAM_RELEASE = 16 * 1024  # a streamed body is scanned and passed on in steps of at least this
 _SETTINGS_KEYS = {"body", "disabled_rules", "max_body_bytes"}
 
 
@@ -336,12 +337,11 @@ class BodyStream:
         self.verdict = PASS
         self.total = 0
         self._held = bytearray()
-        self._encoded = bool(_codings(headers))
+        self._encoded = settings.body and bool(_codings(headers))
         try:
             self._decoder = _Decoder(_codings(headers), settings.max_body_bytes) if self._encoded else None
         except CannotScan as e:
             self.verdict = Verdict(cannot_scan=str(e))
-        self._plain = bytearray()  # decoded text not yet scanned past the overlap
 
     def feed(self, chunk: bytes) -> bytes:
         if self.verdict.blocked:
@@ -356,6 +356,8 @@ class BodyStream:
             self._held += chunk
             return b""
         self._held += chunk
+        if len(self._held) < STREAM_OVERLAP + STREAM_RELEASE:
+            return b""  # tiny chunks: wait for more rather than rescan the window for each
         hits = self.rs._hits(bytes(self._held), "body", self.settings)
         if hits:
             self.verdict = Verdict(hits=_unique(tuple(hits)))

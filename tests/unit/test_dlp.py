@@ -425,3 +425,10 @@ def test_location_equals_gitleaks_loop() -> None:
         start = rng.randint(0, len(raw))
         end = rng.randint(start, len(raw))
         assert dlp._location(nl, raw, start, end) == _gitleaks_location(nl, raw, start, end), (raw, start, end)
+
+
+def test_stream_with_body_false_passes_any_encoding(rs) -> None:
+    st = rs.body_stream([("Content-Encoding", "zstd")], dr.Settings(body=False))
+    assert st.feed(b"abc") == b"abc" and st.finish() == b"" and not st.verdict.blocked
+    st = rs.body_stream([("Content-Encoding", "zstd")])
+    assert st.feed(b"abc") == b"" and st.verdict.cannot_scan

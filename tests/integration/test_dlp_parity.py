@@ -8,6 +8,7 @@ Hyperscan database compiled at image build. Any difference in (file, rule, line,
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
@@ -82,3 +83,20 @@ def test_engine_matches_gitleaks_binary(built_images: dict[str, str], image_rule
     assert len({f[1] for f in theirs}) >= 40
     assert len(theirs) >= 1000
     print(f"parity: {len(texts)} texts, {len(theirs)} findings, {len({f[1] for f in theirs})} rules, no difference")
+
+
+def test_agent_placeholders_and_a_real_token_in_headers(image_rules: Path) -> None:
+    """DLP runs before injection, so the agent's placeholders (bottle_tui/plan.py) reach it:
+    with gitleaks' real rules they must pass, while a real-looking token in the same header
+    is blocked and named without its value."""
+    dlp, dr = egress_module("dlp"), egress_module("dlp_request")
+    rs = dr.RequestScanner(dlp.Scanner.load(image_rules))
+    basic = base64.b64encode(b"x-access-token:bottle-placeholder-GH_TOKEN").decode()
+    headers = [("x-api-key", "bottle-placeholder-ANTHROPIC_API_KEY"),
+               ("Authorization", "Bearer bottle-placeholder-GITHUB_TOKEN"),
+               ("Proxy-Authorization", f"Basic {basic}"), ("anthropic-version", "2023-06-01")]
+    assert not rs.scan_head("/v1/messages?beta=true", headers).blocked
+    token = "ghp_" + "Zr8QwE2tY6uI0oP4aS8dF2gH6jK0lZ4xC8vB"
+    v = rs.scan_head("/v1/messages", headers + [("Authorization", f"Bearer {token}")])
+    assert [(h.rule_id, h.where) for h in v.hits] == [("github-pat", "header Authorization")]
+    assert token not in v.reason() and token not in json.dumps(v.to_json())

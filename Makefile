@@ -43,6 +43,7 @@ bench: images
 	$(PY) bench/bench_egress.py
 	$(PY) bench/bench_smolvm.py
 	$(PY) bench/bench_supervise.py
+	$(PY) bench/bench_dlp.py
 
 # Removes what the tests leave: bottles whose home is a pytest temporary folder, the tests'
 # fake-internet containers and networks. Your own bottles stay (`bottle-tui cleanup` handles those).

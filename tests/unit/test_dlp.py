@@ -1,0 +1,434 @@
+"""egress DLP (sidecars/egress/dlp.py, dlp_request.py) on small handmade rule files: gitleaks'
+semantics case by case, the request scanner's places and encodings, settings, streaming.
+Parity with the real binary over the real rules is tests/integration/test_dlp_parity.py."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import zlib
+from pathlib import Path
+
+import brotli
+import pytest
+
+from tests.sidecar_modules import egress_module
+
+dlp = egress_module("dlp")
+dr = egress_module("dlp_request")
+
+GHP = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+AWS = "AKIA" + "QYLPMN5HHHFPZAM2"
+
+RULES = r"""
+title = "test rules"
+
+[allowlist]
+description = "global"
+regexes = ['''^\$\{[A-Z_]+\}$''']
+stopwords = ["placeholder"]
+
+[[rules]]
+id = "github-pat"
+regex = '''ghp_[0-9a-zA-Z]{36}'''
+entropy = 3
+keywords = ["ghp_"]
+
+[[rules]]
+id = "aws-access-token"
+regex = '''\b((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})\b'''
+entropy = 3
+keywords = ["akia", "asia"]
+[[rules.allowlists]]
+regexes = ['''.+EXAMPLE$''']
+
+[[rules]]
+id = "generic-api-key"
+regex = '''(?i)(?:key|token|secret)(?:[ \t\w.-]{0,20})[\s'"]{0,3}(?:=|:)[\x60'"\s=]{0,5}([\w.=-]{10,150})(?:[\x60'"\s;]|$)'''
+entropy = 3.5
+keywords = ["key", "token", "secret"]
+[[rules.allowlists]]
+regexTarget = "line"
+regexes = ['''--mount=type=secret''']
+[[rules.allowlists]]
+condition = "AND"
+regexTarget = "match"
+regexes = ['''(?i)public''']
+stopwords = ["zzz"]
+
+[[rules]]
+id = "grouped"
+regex = '''(?i)(acme)_(?:id|key)=([a-z0-9]{12})'''
+secretGroup = 2
+keywords = ["acme_"]
+
+[[rules]]
+id = "config-file-only"
+regex = '''password=(\S+)'''
+path = '''(?i)\.ini$'''
+keywords = ["password"]
+"""
+
+
+@pytest.fixture(scope="module")
+def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("rules") / "gitleaks.toml"
+    p.write_text(RULES)
+    return p
+
+
+@pytest.fixture(scope="module")
+def scanner(rules_file: Path):
+    return dlp.Scanner.load(rules_file)
+
+
+def found(scanner, text: str, **kw) -> list[tuple[str, str]]:
+    return sorted((f.rule_id, f.secret.decode()) for f in scanner.scan(text.encode(), **kw))
+
+
+# --- gitleaks semantics -----------------------------------------------------------------------------
+
+def test_a_token_is_found_with_its_line(scanner) -> None:
+    fs = scanner.scan(f"first line\nexport T={GHP}\n".encode())
+    assert [(f.rule_id, f.line, f.secret.decode()) for f in fs] == [("github-pat", 2, GHP)]
+
+
+def test_keyword_prefilter_is_case_insensitive(scanner) -> None:
+    assert found(scanner, "acme_ID=abcdef123456") == [("grouped", "abcdef123456")]
+    assert found(scanner, "ACME_KEY=ABCDEF123456") == [("grouped", "ABCDEF123456")]
+
+
+def test_secret_group_picks_the_named_group(scanner) -> None:
+    # without secretGroup gitleaks takes the first non-empty group ("acme"); with 2, the value
+    assert found(scanner, "acme_id=zx81q7w0pl3m") == [("grouped", "zx81q7w0pl3m")]
+
+
+def test_low_entropy_is_not_reported(scanner) -> None:
+    assert found(scanner, "ghp_" + "a" * 36) == []
+    assert found(scanner, "api_key = aaaaaaaaaaaaaaaaaaaa") == []
+
+
+def test_rule_allowlist_regex(scanner) -> None:
+    assert found(scanner, "AKIAQYLPMN5HHEXAMPLE") == []
+    assert found(scanner, AWS) == [("aws-access-token", AWS)]
+
+
+def test_global_allowlist_regex_and_stopword(scanner) -> None:
+    assert found(scanner, "token = ${API_TOKEN}") == []
+    assert found(scanner, "token = my-placeholder-Xq9zT2") == []
+    assert found(scanner, "token = my-Q1w2E3r4T5y6-Xq9zT2") == [("generic-api-key", "my-Q1w2E3r4T5y6-Xq9zT2")]
+
+
+def test_line_target_allowlist(scanner) -> None:
+    assert found(scanner, "RUN --mount=type=secret,id=x token=Q1w2E3r4T5y6U7i8") == []
+
+
+def test_and_condition_needs_every_check(scanner) -> None:
+    # regex "public" on the match AND stopword "zzz" in the secret: both, or it is reported
+    assert found(scanner, "token = publicQ1w2E3r4zzzT5y6U7") == []
+    assert found(scanner, "token = publicQ1w2E3r4T5y6U7i8") == [("generic-api-key", "publicQ1w2E3r4T5y6U7i8")]
+    assert found(scanner, "token = Q1w2E3r4zzzT5y6U7") == [("generic-api-key", "Q1w2E3r4zzzT5y6U7")]
+
+
+def test_gitleaks_allow_comment(scanner) -> None:
+    assert found(scanner, f"T={GHP}  # gitleaks:allow") == []
+
+
+def test_generic_gives_way_to_a_specific_rule_on_the_same_line(scanner) -> None:
+    assert found(scanner, f"token = {GHP}") == [("github-pat", GHP)]
+
+
+def test_path_rules_never_run_on_requests(scanner) -> None:
+    assert found(scanner, "password=hunter2hunter2") == []
+
+
+def test_disabled_rules_are_not_reported(scanner) -> None:
+    assert found(scanner, f"{GHP} {AWS}", disabled={"github-pat"}) == [("aws-access-token", AWS)]
+
+
+@pytest.mark.parametrize("encode", [
+    lambda s: base64.b64encode(s.encode()).decode(),
+    lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
+    lambda s: s.encode().hex(),
+    lambda s: "".join(f"%{b:02x}" for b in s.encode()),
+    lambda s: "".join(f"\\u{ord(c):04x}" for c in s),
+    lambda s: base64.b64encode(base64.b64encode(s.encode())).decode(),
+], ids=["base64", "base64url", "hex", "percent", "unicode", "base64-twice"])
+def test_encoded_secrets_are_decoded_and_located(scanner, encode) -> None:
+    blob = encode(GHP)
+    text = f"line one\ndata: {blob} end\n"
+    fs = scanner.scan(text.encode())
+    assert [(f.rule_id, f.secret.decode(), f.line) for f in fs] == [("github-pat", GHP, 2)]
+    # located in the original text: the encoded run
+    assert text.encode()[fs[0].start:fs[0].end] == blob.encode()
+
+
+def test_decoding_stops_at_the_cli_depth(rules_file: Path) -> None:
+    blob = GHP
+    for _ in range(6):
+        blob = base64.b64encode(blob.encode()).decode()
+    deep = dlp.Scanner.load(rules_file)
+    assert found(deep, blob) == []  # six layers: past gitleaks' default depth of 5
+    assert found(deep, base64.b64decode(blob).decode()) == [("github-pat", GHP)]
+
+
+def test_non_ascii_text_around_a_secret(scanner) -> None:
+    assert found(scanner, f"caf\u00e9 \u65e5\u672c {AWS} \U0001f600") == [("aws-access-token", AWS)]
+
+
+def test_finding_repr_carries_no_secret(scanner) -> None:
+    (f,) = scanner.scan(GHP.encode())
+    assert GHP not in repr(f) and GHP not in str(f)
+
+
+def test_invalid_utf8_is_scanned_not_refused(scanner) -> None:
+    assert found(scanner, "\udcff".encode("utf-8", "surrogateescape").decode("latin-1") + AWS) == [("aws-access-token", AWS)]
+    assert [f.rule_id for f in scanner.scan(b"\xff\xfe" + AWS.encode())] == ["aws-access-token"]
+
+
+# --- rules loader -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("toml, message", [
+    ('[[rules]]\nid = "x"\nregex = "("\n', "rule x: regex does not compile"),
+    ('[[rules]]\nid = ""\nregex = "a"\n', "rule id is missing"),
+    ('[[rules]]\nid = "x"\n', "both regex and path are empty"),
+    ('[[rules]]\nid = "x"\nregex = "(a)"\nsecretGroup = 3\n', "invalid secretGroup 3"),
+    ('[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\ncondition = "XOR"\nregexes=["a"]\n', "unknown allowlist condition"),
+    ('[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\nregexTarget = "file"\nregexes=["a"]\n', "unknown allowlist regexTarget"),
+    ('[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\ndescription = "empty"\n', "at least one of"),
+    ('[[allowlists]]\ntargetRules = ["nope"]\nregexes = ["a"]\n', "target rule id 'nope' does not exist"),
+    ("not = = toml", "not valid TOML"),
+])
+def test_bad_rules_files_fail_with_one_line(tmp_path: Path, toml: str, message: str) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text(toml)
+    with pytest.raises(dlp.RulesError) as e:
+        dlp.load_rules(p)
+    assert message in str(e.value) and "\n" not in str(e.value) and str(p) in str(e.value)
+
+
+def test_target_rules_allowlist_applies_to_that_rule_only(tmp_path: Path) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text(RULES.replace("[allowlist]", "[[allowlists]]") + "\n[[allowlists]]\ntargetRules = [\"github-pat\"]\nregexes = ['''aB3d''']\n")
+    s = dlp.Scanner.load(p)
+    assert found(s, f"{GHP} {AWS}") == [("aws-access-token", AWS)]
+
+
+def test_serialized_database_round_trip_and_staleness(tmp_path: Path) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text(RULES)
+    assert dlp.main(["compile", str(p)]) == 0
+    rules = dlp.load_rules(p)
+    assert dlp.load_database(rules, dlp.database_path(p)) is not None
+    p.write_text(RULES + "\n# edited\n")
+    assert dlp.load_database(dlp.load_rules(p), dlp.database_path(p)) is None  # other rules: recompile
+    assert found(dlp.Scanner.load(p), GHP) == [("github-pat", GHP)]
+
+
+# --- requests ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rs(scanner):
+    return dr.RequestScanner(scanner)
+
+
+def where(v) -> list[tuple[str, str]]:
+    return sorted((h.rule_id, h.where) for h in v.hits)
+
+
+def test_clean_request_passes(rs) -> None:
+    v = rs.scan_request("/v1/items?page=2", [("Host", "api.internal"), ("Accept", "*/*")],
+                        b'{"name": "widget"}', dr.Settings())
+    assert not v.blocked and v.reason() == ""
+
+
+def test_secret_in_path_query_and_any_header(rs) -> None:
+    assert where(rs.scan_head(f"/repos/{GHP}/x", [])) == [("github-pat", "url path")]
+    assert where(rs.scan_head("/x?t=" + GHP.replace("_", "%5F"), [])) == [("github-pat", "query")]
+    v = rs.scan_head("/", [("Host", "h"), ("User-Agent", f"curl {AWS}"), ("X-Custom", GHP)])
+    assert where(v) == [("aws-access-token", "header User-Agent"), ("github-pat", "header X-Custom")]
+    assert v.reason().startswith("dlp: blocked: ") and GHP not in v.reason()
+
+
+def test_json_form_and_multipart_bodies(rs) -> None:
+    body = json.dumps({"auth": {"token": GHP.replace("_", "\\u005f")}}).encode()
+    assert ("github-pat", "body json") in where(rs.scan_body(body, [("Content-Type", "application/json")]))
+    form = f"user=a&key={GHP}".encode()
+    assert "github-pat" in {h.rule_id for h in rs.scan_body(form, [("Content-Type", "application/x-www-form-urlencoded")]).hits}
+    mp = (b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+          b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"creds.txt\"\r\n\r\n"
+          + AWS.encode() + b"\r\n--XyZ--\r\n")
+    v = rs.scan_body(mp, [("Content-Type", "multipart/form-data; boundary=XyZ")])
+    assert ("aws-access-token", "body part file creds.txt") in where(v)
+
+
+@pytest.mark.parametrize("coding, pack", [
+    ("gzip", gzip.compress),
+    ("deflate", zlib.compress),
+    ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, as some clients send it
+    ("br", brotli.compress),
+    ("gzip, br", lambda b: brotli.compress(gzip.compress(b))),
+])
+def test_content_encodings_are_undone(rs, coding, pack) -> None:
+    v = rs.scan_body(pack(f"x={GHP}".encode()), [("Content-Encoding", coding)])
+    assert where(v) == [("github-pat", "body")]
+
+
+def test_fail_closed_over_the_cap_and_undecodable(rs) -> None:
+    small = dr.Settings(max_body_bytes=1000)
+    v = rs.scan_body(b"a" * 1001, [], small)
+    assert v.blocked and v.reason().startswith("dlp: blocked: cannot scan body") and not v.hits
+    bomb = gzip.compress(b"\0" * 100_000)
+    assert rs.scan_body(bomb, [("Content-Encoding", "gzip")], small).cannot_scan
+    assert rs.scan_body(b"not gzip at all", [("Content-Encoding", "gzip")]).cannot_scan
+    assert rs.scan_body(gzip.compress(b"hello")[:-6], [("Content-Encoding", "gzip")]).cannot_scan
+    assert rs.scan_body(b"hello", [("Content-Encoding", "zstd")]).cannot_scan
+
+
+def test_body_false_and_disabled_rules(rs) -> None:
+    assert not rs.scan_body(GHP.encode(), [], dr.Settings(body=False)).blocked
+    assert rs.scan_head(f"/{GHP}", [], dr.Settings(body=False)).blocked  # body only: head still scanned
+    assert not rs.scan_head(f"/{GHP}", [], dr.Settings(disabled_rules=frozenset({"github-pat"}))).blocked
+
+
+def test_stream_finds_a_secret_split_across_chunks(rs) -> None:
+    text = (b"x" * 40_000 + b" " + GHP.encode() + b" " + b"y" * 40_000)
+    cut = 40_000 + 10
+    for size in (7, 1000, cut):
+        st = rs.body_stream([])
+        sent = b""
+        for i in range(0, len(text), size):
+            sent += st.feed(text[i:i + size])
+            if st.verdict.blocked:
+                break
+        sent += st.finish()
+        assert st.verdict.blocked and where(st.verdict) == [("github-pat", "body")]
+        assert GHP[:8].encode() not in sent  # no part of the secret left before the verdict
+
+
+def test_stream_passes_everything_when_clean(rs) -> None:
+    text = bytes(range(32, 127)) * 2000
+    st = rs.body_stream([])
+    sent = b"".join(st.feed(text[i:i + 4096]) for i in range(0, len(text), 4096)) + st.finish()
+    assert sent == text and not st.verdict.blocked
+
+
+def test_stream_encoded_and_over_cap(rs) -> None:
+    st = rs.body_stream([("Content-Encoding", "gzip")])
+    packed = gzip.compress(f"a={GHP}".encode())
+    assert st.feed(packed[:10]) == b"" and st.feed(packed[10:]) == b""
+    assert st.finish() == b"" and st.verdict.hits
+    st = rs.body_stream([], dr.Settings(max_body_bytes=100))
+    st.feed(b"a" * 60)
+    st.feed(b"a" * 60)
+    assert st.verdict.cannot_scan
+
+
+# --- settings ---------------------------------------------------------------------------------------------
+
+def test_settings_layer_route_over_bottle() -> None:
+    bottle = dr.parse_settings({"disabled_rules": ["generic-api-key"], "max_body_bytes": 1024}, "dlp")
+    route = dr.parse_settings({"body": False, "disabled_rules": ["jwt"]}, "routes[0].dlp", base=bottle)
+    assert route == dr.Settings(body=False, disabled_rules=frozenset({"generic-api-key", "jwt"}), max_body_bytes=1024)
+    assert dr.parse_settings(None, "dlp") == dr.Settings()
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"body": "no"}, "routes[1].dlp.body: must be true or false"),
+    ({"max_body_bytes": 0}, "routes[1].dlp.max_body_bytes: must be a positive number"),
+    ({"max_body_bytes": True}, "routes[1].dlp.max_body_bytes"),
+    ({"disabled_rules": "jwt"}, "routes[1].dlp.disabled_rules: must be a list"),
+    ({"disabled_rules": ["github-pta"]}, "unknown gitleaks rule id 'github-pta' (did you mean 'github-pat'?)"),
+    ({"bodyy": True}, "routes[1].dlp.bodyy: unknown key"),
+    (["body"], "routes[1].dlp: must be a mapping"),
+])
+def test_settings_errors_are_one_line_naming_the_key(raw, message) -> None:
+    with pytest.raises(ValueError) as e:
+        dr.parse_settings(raw, "routes[1].dlp", known_rules={"github-pat", "jwt"})
+    assert message in str(e.value) and str(e.value).startswith("routes.yaml: ") and "\n" not in str(e.value)
+
+
+def test_find_all_follows_go_on_empty_matches() -> None:
+    import re2
+    # Go: regexp.MustCompile("a*").FindAllStringIndex("baaac", -1) == [[0 0] [1 4] [5 5]]
+    assert [s[0] for s in dlp.find_all(re2.compile(b"a*"), b"baaac")] == [(0, 0), (1, 4), (5, 5)]
+    # an empty match steps over a whole rune, not one byte of it
+    assert [s[0] for s in dlp.find_all(re2.compile(b"x*"), "\u00e9".encode())] == [(0, 0), (2, 2)]
+
+
+def test_case_folding_beyond_ascii_is_not_lost_by_the_prefilter(scanner) -> None:
+    # Go's (?i) folds KELVIN SIGN with k and its ToLower maps it to k; Hyperscan's caseless
+    # matching is ASCII only, so such text must skip the prefilter rather than miss a finding.
+    assert found(scanner, "\u212aey = Q1w2E3r4T5y6U7i8") == [("generic-api-key", "Q1w2E3r4T5y6U7i8")]
+
+
+def test_line_wise_run_search_equals_the_whole_text_search(scanner) -> None:
+    """The engine searches for encoded runs only on lines where Hyperscan sees a decodable-looking
+    spot, and skips a decoding pass when there is none; on random texts dense in near-encodings
+    that must give exactly what the whole-text search gives."""
+    import random
+    rng = random.Random(7)
+    pieces = ["%4", "%41", "%zz", "\\u0041", "\\\\U004a", "U+0041", " ", "\n", "\n", "=", "==", "-", "_", "/",
+              "+", "deadbeef" * 5, "Z2hwXzEy", "aGVsbG8gd29ybGQ", "word", "x" * 17, "\u00e9", "0123456789abcdef"]
+    for i in range(300):
+        printable = "".join(chr(rng.randint(9, 126)) for _ in range(rng.randint(12, 30))).encode()
+        encoded = [base64.b64encode(printable).decode(), base64.urlsafe_b64encode(printable).decode().rstrip("="),
+                   printable.hex()]
+        alphabet = rng.sample(pieces + encoded, rng.randint(1, 4)) + ["word ", "\n", "the_identifier "]
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(50, 3000))).encode()
+        if i % 3 == 0:
+            text = text.replace(b"U+", b"V+")  # line-wise only applies without "U+"
+        def passes(block_hits):
+            out, segs = dlp.decode_pass(text, [], {}, block_hits)
+            return out, [(s.original, s.encoded, s.decoded, s.value, s.encodings) for s in segs]
+
+        whole = passes(None)
+        assert passes(scanner._decodable_ends) == whole
+        if whole[1]:
+            assert scanner._decodable_ends(text) != [], "a decodable run the Hyperscan test missed"
+
+
+def test_names_in_answers_are_printable_and_short(rs) -> None:
+    v = rs.scan_head("/", [("X-\x1b[31mEvil" + "n" * 100, GHP), ("X-Raw", "\udcff\ud800 " + AWS)])
+    assert all(" " <= c <= "~" for h in v.hits for c in h.where)
+    assert max(len(h.where) for h in v.hits) <= 7 + 64
+    assert {h.rule_id for h in v.hits} == {"github-pat", "aws-access-token"}
+
+
+def _gitleaks_location(nl, raw, start, end):
+    """detect/location.go's loop, transcribed: the reference for the engine's bisections."""
+    if not nl:
+        nl = [len(raw)]
+    prev, line_set, line_no, sl_idx, el_idx = 0, False, 0, 0, 0
+    for n, nli in enumerate(nl):
+        if prev <= start < nli:
+            line_set, line_no, sl_idx, el_idx = True, n, prev, nli
+        if prev < end <= nli:
+            el_idx = nli
+        prev = nli
+    if not line_set:
+        line_no, sl_idx = len(nl), 0
+        i = end
+        while i < len(raw) and raw[i] not in (0x0A, 0x0D):
+            i += 1
+        el_idx = i
+    return line_no, sl_idx, el_idx
+
+
+def test_location_equals_gitleaks_loop() -> None:
+    import random
+    rng = random.Random(3)
+    for _ in range(3000):
+        raw = "".join(rng.choice("ab\n\r") for _ in range(rng.randint(0, 30))).encode()
+        nl = [i for i, c in enumerate(raw) if c == 0x0A]
+        start = rng.randint(0, len(raw))
+        end = rng.randint(start, len(raw))
+        assert dlp._location(nl, raw, start, end) == _gitleaks_location(nl, raw, start, end), (raw, start, end)
+
+
+def test_stream_with_body_false_passes_any_encoding(rs) -> None:
+    st = rs.body_stream([("Content-Encoding", "zstd")], dr.Settings(body=False))
+    assert st.feed(b"abc") == b"abc" and st.finish() == b"" and not st.verdict.blocked
+    st = rs.body_stream([("Content-Encoding", "zstd")])
+    assert st.feed(b"abc") == b"" and st.verdict.cannot_scan

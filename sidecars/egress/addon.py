@@ -11,11 +11,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 
 from mitmproxy import ctx, http
 from mitmproxy.net import encoding
+from mitmproxy.proxy import commands, layer, layers
+from mitmproxy.proxy.layers.tls import starts_like_tls_record
 
 # mitmproxy puts this script's folder on sys.path while loading it, so the sibling module imports;
 # the bundle's shared helpers live in ../common (the same layout in the image and the repository).
@@ -136,6 +139,31 @@ def _decode_all(resp: http.Response) -> bytes:
         except ValueError as e:
             raise ValueError(f"{coding} body does not decode ({e})") from None
     return data
+
+
+_TOKEN = re.compile(rb"[A-Za-z_-]{0,24}")
+
+
+def _starts_like_http(data: bytes) -> bool:
+    """True while ``data`` can still be the start of an HTTP/1 request line (a method token and a
+    space) or of the HTTP/2 preface ("PRI * HTTP/2.0")."""
+    token = _TOKEN.match(data).group()
+    if len(token) == len(data):
+        return len(token) < 24  # all of it may still be a method name
+    return bool(token) and data[len(token) : len(token) + 1] == b" "
+
+
+class _CloseClient(layer.Layer):
+    """A layer that closes the client's connection on its first event and ignores the rest."""
+
+    def __init__(self, context):
+        super().__init__(context)
+        self._closed = False
+
+    def _handle_event(self, event):
+        if not self._closed:
+            self._closed = True
+            yield commands.CloseConnection(self.context.client)
 
 
 def _scrub_fields(fields, scrubber: R.Scrubber):
@@ -519,6 +547,29 @@ class Egress:
         self._scrubbers.pop(flow.id, None)
 
     # non-HTTP ----------------------------------------------------------------------------------
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """Close a CONNECT tunnel at once when what it carries is neither TLS nor HTTP.
+
+        With rawtcp off, mitmproxy parses whatever a tunnel carries as HTTP/1 and waits for a
+        request head that never comes (an SSH banner, binary data) until the client gives up.
+        Inside TLS to a route the same holds for the decrypted data.
+        """
+        if nextlayer.layer is not None:
+            return
+        if not any(isinstance(lay, layers.HttpLayer) for lay in nextlayer.context.layers):
+            return  # the proxy's own connection: mitmproxy's explicit-proxy HTTP layer
+        data = nextlayer.data_client()
+        if not data or _starts_like_http(data):
+            return
+        if not nextlayer.context.client.tls and (starts_like_tls_record(data) or (len(data) < 3 and data[0] == 0x16)):
+            return  # TLS (or the start of it): decrypted, then checked again
+        host, port = (nextlayer.context.server.address or ("?", 0))[:2]
+        inner = "TLS tunnel" if nextlayer.context.client.tls else "CONNECT tunnel"
+        reason = f"{inner} carries something other than HTTP: only HTTP requests leave the bottle"
+        self._record("block", method="", scheme="tunnel", host=host, port=port, path="", route=None, reason=reason)
+        logger.warning(f"egress: closed a {inner} to {host}:{port}: {data[:16]!r} is not HTTP")
+        nextlayer.layer = _CloseClient(nextlayer.context)
+
     def _refuse_raw(self, flow, kind: str) -> None:
         host, port = (flow.server_conn.address or ("?", 0))[:2]
         reason = f"{kind} is not HTTP: only HTTP requests leave the bottle"

@@ -682,3 +682,50 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
         upstream.shutdown()
         upstream.server_close()
     assert not (tmp_path / "ready").exists()
+
+
+def connect_tunnel(port: int, target: str) -> socket.socket:
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    return c
+
+
+def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text(
+        "version: 1\nbottle: t\nroutes:\n"
+        "  - {host: allowed.test, ports: [22, 443], methods: [], paths: [], schemes: [https], auth: null}\n"
+    )
+    proc, port = start_mitmdump(tmp_path, {})
+    try:
+        for target, payload in (("allowed.test:22", b"SSH-2.0-OpenSSH_9.2\r\n"), ("allowed.test:443", b"\x00\x01binary")):
+            c = connect_tunnel(port, target)
+            c.sendall(payload)
+            assert c.recv(4096) == b"", "the tunnel stayed open"  # a hang fails on the 5 s timeout
+            c.close()
+        # Control: HTTP inside a tunnel is answered (blocked: the route is https only).
+        c = connect_tunnel(port, "allowed.test:443")
+        c.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 403")
+        c.close()
+    finally:
+        stop_mitmdump(proc)
+    blocks = [d for d in decisions(tmp_path) if d["scheme"] == "tunnel"]
+    assert [(d["host"], d["port"]) for d in blocks] == [("allowed.test", 22), ("allowed.test", 443)]
+    assert all("something other than HTTP" in d["reason"] for d in blocks)
+
+
+def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text("version: 1\nbottle: t\nroutes: []\n")
+    proc, port = start_mitmdump(tmp_path, {})
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c.sendall(b"POST http://blocked.test/up HTTP/1.1\r\nHost: blocked.test\r\nContent-Length: 104857600\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        reply = c.recv(65536)  # answered on the headers: no 100 Continue, no body wanted
+        c.close()
+    finally:
+        stop_mitmdump(proc)
+    assert reply.startswith(b"HTTP/1.1 502") and b"egress: blocked POST blocked.test:80/up: no route" in reply
+    [d] = decisions(tmp_path)
+    assert d["decision"] == "block" and d["host"] == "blocked.test"

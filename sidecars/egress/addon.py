@@ -45,8 +45,10 @@ REFUSED_SUFFIX = ".refused.egress.invalid"
 # Meant for the proxy only (hop-by-hop): never forwarded upstream. Connection, TE, Upgrade and
 # Transfer-Encoding mitmproxy handles itself.
 PROXY_HEADERS = ("proxy-authorization", "proxy-connection", "proxy-authenticate", "keep-alive")
-# Connection tokens mitmproxy acts on; any other token names a header to drop.
+# Connection tokens mitmproxy acts on; any other token names a header to drop, except the ones
+# that frame or route the request (dropping those would change how the body is read upstream).
 CONNECTION_TOKENS = {"close", "keep-alive", "upgrade"}
+FRAMING_HEADERS = {"host", "content-length", "transfer-encoding", "upgrade", "te"}
 
 
 def _now_iso() -> str:
@@ -67,11 +69,11 @@ def _strip_proxy_headers(headers) -> None:
     named = set()
     for value in headers.get_all("connection"):
         named |= {t.strip().lower() for t in value.split(",") if t.strip()}
-    extra = named - CONNECTION_TOKENS
+    extra = named - CONNECTION_TOKENS - FRAMING_HEADERS
     for name in (*PROXY_HEADERS, *extra):
-        if name in headers and name not in ("host",):
+        if name in headers:
             del headers[name]
-    if extra:
+    if named - CONNECTION_TOKENS:
         kept = [t for t in named if t in CONNECTION_TOKENS]
         if kept:
             headers["connection"] = ", ".join(sorted(kept))
@@ -383,7 +385,8 @@ class Egress:
             reason = f"no valid routes.yaml: {self.policy_error}"
             return self._block(flow, reason, f"egress: blocked {target}: {reason}\n", fields)
         problem = R.authority_problem(
-            req.host, req.port, req.authority or None, req.headers.get_all("host"), flow.client_conn.sni
+            req.host, req.port, R.target_authorities(req.authority, req.path), req.headers.get_all("host"),
+            flow.client_conn.sni,
         )
         if problem:
             reason, claimed = problem

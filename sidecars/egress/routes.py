@@ -163,6 +163,9 @@ def path_problem(path: str) -> str | None:
     percent-encoded after MAX_DECODE_ROUNDS rounds.
     """
     raw = path.split("?", 1)[0]
+    if not raw.startswith("/") and raw != "*":
+        # An absolute URL in the path (HTTP/2 allows a client to send one): servers may route by it.
+        return "request target is not a path starting with '/'"
     decoded = _decode_fully(raw)
     if decoded is None:
         return "path is percent-encoded too many times"
@@ -199,6 +202,15 @@ def method_overrides(headers: Iterable[tuple[str, str]], query: str = "") -> lis
     return found
 
 
+def target_authorities(authority: str, path: str) -> list[str]:
+    """The authorities a request line names: its own (absolute form, :authority) and, when the
+    path is itself an absolute URL, that URL's."""
+    out = [authority] if authority else []
+    if not path.startswith("/") and "://" in path.split("?", 1)[0]:
+        out.append(urllib.parse.urlsplit(path).netloc or "?")
+    return out
+
+
 def split_authority(value: str) -> tuple[str, int | None] | None:
     """``host[:port]`` or ``[v6][:port]`` as (host, port); None when it is not an authority at all."""
     value = value.strip()
@@ -222,19 +234,17 @@ def split_authority(value: str) -> tuple[str, int | None] | None:
 
 
 def authority_problem(
-    host: str, port: int, authority: str | None, host_headers: Iterable[str], sni: str | None
+    host: str, port: int, authorities: Iterable[str], host_headers: Iterable[str], sni: str | None
 ) -> tuple[str, str] | None:
     """(reason, claimed host) when the request names another destination than the connection's.
 
     The upstream connection goes to host:port. A server or CDN routes by the request's own
-    authority instead: the absolute-form URL (or HTTP/2 :authority), the Host header and the TLS
-    SNI. Each of them must name the same host, and a port where one is given must be the same
+    authority instead: the absolute-form URL (or HTTP/2 :authority, or an absolute URL an
+    HTTP/2 client put in :path), the Host header and the TLS SNI. Each of them must name the same host, and a port where one is given must be the same
     port; otherwise an allowed host could front for any other site behind the same CDN.
     """
     target = normalize_host(host)
-    claims = []
-    if authority:
-        claims.append(("request authority", authority))
+    claims = [("request authority", a) for a in authorities if a]
     host_headers = list(host_headers)
     if len(host_headers) > 1:
         return "more than one Host header", target

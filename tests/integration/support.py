@@ -19,6 +19,8 @@ SECRET = "sk-test-" + uuid.uuid4().hex  # the real credential egress injects; th
 ALLOWED = "allowed.fake.test"
 AUTHED = "auth.fake.test"
 BLOCKED = "blocked.fake.test"
+LIMITED = "limited.fake.test"  # a route limited by method and path
+FAKE_NAMES = (ALLOWED, AUTHED, BLOCKED, LIMITED)
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
@@ -52,6 +54,10 @@ MANIFESTS = {
             - host: {AUTHED}
               ports: [443]
               auth: {{scheme: header, header: X-Api-Key, token_env: BOTTLE_TEST_TOKEN}}
+            - host: {LIMITED}
+              ports: [80, 443]
+              methods: [GET]
+              paths: ["/v1/*"]
         resources: {{cpus: 1, memory: 1g, pids: 256}}
         ---
         The sandbox bottle of the integration tests.
@@ -75,7 +81,7 @@ def make_fake_pki(folder: Path) -> None:
        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={ALLOWED}")
     ext = folder / "san.ext"
-    ext.write_text("subjectAltName=" + ",".join(f"DNS:{h}" for h in (ALLOWED, AUTHED, BLOCKED)) +
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{h}" for h in FAKE_NAMES) +
                    "\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
     sh("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-sha256",
        "-extfile", str(ext), "-out", cert)
@@ -124,7 +130,7 @@ def start_bottle(home: Path, agent: str = "tester") -> Bottle:
 
 def connect_fake_internet(bottle: Bottle, fake: str) -> str:
     """Join the fake internet to the bottle's egress network; returns its address there."""
-    aliases = [a for host in (ALLOWED, AUTHED, BLOCKED) for a in ("--alias", host)]
+    aliases = [a for host in FAKE_NAMES for a in ("--alias", host)]
     sh("docker", "network", "connect", *aliases, bottle.network("egress"), fake)
     inspect = sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", fake)
     return json.loads(inspect.stdout)[bottle.network("egress")]["IPAddress"]

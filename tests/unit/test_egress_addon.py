@@ -284,6 +284,13 @@ def test_fronting_inside_a_tunnel_is_blocked_and_logged_as_the_host_it_named(egr
             f.request.headers["Host"] = "api.example.com:8443"
         send(addon, f)
         assert f.response.status_code == 403 and b"port 8443" in f.response.content
+    # HTTP/2 lets a client put an absolute URL in :path: the same fronting.
+    f = make_flow("GET", "https://api.example.com/v1/x", {"x-api-key": "placeholder"})
+    f.request.http_version = "HTTP/2.0"
+    f.request.path = "http://other.example.net/v1/x"
+    send(addon, f)
+    assert f.response.status_code == 403 and f.request.headers["x-api-key"] == "placeholder"
+    assert decisions(tmp_path)[-1]["host"] == "other.example.net"
     # Control: an authority that names the tunnel's own host and port passes.
     ok = tunnel_flow("GET", "api.example.com", "api.example.com:443")
     send(addon, ok)
@@ -419,6 +426,10 @@ def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
     names = {k.lower() for k in f.request.headers}
     assert not names & {"proxy-authorization", "proxy-connection", "keep-alive", "x-private"}
     assert f.request.headers["connection"] == "keep-alive" and f.request.headers["x-kept"] == "1"
+    # A Connection header cannot make egress drop what frames the body.
+    g = make_flow("POST", "https://open.example.com/", {"Connection": "Content-Length, Transfer-Encoding, Host", "Content-Length": "3"})
+    send(addon, g)
+    assert g.request.headers["content-length"] == "3" and "connection" not in g.request.headers
 
 
 def test_requests_log_is_rotated_by_size(tmp_path) -> None:

@@ -304,7 +304,7 @@ def test_secret_values_cover_the_forms_an_upstream_could_echo() -> None:
     ],
 )
 def test_authority_problem(authority, host_headers, sni, claimed, why) -> None:
-    problem = R.authority_problem("api.io", 443, authority, host_headers, sni)
+    problem = R.authority_problem("api.io", 443, [authority] if authority else [], host_headers, sni)
     if why is None:
         assert problem is None
     else:
@@ -313,9 +313,18 @@ def test_authority_problem(authority, host_headers, sni, claimed, why) -> None:
 
 
 def test_authority_problem_with_ipv6() -> None:
-    assert R.authority_problem("::1", 8080, None, ["[::1]:8080"], None) is None
-    assert R.authority_problem("::1", 8080, "[::1]:8080", [], None) is None
-    assert R.authority_problem("::1", 8080, None, ["[::1]:80"], None)[0].startswith("Host header names port 80")
+    assert R.authority_problem("::1", 8080, [], ["[::1]:8080"], None) is None
+    assert R.authority_problem("::1", 8080, ["[::1]:8080"], [], None) is None
+    assert R.authority_problem("::1", 8080, [], ["[::1]:80"], None)[0].startswith("Host header names port 80")
+
+
+def test_an_absolute_url_in_the_path_is_an_authority_claim_and_never_a_path(policy) -> None:
+    assert R.target_authorities("", "http://other.io/x") == ["other.io"]
+    assert R.target_authorities("api.io", "/x?u=http://other.io/") == ["api.io"]
+    assert R.target_authorities("", "http:///x") == ["?"]
+    assert R.authority_problem("api.io", 443, R.target_authorities("", "http://other.io/x"), [], None)[1] == "other.io"
+    d = policy.match("GET", "https", "api.anthropic.com", 443, "https://api.anthropic.com/v1/x")
+    assert not d.allowed and "not a path" in d.reason
     assert R.split_authority("[::1") is None and R.split_authority("[::1]x") is None
     assert R.split_authority("::1") == ("::1", None) and R.split_authority("h.io:0") is None
 

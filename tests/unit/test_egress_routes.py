@@ -436,3 +436,35 @@ def test_scrubber_leaves_unrelated_text_alone() -> None:
     sc = R.Scrubber([TOKEN])
     text = b"plain text with hex 00ff and base64 QUJD and %41 escapes \\u0041"
     assert sc.scrub(text) == text
+
+
+# --- tests that pin down details mutation testing found loose ------------------------------------
+
+
+def test_every_auth_scheme_parses() -> None:
+    for auth in ("{scheme: basic, token_env: T}", "{scheme: bearer, token_env: T}", "{scheme: header, header: x-k, token_env: T}"):
+        assert R.parse_routes(one_route(auth=auth)).routes[0].auth.token_env == "T"
+
+
+def test_routes_and_auth_are_immutable() -> None:
+    import dataclasses
+
+    route = R.parse_routes(one_route(auth="{scheme: bearer, token_env: T}")).routes[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.host = "other.com"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.auth.token_env = "OTHER"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "host, ok",
+    [("a.example.com", True), ("a.b.example.com", True), (".example.com", False), ("example.com", False), ("aexample.com", False)],
+)
+def test_wildcard_matches_any_subdomain_and_nothing_else(host, ok) -> None:
+    route = R.parse_routes(one_route(host="'*.example.com'")).routes[0]
+    assert route.matches_host(host) == ok
+
+
+def test_missing_credential_message_says_where() -> None:
+    with pytest.raises(R.CredentialMissing, match="^TOK is not set in the sidecars container$"):
+        R.auth_headers(route_with("bearer"), {})

@@ -22,6 +22,9 @@ BACKENDS = ("docker", "smolvm")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 AUTH_SCHEMES = ("bearer", "basic", "header")
 DEFAULT_PORTS = (80, 443)
+SCHEMES = ("http", "https")
+# A credential never crosses the network in clear text unless the bottle says so.
+AUTH_DEFAULT_SCHEMES = ("https",)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -34,7 +37,7 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
 BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources")
 EGRESS_KEYS = ("routes",)
-ROUTE_KEYS = ("host", "ports", "methods", "paths", "auth")
+ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth")
 AUTH_KEYS = ("scheme", "token_env", "header")
 GIT_KEYS = ("upstream", "branch", "credentials_env")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
@@ -69,6 +72,7 @@ class Route:
     methods: tuple[str, ...]
     paths: tuple[str, ...]
     auth: RouteAuth | None
+    schemes: tuple[str, ...]  # resolved: routes with auth default to https only, others to both
 
 
 @dataclass(frozen=True)
@@ -395,6 +399,12 @@ def _paths(ck: _Check, key: str, value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _schemes(ck: _Check, key: str, value: object) -> tuple[str, ...]:
+    items = ck.expect_str_list(key, value, "schemes: [https]", non_empty="leave schemes out for the default")
+    schemes = [ck.expect_choice(_item(key, i), item.lower(), SCHEMES, "scheme") for i, item in enumerate(items)]
+    return tuple(dict.fromkeys(schemes))
+
+
 def _auth(ck: _Check, key: str, value: object) -> RouteAuth:
     auth = ck.expect_mapping(key, value, "auth: {scheme: bearer, token_env: API_TOKEN}")
     ck.known_keys(key, auth, AUTH_KEYS)
@@ -417,12 +427,17 @@ def _route(ck: _Check, key: str, value: object) -> Route:
     route = ck.expect_mapping(key, value, "- host: api.example.com")
     ck.known_keys(key, route, ROUTE_KEYS)
     host = _host(ck, _sub(key, "host"), ck.required(key, route, "host", "every route needs one, e.g. host: api.example.com"))
+    auth = ck.optional(route, key, "auth", lambda k, v: _auth(ck, k, v), None)
+    # Every default is resolved here: routes.yaml is written fully explicit and egress refuses
+    # anything less, so the defaults live in this one place.
     return Route(
         host=host,
         ports=ck.optional(route, key, "ports", lambda k, v: _ports(ck, k, v), DEFAULT_PORTS),
         methods=ck.optional(route, key, "methods", lambda k, v: _methods(ck, k, v), ()),
         paths=ck.optional(route, key, "paths", lambda k, v: _paths(ck, k, v), ()),
-        auth=ck.optional(route, key, "auth", lambda k, v: _auth(ck, k, v), None),
+        auth=auth,
+        schemes=ck.optional(route, key, "schemes", lambda k, v: _schemes(ck, k, v),
+                            AUTH_DEFAULT_SCHEMES if auth else SCHEMES),
     )
 
 

@@ -5,7 +5,10 @@ JSON marked ``"fake_internet": true``, so an attack that reaches it is seen as a
 
 Credential headers are reported by their sha256, never their value, except X-Api-Key, which is
 also echoed verbatim (in ``echo`` and an X-Echo-Key header) to model an upstream that reflects
-requests: egress must scrub it before the agent sees it.
+requests: egress must scrub it before the agent sees it. Bodies framed by Content-Length or
+chunked are read whole and reported by length and sha256, with the names of the headers that
+arrived. ``/enc/<codings>`` answers the same JSON in stacked content codings (e.g.
+``/enc/gzip,gzip``; ``compress`` is sent as is, with that label).
 
 Usage: canary.py [CERT KEY]   plain HTTP on 80; with a certificate and key, HTTPS on 443 too.
 Extra request handlers can be plugged in by callers (see ``serve``).
@@ -13,16 +16,19 @@ Extra request handlers can be plugged in by callers (see ``serve``).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import ssl
 import sys
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 # A handler gets (request handler, body, tls) and returns True when it answered.
 Plugin = Callable[[BaseHTTPRequestHandler, bytes, bool], bool]
+CODERS = {"gzip": gzip.compress, "deflate": zlib.compress, "identity": lambda b: b, "compress": lambda b: b"\x1f\x9d\x90" + b}
 
 
 def _sha(value: str) -> str | None:
@@ -30,11 +36,25 @@ def _sha(value: str) -> str | None:
 
 
 class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     plugins: tuple[Plugin, ...] = ()
 
-    def _answer(self) -> None:
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _answer(self) -> None:
+        body = self._body()
         tls = getattr(self.server, "tls", False)
         for plugin in self.plugins:
             if plugin(self, body, tls):
@@ -50,11 +70,19 @@ class Echo(BaseHTTPRequestHandler):
             "echo": key,
             "body_len": len(body),
             "body_sha256": hashlib.sha256(body).hexdigest(),
+            "headers": sorted({k.lower() for k in self.headers.keys()}),
         }
         out = json.dumps(doc).encode()
+        codings = []
+        if self.path.startswith("/enc/"):
+            codings = [c for c in self.path[len("/enc/"):].split("?")[0].split(",") if c in CODERS]
+            for c in codings:
+                out = CODERS[c](out)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
+        if codings:
+            self.send_header("Content-Encoding", ", ".join(codings))
         if key:
             self.send_header("X-Echo-Key", key)
         self.end_headers()

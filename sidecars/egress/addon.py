@@ -11,12 +11,20 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
+import sys
 
 from mitmproxy import ctx, http
+from mitmproxy.net import encoding
+from mitmproxy.proxy import commands, layer, layers
+from mitmproxy.proxy.layers.tls import starts_like_tls_record
 
-# mitmproxy puts this script's folder on sys.path while loading it, so the sibling module imports.
-import routes as R
+# mitmproxy puts this script's folder on sys.path while loading it, so the sibling module imports;
+# the bundle's shared helpers live in ../common (the same layout in the image and the repository).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import routes as R  # noqa: E402
+from sidecar_files import atomic_write  # noqa: E402
 
 logger = logging.getLogger("egress")
 
@@ -24,21 +32,27 @@ STATE_ENV = "BOTTLE_EGRESS_STATE"
 DEFAULT_STATE_DIR = "/state/egress"
 # Bodies above this (or of unknown length) are streamed instead of buffered in memory.
 STREAM_THRESHOLD = 1 << 20
+# A blocked request whose body may be larger than this is refused before its body is read.
+BLOCKED_BODY_READ_LIMIT = 64 << 10
+# requests.jsonl is rotated when it grows past this, keeping this many older files (.1 newest).
+LOG_MAX_BYTES = 16 << 20
+LOG_KEEP = 4
 # Decisions of this kind are answered by the addon itself rather than the upstream.
 NO_ROUTE_PREFIX = "no route"
+# Blocked requests that still carry a body are pointed at a name under this suffix, which
+# server_connect refuses: mitmproxy then answers at once and drops the body unread.
+REFUSED_SUFFIX = ".refused.egress.invalid"
+# Meant for the proxy only (hop-by-hop): never forwarded upstream. Connection, TE, Upgrade and
+# Transfer-Encoding mitmproxy handles itself.
+PROXY_HEADERS = ("proxy-authorization", "proxy-connection", "proxy-authenticate", "keep-alive")
+# Connection tokens mitmproxy acts on; any other token names a header to drop, except the ones
+# that frame or route the request (dropping those would change how the body is read upstream).
+CONNECTION_TOKENS = {"close", "keep-alive", "upgrade"}
+FRAMING_HEADERS = {"host", "content-length", "transfer-encoding", "upgrade", "te"}
 
 
 def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _stat_sig(path: str):
@@ -49,13 +63,119 @@ def _stat_sig(path: str):
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _strip_proxy_headers(headers) -> None:
+    """Drop the headers meant for this proxy (and those the Connection header names) before the
+    request goes upstream: Proxy-Authorization and friends stop at egress."""
+    named = set()
+    for value in headers.get_all("connection"):
+        named |= {t.strip().lower() for t in value.split(",") if t.strip()}
+    extra = named - CONNECTION_TOKENS - FRAMING_HEADERS
+    for name in (*PROXY_HEADERS, *extra):
+        if name in headers:
+            del headers[name]
+    if named - CONNECTION_TOKENS:
+        kept = [t for t in named if t in CONNECTION_TOKENS]
+        if kept:
+            headers["connection"] = ", ".join(sorted(kept))
+        else:
+            del headers["connection"]
+
+
+def _declared_length(req) -> int | None:
+    """The body length the request declares (0 for none); None when it is unknown (chunked, or an
+    HTTP/2 or 3 request without Content-Length)."""
+    if "transfer-encoding" in req.headers:
+        return None
+    length = req.headers.get("content-length")
+    if length is not None:
+        return int(length) if length.strip().isdigit() else None
+    return None if (req.is_http2 or req.is_http3) else 0
+
+
+def _body_within(req, limit: int) -> bool:
+    length = _declared_length(req)
+    return length is not None and length <= limit
+
+
+def _should_stream(flow: http.HTTPFlow) -> bool:
+    """Stream allowed bodies above STREAM_THRESHOLD, and bodies of unknown length when the
+    upstream frames them itself (HTTP/1.1 chunked, or an HTTP/2 upstream). An HTTP/2 body of
+    unknown length bound for an HTTP/1.1 (or not yet connected) upstream is buffered, so that
+    request() can give it the Content-Length without which that upstream would drop it."""
+    req = flow.request
+    length = _declared_length(req)
+    if length is not None:
+        return length > STREAM_THRESHOLD
+    if not (req.is_http2 or req.is_http3):
+        return True  # HTTP/1.1 chunked: the framing goes upstream with it
+    server = flow.server_conn
+    return bool(server and server.connected and server.alpn == b"h2")
+
+
+class RequestBodyStream:
+    """The chunks of an allowed request body streamed upstream, as mitmproxy delivers them.
+
+    A DLP scan of streamed bodies goes in __call__ (it may hold chunks back up to its cap, or kill
+    the flow); until then every chunk passes unchanged.
+    """
+
+    def __init__(self, flow: http.HTTPFlow):
+        self.flow = flow
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        return [chunk] if chunk else []
+
+
+def _decode_all(resp: http.Response) -> bytes:
+    """The response body with every content coding undone, stacked ones ("gzip, gzip") included;
+    ValueError for a coding mitmproxy cannot decode ("compress", unknown names) or a corrupt body."""
+    data = resp.raw_content or b""
+    codings = [c.strip().lower() for c in resp.headers.get("content-encoding", "").split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding not in ("gzip", "x-gzip", "deflate", "br", "zstd"):
+            raise ValueError(f"content coding {coding!r} is not supported")
+        try:
+            data = encoding.decode(data, "gzip" if coding == "x-gzip" else coding)
+        except ValueError as e:
+            raise ValueError(f"{coding} body does not decode ({e})") from None
+    return data
+
+
+_TOKEN = re.compile(rb"[A-Za-z_-]{0,24}")
+
+
+def _starts_like_http(data: bytes) -> bool:
+    """True while ``data`` can still be the start of an HTTP/1 request line (a method token and a
+    space) or of the HTTP/2 preface ("PRI * HTTP/2.0")."""
+    token = _TOKEN.match(data).group()
+    if len(token) == len(data):
+        return len(token) < 24  # all of it may still be a method name
+    return bool(token) and data[len(token) : len(token) + 1] == b" "
+
+
+class _CloseClient(layer.Layer):
+    """A layer that closes the client's connection on its first event and ignores the rest."""
+
+    def __init__(self, context):
+        super().__init__(context)
+        self._closed = False
+
+    def _handle_event(self, event):
+        if not self._closed:
+            self._closed = True
+            yield commands.CloseConnection(self.context.client)
+
+
 def _scrub_fields(fields, scrubber: R.Scrubber):
     return tuple((k, scrubber.scrub(v)) for k, v in fields)
 
 
 class Egress:
-    def __init__(self, state_dir: str | None = None, environ=None):
+    def __init__(self, state_dir: str | None = None, environ=None, log_max_bytes: int = LOG_MAX_BYTES):
         self.state_dir = state_dir or os.environ.get(STATE_ENV, DEFAULT_STATE_DIR)
+        self.log_max_bytes = log_max_bytes
         self.environ = os.environ if environ is None else environ
         self.policy: R.Policy | None = None
         self.policy_error: str | None = "routes.yaml not loaded yet"
@@ -63,6 +183,10 @@ class Egress:
         # Scrubbers of flows that carry an injected credential, by flow id; kept out of
         # flow.metadata so the secrets never end up in a saved or printed flow.
         self._scrubbers: dict[str, R.Scrubber] = {}
+        # Allowed flows waiting for their credential, by flow id: (route index, headers, secrets).
+        self._pending: dict[str, tuple[int, dict[str, str], list[str]]] = {}
+        # Blocked flows whose answer waits for the body to end (or for server_connect), by id.
+        self._refusals: dict[str, http.Response] = {}
         self._ca_sig = None
         self._ca_option: str | None = None  # the trust bundle path this addon set, if any
 
@@ -135,7 +259,7 @@ class Egress:
             "ca_cert": os.path.join(os.path.expanduser(ctx.options.confdir), "mitmproxy-ca-cert.pem"),
             "at": _now_iso(),
         }
-        _atomic_write(self.ready_path, (json.dumps(info) + "\n").encode())
+        atomic_write(self.ready_path, (json.dumps(info) + "\n").encode())
 
     # policy ------------------------------------------------------------------------------------
     def reload(self, force: bool = False) -> bool:
@@ -186,7 +310,7 @@ class Egress:
             self.state_dir, f"upstream-trust-{hashlib.sha256(data).hexdigest()[:16]}.pem"
         )
         if not os.path.exists(path):
-            _atomic_write(path, data)
+            atomic_write(path, data)
         ctx.options.update(ssl_verify_upstream_trusted_ca=path)
         self._ca_option = path
         for old in glob.glob(os.path.join(self.state_dir, "upstream-trust-*.pem")):
@@ -212,6 +336,7 @@ class Egress:
         # One O_APPEND write per line: concurrent writers never interleave, and a file the host
         # rotated away is recreated.
         try:
+            self._rotate_log()
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, (line + "\n").encode())
@@ -222,61 +347,130 @@ class Egress:
             # an exception halfway through a hook.
             logger.warning(f"egress: cannot append to {self.log_path}: {e}")
 
+    def _rotate_log(self) -> None:
+        """Keep requests.jsonl under log_max_bytes: shift it to .1 (.1 to .2, ...), dropping .LOG_KEEP."""
+        try:
+            if os.stat(self.log_path).st_size < self.log_max_bytes:
+                return
+        except FileNotFoundError:
+            return
+        for n in range(LOG_KEEP - 1, 0, -1):
+            older = f"{self.log_path}.{n}"
+            if os.path.exists(older):
+                os.replace(older, f"{self.log_path}.{n + 1}")
+        os.replace(self.log_path, f"{self.log_path}.1")
+
     @property
     def bottle(self) -> str:
         return self.policy.bottle if self.policy else "?"
 
-    # HTTP --------------------------------------------------------------------------------------
+    # HTTP requests -----------------------------------------------------------------------------
     # http_connect is deliberately not hooked: with connection_strategy=lazy a CONNECT opens no
     # upstream connection, so every tunnel forms and the request inside it gets the 403 below,
     # which the agent can read (a refused CONNECT would only show "tunnel failed").
+    #
+    # Every decision is taken on the request headers (requestheaders), before mitmproxy reads the
+    # body. An allowed request then goes through _admit: the place for a DLP scan of what the
+    # request carries, and after it the credential injection.
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         self.reload()
         req = flow.request
+        _strip_proxy_headers(req.headers)
         path = req.path.split("?", 1)[0] or "/"  # the query may carry secrets: never logged
         fields = dict(method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=path)
         target = f"{req.method} {req.host}:{req.port}{path}"
 
-        def block(reason: str, body: str) -> None:
-            flow.response = http.Response.make(
-                403, body.encode(), {"Content-Type": "text/plain", "X-Egress-Decision": "blocked"}
-            )
-            self._record("block", route=None, reason=reason, **fields)
-
         if self.policy is None:
             reason = f"no valid routes.yaml: {self.policy_error}"
-            return block(reason, f"egress: blocked {target}: {reason}\n")
-        mismatch = R.authority_mismatch(req.host, req.host_header, flow.client_conn.sni)
-        if mismatch:
-            return block(mismatch, f"egress: blocked {target}: {mismatch} (bottle {self.bottle})\n")
-        decision = self.policy.match(req.method, req.scheme, req.host, req.port, path)
+            return self._block(flow, reason, f"egress: blocked {target}: {reason}\n", fields)
+        problem = R.authority_problem(
+            req.host, req.port, R.target_authorities(req.authority, req.path), req.headers.get_all("host"),
+            flow.client_conn.sni,
+        )
+        if problem:
+            reason, claimed = problem
+            # Logged as what it was: a request for the host it names, sent through another's tunnel.
+            fields["host"] = claimed
+            reason = f"{reason} (fronting)" if claimed != R.normalize_host(req.host) else reason
+            return self._block(flow, reason, f"egress: blocked {target}: {reason} (bottle {self.bottle})\n", fields)
+        query = req.path.split("?", 1)[1] if "?" in req.path else ""
+        overrides = R.method_overrides(req.headers.items(multi=True), query)
+        decision = self.policy.match(req.method, req.scheme, req.host, req.port, req.path, overrides)
         if not decision.allowed:
             if decision.reason.startswith(NO_ROUTE_PREFIX):
                 body = f"egress: blocked {target}: no route in routes.yaml of bottle {self.bottle} allows it\n"
             else:
                 body = f"egress: blocked {target}: {decision.reason} (routes.yaml of bottle {self.bottle})\n"
-            return block(decision.reason, body)
+            return self._block(flow, decision.reason, body, fields)
 
         route = self.policy.routes[decision.route_index]
+        headers: dict[str, str] = {}
+        secrets: list[str] = []
         if route.auth is not None:
             try:
                 headers = R.auth_headers(route, self.environ)
                 secrets = R.secret_values(route, self.environ)
             except R.CredentialError as e:
                 reason = f"credential {e}"
-                flow.response = http.Response.make(
-                    502,
-                    f"egress: {reason} (route {decision.route_index} of bottle {self.bottle})\n".encode(),
-                    {"Content-Type": "text/plain", "X-Egress-Decision": "error"},
-                )
-                self._record("error", route=decision.route_index, reason=reason, **fields)
-                return
-            # The agent only holds a placeholder: whatever it sent in this header is replaced.
-            for name, value in headers.items():
-                req.headers[name] = value
-            self._scrubbers[flow.id] = R.Scrubber(secrets)
+                body = f"egress: {reason} (route {decision.route_index} of bottle {self.bottle})\n"
+                return self._block(flow, reason, body, fields, status=502, decision="error",
+                                   route=decision.route_index)
         self._record("allow", route=decision.route_index, reason=decision.reason, **fields)
+        self._pending[flow.id] = (decision.route_index, headers, secrets)
+        if _should_stream(flow):
+            req.stream = RequestBodyStream(flow)
+            # The headers leave as soon as this hook returns: admit (and inject) now.
+            self._admit(flow)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        refusal = self._refusals.pop(flow.id, None)
+        if refusal is not None:
+            if flow.response is None:  # the request had no body after all: answer it here
+                flow.response = refusal
+            return
+        if flow.id in self._pending:
+            # A buffered body: the whole request is here. HTTP/2 and 3 clients may send a body
+            # without Content-Length; an HTTP/1.1 upstream then needs one to find the body.
+            if flow.request.raw_content and "content-length" not in flow.request.headers and \
+                    "transfer-encoding" not in flow.request.headers:
+                flow.request.headers["content-length"] = str(len(flow.request.raw_content))
+            self._admit(flow)
+
+    def _admit(self, flow: http.HTTPFlow) -> None:
+        """The last step before an allowed request leaves: scan it, then inject its credential.
+
+        DLP goes here, before the injection, so that it sees what the agent sent and never the
+        real credential: the URL, every header and, for a buffered body, flow.request.raw_content.
+        A streamed body (RequestBodyStream) passes its chunks through RequestBodyStream.__call__.
+        """
+        _, headers, secrets = self._pending.pop(flow.id)
+        if not headers:
+            return
+        # The agent only holds a placeholder: whatever it sent in these headers is replaced.
+        for name, value in headers.items():
+            flow.request.headers[name] = value
+        self._scrubbers[flow.id] = R.Scrubber(secrets)
+
+    def _block(self, flow, reason: str, body: str, fields: dict, *, status: int = 403,
+               decision: str = "block", route: int | None = None) -> None:
+        label = "blocked" if status == 403 else "error"
+        response = http.Response.make(
+            status, body.encode(), {"Content-Type": "text/plain", "X-Egress-Decision": label}
+        )
+        self._record(decision, route=route, reason=reason, **fields)
+        if _body_within(flow.request, BLOCKED_BODY_READ_LIMIT):
+            flow.response = response
+            return
+        # A body that may be large: never read it. mitmproxy streams a request only after a
+        # connection to its destination opens, so the request is pointed at a name that
+        # server_connect refuses; mitmproxy then answers with its own error page (status 502,
+        # carrying this message) and drops the body. A request that turns out to have no body
+        # reaches request() instead, which answers with the response above.
+        self._refusals[flow.id] = response
+        flow.request.headers.pop("expect", None)  # do not invite the body with 100 Continue
+        flow.request.host = f"{flow.id}{REFUSED_SUFFIX}"
+        flow.request.stream = True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
@@ -294,8 +488,8 @@ class Egress:
         resp.headers.fields = _scrub_fields(resp.headers.fields, scrubber)
         if not (has_body and (sse or big)):
             return  # buffered; response() scrubs the whole body
-        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity") or flow.request.http_version == "HTTP/1.0":
+        coding = resp.headers.get("content-encoding", "identity").strip().lower()
+        if coding not in ("", "identity") or flow.request.http_version == "HTTP/1.0":
             # A compressed stream cannot be scrubbed chunk by chunk, and an HTTP/1.0 client cannot
             # be sent a re-framed body: buffer these and scrub the decoded whole in response().
             return
@@ -320,23 +514,29 @@ class Egress:
         if resp.stream:
             return  # already scrubbed chunk by chunk
         try:
-            content = resp.get_content(strict=True)
-        except ValueError:
-            # Undecodable body: scrub the raw bytes and keep the length header honest.
-            raw = resp.raw_content or b""
-            cleaned = scrubber.scrub(raw)
-            if cleaned != raw:
-                resp.raw_content = cleaned
-                if "content-length" in resp.headers:
-                    resp.headers["content-length"] = str(len(cleaned))
+            content = _decode_all(resp)
+        except ValueError as e:
+            # A body that cannot be decoded cannot be scrubbed: it never reaches the agent.
+            reason = f"response body cannot be scrubbed: {e}"
+            logger.warning(f"egress: {reason} ({flow.request.host})")
+            flow.response = http.Response.make(
+                502,
+                f"egress: {reason}; refused rather than passed unscrubbed\n".encode(),
+                {"Content-Type": "text/plain", "X-Egress-Decision": "error"},
+            )
             return
-        if content:
-            cleaned = scrubber.scrub(content)
-            if cleaned != content:
-                resp.content = cleaned
+        cleaned = scrubber.scrub(content)
+        if cleaned != content or resp.raw_content != content:
+            # Sent decoded: the encodings it came in are not redone.
+            resp.headers.pop("content-encoding", None)
+            resp.raw_content = cleaned
+            if "content-length" in resp.headers:
+                resp.headers["content-length"] = str(len(cleaned))
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._scrubbers.pop(flow.id, None)
+        self._pending.pop(flow.id, None)
+        self._refusals.pop(flow.id, None)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         scrubber = self._scrubbers.get(flow.id)
@@ -350,6 +550,29 @@ class Egress:
         self._scrubbers.pop(flow.id, None)
 
     # non-HTTP ----------------------------------------------------------------------------------
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """Close a CONNECT tunnel at once when what it carries is neither TLS nor HTTP.
+
+        With rawtcp off, mitmproxy parses whatever a tunnel carries as HTTP/1 and waits for a
+        request head that never comes (an SSH banner, binary data) until the client gives up.
+        Inside TLS to a route the same holds for the decrypted data.
+        """
+        if nextlayer.layer is not None:
+            return
+        if not any(isinstance(lay, layers.HttpLayer) for lay in nextlayer.context.layers):
+            return  # the proxy's own connection: mitmproxy's explicit-proxy HTTP layer
+        data = nextlayer.data_client()
+        if not data or _starts_like_http(data):
+            return
+        if not nextlayer.context.client.tls and (starts_like_tls_record(data) or (len(data) < 3 and data[0] == 0x16)):
+            return  # TLS (or the start of it): decrypted, then checked again
+        host, port = (nextlayer.context.server.address or ("?", 0))[:2]
+        inner = "TLS tunnel" if nextlayer.context.client.tls else "CONNECT tunnel"
+        reason = f"{inner} carries something other than HTTP: only HTTP requests leave the bottle"
+        self._record("block", method="", scheme="tunnel", host=host, port=port, path="", route=None, reason=reason)
+        logger.warning(f"egress: closed a {inner} to {host}:{port}: {data[:16]!r} is not HTTP")
+        nextlayer.layer = _CloseClient(nextlayer.context)
+
     def _refuse_raw(self, flow, kind: str) -> None:
         host, port = (flow.server_conn.address or ("?", 0))[:2]
         reason = f"{kind} is not HTTP: only HTTP requests leave the bottle"
@@ -375,6 +598,11 @@ class Egress:
         if data.server.error or not data.server.address:
             return
         host, port = data.server.address[:2]
+        if str(host).endswith(REFUSED_SUFFIX):
+            refusal = self._refusals.pop(str(host)[: -len(REFUSED_SUFFIX)], None)
+            # Already logged by requestheaders; this is only how mitmproxy is made to answer.
+            data.server.error = refusal.text.strip() if refusal is not None else "egress: blocked"
+            return
         if self.policy is not None and self.policy.could_allow(str(host), int(port)):
             return
         reason = f"no route for {host}:{port}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import ipaddress
 import json
 import re
 import urllib.parse
@@ -88,16 +89,22 @@ class Policy:
         """True when some route allows host:port for some method/path (a cheap pre-check for raw connects)."""
         return any(r.matches_host(host) and port in r.ports for r in self.routes)
 
-    def match(self, method: str, scheme: str, host: str, port: int, path: str) -> Decision:
-        """First route that allows the request wins; the reason of a block names the first rule that failed."""
+    def match(
+        self, method: str, scheme: str, host: str, port: int, path: str, overrides: Iterable[str] = ()
+    ) -> Decision:
+        """First route that allows the request wins; the reason of a block names the first rule that failed.
+
+        ``overrides``: the methods the request asks for through method-override headers (or a
+        ``_method`` query parameter); a route limited by method must allow each of them too.
+        """
         method = method.upper()
         scheme = scheme.lower()
         host = normalize_host(host)
+        overrides = tuple(o.strip().upper() for o in overrides)
+        problem = path_problem(path)
+        if problem:
+            return Decision(False, None, problem)
         match_path = urllib.parse.unquote(path.split("?", 1)[0]) or "/"
-        # Servers resolve "." and ".." segments (often after percent-decoding), so a path like
-        # /v1/../admin would slip past a "/v1/*" glob: refuse such paths outright.
-        if any(seg in (".", "..") for seg in match_path.replace("\\", "/").split("/")):
-            return Decision(False, None, "path has '.' or '..' segments")
         by_host = [(i, r) for i, r in enumerate(self.routes) if r.matches_host(host)]
         if not by_host:
             return Decision(False, None, f"no route for host {host}")
@@ -107,40 +114,152 @@ class Policy:
         by_method = [(i, r) for i, r in by_port if not r.methods or method in r.methods]
         if not by_method:
             return Decision(False, None, f"no route for method {method} on {host}:{port}")
-        by_path = [(i, r) for i, r in by_method if r.matches_path(match_path)]
+        # Servers that honour X-HTTP-Method-Override and friends act on the overriding method.
+        by_override = [(i, r) for i, r in by_method if not r.methods or all(o in r.methods for o in overrides)]
+        if not by_override:
+            return Decision(False, None, f"method override to {'/'.join(overrides)} not allowed on {host}:{port}")
+        by_path = [(i, r) for i, r in by_override if r.matches_path(match_path)]
         if not by_path:
             return Decision(False, None, f"no route for path {match_path} on {host}:{port}")
+        if any(r.paths for _, r in by_path):
+            problem = limited_path_problem(path)
+            if problem:
+                by_path = [(i, r) for i, r in by_path if not r.paths]
+                if not by_path:
+                    return Decision(False, None, problem)
         for i, r in by_path:
             if scheme in r.schemes:
                 return Decision(True, i, f"route {i} ({r.host})")
         i, r = by_path[0]
-        hint = " (routes with auth default to https only)" if r.auth else ""
-        return Decision(False, None, f"route {i} does not allow scheme {scheme}{hint}")
+        return Decision(False, None, f"route {i} does not allow scheme {scheme}")
 
 
 def normalize_host(host: str) -> str:
     return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
 
 
-def authority_mismatch(host: str, host_header: str | None, sni: str | None) -> str | None:
-    """Why the Host header or TLS SNI names another host than the connection target, else None.
+# How many rounds of percent-decoding a path may need before it is stable (%252e -> %2e -> .).
+MAX_DECODE_ROUNDS = 3
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
-    The upstream connection goes to `host` while a CDN routes by Host/SNI: a mismatch would let
-    an allowed host front for any other site behind the same CDN.
+
+def _decode_fully(path: str) -> str | None:
+    """``path`` percent-decoded until stable; None when it takes more than MAX_DECODE_ROUNDS."""
+    for _ in range(MAX_DECODE_ROUNDS + 1):
+        decoded = urllib.parse.unquote(path, errors="surrogateescape")
+        if decoded == path:
+            return path
+        path = decoded
+    return None
+
+
+def path_problem(path: str) -> str | None:
+    """Why a request path is refused on every route, else None.
+
+    The path is percent-decoded until stable, as a server that decodes more than once would see
+    it. Refused: '.' and '..' segments (servers resolve them, so /v1/../admin would slip past a
+    "/v1/*" glob), backslashes (some servers treat them as '/'), ';' anywhere (path parameters:
+    /v1/..;/admin is /admin to some servers), control characters, and paths that stay
+    percent-encoded after MAX_DECODE_ROUNDS rounds.
+    """
+    raw = path.split("?", 1)[0]
+    if not raw.startswith("/") and raw != "*":
+        # An absolute URL in the path (HTTP/2 allows a client to send one): servers may route by it.
+        return "request target is not a path starting with '/'"
+    decoded = _decode_fully(raw)
+    if decoded is None:
+        return "path is percent-encoded too many times"
+    if ";" in decoded:
+        return "path has ';' parameters"
+    if "\\" in decoded:
+        return "path has a backslash"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+        return "path has control characters"
+    if any(seg in (".", "..") for seg in decoded.split("/")):
+        return "path has '.' or '..' segments"
+    return None
+
+
+def limited_path_problem(path: str) -> str | None:
+    """Why a path is too ambiguous for a route that limits paths, else None.
+
+    Such a route's globs are matched against the path decoded once; a server that sees other
+    segments than that (an encoded '/', or a second round of decoding) could serve another path.
+    """
+    raw = path.split("?", 1)[0]
+    once = urllib.parse.unquote(raw, errors="surrogateescape")
+    if "%2f" in raw.lower():
+        return "path has an encoded '/' (%2F) on a route that limits paths"
+    if _decode_fully(raw) != once:
+        return "path is percent-encoded more than once on a route that limits paths"
+    return None
+
+
+def method_overrides(headers: Iterable[tuple[str, str]], query: str = "") -> list[str]:
+    """The methods a request asks for besides its own: method-override headers and ``_method=``."""
+    found = [v for k, v in headers if k.lower() in METHOD_OVERRIDE_HEADERS]
+    found += [v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True) if k == "_method"]
+    return found
+
+
+def target_authorities(authority: str, path: str) -> list[str]:
+    """The authorities a request line names: its own (absolute form, :authority) and, when the
+    path is itself an absolute URL, that URL's."""
+    out = [authority] if authority else []
+    if not path.startswith("/") and "://" in path.split("?", 1)[0]:
+        out.append(urllib.parse.urlsplit(path).netloc or "?")
+    return out
+
+
+def split_authority(value: str) -> tuple[str, int | None] | None:
+    """``host[:port]`` or ``[v6][:port]`` as (host, port); None when it is not an authority at all."""
+    value = value.strip()
+    if not value or any(c in value for c in "@/\\ \t?#"):
+        return None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    elif value.count(":") > 1:
+        host, port_text = value, None  # a bare IPv6 literal
+    else:
+        host, _, port_text = value.partition(":")
+        port_text = port_text if ":" in value else None
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            return None
+        return normalize_host(host), int(port_text)
+    return normalize_host(host), None
+
+
+def authority_problem(
+    host: str, port: int, authorities: Iterable[str], host_headers: Iterable[str], sni: str | None
+) -> tuple[str, str] | None:
+    """(reason, claimed host) when the request names another destination than the connection's.
+
+    The upstream connection goes to host:port. A server or CDN routes by the request's own
+    authority instead: the absolute-form URL (or HTTP/2 :authority, or an absolute URL an
+    HTTP/2 client put in :path), the Host header and the TLS SNI. Each of them must name the same host, and a port where one is given must be the same
+    port; otherwise an allowed host could front for any other site behind the same CDN.
     """
     target = normalize_host(host)
-    if host_header:
-        hh = host_header.strip()
-        if hh.startswith("["):  # [v6]:port
-            hh_host = hh[1:].split("]", 1)[0]
-        elif hh.count(":") == 1:
-            hh_host = hh.split(":", 1)[0]
-        else:
-            hh_host = hh
-        if normalize_host(hh_host) != target:
-            return f"Host header {hh_host!r} does not match the destination {target}"
+    claims = [("request authority", a) for a in authorities if a]
+    host_headers = list(host_headers)
+    if len(host_headers) > 1:
+        return "more than one Host header", target
+    claims += [("Host header", h) for h in host_headers]
+    for what, value in claims:
+        parsed = split_authority(value)
+        if parsed is None:
+            return f"{what} {value!r} is not a host[:port]", target
+        claimed, claimed_port = parsed
+        if claimed != target:
+            return f"{what} {claimed!r} does not match the destination {target}:{port}", claimed
+        if claimed_port is not None and claimed_port != port:
+            return f"{what} names port {claimed_port} but the destination is {target}:{port}", claimed
     if sni and normalize_host(sni) != target:
-        return f"TLS SNI {sni!r} does not match the destination {target}"
+        return f"TLS SNI {sni!r} does not match the destination {target}:{port}", normalize_host(sni)
     return None
 
 
@@ -171,7 +290,10 @@ def parse_routes(text: str, source: str = "routes.yaml") -> Policy:
     _check_keys(doc, "", _TOP_KEYS, bad)
     if doc.get("version") != 1 or isinstance(doc.get("version"), bool):
         raise bad("version", f"must be 1, got {doc.get('version')!r}")
-    bottle = doc.get("bottle", "unnamed")
+    for name in sorted(_TOP_KEYS):
+        if name not in doc:
+            raise bad(name, "missing")
+    bottle = doc["bottle"]
     if not isinstance(bottle, str) or not bottle.strip():
         raise bad("bottle", "must be a non-empty string")
     raw_routes = doc.get("routes")
@@ -182,8 +304,6 @@ def parse_routes(text: str, source: str = "routes.yaml") -> Policy:
 
 
 def _str_list(value, key, bad, *, upper=False) -> tuple[str, ...]:
-    if value is None:
-        return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise bad(key, "must be a list of non-empty strings")
     return tuple(v.upper() if upper else v for v in value)
@@ -198,17 +318,34 @@ def _check_keys(raw, key: str, allowed: set[str], bad) -> None:
         raise bad(f"{key}.{unknown[0]}" if key else unknown[0], "unknown key")
 
 
+def _host_problem(host: str) -> str | None:
+    if not _HOST_RE.match(host) or "*" in host[1:] or ".." in host:
+        return "is not a host name, an IP address or '*.domain'"
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "has a port: routes.yaml lists ports under ports"
+    return None
+
+
 def _parse_route(raw, key: str, bad) -> Route:
     _check_keys(raw, key, _ROUTE_KEYS, bad)
+    # The host renders every default (bottle_tui's manifest): a key left out here is a bug or a
+    # hand edit, never a default to guess.
+    for name in sorted(_ROUTE_KEYS):
+        if name not in raw:
+            raise bad(f"{key}.{name}", "missing: routes.yaml must list every key (auth: null for none)")
 
-    host = raw.get("host")
+    host = raw["host"]
     if not isinstance(host, str) or not host.strip():
         raise bad(f"{key}.host", "must be a non-empty string")
     host = normalize_host(host)
-    if not _HOST_RE.match(host) or "*" in host[1:] or ".." in host:
-        raise bad(f"{key}.host", f"{host!r} is not a host name, an IP address or '*.domain'")
+    problem = _host_problem(host)
+    if problem:
+        raise bad(f"{key}.host", f"{host!r} {problem}")
 
-    ports = raw.get("ports", [443])
+    ports = raw["ports"]
     if (
         not isinstance(ports, list)
         or not ports
@@ -216,27 +353,24 @@ def _parse_route(raw, key: str, bad) -> Route:
     ):
         raise bad(f"{key}.ports", "must be a non-empty list of port numbers (1-65535)")
 
-    methods = _str_list(raw.get("methods"), f"{key}.methods", bad, upper=True)
+    methods = _str_list(raw["methods"], f"{key}.methods", bad, upper=True)
     for m in methods:
         if not _METHOD_RE.match(m):
             raise bad(f"{key}.methods", f"{m!r} is not an HTTP method")
 
-    paths = _str_list(raw.get("paths"), f"{key}.paths", bad)
+    paths = _str_list(raw["paths"], f"{key}.paths", bad)
     for p in paths:
         if not p.startswith(("/", "*")):
             raise bad(f"{key}.paths", f"{p!r} must start with '/'")
 
-    auth = _parse_auth(raw["auth"], f"{key}.auth", bad) if raw.get("auth") is not None else None
+    auth = _parse_auth(raw["auth"], f"{key}.auth", bad) if raw["auth"] is not None else None
 
-    # A credential must not cross the network in clear text: routes with auth are https-only
-    # unless the operator lists schemes explicitly.
-    schemes = _str_list(raw.get("schemes"), f"{key}.schemes", bad)
-    schemes = tuple(s.lower() for s in schemes)
+    schemes = tuple(s.lower() for s in _str_list(raw["schemes"], f"{key}.schemes", bad))
+    if not schemes:
+        raise bad(f"{key}.schemes", "must list at least one of http, https")
     for s in schemes:
         if s not in SCHEMES:
             raise bad(f"{key}.schemes", f"{s!r} is not one of http, https")
-    if not schemes:
-        schemes = ("https",) if auth else SCHEMES
 
     return Route(
         host=host,
@@ -303,18 +437,41 @@ def secret_values(route: Route, environ: Mapping[str, str]) -> list[str]:
     return values
 
 
+def _b64_cores(secret: bytes, encode) -> set[bytes]:
+    """The base64 characters that only the secret's bits decide, for each of the three alignments
+    it can have inside a longer base64 text, plus the whole padded encoding of the secret alone."""
+    out = {encode(secret)}
+    n = len(secret)
+    for k in range(3):
+        text = encode(b"\0" * k + secret + b"\0\0").rstrip(b"=")
+        first = -(-8 * k // 6)  # the first character without a bit of the zero prefix
+        last = (8 * k + 8 * n) // 6  # one past the last character without a bit of the suffix
+        if last > first:
+            out.add(text[first:last])
+    return out
+
+
 def _variants(secret: bytes) -> set[bytes]:
-    """The secret as it appears raw, percent-encoded and JSON-escaped (echo servers use all three)."""
-    out = {secret}
+    """The secret as an upstream may echo it: raw, base64/base64url (at any alignment), hex in
+    either case, percent-encoded (as quote() does it, and every byte, in either case), and
+    JSON-escaped (as-is, with "\\/", and every character as \\uXXXX in either case)."""
+    out = {secret, secret.hex().encode(), secret.hex().upper().encode()}
+    out |= _b64_cores(secret, base64.b64encode) | _b64_cores(secret, base64.urlsafe_b64encode)
+    every = "".join(f"%{b:02X}" for b in secret)
+    out |= {every.encode(), every.lower().encode()}
     text = secret.decode("utf-8", "surrogateescape")
     try:
-        out.add(urllib.parse.quote(text, safe="").encode())
+        quoted = urllib.parse.quote(text, safe="")
+        out |= {quoted.encode(), re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted).encode()}
         escaped = json.dumps(text)[1:-1]
         out.add(escaped.encode())
         out.add(escaped.replace("/", "\\/").encode())  # some JSON encoders escape "/"
+        uni = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else c for c in text)
+        out |= {uni.encode(), re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), uni).encode()}
     except UnicodeEncodeError:
         pass
-    return {v for v in out if v}
+    # Base64 cores shorter than a few characters would redact unrelated text.
+    return {v for v in out if len(v) >= min(4, len(secret))}
 
 
 class Scrubber:

@@ -13,6 +13,10 @@ import subprocess
 import sys
 import time
 
+# The bundle's shared helpers live in ../common (the same layout in the image and the repository).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from sidecar_files import atomic_write  # noqa: E402
+
 DEFAULT_DAEMONS_FILE = "/etc/bottle/daemons.json"
 DEFAULT_RUN_DIR = "/run/bottle-init"
 RESTART_FILE = "restart"
@@ -177,13 +181,7 @@ class Init:
     # status ------------------------------------------------------------------------------------
     def write_status(self) -> None:
         data = json.dumps({"daemons": {d.name: d.status() for d in self.daemons}}, indent=2) + "\n"
-        path = os.path.join(self.run_dir, STATUS_FILE)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(os.path.join(self.run_dir, STATUS_FILE), data)
 
     # children ----------------------------------------------------------------------------------
     def start(self, d: Daemon) -> None:

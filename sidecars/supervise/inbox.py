@@ -20,12 +20,17 @@ import json
 import os
 import re
 import secrets
-import tempfile
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import yaml
+
+
+# the bundle's shared helpers live in ../common (the same layout in the image and the repository).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from sidecar_files import atomic_write  # noqa: E402
 
 SCHEMA_VERSION = 1
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
@@ -138,21 +143,6 @@ def route_change(host, ports=None, methods=None, paths=None) -> dict[str, Any]:
 # --- the queue -----------------------------------------------------------------------------------
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class Queue:
     def __init__(self, state_dir: str, slug: str):
         self.state_dir = state_dir
@@ -183,7 +173,7 @@ class Queue:
         return data if isinstance(data, dict) and data.get("id") == pid else None
 
     def _write(self, data: dict[str, Any]) -> None:
-        _atomic_write(self.path(data["id"]), (json.dumps(data, indent=2) + "\n").encode())
+        atomic_write(self.path(data["id"]), (json.dumps(data, indent=2) + "\n").encode())
 
     def all(self) -> list[dict[str, Any]]:
         out = []
@@ -292,7 +282,7 @@ class EgressTail:
             return None, 0
 
     def _save_cursor(self) -> None:
-        _atomic_write(self.cursor_path, json.dumps({"inode": self.inode, "offset": self.offset}).encode())
+        atomic_write(self.cursor_path, json.dumps({"inode": self.inode, "offset": self.offset}).encode())
 
     def poll(self) -> list[dict[str, Any]]:
         try:
@@ -379,7 +369,7 @@ def withdraw_once(queue: Queue, records: list[dict[str, Any]], routes_path: str)
                 routes.remove(p["once_route"])
         doc["routes"] = routes
         # The policy first: a crash before the proposals are marked leaves nothing allowed twice.
-        _atomic_write(routes_path, yaml.safe_dump(doc, sort_keys=False).encode())
+        atomic_write(routes_path, yaml.safe_dump(doc, sort_keys=False).encode())
         for p, rec in used:
             p["once_used"] = {"at": now_iso(), "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}"}
             queue._write(p)

@@ -23,7 +23,8 @@ BLOCKED = "blocked.fake.test"
 PYPI = "pypi.fake.test"  # package indexes and an LLM API of the fake internet (fake_internet/services.py)
 NPM = "registry.fake.test"
 ANTHROPIC = "anthropic.fake.test"
-FAKE_NAMES = (ALLOWED, AUTHED, BLOCKED, PYPI, NPM, ANTHROPIC)
+LIMITED = "limited.fake.test"  # a route limited by method and path
+FAKE_NAMES = (ALLOWED, AUTHED, BLOCKED, LIMITED, PYPI, NPM, ANTHROPIC)
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
@@ -57,6 +58,10 @@ MANIFESTS = {
             - host: {AUTHED}
               ports: [443]
               auth: {{scheme: header, header: X-Api-Key, token_env: BOTTLE_TEST_TOKEN}}
+            - host: {LIMITED}
+              ports: [80, 443]
+              methods: [GET]
+              paths: ["/v1/*"]
             - host: {PYPI}
               ports: [443]
               methods: [GET, HEAD]

@@ -7,11 +7,12 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from .support import ALLOWED, AUTHED, BLOCKED, SECRET, Bottle, sh
+from .support import ALLOWED, AUTHED, BLOCKED, LIMITED, SECRET, Bottle, sh
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +135,157 @@ def test_state_folder_layout_and_modes(bottle: Bottle) -> None:
     # The agent sees the CA certificate but not its key.
     assert bottle.exec("test", "-r", "/etc/bottle/ca/egress-ca.pem").returncode == 0
     assert bottle.exec("sh", "-c", "ls /etc/bottle/ca").stdout.split() == ["egress-ca.pem"]
+
+
+# --- ways past the checks (issue 10 points 1-3, issue 5 part 4), each through the real bottle ------
+
+
+def decisions(bottle: Bottle) -> list[dict]:
+    log = bottle.state / "egress" / "requests.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def status_and_body(r: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    body, _, code = r.stdout.rpartition("\n")
+    return code, body
+
+
+def curl(bottle: Bottle, *args: str, timeout: float = 60) -> tuple[str, str]:
+    return status_and_body(bottle.exec(*CURL, "-w", "\n%{http_code}", *args, timeout=timeout))
+
+
+@pytest.mark.parametrize("http", ["--http1.1", "--http2"])
+def test_fronting_inside_a_tunnel_is_blocked_and_logged_as_the_host_it_named(bottle: Bottle, http: str) -> None:
+    token = bottle.exec("printenv", "BOTTLE_TEST_TOKEN").stdout.strip()
+    # Inside the CONNECT tunnel to the authed host, the request line names another host (over
+    # HTTP/2 curl puts the absolute URL in :path).
+    code, body = curl(bottle, http, "-H", f"X-Api-Key: {token}", "--request-target", f"http://{BLOCKED}/v1/x", f"https://{AUTHED}/v1/x")
+    assert code == "403" and "fake_internet" not in body, body
+    last = decisions(bottle)[-1]
+    assert last["decision"] == "block" and last["host"] == BLOCKED and "fronting" in last["reason"], last
+    # The same host with another port in the request line: blocked too. Control: its own name passes.
+    code, body = curl(bottle, http, "--request-target", f"https://{AUTHED}:8443/v1/x", f"https://{AUTHED}/v1/x")
+    assert code == "403" and "port 8443" in body
+    code, body = curl(bottle, http, "-H", f"X-Api-Key: {token}", f"https://{AUTHED}/v1/x")
+    assert code == "200" and json.loads(body)["fake_internet"] is True
+
+
+def test_host_header_with_another_port_is_blocked(bottle: Bottle) -> None:
+    code, body = curl(bottle, "-H", f"Host: {ALLOWED}:8443", f"http://{ALLOWED}/")
+    assert code == "403" and "port 8443" in body
+    code, body = curl(bottle, "-H", f"Host: {ALLOWED}:8443", f"https://{ALLOWED}/")
+    assert code == "403" and "port 8443" in body
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/..;/admin", "/v1/x;jsessionid=1", "/v1/%252e%252e/admin", "/v1/%2e%2e/admin", "/v1/..%5cadmin",
+     "/v1/%5c..%5cadmin", "/v1%2fadmin", "/v1/%252f..", "/v1/../admin"],
+)
+def test_path_tricks_are_blocked(bottle: Bottle, path: str) -> None:
+    code, body = curl(bottle, "--path-as-is", f"https://{LIMITED}{path}")
+    assert code == "403" and body.startswith("egress: blocked") and "fake_internet" not in body, (path, body)
+
+
+def test_method_override_headers_are_blocked_on_a_route_limited_by_method(bottle: Bottle) -> None:
+    assert curl(bottle, f"https://{LIMITED}/v1/ok")[0] == "200"  # control
+    for header in ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"):
+        code, body = curl(bottle, "-H", f"{header}: DELETE", f"https://{LIMITED}/v1/ok")
+        assert code == "403" and "method override" in body, header
+    assert curl(bottle, f"https://{LIMITED}/v1/ok?_method=DELETE")[0] == "403"
+    assert curl(bottle, "-X", "DELETE", f"https://{LIMITED}/v1/ok")[0] == "403"
+
+
+def egress_rss_mib(bottle: Bottle) -> int:
+    status = sh("docker", "exec", bottle.sidecars, "python3", "/opt/bottle/init/bottle_init.py", "status")
+    pid = json.loads(status.stdout)["daemons"]["egress"]["pid"]
+    proc = sh("docker", "exec", bottle.sidecars, "cat", f"/proc/{pid}/status").stdout
+    return int(next(line for line in proc.splitlines() if line.startswith("VmRSS:")).split()[1]) // 1024
+
+
+def test_a_100_mib_post_to_a_blocked_host_is_refused_without_growing_egress(bottle: Bottle) -> None:
+    assert bottle.exec("sh", "-c", "head -c 104857600 /dev/zero > /tmp/big").returncode == 0
+    before = egress_rss_mib(bottle)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], egress_rss_mib(bottle))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        for url in (f"http://{BLOCKED}/upload", f"https://{BLOCKED}/upload"):
+            code, body = curl(bottle, "--data-binary", "@/tmp/big", url, timeout=120)
+            assert code in ("403", "502") and "egress: blocked POST" in body, (url, code, body[:300])
+        # Unknown length (chunked) too.
+        code, body = curl(bottle, "-T", "/tmp/big", "-H", "Transfer-Encoding: chunked", "-X", "POST", f"http://{BLOCKED}/upload")
+        assert "egress: blocked POST" in body, (code, body[:300])
+    finally:
+        done.set()
+        sampler.join()
+        bottle.exec("rm", "-f", "/tmp/big")
+    print(f"egress RSS during 100 MiB POSTs to a blocked host: {before} MiB before, peak {peak[0]} MiB")
+    assert peak[0] - before < 30, f"egress grew from {before} to {peak[0]} MiB: the blocked body was read"
+
+
+@pytest.mark.parametrize("http", ["--http1.1", "--http2"])
+def test_every_byte_of_an_upload_arrives_streamed_or_buffered(bottle: Bottle, http: str) -> None:
+    setup = "printf data > /tmp/small && head -c 3000000 /dev/urandom > /tmp/large"
+    assert bottle.exec("sh", "-c", setup).returncode == 0
+    sums = bottle.exec("sha256sum", "/tmp/small", "/tmp/large").stdout.split()
+    want = {"/tmp/small": (4, sums[0]), "/tmp/large": (3000000, sums[2])}
+    for name, (length, digest) in want.items():
+        for how in (["--data-binary", f"@{name}"], ["-T", "-"]):  # known length; unknown length from a pipe
+            cmd = " ".join([*CURL, http, "-v", *how, f"https://{ALLOWED}/x"])
+            r = bottle.exec("sh", "-c", f"cat {name} | {cmd}", timeout=60)
+            assert r.returncode == 0, r.stderr[-500:]
+            if http == "--http2":
+                assert "using HTTP/2" in r.stderr or "HTTP/2 200" in r.stderr, r.stderr[-800:]
+            doc = json.loads(r.stdout)
+            assert (doc["body_len"], doc["body_sha256"]) == (length, digest), (http, name, how, doc)
+    # Plain HTTP through the proxy, chunked from a pipe.
+    r = bottle.exec("sh", "-c", " ".join(["cat /tmp/large |", *CURL, "-T", "-", f"http://{ALLOWED}/x"]), timeout=60)
+    assert json.loads(r.stdout)["body_sha256"] == want["/tmp/large"][1]
+
+
+def test_headers_meant_for_the_proxy_stop_at_egress(bottle: Bottle) -> None:
+    proxy_headers = ["-H", "Proxy-Authorization: Basic dXNlcjpwYXNz", "-H", "Proxy-Connection: keep-alive",
+                     "-H", "Keep-Alive: timeout=5", "-H", "Connection: X-Hop", "-H", "X-Hop: 1", "-H", "X-Kept: 1"]
+    for http, url in (("--http1.1", f"http://{ALLOWED}/hop"), ("--http1.1", f"https://{ALLOWED}/hop"), ("--http2", f"https://{ALLOWED}/hop")):
+        r = bottle.exec(*CURL, http, *proxy_headers, "--proxy-header", "Proxy-Authorization: Basic dXNlcjpwYXNz", url)
+        got = set(json.loads(r.stdout)["headers"])
+        assert "x-kept" in got, got
+        assert not got & {"proxy-authorization", "proxy-connection", "keep-alive"}, (url, got)
+        if http == "--http1.1":  # HTTP/2 has no Connection header: there X-Hop is an ordinary header
+            assert "x-hop" not in got, (url, got)
+
+
+def test_a_tunnel_that_carries_no_http_is_closed_at_once_and_logged(bottle: Bottle) -> None:
+    script = (
+        "import socket, sys, time\n"
+        "for target, data in (('%s:443', b'SSH-2.0-OpenSSH_9.2\\r\\n'), ('%s:443', b'\\x00\\x01binary')):\n"
+        "    c = socket.create_connection(('egress', 8080), timeout=10)\n"
+        "    c.sendall(b'CONNECT ' + target.encode() + b' HTTP/1.1\\r\\nHost: ' + target.encode() + b'\\r\\n\\r\\n')\n"
+        "    assert c.recv(4096).startswith(b'HTTP/1.1 200')\n"
+        "    t0 = time.monotonic(); c.sendall(data)\n"
+        "    got = c.recv(4096)\n"
+        "    print(repr(got), round(time.monotonic() - t0, 2))\n"
+    ) % (ALLOWED, ALLOWED)
+    r = bottle.exec("python3", "-c", script, timeout=60)
+    assert r.returncode == 0, r.stderr[-800:]
+    for line in r.stdout.splitlines():
+        got, seconds = line.rsplit(" ", 1)
+        assert got == "b''" and float(seconds) < 5, line  # closed, not left hanging
+    tunnels = [d for d in decisions(bottle) if d["scheme"] == "tunnel"]
+    assert len(tunnels) >= 2 and all(d["decision"] == "block" and d["host"] == ALLOWED for d in tunnels)
+
+
+def test_stacked_and_unknown_encodings_never_bring_the_credential_back(bottle: Bottle) -> None:
+    token = bottle.exec("printenv", "BOTTLE_TEST_TOKEN").stdout.strip()
+    r = bottle.exec(*CURL, "-i", "-H", f"X-Api-Key: {token}", f"https://{AUTHED}/enc/gzip,gzip")
+    assert r.returncode == 0 and SECRET not in r.stdout
+    assert "[redacted by egress]" in r.stdout and '"fake_internet": true' in r.stdout
+    code, body = curl(bottle, "-H", f"X-Api-Key: {token}", f"https://{AUTHED}/enc/compress")
+    assert code == "502" and "cannot be scrubbed" in body and SECRET not in body

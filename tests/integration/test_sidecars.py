@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
-import yaml
 
 from tests.waiting import wait_for
 
-from .support import ALLOWED, BLOCKED, Bottle, sh
+from .support import ALLOWED, BLOCKED, LIMITED, Bottle, sh
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +20,14 @@ INIT = ("python3", "/opt/bottle/init/bottle_init.py")
 
 def status_of(bottle: Bottle, url: str) -> str:
     return bottle.exec(*CURL, url).stdout.rsplit("\n", 1)[-1]
+
+
+def write_in_place(path, text: str, mtime_ns: int) -> None:
+    """Rewrite ``path`` through its own inode and put its mtime back."""
+    with open(path, "r+", encoding="utf-8") as f:
+        f.write(text)
+        f.truncate()
+    os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 def egress_status(bottle: Bottle) -> dict:
@@ -37,23 +45,28 @@ def test_routes_reload_on_sighup_without_restarting_anything(bottle: Bottle) -> 
     before = egress_status(bottle)
     agent_started = sh("docker", "inspect", "-f", "{{.State.StartedAt}}", bottle.agent).stdout
     assert status_of(bottle, f"http://{BLOCKED}/") == "403"
-    doc = yaml.safe_load(original)
-    doc["routes"].append({"host": BLOCKED, "ports": [80], "methods": ["GET"], "paths": ["/open/*"]})
+    # The route limited to GET /v1/* moves to BLOCKED: a name of the same length, so the file
+    # keeps its size.
+    assert len(LIMITED) == len(BLOCKED) and LIMITED in original
+    changed = original.replace(LIMITED, BLOCKED)
+    st = routes_file.stat()
     try:
-        from bottle_tui.state import atomic_write
-
-        atomic_write(routes_file, yaml.safe_dump(doc))
+        # Written in place (same inode, size and mtime): egress's own change check sees nothing
+        # new, so only the SIGHUP handler can make the route take effect.
+        write_in_place(routes_file, changed, st.st_mtime_ns)
+        assert (routes_file.stat().st_ino, routes_file.stat().st_size) == (st.st_ino, st.st_size)
+        assert status_of(bottle, f"http://{BLOCKED}/v1/x") == "403"  # no reload without the signal
         sh("docker", "kill", "--signal", "HUP", bottle.sidecars)
-        wait_until(lambda: status_of(bottle, f"http://{BLOCKED}/open/x") == "200", "the new route to take effect")
+        wait_until(lambda: status_of(bottle, f"http://{BLOCKED}/v1/x") == "200", "the new route to take effect")
         assert status_of(bottle, f"http://{BLOCKED}/closed") == "403"  # only the paths the route names
-        assert bottle.exec(*CURL, "-X", "POST", f"http://{BLOCKED}/open/x").stdout.endswith("403")
+        assert bottle.exec(*CURL, "-X", "POST", f"http://{BLOCKED}/v1/x").stdout.endswith("403")
         after = egress_status(bottle)
         assert after["pid"] == before["pid"] and after["restarts"] == before["restarts"]
         assert sh("docker", "inspect", "-f", "{{.State.StartedAt}}", bottle.agent).stdout == agent_started
     finally:
-        atomic_write(routes_file, original)
+        write_in_place(routes_file, original, st.st_mtime_ns)
         sh("docker", "kill", "--signal", "HUP", bottle.sidecars)
-    wait_until(lambda: status_of(bottle, f"http://{BLOCKED}/open/x") == "403", "the old routes to come back")
+    wait_until(lambda: status_of(bottle, f"http://{BLOCKED}/v1/x") == "403", "the old routes to come back")
 
 
 def test_init_restarts_egress_on_request_and_after_a_crash(bottle: Bottle) -> None:

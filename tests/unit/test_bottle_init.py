@@ -312,3 +312,19 @@ def test_status_command_prints_status_json(bundle) -> None:
     assert json.loads(result.stdout)["daemons"]["a"]["state"] == "running"
     usage = b.client("frobnicate")
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_shared_atomic_write_replaces_whole_files_and_is_the_bundles_only_one(tmp_path) -> None:
+    sys.path.insert(0, str(INIT.parents[1] / "common"))
+    from sidecar_files import atomic_write
+
+    target = tmp_path / "status.json"
+    target.write_text("old")
+    atomic_write(str(target), "new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["status.json"]
+    with pytest.raises(TypeError):
+        atomic_write(str(target), 42)  # type: ignore[arg-type]
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["status.json"]
+    # init and the egress addon use it; no other copy of the tmp-then-replace dance is left.
+    sources = [p for p in (INIT.parents[1]).rglob("*.py") if p.parent.name != "common"]
+    assert [p.name for p in sources if "os.replace(tmp" in p.read_text() or ".tmp" in p.read_text()] == []

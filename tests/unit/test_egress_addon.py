@@ -35,12 +35,10 @@ routes:
     ports: [443]
     methods: [POST, GET]
     paths: ["/v1/*"]
+    schemes: [https]
     auth: {scheme: header, header: x-api-key, token_env: API_KEY}
-  - host: open.example.com
-    ports: [443]
-  - host: nokey.example.com
-    ports: [443]
-    auth: {scheme: bearer, token_env: NOT_SET_ANYWHERE}
+  - {host: open.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}
+  - {host: nokey.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: {scheme: bearer, token_env: NOT_SET_ANYWHERE}}
 """
 
 
@@ -54,10 +52,20 @@ def egress(tmp_path):
 
 
 def make_flow(method: str, url: str, headers: dict | None = None):
-    req = mhttp.Request.make(method, url, b"", headers or {})
+    req = mhttp.Request.make(method, url, b"", {})
+    req.headers.pop("content-length", None)  # make() adds one; a test's headers say what is sent
+    for k, v in (headers or {}).items():
+        req.headers[k] = v
     f = tflow.tflow(req=req)
     f.client_conn.sni = req.host if req.scheme == "https" else None
     return f
+
+
+def send(addon, flow) -> None:
+    """The request hooks as mitmproxy runs them: headers, then (the body having ended) the whole."""
+    addon.requestheaders(flow)
+    if flow.response is None:
+        addon.request(flow)
 
 
 def decisions(tmp_path) -> list[dict]:
@@ -68,7 +76,7 @@ def decisions(tmp_path) -> list[dict]:
 def test_blocked_request_gets_403_with_marker_and_is_logged(egress, tmp_path) -> None:
     addon, _ = egress
     f = make_flow("DELETE", "https://api.example.com/v1/x?secret=query", {"x-api-key": "placeholder"})
-    addon.request(f)
+    send(addon, f)
     assert f.response.status_code == 403
     assert f.response.content == (
         b"egress: blocked DELETE api.example.com:443/v1/x: no route in routes.yaml of bottle dev allows it\n"
@@ -85,7 +93,7 @@ def test_blocked_request_gets_403_with_marker_and_is_logged(egress, tmp_path) ->
 def test_allowed_request_gets_the_real_credential_instead_of_the_placeholder(egress, tmp_path) -> None:
     addon, _ = egress
     f = make_flow("POST", "https://api.example.com/v1/messages", {"X-Api-Key": "placeholder"})
-    addon.request(f)
+    send(addon, f)
     assert f.response is None
     assert f.request.headers.get_all("x-api-key") == [SECRET]
     [d] = decisions(tmp_path)
@@ -93,14 +101,14 @@ def test_allowed_request_gets_the_real_credential_instead_of_the_placeholder(egr
     assert SECRET not in (tmp_path / "requests.jsonl").read_text()
     # A route without auth leaves the agent's headers alone.
     g = make_flow("GET", "https://open.example.com/", {"Authorization": "Bearer mine"})
-    addon.request(g)
+    send(addon, g)
     assert g.response is None and g.request.headers["authorization"] == "Bearer mine"
 
 
 def test_missing_credential_answers_502_naming_the_variable(egress, tmp_path) -> None:
     addon, _ = egress
     f = make_flow("GET", "https://nokey.example.com/")
-    addon.request(f)
+    send(addon, f)
     assert f.response.status_code == 502
     assert f.response.content.startswith(b"egress: credential NOT_SET_ANYWHERE")
     assert decisions(tmp_path)[-1]["decision"] == "error"
@@ -110,18 +118,18 @@ def test_host_header_that_differs_from_the_destination_is_blocked(egress, tmp_pa
     addon, _ = egress
     f = make_flow("GET", "https://open.example.com/")
     f.request.headers["Host"] = "elsewhere.com"  # after make(): setting the URL rewrites Host
-    addon.request(f)
+    send(addon, f)
     assert f.response.status_code == 403 and b"elsewhere.com" in f.response.content
     f = make_flow("GET", "https://open.example.com/")
     f.client_conn.sni = "fronted.example.net"
-    addon.request(f)
+    send(addon, f)
     assert f.response.status_code == 403 and b"SNI" in f.response.content
 
 
 def test_buffered_response_is_scrubbed_in_headers_and_body(egress) -> None:
     addon, _ = egress
     f = make_flow("POST", "https://api.example.com/v1/echo", {"x-api-key": "placeholder"})
-    addon.request(f)
+    send(addon, f)
     body = f'{{"you_sent": "{SECRET}"}}'.encode()
     f.response = mhttp.Response.make(200, body, {"Content-Type": "application/json", "X-Echo": SECRET})
     addon.responseheaders(f)
@@ -136,7 +144,7 @@ def test_buffered_response_is_scrubbed_in_headers_and_body(egress) -> None:
 def test_streamed_response_is_scrubbed_chunk_by_chunk(egress) -> None:
     addon, _ = egress
     f = make_flow("POST", "https://api.example.com/v1/messages", {"x-api-key": "placeholder"})
-    addon.request(f)
+    send(addon, f)
     f.response = mhttp.Response.make(200, b"", {"Content-Type": "text/event-stream", "Content-Length": "99"})
     addon.responseheaders(f)
     assert callable(f.response.stream)
@@ -153,12 +161,12 @@ def test_streamed_response_is_scrubbed_chunk_by_chunk(egress) -> None:
 def test_responses_without_injected_credentials_are_not_touched_but_streams_pass_through(egress) -> None:
     addon, _ = egress
     f = make_flow("GET", "https://open.example.com/")
-    addon.request(f)
+    send(addon, f)
     f.response = mhttp.Response.make(200, b"", {"Content-Type": "text/event-stream"})
     addon.responseheaders(f)
     assert f.response.stream is True
     g = make_flow("GET", "https://open.example.com/")
-    addon.request(g)
+    send(addon, g)
     g.response = mhttp.Response.make(200, SECRET.encode(), {"Content-Type": "text/plain"})
     addon.responseheaders(g)
     addon.response(g)
@@ -168,13 +176,16 @@ def test_responses_without_injected_credentials_are_not_touched_but_streams_pass
 def test_routes_reload_when_the_file_changes_and_a_bad_file_keeps_the_old_policy(egress, tmp_path) -> None:
     addon, _ = egress
     routes = tmp_path / "routes.yaml"
-    routes.write_text("version: 1\nbottle: two\nroutes:\n  - host: new.example.com\n")
+    routes.write_text(
+        "version: 1\nbottle: two\nroutes:\n"
+        "  - {host: new.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}\n"
+    )
     f = make_flow("GET", "https://new.example.com/")
-    addon.request(f)
+    send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
-    routes.write_text("version: 1\nroutes: [{host: new.example.com, ports: [bad]}]\n# longer, so size differs\n")
+    routes.write_text("version: 1\nbottle: two\nroutes: [{host: new.example.com, ports: [bad], methods: [], paths: [], schemes: [https], auth: null}]\n")
     f = make_flow("GET", "https://new.example.com/")
-    addon.request(f)
+    send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
     assert "routes[0].ports" in addon.policy_error
 
@@ -187,7 +198,7 @@ def test_sighup_reload_picks_up_an_unchanged_looking_file(egress, tmp_path) -> N
     os.utime(routes, ns=(st.st_atime_ns, st.st_mtime_ns))
     addon.on_sighup()
     f = make_flow("GET", "https://open.example.com/")
-    addon.request(f)
+    send(addon, f)
     assert f.response.status_code == 403
     assert json.loads((tmp_path / "ready").read_text())["routes_loaded"] is True
 
@@ -247,6 +258,311 @@ def test_upstream_ca_is_added_to_the_default_trust(tmp_path) -> None:
         assert tctx.options.ssl_verify_upstream_trusted_ca is None
 
 
+# --- fronting, path, method and port tricks (issue 10, points 1 and 2) ------------------------------
+
+
+def tunnel_flow(method: str, target: str, authority: str, headers: dict | None = None):
+    """A request inside a CONNECT tunnel to ``target`` whose request line names ``authority``
+    (mitmproxy's transparent mode inside tunnels keeps the absolute-form authority)."""
+    f = make_flow(method, f"https://{target}/v1/x", headers)
+    f.request.authority = authority
+    return f
+
+
+def test_fronting_inside_a_tunnel_is_blocked_and_logged_as_the_host_it_named(egress, tmp_path) -> None:
+    addon, _ = egress
+    f = tunnel_flow("GET", "api.example.com", "other.example.net", {"x-api-key": "placeholder"})
+    send(addon, f)
+    assert f.response.status_code == 403
+    assert b"request authority 'other.example.net'" in f.response.content
+    assert f.request.headers["x-api-key"] == "placeholder", "the credential was injected into a fronted request"
+    [d] = decisions(tmp_path)
+    assert d["decision"] == "block" and d["host"] == "other.example.net" and "fronting" in d["reason"]
+    # The same host with another port, in the authority or the Host header: blocked too.
+    for f in (tunnel_flow("GET", "api.example.com", "api.example.com:8443"), make_flow("GET", "https://api.example.com/v1/x")):
+        if f.request.authority != "api.example.com:8443":
+            f.request.headers["Host"] = "api.example.com:8443"
+        send(addon, f)
+        assert f.response.status_code == 403 and b"port 8443" in f.response.content
+    # HTTP/2 lets a client put an absolute URL in :path: the same fronting.
+    f = make_flow("GET", "https://api.example.com/v1/x", {"x-api-key": "placeholder"})
+    f.request.http_version = "HTTP/2.0"
+    f.request.path = "http://other.example.net/v1/x"
+    send(addon, f)
+    assert f.response.status_code == 403 and f.request.headers["x-api-key"] == "placeholder"
+    assert decisions(tmp_path)[-1]["host"] == "other.example.net"
+    # Control: an authority that names the tunnel's own host and port passes.
+    ok = tunnel_flow("GET", "api.example.com", "api.example.com:443")
+    send(addon, ok)
+    assert ok.response is None and ok.request.headers["x-api-key"] == SECRET
+
+
+def test_host_header_that_differs_from_the_destination_is_blocked_in_http2_too(egress) -> None:
+    addon, _ = egress
+    f = make_flow("GET", "https://open.example.com/")
+    f.request.http_version = "HTTP/2.0"
+    f.request.authority = "open.example.com"
+    f.request.headers["Host"] = "elsewhere.com"  # h2's host_header would only show :authority
+    send(addon, f)
+    assert f.response.status_code == 403 and b"elsewhere.com" in f.response.content
+
+
+@pytest.mark.parametrize(
+    "method, path, headers",
+    [
+        ("GET", "/v1/..;/admin", {}),
+        ("GET", "/v1/x;a=b", {}),
+        ("GET", "/v1/%252e%252e/admin", {}),
+        ("GET", "/v1/%2e%2e/admin", {}),
+        ("GET", "/v1/..%5cadmin", {}),
+        ("GET", "/v1%2fadmin", {}),
+        ("POST", "/v1/x", {"X-HTTP-Method-Override": "DELETE"}),
+        ("POST", "/v1/x", {"X-HTTP-Method": "PUT"}),
+        ("POST", "/v1/x", {"X-Method-Override": "PATCH"}),
+        ("POST", "/v1/x?_method=DELETE", {}),
+    ],
+)
+def test_path_and_method_tricks_are_blocked_before_the_credential_is_injected(egress, method, path, headers) -> None:
+    addon, _ = egress
+    f = make_flow(method, f"https://api.example.com{path}", {"x-api-key": "placeholder", **headers})
+    send(addon, f)
+    assert f.response is not None and f.response.status_code == 403, f.response
+    assert f.request.headers["x-api-key"] == "placeholder"
+
+
+def test_method_override_to_an_allowed_method_passes(egress) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://api.example.com/v1/x", {"X-HTTP-Method-Override": "GET"})
+    send(addon, f)
+    assert f.response is None
+
+
+# --- decide before the body (issue 10, point 3) --------------------------------------------------
+
+
+def test_blocked_request_with_a_large_body_is_refused_without_reading_it(egress, tmp_path) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://blocked.example.org/upload", {"Content-Length": str(100 << 20), "Expect": "100-continue"})
+    addon.requestheaders(f)
+    # No response yet (setting one would make mitmproxy buffer the body first); the request is
+    # streamed to a destination that server_connect refuses, so mitmproxy answers at once.
+    assert f.response is None and f.request.stream is True
+    assert "expect" not in f.request.headers
+    assert f.request.host.endswith(A.REFUSED_SUFFIX)
+    server = connection.Server(address=(f.request.host, 443))
+    addon.server_connect(server_hooks.ServerConnectionHookData(server=server, client=f.client_conn))
+    assert server.error.startswith("egress: blocked POST blocked.example.org:443/upload: no route")
+    [d] = decisions(tmp_path)  # logged once, as what was asked for
+    assert d["decision"] == "block" and d["host"] == "blocked.example.org"
+    assert not addon._refusals
+
+
+def test_blocked_request_whose_body_is_unknown_but_empty_gets_the_403(egress) -> None:
+    addon, _ = egress
+    f = make_flow("GET", "https://blocked.example.org/")
+    f.request.http_version = "HTTP/2.0"  # no Content-Length: a body may follow
+    addon.requestheaders(f)
+    assert f.response is None and f.request.stream is True
+    addon.request(f)  # mitmproxy's next hook when the stream ended at the headers
+    assert f.response.status_code == 403 and f.response.content.startswith(b"egress: blocked GET")
+
+
+def test_blocked_request_with_a_small_body_is_answered_at_its_headers(egress) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://blocked.example.org/", {"Content-Length": "1000"})
+    addon.requestheaders(f)
+    assert f.response.status_code == 403 and not f.request.stream
+
+
+def test_allowed_large_body_is_streamed_and_the_credential_injected_at_the_headers(egress) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://api.example.com/v1/upload", {"Content-Length": str(A.STREAM_THRESHOLD + 1), "x-api-key": "p"})
+    addon.requestheaders(f)
+    assert isinstance(f.request.stream, A.RequestBodyStream)
+    assert f.request.headers["x-api-key"] == SECRET
+    assert f.request.stream(b"abc") == [b"abc"] and f.request.stream(b"") == []
+    chunked = make_flow("POST", "https://api.example.com/v1/upload", {"Transfer-Encoding": "chunked"})
+    addon.requestheaders(chunked)
+    assert isinstance(chunked.request.stream, A.RequestBodyStream)
+
+
+def test_allowed_small_body_is_buffered_and_the_credential_injected_after_the_body(egress) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://api.example.com/v1/upload", {"Content-Length": "3", "x-api-key": "p"})
+    addon.requestheaders(f)
+    assert not f.request.stream
+    assert f.request.headers["x-api-key"] == "p"  # the DLP scan sees what the agent sent
+    f.request.content = b"abc"
+    addon.request(f)
+    assert f.request.headers["x-api-key"] == SECRET
+
+
+def test_http2_body_of_unknown_length_gets_a_content_length_for_an_http1_upstream(egress) -> None:
+    addon, _ = egress
+    f = make_flow("PUT", "https://open.example.com/x")
+    f.request.http_version = "HTTP/2.0"
+    addon.requestheaders(f)
+    assert not f.request.stream  # the upstream is not connected yet: buffer, then frame it
+    f.request.data.content = b"data"  # as mitmproxy sets it: no header update
+    addon.request(f)
+    assert f.request.headers["content-length"] == "4"
+    g = make_flow("PUT", "https://open.example.com/x")
+    g.request.http_version = "HTTP/2.0"
+    g.server_conn.alpn = b"h2"
+    g.server_conn.timestamp_start = time.time()  # connected
+    g.server_conn.state = connection.ConnectionState.OPEN
+    addon.requestheaders(g)
+    assert isinstance(g.request.stream, A.RequestBodyStream)  # an h2 upstream frames it itself
+
+
+def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
+    addon, _ = egress
+    f = make_flow("GET", "https://open.example.com/", {
+        "Proxy-Authorization": "Basic Zm9vOmJhcg==", "Proxy-Connection": "keep-alive", "Keep-Alive": "timeout=5",
+        "Connection": "keep-alive, X-Private", "X-Private": "1", "X-Kept": "1",
+    })
+    send(addon, f)
+    assert f.response is None
+    names = {k.lower() for k in f.request.headers}
+    assert not names & {"proxy-authorization", "proxy-connection", "keep-alive", "x-private"}
+    assert f.request.headers["connection"] == "keep-alive" and f.request.headers["x-kept"] == "1"
+    # A Connection header cannot make egress drop what frames the body.
+    g = make_flow("POST", "https://open.example.com/", {"Connection": "Content-Length, Transfer-Encoding, Host", "Content-Length": "3"})
+    send(addon, g)
+    assert g.request.headers["content-length"] == "3" and "connection" not in g.request.headers
+
+
+def test_requests_log_is_rotated_by_size(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    addon = A.Egress(state_dir=str(tmp_path), environ={}, log_max_bytes=2000)
+    with taddons.context(addon):
+        for i in range(200):
+            send(addon, make_flow("GET", f"https://blocked.example.org/{i}"))
+    logs = sorted(p.name for p in tmp_path.glob("requests.jsonl*"))
+    assert logs == ["requests.jsonl"] + [f"requests.jsonl.{n}" for n in range(1, A.LOG_KEEP + 1)]
+    assert all((tmp_path / n).stat().st_size < 2000 + 400 for n in logs)
+    assert json.loads((tmp_path / "requests.jsonl").read_text().splitlines()[-1])["path"] == "/199"
+    newest_rotated = [json.loads(x)["path"] for x in (tmp_path / "requests.jsonl.1").read_text().splitlines()]
+    first_current = decisions(tmp_path)[0]["path"]
+    assert int(newest_rotated[-1][1:]) + 1 == int(first_current[1:])
+
+
+# --- scrubbing every response path (issue 10, point 4) -------------------------------------------
+
+
+def authed_flow(addon, method: str = "GET"):
+    f = make_flow(method, "https://api.example.com/v1/echo", {"x-api-key": "placeholder"})
+    send(addon, f)
+    assert f.request.headers["x-api-key"] == SECRET
+    return f
+
+
+def test_headers_of_a_streamed_response_are_scrubbed(egress) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    f.response = mhttp.Response.make(200, b"", {"Content-Type": "text/event-stream", "X-Echo": f"k={SECRET}"})
+    addon.responseheaders(f)
+    assert callable(f.response.stream)
+    assert f.response.headers["x-echo"] == "k=[redacted by egress]"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_trailers_are_scrubbed(egress, streamed) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    ctype = "text/event-stream" if streamed else "text/plain"
+    f.response = mhttp.Response.make(200, b"ok", {"Content-Type": ctype})
+    addon.responseheaders(f)
+    assert bool(f.response.stream) == streamed
+    f.response.trailers = mhttp.Headers(x_echo=SECRET.encode(), grpc_message=f"bad key {SECRET}".encode())
+    addon.response(f)  # mitmproxy sends trailers only after this hook
+    assert SECRET not in str(f.response.trailers.fields)
+    assert f.response.trailers["x-echo"] == "[redacted by egress]"
+
+
+def test_websocket_messages_to_the_agent_are_scrubbed_text_and_binary(egress) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    f.response = mhttp.Response.make(101, b"", {"Upgrade": "websocket", "Connection": "Upgrade"})
+    addon.responseheaders(f)
+    from mitmproxy import websocket
+    f.websocket = websocket.WebSocketData()
+    addon.response(f)
+    assert f.id in addon._scrubbers  # kept for the messages that follow
+    for text, content in ((True, f"echo {SECRET}".encode()), (False, b"\x00\x01" + SECRET.encode())):
+        f.websocket.messages.append(websocket.WebSocketMessage(1 if text else 2, False, content))
+        addon.websocket_message(f)
+        assert SECRET.encode() not in f.websocket.messages[-1].content
+        assert b"[redacted by egress]" in f.websocket.messages[-1].content
+    # The agent's own messages go upstream untouched.
+    f.websocket.messages.append(websocket.WebSocketMessage(1, True, b"hello"))
+    addon.websocket_message(f)
+    assert f.websocket.messages[-1].content == b"hello"
+    addon.websocket_end(f)
+    assert f.id not in addon._scrubbers
+
+
+def gz(data: bytes) -> bytes:
+    import gzip
+    return gzip.compress(data)
+
+
+@pytest.mark.parametrize(
+    "coding, encode",
+    [
+        ("gzip", gz),
+        ("gzip, gzip", lambda d: gz(gz(d))),
+        ("GZIP,identity", gz),
+        ("x-gzip", gz),
+        ("deflate, gzip", lambda d: gz(__import__("zlib").compress(d))),
+        ("br", lambda d: __import__("brotli").compress(d)),
+        ("gzip, br", lambda d: __import__("brotli").compress(gz(d))),
+    ],
+)
+def test_bodies_in_stacked_encodings_are_decoded_and_scrubbed(egress, coding, encode) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    body = f'{{"echo": "{SECRET}"}}'.encode()
+    f.response = mhttp.Response.make(200, b"", {"Content-Type": "application/json"})
+    f.response.raw_content = encode(body)
+    f.response.headers["content-encoding"] = coding  # make() drops it for an empty body
+    f.response.headers["content-length"] = str(len(f.response.raw_content))
+    addon.responseheaders(f)
+    addon.response(f)
+    assert f.response.status_code == 200
+    assert f.response.raw_content == b'{"echo": "[redacted by egress]"}'
+    assert "content-encoding" not in f.response.headers
+    assert f.response.headers["content-length"] == str(len(f.response.raw_content))
+
+
+@pytest.mark.parametrize("coding, raw", [("compress", b"\x1f\x9d\x90secret"), ("gzip", b"not gzip"), ("gzip, snappy", b"x"), ("zstd", b"bad")])
+def test_bodies_that_cannot_be_decoded_are_refused_with_502(egress, coding, raw) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    f.response = mhttp.Response.make(200, b"")
+    f.response.raw_content = raw + SECRET.encode()
+    f.response.headers["content-encoding"] = coding
+    addon.responseheaders(f)
+    addon.response(f)
+    assert f.response.status_code == 502
+    assert f.response.content.startswith(b"egress: response body cannot be scrubbed")
+    assert SECRET.encode() not in f.response.raw_content
+
+
+def test_encoded_forms_of_the_credential_are_scrubbed_from_bodies(egress) -> None:
+    import base64
+    import urllib.parse
+    addon, _ = egress
+    f = authed_flow(addon)
+    forms = [base64.b64encode(SECRET.encode()).decode(), base64.urlsafe_b64encode(SECRET.encode()).decode(),
+             SECRET.encode().hex(), SECRET.encode().hex().upper(), "".join(f"\\u{ord(c):04x}" for c in SECRET),
+             urllib.parse.quote(SECRET, safe=""), "".join(f"%{b:02x}" for b in SECRET.encode())]
+    f.response = mhttp.Response.make(200, "\n".join(forms).encode(), {"Content-Type": "text/plain"})
+    addon.responseheaders(f)
+    addon.response(f)
+    assert f.response.content == b"\n".join([b"[redacted by egress]"] * len(forms))
+
+
 # --- one real mitmdump ----------------------------------------------------------------------------
 
 
@@ -285,30 +601,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DAEMONS_JSON = EGRESS_DIR.parent / "daemons.json"
+
+
+def mitmdump_argv(state: Path, port: int) -> list[str]:
+    """The egress daemon's argv from sidecars/daemons.json, with this machine's paths in place of the
+    image's: a flag added there (or removed) is run here too."""
+    argv = json.loads(DAEMONS_JSON.read_text())["egress"]["argv"]
+    assert Path(argv[0]).name == "mitmdump"
+    out = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("--listen-host", "--listen-port", "-s"):
+            value = next(args)
+            out += [arg, {"--listen-host": "127.0.0.1", "--listen-port": str(port), "-s": str(EGRESS_DIR / "addon.py")}[arg]]
+            assert arg != "-s" or value == "/opt/bottle/egress/addon.py"
+        elif arg == "--set":
+            value = next(args)
+            out += [arg, f"confdir={state}" if value.startswith("confdir=") else value]
+        else:
+            out.append(arg)
+    return out
+
+
+def start_mitmdump(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    log = open(tmp_path / "mitmdump.log", "wb")
+    proc = subprocess.Popen(mitmdump_argv(tmp_path, port), env={**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), **env},
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 15
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mitmdump.log").read_text()
+        time.sleep(0.05)
+    return proc, port
+
+
+def stop_mitmdump(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_mitmdump_argv_follows_daemons_json() -> None:
+    argv = mitmdump_argv(Path("/s"), 1234)
+    spec = json.loads(DAEMONS_JSON.read_text())["egress"]["argv"]
+    assert [a for a in argv[3:] if a.startswith("--")] == [a for a in spec[1:] if a.startswith("--")]
+    assert "connection_strategy=lazy" in argv and "confdir=/s" in argv and "1234" in argv
+
+
 def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     up_port = upstream.server_address[1]
     (tmp_path / "routes.yaml").write_text(
         "version: 1\nbottle: e2e\nroutes:\n"
-        f"  - {{host: 127.0.0.1, ports: [{up_port}], paths: ['/v1/*'], schemes: [http],"
+        f"  - {{host: 127.0.0.1, ports: [{up_port}], methods: [], paths: ['/v1/*'], schemes: [http],"
         " auth: {scheme: header, header: x-api-key, token_env: E2E_KEY}}\n"
     )
-    port = free_port()
-    argv = [
-        sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
-        "--listen-host", "127.0.0.1", "--listen-port", str(port),
-        "--set", f"confdir={tmp_path}", "--set", "connection_strategy=lazy", "--set", "rawtcp=false",
-        "--set", "termlog_verbosity=warn", "--set", "flow_detail=0", "-s", str(EGRESS_DIR / "addon.py"),
-    ]  # fmt: skip
-    env = {**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), "E2E_KEY": SECRET}
-    log = open(tmp_path / "mitmdump.log", "wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc, port = start_mitmdump(tmp_path, {"E2E_KEY": SECRET})
     try:
-        deadline = time.monotonic() + 15
-        while not (tmp_path / "ready").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mitmdump.log").read_text()
-            time.sleep(0.05)
         assert json.loads((tmp_path / "ready").read_text())["listen_port"] == port
 
         def get(path: str) -> tuple[int, bytes]:
@@ -334,13 +689,54 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
         assert proc.poll() is None
         assert get("/v1/plain")[0] == 403
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_mitmdump(proc)
         upstream.shutdown()
         upstream.server_close()
     assert not (tmp_path / "ready").exists()
+
+
+def connect_tunnel(port: int, target: str) -> socket.socket:
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    return c
+
+
+def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text(
+        "version: 1\nbottle: t\nroutes:\n"
+        "  - {host: allowed.test, ports: [22, 443], methods: [], paths: [], schemes: [https], auth: null}\n"
+    )
+    proc, port = start_mitmdump(tmp_path, {})
+    try:
+        for target, payload in (("allowed.test:22", b"SSH-2.0-OpenSSH_9.2\r\n"), ("allowed.test:443", b"\x00\x01binary")):
+            c = connect_tunnel(port, target)
+            c.sendall(payload)
+            assert c.recv(4096) == b"", "the tunnel stayed open"  # a hang fails on the 5 s timeout
+            c.close()
+        # Control: HTTP inside a tunnel is answered (blocked: the route is https only).
+        c = connect_tunnel(port, "allowed.test:443")
+        c.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 403")
+        c.close()
+    finally:
+        stop_mitmdump(proc)
+    blocks = [d for d in decisions(tmp_path) if d["scheme"] == "tunnel"]
+    assert [(d["host"], d["port"]) for d in blocks] == [("allowed.test", 22), ("allowed.test", 443)]
+    assert all("something other than HTTP" in d["reason"] for d in blocks)
+
+
+def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text("version: 1\nbottle: t\nroutes: []\n")
+    proc, port = start_mitmdump(tmp_path, {})
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c.sendall(b"POST http://blocked.test/up HTTP/1.1\r\nHost: blocked.test\r\nContent-Length: 104857600\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        reply = c.recv(65536)  # answered on the headers: no 100 Continue, no body wanted
+        c.close()
+    finally:
+        stop_mitmdump(proc)
+    assert reply.startswith(b"HTTP/1.1 502") and b"egress: blocked POST blocked.test:80/up: no route" in reply
+    [d] = decisions(tmp_path)
+    assert d["decision"] == "block" and d["host"] == "blocked.test"

@@ -21,17 +21,37 @@ routes:
     ports: [443]
     methods: [POST, get]
     paths: ["/v1/*"]
+    schemes: [https]
     auth:
       scheme: header
       header: x-api-key
       token_env: ANTHROPIC_API_KEY
   - host: "*.example.com"
     ports: [443, 8443]
+    methods: []
+    paths: []
+    schemes: [http, https]
+    auth: null
   - host: Plain.Example.ORG
     ports: [80]
     methods: []
     paths: []
+    schemes: [HTTP]
+    auth: null
 """
+
+FULL = "host: a.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null"
+
+
+def one_route(**changes: str | None) -> str:
+    """routes.yaml with one fully explicit route; a value of None leaves that key out."""
+    parts = dict(p.split(": ", 1) for p in FULL.split(", ", 5))
+    for k, v in changes.items():
+        if v is None:
+            parts.pop(k)
+        else:
+            parts[k] = v
+    return "version: 1\nbottle: b\nroutes: [{" + ", ".join(f"{k}: {v}" for k, v in parts.items()) + "}]"
 
 
 @pytest.fixture
@@ -47,39 +67,48 @@ def test_load_routes_reads_every_field(policy) -> None:
     assert api.host == "api.anthropic.com" and api.ports == (443,)
     assert api.methods == ("POST", "GET") and api.paths == ("/v1/*",)
     assert api.auth == R.Auth(scheme="header", token_env="ANTHROPIC_API_KEY", header="x-api-key")
-    assert api.schemes == ("https",)  # a route with a credential is https-only by default
+    assert api.schemes == ("https",)
     assert wild.host == "*.example.com" and wild.ports == (443, 8443) and wild.auth is None
     assert wild.schemes == ("http", "https")
     assert plain.host == "plain.example.org" and plain.methods == () and plain.paths == ()
+    assert plain.schemes == ("http",)
 
 
 @pytest.mark.parametrize(
     "text, key",
     [
-        ("version: 2\nroutes: []", "version"),
-        ("routes: []", "version"),
-        ("version: 1", "routes"),
-        ("version: 1\nroutes: {}", "routes"),
+        ("version: 2\nbottle: b\nroutes: []", "version"),
+        ("bottle: b\nroutes: []", "version"),
+        ("version: 1\nbottle: b", "routes"),
+        ("version: 1\nroutes: []", "bottle"),
+        ("version: 1\nbottle: b\nroutes: {}", "routes"),
         ("version: 1\nbottle: ''\nroutes: []", "bottle"),
-        ("version: 1\nroutes: []\nextra: 1", "extra"),
-        ("version: 1\nroutes: [{ports: [443]}]", "routes[0].host"),
-        ("version: 1\nroutes: [{host: 'a.*.com'}]", "routes[0].host"),
-        ("version: 1\nroutes: [{host: 'has space.com'}]", "routes[0].host"),
-        ("version: 1\nroutes: [{host: a.com, ports: 443}]", "routes[0].ports"),
-        ("version: 1\nroutes: [{host: a.com, ports: [70000]}]", "routes[0].ports"),
-        ("version: 1\nroutes: [{host: a.com, ports: [true]}]", "routes[0].ports"),
-        ("version: 1\nroutes: [{host: a.com, ports: []}]", "routes[0].ports"),
-        ("version: 1\nroutes: [{host: a.com, methods: GET}]", "routes[0].methods"),
-        ("version: 1\nroutes: [{host: a.com, methods: ['GE T']}]", "routes[0].methods"),
-        ("version: 1\nroutes: [{host: a.com, paths: ['v1/*']}]", "routes[0].paths"),
-        ("version: 1\nroutes: [{host: a.com, schemes: [ftp]}]", "routes[0].schemes"),
-        ("version: 1\nroutes: [{host: a.com, prots: [1]}]", "routes[0].prots"),
-        ("version: 1\nroutes: [{host: a.com, auth: {scheme: magic, token_env: T}}]", "routes[0].auth.scheme"),
-        ("version: 1\nroutes: [{host: a.com, auth: {scheme: bearer}}]", "routes[0].auth.token_env"),
-        ("version: 1\nroutes: [{host: a.com, auth: {scheme: bearer, token_env: 'a-b'}}]", "routes[0].auth.token_env"),
-        ("version: 1\nroutes: [{host: a.com, auth: {scheme: header, token_env: T}}]", "routes[0].auth.header"),
-        ("version: 1\nroutes: [{host: a.com, auth: {scheme: bearer, token_env: T, header: x}}]", "routes[0].auth.header"),
-        ("version: 1\nroutes: [ok, 1]", "routes[0]"),
+        ("version: 1\nbottle: b\nroutes: []\nextra: 1", "extra"),
+        (one_route(host=None), "routes[0].host"),
+        (one_route(ports=None), "routes[0].ports"),
+        (one_route(methods=None), "routes[0].methods"),
+        (one_route(paths=None), "routes[0].paths"),
+        (one_route(schemes=None), "routes[0].schemes"),
+        (one_route(auth=None), "routes[0].auth"),
+        (one_route(host="'a.*.com'"), "routes[0].host"),
+        (one_route(host="'has space.com'"), "routes[0].host"),
+        (one_route(host="'a.com:8443'"), "routes[0].host"),
+        (one_route(ports="443"), "routes[0].ports"),
+        (one_route(ports="[70000]"), "routes[0].ports"),
+        (one_route(ports="[true]"), "routes[0].ports"),
+        (one_route(ports="[]"), "routes[0].ports"),
+        (one_route(methods="GET"), "routes[0].methods"),
+        (one_route(methods="['GE T']"), "routes[0].methods"),
+        (one_route(paths="['v1/*']"), "routes[0].paths"),
+        (one_route(schemes="[ftp]"), "routes[0].schemes"),
+        (one_route(schemes="[]"), "routes[0].schemes"),
+        (one_route(prots="[1]"), "routes[0].prots"),
+        (one_route(auth="{scheme: magic, token_env: T}"), "routes[0].auth.scheme"),
+        (one_route(auth="{scheme: bearer}"), "routes[0].auth.token_env"),
+        (one_route(auth="{scheme: bearer, token_env: 'a-b'}"), "routes[0].auth.token_env"),
+        (one_route(auth="{scheme: header, token_env: T}"), "routes[0].auth.header"),
+        (one_route(auth="{scheme: bearer, token_env: T, header: x}"), "routes[0].auth.header"),
+        ("version: 1\nbottle: b\nroutes: [ok, 1]", "routes[0]"),
     ],
 )
 def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> None:
@@ -89,6 +118,12 @@ def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> Non
     assert "\n" not in msg and msg.startswith("r.yaml") and key in msg
 
 
+def test_one_route_helper_is_valid_and_ipv6_hosts_are_not_ports() -> None:
+    assert R.parse_routes(one_route()).routes[0].host == "a.com"
+    assert R.parse_routes(one_route(host="'::1'")).routes[0].host == "::1"
+    assert R.parse_routes(one_route(host="'[2001:db8::1]'")).routes[0].host == "2001:db8::1"
+
+
 def test_invalid_yaml_and_missing_file_are_value_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match="invalid YAML"):
         R.parse_routes("version: [1\n")
@@ -96,6 +131,8 @@ def test_invalid_yaml_and_missing_file_are_value_errors(tmp_path) -> None:
         R.load_routes(str(tmp_path / "absent.yaml"))
     with pytest.raises(ValueError, match="expected a mapping"):
         R.parse_routes("")
+    with pytest.raises(ValueError, match="cannot read"):
+        R.load_routes(str(tmp_path))  # a folder
 
 
 @pytest.mark.parametrize(
@@ -131,22 +168,82 @@ def test_block_reasons_name_the_rule_that_failed(policy) -> None:
     assert "scheme http" in policy.match("GET", "http", "api.anthropic.com", 443, "/v1/x").reason
 
 
-@pytest.mark.parametrize("path", ["/v1/../admin", "/v1/%2e%2e/admin", "/v1/%2E%2E", "/v1/./x", "/v1/..\\x"])
-def test_dot_segments_never_slip_past_a_path_glob(policy, path) -> None:
+@pytest.mark.parametrize(
+    "path, why",
+    [
+        ("/v1/../admin", "segments"),
+        ("/v1/%2e%2e/admin", "segments"),
+        ("/v1/%2E%2E", "segments"),
+        ("/v1/./x", "segments"),
+        ("/v1/%252e%252e/admin", "segments"),  # double-encoded
+        ("/v1/%25252e%25252e/admin", "segments"),  # triple-encoded
+        ("/v1/%2e%2e%2fadmin", "segments"),  # encoded slash hides the segment
+        ("/v1%2f..%2fadmin", "segments"),
+        ("/v1/..\\x", "backslash"),
+        ("/v1/%5c..%5cadmin", "backslash"),
+        ("/v1/..;/admin", "';'"),
+        ("/v1/x;jsessionid=1", "';'"),
+        ("/v1/x%3bparam", "';'"),
+        ("/v1/x%00y", "control"),
+        ("/v1/%2525252525252e", "too many times"),
+    ],
+)
+def test_ambiguous_paths_never_slip_past_a_path_glob(policy, path, why) -> None:
     d = policy.match("GET", "https", "api.anthropic.com", 443, path)
-    assert not d.allowed and "segments" in d.reason
+    assert not d.allowed and why in d.reason, d.reason
+    # Refused on routes without a path list too: the server still resolves them.
+    assert not policy.match("GET", "https", "www.example.com", 443, path).allowed
+
+
+@pytest.mark.parametrize(
+    "path, why",
+    [("/v1%2fadmin", "encoded '/'"), ("/v1/a%2Fb", "encoded '/'"), ("/v1/%2541", "more than once")],
+)
+def test_paths_that_a_server_may_split_otherwise_are_refused_only_where_paths_are_limited(policy, path, why) -> None:
+    d = policy.match("GET", "https", "api.anthropic.com", 443, path)
+    assert not d.allowed and why in d.reason, d.reason
+    assert policy.match("GET", "https", "www.example.com", 443, path).allowed  # npm's @scope%2fname
+
+
+def test_plain_percent_encoding_still_matches(policy) -> None:
+    assert policy.match("GET", "https", "api.anthropic.com", 443, "/v1/a%20b%41?q=%2f..").allowed
+
+
+@pytest.mark.parametrize(
+    "method, overrides, allowed",
+    [
+        ("POST", [], True),
+        ("POST", ["GET"], True),
+        ("POST", ["get"], True),
+        ("POST", ["DELETE"], False),
+        ("GET", ["POST", "PUT"], False),
+    ],
+)
+def test_method_overrides_must_be_allowed_methods_too(policy, method, overrides, allowed) -> None:
+    d = policy.match(method, "https", "api.anthropic.com", 443, "/v1/x", overrides)
+    assert d.allowed == allowed, d.reason
+    if not allowed:
+        assert "method override" in d.reason
+    # A route that allows any method does not care.
+    assert policy.match(method, "https", "www.example.com", 443, "/x", overrides).allowed
+
+
+def test_method_overrides_are_read_from_every_known_header_and_the_query() -> None:
+    headers = [("X-HTTP-Method-Override", "DELETE"), ("x-http-method", "PUT"), ("X-Method-Override", "PATCH"), ("X-Other", "GET")]
+    assert R.method_overrides(headers, "a=1&_method=TRACE") == ["DELETE", "PUT", "PATCH", "TRACE"]
+    assert R.method_overrides([], "") == []
 
 
 def test_first_matching_route_wins_and_schemes_can_open_plain_http() -> None:
     p = R.parse_routes(
-        "version: 1\nroutes:\n"
-        "  - {host: h.io, ports: [80], paths: ['/a/*'], schemes: [http, https], auth: {scheme: bearer, token_env: T}}\n"
-        "  - {host: h.io, ports: [80]}\n"
+        "version: 1\nbottle: b\nroutes:\n"
+        "  - {host: h.io, ports: [80], methods: [], paths: ['/a/*'], schemes: [http, https], auth: {scheme: bearer, token_env: T}}\n"
+        "  - {host: h.io, ports: [80], methods: [], paths: [], schemes: [http], auth: null}\n"
     )
     assert p.match("GET", "http", "h.io", 80, "/a/b").route_index == 0
     assert p.match("GET", "http", "h.io", 80, "/b").route_index == 1
     assert p.could_allow("h.io", 80) and not p.could_allow("h.io", 443) and not p.could_allow("x.io", 80)
-    assert R.parse_routes("version: 1\nroutes: [{host: h.io}]").routes[0].ports == (443,)
+    assert not p.match("GET", "https", "h.io", 80, "/b").allowed  # route 1 lists http only
 
 
 def test_empty_routes_block_everything() -> None:
@@ -188,21 +285,48 @@ def test_secret_values_cover_the_forms_an_upstream_could_echo() -> None:
 
 
 @pytest.mark.parametrize(
-    "host, host_header, sni, ok",
+    "authority, host_headers, sni, claimed, why",
     [
-        ("api.io", "api.io", "api.io", True),
-        ("api.io", "API.io:443", None, True),
-        ("api.io", None, None, True),
-        ("::1", "[::1]:8080", None, True),
-        ("api.io", "other.io", None, False),
-        ("api.io", "api.io", "other.io", False),
+        (None, ["api.io"], "api.io", None, None),
+        (None, ["API.io:443"], None, None, None),
+        (None, [], None, None, None),
+        ("api.io:443", ["api.io"], "api.io", None, None),
+        ("api.io", [], None, None, None),
+        (None, ["other.io"], None, "other.io", "Host header 'other.io' does not match the destination api.io:443"),
+        ("other.io", ["api.io"], "api.io", "other.io", "request authority 'other.io' does not match"),
+        ("other.io:443", [], None, "other.io", "request authority"),
+        (None, ["api.io:8443"], None, "api.io", "Host header names port 8443 but the destination is api.io:443"),
+        ("api.io:80", [], None, "api.io", "request authority names port 80"),
+        (None, ["api.io", "other.io"], None, "api.io", "more than one Host header"),
+        (None, ["user@other.io"], None, "api.io", "is not a host[:port]"),
+        (None, ["api.io:http"], None, "api.io", "is not a host[:port]"),
+        (None, ["api.io"], "other.io", "other.io", "TLS SNI 'other.io'"),
     ],
 )
-def test_authority_mismatch(host, host_header, sni, ok) -> None:
-    problem = R.authority_mismatch(host, host_header, sni)
-    assert (problem is None) == ok
-    if not ok:
-        assert "other.io" in problem
+def test_authority_problem(authority, host_headers, sni, claimed, why) -> None:
+    problem = R.authority_problem("api.io", 443, [authority] if authority else [], host_headers, sni)
+    if why is None:
+        assert problem is None
+    else:
+        reason, who = problem
+        assert why in reason and who == claimed
+
+
+def test_authority_problem_with_ipv6() -> None:
+    assert R.authority_problem("::1", 8080, [], ["[::1]:8080"], None) is None
+    assert R.authority_problem("::1", 8080, ["[::1]:8080"], [], None) is None
+    assert R.authority_problem("::1", 8080, [], ["[::1]:80"], None)[0].startswith("Host header names port 80")
+
+
+def test_an_absolute_url_in_the_path_is_an_authority_claim_and_never_a_path(policy) -> None:
+    assert R.target_authorities("", "http://other.io/x") == ["other.io"]
+    assert R.target_authorities("api.io", "/x?u=http://other.io/") == ["api.io"]
+    assert R.target_authorities("", "http:///x") == ["?"]
+    assert R.authority_problem("api.io", 443, R.target_authorities("", "http://other.io/x"), [], None)[1] == "other.io"
+    d = policy.match("GET", "https", "api.anthropic.com", 443, "https://api.anthropic.com/v1/x")
+    assert not d.allowed and "not a path" in d.reason
+    assert R.split_authority("[::1") is None and R.split_authority("[::1]x") is None
+    assert R.split_authority("::1") == ("::1", None) and R.split_authority("h.io:0") is None
 
 
 def test_scrubber_redacts_secrets_and_their_encoded_forms() -> None:
@@ -262,3 +386,85 @@ def test_stream_scrubber_passes_harmless_data_at_once() -> None:
     assert st(b"world SEC") == [b"world "]  # only the possible start of the secret waits
     assert st(b"OND") == [b"SECOND"]
     assert st(b"") == []
+
+
+TOKEN = "sk-live/AbC+123_xyz~"
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        TOKEN,
+        base64.b64encode(TOKEN.encode()).decode(),
+        base64.urlsafe_b64encode(TOKEN.encode()).decode(),
+        base64.b64encode(TOKEN.encode()).decode().rstrip("="),
+        TOKEN.encode().hex(),
+        TOKEN.encode().hex().upper(),
+        "".join(f"\\u{ord(c):04x}" for c in TOKEN),
+        "".join(f"\\u{ord(c):04X}" for c in TOKEN),
+        "sk-live%2FAbC%2B123_xyz~",
+        "sk-live%2fAbC%2b123_xyz~",
+        "".join(f"%{b:02X}" for b in TOKEN.encode()),
+        "".join(f"%{b:02x}" for b in TOKEN.encode()),
+        "sk-live\\/AbC+123_xyz~",
+    ],
+)
+def test_scrubber_redacts_every_encoded_form_of_the_secret(form) -> None:
+    sc = R.Scrubber([TOKEN])
+    out = sc.scrub(f'{{"echo": "{form}"}}'.encode())
+    assert form.encode() not in out and R.REDACTED in out, out
+    assert out.startswith(b'{"echo": "') and out.endswith(b'"}')
+
+
+@pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b"abc", b"abcd"])
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_scrubber_finds_the_secret_inside_a_longer_base64_text_at_any_alignment(prefix, encode) -> None:
+    sc = R.Scrubber([TOKEN])
+    blob = encode(prefix + b'{"key": "' + TOKEN.encode() + b'"} and more')
+    out = sc.scrub(blob)
+    assert R.REDACTED in out
+    # No run of base64 text that is left decodes to the secret's middle, at any offset.
+    for run in out.split(R.REDACTED):
+        std = run.replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
+        for start in range(4):
+            part = std[start:]
+            part = part[: len(part) - len(part) % 4]
+            assert TOKEN[2:-2].encode() not in base64.b64decode(part)
+
+
+def test_scrubber_leaves_unrelated_text_alone() -> None:
+    sc = R.Scrubber([TOKEN])
+    text = b"plain text with hex 00ff and base64 QUJD and %41 escapes \\u0041"
+    assert sc.scrub(text) == text
+
+
+# --- tests that pin down details mutation testing found loose ------------------------------------
+
+
+def test_every_auth_scheme_parses() -> None:
+    for auth in ("{scheme: basic, token_env: T}", "{scheme: bearer, token_env: T}", "{scheme: header, header: x-k, token_env: T}"):
+        assert R.parse_routes(one_route(auth=auth)).routes[0].auth.token_env == "T"
+
+
+def test_routes_and_auth_are_immutable() -> None:
+    import dataclasses
+
+    route = R.parse_routes(one_route(auth="{scheme: bearer, token_env: T}")).routes[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.host = "other.com"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.auth.token_env = "OTHER"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "host, ok",
+    [("a.example.com", True), ("a.b.example.com", True), (".example.com", False), ("example.com", False), ("aexample.com", False)],
+)
+def test_wildcard_matches_any_subdomain_and_nothing_else(host, ok) -> None:
+    route = R.parse_routes(one_route(host="'*.example.com'")).routes[0]
+    assert route.matches_host(host) == ok
+
+
+def test_missing_credential_message_says_where() -> None:
+    with pytest.raises(R.CredentialMissing, match="^TOK is not set in the sidecars container$"):
+        R.auth_headers(route_with("bearer"), {})

@@ -103,9 +103,9 @@ def test_full_bottle_parses_to_dataclasses() -> None:
         backend="smolvm",
         description="Builds the web app.",
         routes=(
-            Route("api.example.com", (443, 8443), ("GET", "POST"), ("/v1/*", "/health"), RouteAuth("bearer", "EXAMPLE_TOKEN", None)),
-            Route("*.cdn.example.com", (80, 443), (), (), None),
-            Route("hooks.example.com", (80, 443), (), (), RouteAuth("header", "HOOK_KEY", "X-Hook-Key")),
+            Route("api.example.com", (443, 8443), ("GET", "POST"), ("/v1/*", "/health"), RouteAuth("bearer", "EXAMPLE_TOKEN", None), ("https",)),
+            Route("*.cdn.example.com", (80, 443), (), (), None, ("http", "https")),
+            Route("hooks.example.com", (80, 443), (), (), RouteAuth("header", "HOOK_KEY", "X-Hook-Key"), ("https",)),
         ),
         git=GitSpec("git@git.example.com:team/web.git", "develop", "GIT_TOKEN"),
         supervise=SuperviseSpec(enabled=False, timeout_seconds=60),
@@ -157,7 +157,8 @@ def test_shipped_defaults_load_from_a_missing_home(tmp_path: Path) -> None:
     agent, dev = m.agents["implementer"], m.bottles["dev"]
     assert agent.bottle == "dev" and "/home/agent/work" in agent.prompt and "supervise" in agent.prompt
     assert dev.backend == "docker" and dev.supervise.enabled
-    assert dev.routes == (Route("api.anthropic.com", (443,), (), (), RouteAuth("header", "ANTHROPIC_API_KEY", "x-api-key")),)
+    assert dev.routes == (Route("api.anthropic.com", (443,), (), (), RouteAuth("header", "ANTHROPIC_API_KEY", "x-api-key"), ("https",)),)
+
     assert dev.resources == Resources(cpus=2.0, memory_mib=4096, pids=1024)
 
 
@@ -262,6 +263,8 @@ BOTTLE_ERRORS = {
     # 15 header scheme without header, header with bearer
     "header-missing": ("egress: {routes: [{host: a.example.com, auth: {scheme: header, token_env: T}}]}", "egress.routes[0].auth.header", ["missing", "header: x-api-key"]),
     "header-with-bearer": ("egress: {routes: [{host: a.example.com, auth: {scheme: bearer, token_env: T, header: x-key}}]}", "egress.routes[0].auth.header", ["only used with scheme: header", "remove it"]),
+    "scheme-unknown": ("egress: {routes: [{host: a.example.com, schemes: [https, ftp]}]}", "egress.routes[0].schemes[1]", ["unknown scheme 'ftp'"]),
+    "schemes-empty": ("egress: {routes: [{host: a.example.com, schemes: []}]}", "egress.routes[0].schemes", ["empty list", "leave schemes out"]),
     "header-bad-name": ("egress: {routes: [{host: a.example.com, auth: {scheme: header, token_env: T, header: 'x key'}}]}", "egress.routes[0].auth.header", ["not an HTTP header name"]),
     # 16 unknown backend
     "backend-unknown": ("backend: dokcer", "backend", ["unknown backend 'dokcer'", "did you mean 'docker'?"]),
@@ -429,3 +432,13 @@ def test_odd_yaml_only_raises_manifest_error(front: str) -> None:
         assert accepted, f"{parse.__name__} accepted {front!r}"
         assert len(spec.routes) == BOTTLES_ACCEPTED[front]
         assert all(r.host == "a.example.com" and r.auth is None and r.ports for r in spec.routes)
+
+
+def test_route_schemes_default_by_auth_and_can_be_listed() -> None:
+    spec = parse_bottle(BOTTLE, doc(
+        "egress:\n  routes:\n"
+        "    - {host: a.example.com}\n"
+        "    - {host: b.example.com, auth: {scheme: bearer, token_env: T}}\n"
+        "    - {host: c.example.com, schemes: [HTTP], auth: {scheme: bearer, token_env: T}}\n"
+        "    - {host: d.example.com, schemes: [https, https]}\n", ""))
+    assert [r.schemes for r in spec.routes] == [("http", "https"), ("https",), ("http",), ("https",)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from bottle_tui.backends.docker.compose import render_compose, render_routes, to_yaml
+from tests.sidecar_modules import egress_module
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import Manifests, parse_agent, parse_bottle
 from bottle_tui.plan import BottlePlan, missing_secrets, placeholder, preflight_text, resolve
@@ -65,6 +66,23 @@ def test_compose_golden(plan: BottlePlan) -> None:
 
 def test_routes_golden(plan: BottlePlan) -> None:
     check_golden("routes.yaml", render_routes(plan))
+
+
+def test_rendered_routes_are_what_egress_reads(plan: BottlePlan) -> None:
+    """The manifest resolves every default; egress (which refuses a route missing any key) reads
+    back exactly the routes of the plan."""
+    policy = egress_module("routes").parse_routes(to_yaml(render_routes(plan)))
+    assert policy.bottle == plan.bottle.name
+    got = [(r.host, r.ports, r.methods, r.paths, r.schemes, r.auth and (r.auth.scheme, r.auth.token_env, r.auth.header))
+           for r in policy.routes]
+    want = [(r.host, r.ports, r.methods, r.paths, r.schemes, r.auth and (r.auth.scheme, r.auth.token_env, r.auth.header))
+            for r in plan.routes]
+    assert got == want and len(got) == 2
+
+
+def test_sidecars_have_memory_and_pid_limits(plan: BottlePlan) -> None:
+    sidecars = render_compose(plan, host_uid=1000, host_gid=1000)["services"]["sidecars"]
+    assert sidecars["mem_limit"] and sidecars["pids_limit"] > 0
 
 
 def test_agent_is_only_on_the_internal_network_and_it_has_no_way_out(plan: BottlePlan) -> None:

@@ -19,6 +19,10 @@ from .engine import container_name
 AGENT_USER = "1000:1000"
 SIDECAR_ALIASES = ("egress", "supervise")
 STOP_GRACE = "3s"
+# The bundle's own limits: a runaway upload or a fork loop in a daemon stays inside the bundle.
+# Egress streams large bodies and refuses blocked ones unread, so its memory stays far below this.
+SIDECARS_MEMORY = "768m"
+SIDECARS_PIDS = 256
 
 
 def bottle_labels(plan: BottlePlan) -> dict[str, str]:
@@ -81,6 +85,8 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "read_only": True,
         "tmpfs": ["/tmp", "/run/bottle-init"],
         "labels": common_labels,
+        "mem_limit": SIDECARS_MEMORY,
+        "pids_limit": SIDECARS_PIDS,
         "stop_grace_period": STOP_GRACE,
         **hardening,
     }
@@ -101,22 +107,24 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
 
 
 def _route_doc(route: Route) -> dict[str, Any]:
-    doc: dict[str, Any] = {
+    auth: dict[str, Any] | None = None
+    if route.auth:
+        auth = {"scheme": route.auth.scheme, "token_env": route.auth.token_env}
+        if route.auth.header:
+            auth["header"] = route.auth.header
+    return {
         "host": route.host,
         "ports": list(route.ports),
         "methods": list(route.methods),
         "paths": list(route.paths),
+        "schemes": list(route.schemes),
+        "auth": auth,
     }
-    if route.auth:
-        auth: dict[str, Any] = {"scheme": route.auth.scheme, "token_env": route.auth.token_env}
-        if route.auth.header:
-            auth["header"] = route.auth.header
-        doc["auth"] = auth
-    return doc
 
 
 def render_routes(plan: BottlePlan) -> dict[str, Any]:
-    """routes.yaml for egress: the bottle's allowlist, with credentials named by env var only."""
+    """routes.yaml for egress: the bottle's allowlist with every key written out (egress refuses a
+    route that leaves one to a default), and credentials named by env var only."""
     return {"version": 1, "bottle": plan.bottle.name, "routes": [_route_doc(r) for r in plan.routes]}
 
 

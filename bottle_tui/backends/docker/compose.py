@@ -12,12 +12,15 @@ from typing import Any
 import yaml
 
 from ...manifest import Route
-from ...plan import CA_MOUNT, WORKDIR, BottlePlan
+from ...plan import CA_MOUNT, GIT_GATE_HOST, GIT_GATE_PORT, WORKDIR, BottlePlan, git_repo_name
 from . import labels
 from .engine import container_name
 
 AGENT_USER = "1000:1000"
 SIDECAR_ALIASES = ("egress",)
+GIT_GATE_MOUNT = "/state/git-gate"
+# Bounds the gate's fetch from upstream before it serves a clone, fetch or push.
+GIT_REFRESH_TIMEOUT = 20
 STOP_GRACE = "3s"
 
 
@@ -73,8 +76,9 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },
-        "networks": {"internal": {"aliases": list(SIDECAR_ALIASES)}, "egress": {}},
-        "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)],
+        "networks": {"internal": {"aliases": list(SIDECAR_ALIASES) + ([GIT_GATE_HOST] if plan.bottle.git else [])}, "egress": {}},
+        "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)]
+        + ([_bind(plan.state.git_gate, GIT_GATE_MOUNT, read_only=False)] if plan.bottle.git else []),
         "read_only": True,
         "tmpfs": ["/tmp", "/run/bottle-init"],
         "labels": common_labels,
@@ -115,6 +119,24 @@ def _route_doc(route: Route) -> dict[str, Any]:
 def render_routes(plan: BottlePlan) -> dict[str, Any]:
     """routes.yaml for egress: the bottle's allowlist, with credentials named by env var only."""
     return {"version": 1, "bottle": plan.bottle.name, "routes": [_route_doc(r) for r in plan.routes]}
+
+
+def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:
+    """gate.json for git-gate: every setting explicit (the gate has no defaults of its own)."""
+    git = plan.bottle.git
+    if not git:
+        return None
+    return {
+        "version": 1,
+        "upstream": git.upstream,
+        "repo": git_repo_name(git.upstream),
+        "branch": git.branch,
+        "protected": list(git.protected),
+        "credentials_env": git.credentials_env,
+        "port": GIT_GATE_PORT,
+        "listen_alias": GIT_GATE_HOST,
+        "refresh_timeout_seconds": GIT_REFRESH_TIMEOUT,
+    }
 
 
 class _PlainDumper(yaml.SafeDumper):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -11,11 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from ...errors import BottleError
-from ...plan import CA_CERT_NAME, BottlePlan
+from ...plan import CA_CERT_NAME, WORKDIR, BottlePlan
 from ...runner import CommandError, run
 from ...state import StateDir, all_state_dirs, atomic_write, project_name, slug_of_project, state_dir
 from . import engine, images
-from .compose import render_compose, render_routes, to_yaml
+from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
 TRANSCRIPT_SRC = "/home/agent/.claude/projects"
@@ -56,6 +57,11 @@ def write_renders(plan: BottlePlan) -> None:
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
     atomic_write(state.egress / "routes.yaml", to_yaml(render_routes(plan)), mode=0o600)
     atomic_write(state.egress / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
+    gate = render_git_gate(plan)
+    if gate is not None:
+        atomic_write(state.git_gate / "gate.json", json.dumps(gate, indent=2) + "\n", mode=0o600)
+        # The gate trusts upstreams exactly as egress does.
+        atomic_write(state.git_gate / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
     state.write_metadata({
         "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,
         "project": plan.project, "started_at": plan.started_at, "images": plan.images,
@@ -78,6 +84,34 @@ async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
     raise BottleError(f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}")
 
 
+# Runs as the agent in its work folder: clone the gate's mirror, or, when the gate cannot serve one
+# yet (upstream unreachable), an empty repository whose origin is the gate, so `git pull` works later.
+CHECKOUT_SCRIPT = """
+git clone --quiet --origin origin "$1" . 2>/dev/null && exit 0
+git init --quiet -b "$2" . && git remote add origin "$1" \\
+  && git config "branch.$2.remote" origin && git config "branch.$2.merge" "refs/heads/$2" && exit 3
+"""
+
+
+async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
+    """The agent's checkout at WORKDIR with origin = the gate (a bottle with git only)."""
+    if plan.git_origin is None or plan.bottle.git is None:
+        return
+    ready = plan.state.git_gate / "ready"
+    while not ready.exists():
+        if time.monotonic() > deadline:
+            raise BottleError(f"bottle {plan.slug}: the git gate did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}")
+        await asyncio.sleep(0.05)
+    agent = engine.container_name(plan.project, "agent")
+    code, out = await engine.exec_capture(agent, ["sh", "-c", CHECKOUT_SCRIPT, "checkout", plan.git_origin, plan.bottle.git.branch], timeout=120)
+    if code == 0:
+        _log(plan.state.bringup_log, f"agent checkout: cloned {plan.git_origin} into {WORKDIR}")
+    elif code == 3:
+        _log(plan.state.bringup_log, f"agent checkout: the gate has no mirror of {plan.bottle.git.upstream} yet; {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)")
+    else:
+        raise BottleError(f"bottle {plan.slug}: cannot prepare the agent's checkout in {WORKDIR} (exit {code}): {out.strip()[-300:]}")
+
+
 async def start(plan: BottlePlan, progress: Progress) -> None:
     """Create the state folder, write the renders and bring the bottle up; tears down on failure."""
     state = plan.state
@@ -93,6 +127,7 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         out = await engine.up(plan.project, state.compose_file, env=env)
         _log(log, out)
         await _wait_ready(plan, time.monotonic() + READY_TIMEOUT)
+        await checkout_in_agent(plan, time.monotonic() + READY_TIMEOUT)
         _log(log, "ready")
     except BaseException as exc:
         _log(log, f"bring-up failed: {exc}")

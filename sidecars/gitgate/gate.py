@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, HERE)
 
 from push_policy import GateConfig, GateError, load_config  # noqa: E402
-from upstream_git import fetch_argv, git_env, run_git, scrub  # noqa: E402
+from upstream_git import fetch_argv, git_env, headline, run_git, scrub  # noqa: E402
 
 HOOKS_DIR = os.path.join(HERE, "hooks")
 SERVICES = ("git-upload-pack", "git-receive-pack")
@@ -94,8 +94,7 @@ class Mirror:
                 self.synced = True
                 self.last_refresh_ok_started = started
                 return True
-            last = scrub(result.output, self.cfg).splitlines()[-1:] or ["no message"]
-            self.last_error = f"cannot fetch {self.cfg.upstream}: {last[0][:300]}"
+            self.last_error = f"cannot fetch {self.cfg.upstream}: {headline(scrub(result.output, self.cfg))[:300]}"
             log(f"{self.last_error} ({why}; serving {'the last mirror' if self.synced else 'nothing yet'})")
             return self.synced
 

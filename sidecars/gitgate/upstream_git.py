@@ -64,6 +64,12 @@ def scrub(text: str, cfg: GateConfig, environ: dict[str, str] | None = None) -> 
     return text
 
 
+def headline(output: str) -> str:
+    """git's first fatal/error line (its later lines are advice), else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1] if lines else "no message")
+
+
 @dataclass
 class Result:
     ok: bool

@@ -204,6 +204,30 @@ def test_a_secret_removed_again_still_blocks_the_push(git_bottle: Bottle, upstre
     assert upstream_rev(upstream, "refs/heads/feature/undo") == before
 
 
+def test_force_push_and_delete_of_an_unprotected_branch_go_upstream(git_bottle: Bottle, upstream: str) -> None:
+    commit_on_new_branch(git_bottle, "feature/rewrite", "r.txt", "first draft\n")
+    agent_sh(git_bottle, "git push -q origin feature/rewrite", check=True)
+    agent_sh(git_bottle, "echo 'second draft' > r.txt && git commit -q --amend -am rewritten", check=True)
+    out = agent_sh(git_bottle, "git push --force origin feature/rewrite")
+    assert out.returncode == 0, out.stdout
+    assert upstream_rev(upstream, "refs/heads/feature/rewrite") == agent_sh(git_bottle, "git rev-parse HEAD").stdout.strip()
+    out = agent_sh(git_bottle, "git push origin :feature/rewrite")
+    assert out.returncode == 0, out.stdout
+    assert upstream_rev(upstream, "refs/heads/feature/rewrite") is None
+
+
+def test_tags_are_scanned_too(git_bottle: Bottle, upstream: str) -> None:
+    _, text, secret = SHAPES["aws"]
+    commit_on_new_branch(git_bottle, "tagged", "t.txt", text)
+    out = agent_sh(git_bottle, "git tag leaky-tag && git push origin leaky-tag")
+    assert out.returncode != 0 and "push of refs/tags/leaky-tag rejected" in out.stdout and secret not in out.stdout, out.stdout
+    assert upstream_rev(upstream, "refs/tags/leaky-tag") is None
+    commit_on_new_branch(git_bottle, "tagged-clean", "t.txt", "nothing to see\n")
+    out = agent_sh(git_bottle, "git tag -a -m release v0.1 && git push origin v0.1")
+    assert out.returncode == 0, out.stdout
+    assert upstream_rev(upstream, "refs/tags/v0.1") is not None
+
+
 def test_protected_branches_cannot_be_pushed_or_deleted(git_bottle: Bottle, upstream: str) -> None:
     main_before = upstream_rev(upstream, "refs/heads/main")
     commit_on_new_branch(git_bottle, "work", "w.txt", "work\n")

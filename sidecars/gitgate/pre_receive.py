@@ -19,7 +19,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from push_policy import Finding, GateError, RefUpdate, findings_from_report, load_config, parse_updates, push_range, refusal, rejection_lines  # noqa: E402
+from push_policy import (Finding, GateError, Message, RefUpdate, findings, load_config, locate_in_messages, message_text,  # noqa: E402
+                         parse_updates, push_range, refusal, rejection_lines, report_items)
 from upstream_git import git_env, push_argv, run_git, scrub  # noqa: E402
 
 GITLEAKS = os.environ.get("GIT_GATE_GITLEAKS", "gitleaks")
@@ -55,41 +56,79 @@ def adds_lines(git_dir: str, log_opts: list[str]) -> bool:
     return any(line.startswith(b"+") and not line.startswith(b"+++ ") for line in proc.stdout.splitlines())
 
 
-def scan(git_dir: str, update: RefUpdate) -> list[Finding]:
-    """gitleaks over the commits this update brings, secrets redacted in whatever it reports."""
-    log_opts = push_range(update)
-    if not log_opts:
-        return []
-    git_dir = os.path.abspath(git_dir)  # gitleaks runs in another folder
+def run_gitleaks(mode: list[str], what: str, env: dict[str, str], stdin: str | None = None) -> tuple[list[dict], str]:
+    """gitleaks with the gate's settings: its JSON findings (secrets redacted) and its log."""
     with tempfile.TemporaryDirectory(prefix="gitleaks-") as work:
         report = os.path.join(work, "report.json")
         argv = [
-            GITLEAKS, "git", "--no-banner", "--no-color", "--log-level", "info", "--redact",
+            GITLEAKS, *mode[:1], "--no-banner", "--no-color", "--log-level", "info", "--redact",
             "--config", GITLEAKS_CONFIG, "--report-format", "json", "--report-path", report,
             # The pushed content must not switch its own scan off: no inline `gitleaks:allow`, and
             # no .gitleaksignore (looked up in the working folder, an empty one here).
-            "--ignore-gitleaks-allow", "--gitleaks-ignore-path", work,
-            "--exit-code", "3", "--log-opts=" + " ".join(log_opts), git_dir,
+            "--ignore-gitleaks-allow", "--gitleaks-ignore-path", work, "--exit-code", "3", *mode[1:],
         ]
-        env = {**os.environ, "GIT_DIR": git_dir}
         try:
-            proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=SCAN_TIMEOUT)
+            proc = subprocess.run(argv, cwd=work, env=env, input=stdin, capture_output=True, text=True, timeout=SCAN_TIMEOUT)
         except subprocess.TimeoutExpired:
-            raise GateError(f"gitleaks did not finish scanning {update.ref} within {SCAN_TIMEOUT} s") from None
+            raise GateError(f"gitleaks did not finish scanning {what} within {SCAN_TIMEOUT} s") from None
         except OSError as e:
             raise GateError(f"cannot run gitleaks ({e.strerror or e})") from None
         if proc.returncode not in (0, 3):
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise GateError(f"gitleaks failed on {update.ref} (exit {proc.returncode}): {last[:300]}")
+            raise GateError(f"gitleaks failed on {what} (exit {proc.returncode}): {last[:300]}")
         with open(report, encoding="utf-8") as f:
-            found = findings_from_report(f.read())
-        if proc.returncode == 3 and not found:
-            raise GateError(f"gitleaks reported leaks in {update.ref} but its report lists none")
-        # gitleaks says "0 commits scanned" and exits 0 when its git log fails: fail closed.
-        scanned = _SCANNED_RE.search(proc.stderr)
-        if (scanned is None or scanned[1] == "0") and adds_lines(git_dir, log_opts):
-            raise GateError(f"gitleaks scanned no commit of {update.ref} although it adds lines; nothing was sent upstream")
-        return found
+            items = report_items(f.read())
+        if proc.returncode == 3 and not items:
+            raise GateError(f"gitleaks reported leaks in {what} but its report lists none")
+        return items, proc.stderr
+
+
+def scan_changes(git_dir: str, update: RefUpdate, log_opts: list[str]) -> list[Finding]:
+    """gitleaks over the patches of the commits this update brings."""
+    items, log = run_gitleaks(["git", "--log-opts=" + " ".join(log_opts), git_dir], update.ref, {**os.environ, "GIT_DIR": git_dir})
+    # gitleaks says "0 commits scanned" and exits 0 when its git log fails: fail closed.
+    scanned = _SCANNED_RE.search(log)
+    if (scanned is None or scanned[1] == "0") and adds_lines(git_dir, log_opts):
+        raise GateError(f"gitleaks scanned no commit of {update.ref} although it adds lines; nothing was sent upstream")
+    return findings(items)
+
+
+def messages(git_dir: str, update: RefUpdate, log_opts: list[str]) -> list[Message]:
+    """The messages this update carries upstream: each new commit's, and an annotated tag's."""
+    git = ["git", "--git-dir", git_dir]
+    found = []
+    out = subprocess.run([*git, "log", "--format=%H%x00%B%x1e", *log_opts], capture_output=True, text=True, timeout=SCAN_TIMEOUT)
+    if out.returncode != 0:
+        raise GateError(f"cannot list the pushed commits: {out.stderr.strip()[:300]}")
+    for record in out.stdout.split("\x1e"):
+        commit, sep, body = record.strip("\n").partition("\x00")
+        if sep:
+            found.append(Message("commit message", commit, body))
+    kind = subprocess.run([*git, "cat-file", "-t", update.new], capture_output=True, text=True, timeout=60)
+    if kind.stdout.strip() == "tag":
+        tag = subprocess.run([*git, "cat-file", "tag", update.new], capture_output=True, text=True, timeout=60)
+        found.append(Message("tag message", update.new, tag.stdout))
+    return found
+
+
+def scan_messages(git_dir: str, update: RefUpdate, log_opts: list[str]) -> list[Finding]:
+    """gitleaks over commit and tag messages, which its git mode does not read."""
+    found = messages(git_dir, update, log_opts)
+    if not found:
+        return []
+    text, starts = message_text(found)
+    items, _ = run_gitleaks(["stdin"], f"the messages of {update.ref}", dict(os.environ), stdin=text)
+    return [locate_in_messages(found, starts, str(i.get("RuleID", "?")), int(i.get("StartLine") or 0)) for i in items]
+
+
+def scan(git_dir: str, update: RefUpdate) -> list[Finding]:
+    """Everything this update would carry upstream: patches and messages."""
+    log_opts = push_range(update)
+    if not log_opts:
+        return []
+    git_dir = os.path.abspath(git_dir)  # gitleaks runs in another folder
+    found = scan_changes(git_dir, update, log_opts) + scan_messages(git_dir, update, log_opts)
+    return sorted(set(found), key=lambda f: (f.commit, f.file, f.line, f.rule))  # one list, in commit order
 
 
 def decide(updates: list[RefUpdate], state_dir: str, git_dir: str) -> int:

@@ -156,21 +156,48 @@ class Finding:
         return f"{self.rule} in {self.file} line {self.line} (commit {self.commit[:12]}); secret REDACTED"
 
 
-def findings_from_report(report: str) -> list[Finding]:
-    """gitleaks' JSON report, reduced to what may be shown: never Secret or Match, even redacted."""
+def report_items(report: str) -> list[dict]:
+    """gitleaks' JSON report as a list of findings (each a dict of its fields)."""
     try:
         items = json.loads(report or "[]")
     except json.JSONDecodeError as e:
         raise GateError(f"gitleaks wrote a report that is not JSON ({e})") from None
-    if not isinstance(items, list):
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise GateError("gitleaks wrote a report that is not a list of findings")
-    found = []
-    for item in items:
-        found.append(Finding(
-            rule=str(item.get("RuleID", "?")), file=str(item.get("File", "?")),
-            line=int(item.get("StartLine", 0) or 0), commit=str(item.get("Commit", "")),
-        ))
-    return sorted(set(found), key=lambda f: (f.commit, f.file, f.line, f.rule))
+    return items
+
+
+def findings(items: list[dict]) -> list[Finding]:
+    """gitleaks' findings reduced to what may be shown: never Secret or Match, even redacted."""
+    found = {Finding(str(i.get("RuleID", "?")), str(i.get("File", "?")), int(i.get("StartLine") or 0), str(i.get("Commit", "")))
+             for i in items}
+    return sorted(found, key=lambda f: (f.commit, f.file, f.line, f.rule))
+
+
+@dataclass(frozen=True)
+class Message:
+    """A commit's or an annotated tag's message: gitleaks' git mode reads patches, not these."""
+
+    kind: str  # "commit message" | "tag message"
+    object_id: str
+    text: str
+
+
+def message_text(messages: list[Message]) -> tuple[str, list[int]]:
+    """All messages as one text for gitleaks stdin, and the line (1-based) each one starts on."""
+    starts, lines = [], []
+    for m in messages:
+        starts.append(len(lines) + 1)
+        lines.extend(m.text.split("\n"))
+        lines.append("")  # a blank line keeps one message's last line from running into the next
+    return "\n".join(lines), starts
+
+
+def locate_in_messages(messages: list[Message], starts: list[int], rule: str, line: int) -> Finding:
+    """The finding at ``line`` of message_text's text, as a line of the message it falls in."""
+    index = max((i for i, start in enumerate(starts) if start <= line), default=0)
+    m = messages[index]
+    return Finding(rule, m.kind, line - starts[index] + 1, m.object_id)
 
 
 def rejection_lines(ref: str, findings: list[Finding]) -> list[str]:

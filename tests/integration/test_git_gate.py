@@ -204,6 +204,19 @@ def test_a_secret_removed_again_still_blocks_the_push(git_bottle: Bottle, upstre
     assert upstream_rev(upstream, "refs/heads/feature/undo") == before
 
 
+def test_secrets_in_commit_and_tag_messages_are_found_too(git_bottle: Bottle, upstream: str) -> None:
+    _, _, token = SHAPES["slack"]
+    commit_on_new_branch(git_bottle, "feature/message", "m.txt", "fine\n")
+    agent_sh(git_bottle, 'git commit -q --amend -m "deploy notes" -m "slack: $1"', token, check=True)
+    out = agent_sh(git_bottle, "git push origin feature/message")
+    assert out.returncode != 0 and "slack-bot-token in commit message line 3" in out.stdout, out.stdout
+    assert token not in out.stdout and upstream_rev(upstream, "refs/heads/feature/message") is None
+    agent_sh(git_bottle, 'git commit -q --amend -m "deploy notes" && git tag -a -m "slack: $1" v-leaky', token, check=True)
+    out = agent_sh(git_bottle, "git push origin v-leaky")
+    assert out.returncode != 0 and "slack-bot-token in tag message" in out.stdout, out.stdout
+    assert upstream_rev(upstream, "refs/tags/v-leaky") is None
+
+
 def test_force_push_and_delete_of_an_unprotected_branch_go_upstream(git_bottle: Bottle, upstream: str) -> None:
     commit_on_new_branch(git_bottle, "feature/rewrite", "r.txt", "first draft\n")
     agent_sh(git_bottle, "git push -q origin feature/rewrite", check=True)

@@ -137,16 +137,27 @@ REPORT = json.dumps([
 
 
 def test_findings_are_reduced_to_rule_file_line_commit_and_deduplicated() -> None:
-    found = pp.findings_from_report(REPORT)
+    found = pp.findings(pp.report_items(REPORT))
     assert found == [pp.Finding("aws-access-token", "a.py", 1, "e" * 40), pp.Finding("github-pat", "b.txt", 4, "f" * 40)]
     assert found[0].describe() == "aws-access-token in a.py line 1 (commit eeeeeeeeeeee); secret REDACTED"
-    assert pp.findings_from_report("") == [] and pp.findings_from_report("[]") == []
+    assert pp.report_items("") == [] and pp.report_items("[]") == []
     with pytest.raises(pp.GateError, match="not JSON"):
-        pp.findings_from_report("{")
+        pp.report_items("{")
+    with pytest.raises(pp.GateError, match="not a list of findings"):
+        pp.report_items('{"RuleID": "x"}')
+
+
+def test_message_findings_point_at_the_message_and_its_line() -> None:
+    msgs = [pp.Message("commit message", "a" * 40, "fix\n\nbody line"), pp.Message("tag message", "b" * 40, "object x\ntag v1\n\nsecret here")]
+    text, starts = pp.message_text(msgs)
+    lines = text.split("\n")
+    assert lines[starts[0] - 1] == "fix" and lines[starts[1] - 1] == "object x"
+    assert pp.locate_in_messages(msgs, starts, "r", lines.index("body line") + 1) == pp.Finding("r", "commit message", 3, "a" * 40)
+    assert pp.locate_in_messages(msgs, starts, "r", lines.index("secret here") + 1) == pp.Finding("r", "tag message", 4, "b" * 40)
 
 
 def test_rejection_lines_say_what_was_found_and_what_to_do() -> None:
-    lines = pp.rejection_lines("refs/heads/x", pp.findings_from_report(REPORT))
+    lines = pp.rejection_lines("refs/heads/x", pp.findings(pp.report_items(REPORT)))
     assert lines[0] == "git-gate: push of refs/heads/x rejected: gitleaks found 2 secrets; nothing was sent upstream"
     assert lines[1].endswith("aws-access-token in a.py line 1 (commit eeeeeeeeeeee); secret REDACTED")
     assert "token=" not in "\n".join(lines)  # never the match, even redacted

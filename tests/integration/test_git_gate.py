@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import secrets
 import string
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from .support import (GIT_HOST, GIT_PORT, GIT_ROOT, Bottle, connect_fake_internet, make_fake_git_cert, sh,
+from tests.waiting import wait_for
+
+from .support import (GIT_HOST, GIT_PORT, GIT_ROOT, SECRET, Bottle, connect_fake_internet, make_fake_git_cert, sh,
                       start_bottle, start_fake_git_host, stop_bottle, write_home)
 
 pytestmark = pytest.mark.integration
@@ -97,11 +102,16 @@ def upstream(fake_internet: str, fake_pki: Path) -> str:
     return fake_internet
 
 
-@pytest.fixture(scope="module")
-def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):
-    home = write_home(tmp_path_factory.mktemp("git-home"))
+def git_home(folder: Path) -> Path:
+    home = write_home(folder)
     for rel, text in GIT_MANIFESTS.items():
         (home / rel).write_text(text)
+    return home
+
+
+@pytest.fixture(scope="module")
+def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):
+    home = git_home(tmp_path_factory.mktemp("git-home"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BOTTLE_TEST_GIT_TOKEN", GIT_SECRET)
         b = start_bottle(home, "gitter")
@@ -299,3 +309,30 @@ def test_the_gate_listens_on_the_internal_network_only(git_bottle: Bottle, upstr
     # The fake internet sits on the egress network: the gate must not answer it there.
     assert sh("docker", "exec", upstream, "python3", "-c", probe, outside).stdout.startswith("closed")
     assert agent_sh(git_bottle, f"python3 -c \"$1\" {inside}", probe).stdout.startswith("open")
+
+
+def test_bring_up_clones_the_upstream_into_the_agents_work_folder(tmp_path: Path, built_images: dict[str, str], upstream: str) -> None:
+    """With the upstream reachable while the bottle comes up, the agent starts with a checkout."""
+    home = git_home(tmp_path / "home")
+    env = {**os.environ, "BOTTLE_TEST_TOKEN": SECRET, "BOTTLE_TEST_GIT_TOKEN": GIT_SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "bottle_tui", "--home", str(home), "start", "gitter", "--yes", "--detach"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bottle = None
+    try:
+        # compose creates the bottle's networks before its containers: join the fake internet at once.
+        state = wait_for(lambda: next((p for p in (home / "state").glob("*") if p.is_dir()), None) if (home / "state").is_dir() else None,
+                         timeout=60, what="the bottle's state folder", interval=0.02)
+        bottle = Bottle(state.name, home)
+        wait_for(lambda: sh("docker", "network", "inspect", bottle.network("egress"), check=False).returncode == 0,
+                 timeout=60, what="the bottle's egress network", interval=0.02)
+        bottle.fake_ip = connect_fake_internet(bottle, upstream, (GIT_HOST,))
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert f"agent checkout: cloned {ORIGIN}" in (bottle.state / "bringup.log").read_text()
+        log = agent_sh(bottle, "git log -1 --format=%s && git status --short --branch", check=True).stdout
+        assert log.startswith("upstream: ") and "## main...origin/main" in log, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if bottle is not None:
+            stop_bottle(bottle, upstream)

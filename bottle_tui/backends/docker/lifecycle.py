@@ -87,9 +87,11 @@ async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
 # Runs as the agent in its work folder: clone the gate's mirror, or, when the gate cannot serve one
 # yet (upstream unreachable), an empty repository whose origin is the gate, so `git pull` works later.
 CHECKOUT_SCRIPT = """
-git clone --quiet --origin origin "$1" . 2>/dev/null && exit 0
+why=$(git clone --quiet --origin origin "$1" . 2>&1) && exit 0
 git init --quiet -b "$2" . && git remote add origin "$1" \\
-  && git config "branch.$2.remote" origin && git config "branch.$2.merge" "refs/heads/$2" && exit 3
+  && git config "branch.$2.remote" origin && git config "branch.$2.merge" "refs/heads/$2" || exit 1
+echo "$why" | tail -n 1
+exit 3
 """
 
 
@@ -107,7 +109,7 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
     if code == 0:
         _log(plan.state.bringup_log, f"agent checkout: cloned {plan.git_origin} into {WORKDIR}")
     elif code == 3:
-        _log(plan.state.bringup_log, f"agent checkout: the gate has no mirror of {plan.bottle.git.upstream} yet; {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)")
+        _log(plan.state.bringup_log, f"agent checkout: cannot clone {plan.git_origin} yet ({out.strip()}); {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)")
     else:
         raise BottleError(f"bottle {plan.slug}: cannot prepare the agent's checkout in {WORKDIR} (exit {code}): {out.strip()[-300:]}")
 

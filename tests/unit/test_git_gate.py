@@ -14,7 +14,7 @@ import pytest
 from bottle_tui.backends.docker.compose import render_compose, render_git_gate
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import ManifestError, Manifests, parse_agent, parse_bottle
-from bottle_tui.plan import git_repo_name, resolve
+from bottle_tui.plan import git_repo_name, preflight_text, resolve
 from bottle_tui.state import StateDir
 
 GATE_DIR = Path(__file__).resolve().parents[2] / "sidecars" / "gitgate"
@@ -191,6 +191,7 @@ def test_the_host_renders_a_complete_gate_config_the_gate_accepts(tmp_path: Path
     assert plan.daemons == ("egress", "git-gate")
     assert plan.git_origin == "http://git-gate:8418/my-repo.git"
     assert "git-gate" in plan.agent_env["NO_PROXY"].split(",")
+    assert "the agent's origin is the gate http://git-gate:8418/my-repo.git: pushes scanned with gitleaks; protected: trunk, release/*" in preflight_text(plan)
     doc = render_git_gate(plan)
     path = tmp_path / "gate.json"
     path.write_text(json.dumps(doc))

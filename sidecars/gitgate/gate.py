@@ -64,13 +64,16 @@ class Mirror:
             ("core.hooksPath", HOOKS_DIR),
             ("receive.fsckObjects", "true"),
             ("uploadpack.allowFilter", "true"),
+            # No detached background gc racing the gate's own ref updates; a bottle's life is short.
             ("gc.auto", "0"),
         ):
             self._git("--git-dir", self.git_dir, "config", key, value)
         self._git("--git-dir", self.git_dir, "symbolic-ref", "HEAD", f"refs/heads/{self.cfg.branch}")
+        # A mirror left by an earlier run of the gate (restarted by init) is served while upstream is away.
+        self.synced = bool(self._git("--git-dir", self.git_dir, "for-each-ref", "--count=1"))
 
-    def _git(self, *argv: str) -> None:
-        subprocess.run(["git", *argv], check=True, capture_output=True, timeout=60)
+    def _git(self, *argv: str) -> str:
+        return subprocess.run(["git", *argv], check=True, capture_output=True, text=True, timeout=60).stdout.strip()
 
     def refresh(self, why: str) -> bool:
         """Fetch upstream into the mirror (bounded); True when the mirror can be served."""

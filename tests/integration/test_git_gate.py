@@ -84,7 +84,8 @@ def secret_shapes() -> dict[str, tuple[str, str, str]]:
     slack = f"xoxb-{_random(string.digits, 12)}-{_random(string.digits, 13)}-{_random(string.ascii_letters + string.digits, 24)}"
     key = _private_key()
     return {
-        "aws": ("aws-access-token", f'aws_access_key_id = "{aws}"\n', aws),
+        # An inline allow comment must not switch the scan off: the pushed content is the agent's.
+        "aws": ("aws-access-token", f'aws_access_key_id = "{aws}"  # gitleaks:allow\n', aws),
         "github": ("github-pat", f"export GITHUB_TOKEN={ghp}\n", ghp),
         "private-key": ("private-key", f"notes\n{key}\n", key.splitlines()[1]),
         "slack": ("slack-bot-token", f"SLACK = '{slack}'\n", slack),

@@ -163,3 +163,17 @@ def test_an_unreachable_upstream_is_a_one_line_remote_error(tmp_path: Path) -> N
         assert out.stderr.strip() == f"fatal: remote error: git-gate: upstream not reachable: cannot fetch file://{tmp_path}/nowhere.git: fatal: '{tmp_path}/nowhere.git' does not appear to be a git repository", out.stderr
     finally:
         g.stop()
+
+
+def test_a_restarted_gate_serves_its_last_mirror_while_upstream_is_away(gate: Gate) -> None:
+    clone(gate)  # the mirror now holds upstream's refs
+    gate.stop()
+    gate.upstream.rename(gate.tmp / "away.git")
+    env = {**gate.env, "GIT_GATE_LISTEN": "127.0.0.1"}
+    (gate.state / "ready").unlink()
+    gate.proc = subprocess.Popen([sys.executable, str(GATE), str(gate.state)], env=env,
+                                 stderr=open(gate.tmp / "gate2.log", "w"), stdin=subprocess.DEVNULL)
+    wait_for(lambda: (gate.state / "ready").exists(), timeout=10, what="the restarted gate")
+    again = gate.git("clone", "-q", gate.url, str(gate.tmp / "again"), check=False)
+    assert again.returncode == 0, again.stderr
+    assert "cannot fetch" in (gate.tmp / "gate2.log").read_text()

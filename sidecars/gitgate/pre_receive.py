@@ -173,10 +173,12 @@ def main() -> int:
         if not updates:
             return 0
         return decide(updates, state_dir, git_dir)
-    except GateError as e:
-        say(f"git-gate: push rejected: {e}")
+    except (GateError, OSError, subprocess.SubprocessError, ValueError) as e:
+        # Whatever went wrong, the push stops here (fail closed), in one line the agent can read.
+        problem = str(e) if isinstance(e, GateError) else f"the gate failed ({type(e).__name__}: {e})"
+        say(f"git-gate: push rejected: {problem}")
         try:
-            log_decision(state_dir, {"decision": "rejected", "reason": "error", "error": str(e)})
+            log_decision(state_dir, {"decision": "rejected", "reason": "error", "error": problem})
         except OSError:
             pass
         return 1

@@ -189,7 +189,6 @@ def message_text(messages: list[Message]) -> tuple[str, list[int]]:
     for m in messages:
         starts.append(len(lines) + 1)
         lines.extend(m.text.split("\n"))
-        lines.append("")  # a blank line keeps one message's last line from running into the next
     return "\n".join(lines), starts
 
 

@@ -99,8 +99,9 @@ def test_parse_updates_reads_pre_receive_input_and_rejects_anything_else() -> No
     ups = pp.parse_updates(f"{ZERO} {a} refs/heads/new\n{a} {b} refs/tags/v1\n\n{b} {ZERO} refs/heads/gone\n")
     assert [u.kind for u in ups] == ["create", "update", "delete"]
     assert [u.branch for u in ups] == ["new", None, "gone"]
-    with pytest.raises(pp.GateError, match="unexpected pre-receive input"):
-        pp.parse_updates("not a line\n")
+    for bad in ("not a line\n", f"{a} main refs/heads/x\n", f"{a[:39]} {b} refs/heads/x\n"):
+        with pytest.raises(pp.GateError, match="unexpected pre-receive input"):
+            pp.parse_updates(bad)
 
 
 # --- protected branches -----------------------------------------------------------------------
@@ -143,8 +144,9 @@ def test_findings_are_reduced_to_rule_file_line_commit_and_deduplicated() -> Non
     assert pp.report_items("") == [] and pp.report_items("[]") == []
     with pytest.raises(pp.GateError, match="not JSON"):
         pp.report_items("{")
-    with pytest.raises(pp.GateError, match="not a list of findings"):
-        pp.report_items('{"RuleID": "x"}')
+    for not_findings in ('{"RuleID": "x"}', '["x"]'):
+        with pytest.raises(pp.GateError, match="not a list of findings"):
+            pp.report_items(not_findings)
 
 
 def test_message_findings_point_at_the_message_and_its_line() -> None:
@@ -162,6 +164,8 @@ def test_rejection_lines_say_what_was_found_and_what_to_do() -> None:
     assert lines[1].endswith("aws-access-token in a.py line 1 (commit eeeeeeeeeeee); secret REDACTED")
     assert "token=" not in "\n".join(lines)  # never the match, even redacted
     assert "rebase" in lines[-1]
+    one = pp.rejection_lines("refs/tags/v1", pp.findings(pp.report_items(REPORT))[:1])
+    assert one[0] == "git-gate: push of refs/tags/v1 rejected: gitleaks found 1 secret; nothing was sent upstream"
 
 
 # --- gate.json and the host that renders it ---------------------------------------------------
@@ -250,6 +254,8 @@ def gate_json(tmp_path: Path, **changes: object) -> str:
     ({"port": "8418"}, "port has the wrong type"),
     ({"version": 2}, "version 2 is not understood"),
     ({"repo": "../etc"}, "not a plain repository name"),
+    ({"protected": ["main", ""]}, "protected must be a list of branch names or globs"),
+    ({"protected": [3]}, "protected must be a list of branch names or globs"),
 ])
 def test_the_gate_refuses_an_incomplete_or_odd_config(tmp_path: Path, changes: dict, problem: str) -> None:
     with pytest.raises(pp.GateError, match=problem.replace("(", r"\(")):

@@ -126,7 +126,7 @@ def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str,
 
 def agent_sh(bottle: Bottle, script: str, *args: str, check: bool = False, timeout: float = 120):
     """A shell script as the agent, in its work folder; stderr folded into stdout (git's remote: lines)."""
-    result = sh("docker", "exec", bottle.agent, "sh", "-c", script + " 2>&1", "agent-sh", *args, check=False, timeout=timeout)
+    result = sh("docker", "exec", bottle.agent, "sh", "-c", "{ " + script + "\n} 2>&1", "agent-sh", *args, check=False, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"agent script failed ({result.returncode}): {script}\n{result.stdout[-2000:]}")
     return result

@@ -56,12 +56,13 @@ def write_renders(plan: BottlePlan) -> None:
     spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
     atomic_write(state.egress / "routes.yaml", to_yaml(render_routes(plan)), mode=0o600)
-    atomic_write(state.egress / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
+    upstream_ca = images.upstream_ca_bundle()
+    atomic_write(state.egress / "upstream-ca.pem", upstream_ca, mode=0o644)
     gate = render_git_gate(plan)
     if gate is not None:
         atomic_write(state.git_gate / "gate.json", json.dumps(gate, indent=2) + "\n", mode=0o600)
         # The gate trusts upstreams exactly as egress does.
-        atomic_write(state.git_gate / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
+        atomic_write(state.git_gate / "upstream-ca.pem", upstream_ca, mode=0o644)
     state.write_metadata({
         "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,
         "project": plan.project, "started_at": plan.started_at, "images": plan.images,

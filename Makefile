@@ -40,6 +40,7 @@ test: images
 bench: images
 	$(PY) bench/bench_bringup.py
 	$(PY) bench/bench_ls.py
+	$(PY) bench/bench_git_gate.py
 
 # Removes every bottle (claude-bottle-* projects), stray labelled containers/networks, the
 # tests' fake-internet containers, and orphan state folders without a .preserve marker.

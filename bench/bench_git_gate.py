@@ -48,7 +48,8 @@ def inside() -> None:
     state.mkdir()
     (state / "gate.json").write_text(json.dumps({
         "version": 1, "upstream": f"file://{upstream}", "repo": "up", "branch": "main", "protected": ["main"],
-        "credentials_env": None, "port": 8418, "listen_alias": "git-gate", "refresh_timeout_seconds": 20}))
+        "credentials_env": None, "port": 8418, "listen_alias": "git-gate", "refresh_timeout_seconds": 20,
+        "first_mirror_timeout_seconds": 600}))
     gate = subprocess.Popen(["python3", "/opt/bottle/gitgate/gate.py", str(state)], env={**env, "GIT_GATE_LISTEN": "127.0.0.1"},
                             stderr=subprocess.DEVNULL)
     while not (state / "ready").exists():

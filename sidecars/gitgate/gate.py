@@ -78,7 +78,13 @@ class Mirror:
     def refresh(self, why: str) -> bool:
         """Fetch upstream into the mirror (bounded); True when the mirror can be served."""
         asked = time.monotonic()
-        with self.lock:
+        # A request waits at most the refresh bound for another refresh (the first mirror of a
+        # large repository can take minutes): then it is served what the mirror holds, or told.
+        if not self.lock.acquire(timeout=self.cfg.refresh_timeout_seconds):
+            if not self.synced:
+                self.last_error = f"upstream not mirrored yet: the first fetch of {self.cfg.upstream} is still running; try again in a minute"
+            return self.synced
+        try:
             # Requests that queued behind a refresh begun after they arrived share its result:
             # it saw upstream at least as fresh as they need.
             if self.synced and self.last_refresh_ok_started >= asked:
@@ -90,16 +96,19 @@ class Mirror:
                 self.last_error = str(e)
                 log(str(e))
                 return self.synced
-            result = run_git(fetch_argv(self.cfg, self.git_dir), env, self.cfg.refresh_timeout_seconds)
+            bound = self.cfg.refresh_timeout_seconds if self.synced else self.cfg.first_mirror_timeout_seconds
+            result = run_git(fetch_argv(self.cfg, self.git_dir), env, bound)
             if result.ok:
                 if not self.synced:
                     log(f"mirrored {self.cfg.upstream} in {result.seconds:.2f} s")
                 self.synced = True
                 self.last_refresh_ok_started = started
                 return True
-            self.last_error = f"cannot fetch {self.cfg.upstream}: {headline(scrub(result.output, self.cfg))[:300]}"
+            self.last_error = f"upstream not reachable: cannot fetch {self.cfg.upstream}: {headline(scrub(result.output, self.cfg))[:300]}"
             log(f"{self.last_error} ({why}; serving {'the last mirror' if self.synced else 'nothing yet'})")
             return self.synced
+        finally:
+            self.lock.release()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -147,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET":
             # The start of every clone, fetch and push: show the agent what upstream has now.
             if not self.mirror.refresh(f"{service} by {self.client_address[0]}"):
-                self._advertise_error(service, f"git-gate: upstream not reachable: {self.mirror.last_error}")
+                self._advertise_error(service, f"git-gate: {self.mirror.last_error}")
                 return
         if service == "git-receive-pack" and self.command == "POST":
             with self.mirror.lock:

@@ -14,6 +14,7 @@ ZERO = "0" * 40
 CONFIG_KEYS = {
     "version": int, "upstream": str, "repo": str, "branch": str, "protected": list,
     "credentials_env": (str, type(None)), "port": int, "listen_alias": str, "refresh_timeout_seconds": int,
+    "first_mirror_timeout_seconds": int,
 }
 _REPO_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -33,6 +34,7 @@ class GateConfig:
     port: int
     listen_alias: str
     refresh_timeout_seconds: int
+    first_mirror_timeout_seconds: int
 
 
 def load_config(path: str) -> GateConfig:
@@ -60,12 +62,13 @@ def load_config(path: str) -> GateConfig:
         raise GateError(f"{path}: repo {raw['repo']!r} is not a plain repository name")
     if not all(isinstance(p, str) and p for p in raw["protected"]):
         raise GateError(f"{path}: protected must be a list of branch names or globs")
-    if not 0 < raw["port"] < 65536 or raw["refresh_timeout_seconds"] < 1:
-        raise GateError(f"{path}: port or refresh_timeout_seconds out of range")
+    if not 0 < raw["port"] < 65536 or raw["refresh_timeout_seconds"] < 1 or raw["first_mirror_timeout_seconds"] < 1:
+        raise GateError(f"{path}: port or a timeout is out of range")
     return GateConfig(
         upstream=raw["upstream"], repo=raw["repo"], branch=raw["branch"], protected=tuple(raw["protected"]),
         credentials_env=raw["credentials_env"], port=raw["port"], listen_alias=raw["listen_alias"],
         refresh_timeout_seconds=raw["refresh_timeout_seconds"],
+        first_mirror_timeout_seconds=raw["first_mirror_timeout_seconds"],
     )
 
 

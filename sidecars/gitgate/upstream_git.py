@@ -32,8 +32,7 @@ def basic_credential(value: str) -> str:
 def git_env(cfg: GateConfig, state_dir: str, environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a git process that talks to the upstream."""
     environ = dict(os.environ if environ is None else environ)
-    config: list[tuple[str, str]] = [("http.followRedirects", "false"), ("credential.helper", ""),
-                                     ("http.lowSpeedLimit", "1000"), ("http.lowSpeedTime", str(cfg.refresh_timeout_seconds))]
+    config: list[tuple[str, str]] = [("http.followRedirects", "false"), ("credential.helper", "")]
     ca = upstream_ca_path(state_dir)
     if cfg.upstream.startswith("https://") and os.path.isfile(ca):
         config.append(("http.sslCAInfo", ca))

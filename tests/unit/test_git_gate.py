@@ -201,6 +201,7 @@ def test_the_host_renders_a_complete_gate_config_the_gate_accepts(tmp_path: Path
     path.write_text(json.dumps(doc))
     cfg = pp.load_config(str(path))
     assert (cfg.repo, cfg.branch, cfg.protected, cfg.credentials_env, cfg.port) == ("my-repo", "trunk", ("trunk", "release/*"), "GIT_TOKEN", 8418)
+    assert cfg.refresh_timeout_seconds < cfg.first_mirror_timeout_seconds
 
 
 def test_a_bottle_without_git_has_no_gate(tmp_path: Path) -> None:
@@ -239,7 +240,8 @@ def test_bad_protected_lists_are_one_line_errors(value: str, problem: str) -> No
 
 def gate_json(tmp_path: Path, **changes: object) -> str:
     doc = {"version": 1, "upstream": "https://h/r.git", "repo": "r", "branch": "main", "protected": [],
-           "credentials_env": None, "port": 8418, "listen_alias": "git-gate", "refresh_timeout_seconds": 20}
+           "credentials_env": None, "port": 8418, "listen_alias": "git-gate", "refresh_timeout_seconds": 20,
+           "first_mirror_timeout_seconds": 600}
     doc.update(changes)
     for key in [k for k, v in changes.items() if v is KeyError]:
         del doc[key]
@@ -253,6 +255,7 @@ def gate_json(tmp_path: Path, **changes: object) -> str:
     ({"extra": 1}, "unknown key 'extra'"),
     ({"port": "8418"}, "port has the wrong type"),
     ({"version": 2}, "version 2 is not understood"),
+    ({"first_mirror_timeout_seconds": 0}, "a timeout is out of range"),
     ({"repo": "../etc"}, "not a plain repository name"),
     ({"protected": ["main", ""]}, "protected must be a list of branch names or globs"),
     ({"protected": [3]}, "protected must be a list of branch names or globs"),

@@ -31,7 +31,7 @@ def git_env(home: Path) -> dict[str, str]:
 
 
 class Gate:
-    def __init__(self, tmp: Path, protected: list[str], gitleaks: str, upstream_url: str | None = None):
+    def __init__(self, tmp: Path, protected: list[str], gitleaks: str, upstream_url: str | None = None, refresh: int = 10):
         self.tmp = tmp
         self.env = git_env(tmp)
         self.upstream = tmp / "upstream.git"
@@ -48,7 +48,7 @@ class Gate:
         (self.state / "gate.json").write_text(json.dumps({
             "version": 1, "upstream": upstream_url or f"file://{self.upstream}", "repo": "upstream", "branch": "main",
             "protected": protected, "credentials_env": None, "port": self.port, "listen_alias": "git-gate",
-            "refresh_timeout_seconds": 10,
+            "refresh_timeout_seconds": refresh, "first_mirror_timeout_seconds": 60,
         }))
         env = {**self.env, "GIT_GATE_LISTEN": "127.0.0.1", "GIT_GATE_GITLEAKS": gitleaks}
         self.proc = subprocess.Popen([sys.executable, str(GATE), str(self.state)], env=env,
@@ -177,3 +177,20 @@ def test_a_restarted_gate_serves_its_last_mirror_while_upstream_is_away(gate: Ga
     again = gate.git("clone", "-q", gate.url, str(gate.tmp / "again"), check=False)
     assert again.returncode == 0, again.stderr
     assert "cannot fetch" in (gate.tmp / "gate2.log").read_text()
+
+
+def test_a_slow_first_mirror_answers_in_bounded_time(tmp_path: Path) -> None:
+    """An upstream that takes long for the first fetch (here: never answers) does not hold a clone
+    beyond the refresh bound: the agent is told the mirror is still being taken."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/slow.git"
+    g = Gate(tmp_path, [], gitleaks="gitleaks", upstream_url=url, refresh=1)
+    try:
+        out = g.git("clone", "-q", g.url, str(tmp_path / "w"), check=False)
+        assert out.returncode != 0
+        assert out.stderr.strip() == f"fatal: remote error: git-gate: upstream not mirrored yet: the first fetch of {url} is still running; try again in a minute", out.stderr
+    finally:
+        g.stop()
+        silent.close()

@@ -19,8 +19,10 @@ from .engine import container_name
 AGENT_USER = "1000:1000"
 SIDECAR_ALIASES = ("egress",)
 GIT_GATE_MOUNT = "/state/git-gate"
-# Bounds the gate's fetch from upstream before it serves a clone, fetch or push.
+# Bounds the gate's fetch from upstream before it serves a clone, fetch or push; the first mirror
+# of a large repository may take much longer.
 GIT_REFRESH_TIMEOUT = 20
+GIT_FIRST_MIRROR_TIMEOUT = 1800
 STOP_GRACE = "3s"
 
 
@@ -136,6 +138,7 @@ def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:
         "port": GIT_GATE_PORT,
         "listen_alias": GIT_GATE_HOST,
         "refresh_timeout_seconds": GIT_REFRESH_TIMEOUT,
+        "first_mirror_timeout_seconds": GIT_FIRST_MIRROR_TIMEOUT,
     }
 
 

@@ -50,11 +50,16 @@ class Gate:
             "protected": protected, "credentials_env": None, "port": self.port, "listen_alias": "git-gate",
             "refresh_timeout_seconds": refresh, "first_mirror_timeout_seconds": 60,
         }))
-        env = {**self.env, "GIT_GATE_LISTEN": "127.0.0.1", "GIT_GATE_GITLEAKS": gitleaks}
+        self.gitleaks = gitleaks
+        self.start("gate.log")
+
+    def start(self, log: str) -> None:
+        (self.state / "ready").unlink(missing_ok=True)
+        env = {**self.env, "GIT_GATE_LISTEN": "127.0.0.1", "GIT_GATE_GITLEAKS": self.gitleaks}
         self.proc = subprocess.Popen([sys.executable, str(GATE), str(self.state)], env=env,
-                                     stderr=open(tmp / "gate.log", "w"), stdin=subprocess.DEVNULL)
+                                     stderr=open(self.tmp / log, "w"), stdin=subprocess.DEVNULL)
         wait_for(lambda: (self.state / "ready").exists() or self.proc.poll() is not None, timeout=10, what="the gate's ready file")
-        assert self.proc.poll() is None, (tmp / "gate.log").read_text()
+        assert self.proc.poll() is None, (self.tmp / log).read_text()
 
     def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(["git", *args], env=self.env, capture_output=True, text=True, timeout=60)
@@ -155,25 +160,27 @@ def test_only_the_smart_http_urls_of_the_one_repository_are_served(gate: Gate) -
         assert err.value.read().decode().startswith("git-gate: only the smart HTTP protocol of http://git-gate:")
 
 
-def test_an_unreachable_upstream_is_a_one_line_remote_error(tmp_path: Path) -> None:
-    g = Gate(tmp_path, [], gitleaks="gitleaks", upstream_url=f"file://{tmp_path}/nowhere.git")
+def first_clone_error(tmp_path: Path, upstream_url: str, refresh: int = 10) -> str:
+    """What a clone through a fresh gate in front of ``upstream_url`` prints when it fails."""
+    g = Gate(tmp_path, [], gitleaks="gitleaks", upstream_url=upstream_url, refresh=refresh)
     try:
         out = g.git("clone", "-q", g.url, str(tmp_path / "w"), check=False)
         assert out.returncode != 0
-        assert out.stderr.strip() == f"fatal: remote error: git-gate: upstream not reachable: cannot fetch file://{tmp_path}/nowhere.git: fatal: '{tmp_path}/nowhere.git' does not appear to be a git repository", out.stderr
+        return out.stderr.strip()
     finally:
         g.stop()
+
+
+def test_an_unreachable_upstream_is_a_one_line_remote_error(tmp_path: Path) -> None:
+    said = first_clone_error(tmp_path, f"file://{tmp_path}/nowhere.git")
+    assert said == f"fatal: remote error: git-gate: upstream not reachable: cannot fetch file://{tmp_path}/nowhere.git: fatal: '{tmp_path}/nowhere.git' does not appear to be a git repository"
 
 
 def test_a_restarted_gate_serves_its_last_mirror_while_upstream_is_away(gate: Gate) -> None:
     clone(gate)  # the mirror now holds upstream's refs
     gate.stop()
     gate.upstream.rename(gate.tmp / "away.git")
-    env = {**gate.env, "GIT_GATE_LISTEN": "127.0.0.1"}
-    (gate.state / "ready").unlink()
-    gate.proc = subprocess.Popen([sys.executable, str(GATE), str(gate.state)], env=env,
-                                 stderr=open(gate.tmp / "gate2.log", "w"), stdin=subprocess.DEVNULL)
-    wait_for(lambda: (gate.state / "ready").exists(), timeout=10, what="the restarted gate")
+    gate.start("gate2.log")
     again = gate.git("clone", "-q", gate.url, str(gate.tmp / "again"), check=False)
     assert again.returncode == 0, again.stderr
     assert "cannot fetch" in (gate.tmp / "gate2.log").read_text()
@@ -186,11 +193,8 @@ def test_a_slow_first_mirror_answers_in_bounded_time(tmp_path: Path) -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     url = f"http://127.0.0.1:{silent.getsockname()[1]}/slow.git"
-    g = Gate(tmp_path, [], gitleaks="gitleaks", upstream_url=url, refresh=1)
     try:
-        out = g.git("clone", "-q", g.url, str(tmp_path / "w"), check=False)
-        assert out.returncode != 0
-        assert out.stderr.strip() == f"fatal: remote error: git-gate: upstream not mirrored yet: the first fetch of {url} is still running; try again in a minute", out.stderr
+        said = first_clone_error(tmp_path, url, refresh=1)
     finally:
-        g.stop()
         silent.close()
+    assert said == f"fatal: remote error: git-gate: upstream not mirrored yet: the first fetch of {url} is still running; try again in a minute"

@@ -161,7 +161,7 @@ def decide(updates: list[RefUpdate], state_dir: str, git_dir: str) -> int:
     result = run_git(push_argv(cfg, updates), git_env(cfg, state_dir), PUSH_TIMEOUT)
     words = scrub(result.output, cfg)
     if not result.ok:
-        lines = [f"git-gate: upstream refused the push; nothing changed here or upstream:"]
+        lines = ["git-gate: upstream refused the push, so the gate did not take it either:"]
         lines += [f"git-gate:   {line}" for line in words.splitlines() if line.strip()] or ["git-gate:   (no message)"]
         lines.append("git-gate: fetch, integrate upstream's changes, and push again")
         return reject("upstream-refused", lines, upstream=words[-2000:])

@@ -96,7 +96,8 @@ def push_argv(cfg: GateConfig, updates: list[RefUpdate]) -> list[str]:
     """Forward the agent's ref updates. Each carries a lease on the value the gate saw, so the
     gate never overwrites upstream commits it has not mirrored: a fast-forward, a force push or a
     delete goes through only when upstream still holds what the agent pushed against."""
-    argv = ["push", "--porcelain", "--no-verify"]
+    # All or nothing when a push moves several refs, so upstream never keeps half of one the gate refused.
+    argv = ["push", "--porcelain", "--no-verify", *(["--atomic"] if len(updates) > 1 else [])]
     refspecs = []
     for u in updates:
         argv.append(f"--force-with-lease={u.ref}:{'' if u.created else u.old}")

@@ -268,7 +268,7 @@ def test_upstream_refusal_reaches_the_agent(git_bottle: Bottle, upstream: str) -
     commit_on_new_branch(git_bottle, "upstream-refuses/x", "x.txt", "x\n")
     out = agent_sh(git_bottle, "git push origin upstream-refuses/x")
     assert out.returncode != 0, out.stdout
-    assert "git-gate: upstream refused the push" in out.stdout
+    assert "git-gate: upstream refused the push, so the gate did not take it either" in out.stdout
     assert "upstream policy: refs/heads/upstream-refuses/x is not accepted here" in out.stdout, out.stdout
     assert mirror_rev(git_bottle, "refs/heads/upstream-refuses/x") is None
     assert GIT_SECRET not in out.stdout

@@ -297,3 +297,4 @@ def test_forwarded_updates_carry_a_lease_on_what_the_gate_saw(tmp_path: Path) ->
     assert "--force-with-lease=refs/heads/new:" in argv and f"--force-with-lease=refs/heads/up:{a}" in argv
     assert f"--force-with-lease=refs/heads/gone:{b}" in argv
     assert argv[-4:] == ["https://h/r.git", f"{a}:refs/heads/new", f"{b}:refs/heads/up", ":refs/heads/gone"]
+    assert "--atomic" in argv and "--atomic" not in upstream_git.push_argv(cfg, [pp.RefUpdate(ZERO, a, "refs/heads/new")])

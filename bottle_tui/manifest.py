@@ -31,6 +31,7 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _BRANCH_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![/.])$")
+_BRANCH_GLOB_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/*?\[\]!-]+(?<![/.])$")
 _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 
@@ -39,7 +40,7 @@ BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "
 EGRESS_KEYS = ("routes",)
 ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth")
 AUTH_KEYS = ("scheme", "token_env", "header")
-GIT_KEYS = ("upstream", "branch", "credentials_env")
+GIT_KEYS = ("upstream", "branch", "credentials_env", "protected")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
 DLP_KEYS = ("exempt_hosts", "exempt_patterns")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
@@ -80,6 +81,7 @@ class GitSpec:
     upstream: str
     branch: str
     credentials_env: str | None
+    protected: tuple[str, ...] = ()  # branch names or globs the git gate refuses to push or delete
 
 
 @dataclass(frozen=True)
@@ -484,6 +486,16 @@ def _branch(ck: _Check, key: str, value: object) -> str:
     return branch
 
 
+def _protected(ck: _Check, key: str, value: object) -> tuple[str, ...]:
+    items = ck.expect_str_list(key, value, 'protected: [main, "release/*"]')
+    for i, item in enumerate(items):
+        if item.startswith("refs/"):
+            ck.fail(_item(key, i), f"'{_show(item)}' is a ref; write the branch name only, e.g. {item.removeprefix('refs/heads/') or 'main'}")
+        if not _BRANCH_GLOB_RE.match(item):
+            ck.fail(_item(key, i), f"'{_show(item)}' is not a branch name or glob; use letters, digits, '.', '_', '-', '/' and * ? [ ], e.g. 'release/*'")
+    return tuple(dict.fromkeys(items))
+
+
 def _git(ck: _Check, key: str, value: object) -> GitSpec:
     git = ck.expect_mapping(key, value, "git: {upstream: https://git.example.com/team/repo.git}")
     ck.known_keys(key, git, GIT_KEYS)
@@ -492,6 +504,7 @@ def _git(ck: _Check, key: str, value: object) -> GitSpec:
         upstream=upstream,
         branch=ck.optional(git, key, "branch", lambda k, v: _branch(ck, k, v), "main"),
         credentials_env=ck.optional(git, key, "credentials_env", lambda k, v: ck.expect_env_name(k, v, "GIT_TOKEN"), None),
+        protected=ck.optional(git, key, "protected", lambda k, v: _protected(ck, k, v), ()),
     )
 
 

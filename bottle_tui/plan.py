@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ WORKDIR = f"{AGENT_HOME}/work"
 NODE_PROXY_PRELOAD = "/opt/bottle/node/proxy-preload.js"
 CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
 SUPPORTED_BACKENDS = ("docker", "smolvm")
+GIT_GATE_HOST = "git-gate"
+GIT_GATE_PORT = 8418
 
 
 def claude_command(args: Sequence[str], *, resume: bool) -> list[str]:
@@ -57,8 +60,15 @@ class BottlePlan:
 
     @property
     def daemons(self) -> tuple[str, ...]:
-        """Sidecar daemons the bundle's init starts (pipelock, git-gate, supervise plug in here)."""
-        return ("egress", "supervise") if self.bottle.supervise.enabled else ("egress",)
+        """Sidecar daemons the bundle's init starts."""
+        return ("egress",) + (("git-gate",) if self.bottle.git else ()) + (("supervise",) if self.bottle.supervise.enabled else ())
+
+    @property
+    def git_origin(self) -> str | None:
+        """The agent's only git remote: the gate's mirror of git.upstream, on the internal network."""
+        if not self.bottle.git:
+            return None
+        return f"http://{GIT_GATE_HOST}:{GIT_GATE_PORT}/{git_repo_name(self.bottle.git.upstream)}.git"
 
     @property
     def supervise_url(self) -> str | None:
@@ -82,7 +92,9 @@ class BottlePlan:
     def agent_env(self) -> dict[str, str]:
         proxy = f"http://egress:{EGRESS_PORT}"
         ca = f"{CA_MOUNT}/{CA_CERT_NAME}"
-        no_proxy = "localhost,127.0.0.1,::1" + (",supervise" if self.bottle.supervise.enabled else "")
+        # supervise and the gate are on the internal network: reached directly, not through egress.
+        no_proxy = ("localhost,127.0.0.1,::1" + (",supervise" if self.bottle.supervise.enabled else "")
+                    + (f",{GIT_GATE_HOST}" if self.bottle.git else ""))
         env: dict[str, str] = dict(self.bottle.env)
         env.update({name: placeholder(name) for name in self.secret_env_names})
         env.update({
@@ -112,6 +124,13 @@ class BottlePlan:
         return claude_command(self.claude_args, resume=resume)
 
 
+def git_repo_name(upstream: str) -> str:
+    """The name the gate serves an upstream under: its last path part without .git."""
+    tail = upstream.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    tail = tail[:-4] if tail.endswith(".git") else tail
+    return re.sub(r"[^A-Za-z0-9._-]", "-", tail).strip(".-")[:100] or "repo"
+
+
 def resolve(manifests: Manifests, agent_name: str, *, slug: str, images: dict[str, str], started_at: str, state: StateDir) -> BottlePlan:
     try:
         agent = manifests.agents[agent_name]
@@ -127,6 +146,9 @@ def resolve(manifests: Manifests, agent_name: str, *, slug: str, images: dict[st
     bottle = manifests.bottles[agent.bottle]
     if bottle.backend not in SUPPORTED_BACKENDS:
         raise BottleError(f"{bottle.path}: backend: '{bottle.backend}' bottles cannot start yet; use backend: docker")
+    if bottle.git and not bottle.git.upstream.startswith("https://"):
+        # The gate runs in the sidecars container: it has no SSH key and sees none of the host's paths.
+        raise BottleError(f"{bottle.path}: git.upstream: the git gate mirrors https:// upstreams only; use the https URL of {bottle.git.upstream}")
     return BottlePlan(slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home)
 
 
@@ -155,6 +177,8 @@ def preflight_text(plan: BottlePlan) -> str:
     if b.git:
         cred = f", credentials from ${b.git.credentials_env}" if b.git.credentials_env else ""
         lines.append(f"git        {b.git.upstream} (branch {b.git.branch}{cred})")
+        guarded = f"; protected: {', '.join(b.git.protected)}" if b.git.protected else ""
+        lines.append(f"  - the agent's origin is the gate {plan.git_origin}: pushes scanned with gitleaks{guarded}")
     else:
         lines.append("git        none")
     lines.append(f"supervise  {'on' if b.supervise.enabled else 'off'}" + (f", decisions time out after {b.supervise.timeout_seconds} s" if b.supervise.enabled else ""))

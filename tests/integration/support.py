@@ -161,9 +161,9 @@ def remove_fake_internet(name: str) -> None:
     sh("docker", "network", "rm", name, check=False)
 
 
-def connect_fake_internet(bottle: Bottle, fake: str) -> str:
+def connect_fake_internet(bottle: Bottle, fake: str, extra_hosts: tuple[str, ...] = ()) -> str:
     """Join the fake internet to the bottle's egress network; returns its address there."""
-    aliases = [a for host in FAKE_NAMES for a in ("--alias", host)]
+    aliases = [a for host in (*FAKE_NAMES, *extra_hosts) for a in ("--alias", host)]
     sh("docker", "network", "connect", *aliases, bottle.network("egress"), fake)
     inspect = sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", fake)
     return json.loads(inspect.stdout)[bottle.network("egress")]["IPAddress"]
@@ -179,3 +179,30 @@ def labelled(kind: str, label: str) -> list[str]:
     """IDs of containers (kind "ps") or networks (kind "network") that carry ``label``."""
     argv = ["docker", "ps", "-aq"] if kind == "ps" else ["docker", "network", "ls", "-q"]
     return sh(*argv, "--filter", f"label={label}").stdout.split()
+
+
+# --- the fake git host (fake_internet/git_server.py) the git gate mirrors ---------------------------
+GIT_HOST = "git.fake.test"
+GIT_PORT = 8443
+GIT_ROOT = "/tmp/git"  # inside the fake-internet container
+
+
+def make_fake_git_cert(folder: Path) -> None:
+    """A certificate for GIT_HOST signed by make_fake_pki's CA (same folder), so the gate trusts it
+    through the same CLAUDE_BOTTLE_UPSTREAM_CA that egress trusts."""
+    key, csr, cert, ext = (folder / n for n in ("git-server-key.pem", "git-server.csr", "git-server.pem", "git-san.ext"))
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={GIT_HOST}")
+    ext.write_text(f"subjectAltName=DNS:{GIT_HOST}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    sh("openssl", "x509", "-req", "-in", str(csr), "-CA", str(folder / "ca.pem"), "-CAkey", str(folder / "ca-key.pem"),
+       "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(cert))
+    for path in (key, cert):
+        path.chmod(0o644)
+
+
+def start_fake_git_host(fake: str, credential: str) -> None:
+    """Run git_server.py beside server.py in the fake internet; returns once it answers."""
+    sh("docker", "exec", "-d", fake, "python3", "/srv/git_server.py", "/pki/git-server.pem", "/pki/git-server-key.pem",
+       str(GIT_PORT), GIT_ROOT, credential)
+    probe = f"import socket,time\nfor _ in range(100):\n try: socket.create_connection(('127.0.0.1', {GIT_PORT}), 1); break\n except OSError: time.sleep(0.1)\nelse: raise SystemExit(1)"
+    sh("docker", "exec", fake, "python3", "-c", probe)
+

@@ -12,12 +12,17 @@ from typing import Any
 import yaml
 
 from ...manifest import Route
-from ...plan import CA_MOUNT, WORKDIR, BottlePlan
+from ...plan import CA_MOUNT, GIT_GATE_HOST, GIT_GATE_PORT, WORKDIR, BottlePlan, git_repo_name
 from . import labels
 from .engine import container_name
 
 AGENT_USER = "1000:1000"
-SIDECAR_ALIASES = ("egress", "supervise")
+SIDECAR_ALIASES = ("egress",)
+GIT_GATE_MOUNT = "/state/git-gate"
+# Bounds the gate's fetch from upstream before it serves a clone, fetch or push; the first mirror
+# of a large repository may take much longer.
+GIT_REFRESH_TIMEOUT = 20
+GIT_FIRST_MIRROR_TIMEOUT = 1800
 STOP_GRACE = "3s"
 # The bundle's own limits: a runaway upload or a fork loop in a daemon stays inside the bundle.
 # Egress streams large bodies and refuses blocked ones unread, so its memory stays far below this.
@@ -76,12 +81,15 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             "HOME": "/tmp",
             # bottle_init gives each daemon only the secrets its variable lists (daemons.json: secrets_from).
             "BOTTLE_EGRESS_SECRETS": ",".join(plan.daemon_secrets["egress"]),
+            "BOTTLE_GIT_GATE_SECRETS": ",".join(plan.daemon_secrets["git-gate"]),
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },
-        "networks": {"internal": {"aliases": list(SIDECAR_ALIASES)}, "egress": {}},
-        "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False),
-                    _bind(plan.state.supervise, "/state/supervise", read_only=False)],
+        "networks": {"internal": {"aliases": list(SIDECAR_ALIASES) + ([GIT_GATE_HOST] if plan.bottle.git else [])
+                                  + (["supervise"] if plan.supervise_url else [])}, "egress": {}},
+        "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)]
+        + ([_bind(plan.state.git_gate, GIT_GATE_MOUNT, read_only=False)] if plan.bottle.git else [])
+        + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.supervise_url else []),
         "read_only": True,
         "tmpfs": ["/tmp", "/run/bottle-init"],
         "labels": common_labels,
@@ -126,6 +134,25 @@ def render_routes(plan: BottlePlan) -> dict[str, Any]:
     """routes.yaml for egress: the bottle's allowlist with every key written out (egress refuses a
     route that leaves one to a default), and credentials named by env var only."""
     return {"version": 1, "bottle": plan.bottle.name, "routes": [_route_doc(r) for r in plan.routes]}
+
+
+def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:
+    """gate.json for git-gate: every setting explicit (the gate has no defaults of its own)."""
+    git = plan.bottle.git
+    if not git:
+        return None
+    return {
+        "version": 1,
+        "upstream": git.upstream,
+        "repo": git_repo_name(git.upstream),
+        "branch": git.branch,
+        "protected": list(git.protected),
+        "credentials_env": git.credentials_env,
+        "port": GIT_GATE_PORT,
+        "listen_alias": GIT_GATE_HOST,
+        "refresh_timeout_seconds": GIT_REFRESH_TIMEOUT,
+        "first_mirror_timeout_seconds": GIT_FIRST_MIRROR_TIMEOUT,
+    }
 
 
 class _PlainDumper(yaml.SafeDumper):

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from ...errors import BottleError
-from ...plan import CA_CERT_NAME, BottlePlan
+from ...plan import CA_CERT_NAME, WORKDIR, BottlePlan
 from ...runner import CommandError, run
 from ...config import ArchiveSettings, load_config
 from ...state import StateDir, all_state_dirs, archive_root, atomic_write, prune_archive, project_name, slug_of_project, state_dir
 from . import engine, images
-from .compose import render_compose, render_routes, to_yaml
+from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
 TRANSCRIPT_SRC = "/home/agent/.claude/projects"
@@ -57,7 +57,13 @@ def write_renders(plan: BottlePlan) -> None:
     spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
     atomic_write(state.egress / "routes.yaml", to_yaml(render_routes(plan)), mode=0o600)
-    atomic_write(state.egress / "upstream-ca.pem", images.upstream_ca_bundle(), mode=0o644)
+    upstream_ca = images.upstream_ca_bundle()
+    atomic_write(state.egress / "upstream-ca.pem", upstream_ca, mode=0o644)
+    gate = render_git_gate(plan)
+    if gate is not None:
+        atomic_write(state.git_gate / "gate.json", json.dumps(gate, indent=2) + "\n", mode=0o600)
+        # The gate trusts upstreams exactly as egress does.
+        atomic_write(state.git_gate / "upstream-ca.pem", upstream_ca, mode=0o644)
     if plan.supervise_url:
         # Read by the supervise daemon at start (a file: init passes daemons few variables).
         atomic_write(state.supervise / "settings.json", json.dumps({"timeout_seconds": plan.bottle.supervise.timeout_seconds}) + "\n", mode=0o644)
@@ -95,6 +101,36 @@ async def register_supervise(plan: BottlePlan) -> None:
         raise BottleError(f"`claude mcp add supervise` in {agent} exited with status {code}: {out.strip()[-200:]}")
 
 
+# Runs as the agent in its work folder: clone the gate's mirror, or, when the gate cannot serve one
+# yet (upstream unreachable), an empty repository whose origin is the gate, so `git pull` works later.
+CHECKOUT_SCRIPT = """
+why=$(git clone --quiet --origin origin "$1" . 2>&1) && exit 0
+git init --quiet -b "$2" . && git remote add origin "$1" \\
+  && git config "branch.$2.remote" origin && git config "branch.$2.merge" "refs/heads/$2" || exit 1
+echo "$why" | tail -n 1
+exit 3
+"""
+
+
+async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
+    """The agent's checkout at WORKDIR with origin = the gate (a bottle with git only)."""
+    if plan.git_origin is None or plan.bottle.git is None:
+        return
+    ready = plan.state.git_gate / "ready"
+    while not ready.exists():
+        if time.monotonic() > deadline:
+            raise BottleError(f"bottle {plan.slug}: the git gate did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}")
+        await asyncio.sleep(0.05)
+    agent = engine.container_name(plan.project, "agent")
+    code, out = await engine.exec_capture(agent, ["sh", "-c", CHECKOUT_SCRIPT, "checkout", plan.git_origin, plan.bottle.git.branch], timeout=120)
+    if code == 0:
+        _log(plan.state.bringup_log, f"agent checkout: cloned {plan.git_origin} into {WORKDIR}")
+    elif code == 3:
+        _log(plan.state.bringup_log, f"agent checkout: cannot clone {plan.git_origin} yet ({out.strip()}); {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)")
+    else:
+        raise BottleError(f"bottle {plan.slug}: cannot prepare the agent's checkout in {WORKDIR} (exit {code}): {out.strip()[-300:]}")
+
+
 async def start(plan: BottlePlan, progress: Progress) -> None:
     """Create the state folder, write the renders and bring the bottle up; tears down on failure."""
     state = plan.state
@@ -111,6 +147,7 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         _log(log, out)
         # compose up has started the agent: claude's config needs no daemon, so it overlaps the wait.
         await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT), register_supervise(plan))
+        await checkout_in_agent(plan, time.monotonic() + READY_TIMEOUT)
         _log(log, "ready")
     except BaseException as exc:
         _log(log, f"bring-up failed: {exc}")

@@ -1,0 +1,339 @@
+"""The git gate in a real bottle: the agent's origin is the gate, which mirrors an upstream that the
+fake internet serves over HTTPS with basic auth; pushes are scanned with the real gitleaks, clean
+ones arrive upstream with the operator's credential, and that credential never enters the agent."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import secrets
+import string
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.waiting import wait_for
+
+from .support import (GIT_HOST, GIT_PORT, GIT_ROOT, SECRET, Bottle, connect_fake_internet, make_fake_git_cert, sh,
+                      start_bottle, start_fake_git_host, stop_bottle, write_home)
+
+pytestmark = pytest.mark.integration
+
+GIT_SECRET = "gho-test-" + uuid.uuid4().hex  # the operator's git token; only the gate may hold it
+CREDENTIAL = f"x-access-token:{GIT_SECRET}"
+UPSTREAM_REPO = f"{GIT_ROOT}/repo.git"
+ORIGIN = "http://git-gate:8418/repo.git"
+UPSTREAM_URL = f"https://{GIT_HOST}:{GIT_PORT}/repo.git"
+
+GIT_MANIFESTS = {
+    "agents/gitter.md": "---\nbottle: gitbox\n---\nYou are a test agent with a repository.\n",
+    "bottles/gitbox.md": f"""---
+description: a bottle whose git upstream is the fake git host
+git:
+  upstream: {UPSTREAM_URL}
+  branch: main
+  credentials_env: BOTTLE_TEST_GIT_TOKEN
+  protected: [main, "release/*"]
+resources: {{cpus: 1, memory: 1g, pids: 256}}
+---
+""",
+}
+
+# The upstream as the operator's git host has it: one commit on main, and a policy of its own that
+# refuses branches named upstream-refuses/* (to show the agent sees upstream's refusal).
+SEED_UPSTREAM = f"""
+set -e
+rm -rf {UPSTREAM_REPO} /tmp/seed
+git init -q --bare -b main {UPSTREAM_REPO}
+git init -q -b main /tmp/seed
+cd /tmp/seed
+echo '# upstream' > README.md
+git add README.md
+git -c user.name=op -c user.email=op@example.test commit -qm 'upstream: first commit'
+git push -q {UPSTREAM_REPO} main
+cat > {UPSTREAM_REPO}/hooks/pre-receive <<'HOOK'
+#!/bin/sh
+while read old new ref; do
+  case "$ref" in refs/heads/upstream-refuses/*) echo "upstream policy: $ref is not accepted here" >&2; exit 1 ;; esac
+done
+HOOK
+chmod +x {UPSTREAM_REPO}/hooks/pre-receive
+"""
+
+
+def _random(alphabet: str, n: int) -> str:
+    rng = random.SystemRandom()
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def _private_key() -> str:
+    body = base64.b64encode(secrets.token_bytes(300)).decode()
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN RSA PRIVATE KEY-----", *lines, "-----END RSA PRIVATE KEY-----"])
+
+
+# Made fresh each run: no secret-shaped literal sits in this repository. (rule id, file text, secret)
+def secret_shapes() -> dict[str, tuple[str, str, str]]:
+    aws = "AKIA" + _random(string.ascii_uppercase + "234567", 16)
+    ghp = "ghp_" + _random(string.ascii_letters + string.digits, 36)
+    slack = f"xoxb-{_random(string.digits, 12)}-{_random(string.digits, 13)}-{_random(string.ascii_letters + string.digits, 24)}"
+    key = _private_key()
+    return {
+        # An inline allow comment must not switch the scan off: the pushed content is the agent's.
+        "aws": ("aws-access-token", f'aws_access_key_id = "{aws}"  # gitleaks:allow\n', aws),
+        "github": ("github-pat", f"export GITHUB_TOKEN={ghp}\n", ghp),
+        "private-key": ("private-key", f"notes\n{key}\n", key.splitlines()[1]),
+        "slack": ("slack-bot-token", f"SLACK = '{slack}'\n", slack),
+    }
+
+
+SHAPES = secret_shapes()
+
+
+@pytest.fixture(scope="module")
+def upstream(fake_internet: str, fake_pki: Path) -> str:
+    make_fake_git_cert(fake_pki)
+    sh("docker", "exec", fake_internet, "sh", "-c", SEED_UPSTREAM)
+    start_fake_git_host(fake_internet, CREDENTIAL)
+    return fake_internet
+
+
+def git_home(folder: Path) -> Path:
+    home = write_home(folder)
+    for rel, text in GIT_MANIFESTS.items():
+        (home / rel).write_text(text)
+    return home
+
+
+@pytest.fixture(scope="module")
+def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):
+    home = git_home(tmp_path_factory.mktemp("git-home"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOTTLE_TEST_GIT_TOKEN", GIT_SECRET)
+        b = start_bottle(home, "gitter")
+    try:
+        b.fake_ip = connect_fake_internet(b, upstream, (GIT_HOST,))
+        agent_sh(b, "git config --global user.name agent && git config --global user.email agent@bottle.test", check=True)
+        yield b
+    finally:
+        stop_bottle(b, upstream)
+
+
+def agent_sh(bottle: Bottle, script: str, *args: str, check: bool = False, timeout: float = 120):
+    """A shell script as the agent, in its work folder; stderr folded into stdout (git's remote: lines)."""
+    result = sh("docker", "exec", bottle.agent, "sh", "-c", "{ " + script + "\n} 2>&1", "agent-sh", *args, check=False, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"agent script failed ({result.returncode}): {script}\n{result.stdout[-2000:]}")
+    return result
+
+
+def upstream_rev(fake: str, ref: str) -> str | None:
+    out = sh("docker", "exec", fake, "git", "--git-dir", UPSTREAM_REPO, "rev-parse", "--verify", "--quiet", ref, check=False)
+    return out.stdout.strip() or None
+
+
+def mirror_rev(bottle: Bottle, ref: str) -> str | None:
+    out = sh("docker", "exec", bottle.sidecars, "git", "--git-dir", "/state/git-gate/mirror/repo.git",
+             "rev-parse", "--verify", "--quiet", ref, check=False)
+    return out.stdout.strip() or None
+
+
+def decisions(bottle: Bottle) -> list[dict]:
+    path = bottle.state / "git-gate" / "pushes.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def commit_on_new_branch(bottle: Bottle, branch: str, name: str, text: str) -> str:
+    """A branch off origin/main with one commit adding ``name``; returns the commit id."""
+    agent_sh(bottle, 'git fetch -q origin && git checkout -q -B "$1" origin/main && printf "%s" "$3" > "$2" '
+                     '&& git add "$2" && git commit -qm "add $2"', branch, name, text, check=True)
+    return agent_sh(bottle, "git rev-parse HEAD", check=True).stdout.strip()
+
+
+def test_checkout_has_the_gate_as_origin_and_fetch_sees_upstream(git_bottle: Bottle, upstream: str) -> None:
+    assert agent_sh(git_bottle, "git remote get-url origin", check=True).stdout.strip() == ORIGIN
+    # Bring-up ran before the fake internet was connected: the checkout is ready for its first pull.
+    assert "agent checkout:" in (git_bottle.state / "bringup.log").read_text()
+    agent_sh(git_bottle, "git pull -q origin main", check=True)
+    assert agent_sh(git_bottle, "git log -1 --format=%s", check=True).stdout.strip() == "upstream: first commit"
+    # Upstream moves on its own; the agent's next fetch sees it (the gate refreshes first).
+    sh("docker", "exec", upstream, "sh", "-c", f"cd /tmp/seed && echo more >> README.md && git -c user.name=op "
+       f"-c user.email=op@example.test commit -qam 'upstream: second commit' && git push -q {UPSTREAM_REPO} main")
+    agent_sh(git_bottle, "git fetch -q origin", check=True)
+    assert agent_sh(git_bottle, "git log -1 --format=%s origin/main", check=True).stdout.strip() == "upstream: second commit"
+    clone = agent_sh(git_bottle, f"git clone -q {ORIGIN} /tmp/fresh && git -C /tmp/fresh log -1 --format=%s")
+    assert clone.returncode == 0 and clone.stdout.strip() == "upstream: second commit", clone.stdout
+
+
+def test_clean_push_arrives_upstream(git_bottle: Bottle, upstream: str) -> None:
+    head = commit_on_new_branch(git_bottle, "feature/clean", "hello.py", 'print("hello")\n')
+    out = agent_sh(git_bottle, "git push origin feature/clean")
+    assert out.returncode == 0, out.stdout
+    assert "remote: git-gate: scanned clean and pushed upstream" in out.stdout
+    assert upstream_rev(upstream, "refs/heads/feature/clean") == head
+    # An update (old..new) goes the same way.
+    agent_sh(git_bottle, "echo 'print(2)' >> hello.py && git commit -qam more && git push -q origin feature/clean", check=True)
+    assert upstream_rev(upstream, "refs/heads/feature/clean") == agent_sh(git_bottle, "git rev-parse HEAD").stdout.strip()
+    last = decisions(git_bottle)[-1]
+    assert last["decision"] == "accepted" and last["refs"][0]["ref"] == "refs/heads/feature/clean"
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_push_with_a_secret_is_rejected_and_never_reaches_upstream(git_bottle: Bottle, upstream: str, shape: str) -> None:
+    rule, text, secret = SHAPES[shape]
+    branch = f"leak/{shape}"
+    commit = commit_on_new_branch(git_bottle, branch, f"{shape}.txt", text)
+    out = agent_sh(git_bottle, f"git push origin {branch}")
+    assert out.returncode != 0, out.stdout
+    assert f"remote: git-gate: push of refs/heads/{branch} rejected: gitleaks found" in out.stdout
+    line = 2 if shape == "private-key" else 1
+    assert f"{rule} in {shape}.txt line {line} (commit {commit[:12]}); secret REDACTED" in out.stdout, out.stdout
+    assert secret not in out.stdout
+    assert upstream_rev(upstream, f"refs/heads/{branch}") is None
+    assert mirror_rev(git_bottle, f"refs/heads/{branch}") is None
+    last = decisions(git_bottle)[-1]
+    assert last["decision"] == "rejected" and last["reason"] == "secrets"
+    assert [f["rule"] for f in last["findings"][f"refs/heads/{branch}"]] == [rule]
+    assert secret not in (git_bottle.state / "git-gate" / "pushes.jsonl").read_text()
+
+
+def test_a_secret_removed_again_still_blocks_the_push(git_bottle: Bottle, upstream: str) -> None:
+    """Every pushed commit is scanned, not only the tip: history would carry the secret upstream."""
+    commit_on_new_branch(git_bottle, "feature/undo", "ok.txt", "fine\n")
+    agent_sh(git_bottle, "git push -q origin feature/undo", check=True)
+    before = upstream_rev(upstream, "refs/heads/feature/undo")
+    _, text, _ = SHAPES["github"]
+    agent_sh(git_bottle, 'printf "%s" "$1" > cfg.sh && git add cfg.sh && git commit -qm leak && git rm -q cfg.sh '
+                         '&& git commit -qm "remove it again"', text, check=True)
+    out = agent_sh(git_bottle, "git push origin feature/undo")
+    assert out.returncode != 0 and "github-pat in cfg.sh line 1" in out.stdout, out.stdout
+    assert upstream_rev(upstream, "refs/heads/feature/undo") == before
+
+
+def test_secrets_in_commit_and_tag_messages_are_found_too(git_bottle: Bottle, upstream: str) -> None:
+    _, _, token = SHAPES["slack"]
+    commit_on_new_branch(git_bottle, "feature/message", "m.txt", "fine\n")
+    agent_sh(git_bottle, 'git commit -q --amend -m "deploy notes" -m "slack: $1"', token, check=True)
+    out = agent_sh(git_bottle, "git push origin feature/message")
+    assert out.returncode != 0 and "slack-bot-token in commit message line 3" in out.stdout, out.stdout
+    assert token not in out.stdout and upstream_rev(upstream, "refs/heads/feature/message") is None
+    agent_sh(git_bottle, 'git commit -q --amend -m "deploy notes" && git tag -a -m "slack: $1" v-leaky', token, check=True)
+    out = agent_sh(git_bottle, "git push origin v-leaky")
+    assert out.returncode != 0 and "slack-bot-token in tag message" in out.stdout, out.stdout
+    assert upstream_rev(upstream, "refs/tags/v-leaky") is None
+
+
+def test_force_push_and_delete_of_an_unprotected_branch_go_upstream(git_bottle: Bottle, upstream: str) -> None:
+    commit_on_new_branch(git_bottle, "feature/rewrite", "r.txt", "first draft\n")
+    agent_sh(git_bottle, "git push -q origin feature/rewrite", check=True)
+    agent_sh(git_bottle, "echo 'second draft' > r.txt && git commit -q --amend -am rewritten", check=True)
+    out = agent_sh(git_bottle, "git push --force origin feature/rewrite")
+    assert out.returncode == 0, out.stdout
+    assert upstream_rev(upstream, "refs/heads/feature/rewrite") == agent_sh(git_bottle, "git rev-parse HEAD").stdout.strip()
+    out = agent_sh(git_bottle, "git push origin :feature/rewrite")
+    assert out.returncode == 0, out.stdout
+    assert upstream_rev(upstream, "refs/heads/feature/rewrite") is None
+
+
+def test_tags_are_scanned_too(git_bottle: Bottle, upstream: str) -> None:
+    _, text, secret = SHAPES["aws"]
+    commit_on_new_branch(git_bottle, "tagged", "t.txt", text)
+    out = agent_sh(git_bottle, "git tag leaky-tag && git push origin leaky-tag")
+    assert out.returncode != 0 and "push of refs/tags/leaky-tag rejected" in out.stdout and secret not in out.stdout, out.stdout
+    assert upstream_rev(upstream, "refs/tags/leaky-tag") is None
+    commit_on_new_branch(git_bottle, "tagged-clean", "t.txt", "nothing to see\n")
+    out = agent_sh(git_bottle, "git tag -a -m release v0.1 && git push origin v0.1")
+    assert out.returncode == 0, out.stdout
+    assert upstream_rev(upstream, "refs/tags/v0.1") is not None
+
+
+def test_protected_branches_cannot_be_pushed_or_deleted(git_bottle: Bottle, upstream: str) -> None:
+    main_before = upstream_rev(upstream, "refs/heads/main")
+    commit_on_new_branch(git_bottle, "work", "w.txt", "work\n")
+    for refspec, verb in (("HEAD:main", "pushed"), ("HEAD:refs/heads/release/2.0", "pushed"), (":main", "deleted")):
+        out = agent_sh(git_bottle, f"git push origin {refspec}")
+        assert out.returncode != 0, out.stdout
+        assert "is protected (git.protected:" in out.stdout and f"cannot be {verb}" in out.stdout, out.stdout
+    assert upstream_rev(upstream, "refs/heads/main") == main_before
+    assert upstream_rev(upstream, "refs/heads/release/2.0") is None
+    assert decisions(git_bottle)[-1]["reason"] == "refused"
+
+
+def test_upstream_refusal_reaches_the_agent(git_bottle: Bottle, upstream: str) -> None:
+    commit_on_new_branch(git_bottle, "upstream-refuses/x", "x.txt", "x\n")
+    out = agent_sh(git_bottle, "git push origin upstream-refuses/x")
+    assert out.returncode != 0, out.stdout
+    assert "git-gate: upstream refused the push, so the gate did not take it either" in out.stdout
+    assert "upstream policy: refs/heads/upstream-refuses/x is not accepted here" in out.stdout, out.stdout
+    assert mirror_rev(git_bottle, "refs/heads/upstream-refuses/x") is None
+    assert GIT_SECRET not in out.stdout
+
+
+def test_a_remote_other_than_the_gate_is_unreachable(git_bottle: Bottle, upstream: str) -> None:
+    commit_on_new_branch(git_bottle, "direct", "d.txt", "d\n")
+    # Through egress: the upstream's host is on no route.
+    via_proxy = agent_sh(git_bottle, f"git push {UPSTREAM_URL} HEAD:refs/heads/direct", timeout=60)
+    assert via_proxy.returncode != 0 and "egress: blocked" in via_proxy.stdout, via_proxy.stdout
+    # Around egress: the agent's network has no route out.
+    no_proxy = agent_sh(git_bottle, "env -u HTTPS_PROXY -u https_proxy -u HTTP_PROXY -u http_proxy "
+                                    f"git -c http.sslVerify=false push https://{git_bottle.fake_ip}:{GIT_PORT}/repo.git HEAD:refs/heads/direct", timeout=60)
+    assert no_proxy.returncode != 0 and "Failed to connect" in no_proxy.stdout, no_proxy.stdout
+    assert upstream_rev(upstream, "refs/heads/direct") is None
+
+
+def test_the_credential_is_nowhere_in_the_agent(git_bottle: Bottle) -> None:
+    forms = (GIT_SECRET, base64.b64encode(CREDENTIAL.encode()).decode())
+    env = agent_sh(git_bottle, "env; cat /proc/1/environ | tr '\\0' '\\n'").stdout
+    config = agent_sh(git_bottle, "git config --list --show-origin").stdout
+    inspect = sh("docker", "inspect", git_bottle.agent).stdout
+    for form in forms:
+        assert form not in env and form not in config and form not in inspect
+        found = agent_sh(git_bottle, 'grep -rlF -- "$1" /home/agent /tmp', form)
+        assert found.returncode == 1 and not found.stdout.strip(), found.stdout
+    # Nor was it written to disk on the gate's side: not in gate.json, the mirror's config or the log.
+    for path in (git_bottle.state / "git-gate").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(form.encode() in data for form in forms), path
+
+
+def test_the_gate_listens_on_the_internal_network_only(git_bottle: Bottle, upstream: str) -> None:
+    nets = json.loads(sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", git_bottle.sidecars).stdout)
+    outside = nets[git_bottle.network("egress")]["IPAddress"]
+    inside = nets[git_bottle.network("internal")]["IPAddress"]
+    probe = "import socket,sys\ntry: socket.create_connection((sys.argv[1], 8418), 3); print('open')\nexcept OSError as e: print('closed', e)"
+    # The fake internet sits on the egress network: the gate must not answer it there.
+    assert sh("docker", "exec", upstream, "python3", "-c", probe, outside).stdout.startswith("closed")
+    assert agent_sh(git_bottle, f"python3 -c \"$1\" {inside}", probe).stdout.startswith("open")
+
+
+def test_bring_up_clones_the_upstream_into_the_agents_work_folder(tmp_path: Path, built_images: dict[str, str], upstream: str) -> None:
+    """With the upstream reachable while the bottle comes up, the agent starts with a checkout."""
+    home = git_home(tmp_path / "home")
+    env = {**os.environ, "BOTTLE_TEST_TOKEN": SECRET, "BOTTLE_TEST_GIT_TOKEN": GIT_SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "bottle_tui", "--home", str(home), "start", "gitter", "--yes", "--detach"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bottle = None
+    try:
+        # compose creates the bottle's networks before its containers: join the fake internet at once.
+        state = wait_for(lambda: next((p for p in (home / "state").glob("*") if p.is_dir()), None) if (home / "state").is_dir() else None,
+                         timeout=60, what="the bottle's state folder", interval=0.02)
+        bottle = Bottle(state.name, home)
+        wait_for(lambda: sh("docker", "network", "inspect", bottle.network("egress"), check=False).returncode == 0,
+                 timeout=60, what="the bottle's egress network", interval=0.02)
+        bottle.fake_ip = connect_fake_internet(bottle, upstream, (GIT_HOST,))
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert f"agent checkout: cloned {ORIGIN}" in (bottle.state / "bringup.log").read_text()
+        log = agent_sh(bottle, "git log -1 --format=%s && git status --short --branch", check=True).stdout
+        assert log.startswith("upstream: ") and "## main...origin/main" in log, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if bottle is not None:
+            stop_bottle(bottle, upstream)

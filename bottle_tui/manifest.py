@@ -38,11 +38,13 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
 BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources")
 EGRESS_KEYS = ("routes",)
-ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth")
+ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth", "dlp")
 AUTH_KEYS = ("scheme", "token_env", "header")
 GIT_KEYS = ("upstream", "branch", "credentials_env", "protected")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
-DLP_KEYS = ("exempt_hosts", "exempt_patterns")
+DLP_KEYS = ("body", "disabled_rules", "max_body_bytes")
+DEFAULT_DLP_MAX_BODY = 8 * 1024 * 1024
+_RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
 
 
@@ -60,6 +62,17 @@ class ManifestError(BottleError):
 
 
 @dataclass(frozen=True)
+class DlpSpec:
+    """DLP of requests (egress scans them with gitleaks' rules before injecting credentials).
+    ``body: false`` skips bodies (LLM APIs carry code that trips generic rules); rule ids in
+    ``disabled_rules`` are not applied; a body over ``max_body_bytes`` is blocked unscanned."""
+
+    body: bool = True
+    disabled_rules: tuple[str, ...] = ()
+    max_body_bytes: int = DEFAULT_DLP_MAX_BODY
+
+
+@dataclass(frozen=True)
 class RouteAuth:
     scheme: str
     token_env: str
@@ -74,6 +87,7 @@ class Route:
     paths: tuple[str, ...]
     auth: RouteAuth | None
     schemes: tuple[str, ...]  # resolved: routes with auth default to https only, others to both
+    dlp: DlpSpec = DlpSpec()  # resolved: the bottle's dlp with the route's own dlp over it
 
 
 @dataclass(frozen=True)
@@ -88,12 +102,6 @@ class GitSpec:
 class SuperviseSpec:
     enabled: bool = True
     timeout_seconds: int = 900
-
-
-@dataclass(frozen=True)
-class DlpSpec:
-    exempt_hosts: tuple[str, ...] = ()
-    exempt_patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -425,7 +433,7 @@ def _auth(ck: _Check, key: str, value: object) -> RouteAuth:
     return RouteAuth(scheme=scheme, token_env=token_env, header=header)
 
 
-def _route(ck: _Check, key: str, value: object) -> Route:
+def _route(ck: _Check, key: str, value: object, bottle_dlp: DlpSpec) -> Route:
     route = ck.expect_mapping(key, value, "- host: api.example.com")
     ck.known_keys(key, route, ROUTE_KEYS)
     host = _host(ck, _sub(key, "host"), ck.required(key, route, "host", "every route needs one, e.g. host: api.example.com"))
@@ -440,17 +448,18 @@ def _route(ck: _Check, key: str, value: object) -> Route:
         auth=auth,
         schemes=ck.optional(route, key, "schemes", lambda k, v: _schemes(ck, k, v),
                             AUTH_DEFAULT_SCHEMES if auth else SCHEMES),
+        dlp=ck.optional(route, key, "dlp", lambda k, v: _dlp(ck, k, v, bottle_dlp), bottle_dlp),
     )
 
 
-def _routes(ck: _Check, key: str, value: object) -> tuple[Route, ...]:
+def _routes(ck: _Check, key: str, value: object, bottle_dlp: DlpSpec) -> tuple[Route, ...]:
     egress = ck.expect_mapping(key, value, "egress: {routes: [...]}")
     ck.known_keys(key, egress, EGRESS_KEYS)
     items = ck.optional(egress, key, "routes", lambda k, v: ck.expect_list(k, v, "routes: [{host: api.example.com}]"), [])
     routes: list[Route] = []
     seen: dict[tuple[Any, ...], int] = {}
     for i, item in enumerate(items):
-        route = _route(ck, _item(_sub(key, "routes"), i), item)
+        route = _route(ck, _item(_sub(key, "routes"), i), item, bottle_dlp)
         identity = (route.host, frozenset(route.ports), frozenset(route.methods), frozenset(route.paths))
         if identity in seen:
             ck.fail(_item(_sub(key, "routes"), i), f"same host, ports, methods and paths as routes[{seen[identity]}]; remove one or merge them")
@@ -537,17 +546,25 @@ def _env(ck: _Check, key: str, value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def _dlp(ck: _Check, key: str, value: object) -> DlpSpec:
-    dlp = ck.expect_mapping(key, value, 'dlp: {exempt_hosts: ["api.example.com"]}')
+def _dlp(ck: _Check, key: str, value: object, base: DlpSpec) -> DlpSpec:
+    """A ``dlp:`` mapping over ``base``: body and max_body_bytes replace it, disabled_rules add to it
+    (a route's settings over the bottle's, the bottle's over the defaults)."""
+    dlp = ck.expect_mapping(key, value, "dlp: {body: false}")
     ck.known_keys(key, dlp, DLP_KEYS)
 
-    def hosts(k: str, v: object) -> tuple[str, ...]:
-        items = ck.expect_list(k, v, 'exempt_hosts: ["api.example.com"]')
-        return tuple(_host(ck, _item(k, i), h) for i, h in enumerate(items))
+    def rules(k: str, v: object) -> tuple[str, ...]:
+        items = ck.expect_str_list(k, v, "disabled_rules: [generic-api-key]")
+        for i, rule in enumerate(items):
+            if not _RULE_ID_RE.match(rule):
+                ck.fail(_item(k, i), f"'{_show(rule)}' is not a gitleaks rule id, e.g. generic-api-key")
+        return tuple(items)
 
+    added = ck.optional(dlp, key, "disabled_rules", rules, ())
     return DlpSpec(
-        exempt_hosts=ck.optional(dlp, key, "exempt_hosts", hosts, ()),
-        exempt_patterns=ck.optional(dlp, key, "exempt_patterns", lambda k, v: tuple(ck.expect_str_list(k, v, 'exempt_patterns: ["test-key-[0-9]+"]')), ()),
+        body=ck.optional(dlp, key, "body", lambda k, v: ck.expect_bool(k, v, "body: false"), base.body),
+        disabled_rules=tuple(dict.fromkeys(base.disabled_rules + added)),
+        max_body_bytes=ck.optional(dlp, key, "max_body_bytes", lambda k, v: ck.expect_int(k, v, "max_body_bytes: 8388608"),
+                                   base.max_body_bytes),
     )
 
 
@@ -597,16 +614,18 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
     ck = _Check(path)
     fm, _ = _front_matter(ck, text)
     ck.known_keys("", fm, BOTTLE_KEYS)
+    # The bottle's dlp first: every route's settings are resolved over it.
+    dlp = ck.optional(fm, "", "dlp", lambda k, v: _dlp(ck, k, v, DlpSpec()), DlpSpec())
     spec = BottleSpec(
         name=_name(ck, fm, path, "bottle"),
         path=path,
         backend=ck.optional(fm, "", "backend", lambda k, v: ck.expect_choice(k, v, BACKENDS, "backend"), "docker"),
         description=_description(ck, fm),
-        routes=ck.optional(fm, "", "egress", lambda k, v: _routes(ck, k, v), ()),
+        routes=ck.optional(fm, "", "egress", lambda k, v: _routes(ck, k, v, dlp), ()),
         git=ck.optional(fm, "", "git", lambda k, v: _git(ck, k, v), None),
         supervise=ck.optional(fm, "", "supervise", lambda k, v: _supervise(ck, k, v), SuperviseSpec()),
         env=ck.optional(fm, "", "env", lambda k, v: _env(ck, k, v), ()),
-        dlp=ck.optional(fm, "", "dlp", lambda k, v: _dlp(ck, k, v), DlpSpec()),
+        dlp=dlp,
         resources=ck.optional(fm, "", "resources", lambda k, v: _resources(ck, k, v), Resources()),
     )
     _secrets_not_in_env(ck, spec)

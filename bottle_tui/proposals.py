@@ -61,16 +61,9 @@ SCOPES = ("once", "always")
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 RULE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_NOTE = 4000
-ROUTES_KEYS = ("version", "bottle", "routes")
-POLICY_ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth")
+ROUTES_KEYS = ("version", "bottle", "dlp", "routes")
+POLICY_ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth", "dlp")
 DLP_KEYS = ("body", "disabled_rules", "max_body_bytes")
-# DLP settings (``dlp:`` for the bottle and per route, gitleaks rule ids in ``disabled_rules``)
-# are in routes.yaml once egress carries the DLP engine; the images are built from this tree.
-_EGRESS_DLP = Path(__file__).resolve().parents[1] / "sidecars" / "egress" / "dlp_request.py"
-
-
-def dlp_in_policy() -> bool:
-    return _EGRESS_DLP.is_file()
 LOCK_NAME = ".lock"
 
 
@@ -290,12 +283,14 @@ def routes_path(state: StateDir) -> Path:
     return state.egress / "routes.yaml"
 
 
-def route_doc(change: dict[str, Any]) -> dict[str, Any]:
-    """routes.yaml form of an approved egress-route change: every key explicit ([] = any).
-    Routes from proposals never carry credentials, so both schemes are allowed."""
+def route_doc(change: dict[str, Any], dlp: dict[str, Any]) -> dict[str, Any]:
+    """routes.yaml form of an approved egress-route change: every key explicit ([] = any). Routes
+    from proposals never carry credentials, so both schemes are allowed; their DLP settings are
+    the bottle's (routes.yaml's top-level ``dlp``)."""
     return {
         "host": change["host"], "ports": list(change["ports"]), "methods": list(change["methods"]),
-        "paths": list(change["paths"]), "schemes": ["http", "https"],
+        "paths": list(change["paths"]), "schemes": ["http", "https"], "auth": None,
+        "dlp": {"body": dlp["body"], "disabled_rules": list(dlp["disabled_rules"]), "max_body_bytes": dlp["max_body_bytes"]},
     }
 
 
@@ -309,10 +304,9 @@ def parse_policy(text: str, source: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         ck.fail("", f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}")
     doc = ck.expect_mapping("", doc, "version: 1")
-    dlp = dlp_in_policy()
-    ck.known_keys("", doc, ROUTES_KEYS + (("dlp",) if dlp else ()))
-    if dlp and doc.get("dlp") is not None:
-        _check_dlp(ck, "dlp", doc["dlp"])
+    # Egress refuses anything implicit, so this does too: every key, DLP settings included.
+    ck.known_keys("", doc, ROUTES_KEYS)
+    _check_dlp(ck, "dlp", ck.required("", doc, "dlp", "write the bottle's DLP settings, e.g. dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}"))
     if doc.get("version") != 1:
         ck.fail("version", "must be 1")
     ck.expect_str("bottle", doc.get("bottle"), "bottle: dev")
@@ -320,9 +314,11 @@ def parse_policy(text: str, source: Path) -> dict[str, Any]:
     for i, raw in enumerate(routes):
         key = f"routes[{i}]"
         r = ck.expect_mapping(key, raw, "- host: api.example.com")
-        ck.known_keys(key, r, POLICY_ROUTE_KEYS + (("dlp",) if dlp else ()))
-        if dlp and r.get("dlp") is not None:
-            _check_dlp(ck, f"{key}.dlp", r["dlp"])
+        ck.known_keys(key, r, POLICY_ROUTE_KEYS)
+        for name in POLICY_ROUTE_KEYS:
+            if name not in r:
+                ck.fail(f"{key}.{name}", "missing: routes.yaml lists every key (auth: null for none, [] for any)")
+        _check_dlp(ck, f"{key}.dlp", r["dlp"])
         _host(ck, f"{key}.host", ck.required(key, r, "host", "every route needs one"))
         _ports(ck, f"{key}.ports", ck.required(key, r, "ports", "list them, e.g. ports: [443]"))
         for name, check in (("methods", _methods), ("paths", _paths)):
@@ -342,13 +338,14 @@ def parse_policy(text: str, source: Path) -> dict[str, Any]:
 
 def _check_dlp(ck: _Check, key: str, value: object) -> None:
     """The shape of a ``dlp:`` mapping; egress checks rule ids against its pinned gitleaks rules."""
-    d = ck.expect_mapping(key, value, "dlp: {disabled_rules: [generic-api-key]}")
+    d = ck.expect_mapping(key, value, "dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}")
     ck.known_keys(key, d, DLP_KEYS)
-    if "body" in d:
-        ck.expect_bool(f"{key}.body", d["body"], "body: false")
-    if "max_body_bytes" in d:
-        ck.expect_int(f"{key}.max_body_bytes", d["max_body_bytes"], "max_body_bytes: 1048576")
-    for i, rule in enumerate(ck.expect_str_list(f"{key}.disabled_rules", d.get("disabled_rules", []), "disabled_rules: [generic-api-key]")):
+    for name in DLP_KEYS:
+        if name not in d:
+            ck.fail(f"{key}.{name}", "missing: DLP settings list every key (body, disabled_rules, max_body_bytes)")
+    ck.expect_bool(f"{key}.body", d["body"], "body: false")
+    ck.expect_int(f"{key}.max_body_bytes", d["max_body_bytes"], "max_body_bytes: 1048576")
+    for i, rule in enumerate(ck.expect_str_list(f"{key}.disabled_rules", d["disabled_rules"], "disabled_rules: [generic-api-key]")):
         if not RULE_RE.match(rule):
             ck.fail(f"{key}.disabled_rules[{i}]", f"'{rule[:60]}' is not a gitleaks rule id")
 
@@ -386,7 +383,7 @@ def apply_change(state: StateDir, kind: str, change: dict[str, Any]) -> bool:
     _, doc = read_policy(state)
     if kind == "dlp-exemption":
         return _exempt(state, doc, change)
-    new = route_doc(change)
+    new = route_doc(change, doc["dlp"])
     routes = list(doc["routes"])
     if any(isinstance(r, dict) and _same_route(r, new) for r in routes):
         return False
@@ -396,11 +393,6 @@ def apply_change(state: StateDir, kind: str, change: dict[str, Any]) -> bool:
 
 def _exempt(state: StateDir, doc: dict[str, Any], change: dict[str, Any]) -> bool:
     """Add the rule to ``dlp.disabled_rules`` of every route of the host (the exemption is per route)."""
-    if not dlp_in_policy():
-        raise BottleError(
-            f"{routes_path(state)} has no DLP settings to add an exemption to yet: reject it, "
-            "or allow it by hand once DLP is configured"
-        )
     routes = [dict(r) for r in doc["routes"]]
     targets = [r for r in routes if r.get("host") == change["host"]]
     if not targets:
@@ -478,7 +470,7 @@ def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always",
         data = {**current.data, "status": status, "decision": decision}
         if scope == "once" and changed and final is not None:
             # The supervise daemon withdraws this route once egress has let a request through it.
-            data["once_route"] = route_doc(final)
+            data["once_route"] = route_doc(final, read_policy(state)[1]["dlp"])
         atomic_write(current.path, json.dumps(data, indent=2) + "\n", mode=0o644)
         record = {"at": decision["at"], "by": by, "slug": state.slug, "id": pid, "kind": current.kind,
                   "status": status, "scope": decision["scope"], "asked": asked, "change": final, "note": note,

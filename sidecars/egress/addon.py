@@ -23,12 +23,17 @@ from mitmproxy.proxy.layers.tls import starts_like_tls_record
 # mitmproxy puts this script's folder on sys.path while loading it, so the sibling module imports;
 # the bundle's shared helpers live in ../common (the same layout in the image and the repository).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import dlp as D  # noqa: E402
+import dlp_request as DR  # noqa: E402
 import routes as R  # noqa: E402
 from sidecar_files import atomic_write  # noqa: E402
 
 logger = logging.getLogger("egress")
 
 STATE_ENV = "BOTTLE_EGRESS_STATE"
+DLP_RULES_ENV = "BOTTLE_DLP_RULES"
+# Bodies at least this large are scanned in a worker thread, off mitmproxy's event loop.
+DLP_THREAD_BYTES = 256 << 10
 DEFAULT_STATE_DIR = "/state/egress"
 # Bodies above this (or of unknown length) are streamed instead of buffered in memory.
 STREAM_THRESHOLD = 1 << 20
@@ -113,17 +118,49 @@ def _should_stream(flow: http.HTTPFlow) -> bool:
 
 
 class RequestBodyStream:
-    """The chunks of an allowed request body streamed upstream, as mitmproxy delivers them.
+    """The chunks of an allowed request body streamed upstream, as mitmproxy delivers them; with
+    DLP on (an HTTP/1.1 body of unknown length), each chunk goes through DLP's BodyStream first."""
 
-    A DLP scan of streamed bodies goes in __call__ (it may hold chunks back up to its cap, or kill
-    the flow); until then every chunk passes unchanged.
-    """
-
-    def __init__(self, flow: http.HTTPFlow):
+    def __init__(self, flow: http.HTTPFlow, scan: "DR.BodyStream | None" = None, egress: "Egress | None" = None):
         self.flow = flow
+        self.scan = scan
+        self.egress = egress
 
     def __call__(self, chunk: bytes) -> list[bytes]:
-        return [chunk] if chunk else []
+        if self.scan is None:
+            return [chunk] if chunk else []
+        out = self.scan.feed(chunk) if chunk else self.scan.finish()
+        if self.scan.verdict.blocked:
+            if self.egress is not None:
+                self.egress.dlp_stream_blocked(self.flow, self.scan.verdict)
+            self.scan = _Refused()
+            return []
+        # A list, never b"": an empty chunk of a chunked HTTP/1.1 body would end it early.
+        return [out] if out else []
+
+
+class _Refused:
+    """Stands in for a BodyStream after a hit: nothing more leaves."""
+
+    verdict = DR.Verdict(cannot_scan="the flow was already blocked")
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b""
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _Pending:
+    """An allowed flow waiting for its body (and DLP) before its credential is injected.
+    (A plain class: mitmproxy loads this script outside sys.modules, where dataclasses fail.)"""
+
+    __slots__ = ("route", "reason", "headers", "secrets", "settings", "fields")
+
+    def __init__(self, route: int, reason: str, headers: dict[str, str], secrets: list[str],
+                 settings: "DR.Settings", fields: dict):
+        self.route, self.reason, self.headers = route, reason, headers
+        self.secrets, self.settings, self.fields = secrets, settings, fields
 
 
 def _decode_all(resp: http.Response) -> bytes:
@@ -173,8 +210,21 @@ def _scrub_fields(fields, scrubber: R.Scrubber):
 
 
 class Egress:
-    def __init__(self, state_dir: str | None = None, environ=None, log_max_bytes: int = LOG_MAX_BYTES):
+    def __init__(self, state_dir: str | None = None, environ=None, log_max_bytes: int = LOG_MAX_BYTES,
+                 dlp_rules: str | None = None):
         self.state_dir = state_dir or os.environ.get(STATE_ENV, DEFAULT_STATE_DIR)
+        # DLP: gitleaks' pinned rules (its Hyperscan database was compiled at image build). When
+        # they cannot be loaded, every request that would leave is blocked instead (fail closed).
+        self.dlp: DR.RequestScanner | None = None
+        self.dlp_error: str | None = None
+        self.rule_ids: frozenset[str] = frozenset()
+        try:
+            scanner = D.Scanner.load(dlp_rules or os.environ.get(DLP_RULES_ENV) or str(D.RULES_PATH))
+            self.dlp = DR.RequestScanner(scanner)
+            self.rule_ids = frozenset(scanner.rules.by_id())
+        except Exception as e:  # noqa: BLE001 - any failure here must block, not crash the proxy
+            self.dlp_error = " ".join(str(e).split()) or type(e).__name__
+            logger.warning(f"egress: DLP rules cannot be loaded ({self.dlp_error}); blocking every request")
         self.log_max_bytes = log_max_bytes
         self.environ = os.environ if environ is None else environ
         self.policy: R.Policy | None = None
@@ -183,8 +233,8 @@ class Egress:
         # Scrubbers of flows that carry an injected credential, by flow id; kept out of
         # flow.metadata so the secrets never end up in a saved or printed flow.
         self._scrubbers: dict[str, R.Scrubber] = {}
-        # Allowed flows waiting for their credential, by flow id: (route index, headers, secrets).
-        self._pending: dict[str, tuple[int, dict[str, str], list[str]]] = {}
+        # Allowed flows waiting for their body (DLP) and credential, by flow id.
+        self._pending: dict[str, _Pending] = {}
         # Blocked flows whose answer waits for the body to end (or for server_connect), by id.
         self._refusals: dict[str, http.Response] = {}
         self._ca_sig = None
@@ -270,6 +320,9 @@ class Egress:
         self._routes_sig = sig  # also for a bad file: retry only once it changes again
         try:
             policy = R.load_routes(self.routes_path)
+            unknown = policy.unknown_rules(self.rule_ids) if self.dlp is not None else None
+            if unknown:
+                raise ValueError(f"{self.routes_path}: {unknown}")
         except ValueError as e:
             self.policy_error = str(e)
             kept = "keeping the previous policy" if self.policy else "blocking every request"
@@ -319,20 +372,21 @@ class Egress:
         logger.info(f"egress: trusting {self.upstream_ca_path} for upstream TLS")
 
     # decisions log -----------------------------------------------------------------------------
-    def _record(self, decision: str, *, method, scheme, host, port, path, route, reason) -> None:
-        line = json.dumps(
-            {
-                "ts": _now_iso(),
-                "decision": decision,
-                "method": method,
-                "scheme": scheme,
-                "host": host,
-                "port": port,
-                "path": path,
-                "route": route,
-                "reason": reason,
-            }
-        )
+    def _record(self, decision: str, *, method, scheme, host, port, path, route, reason, dlp=None) -> None:
+        entry = {
+            "ts": _now_iso(),
+            "decision": decision,
+            "method": method,
+            "scheme": scheme,
+            "host": host,
+            "port": port,
+            "path": path,
+            "route": route,
+            "reason": reason,
+        }
+        if dlp is not None:
+            entry["dlp"] = dlp  # rule ids and where they matched, never the secret
+        line = json.dumps(entry)
         # One O_APPEND write per line: concurrent writers never interleave, and a file the host
         # rotated away is recreated.
         try:
@@ -416,50 +470,115 @@ class Egress:
                 body = f"egress: {reason} (route {decision.route_index} of bottle {self.bottle})\n"
                 return self._block(flow, reason, body, fields, status=502, decision="error",
                                    route=decision.route_index)
-        self._record("allow", route=decision.route_index, reason=decision.reason, **fields)
-        self._pending[flow.id] = (decision.route_index, headers, secrets)
-        if _should_stream(flow):
-            req.stream = RequestBodyStream(flow)
-            # The headers leave as soon as this hook returns: admit (and inject) now.
+        # DLP, before any credential is injected: it sees what the agent sent, never the real one.
+        settings = route.dlp
+        if self.dlp is None:
+            reason = f"DLP is not available ({self.dlp_error}): nothing leaves unscanned"
+            return self._block(flow, reason, f"dlp: blocked {target}: {reason}\n", fields)
+        verdict = self.dlp.scan_head(req.path, req.headers.items(multi=True), settings)
+        length = _declared_length(req)
+        if not verdict.blocked and settings.body and length is not None and length > settings.max_body_bytes:
+            verdict = DR.Verdict(cannot_scan=f"a body of {length} bytes, over the {settings.max_body_bytes}-byte scan cap")
+        if verdict.blocked:
+            return self._dlp_block(flow, verdict, fields, decision.route_index)
+        self._pending[flow.id] = _Pending(decision.route_index, decision.reason, headers, secrets, settings, fields)
+        if not settings.body:
+            if _should_stream(flow):
+                req.stream = RequestBodyStream(flow)
+                # The headers leave as soon as this hook returns: admit (and inject) now.
+                self._admit(flow)
+        elif length is None and not (req.is_http2 or req.is_http3):
+            # An HTTP/1.1 body of unknown length (chunked): scanned as it streams, an overlap
+            # window held back so a secret split across chunks is seen whole before any of it
+            # leaves; a hit (or the cap) kills the flow, and the held rest never leaves.
+            req.stream = RequestBodyStream(flow, self.dlp.body_stream(list(req.headers.items(multi=True)), settings), self)
             self._admit(flow)
+        # else: buffered (a known length within the cap, or an HTTP/2 body of unknown length):
+        # request() scans the whole body and can answer a hit with a 403.
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow):
         refusal = self._refusals.pop(flow.id, None)
         if refusal is not None:
             if flow.response is None:  # the request had no body after all: answer it here
                 flow.response = refusal
-            return
-        if flow.id in self._pending:
-            # A buffered body: the whole request is here. HTTP/2 and 3 clients may send a body
-            # without Content-Length; an HTTP/1.1 upstream then needs one to find the body.
-            if flow.request.raw_content and "content-length" not in flow.request.headers and \
-                    "transfer-encoding" not in flow.request.headers:
-                flow.request.headers["content-length"] = str(len(flow.request.raw_content))
-            self._admit(flow)
+            return None
+        pending = self._pending.get(flow.id)
+        if pending is None:
+            return None
+        # A buffered body: the whole request is here.
+        body = flow.request.raw_content or b""
+        if pending.settings.body and body:
+            headers = list(flow.request.headers.items(multi=True))
+            if len(body) >= DLP_THREAD_BYTES:
+                # A large body is scanned off mitmproxy's event loop (mitmproxy awaits this).
+                return self._scan_in_thread(flow, pending, body, headers)
+            if self._dlp_refused(flow, pending, self.dlp.scan_body(body, headers, pending.settings)):
+                return None
+        self._send_buffered(flow)
+        return None
+
+    async def _scan_in_thread(self, flow: http.HTTPFlow, pending: "_Pending", body: bytes, headers) -> None:
+        verdict = await asyncio.to_thread(self.dlp.scan_body, body, headers, pending.settings)
+        if not self._dlp_refused(flow, pending, verdict):
+            self._send_buffered(flow)
+
+    def _dlp_refused(self, flow: http.HTTPFlow, pending: "_Pending", verdict: "DR.Verdict") -> bool:
+        if not verdict.blocked:
+            return False
+        self._pending.pop(flow.id, None)
+        self._dlp_block(flow, verdict, pending.fields, pending.route, body_read=True)
+        return True
+
+    def _send_buffered(self, flow: http.HTTPFlow) -> None:
+        # HTTP/2 and 3 clients may send a body without Content-Length; an HTTP/1.1 upstream then
+        # needs one to find the body.
+        body = flow.request.raw_content or b""
+        if body and "content-length" not in flow.request.headers and "transfer-encoding" not in flow.request.headers:
+            flow.request.headers["content-length"] = str(len(body))
+        self._admit(flow)
 
     def _admit(self, flow: http.HTTPFlow) -> None:
-        """The last step before an allowed request leaves: scan it, then inject its credential.
-
-        DLP goes here, before the injection, so that it sees what the agent sent and never the
-        real credential: the URL, every header and, for a buffered body, flow.request.raw_content.
-        A streamed body (RequestBodyStream) passes its chunks through RequestBodyStream.__call__.
-        """
-        _, headers, secrets = self._pending.pop(flow.id)
-        if not headers:
+        """The last step before an allowed request leaves (DLP has passed what is known so far):
+        log the decision and inject the route's credential."""
+        pending = self._pending.pop(flow.id)
+        self._record("allow", route=pending.route, reason=pending.reason, **pending.fields)
+        if not pending.headers:
             return
         # The agent only holds a placeholder: whatever it sent in these headers is replaced.
-        for name, value in headers.items():
+        for name, value in pending.headers.items():
             flow.request.headers[name] = value
-        self._scrubbers[flow.id] = R.Scrubber(secrets)
+        self._scrubbers[flow.id] = R.Scrubber(pending.secrets)
+
+    def _dlp_block(self, flow, verdict: "DR.Verdict", fields: dict, route: int | None, *, body_read: bool = False) -> None:
+        """403 with the rule and where it was found (never the secret), and a JSON line with them.
+        Neither names the path when a secret was found in it."""
+        if any(h.where.startswith("url") for h in verdict.hits):
+            fields = {**fields, "path": "[path withheld: DLP found a secret in it]"}
+        target = f"{fields['method']} {fields['host']}:{fields['port']}"
+        self._block(flow, verdict.reason(), f"{verdict.reason()} ({target}, bottle {self.bottle})\n", fields,
+                    route=route, dlp=verdict.to_json(), body_read=body_read)
+
+    def dlp_stream_blocked(self, flow: http.HTTPFlow, verdict: "DR.Verdict") -> None:
+        """A streamed body hit a rule (or the cap): its headers have left already, so the flow is
+        killed and the rest of the body never leaves; the decision is logged as DLP's."""
+        path = flow.request.path.split("?", 1)[0] or "/"
+        fields = dict(method=flow.request.method, scheme=flow.request.scheme, host=flow.request.host,
+                      port=flow.request.port, path=path)
+        self._record("block", route=None, reason=verdict.reason() + " (streamed body: connection closed)",
+                     dlp=verdict.to_json(), **fields)
+        logger.warning(f"egress: {verdict.reason()} in a streamed body to {fields['host']}: flow killed")
+        if flow.killable:
+            flow.kill()
 
     def _block(self, flow, reason: str, body: str, fields: dict, *, status: int = 403,
-               decision: str = "block", route: int | None = None) -> None:
+               decision: str = "block", route: int | None = None, dlp: dict | None = None,
+               body_read: bool = False) -> None:
         label = "blocked" if status == 403 else "error"
         response = http.Response.make(
             status, body.encode(), {"Content-Type": "text/plain", "X-Egress-Decision": label}
         )
-        self._record(decision, route=route, reason=reason, **fields)
-        if _body_within(flow.request, BLOCKED_BODY_READ_LIMIT):
+        self._record(decision, route=route, reason=reason, dlp=dlp, **fields)
+        if body_read or _body_within(flow.request, BLOCKED_BODY_READ_LIMIT):
             flow.response = response
             return
         # A body that may be large: never read it. mitmproxy streams a request only after a
@@ -539,12 +658,36 @@ class Egress:
         self._refusals.pop(flow.id, None)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
-        scrubber = self._scrubbers.get(flow.id)
-        if scrubber is None or flow.websocket is None:
+        if flow.websocket is None:
             return
         msg = flow.websocket.messages[-1]
-        if not msg.from_client:
+        if msg.from_client:
+            self._scan_websocket(flow, msg)
+            return
+        scrubber = self._scrubbers.get(flow.id)
+        if scrubber is not None:
             msg.content = scrubber.scrub(msg.content)
+
+    def _scan_websocket(self, flow: http.HTTPFlow, msg) -> None:
+        """A message the agent sends on a websocket is agent-originated data: DLP scans it as a
+        body under its route's settings; a hit drops it and closes the socket."""
+        req = flow.request
+        settings = None
+        if self.policy is not None and self.dlp is not None:
+            d = self.policy.match(req.method, req.scheme, req.host, req.port, req.path)
+            settings = self.policy.routes[d.route_index].dlp if d.allowed else None
+        if settings is not None and not settings.body:
+            return
+        verdict = self.dlp.scan_body(msg.content, [], settings) if settings is not None else \
+            DR.Verdict(cannot_scan="a websocket message on a route no longer in force, or without DLP")
+        if not verdict.blocked:
+            return
+        msg.drop()
+        path = req.path.split("?", 1)[0] or "/"
+        self._record("block", method="WEBSOCKET", scheme=req.scheme, host=req.host, port=req.port, path=path,
+                     route=None, reason=verdict.reason() + " (websocket message: connection closed)", dlp=verdict.to_json())
+        if flow.killable:
+            flow.kill()
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._scrubbers.pop(flow.id, None)

@@ -18,12 +18,16 @@ from typing import Iterable, Mapping
 
 import yaml
 
+from dlp_request import Settings as DlpSettings
+from dlp_request import parse_settings as _parse_dlp_settings
+
 SCHEMES = ("http", "https")
 AUTH_SCHEMES = ("bearer", "basic", "header")
 REDACTED = b"[redacted by egress]"
 
-_TOP_KEYS = {"version", "bottle", "routes"}
-_ROUTE_KEYS = {"host", "ports", "methods", "paths", "schemes", "auth"}
+_TOP_KEYS = {"version", "bottle", "dlp", "routes"}
+_ROUTE_KEYS = {"host", "ports", "methods", "paths", "schemes", "auth", "dlp"}
+_DLP_KEYS = ("body", "disabled_rules", "max_body_bytes")
 _AUTH_KEYS = {"scheme", "header", "token_env"}
 # A host pattern is a DNS name, an IPv4/IPv6 literal, or "*." followed by a DNS name.
 _HOST_RE = re.compile(r"^(\*\.)?[a-z0-9_:]([a-z0-9_.:-]*[a-z0-9_:])?$")
@@ -62,6 +66,7 @@ class Route:
     paths: tuple[str, ...] = ()  # empty = any path
     schemes: tuple[str, ...] = SCHEMES
     auth: Auth | None = None
+    dlp: DlpSettings = DlpSettings()
 
     def matches_host(self, host: str) -> bool:
         host = normalize_host(host)
@@ -84,6 +89,17 @@ class Decision:
 class Policy:
     bottle: str
     routes: tuple[Route, ...] = field(default_factory=tuple)
+    dlp: DlpSettings = DlpSettings()  # the bottle's own; each route carries its resolved settings
+
+    def unknown_rules(self, known: Iterable[str]) -> str | None:
+        """A one-line problem when some route disables a rule id gitleaks' rules do not have."""
+        known = set(known)
+        for i, r in enumerate(self.routes):
+            for rule in sorted(r.dlp.disabled_rules - known):
+                return f"routes[{i}].dlp.disabled_rules: unknown gitleaks rule id {rule!r}"
+        for rule in sorted(self.dlp.disabled_rules - known):
+            return f"dlp.disabled_rules: unknown gitleaks rule id {rule!r}"
+        return None
 
     def could_allow(self, host: str, port: int) -> bool:
         """True when some route allows host:port for some method/path (a cheap pre-check for raw connects)."""
@@ -286,7 +302,7 @@ def parse_routes(text: str, source: str = "routes.yaml") -> Policy:
         return ValueError(f"{source}: {key}: {msg}")
 
     if not isinstance(doc, dict):
-        raise ValueError(f"{source}: expected a mapping with keys version, bottle, routes")
+        raise ValueError(f"{source}: expected a mapping with keys version, bottle, dlp, routes")
     _check_keys(doc, "", _TOP_KEYS, bad)
     if doc.get("version") != 1 or isinstance(doc.get("version"), bool):
         raise bad("version", f"must be 1, got {doc.get('version')!r}")
@@ -300,7 +316,7 @@ def parse_routes(text: str, source: str = "routes.yaml") -> Policy:
     if not isinstance(raw_routes, list):
         raise bad("routes", "must be a list (it may be empty)")
     routes = tuple(_parse_route(r, f"routes[{i}]", bad) for i, r in enumerate(raw_routes))
-    return Policy(bottle=bottle.strip(), routes=routes)
+    return Policy(bottle=bottle.strip(), routes=routes, dlp=_parse_dlp(doc["dlp"], "dlp", bad))
 
 
 def _str_list(value, key, bad, *, upper=False) -> tuple[str, ...]:
@@ -379,7 +395,23 @@ def _parse_route(raw, key: str, bad) -> Route:
         paths=paths,
         schemes=schemes,
         auth=auth,
+        dlp=_parse_dlp(raw["dlp"], f"{key}.dlp", bad),
     )
+
+
+def _parse_dlp(raw, key: str, bad) -> DlpSettings:
+    """A fully explicit ``dlp:`` mapping (body, disabled_rules, max_body_bytes)."""
+    if not isinstance(raw, dict):
+        raise bad(key, "must be a mapping with keys " + ", ".join(_DLP_KEYS))
+    for name in _DLP_KEYS:
+        if name not in raw:
+            raise bad(f"{key}.{name}", "missing: routes.yaml must list every key")
+    try:
+        return _parse_dlp_settings(raw, key, source="")
+    except ValueError as e:
+        # parse_settings says ": <key>: <problem>" for an empty source; name the file as bad() does.
+        where, _, problem = str(e).removeprefix(": ").partition(": ")
+        raise bad(where, problem) from None
 
 
 def _parse_auth(raw, key: str, bad) -> Auth:

@@ -200,7 +200,7 @@ async def mark_ready(host: str, port: int) -> None:
             break
         except OSError:
             await asyncio.sleep(0.05)
-    inbox._atomic_write(ready, json.dumps({"pid": os.getpid(), "host": host, "port": port, "at": inbox.now_iso()}).encode())
+    inbox.atomic_write(ready, json.dumps({"pid": os.getpid(), "host": host, "port": port, "at": inbox.now_iso()}).encode())
 
 
 def listen_address(name: str) -> str:

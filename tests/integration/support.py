@@ -73,6 +73,7 @@ MANIFESTS = {
               methods: [POST, GET]
               paths: ["/v1/*"]
               auth: {{scheme: header, header: x-api-key, token_env: BOTTLE_TEST_TOKEN}}
+              dlp: {{body: false}}
         resources: {{cpus: 1, memory: 1g, pids: 256}}
         ---
         The sandbox bottle of the integration tests.

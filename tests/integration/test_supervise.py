@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from bottle_tui import proposals
-from bottle_tui.errors import BottleError
 from tests.waiting import wait_for
 
-from .support import BLOCKED, Bottle, sh
+from .support import ALLOWED, BLOCKED, Bottle, sh
 from .supervise_support import call_tool, client_argv, finish_call, install_mcp_client, start_call
 
 pytestmark = pytest.mark.integration
@@ -167,25 +166,27 @@ def test_approved_once_lets_one_request_through_then_the_route_is_withdrawn(sbot
     wait_for(lambda: status_of(sbottle, f"http://{BLOCKED}/once/file") == "403", timeout=10, what="egress to block it again")
 
 
-def test_a_dlp_exemption_request_reaches_the_operator_and_gets_the_answer(sbottle: Bottle) -> None:
-    call = start_call(sbottle, "request-dlp-exemption", {"route": BLOCKED, "rule": "generic-api-key",
-                                                         "reason": "the fixture key is a test value"})
-    p = wait_for(lambda: next((q for q in proposals.list_all(sbottle.home) if q.kind == "dlp-exemption"), None),
+def test_a_dlp_exemption_lets_the_blocked_body_through(sbottle: Bottle) -> None:
+    # A body with a GitHub token shape (a test fixture the agent says is not a real secret).
+    token = "ghp_" + "Fx7kQ2mZ9vR4tB8nW1cY6pL3sD5hJ0aE2gUi"
+    send = ("curl", "-sS", "--max-time", "10", "-X", "POST", "--data-binary", f"fixture: {token}", f"http://{ALLOWED}/upload")
+    first = sbottle.exec(*send)
+    assert first.stdout.startswith("dlp: blocked: github-pat in body"), first.stdout
+    call = start_call(sbottle, "request-dlp-exemption", {"route": ALLOWED, "rule": "github-pat",
+                                                         "reason": "the fixture token is a test value"})
+    p = wait_for(lambda: next((q for q in proposals.list_all(sbottle.home) if q.kind == "dlp-exemption" and q.pending), None),
                  timeout=15, what="the exemption request to reach the queue")
-    assert p.change == {"host": BLOCKED, "rule": "generic-api-key"}
-    if proposals.dlp_in_policy():
-        decide(sbottle, p.id, "approve")
-        assert finish_call(call)["text"].startswith("Approved")
-        routes = yaml.safe_load((sbottle.state / "egress" / "routes.yaml").read_text())["routes"]
-        assert all("generic-api-key" in r["dlp"]["disabled_rules"] for r in routes if r["host"] == BLOCKED)
-        return
-    # Until DLP settings live in routes.yaml an exemption cannot be applied: approving says so and
-    # leaves it pending; rejecting answers the agent.
-    with pytest.raises(BottleError, match="no DLP settings"):
-        proposals.decide(sbottle.home, p.id, "approve", by="integration test")
-    decide(sbottle, p.id, "reject", note="rotate the fixture instead")
-    answer = finish_call(call)
-    assert answer["text"].startswith("Rejected") and "rotate the fixture instead" in answer["text"]
+    assert p.change == {"host": ALLOWED, "rule": "github-pat"}
+    decide(sbottle, p.id, "approve")
+    assert finish_call(call)["text"].startswith("Approved")
+    routes = yaml.safe_load((sbottle.state / "egress" / "routes.yaml").read_text())["routes"]
+    assert all("github-pat" in r["dlp"]["disabled_rules"] for r in routes if r["host"] == ALLOWED)
+    # The same body now passes (egress reloaded the policy without a restart); other rules still hold.
+    again = wait_for(lambda: (r := sbottle.exec(*send)).stdout.startswith("{") and r, timeout=10, what="the body to pass")
+    assert json.loads(again.stdout)["fake_internet"] is True
+    aws = sbottle.exec("curl", "-sS", "--max-time", "10", "-X", "POST", "--data-binary", "k=AKIAQYLPMN5HJ3ZX7TRW",
+                       f"http://{ALLOWED}/upload")
+    assert aws.stdout.startswith("dlp: blocked: aws-access-token")
 
 
 def test_supervise_listens_on_the_internal_network_only_with_the_bottles_timeout(sbottle: Bottle) -> None:

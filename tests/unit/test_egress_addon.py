@@ -25,11 +25,14 @@ from mitmproxy.test import taddons, tflow  # noqa: E402
 from tests.sidecar_modules import EGRESS_DIR, egress_module  # noqa: E402
 
 A = egress_module("addon")
+# A few of gitleaks' real rules, so the addon runs real DLP here (the image has all of them).
+DLP_RULES = Path(__file__).parent / "dlp_rules.toml"
 
 SECRET = "sk-real-0123456789"
 ROUTES = """
 version: 1
 bottle: dev
+dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
 routes:
   - host: api.example.com
     ports: [443]
@@ -37,15 +40,24 @@ routes:
     paths: ["/v1/*"]
     schemes: [https]
     auth: {scheme: header, header: x-api-key, token_env: API_KEY}
-  - {host: open.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}
-  - {host: nokey.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: {scheme: bearer, token_env: NOT_SET_ANYWHERE}}
+    dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
+  - {host: open.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}
+  - {host: nokey.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: {scheme: bearer, token_env: NOT_SET_ANYWHERE}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}
+  - host: llm.example.com
+    ports: [443]
+    methods: []
+    paths: []
+    schemes: [https]
+    auth: {scheme: header, header: x-api-key, token_env: API_KEY}
+    dlp: {body: false, disabled_rules: [], max_body_bytes: 8388608}
+  - {host: small.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [github-pat], max_body_bytes: 100}}
 """
 
 
 @pytest.fixture
 def egress(tmp_path):
     (tmp_path / "routes.yaml").write_text(ROUTES)
-    addon = A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET})
+    addon = A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(DLP_RULES))
     with taddons.context(addon) as tctx:
         tctx.configure(addon, confdir=str(tmp_path))
         yield addon, tctx
@@ -177,13 +189,13 @@ def test_routes_reload_when_the_file_changes_and_a_bad_file_keeps_the_old_policy
     addon, _ = egress
     routes = tmp_path / "routes.yaml"
     routes.write_text(
-        "version: 1\nbottle: two\nroutes:\n"
-        "  - {host: new.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}\n"
+        "version: 1\nbottle: two\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
+        "  - {host: new.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
     )
     f = make_flow("GET", "https://new.example.com/")
     send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
-    routes.write_text("version: 1\nbottle: two\nroutes: [{host: new.example.com, ports: [bad], methods: [], paths: [], schemes: [https], auth: null}]\n")
+    routes.write_text("version: 1\nbottle: two\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{host: new.example.com, ports: [bad], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}]\n")
     f = make_flow("GET", "https://new.example.com/")
     send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
@@ -231,7 +243,7 @@ def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
 def test_ready_file_written_when_running_and_stale_one_removed_at_load(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
     (tmp_path / "ready").write_text("stale")
-    addon = A.Egress(state_dir=str(tmp_path), environ={})
+    addon = A.Egress(state_dir=str(tmp_path), environ={}, dlp_rules=str(DLP_RULES))
     with taddons.context(addon) as tctx:
         assert not (tmp_path / "ready").exists()
         tctx.configure(addon, listen_port=18099)
@@ -246,7 +258,7 @@ def test_upstream_ca_is_added_to_the_default_trust(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
     extra = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
     (tmp_path / "upstream-ca.pem").write_bytes(extra)
-    addon = A.Egress(state_dir=str(tmp_path), environ={})
+    addon = A.Egress(state_dir=str(tmp_path), environ={}, dlp_rules=str(DLP_RULES))
     with taddons.context(addon) as tctx:
         addon.running()
         path = tctx.options.ssl_verify_upstream_trusted_ca
@@ -376,14 +388,19 @@ def test_blocked_request_with_a_small_body_is_answered_at_its_headers(egress) ->
 
 def test_allowed_large_body_is_streamed_and_the_credential_injected_at_the_headers(egress) -> None:
     addon, _ = egress
-    f = make_flow("POST", "https://api.example.com/v1/upload", {"Content-Length": str(A.STREAM_THRESHOLD + 1), "x-api-key": "p"})
+    # A route whose bodies DLP does not scan (dlp: {body: false}, as for an LLM API).
+    f = make_flow("POST", "https://llm.example.com/v1/upload", {"Content-Length": str(A.STREAM_THRESHOLD + 1), "x-api-key": "p"})
     addon.requestheaders(f)
     assert isinstance(f.request.stream, A.RequestBodyStream)
     assert f.request.headers["x-api-key"] == SECRET
     assert f.request.stream(b"abc") == [b"abc"] and f.request.stream(b"") == []
-    chunked = make_flow("POST", "https://api.example.com/v1/upload", {"Transfer-Encoding": "chunked"})
+    chunked = make_flow("POST", "https://llm.example.com/v1/upload", {"Transfer-Encoding": "chunked"})
     addon.requestheaders(chunked)
     assert isinstance(chunked.request.stream, A.RequestBodyStream)
+    # Where DLP scans bodies, one of known length within the cap is buffered whole and scanned.
+    g = make_flow("POST", "https://api.example.com/v1/upload", {"Content-Length": str(A.STREAM_THRESHOLD + 1), "x-api-key": "p"})
+    addon.requestheaders(g)
+    assert not g.request.stream and g.request.headers["x-api-key"] == "p"
 
 
 def test_allowed_small_body_is_buffered_and_the_credential_injected_after_the_body(egress) -> None:
@@ -399,14 +416,14 @@ def test_allowed_small_body_is_buffered_and_the_credential_injected_after_the_bo
 
 def test_http2_body_of_unknown_length_gets_a_content_length_for_an_http1_upstream(egress) -> None:
     addon, _ = egress
-    f = make_flow("PUT", "https://open.example.com/x")
+    f = make_flow("PUT", "https://llm.example.com/x")
     f.request.http_version = "HTTP/2.0"
     addon.requestheaders(f)
     assert not f.request.stream  # the upstream is not connected yet: buffer, then frame it
     f.request.data.content = b"data"  # as mitmproxy sets it: no header update
     addon.request(f)
     assert f.request.headers["content-length"] == "4"
-    g = make_flow("PUT", "https://open.example.com/x")
+    g = make_flow("PUT", "https://llm.example.com/x")
     g.request.http_version = "HTTP/2.0"
     g.server_conn.alpn = b"h2"
     g.server_conn.timestamp_start = time.time()  # connected
@@ -434,7 +451,7 @@ def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
 
 def test_requests_log_is_rotated_by_size(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
-    addon = A.Egress(state_dir=str(tmp_path), environ={}, log_max_bytes=2000)
+    addon = A.Egress(state_dir=str(tmp_path), environ={}, log_max_bytes=2000, dlp_rules=str(DLP_RULES))
     with taddons.context(addon):
         for i in range(200):
             send(addon, make_flow("GET", f"https://blocked.example.org/{i}"))
@@ -627,7 +644,7 @@ def mitmdump_argv(state: Path, port: int) -> list[str]:
 def start_mitmdump(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = open(tmp_path / "mitmdump.log", "wb")
-    proc = subprocess.Popen(mitmdump_argv(tmp_path, port), env={**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), **env},
+    proc = subprocess.Popen(mitmdump_argv(tmp_path, port), env={**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), "BOTTLE_DLP_RULES": str(DLP_RULES), **env},
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + 15
@@ -658,9 +675,9 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     up_port = upstream.server_address[1]
     (tmp_path / "routes.yaml").write_text(
-        "version: 1\nbottle: e2e\nroutes:\n"
+        "version: 1\nbottle: e2e\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
         f"  - {{host: 127.0.0.1, ports: [{up_port}], methods: [], paths: ['/v1/*'], schemes: [http],"
-        " auth: {scheme: header, header: x-api-key, token_env: E2E_KEY}}\n"
+        " auth: {scheme: header, header: x-api-key, token_env: E2E_KEY}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
     )
     proc, port = start_mitmdump(tmp_path, {"E2E_KEY": SECRET})
     try:
@@ -683,7 +700,7 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
         assert [d["decision"] for d in decisions(tmp_path)] == ["allow", "allow", "block"]
 
         # SIGHUP reloads (and does not kill mitmdump, whose default for SIGHUP would be to die).
-        (tmp_path / "routes.yaml").write_text("version: 1\nbottle: e2e\nroutes: []\n")
+        (tmp_path / "routes.yaml").write_text("version: 1\nbottle: e2e\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n")
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.3)
         assert proc.poll() is None
@@ -704,8 +721,8 @@ def connect_tunnel(port: int, target: str) -> socket.socket:
 
 def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(
-        "version: 1\nbottle: t\nroutes:\n"
-        "  - {host: allowed.test, ports: [22, 443], methods: [], paths: [], schemes: [https], auth: null}\n"
+        "version: 1\nbottle: t\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
+        "  - {host: allowed.test, ports: [22, 443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
     )
     proc, port = start_mitmdump(tmp_path, {})
     try:
@@ -727,7 +744,7 @@ def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) ->
 
 
 def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_path) -> None:
-    (tmp_path / "routes.yaml").write_text("version: 1\nbottle: t\nroutes: []\n")
+    (tmp_path / "routes.yaml").write_text("version: 1\nbottle: t\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n")
     proc, port = start_mitmdump(tmp_path, {})
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -740,3 +757,124 @@ def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_pat
     assert reply.startswith(b"HTTP/1.1 502") and b"egress: blocked POST blocked.test:80/up: no route" in reply
     [d] = decisions(tmp_path)
     assert d["decision"] == "block" and d["host"] == "blocked.test"
+
+
+# --- DLP before injection ---------------------------------------------------------------------------
+
+GHP = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+AWS = "AKIA" + "QYLPMN5HJ3ZX7TRW"
+
+
+@pytest.mark.parametrize("where, url, headers", [
+    ("url path", f"https://open.example.com/upload/{GHP}", {}),
+    ("query", f"https://open.example.com/q?token={GHP}", {}),
+    ("header X-Debug", "https://open.example.com/h", {"X-Debug": f"token {GHP}"}),
+    ("header Cookie", "https://open.example.com/c", {"Cookie": f"s={AWS}"}),
+])
+def test_a_secret_in_the_url_or_a_header_is_blocked_before_anything_is_injected(egress, tmp_path, where, url, headers) -> None:
+    addon, _ = egress
+    f = make_flow("GET", url, headers)
+    send(addon, f)
+    assert f.response is not None and f.response.status_code == 403
+    body = f.response.content.decode()
+    assert body.startswith("dlp: blocked: ") and where.split()[0] in body
+    assert GHP not in body and AWS not in body
+    entry = decisions(tmp_path)[-1]
+    assert entry["decision"] == "block" and entry["dlp"]["findings"] and GHP not in json.dumps(entry) and AWS not in json.dumps(entry)
+
+
+def test_a_secret_in_a_buffered_body_is_blocked_and_the_credential_never_injected(egress, tmp_path) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://api.example.com/v1/chat", {"Content-Type": "application/json", "x-api-key": "p"})
+    f.request.content = json.dumps({"msg": f"here is my key {GHP}"}).encode()
+    send(addon, f)
+    assert f.response.status_code == 403 and f.response.content.startswith(b"dlp: blocked: github-pat in body")
+    assert f.request.headers["x-api-key"] == "p", "the real credential was injected into a refused request"
+    assert [d["decision"] for d in decisions(tmp_path)] == ["block"]
+    # The same route passes a clean body, with the credential.
+    ok = make_flow("POST", "https://api.example.com/v1/chat", {"Content-Type": "application/json", "x-api-key": "p"})
+    ok.request.content = b'{"msg": "hello"}'
+    send(addon, ok)
+    assert ok.response is None and ok.request.headers["x-api-key"] == SECRET
+    assert decisions(tmp_path)[-1]["decision"] == "allow"
+
+
+def test_a_gzip_body_is_decoded_and_scanned(egress) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://open.example.com/up", {"Content-Encoding": "gzip"})
+    f.request.raw_content = gz(f"aws = {AWS}\n".encode())
+    send(addon, f)
+    assert f.response.status_code == 403 and b"aws-access-token" in f.response.content
+
+
+def test_a_body_over_the_cap_is_blocked_unread_and_an_undecodable_one_too(egress) -> None:
+    addon, _ = egress
+    big = make_flow("POST", "https://small.example.com/up", {"Content-Length": "101"})
+    addon.requestheaders(big)
+    assert big.response is not None and big.response.status_code == 403
+    assert big.response.content.startswith(b"dlp: blocked: cannot scan") and b"100-byte scan cap" in big.response.content
+    bad = make_flow("POST", "https://open.example.com/up", {"Content-Encoding": "gzip"})
+    bad.request.raw_content = b"not gzip at all"
+    send(addon, bad)
+    assert bad.response.status_code == 403 and bad.response.content.startswith(b"dlp: blocked: cannot scan")
+
+
+def test_disabled_rules_and_body_false_let_their_bodies_through(egress) -> None:
+    addon, _ = egress
+    exempt = make_flow("POST", "https://small.example.com/up", {})
+    exempt.request.content = f"{GHP}".encode()  # github-pat is disabled on this route
+    send(addon, exempt)
+    assert exempt.response is None
+    llm = make_flow("POST", "https://llm.example.com/v1/messages", {"x-api-key": "p"})
+    llm.request.content = f"code with {AWS}".encode()
+    send(addon, llm)
+    assert llm.response is None and llm.request.headers["x-api-key"] == SECRET
+    # body: false skips the body only: a secret in the URL is still blocked.
+    url = make_flow("GET", f"https://llm.example.com/v1/{AWS}", {"x-api-key": "p"})
+    send(addon, url)
+    assert url.response.status_code == 403
+
+
+def test_a_streamed_chunked_body_with_a_secret_is_killed_and_nothing_after_it_leaves(egress, tmp_path) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "http://open.example.com/up", {"Transfer-Encoding": "chunked"})
+    f.request.scheme, f.request.port = "https", 443
+    addon.requestheaders(f)
+    stream = f.request.stream
+    assert isinstance(stream, A.RequestBodyStream)
+    sent = stream(b"x" * 100_000)  # clean data leaves, less the overlap window kept back
+    assert sent and len(sent[0]) < 100_000
+    assert stream(f"key {GHP} tail".encode()) == []
+    assert stream(b"") == []
+    assert f.error is not None and "killed" in f.error.msg.lower()
+    entry = decisions(tmp_path)[-1]
+    assert entry["decision"] == "block" and entry["dlp"]["findings"][0]["rule"] == "github-pat"
+
+
+def test_a_websocket_message_from_the_agent_with_a_secret_is_dropped(egress, tmp_path) -> None:
+    from mitmproxy import websocket
+
+    addon, _ = egress
+    f = tflow.twebsocketflow()
+    f.request.host, f.request.port, f.request.scheme, f.request.path = "open.example.com", 443, "https", "/ws"
+    f.websocket.messages.append(websocket.WebSocketMessage(2, True, f"token={GHP}".encode()))
+    addon.websocket_message(f)
+    assert f.websocket.messages[-1].dropped
+    assert decisions(tmp_path)[-1]["dlp"]["findings"][0]["rule"] == "github-pat"
+
+
+def test_unloadable_dlp_rules_block_every_request(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    addon = A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(tmp_path / "missing.toml"))
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, confdir=str(tmp_path))
+        f = make_flow("GET", "https://open.example.com/")
+        send(addon, f)
+        assert f.response.status_code == 403 and f.response.content.startswith(b"dlp: blocked")
+
+
+def test_a_policy_that_disables_an_unknown_rule_is_refused(egress, tmp_path) -> None:
+    addon, _ = egress
+    (tmp_path / "routes.yaml").write_text(ROUTES.replace("disabled_rules: [github-pat]", "disabled_rules: [github-pats]"))
+    assert addon.reload(force=True) is False
+    assert "unknown gitleaks rule id 'github-pats'" in addon.policy_error

@@ -16,6 +16,7 @@ R = egress_module("routes")
 EXAMPLE = """
 version: 1
 bottle: dev
+dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
 routes:
   - host: api.anthropic.com
     ports: [443]
@@ -26,32 +27,36 @@ routes:
       scheme: header
       header: x-api-key
       token_env: ANTHROPIC_API_KEY
+    dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
   - host: "*.example.com"
     ports: [443, 8443]
     methods: []
     paths: []
     schemes: [http, https]
     auth: null
+    dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
   - host: Plain.Example.ORG
     ports: [80]
     methods: []
     paths: []
     schemes: [HTTP]
     auth: null
+    dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
 """
 
-FULL = "host: a.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null"
+DLP = "{body: true, disabled_rules: [], max_body_bytes: 8388608}"
+FULL = {"host": "a.com", "ports": "[443]", "methods": "[]", "paths": "[]", "schemes": "[https]", "auth": "null", "dlp": DLP}
 
 
 def one_route(**changes: str | None) -> str:
     """routes.yaml with one fully explicit route; a value of None leaves that key out."""
-    parts = dict(p.split(": ", 1) for p in FULL.split(", ", 5))
+    parts = dict(FULL)
     for k, v in changes.items():
         if v is None:
             parts.pop(k)
         else:
             parts[k] = v
-    return "version: 1\nbottle: b\nroutes: [{" + ", ".join(f"{k}: {v}" for k, v in parts.items()) + "}]"
+    return "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{" + ", ".join(f"{k}: {v}" for k, v in parts.items()) + "}]"
 
 
 @pytest.fixture
@@ -77,13 +82,21 @@ def test_load_routes_reads_every_field(policy) -> None:
 @pytest.mark.parametrize(
     "text, key",
     [
-        ("version: 2\nbottle: b\nroutes: []", "version"),
-        ("bottle: b\nroutes: []", "version"),
-        ("version: 1\nbottle: b", "routes"),
+        ("version: 2\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "version"),
+        ("bottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "version"),
+        ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}", "routes"),
+        ("version: 1\nbottle: b\nroutes: []", "dlp"),
+        ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: []}\nroutes: []", "dlp.max_body_bytes"),
+        (one_route(dlp=None), "routes[0].dlp"),
+        (one_route(dlp="{body: true, max_body_bytes: 5}"), "routes[0].dlp.disabled_rules"),
+        (one_route(dlp="{body: 1, disabled_rules: [], max_body_bytes: 5}"), "routes[0].dlp.body"),
+        (one_route(dlp="{body: true, disabled_rules: jwt, max_body_bytes: 5}"), "routes[0].dlp.disabled_rules"),
+        (one_route(dlp="{body: true, disabled_rules: [], max_body_bytes: 0}"), "routes[0].dlp.max_body_bytes"),
+        (one_route(dlp="{body: true, disabled_rules: [], max_body_bytes: 5, scan: all}"), "routes[0].dlp.scan"),
         ("version: 1\nroutes: []", "bottle"),
-        ("version: 1\nbottle: b\nroutes: {}", "routes"),
-        ("version: 1\nbottle: ''\nroutes: []", "bottle"),
-        ("version: 1\nbottle: b\nroutes: []\nextra: 1", "extra"),
+        ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: {}", "routes"),
+        ("version: 1\nbottle: ''\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "bottle"),
+        ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\nextra: 1", "extra"),
         (one_route(host=None), "routes[0].host"),
         (one_route(ports=None), "routes[0].ports"),
         (one_route(methods=None), "routes[0].methods"),
@@ -108,7 +121,7 @@ def test_load_routes_reads_every_field(policy) -> None:
         (one_route(auth="{scheme: bearer, token_env: 'a-b'}"), "routes[0].auth.token_env"),
         (one_route(auth="{scheme: header, token_env: T}"), "routes[0].auth.header"),
         (one_route(auth="{scheme: bearer, token_env: T, header: x}"), "routes[0].auth.header"),
-        ("version: 1\nbottle: b\nroutes: [ok, 1]", "routes[0]"),
+        ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [ok, 1]", "routes[0]"),
     ],
 )
 def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> None:
@@ -236,9 +249,9 @@ def test_method_overrides_are_read_from_every_known_header_and_the_query() -> No
 
 def test_first_matching_route_wins_and_schemes_can_open_plain_http() -> None:
     p = R.parse_routes(
-        "version: 1\nbottle: b\nroutes:\n"
-        "  - {host: h.io, ports: [80], methods: [], paths: ['/a/*'], schemes: [http, https], auth: {scheme: bearer, token_env: T}}\n"
-        "  - {host: h.io, ports: [80], methods: [], paths: [], schemes: [http], auth: null}\n"
+        "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
+        "  - {host: h.io, ports: [80], methods: [], paths: ['/a/*'], schemes: [http, https], auth: {scheme: bearer, token_env: T}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        "  - {host: h.io, ports: [80], methods: [], paths: [], schemes: [http], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
     )
     assert p.match("GET", "http", "h.io", 80, "/a/b").route_index == 0
     assert p.match("GET", "http", "h.io", 80, "/b").route_index == 1
@@ -247,7 +260,7 @@ def test_first_matching_route_wins_and_schemes_can_open_plain_http() -> None:
 
 
 def test_empty_routes_block_everything() -> None:
-    p = R.parse_routes("version: 1\nbottle: b\nroutes: []")
+    p = R.parse_routes("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []")
     assert not p.match("GET", "https", "a.com", 443, "/").allowed
 
 

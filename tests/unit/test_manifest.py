@@ -78,6 +78,7 @@ egress:
     - host: "*.cdn.example.com"
     - host: hooks.example.com
       auth: {scheme: header, header: X-Hook-Key, token_env: HOOK_KEY}
+      dlp: {body: false, disabled_rules: [jwt], max_body_bytes: 1024}
 git:
   upstream: git@git.example.com:team/web.git
   branch: develop
@@ -89,8 +90,7 @@ env:
   LEVEL: info
   RATIO: 0.5
 dlp:
-  exempt_hosts: ["*.example.com"]
-  exempt_patterns: ["test-key-[0-9]+"]
+  disabled_rules: [generic-api-key]
 resources: {cpus: 0.5, memory: 512m, pids: 256}
 """
 
@@ -103,14 +103,17 @@ def test_full_bottle_parses_to_dataclasses() -> None:
         backend="smolvm",
         description="Builds the web app.",
         routes=(
-            Route("api.example.com", (443, 8443), ("GET", "POST"), ("/v1/*", "/health"), RouteAuth("bearer", "EXAMPLE_TOKEN", None), ("https",)),
-            Route("*.cdn.example.com", (80, 443), (), (), None, ("http", "https")),
-            Route("hooks.example.com", (80, 443), (), (), RouteAuth("header", "HOOK_KEY", "X-Hook-Key"), ("https",)),
+            Route("api.example.com", (443, 8443), ("GET", "POST"), ("/v1/*", "/health"), RouteAuth("bearer", "EXAMPLE_TOKEN", None), ("https",),
+                  DlpSpec(disabled_rules=("generic-api-key",))),
+            Route("*.cdn.example.com", (80, 443), (), (), None, ("http", "https"), DlpSpec(disabled_rules=("generic-api-key",))),
+            # A route's dlp over the bottle's: body and the cap replace it, disabled rules add to it.
+            Route("hooks.example.com", (80, 443), (), (), RouteAuth("header", "HOOK_KEY", "X-Hook-Key"), ("https",),
+                  DlpSpec(body=False, disabled_rules=("generic-api-key", "jwt"), max_body_bytes=1024)),
         ),
         git=GitSpec("git@git.example.com:team/web.git", "develop", "GIT_TOKEN"),
         supervise=SuperviseSpec(enabled=False, timeout_seconds=60),
         env=(("DEBUG", "true"), ("LEVEL", "info"), ("RATIO", "0.5"), ("ZETA", "1")),
-        dlp=DlpSpec(("*.example.com",), ("test-key-[0-9]+",)),
+        dlp=DlpSpec(disabled_rules=("generic-api-key",)),
         resources=Resources(cpus=0.5, memory_mib=512, pids=256),
     )
     hash(spec)
@@ -157,7 +160,7 @@ def test_shipped_defaults_load_from_a_missing_home(tmp_path: Path) -> None:
     agent, dev = m.agents["implementer"], m.bottles["dev"]
     assert agent.bottle == "dev" and "/home/agent/work" in agent.prompt and "supervise" in agent.prompt
     assert dev.backend == "docker" and dev.supervise.enabled
-    assert dev.routes == (Route("api.anthropic.com", (443,), (), (), RouteAuth("header", "ANTHROPIC_API_KEY", "x-api-key"), ("https",)),)
+    assert dev.routes == (Route("api.anthropic.com", (443,), (), (), RouteAuth("header", "ANTHROPIC_API_KEY", "x-api-key"), ("https",), DlpSpec(body=False)),)
 
     assert dev.resources == Resources(cpus=2.0, memory_mib=4096, pids=1024)
 
@@ -245,7 +248,11 @@ BOTTLE_ERRORS = {
     "wildcard-middle": ("egress: {routes: [{host: 'foo.*.com'}]}", "egress.routes[0].host", ["bad wildcard", "whole first label", "*.example.com"]),
     "wildcard-tld": ("egress: {routes: [{host: '*.com'}]}", "egress.routes[0].host", ["too broad", "at least two labels"]),
     "wildcard-partial": ("egress: {routes: [{host: '*api.example.com'}]}", "egress.routes[0].host", ["bad wildcard"]),
-    "dlp-bad-host": ("dlp: {exempt_hosts: ['*.com']}", "dlp.exempt_hosts[0]", ["too broad"]),
+    "dlp-bad-rule": ("dlp: {disabled_rules: ['not a rule']}", "dlp.disabled_rules[0]", ["is not a gitleaks rule id"]),
+    "dlp-body-not-bool": ("dlp: {body: 'no'}", "dlp.body", ["expected true or false"]),
+    "dlp-cap-zero": ("dlp: {max_body_bytes: 0}", "dlp.max_body_bytes", ["out of range"]),
+    "dlp-old-key": ("dlp: {exempt_hosts: [a.example.com]}", "dlp.exempt_hosts", ["unknown key", "use one of: body, disabled_rules, max_body_bytes"]),
+    "route-dlp-bad": ("egress: {routes: [{host: a.example.com, dlp: {body: 1}}]}", "egress.routes[0].dlp.body", ["expected true or false"]),
     # 10 port out of range
     "port-zero": ("egress: {routes: [{host: a.example.com, ports: [0]}]}", "egress.routes[0].ports[0]", ["0 is out of range", "between 1 and 65535"]),
     "port-high": ("egress: {routes: [{host: a.example.com, ports: [443, 70000]}]}", "egress.routes[0].ports[1]", ["70000 is out of range"]),
@@ -296,7 +303,7 @@ BOTTLE_ERRORS = {
     "git-missing-upstream": ("git: {branch: main}", "git.upstream", ["missing"]),
     "git-bad-branch": ("git: {upstream: /srv/r.git, branch: 'a..b'}", "git.branch", ["not a valid branch name"]),
     "git-bad-credentials-env": ("git: {upstream: /srv/r.git, credentials_env: 'git token'}", "git.credentials_env", ["not an environment variable name"]),
-    "dlp-patterns-not-strings": ("dlp: {exempt_patterns: [1]}", "dlp.exempt_patterns[0]", ["expected a string, got int"]),
+    "dlp-rules-not-strings": ("dlp: {disabled_rules: [1]}", "dlp.disabled_rules[0]", ["expected a string, got int"]),
 }
 
 
@@ -405,7 +412,7 @@ ODD_FRONT_MATTER = [
     "bottle:", "bottle: ~\nclaude_args: ~", "egress: ~", "egress: {routes: ~}", "egress: {routes: [~]}", "egress: {routes: [{host: ~}]}",
     "egress: {routes: [{host: a.example.com, auth: ~, ports: ~}]}", "egress: {routes: [[]]}", "env: {A: ~}", "env: {~: 1}",
     "? [a, b]\n: c", "{a: 1}: x", "1: 2", "yes: no", "bottle: 2024-01-01", "bottle: [dev]", "resources: {memory: []}",
-    "git: {upstream: 'https://[bad'}", "git: {upstream: 'ssh://'}", "git: ''", "dlp: {exempt_hosts: [[]]}",
+    "git: {upstream: 'https://[bad'}", "git: {upstream: 'ssh://'}", "git: ''", "dlp: {disabled_rules: [[]]}",
     "a: &x [*x]", "base: &b {bottle: dev}\n<<: *b", "egress:\n  routes:\n" + "    - {host: a.example.com}\n" * 3,
     "[" * 2000 + "]" * 2000, "description: !!timestamp 2020-13-45", "bottle: dev\nmodel: [a]", "\x00",
 ]

@@ -22,6 +22,7 @@ from bottle_tui.state import StateDir, atomic_write
 ROUTES = textwrap.dedent("""\
     version: 1
     bottle: sandbox
+    dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
     routes:
     - host: api.example.com
       ports: [443]
@@ -29,6 +30,7 @@ ROUTES = textwrap.dedent("""\
       paths: [/v1/*]
       schemes: [https]
       auth: {scheme: header, header: x-api-key, token_env: API_KEY}
+      dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
     """)
 
 
@@ -100,7 +102,8 @@ def test_approve_adds_a_fully_explicit_route_and_audits_it_twice(home: Path, sta
     out = proposals.decide(home, p.id, "approve", by="op (test)", scope="always")
     assert out.policy_changed and out.proposal.status == "approved"
     added = routes_of(state)[-1]
-    assert added == {"host": "pypi.example.org", "ports": [443], "methods": ["GET"], "paths": ["/simple/*"], "schemes": ["http", "https"]}
+    assert added == {"host": "pypi.example.org", "ports": [443], "methods": ["GET"], "paths": ["/simple/*"], "schemes": ["http", "https"],
+                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608}}
     assert routes_of(state)[0]["auth"]["token_env"] == "API_KEY"  # the rest of the policy is kept
     saved = json.loads(p.path.read_text())
     assert saved["decision"]["by"] == "op (test)" and saved["decision"]["change"] == ASK and saved["decision"]["scope"] == "always"
@@ -224,21 +227,22 @@ def test_a_crash_while_writing_the_policy_leaves_the_old_one_whole(home: Path, s
 def test_policy_validation_names_the_key(tmp_path: Path) -> None:
     src = tmp_path / "routes.yaml"
     with pytest.raises(BottleError, match=r"routes\[0\]\.colour"):
-        proposals.parse_policy("version: 1\nbottle: b\nroutes:\n- {host: a.example.com, ports: [443], colour: red}\n", src)
+        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], colour: red}\n", src)
     with pytest.raises(BottleError, match=r"routes\[0\]\.host"):
-        proposals.parse_policy("version: 1\nbottle: b\nroutes:\n- {host: 'a b', ports: [443]}\n", src)
+        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: 'a b', ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n", src)
     with pytest.raises(BottleError, match="invalid YAML"):
         proposals.parse_policy("version: 1\nroutes: [\n", src)
     assert proposals.parse_policy(ROUTES, src)["bottle"] == "sandbox"
 
 
-def test_a_dlp_exemption_is_not_applied_without_dlp_settings(home: Path, state: StateDir, monkeypatch) -> None:
-    monkeypatch.setattr(proposals, "dlp_in_policy", lambda: False)
-    p = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "test fixture")
-    with pytest.raises(BottleError, match="no DLP settings"):
-        proposals.decide(home, p.id, "approve", by="op")
-    assert proposals.find(home, p.id)[1].pending
-    assert proposals.decide(home, p.id, "reject", by="op", note="not now").proposal.status == "rejected"
+def test_a_policy_without_explicit_dlp_settings_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "routes.yaml"
+    with pytest.raises(BottleError, match=r"routes.yaml: dlp: missing"):
+        proposals.parse_policy("version: 1\nbottle: b\nroutes: []\n", src)
+    with pytest.raises(BottleError, match=r"routes\[0\]\.dlp: missing"):
+        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}\n", src)
+    with pytest.raises(BottleError, match=r"dlp.max_body_bytes: missing"):
+        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: []}\nroutes: []\n", src)
 
 
 HOSTILE = [
@@ -296,7 +300,7 @@ text = open(path).read()
 # First pass: a typo the validator must catch; second pass (the error is shown on top): the fix.
 if "# error:" in text:
     body = "".join(l for l in text.splitlines(True) if not l.startswith("#"))
-    text = body.replace("colour: red", "methods: [GET]")
+    text = body.replace("colour: red", "methods: [GET]\\n  paths: []\\n  schemes: [https]\\n  auth: null\\n  dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}")
 else:
     text = text.rstrip("\\n") + "\\n- host: docs.example.com\\n  ports: [443]\\n  colour: red\\n"
 open(path, "w").write(text)
@@ -327,7 +331,8 @@ def test_routes_edit_reopens_on_a_bad_save_then_applies_and_audits(home: Path, s
     result = run_with_a_terminal([sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug], env)
     assert result.returncode == 0, result.stderr
     added = routes_of(state)[-1]
-    assert added == {"host": "docs.example.com", "ports": [443], "methods": ["GET"]}
+    assert added == {"host": "docs.example.com", "ports": [443], "methods": ["GET"], "paths": [], "schemes": ["https"],
+                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608}}
     assert log.read_text() == "xx"  # opened twice: the bad save was shown its error
     audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["kind"] == "policy-edit" and "docs.example.com" in audit[-1]["after"]
@@ -339,16 +344,16 @@ def test_routes_edit_without_a_terminal_is_one_line(home: Path, state: StateDir)
     assert result.returncode == 1 and "needs a terminal" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_a_dlp_exemption_disables_the_rule_on_the_routes_of_that_host(home: Path, state: StateDir, monkeypatch) -> None:
-    monkeypatch.setattr(proposals, "dlp_in_policy", lambda: True)
+def test_a_dlp_exemption_disables_the_rule_on_the_routes_of_that_host(home: Path, state: StateDir) -> None:
     p = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "test fixture")
     assert proposals.decide(home, p.id, "approve", by="op").policy_changed
-    assert routes_of(state)[0]["dlp"] == {"disabled_rules": ["generic-api-key"]}
+    assert routes_of(state)[0]["dlp"] == {"body": True, "disabled_rules": ["generic-api-key"], "max_body_bytes": 8388608}
     again = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "twice")
     assert not proposals.decide(home, again.id, "approve", by="op").policy_changed
     nowhere = proposals.create(state, "dlp-exemption", {"host": "other.example.com", "rule": "generic-api-key"}, "r")
     with pytest.raises(BottleError, match="allow the route first"):
         proposals.decide(home, nowhere.id, "approve", by="op")
     with pytest.raises(BottleError, match=r"routes\[0\]\.dlp\.disabled_rules\[0\]"):
-        proposals.parse_policy("version: 1\nbottle: b\nroutes:\n- {host: a.example.com, ports: [443], dlp: {disabled_rules: ['a b']}}\n",
+        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], "
+                               "schemes: [https], auth: null, dlp: {body: true, disabled_rules: ['a b'], max_body_bytes: 9}}\n",
                                state.egress / "routes.yaml")

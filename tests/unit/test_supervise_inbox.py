@@ -16,7 +16,7 @@ from tests.sidecar_modules import supervise_module
 
 inbox = supervise_module("inbox")
 
-ROUTES = "version: 1\nbottle: sandbox\nroutes: []\n"
+ROUTES = "version: 1\nbottle: sandbox\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n"
 
 
 @pytest.fixture

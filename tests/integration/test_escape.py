@@ -18,7 +18,8 @@ def test_every_attack_is_blocked_and_every_control_passes(bottle: Bottle) -> Non
     attacks = selftest.build_suite(targets)
     assert sum(a.expect != "control" for a in attacks) >= 30
     run = sh("docker", "exec", bottle.agent, "bash", "-c", selftest.suite_script(attacks), check=False, timeout=600)
-    outcomes = selftest.judge_all(attacks, run.stdout, real_secrets={"BOTTLE_TEST_TOKEN": SECRET})
+    outcomes = selftest.judge_all(attacks, run.stdout, real_secrets={"BOTTLE_TEST_TOKEN": SECRET},
+                                  log=selftest.read_log(bottle.state / "egress" / "requests.jsonl"))
     report = selftest.report(outcomes)
     print(report)
     bad = [o.line() for o in outcomes if not o.ok]

@@ -81,3 +81,14 @@ def test_report_counts_and_flags_failure() -> None:
           f'{{"fake_internet": true}}\n{selftest.END}control-allowed-http\n'
     text = selftest.report(judge_all(suite, out, real_secrets={}))
     assert "1 attacks: 0 blocked, 1 LEAKED" in text and "FAILED" in text
+
+
+def test_a_streamed_body_closed_mid_way_counts_only_with_egress_s_log_line() -> None:
+    at = Attack("dlp-aws-chunked", "what", "true", "dlp-stream", log_path="/chunked/aws")
+    closed = "curl: (52) Empty reply from server\nHTTP 000"
+    logged = [{"decision": "block", "path": "/chunked/aws", "dlp": {"findings": [{"rule": "aws-access-token", "where": "body"}]}}]
+    assert judge(at, closed, real_secrets={}, log=logged).verdict == "blocked"
+    assert judge(at, closed, real_secrets={}, log=[]).verdict == "UNCLEAR"
+    other = [{**logged[0], "path": "/chunked/github"}]
+    assert judge(at, closed, real_secrets={}, log=other).verdict == "UNCLEAR"
+    assert judge(at, '{"fake_internet": true}\nHTTP 200', real_secrets={}, log=logged).verdict == "LEAKED"

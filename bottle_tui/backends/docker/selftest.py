@@ -88,12 +88,16 @@ async def _make_pki(folder: Path) -> None:
 
 def _canary_routes(policy: dict) -> tuple[list[dict], dict | None]:
     """Routes to add: the allowed canary, and an authed one that copies the first route with auth."""
-    allowed = {"host": CANARY_ALLOWED, "ports": [80, 443], "methods": [], "paths": [], "schemes": ["http", "https"]}
+    # Every key explicit, as egress demands; DLP as the bottle's own (its top-level dlp), so the
+    # attacks meet the settings a route the operator adds would have.
+    dlp = dict(policy.get("dlp") or {"body": True, "disabled_rules": [], "max_body_bytes": 8 * 1024 * 1024})
+    allowed = {"host": CANARY_ALLOWED, "ports": [80, 443], "methods": [], "paths": [], "schemes": ["http", "https"],
+               "auth": None, "dlp": dlp}
     auth_route = next((r for r in policy.get("routes") or [] if isinstance(r, dict) and r.get("auth")), None)
     added = [allowed]
     if auth_route is not None:
         added.append({"host": CANARY_AUTHED, "ports": [443], "methods": [], "paths": [], "schemes": ["https"],
-                      "auth": dict(auth_route["auth"])})
+                      "auth": dict(auth_route["auth"]), "dlp": dlp})
     return added, auth_route
 
 
@@ -198,7 +202,8 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
                 progress(f"running {len(attacks)} attacks and controls from inside {agent}")
                 out = await run(["docker", "exec", agent, "bash", "-c", selftest.suite_script(attacks)], check=False, timeout=900)
                 secrets = {n: environ[n] for n in _secret_names(policy) if environ.get(n)}
-                outcomes = selftest.judge_all(attacks, out.stdout, real_secrets=secrets)
+                outcomes = selftest.judge_all(attacks, out.stdout, real_secrets=secrets,
+                                              log=selftest.read_log(state.egress / "requests.jsonl"))
                 findings = await _find_credentials(agent, secrets, tmp)
             finally:
                 restore_at = time.time()

@@ -41,10 +41,12 @@ bench: images
 	$(PY) bench/bench_bringup.py
 	$(PY) bench/bench_ls.py
 	$(PY) bench/bench_supervise.py
+	$(PY) bench/bench_egress.py
 
-# Removes every bottle (claude-bottle-* projects), stray labelled containers/networks, the
-# tests' fake-internet containers, and orphan state folders without a .preserve marker.
+# Removes what the tests leave: bottles whose home is a pytest temporary folder, the tests'
+# fake-internet containers and networks. Your own bottles stay (`bottle-tui cleanup` handles those).
+PYTEST_TMP = $(shell $(PYTHON) -c 'import getpass, os, tempfile; print(os.path.join(tempfile.gettempdir(), "pytest-of-" + getpass.getuser()))')
 clean-docker: $(STAMP)
-	$(BIN)/bottle-tui cleanup --yes
+	$(BIN)/bottle-tui cleanup --yes --homes-under "$(PYTEST_TMP)"
 	-docker rm -f $$(docker ps -aq --filter label=dev.bottle-tui.test=true) 2>/dev/null
 	-docker network rm $$(docker network ls -q --filter label=dev.bottle-tui.test=true) 2>/dev/null

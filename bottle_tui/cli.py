@@ -121,8 +121,11 @@ async def cmd_exec(args: argparse.Namespace) -> int:
 
 async def cmd_stop(args: argparse.Namespace) -> int:
     home = await _bottle_home(args)
-    await lifecycle.stop(home, args.slug, _say, keep=args.keep)
-    _say(f"stopped {args.slug}")
+    report = await lifecycle.stop(home, args.slug, _say, keep=args.keep)
+    where = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
+    _say(f"stopped {args.slug}{where}")
+    if report.problems:
+        _say(f"stopped {args.slug}, but {len(report.problems)} step(s) failed (see the warnings above)")
     return 0
 
 
@@ -145,7 +148,8 @@ async def cmd_ls(args: argparse.Namespace) -> int:
 async def cmd_cleanup(args: argparse.Namespace) -> int:
     home = _home(args)
     await engine.require_engine()
-    plan = await lifecycle.plan_cleanup(home)
+    homes_under = Path(args.homes_under).expanduser() if args.homes_under else None
+    plan = await lifecycle.plan_cleanup(home, all_homes=args.all_homes, homes_under=homes_under)
     if plan.empty:
         _say("nothing to clean up")
         return 0
@@ -156,7 +160,12 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
     if not _confirm("remove all of the above?", args.yes):
         _say("nothing removed")
         return 1
-    await lifecycle.cleanup(home, plan, _say)
+    problems = await lifecycle.cleanup(plan, _say)
+    if problems:
+        for line in problems:
+            _say(f"warning: {line}")
+        _say(f"cleaned up, but {len(problems)} step(s) failed (see the warnings above)")
+        return 1
     _say("cleaned up")
     return 0
 
@@ -345,14 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exec", help="run a command in the agent container: exec SLUG -- CMD")
     p.add_argument("slug")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
-    p = sub.add_parser("stop", help="stop a bottle (compose logs and transcript are saved first)")
+    p = sub.add_parser("stop", help="stop a bottle (logs, transcript and egress decisions go to archive/<slug>/)")
     p.add_argument("slug")
     p.add_argument("--keep", action="store_true", help="keep the state folder (marks it .preserve)")
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("cleanup", help="remove every bottle, stray container/network and orphan state folder")
+    p = sub.add_parser("cleanup", help="stop this home's bottles and remove its stray containers, networks and orphan state folders")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--yes", "-y", action="store_true")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--all-homes", action="store_true", help="every bottle-tui bottle on the engine, whichever home started it")
+    scope.add_argument("--homes-under", metavar="DIR", help="bottles of every home below DIR (e.g. a test run's temporary folder)")
     p = sub.add_parser("images", help="build the agent and sidecar images")
     p.add_argument("action", choices=["build"])
     p.add_argument("--force", action="store_true", help="rebuild even when inputs did not change")

@@ -17,6 +17,8 @@ CA_MOUNT = "/etc/bottle/ca"
 CA_CERT_NAME = "egress-ca.pem"
 AGENT_HOME = "/home/agent"
 WORKDIR = f"{AGENT_HOME}/work"
+# Node's fetch ignores the proxy variables; this preload (agent image) makes it use them.
+NODE_PROXY_PRELOAD = "/opt/bottle/node/proxy-preload.js"
 CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
 SUPPORTED_BACKENDS = ("docker",)
 
@@ -64,12 +66,17 @@ class BottlePlan:
         return f"http://supervise:{SUPERVISE_PORT}/mcp" if self.bottle.supervise.enabled else None
 
     @property
+    def daemon_secrets(self) -> dict[str, tuple[str, ...]]:
+        """Which host env vars each sidecar daemon gets (and no other daemon, nor the agent)."""
+        return {
+            "egress": tuple(dict.fromkeys(r.auth.token_env for r in self.routes if r.auth)),
+            "git-gate": (self.bottle.git.credentials_env,) if self.bottle.git and self.bottle.git.credentials_env else (),
+        }
+
+    @property
     def secret_env_names(self) -> tuple[str, ...]:
         """Host env vars whose values only the sidecars receive (credentials egress injects)."""
-        names = [r.auth.token_env for r in self.routes if r.auth]
-        if self.bottle.git and self.bottle.git.credentials_env:
-            names.append(self.bottle.git.credentials_env)
-        return tuple(dict.fromkeys(names))
+        return tuple(dict.fromkeys(n for names in self.daemon_secrets.values() for n in names))
 
     @property
     def agent_env(self) -> dict[str, str]:
@@ -82,6 +89,7 @@ class BottlePlan:
             "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
             "NO_PROXY": no_proxy, "no_proxy": no_proxy,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+            "NODE_OPTIONS": f"--require {NODE_PROXY_PRELOAD}",
             "BOTTLE_SLUG": self.slug, "BOTTLE_AGENT": self.agent.name, "BOTTLE_NAME": self.bottle.name,
         })
         env.update({var: ca for var in CA_ENV_VARS})

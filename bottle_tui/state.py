@@ -19,6 +19,9 @@ from .errors import BottleError
 
 PROJECT_PREFIX = "claude-bottle-"
 PRESERVE_MARKER = ".preserve"
+# What an operator wants after the fact, kept in archive/<slug>/ when a bottle stops; the rest
+# of the state folder (CA key, compose file, routes) is runtime material and goes.
+ARCHIVED = ("metadata.json", "bringup.log", "teardown.log", "compose.log", "transcript", "egress/requests.jsonl*")
 
 
 def new_slug(agent: str) -> str:
@@ -127,12 +130,81 @@ class StateDir:
         except (OSError, ValueError):
             return None
 
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    def remove(self) -> list[str]:
+        """Delete the folder; returns one line for each path that could not be removed."""
+        return remove_tree(self.path)
+
+    def archive_to(self, dest: Path) -> list[str]:
+        """Copy what ARCHIVED names into ``dest`` (created 0700); returns one line per failure."""
+        problems: list[str] = []
+        try:
+            dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            return [f"cannot create {dest}: {exc.strerror or exc}"]
+        for pattern in ARCHIVED:
+            for src in sorted(self.path.glob(pattern)):
+                target = dest / src.relative_to(self.path)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    if src.is_dir():
+                        shutil.copytree(src, target, dirs_exist_ok=True, symlinks=True)
+                    else:
+                        shutil.copy2(src, target, follow_symlinks=False)
+                except (OSError, shutil.Error) as exc:
+                    problems.append(f"cannot archive {src}: {getattr(exc, 'strerror', None) or exc}")
+        return problems
+
+
+def remove_tree(path: Path) -> list[str]:
+    """rmtree that keeps going and says what it could not remove (one line each)."""
+    problems: list[str] = []
+
+    def failed(_func: object, failed_path: str, exc_info: tuple) -> None:
+        exc = exc_info[1]
+        if isinstance(exc, FileNotFoundError):
+            return  # gone already: that is what we wanted
+        problems.append(f"cannot remove {failed_path}: {getattr(exc, 'strerror', None) or exc}")
+
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path, onerror=failed)  # onexc needs Python 3.12
+    return problems
 
 
 def state_root(home: Path) -> Path:
     return home / "state"
+
+
+def archive_root(home: Path) -> Path:
+    """``archive/<slug>/``: logs, transcript, egress decisions and metadata of stopped bottles."""
+    return home / "archive"
+
+
+def prune_archive(home: Path, *, max_age_days: float, max_total_mb: float, now: float,
+                  keep: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Drop archived bottles older than ``max_age_days``, then the oldest until the archive holds
+    at most ``max_total_mb``; ``keep`` (the archive just written) always stays. Returns (removed
+    folders, problems)."""
+    root = archive_root(home)
+    if not root.is_dir():
+        return [], []
+    entries = []
+    for folder in root.iterdir():
+        if not folder.is_dir() or folder.is_symlink() or folder == keep:
+            continue
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        entries.append((folder.stat().st_mtime, folder, size))
+    entries.sort()  # oldest first
+    removed: list[Path] = []
+    problems: list[str] = []
+    total = sum(size for _, _, size in entries)
+    limit = max_total_mb * 1024 * 1024
+    for mtime, folder, size in entries:
+        too_old = now - mtime > max_age_days * 86400
+        if too_old or total > limit:
+            problems += remove_tree(folder)
+            removed.append(folder)
+            total -= size
+    return removed, problems
 
 
 def state_dir(home: Path, slug: str) -> StateDir:

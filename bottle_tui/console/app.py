@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
+from textual.worker import Worker, WorkerState
 
 from ..backends.docker import engine
 from ..backends.docker.engine import BottleInfo, EngineStatus
@@ -87,24 +88,38 @@ class BottleConsole(App[None]):
     def action_cursor_up(self) -> None:
         self.query_one("#bottles", DataTable).action_cursor_up()
 
-    @work(exclusive=True, group="discover")
+    @work(exclusive=True, group="discover", exit_on_error=False)
     async def refresh_bottles(self) -> None:
-        engine_line = self.query_one("#engine", Static)
         try:
             bottles = await self._discover()
-        except BottleError as exc:
-            # discover() already names the engine's problem and what to do about it.
-            self._versions = None
-            engine_line.update(Text(f"engine: {exc}", style="bold"))
-            engine_line.set_class(True, "-down")
-            self._apply([])
+            if self._versions is None:
+                status = await self._status()
+                if not status.ok:
+                    raise BottleError(status.problem)
+                self._versions = f"engine {status.server_version} · compose {status.compose_version}"
+        except Exception as exc:  # noqa: BLE001 - any engine failure becomes the banner, never an exit
+            self._engine_down(exc)
             return
-        if self._versions is None:
-            status = await self._status()
-            self._versions = f"engine {status.server_version} · compose {status.compose_version}"
+        engine_line = self.query_one("#engine", Static)
         engine_line.set_class(False, "-down")
         engine_line.update(Text(f"{self._versions} · {len(bottles)} bottle(s)"))
         self._apply(bottles)
+
+    def _engine_down(self, exc: BaseException) -> None:
+        """Show the engine's problem in the banner (one line) and keep the console running."""
+        # BottleError already names the engine's problem and what to do about it; anything else
+        # (a JSON decode error, a timeout) is named by its type so it can be reported.
+        text = str(exc) if isinstance(exc, BottleError) else f"{type(exc).__name__}: {exc}"
+        self._versions = None
+        engine_line = self.query_one("#engine", Static)
+        engine_line.update(inert(f"engine: {' '.join(text.split())}"))
+        engine_line.set_class(True, "-down")
+        self._apply([])
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors land: a banner, never an exit."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self._engine_down(event.worker.error)
 
     def _apply(self, bottles: Sequence[BottleInfo]) -> None:
         """Update the table in place, keyed by slug, so the cursor stays where the operator left it.
@@ -127,14 +142,14 @@ class BottleConsole(App[None]):
         hint = "" if bottles else "No bottles are running. Start one from a shell: bottle-tui start implementer"
         self.query_one("#hint", Static).update(hint)
 
-    @work(exclusive=True, group="events")
+    @work(exclusive=True, group="events", exit_on_error=False)
     async def follow_events(self) -> None:
-        """Refresh whenever one of our containers changes; restart the stream if it ends."""
+        """Refresh whenever one of our containers changes; restart the stream if it ends or fails."""
         while True:
             try:
                 async for _ in lines(engine.events_argv()):
                     self.refresh_bottles()
-            except BottleError:
+            except Exception:  # noqa: BLE001 - the stream is a hint; the poll and the banner cover failures
                 pass
             await asyncio.sleep(self._poll_seconds)
 

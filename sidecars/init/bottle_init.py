@@ -23,7 +23,11 @@ BACKOFF_CAP = 30.0
 # A child that ran this long counts as healthy: its next crash starts the backoff again at 1 s.
 HEALTHY_AFTER = 30.0
 HANDLED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
-DAEMON_KEYS = {"argv", "reload_signal", "env", "cwd"}
+DAEMON_KEYS = {"argv", "reload_signal", "env", "cwd", "pass_env", "secrets_from"}
+# What every daemon gets from init's environment; everything else only when its daemons.json
+# entry names it (pass_env) or lists it as a secret (secrets_from).
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "BOTTLE_NAME", "BOTTLE_SLUG")
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -49,7 +53,12 @@ def parse_signal(value, where: str) -> int | None:
 
 
 def load_daemons(path: str) -> dict[str, dict]:
-    """daemons.json: {name: {"argv": [...], "reload_signal": "HUP"|null, "env": {...}, "cwd": "..."}}."""
+    """daemons.json: {name: {"argv": [...], "reload_signal": "HUP"|null, "env": {...}, "cwd": "...",
+    "pass_env": [NAME, ...], "secrets_from": "VAR"}}.
+
+    A daemon's environment is least privilege: BASE_ENV, the names in ``pass_env``, the secrets
+    whose names the variable ``secrets_from`` lists (comma-separated, set by the host per bottle),
+    and ``env``. Nothing else of init's environment reaches it."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
@@ -76,11 +85,19 @@ def load_daemons(path: str) -> dict[str, dict]:
         cwd = spec.get("cwd")
         if cwd is not None and not isinstance(cwd, str):
             raise ConfigError(f"{where}: cwd must be a string")
+        pass_env = spec.get("pass_env") or []
+        if not isinstance(pass_env, list) or not all(isinstance(n, str) and n for n in pass_env):
+            raise ConfigError(f"{where}: pass_env must be a list of variable names")
+        secrets_from = spec.get("secrets_from")
+        if secrets_from is not None and (not isinstance(secrets_from, str) or not secrets_from):
+            raise ConfigError(f"{where}: secrets_from must name the variable that lists the daemon's secrets")
         specs[name] = {
             "argv": argv,
             "reload_signal": parse_signal(spec.get("reload_signal"), where),
             "env": env,
             "cwd": cwd,
+            "pass_env": tuple(pass_env),
+            "secrets_from": secrets_from,
         }
     return specs
 
@@ -136,8 +153,20 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
+def daemon_env(spec: dict, environ) -> dict[str, str]:
+    """The environment one daemon starts with (see load_daemons)."""
+    names = list(BASE_ENV) + list(spec["pass_env"])
+    if spec["secrets_from"]:
+        names.append(spec["secrets_from"])
+        names += [n.strip() for n in environ.get(spec["secrets_from"], "").split(",") if n.strip()]
+    env = {n: environ[n] for n in names if n in environ}
+    env.update(spec["env"])
+    return env
+
+
 class Init:
-    def __init__(self, daemons: list[Daemon], run_dir: str, grace: float):
+    def __init__(self, daemons: list[Daemon], run_dir: str, grace: float, environ=None):
+        self.environ = dict(os.environ if environ is None else environ)
         self.daemons = daemons
         self.by_name = {d.name: d for d in daemons}
         self.by_pid: dict[int, Daemon] = {}
@@ -161,8 +190,7 @@ class Init:
         d.restart_at = None
         d.kill_at = None
         d.restart_after_stop = False
-        env = dict(os.environ)
-        env.update(d.spec["env"])
+        env = daemon_env(d.spec, self.environ)
         try:
             # Own process group: stopping a daemon also stops whatever helpers it spawned.
             d.proc = subprocess.Popen(
@@ -387,12 +415,17 @@ def supervise() -> int:
         return 2
     run_dir = os.environ.get("BOTTLE_INIT_RUN_DIR", DEFAULT_RUN_DIR)
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    if os.getpid() != 1:
+    libc = None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        # init holds every daemon's secrets in its environment: not dumpable, so a daemon of the
+        # same uid cannot read /proc/1/environ (or /proc/1/mem) to get another daemon's.
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        log("cannot make init undumpable: daemons could read its environment")
+    if os.getpid() != 1 and libc is not None:
         # Not PID 1 (e.g. under docker's own init): become the subreaper so orphans still come here.
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if not names:
         log("no daemons requested (BOTTLE_DAEMONS is empty); only reaping")
     init = Init([Daemon(n, specs[n]) for n in names], run_dir, grace)

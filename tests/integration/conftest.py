@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from bottle_tui.backends.docker import engine, images
 
-from .support import FAKE_DIR, TEST_LABEL, make_fake_pki, connect_fake_internet, engine_answers, sh, start_bottle, stop_bottle, write_home
+from .support import (connect_fake_internet, engine_answers, make_fake_pki, remove_fake_internet, run_fake_internet, sh,
+                      start_bottle, stop_bottle, write_home)
 
 
 @pytest.fixture(scope="session")
@@ -58,15 +58,9 @@ def fake_pki(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def fake_internet(built_images: dict[str, str], fake_pki: Path):
     """A container of our own that plays the internet: every name egress may reach resolves to it."""
-    name = f"bottle-tui-test-fake-internet-{uuid.uuid4().hex[:6]}"
-    # Its home network is internal too: the fake internet itself has no way out.
-    sh("docker", "network", "create", "--internal", "--label", TEST_LABEL, name)
-    sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", name,
-       "--entrypoint", "python3", "-v", f"{FAKE_DIR}:/srv:ro", "-v", f"{fake_pki}:/pki:ro",
-       built_images["sidecars"], "/srv/server.py", "/pki/server.pem", "/pki/server-key.pem")
+    name = run_fake_internet(fake_pki, built_images["sidecars"])
     yield name
-    sh("docker", "rm", "-f", name, check=False)
-    sh("docker", "network", "rm", name, check=False)
+    remove_fake_internet(name)
 
 
 @pytest.fixture(scope="module")

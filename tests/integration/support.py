@@ -117,9 +117,26 @@ class Bottle:
         return f"{self.project}_{name}"
 
 
-def start_bottle(home: Path, agent: str = "tester") -> Bottle:
-    out = cli(home, "start", agent, "--yes", "--detach")
+def start_bottle(home: Path, agent: str = "tester", env: dict[str, str] | None = None) -> Bottle:
+    out = cli(home, "start", agent, "--yes", "--detach", env=env)
     return Bottle(out.stdout.strip().splitlines()[-1], home)
+
+
+def run_fake_internet(pki: Path, image: str = "bottle-tui/sidecars:latest") -> str:
+    """Start a container of our own that plays the internet (every name egress may reach resolves
+    to it once connect_fake_internet joins it to a bottle). Its home network is internal: the
+    fake internet itself has no way out. Returns its name."""
+    name = f"bottle-tui-test-fake-internet-{uuid.uuid4().hex[:6]}"
+    sh("docker", "network", "create", "--internal", "--label", TEST_LABEL, name)
+    sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", name,
+       "--entrypoint", "python3", "-v", f"{FAKE_DIR}:/srv:ro", "-v", f"{pki}:/pki:ro",
+       image, "/srv/server.py", "/pki/server.pem", "/pki/server-key.pem")
+    return name
+
+
+def remove_fake_internet(name: str) -> None:
+    sh("docker", "rm", "-f", name, check=False)
+    sh("docker", "network", "rm", name, check=False)
 
 
 def connect_fake_internet(bottle: Bottle, fake: str) -> str:

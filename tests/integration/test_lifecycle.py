@@ -16,7 +16,7 @@ import pytest
 from bottle_tui.backends.docker import labels
 from bottle_tui.cli import claude_argv_for as claude_argv
 
-from .support import SECRET, cli, labelled, sh, start_bottle
+from .support import SECRET, cli, labelled, sh, start_bottle, write_home
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +47,36 @@ def test_stop_leaves_nothing_behind(fresh_home: Path) -> None:
     b = start_bottle(fresh_home)
     assert len(labelled("ps", slug_label(b.slug))) == 2
     assert len(labelled("network", slug_label(b.slug))) == 2
-    cli(fresh_home, "stop", b.slug)
+    b.exec("sh", "-c", "curl -s -o /dev/null http://blocked.fake.test/ || true")
+    out = cli(fresh_home, "stop", b.slug)
     assert labelled("ps", slug_label(b.slug)) == []
     assert labelled("network", slug_label(b.slug)) == []
+    assert not b.state.exists()
+    archive = fresh_home / "archive" / b.slug
+    assert str(archive) in out.stderr
+    assert json.loads((archive / "metadata.json").read_text())["slug"] == b.slug
+    assert "blocked.fake.test" in (archive / "egress" / "requests.jsonl").read_text()
+    assert "sidecars" in (archive / "compose.log").read_text() and "stopped" in (archive / "teardown.log").read_text()
+    assert not list(archive.rglob("*ca*.pem")), "the egress CA key must not outlive the bottle"
+
+
+def test_stop_with_failing_compose_logs_leaves_no_container_and_an_archive(fresh_home: Path, tmp_path: Path) -> None:
+    b = start_bottle(fresh_home)
+    # A docker CLI whose `compose logs` fails, in front of the real one (fault injection at the
+    # process boundary; everything else reaches the real engine).
+    shim = tmp_path / "shim-bin"
+    shim.mkdir()
+    real = sh("sh", "-c", "command -v docker").stdout.strip()
+    (shim / "docker").write_text(f"""#!/bin/sh
+case " $* " in *" compose "*" logs "*) echo "simulated: compose logs timed out" >&2; exit 1 ;; esac
+exec {real} "$@"
+""")
+    (shim / "docker").chmod(0o755)
+    r = cli(fresh_home, "stop", b.slug, env={"PATH": f"{shim}:{os.environ['PATH']}"})
+    assert "warning: saving compose logs failed" in r.stderr and "simulated: compose logs timed out" in r.stderr
+    assert labelled("ps", slug_label(b.slug)) == [] and labelled("network", slug_label(b.slug)) == []
+    archive = fresh_home / "archive" / b.slug
+    assert (archive / "metadata.json").exists() and "saving compose logs failed" in (archive / "teardown.log").read_text()
     assert not b.state.exists()
 
 
@@ -107,24 +134,39 @@ def test_unknown_slug_is_a_one_line_error(fresh_home: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "nope-000000" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_cleanup_removes_everything_but_preserved(fresh_home: Path) -> None:
+def test_cleanup_acts_on_its_own_home_only(fresh_home: Path, tmp_path: Path) -> None:
     b = start_bottle(fresh_home)
-    orphan = fresh_home / "state" / "ghost-abc123"
-    orphan.mkdir(parents=True)
-    kept = fresh_home / "state" / "kept-abc123"
-    kept.mkdir()
-    (kept / ".preserve").touch()
-    net = "bottle-tui-test-stray"
-    sh("docker", "network", "create", "--label", f"{labels.MANAGED}=true", "--label", "dev.bottle-tui.test=true", net)
-    dry = cli(fresh_home, "cleanup", "--dry-run")
-    assert b.project in dry.stdout and str(orphan) in dry.stdout and str(kept) not in dry.stdout
-    assert len(labelled("ps", slug_label(b.slug))) == 2 and orphan.exists()
-    cli(fresh_home, "cleanup", "--yes")
-    assert labelled("ps", slug_label(b.slug)) == []
-    assert labelled("network", slug_label(b.slug)) == []
-    assert sh("docker", "network", "inspect", net, check=False).returncode != 0
-    assert not orphan.exists() and not b.state.exists()
-    assert kept.exists()
+    other_home = write_home(tmp_path / "another-home")
+    other = start_bottle(other_home)
+    try:
+        orphan = fresh_home / "state" / "ghost-abc123"
+        orphan.mkdir(parents=True)
+        kept = fresh_home / "state" / "kept-abc123"
+        kept.mkdir()
+        (kept / ".preserve").touch()
+        net = "bottle-tui-test-stray-" + b.slug
+        net_id = sh("docker", "network", "create", "--label", f"{labels.MANAGED}=true", "--label", f"{labels.HOME}={fresh_home}",
+                    "--label", "dev.bottle-tui.test=true", net).stdout.strip()
+        dry = cli(fresh_home, "cleanup", "--dry-run")
+        assert b.project in dry.stdout and str(orphan) in dry.stdout and f"network {net_id[:12]}" in dry.stdout
+        assert str(kept) not in dry.stdout and other.project not in dry.stdout
+        assert len(labelled("ps", slug_label(b.slug))) == 2 and orphan.exists()
+        cli(fresh_home, "cleanup", "--yes")
+        assert labelled("ps", slug_label(b.slug)) == []
+        assert labelled("network", slug_label(b.slug)) == []
+        assert sh("docker", "network", "inspect", net, check=False).returncode != 0
+        assert not orphan.exists() and not b.state.exists()
+        assert (fresh_home / "archive" / b.slug / "metadata.json").exists()
+        assert kept.exists()
+        # The other home's bottle is untouched until cleanup is widened to it.
+        assert len(labelled("ps", slug_label(other.slug))) == 2 and other.state.exists()
+        wide = cli(fresh_home, "cleanup", "--dry-run", "--all-homes")
+        assert other.project in wide.stdout
+        cli(fresh_home, "cleanup", "--yes", "--homes-under", str(tmp_path))
+        assert labelled("ps", slug_label(other.slug)) == []
+        assert (other_home / "archive" / other.slug / "metadata.json").exists()
+    finally:
+        cli(other_home, "stop", other.slug, check=False)
 
 
 def test_attach_without_a_terminal_is_one_line_and_start_leaves_the_bottle_up(fresh_home: Path) -> None:

@@ -102,3 +102,59 @@ async def test_labels_are_rendered_inert() -> None:
         # Shown literally: Rich markup is not interpreted and the escape sequence is not passed on.
         assert "[bold red]evil[/]" in screen_text
         assert "\x1b" not in screen_text
+
+
+class BrokenEngine(FakeEngine):
+    """Discovery answers but the engine status call fails the way a real CLI can (timeout, bad JSON)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    async def engine_status(self) -> EngineStatus:
+        raise self.error
+
+
+async def test_a_failing_engine_status_is_a_banner_not_an_exit() -> None:
+    import json
+
+    from bottle_tui.runner import CommandError
+
+    for error in (CommandError(["docker", "compose", "version"], None, "", "timed out after 15 s"),
+                  json.JSONDecodeError("Expecting value", "", 0), RuntimeError("boom")):
+        fake = BrokenEngine(error)
+        fake.bottles = [info("implementer-aaaaaa")]
+        app = make_app(fake)
+        async with app.run_test(size=(120, 20)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert app.is_running, f"the console exited on {error!r}"
+            banner = app.query_one("#engine")
+            assert banner.has_class("-down") and "engine:" in str(banner.render())
+            # The engine recovers: the next refresh clears the banner.
+            fake.error = None
+
+            async def ok() -> EngineStatus:
+                return EngineStatus(True, "20.10.24", "2.40.3")
+
+            app._status = ok
+            await pilot.press("r")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert not banner.has_class("-down") and "1 bottle(s)" in str(banner.render())
+            await pilot.press("q")
+        assert app.return_code == 0
+
+
+async def test_a_discovery_error_that_is_not_a_bottle_error_is_a_banner() -> None:
+    fake = FakeEngine()
+
+    async def bad_json() -> list[BottleInfo]:
+        raise ValueError("Expecting ',' delimiter: line 1 column 12 (char 11)")
+
+    app = BottleConsole(Path("/tmp/home"), discover=bad_json, status=fake.engine_status, watch_events=False)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.is_running
+        assert "ValueError" in str(app.query_one("#engine").render())

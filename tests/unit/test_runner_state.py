@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from bottle_tui.errors import BottleError
 from bottle_tui.runner import CommandError, CommandNotFound, lines, run
-from bottle_tui.state import StateDir, atomic_write, new_slug, project_name, slug_of_project, state_dir
+from bottle_tui.state import (StateDir, archive_root, atomic_write, new_slug, project_name, prune_archive, remove_tree,
+                              slug_of_project, state_dir)
 
 
 async def test_run_captures_output_and_closes_stdin() -> None:
@@ -25,9 +32,32 @@ async def test_run_error_carries_argv_status_and_stderr() -> None:
     assert "\n" not in str(err) and "status 3" in str(err) and "the real reason" in str(err)
 
 
-async def test_run_timeout_kills_the_process() -> None:
-    with pytest.raises(CommandError, match="timed out after 0.2 s"):
-        await run(["sleep", "30"], timeout=0.2)
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie: killed and waiting for whoever reaps orphans here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_run_timeout_kills_the_process_and_its_children(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # The shell and a grandchild it spawned: both must be gone once the timeout fires.
+    script = f"sleep 30 & echo $$ $! > {pids}; wait"
+    with pytest.raises(CommandError, match="timed out after 0.5 s"):
+        await run(["sh", "-c", script], timeout=0.5)
+    shell, child = map(int, pids.read_text().split())
+    for _ in range(50):
+        if _gone(shell) and _gone(child):
+            break
+        await asyncio.sleep(0.02)
+    assert _gone(shell), "the timed-out command is still running"
+    assert _gone(child), "a child of the timed-out command is still running"
 
 
 async def test_missing_program_is_a_clear_error() -> None:
@@ -40,13 +70,16 @@ async def test_run_unchecked_returns_status_and_input_reaches_stdin() -> None:
     assert result.returncode == 4 and result.stdout == "got-hi\n"
 
 
-async def test_lines_streams_and_stops_the_command() -> None:
+async def test_lines_streams_and_stops_the_command(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
     seen = []
-    async for line in lines(["sh", "-c", "echo a; echo b; sleep 30"]):
-        seen.append(line)
-        if len(seen) == 2:
-            break
+    async with contextlib.aclosing(lines(["sh", "-c", f"echo $$ > {pidfile}; echo a; echo b; exec sleep 30"])) as stream:
+        async for line in stream:
+            seen.append(line)
+            if len(seen) == 2:
+                break
     assert seen == ["a", "b"]
+    assert _gone(int(pidfile.read_text())), "the streamed command outlived its consumer"
 
 
 def test_atomic_write_replaces_whole_file_with_mode(tmp_path: Path) -> None:
@@ -78,3 +111,65 @@ def test_slug_and_project_names() -> None:
     assert slug_of_project("someone-else") is None
     with pytest.raises(BottleError):
         state_dir(Path("/tmp"), "../escape")
+
+
+def _bottle_state(home: Path, slug: str) -> StateDir:
+    state = state_dir(home, slug)
+    state.create()
+    state.write_metadata({"slug": slug})
+    (state.path / "compose.log").write_text("logs\n")
+    (state.egress / "requests.jsonl").write_text('{"decision": "block"}\n')
+    (state.egress / "requests.jsonl.1").write_text('{"decision": "allow"}\n')
+    (state.egress / "mitmproxy-ca.pem").write_text("KEY")
+    (state.path / "compose.yaml").write_text("services: {}\n")
+    (state.transcript / "p").mkdir(parents=True)
+    (state.transcript / "p" / "s.jsonl").write_text("{}\n")
+    return state
+
+
+def test_archive_keeps_what_an_operator_wants_and_not_runtime_material(tmp_path: Path) -> None:
+    state = _bottle_state(tmp_path, "a-000001")
+    dest = archive_root(tmp_path) / state.slug
+    assert state.archive_to(dest) == []
+    got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert got == ["compose.log", "egress/requests.jsonl", "egress/requests.jsonl.1", "metadata.json", "transcript/p/s.jsonl"]
+    assert not (dest / "egress" / "mitmproxy-ca.pem").exists() and not (dest / "compose.yaml").exists()
+
+
+def test_remove_tree_reports_what_it_could_not_remove(tmp_path: Path) -> None:
+    stuck = tmp_path / "state" / "b-000002"
+    (stuck / "inner").mkdir(parents=True)
+    (stuck / "inner" / "f").write_text("x")
+    # Something that cannot be removed: an immutable file (chattr +i, as root), else a folder
+    # without write permission (enough for any other uid).
+    victim = stuck / "inner" / "f"
+    immutable = subprocess.run(["chattr", "+i", str(victim)], capture_output=True).returncode == 0 if shutil.which("chattr") else False
+    if not immutable:
+        os.chmod(stuck / "inner", 0o500)  # effective for a non-root uid
+    try:
+        problems = remove_tree(stuck)
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(victim)], capture_output=True)
+        if (stuck / "inner").exists():
+            os.chmod(stuck / "inner", 0o700)
+    if immutable or os.geteuid() != 0:
+        assert problems and all(p.startswith("cannot remove ") for p in problems), problems
+        assert str(victim) in " ".join(problems)
+    else:
+        assert problems == [] and not stuck.exists()
+    assert remove_tree(tmp_path / "missing") == []
+
+
+def test_prune_archive_drops_old_then_oldest_over_the_size_limit(tmp_path: Path) -> None:
+    root = archive_root(tmp_path)
+    now = time.time()
+    for name, age_days, size in (("old", 40, 10), ("mid", 5, 600_000), ("new", 1, 600_000), ("newest", 0, 10)):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "compose.log").write_bytes(b"x" * size)
+        os.utime(folder, (now - age_days * 86400, now - age_days * 86400))
+    removed, problems = prune_archive(tmp_path, max_age_days=30, max_total_mb=1.0, now=now, keep=root / "newest")
+    assert problems == []
+    assert sorted(p.name for p in removed) == ["mid", "old"]
+    assert sorted(p.name for p in root.iterdir()) == ["new", "newest"]

@@ -71,6 +71,8 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             "BOTTLE_SLUG": plan.slug,
             "HOME": "/tmp",
             "BOTTLE_SUPERVISE_TIMEOUT": str(plan.bottle.supervise.timeout_seconds),
+            # bottle_init gives each daemon only the secrets its variable lists (daemons.json: secrets_from).
+            "BOTTLE_EGRESS_SECRETS": ",".join(plan.daemon_secrets["egress"]),
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },
@@ -83,7 +85,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "stop_grace_period": STOP_GRACE,
         **hardening,
     }
-    net_labels = {labels.MANAGED: "true", labels.SLUG: plan.slug}
+    net_labels = {labels.MANAGED: "true", labels.SLUG: plan.slug, labels.HOME: str(plan.home)}
     return {
         "name": plan.project,
         "services": {"agent": agent, "sidecars": sidecars},

@@ -163,7 +163,7 @@ async def down(project: str) -> str:
 
 
 async def logs(project: str) -> str:
-    result = await run(compose_argv(project, "logs", "--no-color", "--timestamps"), check=False, timeout=60)
+    result = await run(compose_argv(project, "logs", "--no-color", "--timestamps"), timeout=60)
     return result.stdout + result.stderr
 
 
@@ -172,9 +172,15 @@ async def container_running(name: str) -> bool:
     return result.stdout.strip() == "true"
 
 
-async def copy_out(container: str, src: str, dest: Path) -> bool:
+async def copy_out(container: str, src: str, dest: Path, *, missing_ok: bool = False) -> bool:
+    """Copy ``src`` out of ``container``; False when it does not exist there and ``missing_ok``;
+    any other failure raises."""
     result = await run(["docker", "cp", f"{container}:{src}", str(dest)], check=False, timeout=120)
-    return result.returncode == 0
+    if result.returncode == 0:
+        return True
+    if missing_ok and "Could not find the file" in result.stderr:
+        return False
+    raise CommandError(result.argv, result.returncode, result.stderr)
 
 
 async def exec_capture(container: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
@@ -190,16 +196,16 @@ def exec_argv(container: str, argv: list[str], *, tty: bool, env: dict[str, str]
     return ["docker", "exec", *flags, container, *argv]
 
 
-async def stray_resources(live_projects: Iterable[str]) -> tuple[list[str], list[str]]:
+async def stray_resources(live_projects: Iterable[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Containers and networks carrying our labels that belong to none of ``live_projects``
-    (those go with their project's `compose down`)."""
+    (those go with their project's `compose down`), as (id, home label) pairs."""
     live = set(live_projects)
-    found: list[list[str]] = []
+    found: list[list[tuple[str, str]]] = []
+    fmt = "{{.ID}}\t{{.Label \"%s\"}}\t{{.Label \"%s\"}}" % (labels.COMPOSE_PROJECT, labels.HOME)
     for argv in (["docker", "ps", "--all"], ["docker", "network", "ls"]):
-        listing = await run([*argv, "--filter", f"label={labels.MANAGED}=true",
-                             "--format", "{{.ID}}\t{{.Label \"%s\"}}" % labels.COMPOSE_PROJECT], timeout=30)
-        rows = (line.split("\t") for line in listing.stdout.splitlines() if line.strip())
-        found.append([row[0] for row in rows if len(row) < 2 or row[1] not in live])
+        listing = await run([*argv, "--filter", f"label={labels.MANAGED}=true", "--format", fmt], timeout=30)
+        rows = [(line.split("\t") + ["", ""])[:3] for line in listing.stdout.splitlines() if line.strip()]
+        found.append([(row[0], row[2]) for row in rows if row[1] not in live])
     return found[0], found[1]
 
 

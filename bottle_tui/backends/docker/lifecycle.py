@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -13,7 +13,8 @@ from typing import Callable
 from ...errors import BottleError
 from ...plan import CA_CERT_NAME, BottlePlan
 from ...runner import CommandError, run
-from ...state import StateDir, all_state_dirs, atomic_write, project_name, slug_of_project, state_dir
+from ...config import ArchiveSettings, load_config
+from ...state import StateDir, all_state_dirs, archive_root, atomic_write, prune_archive, project_name, slug_of_project, state_dir
 from . import engine, images
 from .compose import render_compose, render_routes, to_yaml
 
@@ -123,72 +124,165 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         raise
 
 
-async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False) -> None:
-    """Dump compose logs and the transcript into the state folder, take the bottle down, and
-    remove the state folder unless it carries a .preserve marker (``keep`` adds one)."""
+@dataclass
+class StopReport:
+    """What a stop did: where the archive went, and every step that failed (one line each)."""
+
+    slug: str
+    archive: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
+    """Take the bottle down, whatever else fails, and keep what an operator wants afterwards.
+
+    Compose logs and the transcript are saved first (each failure is reported, none stops the
+    teardown); `compose down` always runs; then logs, transcript, egress decisions and metadata
+    are copied to ``archive/<slug>/`` (pruned by the config's retention), and the state folder is
+    removed unless it carries a .preserve marker (``keep`` adds one). A failed `down` raises after
+    the rest is done."""
     project = project_name(slug)
     state = state_dir(home, slug)
+    report = StopReport(slug)
     have_state = state.path.is_dir()
+
+    def problem(message: str) -> None:
+        report.problems.append(message)
+        progress(f"warning: {message}")
+        if have_state:
+            try:
+                _log(state.teardown_log, f"warning: {message}")
+            except OSError:
+                pass
+
     if have_state:
-        if keep:
-            state.preserve_marker.touch()
-        _log(state.teardown_log, f"stopping {project}")
+        try:
+            if keep:
+                state.preserve_marker.touch()
+            _log(state.teardown_log, f"stopping {project}")
+        except OSError as exc:
+            problem(f"cannot write in {state.path}: {exc.strerror or exc}")
 
         async def dump_logs() -> None:
             atomic_write(state.compose_log, await engine.logs(project), mode=0o600)
 
         async def snapshot() -> None:
-            await engine.copy_out(engine.container_name(project, "agent"), TRANSCRIPT_SRC, state.transcript)
+            await engine.copy_out(engine.container_name(project, "agent"), TRANSCRIPT_SRC, state.transcript, missing_ok=True)
 
-        await asyncio.gather(dump_logs(), snapshot())
+        results = await asyncio.gather(dump_logs(), snapshot(), return_exceptions=True)
+        for what, result in zip(("saving compose logs", "saving the transcript"), results):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                problem(f"{what} failed: {result}")
     progress(f"stopping {project}")
-    out = await engine.down(project)
+    down_error: BottleError | None = None
+    try:
+        out = await engine.down(project)
+    except CommandError as exc:
+        down_error = BottleError(f"`docker compose down` of {project} failed: {await engine.explain(exc)}")
+        out = str(down_error)
     if have_state:
-        _log(state.teardown_log, out + "\nstopped")
-        if not state.preserved:
-            state.remove()
+        try:
+            _log(state.teardown_log, out + ("\nstopped" if down_error is None else "\ndown failed"))
+        except OSError as exc:
+            problem(f"cannot write {state.teardown_log}: {exc.strerror or exc}")
+        dest = archive_root(home) / slug
+        archive_problems = state.archive_to(dest)
+        for line in archive_problems:
+            problem(line)
+        report.archive = dest
+        try:
+            settings = load_config(home).archive
+        except BottleError as exc:
+            problem(f"{exc} (archive retention uses its defaults)")
+            settings = ArchiveSettings()
+        _, pruned_problems = prune_archive(home, max_age_days=settings.max_age_days,
+                                           max_total_mb=settings.max_total_mb, now=time.time(), keep=dest)
+        for line in pruned_problems:
+            problem(line)
+        if archive_problems:
+            problem(f"kept {state.path}: not everything in it could be archived")
+        elif down_error is None and not state.preserved:
+            for line in state.remove():
+                problem(line)
+    if down_error is not None:
+        raise down_error
+    return report
 
 
 @dataclass
 class CleanupPlan:
-    projects: list[str]
+    bottles: list[tuple[str, Path]]  # (compose project, the home that holds its state)
     containers: list[str]
     networks: list[str]
     state_dirs: list[StateDir]
 
     @property
     def empty(self) -> bool:
-        return not (self.projects or self.containers or self.networks or self.state_dirs)
+        return not (self.bottles or self.containers or self.networks or self.state_dirs)
 
     def describe(self) -> str:
-        lines = [f"compose project {p}" for p in self.projects]
+        lines = [f"compose project {p} (home {h})" for p, h in self.bottles]
         lines += [f"container {c}" for c in self.containers]
         lines += [f"network {n}" for n in self.networks]
         lines += [f"state folder {s.path}" for s in self.state_dirs]
         return "\n".join(lines)
 
 
-async def plan_cleanup(home: Path) -> CleanupPlan:
-    projects = sorted(await engine.bottle_projects())
-    containers, networks = await engine.stray_resources(projects)
-    live_slugs = {slug_of_project(p) for p in projects}
-    orphans = [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs]
-    return CleanupPlan(projects, containers, networks, orphans)
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
-async def cleanup(home: Path, plan: CleanupPlan, progress: Progress) -> None:
-    for project in plan.projects:
+def _within(path: str | Path, root: Path) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPlan:
+    """What `cleanup` removes. By default only bottles and leftovers that ``home`` started (the
+    home label on their containers and networks); ``all_homes`` widens to every bottle-tui bottle
+    on the engine, ``homes_under`` to every home below a folder (test runs)."""
+
+    def in_scope(label_home: str) -> bool:
+        if all_homes:
+            return True
+        if not label_home:
+            return False  # no home label: only --all-homes touches it
+        if homes_under is not None:
+            return _within(label_home, homes_under)
+        return _same_path(label_home, home)
+
+    live = await engine.bottle_projects()
+    infos = await engine.discover()
+    bottles = [(b.project, Path(b.home) if b.home else home) for b in infos if in_scope(b.home)]
+    containers, networks = await engine.stray_resources(live)
+    live_slugs = {slug_of_project(p) for p in live}
+    orphans = [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs] if homes_under is None else []
+    return CleanupPlan(
+        sorted(bottles),
+        [cid for cid, h in containers if in_scope(h)],
+        [nid for nid, h in networks if in_scope(h)],
+        orphans,
+    )
+
+
+async def cleanup(plan: CleanupPlan, progress: Progress) -> list[str]:
+    """Carry out ``plan``: each bottle is stopped as `stop` does (archived, state removed unless
+    preserved). Returns the problems met, one line each; a bottle that fails does not stop the rest."""
+    problems: list[str] = []
+    for project, bottle_home in plan.bottles:
         progress(f"removing {project}")
         slug = slug_of_project(project) or ""
-        state = state_dir(home, slug)
-        if state.path.is_dir() and state.preserved:
-            await stop(home, slug, progress)
-        else:
-            await engine.down(project)
-            state.remove()
+        try:
+            report = await stop(bottle_home, slug, progress)
+            problems += report.problems
+        except BottleError as exc:
+            problems.append(str(exc))
     # Containers first: a network still in use by one cannot be removed.
     await engine.remove_containers(plan.containers)
     await engine.remove_networks(plan.networks)
     for s in plan.state_dirs:
         progress(f"removing {s.path}")
-        s.remove()
+        problems += s.remove()
+    return problems

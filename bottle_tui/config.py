@@ -1,0 +1,75 @@
+"""The operator's settings in ``$CLAUDE_BOTTLE_HOME/config.yaml`` (all optional), validated into a
+frozen dataclass. A bad file is a one-line error naming the file and the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import BottleError
+
+CONFIG_NAME = "config.yaml"
+TOP_KEYS = ("archive",)
+ARCHIVE_KEYS = ("max_age_days", "max_total_mb")
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """How long stopped bottles' logs, transcripts and egress decisions are kept in ``archive/``."""
+
+    max_age_days: float = 30.0
+    max_total_mb: float = 2048.0
+
+
+@dataclass(frozen=True)
+class Config:
+    archive: ArchiveSettings = ArchiveSettings()
+
+
+def config_path(home: Path) -> Path:
+    return home / CONFIG_NAME
+
+
+def _number(path: Path, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise BottleError(f"{path}: {key}: expected a number >= 0, got {value!r}; e.g. {key.rsplit('.', 1)[-1]}: 30")
+    return float(value)
+
+
+def _known(path: Path, key: str, mapping: object, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(mapping, dict):
+        raise BottleError(f"{path}: {key or 'top level'}: expected a mapping of {', '.join(allowed)}")
+    for name in mapping:
+        if name not in allowed:
+            full = f"{key}.{name}" if key else str(name)
+            raise BottleError(f"{path}: {full}: unknown key; use one of: {', '.join(allowed)}")
+    return mapping
+
+
+def load_config(home: Path) -> Config:
+    path = config_path(home)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BottleError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}; fix or remove the file") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BottleError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}; fix the file") from None
+    if doc is None:
+        return Config()
+    doc = _known(path, "", doc, TOP_KEYS)
+    archive = ArchiveSettings()
+    if doc.get("archive") is not None:
+        raw = _known(path, "archive", doc["archive"], ARCHIVE_KEYS)
+        archive = ArchiveSettings(
+            max_age_days=_number(path, "archive.max_age_days", raw.get("max_age_days", archive.max_age_days)),
+            max_total_mb=_number(path, "archive.max_total_mb", raw.get("max_total_mb", archive.max_total_mb)),
+        )
+    return Config(archive=archive)

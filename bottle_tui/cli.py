@@ -333,7 +333,7 @@ async def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from .console.app import run_console
 
-    return run_console(_home(args))
+    return run_console(_home(args), theme=getattr(args, "theme", None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help="manifests and state folder (default: $CLAUDE_BOTTLE_HOME or ~/.claude-bottle)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    parser.add_argument("--theme", help="the console's theme (bottle-dark, bottle-light, or a Textual built-in); overrides config.yaml")
     sub.add_parser("console", help="open the operator console (the default)")
     p = sub.add_parser("start", help="show the plan, then start a bottle for AGENT and open claude in it")
     p.add_argument("agent")

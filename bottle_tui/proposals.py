@@ -437,6 +437,18 @@ def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: 
         append_jsonl(path, record)
 
 
+def save_policy_text(home: Path, state: StateDir, before: str, after: str, by: str) -> None:
+    """Replace routes.yaml with an operator's edit of ``before`` (validated), unless a decision
+    changed it meanwhile; audited. The console's `e` uses it (reload the bundle afterwards)."""
+    parse_policy(after, routes_path(state))
+    with queue_lock(state):
+        current, _ = read_policy(state)
+        if current != before:
+            raise BottleError(f"{routes_path(state)} changed while you edited it (a decision was applied): edit it again")
+        atomic_write(routes_path(state), after, mode=0o600)
+        audit_policy_edit(home, state, by, before, after)
+
+
 def sidecars_container(slug: str) -> str:
     from .backends.docker.engine import container_name
     from .state import project_name

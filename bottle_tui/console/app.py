@@ -42,7 +42,7 @@ from .screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerS
 
 POLL_SECONDS = 10.0
 AGE_TICK_SECONDS = 5.0
-ATTACH_HINT = "Enter on an agent suspends the console and opens claude; a split-pane mode inside tmux is planned"
+ATTACH_HINT = "Enter on an agent opens claude (the console suspends until it exits; a tmux split-pane mode is planned)"
 
 Discover = Callable[[], Awaitable[Sequence[BottleInfo]]]
 Status = Callable[[], Awaitable[EngineStatus]]
@@ -186,7 +186,7 @@ class BottleConsole(App[None]):
                  watch_events: bool = True, watch_files: bool = True, poll_seconds: float = POLL_SECONDS,
                  load_proposals: LoadProposals = proposals.list_all, theme: str | None = None,
                  keymap: dict[str, str] | None = None, clock: Callable[[], datetime] | None = None,
-                 tick: bool = True) -> None:
+                 tick: bool = True, make_plan: Callable[[Path, str], Any] | None = None) -> None:
         super().__init__()
         from themes import DEFAULT_THEME, register_all
 
@@ -203,6 +203,7 @@ class BottleConsole(App[None]):
         self._poll_seconds = poll_seconds
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._tick = tick
+        self._make_plan = make_plan
         self._versions: str | None = None  # fetched once, again after the engine was down
         self._engine_ok: bool | None = None
         self._bottles: dict[str, BottleInfo] = {}
@@ -212,6 +213,7 @@ class BottleConsole(App[None]):
         self._proposals_loaded = False
         self._cells: dict[tuple[str, str], dict[str, Text]] = {}  # (table, row key) -> shown cells
         self._waiting_alerted: set[str] = set()
+        self._status_loaded = False
 
     # --- layout --------------------------------------------------------------------------------
 
@@ -439,6 +441,8 @@ class BottleConsole(App[None]):
         waiting = {s for s, st in self._status_of.items() if st.waiting}
         fresh = waiting - self._waiting_alerted
         self._waiting_alerted = waiting
+        if not self._status_loaded:  # startup does not ring for what was waiting already
+            fresh, self._status_loaded = set(), bool(self._bottles) or self._engine_ok is not None
         self.agents_table.set_class(bool(waiting), "-alert")
         if fresh:
             self.bell()
@@ -635,7 +639,7 @@ class BottleConsole(App[None]):
         from ..plan import preflight_text
 
         try:
-            plan = await asyncio.to_thread(plan_for, self.home, name)
+            plan = await asyncio.to_thread(self._make_plan or plan_for, self.home, name)
         except BottleError as exc:
             self.notify(inert(str(exc)).plain, title="Plan", severity="error", markup=False)
             return

@@ -55,7 +55,7 @@ def first_line(text: object, limit: int = 60) -> str:
 
 def proposal_cells(p: Proposal, now: datetime) -> dict[str, Text]:
     draft = bool(p.data.get("draft"))
-    status = p.status + (f" draft x{p.data.get('count', 1)}" if draft else "")
+    status = f"draft x{p.data.get('count', 1)}" if draft else p.status
     return {
         "agent": inert(p.slug), "kind": inert(p.kind), "change": inert(p.summary()),
         "reason": inert(first_line(p.data.get("reason"))), "age": inert(age(p.data.get("created_at"), now)),

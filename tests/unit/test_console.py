@@ -192,7 +192,7 @@ async def test_proposal_rows_mark_drafts_and_show_age(home: Path, fake: FakeEngi
         assert [r[0] for r in shown] == [SLUG, SLUG]
         assert shown[0][1:3] == ["egress-route", "GET a.example.org:443 /simple/*"]
         assert shown[0][4:] == ["5m", "pending"]
-        assert shown[1][4:] == ["30s", "pending draft x1"]
+        assert shown[1][4:] == ["30s", "draft x1"]
 
 
 async def test_enter_opens_the_detail_with_reason_policy_diff_and_history(home: Path, fake: FakeEngine) -> None:
@@ -332,12 +332,16 @@ async def test_agent_status_from_the_hooks_file(home: Path, fake: FakeEngine) ->
         await loaded(pilot, app)
         await until(pilot, lambda: rows(app, "bottles")[0][6] == "waiting for input 30s", "the status column")
         assert rows(app, "bottles")[1][6] == "working 2m"
-        assert app.query_one("#bottles").has_class("-alert") and app.bells == 1
+        assert app.query_one("#bottles").has_class("-alert") and app.bells == 0  # waiting already at startup
         assert "1 waiting for input" in text_of(app, "#engine")
         await pilot.pause(0.3)
         write_status(home, SLUG, "ended", since="2026-11-27T07:59:59+00:00", event="SessionEnd")
         await until(pilot, lambda: rows(app, "bottles")[0][6] == "ended 1s", "the new status through the watch")
         assert not app.query_one("#bottles").has_class("-alert")
+        write_status(home, SLUG, "waiting", since="2026-11-27T07:59:59+00:00")
+        await until(pilot, lambda: app.bells == 1, "the bell for a new wait")
+        assert app.query_one("#bottles").has_class("-alert")
+        assert any(n.title == "Waiting" for n in app._notifications)
 
 
 async def test_picker_filters_and_esc_clears_then_closes(home: Path, fake: FakeEngine) -> None:

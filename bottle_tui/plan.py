@@ -13,6 +13,7 @@ from .state import StateDir, project_name
 
 EGRESS_PORT = 8080
 SUPERVISE_PORT = 8765  # sidecars/daemons.json starts the supervise daemon on it
+STATUS_PORT = 8766  # ... and the status daemon (claude's hooks report there) on this one
 CA_MOUNT = "/etc/bottle/ca"
 CA_CERT_NAME = "egress-ca.pem"
 AGENT_HOME = "/home/agent"
@@ -58,7 +59,7 @@ class BottlePlan:
     @property
     def daemons(self) -> tuple[str, ...]:
         """Sidecar daemons the bundle's init starts (pipelock, git-gate, supervise plug in here)."""
-        return ("egress", "supervise") if self.bottle.supervise.enabled else ("egress",)
+        return ("egress", "supervise", "status") if self.bottle.supervise.enabled else ("egress", "status")
 
     @property
     def supervise_url(self) -> str | None:

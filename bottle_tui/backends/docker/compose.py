@@ -17,7 +17,7 @@ from . import labels
 from .engine import container_name
 
 AGENT_USER = "1000:1000"
-SIDECAR_ALIASES = ("egress", "supervise")
+SIDECAR_ALIASES = ("egress", "supervise", "status")
 STOP_GRACE = "3s"
 
 
@@ -78,7 +78,8 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         },
         "networks": {"internal": {"aliases": list(SIDECAR_ALIASES)}, "egress": {}},
         "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False),
-                    _bind(plan.state.supervise, "/state/supervise", read_only=False)],
+                    _bind(plan.state.supervise, "/state/supervise", read_only=False),
+                    _bind(plan.state.status, "/state/status", read_only=False)],
         "read_only": True,
         "tmpfs": ["/tmp", "/run/bottle-init"],
         "labels": common_labels,

@@ -42,6 +42,7 @@ bench: images
 	$(PY) bench/bench_ls.py
 	$(PY) bench/bench_supervise.py
 	$(PY) bench/bench_egress.py
+	$(PY) bench/bench_console.py
 
 # Removes what the tests leave: bottles whose home is a pytest temporary folder, the tests'
 # fake-internet containers and networks. Your own bottles stay (`bottle-tui cleanup` handles those).

@@ -37,7 +37,7 @@ from ..runner import lines
 from ..state import state_dir, state_root
 from .commands import ConsoleCommands
 from .inert import inert
-from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, STATUS_FILE, AgentStatus, agent_cells, proposal_cells, read_status
+from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, STATUS_FILE, AgentStatus, agent_cells, proposal_cells, proposal_static, read_status
 from .screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
 
 POLL_SECONDS = 10.0
@@ -47,6 +47,7 @@ ATTACH_HINT = "Enter on an agent opens claude (the console suspends until it exi
 Discover = Callable[[], Awaitable[Sequence[BottleInfo]]]
 Status = Callable[[], Awaitable[EngineStatus]]
 LoadProposals = Callable[[Path], list[Proposal]]
+Cell = "str | tuple[str, str]"  # a plain cell, or (text, Rich style) for a highlighted one
 
 # Actions that act on the selected row of one pane; check_action hides them elsewhere.
 PROPOSAL_ACTIONS = ("approve", "modify", "reject")
@@ -211,7 +212,8 @@ class BottleConsole(App[None]):
         self._pending: dict[str, Proposal] = {}  # pending proposals by id
         self._seen: set[str] = set()  # every id shown once: a proposal rings only the first time
         self._proposals_loaded = False
-        self._cells: dict[tuple[str, str], dict[str, Text]] = {}  # (table, row key) -> shown cells
+        self._cells: dict[str, dict[str, dict[str, Cell]]] = {}  # table id -> row key -> shown cells
+        self._static: dict[str, tuple[Proposal, dict[str, str]]] = {}  # proposal id -> its time-free cells
         self._waiting_alerted: set[str] = set()
         self._status_loaded = False
 
@@ -303,10 +305,6 @@ class BottleConsole(App[None]):
     def on_descendant_focus(self) -> None:
         self.refresh_bindings()
 
-    @on(DataTable.RowHighlighted)
-    def _row_moved(self, event: DataTable.RowHighlighted) -> None:
-        self.refresh_bindings()
-
     # --- navigation ----------------------------------------------------------------------------
 
     def action_switch_pane(self) -> None:
@@ -356,8 +354,7 @@ class BottleConsole(App[None]):
         statuses = await asyncio.to_thread(lambda: {s: read_status(state_dir(home, s).status / STATUS_FILE) for s in slugs})
         self._engine_ok = True
         self.query_one("#engine", Static).set_class(False, "-down")
-        self._status_of = {s: st for s, st in statuses.items() if st is not None}
-        self._apply_bottles(bottles)
+        self._apply_bottles(bottles, {s: st for s, st in statuses.items() if st is not None})
 
     def _engine_down(self, exc: BaseException) -> None:
         """Show the engine's problem in the banner (one line) and keep the console running."""
@@ -391,34 +388,46 @@ class BottleConsole(App[None]):
         self.query_one("#proposals", DataTable).border_subtitle = f"{n_pending} pending"
         self.query_one("#bottles", DataTable).border_subtitle = f"{n_agents} running"
 
-    def _sync(self, table: DataTable, columns: Sequence[tuple[str, str]], wanted: dict[str, dict[str, Text]]) -> list[str]:
-        """Make ``table`` show ``wanted`` (row key -> cells) by touching only what changed; returns
+    @staticmethod
+    def _text(cell: Any) -> Text:
+        text, style = (cell, "") if isinstance(cell, str) else cell
+        return Text(text, style=style, no_wrap=True, end="")
+
+    def _sync(self, table: DataTable, columns: Sequence[tuple[str, str]], wanted: dict[str, dict[str, Any]],
+              only: Iterable[str] | None = None) -> list[str]:
+        """Make ``table`` show ``wanted`` (row key -> cells) by touching only what changed; with
+        ``only``, just those keys are looked at (the rest of ``wanted`` may be left out). Returns
         the keys of rows added."""
-        name = table.id or ""
-        shown = {k for (t, k) in self._cells if t == name}
-        for key in shown - set(wanted):
+        shown = self._cells.setdefault(table.id or "", {})
+        if only is None:
+            gone, keys = set(shown) - set(wanted), list(wanted)
+        else:
+            only = list(only)
+            gone, keys = {k for k in only if k in shown and k not in wanted}, [k for k in only if k in wanted]
+        for key in gone:
             table.remove_row(key)
-            del self._cells[(name, key)]
+            del shown[key]
         added = []
-        for key, cells in wanted.items():
-            before = self._cells.get((name, key))
+        for key in keys:
+            cells = wanted[key]
+            before = shown.get(key)
             if before == cells:
                 continue
             if before is None:
-                table.add_row(*(cells[c] for c, _ in columns), key=key)
+                table.add_row(*(self._text(cells[c]) for c, _ in columns), key=key)
                 added.append(key)
             else:
                 for col, value in cells.items():
                     if before.get(col) != value:
-                        table.update_cell(key, col, value)
-            self._cells[(name, key)] = cells
+                        table.update_cell(key, col, self._text(value))
+            shown[key] = cells
         return added
 
-    def _highlight(self, text: Text) -> Text:
+    def _highlight(self, text: str) -> tuple[str, str]:
         colour = self.theme_variables.get("warning")
-        return Text(text.plain, style=f"bold {colour}" if colour else "bold reverse", no_wrap=True, end="")
+        return text, f"bold {colour}" if colour else "bold reverse"
 
-    def _agent_rows(self) -> dict[str, dict[str, Text]]:
+    def _agent_rows(self) -> dict[str, dict[str, Any]]:
         now = self._clock()
         pending = Counter(p.slug for p in self._pending.values())
         rows = {}
@@ -430,9 +439,14 @@ class BottleConsole(App[None]):
             rows[slug] = cells
         return rows
 
-    def _apply_bottles(self, bottles: Sequence[BottleInfo]) -> None:
-        self._bottles = {b.slug: b for b in bottles}
-        self._status_of = {s: st for s, st in self._status_of.items() if s in self._bottles}
+    def _apply_bottles(self, bottles: Sequence[BottleInfo], statuses: dict[str, AgentStatus] | None = None) -> None:
+        wanted = {b.slug: b for b in bottles}
+        statuses = self._status_of if statuses is None else statuses
+        statuses = {s: st for s, st in statuses.items() if s in wanted}
+        if wanted == self._bottles and statuses == self._status_of and self._status_loaded:
+            self._update_header()  # the engine line may have changed; the rows did not
+            return
+        self._bottles, self._status_of = wanted, statuses
         with self.batch_update():
             self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
         self._agents_changed()
@@ -452,7 +466,15 @@ class BottleConsole(App[None]):
             hint = "No agents are running: press n to start one. " + ATTACH_HINT
         self.query_one("#hint", Static).update(Text(hint))
         self._update_header()
-        self.refresh_bindings()
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """Re-check the footer's keys when what they depend on changed (a pane became empty or
+        not, the engine went or came back); cheap to call, since the footer re-renders only then."""
+        basis = (bool(self._pending), bool(self._bottles), self._engine_ok)
+        if basis != getattr(self, "_keys_basis", None):
+            self._keys_basis = basis
+            self.refresh_bindings()
 
     def _rerender(self) -> None:
         """Ages move on: re-render the cells (no I/O; unchanged cells are not touched)."""
@@ -497,7 +519,7 @@ class BottleConsole(App[None]):
                         updated.pop(pid, None)
                     else:
                         updated[pid] = p
-                self._apply_proposals(updated)
+                self._apply_proposals(updated, set(loaded))
             if status:
                 read = await asyncio.to_thread(lambda: {Path(p).parents[1].name: read_status(Path(p)) for p in status})
                 for slug, st in read.items():
@@ -509,24 +531,37 @@ class BottleConsole(App[None]):
                     self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
                 self._agents_changed()
 
-    def _proposal_rows(self) -> dict[str, dict[str, Text]]:
+    def _proposal_rows(self, only: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         now = self._clock()
-        return {pid: proposal_cells(p, now) for pid, p in self._pending.items()}
+        rows = {}
+        for pid in (self._pending if only is None else [k for k in only if k in self._pending]):
+            p = self._pending[pid]
+            cached = self._static.get(pid)
+            if cached is None or cached[0] is not p:
+                cached = self._static[pid] = (p, proposal_static(p))
+            rows[pid] = proposal_cells(p, now, cached[1])
+        for pid in (set(self._static) - set(self._pending)) if only is None else [k for k in only if k not in self._pending]:
+            self._static.pop(pid, None)
+        return rows
 
-    def _apply_proposals(self, pending: dict[str, Proposal]) -> None:
+    def _apply_proposals(self, pending: dict[str, Proposal], changed: set[str] | None = None) -> None:
+        """Show ``pending``; ``changed`` (ids whose file changed) limits the work to those rows."""
         ordered = dict(sorted(pending.items(), key=lambda kv: (kv[1].data.get("created_at", ""), kv[0])))
         self._pending = ordered
-        new = [pid for pid in ordered if pid not in self._seen]
-        self._seen.update(ordered)
+        if changed is None:
+            new = [pid for pid in ordered if pid not in self._seen]
+        else:  # oldest first, like the table
+            new = sorted((pid for pid in changed if pid in ordered and pid not in self._seen), key=lambda pid: (ordered[pid].data.get("created_at", ""), pid))
+        self._seen.update(new)
         with self.batch_update():
-            self._sync(self.proposals_table, PROPOSAL_COLUMNS, self._proposal_rows())
+            self._sync(self.proposals_table, PROPOSAL_COLUMNS, self._proposal_rows(changed), only=changed)
             self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
         first_load = not self._proposals_loaded
         self._proposals_loaded = True
         if new and not first_load:
             self._alert(new)
         self._update_header()
-        self.refresh_bindings()
+        self._refresh_keys()
 
     def _alert(self, new: list[str]) -> None:
         """A new proposal: bell, highlighted pane, focus and cursor on the first new one, a toast."""
@@ -614,7 +649,7 @@ class BottleConsole(App[None]):
     def _forget(self, pid: str) -> None:
         pending = dict(self._pending)
         pending.pop(pid, None)
-        self._apply_proposals(pending)
+        self._apply_proposals(pending, {pid})
 
     # --- agent actions -------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """What one table row shows (pure: no Textual widgets, no I/O), and the agent status file's reader.
 
-Everything an agent or a docker label supplied goes through ``inert`` here, so no table cell can
-carry markup or a terminal escape.
+Cells are plain strings; everything an agent or a docker label supplied goes through ``inert``
+here, and the app shows each cell as a Text with no markup, so no cell can carry markup or a
+terminal escape.
 """
 
 from __future__ import annotations
@@ -53,14 +54,23 @@ def first_line(text: object, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def proposal_cells(p: Proposal, now: datetime) -> dict[str, Text]:
+def safe(value: object) -> str:
+    """``value`` as text a cell can show literally (see inert)."""
+    return inert(value).plain
+
+
+def proposal_static(p: Proposal) -> dict[str, str]:
+    """The cells of a proposal row that do not change with time (computed once per file version)."""
     draft = bool(p.data.get("draft"))
-    status = f"draft x{p.data.get('count', 1)}" if draft else p.status
     return {
-        "agent": inert(p.slug), "kind": inert(p.kind), "change": inert(p.summary()),
-        "reason": inert(first_line(p.data.get("reason"))), "age": inert(age(p.data.get("created_at"), now)),
-        "status": inert(status),
+        "agent": safe(p.slug), "kind": safe(p.kind), "change": safe(p.summary()),
+        "reason": safe(first_line(p.data.get("reason"))),
+        "status": safe(f"draft x{p.data.get('count', 1)}" if draft else p.status),
     }
+
+
+def proposal_cells(p: Proposal, now: datetime, static: dict[str, str] | None = None) -> dict[str, str]:
+    return {**(static or proposal_static(p)), "age": age(p.data.get("created_at"), now)}
 
 
 @dataclass(frozen=True)
@@ -95,14 +105,14 @@ def sidecars_cell(info: BottleInfo) -> str:
     return state or "starting"
 
 
-def agent_cells(info: BottleInfo, pending: int, status: AgentStatus | None, now: datetime) -> dict[str, Text]:
+def agent_cells(info: BottleInfo, pending: int, status: AgentStatus | None, now: datetime) -> dict[str, str]:
     if status is None:
         shown = "agent running" if info.services.get("agent") == "running" else (info.services.get("agent") or "starting")
     else:
         shown = f"{STATE_LABELS[status.state]} {age(status.since, now)}"
     return {
-        "slug": inert(info.slug), "agent": inert(info.agent), "backend": inert(info.backend),
-        "started": inert(age(info.started_at, now) + " ago" if parse_time(info.started_at) else info.started_at),
-        "sidecars": inert(sidecars_cell(info)), "pending": inert(str(pending) if pending else "-"),
-        "status": inert(shown),
+        "slug": safe(info.slug), "agent": safe(info.agent), "backend": safe(info.backend),
+        "started": age(info.started_at, now) + " ago" if parse_time(info.started_at) else safe(info.started_at),
+        "sidecars": safe(sidecars_cell(info)), "pending": str(pending) if pending else "-",
+        "status": shown,
     }

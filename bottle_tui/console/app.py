@@ -695,21 +695,58 @@ class BottleConsole(App[None]):
 
         for secret in missing_secrets(plan, dict(os.environ)):
             say(f"warning: ${secret} is not set here: requests through routes that inject it will fail")
+        tail = asyncio.create_task(self._tail(plan.state.bringup_log, say))
         try:
             await engine.require_engine()
             plan = dataclasses.replace(plan, images=await images.ensure_images(say, self.home / "images.log"))
             await lifecycle.start(plan, say)
         except BottleError as exc:
+            await self._stop_tail(tail)
             say(f"error: {exc}")
             if log.is_attached:
                 log.set_title(f"{plan.slug} did not start")
             self.notify(inert(f"{plan.slug} did not start: {exc}").plain[:300], title="Start", severity="error", markup=False)
             return
+        await self._stop_tail(tail)
         say(f"bottle {plan.slug} is up: Enter on its row attaches")
         if log.is_attached:
             log.set_title(f"{plan.slug} is up (Esc closes)")
         self.notify(f"{plan.slug} is up", title="Started", markup=False)
         self.refresh_bottles()
+
+    @staticmethod
+    async def _stop_tail(tail: asyncio.Task) -> None:
+        tail.cancel()
+        try:
+            await tail
+        except asyncio.CancelledError:
+            pass
+
+    @staticmethod
+    async def _tail(path: Path, say: Callable[[str], None]) -> None:
+        """Stream what lifecycle.start appends to bringup.log (only while a start runs)."""
+        offset = 0
+
+        def read() -> str:
+            nonlocal offset
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except OSError:
+                return ""
+            offset += len(chunk)
+            return chunk.decode(errors="replace")
+
+        try:
+            while True:
+                for line in (await asyncio.to_thread(read)).splitlines():
+                    say(line)
+                await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            for line in read().splitlines():
+                say(line)
+            raise
 
     def action_stop(self) -> None:
         info = self.selected_bottle()

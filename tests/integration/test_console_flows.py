@@ -9,7 +9,6 @@ import shlex
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import libtmux
@@ -20,7 +19,10 @@ from bottle_tui.console.app import BottleConsole
 from bottle_tui.console.screens import ConfirmScreen, LogScreen, PickerScreen
 from bottle_tui.state import state_dir
 
+from tests.waiting import wait_for
+
 from .support import cli, sh, start_bottle
+from .test_console_live import pane_text, tmux_server  # noqa: F401 - the fixture, shared
 
 pytestmark = pytest.mark.integration
 FAKE_API = Path(__file__).with_name("fake_messages_api.py")
@@ -63,6 +65,7 @@ async def test_start_from_the_picker_and_stop_with_a_confirm(fresh_home: Path) -
             await eventually(pilot, lambda: any(n.title == "Started" for n in app._notifications), "the bottle to be up", timeout=180)
             shown = "\n".join(log.lines)
             assert f"starting claude-bottle-{slug}" in shown and f"bottle {slug} is up" in shown
+            assert "renders written; docker compose up" in shown and "ready" in shown  # bringup.log, streamed
             await pilot.press("escape")
             await eventually(pilot, lambda: len(app.screen_stack) == 1, "the log to close")
             assert cells(app, slug)[1:5] == ["tester", "docker", cells(app, slug)[3], "up"]
@@ -74,7 +77,8 @@ async def test_start_from_the_picker_and_stop_with_a_confirm(fresh_home: Path) -
             await eventually(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the stop confirm")
             await pilot.press("y")
             await eventually(pilot, lambda: slug not in our_rows(app), "the stopped bottle to leave the table", timeout=120)
-            assert (fresh_home / "archive" / slug).is_dir()
+            await eventually(pilot, lambda: any(n.title == "Stopped" for n in app._notifications), "the stop to finish", timeout=120)
+            assert (fresh_home / "archive" / slug / "bringup.log").is_file()
             await pilot.press("q")
     finally:
         if slug:
@@ -104,24 +108,12 @@ async def test_agent_status_comes_from_a_real_claudes_hooks(fresh_home: Path) ->
         cli(fresh_home, "stop", b.slug, check=False)
 
 
-@pytest.fixture
-def tmux_server():
-    server = libtmux.Server(socket_name=f"bottle-tui-console-{uuid.uuid4().hex[:8]}")
-    yield server
-    if server.is_alive():
-        server.kill()
-    Path(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", str(server.socket_name)).unlink(missing_ok=True)
-
-
 def wait_screen(pane: libtmux.Pane, predicate, what: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = "\n".join(pane.capture_pane())
-        if predicate(screen):
-            return screen
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
+    try:
+        wait_for(lambda: predicate(pane_text(pane)), timeout=timeout, what=what, interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the screen:\n{pane_text(pane)}") from None
+    return pane_text(pane)
 
 
 def test_console_under_tmux_approves_a_real_proposal(fresh_home: Path, tmux_server: libtmux.Server) -> None:

@@ -502,34 +502,45 @@ class BottleConsole(App[None]):
 
     @work(exclusive=True, group="watch", exit_on_error=False)
     async def watch_state(self) -> None:
-        """Queue files and status files as they change (inotify through watchfiles; no polling)."""
+        """Queue files and status files as they change (inotify through watchfiles; no polling).
+        If the watch ends (state/ removed, a watch error), it is set up again after the reconcile
+        interval, and a full reload catches up with what it missed."""
         from watchfiles import awatch
 
         root = state_root(self.home)
-        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
-        # A new bottle's folders appear while we watch; watchfiles follows new sub-folders itself.
-        async for changes in awatch(root, watch_filter=_watch_filter, debounce=20, step=5, recursive=True):
-            queue = {path for _, path in changes if _is_queue_file(path)}
-            status = {path for _, path in changes if _is_status_file(path)}
-            if queue:
-                loaded = await asyncio.to_thread(_load_changed, queue)
-                updated = dict(self._pending)
-                for pid, p in loaded.items():
-                    if p is None:
-                        updated.pop(pid, None)
-                    else:
-                        updated[pid] = p
-                self._apply_proposals(updated, set(loaded))
-            if status:
-                read = await asyncio.to_thread(lambda: {Path(p).parents[1].name: read_status(Path(p)) for p in status})
-                for slug, st in read.items():
-                    if st is None:
-                        self._status_of.pop(slug, None)
-                    elif slug in self._bottles:
-                        self._status_of[slug] = st
-                with self.batch_update():
-                    self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
-                self._agents_changed()
+        while True:
+            try:
+                await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
+                # A new bottle's folders appear while we watch; watchfiles follows new sub-folders itself.
+                async for changes in awatch(root, watch_filter=_watch_filter, debounce=20, step=5, recursive=True):
+                    await self._on_changes(changes)
+            except (OSError, RuntimeError):
+                pass
+            await asyncio.sleep(self._poll_seconds)
+            self.reload_proposals()
+
+    async def _on_changes(self, changes: set[tuple[object, str]]) -> None:
+        queue = {path for _, path in changes if _is_queue_file(path)}
+        status = {path for _, path in changes if _is_status_file(path)}
+        if queue:
+            loaded = await asyncio.to_thread(_load_changed, queue)
+            updated = dict(self._pending)
+            for pid, p in loaded.items():
+                if p is None:
+                    updated.pop(pid, None)
+                else:
+                    updated[pid] = p
+            self._apply_proposals(updated, set(loaded))
+        if status:
+            read = await asyncio.to_thread(lambda: {Path(p).parents[1].name: read_status(Path(p)) for p in status})
+            for slug, st in read.items():
+                if st is None:
+                    self._status_of.pop(slug, None)
+                elif slug in self._bottles:
+                    self._status_of[slug] = st
+            with self.batch_update():
+                self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
+            self._agents_changed()
 
     def _proposal_rows(self, only: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         now = self._clock()

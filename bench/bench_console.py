@@ -232,6 +232,31 @@ async def count_calls_only(home: Path) -> int:
     return calls
 
 
+HOOK_LOOP = r"""
+n=20; t0=$(date +%s%N)
+for i in $(seq $n); do echo '{"hook_event_name":"PreToolUse","tool_name":"Bash"}' | /opt/bottle/claude/report-status; done
+t1=$(date +%s%N); echo $(( (t1 - t0) / n / 1000 ))
+"""
+
+
+def hook_cost() -> tuple[float, float]:
+    """What one claude hook costs inside a real bottle (ms per call, timed in the agent), with the
+    bundle up and with the sidecars container stopped."""
+    from common import cli as bench_cli, make_home
+
+    home = make_home()
+    slug = bench_cli(home, "start", "bench", "--yes", "--detach").stdout.strip().splitlines()[-1]
+    agent, sidecars = f"claude-bottle-{slug}-agent", f"claude-bottle-{slug}-sidecars"
+    try:
+        up_us = int(sh("docker", "exec", agent, "sh", "-c", HOOK_LOOP).stdout.strip())
+        sh("docker", "stop", "-t", "1", sidecars)
+        down_us = int(sh("docker", "exec", agent, "sh", "-c", HOOK_LOOP).stdout.strip())
+    finally:
+        bench_cli(home, "stop", slug)
+        shutil.rmtree(home, ignore_errors=True)
+    return up_us / 1000, down_us / 1000
+
+
 def main() -> int:
     if sh("docker", "image", "inspect", IMAGE, check=False).returncode != 0:
         raise SystemExit(f"{IMAGE} is missing: run `make images` first")
@@ -270,6 +295,8 @@ def main() -> int:
         print(f"key press to repaint (j/k over {figures['rows'][1]} proposal rows): {ms(keys_tmux)} in tmux (send-keys -> pane changed); "
               f"{ms(figures['keys'])} through Pilot (press + pause)  [target <= 50 ms]")
         print(f"proposal file written -> row on screen (tmux capture-pane): {ms(to_screen)}  [target <= 100 ms]")
+        hook_up, hook_down = hook_cost()
+        print(f"one claude hook in a real bottle: {hook_up:.1f} ms with the bundle up, {hook_down:.1f} ms with it gone  [never blocks: 1 s cap]")
         print(f"(the console's own RUSAGE: maxrss of this bench process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
     finally:
         tmux.kill()

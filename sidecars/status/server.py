@@ -66,17 +66,24 @@ def read_current(path: str) -> dict:
         return {}
 
 
-def record(event: str, state_dir: str | None = None) -> dict | None:
-    """Apply one hook event; returns the new status, or None for an event we do not track."""
+def record(event: str, sent: int | None = None, state_dir: str | None = None) -> dict | None:
+    """Apply one hook event sent at ``sent`` (ns since the epoch, the agent's clock); returns the
+    new status, or None for an event we do not track or one older than the last applied (hooks
+    report in the background, so two can arrive out of order)."""
     state = STATES.get(event)
     if state is None:
         return None
     path = os.path.join(state_dir or STATE_DIR, "status.json")
     with _lock:
         current = read_current(path)
+        last = current.get("sent")
+        if sent is not None and isinstance(last, int) and sent < last:
+            return None
         at = now_iso()
         since = current.get("since") if current.get("state") == state and isinstance(current.get("since"), str) else at
         doc = {"version": 1, "state": state, "since": since, "event": event, "at": at}
+        if sent is not None:
+            doc["sent"] = sent
         atomic_write(path, (json.dumps(doc) + "\n").encode())
     return doc
 
@@ -101,7 +108,9 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(400)
             return
         event = body.get("hook_event_name") if isinstance(body, dict) else None
-        done = record(event) if isinstance(event, str) else None
+        sent = body.get("t") if isinstance(body, dict) else None
+        sent = sent if isinstance(sent, int) and not isinstance(sent, bool) else None
+        done = record(event, sent) if isinstance(event, str) else None
         self._answer(204 if done else 422)
 
     def _answer(self, code: int) -> None:

@@ -156,3 +156,26 @@ def test_console_under_tmux_approves_a_real_proposal(fresh_home: Path, tmux_serv
         assert running == "true"
     finally:
         cli(fresh_home, "stop", b.slug, check=False)
+
+
+def test_enter_on_an_agent_hands_the_terminal_to_claude_and_comes_back(fresh_home: Path, tmux_server: libtmux.Server) -> None:
+    b = start_bottle(fresh_home)
+    try:
+        command = f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(fresh_home))} console"
+        tmux_server.cmd("new-session", "-d", "-s", "console", "-x", "160", "-y", "60", "-e", "TERM=xterm-256color", command)
+        pane = tmux_server.sessions.get(session_name="console").active_window.active_pane
+        screen = wait_screen(pane, lambda s: b.slug in s, "the agent row")
+        # The agents pane has the focus and its cursor on the first row; other people's bottles
+        # on this engine may be listed before ours.
+        slugs = [line.split()[1] for line in screen.splitlines() if line.startswith("│ ") and " docker " in line]
+        pane.send_keys("j" * slugs.index(b.slug), enter=False, literal=True)
+        time.sleep(0.3)
+        pane.send_keys("Enter", enter=False)
+        wait_screen(pane, lambda s: "Claude Code" in s and "Proposals" not in s, "claude in the console's terminal", timeout=60)
+        for _ in range(2):  # claude exits on a second ctrl+c
+            pane.send_keys("C-c", enter=False)
+            time.sleep(0.5)
+        wait_screen(pane, lambda s: "Proposals" in s and b.slug in s, "the console back after claude exits", timeout=30)
+        pane.send_keys("q", enter=False)
+    finally:
+        cli(fresh_home, "stop", b.slug, check=False)

@@ -115,6 +115,7 @@ class EditorScreen(ModalScreen[T | None], Generic[T]):
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="editor.save", priority=True),
+        Binding("ctrl+e", "external", "$EDITOR", id="editor.external", priority=True),
         Binding("escape", "dismiss(None)", "Cancel", id="editor.cancel"),
     ]
 
@@ -129,18 +130,54 @@ class EditorScreen(ModalScreen[T | None], Generic[T]):
             yield _title(self._title_text)
             yield TextArea(self._text, language=None, id="editor", soft_wrap=False, tab_behavior="indent")
             yield Static("", id="editor-error")
-            yield _keys("ctrl+s save · Esc cancel")
+            yield _keys("ctrl+s save · ctrl+e edit in $EDITOR · Esc cancel")
+
+    def _problem(self, text: str) -> None:
+        error = self.query_one("#editor-error", Static)
+        error.update(inert(text))
+        error.add_class("-shown")
 
     def action_save(self) -> None:
         text = self.query_one(TextArea).text
         try:
             result = self._validate(text)
         except BottleError as exc:
-            error = self.query_one("#editor-error", Static)
-            error.update(inert(str(exc)))
-            error.add_class("-shown")
+            self._problem(str(exc))
             return
         self.dismiss(result)
+
+    async def action_external(self) -> None:
+        """Hand the text to $VISUAL/$EDITOR (the console suspends), then validate what was saved."""
+        import os
+        import shlex
+        import tempfile
+        from pathlib import Path
+
+        from textual.app import SuspendNotSupported
+
+        from ..runner import interactive
+
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if not editor:
+            self._problem("no editor: set $EDITOR (or $VISUAL) to edit outside the console")
+            return
+        fd, name = tempfile.mkstemp(suffix=".yaml", prefix="bottle-tui-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.query_one(TextArea).text)
+            try:
+                with self.app.suspend():
+                    await interactive([*shlex.split(editor), name])
+            except SuspendNotSupported:
+                self._problem("this terminal cannot hand over to an editor: edit here")
+                return
+            self.query_one(TextArea).text = Path(name).read_text(encoding="utf-8")
+        except BottleError as exc:
+            self._problem(str(exc))
+            return
+        finally:
+            os.unlink(name)
+        self.action_save()
 
 
 class PickerScreen(ModalScreen[str | None]):

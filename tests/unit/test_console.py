@@ -497,3 +497,21 @@ def test_every_main_binding_has_a_stable_id() -> None:
     ids = [b.id for b in BottleConsole.BINDINGS]
     assert None not in ids and len(set(ids)) == len(ids)
     assert set(BottleConsole.DESCRIPTIONS) == {b.action for b in BottleConsole.BINDINGS}
+
+
+async def test_editor_says_why_it_cannot_hand_over(home: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_proposal(home, SLUG)
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.delenv("EDITOR", raising=False)
+    app = make_app(home, fake)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await loaded(pilot, app)
+        await pilot.press("tab", "m")
+        await until(pilot, lambda: isinstance(app.screen, EditorScreen), "the editor")
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        assert "set $EDITOR" in text_of(app, "#editor-error")
+        monkeypatch.setenv("EDITOR", "true")
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        assert "cannot hand over" in text_of(app, "#editor-error")  # headless: no terminal to suspend

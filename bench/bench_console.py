@@ -95,8 +95,18 @@ def ms(samples: list[float]) -> str:
 # --- the real console under tmux -----------------------------------------------------------------
 
 class Tmux:
+    """A tmux server of our own; a fresh socket for each launch (a new session right after
+    kill-server on the same socket can race the old server's exit)."""
+
+    launches = 0
+
     def __init__(self) -> None:
         self.socket = f"bench-console-{RUN}"
+
+    def fresh(self) -> None:
+        self.kill()
+        Tmux.launches += 1
+        self.socket = f"bench-console-{RUN}-{Tmux.launches}"
 
     def cmd(self, *args: str, check: bool = True) -> str:
         return sh("tmux", "-L", self.socket, *args, check=check).stdout
@@ -106,11 +116,14 @@ class Tmux:
 
     def kill(self) -> None:
         self.cmd("kill-server", check=False)
+        # tmux leaves its socket file behind after kill-server.
+        Path(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", self.socket).unlink(missing_ok=True)
 
 
 def launch(home: Path, tmux: Tmux) -> tuple[float, int]:
     """Seconds from starting the console to its first frame in the pane, and the console's pid."""
     command = f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(home))} console"
+    tmux.fresh()
     t0 = time.perf_counter()
     tmux.cmd("new-session", "-d", "-s", "bench", "-x", "160", "-y", "50", command)
     while "Proposals" not in tmux.screen():

@@ -317,7 +317,8 @@ async def _edit_change(p: proposals.Proposal, file: str | None) -> dict:
 
 
 async def cmd_policy(args: argparse.Namespace) -> int:
-    """routes edit SLUG: the policy in force in $EDITOR, validated on save, applied live."""
+    """routes edit SLUG / dlp edit SLUG: the policy in force (routes.yaml: the routes and their DLP
+    settings) in $EDITOR, validated on save, applied live."""
     home = _home(args)
     state = proposals.state_for(home, args.slug)
     with proposals.queue_lock(state):
@@ -334,14 +335,7 @@ async def cmd_policy(args: argparse.Namespace) -> int:
             break
         except BottleError as exc:
             problem, text = str(exc), body
-    with proposals.queue_lock(state):
-        current, _ = proposals.read_policy(state)
-        if current != before:
-            raise BottleError(f"{proposals.routes_path(state)} changed while you edited it (a decision was applied): run the command again")
-        from .state import atomic_write
-
-        atomic_write(proposals.routes_path(state), body, mode=0o600)
-        proposals.audit_policy_edit(home, state, f"{proposals.operator()} (cli)", before, body)
+    proposals.save_policy_text(home, state, before, body, f"{proposals.operator()} (cli)")
     warning = await proposals.reload_bundle(state.slug)
     _say(f"warning: {warning}" if warning else f"routes.yaml of {state.slug} saved and reloaded")
     return 0
@@ -350,7 +344,7 @@ async def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from .console.app import run_console
 
-    return run_console(_home(args))
+    return run_console(_home(args), theme=getattr(args, "theme", None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help="manifests and state folder (default: $CLAUDE_BOTTLE_HOME or ~/.claude-bottle)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    parser.add_argument("--theme", help="the console's theme (bottle-dark, bottle-light, or a Textual built-in); overrides config.yaml")
     sub.add_parser("console", help="open the operator console (the default)")
     p = sub.add_parser("start", help="show the plan, then start a bottle for AGENT and open claude in it")
     p.add_argument("agent")
@@ -409,13 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("routes", help="the egress policy in force of a running bottle")
     p.add_argument("action", choices=["edit"])
     p.add_argument("slug")
+    p = sub.add_parser("dlp", help="the DLP settings in force of a running bottle (they live in its routes.yaml)")
+    p.add_argument("action", choices=["edit"])
+    p.add_argument("slug")
     return parser
 
 
 COMMANDS = {
     "start": cmd_start, "attach": cmd_attach, "exec": cmd_exec, "stop": cmd_stop, "ls": cmd_ls, "selftest": cmd_selftest,
     "cleanup": cmd_cleanup, "images": cmd_images, "agents": cmd_agents,
-    "proposals": cmd_proposals, "routes": cmd_policy,
+    "proposals": cmd_proposals, "routes": cmd_policy, "dlp": cmd_policy,
 }
 
 

@@ -11,7 +11,7 @@ import yaml
 from .errors import BottleError
 
 CONFIG_NAME = "config.yaml"
-TOP_KEYS = ("archive",)
+TOP_KEYS = ("archive", "keymap", "theme")
 ARCHIVE_KEYS = ("max_age_days", "max_total_mb")
 
 
@@ -26,6 +26,10 @@ class ArchiveSettings:
 @dataclass(frozen=True)
 class Config:
     archive: ArchiveSettings = ArchiveSettings()
+    # The console's binding id -> key(s), e.g. {"approve": "A", "stop": "X,delete"}; the console
+    # checks the ids against its own bindings (config.py does not know them).
+    keymap: tuple[tuple[str, str], ...] = ()
+    theme: str | None = None  # a name from the top-level themes package (or a Textual built-in)
 
 
 def config_path(home: Path) -> Path:
@@ -72,4 +76,16 @@ def load_config(home: Path) -> Config:
             max_age_days=_number(path, "archive.max_age_days", raw.get("max_age_days", archive.max_age_days)),
             max_total_mb=_number(path, "archive.max_total_mb", raw.get("max_total_mb", archive.max_total_mb)),
         )
-    return Config(archive=archive)
+    keymap: tuple[tuple[str, str], ...] = ()
+    if doc.get("keymap") is not None:
+        raw_map = doc["keymap"]
+        if not isinstance(raw_map, dict):
+            raise BottleError(f"{path}: keymap: expected a mapping of binding id to key, e.g. keymap: {{approve: A}}")
+        for name, key in raw_map.items():
+            if not isinstance(name, str) or not isinstance(key, str) or not key.strip():
+                raise BottleError(f"{path}: keymap.{name}: expected a key name, e.g. {name}: ctrl+a")
+        keymap = tuple((str(k), str(v).strip()) for k, v in raw_map.items())
+    theme = doc.get("theme")
+    if theme is not None and (not isinstance(theme, str) or not theme.strip()):
+        raise BottleError(f"{path}: theme: expected a theme name, e.g. theme: bottle-light")
+    return Config(archive=archive, keymap=keymap, theme=theme.strip() if theme else None)

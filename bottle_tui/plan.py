@@ -14,6 +14,7 @@ from .state import StateDir, project_name
 
 EGRESS_PORT = 8080
 SUPERVISE_PORT = 8765  # sidecars/daemons.json starts the supervise daemon on it
+STATUS_PORT = 8766  # ... and the status daemon (claude's hooks report there) on this one
 CA_MOUNT = "/etc/bottle/ca"
 CA_CERT_NAME = "egress-ca.pem"
 AGENT_HOME = "/home/agent"
@@ -61,7 +62,8 @@ class BottlePlan:
     @property
     def daemons(self) -> tuple[str, ...]:
         """Sidecar daemons the bundle's init starts."""
-        return ("egress",) + (("git-gate",) if self.bottle.git else ()) + (("supervise",) if self.bottle.supervise.enabled else ())
+        return (("egress",) + (("git-gate",) if self.bottle.git else ())
+                + (("supervise",) if self.bottle.supervise.enabled else ()) + ("status",))
 
     @property
     def git_origin(self) -> str | None:

@@ -377,37 +377,38 @@ def _same_route(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return _route_identity(a) == _route_identity(b)
 
 
+def policy_with(doc: dict[str, Any], kind: str, change: dict[str, Any], *, source: Path | None = None) -> dict[str, Any]:
+    """The policy ``doc`` with an approved change in it (pure; ``doc`` itself is left as it was).
+    A route: added with every key explicit, unless the same route is there already. A DLP
+    exemption: the rule id added to ``dlp.disabled_rules`` of every route of the host."""
+    if kind == "dlp-exemption":
+        routes = [dict(r) for r in doc["routes"]]
+        targets = [r for r in routes if r.get("host") == change["host"]]
+        if not targets:
+            where = f" in {source}" if source else ""
+            raise BottleError(f"no route for {change['host']}{where}: a DLP exemption applies to a route; allow the route first")
+        for r in targets:
+            dlp = dict(r.get("dlp") or {})
+            rules = list(dlp.get("disabled_rules") or [])
+            if change["rule"] not in rules:
+                r["dlp"] = {**dlp, "disabled_rules": rules + [change["rule"]]}
+        return {**doc, "routes": routes}
+    new = route_doc(change, doc["dlp"])
+    routes = list(doc["routes"])
+    if any(isinstance(r, dict) and _same_route(r, new) for r in routes):
+        return doc
+    return {**doc, "routes": routes + [new]}
+
+
 def apply_change(state: StateDir, kind: str, change: dict[str, Any]) -> bool:
     """Add an approved change to the policy in force; False when it was there already. Holds no
     lock itself: callers hold queue_lock."""
     _, doc = read_policy(state)
-    if kind == "dlp-exemption":
-        return _exempt(state, doc, change)
-    new = route_doc(change, doc["dlp"])
-    routes = list(doc["routes"])
-    if any(isinstance(r, dict) and _same_route(r, new) for r in routes):
+    new = policy_with(doc, kind, change, source=routes_path(state))
+    if new == doc:
         return False
-    write_policy(state, {**doc, "routes": routes + [new]})
+    write_policy(state, new)
     return True
-
-
-def _exempt(state: StateDir, doc: dict[str, Any], change: dict[str, Any]) -> bool:
-    """Add the rule to ``dlp.disabled_rules`` of every route of the host (the exemption is per route)."""
-    routes = [dict(r) for r in doc["routes"]]
-    targets = [r for r in routes if r.get("host") == change["host"]]
-    if not targets:
-        raise BottleError(f"no route for {change['host']} in {routes_path(state)}: a DLP exemption applies to a route; allow the route first")
-    changed = False
-    for r in targets:
-        dlp = dict(r.get("dlp") or {})
-        rules = list(dlp.get("disabled_rules") or [])
-        if change["rule"] not in rules:
-            dlp["disabled_rules"] = rules + [change["rule"]]
-            r["dlp"] = dlp
-            changed = True
-    if changed:
-        write_policy(state, {**doc, "routes": routes})
-    return changed
 
 
 # --- deciding ------------------------------------------------------------------------------------
@@ -485,6 +486,18 @@ def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: 
               "before": before, "after": after}
     for path in audit_paths(home, state):
         append_jsonl(path, record)
+
+
+def save_policy_text(home: Path, state: StateDir, before: str, after: str, by: str) -> None:
+    """Replace routes.yaml with an operator's edit of ``before`` (validated), unless a decision
+    changed it meanwhile; audited. The console's `e` uses it (reload the bundle afterwards)."""
+    parse_policy(after, routes_path(state))
+    with queue_lock(state):
+        current, _ = read_policy(state)
+        if current != before:
+            raise BottleError(f"{routes_path(state)} changed while you edited it (a decision was applied): edit it again")
+        atomic_write(routes_path(state), after, mode=0o600)
+        audit_policy_edit(home, state, by, before, after)
 
 
 def sidecars_container(slug: str) -> str:

@@ -102,6 +102,11 @@ class StateDir:
         return self.path / "git-gate"
 
     @property
+    def status(self) -> Path:
+        """Mounted into sidecars only: status.json, the agent's state as claude's hooks report it."""
+        return self.path / "status"
+
+    @property
     def ca(self) -> Path:
         """Mounted read-only into the agent: only the egress CA certificate, never its key."""
         return self.path / "ca"
@@ -121,7 +126,7 @@ class StateDir:
         except FileExistsError as exc:
             raise BottleError(f"state folder {self.path} already exists: pick another slug or run `bottle-tui cleanup`") from exc
         os.chmod(self.path, 0o700)
-        for sub in (self.egress, self.git_gate, self.supervise, self.ca):
+        for sub in (self.egress, self.git_gate, self.supervise, self.status, self.ca):
             sub.mkdir(mode=0o700)
         # The agent (another uid) reads the CA certificate through its bind mount.
         os.chmod(self.ca, 0o755)

@@ -192,7 +192,7 @@ def plan_for(bottle_text: str, tmp_path: Path):
 
 def test_the_host_renders_a_complete_gate_config_the_gate_accepts(tmp_path: Path) -> None:
     plan = plan_for(BOTTLE, tmp_path)
-    assert plan.daemons == ("egress", "git-gate", "supervise")
+    assert plan.daemons == ("egress", "git-gate", "supervise", "status")
     assert plan.git_origin == "http://git-gate:8418/my-repo.git"
     assert "git-gate" in plan.agent_env["NO_PROXY"].split(",")
     assert "the agent's origin is the gate http://git-gate:8418/my-repo.git: pushes scanned with gitleaks; protected: trunk, release/*" in preflight_text(plan)
@@ -206,10 +206,10 @@ def test_the_host_renders_a_complete_gate_config_the_gate_accepts(tmp_path: Path
 
 def test_a_bottle_without_git_has_no_gate(tmp_path: Path) -> None:
     plan = plan_for("---\n---\n", tmp_path)
-    assert plan.daemons == ("egress", "supervise") and plan.git_origin is None and render_git_gate(plan) is None
+    assert plan.daemons == ("egress", "supervise", "status") and plan.git_origin is None and render_git_gate(plan) is None
     sidecars = render_compose(plan, host_uid=1, host_gid=1)["services"]["sidecars"]
-    assert sidecars["networks"]["internal"]["aliases"] == ["egress", "supervise"]
-    assert [v["target"] for v in sidecars["volumes"]] == ["/state/egress", "/state/supervise"]
+    assert sidecars["networks"]["internal"]["aliases"] == ["egress", "status", "supervise"]
+    assert [v["target"] for v in sidecars["volumes"]] == ["/state/egress", "/state/supervise", "/state/status"]
 
 
 @pytest.mark.parametrize("upstream", ["git@git.example.com:org/r.git", "ssh://git.example.com/r.git", "/srv/git/r.git"])

@@ -17,7 +17,7 @@ from . import labels
 from .engine import container_name
 
 AGENT_USER = "1000:1000"
-SIDECAR_ALIASES = ("egress",)
+SIDECAR_ALIASES = ("egress", "status")
 GIT_GATE_MOUNT = "/state/git-gate"
 # Bounds the gate's fetch from upstream before it serves a clone, fetch or push; the first mirror
 # of a large repository may take much longer.
@@ -89,7 +89,8 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
                                   + (["supervise"] if plan.supervise_url else [])}, "egress": {}},
         "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)]
         + ([_bind(plan.state.git_gate, GIT_GATE_MOUNT, read_only=False)] if plan.bottle.git else [])
-        + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.supervise_url else []),
+        + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.supervise_url else [])
+        + [_bind(plan.state.status, "/state/status", read_only=False)],
         "read_only": True,
         "tmpfs": ["/tmp", "/run/bottle-init"],
         "labels": common_labels,

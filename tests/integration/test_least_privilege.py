@@ -12,7 +12,7 @@ from .support import SECRET, Bottle, sh
 pytestmark = pytest.mark.integration
 
 # Ports the agent may reach on the bundle, by daemon. Anything else answering is a finding.
-SERVICE_PORTS = {"egress": 8080, "supervise": 8765}
+SERVICE_PORTS = {"egress": 8080, "supervise": 8765, "status": 8766}
 
 
 def daemon_pids(bottle: Bottle) -> dict[str, int]:

@@ -68,6 +68,10 @@ def send(addon, flow) -> None:
         addon.request(flow)
 
 
+def addon_state(addon):
+    return Path(addon.state_dir)
+
+
 def decisions(tmp_path) -> list[dict]:
     path = tmp_path / "requests.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -222,10 +226,25 @@ def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
     client = tflow.tclient_conn()
     bad = connection.Server(address=("db.internal", 5432))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=bad, client=client))
-    assert bad.error and "db.internal:5432" in bad.error
+    assert bad.error == "egress: no route for db.internal:5432"
+    [d] = decisions(addon_state(addon))
+    assert {k: d[k] for k in ("decision", "method", "scheme", "host", "port", "path", "route", "reason")} == {
+        "decision": "block", "method": "", "scheme": "tcp", "host": "db.internal", "port": 5432, "path": "",
+        "route": None, "reason": "no route for db.internal:5432"}
+    # A refused name whose flow is gone still fails, with the generic message.
+    stray = connection.Server(address=("gone" + A.REFUSED_SUFFIX, 443))
+    addon.server_connect(server_hooks.ServerConnectionHookData(server=stray, client=client))
+    assert stray.error == "egress: blocked"
     good = connection.Server(address=("open.example.com", 443))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=good, client=client))
     assert good.error is None
+
+
+def test_state_folder_defaults_to_the_bundle_mount(monkeypatch) -> None:
+    monkeypatch.delenv("BOTTLE_EGRESS_STATE", raising=False)
+    assert A.Egress().state_dir == "/state/egress"
+    monkeypatch.setenv("BOTTLE_EGRESS_STATE", "/elsewhere")
+    assert A.Egress().state_dir == "/elsewhere"
 
 
 def test_ready_file_written_when_running_and_stale_one_removed_at_load(tmp_path) -> None:
@@ -419,17 +438,29 @@ def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
     addon, _ = egress
     f = make_flow("GET", "https://open.example.com/", {
         "Proxy-Authorization": "Basic Zm9vOmJhcg==", "Proxy-Connection": "keep-alive", "Keep-Alive": "timeout=5",
+        "Proxy-Authenticate": "Basic",
         "Connection": "keep-alive, X-Private", "X-Private": "1", "X-Kept": "1",
     })
     send(addon, f)
     assert f.response is None
     names = {k.lower() for k in f.request.headers}
-    assert not names & {"proxy-authorization", "proxy-connection", "keep-alive", "x-private"}
+    assert not names & {"proxy-authorization", "proxy-connection", "proxy-authenticate", "keep-alive", "x-private"}
     assert f.request.headers["connection"] == "keep-alive" and f.request.headers["x-kept"] == "1"
-    # A Connection header cannot make egress drop what frames the body.
-    g = make_flow("POST", "https://open.example.com/", {"Connection": "Content-Length, Transfer-Encoding, Host", "Content-Length": "3"})
-    send(addon, g)
-    assert g.request.headers["content-length"] == "3" and "connection" not in g.request.headers
+    # A Connection header cannot make egress drop what frames or routes the request.
+    framing = {"Host": "open.example.com", "Content-Length": "3", "Transfer-Encoding": "chunked", "Upgrade": "websocket", "TE": "trailers"}
+    g = make_flow("POST", "https://open.example.com/", {"Connection": "Content-Length, Transfer-Encoding, Host, Upgrade, TE, X-A", **framing})
+    addon.requestheaders(g)
+    assert {k: g.request.headers.get(k) for k in framing} == framing and g.request.headers["connection"] == "upgrade"
+    # The tokens mitmproxy acts on stay; every Connection header counts.
+    for conn, kept in (("close, X-A", "close"), ("Upgrade, X-A", "upgrade"), ("keep-alive, X-A", "keep-alive")):
+        h = make_flow("GET", "https://open.example.com/", {"Connection": conn, "X-A": "1"})
+        send(addon, h)
+        assert h.request.headers["connection"] == kept and "x-a" not in h.request.headers
+    two = make_flow("GET", "https://open.example.com/", {"X-A": "1", "X-B": "1"})
+    two.request.headers.add("Connection", "X-A")
+    two.request.headers.add("Connection", "X-B")
+    send(addon, two)
+    assert "x-a" not in two.request.headers and "x-b" not in two.request.headers
 
 
 def test_requests_log_is_rotated_by_size(tmp_path) -> None:

@@ -449,6 +449,12 @@ def test_every_auth_scheme_parses() -> None:
 def test_routes_and_auth_are_immutable() -> None:
     import dataclasses
 
+    policy = R.parse_routes(one_route())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.bottle = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.match("GET", "https", "a.com", 443, "/").allowed = False  # type: ignore[misc]
+
     route = R.parse_routes(one_route(auth="{scheme: bearer, token_env: T}")).routes[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         route.host = "other.com"  # type: ignore[misc]
@@ -468,3 +474,20 @@ def test_wildcard_matches_any_subdomain_and_nothing_else(host, ok) -> None:
 def test_missing_credential_message_says_where() -> None:
     with pytest.raises(R.CredentialMissing, match="^TOK is not set in the sidecars container$"):
         R.auth_headers(route_with("bearer"), {})
+
+
+def test_block_reasons_are_exact(policy) -> None:
+    m = policy.match
+    assert m("GET", "https", "api.anthropic.com", 22, "/v1/x").reason == "no route for port 22 of host api.anthropic.com"
+    assert m("DELETE", "https", "api.anthropic.com", 443, "/v1/x").reason == "no route for method DELETE on api.anthropic.com:443"
+    assert m("GET", "https", "api.anthropic.com", 443, "/v2/a%20b?q").reason == "no route for path /v2/a b on api.anthropic.com:443"
+    assert m("POST", "https", "api.anthropic.com", 443, "/v1/x", ["PUT", "PATCH"]).reason == (
+        "method override to PUT/PATCH not allowed on api.anthropic.com:443")
+    assert m("GET", "http", "api.anthropic.com", 443, "/v1/x").reason == "route 0 does not allow scheme http"
+    assert m("GET", "https", "api.anthropic.com", 443, "/v1/x").reason == "route 0 (api.anthropic.com)"
+
+
+def test_a_path_glob_is_matched_without_the_query() -> None:
+    p = R.parse_routes(one_route(paths="['/health']"))
+    assert p.match("GET", "https", "a.com", 443, "/health?verbose=1").allowed
+    assert not p.match("GET", "https", "a.com", 443, "/healthz").allowed

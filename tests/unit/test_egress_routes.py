@@ -491,3 +491,29 @@ def test_a_path_glob_is_matched_without_the_query() -> None:
     p = R.parse_routes(one_route(paths="['/health']"))
     assert p.match("GET", "https", "a.com", 443, "/health?verbose=1").allowed
     assert not p.match("GET", "https", "a.com", 443, "/healthz").allowed
+
+
+def test_stream_scrubber_holds_the_earliest_possible_start_of_a_secret() -> None:
+    # "SESE" could start "SESECRET" at its first "SE" and at its second: holding only the later
+    # one would let "SE" out and the rest ("SECRET") no longer match.
+    sc = R.Scrubber(["SESECRET"])
+    assert stream_through(sc, b"xxSESECRETyy", [6]) == b"xx" + R.REDACTED + b"yy"
+
+
+def test_stream_scrubber_catches_every_encoded_form_split_before_its_last_byte() -> None:
+    sc = R.Scrubber([TOKEN])
+    for form in sc.secrets:
+        data = b"xx" + form + b"yy"
+        for cut in (2, 3, len(form) + 1, len(form)):
+            assert stream_through(sc, data, [cut]) == b"xx" + R.REDACTED + b"yy", (form, cut)
+
+
+def test_stream_scrubber_is_empty_after_its_end() -> None:
+    st = R.Scrubber(["SECRET"]).stream()
+    assert st(b"a SEC") == [b"a "]
+    assert st(b"") == [b"SEC"] and st(b"") == []
+
+
+def test_scrub_text_keeps_undecodable_bytes() -> None:
+    sc = R.Scrubber(["xyz1"])
+    assert sc.scrub_text("caf\udce9 xyz1") == "caf\udce9 [redacted by egress]"

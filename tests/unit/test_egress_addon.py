@@ -218,7 +218,15 @@ def test_raw_tcp_udp_and_dns_flows_are_refused(egress, tmp_path) -> None:
         hook(flow)
         assert flow.server_conn.error and flow.error is not None
     assert [d["scheme"] for d in decisions(tmp_path)] == ["tcp", "udp", "dns"]
-    assert all(d["decision"] == "block" for d in decisions(tmp_path))
+    for d in decisions(tmp_path):
+        assert (d["decision"], d["method"], d["path"], d["route"]) == ("block", "", "", None)
+        assert d["reason"] == f"{d['scheme']} is not HTTP: only HTTP requests leave the bottle"
+        assert (d["host"], d["port"]) == ("address", 22)  # mitmproxy's test flows' server address
+    f = tflow.ttcpflow()
+    f.server_conn.address = None
+    addon.tcp_start(f)
+    assert f.server_conn.error == "egress: tcp is not HTTP: only HTTP requests leave the bottle"
+    assert (decisions(tmp_path)[-1]["host"], decisions(tmp_path)[-1]["port"]) == ("?", 0)
 
 
 def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
@@ -238,6 +246,14 @@ def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
     good = connection.Server(address=("open.example.com", 443))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=good, client=client))
     assert good.error is None
+    # A connection that already failed, or has no address yet, is left alone and not logged.
+    failed = connection.Server(address=("db.internal", 5432))
+    failed.error = "earlier"
+    addon.server_connect(server_hooks.ServerConnectionHookData(server=failed, client=client))
+    unaddressed = connection.Server(address=None)
+    addon.server_connect(server_hooks.ServerConnectionHookData(server=unaddressed, client=client))
+    assert failed.error == "earlier" and unaddressed.error is None
+    assert len(decisions(addon_state(addon))) == 1
 
 
 def test_state_folder_defaults_to_the_bundle_mount(monkeypatch) -> None:
@@ -754,7 +770,9 @@ def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) ->
         stop_mitmdump(proc)
     blocks = [d for d in decisions(tmp_path) if d["scheme"] == "tunnel"]
     assert [(d["host"], d["port"]) for d in blocks] == [("allowed.test", 22), ("allowed.test", 443)]
-    assert all("something other than HTTP" in d["reason"] for d in blocks)
+    for d in blocks:
+        assert (d["decision"], d["method"], d["path"], d["route"]) == ("block", "", "", None)
+        assert d["reason"] == "CONNECT tunnel carries something other than HTTP: only HTTP requests leave the bottle"
 
 
 def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_path) -> None:

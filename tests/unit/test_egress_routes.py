@@ -517,3 +517,31 @@ def test_stream_scrubber_is_empty_after_its_end() -> None:
 def test_scrub_text_keeps_undecodable_bytes() -> None:
     sc = R.Scrubber(["xyz1"])
     assert sc.scrub_text("caf\udce9 xyz1") == "caf\udce9 [redacted by egress]"
+
+
+def test_an_ambiguous_path_may_still_pass_a_route_without_path_limits_on_the_same_host() -> None:
+    p = R.parse_routes(
+        "version: 1\nbottle: b\nroutes:\n"
+        "  - {host: a.com, ports: [443], methods: [], paths: ['/v1/*'], schemes: [https], auth: null}\n"
+        "  - {host: a.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}\n"
+    )
+    d = p.match("GET", "https", "a.com", 443, "/v1%2fx")
+    assert d.allowed and d.route_index == 1
+
+
+def test_percent_decoding_rounds_stop_at_the_limit(policy) -> None:
+    three = "/x/%252541"  # %252541 -> %2541 -> %41 -> A
+    four = "/x/%25252541"
+    assert policy.match("GET", "https", "www.example.com", 443, three).allowed
+    d = policy.match("GET", "https", "www.example.com", 443, four)
+    assert not d.allowed and "too many times" in d.reason
+
+
+def test_invalid_utf8_in_a_path_is_matched_not_an_error(policy) -> None:
+    assert policy.match("GET", "https", "www.example.com", 443, "/x%ff%fe").allowed
+    assert R.path_problem("/x%ff") is None
+
+
+def test_overlapping_occurrences_of_one_secret_leave_no_fragment() -> None:
+    sc = R.Scrubber(["abab"])
+    assert sc.scrub(b"-ababab-") == b"-" + R.REDACTED + b"-"

@@ -789,3 +789,36 @@ def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_pat
     assert reply.startswith(b"HTTP/1.1 502") and b"egress: blocked POST blocked.test:80/up: no route" in reply
     [d] = decisions(tmp_path)
     assert d["decision"] == "block" and d["host"] == "blocked.test"
+
+
+def test_body_limits_are_inclusive(egress) -> None:
+    addon, _ = egress
+    at_limit = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(A.BLOCKED_BODY_READ_LIMIT)})
+    addon.requestheaders(at_limit)
+    assert at_limit.response is not None and at_limit.response.status_code == 403
+    over = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(A.BLOCKED_BODY_READ_LIMIT + 1)})
+    addon.requestheaders(over)
+    assert over.response is None and over.request.stream is True
+    at_threshold = make_flow("POST", "https://open.example.com/", {"Content-Length": str(A.STREAM_THRESHOLD)})
+    addon.requestheaders(at_threshold)
+    assert not at_threshold.request.stream
+
+
+def test_an_empty_response_body_stays_empty_when_scrubbed(egress) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    f.response = mhttp.Response.make(204, b"")
+    addon.responseheaders(f)
+    addon.response(f)
+    assert f.response.status_code == 204 and not f.response.raw_content
+
+
+def test_without_a_valid_routes_file_every_request_is_blocked_and_says_why(tmp_path) -> None:
+    addon = A.Egress(state_dir=str(tmp_path), environ={})
+    with taddons.context(addon):
+        f = make_flow("GET", "https://open.example.com/x")
+        send(addon, f)
+    assert f.response.status_code == 403
+    assert f.response.content.startswith(b"egress: blocked GET open.example.com:443/x: no valid routes.yaml: ")
+    assert b"cannot read" in f.response.content
+    assert decisions(tmp_path)[-1]["reason"].startswith("no valid routes.yaml: ")

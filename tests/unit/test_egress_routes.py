@@ -92,6 +92,10 @@ def test_load_routes_reads_every_field(policy) -> None:
         (one_route(auth=None), "routes[0].auth"),
         (one_route(host="'a.*.com'"), "routes[0].host"),
         (one_route(host="'has space.com'"), "routes[0].host"),
+        (one_route(host="42"), "routes[0].host"),
+        (one_route(host="''"), "routes[0].host"),
+        (one_route(ports="[0]"), "routes[0].ports"),
+        (one_route(ports="[65536]"), "routes[0].ports"),
         (one_route(host="'a.com:8443'"), "routes[0].host"),
         (one_route(ports="443"), "routes[0].ports"),
         (one_route(ports="[70000]"), "routes[0].ports"),
@@ -115,7 +119,11 @@ def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> Non
     with pytest.raises(ValueError) as info:
         R.parse_routes(text, source="r.yaml")
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("r.yaml") and key in msg
+    assert "\n" not in msg and msg.startswith(f"r.yaml: {key}: ") or msg.startswith(f"r.yaml: {key}.")
+
+
+def test_port_bounds() -> None:
+    assert R.parse_routes(one_route(ports="[1, 65535]")).routes[0].ports == (1, 65535)
 
 
 def test_one_route_helper_is_valid_and_ipv6_hosts_are_not_ports() -> None:
@@ -168,6 +176,12 @@ def test_block_reasons_name_the_rule_that_failed(policy) -> None:
     assert "scheme http" in policy.match("GET", "http", "api.anthropic.com", 443, "/v1/x").reason
 
 
+PATH_REASONS = {
+    "request target is not a path starting with '/'", "path is percent-encoded too many times",
+    "path has ';' parameters", "path has a backslash", "path has control characters", "path has '.' or '..' segments",
+}
+
+
 @pytest.mark.parametrize(
     "path, why",
     [
@@ -185,12 +199,15 @@ def test_block_reasons_name_the_rule_that_failed(policy) -> None:
         ("/v1/x;jsessionid=1", "';'"),
         ("/v1/x%3bparam", "';'"),
         ("/v1/x%00y", "control"),
+        ("/v1/x%7fy", "control"),
+        ("http://other.io/v1/x", "not a path"),
         ("/v1/%2525252525252e", "too many times"),
     ],
 )
 def test_ambiguous_paths_never_slip_past_a_path_glob(policy, path, why) -> None:
     d = policy.match("GET", "https", "api.anthropic.com", 443, path)
     assert not d.allowed and why in d.reason, d.reason
+    assert d.reason in PATH_REASONS
     # Refused on routes without a path list too: the server still resolves them.
     assert not policy.match("GET", "https", "www.example.com", 443, path).allowed
 

@@ -822,3 +822,13 @@ def test_without_a_valid_routes_file_every_request_is_blocked_and_says_why(tmp_p
     assert f.response.content.startswith(b"egress: blocked GET open.example.com:443/x: no valid routes.yaml: ")
     assert b"cannot read" in f.response.content
     assert decisions(tmp_path)[-1]["reason"].startswith("no valid routes.yaml: ")
+
+
+@pytest.mark.parametrize(
+    "data, ok",
+    [(b"", True), (b"G", True), (b"GET", True), (b"GET / HTTP/1.1\r\n", True), (b"PRI * HTTP/2.0", True),
+     (b"VERSION-CONTROL /x", True), (b"A" * 23, True), (b"A" * 24, False), (b"A" * 30, False),
+     (b"SSH-2.0-OpenSSH", False), (b"\x00\x01", False), (b" GET", False), (b"GET\r\n", False), (b"\x16\x03\x01", False)],
+)
+def test_what_may_still_become_an_http_request(data, ok) -> None:
+    assert A._starts_like_http(data) == ok

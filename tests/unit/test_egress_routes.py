@@ -93,6 +93,11 @@ def test_load_routes_reads_every_field(policy) -> None:
         (one_route(host="'a.*.com'"), "routes[0].host"),
         (one_route(host="'has space.com'"), "routes[0].host"),
         (one_route(host="42"), "routes[0].host"),
+        (one_route(host="a..com"), "routes[0].host"),
+        (one_route(methods="[1]"), "routes[0].methods"),
+        (one_route(paths="[1]"), "routes[0].paths"),
+        (one_route(schemes="[1]"), "routes[0].schemes"),
+        ("version: true\nbottle: b\nroutes: []", "version"),
         (one_route(host="''"), "routes[0].host"),
         (one_route(ports="[0]"), "routes[0].ports"),
         (one_route(ports="[65536]"), "routes[0].ports"),
@@ -120,6 +125,11 @@ def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> Non
         R.parse_routes(text, source="r.yaml")
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith(f"r.yaml: {key}: ") or msg.startswith(f"r.yaml: {key}.")
+
+
+def test_path_globs_may_start_with_a_star() -> None:
+    p = R.parse_routes(one_route(paths="['*', '*.json']"))
+    assert p.routes[0].paths == ("*", "*.json") and p.match("GET", "https", "a.com", 443, "/x").allowed
 
 
 def test_port_bounds() -> None:
@@ -299,6 +309,8 @@ def test_secret_values_cover_the_forms_an_upstream_could_echo() -> None:
     assert R.secret_values(route_with("bearer"), {"TOK": "abc"}) == ["abc"]
     values = R.secret_values(route_with("basic"), {"TOK": "user:hunter22"})
     assert set(values) == {"user:hunter22", base64.b64encode(b"user:hunter22").decode(), "hunter22"}
+    # The password is everything after the first colon.
+    assert "pa:ss" in R.secret_values(route_with("basic"), {"TOK": "me:pa:ss"})
 
 
 @pytest.mark.parametrize(

@@ -273,6 +273,8 @@ def test_ready_file_written_when_running_and_stale_one_removed_at_load(tmp_path)
         addon.running()
         info = json.loads((tmp_path / "ready").read_text())
         assert info["pid"] == os.getpid() and info["listen_port"] == 18099 and info["routes_loaded"]
+        assert info["listen_host"] == "0.0.0.0" and info["routes_error"] is None and info["at"].endswith("+00:00")
+        assert info["ca_cert"].endswith("/mitmproxy-ca-cert.pem")
         addon.done()
         assert not (tmp_path / "ready").exists()
 
@@ -309,7 +311,8 @@ def test_fronting_inside_a_tunnel_is_blocked_and_logged_as_the_host_it_named(egr
     f = tunnel_flow("GET", "api.example.com", "other.example.net", {"x-api-key": "placeholder"})
     send(addon, f)
     assert f.response.status_code == 403
-    assert b"request authority 'other.example.net'" in f.response.content
+    assert f.response.content == (b"egress: blocked GET api.example.com:443/v1/x: request authority 'other.example.net' "
+                                  b"does not match the destination api.example.com:443 (fronting) (bottle dev)\n")
     assert f.request.headers["x-api-key"] == "placeholder", "the credential was injected into a fronted request"
     [d] = decisions(tmp_path)
     assert d["decision"] == "block" and d["host"] == "other.example.net" and "fronting" in d["reason"]
@@ -564,6 +567,7 @@ def gz(data: bytes) -> bytes:
         ("deflate, gzip", lambda d: gz(__import__("zlib").compress(d))),
         ("br", lambda d: __import__("brotli").compress(d)),
         ("gzip, br", lambda d: __import__("brotli").compress(gz(d))),
+        ("zstd", lambda d: __import__("zstandard").ZstdCompressor().compress(d)),
     ],
 )
 def test_bodies_in_stacked_encodings_are_decoded_and_scrubbed(egress, coding, encode) -> None:
@@ -711,7 +715,9 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
     )
     proc, port = start_mitmdump(tmp_path, {"E2E_KEY": SECRET})
     try:
-        assert json.loads((tmp_path / "ready").read_text())["listen_port"] == port
+        ready = json.loads((tmp_path / "ready").read_text())
+        assert (ready["listen_host"], ready["listen_port"]) == ("127.0.0.1", port)
+        assert ready["ca_cert"] == str(tmp_path / "mitmproxy-ca-cert.pem") and Path(ready["ca_cert"]).exists()
 
         def get(path: str) -> tuple[int, bytes]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -832,3 +838,55 @@ def test_without_a_valid_routes_file_every_request_is_blocked_and_says_why(tmp_p
 )
 def test_what_may_still_become_an_http_request(data, ok) -> None:
     assert A._starts_like_http(data) == ok
+
+
+def test_reload_reports_whether_the_policy_changed(egress, tmp_path) -> None:
+    addon, _ = egress
+    routes = tmp_path / "routes.yaml"
+    assert addon.reload() is False  # unchanged since load
+    assert addon.reload(force=True) is True
+    routes.write_text(ROUTES.replace("open.example.com", "new.example.com"))
+    assert addon.reload() is True and addon.policy.routes[1].host == "new.example.com"
+    routes.write_text("version: 2\n")
+    assert addon.reload() is False and addon.policy.routes[1].host == "new.example.com"
+    assert addon.reload() is False
+
+
+def test_an_upstream_trust_set_on_the_command_line_is_kept(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    (tmp_path / "upstream-ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n")
+    addon = A.Egress(state_dir=str(tmp_path), environ={})
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, ssl_verify_upstream_trusted_ca="/operator/ca.pem")
+        addon.running()
+        assert tctx.options.ssl_verify_upstream_trusted_ca == "/operator/ca.pem"
+        assert not list(tmp_path.glob("upstream-trust-*.pem"))
+
+
+def test_real_mitmdump_checks_what_a_tls_tunnel_carries_after_the_handshake(tmp_path) -> None:
+    import ssl
+
+    (tmp_path / "routes.yaml").write_text(
+        "version: 1\nbottle: t\nroutes:\n"
+        "  - {host: allowed.test, ports: [443], methods: [GET], paths: ['/v1/*'], schemes: [https], auth: null}\n"
+    )
+    proc, port = start_mitmdump(tmp_path, {})
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "mitmproxy-ca-cert.pem"))
+        answers = []
+        for payload in (b"GET /other HTTP/1.1\r\nHost: allowed.test\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n"):
+            raw = connect_tunnel(port, "allowed.test:443")
+            tls = context.wrap_socket(raw, server_hostname="allowed.test")  # TLS passes to the TLS layer
+            tls.sendall(payload)
+            try:
+                answers.append(tls.recv(4096))
+            except (ssl.SSLError, ConnectionError):
+                answers.append(b"")
+            tls.close()
+    finally:
+        stop_mitmdump(proc)
+    assert answers[0].startswith(b"HTTP/1.1 403")
+    assert any(d["path"] == "/other" and d["decision"] == "block" for d in decisions(tmp_path))
+    assert answers[1] == b"", "a TLS tunnel that carries no HTTP stayed open"
+    [d] = [d for d in decisions(tmp_path) if d["scheme"] == "tunnel"]
+    assert d["reason"] == "TLS tunnel carries something other than HTTP: only HTTP requests leave the bottle"

@@ -574,3 +574,15 @@ def test_invalid_utf8_in_a_path_is_matched_not_an_error(policy) -> None:
 def test_overlapping_occurrences_of_one_secret_leave_no_fragment() -> None:
     sc = R.Scrubber(["abab"])
     assert sc.scrub(b"-ababab-") == b"-" + R.REDACTED + b"-"
+
+
+def test_authority_details() -> None:
+    assert R.target_authorities("", "*") == [] and R.target_authorities("", "/a://b") == []
+    assert R.target_authorities("", "x?u=http://other.io/") == []
+    assert R.authority_problem("x.io", 443, [], ["X.IO"], None) is None
+    assert R.split_authority("h.io:1") == ("h.io", 1) and R.split_authority("h.io:65535") == ("h.io", 65535)
+    assert R.split_authority("h.io:65536") is None
+
+
+def test_invalid_utf8_on_a_route_that_limits_paths(policy) -> None:
+    assert policy.match("GET", "https", "api.anthropic.com", 443, "/v1/%ff").allowed

@@ -890,3 +890,61 @@ def test_real_mitmdump_checks_what_a_tls_tunnel_carries_after_the_handshake(tmp_
     assert answers[1] == b"", "a TLS tunnel that carries no HTTP stayed open"
     [d] = [d for d in decisions(tmp_path) if d["scheme"] == "tunnel"]
     assert d["reason"] == "TLS tunnel carries something other than HTTP: only HTTP requests leave the bottle"
+
+
+def test_which_responses_stream(egress) -> None:
+    addon, _ = egress
+    def streamed(method="GET", status=200, headers=None, http_version="HTTP/1.1", authed=False):
+        f = authed_flow(addon, method) if authed else make_flow(method, "https://open.example.com/")
+        if not authed:
+            send(addon, f)
+        f.request.http_version = http_version
+        f.response = mhttp.Response.make(status, b"")
+        f.response.headers.pop("content-length", None)
+        for k, v in (headers or {}).items():
+            f.response.headers[k] = v
+        addon.responseheaders(f)
+        return f
+    big = {"Content-Length": str(A.STREAM_THRESHOLD + 1)}
+    assert streamed(headers=big).response.stream is True
+    assert not streamed(headers={"Content-Length": str(A.STREAM_THRESHOLD)}).response.stream
+    assert streamed(headers={}).response.stream is True  # unknown length
+    assert not streamed("HEAD", headers=big).response.stream
+    assert not streamed(status=204, headers=big).response.stream and not streamed(status=304, headers=big).response.stream
+    assert not streamed(status=101, headers=big).response.stream
+    # With a credential to scrub: identity bodies stream through the scrubber, re-framed for HTTP/1.1.
+    f = streamed(headers=big, authed=True)
+    assert callable(f.response.stream) and f.response.headers["transfer-encoding"] == "chunked"
+    h2 = streamed(headers=big, authed=True, http_version="HTTP/2.0")
+    assert callable(h2.response.stream) and "transfer-encoding" not in h2.response.headers
+    assert not streamed(headers={**big, "Content-Encoding": "gzip"}, authed=True).response.stream
+    assert not streamed(headers=big, authed=True, http_version="HTTP/1.0").response.stream
+
+
+def test_credential_errors_are_labelled_as_errors(egress) -> None:
+    addon, _ = egress
+    f = make_flow("GET", "https://nokey.example.com/")
+    send(addon, f)
+    assert f.response.headers["x-egress-decision"] == "error"
+    g = make_flow("GET", "https://blocked.example.org/")
+    send(addon, g)
+    assert g.response.headers["x-egress-decision"] == "blocked"
+
+
+def test_every_override_header_counts_even_when_repeated(egress) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://api.example.com/v1/x")
+    f.request.headers.add("X-HTTP-Method-Override", "GET")
+    f.request.headers.add("X-HTTP-Method-Override", "DELETE")
+    send(addon, f)
+    assert f.response.status_code == 403
+
+
+def test_a_buffered_body_keeps_its_own_framing(egress) -> None:
+    addon, _ = egress
+    f = make_flow("PUT", "https://open.example.com/x", {"Transfer-Encoding": "chunked"})
+    f.request.http_version = "HTTP/2.0"
+    f.request.headers.pop("transfer-encoding")
+    addon.requestheaders(f)
+    addon.request(f)  # no body: nothing to frame
+    assert "content-length" not in f.request.headers

@@ -80,6 +80,10 @@ def send(addon, flow) -> None:
         addon.request(flow)
 
 
+def addon_state(addon):
+    return Path(addon.state_dir)
+
+
 def decisions(tmp_path) -> list[dict]:
     path = tmp_path / "requests.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -226,7 +230,15 @@ def test_raw_tcp_udp_and_dns_flows_are_refused(egress, tmp_path) -> None:
         hook(flow)
         assert flow.server_conn.error and flow.error is not None
     assert [d["scheme"] for d in decisions(tmp_path)] == ["tcp", "udp", "dns"]
-    assert all(d["decision"] == "block" for d in decisions(tmp_path))
+    for d in decisions(tmp_path):
+        assert (d["decision"], d["method"], d["path"], d["route"]) == ("block", "", "", None)
+        assert d["reason"] == f"{d['scheme']} is not HTTP: only HTTP requests leave the bottle"
+        assert (d["host"], d["port"]) == ("address", 22)  # mitmproxy's test flows' server address
+    f = tflow.ttcpflow()
+    f.server_conn.address = None
+    addon.tcp_start(f)
+    assert f.server_conn.error == "egress: tcp is not HTTP: only HTTP requests leave the bottle"
+    assert (decisions(tmp_path)[-1]["host"], decisions(tmp_path)[-1]["port"]) == ("?", 0)
 
 
 def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
@@ -234,10 +246,33 @@ def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
     client = tflow.tclient_conn()
     bad = connection.Server(address=("db.internal", 5432))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=bad, client=client))
-    assert bad.error and "db.internal:5432" in bad.error
+    assert bad.error == "egress: no route for db.internal:5432"
+    [d] = decisions(addon_state(addon))
+    assert {k: d[k] for k in ("decision", "method", "scheme", "host", "port", "path", "route", "reason")} == {
+        "decision": "block", "method": "", "scheme": "tcp", "host": "db.internal", "port": 5432, "path": "",
+        "route": None, "reason": "no route for db.internal:5432"}
+    # A refused name whose flow is gone still fails, with the generic message.
+    stray = connection.Server(address=("gone" + A.REFUSED_SUFFIX, 443))
+    addon.server_connect(server_hooks.ServerConnectionHookData(server=stray, client=client))
+    assert stray.error == "egress: blocked"
     good = connection.Server(address=("open.example.com", 443))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=good, client=client))
     assert good.error is None
+    # A connection that already failed, or has no address yet, is left alone and not logged.
+    failed = connection.Server(address=("db.internal", 5432))
+    failed.error = "earlier"
+    addon.server_connect(server_hooks.ServerConnectionHookData(server=failed, client=client))
+    unaddressed = connection.Server(address=None)
+    addon.server_connect(server_hooks.ServerConnectionHookData(server=unaddressed, client=client))
+    assert failed.error == "earlier" and unaddressed.error is None
+    assert len(decisions(addon_state(addon))) == 1
+
+
+def test_state_folder_defaults_to_the_bundle_mount(monkeypatch) -> None:
+    monkeypatch.delenv("BOTTLE_EGRESS_STATE", raising=False)
+    assert A.Egress().state_dir == "/state/egress"
+    monkeypatch.setenv("BOTTLE_EGRESS_STATE", "/elsewhere")
+    assert A.Egress().state_dir == "/elsewhere"
 
 
 def test_ready_file_written_when_running_and_stale_one_removed_at_load(tmp_path) -> None:
@@ -250,6 +285,8 @@ def test_ready_file_written_when_running_and_stale_one_removed_at_load(tmp_path)
         addon.running()
         info = json.loads((tmp_path / "ready").read_text())
         assert info["pid"] == os.getpid() and info["listen_port"] == 18099 and info["routes_loaded"]
+        assert info["listen_host"] == "0.0.0.0" and info["routes_error"] is None and info["at"].endswith("+00:00")
+        assert info["ca_cert"].endswith("/mitmproxy-ca-cert.pem")
         addon.done()
         assert not (tmp_path / "ready").exists()
 
@@ -286,7 +323,8 @@ def test_fronting_inside_a_tunnel_is_blocked_and_logged_as_the_host_it_named(egr
     f = tunnel_flow("GET", "api.example.com", "other.example.net", {"x-api-key": "placeholder"})
     send(addon, f)
     assert f.response.status_code == 403
-    assert b"request authority 'other.example.net'" in f.response.content
+    assert f.response.content == (b"egress: blocked GET api.example.com:443/v1/x: request authority 'other.example.net' "
+                                  b"does not match the destination api.example.com:443 (fronting) (bottle dev)\n")
     assert f.request.headers["x-api-key"] == "placeholder", "the credential was injected into a fronted request"
     [d] = decisions(tmp_path)
     assert d["decision"] == "block" and d["host"] == "other.example.net" and "fronting" in d["reason"]
@@ -436,17 +474,29 @@ def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
     addon, _ = egress
     f = make_flow("GET", "https://open.example.com/", {
         "Proxy-Authorization": "Basic Zm9vOmJhcg==", "Proxy-Connection": "keep-alive", "Keep-Alive": "timeout=5",
+        "Proxy-Authenticate": "Basic",
         "Connection": "keep-alive, X-Private", "X-Private": "1", "X-Kept": "1",
     })
     send(addon, f)
     assert f.response is None
     names = {k.lower() for k in f.request.headers}
-    assert not names & {"proxy-authorization", "proxy-connection", "keep-alive", "x-private"}
+    assert not names & {"proxy-authorization", "proxy-connection", "proxy-authenticate", "keep-alive", "x-private"}
     assert f.request.headers["connection"] == "keep-alive" and f.request.headers["x-kept"] == "1"
-    # A Connection header cannot make egress drop what frames the body.
-    g = make_flow("POST", "https://open.example.com/", {"Connection": "Content-Length, Transfer-Encoding, Host", "Content-Length": "3"})
-    send(addon, g)
-    assert g.request.headers["content-length"] == "3" and "connection" not in g.request.headers
+    # A Connection header cannot make egress drop what frames or routes the request.
+    framing = {"Host": "open.example.com", "Content-Length": "3", "Transfer-Encoding": "chunked", "Upgrade": "websocket", "TE": "trailers"}
+    g = make_flow("POST", "https://open.example.com/", {"Connection": "Content-Length, Transfer-Encoding, Host, Upgrade, TE, X-A", **framing})
+    addon.requestheaders(g)
+    assert {k: g.request.headers.get(k) for k in framing} == framing and g.request.headers["connection"] == "upgrade"
+    # The tokens mitmproxy acts on stay; every Connection header counts.
+    for conn, kept in (("close, X-A", "close"), ("Upgrade, X-A", "upgrade"), ("keep-alive, X-A", "keep-alive")):
+        h = make_flow("GET", "https://open.example.com/", {"Connection": conn, "X-A": "1"})
+        send(addon, h)
+        assert h.request.headers["connection"] == kept and "x-a" not in h.request.headers
+    two = make_flow("GET", "https://open.example.com/", {"X-A": "1", "X-B": "1"})
+    two.request.headers.add("Connection", "X-A")
+    two.request.headers.add("Connection", "X-B")
+    send(addon, two)
+    assert "x-a" not in two.request.headers and "x-b" not in two.request.headers
 
 
 def test_requests_log_is_rotated_by_size(tmp_path) -> None:
@@ -534,6 +584,7 @@ def gz(data: bytes) -> bytes:
         ("deflate, gzip", lambda d: gz(__import__("zlib").compress(d))),
         ("br", lambda d: __import__("brotli").compress(d)),
         ("gzip, br", lambda d: __import__("brotli").compress(gz(d))),
+        ("zstd", lambda d: __import__("zstandard").ZstdCompressor().compress(d)),
     ],
 )
 def test_bodies_in_stacked_encodings_are_decoded_and_scrubbed(egress, coding, encode) -> None:
@@ -681,7 +732,9 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
     )
     proc, port = start_mitmdump(tmp_path, {"E2E_KEY": SECRET})
     try:
-        assert json.loads((tmp_path / "ready").read_text())["listen_port"] == port
+        ready = json.loads((tmp_path / "ready").read_text())
+        assert (ready["listen_host"], ready["listen_port"]) == ("127.0.0.1", port)
+        assert ready["ca_cert"] == str(tmp_path / "mitmproxy-ca-cert.pem") and Path(ready["ca_cert"]).exists()
 
         def get(path: str) -> tuple[int, bytes]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -740,7 +793,9 @@ def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) ->
         stop_mitmdump(proc)
     blocks = [d for d in decisions(tmp_path) if d["scheme"] == "tunnel"]
     assert [(d["host"], d["port"]) for d in blocks] == [("allowed.test", 22), ("allowed.test", 443)]
-    assert all("something other than HTTP" in d["reason"] for d in blocks)
+    for d in blocks:
+        assert (d["decision"], d["method"], d["path"], d["route"]) == ("block", "", "", None)
+        assert d["reason"] == "CONNECT tunnel carries something other than HTTP: only HTTP requests leave the bottle"
 
 
 def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_path) -> None:
@@ -878,3 +933,156 @@ def test_a_policy_that_disables_an_unknown_rule_is_refused(egress, tmp_path) -> 
     (tmp_path / "routes.yaml").write_text(ROUTES.replace("disabled_rules: [github-pat]", "disabled_rules: [github-pats]"))
     assert addon.reload(force=True) is False
     assert "unknown gitleaks rule id 'github-pats'" in addon.policy_error
+
+
+def test_body_limits_are_inclusive(egress) -> None:
+    addon, _ = egress
+    at_limit = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(A.BLOCKED_BODY_READ_LIMIT)})
+    addon.requestheaders(at_limit)
+    assert at_limit.response is not None and at_limit.response.status_code == 403
+    over = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(A.BLOCKED_BODY_READ_LIMIT + 1)})
+    addon.requestheaders(over)
+    assert over.response is None and over.request.stream is True
+    at_threshold = make_flow("POST", "https://open.example.com/", {"Content-Length": str(A.STREAM_THRESHOLD)})
+    addon.requestheaders(at_threshold)
+    assert not at_threshold.request.stream
+
+
+def test_an_empty_response_body_stays_empty_when_scrubbed(egress) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    f.response = mhttp.Response.make(204, b"")
+    addon.responseheaders(f)
+    addon.response(f)
+    assert f.response.status_code == 204 and not f.response.raw_content
+
+
+def test_without_a_valid_routes_file_every_request_is_blocked_and_says_why(tmp_path) -> None:
+    addon = A.Egress(state_dir=str(tmp_path), environ={})
+    with taddons.context(addon):
+        f = make_flow("GET", "https://open.example.com/x")
+        send(addon, f)
+    assert f.response.status_code == 403
+    assert f.response.content.startswith(b"egress: blocked GET open.example.com:443/x: no valid routes.yaml: ")
+    assert b"cannot read" in f.response.content
+    assert decisions(tmp_path)[-1]["reason"].startswith("no valid routes.yaml: ")
+
+
+@pytest.mark.parametrize(
+    "data, ok",
+    [(b"", True), (b"G", True), (b"GET", True), (b"GET / HTTP/1.1\r\n", True), (b"PRI * HTTP/2.0", True),
+     (b"VERSION-CONTROL /x", True), (b"A" * 23, True), (b"A" * 24, False), (b"A" * 30, False),
+     (b"SSH-2.0-OpenSSH", False), (b"\x00\x01", False), (b" GET", False), (b"GET\r\n", False), (b"\x16\x03\x01", False)],
+)
+def test_what_may_still_become_an_http_request(data, ok) -> None:
+    assert A._starts_like_http(data) == ok
+
+
+def test_reload_reports_whether_the_policy_changed(egress, tmp_path) -> None:
+    addon, _ = egress
+    routes = tmp_path / "routes.yaml"
+    assert addon.reload() is False  # unchanged since load
+    assert addon.reload(force=True) is True
+    routes.write_text(ROUTES.replace("open.example.com", "new.example.com"))
+    assert addon.reload() is True and addon.policy.routes[1].host == "new.example.com"
+    routes.write_text("version: 2\n")
+    assert addon.reload() is False and addon.policy.routes[1].host == "new.example.com"
+    assert addon.reload() is False
+
+
+def test_an_upstream_trust_set_on_the_command_line_is_kept(tmp_path) -> None:
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    (tmp_path / "upstream-ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n")
+    addon = A.Egress(state_dir=str(tmp_path), environ={})
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, ssl_verify_upstream_trusted_ca="/operator/ca.pem")
+        addon.running()
+        assert tctx.options.ssl_verify_upstream_trusted_ca == "/operator/ca.pem"
+        assert not list(tmp_path.glob("upstream-trust-*.pem"))
+
+
+def test_real_mitmdump_checks_what_a_tls_tunnel_carries_after_the_handshake(tmp_path) -> None:
+    import ssl
+
+    (tmp_path / "routes.yaml").write_text(
+        "version: 1\nbottle: t\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
+        "  - {host: allowed.test, ports: [443], methods: [GET], paths: ['/v1/*'], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+    )
+    proc, port = start_mitmdump(tmp_path, {})
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "mitmproxy-ca-cert.pem"))
+        answers = []
+        for payload in (b"GET /other HTTP/1.1\r\nHost: allowed.test\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n"):
+            raw = connect_tunnel(port, "allowed.test:443")
+            tls = context.wrap_socket(raw, server_hostname="allowed.test")  # TLS passes to the TLS layer
+            tls.sendall(payload)
+            try:
+                answers.append(tls.recv(4096))
+            except (ssl.SSLError, ConnectionError):
+                answers.append(b"")
+            tls.close()
+    finally:
+        stop_mitmdump(proc)
+    assert answers[0].startswith(b"HTTP/1.1 403")
+    assert any(d["path"] == "/other" and d["decision"] == "block" for d in decisions(tmp_path))
+    assert answers[1] == b"", "a TLS tunnel that carries no HTTP stayed open"
+    [d] = [d for d in decisions(tmp_path) if d["scheme"] == "tunnel"]
+    assert d["reason"] == "TLS tunnel carries something other than HTTP: only HTTP requests leave the bottle"
+
+
+def test_which_responses_stream(egress) -> None:
+    addon, _ = egress
+    def streamed(method="GET", status=200, headers=None, http_version="HTTP/1.1", authed=False):
+        f = authed_flow(addon, method) if authed else make_flow(method, "https://open.example.com/")
+        if not authed:
+            send(addon, f)
+        f.request.http_version = http_version
+        f.response = mhttp.Response.make(status, b"")
+        f.response.headers.pop("content-length", None)
+        for k, v in (headers or {}).items():
+            f.response.headers[k] = v
+        addon.responseheaders(f)
+        return f
+    big = {"Content-Length": str(A.STREAM_THRESHOLD + 1)}
+    assert streamed(headers=big).response.stream is True
+    assert not streamed(headers={"Content-Length": str(A.STREAM_THRESHOLD)}).response.stream
+    assert streamed(headers={}).response.stream is True  # unknown length
+    assert not streamed("HEAD", headers=big).response.stream
+    assert not streamed(status=204, headers=big).response.stream and not streamed(status=304, headers=big).response.stream
+    assert not streamed(status=101, headers=big).response.stream
+    # With a credential to scrub: identity bodies stream through the scrubber, re-framed for HTTP/1.1.
+    f = streamed(headers=big, authed=True)
+    assert callable(f.response.stream) and f.response.headers["transfer-encoding"] == "chunked"
+    h2 = streamed(headers=big, authed=True, http_version="HTTP/2.0")
+    assert callable(h2.response.stream) and "transfer-encoding" not in h2.response.headers
+    assert not streamed(headers={**big, "Content-Encoding": "gzip"}, authed=True).response.stream
+    assert not streamed(headers=big, authed=True, http_version="HTTP/1.0").response.stream
+
+
+def test_credential_errors_are_labelled_as_errors(egress) -> None:
+    addon, _ = egress
+    f = make_flow("GET", "https://nokey.example.com/")
+    send(addon, f)
+    assert f.response.headers["x-egress-decision"] == "error"
+    g = make_flow("GET", "https://blocked.example.org/")
+    send(addon, g)
+    assert g.response.headers["x-egress-decision"] == "blocked"
+
+
+def test_every_override_header_counts_even_when_repeated(egress) -> None:
+    addon, _ = egress
+    f = make_flow("POST", "https://api.example.com/v1/x")
+    f.request.headers.add("X-HTTP-Method-Override", "GET")
+    f.request.headers.add("X-HTTP-Method-Override", "DELETE")
+    send(addon, f)
+    assert f.response.status_code == 403
+
+
+def test_a_buffered_body_keeps_its_own_framing(egress) -> None:
+    addon, _ = egress
+    f = make_flow("PUT", "https://open.example.com/x", {"Transfer-Encoding": "chunked"})
+    f.request.http_version = "HTTP/2.0"
+    f.request.headers.pop("transfer-encoding")
+    addon.requestheaders(f)
+    addon.request(f)  # no body: nothing to frame
+    assert "content-length" not in f.request.headers

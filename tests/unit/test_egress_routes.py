@@ -105,6 +105,15 @@ def test_load_routes_reads_every_field(policy) -> None:
         (one_route(auth=None), "routes[0].auth"),
         (one_route(host="'a.*.com'"), "routes[0].host"),
         (one_route(host="'has space.com'"), "routes[0].host"),
+        (one_route(host="42"), "routes[0].host"),
+        (one_route(host="a..com"), "routes[0].host"),
+        (one_route(methods="[1]"), "routes[0].methods"),
+        (one_route(paths="[1]"), "routes[0].paths"),
+        (one_route(schemes="[1]"), "routes[0].schemes"),
+        ("version: true\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "version"),
+        (one_route(host="''"), "routes[0].host"),
+        (one_route(ports="[0]"), "routes[0].ports"),
+        (one_route(ports="[65536]"), "routes[0].ports"),
         (one_route(host="'a.com:8443'"), "routes[0].host"),
         (one_route(ports="443"), "routes[0].ports"),
         (one_route(ports="[70000]"), "routes[0].ports"),
@@ -128,7 +137,16 @@ def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> Non
     with pytest.raises(ValueError) as info:
         R.parse_routes(text, source="r.yaml")
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("r.yaml") and key in msg
+    assert "\n" not in msg and msg.startswith(f"r.yaml: {key}: ") or msg.startswith(f"r.yaml: {key}.")
+
+
+def test_path_globs_may_start_with_a_star() -> None:
+    p = R.parse_routes(one_route(paths="['*', '*.json']"))
+    assert p.routes[0].paths == ("*", "*.json") and p.match("GET", "https", "a.com", 443, "/x").allowed
+
+
+def test_port_bounds() -> None:
+    assert R.parse_routes(one_route(ports="[1, 65535]")).routes[0].ports == (1, 65535)
 
 
 def test_one_route_helper_is_valid_and_ipv6_hosts_are_not_ports() -> None:
@@ -181,6 +199,12 @@ def test_block_reasons_name_the_rule_that_failed(policy) -> None:
     assert "scheme http" in policy.match("GET", "http", "api.anthropic.com", 443, "/v1/x").reason
 
 
+PATH_REASONS = {
+    "request target is not a path starting with '/'", "path is percent-encoded too many times",
+    "path has ';' parameters", "path has a backslash", "path has control characters", "path has '.' or '..' segments",
+}
+
+
 @pytest.mark.parametrize(
     "path, why",
     [
@@ -198,12 +222,15 @@ def test_block_reasons_name_the_rule_that_failed(policy) -> None:
         ("/v1/x;jsessionid=1", "';'"),
         ("/v1/x%3bparam", "';'"),
         ("/v1/x%00y", "control"),
+        ("/v1/x%7fy", "control"),
+        ("http://other.io/v1/x", "not a path"),
         ("/v1/%2525252525252e", "too many times"),
     ],
 )
 def test_ambiguous_paths_never_slip_past_a_path_glob(policy, path, why) -> None:
     d = policy.match("GET", "https", "api.anthropic.com", 443, path)
     assert not d.allowed and why in d.reason, d.reason
+    assert d.reason in PATH_REASONS
     # Refused on routes without a path list too: the server still resolves them.
     assert not policy.match("GET", "https", "www.example.com", 443, path).allowed
 
@@ -295,6 +322,8 @@ def test_secret_values_cover_the_forms_an_upstream_could_echo() -> None:
     assert R.secret_values(route_with("bearer"), {"TOK": "abc"}) == ["abc"]
     values = R.secret_values(route_with("basic"), {"TOK": "user:hunter22"})
     assert set(values) == {"user:hunter22", base64.b64encode(b"user:hunter22").decode(), "hunter22"}
+    # The password is everything after the first colon.
+    assert "pa:ss" in R.secret_values(route_with("basic"), {"TOK": "me:pa:ss"})
 
 
 @pytest.mark.parametrize(
@@ -462,6 +491,12 @@ def test_every_auth_scheme_parses() -> None:
 def test_routes_and_auth_are_immutable() -> None:
     import dataclasses
 
+    policy = R.parse_routes(one_route())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.bottle = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.match("GET", "https", "a.com", 443, "/").allowed = False  # type: ignore[misc]
+
     route = R.parse_routes(one_route(auth="{scheme: bearer, token_env: T}")).routes[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         route.host = "other.com"  # type: ignore[misc]
@@ -481,3 +516,86 @@ def test_wildcard_matches_any_subdomain_and_nothing_else(host, ok) -> None:
 def test_missing_credential_message_says_where() -> None:
     with pytest.raises(R.CredentialMissing, match="^TOK is not set in the sidecars container$"):
         R.auth_headers(route_with("bearer"), {})
+
+
+def test_block_reasons_are_exact(policy) -> None:
+    m = policy.match
+    assert m("GET", "https", "api.anthropic.com", 22, "/v1/x").reason == "no route for port 22 of host api.anthropic.com"
+    assert m("DELETE", "https", "api.anthropic.com", 443, "/v1/x").reason == "no route for method DELETE on api.anthropic.com:443"
+    assert m("GET", "https", "api.anthropic.com", 443, "/v2/a%20b?q").reason == "no route for path /v2/a b on api.anthropic.com:443"
+    assert m("POST", "https", "api.anthropic.com", 443, "/v1/x", ["PUT", "PATCH"]).reason == (
+        "method override to PUT/PATCH not allowed on api.anthropic.com:443")
+    assert m("GET", "http", "api.anthropic.com", 443, "/v1/x").reason == "route 0 does not allow scheme http"
+    assert m("GET", "https", "api.anthropic.com", 443, "/v1/x").reason == "route 0 (api.anthropic.com)"
+
+
+def test_a_path_glob_is_matched_without_the_query() -> None:
+    p = R.parse_routes(one_route(paths="['/health']"))
+    assert p.match("GET", "https", "a.com", 443, "/health?verbose=1").allowed
+    assert not p.match("GET", "https", "a.com", 443, "/healthz").allowed
+
+
+def test_stream_scrubber_holds_the_earliest_possible_start_of_a_secret() -> None:
+    # "SESE" could start "SESECRET" at its first "SE" and at its second: holding only the later
+    # one would let "SE" out and the rest ("SECRET") no longer match.
+    sc = R.Scrubber(["SESECRET"])
+    assert stream_through(sc, b"xxSESECRETyy", [6]) == b"xx" + R.REDACTED + b"yy"
+
+
+def test_stream_scrubber_catches_every_encoded_form_split_before_its_last_byte() -> None:
+    sc = R.Scrubber([TOKEN])
+    for form in sc.secrets:
+        data = b"xx" + form + b"yy"
+        for cut in (2, 3, len(form) + 1, len(form)):
+            assert stream_through(sc, data, [cut]) == b"xx" + R.REDACTED + b"yy", (form, cut)
+
+
+def test_stream_scrubber_is_empty_after_its_end() -> None:
+    st = R.Scrubber(["SECRET"]).stream()
+    assert st(b"a SEC") == [b"a "]
+    assert st(b"") == [b"SEC"] and st(b"") == []
+
+
+def test_scrub_text_keeps_undecodable_bytes() -> None:
+    sc = R.Scrubber(["xyz1"])
+    assert sc.scrub_text("caf\udce9 xyz1") == "caf\udce9 [redacted by egress]"
+
+
+def test_an_ambiguous_path_may_still_pass_a_route_without_path_limits_on_the_same_host() -> None:
+    p = R.parse_routes(
+        "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
+        "  - {host: a.com, ports: [443], methods: [], paths: ['/v1/*'], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        "  - {host: a.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+    )
+    d = p.match("GET", "https", "a.com", 443, "/v1%2fx")
+    assert d.allowed and d.route_index == 1
+
+
+def test_percent_decoding_rounds_stop_at_the_limit(policy) -> None:
+    three = "/x/%252541"  # %252541 -> %2541 -> %41 -> A
+    four = "/x/%25252541"
+    assert policy.match("GET", "https", "www.example.com", 443, three).allowed
+    d = policy.match("GET", "https", "www.example.com", 443, four)
+    assert not d.allowed and "too many times" in d.reason
+
+
+def test_invalid_utf8_in_a_path_is_matched_not_an_error(policy) -> None:
+    assert policy.match("GET", "https", "www.example.com", 443, "/x%ff%fe").allowed
+    assert R.path_problem("/x%ff") is None
+
+
+def test_overlapping_occurrences_of_one_secret_leave_no_fragment() -> None:
+    sc = R.Scrubber(["abab"])
+    assert sc.scrub(b"-ababab-") == b"-" + R.REDACTED + b"-"
+
+
+def test_authority_details() -> None:
+    assert R.target_authorities("", "*") == [] and R.target_authorities("", "/a://b") == []
+    assert R.target_authorities("", "x?u=http://other.io/") == []
+    assert R.authority_problem("x.io", 443, [], ["X.IO"], None) is None
+    assert R.split_authority("h.io:1") == ("h.io", 1) and R.split_authority("h.io:65535") == ("h.io", 65535)
+    assert R.split_authority("h.io:65536") is None
+
+
+def test_invalid_utf8_on_a_route_that_limits_paths(policy) -> None:
+    assert policy.match("GET", "https", "api.anthropic.com", 443, "/v1/%ff").allowed

@@ -37,6 +37,9 @@ def _sha(value: str) -> str | None:
 
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: with Nagle on, a keep-alive client waits out its
+    # delayed ACK (40 ms) for each answer, which would swamp any latency figure.
+    disable_nagle_algorithm = True
     plugins: tuple[Plugin, ...] = ()
 
     def _body(self) -> bytes:

@@ -565,8 +565,11 @@ class BottleConsole(App[None]):
         with self.batch_update():
             self._sync(self.proposals_table, PROPOSAL_COLUMNS, self._proposal_rows(changed), only=changed)
             self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
+        # Startup lasts until the first full load: a file event that lands before it (the queue's
+        # lock file touched while loading, say) must not ring for proposals queued before startup.
         first_load = not self._proposals_loaded
-        self._proposals_loaded = True
+        if changed is None:
+            self._proposals_loaded = True
         if new and not first_load:
             self._alert(new)
         self._update_header()

@@ -321,6 +321,23 @@ async def test_a_new_proposal_alerts_but_startup_does_not(home: Path, fake: Fake
         assert app.bells == 1
 
 
+async def test_a_file_event_before_the_first_full_load_does_not_ring(home: Path, fake: FakeEngine) -> None:
+    p = write_proposal(home, SLUG, host="queued.example.org", created_at="2026-11-27T07:00:00.000+00:00")
+    q = write_proposal(home, SLUG, host="also-queued.example.org", created_at="2026-11-27T07:01:00.000+00:00")
+    app = make_app(home, fake)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await loaded(pilot, app)
+        # Replay startup in the order a race can give: a watch event for one queued proposal
+        # (its lock file touched, say) lands before the first full load.
+        app._proposals_loaded, app._seen = False, set()
+        loaded_p = proposals.load(p.path)
+        loaded_q = proposals.load(q.path)
+        app._apply_proposals({loaded_p.id: loaded_p}, {loaded_p.id})
+        app._apply_proposals({loaded_p.id: loaded_p, loaded_q.id: loaded_q})
+        await pilot.pause()
+        assert app.bells == 0 and not app._notifications
+
+
 # --- agents pane --------------------------------------------------------------------------------
 
 

@@ -33,7 +33,8 @@ def test_modify_in_editor_through_suspend(tmp_path: Path, tmux_server: libtmux.S
     pane = tmux_server.sessions.get(session_name="console").active_window.active_pane
     wait_screen(pane, lambda s: "pypi.example.org" in s, "the proposal row")
     pane.send_keys("Tab", enter=False)  # from the agents pane, where the console starts
-    wait_screen(pane, lambda s: "┏━ Proposals" in s, "the proposals pane to take the focus")
+    # The footer shows a/m/r only while the proposals pane has the focus: press m once it does.
+    wait_screen(pane, lambda s: "m Modify" in s.splitlines()[-1], "the proposals pane to take the focus")
     pane.send_keys("m", enter=False)
     wait_screen(pane, lambda s: "ctrl+e edit in $EDITOR" in s, "the modify editor")
     pane.send_keys("C-e", enter=False)

@@ -271,10 +271,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 async def _edit_in_editor(text: str, suffix: str, problem: str = "") -> str:
     """Open ``text`` in $EDITOR (through the runner) and return what was saved."""
-    import shlex
-    import tempfile
-
-    from .runner import interactive
+    from .runner import edit_text
 
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if not editor:
@@ -282,14 +279,7 @@ async def _edit_in_editor(text: str, suffix: str, problem: str = "") -> str:
     if not sys.stdin.isatty():
         raise BottleError("editing needs a terminal: run it from an interactive shell, or pass --file")
     header = "".join(f"# error: {line}\n" for line in problem.splitlines()) + ("# fix the error above and save; an unchanged file cancels\n" if problem else "")
-    with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False) as fh:
-        fh.write(header + text)
-        name = fh.name
-    try:
-        await interactive([*shlex.split(editor), name])
-        return Path(name).read_text()
-    finally:
-        os.unlink(name)
+    return await edit_text(editor, header + text, suffix)
 
 
 async def _edit_change(p: proposals.Proposal, file: str | None) -> dict:

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
 from typing import AsyncIterator, Mapping, Sequence
 
@@ -137,6 +138,20 @@ async def interactive(argv: Sequence[str]) -> int:
     except FileNotFoundError as exc:
         raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH") from exc
     return await proc.wait()
+
+
+async def edit_text(editor: str, text: str, suffix: str) -> str:
+    """Open ``text`` in ``editor`` (a command line, as $EDITOR holds it) on a temporary file that
+    owns the terminal, and return what was saved; the file is removed either way."""
+    fd, name = tempfile.mkstemp(suffix=suffix, prefix="bottle-tui-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        await interactive([*shlex.split(editor), name])
+        with open(name, encoding="utf-8") as fh:
+            return fh.read()
+    finally:
+        os.unlink(name)
 
 
 def handoff(argv: Sequence[str]) -> None:

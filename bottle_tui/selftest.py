@@ -149,16 +149,23 @@ def _http_attacks(t: Targets, s: FakeSecrets) -> list[Attack]:
     return out
 
 
+def _tunnel(proxy_var: str, target: str) -> str:
+    """Python lines that open a CONNECT tunnel to ``target`` through the agent's egress proxy,
+    leaving the socket in ``s``."""
+    return f"""
+import os, socket, ssl, time
+p = os.environ.get('{proxy_var}') or os.environ['{proxy_var.lower()}']
+host, port = p.rsplit('/', 1)[-1].rsplit(':', 1)
+s = socket.create_connection((host, int(port)), timeout=8)
+s.sendall(b'CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n')
+s.recv(4096)
+"""
+
+
 def _tls_tunnel_script(allowed: str, *, sni: str, target: str) -> str:
     """CONNECT to ``allowed``:443 through egress, speak TLS with ``sni``, then send a request for
     ``target`` (origin-form "/x", or absolute-form "http://other/x") with Host: ``allowed``."""
-    code = f"""
-import os, socket, ssl
-p = os.environ.get('HTTPS_PROXY') or os.environ['https_proxy']
-host, port = p.rsplit('/', 1)[-1].rsplit(':', 1)
-s = socket.create_connection((host, int(port)), timeout=8)
-s.sendall(b'CONNECT {allowed}:443 HTTP/1.1\\r\\nHost: {allowed}:443\\r\\n\\r\\n')
-s.recv(4096)
+    code = _tunnel("HTTPS_PROXY", f"{allowed}:443") + f"""
 ctx = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])
 ctx.check_hostname = False
 t = ctx.wrap_socket(s, server_hostname='{sni}')
@@ -177,13 +184,7 @@ print(data.decode(errors='replace'))
 def _raw_tunnel_script(allowed: str) -> str:
     # Whatever egress does with bytes that are not HTTP, they must not reach the upstream (whose
     # HTTP server would answer "400 Bad request"), and the tunnel must close at once, not hang.
-    code = f"""
-import os, socket, time
-p = os.environ.get('HTTP_PROXY') or os.environ['http_proxy']
-host, port = p.rsplit('/', 1)[-1].rsplit(':', 1)
-s = socket.create_connection((host, int(port)), timeout=8)
-s.sendall(b'CONNECT {allowed}:80 HTTP/1.1\\r\\nHost: {allowed}:80\\r\\n\\r\\n')
-s.recv(4096)
+    code = _tunnel("HTTP_PROXY", f"{allowed}:80") + """
 start = time.monotonic()
 s.sendall(b'SSH-2.0-OpenSSH_9.2\\r\\n' + os.urandom(64))
 data = b''

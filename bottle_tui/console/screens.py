@@ -149,34 +149,25 @@ class EditorScreen(ModalScreen[T | None], Generic[T]):
     async def action_external(self) -> None:
         """Hand the text to $VISUAL/$EDITOR (the console suspends), then validate what was saved."""
         import os
-        import shlex
-        import tempfile
-        from pathlib import Path
 
         from textual.app import SuspendNotSupported
 
-        from ..runner import interactive
+        from ..runner import edit_text
 
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not editor:
             self._problem("no editor: set $EDITOR (or $VISUAL) to edit outside the console")
             return
-        fd, name = tempfile.mkstemp(suffix=".yaml", prefix="bottle-tui-")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.query_one(TextArea).text)
-            try:
-                with self.app.suspend():
-                    await interactive([*shlex.split(editor), name])
-            except SuspendNotSupported:
-                self._problem("this terminal cannot hand over to an editor: edit here")
-                return
-            self.query_one(TextArea).text = Path(name).read_text(encoding="utf-8")
+            with self.app.suspend():
+                saved = await edit_text(editor, self.query_one(TextArea).text, ".yaml")
+        except SuspendNotSupported:
+            self._problem("this terminal cannot hand over to an editor: edit here")
+            return
         except BottleError as exc:
             self._problem(str(exc))
             return
-        finally:
-            os.unlink(name)
+        self.query_one(TextArea).text = saved
         self.action_save()
 
 

@@ -280,7 +280,7 @@ def check_narrower(kind: str, final: dict[str, Any], asked: dict[str, Any]) -> N
 
 
 def routes_path(state: StateDir) -> Path:
-    return state.egress / "routes.yaml"
+    return state.routes
 
 
 def route_doc(change: dict[str, Any], dlp: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +432,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def audit_paths(home: Path, state: StateDir) -> tuple[Path, Path]:
-    return state.path / "audit.jsonl", home / "audit.jsonl"
+    return state.audit_log, home / "audit.jsonl"
 
 
 @dataclass(frozen=True)

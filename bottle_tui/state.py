@@ -19,6 +19,8 @@ from .errors import BottleError
 
 PROJECT_PREFIX = "claude-bottle-"
 PRESERVE_MARKER = ".preserve"
+READY_FILE = "ready"  # a sidecar daemon's "I am up", in its own folder
+STATUS_FILE = "status.json"
 # What an operator wants after the fact, kept in archive/<slug>/ when a bottle stops; the rest
 # of the state folder (CA key, compose file, routes) is runtime material and goes.
 ARCHIVED = ("metadata.json", "bringup.log", "teardown.log", "compose.log", "transcript", "egress/requests.jsonl*")
@@ -105,6 +107,39 @@ class StateDir:
     def status(self) -> Path:
         """Mounted into sidecars only: status.json, the agent's state as claude's hooks report it."""
         return self.path / "status"
+
+    # Files the sidecars and the host share: named here only.
+    @property
+    def routes(self) -> Path:
+        """The policy in force (egress reloads it on SIGHUP)."""
+        return self.egress / "routes.yaml"
+
+    @property
+    def egress_log(self) -> Path:
+        """egress's decisions, one JSON line each (rotated to .1 ... .4)."""
+        return self.egress / "requests.jsonl"
+
+    @property
+    def egress_ready(self) -> Path:
+        return self.egress / READY_FILE
+
+    @property
+    def supervise_ready(self) -> Path:
+        return self.supervise / READY_FILE
+
+    @property
+    def git_gate_ready(self) -> Path:
+        return self.git_gate / READY_FILE
+
+    @property
+    def status_file(self) -> Path:
+        """What claude's hooks last reported, written by the bundle's status daemon."""
+        return self.status / STATUS_FILE
+
+    @property
+    def audit_log(self) -> Path:
+        """Every decision on this bottle's proposals and policy (the home has one for all)."""
+        return self.path / "audit.jsonl"
 
     @property
     def ca(self) -> Path:

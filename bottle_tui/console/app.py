@@ -35,10 +35,10 @@ from ..config import config_path, load_config
 from ..errors import BottleError
 from ..proposals import AlreadyDecided, Proposal
 from ..runner import lines
-from ..state import state_dir, state_root
+from ..state import STATUS_FILE, state_dir, state_root
 from .commands import ConsoleCommands
 from .inert import inert
-from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, STATUS_FILE, AgentStatus, agent_cells, proposal_cells, proposal_static, read_status
+from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, AgentStatus, agent_cells, proposal_cells, proposal_static, read_status
 from .screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
 
 POLL_SECONDS = 10.0
@@ -111,7 +111,7 @@ def _detail_sections(home: Path, p: Proposal) -> list[tuple[str, str]]:
         except BottleError as exc:
             sections.append(("Policy before → after", f"the change cannot be applied as asked: {exc}"))
     history = [f"{d.get('created_at')}  asked" + (" (draft: egress blocked it)" if d.get("draft") else "")]
-    audit = state.path / "audit.jsonl"
+    audit = state.audit_log
     try:
         for line in audit.read_text(encoding="utf-8").splitlines():
             try:
@@ -349,7 +349,7 @@ class BottleConsole(App[None]):
             return
         home = self.home
         slugs = [b.slug for b in bottles]
-        statuses = await asyncio.to_thread(lambda: {s: read_status(state_dir(home, s).status / STATUS_FILE) for s in slugs})
+        statuses = await asyncio.to_thread(lambda: {s: read_status(state_dir(home, s).status_file) for s in slugs})
         self._engine_ok = True
         self.query_one("#engine", Static).set_class(False, "-down")
         self._apply_bottles(bottles, {s: st for s, st in statuses.items() if st is not None})

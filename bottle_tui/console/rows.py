@@ -23,7 +23,6 @@ AGENT_COLUMNS = (("slug", "SLUG"), ("agent", "AGENT"), ("backend", "BACKEND"), (
                  ("sidecars", "SIDECARS"), ("pending", "PENDING"), ("status", "STATUS"))
 STATES = ("working", "waiting", "idle", "ended")
 STATE_LABELS = {"working": "working", "waiting": "waiting for input", "idle": "idle", "ended": "ended"}
-STATUS_FILE = "status.json"
 
 
 def parse_time(value: object) -> datetime | None:

@@ -56,7 +56,7 @@ def write_renders(plan: BottlePlan) -> None:
     state = plan.state
     spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
-    atomic_write(state.egress / "routes.yaml", to_yaml(render_routes(plan)), mode=0o600)
+    atomic_write(state.routes, to_yaml(render_routes(plan)), mode=0o600)
     upstream_ca = images.upstream_ca_bundle()
     atomic_write(state.egress / "upstream-ca.pem", upstream_ca, mode=0o644)
     gate = render_git_gate(plan)
@@ -76,7 +76,7 @@ def write_renders(plan: BottlePlan) -> None:
 
 
 async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
-    ready = [plan.state.egress / "ready"] + ([plan.state.supervise / "ready"] if plan.supervise_url else [])
+    ready = [plan.state.egress_ready] + ([plan.state.supervise_ready] if plan.supervise_url else [])
     agent = engine.container_name(plan.project, "agent")
     agent_up = False
     while time.monotonic() < deadline:
@@ -95,7 +95,7 @@ def _check_egress_policy(plan: BottlePlan) -> None:
     """Egress is up, but did it take the policy? A routes.yaml it refused (e.g. a DLP rule id its
     pinned gitleaks rules do not have) means every request is blocked: say so now, in one line."""
     try:
-        info = json.loads((plan.state.egress / "ready").read_text())
+        info = json.loads(plan.state.egress_ready.read_text())
     except (OSError, ValueError):
         return
     problem = info.get("routes_error")
@@ -129,7 +129,7 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
     """The agent's checkout at WORKDIR with origin = the gate (a bottle with git only)."""
     if plan.git_origin is None or plan.bottle.git is None:
         return
-    ready = plan.state.git_gate / "ready"
+    ready = plan.state.git_gate_ready
     while not ready.exists():
         if time.monotonic() > deadline:
             raise BottleError(f"bottle {plan.slug}: the git gate did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}")

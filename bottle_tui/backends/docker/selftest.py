@@ -104,7 +104,7 @@ def _canary_routes(policy: dict) -> tuple[list[dict], dict | None]:
 async def _reload(sidecars: str, state: StateDir, before: float) -> None:
     """SIGHUP the bundle and wait until egress says it reloaded (its ready file is rewritten)."""
     await run(["docker", "kill", "--signal", "HUP", sidecars], timeout=30)
-    ready = state.egress / "ready"
+    ready = state.egress_ready
     deadline = time.monotonic() + RELOAD_TIMEOUT
     while time.monotonic() < deadline:
         try:
@@ -158,7 +158,7 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
     environ = dict(os.environ if environ is None else environ)
     agent = engine.container_name(info.project, "agent")
     sidecars = engine.container_name(info.project, "sidecars")
-    routes_path, trust_path = state.egress / "routes.yaml", state.egress / "upstream-ca.pem"
+    routes_path, trust_path = state.routes, state.egress / "upstream-ca.pem"
     try:
         routes_text, trust = routes_path.read_text(), trust_path.read_bytes() if trust_path.exists() else b""
         policy = yaml.safe_load(routes_text) or {}
@@ -203,7 +203,7 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
                 out = await run(["docker", "exec", agent, "bash", "-c", selftest.suite_script(attacks)], check=False, timeout=900)
                 secrets = {n: environ[n] for n in _secret_names(policy) if environ.get(n)}
                 outcomes = selftest.judge_all(attacks, out.stdout, real_secrets=secrets,
-                                              log=selftest.read_log(state.egress / "requests.jsonl"))
+                                              log=selftest.read_log(state.egress_log))
                 findings = await _find_credentials(agent, secrets, tmp)
             finally:
                 restore_at = time.time()

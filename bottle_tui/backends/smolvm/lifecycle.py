@@ -81,7 +81,7 @@ async def bundle_ip(project: str) -> str:
 
 
 async def _wait_bundle(plan: BottlePlan, deadline: float) -> None:
-    ready = plan.state.egress / "ready"
+    ready = plan.state.egress_ready
     while time.monotonic() < deadline:
         if ready.exists():
             return

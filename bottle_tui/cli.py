@@ -16,7 +16,7 @@ from .backends import Backend
 from .backends.docker import engine, images, lifecycle
 from .errors import BottleError
 from .manifest import load_manifests, default_home
-from .plan import BottlePlan, claude_command, missing_secrets, preflight_text, resolve
+from .plan import BottlePlan, claude_session, missing_secrets, preflight_text, resolve
 from .runner import handoff
 from .state import new_slug, state_dir
 
@@ -48,16 +48,12 @@ def plan_for(home: Path, agent: str) -> BottlePlan:
     return resolve(manifests, agent, slug=slug, images=images.image_refs(), started_at=lifecycle.now_iso(), state=state_dir(home, slug))
 
 
-async def _has_conversation(backend: Backend, slug: str) -> bool:
-    code, out = await backend.exec_capture(slug, ["find", lifecycle.TRANSCRIPT_SRC, "-name", "*.jsonl", "-print", "-quit"])
-    return code == 0 and bool(out.strip())
-
-
-async def claude_argv_for(home: Path, slug: str, *, fresh: bool) -> list[str]:
+def claude_argv_for(home: Path, slug: str, *, fresh: bool, pane: bool = False) -> list[str]:
+    """What attach runs in the agent: claude with the bottle's arguments, continuing the last
+    conversation unless ``fresh`` or there is none (checked in the agent as it starts).
+    ``pane``: the console's tmux pane runs it (it ends the pane's previous session there)."""
     meta = state_dir(home, slug).read_metadata() or {}
-    backend = backends.get(meta.get("backend", ""))
-    resume = not fresh and await _has_conversation(backend, slug)
-    return claude_command(meta.get("claude_args", []), resume=resume)
+    return claude_session(meta.get("claude_args", []), fresh=fresh, pane=pane)
 
 
 def _attach(backend: Backend, slug: str, argv: list[str]) -> None:
@@ -104,7 +100,7 @@ async def _bottle_home(args: argparse.Namespace) -> tuple[Path, Backend]:
 
 async def cmd_attach(args: argparse.Namespace) -> int:
     home, backend = await _bottle_home(args)
-    _attach(backend, args.slug, await claude_argv_for(home, args.slug, fresh=args.fresh))
+    _attach(backend, args.slug, claude_argv_for(home, args.slug, fresh=args.fresh))
     return 0
 
 
@@ -334,7 +330,60 @@ async def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from .console.app import run_console
 
+    if getattr(args, "tmux", False) and not os.environ.get("TMUX"):
+        return cmd_tmux(args)
     return run_console(_home(args), theme=getattr(args, "theme", None))
+
+
+def tmux_session_name(home: Path) -> str:
+    """The tmux session `--tmux` opens: one per home (the default home's is plain bottle-tui)."""
+    import hashlib
+
+    if home.resolve() == default_home().resolve():
+        return "bottle-tui"
+    return "bottle-tui-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
+
+
+def cmd_tmux(args: argparse.Namespace) -> int:
+    """`bottle-tui --tmux`: attach to this home's tmux session with the console in it, creating the
+    session (or a window with a console, when the one there has quit) first. Inside tmux already,
+    the console simply runs in the current pane and splits beside it."""
+    import shutil
+
+    import libtmux
+    from libtmux.exc import LibTmuxException
+
+    from .console.tmux import MIN_VERSION, session_has_console, tmux_version
+
+    home = _home(args)
+    if shutil.which("tmux") is None:
+        raise BottleError("--tmux: tmux is not installed: install it (apt-get install tmux) or run bottle-tui without --tmux")
+    version = tmux_version()
+    if version is None or version < MIN_VERSION:
+        raise BottleError(f"--tmux: the split pane needs tmux {MIN_VERSION[0]}.{MIN_VERSION[1]} or later; run bottle-tui without --tmux")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BottleError("--tmux needs a terminal: run it from an interactive shell")
+    # The settings are checked here, where an error can still be printed on one line.
+    from .console.app import console_settings
+
+    console_settings(home, getattr(args, "theme", None))
+    console = [sys.executable, "-m", "bottle_tui", "--home", str(home)]
+    if getattr(args, "theme", None):
+        console += ["--theme", args.theme]
+    console.append("console")
+    name = tmux_session_name(home)
+    server = libtmux.Server()
+    try:
+        exists = server.has_session(name, exact=True)
+        if exists and not session_has_console(server, name):
+            server.cmd("new-window", "-t", f"={name}:", "-n", "console", *console)
+    except LibTmuxException as exc:
+        raise BottleError(f"--tmux: tmux failed: {' '.join(str(exc).split())[:200]}") from None
+    if exists:
+        handoff(["tmux", "attach-session", "-t", f"={name}"])
+    else:
+        handoff(["tmux", "new-session", "-s", name, "-n", "console", *console])
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     parser.add_argument("--theme", help="the console's theme (bottle-dark, bottle-light, or a Textual built-in); overrides config.yaml")
+    parser.add_argument("--tmux", action="store_true",
+                        help="run the console in tmux with claude in a right-hand pane: attaches to this home's session, creating it when needed")
     sub.add_parser("console", help="open the operator console (the default)")
     p = sub.add_parser("start", help="show the plan, then start a bottle for AGENT and open claude in it")
     p.add_argument("agent")
@@ -412,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in (None, "console"):
             return cmd_console(args)
+        if args.tmux:
+            raise BottleError(f"--tmux opens the console: run `bottle-tui --tmux` without `{args.command}`")
         return asyncio.run(COMMANDS[args.command](args))
     except BottleError as exc:
         _say(f"bottle-tui: error: {exc}")

@@ -32,6 +32,56 @@ def claude_command(args: Sequence[str], *, resume: bool) -> list[str]:
     return ["claude", *(["--continue"] if resume else []), *args]
 
 
+# Where claude keeps its conversations in the agent (one .jsonl transcript per session).
+TRANSCRIPTS = f"{AGENT_HOME}/.claude/projects"
+# The pid of the claude session the console's tmux pane runs in a bottle (the agent's own /tmp).
+PANE_PIDFILE = "/tmp/.bottle-tui-pane-claude.pid"
+# Ends the claude session a pidfile names (its process group: `docker exec -t` makes it a session
+# leader). A `docker exec` client that goes away (a respawned or closed tmux pane) leaves its
+# process running in the container, so the pane's last session is ended before a new one starts
+# and when the pane moves to another bottle. Only a process whose command line says claude is
+# signalled; HUP first, KILL after 2 s.
+_END_PANE_SESSION = r"""
+end_pane_session() {
+  old=$(cat "$1" 2>/dev/null) || return 0
+  case $old in ''|*[!0-9]*) return 0;; esac
+  [ "$old" = "$$" ] && return 0
+  tr '\0' ' ' < "/proc/$old/cmdline" 2>/dev/null | grep -q claude || return 0
+  kill -HUP -- "-$old" 2>/dev/null || kill -HUP "$old" 2>/dev/null
+  i=0
+  while [ $i -lt 20 ] && kill -0 "$old" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+  kill -KILL -- "-$old" 2>/dev/null || kill -KILL "$old" 2>/dev/null
+  return 0
+}
+"""
+# $1 transcripts folder, $2 continue|fresh, $3 pidfile ('' when not the pane's), then claude's
+# arguments, passed as arguments (never pasted into the script): any path survives as it is.
+_LAUNCH = _END_PANE_SESSION + r"""
+dir=$1 mode=$2 pidfile=$3
+shift 3
+if [ -n "$pidfile" ]; then end_pane_session "$pidfile"; echo $$ > "$pidfile"; fi
+if [ "$mode" = continue ] && [ -n "$(find "$dir" -name '*.jsonl' -print -quit 2>/dev/null)" ]; then
+  exec claude --continue "$@"
+fi
+exec claude "$@"
+"""
+_RELEASE = _END_PANE_SESSION + r"""
+end_pane_session "$1"; rm -f "$1"
+"""
+
+
+def claude_session(args: Sequence[str], *, fresh: bool, pane: bool, transcripts: str = TRANSCRIPTS) -> list[str]:
+    """What attach runs in the agent: ``claude --continue`` when the bottle has a conversation to
+    continue, else a fresh claude (decided in the agent, at launch). ``pane``: the session is the
+    console pane's, and ends the pane's previous one first."""
+    return ["sh", "-c", _LAUNCH, "bottle-claude", transcripts, "fresh" if fresh else "continue", PANE_PIDFILE if pane else "", *args]
+
+
+def end_pane_session_argv() -> list[str]:
+    """Ends the claude session the console's pane left running in a bottle (if any)."""
+    return ["sh", "-c", _RELEASE, "bottle-claude-release", PANE_PIDFILE]
+
+
 def placeholder(env_name: str) -> str:
     """What the agent holds instead of a real credential; egress swaps it for the real value."""
     return f"bottle-placeholder-{env_name}"

@@ -17,11 +17,11 @@ import os
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import yaml
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
@@ -40,15 +40,22 @@ from .commands import ConsoleCommands
 from .inert import inert
 from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, AgentStatus, agent_cells, proposal_cells, proposal_static, read_status
 from .screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
+from .tmux import Occupant, RightPane, TmuxError
 
 POLL_SECONDS = 10.0
 AGE_TICK_SECONDS = 5.0
-ATTACH_HINT = "Enter on an agent opens claude (the console suspends until it exits; a tmux split-pane mode is planned)"
+ATTACH_HINT = "Enter on an agent opens claude here (the console suspends until claude exits); `bottle-tui --tmux` gives a split pane"
+PANE_HINT = "Enter on an agent opens claude in the right-hand pane; tmux's prefix then an arrow key moves between panes"
 
 Discover = Callable[[], Awaitable[Sequence[BottleInfo]]]
 Status = Callable[[], Awaitable[EngineStatus]]
 LoadProposals = Callable[[Path], list[Proposal]]
 Cell = "str | tuple[str, str]"  # a plain cell, or (text, Rich style) for a highlighted one
+Say = Callable[[str], None]
+StartBottle = Callable[[Any, Say], Awaitable[None]]  # (plan, progress): the bottle is up when it returns
+StopBottle = Callable[[Path, BottleInfo, Say], Awaitable[Any]]  # (home, bottle, progress) -> a StopReport
+PaneArgv = Callable[[Path, str, str], list[str]]  # (home, slug, backend) -> what the right pane runs for claude
+EndSession = Callable[[Path, str, str], Awaitable[None]]  # (home, slug, backend): end the pane's claude there
 
 # Actions that act on the selected row of one pane; check_action hides them elsewhere.
 PROPOSAL_ACTIONS = ("approve", "modify", "reject")
@@ -149,6 +156,66 @@ def _bottle_home(info: BottleInfo | None, fallback: Path) -> Path:
     return fallback
 
 
+async def start_with_backend(plan: Any, say: Say) -> None:
+    """What `bottle-tui start` does once the plan is approved: the engine, the images, the bottle."""
+    from ..backends.docker import images
+
+    await engine.require_engine()
+    plan = dataclasses.replace(plan, images=await images.ensure_images(say, plan.home / "images.log"))
+    await backends.get(plan.backend).start(plan, say)
+
+
+async def stop_with_backend(home: Path, info: BottleInfo, say: Say) -> Any:
+    return await backends.get(info.backend).stop(home, info.slug, say)
+
+
+def claude_pane_argv(home: Path, slug: str, backend: str) -> list[str]:
+    """The host command the right pane runs: claude in the bottle, through the backend's exec."""
+    from ..cli import claude_argv_for
+
+    argv = claude_argv_for(home, slug, fresh=False, pane=True)
+    return backends.get(backend).exec_argv(slug, argv, tty=True, env={"TERM": os.environ.get("TERM", "xterm-256color")})
+
+
+async def end_pane_session(home: Path, slug: str, backend: str) -> None:
+    """End the claude the pane left running in a bottle it moved away from (best effort: the
+    bottle may be gone)."""
+    from ..plan import end_pane_session_argv
+
+    try:
+        await backends.get(backend).exec_capture(slug, end_pane_session_argv(), timeout=15)
+    except BottleError:
+        pass
+
+
+def follow_log_argv(path: Path, header: str) -> list[str]:
+    """What the right pane runs to show a bring-up or teardown log as it grows (the file may not
+    exist yet: tail -F waits for it)."""
+    return ["sh", "-c", 'printf "%s\\n\\n" "$1"; exec tail -n +1 -F "$2" 2>/dev/null', "bottle-tui-log", header, str(path)]
+
+
+class PaneLog:
+    """The console's own progress lines during a start shown in the pane: appended to the
+    bottle's bringup.log once its state folder exists (held until then)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        from ..backends.docker.lifecycle import now_iso
+
+        self.held.append(message)
+        if self.path.parent.is_dir():
+            try:
+                with self.path.open("a") as fh:
+                    for line in self.held:
+                        fh.write(f"{now_iso()} {line.rstrip()}\n")
+            except OSError:
+                return
+            self.held.clear()
+
+
 class BottleConsole(App[None]):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "bottle-tui"
@@ -185,7 +252,10 @@ class BottleConsole(App[None]):
                  watch_events: bool = True, watch_files: bool = True, poll_seconds: float = POLL_SECONDS,
                  load_proposals: LoadProposals = proposals.list_all, theme: str | None = None,
                  keymap: dict[str, str] | None = None, clock: Callable[[], datetime] | None = None,
-                 tick: bool = True, make_plan: Callable[[Path, str], Any] | None = None) -> None:
+                 tick: bool = True, make_plan: Callable[[Path, str], Any] | None = None,
+                 tmux_env: Mapping[str, str] | None = None, start: StartBottle = start_with_backend,
+                 stop: StopBottle = stop_with_backend, pane_argv: PaneArgv = claude_pane_argv,
+                 end_session: EndSession = end_pane_session) -> None:
         super().__init__()
         from themes import DEFAULT_THEME, register_all
 
@@ -214,6 +284,12 @@ class BottleConsole(App[None]):
         self._static: dict[str, tuple[Proposal, dict[str, str]]] = {}  # proposal id -> its time-free cells
         self._waiting_alerted: set[str] = set()
         self._status_loaded = False
+        # The right-hand tmux pane (None: not in tmux, or tmux failed: Enter suspends instead).
+        self._tmux_env = tmux_env
+        self._split: RightPane | None = None
+        self._occupant: Occupant | None = None
+        self._pane_lock = asyncio.Lock()
+        self._start, self._stop_fn, self._pane_argv, self._end_session = start, stop, pane_argv, end_session
 
     # --- layout --------------------------------------------------------------------------------
 
@@ -245,6 +321,8 @@ class BottleConsole(App[None]):
             self.follow_events()
         if self._watch_files:
             self.watch_state()
+        if self._tmux_env is not None:
+            self.setup_pane()
         self._update_header()
 
     @property
@@ -334,6 +412,8 @@ class BottleConsole(App[None]):
     def _reconcile(self) -> None:
         self.refresh_bottles()
         self.reload_proposals()
+        if self._split is not None:
+            self.check_pane()
 
     @work(exclusive=True, group="discover", exit_on_error=False)
     async def refresh_bottles(self) -> None:
@@ -353,6 +433,8 @@ class BottleConsole(App[None]):
         self._engine_ok = True
         self.query_one("#engine", Static).set_class(False, "-down")
         self._apply_bottles(bottles, {s: st for s, st in statuses.items() if st is not None})
+        if self._split is not None:
+            self.check_pane()
 
     def _engine_down(self, exc: BaseException) -> None:
         """Show the engine's problem in the banner (one line) and keep the console running."""
@@ -417,7 +499,7 @@ class BottleConsole(App[None]):
             else:
                 for col, value in cells.items():
                     if before.get(col) != value:
-                        table.update_cell(key, col, self._text(value))
+                        table.update_cell(key, col, self._text(value), update_width=True)
             shown[key] = cells
         return added
 
@@ -432,6 +514,8 @@ class BottleConsole(App[None]):
         for slug, info in self._bottles.items():
             status = self._status_of.get(slug)
             cells = agent_cells(info, pending.get(slug, 0), status, now)
+            if self._occupant is not None and self._occupant.slug == slug:
+                cells["slug"] = ("* " + cells["slug"], "bold")  # the agent in the right-hand pane
             if status is not None and status.waiting:
                 cells["status"] = self._highlight(cells["status"])
             rows[slug] = cells
@@ -459,9 +543,9 @@ class BottleConsole(App[None]):
         if fresh:
             self.bell()
             self.notify(f"{len(fresh)} agent(s) waiting for input: {', '.join(sorted(fresh))[:200]}", title="Waiting", markup=False)
-        hint = ATTACH_HINT
+        hint = PANE_HINT if self._split is not None else ATTACH_HINT
         if not self._bottles:
-            hint = "No agents are running: press n to start one. " + ATTACH_HINT
+            hint = "No agents are running: press n to start one. " + hint
         self.query_one("#hint", Static).update(Text(hint))
         self._update_header()
         self._refresh_keys()
@@ -584,6 +668,8 @@ class BottleConsole(App[None]):
         if len(self.screen_stack) == 1:
             table.focus()
             table.move_cursor(row=table.get_row_index(new[0]))
+        if self._split is not None:
+            self.select_console_pane()
         first = self._pending[new[0]]
         more = f" (+{len(new) - 1} more)" if len(new) > 1 else ""
         self.notify(inert(f"{first.slug}: {first.summary()}{more}").plain[:300], title="New proposal", markup=False)
@@ -692,39 +778,56 @@ class BottleConsole(App[None]):
             return
         if not await self.push_screen_wait(ConfirmScreen(f"Start {plan.slug}?", preflight_text(plan), wide=True)):
             return
+        if self._split is not None:
+            header = f"bringing up {plan.slug} (its bringup.log); claude opens here when it is up"
+            if await self._pane_show(follow_log_argv(plan.state.bringup_log, header), plan.slug, "bringup", select=False):
+                self.start_bottle(plan, None)
+                return
         log = LogScreen(f"Starting {plan.slug}…")
         await self.push_screen(log)
         self.start_bottle(plan, log)
 
     @work(group="start", exit_on_error=False)
-    async def start_bottle(self, plan: Any, log: LogScreen) -> None:
-        from ..backends.docker import images, lifecycle
+    async def start_bottle(self, plan: Any, log: LogScreen | None) -> None:
+        """Start a bottle; its progress goes to ``log`` (a dialog) or, with ``log`` None, to its
+        bringup.log, which the right pane follows: the console's own screen never gets it."""
         from ..plan import missing_secrets
 
+        pane_log = PaneLog(plan.state.bringup_log) if log is None else None
+
         def say(message: str) -> None:
-            if log.is_attached:
+            if pane_log is not None:
+                pane_log(message)
+            elif log.is_attached:
                 log.write(message)
 
         for secret in missing_secrets(plan, dict(os.environ)):
             say(f"warning: ${secret} is not set here: requests through routes that inject it will fail")
-        tail = asyncio.create_task(self._tail(plan.state.bringup_log, say))
+        tail = asyncio.create_task(self._tail(plan.state.bringup_log, say)) if log is not None else None
         try:
-            await engine.require_engine()
-            plan = dataclasses.replace(plan, images=await images.ensure_images(say, self.home / "images.log"))
-            await lifecycle.start(plan, say)
+            await self._start(plan, say)
         except BottleError as exc:
-            await self._stop_tail(tail)
+            if tail is not None:
+                await self._stop_tail(tail)
             say(f"error: {exc}")
-            if log.is_attached:
+            if log is not None and log.is_attached:
                 log.set_title(f"{plan.slug} did not start")
             self.notify(inert(f"{plan.slug} did not start: {exc}").plain[:300], title="Start", severity="error", markup=False)
             return
-        await self._stop_tail(tail)
-        say(f"bottle {plan.slug} is up: Enter on its row attaches")
-        if log.is_attached:
-            log.set_title(f"{plan.slug} is up (Esc closes)")
-        self.notify(f"{plan.slug} is up", title="Started", markup=False)
+        if tail is not None:
+            await self._stop_tail(tail)
+        if log is not None:
+            say(f"bottle {plan.slug} is up: Enter on its row attaches")
+            if log.is_attached:
+                log.set_title(f"{plan.slug} is up (Esc closes)")
+        self.notify(f"{plan.slug} is up" + (" in the right-hand pane" if log is None else ""), title="Started", markup=False)
         self.refresh_bottles()
+        if log is None:
+            # The pane still follows this bring-up (the operator did not attach elsewhere meanwhile):
+            # the new agent's claude replaces it.
+            occupant = await self._pane_find()
+            if occupant is not None and (occupant.slug, occupant.shows) == (plan.slug, "bringup"):
+                await self._show_claude(plan.home, plan.slug, plan.backend, select=False)
 
     @staticmethod
     async def _stop_tail(tail: asyncio.Task) -> None:
@@ -767,41 +870,161 @@ class BottleConsole(App[None]):
 
     @work(group="dialog", exit_on_error=False)
     async def stop_bottle(self, info: BottleInfo) -> None:
-        from ..backends.docker import lifecycle
-
         if not await self.push_screen_wait(ConfirmScreen(f"Stop {info.slug}?", f"agent {info.agent}, started {info.started_at}\nLogs, transcript and egress decisions go to archive/{info.slug}/.")):
             return
+        home = _bottle_home(info, self.home)
+        order = [key.value for key in self.agents_table.rows]
+        # The teardown shows in the right pane when the pane holds this agent or only a log; a
+        # pane where another agent's claude is at work is left alone.
+        in_pane = False
+        if self._split is not None:
+            occupant = await self._pane_find()
+            if occupant is not None and (occupant.slug == info.slug or occupant.shows != "claude"):
+                header = f"stopping {info.slug} (its teardown.log)"
+                in_pane = await self._pane_show(follow_log_argv(state_dir(home, info.slug).teardown_log, header), info.slug, "teardown", select=False)
         self.notify(f"stopping {info.slug}…", markup=False)
         said: list[str] = []
         try:
-            report = await lifecycle.stop(_bottle_home(info, self.home), info.slug, said.append)
+            report = await self._stop_fn(home, info, said.append)
         except BottleError as exc:
             self.notify(inert(f"{info.slug} did not stop: {exc}").plain[:300], title="Stop", severity="error", markup=False)
             return
-        problems = f", but {len(report.problems)} step(s) failed: {report.problems[0]}" if report.problems else ""
-        self.notify(inert(f"stopped {info.slug}{problems}").plain[:300], title="Stopped", markup=False,
+        problems = getattr(report, "problems", None) or []
+        detail = f", but {len(problems)} step(s) failed: {problems[0]}" if problems else ""
+        self.notify(inert(f"stopped {info.slug}{detail}").plain[:300], title="Stopped", markup=False,
                     severity="warning" if problems else "information")
         self.refresh_bottles()
+        if in_pane:
+            await self._pane_after_stop(info.slug, order)
+
+    async def _pane_after_stop(self, stopped: str, order: list[str]) -> None:
+        """The agent in the right pane was stopped: the next agent takes the pane (the one now in
+        its row, else the new last row); with none left the pane closes."""
+        occupant = await self._pane_find()
+        if occupant is None or occupant.slug != stopped:
+            return  # the operator put something else there meanwhile
+        index = order.index(stopped) if stopped in order else len(order)
+        rest = [slug for slug in order if slug != stopped and slug in self._bottles]
+        rest += [slug for slug in self._bottles if slug not in rest and slug != stopped]
+        if not rest:
+            await self._pane_call(lambda split: split.close())
+            self._set_occupant(None)
+            return
+        following = [slug for slug in order[index + 1:] if slug in rest]
+        nxt = following[0] if following else rest[-1]
+        info = self._bottles[nxt]
+        await self._show_claude(_bottle_home(info, self.home), nxt, info.backend, select=False)
 
     @work(group="dialog", exit_on_error=False)
     async def attach(self, info: BottleInfo) -> None:
         from ..cli import claude_argv_for
         from ..runner import interactive
-        from ..state import project_name
 
+        home = _bottle_home(info, self.home)
+        if self._split is not None and await self._show_claude(home, info.slug, info.backend, select=True):
+            return
         try:
-            argv = await claude_argv_for(_bottle_home(info, self.home), info.slug, fresh=False)
+            argv = await asyncio.to_thread(claude_argv_for, home, info.slug, fresh=False)
+            full = backends.get(info.backend).exec_argv(info.slug, argv, tty=True, env={"TERM": os.environ.get("TERM", "xterm-256color")})
         except BottleError as exc:
             self.notify(inert(str(exc)).plain, title="Attach", severity="error", markup=False)
             return
-        container = engine.container_name(project_name(info.slug), "agent")
-        full = engine.exec_argv(container, argv, tty=True, env={"TERM": os.environ.get("TERM", "xterm-256color")})
         try:
             with self.suspend():
                 await interactive(full)
         except SuspendNotSupported:
             self.notify(f"this terminal cannot hand over: run `bottle-tui attach {info.slug}` from a shell", severity="warning", markup=False)
         self.refresh_bottles()
+
+    # --- the right-hand tmux pane (tmux.py; every call in a thread) -----------------------------
+
+    @work(group="pane", exit_on_error=False)
+    async def setup_pane(self) -> None:
+        try:
+            split = await asyncio.to_thread(RightPane.from_env, self._tmux_env)
+            if split is not None:
+                await asyncio.to_thread(split.mark_console, True)
+                occupant = await asyncio.to_thread(split.find)
+        except TmuxError as exc:
+            self.notify(inert(f"tmux: {exc}; Enter opens claude full-screen instead").plain, title="tmux", severity="warning", markup=False)
+            return
+        if split is None:
+            return
+        self._split = split
+        self._set_occupant(occupant)  # a console restarted in this window adopts the pane there
+        self._agents_changed()
+
+    async def _pane_call(self, fn: Callable[[RightPane], Any]) -> tuple[bool, Any]:
+        """Run ``fn(split)`` in a thread, one pane operation at a time. A tmux failure becomes a
+        one-line message; when the server or the console's pane is gone, the split mode ends
+        and Enter falls back to suspending the console."""
+        split = self._split
+        if split is None:
+            return False, None
+        async with self._pane_lock:
+            try:
+                return True, await asyncio.to_thread(fn, split)
+            except TmuxError as exc:
+                problem = str(exc)
+            alive = await asyncio.to_thread(split.alive)
+        if not alive:
+            self._split = None
+            self._set_occupant(None)
+            self._agents_changed()
+            self.notify(inert(f"tmux: {problem}; the tmux server or this pane is gone, so Enter opens claude full-screen").plain,
+                        title="tmux", severity="warning", markup=False)
+        else:
+            self.notify(inert(f"tmux: {problem}").plain, title="tmux", severity="warning", markup=False)
+        return False, None
+
+    async def _pane_find(self) -> Occupant | None:
+        ok, occupant = await self._pane_call(lambda split: split.find())
+        if ok:
+            self._set_occupant(occupant)
+        return occupant if ok else None
+
+    async def _pane_show(self, argv: list[str], slug: str, shows: str, *, select: bool) -> bool:
+        ok, result = await self._pane_call(lambda split: split.show(argv, slug=slug, shows=shows, select=select))
+        if not ok:
+            return False
+        occupant, before = result
+        self._set_occupant(occupant)
+        if before is not None and before.shows == "claude" and before.slug != slug:
+            self._end_claude(before.slug)
+        return True
+
+    async def _show_claude(self, home: Path, slug: str, backend: str, *, select: bool) -> bool:
+        try:
+            argv = await asyncio.to_thread(self._pane_argv, home, slug, backend)
+        except BottleError as exc:
+            self.notify(inert(str(exc)).plain, title="Attach", severity="error", markup=False)
+            return True  # said why; no fallback either would work
+        return await self._pane_show(argv, slug, "claude", select=select)
+
+    def _end_claude(self, slug: str) -> None:
+        """The pane left ``slug``'s claude: end it in the bottle, in the background."""
+        info = self._bottles.get(slug)
+        if info is not None:
+            self.run_worker(self._end_session(_bottle_home(info, self.home), slug, info.backend), group="pane-end", exit_on_error=False)
+
+    def _set_occupant(self, occupant: Occupant | None) -> None:
+        if occupant == self._occupant:
+            return
+        self._occupant = occupant
+        with self.batch_update():
+            self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
+
+    @work(exclusive=True, group="pane-check", exit_on_error=False)
+    async def check_pane(self) -> None:
+        """Notice a right pane that closed (claude ended, or the user killed the pane)."""
+        before = self._occupant
+        occupant = await self._pane_find()
+        if before is not None and before.shows == "claude" and (occupant is None or occupant.slug != before.slug):
+            self._end_claude(before.slug)
+
+    @work(group="pane", exit_on_error=False)
+    async def select_console_pane(self) -> None:
+        await self._pane_call(lambda split: None if split.console_active() else split.select_console())
 
     def action_edit_routes(self) -> None:
         info = self.selected_bottle()
@@ -895,5 +1118,11 @@ def console_settings(home: Path, theme: str | None) -> tuple[str | None, dict[st
 
 def run_console(home: Path, theme: str | None = None) -> int:
     chosen, keymap = console_settings(home, theme)
-    BottleConsole(home, theme=chosen, keymap=keymap).run()
+    app = BottleConsole(home, theme=chosen, keymap=keymap, tmux_env=os.environ)
+    app.run()
+    if app._split is not None:  # the pane that ran the console no longer does
+        try:
+            app._split.mark_console(False)
+        except TmuxError:
+            pass
     return 0

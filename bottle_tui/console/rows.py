@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rich.text import Text
 
 from ..backends.docker.engine import BottleInfo
 from ..proposals import Proposal

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from pathlib import Path
 
+import libtmux
 import pytest
 
 from bottle_tui.backends.docker import engine, images
@@ -85,3 +87,14 @@ def _sweep(tmp_path_factory: pytest.TempPathFactory):
     for info in leftovers:
         if info.home.startswith(base):
             sh("docker", "compose", "-p", info.project, "down", "--volumes", "--timeout", "1", check=False)
+
+
+@pytest.fixture
+def tmux_server():
+    """A tmux server of the test's own (its own socket), killed at the end with its socket file."""
+    server = libtmux.Server(socket_name=f"bottle-tui-test-{uuid.uuid4().hex[:8]}")
+    yield server
+    if server.is_alive():
+        server.kill()
+    # tmux leaves its socket file behind after kill-server.
+    Path(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", str(server.socket_name)).unlink(missing_ok=True)

@@ -207,3 +207,16 @@ def start_fake_git_host(fake: str, credential: str) -> None:
     probe = f"import socket,time\nfor _ in range(100):\n try: socket.create_connection(('127.0.0.1', {GIT_PORT}), 1); break\n except OSError: time.sleep(0.1)\nelse: raise SystemExit(1)"
     sh("docker", "exec", fake, "python3", "-c", probe)
 
+
+def pane_text(pane) -> str:
+    """What a tmux pane shows (libtmux's capture-pane)."""
+    return "\n".join(pane.capture_pane())
+
+
+def wait_in_pane(pane, needle: str, timeout: float = 60.0) -> None:
+    from tests.waiting import wait_for
+
+    try:
+        wait_for(lambda: needle in pane_text(pane), timeout=timeout, what=f"{needle!r} in the pane", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the pane shows:\n{pane_text(pane)}") from None

@@ -15,7 +15,6 @@ from bottle_tui import proposals
 from tests.unit.console_support import write_proposal
 
 from .test_console_flows import wait_screen
-from .test_console_live import tmux_server  # noqa: F401 - the fixture, shared
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,7 @@ from bottle_tui.state import state_dir
 
 from tests.waiting import wait_for
 
-from .support import cli, sh, start_bottle
-from .test_console_live import pane_text, tmux_server  # noqa: F401 - the fixture, shared
+from .support import cli, pane_text, sh, start_bottle
 
 pytestmark = pytest.mark.integration
 FAKE_API = Path(__file__).with_name("fake_messages_api.py")
@@ -159,9 +158,11 @@ def test_console_under_tmux_approves_a_real_proposal(fresh_home: Path, tmux_serv
 
 
 def test_enter_on_an_agent_hands_the_terminal_to_claude_and_comes_back(fresh_home: Path, tmux_server: libtmux.Server) -> None:
+    """Outside tmux (the terminal here is a tmux pane, but the console is not told so: $TMUX is
+    unset), Enter suspends the console and claude gets the terminal until it exits."""
     b = start_bottle(fresh_home)
     try:
-        command = f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(fresh_home))} console"
+        command = f"env -u TMUX -u TMUX_PANE -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(fresh_home))} console"
         tmux_server.cmd("new-session", "-d", "-s", "console", "-x", "160", "-y", "60", "-e", "TERM=xterm-256color", command)
         pane = tmux_server.sessions.get(session_name="console").active_window.active_pane
         screen = wait_screen(pane, lambda s: b.slug in s, "the agent row")
@@ -176,6 +177,7 @@ def test_enter_on_an_agent_hands_the_terminal_to_claude_and_comes_back(fresh_hom
             pane.send_keys("C-c", enter=False)
             time.sleep(0.5)
         wait_screen(pane, lambda s: "Proposals" in s and b.slug in s, "the console back after claude exits", timeout=30)
+        assert len(pane.window.panes) == 1 and "opens claude here" in pane_text(pane)
         pane.send_keys("q", enter=False)
     finally:
         cli(fresh_home, "stop", b.slug, check=False)

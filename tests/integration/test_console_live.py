@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import libtmux
@@ -17,7 +15,7 @@ from bottle_tui.console.app import BottleConsole
 
 from tests.waiting import wait_for
 
-from .support import cli, start_bottle
+from .support import cli, start_bottle, wait_in_pane
 
 pytestmark = pytest.mark.integration
 
@@ -47,27 +45,6 @@ async def test_console_follows_bottles_through_docker_events(fresh_home: Path) -
             await pilot.press("q")
     finally:
         cli(fresh_home, "stop", b.slug, check=False)
-
-
-@pytest.fixture
-def tmux_server():
-    server = libtmux.Server(socket_name=f"bottle-tui-test-{uuid.uuid4().hex[:8]}")
-    yield server
-    if server.is_alive():
-        server.kill()
-    # tmux leaves its socket file behind after kill-server.
-    Path(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", str(server.socket_name)).unlink(missing_ok=True)
-
-
-def pane_text(pane: libtmux.Pane) -> str:
-    return "\n".join(pane.capture_pane())
-
-
-def wait_in_pane(pane: libtmux.Pane, needle: str, timeout: float = 60.0) -> None:
-    try:
-        wait_for(lambda: needle in pane_text(pane), timeout=timeout, what=f"{needle!r} in the pane", interval=0.2)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; the pane shows:\n{pane_text(pane)}") from None
 
 
 def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path, tmux_server: libtmux.Server) -> None:

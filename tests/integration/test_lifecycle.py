@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -118,12 +117,18 @@ def test_exec_returns_the_command_status(fresh_home: Path) -> None:
         assert cli(fresh_home, "exec", b.slug, "--", "sh", "-c", "exit 7", check=False).returncode == 7
         out = cli(fresh_home, "exec", b.slug, "--", "id", "-un")
         assert out.stdout.strip() == "agent"
-        # attach continues the last conversation only when there is one to continue
-        first = asyncio.run(claude_argv(fresh_home, b.slug, fresh=False))
-        assert first[0] == "claude" and "--continue" not in first and "--append-system-prompt" in first
+        # attach continues the last conversation only when there is one to continue: decided in
+        # the agent as it starts. A stand-in claude first on PATH prints what it was given.
+        b.exec("sh", "-c", "mkdir -p ~/fake-bin && printf '#!/bin/sh\\nprintf \"<%%s>\" \"$@\"\\n' > ~/fake-bin/claude && chmod +x ~/fake-bin/claude", check=True)
+
+        def attach_runs(fresh: bool) -> str:
+            return b.exec("env", "PATH=/home/agent/fake-bin:/usr/bin:/bin", *claude_argv(fresh_home, b.slug, fresh=fresh), check=True).stdout
+
+        first = attach_runs(fresh=False)
+        assert "<--continue>" not in first and first.startswith("<--append-system-prompt>")
         b.exec("sh", "-c", "mkdir -p ~/.claude/projects/w && echo '{}' > ~/.claude/projects/w/s.jsonl", check=True)
-        assert "--continue" in asyncio.run(claude_argv(fresh_home, b.slug, fresh=False))
-        assert "--continue" not in asyncio.run(claude_argv(fresh_home, b.slug, fresh=True))
+        assert attach_runs(fresh=False) == "<--continue>" + first
+        assert attach_runs(fresh=True) == first
     finally:
         cli(fresh_home, "stop", b.slug, check=False)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...errors import BottleError
-from ...plan import CA_CERT_NAME, WORKDIR, BottlePlan
+from ...plan import CA_CERT_NAME, TRANSCRIPTS, WORKDIR, BottlePlan
 from ...runner import CommandError, run
 from ...config import ArchiveSettings, load_config
 from ...state import StateDir, all_state_dirs, archive_root, atomic_write, prune_archive, project_name, slug_of_project, state_dir
@@ -20,7 +20,7 @@ from . import engine, images
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
-TRANSCRIPT_SRC = "/home/agent/.claude/projects"
+TRANSCRIPT_SRC = TRANSCRIPTS
 
 Progress = Callable[[str], None]
 

@@ -1,0 +1,125 @@
+"""The console's right-hand pane end to end: the real console process in a real tmux (isolated
+socket), a real bottle, and claude started in it by `docker exec` through the pane."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import libtmux
+import pytest
+
+from tests.waiting import wait_for
+
+from .support import cli, pane_text, sh, start_bottle, wait_in_pane
+
+pytestmark = pytest.mark.integration
+
+
+def claude_processes(agent: str) -> list[str]:
+    """The claude processes running in the agent container (pid and command line)."""
+    out = sh("docker", "exec", agent, "ps", "-eo", "pid=,args=").stdout
+    return [line.strip() for line in out.splitlines() if line.split()[1:2] == ["claude"]]
+
+
+# claude's first-run screens (onboarding, the workspace trust question) would stand between the
+# pane and claude's prompt; an operator answers them once. Here they are answered in the agent's
+# own ~/.claude.json, as claude itself records the answers.
+SKIP_FIRST_RUN = """
+import json, os
+path = os.path.expanduser("~/.claude.json")
+try:
+    doc = json.load(open(path))
+except (OSError, ValueError):
+    doc = {}
+doc.update(hasCompletedOnboarding=True, theme="dark")
+doc.setdefault("projects", {}).setdefault("/home/agent/work", {})["hasTrustDialogAccepted"] = True
+json.dump(doc, open(path, "w"))
+"""
+
+
+def focus_agents(console: libtmux.Pane) -> None:
+    """Make the console's agents pane the focused one (a new proposal moves the focus to the
+    proposals pane): the footer offers Stop only there."""
+    def focused() -> bool:
+        footer = pane_text(console).splitlines()[-1] if pane_text(console) else ""
+        if "Stop" in footer:
+            return True
+        console.send_keys("Tab", enter=False, literal=False)
+        return False
+
+    try:
+        wait_for(focused, timeout=15, what="the agents pane to have the focus", interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the console shows:\n{pane_text(console)}") from None
+
+
+def agent_rows(console: libtmux.Pane) -> list[str]:
+    """The slugs in the console's agents pane, top to bottom (a marked one without its '* ')."""
+    lines = pane_text(console).splitlines()
+    start = next(i for i, line in enumerate(lines) if "─ Agents" in line) + 2  # past the border and the header
+    out = []
+    for line in lines[start:]:
+        cells = line.strip("│ ").split()
+        if not cells or line.lstrip().startswith("╰"):
+            break
+        out.append(cells[1] if cells[0] == "*" else cells[0])
+    return out
+
+
+def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_home: Path, tmux_server: libtmux.Server) -> None:
+    """Two bottles of this test (any other bottle on the engine is older, so listed above them, and
+    never touched): claude in the right pane for the first, again for the first (the same pane, the
+    old session ended), then x on the first: its teardown shows there and the second takes the pane."""
+    b1 = start_bottle(fresh_home)
+    b2 = start_bottle(fresh_home)
+    try:
+        for b in (b1, b2):
+            b.exec("python3", "-c", SKIP_FIRST_RUN, check=True)
+        session = tmux_server.new_session(session_name="console", x=300, y=50,
+                                          # COLUMNS/LINES from the test process would override the pane's real size.
+                                          window_command=f"env -u COLUMNS -u LINES {sys.executable} -m bottle_tui --home {fresh_home} console")
+        console = session.active_window.active_pane
+        wait_in_pane(console, "right-hand pane")  # the footer hint of the split mode
+        wait_for(lambda: agent_rows(console)[-2:] == [b1.slug, b2.slug], timeout=30, what="both bottles listed", interval=0.2)
+        for _ in range(agent_rows(console).index(b1.slug)):  # the cursor starts on the first row
+            console.send_keys("j", enter=False)
+        console.send_keys("Enter", enter=False, literal=False)
+        wait_for(lambda: len(session.active_window.panes) == 2, timeout=30, what="the right pane", interval=0.2)
+        right = [p for p in session.active_window.panes if p.pane_id != console.pane_id][0]
+        wait_in_pane(right, "Claude Code v")  # claude's own banner, drawn by claude in the bottle
+        wait_in_pane(right, "❯")  # ... and its prompt: a live claude, waiting for the operator
+        wait_in_pane(console, f"* {b1.slug}")
+        wait_for(lambda: len(claude_processes(b1.agent)) == 1, timeout=30, what="one claude in the bottle", interval=0.3)
+        first = claude_processes(b1.agent)
+        # Back to the console, Enter again: the same pane is respawned with a new claude, and the
+        # session the pane left is ended in the bottle (a killed `docker exec` client leaves it).
+        console.select()
+        focus_agents(console)
+        console.send_keys("Enter", enter=False, literal=False)
+        wait_for(lambda: (procs := claude_processes(b1.agent)) and procs != first and len(procs) == 1, timeout=30,
+                 what="the first claude replaced by a second", interval=0.3)
+        assert [p.pane_id for p in session.active_window.panes] == [console.pane_id, right.pane_id]
+        wait_in_pane(right, "Claude Code v")
+        assert claude_processes(b2.agent) == []
+        # x stops b1 from the console: its teardown.log shows in the pane, then b2 (filling b1's
+        # row) takes the pane with its own claude.
+        console.select()
+        focus_agents(console)
+        console.send_keys("x", enter=False)
+        wait_in_pane(console, f"Stop {b1.slug}?")
+        console.send_keys("y", enter=False)
+        wait_in_pane(right, f"stopping {b1.slug}")
+        wait_in_pane(right, f"stopping claude-bottle-{b1.slug}")  # teardown.log's first line
+        wait_for(lambda: len(claude_processes(b2.agent)) == 1, timeout=90, what="b2's claude in the pane", interval=0.3)
+        wait_in_pane(right, "Claude Code v")
+        wait_in_pane(console, f"* {b2.slug}")
+        assert not b1.state.exists() and (fresh_home / "archive" / b1.slug / "teardown.log").exists()
+        assert [p.pane_id for p in session.active_window.panes] == [console.pane_id, right.pane_id]
+        console.select()
+        console.send_keys("q", enter=False)  # the console quits; bottles and the pane stay
+        wait_for(lambda: len(tmux_server.panes) == 1, timeout=15, what="the console's pane to close", interval=0.2)
+        assert len(claude_processes(b2.agent)) == 1
+    finally:
+        cli(fresh_home, "stop", b1.slug, check=False)
+        cli(fresh_home, "stop", b2.slug, check=False)

@@ -46,6 +46,7 @@ bench: images
 	$(PY) bench/bench_dlp.py
 	$(PY) bench/bench_git_gate.py
 	$(PY) bench/bench_console.py
+	$(PY) bench/bench_tmux.py
 
 # Removes what the tests leave: bottles whose home is a pytest temporary folder, the tests'
 # fake-internet containers and networks, and the tests' tmux servers. Your own bottles stay (`bottle-tui cleanup` handles those).

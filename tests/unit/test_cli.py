@@ -111,3 +111,26 @@ def test_no_docker_cli_is_one_line(tmp_path: Path) -> None:
     r = run_cli(tmp_path, "ls", env={"PATH": str(empty)})
     assert r.returncode == 1
     assert r.stderr.strip() == "bottle-tui: error: the docker CLI is not installed: run `make engine` (installs and starts dockerd and compose as root) or start your Docker engine"
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (("--tmux", "ls"), {}, "bottle-tui: error: --tmux opens the console: run `bottle-tui --tmux` without `ls`"),
+    (("--tmux",), {"PATH": "{empty}"}, "bottle-tui: error: --tmux: tmux is not installed: install it (apt-get install tmux) or run bottle-tui without --tmux"),
+    (("--tmux",), {}, "bottle-tui: error: --tmux needs a terminal: run it from an interactive shell"),
+], ids=["with a subcommand", "no tmux", "no terminal"])
+def test_tmux_mistakes_are_one_line(tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    env = {k: v.format(empty=empty) for k, v in env.items()}
+    env.setdefault("TMUX", "")  # as outside tmux, whatever runs the tests
+    r = run_cli(tmp_path, *args, env=env)
+    assert r.returncode == 1 and r.stderr.strip() == message, r.stderr
+
+
+def test_tmux_session_is_one_per_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bottle_tui.cli import tmux_session_name
+
+    monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(tmp_path / "default"))
+    assert tmux_session_name(tmp_path / "default") == "bottle-tui"
+    one, two = tmux_session_name(tmp_path / "a"), tmux_session_name(tmp_path / "b")
+    assert one != two and one.startswith("bottle-tui-") and one == tmux_session_name(tmp_path / "x" / ".." / "a")

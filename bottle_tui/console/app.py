@@ -499,7 +499,8 @@ class BottleConsole(App[None]):
             else:
                 for col, value in cells.items():
                     if before.get(col) != value:
-                        table.update_cell(key, col, self._text(value), update_width=True)
+                        # the slug cell grows by the right pane's "* " marker
+                        table.update_cell(key, col, self._text(value), update_width=col == "slug")
             shown[key] = cells
         return added
 

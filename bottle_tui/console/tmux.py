@@ -29,7 +29,7 @@ ROLE = "@bottle-tui-role"
 SLUG = "@bottle-tui-slug"
 SHOWS = "@bottle-tui-shows"  # what the right pane shows: claude, bringup or teardown
 MIN_VERSION = (3, 0)
-RIGHT_WIDTH = "50%"
+RIGHT_PERCENT = 50  # of the console's pane, which the split halves
 # What a command in the pane needs from the console's environment: tmux starts panes with the
 # server's environment, which may predate the console's (another PATH, another docker context).
 PASS_ENV = ("PATH", "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")
@@ -142,7 +142,8 @@ class RightPane:
                     raise
                 # closed between the look and the respawn: split a new one below
         if pane_id is None:
-            split = ["split-window", "-h", "-d", "-l", RIGHT_WIDTH, "-t", self.console_id, "-P", "-F", "#{pane_id}", *prefix, *argv]
+            width = ["-l", f"{RIGHT_PERCENT}%"] if self.version >= (3, 1) else ["-p", str(RIGHT_PERCENT)]  # -l N% is 3.1+
+            split = ["split-window", "-h", "-d", *width, "-t", self.console_id, "-P", "-F", "#{pane_id}", *prefix, *argv]
             if self.version >= (3, 2) and self._tmux("show-options", "-gwv", "remain-on-exit") == ["off"]:
                 # A command that fails (claude cannot reach its API, say) leaves its last screen
                 # up to be read; one that ends well closes the pane. Set on the window, in the

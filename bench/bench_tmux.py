@@ -87,6 +87,18 @@ def rows(screen: str) -> list[str]:
     return out
 
 
+def settle(screen, quiet: float = 2.0) -> None:
+    """Wait until the console's header stops changing (claude's blocked start-up requests become
+    drafts; a new proposal moves the console's focus)."""
+    last, since, t0 = None, time.monotonic(), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() - t0 < 30:
+        lines = screen().splitlines()
+        header = lines[1] if len(lines) > 1 else ""
+        if header != last:
+            last, since = header, time.monotonic()
+        time.sleep(0.1)
+
+
 def focus_agents(console: str, screen) -> None:
     """A new proposal (claude's blocked start-up requests become drafts) moves the console's focus
     to the proposals pane: come back to the agents pane (the footer offers Stop only there)."""
@@ -142,7 +154,7 @@ def main() -> int:
             right = [p for p in panes() if p[0] != console][0][0]
             wait(lambda: "Claude Code v" in screen(right) and "❯" in screen(right), "claude's banner and prompt", timeout=90)
             to_banner.append(time.perf_counter() - t0)
-            time.sleep(1.0)
+            settle(screen)
         time.sleep(3.0)  # the ends of the left sessions are asynchronous
         counts = {slug: claude_count(slug) for slug in slugs}
         # a proposal while the operator types in claude's pane: the console's pane is selected

@@ -4,6 +4,7 @@ socket), a real bottle, and claude started in it by `docker exec` through the pa
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import libtmux
@@ -54,6 +55,23 @@ def focus_agents(console: libtmux.Pane) -> None:
         raise AssertionError(f"{exc}; the console shows:\n{pane_text(console)}") from None
 
 
+def settle(console: libtmux.Pane, quiet: float = 3.0) -> None:
+    """Wait until the console's header stops changing for ``quiet`` seconds: claude's blocked
+    start-up requests become drafts, and a new proposal moves the console's focus to the
+    proposals pane (a key pressed at that moment would land there)."""
+    last, since = None, time.monotonic()
+
+    def quiet_enough() -> bool:
+        nonlocal last, since
+        lines = pane_text(console).splitlines()
+        header = lines[1] if len(lines) > 1 else ""
+        if header != last:
+            last, since = header, time.monotonic()
+        return time.monotonic() - since >= quiet
+
+    wait_for(quiet_enough, timeout=30, what="the console's header to settle", interval=0.2)
+
+
 def agent_rows(console: libtmux.Pane) -> list[str]:
     """The slugs in the console's agents pane, top to bottom (a marked one without its '* ')."""
     lines = pane_text(console).splitlines()
@@ -94,16 +112,22 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_hom
         first = claude_processes(b1.agent)
         # Back to the console, Enter again: the same pane is respawned with a new claude, and the
         # session the pane left is ended in the bottle (a killed `docker exec` client leaves it).
+        settle(console)
         console.select()
         focus_agents(console)
         console.send_keys("Enter", enter=False, literal=False)
-        wait_for(lambda: (procs := claude_processes(b1.agent)) and procs != first and len(procs) == 1, timeout=30,
-                 what="the first claude replaced by a second", interval=0.3)
+        try:
+            wait_for(lambda: (procs := claude_processes(b1.agent)) and procs != first and len(procs) == 1, timeout=30,
+                     what="the first claude replaced by a second", interval=0.3)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {claude_processes(b1.agent)} (was {first}); the console shows:\n{pane_text(console)}"
+                                 f"\nthe right pane shows:\n{pane_text(right)}") from None
         assert [p.pane_id for p in session.active_window.panes] == [console.pane_id, right.pane_id]
         wait_in_pane(right, "Claude Code v")
         assert claude_processes(b2.agent) == []
         # x stops b1 from the console: its teardown.log shows in the pane, then b2 (filling b1's
         # row) takes the pane with its own claude.
+        settle(console)
         console.select()
         focus_agents(console)
         console.send_keys("x", enter=False)

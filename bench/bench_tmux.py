@@ -29,20 +29,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cli, make_home  # noqa: E402
+from tests.console_screen import SKIP_CLAUDE_FIRST_RUN, agent_rows, focus_agents, settle  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_TMUX_ROUNDS", "8"))
 SOCKET = f"bench-tmux-{uuid.uuid4().hex[:6]}"
-SKIP_FIRST_RUN = """
-import json, os
-path = os.path.expanduser("~/.claude.json")
-try:
-    doc = json.load(open(path))
-except (OSError, ValueError):
-    doc = {}
-doc.update(hasCompletedOnboarding=True, theme="dark")
-doc.setdefault("projects", {}).setdefault("/home/agent/work", {})["hasTrustDialogAccepted"] = True
-json.dump(doc, open(path, "w"))
-"""
 
 
 def tmux(*args: str, check: bool = True) -> str:
@@ -75,43 +65,6 @@ def ms(samples: list[float]) -> str:
     return f"median {statistics.median(s) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (n={len(s)})"
 
 
-def rows(screen: str) -> list[str]:
-    lines = screen.splitlines()
-    start = next(i for i, line in enumerate(lines) if "─ Agents" in line) + 2
-    out = []
-    for line in lines[start:]:
-        cells = line.strip("│ ").split()
-        if not cells or line.lstrip().startswith("╰"):
-            break
-        out.append(cells[1] if cells[0] == "*" else cells[0])
-    return out
-
-
-def settle(screen, quiet: float = 2.0) -> None:
-    """Wait until the console's header stops changing (claude's blocked start-up requests become
-    drafts; a new proposal moves the console's focus)."""
-    last, since, t0 = None, time.monotonic(), time.monotonic()
-    while time.monotonic() - since < quiet and time.monotonic() - t0 < 30:
-        lines = screen().splitlines()
-        header = lines[1] if len(lines) > 1 else ""
-        if header != last:
-            last, since = header, time.monotonic()
-        time.sleep(0.1)
-
-
-def focus_agents(console: str, screen) -> None:
-    """A new proposal (claude's blocked start-up requests become drafts) moves the console's focus
-    to the proposals pane: come back to the agents pane (the footer offers Stop only there)."""
-    tmux("select-pane", "-t", console)
-    for _ in range(20):
-        text = screen()
-        if "Stop" in (text.splitlines() or [""])[-1]:
-            return
-        tmux("send-keys", "-t", console, "Escape" if "─ Agents" not in text else "Tab")
-        time.sleep(0.3)
-    raise SystemExit("bench: the agents pane did not take the focus")
-
-
 def main() -> int:
     home = make_home()
     slugs: list[str] = []
@@ -119,13 +72,13 @@ def main() -> int:
         for _ in range(2):
             slugs.append(cli(home, "start", "bench", "--yes", "--detach").stdout.strip().splitlines()[-1])
         for slug in slugs:
-            subprocess.run(["docker", "exec", f"claude-bottle-{slug}-agent", "python3", "-c", SKIP_FIRST_RUN], check=True)
+            subprocess.run(["docker", "exec", f"claude-bottle-{slug}-agent", "python3", "-c", SKIP_CLAUDE_FIRST_RUN], check=True)
         command = f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(home))} console"
         tmux("new-session", "-d", "-s", "console", "-x", "300", "-y", "50", command)
         console = panes()[0][0]
         screen = lambda pane=console: tmux("capture-pane", "-p", "-t", pane)  # noqa: E731
-        wait(lambda: all(s in rows(screen()) for s in slugs) if "─ Agents" in screen() else False, "the bottles in the console")
-        order = rows(screen())
+        wait(lambda: all(s in agent_rows(screen()) for s in slugs) if "─ Agents" in screen() else False, "the bottles in the console")
+        order = agent_rows(screen())
         tmux("send-keys", "-t", console, *(["j"] * order.index(slugs[0])))
         time.sleep(0.3)
         split_cmd: list[float] = []
@@ -139,7 +92,8 @@ def main() -> int:
                 tmux("send-keys", "-t", console, "j" if target > position else "k")
                 position = target
                 time.sleep(0.3)
-            focus_agents(console, screen)
+            tmux("select-pane", "-t", console)
+            focus_agents(screen, lambda key: tmux("send-keys", "-t", console, key))
             before = {p[0]: p[1] for p in panes()}
             right_before = [p for p in before if p != console]
             t0 = time.perf_counter()
@@ -154,7 +108,7 @@ def main() -> int:
             right = [p for p in panes() if p[0] != console][0][0]
             wait(lambda: "Claude Code v" in screen(right) and "❯" in screen(right), "claude's banner and prompt", timeout=90)
             to_banner.append(time.perf_counter() - t0)
-            settle(screen)
+            settle(screen, quiet=2.0)
         time.sleep(3.0)  # the ends of the left sessions are asynchronous
         counts = {slug: claude_count(slug) for slug in slugs}
         # a proposal while the operator types in claude's pane: the console's pane is selected

@@ -86,7 +86,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
             _say(f"not a terminal, so claude was not opened: run `bottle-tui attach {plan.slug}` from one")
         print(plan.slug)
         return 0
-    _attach(backend, plan.slug, plan.claude_argv(resume=False))
+    _attach(backend, plan.slug, plan.claude_argv())
     return 0
 
 
@@ -348,18 +348,16 @@ def cmd_tmux(args: argparse.Namespace) -> int:
     """`bottle-tui --tmux`: attach to this home's tmux session with the console in it, creating the
     session (or a window with a console, when the one there has quit) first. Inside tmux already,
     the console simply runs in the current pane and splits beside it."""
-    import shutil
-
     import libtmux
     from libtmux.exc import LibTmuxException
 
     from .console.tmux import MIN_VERSION, session_has_console, tmux_version
 
     home = _home(args)
-    if shutil.which("tmux") is None:
-        raise BottleError("--tmux: tmux is not installed: install it (apt-get install tmux) or run bottle-tui without --tmux")
     version = tmux_version()
-    if version is None or version < MIN_VERSION:
+    if version is None:
+        raise BottleError("--tmux: tmux is not installed: install it (apt-get install tmux) or run bottle-tui without --tmux")
+    if version < MIN_VERSION:
         raise BottleError(f"--tmux: the split pane needs tmux {MIN_VERSION[0]}.{MIN_VERSION[1]} or later; run bottle-tui without --tmux")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BottleError("--tmux needs a terminal: run it from an interactive shell")

@@ -27,9 +27,9 @@ GIT_GATE_HOST = "git-gate"
 GIT_GATE_PORT = 8418
 
 
-def claude_command(args: Sequence[str], *, resume: bool) -> list[str]:
-    """claude with the agent's arguments; ``resume`` continues the last conversation."""
-    return ["claude", *(["--continue"] if resume else []), *args]
+def claude_command(args: Sequence[str]) -> list[str]:
+    """A fresh claude with the agent's arguments (``claude_session`` continues a conversation)."""
+    return ["claude", *args]
 
 
 # Where claude keeps its conversations in the agent (one .jsonl transcript per session).
@@ -172,8 +172,8 @@ class BottlePlan:
             args += ["--append-system-prompt", self.agent.prompt]
         return args + list(self.agent.claude_args)
 
-    def claude_argv(self, *, resume: bool) -> list[str]:
-        return claude_command(self.claude_args, resume=resume)
+    def claude_argv(self) -> list[str]:
+        return claude_command(self.claude_args)
 
 
 def git_repo_name(upstream: str) -> str:
@@ -242,7 +242,7 @@ def preflight_text(plan: BottlePlan) -> str:
     lines.append(f"resources  {b.resources.cpus:g} cpus, {b.resources.memory_mib} MiB, {b.resources.pids} pids")
     lines.append(f"images     agent {plan.images.get('agent', '?')}, sidecars {plan.images.get('sidecars', '?')}")
     lines.append(f"state      {plan.state.path}")
-    shown = ["<prompt: %d chars>" % len(a.prompt) if arg == a.prompt else arg for arg in plan.claude_argv(resume=False)]
+    shown = ["<prompt: %d chars>" % len(a.prompt) if arg == a.prompt else arg for arg in plan.claude_argv()]
     lines.append(f"claude     {shlex.join(shown)}")
     return "\n".join(lines)
 

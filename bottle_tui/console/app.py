@@ -53,7 +53,7 @@ LoadProposals = Callable[[Path], list[Proposal]]
 Cell = "str | tuple[str, str]"  # a plain cell, or (text, Rich style) for a highlighted one
 Say = Callable[[str], None]
 StartBottle = Callable[[Any, Say], Awaitable[None]]  # (plan, progress): the bottle is up when it returns
-StopBottle = Callable[[Path, BottleInfo, Say], Awaitable[Any]]  # (home, bottle, progress) -> a StopReport
+StopBottle = Callable[[Path, BottleInfo, Say], Awaitable[Any]]  # (home, bottle, progress) -> its StopReport
 PaneArgv = Callable[[Path, str, str], list[str]]  # (home, slug, backend) -> what the right pane runs for claude
 EndSession = Callable[[Path, str, str], Awaitable[None]]  # (home, slug, backend): end the pane's claude there
 
@@ -203,14 +203,12 @@ class PaneLog:
         self.held: list[str] = []
 
     def __call__(self, message: str) -> None:
-        from ..backends.docker.lifecycle import now_iso
+        from ..backends.docker.lifecycle import append_log
 
         self.held.append(message)
         if self.path.parent.is_dir():
             try:
-                with self.path.open("a") as fh:
-                    for line in self.held:
-                        fh.write(f"{now_iso()} {line.rstrip()}\n")
+                append_log(self.path, "\n".join(self.held))
             except OSError:
                 return
             self.held.clear()
@@ -397,10 +395,6 @@ class BottleConsole(App[None]):
         if pane is not None:
             pane.action_cursor_up()
 
-    def action_refresh(self) -> None:
-        self.refresh_bottles()
-        self.reload_proposals()
-
     def action_open(self) -> None:
         if self.selected_proposal() is not None:
             self.open_proposal(self.selected_proposal())
@@ -414,6 +408,9 @@ class BottleConsole(App[None]):
         self.reload_proposals()
         if self._split is not None:
             self.check_pane()
+
+    def action_refresh(self) -> None:
+        self._reconcile()
 
     @work(exclusive=True, group="discover", exit_on_error=False)
     async def refresh_bottles(self) -> None:
@@ -433,8 +430,6 @@ class BottleConsole(App[None]):
         self._engine_ok = True
         self.query_one("#engine", Static).set_class(False, "-down")
         self._apply_bottles(bottles, {s: st for s, st in statuses.items() if st is not None})
-        if self._split is not None:
-            self.check_pane()
 
     def _engine_down(self, exc: BaseException) -> None:
         """Show the engine's problem in the banner (one line) and keep the console running."""
@@ -529,10 +524,13 @@ class BottleConsole(App[None]):
         if wanted == self._bottles and statuses == self._status_of and self._status_loaded:
             self._update_header()  # the engine line may have changed; the rows did not
             return
+        gone = set(self._bottles) - set(wanted)
         self._bottles, self._status_of = wanted, statuses
         with self.batch_update():
             self._sync(self.agents_table, AGENT_COLUMNS, self._agent_rows())
         self._agents_changed()
+        if gone and self._split is not None:
+            self.check_pane()  # a bottle that went takes its claude's pane with it
 
     def _agents_changed(self) -> None:
         waiting = {s for s, st in self._status_of.items() if st.waiting}
@@ -890,9 +888,8 @@ class BottleConsole(App[None]):
         except BottleError as exc:
             self.notify(inert(f"{info.slug} did not stop: {exc}").plain[:300], title="Stop", severity="error", markup=False)
             return
-        problems = getattr(report, "problems", None) or []
-        detail = f", but {len(problems)} step(s) failed: {problems[0]}" if problems else ""
-        self.notify(inert(f"stopped {info.slug}{detail}").plain[:300], title="Stopped", markup=False,
+        problems = f", but {len(report.problems)} step(s) failed: {report.problems[0]}" if report.problems else ""
+        self.notify(inert(f"stopped {info.slug}{problems}").plain[:300], title="Stopped", markup=False,
                     severity="warning" if problems else "information")
         self.refresh_bottles()
         if in_pane:
@@ -904,15 +901,13 @@ class BottleConsole(App[None]):
         occupant = await self._pane_find()
         if occupant is None or occupant.slug != stopped:
             return  # the operator put something else there meanwhile
-        index = order.index(stopped) if stopped in order else len(order)
-        rest = [slug for slug in order if slug != stopped and slug in self._bottles]
-        rest += [slug for slug in self._bottles if slug not in rest and slug != stopped]
-        if not rest:
+        rows = [key.value for key in self.agents_table.rows if key.value != stopped]
+        after = order[order.index(stopped) + 1:] if stopped in order else []
+        nxt = next((slug for slug in after if slug in rows), rows[-1] if rows else None)
+        if nxt is None or nxt not in self._bottles:
             await self._pane_call(lambda split: split.close())
             self._set_occupant(None)
             return
-        following = [slug for slug in order[index + 1:] if slug in rest]
-        nxt = following[0] if following else rest[-1]
         info = self._bottles[nxt]
         await self._show_claude(_bottle_home(info, self.home), nxt, info.backend, select=False)
 
@@ -979,10 +974,16 @@ class BottleConsole(App[None]):
         return False, None
 
     async def _pane_find(self) -> Occupant | None:
+        """What the right pane shows now. When it no longer shows the claude it showed (claude
+        ended, or the user closed the pane), that claude is ended in its bottle."""
+        before = self._occupant
         ok, occupant = await self._pane_call(lambda split: split.find())
-        if ok:
-            self._set_occupant(occupant)
-        return occupant if ok else None
+        if not ok:
+            return None
+        self._set_occupant(occupant)
+        if before is not None and before.shows == "claude" and (occupant is None or occupant.slug != before.slug):
+            self._end_claude(before.slug)
+        return occupant
 
     async def _pane_show(self, argv: list[str], slug: str, shows: str, *, select: bool) -> bool:
         ok, result = await self._pane_call(lambda split: split.show(argv, slug=slug, shows=shows, select=select))
@@ -1017,15 +1018,22 @@ class BottleConsole(App[None]):
 
     @work(exclusive=True, group="pane-check", exit_on_error=False)
     async def check_pane(self) -> None:
-        """Notice a right pane that closed (claude ended, or the user killed the pane)."""
-        before = self._occupant
-        occupant = await self._pane_find()
-        if before is not None and before.shows == "claude" and (occupant is None or occupant.slug != before.slug):
-            self._end_claude(before.slug)
+        """Look at the right pane again (it may have closed): only while it shows something."""
+        if self._occupant is not None:
+            await self._pane_find()
+
+    def release_pane(self) -> None:
+        """After the console has quit (its event loop is gone): its pane no longer runs a
+        console. The right pane and its claude stay."""
+        if self._split is not None:
+            try:
+                self._split.mark_console(False)
+            except TmuxError:
+                pass
 
     @work(group="pane", exit_on_error=False)
     async def select_console_pane(self) -> None:
-        await self._pane_call(lambda split: None if split.console_active() else split.select_console())
+        await self._pane_call(lambda split: split.select_console())
 
     def action_edit_routes(self) -> None:
         info = self.selected_bottle()
@@ -1121,9 +1129,5 @@ def run_console(home: Path, theme: str | None = None) -> int:
     chosen, keymap = console_settings(home, theme)
     app = BottleConsole(home, theme=chosen, keymap=keymap, tmux_env=os.environ)
     app.run()
-    if app._split is not None:  # the pane that ran the console no longer does
-        try:
-            app._split.mark_console(False)
-        except TmuxError:
-            pass
+    app.release_pane()
     return 0

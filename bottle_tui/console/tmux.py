@@ -172,9 +172,6 @@ class RightPane:
         """Make the console's pane (and its window) the active one."""
         self._tmux("select-window", "-t", self.console_id, ";", "select-pane", "-t", self.console_id)
 
-    def console_active(self) -> bool:
-        return self._tmux("display-message", "-p", "-t", self.console_id, "#{pane_active}#{window_active}") == ["11"]
-
     def mark_console(self, on: bool) -> None:
         """Tag the console's own pane (``bottle-tui --tmux`` looks for it before opening another)."""
         if on:

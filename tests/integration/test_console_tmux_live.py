@@ -4,12 +4,12 @@ socket), a real bottle, and claude started in it by `docker exec` through the pa
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import libtmux
 import pytest
 
+from tests.console_screen import SKIP_CLAUDE_FIRST_RUN, agent_rows, focus_agents, settle
 from tests.waiting import wait_for
 
 from .support import cli, pane_text, sh, start_bottle, wait_in_pane
@@ -23,68 +23,6 @@ def claude_processes(agent: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.split()[1:2] == ["claude"]]
 
 
-# claude's first-run screens (onboarding, the workspace trust question) would stand between the
-# pane and claude's prompt; an operator answers them once. Here they are answered in the agent's
-# own ~/.claude.json, as claude itself records the answers.
-SKIP_FIRST_RUN = """
-import json, os
-path = os.path.expanduser("~/.claude.json")
-try:
-    doc = json.load(open(path))
-except (OSError, ValueError):
-    doc = {}
-doc.update(hasCompletedOnboarding=True, theme="dark")
-doc.setdefault("projects", {}).setdefault("/home/agent/work", {})["hasTrustDialogAccepted"] = True
-json.dump(doc, open(path, "w"))
-"""
-
-
-def focus_agents(console: libtmux.Pane) -> None:
-    """Make the console's agents pane the focused one (a new proposal moves the focus to the
-    proposals pane): the footer offers Stop only there."""
-    def focused() -> bool:
-        footer = pane_text(console).splitlines()[-1] if pane_text(console) else ""
-        if "Stop" in footer:
-            return True
-        console.send_keys("Tab", enter=False, literal=False)
-        return False
-
-    try:
-        wait_for(focused, timeout=15, what="the agents pane to have the focus", interval=0.5)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; the console shows:\n{pane_text(console)}") from None
-
-
-def settle(console: libtmux.Pane, quiet: float = 3.0) -> None:
-    """Wait until the console's header stops changing for ``quiet`` seconds: claude's blocked
-    start-up requests become drafts, and a new proposal moves the console's focus to the
-    proposals pane (a key pressed at that moment would land there)."""
-    last, since = None, time.monotonic()
-
-    def quiet_enough() -> bool:
-        nonlocal last, since
-        lines = pane_text(console).splitlines()
-        header = lines[1] if len(lines) > 1 else ""
-        if header != last:
-            last, since = header, time.monotonic()
-        return time.monotonic() - since >= quiet
-
-    wait_for(quiet_enough, timeout=30, what="the console's header to settle", interval=0.2)
-
-
-def agent_rows(console: libtmux.Pane) -> list[str]:
-    """The slugs in the console's agents pane, top to bottom (a marked one without its '* ')."""
-    lines = pane_text(console).splitlines()
-    start = next(i for i, line in enumerate(lines) if "─ Agents" in line) + 2  # past the border and the header
-    out = []
-    for line in lines[start:]:
-        cells = line.strip("│ ").split()
-        if not cells or line.lstrip().startswith("╰"):
-            break
-        out.append(cells[1] if cells[0] == "*" else cells[0])
-    return out
-
-
 def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_home: Path, tmux_server: libtmux.Server) -> None:
     """Two bottles of this test (any other bottle on the engine is older, so listed above them, and
     never touched): claude in the right pane for the first, again for the first (the same pane, the
@@ -93,14 +31,21 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_hom
     b2 = start_bottle(fresh_home)
     try:
         for b in (b1, b2):
-            b.exec("python3", "-c", SKIP_FIRST_RUN, check=True)
+            b.exec("python3", "-c", SKIP_CLAUDE_FIRST_RUN, check=True)
         session = tmux_server.new_session(session_name="console", x=300, y=50,
                                           # COLUMNS/LINES from the test process would override the pane's real size.
                                           window_command=f"env -u COLUMNS -u LINES {sys.executable} -m bottle_tui --home {fresh_home} console")
         console = session.active_window.active_pane
+
+        def screen() -> str:
+            return pane_text(console)
+
+        def press(key: str) -> None:
+            console.send_keys(key, enter=False, literal=False)
+
         wait_in_pane(console, "right-hand pane")  # the footer hint of the split mode
-        wait_for(lambda: agent_rows(console)[-2:] == [b1.slug, b2.slug], timeout=30, what="both bottles listed", interval=0.2)
-        for _ in range(agent_rows(console).index(b1.slug)):  # the cursor starts on the first row
+        wait_for(lambda: agent_rows(screen())[-2:] == [b1.slug, b2.slug], timeout=30, what="both bottles listed", interval=0.2)
+        for _ in range(agent_rows(screen()).index(b1.slug)):  # the cursor starts on the first row
             console.send_keys("j", enter=False)
         console.send_keys("Enter", enter=False, literal=False)
         wait_for(lambda: len(session.active_window.panes) == 2, timeout=30, what="the right pane", interval=0.2)
@@ -112,9 +57,9 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_hom
         first = claude_processes(b1.agent)
         # Back to the console, Enter again: the same pane is respawned with a new claude, and the
         # session the pane left is ended in the bottle (a killed `docker exec` client leaves it).
-        settle(console)
+        settle(screen)
         console.select()
-        focus_agents(console)
+        focus_agents(screen, press)
         console.send_keys("Enter", enter=False, literal=False)
         try:
             wait_for(lambda: (procs := claude_processes(b1.agent)) and procs != first and len(procs) == 1, timeout=30,
@@ -127,9 +72,9 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_hom
         assert claude_processes(b2.agent) == []
         # x stops b1 from the console: its teardown.log shows in the pane, then b2 (filling b1's
         # row) takes the pane with its own claude.
-        settle(console)
+        settle(screen)
         console.select()
-        focus_agents(console)
+        focus_agents(screen, press)
         console.send_keys("x", enter=False)
         wait_in_pane(console, f"Stop {b1.slug}?")
         console.send_keys("y", enter=False)

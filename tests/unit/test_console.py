@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bottle_tui import proposals
-from bottle_tui.backends.docker.engine import BottleInfo, EngineStatus
+from bottle_tui.backends.docker.engine import EngineStatus
 from bottle_tui.console.app import BottleConsole, console_settings
 from bottle_tui.console.screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
 from bottle_tui.errors import BottleError

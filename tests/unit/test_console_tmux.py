@@ -17,6 +17,7 @@ from pathlib import Path
 import libtmux
 import pytest
 
+from bottle_tui.backends.docker.lifecycle import StopReport
 from bottle_tui.console.app import follow_log_argv
 from bottle_tui.console.screens import ConfirmScreen, LogScreen, PickerScreen
 from bottle_tui.console.tmux import ROLE, RightPane
@@ -67,13 +68,14 @@ class Recorder:
     async def end_session(self, home: Path, slug: str, backend: str) -> None:
         self.ended.append(slug)
 
-    async def stop(self, home: Path, bottle, say) -> None:
+    async def stop(self, home: Path, bottle, say) -> StopReport:
         log = home / "state" / bottle.slug / "teardown.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"stopping claude-bottle-{bottle.slug}\n")
         self.stopping.set()
         await self.release.wait()
         self.fake.bottles = [b for b in self.fake.bottles if b.slug != bottle.slug]
+        return StopReport(bottle.slug)
 
     async def start(self, plan, say) -> None:
         plan.state.create()

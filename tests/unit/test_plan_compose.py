@@ -132,7 +132,7 @@ def test_preflight_names_everything_but_no_secret_values(plan: BottlePlan, monke
 
 
 def test_claude_argv(plan: BottlePlan) -> None:
-    assert plan.claude_argv(resume=True) == ["claude", "--continue", "--model", "sonnet", "--append-system-prompt", "Be careful.", "--verbose"]
+    assert plan.claude_argv() == ["claude", "--model", "sonnet", "--append-system-prompt", "Be careful.", "--verbose"]
 
 
 def test_unknown_agent_suggests_a_name(plan: BottlePlan) -> None:

@@ -20,7 +20,6 @@ from . import engine, images
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
-TRANSCRIPT_SRC = TRANSCRIPTS
 
 Progress = Callable[[str], None]
 
@@ -29,7 +28,8 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _log(path: Path, message: str) -> None:
+def append_log(path: Path, message: str) -> None:
+    """Append a timestamped line to a bottle's log (bringup.log, teardown.log)."""
     with path.open("a") as fh:
         fh.write(f"{now_iso()} {message.rstrip()}\n")
 
@@ -137,9 +137,9 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
     agent = engine.container_name(plan.project, "agent")
     code, out = await engine.exec_capture(agent, ["sh", "-c", CHECKOUT_SCRIPT, "checkout", plan.git_origin, plan.bottle.git.branch], timeout=120)
     if code == 0:
-        _log(plan.state.bringup_log, f"agent checkout: cloned {plan.git_origin} into {WORKDIR}")
+        append_log(plan.state.bringup_log, f"agent checkout: cloned {plan.git_origin} into {WORKDIR}")
     elif code == 3:
-        _log(plan.state.bringup_log, f"agent checkout: cannot clone {plan.git_origin} yet ({out.strip()}); {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)")
+        append_log(plan.state.bringup_log, f"agent checkout: cannot clone {plan.git_origin} yet ({out.strip()}); {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)")
     else:
         raise BottleError(f"bottle {plan.slug}: cannot prepare the agent's checkout in {WORKDIR} (exit {code}): {out.strip()[-300:]}")
 
@@ -149,23 +149,23 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
     state = plan.state
     state.create()
     log = state.bringup_log
-    _log(log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
+    append_log(log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
     try:
         await make_egress_ca(state, plan.slug)
         write_renders(plan)
-        _log(log, "renders written; docker compose up")
+        append_log(log, "renders written; docker compose up")
         progress(f"starting {plan.project}")
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
         out = await engine.up(plan.project, state.compose_file, env=env)
-        _log(log, out)
+        append_log(log, out)
         # compose up has started the agent: claude's config needs no daemon, so it overlaps the wait.
         await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT), register_supervise(plan))
         await checkout_in_agent(plan, time.monotonic() + READY_TIMEOUT)
-        _log(log, "ready")
+        append_log(log, "ready")
     except BaseException as exc:
-        _log(log, f"bring-up failed: {exc}")
+        append_log(log, f"bring-up failed: {exc}")
         try:
-            _log(log, await engine.logs(plan.project))
+            append_log(log, await engine.logs(plan.project))
             await engine.down(plan.project)
         except (CommandError, OSError):
             pass
@@ -206,7 +206,7 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False,
         progress(f"warning: {message}")
         if have_state:
             try:
-                _log(state.teardown_log, f"warning: {message}")
+                append_log(state.teardown_log, f"warning: {message}")
             except OSError:
                 pass
 
@@ -214,7 +214,7 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False,
         try:
             if keep:
                 state.preserve_marker.touch()
-            _log(state.teardown_log, f"stopping {project}")
+            append_log(state.teardown_log, f"stopping {project}")
         except OSError as exc:
             problem(f"cannot write in {state.path}: {exc.strerror or exc}")
 
@@ -222,7 +222,7 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False,
             atomic_write(state.compose_log, await engine.logs(project), mode=0o600)
 
         async def snapshot() -> None:
-            await engine.copy_out(engine.container_name(project, "agent"), TRANSCRIPT_SRC, state.transcript, missing_ok=True)
+            await engine.copy_out(engine.container_name(project, "agent"), TRANSCRIPTS, state.transcript, missing_ok=True)
 
         steps = [dump_logs(), snapshot()] if agent_container else [dump_logs()]
         results = await asyncio.gather(*steps, return_exceptions=True)
@@ -240,7 +240,7 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False,
         out = str(down_error)
     if have_state:
         try:
-            _log(state.teardown_log, out + ("\nstopped" if down_error is None else "\ndown failed"))
+            append_log(state.teardown_log, out + ("\nstopped" if down_error is None else "\ndown failed"))
         except OSError as exc:
             problem(f"cannot write {state.teardown_log}: {exc.strerror or exc}")
         dest = archive_root(home) / slug

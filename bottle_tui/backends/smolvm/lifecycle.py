@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ...errors import BottleError
-from ...plan import BottlePlan
+from ...plan import TRANSCRIPTS, BottlePlan
 from ...runner import CommandError, run
 from ...state import PROJECT_PREFIX, StateDir, atomic_write, slug_of_project, state_dir
 from ..docker import engine as docker, labels
@@ -27,7 +27,7 @@ from ..docker.compose import AGENT_USER, to_yaml
 from ..docker.engine import BottleInfo
 from .. import Progress
 from ..docker import lifecycle as docker_lifecycle
-from ..docker.lifecycle import TRANSCRIPT_SRC, _log, in_scope, make_egress_ca, write_renders
+from ..docker.lifecycle import append_log, in_scope, make_egress_ca, write_renders
 from .engine import Machine, MachineNotFound, Smolvm, SmolvmError, machine_path
 from .render import BUNDLE_NETWORK, bundle_address, create_flags, machine_labels, render_bundle, render_smolfile, vm_name
 
@@ -106,17 +106,17 @@ async def start(smol: Smolvm, plan: BottlePlan, progress: Progress) -> None:
     state.create()
     log = state.bringup_log
     name = vm_name(plan.slug)
-    _log(log, f"starting microVM bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
+    append_log(log, f"starting microVM bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
     created = False
     try:
         await make_egress_ca(state, plan.slug)
         write_vm_renders(plan)
         progress(f"starting the sidecar bundle {plan.project}")
         env = {n: os.environ[n] for n in plan.secret_env_names if n in os.environ}
-        _log(log, await docker.up(plan.project, state.compose_file, env=env))
+        append_log(log, await docker.up(plan.project, state.compose_file, env=env))
         await _wait_bundle(plan, time.monotonic() + READY_TIMEOUT)
         address = await bundle_ip(plan.project)
-        _log(log, f"bundle ready at {address}")
+        append_log(log, f"bundle ready at {address}")
         pack = await ensure_pack(smol, plan, progress)
         progress(f"starting microVM {name}")
         await smol.machine_create(name=name, flags=create_flags(plan, address=address), from_pack=pack, labels=machine_labels(plan))
@@ -125,13 +125,13 @@ async def start(smol: Smolvm, plan: BottlePlan, progress: Progress) -> None:
         check = await smol.machine_exec(name=name, argv=["true"], timeout=30, user=AGENT_USER)
         if check.status != 0:
             raise BottleError(f"microVM {name} started but a command in it exited {check.status}")
-        _log(log, "ready")
+        append_log(log, "ready")
     except BaseException as exc:
-        _log(log, f"bring-up failed: {exc}")
+        append_log(log, f"bring-up failed: {exc}")
         try:
             if created:
                 await _remove_machine(smol, name)
-            _log(log, await docker.logs(plan.project))
+            append_log(log, await docker.logs(plan.project))
             await docker.down(plan.project)
         except (CommandError, OSError):
             pass
@@ -157,7 +157,7 @@ async def _remove_machine(smol: Smolvm, name: str) -> None:
 async def _snapshot_transcript(smol: Smolvm, name: str, state: StateDir) -> None:
     """Copy claude's transcripts out of the VM (best effort: a VM that is not running has none to give)."""
     try:
-        packed = await smol.machine_exec(name=name, argv=["tar", "-C", str(Path(TRANSCRIPT_SRC).parent), "-cf", TRANSCRIPT_TAR, Path(TRANSCRIPT_SRC).name],
+        packed = await smol.machine_exec(name=name, argv=["tar", "-C", str(Path(TRANSCRIPTS).parent), "-cf", TRANSCRIPT_TAR, Path(TRANSCRIPTS).name],
                                          timeout=60, user=AGENT_USER)
         if packed.status != 0:
             return

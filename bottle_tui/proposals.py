@@ -85,14 +85,10 @@ def check_id(pid: str) -> str:
     return pid
 
 
-def queue_dir(state: StateDir) -> Path:
-    return state.supervise / "queue"
-
-
 @contextlib.contextmanager
 def queue_lock(state: StateDir) -> Iterator[None]:
     """The queue's one lock: every read-modify-write of a proposal or of routes.yaml holds it."""
-    folder = queue_dir(state)
+    folder = state.queue
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -165,7 +161,7 @@ def load(path: Path) -> Proposal | None:
 
 
 def list_bottle(state: StateDir, *, include_decided: bool = True) -> list[Proposal]:
-    folder = queue_dir(state)
+    folder = state.queue
     if not folder.is_dir():
         return []
     found = []
@@ -185,7 +181,7 @@ def list_all(home: Path, *, include_decided: bool = False) -> list[Proposal]:
 def find(home: Path, pid: str) -> tuple[StateDir, Proposal]:
     check_id(pid)
     for s in all_state_dirs(home):
-        p = load(queue_dir(s) / f"{pid}.json")
+        p = load(s.queue / f"{pid}.json")
         if p is not None and p.slug == s.slug:
             return s, p
     raise BottleError(f"no proposal '{pid}' in {home / 'state'}: `bottle-tui proposals ls --all` lists them")
@@ -202,7 +198,7 @@ def create(state: StateDir, kind: str, change: dict[str, Any], reason: str, *, d
     }
     if draft:
         data.update(count=1, last_seen=data["created_at"])
-    path = queue_dir(state) / f"{pid}.json"
+    path = state.queue / f"{pid}.json"
     with queue_lock(state):
         atomic_write(path, json.dumps(data, indent=2) + "\n", mode=0o644)
     return Proposal(data, path)
@@ -453,9 +449,9 @@ def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always",
         raise BottleError(f"the note is longer than {MAX_NOTE} characters: shorten it")
     state, _ = find(home, pid)
     with queue_lock(state):
-        current = load(queue_dir(state) / f"{pid}.json")
+        current = load(state.queue / f"{pid}.json")
         if current is None:
-            raise BottleError(f"proposal {pid} vanished from {queue_dir(state)}")
+            raise BottleError(f"proposal {pid} vanished from {state.queue}")
         if not current.pending:
             d = current.data.get("decision") or {}
             raise AlreadyDecided(f"proposal {pid} was already {current.status} by {d.get('by', '?')} at {d.get('at', '?')}")

@@ -99,6 +99,11 @@ class StateDir:
         return self.path / "supervise"
 
     @property
+    def queue(self) -> Path:
+        """The proposals the supervise daemon queues, one JSON file each."""
+        return self.supervise / "queue"
+
+    @property
     def git_gate(self) -> Path:
         """Mounted into sidecars only: gate.json, upstream-ca.pem, the mirror, pushes.jsonl, ready."""
         return self.path / "git-gate"
@@ -256,6 +261,25 @@ def state_dir(home: Path, slug: str) -> StateDir:
     if not slug or "/" in slug or slug.startswith("."):
         raise BottleError(f"'{slug}' is not a bottle slug: use one that `bottle-tui ls` prints")
     return StateDir(state_root(home) / slug)
+
+
+def changed_file(home: Path, raw: str | Path) -> tuple[str, StateDir] | None:
+    """What a changed file under ``state/`` is, for a watcher: ("proposal", its bottle's state)
+    for a queued proposal, ("status", ...) for claude's status file, None for anything else."""
+    path = Path(raw)
+    root = state_root(home)
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return None
+    if len(rel.parts) < 2 or rel.parts[0].startswith("."):
+        return None
+    state = StateDir(root / rel.parts[0])
+    if path == state.status_file:
+        return "status", state
+    if path.parent == state.queue and path.suffix == ".json" and not path.name.startswith("."):
+        return "proposal", state
+    return None
 
 
 def all_state_dirs(home: Path) -> list[StateDir]:

@@ -35,7 +35,7 @@ from ..config import config_path, load_config
 from ..errors import BottleError
 from ..proposals import AlreadyDecided, Proposal
 from ..runner import lines
-from ..state import STATUS_FILE, state_dir, state_root
+from ..state import StateDir, changed_file, state_dir, state_root
 from .commands import ConsoleCommands
 from .inert import inert
 from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, AgentStatus, agent_cells, proposal_cells, proposal_static, read_status
@@ -67,28 +67,13 @@ class PaneTable(DataTable):
     """A pane's table. It keeps its own cursor; the app's bindings act on the focused one."""
 
 
-def _is_queue_file(path: str) -> bool:
-    p = Path(path)
-    return p.suffix == ".json" and not p.name.startswith(".") and p.parent.name == "queue" and p.parent.parent.name == "supervise"
-
-
-def _is_status_file(path: str) -> bool:
-    p = Path(path)
-    return p.name == STATUS_FILE and p.parent.name == "status"
-
-
-def _watch_filter(_change: object, path: str) -> bool:
-    return _is_queue_file(path) or _is_status_file(path)
-
-
-def _load_changed(paths: Iterable[str]) -> dict[str, Proposal | None]:
+def _load_changed(files: Iterable[tuple[Path, StateDir]]) -> dict[str, Proposal | None]:
     """The proposal behind each changed queue file (None: gone, decided, or not a proposal of
     the bottle whose folder holds it)."""
     out: dict[str, Proposal | None] = {}
-    for raw in paths:
-        path = Path(raw)
+    for path, state in files:
         p = proposals.load(path)
-        out[path.stem] = p if p is not None and p.pending and p.slug == path.parents[2].name else None
+        out[path.stem] = p if p is not None and p.pending and p.slug == state.slug else None
     return out
 
 
@@ -588,21 +573,24 @@ class BottleConsole(App[None]):
         interval, and a full reload catches up with what it missed."""
         from watchfiles import awatch
 
-        root = state_root(self.home)
+        home = self.home.resolve()  # watchfiles reports resolved, absolute paths
+        root = state_root(home)
         while True:
             try:
                 await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
                 # A new bottle's folders appear while we watch; watchfiles follows new sub-folders itself.
-                async for changes in awatch(root, watch_filter=_watch_filter, debounce=20, step=5, recursive=True):
-                    await self._on_changes(changes)
+                async for changes in awatch(root, watch_filter=lambda _change, path: changed_file(home, path) is not None,
+                                            debounce=20, step=5, recursive=True):
+                    await self._on_changes(home, changes)
             except (OSError, RuntimeError):
                 pass
             await asyncio.sleep(self._poll_seconds)
             self.reload_proposals()
 
-    async def _on_changes(self, changes: set[tuple[object, str]]) -> None:
-        queue = {path for _, path in changes if _is_queue_file(path)}
-        status = {path for _, path in changes if _is_status_file(path)}
+    async def _on_changes(self, home: Path, changes: set[tuple[object, str]]) -> None:
+        found = [(hit, Path(path)) for _, path in changes if (hit := changed_file(home, path)) is not None]
+        queue = {(path, state) for (kind, state), path in found if kind == "proposal"}
+        status = {state for (kind, state), _ in found if kind == "status"}
         if queue:
             loaded = await asyncio.to_thread(_load_changed, queue)
             updated = dict(self._pending)
@@ -613,7 +601,7 @@ class BottleConsole(App[None]):
                     updated[pid] = p
             self._apply_proposals(updated, set(loaded))
         if status:
-            read = await asyncio.to_thread(lambda: {Path(p).parents[1].name: read_status(Path(p)) for p in status})
+            read = await asyncio.to_thread(lambda: {state.slug: read_status(state.status_file) for state in status})
             for slug, st in read.items():
                 if st is None:
                     self._status_of.pop(slug, None)

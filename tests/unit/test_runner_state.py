@@ -173,3 +173,15 @@ def test_prune_archive_drops_old_then_oldest_over_the_size_limit(tmp_path: Path)
     assert problems == []
     assert sorted(p.name for p in removed) == ["mid", "old"]
     assert sorted(p.name for p in root.iterdir()) == ["new", "newest"]
+
+
+def test_changed_file_names_proposals_and_status_and_nothing_else(tmp_path: Path) -> None:
+    from bottle_tui.state import changed_file
+
+    s = state_dir(tmp_path, "coder-abc123")
+    assert changed_file(tmp_path, s.queue / "p-1.json") == ("proposal", s)
+    assert changed_file(tmp_path, str(s.status_file)) == ("status", s)
+    for other in (s.queue / ".p-1.json.tmp", s.queue / ".lock", s.queue / "p-1.txt", s.supervise / "p-1.json",
+                  s.status / "other.json", s.egress_log, s.routes, tmp_path / "state" / "status.json",
+                  tmp_path / "elsewhere" / "coder-abc123" / "status" / "status.json"):
+        assert changed_file(tmp_path, other) is None, other

@@ -87,7 +87,16 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_hom
         assert [p.pane_id for p in session.active_window.panes] == [console.pane_id, right.pane_id]
         console.select()
         console.send_keys("q", enter=False)  # the console quits; bottles and the pane stay
-        wait_for(lambda: len(tmux_server.panes) == 1, timeout=15, what="the console's pane to close", interval=0.2)
+
+        def panes() -> dict[str, str]:
+            out = tmux_server.cmd("list-panes", "-a", "-F", "#{pane_id} dead=#{pane_dead},status=#{pane_dead_status},#{pane_current_command}").stdout
+            return dict(line.split(" ", 1) for line in out)
+
+        try:
+            wait_for(lambda: console.pane_id not in panes(), timeout=30, what="the console's pane to close", interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: panes {panes()}; the console shows:\n{pane_text(console)}") from None
+        assert list(panes()) == [right.pane_id], panes()
         assert len(claude_processes(b2.agent)) == 1
     finally:
         cli(fresh_home, "stop", b1.slug, check=False)

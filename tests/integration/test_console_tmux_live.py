@@ -85,6 +85,7 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_hom
         wait_in_pane(console, f"* {b2.slug}")
         assert not b1.state.exists() and (fresh_home / "archive" / b1.slug / "teardown.log").exists()
         assert [p.pane_id for p in session.active_window.panes] == [console.pane_id, right.pane_id]
+        settle(screen)  # b2's claude has just started: its drafts are on their way
         console.select()
         console.send_keys("q", enter=False)  # the console quits; bottles and the pane stay
 

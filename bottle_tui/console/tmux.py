@@ -133,6 +133,7 @@ class RightPane:
         prefix = [shutil.which("env") or "/usr/bin/env", *(f"{name}={value}" for name, value in passed.items())]
         current = self.find()
         pane_id = None
+        keep_failed = False
         if current is not None:
             try:
                 self._tmux("respawn-pane", "-k", "-t", current.pane_id, *prefix, *argv)
@@ -146,10 +147,12 @@ class RightPane:
             split = ["split-window", "-h", "-d", *width, "-t", self.console_id, "-P", "-F", "#{pane_id}", *prefix, *argv]
             if self.version >= (3, 2) and self._tmux("show-options", "-gwv", "remain-on-exit") == ["off"]:
                 # A command that fails (claude cannot reach its API, say) leaves its last screen
-                # up to be read; one that ends well closes the pane. Set on the window, in the
-                # same call, so even a command that fails at once is caught. (An operator's own
-                # remain-on-exit setting, when there is one, stands.)
+                # up to be read; one that ends well closes the pane. It is set on the window in
+                # the split's own call, so that even a command that fails at once is caught, and
+                # moved to the new pane just below: the console's own pane keeps the operator's
+                # setting. (An operator's own remain-on-exit setting, when there is one, stands.)
                 split = [*_sequence([["set-option", "-w", "-t", self.console_id, "remain-on-exit", "failed"], split])]
+                keep_failed = True
             out = self._tmux(*split)
             if not out or not out[0].startswith("%"):
                 raise TmuxError("tmux split-window did not name the new pane")
@@ -157,6 +160,9 @@ class RightPane:
         # One tmux call: tag the pane, title it, and select it when asked.
         cmds = [["set-option", "-p", "-t", pane_id, ROLE, "right"], ["set-option", "-p", "-t", pane_id, SLUG, slug],
                 ["set-option", "-p", "-t", pane_id, SHOWS, shows], ["select-pane", "-t", pane_id, "-T", f"{slug} ({shows})"]]
+        if keep_failed:
+            cmds += [["set-option", "-p", "-t", pane_id, "remain-on-exit", "failed"],
+                     ["set-option", "-w", "-u", "-t", self.console_id, "remain-on-exit"]]
         if select:
             cmds.append(["select-pane", "-t", pane_id])
         self._tmux(*_sequence(cmds))

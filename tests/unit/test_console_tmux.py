@@ -199,6 +199,8 @@ async def test_a_dead_pane_is_respawned_in_place(tmp_path: Path, fake: FakeEngin
         await pilot.press("j", "enter")
         await until(pilot, lambda: f"claude for {B} exits" in text(right), "bravo in the respawned pane")
         assert panes(window) == [pane.pane_id, right.pane_id]
+        # The console's own pane keeps the operator's setting: it is not kept dead on exit.
+        assert pane.display_message("#{remain-on-exit}", get_text=True) == [remain]
 
 
 async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_path: Path, fake: FakeEngine, console_pane) -> None:

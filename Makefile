@@ -29,7 +29,7 @@ run: $(STAMP)
 	$(BIN)/bottle-tui console
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/host tests/sidecars -q
 
 test-integration: images
 	$(PY) -m pytest tests/integration -q

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import dlp  # noqa: E402
 import dlp_request  # noqa: E402
-from tests.dlp_corpus import _FILLER  # noqa: E402
+from tests.support.dlp_corpus import _FILLER  # noqa: E402
 
 SIZES = [("1 KiB", 1024), ("10 KiB", 10 * 1024), ("100 KiB", 100 * 1024), ("8 MiB", 8 * 1024 * 1024)]
 ROUNDS = {1024: 2000, 10 * 1024: 500, 100 * 1024: 200, 8 * 1024 * 1024: 6}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.support import (AUTHED, SECRET, cli, connect_fake_internet, make_fake_pki,  # noqa: E402
+from tests.support.bottles import (AUTHED, SECRET, cli, connect_fake_internet, make_fake_pki,  # noqa: E402
                                        run_fake_internet, start_bottle, stop_bottle, remove_fake_internet, write_home)
 
 ROUNDS = 400  # requests per size and path

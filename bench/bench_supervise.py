@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bottle_tui import proposals  # noqa: E402
-from tests.integration.support import (  # noqa: E402
+from tests.support.bottles import (  # noqa: E402
     BLOCKED, FAKE_DIR, TEST_LABEL, connect_fake_internet, make_fake_pki, sh, start_bottle, stop_bottle, write_home)
-from tests.integration.supervise_support import client_argv, install_mcp_client  # noqa: E402
+from tests.support.supervise import client_argv, install_mcp_client  # noqa: E402
 
 ROUNDS = 20
 IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80

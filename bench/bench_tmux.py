@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cli, make_home  # noqa: E402
-from tests.console_screen import SKIP_CLAUDE_FIRST_RUN, agent_rows, focus_agents, settle  # noqa: E402
+from tests.support.console_screen import SKIP_CLAUDE_FIRST_RUN, agent_rows, focus_agents, settle  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_TMUX_ROUNDS", "8"))
 SOCKET = f"bench-tmux-{uuid.uuid4().hex[:6]}"

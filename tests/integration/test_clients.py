@@ -7,7 +7,7 @@ import json
 import pytest
 
 from .fake_internet.services import PROBE, PROBE_MESSAGE
-from .support import ALLOWED, ANTHROPIC, BLOCKED, NPM, PYPI, SECRET, Bottle
+from tests.support.bottles import ALLOWED, ANTHROPIC, BLOCKED, NPM, PYPI, SECRET, Bottle
 
 pytestmark = pytest.mark.integration
 

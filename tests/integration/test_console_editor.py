@@ -12,7 +12,7 @@ import libtmux
 import pytest
 
 from bottle_tui import proposals
-from tests.unit.console_support import write_proposal
+from tests.support.console import write_proposal
 
 from .test_console_flows import wait_screen
 

@@ -19,9 +19,9 @@ from bottle_tui.console.app import BottleConsole
 from bottle_tui.console.screens import ConfirmScreen, LogScreen, PickerScreen
 from bottle_tui.state import state_dir
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
-from .support import cli, pane_text, sh, start_bottle
+from tests.support.bottles import cli, pane_text, sh, start_bottle
 
 pytestmark = pytest.mark.integration
 FAKE_API = Path(__file__).with_name("fake_messages_api.py")

@@ -13,9 +13,9 @@ import pytest
 
 from bottle_tui.console.app import BottleConsole
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
-from .support import cli, start_bottle, wait_in_pane
+from tests.support.bottles import cli, start_bottle, wait_in_pane
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import libtmux
 import pytest
 
-from tests.console_screen import SKIP_CLAUDE_FIRST_RUN, agent_rows, focus_agents, settle
-from tests.waiting import wait_for
+from tests.support.console_screen import SKIP_CLAUDE_FIRST_RUN, agent_rows, focus_agents, settle
+from tests.support.waiting import wait_for
 
-from .support import cli, pane_text, sh, start_bottle, wait_in_pane
+from tests.support.bottles import cli, pane_text, sh, start_bottle, wait_in_pane
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .support import ALLOWED, AUTHED, BLOCKED, LIMITED, SECRET, Bottle, sh
+from tests.support.bottles import ALLOWED, AUTHED, BLOCKED, LIMITED, SECRET, Bottle, sh
 
 pytestmark = pytest.mark.integration
 

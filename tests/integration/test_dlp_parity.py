@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dlp_corpus import generate
-from tests.sidecar_modules import egress_module
+from tests.support.dlp_corpus import generate
+from tests.support.sidecars import egress_module
 
-from .support import sh
+from tests.support.bottles import sh
 
 pytestmark = pytest.mark.integration
 

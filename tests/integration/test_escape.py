@@ -7,7 +7,7 @@ import pytest
 
 from bottle_tui import selftest
 
-from .support import ALLOWED, AUTHED, BLOCKED, SECRET, Bottle, cli, labelled, sh
+from tests.support.bottles import ALLOWED, AUTHED, BLOCKED, SECRET, Bottle, cli, labelled, sh
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
-from .support import (GIT_HOST, GIT_PORT, GIT_ROOT, SECRET, Bottle, connect_fake_internet, make_fake_git_cert, sh,
+from tests.support.bottles import (GIT_HOST, GIT_PORT, GIT_ROOT, SECRET, Bottle, connect_fake_internet, make_fake_git_cert, sh,
                       start_bottle, start_fake_git_host, stop_bottle, write_home)
 
 pytestmark = pytest.mark.integration

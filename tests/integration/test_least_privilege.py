@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .support import SECRET, Bottle, sh
+from tests.support.bottles import SECRET, Bottle, sh
 
 pytestmark = pytest.mark.integration
 

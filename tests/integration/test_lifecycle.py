@@ -15,7 +15,7 @@ import pytest
 from bottle_tui.backends.docker import labels
 from bottle_tui.cli import claude_argv_for as claude_argv
 
-from .support import SECRET, cli, labelled, sh, start_bottle, write_home
+from tests.support.bottles import SECRET, cli, labelled, sh, start_bottle, write_home
 
 pytestmark = pytest.mark.integration
 

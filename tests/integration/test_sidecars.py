@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
-from .support import ALLOWED, BLOCKED, LIMITED, Bottle, sh
+from tests.support.bottles import ALLOWED, BLOCKED, LIMITED, Bottle, sh
 
 pytestmark = pytest.mark.integration
 

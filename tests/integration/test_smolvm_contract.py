@@ -20,7 +20,7 @@ from bottle_tui.manifest import Manifests, parse_agent, parse_bottle
 from bottle_tui.plan import BottlePlan, resolve
 from bottle_tui.state import StateDir
 
-from tests.unit.test_plan_compose import AGENT, BOTTLE
+from tests.support.manifests import AGENT, BOTTLE
 
 PINNED = (1, 32, 2)
 BUNDLE_IP = "172.31.250.2"  # only written into a machine's allow-list here; nothing connects to it

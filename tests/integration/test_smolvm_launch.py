@@ -20,7 +20,7 @@ from bottle_tui.backends.smolvm.render import vm_name
 from bottle_tui.cli import plan_for
 from bottle_tui.errors import BottleError
 
-from .support import ALLOWED, BLOCKED, Bottle, cli, connect_fake_internet, sh, stop_bottle
+from tests.support.bottles import ALLOWED, BLOCKED, Bottle, cli, connect_fake_internet, sh, stop_bottle
 
 pytestmark = [pytest.mark.integration, pytest.mark.microvm]
 

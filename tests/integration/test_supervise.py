@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from bottle_tui import proposals
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
-from .support import ALLOWED, BLOCKED, Bottle, sh
-from .supervise_support import call_tool, client_argv, finish_call, install_mcp_client, start_call
+from tests.support.bottles import ALLOWED, BLOCKED, Bottle, sh
+from tests.support.supervise import call_tool, client_argv, finish_call, install_mcp_client, start_call
 
 pytestmark = pytest.mark.integration
 

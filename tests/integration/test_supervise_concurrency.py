@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .support import start_bottle, stop_bottle
-from .supervise_support import finish_call, install_mcp_client, start_call
+from tests.support.bottles import start_bottle, stop_bottle
+from tests.support.supervise import finish_call, install_mcp_client, start_call
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from bottle_tui.console.app import BottleConsole, console_settings
 from bottle_tui.console.screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
 from bottle_tui.errors import BottleError
 
-from .console_support import FakeEngine, info, make_app, make_state, rows, text_of, write_proposal, write_status
+from tests.support.console import FakeEngine, info, make_app, make_state, rows, text_of, write_proposal, write_status
 
 SLUG = "implementer-aaaaaa"
 

@@ -12,7 +12,7 @@ import pytest
 
 from bottle_tui import proposals
 from bottle_tui.state import StateDir, atomic_write
-from tests.sidecar_modules import supervise_module
+from tests.support.sidecars import supervise_module
 
 inbox = supervise_module("inbox")
 

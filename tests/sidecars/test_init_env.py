@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from tests.unit.test_bottle_init import Bundle
-from tests.waiting import wait_for
+from tests.sidecars.test_bottle_init import Bundle
+from tests.support.waiting import wait_for
 
 DUMP = """
 import json, os, sys, time

@@ -23,7 +23,7 @@ from bottle_tui.console.screens import ConfirmScreen, LogScreen, PickerScreen
 from bottle_tui.console.tmux import ROLE, RightPane
 from bottle_tui.plan import claude_session
 
-from .console_support import FakeEngine, info, make_app, rows, write_proposal
+from tests.support.console import FakeEngine, info, make_app, rows, write_proposal
 
 if shutil.which("tmux") is None:  # `make test` installs tmux (scripts/engine.sh) before it runs
     if os.environ.get("BOTTLE_REQUIRE_DOCKER"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 INIT = Path(__file__).resolve().parents[2] / "sidecars" / "init" / "bottle_init.py"
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-EGRESS_DIR = Path(__file__).resolve().parents[1] / "sidecars" / "egress"
+EGRESS_DIR = Path(__file__).resolve().parents[2] / "sidecars" / "egress"
 
 
 def egress_module(name: str) -> ModuleType:

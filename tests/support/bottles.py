@@ -15,7 +15,7 @@ from pathlib import Path
 from bottle_tui.backends.docker import engine
 
 TEST_LABEL = "dev.bottle-tui.test=true"
-FAKE_DIR = Path(__file__).parent / "fake_internet"
+FAKE_DIR = Path(__file__).parents[1] / "integration" / "fake_internet"
 SECRET = "sk-test-" + uuid.uuid4().hex  # the real credential egress injects; the agent must never see it
 ALLOWED = "allowed.fake.test"
 AUTHED = "auth.fake.test"
@@ -214,7 +214,7 @@ def pane_text(pane) -> str:
 
 
 def wait_in_pane(pane, needle: str, timeout: float = 60.0) -> None:
-    from tests.waiting import wait_for
+    from tests.support.waiting import wait_for
 
     try:
         wait_for(lambda: needle in pane_text(pane), timeout=timeout, what=f"{needle!r} in the pane", interval=0.2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import brotli
 import pytest
 
-from tests.sidecar_modules import egress_module
+from tests.support.sidecars import egress_module
 
 dlp = egress_module("dlp")
 dr = egress_module("dlp_request")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 GATE = Path(__file__).resolve().parents[2] / "sidecars" / "gitgate" / "gate.py"
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.sidecar_modules import egress_module
+from tests.support.sidecars import egress_module
 
 R = egress_module("routes")
 

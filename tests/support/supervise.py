@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .support import Bottle, sh
+from .bottles import Bottle, sh
 
 SDK_IN_AGENT = "/tmp/mcp-sdk"
 SUPERVISE_URL = "http://supervise:8765/mcp"

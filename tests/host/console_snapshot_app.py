@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bottle_tui.backends.docker.engine import EngineStatus
 
-from .console_support import FakeEngine, RecordingConsole, NOW, info, write_proposal, write_status
+from tests.support.console import FakeEngine, RecordingConsole, NOW, info, write_proposal, write_status
 
 HOME = Path(tempfile.gettempdir()) / "bottle-tui-console-snapshots" / "home"
 SIZE = (150, 38)

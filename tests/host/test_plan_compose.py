@@ -10,37 +10,14 @@ from pathlib import Path
 
 import pytest
 from bottle_tui.backends.docker.compose import render_compose, render_routes, to_yaml
-from tests.sidecar_modules import egress_module
+from tests.support.sidecars import egress_module
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import Manifests, parse_agent, parse_bottle
 from bottle_tui.plan import BottlePlan, missing_secrets, placeholder, preflight_text, resolve
 from bottle_tui.state import StateDir
+from tests.support.manifests import AGENT, BOTTLE
 
 GOLDEN = Path(__file__).parent / "golden"
-
-AGENT = """---
-bottle: web
-model: sonnet
-claude_args: [--verbose]
----
-Be careful.
-"""
-BOTTLE = """---
-description: a bottle for the tests
-egress:
-  routes:
-    - host: api.example.com
-      ports: [443]
-      methods: [POST]
-      paths: ["/v1/*"]
-      auth: {scheme: header, header: x-api-key, token_env: EXAMPLE_KEY}
-    - host: "*.docs.example.com"
-git: {upstream: "https://git.example.com/org/repo.git", branch: trunk, credentials_env: GIT_TOKEN}
-env: {TZ: UTC, DEBUG: 1}
-resources: {cpus: 1.5, memory: 2g, pids: 300}
----
-"""
-
 
 @pytest.fixture
 def plan() -> BottlePlan:

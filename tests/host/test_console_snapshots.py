@@ -1,5 +1,5 @@
-"""SVG snapshots of the console on fixed data (tests/unit/console_snapshot_app.py). Update them with
-`pytest tests/unit/test_console_snapshots.py --snapshot-update` after checking the change by eye."""
+"""SVG snapshots of the console on fixed data (tests/host/console_snapshot_app.py). Update them with
+`pytest tests/host/test_console_snapshots.py --snapshot-update` after checking the change by eye."""
 
 from __future__ import annotations
 

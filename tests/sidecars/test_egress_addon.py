@@ -22,7 +22,7 @@ from mitmproxy import connection, http as mhttp  # noqa: E402
 from mitmproxy.proxy import server_hooks  # noqa: E402
 from mitmproxy.test import taddons, tflow  # noqa: E402
 
-from tests.sidecar_modules import EGRESS_DIR, egress_module  # noqa: E402
+from tests.support.sidecars import EGRESS_DIR, egress_module  # noqa: E402
 
 A = egress_module("addon")
 # A few of gitleaks' real rules, so the addon runs real DLP here (the image has all of them).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 Screen = Callable[[], str]
 Press = Callable[[str], None]

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bottle_tui.backends.docker import engine, labels  # noqa: E402
-from bottle_tui.state import atomic_write, state_dir  # noqa: E402
+from bottle_tui.state import state_dir  # noqa: E402
+from bottle_contract.files import atomic_write  # noqa: E402
 
 BOTTLES = int(os.environ.get("BENCH_CONSOLE_BOTTLES", "200"))
 PROPOSALS = int(os.environ.get("BENCH_CONSOLE_PROPOSALS", "2000"))

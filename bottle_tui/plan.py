@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from bottle_contract import ports
+
 from .errors import BottleError
 from .manifest import AgentSpec, BottleSpec, Manifests, Route
 from .state import StateDir, project_name
 
-EGRESS_PORT = 8080
-SUPERVISE_PORT = 8765  # sidecars/daemons.json starts the supervise daemon on it
-STATUS_PORT = 8766  # ... and the status daemon (claude's hooks report there) on this one
 CA_MOUNT = "/etc/bottle/ca"
 CA_CERT_NAME = "egress-ca.pem"
 AGENT_HOME = "/home/agent"
@@ -24,7 +23,6 @@ NODE_PROXY_PRELOAD = "/opt/bottle/node/proxy-preload.js"
 CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
 SUPPORTED_BACKENDS = ("docker", "smolvm")
 GIT_GATE_HOST = "git-gate"
-GIT_GATE_PORT = 8418
 
 
 def claude_command(args: Sequence[str]) -> list[str]:
@@ -120,12 +118,12 @@ class BottlePlan:
         """The agent's only git remote: the gate's mirror of git.upstream, on the internal network."""
         if not self.bottle.git:
             return None
-        return f"http://{GIT_GATE_HOST}:{GIT_GATE_PORT}/{git_repo_name(self.bottle.git.upstream)}.git"
+        return f"http://{GIT_GATE_HOST}:{ports.GIT_GATE}/{git_repo_name(self.bottle.git.upstream)}.git"
 
     @property
     def supervise_url(self) -> str | None:
         """The supervise MCP server as the agent reaches it (never through the proxy)."""
-        return f"http://supervise:{SUPERVISE_PORT}/mcp" if self.bottle.supervise.enabled else None
+        return f"http://supervise:{ports.SUPERVISE}/mcp" if self.bottle.supervise.enabled else None
 
     @property
     def daemon_secrets(self) -> dict[str, tuple[str, ...]]:
@@ -142,7 +140,7 @@ class BottlePlan:
 
     @property
     def agent_env(self) -> dict[str, str]:
-        proxy = f"http://egress:{EGRESS_PORT}"
+        proxy = f"http://egress:{ports.EGRESS}"
         ca = f"{CA_MOUNT}/{CA_CERT_NAME}"
         # supervise and the gate are on the internal network: reached directly, not through egress.
         no_proxy = ("localhost,127.0.0.1,::1" + (",supervise" if self.bottle.supervise.enabled else "")

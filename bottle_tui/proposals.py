@@ -51,7 +51,8 @@ import yaml
 
 from .errors import BottleError
 from .manifest import DEFAULT_PORTS, _auth, _Check, _host, _methods, _paths, _ports
-from .state import StateDir, all_state_dirs, atomic_write, state_dir
+from .state import AUDIT_LOG_CAP, StateDir, all_state_dirs, state_dir
+from bottle_contract.files import append_jsonl, atomic_write
 
 SCHEMA_VERSION = 1
 KINDS = ("egress-route", "dlp-exemption")
@@ -417,14 +418,11 @@ def operator() -> str:
         return f"uid {os.getuid()}"
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One O_APPEND write per record: concurrent writers never interleave lines."""
+def append_audit(path: Path, record: dict[str, Any]) -> None:
+    """One audit record, one O_APPEND write (concurrent writers never interleave lines); the log
+    is rotated at state.AUDIT_LOG_CAP."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
-    finally:
-        os.close(fd)
+    append_jsonl(path, record, max_bytes=AUDIT_LOG_CAP.max_bytes, keep=AUDIT_LOG_CAP.keep)
 
 
 def audit_paths(home: Path, state: StateDir) -> tuple[Path, Path]:
@@ -473,7 +471,7 @@ def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always",
                   "status": status, "scope": decision["scope"], "asked": asked, "change": final, "note": note,
                   "draft": bool(current.data.get("draft")), "policy_changed": changed}
         for path in audit_paths(home, state):
-            append_jsonl(path, record)
+            append_audit(path, record)
     return Outcome(Proposal(data, current.path), changed)
 
 
@@ -481,7 +479,7 @@ def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: 
     record = {"at": now_iso(), "by": by, "slug": state.slug, "kind": "policy-edit", "status": "edited",
               "before": before, "after": after}
     for path in audit_paths(home, state):
-        append_jsonl(path, record)
+        append_audit(path, record)
 
 
 def save_policy_text(home: Path, state: StateDir, before: str, after: str, by: str) -> None:

@@ -1,6 +1,7 @@
-"""The one place that knows the state layout under ``$CLAUDE_BOTTLE_HOME/state/<slug>/``.
+"""The one place on the host that knows the state layout under ``$CLAUDE_BOTTLE_HOME/state/<slug>/``.
 
-Also the one atomic-write helper (temp file in the same folder, fsync, rename) and the slug and
+The names of what the host shares with the sidecars come from the contract
+(bottle_contract.layout); this module adds the host's own files, and the slug and
 compose-project naming that discovery trusts.
 """
 
@@ -10,20 +11,22 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bottle_contract import layout
+from bottle_contract.files import atomic_write
 
 from .errors import BottleError
 
 PROJECT_PREFIX = "claude-bottle-"
 PRESERVE_MARKER = ".preserve"
-READY_FILE = "ready"  # a sidecar daemon's "I am up", in its own folder
-STATUS_FILE = "status.json"
+# audit.jsonl (a bottle's and the home's): rotated at 8 MiB, four older files kept.
+AUDIT_LOG_CAP = layout.Cap(8 << 20, 4)
 # What an operator wants after the fact, kept in archive/<slug>/ when a bottle stops; the rest
 # of the state folder (CA key, compose file, routes) is runtime material and goes.
-ARCHIVED = ("metadata.json", "bringup.log", "teardown.log", "compose.log", "transcript", "egress/requests.jsonl*")
+ARCHIVED = ("metadata.json", "bringup.log", "teardown.log", "compose.log", "transcript", f"{layout.EGRESS}/{layout.REQUESTS_LOG}*")
 
 
 def new_slug(agent: str) -> str:
@@ -36,22 +39,6 @@ def project_name(slug: str) -> str:
 
 def slug_of_project(project: str) -> str | None:
     return project[len(PROJECT_PREFIX):] if project.startswith(PROJECT_PREFIX) else None
-
-
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` so readers see the old or the new content, never a torn file."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -91,55 +78,55 @@ class StateDir:
     @property
     def egress(self) -> Path:
         """Mounted into sidecars only: routes.yaml, the egress CA key, requests.jsonl, ready."""
-        return self.path / "egress"
+        return self.path / layout.EGRESS
 
     @property
     def supervise(self) -> Path:
         """Mounted into sidecars only: queue/ of proposals (see proposals.py), the daemon's cursor."""
-        return self.path / "supervise"
+        return self.path / layout.SUPERVISE
 
     @property
     def queue(self) -> Path:
         """The proposals the supervise daemon queues, one JSON file each."""
-        return self.supervise / "queue"
+        return self.supervise / layout.QUEUE
 
     @property
     def git_gate(self) -> Path:
         """Mounted into sidecars only: gate.json, upstream-ca.pem, the mirror, pushes.jsonl, ready."""
-        return self.path / "git-gate"
+        return self.path / layout.GIT_GATE
 
     @property
     def status(self) -> Path:
         """Mounted into sidecars only: status.json, the agent's state as claude's hooks report it."""
-        return self.path / "status"
+        return self.path / layout.STATUS
 
     # Files the sidecars and the host share: named here only.
     @property
     def routes(self) -> Path:
         """The policy in force (egress reloads it on SIGHUP)."""
-        return self.egress / "routes.yaml"
+        return self.egress / layout.ROUTES
 
     @property
     def egress_log(self) -> Path:
         """egress's decisions, one JSON line each (rotated to .1 ... .4)."""
-        return self.egress / "requests.jsonl"
+        return self.egress / layout.REQUESTS_LOG
 
     @property
     def egress_ready(self) -> Path:
-        return self.egress / READY_FILE
+        return self.egress / layout.READY
 
     @property
     def supervise_ready(self) -> Path:
-        return self.supervise / READY_FILE
+        return self.supervise / layout.READY
 
     @property
     def git_gate_ready(self) -> Path:
-        return self.git_gate / READY_FILE
+        return self.git_gate / layout.READY
 
     @property
     def status_file(self) -> Path:
         """What claude's hooks last reported, written by the bundle's status daemon."""
-        return self.status / STATUS_FILE
+        return self.status / layout.STATUS_FILE
 
     @property
     def audit_log(self) -> Path:

@@ -20,13 +20,12 @@ from mitmproxy.net import encoding
 from mitmproxy.proxy import commands, layer, layers
 from mitmproxy.proxy.layers.tls import starts_like_tls_record
 
-# mitmproxy puts this script's folder on sys.path while loading it, so the sibling module imports;
-# the bundle's shared helpers live in ../common (the same layout in the image and the repository).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-import dlp as D  # noqa: E402
-import dlp_request as DR  # noqa: E402
-import routes as R  # noqa: E402
-from sidecar_files import atomic_write  # noqa: E402
+# Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
+import dlp as D
+import dlp_request as DR
+import routes as R
+from bottle_contract import layout, ports
+from bottle_contract.files import append_line, atomic_write
 
 logger = logging.getLogger("egress")
 
@@ -34,14 +33,14 @@ STATE_ENV = "BOTTLE_EGRESS_STATE"
 DLP_RULES_ENV = "BOTTLE_DLP_RULES"
 # Bodies at least this large are scanned in a worker thread, off mitmproxy's event loop.
 DLP_THREAD_BYTES = 256 << 10
-DEFAULT_STATE_DIR = "/state/egress"
+DEFAULT_STATE_DIR = layout.bundle_path(layout.EGRESS)
 # Bodies above this (or of unknown length) are streamed instead of buffered in memory.
 STREAM_THRESHOLD = 1 << 20
 # A blocked request whose body may be larger than this is refused before its body is read.
 BLOCKED_BODY_READ_LIMIT = 64 << 10
 # requests.jsonl is rotated when it grows past this, keeping this many older files (.1 newest).
-LOG_MAX_BYTES = 16 << 20
-LOG_KEEP = 4
+LOG_MAX_BYTES = layout.REQUESTS_LOG_CAP.max_bytes
+LOG_KEEP = layout.REQUESTS_LOG_CAP.keep
 # Decisions of this kind are answered by the addon itself rather than the upstream.
 NO_ROUTE_PREFIX = "no route"
 # Blocked requests that still carry a body are pointed at a name under this suffix, which
@@ -243,19 +242,19 @@ class Egress:
     # paths -------------------------------------------------------------------------------------
     @property
     def routes_path(self) -> str:
-        return os.path.join(self.state_dir, "routes.yaml")
+        return os.path.join(self.state_dir, layout.ROUTES)
 
     @property
     def log_path(self) -> str:
-        return os.path.join(self.state_dir, "requests.jsonl")
+        return os.path.join(self.state_dir, layout.REQUESTS_LOG)
 
     @property
     def ready_path(self) -> str:
-        return os.path.join(self.state_dir, "ready")
+        return os.path.join(self.state_dir, layout.READY)
 
     @property
     def upstream_ca_path(self) -> str:
-        return os.path.join(self.state_dir, "upstream-ca.pem")
+        return os.path.join(self.state_dir, layout.UPSTREAM_CA)
 
     # lifecycle ---------------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -293,7 +292,7 @@ class Egress:
         self._write_ready()
 
     def _write_ready(self) -> None:
-        port = ctx.options.listen_port or 8080
+        port = ctx.options.listen_port or ports.EGRESS
         host = ctx.options.listen_host or "0.0.0.0"
         ps = ctx.master.addons.get("proxyserver") if getattr(ctx, "master", None) else None
         if ps is not None:
@@ -309,7 +308,7 @@ class Egress:
             "ca_cert": os.path.join(os.path.expanduser(ctx.options.confdir), "mitmproxy-ca-cert.pem"),
             "at": _now_iso(),
         }
-        atomic_write(self.ready_path, (json.dumps(info) + "\n").encode())
+        atomic_write(self.ready_path, (json.dumps(info) + "\n").encode(), mode=0o644)
 
     # policy ------------------------------------------------------------------------------------
     def reload(self, force: bool = False) -> bool:
@@ -363,7 +362,7 @@ class Egress:
             self.state_dir, f"upstream-trust-{hashlib.sha256(data).hexdigest()[:16]}.pem"
         )
         if not os.path.exists(path):
-            atomic_write(path, data)
+            atomic_write(path, data, mode=0o644)
         ctx.options.update(ssl_verify_upstream_trusted_ca=path)
         self._ca_option = path
         for old in glob.glob(os.path.join(self.state_dir, "upstream-trust-*.pem")):
@@ -387,32 +386,14 @@ class Egress:
         if dlp is not None:
             entry["dlp"] = dlp  # rule ids and where they matched, never the secret
         line = json.dumps(entry)
-        # One O_APPEND write per line: concurrent writers never interleave, and a file the host
-        # rotated away is recreated.
+        # One O_APPEND write per line (concurrent writers never interleave), rotated at the cap;
+        # a file the host rotated away is recreated.
         try:
-            self._rotate_log()
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, (line + "\n").encode())
-            finally:
-                os.close(fd)
-        except OSError as e:
+            append_line(self.log_path, line.encode(), max_bytes=self.log_max_bytes, keep=LOG_KEEP, mode=0o644)
+        except (OSError, ValueError) as e:
             # The decision stands either way; a full or read-only state dir must not turn into
             # an exception halfway through a hook.
             logger.warning(f"egress: cannot append to {self.log_path}: {e}")
-
-    def _rotate_log(self) -> None:
-        """Keep requests.jsonl under log_max_bytes: shift it to .1 (.1 to .2, ...), dropping .LOG_KEEP."""
-        try:
-            if os.stat(self.log_path).st_size < self.log_max_bytes:
-                return
-        except FileNotFoundError:
-            return
-        for n in range(LOG_KEEP - 1, 0, -1):
-            older = f"{self.log_path}.{n}"
-            if os.path.exists(older):
-                os.replace(older, f"{self.log_path}.{n + 1}")
-        os.replace(self.log_path, f"{self.log_path}.1")
 
     @property
     def bottle(self) -> str:

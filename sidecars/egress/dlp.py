@@ -39,9 +39,7 @@ from pathlib import Path
 import hyperscan
 import re2
 
-# the bundle's shared helpers live in ../common (the same layout in the image and the repository).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from sidecar_files import atomic_write  # noqa: E402
+from bottle_contract.files import atomic_write
 
 RULES_PATH = Path(os.environ.get("BOTTLE_DLP_RULES", "/opt/gitleaks/gitleaks.toml"))
 DB_SUFFIX = ".hsdb"
@@ -291,7 +289,7 @@ def save_database(rules: Rules, db: hyperscan.Database, byte_mode: list[int], ou
     header = json.dumps({"digest": rules.digest, "byte_mode": byte_mode,
                          "hyperscan": hyperscan.__version__ if hasattr(hyperscan, "__version__") else ""}).encode()
     blob = hyperscan.dumpb(db)
-    atomic_write(str(out), _DB_MAGIC + struct.pack(">I", len(header)) + header + blob)
+    atomic_write(out, _DB_MAGIC + struct.pack(">I", len(header)) + header + blob, mode=0o644)
 
 
 def load_database(rules: Rules, path: Path) -> tuple[hyperscan.Database, list[int]] | None:

@@ -20,13 +20,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path.insert(0, HERE)
 
-from push_policy import GateConfig, GateError, load_config  # noqa: E402
-# the bundle's shared helpers live in ../common (the same layout in the image and the repository).
-sys.path.insert(0, os.path.join(HERE, "..", "common"))
-from sidecar_files import atomic_write  # noqa: E402
-from upstream_git import fetch_argv, git_env, headline, run_git, scrub  # noqa: E402
+# Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
+from bottle_contract.files import atomic_write
+from push_policy import GateConfig, GateError, load_config
+from upstream_git import fetch_argv, git_env, headline, run_git, scrub
 
 HOOKS_DIR = os.path.join(HERE, "hooks")
 SERVICES = ("git-upload-pack", "git-receive-pack")
@@ -285,7 +283,7 @@ def listen_address(alias: str) -> str:
 
 
 def write_ready(state_dir: str, info: dict) -> None:
-    atomic_write(os.path.join(state_dir, "ready"), json.dumps(info) + "\n")
+    atomic_write(os.path.join(state_dir, "ready"), json.dumps(info) + "\n", mode=0o644)
 
 
 def main(argv: list[str]) -> int:

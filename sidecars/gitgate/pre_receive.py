@@ -18,9 +18,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-
-from push_policy import (Finding, GateError, Message, RefUpdate, findings, load_config, locate_in_messages, message_text,  # noqa: E402
+# Imported through the git gate's pythonpath (daemons.json; git passes the environment to hooks).
+from push_policy import (Finding, GateError, Message, RefUpdate, findings, load_config, locate_in_messages, message_text,
                          parse_updates, push_range, refusal, rejection_lines, report_items)
 from upstream_git import git_env, push_argv, run_git, scrub  # noqa: E402
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
-# The bundle's shared helpers live in ../common (the same layout in the image and the repository).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from sidecar_files import atomic_write  # noqa: E402
+# The contract comes from PYTHONPATH (the image sets it for init; daemons get their own from
+# the pythonpath of their daemons.json entry).
+from bottle_contract import ports
+from bottle_contract.files import atomic_write
 
 DEFAULT_DAEMONS_FILE = "/etc/bottle/daemons.json"
 DEFAULT_RUN_DIR = "/run/bottle-init"
@@ -27,7 +29,7 @@ BACKOFF_CAP = 30.0
 # A child that ran this long counts as healthy: its next crash starts the backoff again at 1 s.
 HEALTHY_AFTER = 30.0
 HANDLED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
-DAEMON_KEYS = {"argv", "reload_signal", "env", "cwd", "pass_env", "secrets_from"}
+DAEMON_KEYS = {"argv", "pythonpath", "reload_signal", "env", "cwd", "pass_env", "secrets_from"}
 # What every daemon gets from init's environment; everything else only when its daemons.json
 # entry names it (pass_env) or lists it as a secret (secrets_from).
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "BOTTLE_NAME", "BOTTLE_SLUG")
@@ -56,9 +58,27 @@ def parse_signal(value, where: str) -> int | None:
         raise ConfigError(f"{where}: unknown signal {value!r}") from None
 
 
+_PORT_TOKEN = re.compile(r"\{port:([A-Z_]+)\}")
+
+
+def _with_ports(arg: str, where: str) -> str:
+    """``{port:NAME}`` in an argument becomes the contract's port NAME (bottle_contract.ports)."""
+
+    def port(m: re.Match[str]) -> str:
+        value = getattr(ports, m.group(1), None)
+        if not isinstance(value, int):
+            raise ConfigError(f"{where}: argv names {m.group(0)}, which bottle_contract.ports does not define")
+        return str(value)
+
+    return _PORT_TOKEN.sub(port, arg)
+
+
 def load_daemons(path: str) -> dict[str, dict]:
-    """daemons.json: {name: {"argv": [...], "reload_signal": "HUP"|null, "env": {...}, "cwd": "...",
-    "pass_env": [NAME, ...], "secrets_from": "VAR"}}.
+    """daemons.json: {name: {"argv": [...], "pythonpath": [DIR, ...], "reload_signal": "HUP"|null,
+    "env": {...}, "cwd": "...", "pass_env": [NAME, ...], "secrets_from": "VAR"}}.
+
+    ``pythonpath`` is the daemon's whole import path besides its interpreter's own (PYTHONPATH):
+    its folder and the contract package's. No daemon puts anything on sys.path itself.
 
     A daemon's environment is least privilege: BASE_ENV, the names in ``pass_env``, the secrets
     whose names the variable ``secrets_from`` lists (comma-separated, set by the host per bottle),
@@ -83,6 +103,7 @@ def load_daemons(path: str) -> dict[str, dict]:
         argv = spec.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise ConfigError(f"{where}: argv must be a non-empty list of strings")
+        argv = [_with_ports(a, where) for a in argv]
         env = spec.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise ConfigError(f"{where}: env must map names to strings")
@@ -92,11 +113,15 @@ def load_daemons(path: str) -> dict[str, dict]:
         pass_env = spec.get("pass_env") or []
         if not isinstance(pass_env, list) or not all(isinstance(n, str) and n for n in pass_env):
             raise ConfigError(f"{where}: pass_env must be a list of variable names")
+        pythonpath = spec.get("pythonpath") or []
+        if not isinstance(pythonpath, list) or not all(isinstance(p, str) and p.startswith("/") for p in pythonpath):
+            raise ConfigError(f"{where}: pythonpath must be a list of absolute folders")
         secrets_from = spec.get("secrets_from")
         if secrets_from is not None and (not isinstance(secrets_from, str) or not secrets_from):
             raise ConfigError(f"{where}: secrets_from must name the variable that lists the daemon's secrets")
         specs[name] = {
             "argv": argv,
+            "pythonpath": tuple(pythonpath),
             "reload_signal": parse_signal(spec.get("reload_signal"), where),
             "env": env,
             "cwd": cwd,
@@ -164,6 +189,8 @@ def daemon_env(spec: dict, environ) -> dict[str, str]:
         names.append(spec["secrets_from"])
         names += [n.strip() for n in environ.get(spec["secrets_from"], "").split(",") if n.strip()]
     env = {n: environ[n] for n in names if n in environ}
+    if spec["pythonpath"]:
+        env["PYTHONPATH"] = os.pathsep.join(spec["pythonpath"])
     env.update(spec["env"])
     return env
 
@@ -181,7 +208,7 @@ class Init:
     # status ------------------------------------------------------------------------------------
     def write_status(self) -> None:
         data = json.dumps({"daemons": {d.name: d.status() for d in self.daemons}}, indent=2) + "\n"
-        atomic_write(os.path.join(self.run_dir, STATUS_FILE), data)
+        atomic_write(os.path.join(self.run_dir, STATUS_FILE), data, mode=0o644)
 
     # children ----------------------------------------------------------------------------------
     def start(self, d: Daemon) -> None:

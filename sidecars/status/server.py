@@ -18,9 +18,8 @@ import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# the bundle's shared helpers live in ../common (the same layout in the image and the repository).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from sidecar_files import atomic_write  # noqa: E402
+from bottle_contract import ports
+from bottle_contract.files import atomic_write
 
 STATE_DIR = os.environ.get("BOTTLE_STATUS_STATE", "/state/status")
 NAME = "status"
@@ -70,7 +69,7 @@ def record(event: str, sent: int | None = None, state_dir: str | None = None) ->
         doc = {"version": 1, "state": state, "since": since, "event": event, "at": at}
         if sent is not None:
             doc["sent"] = sent
-        atomic_write(path, (json.dumps(doc) + "\n").encode())
+        atomic_write(path, (json.dumps(doc) + "\n").encode(), mode=0o644)
     return doc
 
 
@@ -115,7 +114,7 @@ def listen_address(name: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=8766)
+    ap.add_argument("--port", type=int, default=ports.STATUS)
     ap.add_argument("--host", help="address to listen on (default: the address of the name --listen-name)")
     ap.add_argument("--listen-name", default=NAME)
     args = ap.parse_args()

@@ -26,11 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import yaml
-
-
-# the bundle's shared helpers live in ../common (the same layout in the image and the repository).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from sidecar_files import atomic_write  # noqa: E402
+from bottle_contract.files import atomic_write
 
 SCHEMA_VERSION = 1
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
@@ -173,7 +169,7 @@ class Queue:
         return data if isinstance(data, dict) and data.get("id") == pid else None
 
     def _write(self, data: dict[str, Any]) -> None:
-        atomic_write(self.path(data["id"]), (json.dumps(data, indent=2) + "\n").encode())
+        atomic_write(self.path(data["id"]), (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
 
     def all(self) -> list[dict[str, Any]]:
         out = []
@@ -282,7 +278,7 @@ class EgressTail:
             return None, 0
 
     def _save_cursor(self) -> None:
-        atomic_write(self.cursor_path, json.dumps({"inode": self.inode, "offset": self.offset}).encode())
+        atomic_write(self.cursor_path, json.dumps({"inode": self.inode, "offset": self.offset}).encode(), mode=0o644)
 
     def poll(self) -> list[dict[str, Any]]:
         try:
@@ -369,7 +365,7 @@ def withdraw_once(queue: Queue, records: list[dict[str, Any]], routes_path: str)
                 routes.remove(p["once_route"])
         doc["routes"] = routes
         # The policy first: a crash before the proposals are marked leaves nothing allowed twice.
-        atomic_write(routes_path, yaml.safe_dump(doc, sort_keys=False).encode())
+        atomic_write(routes_path, yaml.safe_dump(doc, sort_keys=False).encode(), mode=0o600)
         for p, rec in used:
             p["once_used"] = {"at": now_iso(), "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}"}
             queue._write(p)

@@ -26,8 +26,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import inbox  # noqa: E402
+from bottle_contract import ports
+
+import inbox  # the daemon's own folder, on its pythonpath (daemons.json)
 
 log = logging.getLogger("supervise")
 
@@ -200,7 +201,7 @@ async def mark_ready(host: str, port: int) -> None:
             break
         except OSError:
             await asyncio.sleep(0.05)
-    inbox.atomic_write(ready, json.dumps({"pid": os.getpid(), "host": host, "port": port, "at": inbox.now_iso()}).encode())
+    inbox.atomic_write(ready, json.dumps({"pid": os.getpid(), "host": host, "port": port, "at": inbox.now_iso()}).encode(), mode=0o644)
 
 
 def listen_address(name: str) -> str:
@@ -231,7 +232,7 @@ async def main_async(host: str, port: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--port", type=int, default=ports.SUPERVISE)
     ap.add_argument("--host", help="address to listen on (default: the address of the name --listen-name)")
     ap.add_argument("--listen-name", default=NAME)
     args = ap.parse_args()

@@ -17,7 +17,8 @@ import yaml
 from bottle_tui import cli, proposals
 from bottle_tui.console.inert import inert
 from bottle_tui.errors import BottleError
-from bottle_tui.state import StateDir, atomic_write
+from bottle_tui.state import StateDir
+from bottle_contract.files import atomic_write
 
 ROUTES = textwrap.dedent("""\
     version: 1

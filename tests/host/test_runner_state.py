@@ -15,8 +15,9 @@ import pytest
 
 from bottle_tui.errors import BottleError
 from bottle_tui.runner import CommandError, CommandNotFound, lines, run
-from bottle_tui.state import (StateDir, archive_root, atomic_write, new_slug, project_name, prune_archive, remove_tree,
+from bottle_tui.state import (StateDir, archive_root, new_slug, project_name, prune_archive, remove_tree,
                               slug_of_project, state_dir)
+from bottle_contract.files import atomic_write
 
 
 async def test_run_captures_output_and_closes_stdin() -> None:

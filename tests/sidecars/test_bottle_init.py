@@ -80,6 +80,7 @@ class Bundle:
         self.daemons_file.write_text(json.dumps(spec))
         self.env = {
             **os.environ,
+            "PYTHONPATH": str(INIT.parents[1] / "common"),  # as the image sets it for init
             "BOTTLE_INIT_DAEMONS_FILE": str(self.daemons_file),
             "BOTTLE_INIT_RUN_DIR": str(self.run_dir),
             "BOTTLE_INIT_GRACE": str(grace),
@@ -315,8 +316,7 @@ def test_status_command_prints_status_json(bundle) -> None:
 
 
 def test_shared_atomic_write_replaces_whole_files_and_is_the_bundles_only_one(tmp_path) -> None:
-    sys.path.insert(0, str(INIT.parents[1] / "common"))
-    from sidecar_files import atomic_write
+    from bottle_contract.files import atomic_write
 
     target = tmp_path / "status.json"
     target.write_text("old")
@@ -326,5 +326,5 @@ def test_shared_atomic_write_replaces_whole_files_and_is_the_bundles_only_one(tm
         atomic_write(str(target), 42)  # type: ignore[arg-type]
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["status.json"]
     # init and the egress addon use it; no other copy of the tmp-then-replace dance is left.
-    sources = [p for p in (INIT.parents[1]).rglob("*.py") if p.parent.name != "common"]
+    sources = [p for p in (INIT.parents[1]).rglob("*.py") if "common" not in p.parts]
     assert [p.name for p in sources if "os.replace(tmp" in p.read_text() or ".tmp" in p.read_text()] == []

@@ -17,12 +17,10 @@ from bottle_tui.manifest import ManifestError, Manifests, parse_agent, parse_bot
 from bottle_tui.plan import git_repo_name, preflight_text, resolve
 from bottle_tui.state import StateDir
 
-GATE_DIR = Path(__file__).resolve().parents[2] / "sidecars" / "gitgate"
-if str(GATE_DIR) not in sys.path:
-    sys.path.insert(0, str(GATE_DIR))
+from tests.support.sidecars import git_gate_module
 
-import push_policy as pp  # noqa: E402
-import upstream_git  # noqa: E402
+pp = git_gate_module("push_policy")
+upstream_git = git_gate_module("upstream_git")
 
 ZERO = pp.ZERO
 

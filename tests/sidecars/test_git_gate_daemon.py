@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.sidecars import daemon_env
 from tests.support.waiting import wait_for
 
 GATE = Path(__file__).resolve().parents[2] / "sidecars" / "gitgate" / "gate.py"
@@ -55,7 +56,7 @@ class Gate:
 
     def start(self, log: str) -> None:
         (self.state / "ready").unlink(missing_ok=True)
-        env = {**self.env, "GIT_GATE_LISTEN": "127.0.0.1", "GIT_GATE_GITLEAKS": self.gitleaks}
+        env = daemon_env("git-gate", {**self.env, "GIT_GATE_LISTEN": "127.0.0.1", "GIT_GATE_GITLEAKS": self.gitleaks})
         self.proc = subprocess.Popen([sys.executable, str(GATE), str(self.state)], env=env,
                                      stderr=open(self.tmp / log, "w"), stdin=subprocess.DEVNULL)
         wait_for(lambda: (self.state / "ready").exists() or self.proc.poll() is not None, timeout=10, what="the gate's ready file")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bottle_tui import proposals
-from bottle_tui.state import StateDir, atomic_write
+from bottle_tui.state import StateDir
+from bottle_contract.files import atomic_write
 from tests.support.sidecars import supervise_module
 
 inbox = supervise_module("inbox")

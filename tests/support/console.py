@@ -13,7 +13,8 @@ from bottle_tui.backends.docker.compose import to_yaml
 from bottle_tui.backends.docker.engine import BottleInfo, EngineStatus
 from bottle_tui.console.app import BottleConsole
 from bottle_tui.errors import BottleError
-from bottle_tui.state import atomic_write, state_dir
+from bottle_tui.state import state_dir
+from bottle_contract.files import atomic_write
 
 NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=timezone.utc)
 DLP = {"body": True, "disabled_rules": [], "max_body_bytes": 8388608}

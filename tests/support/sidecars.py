@@ -1,27 +1,51 @@
-"""Import the sidecar bundle's own modules in tests the way mitmdump does: from their folder."""
+"""Import the sidecar bundle's own modules in tests the way the bundle does: each daemon's
+``pythonpath`` from sidecars/daemons.json, mapped from the image's /opt/bottle to this checkout."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
-EGRESS_DIR = Path(__file__).resolve().parents[2] / "sidecars" / "egress"
+SIDECARS = Path(__file__).resolve().parents[2] / "sidecars"
+EGRESS_DIR = SIDECARS / "egress"
+IMAGE_ROOT = "/opt/bottle/"
 
 
-def egress_module(name: str) -> ModuleType:
-    """``routes`` or ``addon`` from sidecars/egress; addon imports its sibling routes by name."""
-    if str(EGRESS_DIR) not in sys.path:
-        sys.path.insert(0, str(EGRESS_DIR))
+def daemon_path(daemon: str) -> list[str]:
+    """The folders of ``daemon``'s pythonpath in daemons.json, as folders of this checkout."""
+    spec = json.loads((SIDECARS / "daemons.json").read_text())[daemon]
+    return [str(SIDECARS / p.removeprefix(IMAGE_ROOT)) for p in spec.get("pythonpath", [])]
+
+
+def daemon_env(daemon: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment that runs ``daemon``'s programs from this checkout (PYTHONPATH set)."""
+    return {**(os.environ if environ is None else environ), "PYTHONPATH": os.pathsep.join(daemon_path(daemon))}
+
+
+def _import(daemon: str, name: str) -> ModuleType:
+    for folder in reversed(daemon_path(daemon)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     return importlib.import_module(name)
 
 
-SUPERVISE_DIR = EGRESS_DIR.parent / "supervise"
+def egress_module(name: str) -> ModuleType:
+    """``routes``, ``dlp`` or ``addon`` from sidecars/egress."""
+    return _import("egress", name)
+
+
+SUPERVISE_DIR = SIDECARS / "supervise"
 
 
 def supervise_module(name: str) -> ModuleType:
     """``inbox`` from sidecars/supervise (stdlib only; server.py needs the MCP SDK's venv)."""
-    if str(SUPERVISE_DIR) not in sys.path:
-        sys.path.insert(0, str(SUPERVISE_DIR))
-    return importlib.import_module(name)
+    return _import("supervise", name)
+
+
+def git_gate_module(name: str) -> ModuleType:
+    """``push_policy``, ``pre_receive`` or ``gate`` from the git gate's folder."""
+    return _import("git-gate", name)

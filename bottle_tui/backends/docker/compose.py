@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 from ...manifest import DlpSpec, Route
-from ...plan import CA_MOUNT, GIT_GATE_HOST, GIT_GATE_PORT, WORKDIR, BottlePlan, git_repo_name
+from bottle_contract import ports
+
+from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan, git_repo_name
 from . import labels
 from .engine import container_name
 
@@ -157,7 +159,7 @@ def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:
         "branch": git.branch,
         "protected": list(git.protected),
         "credentials_env": git.credentials_env,
-        "port": GIT_GATE_PORT,
+        "port": ports.GIT_GATE,
         "listen_alias": GIT_GATE_HOST,
         "refresh_timeout_seconds": GIT_REFRESH_TIMEOUT,
         "first_mirror_timeout_seconds": GIT_FIRST_MIRROR_TIMEOUT,

@@ -15,7 +15,8 @@ from ...errors import BottleError
 from ...plan import CA_CERT_NAME, TRANSCRIPTS, WORKDIR, BottlePlan
 from ...runner import CommandError, run
 from ...config import ArchiveSettings, load_config
-from ...state import StateDir, all_state_dirs, archive_root, atomic_write, prune_archive, project_name, slug_of_project, state_dir
+from ...state import StateDir, all_state_dirs, archive_root, prune_archive, project_name, slug_of_project, state_dir
+from bottle_contract.files import atomic_write
 from . import engine, images
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
 

@@ -34,7 +34,8 @@ import yaml
 from ... import selftest
 from ...errors import BottleError
 from ...runner import CommandError, run
-from ...state import StateDir, atomic_write
+from ...state import StateDir
+from bottle_contract.files import atomic_write
 from . import engine, labels
 from .compose import to_yaml
 

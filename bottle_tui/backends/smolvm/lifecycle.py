@@ -21,7 +21,8 @@ from typing import Sequence
 from ...errors import BottleError
 from ...plan import TRANSCRIPTS, BottlePlan
 from ...runner import CommandError, run
-from ...state import PROJECT_PREFIX, StateDir, atomic_write, slug_of_project, state_dir
+from ...state import PROJECT_PREFIX, StateDir, slug_of_project, state_dir
+from bottle_contract.files import atomic_write
 from ..docker import engine as docker, labels
 from ..docker.compose import AGENT_USER, to_yaml
 from ..docker.engine import BottleInfo

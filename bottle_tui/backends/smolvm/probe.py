@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...errors import BottleError
-from ...state import PROJECT_PREFIX, atomic_write
+from ...state import PROJECT_PREFIX
+from bottle_contract.files import atomic_write
 from .engine import Smolvm, SmolvmError
 
 CACHE_ENV = "CLAUDE_BOTTLE_SMOLVM_PROBE_CACHE"

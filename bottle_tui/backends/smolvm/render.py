@@ -20,7 +20,9 @@ import math
 from typing import Any
 
 from ...errors import BottleError
-from ...plan import CA_ENV_VARS, CA_MOUNT, EGRESS_PORT, WORKDIR, BottlePlan
+from bottle_contract import ports
+
+from ...plan import CA_ENV_VARS, CA_MOUNT, WORKDIR, BottlePlan
 from ...state import project_name
 from ..docker.compose import bottle_labels, render_compose
 
@@ -46,7 +48,7 @@ def bundle_address(text: str) -> str:
 
 
 def proxy_url(address: str) -> str:
-    return f"http://{bundle_address(address)}:{EGRESS_PORT}"
+    return f"http://{bundle_address(address)}:{ports.EGRESS}"
 
 
 def vm_env(plan: BottlePlan, address: str) -> dict[str, str]:

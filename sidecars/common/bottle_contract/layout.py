@@ -1,0 +1,60 @@
+"""The state both sides share: one folder per sidecar, bind-mounted as a folder (never a single
+file: a single-file mount pins the inode and breaks write-temp-then-rename), and the files in it.
+
+On the host a sidecar's folder is ``state/<slug>/<folder>/`` (bottle_tui.state.StateDir); in the
+bundle it is ``/state/<folder>/`` (``bundle_path``). Every file the bundle writes there has a
+bound, named here (``Cap``): the operator's disk is never the agent's to fill.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+BUNDLE_STATE = "/state"  # where the bundle sees the sidecar folders
+
+# --- the sidecar folders ----------------------------------------------------------------------------
+EGRESS = "egress"
+SUPERVISE = "supervise"
+GIT_GATE = "git-gate"
+STATUS = "status"
+SIDECAR_FOLDERS = (EGRESS, SUPERVISE, GIT_GATE, STATUS)
+
+# --- files ------------------------------------------------------------------------------------------
+READY = "ready"  # in each sidecar's folder: the daemon's "I am up" (JSON)
+UPSTREAM_CA = "upstream-ca.pem"  # egress/ and git-gate/: extra trust for upstream TLS
+ROUTES = "routes.yaml"  # egress/: the policy in force (routes and DLP settings)
+REQUESTS_LOG = "requests.jsonl"  # egress/: one decision per line
+EGRESS_CA_KEY = "mitmproxy-ca.pem"  # egress/: the egress CA, key and certificate (mitmproxy's name)
+EGRESS_CA_CERT = "mitmproxy-ca-cert.pem"  # egress/: the certificate alone
+QUEUE = "queue"  # supervise/queue/: one JSON file per proposal
+QUEUE_LOCK = ".lock"  # supervise/queue/.lock: held for every read-modify-write of the queue or the policy
+SUPERVISE_SETTINGS = "settings.json"  # supervise/: the operator's settings for the daemon
+EGRESS_CURSOR = "egress-cursor.json"  # supervise/: how far it has read requests.jsonl
+GATE_CONFIG = "gate.json"  # git-gate/: upstream, branch, protected refs
+PUSH_LOG = "pushes.jsonl"  # git-gate/: one line per push decision
+STATUS_FILE = "status.json"  # status/: what claude's hooks last reported
+
+
+@dataclass(frozen=True)
+class Cap:
+    """A log's bound: rotated at ``max_bytes``, ``keep`` older files (``.1`` newest)."""
+
+    max_bytes: int
+    keep: int
+
+    @property
+    def total(self) -> int:
+        return self.max_bytes * (self.keep + 1)
+
+
+REQUESTS_LOG_CAP = Cap(16 << 20, 4)  # 80 MiB at most
+PUSH_LOG_CAP = Cap(4 << 20, 2)  # 12 MiB at most
+MAX_PENDING = 200  # proposals waiting for the operator, per bottle (supervise refuses more)
+
+
+def bundle_path(folder: str, *names: str) -> str:
+    """Where the bundle sees ``names`` in the sidecar ``folder`` (``/state/<folder>/...``)."""
+    if folder not in SIDECAR_FOLDERS:
+        raise ValueError(f"{folder!r} is not a sidecar folder ({', '.join(SIDECAR_FOLDERS)})")
+    return posixpath.join(BUNDLE_STATE, folder, *names)

@@ -14,22 +14,18 @@ from types import MappingProxyType
 from typing import Any, NoReturn, TypeVar
 
 import yaml
+from bottle_contract import policy
+from bottle_contract.hosts import host_problem
+from bottle_contract.policy import Auth, DlpSettings, Route
 
 from .errors import BottleError
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 BACKENDS = ("docker", "smolvm")
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
-AUTH_SCHEMES = ("bearer", "basic", "header")
-DEFAULT_PORTS = (80, 443)
-SCHEMES = ("http", "https")
 # A credential never crosses the network in clear text unless the bottle says so.
 AUTH_DEFAULT_SCHEMES = ("https",)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _BRANCH_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![/.])$")
 _BRANCH_GLOB_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/*?\[\]!-]+(?<![/.])$")
 _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$")
@@ -38,13 +34,10 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
 BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources")
 EGRESS_KEYS = ("routes",)
-ROUTE_KEYS = ("host", "ports", "methods", "paths", "schemes", "auth", "dlp")
-AUTH_KEYS = ("scheme", "token_env", "header")
+# A manifest's route: routes.yaml's keys but ``once`` (which only an operator's decision sets).
+ROUTE_KEYS = tuple(k for k in policy.ROUTE_KEYS if k != "once")
 GIT_KEYS = ("upstream", "branch", "credentials_env", "protected")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
-DLP_KEYS = ("body", "disabled_rules", "max_body_bytes")
-DEFAULT_DLP_MAX_BODY = 8 * 1024 * 1024
-_RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
 
 
@@ -59,35 +52,6 @@ class ManifestError(BottleError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.key, self.problem))
-
-
-@dataclass(frozen=True)
-class DlpSpec:
-    """DLP of requests (egress scans them with gitleaks' rules before injecting credentials).
-    ``body: false`` skips bodies (LLM APIs carry code that trips generic rules); rule ids in
-    ``disabled_rules`` are not applied; a body over ``max_body_bytes`` is blocked unscanned."""
-
-    body: bool = True
-    disabled_rules: tuple[str, ...] = ()
-    max_body_bytes: int = DEFAULT_DLP_MAX_BODY
-
-
-@dataclass(frozen=True)
-class RouteAuth:
-    scheme: str
-    token_env: str
-    header: str | None
-
-
-@dataclass(frozen=True)
-class Route:
-    host: str
-    ports: tuple[int, ...]
-    methods: tuple[str, ...]
-    paths: tuple[str, ...]
-    auth: RouteAuth | None
-    schemes: tuple[str, ...]  # resolved: routes with auth default to https only, others to both
-    dlp: DlpSpec = DlpSpec()  # resolved: the bottle's dlp with the route's own dlp over it
 
 
 @dataclass(frozen=True)
@@ -121,7 +85,7 @@ class BottleSpec:
     git: GitSpec | None
     supervise: SuperviseSpec
     env: tuple[tuple[str, str], ...]
-    dlp: DlpSpec
+    dlp: DlpSettings
     resources: Resources
 
 
@@ -255,7 +219,7 @@ class _Check:
 
     def expect_env_name(self, key: str, value: object, example: str = "GITHUB_TOKEN") -> str:
         text = self.expect_str(key, value, example)
-        if not ENV_NAME_RE.match(text):
+        if not policy.ENV_NAME_RE.match(text):
             self.fail(key, f"'{_show(text)}' is not an environment variable name; use letters, digits and '_', "
                            f"not starting with a digit, e.g. {example}")
         return text
@@ -372,15 +336,9 @@ def _host(ck: _Check, key: str, value: object) -> str:
     if ":" in host:
         bare, _, port = host.rpartition(":")
         ck.fail(key, f"'{_show(raw)}' has a port; write the host name only ({bare}) and list ports under ports: [{port or 443}]")
-    labels = host.split(".")
-    if "*" in host:
-        if labels[0] != "*" or "*" in "".join(labels[1:]):
-            ck.fail(key, f"bad wildcard '{_show(raw)}'; '*' may only be the whole first label, e.g. '*.example.com'")
-        if len(labels) < 3:
-            ck.fail(key, f"wildcard '{_show(raw)}' is too broad; it needs at least two labels after '*.', e.g. '*.example.com'")
-        labels = labels[1:]
-    if len(host) > 253 or not all(_LABEL_RE.match(label) for label in labels):
-        ck.fail(key, f"'{_show(raw)}' is not a valid host name; use letters, digits, '-' and '.', e.g. api.example.com")
+    problem = host_problem(host)
+    if problem is not None:
+        ck.fail(key, f"'{_show(raw)}' {problem}")
     return host
 
 
@@ -395,8 +353,8 @@ def _methods(ck: _Check, key: str, value: object) -> tuple[str, ...]:
     methods = []
     for i, item in enumerate(items):
         method = item.upper()
-        if method not in HTTP_METHODS:
-            ck.fail(_item(key, i), f"unknown HTTP method '{_show(item)}'; {_did_you_mean(method, HTTP_METHODS)}")
+        if policy.method_problem(method) is not None:
+            ck.fail(_item(key, i), f"unknown HTTP method '{_show(item)}'; {_did_you_mean(method, policy.HTTP_METHODS)}")
         methods.append(method)
     return tuple(dict.fromkeys(methods))
 
@@ -406,34 +364,42 @@ def _paths(ck: _Check, key: str, value: object) -> tuple[str, ...]:
     for i, item in enumerate(items):
         if not item.startswith("/"):
             ck.fail(_item(key, i), f"path '{_show(item)}' must start with '/', e.g. '/{item.lstrip('./')}'")
+        if (problem := policy.path_pattern_problem(item)) is not None:
+            ck.fail(_item(key, i), problem)
     return tuple(dict.fromkeys(items))
 
 
 def _schemes(ck: _Check, key: str, value: object) -> tuple[str, ...]:
     items = ck.expect_str_list(key, value, "schemes: [https]", non_empty="leave schemes out for the default")
-    schemes = [ck.expect_choice(_item(key, i), item.lower(), SCHEMES, "scheme") for i, item in enumerate(items)]
+    schemes = [ck.expect_choice(_item(key, i), item.lower(), policy.SCHEMES, "scheme") for i, item in enumerate(items)]
     return tuple(dict.fromkeys(schemes))
 
 
-def _auth(ck: _Check, key: str, value: object) -> RouteAuth:
+def _model_tools(ck: _Check, key: str, value: object) -> tuple[str, ...]:
+    items = ck.expect_str_list(key, value, "model_tools: [web_search]")
+    tools = [ck.expect_choice(_item(key, i), item, policy.MODEL_TOOLS, "model tool") for i, item in enumerate(items)]
+    return tuple(dict.fromkeys(tools))
+
+
+def _auth(ck: _Check, key: str, value: object) -> Auth:
     auth = ck.expect_mapping(key, value, "auth: {scheme: bearer, token_env: API_TOKEN}")
-    ck.known_keys(key, auth, AUTH_KEYS)
-    scheme = ck.expect_choice(_sub(key, "scheme"), ck.required(key, auth, "scheme", f"use one of: {', '.join(AUTH_SCHEMES)}"),
-                              AUTH_SCHEMES, "auth scheme")
+    ck.known_keys(key, auth, policy.AUTH_KEYS)
+    scheme = ck.expect_choice(_sub(key, "scheme"), ck.required(key, auth, "scheme", f"use one of: {', '.join(policy.AUTH_SCHEMES)}"),
+                              policy.AUTH_SCHEMES, "auth scheme")
     token_env = ck.expect_env_name(_sub(key, "token_env"), ck.required(
         key, auth, "token_env", "name the host environment variable that holds the credential, e.g. token_env: API_TOKEN"), "API_TOKEN")
     header = auth.get("header")
     if scheme == "header":
         header = ck.required(key, auth, "header", "scheme: header needs the header name, e.g. header: x-api-key")
         header = ck.expect_str(_sub(key, "header"), header, "x-api-key")
-        if not _HEADER_RE.match(header):
+        if not policy.HEADER_NAME_RE.match(header):
             ck.fail(_sub(key, "header"), f"'{_show(header)}' is not an HTTP header name, e.g. x-api-key")
     elif header is not None:
         ck.fail(_sub(key, "header"), f"only used with scheme: header ({scheme} sets Authorization); remove it or set scheme: header")
-    return RouteAuth(scheme=scheme, token_env=token_env, header=header)
+    return Auth(scheme=scheme, token_env=token_env, header=header)
 
 
-def _route(ck: _Check, key: str, value: object, bottle_dlp: DlpSpec) -> Route:
+def _route(ck: _Check, key: str, value: object, bottle_dlp: DlpSettings) -> Route:
     route = ck.expect_mapping(key, value, "- host: api.example.com")
     ck.known_keys(key, route, ROUTE_KEYS)
     host = _host(ck, _sub(key, "host"), ck.required(key, route, "host", "every route needs one, e.g. host: api.example.com"))
@@ -442,17 +408,18 @@ def _route(ck: _Check, key: str, value: object, bottle_dlp: DlpSpec) -> Route:
     # anything less, so the defaults live in this one place.
     return Route(
         host=host,
-        ports=ck.optional(route, key, "ports", lambda k, v: _ports(ck, k, v), DEFAULT_PORTS),
+        ports=ck.optional(route, key, "ports", lambda k, v: _ports(ck, k, v), policy.DEFAULT_PORTS),
         methods=ck.optional(route, key, "methods", lambda k, v: _methods(ck, k, v), ()),
         paths=ck.optional(route, key, "paths", lambda k, v: _paths(ck, k, v), ()),
         auth=auth,
         schemes=ck.optional(route, key, "schemes", lambda k, v: _schemes(ck, k, v),
-                            AUTH_DEFAULT_SCHEMES if auth else SCHEMES),
+                            AUTH_DEFAULT_SCHEMES if auth else policy.SCHEMES),
         dlp=ck.optional(route, key, "dlp", lambda k, v: _dlp(ck, k, v, bottle_dlp), bottle_dlp),
+        model_tools=ck.optional(route, key, "model_tools", lambda k, v: _model_tools(ck, k, v), ()),
     )
 
 
-def _routes(ck: _Check, key: str, value: object, bottle_dlp: DlpSpec) -> tuple[Route, ...]:
+def _routes(ck: _Check, key: str, value: object, bottle_dlp: DlpSettings) -> tuple[Route, ...]:
     egress = ck.expect_mapping(key, value, "egress: {routes: [...]}")
     ck.known_keys(key, egress, EGRESS_KEYS)
     items = ck.optional(egress, key, "routes", lambda k, v: ck.expect_list(k, v, "routes: [{host: api.example.com}]"), [])
@@ -460,7 +427,7 @@ def _routes(ck: _Check, key: str, value: object, bottle_dlp: DlpSpec) -> tuple[R
     seen: dict[tuple[Any, ...], int] = {}
     for i, item in enumerate(items):
         route = _route(ck, _item(_sub(key, "routes"), i), item, bottle_dlp)
-        identity = (route.host, frozenset(route.ports), frozenset(route.methods), frozenset(route.paths))
+        identity = route.identity()[:4]
         if identity in seen:
             ck.fail(_item(_sub(key, "routes"), i), f"same host, ports, methods and paths as routes[{seen[identity]}]; remove one or merge them")
         seen[identity] = i
@@ -546,21 +513,21 @@ def _env(ck: _Check, key: str, value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def _dlp(ck: _Check, key: str, value: object, base: DlpSpec) -> DlpSpec:
+def _dlp(ck: _Check, key: str, value: object, base: DlpSettings) -> DlpSettings:
     """A ``dlp:`` mapping over ``base``: body and max_body_bytes replace it, disabled_rules add to it
     (a route's settings over the bottle's, the bottle's over the defaults)."""
     dlp = ck.expect_mapping(key, value, "dlp: {body: false}")
-    ck.known_keys(key, dlp, DLP_KEYS)
+    ck.known_keys(key, dlp, policy.DLP_KEYS)
 
     def rules(k: str, v: object) -> tuple[str, ...]:
         items = ck.expect_str_list(k, v, "disabled_rules: [generic-api-key]")
         for i, rule in enumerate(items):
-            if not _RULE_ID_RE.match(rule):
-                ck.fail(_item(k, i), f"'{_show(rule)}' is not a gitleaks rule id, e.g. generic-api-key")
+            if (problem := policy.rule_problem(rule)) is not None:
+                ck.fail(_item(k, i), problem)
         return tuple(items)
 
     added = ck.optional(dlp, key, "disabled_rules", rules, ())
-    return DlpSpec(
+    return DlpSettings(
         body=ck.optional(dlp, key, "body", lambda k, v: ck.expect_bool(k, v, "body: false"), base.body),
         disabled_rules=tuple(dict.fromkeys(base.disabled_rules + added)),
         max_body_bytes=ck.optional(dlp, key, "max_body_bytes", lambda k, v: ck.expect_int(k, v, "max_body_bytes: 8388608"),
@@ -615,7 +582,7 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
     fm, _ = _front_matter(ck, text)
     ck.known_keys("", fm, BOTTLE_KEYS)
     # The bottle's dlp first: every route's settings are resolved over it.
-    dlp = ck.optional(fm, "", "dlp", lambda k, v: _dlp(ck, k, v, DlpSpec()), DlpSpec())
+    dlp = ck.optional(fm, "", "dlp", lambda k, v: _dlp(ck, k, v, DlpSettings()), DlpSettings())
     spec = BottleSpec(
         name=_name(ck, fm, path, "bottle"),
         path=path,

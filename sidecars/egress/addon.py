@@ -41,6 +41,7 @@ BLOCKED_BODY_READ_LIMIT = 64 << 10
 # requests.jsonl is rotated when it grows past this, keeping this many older files (.1 newest).
 LOG_MAX_BYTES = layout.REQUESTS_LOG_CAP.max_bytes
 LOG_KEEP = layout.REQUESTS_LOG_CAP.keep
+ONCE_USED_FILE = layout.EGRESS_ONCE_USED
 # Decisions of this kind are answered by the addon itself rather than the upstream.
 NO_ROUTE_PREFIX = "no route"
 # Blocked requests that still carry a body are pointed at a name under this suffix, which
@@ -154,12 +155,13 @@ class _Pending:
     """An allowed flow waiting for its body (and DLP) before its credential is injected.
     (A plain class: mitmproxy loads this script outside sys.modules, where dataclasses fail.)"""
 
-    __slots__ = ("route", "reason", "headers", "secrets", "settings", "fields")
+    __slots__ = ("route", "reason", "headers", "secrets", "settings", "fields", "once")
 
     def __init__(self, route: int, reason: str, headers: dict[str, str], secrets: list[str],
-                 settings: "DR.Settings", fields: dict):
+                 settings: "DR.Settings", fields: dict, once: str | None = None):
         self.route, self.reason, self.headers = route, reason, headers
         self.secrets, self.settings, self.fields = secrets, settings, fields
+        self.once = once
 
 
 def _decode_all(resp: http.Response) -> bytes:
@@ -238,6 +240,8 @@ class Egress:
         self._refusals: dict[str, http.Response] = {}
         self._ca_sig = None
         self._ca_option: str | None = None  # the trust bundle path this addon set, if any
+        # Ids of routes allowed once that a request has used (kept on disk across restarts).
+        self._once_used: set[str] = set()
 
     # paths -------------------------------------------------------------------------------------
     @property
@@ -253,6 +257,28 @@ class Egress:
         return os.path.join(self.state_dir, layout.READY)
 
     @property
+    def once_used_path(self) -> str:
+        return os.path.join(self.state_dir, ONCE_USED_FILE)
+
+    def _load_once_used(self) -> None:
+        try:
+            with open(self.once_used_path, encoding="utf-8") as f:
+                used = json.load(f)
+            self._once_used = {u for u in used if isinstance(u, str)} if isinstance(used, list) else set()
+        except (OSError, ValueError):
+            self._once_used = set()
+
+    def _use_once(self, once: str) -> None:
+        self._once_used.add(once)
+        # Only ids still in the policy matter: the file stays as small as the routes allowed once.
+        live = {r.once for r in self.policy.routes if r.once} if self.policy else set()
+        self._once_used &= live | {once}
+        try:
+            atomic_write(self.once_used_path, json.dumps(sorted(self._once_used)) + "\n", mode=0o644)
+        except OSError as e:
+            logger.warning(f"egress: cannot record a route allowed once as used: {e}")
+
+    @property
     def upstream_ca_path(self) -> str:
         return os.path.join(self.state_dir, layout.UPSTREAM_CA)
 
@@ -263,6 +289,7 @@ class Egress:
             os.unlink(self.ready_path)  # a ready file from an earlier run would lie
         except FileNotFoundError:
             pass
+        self._load_once_used()
         self.reload(force=True)
         self._install_sighup()
 
@@ -371,7 +398,8 @@ class Egress:
         logger.info(f"egress: trusting {self.upstream_ca_path} for upstream TLS")
 
     # decisions log -----------------------------------------------------------------------------
-    def _record(self, decision: str, *, method, scheme, host, port, path, route, reason, dlp=None) -> None:
+    def _record(self, decision: str, *, method, scheme, host, port, path, route, reason, dlp=None,
+                once: str | None = None) -> None:
         entry = {
             "ts": _now_iso(),
             "decision": decision,
@@ -385,6 +413,8 @@ class Egress:
         }
         if dlp is not None:
             entry["dlp"] = dlp  # rule ids and where they matched, never the secret
+        if once is not None:
+            entry["once"] = once  # the proposal whose once-only route this request used
         line = json.dumps(entry)
         # One O_APPEND write per line (concurrent writers never interleave), rotated at the cap;
         # a file the host rotated away is recreated.
@@ -431,7 +461,7 @@ class Egress:
             return self._block(flow, reason, f"egress: blocked {target}: {reason} (bottle {self.bottle})\n", fields)
         query = req.path.split("?", 1)[1] if "?" in req.path else ""
         overrides = R.method_overrides(req.headers.items(multi=True), query)
-        decision = self.policy.match(req.method, req.scheme, req.host, req.port, req.path, overrides)
+        decision = R.match(self.policy, req.method, req.scheme, req.host, req.port, req.path, overrides)
         if not decision.allowed:
             if decision.reason.startswith(NO_ROUTE_PREFIX):
                 body = f"egress: blocked {target}: no route in routes.yaml of bottle {self.bottle} allows it\n"
@@ -462,7 +492,15 @@ class Egress:
             verdict = DR.Verdict(cannot_scan=f"a body of {length} bytes, over the {settings.max_body_bytes}-byte scan cap")
         if verdict.blocked:
             return self._dlp_block(flow, verdict, fields, decision.route_index)
-        self._pending[flow.id] = _Pending(decision.route_index, decision.reason, headers, secrets, settings, fields)
+        if route.once is not None:
+            # A route allowed once admits one request, counted here at its headers (not after its
+            # body): a second one is refused even before supervise has withdrawn the route.
+            if route.once in self._once_used:
+                reason = f"route {decision.route_index} was allowed once and has been used"
+                return self._block(flow, reason, f"egress: blocked {target}: {reason} (bottle {self.bottle})\n", fields)
+            self._use_once(route.once)
+        self._pending[flow.id] = _Pending(decision.route_index, decision.reason, headers, secrets, settings, fields,
+                                          once=route.once)
         if not settings.body:
             if _should_stream(flow):
                 req.stream = RequestBodyStream(flow)
@@ -522,7 +560,7 @@ class Egress:
         """The last step before an allowed request leaves (DLP has passed what is known so far):
         log the decision and inject the route's credential."""
         pending = self._pending.pop(flow.id)
-        self._record("allow", route=pending.route, reason=pending.reason, **pending.fields)
+        self._record("allow", route=pending.route, reason=pending.reason, once=pending.once, **pending.fields)
         if not pending.headers:
             return
         # The agent only holds a placeholder: whatever it sent in these headers is replaced.
@@ -655,7 +693,7 @@ class Egress:
         req = flow.request
         settings = None
         if self.policy is not None and self.dlp is not None:
-            d = self.policy.match(req.method, req.scheme, req.host, req.port, req.path)
+            d = R.match(self.policy, req.method, req.scheme, req.host, req.port, req.path)
             settings = self.policy.routes[d.route_index].dlp if d.allowed else None
         if settings is not None and not settings.body:
             return
@@ -727,7 +765,7 @@ class Egress:
             # Already logged by requestheaders; this is only how mitmproxy is made to answer.
             data.server.error = refusal.text.strip() if refusal is not None else "egress: blocked"
             return
-        if self.policy is not None and self.policy.could_allow(str(host), int(port)):
+        if self.policy is not None and R.could_allow(self.policy, str(host), int(port)):
             return
         reason = f"no route for {host}:{port}"
         data.server.error = f"egress: {reason}"

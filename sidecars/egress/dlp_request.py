@@ -7,77 +7,25 @@ form fields as ``name=value`` lines, multipart parts one by one). Answers name t
 it was found, never the secret. It fails closed: a body over the scan cap, or one whose encoding
 cannot be undone, is "blocked: cannot scan", never a pass.
 
-Settings (``dlp:`` per bottle and per route in routes.yaml) are parsed here by
-``parse_settings`` so routes.py can call it and keep its one-line errors.
+Settings (``dlp:`` per bottle and per route in routes.yaml) are the contract's DlpSettings.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import urllib.parse
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable
 
+from bottle_contract.policy import DlpSettings as Settings
 from dlp import Scanner
 
-DEFAULT_MAX_BODY = 8 * 1024 * 1024
 STREAM_OVERLAP = 16 * 1024  # longer than any secret a rule matches in one piece (PEM keys ~3 KB)
 STREAM_RELEASE = 16 * 1024  # a streamed body is scanned and passed on in steps of at least this
-_SETTINGS_KEYS = {"body", "disabled_rules", "max_body_bytes"}
 
 
-# --- settings ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Settings:
-    """DLP settings for one route: ``body: false`` skips bodies (LLM APIs carry code that trips
-    generic rules); ``disabled_rules`` are gitleaks rule ids exempted; ``max_body_bytes`` is the
-    scan cap, past which a body is blocked as unscannable."""
-
-    body: bool = True
-    disabled_rules: frozenset[str] = frozenset()
-    max_body_bytes: int = DEFAULT_MAX_BODY
-
-
-def parse_settings(raw, key: str, source: str = "routes.yaml", base: Settings | None = None,
-                   known_rules: Iterable[str] | None = None) -> Settings:
-    """A ``dlp:`` mapping at ``key`` (e.g. "dlp" or "routes[2].dlp") layered over ``base`` (the
-    bottle's settings, for a route): a route's ``body``/``max_body_bytes`` replace the bottle's,
-    its ``disabled_rules`` add to them. Raises ValueError with one line naming file and key."""
-    base = base or Settings()
-    if raw is None:
-        return base
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: {key}: must be a mapping with keys body, disabled_rules, max_body_bytes")
-    unknown = sorted(set(map(str, raw)) - _SETTINGS_KEYS)
-    if unknown:
-        raise ValueError(f"{source}: {key}.{unknown[0]}: unknown key (expected body, disabled_rules, max_body_bytes)")
-    out = base
-    if "body" in raw:
-        if not isinstance(raw["body"], bool):
-            raise ValueError(f"{source}: {key}.body: must be true or false, got {raw['body']!r}")
-        out = replace(out, body=raw["body"])
-    if "max_body_bytes" in raw:
-        v = raw["max_body_bytes"]
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{source}: {key}.max_body_bytes: must be a positive number of bytes, got {v!r}")
-        out = replace(out, max_body_bytes=v)
-    if "disabled_rules" in raw:
-        v = raw["disabled_rules"]
-        if not isinstance(v, list) or not all(isinstance(r, str) and r.strip() for r in v):
-            raise ValueError(f"{source}: {key}.disabled_rules: must be a list of gitleaks rule ids")
-        if known_rules is not None:
-            known = set(known_rules)
-            for r in v:
-                if r not in known:
-                    near = difflib.get_close_matches(r, known, n=1)
-                    hint = f" (did you mean {near[0]!r}?)" if near else ""
-                    raise ValueError(f"{source}: {key}.disabled_rules: unknown gitleaks rule id {r!r}{hint}")
-        out = replace(out, disabled_rules=out.disabled_rules | frozenset(r.strip() for r in v))
-    return out
-
+# --- settings: the contract's (bottle_contract.policy.DlpSettings), a route's resolved ones ---------
 
 # --- verdicts --------------------------------------------------------------------------------------
 

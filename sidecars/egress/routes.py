@@ -1,39 +1,28 @@
-"""Egress policy: load and validate routes.yaml, match requests, build injected credentials, scrub secrets.
+"""Egress's side of routes.yaml: match a request to a route, check the request target, build
+the injected credential, scrub it from what comes back.
 
-Pure (pyyaml + stdlib only) so the rules can be unit-tested without mitmproxy; addon.py wires it in.
-The host validates manifests (bottle_tui/manifest.py) before rendering this file; egress checks it
-again because the bundle is self-contained (no bottle_tui inside) and the file is rewritten live.
+routes.yaml itself (schema, validation, the Route/Policy types) is the contract's
+(``bottle_contract.policy``), shared with the host that writes it and supervise that withdraws
+routes allowed once. Pure (stdlib + the contract) so the rules are unit-tested without mitmproxy;
+addon.py wires them in.
 """
 
 from __future__ import annotations
 
 import base64
 import fnmatch
-import ipaddress
 import json
 import re
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-import yaml
+from bottle_contract.hosts import normalize_host
+from bottle_contract.policy import Auth, Policy, Route, load_policy, load_policy_text
 
-from dlp_request import Settings as DlpSettings
-from dlp_request import parse_settings as _parse_dlp_settings
+__all__ = ["Auth", "Policy", "Route", "normalize_host"]
 
-SCHEMES = ("http", "https")
-AUTH_SCHEMES = ("bearer", "basic", "header")
 REDACTED = b"[redacted by egress]"
-
-_TOP_KEYS = {"version", "bottle", "dlp", "routes"}
-_ROUTE_KEYS = {"host", "ports", "methods", "paths", "schemes", "auth", "dlp"}
-_DLP_KEYS = ("body", "disabled_rules", "max_body_bytes")
-_AUTH_KEYS = {"scheme", "header", "token_env"}
-# A host pattern is a DNS name, an IPv4/IPv6 literal, or "*." followed by a DNS name.
-_HOST_RE = re.compile(r"^(\*\.)?[a-z0-9_:]([a-z0-9_.:-]*[a-z0-9_:])?$")
-_METHOD_RE = re.compile(r"^[A-Z][A-Z0-9_-]*$")
-_HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class CredentialError(Exception):
@@ -52,106 +41,65 @@ class CredentialMissing(CredentialError):
 
 
 @dataclass(frozen=True)
-class Auth:
-    scheme: str  # bearer | basic | header
-    token_env: str
-    header: str | None = None
-
-
-@dataclass(frozen=True)
-class Route:
-    host: str  # lower-case; "*.example.com" matches any subdomain, not the apex
-    ports: tuple[int, ...]
-    methods: tuple[str, ...] = ()  # empty = any method
-    paths: tuple[str, ...] = ()  # empty = any path
-    schemes: tuple[str, ...] = SCHEMES
-    auth: Auth | None = None
-    dlp: DlpSettings = DlpSettings()
-
-    def matches_host(self, host: str) -> bool:
-        host = normalize_host(host)
-        if self.host.startswith("*."):
-            return host.endswith(self.host[1:]) and len(host) > len(self.host) - 1
-        return host == self.host
-
-    def matches_path(self, path: str) -> bool:
-        return not self.paths or any(fnmatch.fnmatchcase(path, p) for p in self.paths)
-
-
-@dataclass(frozen=True)
 class Decision:
     allowed: bool
     route_index: int | None
     reason: str
 
 
-@dataclass(frozen=True)
-class Policy:
-    bottle: str
-    routes: tuple[Route, ...] = field(default_factory=tuple)
-    dlp: DlpSettings = DlpSettings()  # the bottle's own; each route carries its resolved settings
+def could_allow(policy: Policy, host: str, port: int) -> bool:
+    """True when some route allows host:port for some method/path (a cheap pre-check for raw connects)."""
+    return any(r.matches_host(host) and port in r.ports for r in policy.routes)
 
-    def unknown_rules(self, known: Iterable[str]) -> str | None:
-        """A one-line problem when some route disables a rule id gitleaks' rules do not have."""
-        known = set(known)
-        for i, r in enumerate(self.routes):
-            for rule in sorted(r.dlp.disabled_rules - known):
-                return f"routes[{i}].dlp.disabled_rules: unknown gitleaks rule id {rule!r}"
-        for rule in sorted(self.dlp.disabled_rules - known):
-            return f"dlp.disabled_rules: unknown gitleaks rule id {rule!r}"
-        return None
 
-    def could_allow(self, host: str, port: int) -> bool:
-        """True when some route allows host:port for some method/path (a cheap pre-check for raw connects)."""
-        return any(r.matches_host(host) and port in r.ports for r in self.routes)
+def matches_path(route: Route, path: str) -> bool:
+    """Whether the decoded ``path`` falls under the route's globs (no globs: any path)."""
+    return not route.paths or any(fnmatch.fnmatchcase(path, p) for p in route.paths)
 
-    def match(
-        self, method: str, scheme: str, host: str, port: int, path: str, overrides: Iterable[str] = ()
-    ) -> Decision:
-        """First route that allows the request wins; the reason of a block names the first rule that failed.
 
-        ``overrides``: the methods the request asks for through method-override headers (or a
-        ``_method`` query parameter); a route limited by method must allow each of them too.
-        """
-        method = method.upper()
-        scheme = scheme.lower()
-        host = normalize_host(host)
-        overrides = tuple(o.strip().upper() for o in overrides)
-        problem = path_problem(path)
+def match(
+    policy: Policy, method: str, scheme: str, host: str, port: int, path: str, overrides: Iterable[str] = ()
+) -> Decision:
+    """First route that allows the request wins; the reason of a block names the first rule that failed.
+
+    ``overrides``: the methods the request asks for through method-override headers (or a
+    ``_method`` query parameter); a route limited by method must allow each of them too.
+    """
+    method = method.upper()
+    scheme = scheme.lower()
+    host = normalize_host(host)
+    overrides = tuple(o.strip().upper() for o in overrides)
+    problem = path_problem(path)
+    if problem:
+        return Decision(False, None, problem)
+    match_path = urllib.parse.unquote(path.split("?", 1)[0]) or "/"
+    by_host = [(i, r) for i, r in enumerate(policy.routes) if r.matches_host(host)]
+    if not by_host:
+        return Decision(False, None, f"no route for host {host}")
+    by_port = [(i, r) for i, r in by_host if port in r.ports]
+    if not by_port:
+        return Decision(False, None, f"no route for port {port} of host {host}")
+    by_method = [(i, r) for i, r in by_port if not r.methods or method in r.methods]
+    if not by_method:
+        return Decision(False, None, f"no route for method {method} on {host}:{port}")
+    # Servers that honour X-HTTP-Method-Override and friends act on the overriding method.
+    by_override = [(i, r) for i, r in by_method if not r.methods or all(o in r.methods for o in overrides)]
+    if not by_override:
+        return Decision(False, None, f"method override to {'/'.join(overrides)} not allowed on {host}:{port}")
+    by_path = [(i, r) for i, r in by_override if matches_path(r, match_path)]
+    if not by_path:
+        return Decision(False, None, f"no route for path {match_path} on {host}:{port}")
+    if any(r.paths for _, r in by_path):
+        problem = limited_path_problem(path)
         if problem:
-            return Decision(False, None, problem)
-        match_path = urllib.parse.unquote(path.split("?", 1)[0]) or "/"
-        by_host = [(i, r) for i, r in enumerate(self.routes) if r.matches_host(host)]
-        if not by_host:
-            return Decision(False, None, f"no route for host {host}")
-        by_port = [(i, r) for i, r in by_host if port in r.ports]
-        if not by_port:
-            return Decision(False, None, f"no route for port {port} of host {host}")
-        by_method = [(i, r) for i, r in by_port if not r.methods or method in r.methods]
-        if not by_method:
-            return Decision(False, None, f"no route for method {method} on {host}:{port}")
-        # Servers that honour X-HTTP-Method-Override and friends act on the overriding method.
-        by_override = [(i, r) for i, r in by_method if not r.methods or all(o in r.methods for o in overrides)]
-        if not by_override:
-            return Decision(False, None, f"method override to {'/'.join(overrides)} not allowed on {host}:{port}")
-        by_path = [(i, r) for i, r in by_override if r.matches_path(match_path)]
-        if not by_path:
-            return Decision(False, None, f"no route for path {match_path} on {host}:{port}")
-        if any(r.paths for _, r in by_path):
-            problem = limited_path_problem(path)
-            if problem:
-                by_path = [(i, r) for i, r in by_path if not r.paths]
-                if not by_path:
-                    return Decision(False, None, problem)
-        for i, r in by_path:
-            if scheme in r.schemes:
-                return Decision(True, i, f"route {i} ({r.host})")
-        i, r = by_path[0]
-        return Decision(False, None, f"route {i} does not allow scheme {scheme}")
-
-
-def normalize_host(host: str) -> str:
-    return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+            by_path = [(i, r) for i, r in by_path if not r.paths]
+            if not by_path:
+                return Decision(False, None, problem)
+    for i, r in by_path:
+        if scheme in r.schemes:
+            return Decision(True, i, f"route {i} ({r.host})")
+    i, r = by_path[0]
+    return Decision(False, None, f"route {i} does not allow scheme {scheme}")
 
 
 # How many rounds of percent-decoding a path may need before it is stable (%252e -> %2e -> .).
@@ -280,155 +228,12 @@ def authority_problem(
 
 
 def load_routes(path: str) -> Policy:
-    """Read and validate routes.yaml; any problem raises ValueError with a one-line message naming the key."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
-    return parse_routes(text, source=path)
+    """routes.yaml at ``path``; ValueError (the contract's PolicyError) naming the key otherwise."""
+    return load_policy(path)
 
 
 def parse_routes(text: str, source: str = "routes.yaml") -> Policy:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ValueError(f"{source}:{where} invalid YAML: {problem}") from None
-
-    def bad(key: str, msg: str) -> ValueError:
-        return ValueError(f"{source}: {key}: {msg}")
-
-    if not isinstance(doc, dict):
-        raise ValueError(f"{source}: expected a mapping with keys version, bottle, dlp, routes")
-    _check_keys(doc, "", _TOP_KEYS, bad)
-    if doc.get("version") != 1 or isinstance(doc.get("version"), bool):
-        raise bad("version", f"must be 1, got {doc.get('version')!r}")
-    for name in sorted(_TOP_KEYS):
-        if name not in doc:
-            raise bad(name, "missing")
-    bottle = doc["bottle"]
-    if not isinstance(bottle, str) or not bottle.strip():
-        raise bad("bottle", "must be a non-empty string")
-    raw_routes = doc.get("routes")
-    if not isinstance(raw_routes, list):
-        raise bad("routes", "must be a list (it may be empty)")
-    routes = tuple(_parse_route(r, f"routes[{i}]", bad) for i, r in enumerate(raw_routes))
-    return Policy(bottle=bottle.strip(), routes=routes, dlp=_parse_dlp(doc["dlp"], "dlp", bad))
-
-
-def _str_list(value, key, bad, *, upper=False) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise bad(key, "must be a list of non-empty strings")
-    return tuple(v.upper() if upper else v for v in value)
-
-
-def _check_keys(raw, key: str, allowed: set[str], bad) -> None:
-    """``raw`` must be a mapping with no keys but ``allowed``."""
-    if not isinstance(raw, dict):
-        raise bad(key, "must be a mapping")
-    unknown = sorted(set(map(str, raw)) - allowed)
-    if unknown:
-        raise bad(f"{key}.{unknown[0]}" if key else unknown[0], "unknown key")
-
-
-def _host_problem(host: str) -> str | None:
-    if not _HOST_RE.match(host) or "*" in host[1:] or ".." in host:
-        return "is not a host name, an IP address or '*.domain'"
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return "has a port: routes.yaml lists ports under ports"
-    return None
-
-
-def _parse_route(raw, key: str, bad) -> Route:
-    _check_keys(raw, key, _ROUTE_KEYS, bad)
-    # The host renders every default (bottle_tui's manifest): a key left out here is a bug or a
-    # hand edit, never a default to guess.
-    for name in sorted(_ROUTE_KEYS):
-        if name not in raw:
-            raise bad(f"{key}.{name}", "missing: routes.yaml must list every key (auth: null for none)")
-
-    host = raw["host"]
-    if not isinstance(host, str) or not host.strip():
-        raise bad(f"{key}.host", "must be a non-empty string")
-    host = normalize_host(host)
-    problem = _host_problem(host)
-    if problem:
-        raise bad(f"{key}.host", f"{host!r} {problem}")
-
-    ports = raw["ports"]
-    if (
-        not isinstance(ports, list)
-        or not ports
-        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)
-    ):
-        raise bad(f"{key}.ports", "must be a non-empty list of port numbers (1-65535)")
-
-    methods = _str_list(raw["methods"], f"{key}.methods", bad, upper=True)
-    for m in methods:
-        if not _METHOD_RE.match(m):
-            raise bad(f"{key}.methods", f"{m!r} is not an HTTP method")
-
-    paths = _str_list(raw["paths"], f"{key}.paths", bad)
-    for p in paths:
-        if not p.startswith(("/", "*")):
-            raise bad(f"{key}.paths", f"{p!r} must start with '/'")
-
-    auth = _parse_auth(raw["auth"], f"{key}.auth", bad) if raw["auth"] is not None else None
-
-    schemes = tuple(s.lower() for s in _str_list(raw["schemes"], f"{key}.schemes", bad))
-    if not schemes:
-        raise bad(f"{key}.schemes", "must list at least one of http, https")
-    for s in schemes:
-        if s not in SCHEMES:
-            raise bad(f"{key}.schemes", f"{s!r} is not one of http, https")
-
-    return Route(
-        host=host,
-        ports=tuple(ports),
-        methods=methods,
-        paths=paths,
-        schemes=schemes,
-        auth=auth,
-        dlp=_parse_dlp(raw["dlp"], f"{key}.dlp", bad),
-    )
-
-
-def _parse_dlp(raw, key: str, bad) -> DlpSettings:
-    """A fully explicit ``dlp:`` mapping (body, disabled_rules, max_body_bytes)."""
-    if not isinstance(raw, dict):
-        raise bad(key, "must be a mapping with keys " + ", ".join(_DLP_KEYS))
-    for name in _DLP_KEYS:
-        if name not in raw:
-            raise bad(f"{key}.{name}", "missing: routes.yaml must list every key")
-    try:
-        return _parse_dlp_settings(raw, key, source="")
-    except ValueError as e:
-        # parse_settings says ": <key>: <problem>" for an empty source; name the file as bad() does.
-        where, _, problem = str(e).removeprefix(": ").partition(": ")
-        raise bad(where, problem) from None
-
-
-def _parse_auth(raw, key: str, bad) -> Auth:
-    _check_keys(raw, key, _AUTH_KEYS, bad)
-    scheme = raw.get("scheme")
-    if scheme not in AUTH_SCHEMES:
-        raise bad(f"{key}.scheme", f"must be one of bearer, basic, header, got {scheme!r}")
-    token_env = raw.get("token_env")
-    if not isinstance(token_env, str) or not _ENV_RE.match(token_env):
-        raise bad(f"{key}.token_env", "must be the name of an environment variable")
-    header = raw.get("header")
-    if scheme == "header":
-        if not isinstance(header, str) or not _HEADER_RE.match(header):
-            raise bad(f"{key}.header", "must be an HTTP header name for scheme 'header'")
-    elif header is not None:
-        raise bad(f"{key}.header", f"only used with scheme 'header', not {scheme!r}")
-    return Auth(scheme=scheme, token_env=token_env, header=header)
+    return load_policy_text(text, source)
 
 
 def _secret(route: Route, environ: Mapping[str, str]) -> str:

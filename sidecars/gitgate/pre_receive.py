@@ -19,6 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 # Imported through the git gate's pythonpath (daemons.json; git passes the environment to hooks).
+from bottle_contract import layout
+from bottle_contract.files import append_jsonl
 from push_policy import (Finding, GateError, Message, RefUpdate, findings, load_config, locate_in_messages, message_text,
                          parse_updates, push_range, refusal, rejection_lines, report_items)
 from upstream_git import git_env, push_argv, run_git, scrub  # noqa: E402
@@ -35,13 +37,8 @@ def say(line: str) -> None:
 
 def log_decision(state_dir: str, record: dict) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
-    data = (json.dumps(record, sort_keys=True) + "\n").encode()
-    # One write on an O_APPEND descriptor: concurrent writers never interleave within a line.
-    fd = os.open(os.path.join(state_dir, "pushes.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    cap = layout.PUSH_LOG_CAP
+    append_jsonl(os.path.join(state_dir, layout.PUSH_LOG), record, max_bytes=cap.max_bytes, keep=cap.keep)
 
 
 _SCANNED_RE = re.compile(r"(\d+) commits scanned")

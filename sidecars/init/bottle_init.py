@@ -17,11 +17,12 @@ import time
 # The contract comes from PYTHONPATH (the image sets it for init; daemons get their own from
 # the pythonpath of their daemons.json entry).
 from bottle_contract import ports
-from bottle_contract.files import atomic_write
+from bottle_contract.files import append_line, atomic_write
 
 DEFAULT_DAEMONS_FILE = "/etc/bottle/daemons.json"
 DEFAULT_RUN_DIR = "/run/bottle-init"
 RESTART_FILE = "restart"
+RESTART_FILE_CAP = 64 << 10  # restart requests waiting for init: a few names, never more
 STATUS_FILE = "status.json"
 DEFAULT_GRACE = 5.0
 BACKOFF_FIRST = 1.0
@@ -491,11 +492,8 @@ def cmd_restart(run_dir: str, names: list[str], wait: bool) -> int:
     target = int(os.environ.get("BOTTLE_INIT_PID", "1"))
     before = (_read_status(run_dir) or {}).get("daemons", {})
     os.makedirs(run_dir, exist_ok=True)
-    fd = os.open(os.path.join(run_dir, RESTART_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, "".join(f"{n}\n" for n in names).encode())
-    finally:
-        os.close(fd)
+    for n in names:  # one line each; init takes the file aside and reads it on SIGUSR1
+        append_line(os.path.join(run_dir, RESTART_FILE), n.encode(), max_bytes=RESTART_FILE_CAP, keep=0)
     try:
         os.kill(target, signal.SIGUSR1)
     except OSError as e:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bottle_contract import ports
+from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
 
 STATE_DIR = os.environ.get("BOTTLE_STATUS_STATE", "/state/status")
@@ -37,9 +38,6 @@ STATES = {
 
 _lock = threading.Lock()
 
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def read_current(path: str) -> dict:

@@ -1,121 +1,49 @@
 """The supervise daemon's side of the proposal queue: validate what the agent asks, write proposals,
 turn egress's blocks into deduplicated drafts, and wait for the operator's decision.
 
-Stdlib and pyyaml only, so it can be unit-tested without the MCP SDK. The file format and the locking match
-bottle_tui/proposals.py (the host side, which decides): one JSON file per proposal in
-``<state>/queue/<id>.json``, every write an atomic replace, every read-modify-write under an
-``flock`` of ``queue/.lock``. This daemon only ever creates pending proposals and updates pending
-drafts; it never writes a decision, and it touches the policy only to withdraw a route the operator
-allowed ``once`` after egress let a request through it (narrowing, never widening).
+The format of a proposal, its ids, the queue's lock and the validation of a change are the
+contract's (``bottle_contract.proposal``), which the host uses to decide: one copy of each rule.
+This daemon only ever creates pending proposals and updates pending drafts; it never writes a
+decision, and it touches the policy only to withdraw a route the operator allowed ``once`` after
+egress let a request through it (narrowing, never widening). Stdlib, pyyaml and the contract
+only, so it can be unit-tested without the MCP SDK.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import fnmatch
-import ipaddress
 import json
 import os
-import re
-import secrets
-import sys
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
-import yaml
+from bottle_contract import layout
+from bottle_contract import proposal as contract
 from bottle_contract.files import atomic_write
+from bottle_contract.policy import load_policy, yaml_text
+from bottle_contract.proposal import MAX_ITEMS, MAX_PATH, MAX_REASON, ChangeError, now_iso
 
-SCHEMA_VERSION = 1
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
-DEFAULT_PORTS = [80, 443]
-MAX_REASON = 4000
-MAX_PATH = 2048
-MAX_ITEMS = 16
-MAX_PENDING = 200  # per bottle: an agent cannot flood the operator's queue
-_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_RULE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+__all__ = ["MAX_ITEMS", "MAX_PATH", "MAX_REASON", "now_iso"]
+
+MAX_PENDING = layout.MAX_PENDING  # per bottle: an agent cannot flood the operator's queue
 
 
 class InputError(ValueError):
     """Bad input from the agent: the message is returned to it as a tool error."""
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+def _input_error(e: ChangeError, prefix: str = "") -> InputError:
+    return InputError(f"{prefix}{e.key}: {e.problem}")
 
 
-def new_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S%f")[:-3] + "-" + secrets.token_hex(4)
-
-
-# --- validation of what the agent sends ----------------------------------------------------------
+# --- validation of what the agent sends (the contract's rules, worded for the agent) -------------
 
 
 def check_host(host: object, key: str = "host") -> str:
-    if not isinstance(host, str) or not host.strip():
-        raise InputError(f"{key}: give a host name such as api.example.com")
-    h = host.strip().lower().rstrip(".")
-    if len(h) > 253:
-        raise InputError(f"{key}: longer than 253 characters")
-    if "://" in h or "/" in h or ":" in h or "@" in h:
-        raise InputError(f"{key}: {h[:80]!r} must be a bare host name: no scheme, port, path or user (ports and paths have their own fields)")
     try:
-        ipaddress.ip_address(h)
-    except ValueError:
-        pass
-    else:
-        raise InputError(f"{key}: {h!r} is an IP address; ask for the host name the service is known by")
-    labels = h.split(".")
-    if labels[0] == "*":
-        if len(labels) < 3:
-            raise InputError(f"{key}: {h!r} is too broad; a wildcard needs two labels after '*.', e.g. *.example.com")
-        labels = labels[1:]
-    if len(labels) < 2 or not all(_LABEL_RE.match(label) for label in labels):
-        raise InputError(f"{key}: {h[:80]!r} is not a host name; use letters, digits, '-' and '.', e.g. api.example.com ('*' only as the whole first label)")
-    return h
-
-
-def check_ports(ports: object) -> list[int]:
-    if ports in (None, []):
-        return list(DEFAULT_PORTS)
-    if not isinstance(ports, list) or len(ports) > MAX_ITEMS or not all(
-        isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports
-    ):
-        raise InputError(f"ports: a list of at most {MAX_ITEMS} port numbers (1-65535), or leave it out for 80 and 443")
-    return sorted(set(ports))
-
-
-def check_methods(methods: object) -> list[str]:
-    if methods in (None, []):
-        return []
-    if not isinstance(methods, list) or len(methods) > MAX_ITEMS or not all(isinstance(m, str) for m in methods):
-        raise InputError("methods: a list of HTTP methods such as [\"GET\"], or leave it out for any")
-    out = []
-    for m in methods:
-        mu = m.strip().upper()
-        if mu not in HTTP_METHODS:
-            raise InputError(f"methods: {m[:20]!r} is not one of {', '.join(HTTP_METHODS)}")
-        if mu not in out:
-            out.append(mu)
-    return out
-
-
-def check_paths(paths: object) -> list[str]:
-    if paths in (None, []):
-        return []
-    if not isinstance(paths, list) or len(paths) > MAX_ITEMS or not all(isinstance(p, str) for p in paths):
-        raise InputError(f"paths: a list of at most {MAX_ITEMS} paths such as [\"/v1/*\"], or leave it out for any")
-    out = []
-    for p in paths:
-        if not p.startswith("/") or len(p) > MAX_PATH or any(ch in p for ch in "?[]#") or any(ord(ch) < 33 for ch in p):
-            raise InputError(f"paths: {p[:80]!r} must start with '/', have no spaces, control characters, '?', '#' or brackets ('*' is the wildcard), at most {MAX_PATH} characters")
-        if p not in out:
-            out.append(p)
-    return out
+        return str(contract.validate_change("dlp-exemption", {"host": host, "rule": "x"})["host"])
+    except ChangeError as e:
+        raise InputError(f"{key}: {e.problem}") from None
 
 
 def check_reason(reason: object) -> str:
@@ -127,68 +55,51 @@ def check_reason(reason: object) -> str:
 
 
 def check_rule(rule: object) -> str:
-    if not isinstance(rule, str) or not _RULE_RE.match(rule):
-        raise InputError("rule: the id of the gitleaks rule that blocked the request, e.g. generic-api-key")
-    return rule
+    try:
+        return str(contract.validate_change("dlp-exemption", {"host": "rule.check", "rule": rule})["rule"])
+    except ChangeError as e:
+        raise InputError(f"rule: {e.problem}") from None
 
 
-def route_change(host, ports=None, methods=None, paths=None) -> dict[str, Any]:
-    return {"host": check_host(host), "ports": check_ports(ports), "methods": check_methods(methods), "paths": check_paths(paths)}
+def route_change(host: object, ports: object = None, methods: object = None, paths: object = None,
+                 schemes: object = None) -> dict[str, Any]:
+    try:
+        return contract.validate_change("egress-route", {"host": host, "ports": ports, "methods": methods,
+                                                         "paths": paths, "schemes": schemes})
+    except ChangeError as e:
+        raise _input_error(e) from None
 
 
 # --- the queue -----------------------------------------------------------------------------------
 
 
-class Queue:
-    def __init__(self, state_dir: str, slug: str):
-        self.state_dir = state_dir
-        self.dir = os.path.join(state_dir, "queue")
-        self.slug = slug
-        os.makedirs(self.dir, exist_ok=True)
+class Queue(contract.Queue):
+    """One bottle's queue, as the daemon writes it (``<state>/queue/``)."""
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def __init__(self, state_dir: str, slug: str):
+        super().__init__(os.path.join(state_dir, layout.QUEUE))
+        self.state_dir = state_dir
+        self.dir = self.folder
+        self.slug = slug
+        os.makedirs(self.folder, exist_ok=True)
 
     def path(self, pid: str) -> str:
-        if not ID_RE.match(pid):
-            raise InputError(f"id: {pid[:80]!r} is not a proposal id")
-        return os.path.join(self.dir, f"{pid}.json")
+        try:
+            return super().path(pid)
+        except ChangeError as e:
+            raise _input_error(e) from None
 
     def get(self, pid: str) -> dict[str, Any] | None:
-        try:
-            with open(self.path(pid), encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) and data.get("id") == pid else None
+        return self.read(pid)
 
     def _write(self, data: dict[str, Any]) -> None:
-        atomic_write(self.path(data["id"]), (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
-
-    def all(self) -> list[dict[str, Any]]:
-        out = []
-        for name in os.listdir(self.dir):
-            if name.endswith(".json") and not name.startswith("."):
-                p = self.get(name[:-5]) if ID_RE.match(name[:-5]) else None
-                if p is not None:
-                    out.append(p)
-        return sorted(out, key=lambda p: (p.get("created_at", ""), p["id"]))
+        self.write(data)
 
     def _new(self, kind: str, change: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
         pending = sum(1 for p in self.all() if p.get("status") == "pending")
         if pending >= MAX_PENDING:
             raise InputError(f"{pending} requests are already waiting for the operator; wait for decisions (list-my-requests) before asking for more")
-        data = {
-            "version": SCHEMA_VERSION, "id": new_id(), "slug": self.slug, "kind": kind, "change": change,
-            "reason": reason, "draft": False, "created_at": now_iso(), "status": "pending", "decision": None,
-            **extra,
-        }
+        data = contract.new_proposal(self.slug, kind, change, reason, **extra)
         self._write(data)
         return data
 
@@ -198,9 +109,7 @@ class Queue:
             if kind == "egress-route":
                 for p in self.all():
                     c = p.get("change", {})
-                    if p.get("draft") and p.get("status") == "pending" and c.get("host") == change["host"] \
-                            and c.get("methods") == change["methods"] and c.get("paths") == change["paths"] \
-                            and c.get("ports") == change["ports"]:
+                    if p.get("draft") and p.get("status") == "pending" and c == change:
                         p.update(draft=False, reason=reason, asked_at=now_iso())
                         self._write(p)
                         return p
@@ -211,11 +120,11 @@ class Queue:
         return (change.get("host"), tuple(change.get("methods") or ()), tuple(change.get("paths") or ()))
 
     def note_block(self, method: str, host: str, port: int, path: str, seen: str | None = None,
-                   context: str | None = None) -> dict[str, Any] | None:
-        """Count a blocked request into its draft (one per host + method + path), creating it."""
+                   context: str | None = None, scheme: str | None = None) -> dict[str, Any] | None:
+        """Count a blocked request into its draft (one per host + method + path), creating it. The
+        draft proposes what was seen: that port and that scheme (both, when the scheme is unknown)."""
         try:
-            change = {"host": check_host(host), "ports": check_ports([port]), "methods": check_methods([method]),
-                      "paths": check_paths([path or "/"])}
+            change = route_change(host, [port], [method], [path or "/"], [scheme] if scheme else None)
         except InputError:
             return None  # not something a route could allow (an IP literal, a raw TCP flow...)
         seen = seen or now_iso()
@@ -225,6 +134,8 @@ class Queue:
                 if p.get("draft") and p.get("status") == "pending" and self._draft_key(p.get("change", {})) == key:
                     if port not in p["change"]["ports"]:
                         p["change"]["ports"] = sorted(set(p["change"]["ports"]) | {port})
+                    seen_schemes = set(p["change"].get("schemes") or ()) | set(change["schemes"])
+                    p["change"]["schemes"] = [s for s in ("http", "https") if s in seen_schemes]
                     if context is None:
                         p["count"] = int(p.get("count", 0)) + 1
                         p["last_seen"] = max(str(p.get("last_seen", "")), seen)
@@ -232,10 +143,10 @@ class Queue:
                         p["context"] = context
                     self._write(p)
                     return p
-            extra = {"draft": True, "count": 0 if context is not None else 1, "last_seen": seen}
+            extra = {"count": 0 if context is not None else 1, "last_seen": seen}
             if context is not None:
                 extra["context"] = context
-            return self._new("egress-route", change, "", **extra)
+            return self._new("egress-route", change, "", draft=True, **extra)
 
     async def wait(self, pid: str, timeout: float, interval: float = 0.05) -> dict[str, Any] | None:
         """The proposal once decided, or None when ``timeout`` passes first."""
@@ -314,8 +225,9 @@ def drafts_from(queue: Queue, records: list[dict[str, Any]]) -> int:
     for rec in records:
         if rec.get("decision") != "block" or not rec.get("method") or not isinstance(rec.get("port"), int):
             continue
+        scheme = rec.get("scheme") if rec.get("scheme") in ("http", "https") else None
         if queue.note_block(str(rec["method"]), str(rec.get("host", "")), rec["port"], str(rec.get("path") or "/"),
-                            seen=str(rec.get("ts") or now_iso())) is not None:
+                            seen=str(rec.get("ts") or now_iso()), scheme=scheme) is not None:
             n += 1
     return n
 
@@ -333,40 +245,25 @@ def for_agent(p: dict[str, Any]) -> dict[str, Any]:
 # --- routes allowed once -------------------------------------------------------------------------
 
 
-def route_matches(route: dict[str, Any], rec: dict[str, Any]) -> bool:
-    """Whether egress's allowed request ``rec`` went through ``route`` (a routes.yaml entry)."""
-    host = str(rec.get("host", "")).lower().rstrip(".")
-    rh = str(route.get("host", ""))
-    host_ok = host.endswith(rh[1:]) and len(host) > len(rh) - 1 if rh.startswith("*.") else host == rh
-    path = str(rec.get("path") or "/")
-    return (
-        host_ok
-        and rec.get("port") in (route.get("ports") or [])
-        and (not route.get("methods") or str(rec.get("method", "")).upper() in route["methods"])
-        and (not route.get("paths") or any(fnmatch.fnmatchcase(path, p) for p in route["paths"]))
-    )
-
-
 def withdraw_once(queue: Queue, records: list[dict[str, Any]], routes_path: str) -> int:
-    """Remove each route allowed ``once`` that a request in ``records`` went through; returns how many."""
-    allows = [r for r in records if r.get("decision") == "allow"]
-    if not allows:
+    """Withdraw each route allowed ``once`` that egress logged a request through (its log line
+    carries the route's ``once``: the proposal id, which is what identifies the route here, so
+    nothing is matched twice); returns how many were withdrawn."""
+    used = {str(r["once"]): r for r in records if r.get("decision") == "allow" and contract.is_id(r.get("once"))}
+    if not used:
         return 0
     with queue.lock():
-        used = [(p, rec) for p in queue.all() if p.get("once_route") and not p.get("once_used")
-                for rec in [next((r for r in allows if route_matches(p["once_route"], r)), None)] if rec]
-        if not used:
-            return 0
-        with open(routes_path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-        routes = list(doc.get("routes") or [])
-        for p, _ in used:
-            if p["once_route"] in routes:
-                routes.remove(p["once_route"])
-        doc["routes"] = routes
-        # The policy first: a crash before the proposals are marked leaves nothing allowed twice.
-        atomic_write(routes_path, yaml.safe_dump(doc, sort_keys=False).encode(), mode=0o600)
-        for p, rec in used:
-            p["once_used"] = {"at": now_iso(), "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}"}
-            queue._write(p)
-    return len(used)
+        policy = load_policy(routes_path)
+        withdrawn = [pid for pid in used if any(r.once == pid for r in policy.routes)]
+        for pid in withdrawn:
+            policy = policy.without_once(pid)
+        if withdrawn:
+            # The policy first: a crash before the proposals are marked leaves nothing allowed twice.
+            atomic_write(routes_path, yaml_text(policy.to_doc()), mode=0o600)
+        for pid in used:
+            p = queue.get(pid)
+            if p is not None and not p.get("once_used"):
+                rec = used[pid]
+                p["once_used"] = {"at": now_iso(), "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}"}
+                queue._write(p)
+    return len(withdrawn)

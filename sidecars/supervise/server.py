@@ -19,14 +19,14 @@ import socket
 import sys
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
-from bottle_contract import ports
+from bottle_contract import layout, ports
+from bottle_contract.policy import PolicyError, load_policy
 
 import inbox  # the daemon's own folder, on its pythonpath (daemons.json)
 
@@ -142,14 +142,11 @@ def build() -> MCPServer:
     def list_egress_routes() -> str:
         """The egress routes in force now: which hosts, ports, methods and paths this bottle may reach."""
         try:
-            with open(os.path.join(EGRESS_DIR, "routes.yaml"), encoding="utf-8") as f:
-                doc = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ToolError(f"the routes in force cannot be read right now ({type(e).__name__}); try again shortly") from None
-        routes = []
-        for r in doc.get("routes") or []:
-            if isinstance(r, dict):
-                routes.append({k: r.get(k) for k in ("host", "ports", "methods", "paths", "schemes")} | {"credentials_injected": bool(r.get("auth"))})
+            policy = load_policy(os.path.join(EGRESS_DIR, layout.ROUTES))
+        except PolicyError:
+            raise ToolError("the routes in force cannot be read right now; try again shortly") from None
+        routes = [{"host": r.host, "ports": list(r.ports), "methods": list(r.methods), "paths": list(r.paths),
+                   "schemes": list(r.schemes), "credentials_injected": r.auth is not None} for r in policy.routes]
         return json.dumps({"routes": routes, "note": "empty methods/paths mean any"}, indent=2)
 
     @mcp.tool(name="list-my-requests")
@@ -180,7 +177,7 @@ def build() -> MCPServer:
 
 async def tail_egress(q_: inbox.Queue) -> None:
     tail = inbox.EgressTail(os.path.join(EGRESS_DIR, "requests.jsonl"), os.path.join(STATE_DIR, "egress-cursor.json"))
-    routes = os.path.join(EGRESS_DIR, "routes.yaml")
+    routes = os.path.join(EGRESS_DIR, layout.ROUTES)
     while True:
         try:
             records = tail.poll()

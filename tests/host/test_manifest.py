@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from bottle_contract.policy import Auth as RouteAuth
+from bottle_contract.policy import DlpSettings as DlpSpec
+from bottle_contract.policy import Route
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import (
     AgentSpec,
     BottleSpec,
-    DlpSpec,
     GitSpec,
     ManifestError,
     Resources,
-    Route,
-    RouteAuth,
     SuperviseSpec,
     default_home,
     load_manifests,

@@ -19,6 +19,7 @@ from bottle_tui.console.inert import inert
 from bottle_tui.errors import BottleError
 from bottle_tui.state import StateDir
 from bottle_contract.files import atomic_write
+from bottle_contract.proposal import ID_RE
 
 ROUTES = textwrap.dedent("""\
     version: 1
@@ -32,6 +33,8 @@ ROUTES = textwrap.dedent("""\
       schemes: [https]
       auth: {scheme: header, header: x-api-key, token_env: API_KEY}
       dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
+      model_tools: []
+      once: null
     """)
 
 
@@ -65,7 +68,7 @@ def test_a_proposal_is_one_json_file_with_the_documented_schema(state: StateDir)
     data = json.loads(path.read_text())
     assert set(data) == {"version", "id", "slug", "kind", "change", "reason", "draft", "created_at", "status", "decision"}
     assert data["status"] == "pending" and data["decision"] is None and data["slug"] == state.slug
-    assert proposals.ID_RE.match(p.id)
+    assert ID_RE.match(p.id)
     # atomic replace leaves no temporary file behind
     assert sorted(f.name for f in path.parent.iterdir()) == [".lock", path.name]
 
@@ -104,10 +107,11 @@ def test_approve_adds_a_fully_explicit_route_and_audits_it_twice(home: Path, sta
     assert out.policy_changed and out.proposal.status == "approved"
     added = routes_of(state)[-1]
     assert added == {"host": "pypi.example.org", "ports": [443], "methods": ["GET"], "paths": ["/simple/*"], "schemes": ["http", "https"],
-                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608}}
+                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608},
+                     "model_tools": [], "once": None}
     assert routes_of(state)[0]["auth"]["token_env"] == "API_KEY"  # the rest of the policy is kept
     saved = json.loads(p.path.read_text())
-    assert saved["decision"]["by"] == "op (test)" and saved["decision"]["change"] == ASK and saved["decision"]["scope"] == "always"
+    assert saved["decision"]["by"] == "op (test)" and saved["decision"]["change"] == {**ASK, "schemes": ["http", "https"]} and saved["decision"]["scope"] == "always"
     for log in (state.path / "audit.jsonl", home / "audit.jsonl"):
         lines = log.read_text().splitlines()
         assert len(lines) == 1 and json.loads(lines[0])["id"] == p.id and json.loads(lines[0])["status"] == "approved"
@@ -178,7 +182,7 @@ def test_modify_may_narrow_but_never_widen(home: Path, state: StateDir) -> None:
     p = proposals.create(state, "egress-route", asked, "r")
     narrow = {"host": "api.example.org", "ports": [443], "methods": ["GET"], "paths": ["/api/v1/*"]}
     out = proposals.decide(home, p.id, "modify", by="op", change=narrow)
-    assert out.proposal.status == "modified" and out.proposal.data["decision"]["change"] == narrow
+    assert out.proposal.status == "modified" and out.proposal.data["decision"]["change"] == {**narrow, "schemes": ["http", "https"]}
     assert routes_of(state)[-1]["paths"] == ["/api/v1/*"]
 
 
@@ -230,7 +234,7 @@ def test_policy_validation_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(BottleError, match=r"routes\[0\]\.colour"):
         proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], colour: red}\n", src)
     with pytest.raises(BottleError, match=r"routes\[0\]\.host"):
-        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: 'a b', ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n", src)
+        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: 'a b', ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n", src)
     with pytest.raises(BottleError, match="invalid YAML"):
         proposals.parse_policy("version: 1\nroutes: [\n", src)
     assert proposals.parse_policy(ROUTES, src)["bottle"] == "sandbox"
@@ -301,7 +305,7 @@ text = open(path).read()
 # First pass: a typo the validator must catch; second pass (the error is shown on top): the fix.
 if "# error:" in text:
     body = "".join(l for l in text.splitlines(True) if not l.startswith("#"))
-    text = body.replace("colour: red", "methods: [GET]\\n  paths: []\\n  schemes: [https]\\n  auth: null\\n  dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}")
+    text = body.replace("colour: red", "methods: [GET]\\n  paths: []\\n  schemes: [https]\\n  auth: null\\n  dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\\n  model_tools: []\\n  once: null")
 else:
     text = text.rstrip("\\n") + "\\n- host: docs.example.com\\n  ports: [443]\\n  colour: red\\n"
 open(path, "w").write(text)
@@ -333,7 +337,8 @@ def test_routes_edit_reopens_on_a_bad_save_then_applies_and_audits(home: Path, s
     assert result.returncode == 0, result.stderr
     added = routes_of(state)[-1]
     assert added == {"host": "docs.example.com", "ports": [443], "methods": ["GET"], "paths": [], "schemes": ["https"],
-                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608}}
+                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608},
+                     "model_tools": [], "once": None}
     assert log.read_text() == "xx"  # opened twice: the bad save was shown its error
     audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["kind"] == "policy-edit" and "docs.example.com" in audit[-1]["after"]
@@ -356,5 +361,5 @@ def test_a_dlp_exemption_disables_the_rule_on_the_routes_of_that_host(home: Path
         proposals.decide(home, nowhere.id, "approve", by="op")
     with pytest.raises(BottleError, match=r"routes\[0\]\.dlp\.disabled_rules\[0\]"):
         proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], "
-                               "schemes: [https], auth: null, dlp: {body: true, disabled_rules: ['a b'], max_body_bytes: 9}}\n",
+                               "schemes: [https], auth: null, dlp: {body: true, disabled_rules: ['a b'], max_body_bytes: 9}, model_tools: [], once: null}\n",
                                state.egress / "routes.yaml")

@@ -7,12 +7,13 @@ import json
 
 import pytest
 
+from bottle_contract import ports
 from tests.support.bottles import SECRET, Bottle, sh
 
 pytestmark = pytest.mark.integration
 
 # Ports the agent may reach on the bundle, by daemon. Anything else answering is a finding.
-SERVICE_PORTS = {"egress": 8080, "supervise": 8765, "status": 8766}
+SERVICE_PORTS = {"egress": ports.EGRESS, "supervise": ports.SUPERVISE, "status": ports.STATUS}
 
 
 def daemon_pids(bottle: Bottle) -> dict[str, int]:
@@ -44,8 +45,10 @@ def test_egress_holds_only_the_route_secrets(bottle: Bottle) -> None:
     pids = daemon_pids(bottle)
     env = environ(pids["egress"])
     assert env["BOTTLE_TEST_TOKEN"] == SECRET
-    allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "BOTTLE_NAME", "BOTTLE_SLUG", "BOTTLE_EGRESS_SECRETS", "BOTTLE_TEST_TOKEN"}
+    allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "BOTTLE_NAME", "BOTTLE_SLUG", "BOTTLE_EGRESS_SECRETS", "BOTTLE_TEST_TOKEN",
+               "PYTHONPATH"}
     assert set(env) <= allowed, f"egress got more than it needs: {sorted(set(env) - allowed)}"
+    assert env["PYTHONPATH"] == "/opt/bottle/common:/opt/bottle/egress"  # its daemons.json pythonpath, nothing else
     for name, pid in pids.items():
         if name != "egress":
             assert SECRET not in "".join(environ(pid).values()), f"{name} holds egress's secret"

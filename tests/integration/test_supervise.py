@@ -71,7 +71,8 @@ def test_blocked_request_becomes_a_draft_and_approving_it_lets_the_same_request_
     assert status_of(sbottle, url) == "403"
     draft = wait_for(lambda: (p := pending_for(sbottle, BLOCKED, "/draft/one", draft=True)).data.get("count") == 2 and p,
                      timeout=10, what="the draft to count both blocks")
-    assert draft.change == {"host": BLOCKED, "ports": [80], "methods": ["GET"], "paths": ["/draft/one"]}
+    # The draft proposes what was seen: port 80 and plain http, not both schemes.
+    assert draft.change == {"host": BLOCKED, "ports": [80], "methods": ["GET"], "paths": ["/draft/one"], "schemes": ["http"]}
     assert decide(sbottle, draft.id, "approve").policy_changed
     assert status_of(sbottle, url) == "200"
     assert status_of(sbottle, url, "POST") == "403"  # only what was blocked, not the whole host

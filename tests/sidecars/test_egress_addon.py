@@ -41,8 +41,10 @@ routes:
     schemes: [https]
     auth: {scheme: header, header: x-api-key, token_env: API_KEY}
     dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
-  - {host: open.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}
-  - {host: nokey.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: {scheme: bearer, token_env: NOT_SET_ANYWHERE}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}
+    model_tools: []
+    once: null
+  - {host: open.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}
+  - {host: nokey.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: {scheme: bearer, token_env: NOT_SET_ANYWHERE}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}
   - host: llm.example.com
     ports: [443]
     methods: []
@@ -50,7 +52,9 @@ routes:
     schemes: [https]
     auth: {scheme: header, header: x-api-key, token_env: API_KEY}
     dlp: {body: false, disabled_rules: [], max_body_bytes: 8388608}
-  - {host: small.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [github-pat], max_body_bytes: 100}}
+    model_tools: []
+    once: null
+  - {host: small.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [github-pat], max_body_bytes: 100}, model_tools: [], once: null}
 """
 
 
@@ -194,12 +198,12 @@ def test_routes_reload_when_the_file_changes_and_a_bad_file_keeps_the_old_policy
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         "version: 1\nbottle: two\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
-        "  - {host: new.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        "  - {host: new.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
     )
     f = make_flow("GET", "https://new.example.com/")
     send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
-    routes.write_text("version: 1\nbottle: two\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{host: new.example.com, ports: [bad], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}]\n")
+    routes.write_text("version: 1\nbottle: two\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{host: new.example.com, ports: [bad], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}]\n")
     f = make_flow("GET", "https://new.example.com/")
     send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
@@ -728,7 +732,7 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(
         "version: 1\nbottle: e2e\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
         f"  - {{host: 127.0.0.1, ports: [{up_port}], methods: [], paths: ['/v1/*'], schemes: [http],"
-        " auth: {scheme: header, header: x-api-key, token_env: E2E_KEY}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        " auth: {scheme: header, header: x-api-key, token_env: E2E_KEY}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
     )
     proc, port = start_mitmdump(tmp_path, {"E2E_KEY": SECRET})
     try:
@@ -775,7 +779,7 @@ def connect_tunnel(port: int, target: str) -> socket.socket:
 def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(
         "version: 1\nbottle: t\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
-        "  - {host: allowed.test, ports: [22, 443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        "  - {host: allowed.test, ports: [22, 443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
     )
     proc, port = start_mitmdump(tmp_path, {})
     try:
@@ -1006,7 +1010,7 @@ def test_real_mitmdump_checks_what_a_tls_tunnel_carries_after_the_handshake(tmp_
 
     (tmp_path / "routes.yaml").write_text(
         "version: 1\nbottle: t\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
-        "  - {host: allowed.test, ports: [443], methods: [GET], paths: ['/v1/*'], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        "  - {host: allowed.test, ports: [443], methods: [GET], paths: ['/v1/*'], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
     )
     proc, port = start_mitmdump(tmp_path, {})
     try:

@@ -28,6 +28,8 @@ routes:
       header: x-api-key
       token_env: ANTHROPIC_API_KEY
     dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
+    model_tools: []
+    once: null
   - host: "*.example.com"
     ports: [443, 8443]
     methods: []
@@ -35,6 +37,8 @@ routes:
     schemes: [http, https]
     auth: null
     dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
+    model_tools: []
+    once: null
   - host: Plain.Example.ORG
     ports: [80]
     methods: []
@@ -42,10 +46,13 @@ routes:
     schemes: [HTTP]
     auth: null
     dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}
+    model_tools: []
+    once: null
 """
 
 DLP = "{body: true, disabled_rules: [], max_body_bytes: 8388608}"
-FULL = {"host": "a.com", "ports": "[443]", "methods": "[]", "paths": "[]", "schemes": "[https]", "auth": "null", "dlp": DLP}
+FULL = {"host": "a.com", "ports": "[443]", "methods": "[]", "paths": "[]", "schemes": "[https]", "auth": "null", "dlp": DLP,
+        "model_tools": "[]", "once": "null"}
 
 
 def one_route(**changes: str | None) -> str:
@@ -142,7 +149,7 @@ def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> Non
 
 def test_path_globs_may_start_with_a_star() -> None:
     p = R.parse_routes(one_route(paths="['*', '*.json']"))
-    assert p.routes[0].paths == ("*", "*.json") and p.match("GET", "https", "a.com", 443, "/x").allowed
+    assert p.routes[0].paths == ("*", "*.json") and R.match(p, "GET", "https", "a.com", 443, "/x").allowed
 
 
 def test_port_bounds() -> None:
@@ -186,17 +193,17 @@ def test_invalid_yaml_and_missing_file_are_value_errors(tmp_path) -> None:
     ],
 )
 def test_match(policy, method, scheme, host, port, path, allowed, route) -> None:
-    d = policy.match(method, scheme, host, port, path)
+    d = R.match(policy, method, scheme, host, port, path)
     assert (d.allowed, d.route_index) == (allowed, route)
     assert d.reason
 
 
 def test_block_reasons_name_the_rule_that_failed(policy) -> None:
-    assert policy.match("GET", "https", "nope.org", 443, "/").reason == "no route for host nope.org"
-    assert "port 22" in policy.match("GET", "https", "api.anthropic.com", 22, "/v1/x").reason
-    assert "method DELETE" in policy.match("DELETE", "https", "api.anthropic.com", 443, "/v1/x").reason
-    assert "path /v2" in policy.match("GET", "https", "api.anthropic.com", 443, "/v2").reason
-    assert "scheme http" in policy.match("GET", "http", "api.anthropic.com", 443, "/v1/x").reason
+    assert R.match(policy, "GET", "https", "nope.org", 443, "/").reason == "no route for host nope.org"
+    assert "port 22" in R.match(policy, "GET", "https", "api.anthropic.com", 22, "/v1/x").reason
+    assert "method DELETE" in R.match(policy, "DELETE", "https", "api.anthropic.com", 443, "/v1/x").reason
+    assert "path /v2" in R.match(policy, "GET", "https", "api.anthropic.com", 443, "/v2").reason
+    assert "scheme http" in R.match(policy, "GET", "http", "api.anthropic.com", 443, "/v1/x").reason
 
 
 PATH_REASONS = {
@@ -228,11 +235,11 @@ PATH_REASONS = {
     ],
 )
 def test_ambiguous_paths_never_slip_past_a_path_glob(policy, path, why) -> None:
-    d = policy.match("GET", "https", "api.anthropic.com", 443, path)
+    d = R.match(policy, "GET", "https", "api.anthropic.com", 443, path)
     assert not d.allowed and why in d.reason, d.reason
     assert d.reason in PATH_REASONS
     # Refused on routes without a path list too: the server still resolves them.
-    assert not policy.match("GET", "https", "www.example.com", 443, path).allowed
+    assert not R.match(policy, "GET", "https", "www.example.com", 443, path).allowed
 
 
 @pytest.mark.parametrize(
@@ -240,13 +247,13 @@ def test_ambiguous_paths_never_slip_past_a_path_glob(policy, path, why) -> None:
     [("/v1%2fadmin", "encoded '/'"), ("/v1/a%2Fb", "encoded '/'"), ("/v1/%2541", "more than once")],
 )
 def test_paths_that_a_server_may_split_otherwise_are_refused_only_where_paths_are_limited(policy, path, why) -> None:
-    d = policy.match("GET", "https", "api.anthropic.com", 443, path)
+    d = R.match(policy, "GET", "https", "api.anthropic.com", 443, path)
     assert not d.allowed and why in d.reason, d.reason
-    assert policy.match("GET", "https", "www.example.com", 443, path).allowed  # npm's @scope%2fname
+    assert R.match(policy, "GET", "https", "www.example.com", 443, path).allowed  # npm's @scope%2fname
 
 
 def test_plain_percent_encoding_still_matches(policy) -> None:
-    assert policy.match("GET", "https", "api.anthropic.com", 443, "/v1/a%20b%41?q=%2f..").allowed
+    assert R.match(policy, "GET", "https", "api.anthropic.com", 443, "/v1/a%20b%41?q=%2f..").allowed
 
 
 @pytest.mark.parametrize(
@@ -260,12 +267,12 @@ def test_plain_percent_encoding_still_matches(policy) -> None:
     ],
 )
 def test_method_overrides_must_be_allowed_methods_too(policy, method, overrides, allowed) -> None:
-    d = policy.match(method, "https", "api.anthropic.com", 443, "/v1/x", overrides)
+    d = R.match(policy, method, "https", "api.anthropic.com", 443, "/v1/x", overrides)
     assert d.allowed == allowed, d.reason
     if not allowed:
         assert "method override" in d.reason
     # A route that allows any method does not care.
-    assert policy.match(method, "https", "www.example.com", 443, "/x", overrides).allowed
+    assert R.match(policy, method, "https", "www.example.com", 443, "/x", overrides).allowed
 
 
 def test_method_overrides_are_read_from_every_known_header_and_the_query() -> None:
@@ -277,18 +284,18 @@ def test_method_overrides_are_read_from_every_known_header_and_the_query() -> No
 def test_first_matching_route_wins_and_schemes_can_open_plain_http() -> None:
     p = R.parse_routes(
         "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
-        "  - {host: h.io, ports: [80], methods: [], paths: ['/a/*'], schemes: [http, https], auth: {scheme: bearer, token_env: T}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
-        "  - {host: h.io, ports: [80], methods: [], paths: [], schemes: [http], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        "  - {host: h.io, ports: [80], methods: [], paths: ['/a/*'], schemes: [http, https], auth: {scheme: bearer, token_env: T}, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
+        "  - {host: h.io, ports: [80], methods: [], paths: [], schemes: [http], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
     )
-    assert p.match("GET", "http", "h.io", 80, "/a/b").route_index == 0
-    assert p.match("GET", "http", "h.io", 80, "/b").route_index == 1
-    assert p.could_allow("h.io", 80) and not p.could_allow("h.io", 443) and not p.could_allow("x.io", 80)
-    assert not p.match("GET", "https", "h.io", 80, "/b").allowed  # route 1 lists http only
+    assert R.match(p, "GET", "http", "h.io", 80, "/a/b").route_index == 0
+    assert R.match(p, "GET", "http", "h.io", 80, "/b").route_index == 1
+    assert R.could_allow(p, "h.io", 80) and not R.could_allow(p, "h.io", 443) and not R.could_allow(p, "x.io", 80)
+    assert not R.match(p, "GET", "https", "h.io", 80, "/b").allowed  # route 1 lists http only
 
 
 def test_empty_routes_block_everything() -> None:
     p = R.parse_routes("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []")
-    assert not p.match("GET", "https", "a.com", 443, "/").allowed
+    assert not R.match(p, "GET", "https", "a.com", 443, "/").allowed
 
 
 def route_with(scheme: str, header: str | None = None) -> R.Route:
@@ -365,7 +372,7 @@ def test_an_absolute_url_in_the_path_is_an_authority_claim_and_never_a_path(poli
     assert R.target_authorities("api.io", "/x?u=http://other.io/") == ["api.io"]
     assert R.target_authorities("", "http:///x") == ["?"]
     assert R.authority_problem("api.io", 443, R.target_authorities("", "http://other.io/x"), [], None)[1] == "other.io"
-    d = policy.match("GET", "https", "api.anthropic.com", 443, "https://api.anthropic.com/v1/x")
+    d = R.match(policy, "GET", "https", "api.anthropic.com", 443, "https://api.anthropic.com/v1/x")
     assert not d.allowed and "not a path" in d.reason
     assert R.split_authority("[::1") is None and R.split_authority("[::1]x") is None
     assert R.split_authority("::1") == ("::1", None) and R.split_authority("h.io:0") is None
@@ -495,7 +502,7 @@ def test_routes_and_auth_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.bottle = "x"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        policy.match("GET", "https", "a.com", 443, "/").allowed = False  # type: ignore[misc]
+        R.match(policy, "GET", "https", "a.com", 443, "/").allowed = False  # type: ignore[misc]
 
     route = R.parse_routes(one_route(auth="{scheme: bearer, token_env: T}")).routes[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -519,7 +526,9 @@ def test_missing_credential_message_says_where() -> None:
 
 
 def test_block_reasons_are_exact(policy) -> None:
-    m = policy.match
+    def m(*args):
+        return R.match(policy, *args)
+
     assert m("GET", "https", "api.anthropic.com", 22, "/v1/x").reason == "no route for port 22 of host api.anthropic.com"
     assert m("DELETE", "https", "api.anthropic.com", 443, "/v1/x").reason == "no route for method DELETE on api.anthropic.com:443"
     assert m("GET", "https", "api.anthropic.com", 443, "/v2/a%20b?q").reason == "no route for path /v2/a b on api.anthropic.com:443"
@@ -531,8 +540,8 @@ def test_block_reasons_are_exact(policy) -> None:
 
 def test_a_path_glob_is_matched_without_the_query() -> None:
     p = R.parse_routes(one_route(paths="['/health']"))
-    assert p.match("GET", "https", "a.com", 443, "/health?verbose=1").allowed
-    assert not p.match("GET", "https", "a.com", 443, "/healthz").allowed
+    assert R.match(p, "GET", "https", "a.com", 443, "/health?verbose=1").allowed
+    assert not R.match(p, "GET", "https", "a.com", 443, "/healthz").allowed
 
 
 def test_stream_scrubber_holds_the_earliest_possible_start_of_a_secret() -> None:
@@ -564,23 +573,23 @@ def test_scrub_text_keeps_undecodable_bytes() -> None:
 def test_an_ambiguous_path_may_still_pass_a_route_without_path_limits_on_the_same_host() -> None:
     p = R.parse_routes(
         "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n"
-        "  - {host: a.com, ports: [443], methods: [], paths: ['/v1/*'], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
-        "  - {host: a.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}}\n"
+        "  - {host: a.com, ports: [443], methods: [], paths: ['/v1/*'], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
+        "  - {host: a.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n"
     )
-    d = p.match("GET", "https", "a.com", 443, "/v1%2fx")
+    d = R.match(p, "GET", "https", "a.com", 443, "/v1%2fx")
     assert d.allowed and d.route_index == 1
 
 
 def test_percent_decoding_rounds_stop_at_the_limit(policy) -> None:
     three = "/x/%252541"  # %252541 -> %2541 -> %41 -> A
     four = "/x/%25252541"
-    assert policy.match("GET", "https", "www.example.com", 443, three).allowed
-    d = policy.match("GET", "https", "www.example.com", 443, four)
+    assert R.match(policy, "GET", "https", "www.example.com", 443, three).allowed
+    d = R.match(policy, "GET", "https", "www.example.com", 443, four)
     assert not d.allowed and "too many times" in d.reason
 
 
 def test_invalid_utf8_in_a_path_is_matched_not_an_error(policy) -> None:
-    assert policy.match("GET", "https", "www.example.com", 443, "/x%ff%fe").allowed
+    assert R.match(policy, "GET", "https", "www.example.com", 443, "/x%ff%fe").allowed
     assert R.path_problem("/x%ff") is None
 
 
@@ -598,4 +607,4 @@ def test_authority_details() -> None:
 
 
 def test_invalid_utf8_on_a_route_that_limits_paths(policy) -> None:
-    assert policy.match("GET", "https", "api.anthropic.com", 443, "/v1/%ff").allowed
+    assert R.match(policy, "GET", "https", "api.anthropic.com", 443, "/v1/%ff").allowed

@@ -20,7 +20,7 @@ NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=timezone.utc)
 DLP = {"body": True, "disabled_rules": [], "max_body_bytes": 8388608}
 ROUTES = {"version": 1, "bottle": "dev", "dlp": DLP, "routes": [
     {"host": "api.anthropic.com", "ports": [443], "methods": [], "paths": [], "schemes": ["https"], "auth": None,
-     "dlp": {**DLP, "body": False}},
+     "dlp": {**DLP, "body": False}, "model_tools": [], "once": None},
 ]}
 
 

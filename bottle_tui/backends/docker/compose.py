@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-from ...manifest import DlpSpec, Route
 from bottle_contract import ports
+from bottle_contract.policy import Policy
+from bottle_contract.policy import yaml_text as to_yaml  # noqa: F401 - the one YAML writer, re-exported
 
 from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan, git_repo_name
 from . import labels
@@ -117,34 +116,11 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
     }
 
 
-def _route_doc(route: Route) -> dict[str, Any]:
-    auth: dict[str, Any] | None = None
-    if route.auth:
-        auth = {"scheme": route.auth.scheme, "token_env": route.auth.token_env}
-        if route.auth.header:
-            auth["header"] = route.auth.header
-    return {
-        "host": route.host,
-        "ports": list(route.ports),
-        "methods": list(route.methods),
-        "paths": list(route.paths),
-        "schemes": list(route.schemes),
-        "auth": auth,
-        "dlp": dlp_doc(route.dlp),
-    }
-
-
-def dlp_doc(dlp: DlpSpec) -> dict[str, Any]:
-    """routes.yaml form of DLP settings: every key explicit."""
-    return {"body": dlp.body, "disabled_rules": list(dlp.disabled_rules), "max_body_bytes": dlp.max_body_bytes}
-
-
 def render_routes(plan: BottlePlan) -> dict[str, Any]:
     """routes.yaml for egress: the bottle's allowlist with every key written out (egress refuses a
     route that leaves one to a default), and credentials named by env var only. The top-level
     ``dlp`` is the bottle's own: routes added later (approved proposals) start from it."""
-    return {"version": 1, "bottle": plan.bottle.name, "dlp": dlp_doc(plan.bottle.dlp),
-            "routes": [_route_doc(r) for r in plan.routes]}
+    return Policy(bottle=plan.bottle.name, routes=tuple(plan.routes), dlp=plan.bottle.dlp).to_doc()
 
 
 def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:
@@ -164,14 +140,3 @@ def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:
         "refresh_timeout_seconds": GIT_REFRESH_TIMEOUT,
         "first_mirror_timeout_seconds": GIT_FIRST_MIRROR_TIMEOUT,
     }
-
-
-class _PlainDumper(yaml.SafeDumper):
-    """Writes shared sub-documents out in full: no &anchors / *aliases in files people read."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def to_yaml(doc: dict[str, Any]) -> str:
-    return yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False)

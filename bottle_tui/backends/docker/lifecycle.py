@@ -16,6 +16,7 @@ from ...plan import CA_CERT_NAME, TRANSCRIPTS, WORKDIR, BottlePlan
 from ...runner import CommandError, run
 from ...config import ArchiveSettings, load_config
 from ...state import StateDir, all_state_dirs, archive_root, prune_archive, project_name, slug_of_project, state_dir
+from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
 from . import engine, images
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
@@ -23,10 +24,6 @@ from .compose import render_compose, render_git_gate, render_routes, to_yaml
 READY_TIMEOUT = 60.0
 
 Progress = Callable[[str], None]
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def append_log(path: Path, message: str) -> None:

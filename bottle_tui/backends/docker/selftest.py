@@ -93,12 +93,12 @@ def _canary_routes(policy: dict) -> tuple[list[dict], dict | None]:
     # attacks meet the settings a route the operator adds would have.
     dlp = dict(policy.get("dlp") or {"body": True, "disabled_rules": [], "max_body_bytes": 8 * 1024 * 1024})
     allowed = {"host": CANARY_ALLOWED, "ports": [80, 443], "methods": [], "paths": [], "schemes": ["http", "https"],
-               "auth": None, "dlp": dlp}
+               "auth": None, "dlp": dlp, "model_tools": [], "once": None}
     auth_route = next((r for r in policy.get("routes") or [] if isinstance(r, dict) and r.get("auth")), None)
     added = [allowed]
     if auth_route is not None:
         added.append({"host": CANARY_AUTHED, "ports": [443], "methods": [], "paths": [], "schemes": ["https"],
-                      "auth": dict(auth_route["auth"]), "dlp": dlp})
+                      "auth": dict(auth_route["auth"]), "dlp": dlp, "model_tools": [], "once": None})
     return added, auth_route
 
 

@@ -4,9 +4,13 @@ other reads, defined once and imported by both.
 Standard library only: the git gate, the status daemon and init run on the image's bare python3.
 The host maps this package in pyproject.toml; the bundle finds it through the ``pythonpath`` of
 each daemon in daemons.json. A rule written here must not be written again on either side
-(tests/host/test_contract_once.py walks both).
+(tests/sidecars/test_contract_once.py walks both).
 
-- ``files``: atomic replace, the queue lock, JSONL append with a size cap and rotation
+- ``files``: atomic replace, an exclusive lock, line and JSONL appends under a size cap (rotation)
 - ``layout``: the names of the state folders and files both sides share, and their caps
 - ``ports``: where each daemon of the bundle listens
+- ``hosts``: what a route host may be, wildcard matching, one pattern within another
+- ``policy``: routes.yaml (schema, validation, rendering) and the DLP settings in it
+- ``proposal``: the proposal format, ids, the validation of a change, the queue
+- ``clock``: the timestamps written into shared files
 """

@@ -49,15 +49,17 @@ def locked(path: PathLike) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def rotate(path: PathLike, max_bytes: int, keep: int) -> bool:
-    """When ``path`` has reached ``max_bytes``, shift it to ``.1`` (``.1`` to ``.2``, ...),
-    dropping what would become ``.keep+1``. True when it rotated. Racing rotators are harmless:
-    each rename is atomic and a missing file is skipped."""
+def rotate(path: PathLike, max_bytes: int, keep: int, incoming: int = 0) -> bool:
+    """When ``path`` holds something and ``incoming`` more bytes would take it past ``max_bytes``,
+    shift it to ``.1`` (``.1`` to ``.2``, ...), dropping what would become ``.keep+1`` (with
+    ``keep`` 0 the file is dropped). True when it rotated. Racing rotators are harmless: each
+    rename is atomic and a missing file is skipped."""
     path = os.fspath(path)
     try:
-        if os.stat(path).st_size < max_bytes:
-            return False
+        size = os.stat(path).st_size
     except FileNotFoundError:
+        return False
+    if size == 0 or size + incoming <= max_bytes:
         return False
     for n in range(keep - 1, 0, -1):
         older = f"{path}.{n}"
@@ -75,11 +77,12 @@ def rotate(path: PathLike, max_bytes: int, keep: int) -> bool:
 
 def append_line(path: PathLike, line: bytes, *, max_bytes: int, keep: int, mode: int = 0o600) -> None:
     """Append one line (a newline is added) with one O_APPEND write, so concurrent writers never
-    interleave, after rotating the file when it has reached ``max_bytes``. A line longer than
-    ``max_bytes`` is refused (ValueError): the cap would not hold."""
+    interleave, rotating the file first when the line would take it past ``max_bytes``: each file
+    stays within the cap (writers racing at the edge may pass it by a line each). A line longer
+    than ``max_bytes`` is refused (ValueError): the cap would not hold."""
     if len(line) + 1 > max_bytes:
         raise ValueError(f"a log line of {len(line)} bytes is over the {max_bytes}-byte cap of {os.fspath(path)}")
-    rotate(path, max_bytes, keep)
+    rotate(path, max_bytes, keep, incoming=len(line) + 1)
     fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
     try:
         os.write(fd, line + b"\n")

@@ -27,6 +27,7 @@ ROUTES = "routes.yaml"  # egress/: the policy in force (routes and DLP settings)
 REQUESTS_LOG = "requests.jsonl"  # egress/: one decision per line
 EGRESS_CA_KEY = "mitmproxy-ca.pem"  # egress/: the egress CA, key and certificate (mitmproxy's name)
 EGRESS_CA_CERT = "mitmproxy-ca-cert.pem"  # egress/: the certificate alone
+EGRESS_ONCE_USED = "once-used.json"  # egress/: ids of routes allowed once that a request has used
 QUEUE = "queue"  # supervise/queue/: one JSON file per proposal
 QUEUE_LOCK = ".lock"  # supervise/queue/.lock: held for every read-modify-write of the queue or the policy
 SUPERVISE_SETTINGS = "settings.json"  # supervise/: the operator's settings for the daemon

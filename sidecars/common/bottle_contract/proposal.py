@@ -1,0 +1,270 @@
+"""A proposal: what an agent asks for (or tripped over) and the operator's decision on it.
+
+One JSON file per proposal, ``<supervise folder>/queue/<id>.json``. The bundle's supervise daemon
+creates pending proposals and updates pending drafts; the host decides them. This module is the
+only statement of the format, and both sides read and write it through ``Queue``::
+
+    {
+      "version": 1,
+      "id": "20261127t075012123-3f9a1c2b",        # ID_RE: [a-z0-9-], never a path
+      "slug": "implementer-1a2b3c",               # the bottle
+      "kind": "egress-route" | "dlp-exemption" | "model-tool",
+      "change": {"host", "ports", "methods", "paths", "schemes"}   # egress-route ([] = any)
+              | {"host", "rule"}                                   # dlp-exemption (a gitleaks rule id)
+              | {"host", "tool"},                                  # model-tool (policy.MODEL_TOOLS)
+      "reason": "...",             # the agent's words, stored as sent: untrusted, shown inert
+      "context": "...",            # optional, from report-blocked
+      "draft": false,              # true: egress blocked it, nobody asked yet
+      "count": 1, "last_seen": "...",   # drafts: how often, and when last
+      "created_at": "2026-11-27T07:50:12.123+00:00",
+      "status": "pending" | "approved" | "modified" | "rejected",
+      "decision": null | {"by", "at", "scope": "once"|"always"|null, "change", "note"},
+      "once_used": {"at", "request"}    # set by supervise when a route allowed once was used
+    }
+
+Every write is an atomic replace; every read-modify-write holds the queue's lock
+(``Queue.lock``), which both sides take: two deciders racing give one decision. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from typing import Any
+
+from . import layout
+from .clock import now_iso
+from .files import atomic_write, locked
+from .hosts import host_problem, host_within, normalize_host
+from .policy import DEFAULT_PORTS, MODEL_TOOLS, SCHEMES, method_problem, rule_problem
+
+__all__ = ["now_iso"]  # re-exported: a proposal's timestamps
+
+SCHEMA_VERSION = 1
+KINDS = ("egress-route", "dlp-exemption", "model-tool")
+STATUSES = ("pending", "approved", "modified", "rejected")
+DECIDED = ("approved", "modified", "rejected")
+SCOPES = ("once", "always")
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+MAX_REASON = 4000  # the agent's reason
+MAX_NOTE = 4000  # the operator's note
+MAX_ITEMS = 16  # ports, methods, paths in one change
+MAX_PATH = 2048
+# A change's route host must be a name of at least two labels (never an IP literal).
+_HOST_RULES = {"allow_ip": False, "min_labels": 2}
+
+
+class ChangeError(ValueError):
+    """A change that is not valid: ``key`` is its dotted place (``host``, ``paths[1]``) and
+    ``problem`` a phrase; each side words the message for its reader."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
+
+
+def new_id() -> str:
+    """A fresh proposal id: sortable by time, with a random tail."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S%f")[:-3] + "-" + secrets.token_hex(4)
+
+
+def is_id(pid: object) -> bool:
+    return isinstance(pid, str) and ID_RE.match(pid) is not None
+
+
+# --- changes ------------------------------------------------------------------------------------
+
+def _host(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ChangeError("host", "give a host name such as api.example.com")
+    host = normalize_host(value)
+    problem = host_problem(host, **_HOST_RULES)  # type: ignore[arg-type]
+    if problem is not None:
+        raise ChangeError("host", f"{host[:80]!r} {problem}")
+    return host
+
+
+def _items(value: object, key: str, what: str) -> list[Any]:
+    if value in (None, []):
+        return []
+    if not isinstance(value, list) or len(value) > MAX_ITEMS:
+        raise ChangeError(key, f"a list of at most {MAX_ITEMS} {what}, or leave it out")
+    return value
+
+
+def _ports(value: object) -> list[int]:
+    items = _items(value, "ports", "port numbers (1-65535)")
+    if not items:
+        return list(DEFAULT_PORTS)
+    if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in items):
+        raise ChangeError("ports", f"a list of at most {MAX_ITEMS} port numbers (1-65535), or leave it out for 80 and 443")
+    return sorted(set(items))
+
+
+def _methods(value: object) -> list[str]:
+    out: list[str] = []
+    for i, m in enumerate(_items(value, "methods", "HTTP methods such as [\"GET\"]")):
+        if not isinstance(m, str) or (problem := method_problem(m.strip().upper())) is not None:
+            raise ChangeError(f"methods[{i}]", problem if isinstance(m, str) and problem else "must be an HTTP method name")
+        if m.strip().upper() not in out:
+            out.append(m.strip().upper())
+    return out
+
+
+def _paths(value: object) -> list[str]:
+    out: list[str] = []
+    for i, p in enumerate(_items(value, "paths", "paths such as [\"/v1/*\"]")):
+        if (not isinstance(p, str) or not p.startswith("/") or len(p) > MAX_PATH
+                or any(ch in p for ch in "?[]#") or any(ord(ch) < 33 or ord(ch) == 127 for ch in p)):
+            shown = repr(p[:80]) if isinstance(p, str) else "it"
+            raise ChangeError(f"paths[{i}]", f"{shown} must start with '/', have no spaces, control characters, "
+                                             f"'?', '#' or brackets ('*' is the wildcard), at most {MAX_PATH} characters")
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _schemes(value: object) -> list[str]:
+    items = _items(value, "schemes", "of http, https")
+    if not items:
+        return list(SCHEMES)
+    if not all(isinstance(s, str) and s.lower() in SCHEMES for s in items):
+        raise ChangeError("schemes", "list http and/or https, or leave it out for both")
+    return [s for s in SCHEMES if s in {x.lower() for x in items}]
+
+
+def validate_change(kind: str, change: object) -> dict[str, Any]:
+    """``change`` of a proposal of ``kind`` in normal form (host normalised, lists de-duplicated,
+    defaults filled); ChangeError otherwise."""
+    if kind not in KINDS:
+        raise ChangeError("kind", f"unknown proposal kind {kind[:40]!r}: one of {', '.join(KINDS)}")
+    if not isinstance(change, dict):
+        raise ChangeError("change", "must be a mapping such as {host: api.example.com}")
+    allowed = {"egress-route": ("host", "ports", "methods", "paths", "schemes"),
+               "dlp-exemption": ("host", "rule"), "model-tool": ("host", "tool")}[kind]
+    unknown = sorted(set(map(str, change)) - set(allowed))
+    if unknown:
+        raise ChangeError(unknown[0], f"unknown key; a {kind} change has {', '.join(allowed)}")
+    host = _host(change.get("host"))
+    if kind == "egress-route":
+        return {"host": host, "ports": _ports(change.get("ports")), "methods": _methods(change.get("methods")),
+                "paths": _paths(change.get("paths")), "schemes": _schemes(change.get("schemes"))}
+    if kind == "dlp-exemption":
+        rule = change.get("rule")
+        if not isinstance(rule, str) or (problem := rule_problem(rule)) is not None:
+            raise ChangeError("rule", "name the gitleaks rule that blocked the request, e.g. generic-api-key")
+        return {"host": host, "rule": rule}
+    tool = change.get("tool")
+    if tool not in MODEL_TOOLS:
+        raise ChangeError("tool", f"one of {', '.join(MODEL_TOOLS)}")
+    return {"host": host, "tool": tool}
+
+
+def narrower_problem(kind: str, final: dict[str, Any], asked: dict[str, Any]) -> ChangeError | None:
+    """Why the operator's ``final`` change widens what was ``asked`` (both in normal form), else
+    None: an operator may narrow a request, never widen it."""
+    if kind != "egress-route":
+        if final != asked:
+            what = asked.get("rule") or asked.get("tool")
+            return ChangeError(kind, f"can be approved or rejected as asked ({what} on {asked['host']}), not changed")
+        return None
+    if not host_within(final["host"], asked["host"]):
+        return ChangeError("host", f"'{final['host']}' is not within the asked host '{asked['host']}'")
+    wider_ports = sorted(set(final["ports"]) - set(asked["ports"]))
+    if wider_ports:
+        return ChangeError("ports", f"{wider_ports} were not asked for (asked: {asked['ports']})")
+    if asked["methods"] and (not final["methods"] or set(final["methods"]) - set(asked["methods"])):
+        return ChangeError("methods", f"only a subset of the asked methods {asked['methods']} can be allowed")
+    if set(final["schemes"]) - set(asked["schemes"]):
+        return ChangeError("schemes", f"only a subset of the asked schemes {asked['schemes']} can be allowed")
+    if asked["paths"]:
+        if not final["paths"]:
+            return ChangeError("paths", f"'any path' is wider than the asked paths {asked['paths']}")
+        import fnmatch
+
+        for p in final["paths"]:
+            # fnmatch reads the final glob as text: its '*' is matched by an asked '*' only, so a
+            # final glob passes only when every path it matches is also matched by an asked glob.
+            if not any(fnmatch.fnmatchcase(p, a) for a in asked["paths"]):
+                return ChangeError("paths", f"'{p}' is not within the asked paths {asked['paths']}")
+    return None
+
+
+def summary(kind: str, change: dict[str, Any]) -> str:
+    """One line naming all of what is asked (agent text included: render it inert)."""
+    if kind == "egress-route":
+        methods = ",".join(change.get("methods") or []) or "any method"
+        paths = " ".join(change.get("paths") or []) or "any path"
+        ports = ",".join(str(p) for p in change.get("ports") or [])
+        schemes = change.get("schemes") or list(SCHEMES)
+        prefix = "" if set(schemes) == set(SCHEMES) else "+".join(schemes) + " "
+        return f"{prefix}{methods} {change.get('host')}:{ports} {paths}"
+    if kind == "model-tool":
+        return f"model tool {change.get('tool')} on {change.get('host')}"
+    return f"DLP exemption: rule {change.get('rule')} on {change.get('host')}"
+
+
+# --- proposals ----------------------------------------------------------------------------------
+
+def new_proposal(slug: str, kind: str, change: dict[str, Any], reason: str, *, draft: bool = False,
+                 **extra: Any) -> dict[str, Any]:
+    """A pending proposal, every key of the format set."""
+    data: dict[str, Any] = {
+        "version": SCHEMA_VERSION, "id": new_id(), "slug": slug, "kind": kind, "change": change,
+        "reason": reason, "draft": draft, "created_at": now_iso(), "status": "pending", "decision": None,
+    }
+    if draft:
+        data.update(count=1, last_seen=data["created_at"])
+    data.update(extra)
+    return data
+
+
+def well_formed(data: object, pid: str) -> bool:
+    """Whether ``data`` (read from ``<pid>.json``) is a proposal; a torn or foreign file is not."""
+    return (
+        isinstance(data, dict) and is_id(pid) and data.get("id") == pid
+        and data.get("kind") in KINDS and data.get("status") in STATUSES
+        and isinstance(data.get("change"), dict) and isinstance(data.get("slug"), str)
+    )
+
+
+class Queue:
+    """The proposal files of one bottle's queue folder."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = os.fspath(folder)
+
+    def lock(self) -> AbstractContextManager[None]:
+        """The queue's one lock: every read-modify-write of a proposal or of routes.yaml holds it."""
+        os.makedirs(self.folder, exist_ok=True)
+        return locked(os.path.join(self.folder, layout.QUEUE_LOCK))
+
+    def path(self, pid: str) -> str:
+        if not is_id(pid):
+            raise ChangeError("id", f"{str(pid)[:80]!r} is not a proposal id")
+        return os.path.join(self.folder, f"{pid}.json")
+
+    def read(self, pid: str) -> dict[str, Any] | None:
+        """The proposal ``pid``, or None when there is none (or the file is not a proposal)."""
+        try:
+            with open(self.path(pid), encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError, RecursionError):
+            return None
+        return data if well_formed(data, pid) else None
+
+    def write(self, data: dict[str, Any]) -> None:
+        atomic_write(self.path(data["id"]), json.dumps(data, indent=2) + "\n", mode=0o644)
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every proposal in the folder, oldest first."""
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return []
+        found = [p for n in names if n.endswith(".json") and is_id(n[:-5]) for p in [self.read(n[:-5])] if p]
+        return sorted(found, key=lambda p: (str(p.get("created_at", "")), p["id"]))

@@ -25,13 +25,14 @@ from collections import Counter, OrderedDict
 from typing import Iterable
 
 DEFAULT_MAX_BYTES = 16 << 20
-ENTRY_BYTES = 128  # what one entry costs in the store (key tuple, digest, dict slot), measured
+ENTRY_BYTES = 192  # what one entry costs in the store (key tuple, digest, dict slot and order links)
 MIN_TOKEN = 16  # shorter values are no secrets a rule reports with confidence, and too cheap to guess
 MIN_ENTROPY = 3.0  # bits per character: below it a value is no token worth remembering
 MAX_LEARN_BYTES = 1 << 20  # of a response body, read for tokens
 
 # A token: a run of the characters tokens, keys, signatures and base64 are made of.
 _TOKEN = re.compile(rb"[A-Za-z0-9_\-+/=.~%]{16,4096}")
+_SPLIT = re.compile(rb"[./=&?:~]+|%2[Ff]|%3[Dd]")
 _LOCATION_HEADERS = frozenset({"location", "content-location", "link", "www-authenticate"})
 _LEARN_HEADERS = _LOCATION_HEADERS | {"set-cookie", "x-amz-request-id", "etag", "x-next-token"}
 
@@ -59,9 +60,7 @@ def tokens(data: bytes) -> set[bytes]:
         run = m.group(0)
         forms = {run, run.strip(b"=."), urllib.parse.unquote_to_bytes(run)}
         for f in list(forms):
-            for sep in (b".", b"/", b"=", b"%2F", b"&"):
-                if sep in f:
-                    forms.update(p for p in f.split(sep))
+            forms.update(_SPLIT.split(f))
         for f in forms:
             if len(f) >= MIN_TOKEN and _entropy(f) >= MIN_ENTROPY:
                 out.add(f)

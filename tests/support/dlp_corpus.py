@@ -253,3 +253,7 @@ def generate(rules_path: Path, n: int, seed: int = 20261127) -> list[tuple[str, 
             text += "\n"
         texts.append((f"t{i:05d}.txt", text))
     return texts
+
+
+# The adversarial corpus (issue 14): exfiltration shapes and ordinary traffic, by class.
+from tests.support.dlp_shapes import ENCODERS, SECRET_MAKERS, TEXT_ENCODERS, Case, exfiltration, ordinary, secret  # noqa: E402,F401

@@ -10,13 +10,13 @@ import re
 
 import re2
 
-from ._common import MAGICS, line_before, worth_scanning
+from ._common import MAGICS, emit, worth_scanning
 
 NAME = "base64"
 # Necessary conditions (Hyperscan): 4 quads that decode to ASCII (a secret of 12+ characters,
 # anywhere in the run), or the base64 of a compressed or archive header.
 _QUAD = rb"[A-Za-f][A-HQ-Xg-nw-z0-3][ABEFIJMNQRUVYZcdghklopstwx014589][\w/+-]"
-CANDIDATES = [_QUAD * 4, rb"H4sI[\w/+-]{8}", rb"eJ[wxyz][\w/+-]{8}", rb"KLUv/", rb"QlpoO", rb"/Td6WFo", rb"UEsDB"]
+CANDIDATES = [_QUAD * 4, rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}", rb"(?:[A-Za-z0-9+/]{8}[ \t]){3}", rb"H4sI[\w/+-]{8}", rb"eJ[wxyz][\w/+-]{8}", rb"KLUv/", rb"QlpoO", rb"/Td6WFo", rb"UEsDB"]
 
 _B64 = rb"[A-Za-z0-9+/_-]"
 _RUNS = re2.compile(
@@ -27,6 +27,7 @@ _RUNS = re2.compile(
     # or in one piece
     + rb"|" + _B64 + rb"{16,}={0,2}")
 _CHECK = re2.compile(_QUAD * 4 + rb"|H4sI|eJ[wxyz]|KLUv/|QlpoO|/Td6WFo|UEsDB")
+_MAGIC_AT = re2.compile(rb"H4sI|eJ[wxyz]|KLUv/|QlpoO|/Td6WFo|UEsDB")
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _TEXT = re.compile(rb"[\t\n\r\x20-\x7e]+")
 
@@ -70,6 +71,9 @@ def best(run: bytes) -> bytes:
     if _printable(dec):
         return dec
     cands = [dec] + [decode(compact[k:]) for k in (1, 2, 3)]
+    m = _MAGIC_AT.search(compact)
+    if m is not None and m.start() > 0:  # compressed data after other characters ("/files/eJw...")
+        cands.append(decode(compact[m.start():]))
     top = max(cands, key=_score)
     return top if worth_scanning(top) else b""
 
@@ -90,5 +94,5 @@ def pieces(text: bytes) -> list[tuple[int, bytes]]:
             continue
         dec = best(run)
         if dec:
-            out.append((m.start(), line_before(text, m.start()) + dec + b"\n"))
+            out.append(emit(text, m.start(), dec))
     return out

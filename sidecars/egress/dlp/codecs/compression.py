@@ -18,8 +18,8 @@ import zstandard
 from ..errors import CannotScan
 
 NAME = "compression"
-# By content: where compressed data may start (zlib's two bytes are too common to look for
-# anywhere but at the start). Found with bytes.find: the magics are not valid UTF-8, and the
+# By content: where compressed data may start (zlib's two bytes are common: at most 16 tries a
+# magic in a text, and a false start costs a few bytes of inflating). Found with bytes.find: the magics are not valid UTF-8, and the
 # engine's Hyperscan pass reads the text as UTF-8.
 _ANYWHERE = ((b"\x1f\x8b\x08", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"))
 _BZIP2_BLOCK = b"1AY&SY"
@@ -93,11 +93,14 @@ def _one(kind: str, data: bytes, room: int) -> tuple[bytes, bytes, bool]:
             raise CannotScan(f"body: decoded size over the scan cap ({kind})")
         return out, d2.unused_data, d2.eof
     if kind == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+        # one frame: bounded first (a reader stops at room + 1), then again for where it ends
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=False)
         out = reader.read(room + 1)
         if len(out) > room:
             raise CannotScan("body: decoded size over the scan cap (zstd)")
-        return out, b"", True
+        obj = zstandard.ZstdDecompressor().decompressobj()
+        obj.decompress(data)
+        return out, obj.unused_data, obj.eof
     if kind == "br":
         d4 = brotli.Decompressor()
         buf = bytearray()
@@ -112,7 +115,7 @@ def _one(kind: str, data: bytes, room: int) -> tuple[bytes, bytes, bool]:
 def embedded(data: bytes, cap: int) -> list[tuple[int, bytes]]:
     """Compressed data that starts anywhere in ``data`` (after a prefix of other bytes), inflated."""
     out = []
-    for magic, kind in _ANYWHERE:
+    for magic, kind in _ANYWHERE + tuple((h, "deflate") for h in _ZLIB_HEADS):
         if kind != "bzip2" and data.isascii():
             continue
         i = data.find(magic)

@@ -39,5 +39,13 @@ def decode(line: bytes) -> bytes:
     return _UNIT.sub(one, line)
 
 
+_LATIN1 = re2.compile(rb"\\[uU]00([0-9A-Fa-f]{2})")
+
+
+def decode_bytes(line: bytes) -> bytes:
+    """The other reading: a u00XX escape as the byte XX (binary written as a JS string)."""
+    return decode(_LATIN1.sub(lambda m: b"\\x" + m.group(1), line))
+
+
 def pieces(text: bytes) -> list[tuple[int, bytes]]:
-    return line_pieces(text, _ANY, decode)
+    return line_pieces(text, _ANY, decode, decode_bytes)

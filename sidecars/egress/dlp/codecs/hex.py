@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re2
 
-from ._common import line_before, worth_scanning
+from ._common import emit, worth_scanning
 
 NAME = "hex"
 CANDIDATES = [rb"[0-9A-Fa-f]{16}", rb"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}",
@@ -41,5 +41,5 @@ def pieces(text: bytes) -> list[tuple[int, bytes]]:
             if worth_scanning(alt) and not worth_scanning(dec):
                 dec = alt
         if worth_scanning(dec):
-            out.append((m.start(), line_before(text, m.start()) + dec + b"\n"))
+            out.append(emit(text, m.start(), dec))
     return out

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -164,17 +165,16 @@ async def cmd_agents(args: argparse.Namespace) -> int:
 
 # -- proposals and policy (the same library the console uses) ----------------------------------
 
-def _shown(value: object, limit: int = 0) -> str:
+def _shown(value: object) -> str:
     """Agent-supplied text for a terminal: control characters and escapes made inert."""
     from .console.inert import inert
 
-    text = inert(value).plain
-    return text if not limit or len(text) <= limit else text[: limit - 1] + "…"
+    return inert(value).plain
 
 
 def _proposal_line(p: ops.Proposal) -> tuple[str, ...]:
     seen = f"x{p.data.get('count', 1)}" if p.data.get("draft") else ""
-    return (p.id, p.slug, p.kind, p.status + (" draft" if p.data.get("draft") else ""), seen, _shown(p.summary(), 100))
+    return (p.id, p.slug, p.kind, p.status + (" draft" if p.data.get("draft") else ""), seen, _shown(p.summary()))
 
 
 async def cmd_proposals(args: argparse.Namespace) -> int:
@@ -188,7 +188,9 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
         if not found:
             _say("no proposals" if args.all else "no pending proposals (--all shows decided ones too)")
             return 0
-        _print_table([("ID", "SLUG", "KIND", "STATUS", "SEEN", "WHAT"), *(_proposal_line(p) for p in found)])
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        for line in proposal_table([_proposal_line(p) for p in found], width=width):
+            print(line)
         return 0
     p = ops.find_proposal(home, args.id)
     if action == "show":
@@ -219,10 +221,36 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip())
+    return ["  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    for line in _table(rows):
+        print(line)
+
+
+PROPOSAL_HEADER = ("ID", "SLUG", "KIND", "STATUS", "SEEN", "WHAT")
+MIN_WHAT_WIDTH = 30
+
+
+def proposal_table(rows: list[tuple[str, ...]], *, width: int | None) -> list[str]:
+    """`proposals ls` as lines. The last column (what is asked) is never cut: on a terminal of
+    ``width`` columns it wraps onto lines of its own under the column (at least
+    MIN_WHAT_WIDTH wide); with no width (a pipe) each proposal is one line, however long."""
+    if width is None:
+        return _table([PROPOSAL_HEADER, *rows])
+    lines = _table([PROPOSAL_HEADER, *(row[:-1] + ("",) for row in rows)])
+    indent = len(lines[0]) - len(PROPOSAL_HEADER[-1])
+    room = max(width - indent - 1, MIN_WHAT_WIDTH)
+    out = [lines[0]]
+    for line, row in zip(lines[1:], rows):
+        what = row[-1]
+        parts = [what[i:i + room] for i in range(0, len(what), room)] or [""]
+        out.append(line.ljust(indent) + parts[0])
+        out += [" " * indent + part for part in parts[1:]]
+    return out
 
 
 async def _edit_in_editor(text: str, suffix: str, problem: str = "") -> str:

@@ -54,8 +54,8 @@ def magic_tail(dec: bytes) -> bytes:
     """Compressed data that starts inside ``dec`` (after a prefix), or b""."""
     if dec.isascii() and b"BZh" not in dec:
         return b""
-    at = min((i for i in (dec.find(m) for m in MAGICS) if i > 0), default=-1)
-    return dec[at:] if at > 0 else b""
+    at = min((i for i in (dec.find(m) for m in MAGICS) if i >= 0), default=-1)
+    return dec[at:] if at >= 0 else b""
 
 
 def line_pieces(text: bytes, rx, decode, *decodes) -> list[tuple[int, bytes]]:

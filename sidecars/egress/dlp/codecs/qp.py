@@ -13,33 +13,41 @@ NAME = "qp"
 CANDIDATES = [rb"=[0-9A-F]{2}=[0-9A-F]{2}", rb"=3D", rb"=\r?\n"]
 
 _ANY = re2.compile(rb"=[0-9A-F]{2}=[0-9A-F]{2}|=3D|=\r?\n")
-_UNIT = re2.compile(rb"=[0-9A-F]{2}")
 
 
 def decode(block: bytes) -> bytes:
     return binascii.a2b_qp(block)
 
 
+def _after(text: bytes, e: int, n: int) -> int:
+    for _ in range(n):
+        if e < len(text):
+            e = line_bounds(text, e + 1, e + 1)[1]
+    return e
+
+
+def _before(text: bytes, s: int, n: int) -> int:
+    for _ in range(n):
+        if s > 0:
+            s = line_bounds(text, s - 1, s - 1)[0]
+    return s
+
+
 def pieces(text: bytes) -> list[tuple[int, bytes]]:
-    out, done = [], -1
+    """Blocks of lines holding QP units (units within two lines of each other are one block: a
+    soft break joins lines, and a nested one spans an empty line), with two lines of context
+    each side (the wrapped run a block continues), decoded whole."""
+    blocks: list[list[int]] = []
     for m in _ANY.finditer(text):
-        if m.start() < done:
-            continue
         s, e = line_bounds(text, m.start(), m.start() + 1)
-        for _ in range(2):  # and the lines before it: what the block continues (wrapped base64)
-            if s > 0 and s - 1 > done:
-                s = line_bounds(text, s - 1, s - 1)[0]
-        # a soft break, or a next line with encoded bytes too, continues the block
-        while e < len(text):
-            ne = line_bounds(text, e + 1, e + 1)[1]
-            if not (text[e - 1:e] == b"=" or text[e - 2:e] == b"=\r" or _UNIT.search(text, e + 1, ne)):
-                break
-            e = ne
-        for _ in range(2):  # and the lines after it: a nested soft break continues there
-            if e < len(text):
-                e = line_bounds(text, e + 1, e + 1)[1]
-        done = e
-        for start in (s, m.start()) if m.start() > s else (s,):
+        if blocks and s <= _after(text, blocks[-1][1], 2):
+            blocks[-1][1] = max(blocks[-1][1], e)
+            continue
+        blocks.append([_before(text, s, 2), e, m.start()])
+    out = []
+    for s, e, first in blocks:
+        e = _after(text, e, 2)
+        for start in (s, first) if first > s else (s,):
             # from the first unit too: a "=" glued before it ("v==73") misleads the decoder
             dec = text[s:start] + decode(text[start:e])
             if dec == text[s:e]:

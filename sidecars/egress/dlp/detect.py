@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hyperscan
+import re2
 
 from .codecs.gitleaks import _ENDS_PER_BYTE, _MAX_ENDS, Segment, _current_line, _overlaps, _to_original, decode_pass, find_all
 from .database import CODEC_BASE, DECODABLE, DECODABLE_ID, KEYWORD_BASE, compile_database, database_path, load_database
@@ -40,7 +41,7 @@ ALLOW_SIGNATURE = b"gitleaks:allow"
 # Characters whose Go lowercasing / case folding reaches ASCII: KELVIN SIGN folds with k,
 # LATIN SMALL LETTER LONG S with s, and Go's ToLower maps U+0130 to a plain i. Hyperscan's
 # caseless matching is ASCII-only, so text holding one of them skips the prefilter.
-_FOLDS_TO_ASCII = (b"\xe2\x84\xaa", b"\xc5\xbf", b"\xc4\xb0")
+_FOLDS_TO_ASCII = re2.compile(b"\xe2\x84\xaa|\xc5\xbf|\xc4\xb0")
 
 
 # --- findings -------------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class Scanner:
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
         rules = self.rules.rules
         ascii_only = data.isascii()
-        if not ascii_only and any(f in data for f in _FOLDS_TO_ASCII):
+        if not ascii_only and _FOLDS_TO_ASCII.search(data) is not None:
             # Go folds these into ASCII letters; Hyperscan does not: let re2 and keywords decide
             lowered = _go_lower(data)
             kws = {i for i, k in enumerate(self.rules.keywords) if k in lowered}

@@ -13,6 +13,7 @@ import lzma
 import zlib
 
 import brotli
+import re2
 import zstandard
 
 from ..errors import CannotScan
@@ -24,6 +25,7 @@ NAME = "compression"
 _ANYWHERE = ((b"\x1f\x8b\x08", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"))
 _BZIP2_BLOCK = b"1AY&SY"
 _ZLIB_HEADS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+_ANY_MAGIC = re2.compile(rb"\x1f\x8b\x08|\x28\xb5\x2f\xfd|\xfd7zXZ\x00|BZh[1-9]1AY&SY|x[\x01\x5e\x9c\xda]")
 DECLARED = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "br": "br", "zstd": "zstd",
             "bzip2": "bzip2", "x-bzip2": "bzip2", "xz": "xz", "lzma": "xz"}
 
@@ -114,7 +116,9 @@ def _one(kind: str, data: bytes, room: int) -> tuple[bytes, bytes, bool]:
 
 def embedded(data: bytes, cap: int) -> list[tuple[int, bytes]]:
     """Compressed data that starts anywhere in ``data`` (after a prefix of other bytes), inflated."""
-    out = []
+    out: list[tuple[int, bytes]] = []
+    if _ANY_MAGIC.search(data) is None:  # one pass for all of them; most texts end here
+        return out
     for magic, kind in _ANYWHERE + tuple((h, "deflate") for h in _ZLIB_HEADS):
         if kind != "bzip2" and data.isascii():
             continue

@@ -25,7 +25,9 @@ NAME = "compression"
 _ANYWHERE = ((b"\x1f\x8b\x08", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"))
 _BZIP2_BLOCK = b"1AY&SY"
 _ZLIB_HEADS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
-_ANY_MAGIC = re2.compile(rb"\x1f\x8b\x08|\x28\xb5\x2f\xfd|\xfd7zXZ\x00|BZh[1-9]1AY&SY|x[\x01\x5e\x9c\xda]")
+_LATIN1 = re2.Options()
+_LATIN1.encoding = re2.Options.Encoding.LATIN1  # bytes, not UTF-8: the magics are not text
+_ANY_MAGIC = re2.compile(rb"\x1f\x8b\x08|\x28\xb5\x2f\xfd|\xfd7zXZ\x00|BZh[1-9]1AY&SY|x[\x01\x5e\x9c\xda]", options=_LATIN1)
 DECLARED = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "br": "br", "zstd": "zstd",
             "bzip2": "bzip2", "x-bzip2": "bzip2", "xz": "xz", "lzma": "xz"}
 

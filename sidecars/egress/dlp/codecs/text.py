@@ -15,10 +15,8 @@ CANDIDATES = [rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){6}", rb"(?:\x00[\x09\x0a\x0d\x2
 
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
                         "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff]")
-# The UTF-8 forms of the invisible characters, for a byte-level test before decoding anything.
-_INVISIBLE_UTF8 = re2.compile(rb"\xc2\xad|\xcd\x8f|\xd8\x9c|\xe1\x85[\x9f\xa0]|\xe1\x9e[\xb4\xb5]|\xe1\xa0[\x8b-\x8f]"
-                              rb"|\xe2\x80[\x8b-\x8f\xaa-\xae]|\xe2\x81[\xa0-\xaf]|\xe3\x85\xa4|\xef\xb8[\x80-\x8f]"
-                              rb"|\xef\xbb\xbf|\xef\xbe\xa0|\xf3\xa0[\x80-\x83]")
+# The same characters for re2 over the UTF-8 bytes: a test before decoding anything.
+_INVISIBLE_UTF8 = re2.compile(_INVISIBLE.pattern.encode("utf-8"))
 _LE = re2.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){6,}")
 _BE = re2.compile(rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){6,}")
 

@@ -426,3 +426,20 @@ def test_stream_with_body_false_passes_any_encoding(rs) -> None:
     assert st.feed(b"abc") == b"abc" and st.finish() == b"" and not st.verdict.blocked
     st = rs.body_stream([("Content-Encoding", "compress")])
     assert st.feed(b"abc") == b"" and st.verdict.cannot_scan
+
+
+def test_stream_decodes_a_base64_run_longer_than_the_window(rs) -> None:
+    """A base64 run longer than the window, with binary around the secret: whatever offset a
+    window starts at inside the run, the part holding the secret still decodes."""
+    import random
+    rng = random.Random(4)
+    blob = base64.b64encode(rng.randbytes(30_000) + b" " + GHP.encode() + b" " + rng.randbytes(30_000))
+    text = b"y" * 20_001 + b" " + blob + b" end\n"
+    for size in (999, 4096):
+        st = rs.body_stream([("Content-Type", "text/plain")])
+        for i in range(0, len(text), size):
+            st.feed(text[i:i + size])
+            if st.verdict.blocked:
+                break
+        st.finish()
+        assert ("github-pat", "body") in where(st.verdict), size

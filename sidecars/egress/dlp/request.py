@@ -96,13 +96,6 @@ def _header_label(name: str, index: int) -> str:
     return f"header {n}" if n.lower() in _KNOWN_HEADERS else f"header {index}"
 
 
-def _label(name: str) -> str:
-    """A name from the request, fit for a log line and a 403 body: printable ASCII only and
-    short (the agent chose it). Kept for callers that label their own parts."""
-    clean = "".join(c if " " <= c <= "~" else "?" for c in name)
-    return clean if len(clean) <= 64 else clean[:61] + "..."
-
-
 def _utf8(text: str) -> bytes:
     """str from mitmproxy (surrogate-escaped bytes) or JSON (lone surrogates) as bytes to scan."""
     try:

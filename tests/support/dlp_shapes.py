@@ -58,7 +58,8 @@ SECRET_MAKERS = {
     "slack-bot-token": lambda r: f"xoxb-{_s(r, string.digits, 11)}-{_s(r, string.digits, 12)}-{_s(r, ALNUM, 24)}",
     "stripe-access-token": lambda r: "sk_live_" + _s(r, ALNUM, 32),
     "npm-access-token": lambda r: "npm_" + _s(r, string.ascii_lowercase + string.digits, 36),
-    "openai-api-key": lambda r: "sk-proj-" + _s(r, ALNUM + "_-", 74) + "T3BlbkFJ" + _s(r, ALNUM + "_-", 74),
+    # (the rule ends in \b: a key ending in "-" is none)
+    "openai-api-key": lambda r: "sk-proj-" + _s(r, ALNUM + "_-", 74) + "T3BlbkFJ" + _s(r, ALNUM + "_-", 73) + _s(r, ALNUM, 1),
     "anthropic-api-key": lambda r: "sk-ant-api03-" + _s(r, ALNUM + "_-", 93) + "AA",
     "gcp-api-key": lambda r: "AIza" + _s(r, ALNUM + "_-", 35),
     "digitalocean-pat": lambda r: "dop_v1_" + _s(r, "0123456789abcdef", 64),

@@ -11,6 +11,7 @@ import re
 import re2
 
 from ._common import MAGICS, emit, worth_scanning
+from .gitleaks import find_all
 
 NAME = "base64"
 # Necessary conditions (Hyperscan): 4 quads that decode to ASCII (a secret of 12+ characters,
@@ -22,10 +23,11 @@ _B64 = rb"[A-Za-z0-9+/_-]"
 _RUNS = re2.compile(
     # wrapped: a run at the end of a line, then lines of nothing but base64
     _B64 + rb"{4,}={0,2}[ \t]*\r?\n(?:[ \t]*" + _B64 + rb"+={0,2}[ \t]*\r?\n)*[ \t]*" + _B64 + rb"+={0,2}"
-    # or broken by spaces
-    + rb"|(?:" + _B64 + rb"{2,}={0,2}[ \t]+){2,}" + _B64 + rb"{2,}={0,2}"
     # or in one piece
     + rb"|" + _B64 + rb"{16,}={0,2}")
+# or broken by spaces into groups (4 to 12 wide): looked for only where such groups are
+_SPACED = re.compile(rb"[A-Za-z0-9+/_-]+[ \t](?:[A-Za-z0-9+/_-]{4,12}[ \t]){2,}[A-Za-z0-9+/_-]{1,12}={0,2}")
+_SPACED_HINT = re2.compile(rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}|(?:[A-Za-z0-9+/]{8}[ \t]){3}")
 _CHECK = re2.compile(_QUAD * 4 + rb"|H4sI|eJ[wxyz]|KLUv/|QlpoO|/Td6WFo|UEsDB")
 _MAGIC_AT = re2.compile(rb"H4sI|eJ[wxyz]|KLUv/|QlpoO|/Td6WFo|UEsDB")
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
@@ -88,11 +90,14 @@ _PRINTABLE = bytes(range(9, 14)) + bytes(range(32, 127))
 def pieces(text: bytes) -> list[tuple[int, bytes]]:
     """(where in ``text``, the line before it + the decoded bytes) for each run worth scanning."""
     out = []
-    for m in _RUNS.finditer(text):
-        run = m.group(0)
+    spans = [sp[0] for sp in find_all(_RUNS, text)]
+    if _SPACED_HINT.search(text):
+        spans += [m.span() for m in _SPACED.finditer(text)]
+    for start, end in spans:
+        run = text[start:end]
         if _CHECK.search(b"".join(run.split())) is None:
             continue
         dec = best(run)
         if dec:
-            out.append(emit(text, m.start(), dec))
+            out.append(emit(text, start, dec))
     return out

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import html
 
-import re2
+import re
 
 from ._common import line_pieces
 
 NAME = "entities"
 CANDIDATES = [rb"&#[0-9]{1,7}", rb"&#[xX][0-9A-Fa-f]{1,6}", rb"&[A-Za-z][A-Za-z0-9]+;"]
 
-_ANY = re2.compile(rb"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z]{2,31};)")
+_ANY = re.compile(rb"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z]{2,31};)")
 
 
-_REF = re2.compile(rb"&#([0-9]{1,7});?|&#[xX]([0-9A-Fa-f]{1,6});?|&[A-Za-z][A-Za-z0-9]+;")
+_REF = re.compile(rb"&#([0-9]{1,7});?|&#[xX]([0-9A-Fa-f]{1,6});?|&[A-Za-z][A-Za-z0-9]+;")
 
 
 def _one(m) -> bytes:

@@ -4,7 +4,7 @@ are: a secret cut by ``\\n`` into wrapped lines, or spelled in escapes, is whole
 
 from __future__ import annotations
 
-import re2
+import re
 
 from ._common import line_pieces
 
@@ -12,8 +12,8 @@ NAME = "escapes"
 CANDIDATES = [rb"\\[uU][0-9A-Fa-f]{4}", rb"\\u\{[0-9A-Fa-f]{1,6}\}", rb"\\x[0-9A-Fa-f]{2}", rb"\\[0-7]{3}",
               rb"\\[nrtbfv/\x22'\\]"]
 
-_ANY = re2.compile(rb"\\(?:[uU][0-9A-Fa-f]{4}|u\{[0-9A-Fa-f]{1,6}\}|x[0-9A-Fa-f]{2}|[0-7]{3}|[nrtbfv/\x22'\\])")
-_UNIT = re2.compile(rb"\\[uU]([dD][89abAB][0-9A-Fa-f]{2})\\[uU]([dD][c-fC-F][0-9A-Fa-f]{2})"
+_ANY = re.compile(rb"\\(?:[uU][0-9A-Fa-f]{4}|u\{[0-9A-Fa-f]{1,6}\}|x[0-9A-Fa-f]{2}|[0-7]{3}|[nrtbfv/\x22'\\])")
+_UNIT = re.compile(rb"\\[uU]([dD][89abAB][0-9A-Fa-f]{2})\\[uU]([dD][c-fC-F][0-9A-Fa-f]{2})"
                     rb"|\\[uU]([0-9A-Fa-f]{4})|\\u\{([0-9A-Fa-f]{1,6})\}|\\x([0-9A-Fa-f]{2})|\\([0-7]{3})|\\(.)")
 _ONE = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"v": b"\v"}
 
@@ -39,7 +39,7 @@ def decode(line: bytes) -> bytes:
     return _UNIT.sub(one, line)
 
 
-_LATIN1 = re2.compile(rb"\\[uU]00([0-9A-Fa-f]{2})")
+_LATIN1 = re.compile(rb"\\[uU]00([0-9A-Fa-f]{2})")
 
 
 def decode_bytes(line: bytes) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re2
 
 from ._common import emit, worth_scanning
+from .gitleaks import find_all
 
 NAME = "hex"
 CANDIDATES = [rb"[0-9A-Fa-f]{16}", rb"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}",
@@ -32,8 +33,8 @@ def decode(run: bytes) -> bytes:
 
 def pieces(text: bytes) -> list[tuple[int, bytes]]:
     out = []
-    for m in _RUNS.finditer(text):
-        run = m.group(0)
+    for (start, end), *_ in find_all(_RUNS, text):
+        run = text[start:end]
         dec = decode(run)
         if len(run) > 16 and len(run) % 2 and run[0] in b"0123456789abcdefABCDEF":
             # an odd plain run: the other pairing (a hex digit glued before the run) too
@@ -41,5 +42,5 @@ def pieces(text: bytes) -> list[tuple[int, bytes]]:
             if worth_scanning(alt) and not worth_scanning(dec):
                 dec = alt
         if worth_scanning(dec):
-            out.append(emit(text, m.start(), dec))
+            out.append(emit(text, start, dec))
     return out

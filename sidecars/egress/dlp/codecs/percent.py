@@ -4,15 +4,15 @@ forms; the raw text is scanned too)."""
 
 from __future__ import annotations
 
-import re2
+import re
 
 from ._common import line_pieces
 
 NAME = "percent"
 CANDIDATES = [rb"%[0-9A-Fa-f]{2}", rb"%[uU][0-9A-Fa-f]{4}"]
 
-_ANY = re2.compile(rb"%(?:[0-9A-Fa-f]{2}|[uU][0-9A-Fa-f]{4})")
-_UNIT = re2.compile(rb"%[uU]([0-9A-Fa-f]{4})|%([0-9A-Fa-f]{2})")
+_ANY = re.compile(rb"%(?:[0-9A-Fa-f]{2}|[uU][0-9A-Fa-f]{4})")
+_UNIT = re.compile(rb"%[uU]([0-9A-Fa-f]{4})|%([0-9A-Fa-f]{2})")
 
 
 def decode(line: bytes) -> bytes:

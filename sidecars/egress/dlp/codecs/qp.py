@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import binascii
 
-import re2
+import re
 
 from ._common import line_bounds, magic_tail, textual
 
 NAME = "qp"
 CANDIDATES = [rb"=[0-9A-F]{2}=[0-9A-F]{2}", rb"=3D", rb"=\r?\n"]
 
-_ANY = re2.compile(rb"=[0-9A-F]{2}=[0-9A-F]{2}|=3D|=\r?\n")
+_ANY = re.compile(rb"=[0-9A-F]{2}=[0-9A-F]{2}|=3D|=\r?\n")
 
 
 def decode(block: bytes) -> bytes:

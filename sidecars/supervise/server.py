@@ -180,15 +180,13 @@ def build() -> MCPServer:
 
 
 async def tail_egress(q_: inbox.Queue) -> None:
-    tail = inbox.EgressTail(os.path.join(EGRESS_DIR, "requests.jsonl"), os.path.join(STATE_DIR, "egress-cursor.json"))
-    routes = os.path.join(EGRESS_DIR, layout.ROUTES)
+    tail = inbox.EgressTail(os.path.join(EGRESS_DIR, layout.REQUESTS_LOG), os.path.join(STATE_DIR, layout.EGRESS_CURSOR))
+    intake = inbox.Intake(q_, tail, os.path.join(EGRESS_DIR, layout.ROUTES))
     while True:
         try:
-            records = tail.poll()
-            inbox.drafts_from(q_, records)
-            if inbox.withdraw_once(q_, records, routes) and os.getpid() != 1:
+            if await asyncio.to_thread(intake.step) and os.getpid() != 1:
                 os.kill(1, signal.SIGHUP)  # init forwards it to egress: reload the narrowed policy now
-        except Exception as e:  # noqa: BLE001 - a bad line or a full disk must not stop the daemon
+        except Exception as e:  # noqa: BLE001 - whatever happens, the daemon keeps reading
             log.warning("supervise: reading egress's log failed: %s", e)
         await asyncio.sleep(TAIL_INTERVAL)
 

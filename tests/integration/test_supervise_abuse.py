@@ -1,0 +1,266 @@
+"""The bundle's daemons against a hostile agent, on one real bottle with a git gate (an HTTPS
+upstream with basic auth), supervise and the status daemon: floods of idle and half-sent
+connections on every port the agent reaches, a route allowed once under a burst and under a full
+queue, a lying clock, public-suffix wildcards, and what drafts propose. Everything the agent does
+here it does from inside its container, as a prompt-injected agent would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bottle_tui import proposals
+from tests.integration.test_git_gate import CREDENTIAL, GIT_SECRET, SEED_UPSTREAM, UPSTREAM_URL, agent_sh
+from tests.support.bottles import (ALLOWED, BLOCKED, GIT_HOST, Bottle, connect_fake_internet, make_fake_git_cert, sh,
+                                   start_bottle, start_fake_git_host, stop_bottle, write_home)
+from tests.support.supervise import call_tool, install_mcp_client, start_call
+from tests.support.waiting import wait_for
+
+from bottle_contract import layout, ports
+
+pytestmark = pytest.mark.integration
+
+MANIFESTS = {
+    "agents/abuser.md": "---\nbottle: abusebox\n---\nYou are a test agent that misbehaves.\n",
+    "bottles/abusebox.md": f"""---
+description: the abuse tests' bottle, with every daemon of the bundle
+egress:
+  routes:
+    - host: {ALLOWED}
+git:
+  upstream: {UPSTREAM_URL}
+  branch: main
+  credentials_env: BOTTLE_TEST_GIT_TOKEN
+resources: {{cpus: 1, memory: 1g, pids: 256}}
+---
+""",
+}
+SIDECARS_PIDS = 256  # the bundle's pids limit (bottle_tui.backends.docker.compose)
+FLOOD_PORTS = {"egress": ports.EGRESS, "supervise": ports.SUPERVISE, "status": ports.STATUS, "git-gate": ports.GIT_GATE}
+
+# Run in the agent: hold N idle connections and H half-sent requests on each target, reopen what
+# the server closes (once a second, as a patient attacker would), and say what happened when told
+# to stop on stdin (or after its deadline: the loop is bounded).
+HOLDER = r"""
+import json, selectors, socket, sys, time
+targets = [(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in sys.argv[1].split(",")]
+idle, half, deadline = int(sys.argv[2]), int(sys.argv[3]), time.monotonic() + float(sys.argv[4])
+HALF = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le"
+sel = selectors.DefaultSelector()
+stats = {f"{h}:{p}": {"opened": 0, "closed_by_server": 0, "connect_failed": 0} for h, p in targets}
+def open_one(t, first):
+    st = stats[f"{t[0]}:{t[1]}"]
+    try:
+        s = socket.create_connection(t, timeout=3)
+        if first:
+            s.sendall(first)
+    except OSError:
+        st["connect_failed"] += 1
+        return False
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ, (t, first))
+    st["opened"] += 1
+    return True
+for t in targets:
+    for i in range(idle + half):
+        open_one(t, HALF if i >= idle else b"")
+print(json.dumps({"held": {k: v["opened"] for k, v in stats.items()}}), flush=True)
+sel.register(sys.stdin, selectors.EVENT_READ, None)
+closed, last_reopen, stop = [], time.monotonic(), False
+while not stop and time.monotonic() < deadline:
+    for key, _ in sel.select(0.2):
+        if key.data is None:
+            stop = True
+            continue
+        try:
+            data = key.fileobj.recv(4096)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+            t, first = key.data
+            stats[f"{t[0]}:{t[1]}"]["closed_by_server"] += 1
+            closed.append(key.data)
+    if time.monotonic() - last_reopen >= 1.0:
+        for t, first in closed:
+            open_one(t, first)
+        closed, last_reopen = [], time.monotonic()
+held = {}
+for key in list(sel.get_map().values()):
+    if key.data is not None:
+        k = f"{key.data[0][0]}:{key.data[0][1]}"
+        held[k] = held.get(k, 0) + 1
+print(json.dumps({"stats": stats, "open_at_end": held}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream(fake_internet: str, fake_pki: Path) -> str:
+    make_fake_git_cert(fake_pki)
+    sh("docker", "exec", fake_internet, "sh", "-c", SEED_UPSTREAM)
+    start_fake_git_host(fake_internet, CREDENTIAL)
+    return fake_internet
+
+
+@pytest.fixture(scope="module")
+def abot(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):
+    home = write_home(tmp_path_factory.mktemp("abuse-home"))
+    for rel, text in MANIFESTS.items():
+        (home / rel).write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOTTLE_TEST_GIT_TOKEN", GIT_SECRET)
+        b = start_bottle(home, "abuser")
+    try:
+        b.fake_ip = connect_fake_internet(b, upstream, (GIT_HOST,))
+        install_mcp_client(b)
+        yield b
+    finally:
+        stop_bottle(b, upstream)
+
+
+def status_code(bottle: Bottle, *curl: str, timeout: float = 60) -> str:
+    return bottle.exec("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30", *curl, timeout=timeout).stdout.strip()
+
+
+def sidecar_pids(bottle: Bottle) -> int:
+    return int(sh("docker", "exec", bottle.sidecars, "cat", "/sys/fs/cgroup/pids/pids.current").stdout)
+
+
+def timed(fn):
+    started = time.monotonic()
+    out = fn()
+    return out, round(time.monotonic() - started, 3)
+
+
+def test_floods_of_idle_and_half_sent_connections_leave_every_daemon_answering(abot: Bottle) -> None:
+    assert "refs/heads/main" in agent_sh(abot, "git ls-remote origin", check=True).stdout
+    (_, b_gate), (_, b_mcp), (_, b_egress) = (timed(lambda: agent_sh(abot, "git ls-remote origin")),
+                                              timed(lambda: call_tool(abot, "list-egress-routes", {})),
+                                              timed(lambda: status_code(abot, f"http://{ALLOWED}/calm")))
+    before = sidecar_pids(abot)
+    targets = ",".join(f"{name}:{port}" for name, port in FLOOD_PORTS.items())
+    holder = subprocess.Popen(["docker", "exec", "-i", abot.agent, "python3", "-c", HOLDER, targets, "1000", "400", "240"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        held = json.loads(holder.stdout.readline())["held"]
+        pids = [sidecar_pids(abot)]
+        (egress, t_egress) = timed(lambda: status_code(abot, f"http://{ALLOWED}/flood"))
+        (gate, t_gate) = timed(lambda: agent_sh(abot, "git ls-remote origin", timeout=120))
+        (mcp, t_mcp) = timed(lambda: call_tool(abot, "list-egress-routes", {}, timeout=120))
+        (hook, t_hook) = timed(lambda: status_code(abot, "--noproxy", "*", "-H", "content-type: application/json",
+                                                   "--data-binary", '{"hook_event_name": "Stop"}', "http://status:8766/hook"))
+        pids.append(sidecar_pids(abot))
+        # a second round a while later: the attacker has reopened whatever the servers closed
+        time.sleep(12)
+        (gate2, t_gate2) = timed(lambda: agent_sh(abot, "git ls-remote origin", timeout=120))
+        (mcp2, t_mcp2) = timed(lambda: call_tool(abot, "list-egress-routes", {}, timeout=120))
+        (egress2, t_egress2) = timed(lambda: status_code(abot, f"http://{ALLOWED}/flood"))
+        pids.append(sidecar_pids(abot))
+    finally:
+        out, err = holder.communicate("stop\n", timeout=120)
+    report = json.loads(out.strip().splitlines()[-1])
+    print(f"\nflood: held at start {held}\nflood: {json.dumps(report)}\n"
+          f"flood: pids in the bundle before {before}, during {pids} (limit {SIDECARS_PIDS})\n"
+          f"flood: answers while held: egress {egress} in {t_egress} s, gate rc {gate.returncode} in {t_gate} s, "
+          f"supervise {'ok' if not mcp['is_error'] else mcp} in {t_mcp} s, status {hook} in {t_hook} s; "
+          f"12 s later: gate rc {gate2.returncode} in {t_gate2} s, supervise in {t_mcp2} s, egress {egress2} in {t_egress2} s\n"
+          f"flood: the same without a flood: gate {b_gate} s, supervise {b_mcp} s, egress {b_egress} s")
+    assert all(n == 1400 for n in held.values()), held
+    assert egress == "200" and egress2 == "200"
+    assert gate.returncode == 0 and "refs/heads/main" in gate.stdout, gate.stdout
+    assert gate2.returncode == 0 and "refs/heads/main" in gate2.stdout, gate2.stdout
+    assert not mcp["is_error"] and not mcp2["is_error"] and ALLOWED in mcp["text"]
+    assert hook == "204"
+    assert max(pids) < SIDECARS_PIDS - 64, pids  # far from the limit: the floods cost no threads
+    # the servers with a cap kept to it: what they closed, the agent reopened
+    for name in ("supervise", "status", "git-gate"):
+        assert report["stats"][f"{name}:{FLOOD_PORTS[name]}"]["closed_by_server"] > 0, report
+
+
+def test_a_lying_clock_does_not_freeze_the_agents_status(abot: Bottle) -> None:
+    status = abot.state / "status" / layout.STATUS_FILE
+    lie = '{"hook_event_name": "PreToolUse", "t": 99999999999999999999}'
+    assert status_code(abot, "--noproxy", "*", "-H", "content-type: application/json", "--data-binary", lie,
+                       "http://status:8766/hook") == "204"
+    wait_for(lambda: json.loads(status.read_text())["state"] == "working", timeout=10, what="the lie to be applied")
+    # claude's own hook, as it runs on the next event
+    abot.exec("sh", "-c", "echo '{\"hook_event_name\": \"Stop\"}' | /opt/bottle/claude/report-status", check=True)
+    wait_for(lambda: json.loads(status.read_text())["state"] == "idle", timeout=10, what="a genuine event after the lie")
+
+
+def pending_draft(bottle: Bottle, host: str, path: str) -> proposals.Proposal:
+    return wait_for(lambda: next((p for p in proposals.list_all(bottle.home) if p.pending and p.data.get("draft")
+                                  and p.change.get("host") == host and path in p.change.get("paths", [])), None),
+                    timeout=15, what=f"a draft for {host}{path}", interval=0.05)
+
+
+def test_drafts_propose_the_scheme_and_path_that_were_seen(abot: Bottle) -> None:
+    assert status_code(abot, f"https://{BLOCKED}/tls/only") == "403"
+    assert pending_draft(abot, BLOCKED, "/tls/only").change["schemes"] == ["https"]
+    assert status_code(abot, f"http://{BLOCKED}/%76%31/seen") == "403"
+    assert pending_draft(abot, BLOCKED, "/v1/seen").change["schemes"] == ["http"]
+
+
+def approve_once(bottle: Bottle, pid: str) -> None:
+    import asyncio
+
+    out = proposals.decide(bottle.home, pid, "approve", by="abuse test", scope="once")
+    assert out.policy_changed and asyncio.run(proposals.reload_bundle(bottle.slug)) is None
+
+
+BURST = ("for i in 1 2 3 4 5 6 7 8 9 10; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 20 "
+         "\"http://$1/%76%31/x\" & done; wait")
+
+
+def once_routes(bottle: Bottle) -> list[str]:
+    return [r["once"] for r in yaml.safe_load((bottle.state / "egress" / layout.ROUTES).read_text())["routes"] if r["once"]]
+
+
+def test_a_route_allowed_once_lets_exactly_one_request_of_a_burst_through(abot: Bottle) -> None:
+    host = BLOCKED
+    call = start_call(abot, "request-egress-route", {"host": host, "ports": [80], "methods": ["GET"], "paths": ["/v1/*"],
+                                                     "reason": "one download"})
+    p = wait_for(lambda: next((q for q in proposals.list_all(abot.home) if q.pending and not q.data.get("draft")
+                               and q.change.get("paths") == ["/v1/*"]), None), timeout=15, what="the request")
+    approve_once(abot, p.id)
+    call.communicate(timeout=30)
+    codes = agent_sh(abot, BURST, host).stdout.split()
+    assert sorted(codes) == ["200"] + ["403"] * 9, codes
+    wait_for(lambda: p.id not in once_routes(abot), timeout=15, what="the route to be withdrawn")
+    assert proposals.find(abot.home, p.id)[1].data["once_used"]["request"].startswith(f"GET {host}:80/")
+
+
+def test_a_full_queue_does_not_keep_a_route_allowed_once(abot: Bottle) -> None:
+    host = BLOCKED
+    # the agent fills its queue with drafts of blocked requests, up to the cap
+    pending = sum(1 for p in proposals.list_all(abot.home) if p.pending and p.slug == abot.slug)
+    agent_sh(abot, f"i=0; while [ $i -lt {layout.MAX_PENDING - pending} ]; do "
+                   f"curl -s -o /dev/null --max-time 5 http://{host}/noise/$i; i=$((i+1)); done", timeout=300)
+    wait_for(lambda: sum(1 for p in proposals.list_all(abot.home) if p.pending and p.slug == abot.slug) >= layout.MAX_PENDING,
+             timeout=60, what="the queue to fill")
+    assert call_tool(abot, "request-egress-route", {"host": "more." + BLOCKED, "reason": "r", "wait_seconds": 0})["is_error"]
+    draft = next(p for p in proposals.list_all(abot.home) if p.pending and p.change.get("paths") == ["/noise/7"])
+    approve_once(abot, draft.id)
+    # new noise keeps the queue full while the route is used
+    script = (f"for i in $(seq 1000 1040); do curl -s -o /dev/null --max-time 5 http://{host}/noise/$i; done; "
+              f"curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 20 http://{host}/noise/7; "
+              f"for i in $(seq 2000 2040); do curl -s -o /dev/null --max-time 5 http://{host}/noise/$i; done")
+    assert agent_sh(abot, script, timeout=300).stdout.split()[-1] == "200"
+    wait_for(lambda: draft.id not in once_routes(abot), timeout=15, what="the route to be withdrawn under a full queue")
+    assert status_code(abot, f"http://{host}/noise/7") == "403"
+    assert proposals.find(abot.home, draft.id)[1].data["once_used"]
+
+
+@pytest.mark.parametrize("host", ["*.co.uk", "*.github.io", "*.amazonaws.com"])
+def test_wildcards_over_a_public_suffix_are_refused_with_a_way_forward(abot: Bottle, host: str) -> None:
+    answer = call_tool(abot, "request-egress-route", {"host": host, "reason": "all of it", "wait_seconds": 0})
+    assert answer["is_error"] and "public suffix" in answer["text"] and "ask for the hosts you need" in answer["text"]
+    assert not any(p.change.get("host") == host for p in proposals.list_all(abot.home))

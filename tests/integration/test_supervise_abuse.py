@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from bottle_tui import proposals
-from tests.integration.test_git_gate import CREDENTIAL, GIT_SECRET, SEED_UPSTREAM, UPSTREAM_URL, agent_sh
-from tests.support.bottles import (ALLOWED, BLOCKED, GIT_HOST, Bottle, connect_fake_internet, make_fake_git_cert, sh,
-                                   start_bottle, start_fake_git_host, stop_bottle, write_home)
+# The git gate's fake upstream (the HTTPS git host of the fake internet) is test_git_gate's fixture.
+from tests.integration.test_git_gate import GIT_SECRET, UPSTREAM_URL, agent_sh, upstream  # noqa: F401
+from tests.support.bottles import (ALLOWED, BLOCKED, GIT_HOST, Bottle, connect_fake_internet, sh, start_bottle,
+                                   stop_bottle, write_home)
 from tests.support.supervise import call_tool, install_mcp_client, start_call
 from tests.support.waiting import wait_for
 
@@ -100,14 +100,6 @@ for key in list(sel.get_map().values()):
         held[k] = held.get(k, 0) + 1
 print(json.dumps({"stats": stats, "open_at_end": held}), flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def upstream(fake_internet: str, fake_pki: Path) -> str:
-    make_fake_git_cert(fake_pki)
-    sh("docker", "exec", fake_internet, "sh", "-c", SEED_UPSTREAM)
-    start_fake_git_host(fake_internet, CREDENTIAL)
-    return fake_internet
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,7 @@ class Queue(contract.Queue):
             raise InputError(f"{pending} requests are already waiting for the operator; wait for decisions (list-my-requests) before asking for more")
         data = contract.new_proposal(self.slug, kind, change, reason, **extra)
         self._write(data)
+        self.prune_decided()  # the folder on the operator's disk stays bounded (layout.MAX_DECIDED)
         return data
 
     def request(self, kind: str, change: dict[str, Any], reason: str) -> dict[str, Any]:

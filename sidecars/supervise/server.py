@@ -266,7 +266,8 @@ async def serve_http(mcp: MCPServer, host: str, port: int, security: TransportSe
     bundle's connection limits (BoundedH11)."""
     app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
                                   max_request_body_size=256 * 1024, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=BoundedH11,
+    # uvicorn's warnings name each bad request the agent sends: noise it could provoke at will.
+    config = uvicorn.Config(app, host=host, port=port, log_level="error", http=BoundedH11,
                             timeout_keep_alive=int(SUPERVISE_LIMITS.head_timeout),
                             h11_max_incomplete_event_size=SUPERVISE_LIMITS.max_head)
     await uvicorn.Server(config).serve()

@@ -256,3 +256,9 @@ def test_wildcards_over_a_public_suffix_are_refused_with_a_way_forward(abot: Bot
     answer = call_tool(abot, "request-egress-route", {"host": host, "reason": "all of it", "wait_seconds": 0})
     assert answer["is_error"] and "public suffix" in answer["text"] and "ask for the hosts you need" in answer["text"]
     assert not any(p.change.get("host") == host for p in proposals.list_all(abot.home))
+
+
+def test_the_engine_keeps_a_bounded_log_of_the_bundle(abot: Bottle) -> None:
+    config = json.loads(sh("docker", "inspect", "--format", "{{json .HostConfig.LogConfig}}", abot.sidecars).stdout)
+    assert config == {"Type": "json-file", "Config": {"max-size": f"{layout.BUNDLE_LOG_CAP.max_bytes >> 20}m",
+                                                      "max-file": str(layout.BUNDLE_LOG_CAP.keep + 1)}}

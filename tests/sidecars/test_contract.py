@@ -173,3 +173,20 @@ def test_the_public_suffix_list_is_the_pinned_packages() -> None:
     assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in pinned.read_text()
     assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in (pinned.parent / "sidecars" / "Dockerfile").read_text()
     assert hosts.public_suffix_problem("co.uk") is None  # a plain name is one host, whatever it is
+
+
+def test_the_queue_keeps_only_the_newest_decided_proposals(tmp_path: Path) -> None:
+    q = proposal.Queue(tmp_path / layout.QUEUE)
+    change = proposal.validate_change("egress-route", {"host": "a.example.com"})
+    made = []
+    with q.lock():
+        for i in range(6):
+            p = proposal.new_proposal("b-1", "egress-route", change, f"r{i}")
+            if i != 2:  # one stays pending: never removed
+                p.update(status="rejected", decision={"by": "op", "at": f"2026-12-03T00:00:0{i}+00:00", "scope": None,
+                                                      "change": None, "note": ""})
+            q.write(p)
+            made.append(p["id"])
+        assert q.prune_decided(keep=2) == 3
+    assert [p["id"] for p in q.all()] == [made[2], made[4], made[5]]
+    assert q.prune_decided(keep=2) == 0

@@ -265,3 +265,17 @@ def test_a_withdraw_that_fails_is_owed_until_it_succeeds(state: StateDir, queue)
     Path(routes).write_text(good)
     assert intake.step() == 1  # no new line in the log: the owed withdraw runs anyway
     assert yaml.safe_load(open(routes))["routes"] == [] and not intake.owed
+
+
+def test_decided_proposals_beyond_the_cap_leave_the_operators_disk(state: StateDir, queue, monkeypatch) -> None:
+    from bottle_contract import layout
+
+    monkeypatch.setattr(layout, "MAX_DECIDED", 3)
+    home = state.path.parent.parent
+    for i in range(6):
+        p = queue.request("egress-route", inbox.route_change(f"h{i}.example.com"), "r")
+        proposals.decide(home, p["id"], "reject", by="op")
+    last = queue.request("egress-route", inbox.route_change("last.example.com"), "r")
+    kept = queue.all()
+    assert len(kept) == 4 and kept[-1]["id"] == last["id"]
+    assert [p["change"]["host"] for p in kept[:3]] == ["h3.example.com", "h4.example.com", "h5.example.com"]

@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from typing import Annotated, Any
 
 import uvicorn
@@ -213,39 +212,43 @@ class BoundedH11(H11Protocol):
     has ``head_timeout`` seconds, from accept or from its last answer, to send a whole request head
     (uvicorn alone waits for ever for a first byte, and a byte at a time resets its keep-alive
     timer); at ``max_connections`` the one that has waited longest for its head is closed to make
-    room. Asynchronous, so no connection costs a thread."""
+    room. Asynchronous, so no connection costs a thread; the bookkeeping is O(1) a connection,
+    as a flood of them must not cost the event loop more than it costs the agent."""
 
     limits = SUPERVISE_LIMITS
+    # Of the one server in this process: connections waiting for a head, longest first, and
+    # those closed here that the loop has not reported lost yet.
+    _waiting: dict["BoundedH11", None] = {}
+    _closing: set["BoundedH11"] = set()
     _head_timer: asyncio.TimerHandle | None = None
-    _awaiting_head = False
-    _opened = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._opened = time.monotonic()
         self._arm_head_timer()
-        if len(self.connections) > self.limits.max_connections:
-            # (a closed connection stays in the set until the loop reports it lost)
-            live = [c for c in self.connections if not c.transport.is_closing()]
-            if len(live) > self.limits.max_connections:
-                waiting = [c for c in live if isinstance(c, BoundedH11) and c._awaiting_head and c is not self]
-                victim = min(waiting, key=lambda c: c._opened, default=self)
-                victim.transport.close()
+        if len(self.connections) - len(self._closing) > self.limits.max_connections:
+            victim = next(iter(self._waiting))  # the longest waiting (self when every other is served)
+            self._close(victim)
+
+    def _close(self, conn: "BoundedH11") -> None:
+        BoundedH11._waiting.pop(conn, None)
+        BoundedH11._closing.add(conn)
+        conn.transport.close()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-        self._awaiting_head = True
+        BoundedH11._waiting.pop(self, None)
+        BoundedH11._waiting[self] = None
         self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
-        if self._awaiting_head and not self.transport.is_closing():
-            self.transport.close()
+        if self in self._waiting and not self.transport.is_closing():
+            self._close(self)
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self._awaiting_head and self.cycle is not None and not self.cycle.response_complete:
-            self._awaiting_head = False  # a whole head arrived: the request is being served
+        if self in self._waiting and self.cycle is not None and not self.cycle.response_complete:
+            BoundedH11._waiting.pop(self, None)  # a whole head arrived: the request is being served
             if self._head_timer is not None:
                 self._head_timer.cancel()
 
@@ -257,7 +260,8 @@ class BoundedH11(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-        self._awaiting_head = False
+        BoundedH11._waiting.pop(self, None)
+        BoundedH11._closing.discard(self)
         super().connection_lost(exc)
 
 

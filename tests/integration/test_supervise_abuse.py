@@ -7,7 +7,6 @@ here it does from inside its container, as a prompt-injected agent would."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from bottle_tui import proposals
 from tests.integration.test_git_gate import GIT_SECRET, UPSTREAM_URL, agent_sh, upstream  # noqa: F401
 from tests.support.bottles import (ALLOWED, BLOCKED, GIT_HOST, Bottle, connect_fake_internet, sh, start_bottle,
                                    stop_bottle, write_home)
+from tests.support.flood import Flood
 from tests.support.supervise import call_tool, install_mcp_client, start_call
 from tests.support.waiting import wait_for
 
@@ -42,64 +42,6 @@ resources: {{cpus: 1, memory: 1g, pids: 256}}
 }
 SIDECARS_PIDS = 256  # the bundle's pids limit (bottle_tui.backends.docker.compose)
 FLOOD_PORTS = {"egress": ports.EGRESS, "supervise": ports.SUPERVISE, "status": ports.STATUS, "git-gate": ports.GIT_GATE}
-
-# Run in the agent: hold N idle connections and H half-sent requests on each target, reopen what
-# the server closes (once a second, as a patient attacker would), and say what happened when told
-# to stop on stdin (or after its deadline: the loop is bounded).
-HOLDER = r"""
-import json, selectors, socket, sys, time
-targets = [(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in sys.argv[1].split(",")]
-idle, half, deadline = int(sys.argv[2]), int(sys.argv[3]), time.monotonic() + float(sys.argv[4])
-HALF = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le"
-sel = selectors.DefaultSelector()
-stats = {f"{h}:{p}": {"opened": 0, "closed_by_server": 0, "connect_failed": 0} for h, p in targets}
-def open_one(t, first):
-    st = stats[f"{t[0]}:{t[1]}"]
-    try:
-        s = socket.create_connection(t, timeout=3)
-        if first:
-            s.sendall(first)
-    except OSError:
-        st["connect_failed"] += 1
-        return False
-    s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ, (t, first))
-    st["opened"] += 1
-    return True
-for t in targets:
-    for i in range(idle + half):
-        open_one(t, HALF if i >= idle else b"")
-print(json.dumps({"held": {k: v["opened"] for k, v in stats.items()}}), flush=True)
-sel.register(sys.stdin, selectors.EVENT_READ, None)
-closed, last_reopen, stop = [], time.monotonic(), False
-while not stop and time.monotonic() < deadline:
-    for key, _ in sel.select(0.2):
-        if key.data is None:
-            stop = True
-            continue
-        try:
-            data = key.fileobj.recv(4096)
-        except BlockingIOError:
-            continue
-        except OSError:
-            data = b""
-        if not data:
-            sel.unregister(key.fileobj)
-            key.fileobj.close()
-            t, first = key.data
-            stats[f"{t[0]}:{t[1]}"]["closed_by_server"] += 1
-            closed.append(key.data)
-    if time.monotonic() - last_reopen >= 1.0:
-        for t, first in closed:
-            open_one(t, first)
-        closed, last_reopen = [], time.monotonic()
-held = {}
-for key in list(sel.get_map().values()):
-    if key.data is not None:
-        k = f"{key.data[0][0]}:{key.data[0][1]}"
-        held[k] = held.get(k, 0) + 1
-print(json.dumps({"stats": stats, "open_at_end": held}), flush=True)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +80,9 @@ def test_floods_of_idle_and_half_sent_connections_leave_every_daemon_answering(a
                                               timed(lambda: call_tool(abot, "list-egress-routes", {})),
                                               timed(lambda: status_code(abot, f"http://{ALLOWED}/calm")))
     before = sidecar_pids(abot)
-    targets = ",".join(f"{name}:{port}" for name, port in FLOOD_PORTS.items())
-    holder = subprocess.Popen(["docker", "exec", "-i", abot.agent, "python3", "-c", HOLDER, targets, "1000", "400", "240"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flood = Flood(abot, FLOOD_PORTS, idle=1000, half=400)
     try:
-        held = json.loads(holder.stdout.readline())["held"]
+        held = flood.held
         pids = [sidecar_pids(abot)]
         (egress, t_egress) = timed(lambda: status_code(abot, f"http://{ALLOWED}/flood"))
         (gate, t_gate) = timed(lambda: agent_sh(abot, "git ls-remote origin", timeout=120))
@@ -157,8 +97,7 @@ def test_floods_of_idle_and_half_sent_connections_leave_every_daemon_answering(a
         (egress2, t_egress2) = timed(lambda: status_code(abot, f"http://{ALLOWED}/flood"))
         pids.append(sidecar_pids(abot))
     finally:
-        out, err = holder.communicate("stop\n", timeout=120)
-    report = json.loads(out.strip().splitlines()[-1])
+        report = flood.stop()
     print(f"\nflood: held at start {held}\nflood: {json.dumps(report)}\n"
           f"flood: pids in the bundle before {before}, during {pids} (limit {SIDECARS_PIDS})\n"
           f"flood: answers while held: egress {egress} in {t_egress} s, gate rc {gate.returncode} in {t_gate} s, "

@@ -28,7 +28,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
 from bottle_contract import layout, ports
-from bottle_contract.serving import SUPERVISE_LIMITS
+from bottle_contract.serving import SUPERVISE_LIMITS, SUPERVISE_MAX_SESSIONS
 from bottle_contract.policy import PolicyError, load_policy
 
 import inbox  # the daemon's own folder, on its pythonpath (daemons.json)
@@ -269,7 +269,9 @@ async def serve_http(mcp: MCPServer, host: str, port: int, security: TransportSe
     """The SDK's streamable-HTTP app on uvicorn, as ``run_streamable_http_async`` runs it, with the
     bundle's connection limits (BoundedH11)."""
     app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
-                                  max_request_body_size=256 * 1024, host=host)
+                                  max_request_body_size=256 * 1024, host=host, max_sessions=SUPERVISE_MAX_SESSIONS,
+                                  # the SDK's 30 minutes, longer when a call may wait longer for the operator
+                                  session_idle_timeout=max(1800, TIMEOUT + 60))
     # uvicorn's warnings name each bad request the agent sends: noise it could provoke at will.
     config = uvicorn.Config(app, host=host, port=port, log_level="error", http=BoundedH11,
                             timeout_keep_alive=int(SUPERVISE_LIMITS.head_timeout),

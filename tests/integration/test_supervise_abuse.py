@@ -7,6 +7,7 @@ here it does from inside its container, as a prompt-injected agent would."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -21,7 +22,7 @@ from tests.support.flood import Flood
 from tests.support.supervise import call_tool, install_mcp_client, start_call
 from tests.support.waiting import wait_for
 
-from bottle_contract import layout, ports
+from bottle_contract import layout, ports, serving
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +202,44 @@ def test_the_engine_keeps_a_bounded_log_of_the_bundle(abot: Bottle) -> None:
     config = json.loads(sh("docker", "inspect", "--format", "{{json .HostConfig.LogConfig}}", abot.sidecars).stdout)
     assert config == {"Type": "json-file", "Config": {"max-size": f"{layout.BUNDLE_LOG_CAP.max_bytes >> 20}m",
                                                       "max-file": str(layout.BUNDLE_LOG_CAP.keep + 1)}}
+
+
+SESSIONS = r"""
+import json, sys, urllib.error, urllib.request
+port, n = int(sys.argv[1]), int(sys.argv[2])
+init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "flood", "version": "1"}}}
+codes = []
+for _ in range(n):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", json.dumps(init).encode(),
+                                 {"content-type": "application/json", "accept": "application/json, text/event-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            r.read()
+            codes.append(r.status)
+    except urllib.error.HTTPError as e:
+        codes.append(e.code)
+print(json.dumps(codes))
+"""
+
+
+def test_supervise_keeps_a_bounded_number_of_mcp_sessions(abot: Bottle) -> None:
+    # A second supervise in the bundle, on loopback with state of its own: the bottle's own one
+    # stays usable for the other tests.
+    port = "18765"
+    server = subprocess.Popen(["docker", "exec", "-e", "BOTTLE_SUPERVISE_STATE=/tmp/sessions/s", "-e",
+                               "BOTTLE_EGRESS_STATE=/tmp/sessions/e", "-e", "PYTHONPATH=/opt/bottle/common:/opt/bottle/supervise",
+                               abot.sidecars, "sh", "-c", "mkdir -p /tmp/sessions/s /tmp/sessions/e && exec /opt/supervise/bin/python "
+                               f"/opt/bottle/supervise/server.py --host 127.0.0.1 --port {port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: sh("docker", "exec", abot.sidecars, "test", "-f", "/tmp/sessions/s/ready", check=False).returncode == 0,
+                 timeout=30, what="the second supervise to be ready")
+        codes = json.loads(sh("docker", "exec", abot.sidecars, "python3", "-c", SESSIONS, port, str(serving.SUPERVISE_MAX_SESSIONS + 20),
+                              timeout=300).stdout)
+    finally:
+        sh("docker", "exec", abot.sidecars, "python3", "-c", "import json, os, signal; "
+           "os.kill(json.load(open('/tmp/sessions/s/ready'))['pid'], signal.SIGTERM)", check=False)
+        server.wait(timeout=30)
+    assert codes[: serving.SUPERVISE_MAX_SESSIONS] == [200] * serving.SUPERVISE_MAX_SESSIONS
+    assert set(codes[serving.SUPERVISE_MAX_SESSIONS:]) == {503}

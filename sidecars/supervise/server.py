@@ -19,6 +19,7 @@ import socket
 import sys
 from typing import Annotated, Any
 
+import h11
 import uvicorn
 from pydantic import Field
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -211,8 +212,9 @@ class BoundedH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with the bundle's limits (bottle_contract.serving): a connection
     has ``head_timeout`` seconds, from accept or from its last answer, to send a whole request head
     (uvicorn alone waits for ever for a first byte, and a byte at a time resets its keep-alive
-    timer); at ``max_connections`` the one that has waited longest for its head is closed to make
-    room. Asynchronous, so no connection costs a thread; the bookkeeping is O(1) a connection,
+    timer), and a body that stops arriving for ``read_timeout`` seconds ends its connection; at
+    ``max_connections`` the one that has waited longest for its head is closed to make room.
+    Asynchronous, so no connection costs a thread; the bookkeeping is O(1) a connection,
     as a flood of them must not cost the event loop more than it costs the agent."""
 
     limits = SUPERVISE_LIMITS
@@ -221,6 +223,7 @@ class BoundedH11(H11Protocol):
     _waiting: dict["BoundedH11", None] = {}
     _closing: set["BoundedH11"] = set()
     _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -251,6 +254,16 @@ class BoundedH11(H11Protocol):
             BoundedH11._waiting.pop(self, None)  # a whole head arrived: the request is being served
             if self._head_timer is not None:
                 self._head_timer.cancel()
+        # A body that stops arriving for read_timeout ends the connection (uvicorn has no such timer).
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._body_timer = self.loop.call_later(self.limits.read_timeout, self._body_stalled)
+
+    def _body_stalled(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._close(self)
 
     def on_response_complete(self) -> None:
         # Armed first: a pipelined request that the parent starts serving disarms it again.
@@ -258,8 +271,9 @@ class BoundedH11(H11Protocol):
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
         BoundedH11._waiting.pop(self, None)
         BoundedH11._closing.discard(self)
         super().connection_lost(exc)

@@ -104,11 +104,15 @@ class Queue(contract.Queue):
     def _new(self, kind: str, change: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
         pending = sum(1 for p in self.all() if p.get("status") == "pending")
         if pending >= MAX_PENDING:
-            raise InputError(f"{pending} requests are already waiting for the operator; wait for decisions (list-my-requests) before asking for more")
+            raise InputError(self._full_message(pending))
         data = contract.new_proposal(self.slug, kind, change, reason, **extra)
         self._write(data)
         self.prune_decided()  # the folder on the operator's disk stays bounded (layout.MAX_DECIDED)
         return data
+
+    @staticmethod
+    def _full_message(pending: int) -> str:
+        return f"{pending} requests are already waiting for the operator; wait for decisions (list-my-requests) before asking for more"
 
     def request(self, kind: str, change: dict[str, Any], reason: str) -> dict[str, Any]:
         """A new pending proposal; a pending draft for the same route (whatever its schemes)
@@ -129,39 +133,65 @@ class Queue(contract.Queue):
 
     def note_block(self, method: str, host: str, port: int, path: str, seen: str | None = None,
                    context: str | None = None, scheme: str | None = None) -> dict[str, Any] | None:
-        """Count a blocked request into its draft (one per host + method + path), creating it. The
-        draft proposes what was seen: that port, that scheme, and the path as egress matches it
-        (decoded once: bottle_contract.policy.route_path). Without a scheme (report-blocked), a new
-        draft takes the one its port implies (both for another port) and a draft's schemes stay."""
-        path = route_path(path or "/")
-        if "*" in path:
-            return None  # a literal '*' cannot be written as a route's path glob
-        schemes = [scheme] if scheme else PORT_SCHEMES.get(port, list(SCHEMES))
-        try:
-            change = route_change(host, [port], [method], [path], schemes)
-        except InputError:
-            return None  # not something a route could allow (an IP literal, a raw TCP flow...)
-        seen = seen or now_iso()
-        key = self._draft_key(change)
+        """Count one blocked request into its draft (see note_blocks); None when no route could
+        allow it, InputError when a new draft would take the queue past MAX_PENDING."""
+        return self.note_blocks([(method, host, port, path, seen, context, scheme)], drop_when_full=False)[0]
+
+    def note_blocks(self, blocks: list[tuple[str, str, int, str, str | None, str | None, str | None]], *,
+                    drop_when_full: bool = True) -> list[dict[str, Any] | None]:
+        """Count blocked requests ``(method, host, port, path, seen, context, scheme)`` into their
+        drafts (one per host + method + path), creating them: the queue is read once and each
+        draft written once, however many blocks a batch holds (a flood of them costs little).
+        A draft proposes what was seen: that port, that scheme, and the path as egress matches it
+        (decoded once: bottle_contract.policy.route_path). Without a scheme (report-blocked), a
+        new draft takes the one its port implies (both for another port) and a draft's schemes
+        stay. With ``context`` the block adds the agent's words instead of counting. A new draft
+        past MAX_PENDING is dropped (None), or with ``drop_when_full`` false raises InputError."""
+        out: list[dict[str, Any] | None] = [None] * len(blocks)
+        wanted = []
+        for i, (method, host, port, path, seen, context, scheme) in enumerate(blocks):
+            path = route_path(path or "/")
+            if "*" in path:
+                continue  # a literal '*' cannot be written as a route's path glob
+            try:
+                change = route_change(host, [port], [method], [path], [scheme] if scheme else PORT_SCHEMES.get(port, list(SCHEMES)))
+            except InputError:
+                continue  # not something a route could allow (an IP literal, a raw TCP flow...)
+            wanted.append((i, change, port, seen or now_iso(), context, scheme))
+        if not wanted:
+            return out
         with self.lock():
-            for p in self.all():
-                if p.get("draft") and p.get("status") == "pending" and self._draft_key(p.get("change", {})) == key:
-                    if port not in p["change"]["ports"]:
-                        p["change"]["ports"] = sorted(set(p["change"]["ports"]) | {port})
-                    if scheme:
-                        seen_schemes = set(p["change"].get("schemes") or ()) | {scheme}
-                        p["change"]["schemes"] = [s for s in SCHEMES if s in seen_schemes]
-                    if context is None:
-                        p["count"] = int(p.get("count", 0)) + 1
-                        p["last_seen"] = max(str(p.get("last_seen", "")), seen)
-                    else:
-                        p["context"] = context
-                    self._write(p)
-                    return p
-            extra = {"count": 0 if context is not None else 1, "last_seen": seen}
-            if context is not None:
-                extra["context"] = context
-            return self._new("egress-route", change, "", draft=True, **extra)
+            current = self.all()
+            pending = sum(1 for p in current if p.get("status") == "pending")
+            drafts = {self._draft_key(p.get("change", {})): p for p in current if p.get("draft") and p.get("status") == "pending"}
+            changed: dict[str, dict[str, Any]] = {}
+            for i, change, port, seen, context, scheme in wanted:
+                p = drafts.get(self._draft_key(change))
+                if p is None:
+                    if pending >= MAX_PENDING:
+                        if drop_when_full:
+                            continue
+                        raise InputError(self._full_message(pending))
+                    p = contract.new_proposal(self.slug, "egress-route", change, "", draft=True, count=0, last_seen=seen)
+                    drafts[self._draft_key(change)] = p
+                    pending += 1
+                elif port not in p["change"]["ports"]:
+                    p["change"]["ports"] = sorted(set(p["change"]["ports"]) | {port})
+                if scheme:
+                    seen_schemes = set(p["change"].get("schemes") or ()) | {scheme}
+                    p["change"]["schemes"] = [x for x in SCHEMES if x in seen_schemes]
+                if context is None:
+                    p["count"] = int(p.get("count", 0)) + 1
+                    p["last_seen"] = max(str(p.get("last_seen", "")), seen)
+                else:
+                    p["context"] = context
+                changed[p["id"]] = p
+                out[i] = p
+            for p in changed.values():
+                self._write(p)
+            if changed:
+                self.prune_decided()
+        return out
 
     async def wait(self, pid: str, timeout: float, interval: float = 0.05) -> dict[str, Any] | None:
         """The proposal once decided, or None when ``timeout`` passes first."""
@@ -236,21 +266,15 @@ class EgressTail:
 
 
 def drafts_from(queue: Queue, records: list[dict[str, Any]]) -> int:
-    """Turn egress's HTTP blocks into drafts; returns how many blocks were counted. A block that
-    finds the queue full (MAX_PENDING) is dropped: the agent's noise never stops the others."""
-    n = 0
-    for rec in records:
-        if rec.get("decision") != "block" or not rec.get("method") or not isinstance(rec.get("port"), int):
-            continue
-        scheme = rec.get("scheme") if rec.get("scheme") in SCHEMES else None
-        try:
-            noted = queue.note_block(str(rec["method"]), str(rec.get("host", "")), rec["port"], str(rec.get("path") or "/"),
-                                     seen=str(rec.get("ts") or now_iso()), scheme=scheme)
-        except InputError:
-            continue  # the queue is full
-        if noted is not None:
-            n += 1
-    return n
+    """Turn egress's HTTP blocks into drafts, in one pass over the queue; returns how many blocks
+    were counted. A block that finds the queue full (MAX_PENDING) is dropped: the agent's noise
+    never stops the others."""
+    blocks = [(str(r["method"]), str(r.get("host", "")), r["port"], str(r.get("path") or "/"), str(r.get("ts") or now_iso()),
+               None, r.get("scheme") if r.get("scheme") in SCHEMES else None)
+              for r in records
+              if r.get("decision") == "block" and r.get("method") and isinstance(r.get("port"), int)
+              and not isinstance(r.get("port"), bool)]
+    return sum(1 for p in queue.note_blocks(blocks) if p is not None)
 
 
 def for_agent(p: dict[str, Any]) -> dict[str, Any]:

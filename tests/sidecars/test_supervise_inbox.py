@@ -279,3 +279,14 @@ def test_decided_proposals_beyond_the_cap_leave_the_operators_disk(state: StateD
     kept = queue.all()
     assert len(kept) == 4 and kept[-1]["id"] == last["id"]
     assert [p["change"]["host"] for p in kept[:3]] == ["h3.example.com", "h4.example.com", "h5.example.com"]
+
+
+def test_a_batch_of_blocks_reads_the_queue_once_and_writes_each_draft_once(queue, monkeypatch) -> None:
+    reads, writes = [], []
+    real_all, real_write = queue.all, queue._write
+    monkeypatch.setattr(queue, "all", lambda: reads.append(1) or real_all())
+    monkeypatch.setattr(queue, "_write", lambda p: writes.append(p["id"]) or real_write(p))
+    block = {"decision": "block", "method": "GET", "scheme": "https", "host": "many.example.com", "port": 443}
+    assert inbox.drafts_from(queue, [{**block, "path": f"/p/{i % 5}"} for i in range(500)]) == 500
+    assert len(reads) <= 2 and len(writes) == 5  # (the cap on decided proposals reads it once more)
+    assert sorted(d["count"] for d in real_all()) == [100] * 5

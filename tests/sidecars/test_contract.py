@@ -190,3 +190,17 @@ def test_the_queue_keeps_only_the_newest_decided_proposals(tmp_path: Path) -> No
         assert q.prune_decided(keep=2) == 3
     assert [p["id"] for p in q.all()] == [made[2], made[4], made[5]]
     assert q.prune_decided(keep=2) == 0
+
+
+@pytest.mark.parametrize("raw", ["/%76%31/x", "/v1/x?token=1", "", "/caf%C3%A9", "/%7Euser/file", "/plain"])
+def test_a_path_as_route_path_gives_it_is_the_path_egress_matches(raw: str) -> None:
+    # supervise's drafts propose route_path(what egress logged): approving one must allow the very
+    # request that made it, on a route limited to that path.
+    from tests.support.sidecars import egress_module
+
+    routes = egress_module("routes")
+    glob = policy.route_path(raw)
+    route = policy.Route(host="a.example.com", ports=(443,), paths=(glob,), schemes=("https",))
+    doc = policy.Policy(bottle="b", routes=(route,)).to_doc()
+    decision = routes.match(policy.parse_policy(doc, "r.yaml"), "GET", "https", "a.example.com", 443, raw or "/")
+    assert decision.allowed, decision.reason

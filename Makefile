@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration bench images engine clean-docker venv
+.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv
 
 venv: $(STAMP)
 
@@ -27,6 +27,16 @@ images: engine
 run: $(STAMP)
 	-@scripts/engine.sh $(PY) && $(BIN)/bottle-tui images build
 	$(BIN)/bottle-tui console
+
+# ruff (lint and format check), mypy --strict on bottle_tui/ and the contract package, and the
+# import contracts (pyproject.toml, [tool.importlinter]); every tool runs, and any failure fails it.
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check . || status=1; \
+	$(BIN)/mypy || status=1; \
+	$(BIN)/lint-imports --no-cache || status=1; \
+	exit $$status
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/host tests/sidecars -q

@@ -95,8 +95,8 @@ async def cmd_exec(args: argparse.Namespace) -> int:
 async def cmd_stop(args: argparse.Namespace) -> int:
     where = await ops.locate(args.slug, _home(args))
     report = await ops.stop(where.home, where.info, _say, keep=args.keep)
-    where = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
-    _say(f"stopped {args.slug}{where}")
+    archived = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
+    _say(f"stopped {args.slug}{archived}")
     if report.problems:
         _say(f"stopped {args.slug}, but {len(report.problems)} step(s) failed (see the warnings above)")
     return 0
@@ -221,12 +221,12 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     for line in _table(rows):
         print(line)
 

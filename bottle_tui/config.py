@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,7 +43,7 @@ def _number(path: Path, key: str, value: object) -> float:
     return float(value)
 
 
-def _known(path: Path, key: str, mapping: object, allowed: tuple[str, ...]) -> dict:
+def _known(path: Path, key: str, mapping: object, allowed: tuple[str, ...]) -> dict[Any, Any]:
     if not isinstance(mapping, dict):
         raise BottleError(f"{path}: {key or 'top level'}: expected a mapping of {', '.join(allowed)}")
     for name in mapping:

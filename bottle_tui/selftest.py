@@ -27,6 +27,8 @@ import shlex
 import string
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 LEAK_MARKERS = ('"fake_internet": true', "CONNECTED", "RESOLVED", "PUSHED")
 EXPECT_MARKERS = {
@@ -325,7 +327,7 @@ def _status(out: str) -> str:
     return codes[-1] if codes else ""
 
 
-def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log: list[dict] | None = None,
+def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log: list[dict[str, Any]] | None = None,
           credentials: dict[str, str] | None = None) -> Outcome:
     """Blocked or LEAKED (attacks), pass or FAIL (controls), from what the attack printed (and,
     for a streamed body whose connection egress closed, from egress's requests.jsonl ``log``).
@@ -343,12 +345,12 @@ def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log:
             return Outcome(attack, "FAIL", f"upstream did not answer (HTTP {code or '?'})")
         if attack.injects is not None:
             scheme, env, header = attack.injects
-            value = (real_secrets if credentials is None else credentials).get(env)
-            if not value:
+            injected = (real_secrets if credentials is None else credentials).get(env)
+            if not injected:
                 return Outcome(attack, "FAIL", f"${env} is not set here, so its injection cannot be checked")
-            name, sent = injected_header(scheme, value, header)
+            carrier, sent = injected_header(scheme, injected, header)
             if hashlib.sha256(sent.encode()).hexdigest() not in out:
-                return Outcome(attack, "FAIL", f"upstream did not receive the real {env} in {name} ({scheme} auth)")
+                return Outcome(attack, "FAIL", f"upstream did not receive the real {env} in {carrier} ({scheme} auth)")
         return Outcome(attack, "pass", f"HTTP {code}" if code else "")
     leak = next((m for m in LEAK_MARKERS if m in out), None)
     if leak:
@@ -366,13 +368,13 @@ def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log:
     return Outcome(attack, "UNCLEAR", f"expected {marker!r}; saw: {tail or 'nothing'}")
 
 
-def judge_all(attacks: list[Attack], output: str, *, real_secrets: dict[str, str], log: list[dict] | None = None,
+def judge_all(attacks: list[Attack], output: str, *, real_secrets: dict[str, str], log: list[dict[str, Any]] | None = None,
               credentials: dict[str, str] | None = None) -> list[Outcome]:
     found = split_output(output)
     return [judge(a, found.get(a.id), real_secrets=real_secrets, log=log, credentials=credentials) for a in attacks]
 
 
-def read_log(path) -> list[dict]:
+def read_log(path: str | Path) -> list[dict[str, Any]]:
     """egress's requests.jsonl (and its rotated predecessors are not needed: a run is seconds)."""
     entries = []
     try:

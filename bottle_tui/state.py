@@ -163,9 +163,10 @@ class StateDir:
 
     def read_metadata(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.metadata.read_text())
+            data = json.loads(self.metadata.read_text())
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) else None
 
     def remove(self) -> list[str]:
         """Delete the folder; returns one line for each path that could not be removed."""
@@ -196,7 +197,7 @@ def remove_tree(path: Path) -> list[str]:
     """rmtree that keeps going and says what it could not remove (one line each)."""
     problems: list[str] = []
 
-    def failed(_func: object, failed_path: str, exc_info: tuple) -> None:
+    def failed(_func: object, failed_path: str, exc_info: tuple[Any, ...]) -> None:
         exc = exc_info[1]
         if isinstance(exc, FileNotFoundError):
             return  # gone already: that is what we wanted

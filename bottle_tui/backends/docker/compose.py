@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bottle_contract import ports
-from bottle_contract.policy import Policy
-from bottle_contract.policy import yaml_text as to_yaml  # noqa: F401 - the one YAML writer, re-exported
+from bottle_contract.policy import Policy, yaml_text
 
 from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan, git_repo_name
 from . import labels
@@ -29,6 +28,9 @@ STOP_GRACE = "3s"
 # Egress streams large bodies and refuses blocked ones unread, so its memory stays far below this.
 SIDECARS_MEMORY = "768m"
 SIDECARS_PIDS = 256
+
+# The one YAML writer (the contract's), under the name the renderers' callers use.
+to_yaml = yaml_text
 
 
 def bottle_labels(plan: BottlePlan) -> dict[str, str]:

@@ -93,7 +93,7 @@ async def _make_pki(folder: Path) -> None:
     os.chmod(folder, 0o755)
 
 
-def _canary_routes(policy: dict) -> tuple[list[dict], dict | None]:
+def _canary_routes(policy: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Routes to add: the allowed canary, and an authed one that copies the first route with auth."""
     # Every key explicit, as egress demands; DLP as the bottle's own (its top-level dlp), so the
     # attacks meet the settings a route the operator adds would have.

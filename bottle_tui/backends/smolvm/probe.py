@@ -15,6 +15,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from ...errors import BottleError
 from ...state import PROJECT_PREFIX
@@ -96,7 +97,7 @@ async def _boot_once(smol: Smolvm) -> str:
                 pass
 
 
-async def probe(smol: Smolvm, version: str, *, progress=None) -> ProbeResult:
+async def probe(smol: Smolvm, version: str, *, progress: Callable[[str], None] | None = None) -> ProbeResult:
     """The cached answer, or boot the probe VM now (tens of seconds) and cache what it shows."""
     if not os.environ.get(REPROBE_ENV):
         cached = cached_probe(version)

@@ -134,18 +134,26 @@ class Checker:
     def expect_name(self, key: str, value: object, what: str) -> str:
         text = self.expect_str(key, value, f"{key}: dev" if what == "bottle" else f"{key}: web-app")
         if not NAME_RE.match(text):
-            self.fail(key, f"'{shown(text)}' is not a valid {what} name; use 1-31 lowercase letters, digits and '-', "
-                           "starting with a letter or digit (it becomes part of container names)")
+            self.fail(
+                key,
+                f"'{shown(text)}' is not a valid {what} name; use 1-31 lowercase letters, digits and '-', "
+                "starting with a letter or digit (it becomes part of container names)",
+            )
         return text
 
     def expect_env_name(self, key: str, value: object, example: str = "GITHUB_TOKEN") -> str:
         text = self.expect_str(key, value, example)
         if not policy.ENV_NAME_RE.match(text):
-            self.fail(key, f"'{shown(text)}' is not an environment variable name; use letters, digits and '_', "
-                           f"not starting with a digit, e.g. {example}")
+            self.fail(
+                key,
+                f"'{shown(text)}' is not an environment variable name; use letters, digits and '_', "
+                f"not starting with a digit, e.g. {example}",
+            )
         return text
 
-    def optional(self, mapping: dict[Any, Any], key: str, child: str, read: Callable[[str, Any], _T], default: _T) -> _T:
+    def optional(
+        self, mapping: dict[Any, Any], key: str, child: str, read: Callable[[str, Any], _T], default: _T
+    ) -> _T:
         value = mapping.get(child)
         return default if value is None else read(sub_key(key, child), value)
 
@@ -168,7 +176,9 @@ class _Loader(yaml.SafeLoader):
             except TypeError:  # unhashable: the base class reports it
                 continue
             if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"key '{shown(key)}' appears twice", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{shown(key)}' appears twice", key_node.start_mark
+                )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -200,7 +210,10 @@ def read_front_matter(ck: Checker, text: str) -> tuple[dict[Any, Any], str]:
         ck.fail("", f"invalid YAML at line {mark.line + 2}: {problem}; {_yaml_hint(problem, line)}")
     except yaml.reader.ReaderError as exc:
         at = "\n".join(lines[1:end])[: exc.position].count("\n") + 2
-        ck.fail("", f"invalid YAML at line {at}: character {exc.character if isinstance(exc.character, str) else chr(exc.character)!r} is not allowed; remove it")
+        ck.fail(
+            "",
+            f"invalid YAML at line {at}: character {exc.character if isinstance(exc.character, str) else chr(exc.character)!r} is not allowed; remove it",
+        )
     except RecursionError:
         ck.fail("", "invalid YAML: nested too deeply; flatten the front matter")
     except Exception as exc:  # any other loader failure (e.g. a bad !!timestamp) is the file's fault
@@ -208,7 +221,7 @@ def read_front_matter(ck: Checker, text: str) -> tuple[dict[Any, Any], str]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        ck.fail("", f"front matter must be YAML keys (a mapping), got {kind_of(data)}; write e.g. 'description: ...' lines")
-    return data, "\n".join(lines[end + 1:])
-
-
+        ck.fail(
+            "", f"front matter must be YAML keys (a mapping), got {kind_of(data)}; write e.g. 'description: ...' lines"
+        )
+    return data, "\n".join(lines[end + 1 :])

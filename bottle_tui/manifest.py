@@ -14,31 +14,39 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from bottle_contract import policy
-from bottle_contract.hosts import host_problem
 from bottle_contract.policy import Auth, DlpSettings, Route
 
 from .front_matter import (
     NAME_RE,
     Checker,
     ManifestError,
-    did_you_mean,
     item_key,
     kind_of,
     read_front_matter,
     shown,
     sub_key,
 )
+from .manifest_routes import parse_dlp, parse_routes
 
 __all__ = [
-    "AgentSpec", "Auth", "BottleSpec", "DlpSettings", "GitSpec", "ManifestError", "Manifests", "Resources", "Route",
-    "SuperviseSpec", "default_home", "load_manifests", "parse_agent", "parse_bottle",
+    "AgentSpec",
+    "Auth",
+    "BottleSpec",
+    "DlpSettings",
+    "GitSpec",
+    "ManifestError",
+    "Manifests",
+    "Resources",
+    "Route",
+    "SuperviseSpec",
+    "default_home",
+    "load_manifests",
+    "parse_agent",
+    "parse_bottle",
 ]
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 BACKENDS = ("docker", "smolvm")
-# A credential never crosses the network in clear text unless the bottle says so.
-AUTH_DEFAULT_SCHEMES = ("https",)
 
 _BRANCH_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![/.])$")
 _BRANCH_GLOB_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/*?\[\]!-]+(?<![/.])$")
@@ -47,9 +55,6 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
 BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources")
-EGRESS_KEYS = ("routes",)
-# A manifest's route: routes.yaml's keys but ``once`` (which only an operator's decision sets).
-ROUTE_KEYS = tuple(k for k in policy.ROUTE_KEYS if k != "once")
 GIT_KEYS = ("upstream", "branch", "credentials_env", "protected")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
@@ -113,8 +118,11 @@ def _name(ck: Checker, fm: dict[Any, Any], path: Path, what: str) -> str:
     if fm.get("name") is not None:
         return ck.expect_name("name", fm["name"], what)
     if not NAME_RE.match(path.stem):
-        ck.fail("name", f"file name '{shown(path.stem)}' is not a valid {what} name; rename the file or set name: "
-                        "(1-31 lowercase letters, digits and '-', starting with a letter or digit)")
+        ck.fail(
+            "name",
+            f"file name '{shown(path.stem)}' is not a valid {what} name; rename the file or set name: "
+            "(1-31 lowercase letters, digits and '-', starting with a letter or digit)",
+        )
     return path.stem
 
 
@@ -132,125 +140,25 @@ def parse_agent(path: Path, text: str) -> AgentSpec:
     fm, body = read_front_matter(ck, text)
     ck.known_keys("", fm, AGENT_KEYS)
     name = _name(ck, fm, path, "agent")
-    bottle = ck.expect_name("bottle", ck.required("", fm, "bottle", "say which bottle this agent runs in, e.g. bottle: dev"), "bottle")
+    bottle = ck.expect_name(
+        "bottle", ck.required("", fm, "bottle", "say which bottle this agent runs in, e.g. bottle: dev"), "bottle"
+    )
     model = ck.optional(fm, "", "model", lambda k, v: ck.expect_str(k, v, "model: sonnet"), None)
-    args: list[str] = ck.optional(fm, "", "claude_args", lambda k, v: ck.expect_str_list(k, v, "claude_args: [--verbose]"), [])
-    return AgentSpec(name=name, path=path, bottle=bottle, model=model, claude_args=tuple(args),
-                     description=_description(ck, fm), prompt=body.strip())
-
-
-# --- bottles ------------------------------------------------------------------------------------
-
-
-def _host(ck: Checker, key: str, value: object) -> str:
-    raw = ck.expect_str(key, value, '"api.example.com"')
-    host = raw.lower()
-    if "://" in host:
-        bare = host.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2].split(":", 1)[0] or "api.example.com"
-        ck.fail(key, f"'{shown(raw)}' has a scheme; write the host name only, e.g. {bare}")
-    if "/" in host:
-        bare, _, rest = host.partition("/")
-        ck.fail(key, f"'{shown(raw)}' has a path; write the host name only ({bare}) and list paths under paths: ['/{rest}']")
-    if ":" in host:
-        bare, _, port = host.rpartition(":")
-        ck.fail(key, f"'{shown(raw)}' has a port; write the host name only ({bare}) and list ports under ports: [{port or 443}]")
-    problem = host_problem(host)
-    if problem is not None:
-        ck.fail(key, f"'{shown(raw)}' {problem}")
-    return host
-
-
-def _ports(ck: Checker, key: str, value: object) -> tuple[int, ...]:
-    items = ck.expect_list(key, value, "ports: [443]", non_empty="list at least one port, or leave ports out for 80 and 443")
-    ports = [ck.expect_int(item_key(key, i), p, "443", low=1, high=65535) for i, p in enumerate(items)]
-    return tuple(dict.fromkeys(ports))
-
-
-def _methods(ck: Checker, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, "methods: [GET, POST]", non_empty="leave methods out to allow any method")
-    methods = []
-    for i, item in enumerate(items):
-        method = item.upper()
-        if policy.method_problem(method) is not None:
-            ck.fail(item_key(key, i), f"unknown HTTP method '{shown(item)}'; {did_you_mean(method, policy.HTTP_METHODS)}")
-        methods.append(method)
-    return tuple(dict.fromkeys(methods))
-
-
-def _paths(ck: Checker, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, 'paths: ["/v1/*"]', non_empty="leave paths out to allow any path")
-    for i, item in enumerate(items):
-        if not item.startswith("/"):
-            ck.fail(item_key(key, i), f"path '{shown(item)}' must start with '/', e.g. '/{item.lstrip('./')}'")
-        if (problem := policy.path_pattern_problem(item)) is not None:
-            ck.fail(item_key(key, i), problem)
-    return tuple(dict.fromkeys(items))
-
-
-def _schemes(ck: Checker, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, "schemes: [https]", non_empty="leave schemes out for the default")
-    schemes = [ck.expect_choice(item_key(key, i), item.lower(), policy.SCHEMES, "scheme") for i, item in enumerate(items)]
-    return tuple(dict.fromkeys(schemes))
-
-
-def _model_tools(ck: Checker, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, "model_tools: [web_search]")
-    tools = [ck.expect_choice(item_key(key, i), item, policy.MODEL_TOOLS, "model tool") for i, item in enumerate(items)]
-    return tuple(dict.fromkeys(tools))
-
-
-def _auth(ck: Checker, key: str, value: object) -> Auth:
-    auth = ck.expect_mapping(key, value, "auth: {scheme: bearer, token_env: API_TOKEN}")
-    ck.known_keys(key, auth, policy.AUTH_KEYS)
-    scheme = ck.expect_choice(sub_key(key, "scheme"), ck.required(key, auth, "scheme", f"use one of: {', '.join(policy.AUTH_SCHEMES)}"),
-                              policy.AUTH_SCHEMES, "auth scheme")
-    token_env = ck.expect_env_name(sub_key(key, "token_env"), ck.required(
-        key, auth, "token_env", "name the host environment variable that holds the credential, e.g. token_env: API_TOKEN"), "API_TOKEN")
-    header = auth.get("header")
-    if scheme == "header":
-        header = ck.required(key, auth, "header", "scheme: header needs the header name, e.g. header: x-api-key")
-        header = ck.expect_str(sub_key(key, "header"), header, "x-api-key")
-        if not policy.HEADER_NAME_RE.match(header):
-            ck.fail(sub_key(key, "header"), f"'{shown(header)}' is not an HTTP header name, e.g. x-api-key")
-    elif header is not None:
-        ck.fail(sub_key(key, "header"), f"only used with scheme: header ({scheme} sets Authorization); remove it or set scheme: header")
-    return Auth(scheme=scheme, token_env=token_env, header=header)
-
-
-def _route(ck: Checker, key: str, value: object, bottle_dlp: DlpSettings) -> Route:
-    route = ck.expect_mapping(key, value, "- host: api.example.com")
-    ck.known_keys(key, route, ROUTE_KEYS)
-    host = _host(ck, sub_key(key, "host"), ck.required(key, route, "host", "every route needs one, e.g. host: api.example.com"))
-    auth = ck.optional(route, key, "auth", lambda k, v: _auth(ck, k, v), None)
-    # Every default is resolved here: routes.yaml is written fully explicit and egress refuses
-    # anything less, so the defaults live in this one place.
-    return Route(
-        host=host,
-        ports=ck.optional(route, key, "ports", lambda k, v: _ports(ck, k, v), policy.DEFAULT_PORTS),
-        methods=ck.optional(route, key, "methods", lambda k, v: _methods(ck, k, v), ()),
-        paths=ck.optional(route, key, "paths", lambda k, v: _paths(ck, k, v), ()),
-        auth=auth,
-        schemes=ck.optional(route, key, "schemes", lambda k, v: _schemes(ck, k, v),
-                            AUTH_DEFAULT_SCHEMES if auth else policy.SCHEMES),
-        dlp=ck.optional(route, key, "dlp", lambda k, v: _dlp(ck, k, v, bottle_dlp), bottle_dlp),
-        model_tools=ck.optional(route, key, "model_tools", lambda k, v: _model_tools(ck, k, v), ()),
+    args: list[str] = ck.optional(
+        fm, "", "claude_args", lambda k, v: ck.expect_str_list(k, v, "claude_args: [--verbose]"), []
+    )
+    return AgentSpec(
+        name=name,
+        path=path,
+        bottle=bottle,
+        model=model,
+        claude_args=tuple(args),
+        description=_description(ck, fm),
+        prompt=body.strip(),
     )
 
 
-def _routes(ck: Checker, key: str, value: object, bottle_dlp: DlpSettings) -> tuple[Route, ...]:
-    egress = ck.expect_mapping(key, value, "egress: {routes: [...]}")
-    ck.known_keys(key, egress, EGRESS_KEYS)
-    items: list[Any] = ck.optional(egress, key, "routes", lambda k, v: ck.expect_list(k, v, "routes: [{host: api.example.com}]"), [])
-    routes: list[Route] = []
-    seen: dict[tuple[Any, ...], int] = {}
-    for i, item in enumerate(items):
-        route = _route(ck, item_key(sub_key(key, "routes"), i), item, bottle_dlp)
-        identity = route.identity()[:4]
-        if identity in seen:
-            ck.fail(item_key(sub_key(key, "routes"), i), f"same host, ports, methods and paths as routes[{seen[identity]}]; remove one or merge them")
-        seen[identity] = i
-        routes.append(route)
-    return tuple(routes)
+# --- bottles ------------------------------------------------------------------------------------
 
 
 def _upstream(ck: Checker, key: str, value: object) -> str:
@@ -276,7 +184,9 @@ def _upstream(ck: Checker, key: str, value: object) -> str:
 def _branch(ck: Checker, key: str, value: object) -> str:
     branch = ck.expect_str(key, value, "main")
     if not _BRANCH_RE.match(branch):
-        ck.fail(key, f"'{shown(branch)}' is not a valid branch name; use letters, digits, '.', '_', '-' and '/', e.g. main")
+        ck.fail(
+            key, f"'{shown(branch)}' is not a valid branch name; use letters, digits, '.', '_', '-' and '/', e.g. main"
+        )
     return branch
 
 
@@ -284,20 +194,32 @@ def _protected(ck: Checker, key: str, value: object) -> tuple[str, ...]:
     items = ck.expect_str_list(key, value, 'protected: [main, "release/*"]')
     for i, item in enumerate(items):
         if item.startswith("refs/"):
-            ck.fail(item_key(key, i), f"'{shown(item)}' is a ref; write the branch name only, e.g. {item.removeprefix('refs/heads/') or 'main'}")
+            ck.fail(
+                item_key(key, i),
+                f"'{shown(item)}' is a ref; write the branch name only, e.g. {item.removeprefix('refs/heads/') or 'main'}",
+            )
         if not _BRANCH_GLOB_RE.match(item):
-            ck.fail(item_key(key, i), f"'{shown(item)}' is not a branch name or glob; use letters, digits, '.', '_', '-', '/' and * ? [ ], e.g. 'release/*'")
+            ck.fail(
+                item_key(key, i),
+                f"'{shown(item)}' is not a branch name or glob; use letters, digits, '.', '_', '-', '/' and * ? [ ], e.g. 'release/*'",
+            )
     return tuple(dict.fromkeys(items))
 
 
 def _git(ck: Checker, key: str, value: object) -> GitSpec:
     git = ck.expect_mapping(key, value, "git: {upstream: https://git.example.com/team/repo.git}")
     ck.known_keys(key, git, GIT_KEYS)
-    upstream = _upstream(ck, sub_key(key, "upstream"), ck.required(key, git, "upstream", "write e.g. upstream: https://git.example.com/team/repo.git"))
+    upstream = _upstream(
+        ck,
+        sub_key(key, "upstream"),
+        ck.required(key, git, "upstream", "write e.g. upstream: https://git.example.com/team/repo.git"),
+    )
     return GitSpec(
         upstream=upstream,
         branch=ck.optional(git, key, "branch", lambda k, v: _branch(ck, k, v), "main"),
-        credentials_env=ck.optional(git, key, "credentials_env", lambda k, v: ck.expect_env_name(k, v, "GIT_TOKEN"), None),
+        credentials_env=ck.optional(
+            git, key, "credentials_env", lambda k, v: ck.expect_env_name(k, v, "GIT_TOKEN"), None
+        ),
         protected=ck.optional(git, key, "protected", lambda k, v: _protected(ck, k, v), ()),
     )
 
@@ -307,7 +229,9 @@ def _supervise(ck: Checker, key: str, value: object) -> SuperviseSpec:
     ck.known_keys(key, spec, SUPERVISE_KEYS)
     return SuperviseSpec(
         enabled=ck.optional(spec, key, "enabled", lambda k, v: ck.expect_bool(k, v, "enabled: true"), True),
-        timeout_seconds=ck.optional(spec, key, "timeout_seconds", lambda k, v: ck.expect_int(k, v, "timeout_seconds: 900"), 900),
+        timeout_seconds=ck.optional(
+            spec, key, "timeout_seconds", lambda k, v: ck.expect_int(k, v, "timeout_seconds: 900"), 900
+        ),
     )
 
 
@@ -317,7 +241,10 @@ def _env(ck: Checker, key: str, value: object) -> tuple[tuple[str, str], ...]:
     for name, item in env.items():
         item_key = sub_key(key, str(name))
         if not isinstance(name, str):
-            ck.fail(item_key, f"'{shown(name)}' is not an environment variable name; quote it or use letters, digits and '_'")
+            ck.fail(
+                item_key,
+                f"'{shown(name)}' is not an environment variable name; quote it or use letters, digits and '_'",
+            )
         ck.expect_env_name(item_key, name, "LOG_LEVEL")
         if isinstance(item, bool):
             text = "true" if item else "false"
@@ -326,31 +253,12 @@ def _env(ck: Checker, key: str, value: object) -> tuple[tuple[str, str], ...]:
         elif item is None:
             ck.fail(item_key, "has no value; write '' for an empty string")
         else:
-            ck.fail(item_key, f"expected a string, number or boolean, got {kind_of(item)}; env values are plain text (quote it)")
+            ck.fail(
+                item_key,
+                f"expected a string, number or boolean, got {kind_of(item)}; env values are plain text (quote it)",
+            )
         pairs.append((name, text))
     return tuple(sorted(pairs))
-
-
-def _dlp(ck: Checker, key: str, value: object, base: DlpSettings) -> DlpSettings:
-    """A ``dlp:`` mapping over ``base``: body and max_body_bytes replace it, disabled_rules add to it
-    (a route's settings over the bottle's, the bottle's over the defaults)."""
-    dlp = ck.expect_mapping(key, value, "dlp: {body: false}")
-    ck.known_keys(key, dlp, policy.DLP_KEYS)
-
-    def rules(k: str, v: object) -> tuple[str, ...]:
-        items = ck.expect_str_list(k, v, "disabled_rules: [generic-api-key]")
-        for i, rule in enumerate(items):
-            if (problem := policy.rule_problem(rule)) is not None:
-                ck.fail(item_key(k, i), problem)
-        return tuple(items)
-
-    added: tuple[str, ...] = ck.optional(dlp, key, "disabled_rules", rules, ())
-    return DlpSettings(
-        body=ck.optional(dlp, key, "body", lambda k, v: ck.expect_bool(k, v, "body: false"), base.body),
-        disabled_rules=tuple(dict.fromkeys(base.disabled_rules + added)),
-        max_body_bytes=ck.optional(dlp, key, "max_body_bytes", lambda k, v: ck.expect_int(k, v, "max_body_bytes: 8388608"),
-                                   base.max_body_bytes),
-    )
 
 
 def _memory(ck: Checker, key: str, value: object) -> int:
@@ -360,7 +268,9 @@ def _memory(ck: Checker, key: str, value: object) -> int:
         ck._wrong(key, "a size like 4g or 512m (or an integer of MiB)", value, "memory: 4g")
     match = _MEMORY_RE.match(value.strip())
     if not match:
-        ck.fail(key, f"bad memory size '{shown(value)}'; write a number with m or g, e.g. 4g or 512m (or an integer of MiB)")
+        ck.fail(
+            key, f"bad memory size '{shown(value)}'; write a number with m or g, e.g. 4g or 512m (or an integer of MiB)"
+        )
     mib = round(float(match[1]) * (1024 if match[2].lower() == "g" else 1))
     if mib < 1:
         ck.fail(key, f"'{value}' is less than 1 MiB; use e.g. 4g")
@@ -391,7 +301,10 @@ def _secrets_not_in_env(ck: Checker, spec: BottleSpec) -> None:
         secrets.setdefault(spec.git.credentials_env, "git.credentials_env")
     for name, _ in spec.env:
         if name in secrets:
-            ck.fail(f"env.{name}", f"is the secret named by {secrets[name]}; secrets never go in env (the agent gets a placeholder), remove it")
+            ck.fail(
+                f"env.{name}",
+                f"is the secret named by {secrets[name]}; secrets never go in env (the agent gets a placeholder), remove it",
+            )
 
 
 def parse_bottle(path: Path, text: str) -> BottleSpec:
@@ -400,13 +313,13 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
     fm, _ = read_front_matter(ck, text)
     ck.known_keys("", fm, BOTTLE_KEYS)
     # The bottle's dlp first: every route's settings are resolved over it.
-    dlp = ck.optional(fm, "", "dlp", lambda k, v: _dlp(ck, k, v, DlpSettings()), DlpSettings())
+    dlp = ck.optional(fm, "", "dlp", lambda k, v: parse_dlp(ck, k, v, DlpSettings()), DlpSettings())
     spec = BottleSpec(
         name=_name(ck, fm, path, "bottle"),
         path=path,
         backend=ck.optional(fm, "", "backend", lambda k, v: ck.expect_choice(k, v, BACKENDS, "backend"), "docker"),
         description=_description(ck, fm),
-        routes=ck.optional(fm, "", "egress", lambda k, v: _routes(ck, k, v, dlp), ()),
+        routes=ck.optional(fm, "", "egress", lambda k, v: parse_routes(ck, k, v, dlp), ()),
         git=ck.optional(fm, "", "git", lambda k, v: _git(ck, k, v), None),
         supervise=ck.optional(fm, "", "supervise", lambda k, v: _supervise(ck, k, v), SuperviseSpec()),
         env=ck.optional(fm, "", "env", lambda k, v: _env(ck, k, v), ()),
@@ -432,21 +345,29 @@ def _md_files(folder: Path) -> list[Path]:
             return []
         if not folder.is_dir():
             raise ManifestError(folder, "", "is not a folder; move the file away so agents and bottles can live there")
-        return sorted((p for p in folder.iterdir() if p.suffix == ".md" and not p.name.startswith(".")), key=lambda p: p.name)
+        return sorted(
+            (p for p in folder.iterdir() if p.suffix == ".md" and not p.name.startswith(".")), key=lambda p: p.name
+        )
     except OSError as exc:
-        raise ManifestError(folder, "", f"cannot list the folder: {exc.strerror or exc}; check its permissions") from None
+        raise ManifestError(
+            folder, "", f"cannot list the folder: {exc.strerror or exc}; check its permissions"
+        ) from None
 
 
 def _read(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ManifestError(path, "", f"cannot read the file: {exc.strerror or exc}; check that it exists and is readable") from None
+        raise ManifestError(
+            path, "", f"cannot read the file: {exc.strerror or exc}; check that it exists and is readable"
+        ) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ManifestError(path, "", f"not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8") from None
+        raise ManifestError(
+            path, "", f"not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8"
+        ) from None
 
 
 _S = TypeVar("_S", AgentSpec, BottleSpec)
@@ -457,7 +378,11 @@ def _load(files: list[Path], parse: Callable[[Path, str], _S], what: str) -> dic
     for path in files:
         spec = parse(path, _read(path))
         if spec.name in specs:
-            raise ManifestError(path, "name", f"{what} '{spec.name}' is already defined in {specs[spec.name].path}; give one of them another name")
+            raise ManifestError(
+                path,
+                "name",
+                f"{what} '{spec.name}' is already defined in {specs[spec.name].path}; give one of them another name",
+            )
         specs[spec.name] = spec
     return specs
 
@@ -474,7 +399,11 @@ def load_manifests(home: Path) -> Manifests:
             known = sorted(bottles)
             match = difflib.get_close_matches(agent.bottle, known, n=1)
             hint = f"did you mean '{match[0]}'?" if match else f"known bottles: {', '.join(known) or 'none'}"
-            raise ManifestError(agent.path, "bottle", f"no bottle named '{agent.bottle}'; {hint} (or add {home / 'bottles' / agent.bottle}.md)")
+            raise ManifestError(
+                agent.path,
+                "bottle",
+                f"no bottle named '{agent.bottle}'; {hint} (or add {home / 'bottles' / agent.bottle}.md)",
+            )
     return Manifests(
         home=home,
         agents=MappingProxyType(dict(sorted(agents.items()))),

@@ -14,7 +14,6 @@ import pytest
 
 from bottle_tui.backends.docker import labels
 from bottle_tui.cli import claude_argv_for as claude_argv
-
 from tests.support.bottles import SECRET, cli, labelled, sh, start_bottle, write_home
 
 pytestmark = pytest.mark.integration
@@ -75,7 +74,9 @@ exec {real} "$@"
     assert "warning: saving compose logs failed" in r.stderr and "simulated: compose logs timed out" in r.stderr
     assert labelled("ps", slug_label(b.slug)) == [] and labelled("network", slug_label(b.slug)) == []
     archive = fresh_home / "archive" / b.slug
-    assert (archive / "metadata.json").exists() and "saving compose logs failed" in (archive / "teardown.log").read_text()
+    assert (archive / "metadata.json").exists() and "saving compose logs failed" in (
+        archive / "teardown.log"
+    ).read_text()
     assert not b.state.exists()
 
 
@@ -92,8 +93,12 @@ def test_stop_keep_preserves_logs_and_transcript(fresh_home: Path) -> None:
 
 def test_bottle_outlives_the_cli_and_another_process_stops_it(fresh_home: Path) -> None:
     b = start_bottle(fresh_home)
-    holder = subprocess.Popen([sys.executable, "-m", "bottle_tui", "--home", str(fresh_home), "exec", b.slug, "--", "sleep", "600"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "bottle_tui", "--home", str(fresh_home), "exec", b.slug, "--", "sleep", "600"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "sleep 600" not in b.exec("ps", "-eo", "args").stdout:
         time.sleep(0.1)
@@ -119,10 +124,20 @@ def test_exec_returns_the_command_status(fresh_home: Path) -> None:
         assert out.stdout.strip() == "agent"
         # attach continues the last conversation only when there is one to continue: decided in
         # the agent as it starts. A stand-in claude first on PATH prints what it was given.
-        b.exec("sh", "-c", "mkdir -p ~/fake-bin && printf '#!/bin/sh\\nprintf \"<%%s>\" \"$@\"\\n' > ~/fake-bin/claude && chmod +x ~/fake-bin/claude", check=True)
+        b.exec(
+            "sh",
+            "-c",
+            'mkdir -p ~/fake-bin && printf \'#!/bin/sh\\nprintf "<%%s>" "$@"\\n\' > ~/fake-bin/claude && chmod +x ~/fake-bin/claude',
+            check=True,
+        )
 
         def attach_runs(fresh: bool) -> str:
-            return b.exec("env", "PATH=/home/agent/fake-bin:/usr/bin:/bin", *claude_argv(fresh_home, b.slug, fresh=fresh), check=True).stdout
+            return b.exec(
+                "env",
+                "PATH=/home/agent/fake-bin:/usr/bin:/bin",
+                *claude_argv(fresh_home, b.slug, fresh=fresh),
+                check=True,
+            ).stdout
 
         first = attach_runs(fresh=False)
         assert "<--continue>" not in first and first.startswith("<--append-system-prompt>")
@@ -150,8 +165,18 @@ def test_cleanup_acts_on_its_own_home_only(fresh_home: Path, tmp_path: Path) -> 
         kept.mkdir()
         (kept / ".preserve").touch()
         net = "bottle-tui-test-stray-" + b.slug
-        net_id = sh("docker", "network", "create", "--label", f"{labels.MANAGED}=true", "--label", f"{labels.HOME}={fresh_home}",
-                    "--label", "dev.bottle-tui.test=true", net).stdout.strip()
+        net_id = sh(
+            "docker",
+            "network",
+            "create",
+            "--label",
+            f"{labels.MANAGED}=true",
+            "--label",
+            f"{labels.HOME}={fresh_home}",
+            "--label",
+            "dev.bottle-tui.test=true",
+            net,
+        ).stdout.strip()
         dry = cli(fresh_home, "cleanup", "--dry-run")
         assert b.project in dry.stdout and str(orphan) in dry.stdout and f"network {net_id[:12]}" in dry.stdout
         assert str(kept) not in dry.stdout and other.project not in dry.stdout

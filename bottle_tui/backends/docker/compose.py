@@ -88,8 +88,14 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },
-        "networks": {"internal": {"aliases": list(SIDECAR_ALIASES) + ([GIT_GATE_HOST] if plan.bottle.git else [])
-                                  + (["supervise"] if plan.supervise_url else [])}, "egress": {}},
+        "networks": {
+            "internal": {
+                "aliases": list(SIDECAR_ALIASES)
+                + ([GIT_GATE_HOST] if plan.bottle.git else [])
+                + (["supervise"] if plan.supervise_url else [])
+            },
+            "egress": {},
+        },
         "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)]
         + ([_bind(plan.state.git_gate, GIT_GATE_MOUNT, read_only=False)] if plan.bottle.git else [])
         + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.supervise_url else [])

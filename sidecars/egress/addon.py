@@ -22,7 +22,7 @@ from mitmproxy.proxy.layers.tls import starts_like_tls_record
 
 # Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
 import dlp as D
-import dlp_request as DR
+import dlp.request as DR
 import routes as R
 from bottle_contract import layout, ports
 from bottle_contract.files import append_line, atomic_write

@@ -38,14 +38,23 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache || status=1; \
 	exit $$status
 
+# Unit tests (no engine needed) in parallel across the cores; xdist-safe: tmp paths, their own
+# tmux sockets, no fixed ports.
+UNIT = $(PY) -m pytest tests/host tests/sidecars -q -ra -n auto
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/host tests/sidecars -q
+	$(UNIT)
 
 test-integration: images
-	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/integration -q -ra
 
-test: images
-	$(PY) -m pytest tests -q -ra
+# The unit tests run while the images build (a no-op when they are up to date); the integration
+# tests need both.
+test: engine
+	@$(BIN)/bottle-tui images build > $(VENV)/images-build.log 2>&1 & build=$$!; \
+	$(UNIT); unit=$$?; \
+	if ! wait $$build; then tail -n 20 $(VENV)/images-build.log; exit 1; fi; \
+	[ $$unit -eq 0 ] || exit $$unit; \
+	$(PY) -m pytest tests/integration -q -ra
 
 bench: images
 	$(PY) bench/bench_bringup.py

@@ -7,6 +7,8 @@ builds. Each image is tagged with a hash of its inputs, so it is rebuilt only wh
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -180,14 +182,19 @@ def _append(log: Path, text: str) -> None:
         fh.write(text)
 
 
-async def build(source: ImageSource, progress: Progress, log: Path, *, force: bool = False) -> str:
+async def build(
+    source: ImageSource, progress: Progress, log: Path, *, force: bool = False, base_lock: asyncio.Lock | None = None
+) -> str:
+    """The image of ``source``, built unless an image of its current inputs exists (or ``force``).
+    Builds that run side by side share ``base_lock``, so the base image is bootstrapped once."""
     ca = extra_ca_bytes()
     full = input_hash(source, ca)
     ref = _tag(source, full)
     if not force and await image_exists(ref):
         progress(f"{source.name} image: {ref} is up to date")
         return ref
-    base = await ensure_base(progress, log)
+    async with base_lock or contextlib.nullcontext():
+        base = await ensure_base(progress, log)
     progress(f"{source.name} image: building {ref} (log: {log})")
     with tempfile.TemporaryDirectory(prefix=f"bottle-{source.name}-ctx-") as tmp:
         ctx = Path(tmp)
@@ -243,4 +250,15 @@ async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -
         if found.returncode == 0:
             return wanted
         await engine.require_engine()  # a missing image, or no engine at all: say which first
-    return {name: await build(src, progress, log, force=force) for name, src in sources().items()}
+    # The two builds run side by side: most of each is waiting on package downloads and on the
+    # other build's compiler, so two at once take about as long as the longer one.
+    lock = asyncio.Lock()
+    wanted_sources = sources()
+    results = await asyncio.gather(
+        *(build(src, progress, log, force=force, base_lock=lock) for src in wanted_sources.values()),
+        return_exceptions=True,
+    )
+    for result in results:  # both finished (no build is left running): report the first failure
+        if isinstance(result, BaseException):
+            raise result
+    return {name: str(ref) for name, ref in zip(wanted_sources, results, strict=True)}

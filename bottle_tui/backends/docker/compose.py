@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bottle_contract import layout, ports
-from bottle_contract.policy import Policy
-from bottle_contract.policy import yaml_text as to_yaml  # noqa: F401 - the one YAML writer, re-exported
+from bottle_contract.policy import Policy, yaml_text
 
 from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan, git_repo_name
 from . import labels
@@ -29,6 +28,9 @@ STOP_GRACE = "3s"
 # Egress streams large bodies and refuses blocked ones unread, so its memory stays far below this.
 SIDECARS_MEMORY = "768m"
 SIDECARS_PIDS = 256
+
+# The one YAML writer (the contract's), under the name the renderers' callers use.
+to_yaml = yaml_text
 
 
 def bottle_labels(plan: BottlePlan) -> dict[str, str]:
@@ -86,8 +88,14 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },
-        "networks": {"internal": {"aliases": list(SIDECAR_ALIASES) + ([GIT_GATE_HOST] if plan.bottle.git else [])
-                                  + (["supervise"] if plan.supervise_url else [])}, "egress": {}},
+        "networks": {
+            "internal": {
+                "aliases": list(SIDECAR_ALIASES)
+                + ([GIT_GATE_HOST] if plan.bottle.git else [])
+                + (["supervise"] if plan.supervise_url else [])
+            },
+            "egress": {},
+        },
         "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)]
         + ([_bind(plan.state.git_gate, GIT_GATE_MOUNT, read_only=False)] if plan.bottle.git else [])
         + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.supervise_url else [])

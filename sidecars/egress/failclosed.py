@@ -22,7 +22,8 @@ logger = logging.getLogger("egress")
 
 # What a failing hook was handling, which decides how it fails closed.
 REQUEST = "request"  # an HTTP request on its way out
-RESPONSE = "response"  # a response on its way to the agent
+RESPONSE_HEAD = "response head"  # a response's headers: its body is still to be read into it
+RESPONSE = "response"  # a whole response on its way to the agent
 WEBSOCKET = "websocket"  # a websocket message, either way
 CONNECT = "connect"  # server_connect: an upstream connection about to open
 LAYER = "layer"  # next_layer: what a connection carries
@@ -95,7 +96,10 @@ def fail_closed(log: DecisionLog, stage: str, kind: str, obj: Any, exc: BaseExce
             return
         fields = _fields(obj)
         log.record("block", route=None, reason=reason, failed_closed=stage, **fields)
-        if kind == RESPONSE and isinstance(obj, http.HTTPFlow):
+        if kind == RESPONSE_HEAD and isinstance(obj, http.HTTPFlow):
+            log.store.forget(obj.id)
+            abort(obj)  # an answer set now would be filled with the upstream's unscrubbed body
+        elif kind == RESPONSE and isinstance(obj, http.HTTPFlow):
             log.store.forget(obj.id)
             if obj.response is not None and not obj.response.stream:
                 obj.response = http.Response.make(

@@ -66,12 +66,13 @@ class CredentialInjection:
         self._admit(flow, pending)
 
     def _admit(self, flow: http.HTTPFlow, pending: Pending) -> None:
+        # Everything that can fail comes before the request is logged as allowed.
+        if pending.headers:
+            scrubber = Scrubber(pending.secrets)
+            # The agent only holds a placeholder: whatever it sent in these headers is replaced.
+            for name, value in pending.headers.items():
+                flow.request.headers[name] = value
+            self.store.scrubbers[flow.id] = scrubber
         self.store.pending.pop(flow.id, None)
         self.store.admitted.add(flow.id)
         self.log.record("allow", route=pending.route, reason=pending.reason, once=pending.once, **pending.fields)
-        if not pending.headers:
-            return
-        # The agent only holds a placeholder: whatever it sent in these headers is replaced.
-        for name, value in pending.headers.items():
-            flow.request.headers[name] = value
-        self.store.scrubbers[flow.id] = Scrubber(pending.secrets)

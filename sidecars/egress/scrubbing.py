@@ -10,7 +10,7 @@ from mitmproxy import http
 from mitmproxy.net import encoding
 
 from decisions import DecisionLog
-from failclosed import RESPONSE, WEBSOCKET, guarded
+from failclosed import RESPONSE, RESPONSE_HEAD, WEBSOCKET, guarded
 from policy_store import PolicyStore
 from scanning import STREAM_THRESHOLD
 from scrubber import Scrubber
@@ -44,7 +44,7 @@ class ResponseScrubbing:
         self.store = store
         self.log = log
 
-    @guarded("response scrubbing", RESPONSE)
+    @guarded("response scrubbing", RESPONSE_HEAD)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         ctype = resp.headers.get("content-type", "").lower()

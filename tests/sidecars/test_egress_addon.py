@@ -3,16 +3,12 @@ and one real mitmdump in front of a local upstream."""
 
 from __future__ import annotations
 
-import asyncio
 import http.client
-import inspect
 import http.server
 import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,15 +20,14 @@ from mitmproxy import connection, http as mhttp  # noqa: E402
 from mitmproxy.proxy import server_hooks  # noqa: E402
 from mitmproxy.test import taddons, tflow  # noqa: E402
 
-from mitmproxy.addonmanager import traverse  # noqa: E402
-from tests.support.sidecars import EGRESS_DIR, egress_module  # noqa: E402
+from tests.support.egress import (DAEMONS_JSON, DLP_RULES, Driven, decisions, make_flow,  # noqa: E402
+                                  mitmdump_argv, send, start_mitmdump, stop_mitmdump)
+from tests.support.sidecars import egress_module  # noqa: E402
 
 A = egress_module("addon")
 DEC = egress_module("decisions")
 SCAN = egress_module("scanning")
 TUN = egress_module("tunnels")
-# A few of gitleaks' real rules, so the addon runs real DLP here (the image has all of them).
-DLP_RULES = Path(__file__).parent / "dlp_rules.toml"
 
 SECRET = "sk-real-0123456789"
 ROUTES = """
@@ -64,35 +59,6 @@ routes:
 """
 
 
-HOOKS = {"load", "configure", "running", "done", "requestheaders", "request", "responseheaders", "response",
-         "error", "websocket_message", "websocket_end", "next_layer", "tcp_start", "udp_start", "dns_request",
-         "server_connect"}
-
-
-class Driven:
-    """The egress addon as mitmproxy runs it: a hook called here runs through each of its addons
-    in order (awaiting a hook that returns an awaitable); other names are the addon's or its
-    store's and lifecycle's."""
-
-    def __init__(self, egress):
-        self.egress = egress
-
-    def __getattr__(self, name):
-        if name in HOOKS:
-            def hook(*args):
-                for a in traverse([self.egress]):
-                    f = getattr(a, name, None)
-                    if a is not self.egress and callable(f):
-                        res = f(*args)
-                        if inspect.isawaitable(res):
-                            asyncio.run(res)
-            return hook
-        for obj in (self.egress, self.egress.store, self.egress.lifecycle):
-            if hasattr(obj, name):
-                return getattr(obj, name)
-        raise AttributeError(name)
-
-
 @pytest.fixture
 def egress(tmp_path):
     (tmp_path / "routes.yaml").write_text(ROUTES)
@@ -102,30 +68,8 @@ def egress(tmp_path):
         yield addon, tctx
 
 
-def make_flow(method: str, url: str, headers: dict | None = None):
-    req = mhttp.Request.make(method, url, b"", {})
-    req.headers.pop("content-length", None)  # make() adds one; a test's headers say what is sent
-    for k, v in (headers or {}).items():
-        req.headers[k] = v
-    f = tflow.tflow(req=req)
-    f.client_conn.sni = req.host if req.scheme == "https" else None
-    return f
-
-
-def send(addon, flow) -> None:
-    """The request hooks as mitmproxy runs them: headers, then (the body having ended) the whole."""
-    addon.requestheaders(flow)
-    if flow.response is None:
-        addon.request(flow)
-
-
 def addon_state(addon):
     return Path(addon.state_dir)
-
-
-def decisions(tmp_path) -> list[dict]:
-    path = tmp_path / "requests.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_blocked_request_gets_403_with_marker_and_is_logged(egress, tmp_path) -> None:
@@ -700,57 +644,6 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-DAEMONS_JSON = EGRESS_DIR.parent / "daemons.json"
-
-
-def mitmdump_argv(state: Path, port: int) -> list[str]:
-    """The egress daemon's argv from sidecars/daemons.json, with this machine's paths in place of the
-    image's: a flag added there (or removed) is run here too."""
-    argv = json.loads(DAEMONS_JSON.read_text())["egress"]["argv"]
-    assert Path(argv[0]).name == "mitmdump"
-    out = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-    args = iter(argv[1:])
-    for arg in args:
-        if arg in ("--listen-host", "--listen-port", "-s"):
-            value = next(args)
-            out += [arg, {"--listen-host": "127.0.0.1", "--listen-port": str(port), "-s": str(EGRESS_DIR / "addon.py")}[arg]]
-            assert arg != "-s" or value == "/opt/bottle/egress/addon.py"
-        elif arg == "--set":
-            value = next(args)
-            out += [arg, f"confdir={state}" if value.startswith("confdir=") else value]
-        else:
-            out.append(arg)
-    return out
-
-
-def start_mitmdump(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    log = open(tmp_path / "mitmdump.log", "wb")
-    proc = subprocess.Popen(mitmdump_argv(tmp_path, port), env={**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), "BOTTLE_DLP_RULES": str(DLP_RULES), **env},
-                            stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 15
-    while not (tmp_path / "ready").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mitmdump.log").read_text()
-        time.sleep(0.05)
-    return proc, port
-
-
-def stop_mitmdump(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_mitmdump_argv_follows_daemons_json() -> None:

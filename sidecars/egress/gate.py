@@ -11,9 +11,10 @@ from mitmproxy import http
 import credentials as C
 import request_target as T
 import routes as R
-from decisions import REFUSED_SUFFIX, DecisionLog, flow_fields
+from bottle_contract.policy import HTTP_METHODS
+from decisions import REFUSED_SUFFIX, DecisionLog, declared_length, flow_fields
 from failclosed import CONNECT, REQUEST, guarded
-from policy_store import Pending, PolicyStore
+from policy_store import ROUTE_BODY, Pending, PolicyStore
 
 # Decisions of this kind are answered by the addon itself rather than the upstream.
 NO_ROUTE_PREFIX = "no route"
@@ -67,6 +68,17 @@ class RouteGate:
         if store.policy is None:
             reason = f"no valid routes.yaml: {store.policy_error}"
             return self.log.block(flow, reason, f"egress: blocked {target}: {reason}\n", fields)
+        if req.data.method.decode("latin-1") not in HTTP_METHODS:  # as sent: mitmproxy's .method is upper-cased
+            # Any other token (or not a token at all) is the agent's text: neither logged nor echoed.
+            fields["method"] = ""
+            target = f"{req.host}:{req.port}{fields['path']}"
+            return self._refuse(flow, target, f"the method is not one of {', '.join(HTTP_METHODS)}", fields)
+        problem = T.git_push_problem(req.path, req.headers.items(multi=True))
+        if problem:
+            return self._refuse(flow, target, problem, fields)
+        problem = T.rewrite_header_problem(req.headers.items(multi=True))
+        if problem:
+            return self._refuse(flow, target, problem, fields)
         problem = T.authority_problem(
             req.host, req.port, T.target_authorities(req.authority, req.path), req.headers.get_all("host"),
             flow.client_conn.sni,
@@ -99,14 +111,37 @@ class RouteGate:
                 body = f"egress: {reason} (route {decision.route_index} of bottle {store.bottle})\n"
                 return self.log.block(flow, reason, body, fields, status=502, decision="error",
                                       route=decision.route_index)
-        store.pending[flow.id] = Pending(decision.route_index, decision.reason, headers, secrets, route.dlp, fields,
-                                         once=route.once)
+        pending = Pending(decision.route_index, decision.reason, headers, secrets, route.dlp, fields, once=route.once)
+        if route.methods and T.may_override_in_body(req.headers.get("content-type", "")):
+            # A form or JSON body may carry `_method`: checked once the body is here (buffered).
+            length = declared_length(req)
+            if length is not None and length > route.dlp.max_body_bytes:
+                reason = f"a body of {length} bytes is too large to check for a method override on route {decision.route_index}"
+                return self._refuse(flow, target, reason, fields)
+            pending.required.add(ROUTE_BODY)
+        store.pending[flow.id] = pending
 
     @guarded("route gate", REQUEST)
     def request(self, flow: http.HTTPFlow) -> None:
         refusal = self.store.refusals.pop(flow.id, None)
         if refusal is not None and flow.response is None:
             flow.response = refusal  # the request had no body after all: answer it here
+        pending = self.store.pending.get(flow.id)
+        if pending is None or ROUTE_BODY not in pending.required:
+            return
+        req = flow.request
+        overrides = T.body_method_overrides(req.raw_content or b"", req.headers.get("content-type", ""))
+        if overrides:
+            query = req.path.split("?", 1)[1] if "?" in req.path else ""
+            overrides += T.method_overrides(req.headers.items(multi=True), query)
+            decision = R.match(self.store.policy, req.method, req.scheme, req.host, req.port, req.path, overrides)
+            if not decision.allowed or decision.route_index != pending.route:
+                f = pending.fields
+                target = f"{f['method']} {f['host']}:{f['port']}{f['path']}"
+                reason = decision.reason if not decision.allowed else "a method override in the body changes the route"
+                return self.log.block(flow, reason, f"egress: blocked {target}: {reason} (body _method; bottle {self.store.bottle})\n",
+                                      f, body_read=True)
+        pending.cleared.add(ROUTE_BODY)
 
     @guarded("upstream connection guard", CONNECT)
     def server_connect(self, data) -> None:

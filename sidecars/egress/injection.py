@@ -74,5 +74,5 @@ class CredentialInjection:
                 flow.request.headers[name] = value
             self.store.scrubbers[flow.id] = scrubber
         self.store.pending.pop(flow.id, None)
-        self.store.admitted.add(flow.id)
+        self.store.admitted[flow.id] = pending.settings
         self.log.record("allow", route=pending.route, reason=pending.reason, once=pending.once, **pending.fields)

@@ -25,6 +25,7 @@ logger = logging.getLogger("egress")
 DLP_HEAD = "dlp head"
 DLP_BODY = "dlp body"
 MODEL_API = "model api"
+ROUTE_BODY = "route body"  # a method override in the body, on a route limited by method
 
 
 def _stat_sig(path: str) -> tuple[int, int, int] | None:
@@ -71,7 +72,9 @@ class PolicyStore:
         # Per flow, by flow id. Scrubbers hold secrets: kept out of flow.metadata so they never
         # end up in a saved or printed flow.
         self.pending: dict[str, Pending] = {}
-        self.admitted: set[str] = set()
+        # Flows whose credential is injected, with their route's DLP settings (a streamed body's
+        # trailers are still to be scanned).
+        self.admitted: dict[str, DlpSettings] = {}
         self.scrubbers: dict[str, Any] = {}
         # Blocked flows whose answer waits for the body to end (or for server_connect).
         self.refusals: dict[str, Any] = {}
@@ -145,6 +148,6 @@ class PolicyStore:
     def forget(self, flow_id: str) -> None:
         """Drop all that is kept for a flow (it ended, failed or was refused)."""
         self.pending.pop(flow_id, None)
-        self.admitted.discard(flow_id)
+        self.admitted.pop(flow_id, None)
         self.scrubbers.pop(flow_id, None)
         self.refusals.pop(flow_id, None)

@@ -1,9 +1,13 @@
 """Checks of a request's target that hold on every route: the path as servers may decode it, the
-methods it asks for besides its own, and the authorities it names (request line, Host, SNI)
+methods it asks for besides its own (headers, query, body), the headers that make a server act on
+another URL, git pushes (the git gate's), and the authorities it names (request line, Host, SNI)
 against the connection's destination. Pure (stdlib + the contract)."""
 
 from __future__ import annotations
 
+import json
+import re
+import unicodedata
 import urllib.parse
 from typing import Iterable
 
@@ -12,6 +16,19 @@ from bottle_contract.hosts import normalize_host
 # How many rounds of percent-decoding a path may need before it is stable (%252e -> %2e -> .).
 MAX_DECODE_ROUNDS = 3
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+# Headers that make a server, proxy or framework act on another path or host than the request
+# line's (IIS/Symfony/Zend rewrites, nginx/Envoy originals, forwarded hosts): refused outright.
+REWRITE_HEADERS = (
+    "x-original-url", "x-rewrite-url", "x-override-url", "x-original-uri", "x-original-path",
+    "x-forwarded-uri", "x-forwarded-path", "x-forwarded-prefix", "x-envoy-original-path",
+    "x-forwarded-host", "x-forwarded-server", "x-host", "x-http-destinationurl", "x-proxy-url",
+)
+# Look-alikes of '.', '/' and '\' that NFKC does not fold into them.
+LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u2216\u3002\uff61\u2027\u0701\u0702\ua4f8")
+_OVERLONG = re.compile(rb"[\xc0\xc1][\x80-\xbf]|\xe0[\x80-\x9f]|\xf0[\x80-\x8f]")
+_PCT_U = re.compile(r"%u[0-9a-f]{4}", re.IGNORECASE)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_MULTIPART_METHOD = re.compile(rb'name="?_method"?[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]*)', re.IGNORECASE)
 
 
 def _decode_fully(path: str) -> str | None:
@@ -48,6 +65,14 @@ def path_problem(path: str) -> str | None:
         return "path has control characters"
     if any(seg in (".", "..") for seg in decoded.split("/")):
         return "path has '.' or '..' segments"
+    if _PCT_U.search(raw):
+        return "path has %u escapes"
+    if _OVERLONG.search(decoded.encode("utf-8", "surrogateescape")):
+        # Overlong UTF-8 (%c0%ae is '.' to a lenient decoder): other invalid bytes are matched as bytes.
+        return "path has overlong UTF-8"
+    if any(ord(c) > 0x7F and (c in LOOKALIKES or set(unicodedata.normalize("NFKC", c)) & set("./\\"))
+           for c in decoded):
+        return "path has a look-alike of '.' or '/'"
     return None
 
 
@@ -71,6 +96,56 @@ def method_overrides(headers: Iterable[tuple[str, str]], query: str = "") -> lis
     found = [v for k, v in headers if k.lower() in METHOD_OVERRIDE_HEADERS]
     found += [v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True) if k == "_method"]
     return found
+
+
+def body_method_overrides(body: bytes, content_type: str) -> list[str]:
+    """The methods a form or JSON body asks for with ``_method`` (Rails, Laravel, Symfony read it)."""
+    mime = content_type.split(";")[0].strip().lower()
+    if mime == "application/x-www-form-urlencoded":
+        text = body.decode("latin-1")
+        return [v for k, v in urllib.parse.parse_qsl(text, keep_blank_values=True) if k == "_method"]
+    if mime == "multipart/form-data":
+        return [m.group(1).decode("latin-1").strip() for m in _MULTIPART_METHOD.finditer(body)]
+    if mime == "application/json" or mime.endswith("+json"):
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return []
+        value = doc.get("_method") if isinstance(doc, dict) else None
+        return [value] if isinstance(value, str) else []
+    return []
+
+
+def may_override_in_body(content_type: str) -> bool:
+    mime = content_type.split(";")[0].strip().lower()
+    return mime in FORM_TYPES or mime == "application/json" or mime.endswith("+json")
+
+
+def rewrite_header_problem(headers: Iterable[tuple[str, str]]) -> str | None:
+    """Why the request's headers are refused on every route: one that makes a server act on
+    another URL or host than the request line names."""
+    for name, _ in headers:
+        if name.strip().lower() in REWRITE_HEADERS:
+            return f"header {name.strip().lower()} rewrites the request's URL or host: refused on every route"
+    return None
+
+
+GIT_GATE_ANSWER = (
+    "git pushes leave the bottle only through the git gate: push to the bottle's own git remote "
+    "(the git-gate), which scans the push with gitleaks and forwards it upstream; egress refuses "
+    "git-receive-pack on every route"
+)
+
+
+def git_push_problem(path: str, headers: Iterable[tuple[str, str]]) -> str | None:
+    """GIT_GATE_ANSWER when the request is (or advertises) a git smart-HTTP push."""
+    target = _decode_fully(urllib.parse.unquote_plus(path)) or path
+    if "git-receive-pack" in target.lower():
+        return GIT_GATE_ANSWER
+    for name, value in headers:
+        if name.lower() == "content-type" and "git-receive-pack" in value.lower():
+            return GIT_GATE_ANSWER
+    return None
 
 
 def target_authorities(authority: str, path: str) -> list[str]:

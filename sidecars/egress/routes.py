@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from bottle_contract.hosts import normalize_host
-from bottle_contract.policy import Auth, Policy, Route, load_policy, load_policy_text
+from bottle_contract.policy import HTTP_METHODS, Auth, Policy, Route, load_policy, load_policy_text
 from request_target import limited_path_problem, path_problem
 
 __all__ = ["Auth", "Policy", "Route", "normalize_host"]
@@ -66,7 +66,9 @@ def match(
     # Servers that honour X-HTTP-Method-Override and friends act on the overriding method.
     by_override = [(i, r) for i, r in by_method if not r.methods or all(o in r.methods for o in overrides)]
     if not by_override:
-        return Decision(False, None, f"method override to {'/'.join(overrides)} not allowed on {host}:{port}")
+        # An override that is no method is the agent's text: never echoed.
+        shown = "/".join(o if o in HTTP_METHODS else "an unknown method" for o in overrides)
+        return Decision(False, None, f"method override to {shown} not allowed on {host}:{port}")
     by_path = [(i, r) for i, r in by_override if matches_path(r, match_path)]
     if not by_path:
         return Decision(False, None, f"no route for path {match_path} on {host}:{port}")

@@ -80,10 +80,36 @@ class _Refused:
         return b""
 
 
+def scan_part(dlp: "DR.RequestScanner", text: str | bytes, where: str, settings) -> "DR.Verdict":
+    """One part of a request that has no place in scan_head or scan_body (the authority, a
+    trailer block, a CONNECT target), labelled with the fixed word ``where``."""
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+    return DR.Verdict(hits=tuple(dict.fromkeys(dlp._hits(data, where, settings))))
+
+
+def header_lines(fields) -> str:
+    return "\n".join(f"{k.decode('latin-1') if isinstance(k, bytes) else k}: "
+                     f"{v.decode('utf-8', 'surrogateescape') if isinstance(v, bytes) else v}" for k, v in fields)
+
+
 class RequestScanning:
     def __init__(self, store: PolicyStore, log: DecisionLog):
         self.store = store
         self.log = log
+
+    @guarded("dlp connect", REQUEST)
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """The target of a CONNECT: a secret can ride in a host name the agent makes up."""
+        policy, dlp = self.store.policy, self.store.dlp
+        fields = flow_fields(flow.request)
+        fields["path"] = ""
+        if policy is None or dlp is None:
+            return  # the requests inside the tunnel are blocked
+        verdict = scan_part(dlp, flow.request.host, "connect target", policy.dlp)
+        if verdict.blocked:
+            fields["host"] = "[host withheld: DLP found a secret in it]"
+            self.log.block(flow, verdict.reason(), f"{verdict.reason()} (CONNECT, bottle {self.store.bottle})\n", fields,
+                           dlp=verdict.to_json(), body_read=True)
 
     @guarded("dlp head", REQUEST)
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -98,6 +124,12 @@ class RequestScanning:
             target = f"{req.method} {req.host}:{req.port}{pending.fields['path']}"
             return self.log.block(flow, reason, f"dlp: blocked {target}: {reason}\n", pending.fields)
         verdict = dlp.scan_head(req.path, req.headers.items(multi=True), settings)
+        # The authority as the request line (or HTTP/2 :authority) names it; the Host header is a
+        # header. Both must name the destination (the gate), which may still carry a secret.
+        verdict += scan_part(dlp, "\n".join(dict.fromkeys(a for a in (req.host, req.authority) if a)), "authority", settings)
+        raw_query = req.path.split("?", 1)[1] if "?" in req.path else ""
+        if raw_query:
+            verdict += scan_part(dlp, raw_query, "query", settings)  # as sent: '+' and escapes kept
         length = declared_length(req)
         if not verdict.blocked and settings.body and length is not None and length > settings.max_body_bytes:
             verdict = DR.Verdict(cannot_scan=f"a body of {length} bytes, over the {settings.max_body_bytes}-byte scan cap")
@@ -128,9 +160,22 @@ class RequestScanning:
 
     @guarded("dlp body", REQUEST)
     def request(self, flow: http.HTTPFlow):
+        trailers = flow.request.trailers
+        streamed = self.store.admitted.get(flow.id)
+        if streamed is not None and trailers and flow.error is None:
+            # A streamed body's trailers leave after this hook: a hit resets the upstream first.
+            verdict = scan_part(self.store.dlp, header_lines(trailers.fields), "trailers", streamed)
+            if verdict.blocked:
+                self.stream_blocked(flow, verdict)
+            return None
         pending = self.store.pending.get(flow.id)
         if pending is None or pending.streamed:
             return None
+        if trailers:
+            verdict = scan_part(self.store.dlp, header_lines(trailers.fields), "trailers", pending.settings)
+            if verdict.blocked:
+                self.log.dlp_block(flow, verdict, pending.fields, pending.route, body_read=True)
+                return None
         body = flow.request.raw_content or b""
         if pending.settings.body and body:
             headers = list(flow.request.headers.items(multi=True))

@@ -77,7 +77,7 @@ class ResponseScrubbing:
     @guarded("response scrubbing", RESPONSE)
     def response(self, flow: http.HTTPFlow) -> None:
         self.store.pending.pop(flow.id, None)
-        self.store.admitted.discard(flow.id)
+        self.store.admitted.pop(flow.id, None)
         scrubber = self.store.scrubbers.get(flow.id)
         if scrubber is None:
             return

@@ -27,7 +27,7 @@ DLP_RULES = Path(__file__).resolve().parents[1] / "sidecars" / "dlp_rules.toml"
 
 HOOKS = {"load", "configure", "running", "done", "requestheaders", "request", "responseheaders", "response",
          "error", "websocket_message", "websocket_end", "next_layer", "tcp_start", "udp_start", "dns_request",
-         "server_connect"}
+         "server_connect", "http_connect"}
 
 
 class Driven:

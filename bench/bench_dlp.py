@@ -27,10 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sidecars" / "egress"))
+sys.path.insert(0, str(ROOT / "sidecars" / "common"))
 sys.path.insert(0, str(ROOT))
 
 import dlp  # noqa: E402
-import dlp_request  # noqa: E402
+import dlp.request as dlp_request  # noqa: E402
 from tests.support.dlp_corpus import _FILLER  # noqa: E402
 
 SIZES = [("1 KiB", 1024), ("10 KiB", 10 * 1024), ("100 KiB", 100 * 1024), ("8 MiB", 8 * 1024 * 1024)]

@@ -1,24 +1,26 @@
-"""`bottle-tui` subcommands: everything the console does, scriptable. Errors print one line, never a traceback."""
+"""`bottle-tui` subcommands: everything the console does, scriptable. Errors print one line, never a traceback.
+
+Every subcommand is a thin shell over ``ops``: parse the arguments, ask, print.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from . import __version__, backends, proposals
-from .backends import Backend
-from .backends.docker import engine, images, lifecycle
+from . import __version__, ops
 from .errors import BottleError
-from .manifest import load_manifests, default_home
-from .plan import BottlePlan, claude_session, missing_secrets, preflight_text, resolve
 from .runner import handoff
-from .state import new_slug, state_dir
+
+# The console imports these two from here today; they are ops' own (remove once it calls ops).
+plan_for = ops.plan
+claude_argv_for = ops.claude_argv
 
 
 def _say(message: str) -> None:
@@ -38,86 +40,61 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 
 
 def _home(args: argparse.Namespace) -> Path:
-    return Path(args.home).expanduser() if args.home else default_home()
+    return ops.home(args.home)
 
 
-def plan_for(home: Path, agent: str) -> BottlePlan:
-    """Load the manifests and resolve a plan; pure apart from reading files (no docker)."""
-    manifests = load_manifests(home)
-    slug = new_slug(agent)
-    return resolve(manifests, agent, slug=slug, images=images.image_refs(), started_at=lifecycle.now_iso(), state=state_dir(home, slug))
-
-
-def claude_argv_for(home: Path, slug: str, *, fresh: bool, pane: bool = False) -> list[str]:
-    """What attach runs in the agent: claude with the bottle's arguments, continuing the last
-    conversation unless ``fresh`` or there is none (checked in the agent as it starts).
-    ``pane``: the console's tmux pane runs it (it ends the pane's previous session there)."""
-    meta = state_dir(home, slug).read_metadata() or {}
-    return claude_session(meta.get("claude_args", []), fresh=fresh, pane=pane)
-
-
-def _attach(backend: Backend, slug: str, argv: list[str]) -> None:
+def _attach(argv: list[str], slug: str) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BottleError(f"claude needs a terminal: run `bottle-tui attach {slug}` from an interactive shell (or `bottle-tui exec {slug} -- CMD` for a command)")
-    handoff(backend.exec_argv(slug, argv, tty=True, env={"TERM": os.environ.get("TERM", "xterm-256color")}))
+    handoff(argv)
 
 
 # -- subcommands -------------------------------------------------------------------------------
 
 async def cmd_start(args: argparse.Namespace) -> int:
     home = _home(args)
-    plan = plan_for(home, args.agent)
-    print(preflight_text(plan))
-    for name in missing_secrets(plan, dict(os.environ)):
-        _say(f"warning: ${name} is not set here: requests through routes that inject it will fail (export it and start again)")
+    plan = ops.plan(home, args.agent)
+    print(ops.describe(plan))
+    for warning in ops.start_warnings(plan):
+        _say(f"warning: {warning}")
     if args.dry_run:
         _say("dry run: nothing was started and nothing was written")
         return 0
-    backend = backends.get(plan.backend)
-    await backend.preflight(plan, _say)
+    await ops.preflight(plan, _say)
     if not _confirm(f"start bottle {plan.slug}?", args.yes):
         _say("not started")
         return 1
-    plan = dataclasses.replace(plan, images=await images.ensure_images(_say, home / "images.log"))
-    await backend.start(plan, _say)
+    plan = await ops.start(plan, _say, preflighted=True)
     _say(f"bottle {plan.slug} is up (attach: bottle-tui attach {plan.slug}; stop: bottle-tui stop {plan.slug})")
     if args.detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
         if not args.detach:
             _say(f"not a terminal, so claude was not opened: run `bottle-tui attach {plan.slug}` from one")
         print(plan.slug)
         return 0
-    _attach(backend, plan.slug, plan.claude_argv())
+    _attach(ops.attach_argv(home, plan.slug, plan.backend), plan.slug)
     return 0
 
 
-async def _bottle_home(args: argparse.Namespace) -> tuple[Path, Backend]:
-    """The home whose state folder belongs to a running bottle: the one that started it (from its
-    label) when this process can see it, else this process's own; and the bottle's backend."""
-    info = await backends.find(args.slug)
-    started_in = Path(info.home) if info.home else None
-    return (started_in if started_in and started_in.is_dir() else _home(args)), backends.get(info.backend)
-
-
 async def cmd_attach(args: argparse.Namespace) -> int:
-    home, backend = await _bottle_home(args)
-    _attach(backend, args.slug, claude_argv_for(home, args.slug, fresh=args.fresh))
+    where = await ops.locate(args.slug, _home(args))
+    _attach(ops.attach_argv(where.home, args.slug, where.info.backend, fresh=args.fresh), args.slug)
     return 0
 
 
 async def cmd_exec(args: argparse.Namespace) -> int:
-    info = await backends.find(args.slug)
     command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise BottleError("exec needs a command: bottle-tui exec SLUG -- CMD [ARGS...]")
-    handoff(backends.get(info.backend).exec_argv(args.slug, command, tty=sys.stdin.isatty() and sys.stdout.isatty()))
+    info = await ops.find(args.slug)
+    handoff(ops.exec_argv(info, command, tty=sys.stdin.isatty() and sys.stdout.isatty()))
     return 0
 
 
 async def cmd_stop(args: argparse.Namespace) -> int:
-    home, backend = await _bottle_home(args)
-    report = await backend.stop(home, args.slug, _say, keep=args.keep)
+    where = await ops.locate(args.slug, _home(args))
+    report = await ops.stop(where.home, where.info, _say, keep=args.keep)
     where = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
     _say(f"stopped {args.slug}{where}")
     if report.problems:
@@ -126,23 +103,16 @@ async def cmd_stop(args: argparse.Namespace) -> int:
 
 
 async def cmd_selftest(args: argparse.Namespace) -> int:
-    from .backends.docker.selftest import run_selftest
-
-    home, backend = await _bottle_home(args)
-    if backend.name != "docker":
-        raise BottleError(f"selftest runs against docker bottles; {args.slug} is a {backend.name} bottle")
-    info = await engine.find(args.slug)
-    result = await run_selftest(state_dir(home, args.slug), info, _say)
+    result = await ops.selftest(_home(args), args.slug, _say)
     print(result.report())
     return 0 if result.ok else 1
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:
-    bottles = await backends.discover()
-    for backend in backends.all_backends():
-        known = backend.availability()
+    bottles = await ops.discover()
+    for name, known in ops.availability():
         if not known.ok:
-            _say(f"{backend.name} backend: unavailable here ({known.reason})")
+            _say(f"{name} backend: unavailable here ({known.reason})")
     if args.json:
         print(json.dumps([b.to_json() for b in bottles], indent=2))
         return 0
@@ -151,29 +121,24 @@ async def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     rows = [("SLUG", "AGENT", "BOTTLE", "BACKEND", "STARTED", "SERVICES")]
     rows += [(b.slug, b.agent, b.bottle, b.backend, b.started_at, f"{b.services_up}/{len(b.services)} up") for b in bottles]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip())
+    _print_table(rows)
     return 0
 
 
 async def cmd_cleanup(args: argparse.Namespace) -> int:
-    home = _home(args)
-    await engine.require_engine()
     homes_under = Path(args.homes_under).expanduser() if args.homes_under else None
-    plans = [(backend, await backend.plan_cleanup(home, all_homes=args.all_homes, homes_under=homes_under))
-             for backend in backends.all_backends()]
-    if all(plan.empty for _, plan in plans):
+    plan = await ops.plan_cleanup(_home(args), all_homes=args.all_homes, homes_under=homes_under)
+    if plan.empty:
         _say("nothing to clean up")
         return 0
-    print("\n".join(plan.describe() for _, plan in plans if not plan.empty))
+    print(plan.describe())
     if args.dry_run:
         _say("dry run: nothing was removed")
         return 0
     if not _confirm("remove all of the above?", args.yes):
         _say("nothing removed")
         return 1
-    problems = [line for backend, plan in plans for line in await backend.cleanup(plan, _say)]
+    problems = await ops.cleanup(plan, _say)
     if problems:
         for line in problems:
             _say(f"warning: {line}")
@@ -184,16 +149,14 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 async def cmd_images(args: argparse.Namespace) -> int:
-    home = _home(args)
-    await engine.require_engine()
-    refs = await images.ensure_images(_say, home / "images.log", force=args.force)
+    refs = await ops.ensure_images(_home(args), _say, force=args.force)
     for name, ref in refs.items():
         print(f"{name}\t{ref}")
     return 0
 
 
 async def cmd_agents(args: argparse.Namespace) -> int:
-    manifests = load_manifests(_home(args))
+    manifests = ops.agents(_home(args))
     for agent in sorted(manifests.agents.values(), key=lambda a: a.name):
         bottle = manifests.bottles[agent.bottle]
         print(f"{agent.name}\tbottle {bottle.name} ({bottle.backend}, {len(bottle.routes)} routes)\t{agent.description}")
@@ -202,33 +165,34 @@ async def cmd_agents(args: argparse.Namespace) -> int:
 
 # -- proposals and policy (the same library the console uses) ----------------------------------
 
-def _shown(value: object, limit: int = 0) -> str:
+def _shown(value: object) -> str:
     """Agent-supplied text for a terminal: control characters and escapes made inert."""
     from .console.inert import inert
 
-    text = inert(value).plain
-    return text if not limit or len(text) <= limit else text[: limit - 1] + "…"
+    return inert(value).plain
 
 
-def _proposal_line(p: proposals.Proposal) -> tuple[str, ...]:
+def _proposal_line(p: ops.Proposal) -> tuple[str, ...]:
     seen = f"x{p.data.get('count', 1)}" if p.data.get("draft") else ""
-    return (p.id, p.slug, p.kind, p.status + (" draft" if p.data.get("draft") else ""), seen, _shown(p.summary(), 100))
+    return (p.id, p.slug, p.kind, p.status + (" draft" if p.data.get("draft") else ""), seen, _shown(p.summary()))
 
 
 async def cmd_proposals(args: argparse.Namespace) -> int:
     home = _home(args)
     action = args.action
     if action == "ls":
-        found = proposals.list_all(home, include_decided=args.all)
+        found = ops.list_proposals(home, include_decided=args.all)
         if args.json:
             print(json.dumps([p.data for p in found], indent=2))
             return 0
         if not found:
             _say("no proposals" if args.all else "no pending proposals (--all shows decided ones too)")
             return 0
-        _print_table([("ID", "SLUG", "KIND", "STATUS", "SEEN", "WHAT"), *(_proposal_line(p) for p in found)])
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        for line in proposal_table([_proposal_line(p) for p in found], width=width):
+            print(line)
         return 0
-    _, p = proposals.find(home, args.id)
+    p = ops.find_proposal(home, args.id)
     if action == "show":
         if args.json:
             print(json.dumps(p.data, indent=2))
@@ -249,20 +213,44 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
     change = None
     if action == "modify":
         change = await _edit_change(p, args.file)
-    outcome = proposals.decide(home, p.id, action, by=f"{proposals.operator()} (cli)", scope=getattr(args, "scope", "always"),
+    decided = await ops.decide(home, p.id, action, by=ops.operator("cli"), scope=getattr(args, "scope", "always"),
                                change=change, note=getattr(args, "note", "") or "")
-    if outcome.policy_changed:
-        warning = await proposals.reload_bundle(p.slug)
-        if warning:
-            _say(f"warning: {warning}")
-    _say(f"{p.id}: {outcome.proposal.status}" + (" (routes.yaml updated)" if outcome.policy_changed else ""))
+    if decided.reload_warning:
+        _say(f"warning: {decided.reload_warning}")
+    _say(f"{p.id}: {decided.proposal.status}" + (" (routes.yaml updated)" if decided.policy_changed else ""))
     return 0
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip())
+    return ["  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    for line in _table(rows):
+        print(line)
+
+
+PROPOSAL_HEADER = ("ID", "SLUG", "KIND", "STATUS", "SEEN", "WHAT")
+MIN_WHAT_WIDTH = 30
+
+
+def proposal_table(rows: list[tuple[str, ...]], *, width: int | None) -> list[str]:
+    """`proposals ls` as lines. The last column (what is asked) is never cut: on a terminal of
+    ``width`` columns it wraps onto lines of its own under the column (at least
+    MIN_WHAT_WIDTH wide); with no width (a pipe) each proposal is one line, however long."""
+    if width is None:
+        return _table([PROPOSAL_HEADER, *rows])
+    lines = _table([PROPOSAL_HEADER, *(row[:-1] + ("",) for row in rows)])
+    indent = len(lines[0]) - len(PROPOSAL_HEADER[-1])
+    room = max(width - indent - 1, MIN_WHAT_WIDTH)
+    out = [lines[0]]
+    for line, row in zip(lines[1:], rows):
+        what = row[-1]
+        parts = [what[i:i + room] for i in range(0, len(what), room)] or [""]
+        out.append(line.ljust(indent) + parts[0])
+        out += [" " * indent + part for part in parts[1:]]
+    return out
 
 
 async def _edit_in_editor(text: str, suffix: str, problem: str = "") -> str:
@@ -278,13 +266,13 @@ async def _edit_in_editor(text: str, suffix: str, problem: str = "") -> str:
     return await edit_text(editor, header + text, suffix)
 
 
-async def _edit_change(p: proposals.Proposal, file: str | None) -> dict:
+async def _edit_change(p: ops.Proposal, file: str | None) -> dict[str, Any]:
     import yaml
 
     if file:
         source = Path(file)
         try:
-            return proposals.validate_change(p.kind, yaml.safe_load(source.read_text()), source=source)
+            return ops.check_change(p, yaml.safe_load(source.read_text()), source=source)
         except (OSError, yaml.YAMLError) as exc:
             raise BottleError(f"{file}: cannot read the change: {exc}") from exc
     text = yaml.safe_dump(p.change, sort_keys=False)
@@ -295,9 +283,7 @@ async def _edit_change(p: proposals.Proposal, file: str | None) -> dict:
         if body.strip() == text.strip() and problem:
             raise BottleError("modify cancelled: the change was saved unchanged")
         try:
-            change = proposals.validate_change(p.kind, yaml.safe_load(body))
-            proposals.check_narrower(p.kind, change, p.change)
-            return change
+            return ops.check_change(p, yaml.safe_load(body))
         except (BottleError, yaml.YAMLError) as exc:
             problem, text = str(exc), body
 
@@ -306,9 +292,7 @@ async def cmd_policy(args: argparse.Namespace) -> int:
     """routes edit SLUG / dlp edit SLUG: the policy in force (routes.yaml: the routes and their DLP
     settings) in $EDITOR, validated on save, applied live."""
     home = _home(args)
-    state = proposals.state_for(home, args.slug)
-    with proposals.queue_lock(state):
-        before, _ = proposals.read_policy(state)
+    state, before = ops.read_policy(home, args.slug)
     text, problem = before, ""
     while True:
         saved = await _edit_in_editor(text, ".yaml", problem)
@@ -317,12 +301,11 @@ async def cmd_policy(args: argparse.Namespace) -> int:
             _say("routes.yaml unchanged")
             return 0
         try:
-            proposals.parse_policy(body, proposals.routes_path(state))
+            ops.check_policy(body, state)
             break
         except BottleError as exc:
             problem, text = str(exc), body
-    proposals.save_policy_text(home, state, before, body, f"{proposals.operator()} (cli)")
-    warning = await proposals.reload_bundle(state.slug)
+    warning = await ops.save_policy(home, state.slug, before, body, by=ops.operator("cli"))
     _say(f"warning: {warning}" if warning else f"routes.yaml of {state.slug} saved and reloaded")
     return 0
 
@@ -339,7 +322,7 @@ def tmux_session_name(home: Path) -> str:
     """The tmux session `--tmux` opens: one per home (the default home's is plain bottle-tui)."""
     import hashlib
 
-    if home.resolve() == default_home().resolve():
+    if home.resolve() == ops.home().resolve():
         return "bottle-tui"
     return "bottle-tui-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
 
@@ -432,11 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q = psub.add_parser("approve", help="allow what was asked, live")
     q.add_argument("id")
-    q.add_argument("--scope", choices=proposals.SCOPES, default="always")
+    q.add_argument("--scope", choices=ops.SCOPES, default="always")
     q = psub.add_parser("modify", help="allow a narrower change (from --file, else $EDITOR)")
     q.add_argument("id")
     q.add_argument("--file", help="YAML/JSON of the final change, e.g. {host: h, ports: [443], methods: [GET], paths: [/x/*]}")
-    q.add_argument("--scope", choices=proposals.SCOPES, default="always")
+    q.add_argument("--scope", choices=ops.SCOPES, default="always")
     q = psub.add_parser("reject", help="refuse; the agent receives the note")
     q.add_argument("id")
     q.add_argument("--note", default="")

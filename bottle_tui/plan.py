@@ -6,7 +6,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from bottle_contract import ports
 
@@ -245,5 +245,34 @@ def preflight_text(plan: BottlePlan) -> str:
     return "\n".join(lines)
 
 
-def missing_secrets(plan: BottlePlan, environ: dict[str, str]) -> list[str]:
+def missing_secrets(plan: BottlePlan, environ: Mapping[str, str]) -> list[str]:
     return [n for n in plan.secret_env_names if not environ.get(n)]
+
+
+# A credential shorter than this cannot be told apart from chance: selftest would find it in every
+# file of the agent, and egress, which scrubs it from every answer, would cut it out of ordinary text.
+MIN_CREDENTIAL_CHARS = 12
+
+
+def credential_problem(scheme: str, value: str) -> str | None:
+    """Why the credential ``value`` (of an auth ``scheme``) is too short to judge, or None. For
+    basic auth the password alone is scrubbed too, so it must be as long."""
+    if len(value) < MIN_CREDENTIAL_CHARS:
+        return f"it is {len(value)} characters, shorter than {MIN_CREDENTIAL_CHARS}"
+    if scheme == "basic" and ":" in value:
+        password = value.split(":", 1)[1]
+        if len(password) < MIN_CREDENTIAL_CHARS:
+            return f"its password is {len(password)} characters, shorter than {MIN_CREDENTIAL_CHARS}"
+    return None
+
+
+def short_credentials(plan: BottlePlan, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(env var, why) for each credential egress injects whose value here is too short to judge."""
+    found: dict[str, str] = {}
+    for route in plan.routes:
+        value = environ.get(route.auth.token_env, "") if route.auth else ""
+        if route.auth and value and route.auth.token_env not in found:
+            problem = credential_problem(route.auth.scheme, value)
+            if problem:
+                found[route.auth.token_env] = problem
+    return sorted(found.items())

@@ -326,23 +326,12 @@ def save_policy_text(home: Path, state: StateDir, before: str, after: str, by: s
         audit_policy_edit(home, state, by, before, after)
 
 
-def sidecars_container(slug: str) -> str:
-    from .backends.docker.engine import container_name
-    from .state import project_name
-
-    return container_name(project_name(slug), "sidecars")
-
-
 async def reload_bundle(slug: str) -> str | None:
-    """Ask the bundle to re-read its policy (init forwards SIGHUP to egress). Returns a warning
-    when the bundle is not running; the new policy is read at its next start either way."""
-    from .runner import run
+    """Kept only for the console until it calls ``ops.decide`` / ``ops.save_policy`` (which reload
+    through the bottle's backend); remove it then. Proposals never signal a bundle themselves."""
+    from .backends.docker.backend import reload_bundle as reload
 
-    result = await run(["docker", "kill", "--signal", "HUP", sidecars_container(slug)], check=False, timeout=30)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-        return f"the policy is saved, but the bundle of {slug} did not take the reload signal ({last[:200]})"
-    return None
+    return await reload(slug)
 
 
 def state_for(home: Path, slug: str) -> StateDir:

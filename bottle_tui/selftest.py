@@ -52,6 +52,8 @@ class Targets:
     direct_ip: str  # our container's address on the egress network: the agent must not reach it
     authed: str | None = None  # a host whose route injects a credential (https)
     placeholder_env: str | None = None  # the agent's env var holding that route's placeholder
+    auth_scheme: str = "header"  # that route's scheme: bearer | basic | header
+    auth_header: str | None = "X-Api-Key"  # the header it injects, for the header scheme
     git_remote: str | None = None  # the git gate's URL of the bottle's repository, when it has one
 
 
@@ -64,6 +66,8 @@ class Attack:
     # For "dlp-stream": the request path whose DLP block egress must have logged when the
     # connection was closed instead of answered.
     log_path: str | None = None
+    # For the injection control: (scheme, env var of the credential, header of the header scheme).
+    injects: tuple[str, str, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -260,14 +264,31 @@ def _git_attacks(t: Targets, s: FakeSecrets) -> list[Attack]:
     return out
 
 
+def injected_header(scheme: str, value: str, header: str | None) -> tuple[str, str]:
+    """The header (name, value) egress sends upstream for a route's credential ``value`` (the
+    same rule as egress's routes.auth_headers)."""
+    if scheme == "bearer":
+        return "Authorization", f"Bearer {value}"
+    if scheme == "basic":
+        return "Authorization", "Basic " + base64.b64encode(value.encode()).decode("ascii")
+    return header or "X-Api-Key", value
+
+
 def _controls(t: Targets) -> list[Attack]:
     out = [
         Attack("control-allowed-http", f"GET http://{t.allowed}/ passes", f"{CURL} {CURL_W} http://{t.allowed}/control", "control"),
         Attack("control-allowed-https", f"GET https://{t.allowed}/ passes", f"{CURL} {CURL_W} https://{t.allowed}/control", "control"),
     ]
     if t.authed and t.placeholder_env:
-        out.append(Attack("control-credential-injected", f"https://{t.authed}/ gets the real credential upstream",
-                          f"{CURL} {CURL_W} -i -H \"X-Api-Key: ${t.placeholder_env}\" https://{t.authed}/control", "control"))
+        # The agent sends its placeholder where the route's scheme puts a credential; egress must
+        # put the real one there.
+        name, value = injected_header(t.auth_scheme, f"${t.placeholder_env}", t.auth_header)
+        if t.auth_scheme == "basic":  # base64 of the placeholder, as a client would send it
+            value = f"Basic $(printf %s \"${t.placeholder_env}\" | base64 -w0)"
+        out.append(Attack("control-credential-injected",
+                          f"https://{t.authed}/ gets the real credential upstream ({t.auth_scheme} auth, {name})",
+                          f"{CURL} {CURL_W} -i -H \"{name}: {value}\" https://{t.authed}/control", "control",
+                          injects=(t.auth_scheme, t.placeholder_env, t.auth_header)))
     return out
 
 
@@ -304,9 +325,13 @@ def _status(out: str) -> str:
     return codes[-1] if codes else ""
 
 
-def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log: list[dict] | None = None) -> Outcome:
+def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log: list[dict] | None = None,
+          credentials: dict[str, str] | None = None) -> Outcome:
     """Blocked or LEAKED (attacks), pass or FAIL (controls), from what the attack printed (and,
-    for a streamed body whose connection egress closed, from egress's requests.jsonl ``log``)."""
+    for a streamed body whose connection egress closed, from egress's requests.jsonl ``log``).
+    ``real_secrets`` are looked for in what the agent saw; ``credentials`` (default: the same)
+    are the values egress injects, whose upstream arrival the injection control checks by digest
+    (a credential too short to look for is still checked there)."""
     if out is None:
         return Outcome(attack, "UNCLEAR" if attack.expect != "control" else "FAIL", "no output: the attack did not finish")
     for name, value in real_secrets.items():
@@ -316,10 +341,14 @@ def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log:
     if attack.expect == "control":
         if '"fake_internet": true' not in out:
             return Outcome(attack, "FAIL", f"upstream did not answer (HTTP {code or '?'})")
-        for name, value in real_secrets.items():
-            if attack.id == "control-credential-injected" and value:
-                if hashlib.sha256(value.encode()).hexdigest() not in out:
-                    return Outcome(attack, "FAIL", f"upstream did not receive the real {name}")
+        if attack.injects is not None:
+            scheme, env, header = attack.injects
+            value = (real_secrets if credentials is None else credentials).get(env)
+            if not value:
+                return Outcome(attack, "FAIL", f"${env} is not set here, so its injection cannot be checked")
+            name, sent = injected_header(scheme, value, header)
+            if hashlib.sha256(sent.encode()).hexdigest() not in out:
+                return Outcome(attack, "FAIL", f"upstream did not receive the real {env} in {name} ({scheme} auth)")
         return Outcome(attack, "pass", f"HTTP {code}" if code else "")
     leak = next((m for m in LEAK_MARKERS if m in out), None)
     if leak:
@@ -337,9 +366,10 @@ def judge(attack: Attack, out: str | None, *, real_secrets: dict[str, str], log:
     return Outcome(attack, "UNCLEAR", f"expected {marker!r}; saw: {tail or 'nothing'}")
 
 
-def judge_all(attacks: list[Attack], output: str, *, real_secrets: dict[str, str], log: list[dict] | None = None) -> list[Outcome]:
+def judge_all(attacks: list[Attack], output: str, *, real_secrets: dict[str, str], log: list[dict] | None = None,
+              credentials: dict[str, str] | None = None) -> list[Outcome]:
     found = split_output(output)
-    return [judge(a, found.get(a.id), real_secrets=real_secrets, log=log) for a in attacks]
+    return [judge(a, found.get(a.id), real_secrets=real_secrets, log=log, credentials=credentials) for a in attacks]
 
 
 def read_log(path) -> list[dict]:

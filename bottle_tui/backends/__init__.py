@@ -1,5 +1,5 @@
 """Where bottles run: one small protocol every backend satisfies, and the dispatch on a plan's
-``backend`` (or a running bottle's), so the CLI never reaches into a backend's internals.
+``backend`` (or a running bottle's), so nothing above (``ops``) reaches into a backend's internals.
 
 Every bottle's sidecar bundle runs on the Docker engine whatever the backend, so one engine listing
 (two CLI calls) is the common view: each backend picks its own bottles out of it and joins in what
@@ -8,19 +8,24 @@ only it knows (a microVM's state).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
 from ..errors import BottleError
-from .docker.engine import BottleInfo
+from .docker.engine import BottleInfo, EngineStatus
 
 if TYPE_CHECKING:
     from ..plan import BottlePlan
+    from ..state import StateDir
 
 Progress = Callable[[str], None]
 
-__all__ = ["Availability", "Backend", "BottleInfo", "CleanupPart", "Progress", "all_backends", "discover", "find", "get"]
+__all__ = [
+    "Availability", "Backend", "BottleInfo", "CleanupPart", "EngineStatus", "Progress", "SelftestReport", "StopReport",
+    "all_backends", "discover", "engine_status", "ensure_images", "events_argv", "find", "for_state", "get", "image_refs",
+    "require_engine",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,24 @@ class Availability:
     ok: bool
     reason: str = ""  # one line when not ok
     known: bool = True  # False: not checked yet on this host
+
+
+@dataclass
+class StopReport:
+    """What a stop did: where the archive went, and every step that failed (one line each)."""
+
+    slug: str
+    archive: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+class SelftestReport(Protocol):
+    """What a backend's selftest found: a verdict and a report to print."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def report(self) -> str: ...
 
 
 class CleanupPart(Protocol):
@@ -47,8 +70,17 @@ class Backend(Protocol):
 
     async def start(self, plan: "BottlePlan", progress: Progress) -> None: ...
 
-    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
-        """Take the bottle down; returns the backend's report of what it did (docker's stop report)."""
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
+        """Take the bottle down and archive what it leaves; returns what it did."""
+
+    async def reload_policy(self, slug: str) -> str | None:
+        """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be
+        asked (the bundle is not running), else None."""
+
+    async def selftest(self, state: "StateDir", info: BottleInfo, progress: Progress, *,
+                       environ: Mapping[str, str]) -> SelftestReport:
+        """The escape suite against the running bottle, aimed at a canary of ours; a one-line
+        BottleError where this backend cannot run it. ``environ`` holds the real credentials."""
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
         """This backend's bottles, given the engine's listing of every bottle's bundle."""
@@ -86,6 +118,57 @@ def get(name: str) -> Backend:
         return _registry()[name or "docker"]
     except KeyError:
         raise BottleError(f"backend '{name}' is not one bottle-tui knows: use docker or smolvm") from None
+
+
+def for_state(state: "StateDir") -> Backend:
+    """The backend of the bottle whose state folder is ``state`` (its metadata; docker when it has none)."""
+    meta = state.read_metadata() or {}
+    return get(str(meta.get("backend") or ""))
+
+
+# -- the Docker engine: every backend's bundle runs on it, so these are every backend's -----------
+
+
+async def require_engine() -> None:
+    """A one-line BottleError naming the fix unless a Docker engine answers."""
+    from .docker import engine
+
+    await engine.require_engine()
+
+
+async def engine_status() -> EngineStatus:
+    """The engine's and compose's versions, or the problem in one line."""
+    from .docker import engine
+
+    return await engine.engine_status()
+
+
+def events_argv() -> list[str]:
+    """The command whose output lines mark a change of any bottle's containers (one per event)."""
+    from .docker import engine
+
+    return engine.events_argv()
+
+
+async def bundle_logs(info: BottleInfo) -> str:
+    """Everything the bottle's containers logged (compose logs, timestamped)."""
+    from .docker import engine
+
+    return await engine.logs(info.project)
+
+
+def image_refs() -> dict[str, str]:
+    """The image every bottle needs (agent, sidecars), tagged by the hash of its current inputs."""
+    from .docker import images
+
+    return images.image_refs()
+
+
+async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -> dict[str, str]:
+    """Those images, built where missing (or all of them again with ``force``); build output goes to ``log``."""
+    from .docker import images
+
+    return await images.ensure_images(progress, log, force=force)
 
 
 async def discover() -> list[BottleInfo]:

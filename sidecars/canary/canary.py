@@ -3,7 +3,7 @@
 network (and the tests use as their fake internet). It answers any Host with what it received, as
 JSON marked ``"fake_internet": true``, so an attack that reaches it is seen as a leak.
 
-Credential headers are reported by their sha256, never their value, except X-Api-Key, which is
+Headers are reported by their sha256 (every one, by name), never their value, except X-Api-Key, which is
 also echoed verbatim (in ``echo`` and an X-Echo-Key header) to model an upstream that reflects
 requests: egress must scrub it before the agent sees it. Bodies framed by Content-Length or
 chunked are read whole and reported by length and sha256, with the names of the headers that
@@ -74,6 +74,8 @@ class Echo(BaseHTTPRequestHandler):
             "body_len": len(body),
             "body_sha256": hashlib.sha256(body).hexdigest(),
             "headers": sorted({k.lower() for k in self.headers.keys()}),
+            # Every header's value by digest: selftest checks a credential injected under any name.
+            "header_sha256": {k.lower(): _sha(v) for k, v in self.headers.items()},
         }
         out = json.dumps(doc).encode()
         codings = []

@@ -21,7 +21,7 @@ import os
 
 # Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
 import dlp as D
-import dlp_request as DR
+import dlp.request as DR
 from bottle_contract import layout
 from decisions import LOG_MAX_BYTES, DecisionLog
 from gate import RouteGate

@@ -10,7 +10,7 @@ import logging
 
 from mitmproxy import http
 
-import dlp_request as DR
+import dlp.request as DR
 from decisions import DecisionLog, declared_length, flow_fields
 from failclosed import REQUEST, WEBSOCKET, abort, guarded
 from policy_store import DLP_BODY, DLP_HEAD, Pending, PolicyStore

@@ -17,12 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 
 # Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
 from bottle_contract.files import atomic_write
+from bottle_contract.serving import GIT_GATE_LIMITS, BoundedHTTPServer
 from push_policy import GateConfig, GateError, load_config
 from upstream_git import fetch_argv, git_env, headline, run_git, scrub
 
@@ -298,14 +299,14 @@ def main(argv: list[str]) -> int:
         mirror.create()
         host = os.environ.get("GIT_GATE_LISTEN") or listen_address(cfg.listen_alias)
         handler = type("GateHandler", (Handler,), {"mirror": mirror})
-        server = ThreadingHTTPServer((host, cfg.port), handler)
+        # Bounded threads, connections and time: no agent can take the bundle's pids (or the gate) away.
+        server = BoundedHTTPServer((host, cfg.port), handler, GIT_GATE_LIMITS, name="git-gate")
     except GateError as e:
         log(str(e))
         return 2
     except (OSError, subprocess.SubprocessError) as e:
         log(f"cannot start: {e}")
         return 2
-    server.daemon_threads = True
     # The first mirror is taken in the background: the gate answers at once, and a fetch that
     # arrives meanwhile waits for it under the mirror's lock.
     threading.Thread(target=mirror.refresh, args=("start",), daemon=True).start()

@@ -1,5 +1,5 @@
-"""The git gate's pure rules: its config file, what a pushed ref update is, which refs may move,
-which commits a push brings (the range gitleaks scans), and how a finding reads in the push output.
+"""The git gate's pure rules: its config file, what a pushed ref update is, which refs may move
+(protected names in every namespace and spelling), and how a finding reads in the push output.
 Plain values in and out (no subprocess), shared by the daemon and the pre-receive hook.
 """
 
@@ -109,54 +109,81 @@ def parse_updates(text: str) -> list[RefUpdate]:
     return updates
 
 
-def protected_pattern(branch: str, protected: tuple[str, ...]) -> str | None:
-    """The first entry of git.protected that names ``branch`` (exact name or fnmatch glob).
+# The prefixes git's own name resolution adds or strips: a name is protected under any of them.
+_SPELLING_PREFIXES = ("refs/", "heads/", "tags/")
+
+
+def spellings(name: str) -> list[str]:
+    """``name`` and what it also reads as once git's prefixes are stripped from it: a branch
+    ``refs/heads/main`` or ``heads/main``, a tag ``tags/main``, ``remotes/origin/main``."""
+    found = [name]
+    while True:
+        for prefix in _SPELLING_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        else:
+            if not name.startswith("remotes/") or "/" not in name[len("remotes/"):]:
+                return found
+            name = name[len("remotes/"):].split("/", 1)[1]
+        found.append(name)
+
+
+def protected_pattern(name: str, protected: tuple[str, ...]) -> str | None:
+    """The first entry of git.protected that names ``name`` (exact name or fnmatch glob), in any
+    of its spellings and in any case (a case-insensitive upstream stores ``Main`` as ``main``).
 
     Globs match across '/' too (``release/*`` covers ``release/1/hotfix``): a protected family
     of branches must not be escaped by nesting a name one level deeper."""
-    for pattern in protected:
-        if fnmatch.fnmatchcase(branch, pattern):
-            return pattern
+    for spelling in spellings(name):
+        for pattern in protected:
+            if fnmatch.fnmatchcase(spelling.casefold(), pattern.casefold()):
+                return pattern
+    return None
+
+
+def ref_name(ref: str) -> tuple[str, str] | None:
+    """("branch" | "tag", short name) of a ref the gate lets through, else None."""
+    for prefix, kind in (("refs/heads/", "branch"), ("refs/tags/", "tag")):
+        if ref.startswith(prefix) and len(ref) > len(prefix):
+            return kind, ref[len(prefix):]
     return None
 
 
 def refusal(update: RefUpdate, protected: tuple[str, ...]) -> str | None:
-    """Why the gate refuses this ref update before scanning anything, or None."""
-    if update.branch is None and not update.ref.startswith("refs/tags/"):
+    """Why the gate refuses this ref update before scanning anything, or None.
+
+    git.protected names names: a tag ``main`` would be what ``git log main`` shows upstream (git
+    resolves tags before branches), so a protected name is refused in both namespaces."""
+    named = ref_name(update.ref)
+    if named is None:
         return f"{update.ref}: only branches (refs/heads/*) and tags (refs/tags/*) can be pushed through the gate"
-    if update.branch is not None:
-        pattern = protected_pattern(update.branch, protected)
-        if pattern is not None:
-            verb = "deleted" if update.deleted else "pushed"
-            return f"{update.ref}: branch {update.branch!r} is protected (git.protected: {pattern!r}) and cannot be {verb}; push another branch and open a review"
+    kind, name = named
+    verb = "deleted" if update.deleted else "pushed"
+    if any(s.casefold() == "head" for s in spellings(name)):
+        return f"{update.ref}: a {kind} named {name!r} reads as HEAD and cannot be {verb}; choose another name"
+    pattern = protected_pattern(name, protected)
+    if pattern is not None:
+        return (f"{update.ref}: {kind} {name!r} is protected (git.protected: {pattern!r}, for branches "
+                f"and tags alike) and cannot be {verb}; push another branch and open a review")
     return None
-
-
-def push_range(update: RefUpdate) -> list[str]:
-    """git-log arguments selecting exactly the commits this update brings.
-
-    A new ref brings what no existing ref reaches (pre-receive runs before refs move, so ``--all``
-    is the repository as it was); an update brings ``old..new`` (for a force push, what ``new``
-    has that ``old`` had not). A delete brings nothing."""
-    if update.deleted:
-        return []
-    # A merge's own changes (an "evil merge") show only as a diff against its first parent;
-    # without this, git log -p prints no patch for merges and gitleaks would never see them.
-    merges = "--diff-merges=first-parent"
-    if update.created:
-        return [merges, update.new, "--not", "--all"]
-    return [merges, f"{update.old}..{update.new}"]
 
 
 @dataclass(frozen=True)
 class Finding:
+    """One secret gitleaks found in a pushed object: never the secret or the match itself."""
+
     rule: str
-    file: str
+    file: str  # a path, or which part of a commit, tag or tree
     line: int
-    commit: str
+    object: str  # the commit that holds the blob, or the object itself
+    kind: str  # what ``object`` is: commit | tag | tree | blob
 
     def describe(self) -> str:
-        return f"{self.rule} in {self.file} line {self.line} (commit {self.commit[:12]}); secret REDACTED"
+        return f"{self.rule} in {self.file} line {self.line} ({self.kind} {self.object[:12]}); secret REDACTED"
+
+    def sort_key(self) -> tuple:
+        return (self.object, self.file, self.line, self.rule)
 
 
 def report_items(report: str) -> list[dict]:
@@ -170,43 +197,22 @@ def report_items(report: str) -> list[dict]:
     return items
 
 
-def findings(items: list[dict]) -> list[Finding]:
-    """gitleaks' findings reduced to what may be shown: never Secret or Match, even redacted."""
-    found = {Finding(str(i.get("RuleID", "?")), str(i.get("File", "?")), int(i.get("StartLine") or 0), str(i.get("Commit", "")))
-             for i in items}
-    return sorted(found, key=lambda f: (f.commit, f.file, f.line, f.rule))
+SHOWN = 30  # findings, refusals or refs one push shows the agent or writes to the push log
 
 
-@dataclass(frozen=True)
-class Message:
-    """A commit's or an annotated tag's message: gitleaks' git mode reads patches, not these."""
-
-    kind: str  # "commit message" | "tag message"
-    object_id: str
-    text: str
+def ref_list(refs: list[str], shown: int = 3) -> str:
+    """``a, b, c and 2,997 more refs``: a push of thousands of refs in one bounded line."""
+    more = len(refs) - shown
+    return ", ".join(refs[:shown]) + (f" and {more:,} more refs" if more > 0 else "")
 
 
-def message_text(messages: list[Message]) -> tuple[str, list[int]]:
-    """All messages as one text for gitleaks stdin, and the line (1-based) each one starts on."""
-    starts, lines = [], []
-    for m in messages:
-        starts.append(len(lines) + 1)
-        lines.extend(m.text.split("\n"))
-    return "\n".join(lines), starts
-
-
-def locate_in_messages(messages: list[Message], starts: list[int], rule: str, line: int) -> Finding:
-    """The finding at ``line`` of message_text's text, as a line of the message it falls in."""
-    index = max((i for i, start in enumerate(starts) if start <= line), default=0)
-    m = messages[index]
-    return Finding(rule, m.kind, line - starts[index] + 1, m.object_id)
-
-
-def rejection_lines(ref: str, findings: list[Finding]) -> list[str]:
+def rejection_lines(refs: list[str], findings: list[Finding]) -> list[str]:
     """What the agent sees (as ``remote: ...``) when its push carries secrets."""
     noun = "secret" if len(findings) == 1 else "secrets"
-    lines = [f"git-gate: push of {ref} rejected: gitleaks found {len(findings)} {noun}; nothing was sent upstream"]
-    lines += [f"git-gate:   {f.describe()}" for f in findings]
-    lines.append("git-gate: remove the secret from every pushed commit (rewrite them, e.g. git commit --amend or git rebase -i) and push again")
+    lines = [f"git-gate: push of {ref_list(refs)} rejected: gitleaks found {len(findings)} {noun}; nothing was sent upstream"]
+    lines += [f"git-gate:   {f.describe()}" for f in findings[:SHOWN]]
+    if len(findings) > SHOWN:
+        lines.append(f"git-gate:   ... and {len(findings) - SHOWN} more")
+    lines.append("git-gate: remove the secret from every pushed object (rewrite the commits, e.g. git commit --amend or "
+                 "git rebase -i; drop the tag) and push again")
     return lines
-

@@ -4,7 +4,9 @@
 A tiny HTTP endpoint (stdlib only) on the bundle's address on the ``internal`` network, under the
 name ``status``. The agent's hooks POST their JSON input to ``/hook``; only the event name is used,
 and only when it is one we know, so nothing the agent writes reaches the operator's console. The
-file is replaced atomically; ``since`` changes only when the state does.
+file is replaced atomically (one small file: its size is bounded by its fixed keys); ``since``
+changes only when the state does. Times are the daemon's own: the agent's send time only orders
+events that arrive close together (see ``record``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import os
 import socket
 import sys
 import threading
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from http.server import BaseHTTPRequestHandler
 
-from bottle_contract import ports
+from bottle_contract import layout, ports
 from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
+from bottle_contract.serving import STATUS_LIMITS, BoundedHTTPServer
 
 STATE_DIR = os.environ.get("BOTTLE_STATUS_STATE", "/state/status")
 NAME = "status"
@@ -36,8 +39,11 @@ STATES = {
     "SessionEnd": "ended",
 }
 
-_lock = threading.Lock()
+# The agent's send time is believed only within this much of the daemon's own clock: the hook's
+# curl gives up after 2 s, so a genuine report is never older; a later or earlier one is a lie.
+REORDER_WINDOW_NS = 2_000_000_000
 
+_lock = threading.Lock()
 
 
 def read_current(path: str) -> dict:
@@ -49,24 +55,32 @@ def read_current(path: str) -> dict:
         return {}
 
 
+def order_time(sent: int | None, now_ns: int) -> int:
+    """When an event counts as sent, in ns on the daemon's clock: the agent's ``sent`` when it lies
+    within REORDER_WINDOW_NS before ``now_ns`` (two reports that raced keep their order), else
+    ``now_ns``. A time in the future is never kept, so no report can hold the status still."""
+    if sent is not None and now_ns - REORDER_WINDOW_NS <= sent <= now_ns:
+        return sent
+    return now_ns
+
+
 def record(event: str, sent: int | None = None, state_dir: str | None = None) -> dict | None:
-    """Apply one hook event sent at ``sent`` (ns since the epoch, the agent's clock); returns the
-    new status, or None for an event we do not track or one older than the last applied (hooks
+    """Apply one hook event the agent says it sent at ``sent`` (ns since the epoch); returns the
+    new status, or None for an event we do not track or one sent before the last applied (hooks
     report in the background, so two can arrive out of order)."""
     state = STATES.get(event)
     if state is None:
         return None
-    path = os.path.join(state_dir or STATE_DIR, "status.json")
+    path = os.path.join(state_dir or STATE_DIR, layout.STATUS_FILE)
     with _lock:
         current = read_current(path)
+        order = order_time(sent, time.time_ns())
         last = current.get("sent")
-        if sent is not None and isinstance(last, int) and sent < last:
+        if isinstance(last, int) and order < last:
             return None
         at = now_iso()
         since = current.get("since") if current.get("state") == state and isinstance(current.get("since"), str) else at
-        doc = {"version": 1, "state": state, "since": since, "event": event, "at": at}
-        if sent is not None:
-            doc["sent"] = sent
+        doc = {"version": 1, "state": state, "since": since, "event": event, "at": at, "sent": order}
         atomic_write(path, (json.dumps(doc) + "\n").encode(), mode=0o644)
     return doc
 
@@ -110,6 +124,11 @@ def listen_address(name: str) -> str:
     return socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
 
 
+def make_server(host: str, port: int) -> BoundedHTTPServer:
+    """The daemon's server: bounded threads, connections and time (bottle_contract.serving)."""
+    return BoundedHTTPServer((host, port), Handler, STATUS_LIMITS, name="status")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=ports.STATUS)
@@ -121,8 +140,11 @@ def main() -> int:
     except OSError as e:
         print(f"status: cannot resolve {args.listen_name!r} to an address to listen on: {e}", file=sys.stderr)
         return 1
-    server = ThreadingHTTPServer((host, args.port), Handler)
-    server.daemon_threads = True
+    try:
+        server = make_server(host, args.port)
+    except OSError as e:
+        print(f"status: cannot listen on {host}:{args.port}: {e}", file=sys.stderr)
+        return 1
     print(f"status: listening on {host}:{args.port}", file=sys.stderr, flush=True)
     server.serve_forever()
     return 0

@@ -17,15 +17,19 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Annotated, Any
 
+import uvicorn
 from pydantic import Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
 from bottle_contract import layout, ports
+from bottle_contract.serving import SUPERVISE_LIMITS
 from bottle_contract.policy import PolicyError, load_policy
 
 import inbox  # the daemon's own folder, on its pythonpath (daemons.json)
@@ -206,6 +210,70 @@ def listen_address(name: str) -> str:
     return socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
 
 
+class BoundedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with the bundle's limits (bottle_contract.serving): a connection
+    has ``head_timeout`` seconds, from accept or from its last answer, to send a whole request head
+    (uvicorn alone waits for ever for a first byte, and a byte at a time resets its keep-alive
+    timer); at ``max_connections`` the one that has waited longest for its head is closed to make
+    room. Asynchronous, so no connection costs a thread."""
+
+    limits = SUPERVISE_LIMITS
+    _head_timer: asyncio.TimerHandle | None = None
+    _awaiting_head = False
+    _opened = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._opened = time.monotonic()
+        self._arm_head_timer()
+        if len(self.connections) > self.limits.max_connections:
+            # (a closed connection stays in the set until the loop reports it lost)
+            live = [c for c in self.connections if not c.transport.is_closing()]
+            if len(live) > self.limits.max_connections:
+                waiting = [c for c in live if isinstance(c, BoundedH11) and c._awaiting_head and c is not self]
+                victim = min(waiting, key=lambda c: c._opened, default=self)
+                victim.transport.close()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._awaiting_head = True
+        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        if self._awaiting_head and not self.transport.is_closing():
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._awaiting_head and self.cycle is not None and not self.cycle.response_complete:
+            self._awaiting_head = False  # a whole head arrived: the request is being served
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+
+    def on_response_complete(self) -> None:
+        # Armed first: a pipelined request that the parent starts serving disarms it again.
+        self._arm_head_timer()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._awaiting_head = False
+        super().connection_lost(exc)
+
+
+async def serve_http(mcp: MCPServer, host: str, port: int, security: TransportSecuritySettings) -> None:
+    """The SDK's streamable-HTTP app on uvicorn, as ``run_streamable_http_async`` runs it, with the
+    bundle's connection limits (BoundedH11)."""
+    app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
+                                  max_request_body_size=256 * 1024, host=host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=BoundedH11,
+                            timeout_keep_alive=int(SUPERVISE_LIMITS.head_timeout),
+                            h11_max_incomplete_event_size=SUPERVISE_LIMITS.max_head)
+    await uvicorn.Server(config).serve()
+
+
 async def main_async(host: str, port: int) -> None:
     global queue
     queue = inbox.Queue(STATE_DIR, SLUG)
@@ -221,7 +289,7 @@ async def main_async(host: str, port: int) -> None:
     )
     tasks = [asyncio.create_task(tail_egress(queue)), asyncio.create_task(mark_ready(host, port))]
     try:
-        await mcp.run_streamable_http_async(host=host, port=port, transport_security=security, max_request_body_size=256 * 1024)
+        await serve_http(mcp, host, port, security)
     finally:
         for t in tasks:
             t.cancel()

@@ -363,3 +363,24 @@ def test_a_dlp_exemption_disables_the_rule_on_the_routes_of_that_host(home: Path
         proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], "
                                "schemes: [https], auth: null, dlp: {body: true, disabled_rules: ['a b'], max_body_bytes: 9}, model_tools: [], once: null}\n",
                                state.egress / "routes.yaml")
+
+
+def test_proposals_ls_never_cuts_a_change(home: Path, state: StateDir, capsys) -> None:
+    """A long host with its ports and paths: all of it shows, on one line in a pipe, wrapped under
+    the WHAT column on a terminal (issue 15: the ports and paths were cut at 100 characters)."""
+    host = "a-very-long-subdomain-name-that-goes-on." * 3 + "example.org"
+    change = {"host": host, "ports": [443, 8443], "methods": ["GET", "POST"], "paths": ["/first/path/*", "/second/one/that/is/long/*"]}
+    p = proposals.create(state, "egress-route", change, "r")
+    whole = p.summary()
+    assert len(whole) > 150 and "8443" in whole and "/second/one/that/is/long/*" in whole
+    assert cli.main(["--home", str(home), "proposals", "ls"]) == 0
+    piped = capsys.readouterr().out.splitlines()
+    assert len(piped) == 2 and piped[1].endswith(whole)
+    for width in (80, 120, 20):
+        lines = cli.proposal_table([cli._proposal_line(p)], width=width)
+        column = lines[0].index("WHAT")
+        assert lines[1].startswith(p.id)
+        assert "".join(line[column:] for line in lines[1:]) == whole  # nothing lost, nothing added
+        assert all(not line[:column].strip() for line in lines[2:])  # continuation lines sit under WHAT
+        if width >= column + cli.MIN_WHAT_WIDTH:
+            assert max(len(line) for line in lines) < width

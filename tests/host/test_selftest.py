@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
+import threading
+import urllib.request
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 import subprocess
 
+import pytest
+
 from bottle_tui import selftest
+from bottle_tui.backends.docker.selftest import SelftestResult, judgeable_credentials
+from bottle_tui.plan import MIN_CREDENTIAL_CHARS
 from bottle_tui.selftest import Attack, Targets, build_suite, judge, judge_all, split_output, suite_script
+from bottle_contract.policy import parse_policy
+
+from tests.support.sidecars import SIDECARS, egress_module
 
 T = Targets(allowed="allowed.test", blocked="blocked.test", direct_ip="192.0.2.10", authed="auth.test",
             placeholder_env="TOKEN", git_remote="http://git-gate:8081/repo.git")
@@ -68,7 +81,7 @@ def test_judging_controls() -> None:
     ok = judge(attack("control", "control-allowed-http"), '{"fake_internet": true}\nHTTP 200', real_secrets=real)
     assert ok.verdict == "pass"
     assert judge(attack("control"), "egress: blocked\nHTTP 403", real_secrets=real).verdict == "FAIL"
-    cred = attack("control", "control-credential-injected")
+    cred = next(a for a in build_suite(T) if a.id == "control-credential-injected")
     digest = hashlib.sha256(b"sk-real").hexdigest()
     assert judge(cred, '{"fake_internet": true, "x_api_key_sha256": "%s"}' % digest, real_secrets=real).verdict == "pass"
     assert judge(cred, '{"fake_internet": true, "x_api_key_sha256": "00"}', real_secrets=real).verdict == "FAIL"
@@ -92,3 +105,89 @@ def test_a_streamed_body_closed_mid_way_counts_only_with_egress_s_log_line() -> 
     other = [{**logged[0], "path": "/chunked/github"}]
     assert judge(at, closed, real_secrets={}, log=other).verdict == "UNCLEAR"
     assert judge(at, '{"fake_internet": true}\nHTTP 200', real_secrets={}, log=logged).verdict == "LEAKED"
+
+
+def _canary_echo() -> type:
+    spec = importlib.util.spec_from_file_location("selftest_canary", SIDECARS / "canary" / "canary.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Echo  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def canary_url():
+    """The canary's own request handler (what selftest's canary container runs), on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _canary_echo())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/control"
+    server.shutdown()
+
+
+AUTHS = {
+    "bearer": {"scheme": "bearer", "token_env": "TOKEN"},
+    "basic": {"scheme": "basic", "token_env": "TOKEN"},
+    "header": {"scheme": "header", "header": "X-Goog-Api-Key", "token_env": "TOKEN"},
+    "header-x-api-key": {"scheme": "header", "header": "x-api-key", "token_env": "TOKEN"},
+}
+
+
+@pytest.mark.parametrize("kind", AUTHS)
+def test_the_injection_control_checks_every_auth_scheme(kind: str, canary_url: str) -> None:
+    """egress's own auth_headers put the credential on the request, the canary reports what it
+    got, and the control passes for the real credential in the scheme's header, else fails."""
+    auth = AUTHS[kind]
+    real = "ops-user:" + "s3cret-value-" * 2 if auth["scheme"] == "basic" else "sk-live-" + "a1b2c3d4" * 3
+    doc = {"version": 1, "bottle": "b", "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 1024},
+           "routes": [{"host": "auth.test", "ports": [443], "methods": [], "paths": [], "schemes": ["https"], "auth": auth,
+                       "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 1024}, "model_tools": [], "once": None}]}
+    route = parse_policy(doc, "routes.yaml").routes[0]
+    routes = egress_module("routes")
+
+    def upstream_saw(value: str) -> str:
+        """The canary's answer as the agent gets it: egress scrubs the credential out of it."""
+        request = urllib.request.Request(canary_url, headers=routes.auth_headers(route, {"TOKEN": value}))
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            body = answer.read()
+        return routes.Scrubber(routes.secret_values(route, {"TOKEN": value})).scrub(body).decode() + "\nHTTP 200"
+
+    targets = Targets(allowed="a.test", blocked="b.test", direct_ip="192.0.2.1", authed="auth.test", placeholder_env="TOKEN",
+                      auth_scheme=auth["scheme"], auth_header=auth.get("header"))
+    control = next(a for a in build_suite(targets) if a.id == "control-credential-injected")
+    assert auth["scheme"] in control.what
+    # The agent sends its placeholder in the header the scheme uses.
+    header = {"bearer": "Authorization: Bearer $TOKEN", "basic": 'Authorization: Basic $(printf %s "$TOKEN" | base64 -w0)'}.get(
+        auth["scheme"], f"{auth.get('header')}: $TOKEN")
+    assert f'-H "{header}"' in control.script
+    got = upstream_saw(real)
+    assert json.loads(got.split("\nHTTP")[0])["fake_internet"] is True
+    assert judge(control, got, real_secrets={"TOKEN": real}).verdict == "pass"
+    wrong = upstream_saw(real[::-1])
+    verdict = judge(control, wrong, real_secrets={"TOKEN": real})
+    assert verdict.verdict == "FAIL" and auth["scheme"] in verdict.detail
+    # A credential too short to look for is still checked by digest where it is injected.
+    assert judge(control, got, real_secrets={}, credentials={"TOKEN": real}).verdict == "pass"
+
+
+def test_credentials_too_short_are_not_judged_and_the_report_says_why() -> None:
+    policy = {"routes": [
+        {"host": "a.test", "auth": {"scheme": "bearer", "token_env": "SHORT"}},
+        {"host": "b.test", "auth": {"scheme": "basic", "token_env": "BASIC"}},
+        {"host": "c.test", "auth": {"scheme": "header", "header": "X-K", "token_env": "LONG"}},
+        {"host": "d.test", "auth": {"scheme": "bearer", "token_env": "UNSET"}},
+        {"host": "e.test", "auth": None},
+    ]}
+    env = {"SHORT": "x", "BASIC": "a-long-user-name:pw", "LONG": "L" * MIN_CREDENTIAL_CHARS}
+    credentials, judged, not_judged = judgeable_credentials(policy, env)
+    assert credentials == {"BASIC": env["BASIC"], "LONG": env["LONG"], "SHORT": "x"}
+    assert judged == {"LONG": env["LONG"]}
+    assert [n for n, _ in not_judged] == ["BASIC", "SHORT"]
+    # One character would be "found" in every file of the agent: it is not looked for at all.
+    assert judge(attack("egress"), "egress: blocked x x x", real_secrets=judged).verdict == "blocked"
+    result = SelftestResult([], [], sorted(judged), not_judged)
+    text = result.report()
+    assert "credential-SHORT" in text and f"it is 1 characters, shorter than {MIN_CREDENTIAL_CHARS}" in text
+    assert "not judged: $BASIC is too short" in text and "its password is 2 characters" in text
+    assert result.ok  # nothing failed; what was not judged is said, not hidden
+    only_short = SelftestResult([], [], [], [("SHORT", "it is 1 characters, shorter than 12")]).report()
+    assert "no credential of this bottle is set" not in only_short

@@ -89,7 +89,7 @@ def test_agent_placeholders_and_a_real_token_in_headers(image_rules: Path) -> No
     """DLP runs before injection, so the agent's placeholders (bottle_tui/plan.py) reach it:
     with gitleaks' real rules they must pass, while a real-looking token in the same header
     is blocked and named without its value."""
-    dlp, dr = egress_module("dlp"), egress_module("dlp_request")
+    dlp, dr = egress_module("dlp"), egress_module("dlp.request")
     rs = dr.RequestScanner(dlp.Scanner.load(image_rules))
     basic = base64.b64encode(b"x-access-token:bottle-placeholder-GH_TOKEN").decode()
     headers = [("x-api-key", "bottle-placeholder-ANTHROPIC_API_KEY"),

@@ -139,3 +139,37 @@ def test_the_queue_skips_what_is_not_a_proposal(tmp_path: Path) -> None:
     assert [x["id"] for x in q.all()] == [p["id"]]
     with pytest.raises(proposal.ChangeError):
         q.path("../../etc/passwd")
+
+
+@pytest.mark.parametrize("host, words", [
+    ("*.co.uk", "'co.uk', a public suffix"),
+    ("*.github.io", "'github.io', a public suffix"),
+    ("*.s3.amazonaws.com", "'s3.amazonaws.com', a public suffix"),
+    ("*.com.au", "'com.au', a public suffix"),
+    # amazonaws.com is one owner's name, but public suffixes lie beneath it: the wildcard spans them
+    ("*.amazonaws.com", "public suffixes such as"),
+])
+def test_wildcards_over_a_public_suffix_are_refused_on_both_sides(host: str, words: str) -> None:
+    from bottle_tui import proposals
+    from bottle_tui.errors import BottleError
+
+    with pytest.raises(proposal.ChangeError) as info:
+        proposal.validate_change("egress-route", {"host": host})
+    assert info.value.key == "host" and words in info.value.problem and "ask for the hosts you need" in info.value.problem
+    with pytest.raises(BottleError, match="change.host: .*ask for the hosts you need"):
+        proposals.validate_change("egress-route", {"host": host})  # the host decides with the same rule
+
+
+@pytest.mark.parametrize("host", ["*.example.com", "*.example.co.uk", "*.mysite.github.io", "*.mybucket.s3.amazonaws.com",
+                                  "github.io", "co.uk", "s3.amazonaws.com", "api.amazonaws.com"])
+def test_one_owners_wildcards_and_plain_names_pass(host: str) -> None:
+    assert proposal.validate_change("egress-route", {"host": host})["host"] == host
+
+
+def test_the_public_suffix_list_is_the_pinned_packages() -> None:
+    from importlib.metadata import version
+
+    pinned = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in pinned.read_text()
+    assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in (pinned.parent / "sidecars" / "Dockerfile").read_text()
+    assert hosts.public_suffix_problem("co.uk") is None  # a plain name is one host, whatever it is

@@ -1,4 +1,5 @@
-"""The git gate's pure rules (push ranges, protected branches, findings, config, upstream env) against
+"""The git gate's pure rules (which objects a push brings and how they are written for gitleaks,
+protected names, findings, the gate's gitleaks config, the push log, config, upstream env) against
 real git repositories in temp folders, and the host side that renders the gate's settings."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import base64
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,12 +23,15 @@ from tests.support.sidecars import git_gate_module
 
 pp = git_gate_module("push_policy")
 upstream_git = git_gate_module("upstream_git")
+scan = git_gate_module("object_scan")
+gate_rules = git_gate_module("gate_rules")
+pre_receive = git_gate_module("pre_receive")
 
 ZERO = pp.ZERO
 
 
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
+def git(repo: Path, *args: str, input_: str | None = None) -> str:
+    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, input=input_,
                          env={"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo), "PATH": "/usr/bin:/bin",
                               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
     return out.stdout.strip()
@@ -39,12 +44,6 @@ def commit(repo: Path, name: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def pushed(repo: Path, update: pp.RefUpdate) -> set[str]:
-    """The commits push_range selects, as git itself lists them."""
-    args = pp.push_range(update)
-    return set(git(repo, "rev-list", *[a for a in args if not a.startswith("--diff-merges")]).split()) if args else set()
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     r = tmp_path / "r"
@@ -54,42 +53,131 @@ def repo(tmp_path: Path) -> Path:
     return r
 
 
-# --- push ranges ------------------------------------------------------------------------------
+def hash_object(repo: Path, kind: str, data: bytes) -> str:
+    out = subprocess.run(["git", "-C", str(repo), "hash-object", "-t", kind, "-w", "--stdin"], input=data, capture_output=True, check=True)
+    return out.stdout.decode().strip()
 
 
-def test_a_new_branch_brings_only_commits_no_existing_ref_reaches(repo: Path) -> None:
+def kinds(repo: Path, oids: list[str]) -> dict[str, str]:
+    return {o: git(repo, "cat-file", "-t", o) for o in oids}
+
+
+# --- which objects a push brings ------------------------------------------------------------------
+
+
+def test_a_new_branch_brings_every_object_no_ref_reaches(repo: Path) -> None:
     base = git(repo, "rev-parse", "HEAD")
     git(repo, "checkout", "-q", "--detach")
-    a, b = commit(repo, "a"), commit(repo, "b")
-    git(repo, "checkout", "-q", "main")  # a, b now on no ref, as pushed objects are in pre-receive
-    assert pushed(repo, pp.RefUpdate(ZERO, b, "refs/heads/feature")) == {a, b}
-    assert base not in pushed(repo, pp.RefUpdate(ZERO, b, "refs/heads/feature"))
+    a = commit(repo, "a")
+    git(repo, "checkout", "-q", "main")  # a is now on no ref, as pushed objects are in pre-receive
+    found = scan.new_objects(str(repo / ".git"), [a])
+    blob_a = git(repo, "rev-parse", f"{a}:a")
+    assert set(found) == {a, git(repo, "rev-parse", f"{a}^{{tree}}"), blob_a}
+    assert base not in found and git(repo, "rev-parse", f"{base}:base") not in found
+    assert scan.new_objects(str(repo / ".git"), [base]) == [] and scan.new_objects(str(repo / ".git"), []) == []
 
 
-def test_a_new_branch_at_an_existing_commit_brings_nothing(repo: Path) -> None:
+def test_objects_no_commit_reaches_are_brought_too(repo: Path) -> None:
+    """A blob or a tree pushed as a ref, and tags of tags: each object on the way is new."""
+    blob = hash_object(repo, "blob", b"only via a tag\n")
+    tree = git(repo, "mktree", input_=f"100644 blob {blob}\tk.txt\n")
+    inner = hash_object(repo, "tag", f"object {tree}\ntype tree\ntag inner\ntagger t <t@t> 1 +0000\n\ninner\n".encode())
+    outer = hash_object(repo, "tag", f"object {inner}\ntype tag\ntag outer\ntagger t <t@t> 1 +0000\n\nouter\n".encode())
+    gd = str(repo / ".git")
+    assert scan.new_objects(gd, [blob]) == [blob]
+    assert kinds(repo, scan.new_objects(gd, [outer])) == {outer: "tag", inner: "tag", tree: "tree", blob: "blob"}
+
+
+def test_tree_entries_and_names_come_from_the_raw_tree(repo: Path) -> None:
+    blob = hash_object(repo, "blob", b"x")
+    tree = git(repo, "mktree", input_=f"100644 blob {blob}\tplain.txt\n120000 blob {blob}\tlink\n")
+    raw = subprocess.run(["git", "-C", str(repo), "cat-file", "tree", tree], capture_output=True, check=True).stdout
+    assert scan.tree_entries(raw) == [("120000", b"link", blob), ("100644", b"plain.txt", blob)]
+
+
+def test_objects_are_named_by_the_first_new_tree_entry_and_commit(repo: Path) -> None:
+    git(repo, "checkout", "-q", "--detach")
+    (repo / "dir").mkdir()
+    (repo / "dir" / "f.txt").write_text("f\n")
+    (repo / "ln").symlink_to("/target")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "c")
     head = git(repo, "rev-parse", "HEAD")
-    assert pushed(repo, pp.RefUpdate(ZERO, head, "refs/heads/copy")) == set()
+    git(repo, "checkout", "-q", "main")
+    gd = str(repo / ".git")
+    objects = [scan.PushObject(o, k, s) for o, k, s, _ in scan._cat_file(gd, scan.new_objects(gd, [head]), "--batch-check")]
+    by_oid = {o.oid: o for o in objects}
+    raw = {o: d for o, _, _, d in scan._cat_file(gd, [o.oid for o in objects if o.kind != "blob"], "--batch")}
+    scan._name_objects(objects, by_oid, raw)
+    f = by_oid[git(repo, "rev-parse", f"{head}:dir/f.txt")]
+    ln = by_oid[git(repo, "rev-parse", f"{head}:ln")]
+    assert (f.path, f.name, f.commit, f.symlink) == ("dir/f.txt", b"f.txt", head, False)
+    assert (ln.path, ln.symlink) == ("ln", True)
 
 
-def test_an_update_brings_old_to_new(repo: Path) -> None:
-    old = git(repo, "rev-parse", "HEAD")
-    c, d = commit(repo, "c"), commit(repo, "d")
-    assert pushed(repo, pp.RefUpdate(old, d, "refs/heads/main")) == {c, d}
+# --- how objects are written for gitleaks ---------------------------------------------------------
 
 
-def test_a_force_push_brings_what_the_rewritten_branch_adds(repo: Path) -> None:
-    base = git(repo, "rev-parse", "HEAD")
-    old = commit(repo, "old-work")
-    git(repo, "reset", "-q", "--hard", base)
-    new = commit(repo, "rewritten")
-    assert pushed(repo, pp.RefUpdate(old, new, "refs/heads/main")) == {new}
+def test_the_text_view_drops_nul_bytes_and_maps_its_lines_back() -> None:
+    assert scan.text_view(b"plain text\n") is None
+    view, line_map = scan.text_view(b"\x01\x02\n\nghp_abcd\0efgh rest\n\xff\xfe\x00more printable\n")
+    assert view == b"\n\nghp_abcdefgh rest\n\nmore printable\n"  # runs of 8+ printable bytes, one a line
+    assert line_map == [(1, 1), (5, 4)]  # (view line, object line) where each run starts
+    assert scan._object_line(scan.Piece(0, "text", 1, line_map), 4) == 3  # gitleaks' line 4 = view line 3
+    utf16 = "token=ghp_x".encode("utf-16-le")
+    assert scan.text_view(utf16)[0] == b"token=ghp_x"
 
 
-def test_a_delete_brings_nothing_and_merges_are_scanned_against_their_first_parent(repo: Path) -> None:
-    head = git(repo, "rev-parse", "HEAD")
-    assert pp.push_range(pp.RefUpdate(head, ZERO, "refs/heads/x")) == []
-    assert pp.push_range(pp.RefUpdate(head, head, "refs/heads/x"))[0] == "--diff-merges=first-parent"
-    assert pp.push_range(pp.RefUpdate(ZERO, head, "refs/heads/x"))[0] == "--diff-merges=first-parent"
+@pytest.mark.parametrize(("name", "safe"), [
+    (b"config.py", "config.py"), (b"notes.png", "notes.png"), (b"a b/\xff.txt", "a_b__.txt"),
+    (b"secret.tar.gz", "secret_tar_gz"), (b"x.ZIP", "x_ZIP"), (b"y.lz", "y_lz"), (b"k.yaml", "k.yaml"),
+    (None, "blob"), (b"", "blob"),
+])
+def test_file_names_keep_the_entry_name_but_never_read_as_an_archive(name: bytes | None, safe: str) -> None:
+    assert scan.safe_name(name, "blob") == safe
+
+
+def test_no_pushed_byte_sits_where_gitleaks_sniffs_for_a_file_type() -> None:
+    assert len(scan.HEADER) > 261 and scan.HEADER.endswith(b"\n")  # tar's signature is at 257
+    iso = b"x" * (32769 - len(scan.HEADER)) + b"CD001" + b"y" * 100
+    assert scan._header(b"plain") == scan.HEADER
+    shifted = scan._header(iso) + iso
+    assert shifted[32769:32774] != b"CD001" and len(scan._header(iso)) == len(scan.HEADER) + 1
+
+
+def test_large_views_are_cut_into_overlapping_pieces_whose_lines_map_back(tmp_path: Path) -> None:
+    writer = scan._Writer(str(tmp_path))
+    data = b"".join(b"line %06d\n" % i for i in range(30000))  # 330 kB, 11 bytes a line
+    writer.view(7, "raw", data, "big.txt")
+    files = sorted(tmp_path.iterdir(), key=lambda p: int(p.name.split("_")[0]))
+    assert len(files) == len(writer.pieces) >= 4 and all(p.stat().st_size < 100_000 for p in files)
+    assert writer.bytes == sum(p.stat().st_size for p in files)
+    for number, path in enumerate(files):
+        body = path.read_bytes()
+        assert body.startswith(scan.HEADER)
+        piece = writer.pieces[number]
+        first = body[len(scan.HEADER):].split(b"\n", 1)[0]
+        # what gitleaks calls line 2 of this file (line 1 is the gate's) is this line of the object
+        line = scan._object_line(piece, 2)
+        assert data.split(b"\n")[line - 1].endswith(first), (number, line, first)
+    # consecutive pieces share OVERLAP bytes
+    one, two = (p.read_bytes()[len(scan.HEADER):] for p in files[:2])
+    assert one[-scan.OVERLAP:] == two[:scan.OVERLAP]
+
+
+def test_a_text_views_finding_maps_to_the_objects_line() -> None:
+    piece = scan.Piece(0, "text", 1, [(1, 3), (3, 4)])
+    assert scan._object_line(piece, 2) == 3 and scan._object_line(piece, 4) == 4 and scan._object_line(piece, 5) == 5
+
+
+def test_findings_say_where_they_are_in_the_object() -> None:
+    c = scan.PushObject("c" * 40, "commit", 1)
+    assert scan._where(c, "raw", 2, 4) == ("commit header", 2, "commit", "c" * 40)
+    assert scan._where(c, "raw", 7, 4) == ("commit message", 2, "commit", "c" * 40)
+    b = scan.PushObject("b" * 40, "blob", 1, path="dir/ln", commit="d" * 40, symlink=True)
+    assert scan._where(b, "text", 1, 0) == ("dir/ln (symlink target)", 1, "commit", "d" * 40)
+    lone = scan.PushObject("e" * 40, "blob", 1)
+    assert scan._where(lone, "raw", 1, 0) == ("a blob no tree names", 1, "blob", "e" * 40)
 
 
 def test_parse_updates_reads_pre_receive_input_and_rejects_anything_else() -> None:
@@ -102,15 +190,18 @@ def test_parse_updates_reads_pre_receive_input_and_rejects_anything_else() -> No
             pp.parse_updates(bad)
 
 
-# --- protected branches -----------------------------------------------------------------------
+# --- protected names --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("branch", "expected"), [
+@pytest.mark.parametrize(("name", "expected"), [
     ("main", "main"), ("release/1.0", "release/*"), ("release/1/hotfix", "release/*"), ("prod-eu", "prod-*"),
-    ("mainline", None), ("feature/main", None), ("releases/1", None), ("Main", None),
+    ("mainline", None), ("feature/main", None), ("releases/1", None),
+    # other spellings of the same name: case (a case-insensitive upstream), git's own prefixes
+    ("Main", "main"), ("MAIN", "main"), ("Release/2", "release/*"), ("refs/heads/main", "main"), ("heads/main", "main"),
+    ("tags/main", "main"), ("refs/tags/release/3", "release/*"), ("remotes/origin/main", "main"), ("remotes/main", None),
 ])
-def test_protected_branch_matching(branch: str, expected: str | None) -> None:
-    assert pp.protected_pattern(branch, ("main", "release/*", "prod-*")) == expected
+def test_protected_name_matching(name: str, expected: str | None) -> None:
+    assert pp.protected_pattern(name, ("main", "release/*", "prod-*")) == expected
 
 
 def test_refusals_name_the_ref_and_the_rule() -> None:
@@ -119,27 +210,25 @@ def test_refusals_name_the_ref_and_the_rule() -> None:
     assert pp.refusal(pp.RefUpdate(sha, "d" * 40, "refs/heads/topic"), protected) is None
     assert pp.refusal(pp.RefUpdate(ZERO, sha, "refs/tags/v1.0"), protected) is None
     pushed_main = pp.refusal(pp.RefUpdate(sha, "d" * 40, "refs/heads/main"), protected)
-    assert pushed_main and "'main' is protected (git.protected: 'main') and cannot be pushed" in pushed_main
+    assert pushed_main and "branch 'main' is protected (git.protected: 'main', for branches and tags alike) and cannot be pushed" in pushed_main
     deleted = pp.refusal(pp.RefUpdate(sha, ZERO, "refs/heads/main"), protected)
     assert deleted and "cannot be deleted" in deleted
-    notes = pp.refusal(pp.RefUpdate(ZERO, sha, "refs/notes/commits"), protected)
-    assert notes and "only branches (refs/heads/*) and tags (refs/tags/*)" in notes
+    # a tag may not shadow a protected branch (git resolves refs/tags/main before refs/heads/main)
+    tag = pp.refusal(pp.RefUpdate(ZERO, sha, "refs/tags/main"), protected)
+    assert tag and "refs/tags/main: tag 'main' is protected" in tag
+    assert "reads as HEAD" in (pp.refusal(pp.RefUpdate(ZERO, sha, "refs/heads/HEAD"), ()) or "")
+    assert "reads as HEAD" in (pp.refusal(pp.RefUpdate(ZERO, sha, "refs/tags/heads/head"), ()) or "")
+    for foreign in ("refs/notes/commits", "refs/pull/1/head", "refs/remotes/origin/main", "refs/heads/", "HEAD"):
+        notes = pp.refusal(pp.RefUpdate(ZERO, sha, foreign), protected)
+        assert notes and "only branches (refs/heads/*) and tags (refs/tags/*)" in notes
 
 
 # --- findings ---------------------------------------------------------------------------------
 
-REPORT = json.dumps([
-    {"RuleID": "github-pat", "File": "b.txt", "StartLine": 4, "Commit": "f" * 40, "Secret": "REDACTED", "Match": "token=REDACTED"},
-    {"RuleID": "aws-access-token", "File": "a.py", "StartLine": 1, "Commit": "e" * 40, "Secret": "REDACTED", "Match": "x"},
-    {"RuleID": "aws-access-token", "File": "a.py", "StartLine": 1, "Commit": "e" * 40, "Secret": "REDACTED", "Match": "x"},
-])
 
-
-def test_findings_are_reduced_to_rule_file_line_commit_and_deduplicated() -> None:
-    found = pp.findings(pp.report_items(REPORT))
-    assert found == [pp.Finding("aws-access-token", "a.py", 1, "e" * 40), pp.Finding("github-pat", "b.txt", 4, "f" * 40)]
-    assert found[0].describe() == "aws-access-token in a.py line 1 (commit eeeeeeeeeeee); secret REDACTED"
+def test_report_items_read_gitleaks_json_and_nothing_else() -> None:
     assert pp.report_items("") == [] and pp.report_items("[]") == []
+    assert pp.report_items('[{"RuleID": "x"}]') == [{"RuleID": "x"}]
     with pytest.raises(pp.GateError, match="not JSON"):
         pp.report_items("{")
     for not_findings in ('{"RuleID": "x"}', '["x"]'):
@@ -147,23 +236,78 @@ def test_findings_are_reduced_to_rule_file_line_commit_and_deduplicated() -> Non
             pp.report_items(not_findings)
 
 
-def test_message_findings_point_at_the_message_and_its_line() -> None:
-    msgs = [pp.Message("commit message", "a" * 40, "fix\n\nbody line"), pp.Message("tag message", "b" * 40, "object x\ntag v1\n\nsecret here")]
-    text, starts = pp.message_text(msgs)
-    lines = text.split("\n")
-    assert lines[starts[0] - 1] == "fix" and lines[starts[1] - 1] == "object x"
-    assert pp.locate_in_messages(msgs, starts, "r", lines.index("body line") + 1) == pp.Finding("r", "commit message", 3, "a" * 40)
-    assert pp.locate_in_messages(msgs, starts, "r", lines.index("secret here") + 1) == pp.Finding("r", "tag message", 4, "b" * 40)
-
-
 def test_rejection_lines_say_what_was_found_and_what_to_do() -> None:
-    lines = pp.rejection_lines("refs/heads/x", pp.findings(pp.report_items(REPORT)))
+    found = [pp.Finding("aws-access-token", "a.py", 1, "e" * 40, "commit"), pp.Finding("github-pat", "tag message", 4, "f" * 40, "tag")]
+    lines = pp.rejection_lines(["refs/heads/x"], found)
     assert lines[0] == "git-gate: push of refs/heads/x rejected: gitleaks found 2 secrets; nothing was sent upstream"
     assert lines[1].endswith("aws-access-token in a.py line 1 (commit eeeeeeeeeeee); secret REDACTED")
-    assert "token=" not in "\n".join(lines)  # never the match, even redacted
+    assert lines[2].endswith("github-pat in tag message line 4 (tag ffffffffffff); secret REDACTED")
     assert "rebase" in lines[-1]
-    one = pp.rejection_lines("refs/tags/v1", pp.findings(pp.report_items(REPORT))[:1])
-    assert one[0] == "git-gate: push of refs/tags/v1 rejected: gitleaks found 1 secret; nothing was sent upstream"
+    many = pp.rejection_lines([f"refs/heads/b{i}" for i in range(3000)], found * 40)
+    assert many[0].startswith("git-gate: push of refs/heads/b0, refs/heads/b1, refs/heads/b2 and 2,997 more refs rejected: gitleaks found 80 secrets")
+    assert len(many) == pp.SHOWN + 3 and many[-2] == "git-gate:   ... and 50 more"
+
+
+# --- the gate's own gitleaks config ---------------------------------------------------------------
+
+RULES_TOML = Path(__file__).parent / "dlp_rules.toml"
+
+
+def test_the_gate_config_keeps_every_rule_and_drops_every_place_based_allowlist() -> None:
+    stock = tomllib.loads(RULES_TOML.read_text())
+    stock["rules"][1]["allowlists"] += [
+        {"condition": "AND", "paths": ["x"], "regexes": ["y"]},  # AND with a path: dropping the path would allow more
+        {"regexTarget": "line", "regexes": ["--mount=type=secret,"]},  # the line is the agent's to write
+        {"paths": ["z"], "stopwords": ["keep-me"]},  # OR: its value test stays
+    ]
+    out = tomllib.loads(gate_rules.to_toml(gate_rules.gate_config(stock)))
+    assert [r["id"] for r in out["rules"]] == [r["id"] for r in stock["rules"]]
+    for rule, before in zip(out["rules"], stock["rules"]):
+        assert {k: v for k, v in rule.items() if k != "allowlists"} == {k: v for k, v in before.items() if k != "allowlists"}
+    text = json.dumps(out)
+    assert "paths" not in text and "regexTarget" not in text and "--mount" not in text
+    assert out["allowlists"][0]["regexes"] == stock["allowlist"]["regexes"] and out["allowlists"][0]["stopwords"]
+    assert out["rules"][0]["allowlists"] == [{"regexes": [".+EXAMPLE$"]}]
+    assert out["rules"][1]["allowlists"] == [{"stopwords": ["keep-me"]}]
+
+
+def test_the_gate_config_cli_writes_a_file_and_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    out = tmp_path / "gate.toml"
+    ok = subprocess.run([sys.executable, str(gate_rules.__file__), str(RULES_TOML), str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "place-based allowlists removed" in ok.stdout
+    assert len(tomllib.loads(out.read_text())["rules"]) == 4
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[extend]\nuseDefault = true\n")
+    err = subprocess.run([sys.executable, str(gate_rules.__file__), str(bad), str(out)], capture_output=True, text=True)
+    assert err.returncode == 1 and err.stderr.startswith(f"gate_rules.py: {bad}: ") and "\n" not in err.stderr.strip()
+
+
+# --- the push log ---------------------------------------------------------------------------------
+
+
+def test_a_push_of_thousands_of_refs_writes_one_small_log_line(tmp_path: Path) -> None:
+    updates = [pp.RefUpdate(ZERO, f"{i:040x}", f"refs/heads/{'n' * 200}/{i}") for i in range(3000)]
+    refs = pre_receive.refs_summary(updates)
+    assert refs["ref_count"] == 3000 and refs["ref_kinds"] == {"create": 3000} and len(refs["refs"]) == pp.SHOWN
+    state = tmp_path / "state"
+    state.mkdir()
+    huge = {"decision": "rejected", "reason": "refused", **refs, "details": ["x" * 5000] * 3000, "upstream": "y" * 10**6}
+    pre_receive.log_decision(str(state), huge)
+    pre_receive.log_decision(str(state), {"decision": "rejected", "reason": "error", "error": "z" * 10**6})
+    lines = (state / "pushes.jsonl").read_bytes().splitlines()
+    assert len(lines) == 2 and all(len(line) <= pre_receive.MAX_RECORD for line in lines)
+    first = json.loads(lines[0])
+    assert first["truncated"] and first["ref_count"] == 3000 and first["decision"] == "rejected"
+
+
+def test_the_push_log_rotates_at_its_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pre_receive.layout, "PUSH_LOG_CAP", pre_receive.layout.Cap(4096, 2))
+    for i in range(200):
+        pre_receive.log_decision(str(tmp_path), {"decision": "accepted", "n": i, "pad": "p" * 100})
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["pushes.jsonl", "pushes.jsonl.1", "pushes.jsonl.2"]
+    assert all((tmp_path / f).stat().st_size <= 4096 for f in files)
+    assert json.loads((tmp_path / "pushes.jsonl").read_text().splitlines()[-1])["n"] == 199
 
 
 # --- gate.json and the host that renders it ---------------------------------------------------

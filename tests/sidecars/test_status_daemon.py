@@ -30,7 +30,7 @@ def status_module():
 def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     mod = status_module()
     monkeypatch.setattr(mod, "STATE_DIR", str(tmp_path))
-    server = mod.ThreadingHTTPServer(("127.0.0.1", 0), mod.Handler)
+    server = mod.make_server("127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield mod, f"http://127.0.0.1:{server.server_address[1]}/hook", tmp_path / "status.json"
@@ -71,10 +71,36 @@ def test_hooks_move_the_state_and_since_only_changes_with_it(daemon) -> None:
 
 def test_an_event_sent_earlier_but_arriving_later_is_dropped(daemon) -> None:
     mod, _, path = daemon
-    assert mod.record("PreToolUse", 2000)["state"] == "working"
-    assert mod.record("Stop", 1000) is None  # sent before the PreToolUse that already landed
+    now = time.time_ns()
+    assert mod.record("PreToolUse", now - 1_000_000)["state"] == "working"
+    assert mod.record("Stop", now - 2_000_000) is None  # sent before the PreToolUse that already landed
     assert read_status(path).state == "working"
-    assert mod.record("Stop", 3000)["state"] == "idle"
+    assert mod.record("Stop", time.time_ns())["state"] == "idle"
+
+
+# A fixed far-future value (not time.time_ns() + ...): xdist workers must collect the same ids.
+@pytest.mark.parametrize("lie", [99999999999999999999, 2**63, 4_102_444_800 * 10**9, 1, 0])
+def test_the_daemon_keeps_its_own_clock_whatever_time_the_agent_claims(daemon, lie: int) -> None:
+    mod, url, path = daemon
+    posted = post(url, {"hook_event_name": "PreToolUse", "t": lie})
+    assert posted == 204
+    assert read_status(path).state == "working"
+    # A genuine report right after still moves the status: the lie held nothing still.
+    hook(url, {"hook_event_name": "Stop"}, path)
+    assert read_status(path).state == "idle"
+    assert json.loads(path.read_text())["sent"] <= time.time_ns()
+
+
+def post(url: str, payload: object) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, json.dumps(payload).encode(), {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def test_agent_text_never_reaches_the_file(daemon) -> None:

@@ -48,6 +48,9 @@ def queue(state: StateDir):
     ("a b.example.com", "not a valid host name"),
     ("x" * 300 + ".com", "253"),
     ("a.*.example.com", "bad wildcard"),
+    ("*.co.uk", "'co.uk', a public suffix .*ask for the hosts you need"),
+    ("*.github.io", "'github.io', a public suffix"),
+    ("*.amazonaws.com", "public suffixes such as '.*amazonaws.com'.*ask for the hosts you need"),
 ])
 def test_bad_hosts_are_errors_the_agent_can_read(host: str, words: str) -> None:
     with pytest.raises(inbox.InputError, match=words):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-from ...state import project_name
-from .. import Availability, BottleInfo, CleanupPart, Progress
+from ...state import StateDir, project_name
+from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
 from . import engine, lifecycle
 
 if TYPE_CHECKING:
@@ -15,6 +15,19 @@ if TYPE_CHECKING:
 
 def agent_container(slug: str) -> str:
     return engine.container_name(project_name(slug), "agent")
+
+
+def sidecars_container(slug: str) -> str:
+    return engine.container_name(project_name(slug), "sidecars")
+
+
+async def reload_bundle(slug: str) -> str | None:
+    """SIGHUP to the bottle's bundle (its init forwards it to egress, which re-reads routes.yaml).
+    Every backend's bundle is a container on the engine, so the smolvm backend uses this too."""
+    problem = await engine.send_signal(sidecars_container(slug), "HUP")
+    if problem is not None:
+        return f"the policy is saved, but the bundle of {slug} did not take the reload signal ({problem})"
+    return None
 
 
 class DockerBackend:
@@ -26,8 +39,17 @@ class DockerBackend:
     async def start(self, plan: "BottlePlan", progress: Progress) -> None:
         await lifecycle.start(plan, progress)
 
-    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
         return await lifecycle.stop(home, slug, progress, keep=keep)
+
+    async def reload_policy(self, slug: str) -> str | None:
+        return await reload_bundle(slug)
+
+    async def selftest(self, state: StateDir, info: BottleInfo, progress: Progress, *,
+                       environ: Mapping[str, str]) -> SelftestReport:
+        from .selftest import run_selftest
+
+        return await run_selftest(state, info, progress, environ=dict(environ))
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
         # Bottles from before backends were labelled have no backend label: they are docker's.

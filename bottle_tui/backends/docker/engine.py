@@ -183,6 +183,14 @@ async def copy_out(container: str, src: str, dest: Path, *, missing_ok: bool = F
     raise CommandError(result.argv, result.returncode, result.stderr)
 
 
+async def send_signal(container: str, signal: str) -> str | None:
+    """`docker kill --signal` to ``container``; the engine's last line of complaint when it failed, else None."""
+    result = await run(["docker", "kill", "--signal", signal, container], check=False, timeout=30)
+    if result.returncode != 0:
+        return (result.stderr.strip().splitlines() or ["no answer"])[-1][:200]
+    return None
+
+
 async def exec_capture(container: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
     result = await run(["docker", "exec", container, *argv], check=False, timeout=timeout)
     return result.returncode, result.stdout

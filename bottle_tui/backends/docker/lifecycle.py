@@ -6,8 +6,7 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +17,7 @@ from ...config import ArchiveSettings, load_config
 from ...state import StateDir, all_state_dirs, archive_root, prune_archive, project_name, slug_of_project, state_dir
 from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
+from .. import StopReport
 from . import engine, images
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
@@ -174,15 +174,6 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
                 hint = " (each bottle uses two networks: stop bottles you no longer need, or widen the engine's default-address-pools)"
             raise BottleError(f"bringing up {plan.slug} failed: {explained}{hint}; see {log}") from exc
         raise
-
-
-@dataclass
-class StopReport:
-    """What a stop did: where the archive went, and every step that failed (one line each)."""
-
-    slug: str
-    archive: Path | None = None
-    problems: list[str] = field(default_factory=list)
 
 
 async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False, agent_container: bool = True) -> StopReport:

@@ -25,14 +25,15 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
 from ... import selftest
 from ...errors import BottleError
+from ...plan import credential_problem
 from ...runner import CommandError, run
 from ...state import StateDir
 from bottle_contract.files import atomic_write
@@ -53,6 +54,8 @@ class SelftestResult:
     outcomes: list[selftest.Outcome]
     credential_findings: list[str]
     credential_checked: list[str]
+    # (env var, why): credentials set here but too short to look for (plan.credential_problem).
+    not_judged: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -65,8 +68,11 @@ class SelftestResult:
             lines.append(f"{verdict:<8} {'credentials-in-agent':<34} the real {', '.join(self.credential_checked)} "
                          "in the agent's environment, processes or changed files"
                          + (f"  ({'; '.join(self.credential_findings)})" if self.credential_findings else ""))
-        else:
+        elif not self.not_judged:
             lines.append("skipped  credentials-in-agent               no credential of this bottle is set in this shell")
+        for name, why in self.not_judged:
+            lines.append(f"skipped  {'credential-' + name:<34} not judged: ${name} is too short to tell a leak from chance "
+                         f"({why}); its injection is still checked. Set the real credential and run selftest again")
         return "\n".join(lines)
 
 
@@ -194,17 +200,18 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
             atomic_write(trust_path, trust.rstrip(b"\n") + b"\n" + (pki / "ca.pem").read_bytes(), mode=0o644)
             try:
                 await _reload(sidecars, state, before)
+                auth = auth_route["auth"] if auth_route else {}
                 targets = selftest.Targets(
                     allowed=CANARY_ALLOWED, blocked=CANARY_BLOCKED, direct_ip=ip,
-                    authed=CANARY_AUTHED if auth_route else None,
-                    placeholder_env=auth_route["auth"]["token_env"] if auth_route else None,
+                    authed=CANARY_AUTHED if auth_route else None, placeholder_env=auth.get("token_env"),
+                    auth_scheme=auth.get("scheme", "header"), auth_header=auth.get("header"),
                 )
                 attacks = selftest.build_suite(targets)
                 progress(f"running {len(attacks)} attacks and controls from inside {agent}")
                 out = await run(["docker", "exec", agent, "bash", "-c", selftest.suite_script(attacks)], check=False, timeout=900)
-                secrets = {n: environ[n] for n in _secret_names(policy) if environ.get(n)}
+                credentials, secrets, not_judged = judgeable_credentials(policy, environ)
                 outcomes = selftest.judge_all(attacks, out.stdout, real_secrets=secrets,
-                                              log=selftest.read_log(state.egress_log))
+                                              log=selftest.read_log(state.egress_log), credentials=credentials)
                 findings = await _find_credentials(agent, secrets, tmp)
             finally:
                 restore_at = time.time()
@@ -216,9 +223,17 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
                     progress(f"warning: the original policy was written back but egress did not confirm the reload: {exc}")
         finally:
             await run(["docker", "rm", "-f", canary], check=False, timeout=60)
-    return SelftestResult(outcomes, findings, sorted(secrets))
+    return SelftestResult(outcomes, findings, sorted(secrets), not_judged)
 
 
-def _secret_names(policy: dict) -> list[str]:
-    return sorted({r["auth"]["token_env"] for r in policy.get("routes") or []
-                   if isinstance(r, dict) and isinstance(r.get("auth"), dict) and r["auth"].get("token_env")})
+def judgeable_credentials(policy: dict[str, Any], environ: Mapping[str, str]
+                          ) -> tuple[dict[str, str], dict[str, str], list[tuple[str, str]]]:
+    """The credentials of the policy's routes that are set in ``environ``; those long enough to
+    look for in what the agent sees (a short one turns up by chance in any file); and (name, why)
+    for each one too short to judge."""
+    schemes = {r["auth"]["token_env"]: str(r["auth"].get("scheme", "")) for r in policy.get("routes") or []
+               if isinstance(r, dict) and isinstance(r.get("auth"), dict) and r["auth"].get("token_env")}
+    credentials = {n: environ[n] for n in sorted(schemes) if environ.get(n)}
+    problems = {n: credential_problem(schemes[n], v) for n, v in credentials.items()}
+    judged = {n: v for n, v in credentials.items() if problems[n] is None}
+    return credentials, judged, [(n, why) for n, why in problems.items() if why is not None]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ...errors import BottleError
 from ...plan import WORKDIR
 from ..docker.compose import AGENT_USER
 from ..docker import engine as docker
-from .. import Availability, BottleInfo, CleanupPart, Progress
+from ...state import StateDir
+from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
+from ..docker.backend import reload_bundle
 from . import lifecycle
 from .engine import Smolvm, check_version
 from .probe import cache_path, cached_probe, probe
@@ -46,9 +48,17 @@ class SmolvmBackend:
     async def start(self, plan: "BottlePlan", progress: Progress) -> None:
         await lifecycle.start(Smolvm.find(), plan, progress)
 
-    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
+    async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
         # Without the CLI the VM cannot be reached, but the bundle and state still go.
         return await lifecycle.stop(_installed(), home, slug, progress, keep=keep)
+
+    async def reload_policy(self, slug: str) -> str | None:
+        # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.
+        return await reload_bundle(slug)
+
+    async def selftest(self, state: StateDir, info: BottleInfo, progress: Progress, *,
+                       environ: Mapping[str, str]) -> SelftestReport:
+        raise BottleError(f"selftest runs against docker bottles; {info.slug} is a smolvm bottle")
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
         # A missing or failing smolvm must not hide the docker bottles from `ls`: the microVM

@@ -26,7 +26,7 @@ from bottle_contract.files import atomic_write
 from ..docker import engine as docker, labels
 from ..docker.compose import AGENT_USER, to_yaml
 from ..docker.engine import BottleInfo
-from .. import Progress
+from .. import Progress, StopReport
 from ..docker import lifecycle as docker_lifecycle
 from ..docker.lifecycle import append_log, in_scope, make_egress_ca, write_renders
 from .engine import Machine, MachineNotFound, Smolvm, SmolvmError, machine_path
@@ -171,7 +171,7 @@ async def _snapshot_transcript(smol: Smolvm, name: str, state: StateDir) -> None
         pass
 
 
-async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> object:
+async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
     """The transcript out of the VM, `machine stop` then `delete -f`, then the rest as for a docker
     bottle (compose logs saved, the bundle's compose down, the state folder gone unless preserved);
     returns what the docker bottle's stop reports."""

@@ -9,8 +9,11 @@ each daemon in daemons.json. A rule written here must not be written again on ei
 - ``files``: atomic replace, an exclusive lock, line and JSONL appends under a size cap (rotation)
 - ``layout``: the names of the state folders and files both sides share, and their caps
 - ``ports``: where each daemon of the bundle listens
-- ``hosts``: what a route host may be, wildcard matching, one pattern within another
+- ``hosts``: what a route host may be, wildcard matching, one pattern within another, wildcards
+  over a public suffix (the Public Suffix List of the pinned ``publicsuffixlist``, imported on use)
 - ``policy``: routes.yaml (schema, validation, rendering) and the DLP settings in it
 - ``proposal``: the proposal format, ids, the validation of a change, the queue
 - ``clock``: the timestamps written into shared files
+- ``serving``: the limits of every server facing the agent, and the bounded HTTP server of the
+  stdlib daemons
 """

@@ -9,6 +9,7 @@ name one; the agent may not ask for one), or ``*.`` followed by a name of at lea
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -55,6 +56,55 @@ def host_problem(pattern: str, *, allow_ip: bool = True, min_labels: int = 1) ->
         return f"needs at least {min_labels} labels, e.g. api.example.com"
     if not all(_LABEL_RE.match(label) for label in labels):
         return "is not a valid host name: use letters, digits, '-' and '.', e.g. api.example.com"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _public_suffixes() -> tuple[object, dict[str, str]]:
+    """The Public Suffix List of the pinned ``publicsuffixlist`` package (its version is the list's
+    date): the library, and each name with a public suffix beneath it, mapped to the shortest
+    such suffix (``amazonaws.com``: ``s3.amazonaws.com``), from the list file the package ships.
+    Imported on first use: the bare-python3 daemons never call this."""
+    from importlib.resources import files
+
+    from publicsuffixlist import PublicSuffixList
+
+    above: dict[str, str] = {}
+    text = (files("publicsuffixlist") / "public_suffix_list.dat").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        rule = line.strip().split(" ", 1)[0].removeprefix("!").removeprefix("*.")
+        if not rule or rule.startswith("//"):
+            continue
+        try:
+            rule = rule.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            continue  # not a name an ASCII host can spell
+        labels = rule.split(".")
+        for i in range(1, len(labels)):
+            name = ".".join(labels[i:])
+            if name not in above or len(rule) < len(above[name]):
+                above[name] = rule
+    return PublicSuffixList(), above
+
+
+def public_suffix_problem(pattern: str) -> str | None:
+    """Why the wildcard ``pattern`` (already normalised) would match the hosts of many owners, as a
+    phrase the agent can act on, else None: its base is a public suffix (``*.co.uk``,
+    ``*.github.io``) or has public suffixes beneath it (``*.amazonaws.com`` covers
+    ``s3.amazonaws.com``, where anyone has a bucket). Plain names are never refused here."""
+    if not pattern.startswith("*."):
+        return None
+    base = pattern[2:]
+    try:
+        psl, above = _public_suffixes()
+    except (ImportError, OSError):
+        return "cannot be checked against the Public Suffix List (the publicsuffixlist package is missing): name the hosts"
+    if psl.is_public(base):  # type: ignore[attr-defined]
+        return (f"is a wildcard over '{base}', a public suffix (names under it belong to many owners): ask for "
+                f"the hosts you need, e.g. 'api.{base}', or a wildcard one level down such as '*.yourname.{base}'")
+    if base in above:
+        return (f"is a wildcard over public suffixes such as '{above[base]}' (names under them belong to many "
+                f"owners): ask for the hosts you need, e.g. 'api.{base}' or 'yourname.{above[base]}'")
     return None
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from . import layout
 from .clock import now_iso
 from .files import atomic_write, locked
-from .hosts import host_problem, host_within, normalize_host
+from .hosts import host_problem, host_within, normalize_host, public_suffix_problem
 from .policy import DEFAULT_PORTS, MODEL_TOOLS, SCHEMES, method_problem, rule_problem
 
 __all__ = ["now_iso"]  # re-exported: a proposal's timestamps
@@ -82,7 +82,7 @@ def _host(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ChangeError("host", "give a host name such as api.example.com")
     host = normalize_host(value)
-    problem = host_problem(host, **_HOST_RULES)  # type: ignore[arg-type]
+    problem = host_problem(host, **_HOST_RULES) or public_suffix_problem(host)  # type: ignore[arg-type]
     if problem is not None:
         raise ChangeError("host", f"{host[:80]!r} {problem}")
     return host

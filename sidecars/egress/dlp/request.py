@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from bottle_contract.policy import DlpSettings as Settings
-from dlp import Scanner
+from .detect import Scanner
 
 STREAM_OVERLAP = 16 * 1024  # longer than any secret a rule matches in one piece (PEM keys ~3 KB)
 STREAM_RELEASE = 16 * 1024  # a streamed body is scanned and passed on in steps of at least this

@@ -1,0 +1,316 @@
+"""The operations: everything the CLI and the console do to bottles, written once.
+
+Both front ends call these and nothing below them; these reach a bottle only through the
+``Backend`` protocol (``backends``), and the files of a home through the core modules
+(``manifest``, ``plan``, ``state``, ``proposals``). Blocking file work that a caller on an event
+loop must not run inline is said so in the docstring; every ``async`` one is safe to await there.
+
+Errors are ``BottleError`` with one line for the operator; nothing here prints. What a step has to
+say while it runs goes to a ``progress`` callback (one line per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import backends, proposals
+from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
+from .errors import BottleError
+from .manifest import Manifests, default_home, load_manifests
+from .plan import BottlePlan, claude_session, end_pane_session_argv, missing_secrets, preflight_text, resolve, short_credentials
+from .state import StateDir, new_slug, state_dir
+from bottle_contract.clock import now_iso
+
+__all__ = [
+    "SCOPES", "AlreadyDecided", "Availability", "BottleInfo", "BottlePlan", "Cleanup", "Decided", "Proposal", "EngineStatus", "Located", "Progress", "SelftestReport",
+    "StopReport", "agents", "attach_argv", "availability", "bottle_home", "bundle_logs", "check_change", "check_policy",
+    "claude_argv", "cleanup", "decide", "describe", "find_proposal", "list_proposals",
+    "discover", "end_pane_session", "engine_status", "ensure_images", "events_argv", "exec_argv", "find", "home",
+    "locate", "operator", "plan", "plan_cleanup", "preflight", "read_policy", "reload_policy", "save_policy", "selftest", "start",
+    "start_warnings", "stop",
+]
+
+
+# -- homes ----------------------------------------------------------------------------------------
+
+
+def home(path: str | Path | None = None) -> Path:
+    """The home a command works on: ``path`` when given (``--home``), else $CLAUDE_BOTTLE_HOME or
+    ~/.claude-bottle."""
+    return Path(path).expanduser() if path else default_home()
+
+
+def bottle_home(info: BottleInfo | None, fallback: Path) -> Path:
+    """The home whose state folder belongs to a running bottle: the one that started it (its
+    label) when this process can see that folder, else ``fallback`` (the caller's own home)."""
+    if info is not None and info.home and Path(info.home).is_dir():
+        return Path(info.home)
+    return fallback
+
+
+@dataclass(frozen=True)
+class Located:
+    """A running bottle, the home that holds its state, and its backend."""
+
+    info: BottleInfo
+    home: Path
+    backend: Backend
+
+    @property
+    def slug(self) -> str:
+        return self.info.slug
+
+
+async def locate(slug: str, fallback: Path) -> Located:
+    """The running bottle ``slug`` (one engine listing); a one-line error naming `ls` when none runs."""
+    info = await backends.find(slug)
+    return Located(info, bottle_home(info, fallback), backends.get(info.backend))
+
+
+# -- plans and starting ---------------------------------------------------------------------------
+
+
+def agents(home: Path) -> Manifests:
+    """The home's manifests, validated (blocking: reads files)."""
+    return load_manifests(home)
+
+
+def plan(home: Path, agent: str) -> BottlePlan:
+    """A new bottle's plan for ``agent``: manifests loaded and resolved, a fresh slug, today's
+    image tags. Reads files only (no engine, nothing written; blocking)."""
+    manifests = load_manifests(home)
+    slug = new_slug(agent)
+    return resolve(manifests, agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state_dir(home, slug))
+
+
+def describe(plan: BottlePlan) -> str:
+    """The plan as the operator reviews it before a start (routes, secrets by name, images, state)."""
+    return preflight_text(plan)
+
+
+def start_warnings(plan: BottlePlan, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What the operator should know before this plan starts, one line each (nothing stops it):
+    credentials it injects that are not set here, and ones too short to be judged."""
+    env = os.environ if environ is None else environ
+    lines = [f"${name} is not set here: requests through routes that inject it will fail (export it and start again)"
+             for name in missing_secrets(plan, env)]
+    lines += [f"${name} is too short to tell a leak from chance ({why}): selftest will not judge it, and egress "
+              "scrubs it from every answer; use the real credential" for name, why in short_credentials(plan, env)]
+    return lines
+
+
+async def preflight(plan: BottlePlan, progress: Progress) -> None:
+    """Whether ``plan`` can start here (the engine answers; for a microVM, smolvm's version and a
+    boot probe); a one-line BottleError when not. Starts nothing."""
+    await backends.get(plan.backend).preflight(plan, progress)
+
+
+async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = False) -> BottlePlan:
+    """Start the bottle: preflight (unless the caller ran ``preflight`` already), the images
+    (built where missing, log in <home>/images.log), then the backend's bring-up. Returns the plan
+    with the image tags it started with. A failed bring-up is torn down and raises one line."""
+    backend = backends.get(plan.backend)
+    if not preflighted:
+        await backend.preflight(plan, progress)
+    plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
+    await backend.start(plan, progress)
+    return plan
+
+
+async def ensure_images(home: Path, progress: Progress, *, force: bool = False) -> dict[str, str]:
+    """The agent and sidecars images, built where missing (every one with ``force``)."""
+    await backends.require_engine()
+    return await backends.ensure_images(progress, home / "images.log", force=force)
+
+
+# -- running bottles ------------------------------------------------------------------------------
+
+
+async def discover() -> list[BottleInfo]:
+    """Every bottle of every backend on the engine, whichever home started it."""
+    return await backends.discover()
+
+
+async def find(slug: str) -> BottleInfo:
+    return await backends.find(slug)
+
+
+def availability() -> list[tuple[str, Availability]]:
+    """Each backend's name and whether it can start bottles here (cached knowledge; no subprocess)."""
+    return [(b.name, b.availability()) for b in backends.all_backends()]
+
+
+async def engine_status() -> EngineStatus:
+    return await backends.engine_status()
+
+
+def events_argv() -> list[str]:
+    """A command whose every output line marks a change of some bottle's containers."""
+    return backends.events_argv()
+
+
+async def bundle_logs(info: BottleInfo) -> str:
+    return await backends.bundle_logs(info)
+
+
+async def stop(home: Path, info: BottleInfo, progress: Progress, *, keep: bool = False) -> StopReport:
+    """Stop ``info`` (whose state is in ``home``: see ``bottle_home``): logs, transcript and
+    egress decisions go to archive/<slug>/; ``keep`` keeps the state folder."""
+    return await backends.get(info.backend).stop(home, info.slug, progress, keep=keep)
+
+
+def claude_argv(home: Path, slug: str, *, fresh: bool = False, pane: bool = False) -> list[str]:
+    """What attach runs in the agent: claude with the bottle's arguments, continuing the last
+    conversation unless ``fresh`` or there is none (checked in the agent as it starts).
+    ``pane``: the console's tmux pane runs it (it ends the pane's previous session there).
+    Blocking (reads the bottle's metadata)."""
+    meta = state_dir(home, slug).read_metadata() or {}
+    return claude_session(meta.get("claude_args", []), fresh=fresh, pane=pane)
+
+
+def attach_argv(home: Path, slug: str, backend: str, *, fresh: bool = False, pane: bool = False,
+                term: str | None = None) -> list[str]:
+    """The host command that opens claude in the bottle with a terminal (for a handoff, or the
+    right-hand tmux pane with ``pane``). Blocking (reads the bottle's metadata)."""
+    env = {"TERM": term or os.environ.get("TERM", "xterm-256color")}
+    return backends.get(backend).exec_argv(slug, claude_argv(home, slug, fresh=fresh, pane=pane), tty=True, env=env)
+
+
+def exec_argv(info: BottleInfo, command: list[str], *, tty: bool) -> list[str]:
+    """The host command that runs ``command`` in the bottle's agent, stdin attached."""
+    if not command:
+        raise BottleError(f"exec needs a command: bottle-tui exec {info.slug} -- CMD [ARGS...]")
+    return backends.get(info.backend).exec_argv(info.slug, command, tty=tty)
+
+
+async def end_pane_session(slug: str, backend: str) -> None:
+    """End the claude that the console's pane left running in a bottle (best effort: the bottle
+    may be gone)."""
+    try:
+        await backends.get(backend).exec_capture(slug, end_pane_session_argv(), timeout=15)
+    except BottleError:
+        pass
+
+
+async def selftest(home: Path, slug: str, progress: Progress, *, environ: Mapping[str, str] | None = None) -> SelftestReport:
+    """The escape suite against the running bottle ``slug``, aimed at a canary of ours; ``environ``
+    (default: this process's) holds the real credentials it looks for."""
+    where = await locate(slug, home)
+    state = state_dir(where.home, slug)
+    return await where.backend.selftest(state, where.info, progress, environ=dict(os.environ if environ is None else environ))
+
+
+# -- proposals and the policy in force ------------------------------------------------------------
+
+
+SCOPES = proposals.SCOPES
+Proposal = proposals.Proposal
+AlreadyDecided = proposals.AlreadyDecided
+
+
+def list_proposals(home: Path, *, include_decided: bool = False) -> list[Proposal]:
+    """Proposals of every bottle of ``home``, oldest first; pending ones only unless asked (blocking)."""
+    return proposals.list_all(home, include_decided=include_decided)
+
+
+def find_proposal(home: Path, pid: str) -> Proposal:
+    """Proposal ``pid`` of any bottle of ``home``; a one-line error naming `proposals ls` (blocking)."""
+    return proposals.find(home, pid)[1]
+
+
+def check_change(p: Proposal, change: object, *, source: Path | None = None) -> dict[str, Any]:
+    """An operator's modification of ``p``'s change in normal form; a one-line error when it is
+    not a valid change (naming ``source`` when given) or is wider than what was asked."""
+    final = proposals.validate_change(p.kind, change, source=source)
+    proposals.check_narrower(p.kind, final, p.change)
+    return final
+
+
+def check_policy(text: str, state: StateDir) -> None:
+    """A one-line error naming the key when ``text`` is not a routes.yaml egress would load."""
+    proposals.parse_policy(text, state.routes)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision made: the proposal as decided, whether routes.yaml changed, and a warning
+    when the bundle could not be asked to reload it (the policy is saved either way)."""
+
+    proposal: proposals.Proposal
+    policy_changed: bool
+    reload_warning: str | None = None
+
+    def line(self) -> str:
+        """One line saying what happened (agent text in it: render it inert)."""
+        text = f"{self.proposal.id}: {self.proposal.status}" + (" (routes.yaml updated)" if self.policy_changed else "")
+        return text + (f"; {self.reload_warning}" if self.reload_warning else "")
+
+
+async def reload_policy(home: Path, slug: str) -> str | None:
+    """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be asked."""
+    return await backends.for_state(state_dir(home, slug)).reload_policy(slug)
+
+
+async def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always", change: object = None,
+                 note: str = "") -> Decided:
+    """Approve, modify (``change``: the operator's narrower version) or reject proposal ``pid``
+    exactly once, then have the bundle reload when the policy changed. Raises
+    ``proposals.AlreadyDecided`` when someone else was first."""
+    outcome = await asyncio.to_thread(proposals.decide, home, pid, action, by=by, scope=scope, change=change, note=note)
+    warning = await reload_policy(home, outcome.proposal.slug) if outcome.policy_changed else None
+    return Decided(outcome.proposal, outcome.policy_changed, warning)
+
+
+def read_policy(home: Path, slug: str) -> tuple[StateDir, str]:
+    """The bottle's state folder and the text of its routes.yaml, read under the queue's lock
+    (blocking)."""
+    state = proposals.state_for(home, slug)
+    with proposals.queue_lock(state):
+        return state, proposals.read_policy(state)[0]
+
+
+async def save_policy(home: Path, slug: str, before: str, after: str, *, by: str) -> str | None:
+    """Replace routes.yaml with an operator's edit ``after`` of ``before`` (validated; refused when
+    a decision changed it meanwhile), audited, then reloaded. Returns the reload warning, if any."""
+    state = proposals.state_for(home, slug)
+    await asyncio.to_thread(proposals.save_policy_text, home, state, before, after, by)
+    return await reload_policy(home, slug)
+
+
+# -- cleanup --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What cleanup would remove, per backend."""
+
+    parts: list[tuple[Backend, CleanupPart]]
+
+    @property
+    def empty(self) -> bool:
+        return all(part.empty for _, part in self.parts)
+
+    def describe(self) -> str:
+        return "\n".join(part.describe() for _, part in self.parts if not part.empty)
+
+
+async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> Cleanup:
+    """What `cleanup` removes: ``home``'s bottles and leftovers, every home's with ``all_homes``,
+    or those of homes below a folder with ``homes_under``."""
+    await backends.require_engine()
+    return Cleanup([(b, await b.plan_cleanup(home, all_homes=all_homes, homes_under=homes_under)) for b in backends.all_backends()])
+
+
+async def cleanup(plan: Cleanup, progress: Progress) -> list[str]:
+    """Carry ``plan`` out; the problems met, one line each (one failure does not stop the rest)."""
+    return [line for backend, part in plan.parts for line in await backend.cleanup(part, progress)]
+
+
+def operator(front_end: str) -> str:
+    """Who decides, as the audit log records it: the user and the front end (cli, console)."""
+    return f"{proposals.operator()} ({front_end})"

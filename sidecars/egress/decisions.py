@@ -8,7 +8,6 @@ never a secret, never text the agent chose as a label.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from mitmproxy import http
 
 from bottle_contract import layout
+from bottle_contract.clock import now_iso
 from bottle_contract.files import append_line
 from policy_store import PolicyStore
 
@@ -28,10 +28,6 @@ BLOCKED_BODY_READ_LIMIT = 64 << 10
 # Blocked requests that still carry a body are pointed at a name under this suffix, which
 # server_connect refuses: mitmproxy then answers at once and drops the body unread.
 REFUSED_SUFFIX = ".refused.egress.invalid"
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def declared_length(req: http.Request) -> int | None:

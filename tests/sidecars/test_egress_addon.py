@@ -813,7 +813,8 @@ def test_disabled_rules_and_body_false_let_their_bodies_through(egress) -> None:
     send(addon, exempt)
     assert exempt.response is None
     llm = make_flow("POST", "https://llm.example.com/v1/messages", {"x-api-key": "p"})
-    llm.request.content = f"code with {AWS}".encode()
+    # (a Messages API body: egress reads it as JSON for server tools, never with DLP)
+    llm.request.content = json.dumps({"messages": [{"role": "user", "content": f"code with {AWS}"}]}).encode()
     send(addon, llm)
     assert llm.response is None and llm.request.headers["x-api-key"] == SECRET
     # body: false skips the body only: a secret in the URL is still blocked.

@@ -7,6 +7,7 @@ policy store and one decision log; mitmproxy runs each hook through them in this
 - ``lifecycle.Lifecycle``: routes.yaml at start and on SIGHUP, the ready file, upstream trust;
 - ``tunnels.RawTunnelRefusal``: tunnels and flows that carry no HTTP;
 - ``gate.RouteGate``: which route allows a request, its credential, the upstream connect guard;
+- ``model_api.ModelApiGuard``: server-side tools a Messages API request would turn on;
 - ``scanning.RequestScanning``: DLP over everything the agent sends;
 - ``injection.CredentialInjection``: the real credential, once every required check cleared;
 - ``scrubbing.ResponseScrubbing``: the credential out of everything that comes back.
@@ -27,6 +28,7 @@ from decisions import LOG_MAX_BYTES, DecisionLog
 from gate import RouteGate
 from injection import CredentialInjection
 from lifecycle import Lifecycle
+from model_api import ModelApiGuard
 from policy_store import PolicyStore
 from scanning import RequestScanning
 from scrubbing import ResponseScrubbing
@@ -65,6 +67,7 @@ class Egress:
             self.lifecycle,
             RawTunnelRefusal(self.log),
             RouteGate(self.store, self.log),
+            ModelApiGuard(self.store, self.log),
             RequestScanning(self.store, self.log),
             CredentialInjection(self.store, self.log),
             ResponseScrubbing(self.store, self.log),

@@ -82,11 +82,11 @@ class DecisionLog:
     # answers -----------------------------------------------------------------------------------
     def block(self, flow: http.HTTPFlow, reason: str, body: str, fields: dict, *, status: int = 403,
               decision: str = "block", route: int | None = None, dlp: dict | None = None,
-              body_read: bool = False, **extra: Any) -> None:
+              body_read: bool = False, content_type: str = "text/plain", **extra: Any) -> None:
         """Answer ``flow`` with ``status`` and ``body`` (never reading a large body) and log it."""
         self.store.pending.pop(flow.id, None)
         label = "blocked" if status == 403 else "error"
-        response = http.Response.make(status, body.encode(), {"Content-Type": "text/plain", "X-Egress-Decision": label})
+        response = http.Response.make(status, body.encode(), {"Content-Type": content_type, "X-Egress-Decision": label})
         self.record(decision, route=route, reason=reason, dlp=dlp, **fields, **extra)
         flow.request.stream = False
         if body_read or body_within(flow.request, BLOCKED_BODY_READ_LIMIT):

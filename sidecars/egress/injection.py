@@ -21,6 +21,15 @@ class CredentialInjection:
     def __init__(self, store: PolicyStore, log: DecisionLog):
         self.store = store
         self.log = log
+        # Building a Scrubber (every encoded form of a secret) costs more than the rest of a
+        # request: one per set of secrets, kept while the secrets stay the same.
+        self._scrubber: tuple[tuple[str, ...], Scrubber] | None = None
+
+    def _scrubber_for(self, secrets: list[str]) -> Scrubber:
+        key = tuple(secrets)
+        if self._scrubber is None or self._scrubber[0] != key:
+            self._scrubber = (key, Scrubber(secrets))
+        return self._scrubber[1]
 
     def _decided(self, flow: http.HTTPFlow) -> bool:
         """Whether an earlier addon already answered, refused or killed the flow."""
@@ -68,7 +77,7 @@ class CredentialInjection:
     def _admit(self, flow: http.HTTPFlow, pending: Pending) -> None:
         # Everything that can fail comes before the request is logged as allowed.
         if pending.headers:
-            scrubber = Scrubber(pending.secrets)
+            scrubber = self._scrubber_for(pending.secrets)
             # The agent only holds a placeholder: whatever it sent in these headers is replaced.
             for name, value in pending.headers.items():
                 flow.request.headers[name] = value

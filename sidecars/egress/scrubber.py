@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import urllib.parse
+import zlib
 from typing import Iterable
 
 REDACTED = b"[redacted by egress]"
@@ -32,6 +33,8 @@ def _variants(secret: bytes) -> set[bytes]:
     JSON-escaped (as-is, with "\\/", and every character as \\uXXXX in either case)."""
     out = {secret, secret.hex().encode(), secret.hex().upper().encode()}
     out |= _b64_cores(secret, base64.b64encode) | _b64_cores(secret, base64.urlsafe_b64encode)
+    for once in (base64.b64encode(secret), base64.urlsafe_b64encode(secret)):  # base64 twice
+        out |= _b64_cores(once, base64.b64encode) | _b64_cores(once.rstrip(b"="), base64.b64encode)
     every = "".join(f"%{b:02X}" for b in secret)
     out |= {every.encode(), every.lower().encode()}
     text = secret.decode("utf-8", "surrogateescape")
@@ -47,6 +50,24 @@ def _variants(secret: bytes) -> set[bytes]:
         pass
     # Base64 cores shorter than a few characters would redact unrelated text.
     return {v for v in out if len(v) >= min(4, len(secret))}
+
+
+GUNZIP_CAP = 64 << 20
+
+
+def _gunzip(data: bytes) -> bytes | None:
+    """Every gzip member of ``data`` decoded (at most GUNZIP_CAP bytes), or None when it is not gzip."""
+    out, rest = bytearray(), data
+    try:
+        while rest[:2] == b"\x1f\x8b":
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += d.decompress(rest, GUNZIP_CAP - len(out))
+            if d.unconsumed_tail or not d.eof:
+                return None
+            rest = d.unused_data
+    except zlib.error:
+        return None
+    return bytes(out + rest)
 
 
 class Scrubber:
@@ -76,6 +97,10 @@ class Scrubber:
                 spans.append((i, i + len(s)))
                 i = data.find(s, i + 1)
         spans.sort()
+        return self._merge(spans)
+
+    @staticmethod
+    def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         merged: list[tuple[int, int]] = []
         for a, b in spans:
             if merged and a < merged[-1][1]:
@@ -98,6 +123,27 @@ class Scrubber:
         if not self.secrets or not data:
             return data
         return self._redact(data, self._spans(data))
+
+    def scrub_whole(self, data: bytes) -> bytes:
+        """``scrub`` for a whole body or message (not a stream): also the secret in base64 or hex
+        wrapped across lines (at 76 columns, as base64 and MIME write it), and inside a gzip
+        member the upstream sent without saying so (then the whole is returned decoded)."""
+        if not self.secrets or not data:
+            return data
+        spans = self._spans(data)
+        if b"\n" in data:
+            keep = [i for i, c in enumerate(data) if c not in (0x0A, 0x0D)]
+            view = bytes(data[i] for i in keep)
+            spans += [(keep[a], keep[b - 1] + 1) for a, b in self._spans(view)]
+            spans = self._merge(sorted(spans))
+        out = self._redact(data, spans)
+        if out == data and data[:2] == b"\x1f\x8b":
+            inner = _gunzip(data)
+            if inner is not None:
+                cleaned = self.scrub_whole(inner)
+                if cleaned != inner:
+                    return cleaned
+        return out
 
     def scrub_text(self, text: str) -> str:
         return self.scrub(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")

@@ -59,6 +59,7 @@ class ResponseScrubbing:
                 resp.stream = True
             return
         resp.headers.fields = scrub_fields(resp.headers.fields, scrubber)
+        resp.reason = scrubber.scrub_text(resp.reason)
         if not (has_body and (sse or big)):
             return  # buffered; response() scrubs the whole body
         coding = resp.headers.get("content-encoding", "identity").strip().lower()
@@ -85,6 +86,7 @@ class ResponseScrubbing:
             del self.store.scrubbers[flow.id]
         resp = flow.response
         resp.headers.fields = scrub_fields(resp.headers.fields, scrubber)
+        resp.reason = scrubber.scrub_text(resp.reason)
         if resp.trailers:
             resp.trailers.fields = scrub_fields(resp.trailers.fields, scrubber)
         if resp.stream:
@@ -101,7 +103,7 @@ class ResponseScrubbing:
                 {"Content-Type": "text/plain", "X-Egress-Decision": "error"},
             )
             return
-        cleaned = scrubber.scrub(content)
+        cleaned = scrubber.scrub_whole(content)
         if cleaned != content or resp.raw_content != content:
             # Sent decoded: the encodings it came in are not redone.
             resp.headers.pop("content-encoding", None)
@@ -121,7 +123,7 @@ class ResponseScrubbing:
             return  # DLP's (scanning)
         scrubber = self.store.scrubbers.get(flow.id)
         if scrubber is not None:
-            msg.content = scrubber.scrub(msg.content)
+            msg.content = scrubber.scrub_whole(msg.content)
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self.store.forget(flow.id)

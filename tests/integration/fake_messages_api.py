@@ -1,12 +1,15 @@
 """A FAKE of the Anthropic Messages API for tests (no model is reachable from here): runs inside
-the agent container on loopback and answers every POST /v1/messages with one short text reply,
-streamed as server-sent events when asked. Enough for `claude -p` to run a session end to end."""
+the agent container on loopback (or on the test machine's loopback behind egress) and answers
+every POST /v1/messages with one short text reply, streamed as server-sent events when asked.
+Enough for `claude -p` to run a session end to end. GET /fake/seen lists what each POST asked
+for (its path, tool types and whether it had mcp_servers), so a test can tell what got through."""
 
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPLY = "pong"
+SEEN: list = []
 
 
 def events(model: str):
@@ -26,6 +29,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         model = body.get("model", "claude-fake")
+        SEEN.append({"path": self.path, "tools": [t.get("type") for t in body.get("tools") or []],
+                     "mcp_servers": bool(body.get("mcp_servers")), "beta": self.headers.get("anthropic-beta")})
         if "count_tokens" in self.path:
             return self._json({"input_tokens": 1})
         if body.get("stream"):
@@ -43,6 +48,8 @@ class Handler(BaseHTTPRequestHandler):
                     "usage": {"input_tokens": 1, "output_tokens": 1}})
 
     def do_GET(self):  # noqa: N802
+        if self.path == "/fake/seen":
+            return self._json(SEEN)
         self._json({"data": [], "has_more": False})
 
     def do_HEAD(self):  # noqa: N802

@@ -813,7 +813,8 @@ def test_disabled_rules_and_body_false_let_their_bodies_through(egress) -> None:
     send(addon, exempt)
     assert exempt.response is None
     llm = make_flow("POST", "https://llm.example.com/v1/messages", {"x-api-key": "p"})
-    llm.request.content = f"code with {AWS}".encode()
+    # (a Messages API body: egress reads it as JSON for server tools, never with DLP)
+    llm.request.content = json.dumps({"messages": [{"role": "user", "content": f"code with {AWS}"}]}).encode()
     send(addon, llm)
     assert llm.response is None and llm.request.headers["x-api-key"] == SECRET
     # body: false skips the body only: a secret in the URL is still blocked.
@@ -1018,3 +1019,60 @@ def test_a_buffered_body_keeps_its_own_framing(egress) -> None:
     addon.requestheaders(f)
     addon.request(f)  # no body: nothing to frame
     assert "content-length" not in f.request.headers
+
+
+# --- scrubbing in every form the request side decodes (issue 14, item 7) --------------------------
+
+
+def test_the_credential_is_scrubbed_from_the_reason_phrase(egress) -> None:
+    addon, _ = egress
+    f = authed_flow(addon)
+    f.response = mhttp.Response.make(401, b"", {})
+    f.response.reason = f"bad key {SECRET}"
+    addon.responseheaders(f)
+    addon.response(f)
+    assert SECRET not in f.response.reason and "[redacted by egress]" in f.response.reason
+
+
+@pytest.mark.parametrize("form", ["wrapped76", "wrapped-crlf", "base64-twice", "gzip-undeclared", "hex-wrapped"])
+def test_the_credential_is_scrubbed_in_wrapped_double_and_undeclared_forms(egress, form) -> None:
+    import base64
+    import gzip
+    import textwrap
+
+    addon, _ = egress
+    f = authed_flow(addon)
+    pad = b"x" * 50 + SECRET.encode() + b"y" * 50
+    body = {
+        "wrapped76": "\n".join(textwrap.wrap(base64.b64encode(pad).decode(), 76)).encode(),
+        "wrapped-crlf": "\r\n".join(textwrap.wrap(base64.b64encode(pad).decode(), 76)).encode(),
+        "base64-twice": base64.b64encode(base64.b64encode(SECRET.encode())),
+        "gzip-undeclared": gzip.compress(b"echo: " + SECRET.encode()),
+        "hex-wrapped": "\n".join(textwrap.wrap(SECRET.encode().hex(), 16)).encode(),
+    }[form]
+    f.response = mhttp.Response.make(200, body, {"Content-Type": "application/octet-stream"})
+    addon.responseheaders(f)
+    addon.response(f)
+    out = f.response.content
+    assert b"[redacted by egress]" in out
+    decoded = out.replace(b"\r", b"").replace(b"\n", b"")
+    for probe in (decoded, base64.b64decode(decoded + b"==", validate=False) if form.startswith("wrapped") else b""):
+        assert SECRET.encode() not in probe
+
+
+def test_a_websocket_message_wrapped_at_76_columns_is_scrubbed(egress) -> None:
+    import base64
+    import textwrap
+
+    from mitmproxy import websocket
+
+    addon, _ = egress
+    f = authed_flow(addon)
+    f.response = mhttp.Response.make(101, b"", {"Upgrade": "websocket"})
+    addon.responseheaders(f)
+    f.websocket = websocket.WebSocketData()
+    addon.response(f)
+    text = "\n".join(textwrap.wrap(base64.b64encode(b"z" * 60 + SECRET.encode()).decode(), 76)).encode()
+    f.websocket.messages.append(websocket.WebSocketMessage(1, False, text))
+    addon.websocket_message(f)
+    assert b"[redacted by egress]" in f.websocket.messages[-1].content

@@ -173,7 +173,7 @@ def test_a_scrubbing_failure_on_a_websocket_message_drops_it(egress, tmp_path, m
     f.websocket = websocket.WebSocketData()
     egress.response(f)
     f.websocket.messages.append(websocket.WebSocketMessage(1, False, SECRET.encode()))
-    monkeypatch.setattr(egress.store.scrubbers[f.id], "scrub", boom)
+    monkeypatch.setattr(egress.store.scrubbers[f.id], "scrub_whole", boom)
     egress.websocket_message(f)
     assert f.websocket.messages[-1].dropped and f.error is not None
 

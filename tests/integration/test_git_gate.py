@@ -449,3 +449,66 @@ def test_bring_up_clones_the_upstream_into_the_agents_work_folder(tmp_path: Path
             proc.kill()
         if bottle is not None:
             stop_bottle(bottle, upstream)
+
+
+# --- parity: the gate's object scan finds what the gitleaks binary finds in the same files ----------
+
+PARITY_SCRIPT = r"""
+import json, os, subprocess, sys
+from object_scan import scan_push
+env = {**os.environ, "GIT_AUTHOR_NAME": "p", "GIT_AUTHOR_EMAIL": "p@p", "GIT_COMMITTER_NAME": "p", "GIT_COMMITTER_EMAIL": "p@p"}
+git = lambda *a, data=None: subprocess.run(["git", "-C", "/tmp/r", *a], env=env, input=data, capture_output=True, check=True).stdout
+os.mkdir("/tmp/r")
+git("init", "-q", "-b", "main")
+git("commit", "-q", "--allow-empty", "-m", "base")
+names = sorted(os.listdir("/corpus"))
+oids = git("hash-object", "-w", "--stdin-paths", data="\n".join("/corpus/" + n for n in names).encode()).decode().split()
+tree = git("mktree", data="".join(f"100644 blob {o}\t{n}\n" for n, o in zip(names, oids)).encode()).decode().strip()
+tip = git("commit-tree", "-p", "HEAD", "-m", "corpus", tree).decode().strip()  # on no ref, as in quarantine
+result = scan_push("/tmp/r/.git", [tip], "gitleaks", "/opt/gitleaks/gate.toml")
+ours = sorted({(f.file, f.rule, f.line) for f in result.findings})
+theirs = {}
+# the gate's config as the gate runs it (no inline gitleaks:allow), and gitleaks' stock config as it ships
+for config, flags in (("/opt/gitleaks/gate.toml", ["--ignore-gitleaks-allow"]), ("/opt/gitleaks/gitleaks.toml", [])):
+    subprocess.run(["gitleaks", "dir", "/corpus", "--no-banner", "--config", config, "--max-decode-depth", "5", "--exit-code", "0",
+                    *flags, "--report-format", "json", "--report-path", "/tmp/report.json", "--log-level", "error"], check=True)
+    theirs[config] = sorted({(os.path.basename(f["File"]), f["RuleID"], f["StartLine"]) for f in json.load(open("/tmp/report.json"))})
+print(json.dumps({"ours": ours, "gate": theirs["/opt/gitleaks/gate.toml"], "stock": theirs["/opt/gitleaks/gitleaks.toml"],
+                  "files": result.files, "objects": len(result.objects)}))
+"""
+
+
+def test_the_gate_scan_matches_the_gitleaks_binary(built_images: dict[str, str], tmp_path: Path) -> None:
+    """gitleaks' generated rule corpus as blobs of one pushed commit: what the gate's scan (objects
+    packed into files behind its own first line) finds is what `gitleaks dir` finds in the plain
+    files with the gate's config, line for line (plus what its text view adds to objects that are not
+    plain text); and a superset of what the stock config finds."""
+    from tests.support.dlp_corpus import generate
+
+    image = built_images["sidecars"]
+    rules = tmp_path / "gitleaks.toml"
+    name = f"bottle-tui-test-gate-{uuid.uuid4().hex[:6]}"
+    sh("docker", "create", "--name", name, image)
+    try:
+        sh("docker", "cp", f"{name}:/opt/gitleaks/gitleaks.toml", str(rules))
+    finally:
+        sh("docker", "rm", "-f", name, check=False)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = list({text: (file_name, text) for file_name, text in generate(rules, 300)}.values())  # one path per blob
+    for file_name, text in texts:
+        (corpus / file_name).write_text(text)
+    os.chmod(corpus, 0o755)
+    gitgate = Path(__file__).resolve().parents[2] / "sidecars" / "gitgate"
+    out = sh("docker", "run", "--rm", "--network", "none", "-e", "PYTHONPATH=/opt/bottle/common:/opt/bottle/gitgate",
+             "-v", f"{corpus}:/corpus:ro", "-v", f"{gitgate}:/opt/bottle/gitgate:ro", "--entrypoint", "python3", image,
+             "-c", PARITY_SCRIPT, timeout=900)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    ours, gate, stock = ({tuple(x) for x in got[k]} for k in ("ours", "gate", "stock"))
+    assert got["objects"] == len(texts) + 2 and got["files"] < len(texts)  # small blobs share files
+    assert len(gate) >= 500 and len({f[1] for f in gate}) >= 40, "the corpus no longer exercises the rules"
+    assert gate <= ours, f"only gitleaks: {sorted(gate - ours)[:10]}"
+    # what the gate finds beyond it comes from its text view, which only objects with bytes that are not text get
+    not_text = {n for n, t in texts if any(ord(ch) > 126 or (ord(ch) < 32 and ch not in "\t\n\r\x0b\x0c") for ch in t)}
+    assert {f[0] for f in ours - gate} <= not_text, sorted(f for f in ours - gate if f[0] not in not_text)[:10]
+    assert stock <= ours, sorted(stock - ours)[:10]

@@ -199,14 +199,15 @@ def test_the_injection_control_checks_every_auth_scheme(kind: str, canary_url: s
         ],
     }
     route = parse_policy(doc, "routes.yaml").routes[0]
-    routes = egress_module("routes")
+    credentials = egress_module("credentials")
+    scrubber = egress_module("scrubber")
 
     def upstream_saw(value: str) -> str:
         """The canary's answer as the agent gets it: egress scrubs the credential out of it."""
-        request = urllib.request.Request(canary_url, headers=routes.auth_headers(route, {"TOKEN": value}))
+        request = urllib.request.Request(canary_url, headers=credentials.auth_headers(route, {"TOKEN": value}))
         with urllib.request.urlopen(request, timeout=10) as answer:
             body = answer.read()
-        return routes.Scrubber(routes.secret_values(route, {"TOKEN": value})).scrub(body).decode() + "\nHTTP 200"
+        return scrubber.Scrubber(credentials.secret_values(route, {"TOKEN": value})).scrub(body).decode() + "\nHTTP 200"
 
     targets = Targets(
         allowed="a.test",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bottle_contract import ports
+from bottle_contract import layout, ports
 from bottle_contract.policy import Policy, yaml_text
 
 from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan, git_repo_name
@@ -106,6 +106,9 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "mem_limit": SIDECARS_MEMORY,
         "pids_limit": SIDECARS_PIDS,
         "stop_grace_period": STOP_GRACE,
+        # The daemons' stderr may be the agent's to provoke: the engine keeps a bounded log of it.
+        "logging": {"driver": "json-file", "options": {"max-size": f"{layout.BUNDLE_LOG_CAP.max_bytes >> 20}m",
+                                                       "max-file": str(layout.BUNDLE_LOG_CAP.keep + 1)}},
         **hardening,
     }
     net_labels = {labels.MANAGED: "true", labels.SLUG: plan.slug, labels.HOME: str(plan.home)}

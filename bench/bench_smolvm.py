@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bottle_tui.backends.smolvm import lifecycle
-from bottle_tui.backends.smolvm.engine import Smolvm
+from bottle_tui.backends.smolvm import vm_lifecycle as lifecycle
+from bottle_tui.backends.smolvm.smolvm_cli import Smolvm
 from bottle_tui.backends.smolvm.install import find_smolvm
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, probe
 

@@ -276,14 +276,14 @@ def audit_paths(home: Path, state: StateDir) -> tuple[Path, Path]:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Decision:
     proposal: Proposal
     policy_changed: bool
 
 
 def decide(
     home: Path, pid: str, action: str, *, by: str, scope: str = "always", change: object = None, note: str = ""
-) -> Outcome:
+) -> Decision:
     """Approve, modify or reject ``pid`` exactly once. ``change`` (modify only) is the operator's
     narrower version of what was asked. Raises AlreadyDecided when someone else was first."""
     if action not in ("approve", "modify", "reject"):
@@ -338,7 +338,7 @@ def decide(
         }
         for path in audit_paths(home, state):
             append_audit(path, record)
-    return Outcome(Proposal(data, current.path), changed)
+    return Decision(Proposal(data, current.path), changed)
 
 
 def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: str) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from bottle_contract.files import atomic_write
 from bottle_tui import ops, proposals
-from bottle_tui.backends.smolvm.engine import Smolvm
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, host_key
+from bottle_tui.backends.smolvm.smolvm_cli import Smolvm
 from bottle_tui.errors import BottleError
 from bottle_tui.plan import MIN_CREDENTIAL_CHARS, credential_problem
 from bottle_tui.state import StateDir

@@ -13,10 +13,10 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from bottle_contract.policy import parse_policy
-from bottle_tui import selftest
+from bottle_tui import escape_suite as selftest
 from bottle_tui.backends.docker.selftest import SelftestResult, judgeable_credentials
+from bottle_tui.escape_suite import Attack, Targets, build_suite, judge, judge_all, split_output, suite_script
 from bottle_tui.plan import MIN_CREDENTIAL_CHARS
-from bottle_tui.selftest import Attack, Targets, build_suite, judge, judge_all, split_output, suite_script
 from tests.support.sidecars import SIDECARS, egress_module
 
 T = Targets(

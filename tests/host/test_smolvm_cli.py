@@ -16,8 +16,8 @@ import pytest
 from bottle_tui import backends
 from bottle_tui.backends import Backend
 from bottle_tui.backends.smolvm import probe
-from bottle_tui.backends.smolvm.engine import STATE_DIR_ENV
 from bottle_tui.backends.smolvm.install import BINARY_ENV
+from bottle_tui.backends.smolvm.smolvm_cli import STATE_DIR_ENV
 from bottle_tui.errors import BottleError
 
 AGENT = "---\nbottle: vm\n---\nprompt\n"

@@ -12,8 +12,8 @@ import pytest
 
 from bottle_tui.backends.docker.engine import BottleInfo
 from bottle_tui.backends.smolvm import install, probe
-from bottle_tui.backends.smolvm.engine import Machine, check_version, duration, parse_ls, parse_version
-from bottle_tui.backends.smolvm.lifecycle import cleanup_targets, join
+from bottle_tui.backends.smolvm.smolvm_cli import Machine, check_version, duration, parse_ls, parse_version
+from bottle_tui.backends.smolvm.vm_lifecycle import cleanup_targets, join
 from bottle_tui.errors import BottleError
 from bottle_tui.state import StateDir
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from bottle_tui.backends.docker.compose import to_yaml
-from bottle_tui.backends.smolvm.engine import Smolvm, create_args
 from bottle_tui.backends.smolvm.render import (
     PACK_ENV_VARS,
     create_flags,
@@ -25,6 +24,7 @@ from bottle_tui.backends.smolvm.render import (
     vm_env,
     vm_name,
 )
+from bottle_tui.backends.smolvm.smolvm_cli import Smolvm, create_args
 from bottle_tui.errors import BottleError
 from bottle_tui.plan import BottlePlan, placeholder
 

@@ -1,11 +1,11 @@
-"""The escape suite (bottle_tui/selftest.py) against a real bottle and the tests' fake internet:
+"""The escape suite (bottle_tui/escape_suite.py) against a real bottle and the tests' fake internet:
 every attack from inside the agent is blocked, and the controls pass."""
 
 from __future__ import annotations
 
 import pytest
 
-from bottle_tui import selftest
+from bottle_tui import escape_suite as selftest
 
 from tests.support.bottles import ALLOWED, AUTHED, BLOCKED, SECRET, Bottle, cli, labelled, sh
 

@@ -9,8 +9,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from bottle_tui.backends.smolvm import lifecycle
-from bottle_tui.backends.smolvm.engine import (
+from bottle_tui.backends.smolvm import vm_lifecycle as lifecycle
+from bottle_tui.backends.smolvm.smolvm_cli import (
     ConfigError, MachineNotFound, Smolvm, SmolvmError, UsageError, check_version, create_args,
 )
 from bottle_tui.backends.smolvm.install import find_smolvm

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from bottle_tui.backends.smolvm import lifecycle
-from bottle_tui.backends.smolvm.engine import STATE_DIR_ENV, Smolvm, machine_path
+from bottle_tui.backends.smolvm import vm_lifecycle as lifecycle
+from bottle_tui.backends.smolvm.smolvm_cli import STATE_DIR_ENV, Smolvm, machine_path
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, ProbeResult, probe
 from bottle_tui.backends.smolvm.render import vm_name
 from bottle_tui.cli import plan_for

@@ -42,7 +42,7 @@ def pending_for(bottle: Bottle, host: str, path: str, *, draft: bool | None = No
     return wait_for(find, timeout=15, what=f"a pending proposal for {host}{path}", interval=0.05)
 
 
-def decide(bottle: Bottle, pid: str, action: str, **kw) -> proposals.Outcome:
+def decide(bottle: Bottle, pid: str, action: str, **kw) -> proposals.Decision:
     out = proposals.decide(bottle.home, pid, action, by="integration test", **kw)
     if out.policy_changed:
         assert asyncio.run(proposals.reload_bundle(bottle.slug)) is None

@@ -36,7 +36,7 @@ PORTS = {v for k, v in vars(ports).items() if k.isupper() and isinstance(v, int)
 PRIMITIVES = {("os", "replace"), ("os", "rename"), ("fcntl", "flock"), ("tempfile", "mkstemp")}
 # The uses of those calls that are not a copy of the contract's, each with why.
 NOT_COPIES = {
-    ("bottle_tui/backends/smolvm/lifecycle.py", "os.replace"): "moves a built pack into place (a rename, no data written)",
+    ("bottle_tui/backends/smolvm/vm_lifecycle.py", "os.replace"): "moves a built pack into place (a rename, no data written)",
     ("bottle_tui/runner.py", "tempfile.mkstemp"): "the file an editor opens, removed afterwards (no replace)",
     ("sidecars/init/bottle_init.py", "os.replace"): "takes a restart request aside before reading it (a rename)",
 }

@@ -107,8 +107,13 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "pids_limit": SIDECARS_PIDS,
         "stop_grace_period": STOP_GRACE,
         # The daemons' stderr may be the agent's to provoke: the engine keeps a bounded log of it.
-        "logging": {"driver": "json-file", "options": {"max-size": f"{layout.BUNDLE_LOG_CAP.max_bytes >> 20}m",
-                                                       "max-file": str(layout.BUNDLE_LOG_CAP.keep + 1)}},
+        "logging": {
+            "driver": "json-file",
+            "options": {
+                "max-size": f"{layout.BUNDLE_LOG_CAP.max_bytes >> 20}m",
+                "max-file": str(layout.BUNDLE_LOG_CAP.keep + 1),
+            },
+        },
         **hardening,
     }
     net_labels = {labels.MANAGED: "true", labels.SLUG: plan.slug, labels.HOME: str(plan.home)}

@@ -4,7 +4,7 @@ Attacks need an "internet" that shows whether they got through, and must never t
 So for the length of the run:
 
 - a canary container of ours (the sidecars image's ``canary.py``) joins the bottle's egress
-  network under names that exist nowhere else (``*.selftest.invalid``), with a throwaway CA that
+  network under names that exist nowhere else (``*.escape_suite.invalid``), with a throwaway CA that
   signs only those names;
 - the bottle's routes.yaml gets one route to the canary's "allowed" name (and, when the bottle
   injects a credential, a second one injecting the same credential, to show it arrives upstream
@@ -34,7 +34,7 @@ import yaml
 
 from bottle_contract.files import atomic_write
 
-from ... import selftest
+from ... import escape_suite
 from ...errors import BottleError
 from ...plan import credential_problem
 from ...runner import CommandError, run
@@ -42,9 +42,9 @@ from ...state import StateDir
 from . import engine, labels
 from .compose import to_yaml
 
-CANARY_ALLOWED = "allowed.selftest.invalid"
-CANARY_AUTHED = "auth.selftest.invalid"
-CANARY_BLOCKED = "blocked.selftest.invalid"
+CANARY_ALLOWED = "allowed.escape_suite.invalid"
+CANARY_AUTHED = "auth.escape_suite.invalid"
+CANARY_BLOCKED = "blocked.escape_suite.invalid"
 CANARY_NAMES = (CANARY_ALLOWED, CANARY_AUTHED, CANARY_BLOCKED)
 RELOAD_TIMEOUT = 20.0
 
@@ -53,7 +53,7 @@ Progress = Callable[[str], None]
 
 @dataclass
 class SelftestResult:
-    outcomes: list[selftest.Outcome]
+    outcomes: list[escape_suite.AttackResult]
     credential_findings: list[str]
     credential_checked: list[str]
     # (env var, why): credentials set here but too short to look for (plan.credential_problem).
@@ -64,7 +64,7 @@ class SelftestResult:
         return all(o.ok for o in self.outcomes) and not self.credential_findings
 
     def report(self) -> str:
-        lines = [selftest.report(self.outcomes)]
+        lines = [escape_suite.report(self.outcomes)]
         if self.credential_checked:
             verdict = "LEAKED" if self.credential_findings else "blocked"
             lines.append(
@@ -328,7 +328,7 @@ async def run_selftest(
             try:
                 await _reload(sidecars, state, before)
                 auth = auth_route["auth"] if auth_route else {}
-                targets = selftest.Targets(
+                targets = escape_suite.Targets(
                     allowed=CANARY_ALLOWED,
                     blocked=CANARY_BLOCKED,
                     direct_ip=ip,
@@ -337,17 +337,19 @@ async def run_selftest(
                     auth_scheme=auth.get("scheme", "header"),
                     auth_header=auth.get("header"),
                 )
-                attacks = selftest.build_suite(targets)
+                attacks = escape_suite.build_suite(targets)
                 progress(f"running {len(attacks)} attacks and controls from inside {agent}")
                 out = await run(
-                    ["docker", "exec", agent, "bash", "-c", selftest.suite_script(attacks)], check=False, timeout=900
+                    ["docker", "exec", agent, "bash", "-c", escape_suite.suite_script(attacks)],
+                    check=False,
+                    timeout=900,
                 )
                 credentials, secrets, not_judged = judgeable_credentials(policy, environ)
-                outcomes = selftest.judge_all(
+                outcomes = escape_suite.judge_all(
                     attacks,
                     out.stdout,
                     real_secrets=secrets,
-                    log=selftest.read_log(state.egress_log),
+                    log=escape_suite.read_log(state.egress_log),
                     credentials=credentials,
                 )
                 findings = await _find_credentials(agent, secrets, tmp)

@@ -13,10 +13,10 @@ from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, 
 from ..docker import engine as docker
 from ..docker.backend import reload_bundle
 from ..docker.compose import AGENT_USER
-from . import lifecycle
-from .engine import Smolvm, check_version
+from . import vm_lifecycle
 from .probe import cache_path, cached_probe, probe
 from .render import vm_name
+from .smolvm_cli import Smolvm, check_version
 
 if TYPE_CHECKING:
     from ...plan import BottlePlan
@@ -47,11 +47,11 @@ class SmolvmBackend:
         await docker.require_engine()
 
     async def start(self, plan: BottlePlan, progress: Progress) -> None:
-        await lifecycle.start(Smolvm.find(), plan, progress)
+        await vm_lifecycle.start(Smolvm.find(), plan, progress)
 
     async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
         # Without the CLI the VM cannot be reached, but the bundle and state still go.
-        return await lifecycle.stop(_installed(), home, slug, progress, keep=keep)
+        return await vm_lifecycle.stop(_installed(), home, slug, progress, keep=keep)
 
     async def reload_policy(self, slug: str) -> str | None:
         # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.
@@ -70,7 +70,7 @@ class SmolvmBackend:
             machines = await smol.machine_ls() if smol is not None else None
         except BottleError:
             machines = None
-        return lifecycle.join(engine_view, machines)
+        return vm_lifecycle.join(engine_view, machines)
 
     def exec_argv(self, slug: str, argv: list[str], *, tty: bool, env: dict[str, str] | None = None) -> list[str]:
         return Smolvm.find().exec_argv(
@@ -86,13 +86,13 @@ class SmolvmBackend:
     ) -> CleanupPart:
         smol = _installed()
         machines = await smol.machine_ls() if smol is not None else []
-        return lifecycle.VmCleanup(
-            lifecycle.cleanup_targets(machines, home, all_homes=all_homes, homes_under=homes_under)
+        return vm_lifecycle.VmCleanup(
+            vm_lifecycle.cleanup_targets(machines, home, all_homes=all_homes, homes_under=homes_under)
         )
 
     async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
-        assert isinstance(plan, lifecycle.VmCleanup)
-        return await lifecycle.cleanup(Smolvm.find(), plan, progress) if not plan.empty else []
+        assert isinstance(plan, vm_lifecycle.VmCleanup)
+        return await vm_lifecycle.cleanup(Smolvm.find(), plan, progress) if not plan.empty else []
 
     def availability(self) -> Availability:
         if _installed() is None:

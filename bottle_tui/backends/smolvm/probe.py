@@ -21,7 +21,7 @@ from bottle_contract.files import atomic_write
 
 from ...errors import BottleError
 from ...state import PROJECT_PREFIX
-from .engine import Smolvm, SmolvmError
+from .smolvm_cli import Smolvm, SmolvmError
 
 CACHE_ENV = "CLAUDE_BOTTLE_SMOLVM_PROBE_CACHE"
 REPROBE_ENV = "CLAUDE_BOTTLE_SMOLVM_REPROBE"

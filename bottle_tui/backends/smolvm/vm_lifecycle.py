@@ -32,7 +32,6 @@ from ..docker import lifecycle as docker_lifecycle
 from ..docker.compose import AGENT_USER, to_yaml
 from ..docker.engine import BottleInfo
 from ..docker.lifecycle import append_log, in_scope, make_egress_ca, write_renders
-from .engine import Machine, MachineNotFound, Smolvm, SmolvmError, machine_path
 from .render import (
     BUNDLE_NETWORK,
     bundle_address,
@@ -42,6 +41,7 @@ from .render import (
     render_smolfile,
     vm_name,
 )
+from .smolvm_cli import Machine, MachineNotFound, Smolvm, SmolvmError, machine_path
 
 READY_TIMEOUT = 60.0
 BOOT_TIMEOUT = 120.0

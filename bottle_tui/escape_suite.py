@@ -73,7 +73,7 @@ class Attack:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AttackResult:
     attack: Attack
     verdict: str  # blocked | LEAKED | UNCLEAR | pass | FAIL
     detail: str
@@ -470,50 +470,52 @@ def judge(
     real_secrets: dict[str, str],
     log: list[dict[str, Any]] | None = None,
     credentials: dict[str, str] | None = None,
-) -> Outcome:
+) -> AttackResult:
     """Blocked or LEAKED (attacks), pass or FAIL (controls), from what the attack printed (and,
     for a streamed body whose connection egress closed, from egress's requests.jsonl ``log``).
     ``real_secrets`` are looked for in what the agent saw; ``credentials`` (default: the same)
     are the values egress injects, whose upstream arrival the injection control checks by digest
     (a credential too short to look for is still checked there)."""
     if out is None:
-        return Outcome(
+        return AttackResult(
             attack, "UNCLEAR" if attack.expect != "control" else "FAIL", "no output: the attack did not finish"
         )
     for name, value in real_secrets.items():
         if value and value in out:
-            return Outcome(
+            return AttackResult(
                 attack, "LEAKED" if attack.expect != "control" else "FAIL", f"the real {name} reached the agent"
             )
     code = _status(out)
     if attack.expect == "control":
         if '"fake_internet": true' not in out:
-            return Outcome(attack, "FAIL", f"upstream did not answer (HTTP {code or '?'})")
+            return AttackResult(attack, "FAIL", f"upstream did not answer (HTTP {code or '?'})")
         if attack.injects is not None:
             scheme, env, header = attack.injects
             injected = (real_secrets if credentials is None else credentials).get(env)
             if not injected:
-                return Outcome(attack, "FAIL", f"${env} is not set here, so its injection cannot be checked")
+                return AttackResult(attack, "FAIL", f"${env} is not set here, so its injection cannot be checked")
             carrier, sent = injected_header(scheme, injected, header)
             if hashlib.sha256(sent.encode()).hexdigest() not in out:
-                return Outcome(attack, "FAIL", f"upstream did not receive the real {env} in {carrier} ({scheme} auth)")
-        return Outcome(attack, "pass", f"HTTP {code}" if code else "")
+                return AttackResult(
+                    attack, "FAIL", f"upstream did not receive the real {env} in {carrier} ({scheme} auth)"
+                )
+        return AttackResult(attack, "pass", f"HTTP {code}" if code else "")
     leak = next((m for m in LEAK_MARKERS if m in out), None)
     if leak:
-        return Outcome(attack, "LEAKED", f"saw {leak!r}")
+        return AttackResult(attack, "LEAKED", f"saw {leak!r}")
     marker = EXPECT_MARKERS[attack.expect]
     if marker in out:
-        return Outcome(attack, "blocked", f"HTTP {code}" if code else marker)
+        return AttackResult(attack, "blocked", f"HTTP {code}" if code else marker)
     if attack.expect == "dlp-stream" and code == "000":
         logged = [
             e for e in log or [] if e.get("decision") == "block" and e.get("dlp") and e.get("path") == attack.log_path
         ]
         if logged:
             rules = ",".join(f["rule"] for f in logged[-1]["dlp"].get("findings", [])) or "cap"
-            return Outcome(attack, "blocked", f"connection closed mid-body; egress logged dlp {rules}")
-        return Outcome(attack, "UNCLEAR", "connection closed, but egress logged no DLP block for it")
+            return AttackResult(attack, "blocked", f"connection closed mid-body; egress logged dlp {rules}")
+        return AttackResult(attack, "UNCLEAR", "connection closed, but egress logged no DLP block for it")
     tail = " ".join(out.strip().splitlines()[-2:])[:160]
-    return Outcome(attack, "UNCLEAR", f"expected {marker!r}; saw: {tail or 'nothing'}")
+    return AttackResult(attack, "UNCLEAR", f"expected {marker!r}; saw: {tail or 'nothing'}")
 
 
 def judge_all(
@@ -523,7 +525,7 @@ def judge_all(
     real_secrets: dict[str, str],
     log: list[dict[str, Any]] | None = None,
     credentials: dict[str, str] | None = None,
-) -> list[Outcome]:
+) -> list[AttackResult]:
     found = split_output(output)
     return [judge(a, found.get(a.id), real_secrets=real_secrets, log=log, credentials=credentials) for a in attacks]
 
@@ -543,7 +545,7 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
-def report(outcomes: list[Outcome]) -> str:
+def report(outcomes: list[AttackResult]) -> str:
     attacks = [o for o in outcomes if o.attack.expect != "control"]
     controls = [o for o in outcomes if o.attack.expect == "control"]
     lines = [o.line() for o in attacks + controls]

@@ -196,7 +196,7 @@ async def in_process(home: Path) -> dict[str, object]:
     app = BottleConsole(home, watch_events=False, watch_files=False, poll_seconds=3600, tick=False)
     out: dict[str, object] = {}
     async with app.run_test(size=(160, 50)) as pilot:
-        while not (app._proposals_loaded and app._versions):
+        while not (app.proposals_pane.loaded and app.versions):
             await pilot.pause(0.05)
         await app.workers.wait_for_complete()
         cpu, wall, per_refresh = [], [], []

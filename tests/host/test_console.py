@@ -13,7 +13,11 @@ import yaml
 
 from bottle_tui import proposals
 from bottle_tui.backends.docker.engine import EngineStatus
-from bottle_tui.console.app import BottleConsole, console_settings
+from bottle_tui.console.app import BottleConsole
+from bottle_tui.console import keys
+from bottle_tui.console.messages import ProposalsLoaded
+from bottle_tui.console.panes import AgentsPane, ProposalsPane
+from bottle_tui.console.settings import console_settings
 from bottle_tui.console.screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
 from bottle_tui.errors import BottleError
 
@@ -44,7 +48,7 @@ def fake() -> FakeEngine:
 
 
 async def loaded(pilot, app) -> None:
-    await until(pilot, lambda: app._proposals_loaded and app._versions is not None, "the first load")
+    await until(pilot, lambda: app.proposals_pane.loaded and app.versions is not None, "the first load")
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -105,7 +109,7 @@ async def test_footer_offers_only_the_keys_that_do_something(home: Path, fake: F
         await loaded(pilot, app)
 
         def active() -> set[str]:
-            return {b.binding.action for b in app.screen.active_bindings.values() if b.enabled and app.check_action(b.binding.action, ()) is True}
+            return {b.binding.action.removeprefix("app.") for b in app.screen.active_bindings.values() if b.enabled}
 
         on_agents = active()
         assert {"stop", "edit_routes", "logs", "open", "new_agent"} <= on_agents
@@ -316,7 +320,7 @@ async def test_a_new_proposal_alerts_but_startup_does_not(home: Path, fake: Fake
         assert app.focused is props and props.cursor_row == 1 and props.has_class("-alert")
         assert any(n.title == "New proposal" and "new.example.org" in n.message for n in app._notifications)
         # A decision made elsewhere (the CLI) takes the row away through the same watch.
-        await asyncio.to_thread(proposals.decide, home, app.selected_proposal().id, "reject", by="cli")
+        await asyncio.to_thread(proposals.decide, home, app.proposals_pane.selected().id, "reject", by="cli")
         await until(pilot, lambda: len(rows(app, "proposals")) == 1, "the decided row to go")
         assert app.bells == 1
 
@@ -329,11 +333,11 @@ async def test_a_file_event_before_the_first_full_load_does_not_ring(home: Path,
         await loaded(pilot, app)
         # Replay startup in the order a race can give: a watch event for one queued proposal
         # (its lock file touched, say) lands before the first full load.
-        app._proposals_loaded, app._seen = False, set()
+        app.proposals_pane.loaded, app.proposals_pane.seen = False, set()
         loaded_p = proposals.load(p.path)
         loaded_q = proposals.load(q.path)
-        app._apply_proposals({loaded_p.id: loaded_p}, {loaded_p.id})
-        app._apply_proposals({loaded_p.id: loaded_p, loaded_q.id: loaded_q})
+        app.proposals_pane.post_message(ProposalsLoaded({loaded_p.id: loaded_p}, {loaded_p.id}))
+        app.proposals_pane.post_message(ProposalsLoaded({loaded_p.id: loaded_p, loaded_q.id: loaded_q}))
         await pilot.pause()
         assert app.bells == 0 and not app._notifications
 
@@ -502,7 +506,7 @@ async def test_palette_offers_every_action(home: Path, fake: FakeEngine) -> None
         provider = ConsoleCommands(app.screen)
         found = [hit.text async for hit in provider.discover()]
         for action in ("approve", "modify", "reject", "new_agent", "stop", "edit_routes", "edit_dlp", "logs", "quit", "switch_pane", "open"):
-            assert any(app.DESCRIPTIONS[action] in text for text in found), action
+            assert any(keys.DESCRIPTIONS[action] in text for text in found), action
         hits = [hit async for hit in provider.search("new agent")]
         assert hits
         await pilot.press("ctrl+p")
@@ -514,9 +518,12 @@ async def test_palette_offers_every_action(home: Path, fake: FakeEngine) -> None
 
 
 def test_every_main_binding_has_a_stable_id() -> None:
-    ids = [b.id for b in BottleConsole.BINDINGS]
+    ids = [b.id for b in keys.ALL]
     assert None not in ids and len(set(ids)) == len(ids)
-    assert set(BottleConsole.DESCRIPTIONS) == {b.action for b in BottleConsole.BINDINGS}
+    assert set(keys.DESCRIPTIONS) == {keys.action_name(b) for b in keys.ALL}
+    # Each pane binds its keys from the one list (so a keymap entry remaps it in both panes).
+    for pane in (ProposalsPane, AgentsPane):
+        assert all(b in keys.ALL for b in pane.BINDINGS)
 
 
 async def test_editor_says_why_it_cannot_hand_over(home: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:

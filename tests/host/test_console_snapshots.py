@@ -11,7 +11,7 @@ from .console_snapshot_app import SIZE, make
 def settled(app):
     async def wait(pilot) -> None:
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not (app._proposals_loaded and (app._versions or app._engine_ok is False)):
+        while time.monotonic() < deadline and not (app.proposals_pane.loaded and (app.versions or app.engine_ok is False)):
             await pilot.pause(0.02)
         await pilot.pause(0.1)
 

@@ -18,7 +18,7 @@ import libtmux
 import pytest
 
 from bottle_tui.backends.docker.lifecycle import StopReport
-from bottle_tui.console.app import follow_log_argv
+from bottle_tui.console.agent_flows import follow_log_argv
 from bottle_tui.console.screens import ConfirmScreen, LogScreen, PickerScreen
 from bottle_tui.console.tmux import ROLE, RightPane
 from bottle_tui.plan import claude_session
@@ -118,7 +118,7 @@ def console(tmp_path: Path, fake: FakeEngine, env: dict[str, str], rec: Recorder
 
 
 async def ready(pilot, app) -> None:
-    await until(pilot, lambda: app._split is not None and len(rows(app, "bottles")) == 3 and app._proposals_loaded, "the console with its pane")
+    await until(pilot, lambda: app.pane.split is not None and len(rows(app, "bottles")) == 3 and app.proposals_pane.loaded, "the console with its pane")
 
 
 async def split_off(pilot, console: libtmux.Pane) -> libtmux.Pane:
@@ -292,7 +292,7 @@ async def test_a_new_agent_brings_up_in_the_pane_then_claude_replaces_the_log(tm
         shown = text(right)
         assert "warning: $TOKEN is not set here" in shown, "the console's own progress goes to the log the pane follows"
         assert len(app.screen_stack) == 1 and not isinstance(app.screen, LogScreen)
-        slug = app._occupant.slug
+        slug = app.pane.occupant.slug
         rec.release.set()
         await until(pilot, lambda: f"claude for {slug}" in text(right), "the new agent's claude in the pane")
         await until(pilot, lambda: marked(app) == [slug], "the new agent marked")
@@ -306,7 +306,7 @@ async def test_tmux_failures_are_one_line_and_enter_falls_back(tmp_path: Path, f
         await ready(pilot, app)
         pane.session.server.kill()
         await pilot.press("enter")
-        await until(pilot, lambda: app._split is None, "the split mode to end")
+        await until(pilot, lambda: app.pane.split is None, "the split mode to end")
         messages = [n.message for n in app._notifications]
         gone = [m for m in messages if m.startswith("tmux: ")]
         assert gone and all("\n" not in m for m in gone) and "Enter opens claude full-screen" in gone[0]
@@ -322,7 +322,7 @@ async def test_no_tmux_on_path_is_a_message_not_a_crash(tmp_path: Path, fake: Fa
         patched.setenv("PATH", str(tmp_path / "empty"))
         async with app.run_test(size=(140, 30)) as pilot:
             await until(pilot, lambda: any(n.message.startswith("tmux: $TMUX is set but no tmux") for n in app._notifications), "the message")
-            assert app._split is None and "`bottle-tui --tmux`" in str(app.query_one("#hint").render())
+            assert app.pane.split is None and "`bottle-tui --tmux`" in str(app.query_one("#hint").render())
 
 
 def test_a_console_restarted_in_the_window_adopts_the_pane(console_pane) -> None:

@@ -49,7 +49,7 @@ async def test_start_from_the_picker_and_stop_with_a_confirm(fresh_home: Path) -
     slug = None
     try:
         async with app.run_test(size=(150, 45)) as pilot:
-            await eventually(pilot, lambda: app._versions is not None, "the engine line")
+            await eventually(pilot, lambda: app.versions is not None, "the engine line")
             before = our_rows(app)
             await pilot.press("n")
             await eventually(pilot, lambda: isinstance(app.screen, PickerScreen), "the picker")

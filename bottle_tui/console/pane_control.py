@@ -47,16 +47,22 @@ class PaneController:
         self._set_occupant(occupant)  # a console restarted in this window adopts the pane there
         self.app.agents_changed()
 
-    async def call(self, fn: Callable[[RightPane], Any]) -> tuple[bool, Any]:
-        """Run ``fn(split)`` in a thread, one pane operation at a time (see the module's doc)."""
+    async def call(self, fn: Callable[[RightPane], Any], then: Callable[[Any], None] | None = None) -> tuple[bool, Any]:
+        """Run ``fn(split)`` in a thread, one pane operation at a time (see the module's doc);
+        ``then(result)`` runs before the next operation may start, so what the pane shows is
+        never set from an older look than the newest."""
         split = self.split
         if split is None:
             return False, None
         async with self._lock:
             try:
-                return True, await asyncio.to_thread(fn, split)
+                result = await asyncio.to_thread(fn, split)
             except TmuxError as exc:
                 problem = str(exc)
+            else:
+                if then is not None:
+                    then(result)
+                return True, result
             alive = await asyncio.to_thread(split.alive)
         if not alive:
             self.split = None
@@ -70,24 +76,24 @@ class PaneController:
     async def find(self) -> Occupant | None:
         """What the right pane shows now. When it no longer shows the claude it showed (claude
         ended, or the user closed the pane), that claude is ended in its bottle."""
-        before = self.occupant
-        ok, occupant = await self.call(lambda split: split.find())
-        if not ok:
-            return None
-        self._set_occupant(occupant)
-        if before is not None and before.shows == "claude" and (occupant is None or occupant.slug != before.slug):
-            self._end_claude(before.slug)
-        return occupant  # type: ignore[no-any-return]
+        def seen(occupant: Occupant | None) -> None:
+            before = self.occupant
+            self._set_occupant(occupant)
+            if before is not None and before.shows == "claude" and (occupant is None or occupant.slug != before.slug):
+                self._end_claude(before.slug)
+
+        ok, occupant = await self.call(lambda split: split.find(), seen)
+        return occupant if ok else None
 
     async def show(self, argv: list[str], slug: str, shows: str, *, select: bool) -> bool:
-        ok, result = await self.call(lambda split: split.show(argv, slug=slug, shows=shows, select=select))
-        if not ok:
-            return False
-        occupant, before = result
-        self._set_occupant(occupant)
-        if before is not None and before.shows == "claude" and before.slug != slug:
-            self._end_claude(before.slug)
-        return True
+        def shown(result: tuple[Occupant, Occupant | None]) -> None:
+            occupant, before = result
+            self._set_occupant(occupant)
+            if before is not None and before.shows == "claude" and before.slug != slug:
+                self._end_claude(before.slug)
+
+        ok, _ = await self.call(lambda split: split.show(argv, slug=slug, shows=shows, select=select), shown)
+        return ok
 
     async def show_claude(self, home: Path, slug: str, backend: str, *, select: bool) -> bool:
         try:

@@ -157,7 +157,8 @@ async def test_first_attach_splits_the_next_respawns_and_the_marker_follows(tmp_
         await pilot.press("j", "enter")
         await until(pilot, lambda: f"claude for {B}" in text(right), "bravo's claude in the same pane")
         assert panes(window) == [pane.pane_id, right.pane_id]
-        assert marked(app) == [B] and slug_cells(app)[:2] == [A, f"* {B}"]
+        await until(pilot, lambda: marked(app) == [B], "bravo marked")
+        assert slug_cells(app)[:2] == [A, f"* {B}"]
         # The pane left alpha's claude: the console ends it in alpha's bottle.
         await until(pilot, lambda: rec.ended == [A], "alpha's pane session to be ended")
         await pilot.press("q")
@@ -224,7 +225,9 @@ async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_pa
         # charlie fills bravo's row, so charlie takes the pane; it is not selected (the operator
         # pressed x in the console and stays there).
         await until(pilot, lambda: f"claude for {C}" in text(right), "charlie in the pane")
-        assert marked(app) == [C] and panes(window) == [pane.pane_id, right.pane_id]
+        # (claude prints before the pane is tagged for it: the marker follows the tag)
+        await until(pilot, lambda: marked(app) == [C], "charlie marked")
+        assert panes(window) == [pane.pane_id, right.pane_id]
         pane.refresh()
         assert pane.pane_active == "1"
         # charlie is the last row: when it stops, the new last row (alpha) takes the pane.
@@ -234,7 +237,7 @@ async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_pa
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirm")
         await pilot.press("y")
         await until(pilot, lambda: f"claude for {A}" in text(right), "alpha in the pane")
-        assert marked(app) == [A]
+        await until(pilot, lambda: marked(app) == [A], "alpha marked")
         # The last agent stops: the pane closes.
         await until(pilot, lambda: slug_cells(app) == [f"* {A}"], "charlie's row to go")
         await pilot.press("x")
@@ -242,6 +245,38 @@ async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_pa
         await pilot.press("y")
         await until(pilot, lambda: panes(window) == [pane.pane_id], "the pane to close")
         await until(pilot, lambda: slug_cells(app) == [], "the last row to go")
+
+
+async def test_a_bottle_stopped_from_outside_hands_the_pane_on_as_x_does(tmp_path: Path, fake: FakeEngine, console_pane) -> None:
+    """bravo's claude is in the pane and bravo is stopped by the CLI (or another console): its
+    claude's exec ends with the bottle (the pane dies on its last screen) and the engine's events
+    say the bottle went. The pane goes to the next agent, exactly as after x; the console stays
+    the active pane, and nothing is ended in the gone bottle."""
+    pane, env = console_pane
+    window = pane.window
+    app, rec = console(tmp_path, fake, env)
+    rec.script = 'echo "claude for $1"; read -r line; exit 1'  # dies (non-zero) when told, as a cut exec does
+    async with app.run_test(size=(140, 30)) as pilot:
+        await ready(pilot, app)
+        await pilot.press("j", "enter")
+        right = await split_off(pilot, pane)
+        await until(pilot, lambda: f"claude for {B}" in text(right), "bravo's claude in the pane")
+        pane.select()
+        right.send_keys("gone", enter=True)  # the exec client ends with the bottle
+        await until(pilot, lambda: right.display_message("#{pane_dead}", get_text=True) == ["1"], "the dead pane")
+        fake.bottles = [info(A), info(C)]
+        app.refresh_bottles()  # what a `docker events` line does
+        await until(pilot, lambda: f"claude for {C}" in text(right), "charlie in the pane")
+        await until(pilot, lambda: marked(app) == [C], "charlie marked")
+        assert panes(window) == [pane.pane_id, right.pane_id]
+        pane.refresh()
+        assert pane.pane_active == "1" and rec.ended == []
+        # The last row goes from outside too: the next (now last) row, alpha, takes the pane.
+        right.send_keys("gone", enter=True)
+        fake.bottles = [info(A)]
+        app.refresh_bottles()
+        await until(pilot, lambda: f"claude for {A}" in text(right), "alpha in the pane")
+        await until(pilot, lambda: marked(app) == [A], "alpha marked")
 
 
 async def test_stopping_another_agent_leaves_a_working_claude_alone(tmp_path: Path, fake: FakeEngine, console_pane) -> None:
@@ -267,8 +302,8 @@ async def test_a_new_proposal_selects_the_console_pane(tmp_path: Path, fake: Fak
         await ready(pilot, app)
         await pilot.press("enter")
         await until(pilot, lambda: len(window.panes) == 2, "the split")
-        pane.refresh()
-        assert pane.pane_active == "0", "the user is typing in claude's pane"
+        # the split and its selection are two tmux calls: the user types in claude's pane once both ran
+        await until(pilot, lambda: pane.display_message("#{pane_active}", get_text=True) == ["0"], "claude's pane selected")
         write_proposal(tmp_path / "home", A)
         app.reload_proposals()  # what the file watch does when the queue file appears
         await until(pilot, lambda: pane.display_message("#{pane_active}", get_text=True) == ["1"], "the console's pane to be selected")

@@ -26,7 +26,9 @@ def claude_processes(agent: str) -> list[str]:
 def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_home: Path, tmux_server: libtmux.Server) -> None:
     """Two bottles of this test (any other bottle on the engine is older, so listed above them, and
     never touched): claude in the right pane for the first, again for the first (the same pane, the
-    old session ended), then x on the first: its teardown shows there and the second takes the pane."""
+    old session ended), then x on the first: its teardown shows there and the second takes the pane;
+    the console quits (the pane stays), a new one adopts the pane, and the second is stopped from
+    the CLI: the pane is handed on as after x."""
     b1 = start_bottle(fresh_home)
     b2 = start_bottle(fresh_home)
     try:
@@ -99,6 +101,21 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(fresh_hom
             raise AssertionError(f"{exc}: panes {panes()}; the console shows:\n{pane_text(console)}") from None
         assert list(panes()) == [right.pane_id], panes()
         assert len(claude_processes(b2.agent)) == 1
+        # A console started again beside the pane adopts it; b2 stopped from outside (the CLI)
+        # does not leave the pane dead on b2's last screen: the console sees b2 go and hands the
+        # pane on as after x (closed here, or the next agent's claude if other bottles run).
+        cmd = f"env -u COLUMNS -u LINES {sys.executable} -m bottle_tui --home {fresh_home} console"
+        again = tmux_server.cmd("split-window", "-h", "-d", "-t", right.pane_id, "-P", "-F", "#{pane_id}", cmd).stdout[0]
+        console = next(p for p in session.active_window.panes if p.pane_id == again)
+        wait_in_pane(console, f"* {b2.slug}")  # adopted: the pane's agent is marked
+        cli(fresh_home, "stop", b2.slug)
+
+        def right_slug() -> str | None:
+            out = tmux_server.cmd("display-message", "-p", "-t", right.pane_id, "#{@bottle-tui-slug}")
+            return out.stdout[0] if out.stdout and not out.stderr else None
+
+        wait_for(lambda: right.pane_id not in panes() or right_slug() not in (None, b2.slug), timeout=60,
+                 what="the pane handed on from the stopped bottle", interval=0.3)
     finally:
         cli(fresh_home, "stop", b1.slug, check=False)
         cli(fresh_home, "stop", b2.slug, check=False)

@@ -144,7 +144,7 @@ class ProposalsPane(ConsolePane):
 
 
 def home_label(label: str) -> str:
-    """A home as a short cell: ~ for the user's home folder, the last 28 characters kept."""
+    """A home as a short cell: ~ for the user's home folder; a long one keeps its last 27 characters."""
     user = os.path.expanduser("~")
     text = "~" + label[len(user):] if user not in ("", "/") and (label == user or label.startswith(user + "/")) else label
     return text if len(text) <= 28 else "…" + text[-27:]

@@ -75,11 +75,17 @@ def fixed_plan(home: Path, agent: str):
                                images={"agent": "bottle-tui/agent:0123456789ab", "sidecars": "bottle-tui/sidecars:ba9876543210"})
 
 
-def make(*, populated: bool = True, engine_up: bool = True, theme: str | None = None) -> SnapshotConsole:
+OTHER_HOME = "/srv/bottles/other-home"  # a home that is not the console's (no such folder is needed)
+
+
+def make(*, populated: bool = True, engine_up: bool = True, theme: str | None = None, other_home: bool = False) -> SnapshotConsole:
     home = fresh_home(populated)
     fake = FakeEngine()
     if populated:
         fake.bottles = [info("implementer-aaaaaa"), info("reviewer-bbbbbb", agent="reviewer", up=1, started="2026-11-27T07:45:00+00:00")]
+    if other_home:
+        fake.bottles = [dataclasses.replace(fake.bottles[0], home=str(home)),
+                        dataclasses.replace(info("implementer-cccccc", started="2026-11-27T07:30:00+00:00"), home=OTHER_HOME)]
     if not engine_up:
         fake.status = EngineStatus(False, problem="no Docker engine answers (Cannot connect to the Docker daemon at unix:///var/run/docker.sock): run `make engine`")
     return SnapshotConsole(home, discover=fake.discover, status=fake.engine_status, watch_events=False, watch_files=False,

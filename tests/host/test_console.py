@@ -345,6 +345,21 @@ async def test_a_file_event_before_the_first_full_load_does_not_ring(home: Path,
 # --- agents pane --------------------------------------------------------------------------------
 
 
+async def test_another_homes_bottles_are_marked_with_their_home(home: Path, fake: FakeEngine, tmp_path: Path) -> None:
+    import dataclasses
+
+    other = tmp_path / "elsewhere" / "home"
+    home.mkdir(parents=True)
+    fake.bottles = [dataclasses.replace(info(SLUG), home=str(home)), dataclasses.replace(info("reviewer-bbbbbb", agent="reviewer"), home=str(other)),
+                    info("legacy-cccccc", agent="legacy")]  # no home label (started before there was one): not marked
+    app = make_app(home, fake)
+    async with app.run_test(size=(180, 30)) as pilot:
+        await loaded(pilot, app)
+        agents = {r[0]: r[1] for r in rows(app, "bottles")}
+        assert agents[SLUG] == "implementer" and agents["legacy-cccccc"] == "legacy"
+        assert agents["reviewer-bbbbbb"].startswith("reviewer (home ") and agents["reviewer-bbbbbb"].endswith("elsewhere/home)")
+
+
 async def test_agent_status_from_the_hooks_file(home: Path, fake: FakeEngine) -> None:
     write_status(home, SLUG, "waiting", event="Notification\x1b[2J[b]")
     write_status(home, "reviewer-bbbbbb", "working", since="2026-11-27T07:58:00+00:00")
@@ -398,6 +413,44 @@ async def test_picker_then_preflight_no_starts_nothing(home: Path, fake: FakeEng
         await pilot.press("n")
         await until(pilot, lambda: len(app.screen_stack) == 1, "the preflight to close")
         assert not (home / "state").exists() or not any((home / "state").iterdir())
+
+
+async def test_n_runs_the_backends_preflight_before_anything_starts(tmp_path: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's start is ops.start, as the CLI's: a microVM bottle on a host where microVMs do
+    not boot stops at smolvm's preflight (its one line in the log and a notification) before an
+    image is looked at or a state folder made. The real smolvm CLI (pinned wheel) answers the
+    version check; the probe's answer for this host is the cached one written here."""
+    from bottle_tui.backends.smolvm.engine import Smolvm
+    from bottle_tui.backends.smolvm.probe import CACHE_ENV, host_key
+    from tests.support.manifests import AGENT, BOTTLE
+
+    try:
+        version = ".".join(map(str, await Smolvm.find().version()))
+    except BottleError as exc:
+        pytest.skip(f"needs the smolvm CLI from the pinned wheel (pip install -e '.[test]'): {exc}")
+    cache = tmp_path / "probe.json"
+    cache.write_text(json.dumps({"ok": False, "reason": "no /dev/kvm (written by this test)", "host": host_key(),
+                                 "smolvm": version, "checked_at": "2026-01-01T00:00:00+00:00"}))
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    home = tmp_path / "home"
+    (home / "agents").mkdir(parents=True)
+    (home / "bottles").mkdir()
+    (home / "agents" / "coder.md").write_text(AGENT)
+    (home / "bottles" / "web.md").write_text(BOTTLE.replace("description: a bottle for the tests", "backend: smolvm"))
+    app = make_app(home, fake)
+    async with app.run_test(size=(140, 50)) as pilot:
+        await loaded(pilot, app)
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, PickerScreen), "the picker")
+        await pilot.press(*"coder", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan")
+        await pilot.press("y")
+        await until(pilot, lambda: any(n.title == "Start" for n in app._notifications), "the start to fail", timeout=30)
+        message = next(n.message for n in app._notifications if n.title == "Start")
+        assert "smolvm cannot start here: microVMs cannot boot on this host: no /dev/kvm" in message
+        assert isinstance(app.screen, LogScreen)
+        assert not (home / "state").exists() or not any((home / "state").iterdir())
+        assert not (home / "images.log").exists()
 
 
 async def test_stop_asks_first_and_no_keeps_the_bottle(home: Path, fake: FakeEngine) -> None:

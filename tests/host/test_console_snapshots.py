@@ -56,3 +56,8 @@ def test_light_theme(snap_compare) -> None:
 def test_dark_theme(snap_compare) -> None:
     app = make(theme="bottle-dark")
     assert snap_compare(app, terminal_size=SIZE, run_before=settled(app))
+
+
+def test_another_homes_bottle_is_marked(snap_compare) -> None:
+    app = make(other_home=True)
+    assert snap_compare(app, terminal_size=SIZE, run_before=settled(app))

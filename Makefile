@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration bench images engine clean-docker venv
+.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv
 
 venv: $(STAMP)
 
@@ -28,14 +28,33 @@ run: $(STAMP)
 	-@scripts/engine.sh $(PY) && $(BIN)/bottle-tui images build
 	$(BIN)/bottle-tui console
 
+# ruff (lint and format check), mypy --strict on bottle_tui/ and the contract package, and the
+# import contracts (pyproject.toml, [tool.importlinter]); every tool runs, and any failure fails it.
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check . || status=1; \
+	$(BIN)/mypy || status=1; \
+	$(BIN)/lint-imports --no-cache || status=1; \
+	exit $$status
+
+# Unit tests (no engine needed) in parallel across the cores; xdist-safe: tmp paths, their own
+# tmux sockets, no fixed ports.
+UNIT = $(PY) -m pytest tests/host tests/sidecars -q -ra -n auto
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/host tests/sidecars -q
+	$(UNIT)
 
 test-integration: images
-	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/integration -q -ra
 
-test: images
-	$(PY) -m pytest tests -q -ra
+# The unit tests run while the images build (a no-op when they are up to date); the integration
+# tests need both.
+test: engine
+	@$(BIN)/bottle-tui images build > $(VENV)/images-build.log 2>&1 & build=$$!; \
+	$(UNIT); unit=$$?; \
+	if ! wait $$build; then tail -n 20 $(VENV)/images-build.log; exit 1; fi; \
+	[ $$unit -eq 0 ] || exit $$unit; \
+	$(PY) -m pytest tests/integration -q -ra
 
 bench: images
 	$(PY) bench/bench_bringup.py

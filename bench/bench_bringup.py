@@ -22,10 +22,16 @@ def main() -> None:
         for _ in range(ROUNDS):
             up, out = timed(lambda: cli(home, "start", "bench", "--yes", "--detach"))
             slug = out.stdout.strip().splitlines()[-1]
-            ex, version = timed(lambda: subprocess.run(["docker", "exec", f"claude-bottle-{slug}-agent", "claude", "--version"],
-                                                       capture_output=True, text=True, check=True))
+            ex, version = timed(
+                lambda slug=slug: subprocess.run(
+                    ["docker", "exec", f"claude-bottle-{slug}-agent", "claude", "--version"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+            )
             assert "Claude Code" in version.stdout, version
-            down, _ = timed(lambda: cli(home, "stop", slug))
+            down, _ = timed(lambda slug=slug: cli(home, "stop", slug))
             ups.append(up)
             execs.append(ex)
             downs.append(down)

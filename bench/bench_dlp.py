@@ -32,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import dlp  # noqa: E402
 import dlp.request as dlp_request  # noqa: E402
-from tests.support.dlp_corpus import _FILLER  # noqa: E402
+from dlp import decode as dlp_decode  # noqa: E402
+from dlp.codecs import RUN_CODECS, archive, compression, text as dlp_text  # noqa: E402
+from tests.support.dlp_corpus import _FILLER, ENCODERS  # noqa: E402
 
 SIZES = [("1 KiB", 1024), ("10 KiB", 10 * 1024), ("100 KiB", 100 * 1024), ("8 MiB", 8 * 1024 * 1024)]
 ROUNDS = {1024: 2000, 10 * 1024: 500, 100 * 1024: 200, 8 * 1024 * 1024: 6}
@@ -41,8 +43,13 @@ TOKEN = "ghp_" + "Zr8QwE2tY6uI0oP4aS8dF2gH6jK0lZ4xC8vB"
 
 
 def rules_from_image(out: Path) -> Path:
+    """The image's rules and database; the pinned copy in tests/support (database compiled
+    here) when the image is not built."""
     from bottle_tui.backends.docker.images import image_refs
     ref = image_refs()["sidecars"]
+    if subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode != 0:
+        print(f"sidecars image {ref} not built: using tests/support/gitleaks-v8.30.1.toml")
+        return ROOT / "tests" / "support" / "gitleaks-v8.30.1.toml"
     name = f"bottle-tui-bench-dlp-{uuid.uuid4().hex[:6]}"
     subprocess.run(["docker", "create", "--name", name, ref], check=True, capture_output=True)
     try:
@@ -75,10 +82,15 @@ def ms(samples: list[float]) -> tuple[float, float]:
     return statistics.median(s) * 1e3, s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3
 
 
+_SCANNERS: dict = {}
+
+
 def ours(rules_path: Path, depth: int, data: bytes, rounds: int) -> tuple[list[float], int]:
-    rules = dlp.load_rules(rules_path)
-    loaded = dlp.load_database(rules, dlp.database_path(rules_path)) or dlp.compile_database(rules)
-    rs = dlp_request.RequestScanner(dlp.Scanner(rules, *loaded, max_decode_depth=depth))
+    if (rules_path, depth) not in _SCANNERS:
+        rules = dlp.load_rules(rules_path)
+        loaded = dlp.load_database(rules, dlp.database_path(rules_path)) or dlp.compile_database(rules)
+        _SCANNERS[rules_path, depth] = dlp_request.RequestScanner(dlp.Scanner(rules, *loaded, max_decode_depth=depth))
+    rs = _SCANNERS[rules_path, depth]
     headers = [("Content-Type", "text/plain")]
     verdict = rs.scan_body(data, headers)
     samples = []
@@ -107,6 +119,54 @@ def theirs(binary: Path, depth: int, path: Path, rounds: int) -> tuple[list[floa
                        capture_output=True, text=True, check=True)
     doc = json.loads(r.stdout.splitlines()[0])
     return doc["samples"], doc["findings"]
+
+
+def decoder_costs(size: int = 100 * 1024) -> None:
+    """Each decoder alone on ``size`` bytes of text: without a run of its kind (what the engine's
+    prefilter saves: a decoder whose candidates do not match never runs) and with one run of
+    its kind per ~2 KiB (what decoding costs when there is something to decode)."""
+    clean = body(size, "plain")
+    rng = random.Random(5)
+    runs = {"base64": "base64", "hex": "hex-colon", "percent": "percent", "entities": "entities-dec",
+            "qp": "qp", "escapes": "json-u", "text": None}
+    print(f"\ndecoders on {size // 1024} KiB of text (median):")
+    print(f"  {'decoder':<14}{'prefilter, clean':>18}{'decode, clean':>16}{'decode, with runs':>19}")
+    lines = clean.split(b"\n")
+    for codec in RUN_CODECS:
+        enc = runs.get(codec.NAME)
+        mixed = list(lines)
+        for i in range(0, len(mixed), 30):
+            secret = "".join(rng.choice("abcdefghijklmnop0123456789") for _ in range(24)).encode()
+            mixed[i] += b" v=" + (ENCODERS[enc](secret) if enc else secret.decode().encode("utf-16-le"))
+        mixed_text = b"\n".join(mixed)
+        pre = _median(lambda: dlp_decode.candidates(clean), 50)
+        plain = _median(lambda: codec.pieces(clean), 20)
+        busy = _median(lambda: codec.pieces(mixed_text), 20)
+        print(f"  {codec.NAME:<14}{pre:>15.3f} ms{plain:>13.3f} ms{busy:>16.3f} ms", flush=True)
+    import gzip
+    import io
+    import tarfile
+    blob = gzip.compress(clean)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as tf:
+        info = tarfile.TarInfo("a.txt")
+        info.size = len(clean)
+        tf.addfile(info, io.BytesIO(clean))
+    nonascii = clean.replace(b"e", "\u00e9".encode())
+    for name, fn in (("gzip inflate", lambda: compression.inflate("gzip", blob, 1 << 26)),
+                     ("gzip search", lambda: compression.embedded(nonascii, 1 << 26)),
+                     ("tar members", lambda: archive.members(tar.getvalue(), 1 << 26)),
+                     ("normalise", lambda: dlp_text.normalise(nonascii))):
+        print(f"  {name:<14}{'':>18}{_median(fn, 20):>13.3f} ms")
+
+
+def _median(fn, rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e3
 
 
 def main() -> None:
@@ -138,6 +198,7 @@ def main() -> None:
                         if (n_ours > 0) != (n_go > 0):
                             line += f"  (findings differ: engine {n_ours}, gitleaks {n_go})"
                     print(line, flush=True)
+        decoder_costs()
         print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,8 @@
 """What the git gate adds: fetch and push through it against the same git operations straight to the
 upstream, side by side, inside one sidecars-image container (the real gitleaks, the real gate on
-loopback, a local upstream, no network). Prints medians and extremes in ms; asserts nothing."""
+loopback, a local upstream, no network); then the gate's scan alone (object_scan.scan_push, one
+gitleaks run with the gate's rules) for pushes of 1, 100 and 10,000 new objects and of one 50 MB
+binary. Prints medians and extremes in ms; asserts nothing."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ def outside() -> None:
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
         raise SystemExit(f"bench_git_gate: no image {image}; run `bottle-tui images build` first")
     subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3",
+                    "-e", "PYTHONPATH=/opt/bottle/common:/opt/bottle/gitgate",
                     "-v", f"{REPO_ROOT / 'sidecars' / 'gitgate'}:/opt/bottle/gitgate:ro", "-v", f"{Path(__file__).parent}:/bench:ro",
                     image, "/bench/bench_git_gate.py", "--inside"], check=True)
 
@@ -87,6 +90,55 @@ def inside() -> None:
     for label, gated, direct in rows:
         g, d = statistics.median(gated), statistics.median(direct)
         print(f"  {label:28s} gate {g:7.0f} ({min(gated):.0f}-{max(gated):.0f})   direct {d:6.0f} ({min(direct):.0f}-{max(direct):.0f})   added {g - d:6.0f}")
+    scan_times(tmp, env)
+
+
+def scan_times(tmp: Path, env: dict[str, str]) -> None:
+    """The gate's scan of a push, alone: new objects in a repository no ref of which reaches them,
+    exactly as pushed objects sit in receive-pack's quarantine."""
+    from object_scan import scan_push  # the gate's own module (PYTHONPATH set by outside())
+
+    repo = tmp / "scan"
+    repo.mkdir()
+
+    def run(*args: str, data: bytes | None = None) -> bytes:
+        return subprocess.run(["git", "-C", str(repo), *args], env=env, input=data, capture_output=True, check=True).stdout
+
+    run("init", "-q", "-b", "main")
+    (repo / "README").write_text("base\n")
+    run("add", ".")
+    run("commit", "-qm", "base")
+
+    def source(i: int) -> bytes:  # ~1 KB of ordinary code
+        return b"".join(b"def handler_%d_%d(request):\n    return request.value + %d  # offset\n" % (i, j, j) for j in range(16))
+
+    def commit_of(blobs: list[bytes]) -> str:
+        folder = tmp / f"blobs-{len(blobs)}"
+        folder.mkdir()
+        paths = []
+        for i, data in enumerate(blobs):
+            (folder / f"f{i}").write_bytes(data)
+            paths.append(str(folder / f"f{i}"))
+        oids = run("hash-object", "-w", "--stdin-paths", data="\n".join(paths).encode()).decode().split()
+        tree = run("mktree", data="".join(f"100644 blob {o}\tfile{i}.py\n" for i, o in enumerate(oids)).encode()).decode().strip()
+        return run("commit-tree", "-p", "HEAD", "-m", f"{len(blobs)} files", tree).decode().strip()
+
+    cases = [
+        ("1 object (a blob)", run("hash-object", "-w", "--stdin", data=source(0)).decode().strip(), ROUNDS),
+        ("100 objects (98 files of 1 KB)", commit_of([source(i) for i in range(98)]), ROUNDS),
+        ("10,000 objects (9,998 files of 1 KB)", commit_of([source(i) for i in range(9998)]), 3),
+        ("3 objects (one 50 MB binary)", commit_of([os.urandom(50 << 20)]), 1),
+    ]
+    print("git gate scan alone (scan_push: rev-list, cat-file, one gitleaks dir; median / min / max ms)")
+    for label, tip, rounds in cases:
+        times, result = [], None
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            result = scan_push(str(repo / ".git"), [tip], "gitleaks", "/opt/gitleaks/gate.toml")
+            times.append((time.perf_counter() - t0) * 1000)
+        assert result is not None and not result.findings and result.bytes_scanned == result.bytes_written
+        print(f"  {label:38s} {statistics.median(times):8.0f} ({min(times):.0f}-{max(times):.0f})   n={rounds}, "
+              f"{len(result.objects)} objects, {result.files} files, {result.bytes_scanned / 1e6:.1f} MB read by gitleaks")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,14 @@ def main() -> None:
         print(summary("`bottle-tui ls --json` wall time", times))
     finally:
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda s: subprocess.run(["docker", "compose", "-p", f"claude-bottle-{s}", "down", "--timeout", "1"],
-                                                   capture_output=True), slugs))
+            list(
+                pool.map(
+                    lambda s: subprocess.run(
+                        ["docker", "compose", "-p", f"claude-bottle-{s}", "down", "--timeout", "1"], capture_output=True
+                    ),
+                    slugs,
+                )
+            )
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(shim_dir, ignore_errors=True)
 

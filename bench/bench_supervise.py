@@ -6,6 +6,8 @@
 2. approve -> the agent's next request succeeds: a loop in the agent retries a blocked URL every
    5 ms through egress; the host approves the pending proposal (the library the CLI uses, then the
    reload signal) and the figure is the time from the approve call to the loop's first 200.
+3. request -> visible again while the agent holds 1,000 idle connections and 400 half-sent
+   requests on supervise's port (reopening what the server closes): the cost of a flood.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 from bottle_tui import proposals  # noqa: E402
 from tests.support.bottles import (  # noqa: E402
     BLOCKED, FAKE_DIR, TEST_LABEL, connect_fake_internet, make_fake_pki, sh, start_bottle, stop_bottle, write_home)
+from tests.support.flood import Flood  # noqa: E402
 from tests.support.supervise import client_argv, install_mcp_client  # noqa: E402
+from bottle_contract import ports  # noqa: E402
 
 ROUNDS = 20
 IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80
@@ -152,6 +156,11 @@ def main() -> None:
         install_mcp_client(bottle)
         visible = bench_visible(bottle, ROUNDS)
         approve = bench_approve(bottle, ROUNDS)
+        flood = Flood(bottle, {"supervise": ports.SUPERVISE}, idle=1000, half=400)
+        try:
+            flooded = bench_visible(bottle, ROUNDS)
+        finally:
+            flood_report = flood.stop()
     finally:
         if bottle:
             stop_bottle(bottle, fake)
@@ -160,6 +169,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(summary("supervise: request -> visible to an inotify watcher on the host", visible, 100))
     print(summary("supervise: approve -> the agent's next request succeeds", approve, 300))
+    print(summary("supervise: request -> visible, 1,000 idle + 400 half-sent connections held on its port", flooded, 100))
+    print(f"supervise: the flood: {json.dumps(flood_report)}")
 
 
 if __name__ == "__main__":

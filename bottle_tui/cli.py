@@ -11,8 +11,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__, ops
 from .errors import BottleError
@@ -45,11 +46,14 @@ def _home(args: argparse.Namespace) -> Path:
 
 def _attach(argv: list[str], slug: str) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise BottleError(f"claude needs a terminal: run `bottle-tui attach {slug}` from an interactive shell (or `bottle-tui exec {slug} -- CMD` for a command)")
+        raise BottleError(
+            f"claude needs a terminal: run `bottle-tui attach {slug}` from an interactive shell (or `bottle-tui exec {slug} -- CMD` for a command)"
+        )
     handoff(argv)
 
 
 # -- subcommands -------------------------------------------------------------------------------
+
 
 async def cmd_start(args: argparse.Namespace) -> int:
     home = _home(args)
@@ -95,8 +99,8 @@ async def cmd_exec(args: argparse.Namespace) -> int:
 async def cmd_stop(args: argparse.Namespace) -> int:
     where = await ops.locate(args.slug, _home(args))
     report = await ops.stop(where.home, where.info, _say, keep=args.keep)
-    where = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
-    _say(f"stopped {args.slug}{where}")
+    archived = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
+    _say(f"stopped {args.slug}{archived}")
     if report.problems:
         _say(f"stopped {args.slug}, but {len(report.problems)} step(s) failed (see the warnings above)")
     return 0
@@ -120,7 +124,9 @@ async def cmd_ls(args: argparse.Namespace) -> int:
         _say("no bottles are running (start one: bottle-tui start implementer)")
         return 0
     rows = [("SLUG", "AGENT", "BOTTLE", "BACKEND", "STARTED", "SERVICES")]
-    rows += [(b.slug, b.agent, b.bottle, b.backend, b.started_at, f"{b.services_up}/{len(b.services)} up") for b in bottles]
+    rows += [
+        (b.slug, b.agent, b.bottle, b.backend, b.started_at, f"{b.services_up}/{len(b.services)} up") for b in bottles
+    ]
     _print_table(rows)
     return 0
 
@@ -159,11 +165,14 @@ async def cmd_agents(args: argparse.Namespace) -> int:
     manifests = ops.agents(_home(args))
     for agent in sorted(manifests.agents.values(), key=lambda a: a.name):
         bottle = manifests.bottles[agent.bottle]
-        print(f"{agent.name}\tbottle {bottle.name} ({bottle.backend}, {len(bottle.routes)} routes)\t{agent.description}")
+        print(
+            f"{agent.name}\tbottle {bottle.name} ({bottle.backend}, {len(bottle.routes)} routes)\t{agent.description}"
+        )
     return 0
 
 
 # -- proposals and policy (the same library the console uses) ----------------------------------
+
 
 def _shown(value: object) -> str:
     """Agent-supplied text for a terminal: control characters and escapes made inert."""
@@ -198,9 +207,17 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
             print(json.dumps(p.data, indent=2))
             return 0
         d = p.data
-        for label, value in (("id", p.id), ("bottle", p.slug), ("kind", p.kind), ("status", p.status),
-                             ("asked", p.summary()), ("draft", f"yes, seen {d.get('count')} times, last {d.get('last_seen')}" if d.get("draft") else "no"),
-                             ("created", d.get("created_at")), ("reason", d.get("reason") or "-"), ("context", d.get("context") or "-")):
+        for label, value in (
+            ("id", p.id),
+            ("bottle", p.slug),
+            ("kind", p.kind),
+            ("status", p.status),
+            ("asked", p.summary()),
+            ("draft", f"yes, seen {d.get('count')} times, last {d.get('last_seen')}" if d.get("draft") else "no"),
+            ("created", d.get("created_at")),
+            ("reason", d.get("reason") or "-"),
+            ("context", d.get("context") or "-"),
+        ):
             print(f"{label:<9}{_shown(value)}")
         if d.get("decision"):
             dec = d["decision"]
@@ -213,20 +230,27 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
     change = None
     if action == "modify":
         change = await _edit_change(p, args.file)
-    decided = await ops.decide(home, p.id, action, by=ops.operator("cli"), scope=getattr(args, "scope", "always"),
-                               change=change, note=getattr(args, "note", "") or "")
+    decided = await ops.decide(
+        home,
+        p.id,
+        action,
+        by=ops.operator("cli"),
+        scope=getattr(args, "scope", "always"),
+        change=change,
+        note=getattr(args, "note", "") or "",
+    )
     if decided.reload_warning:
         _say(f"warning: {decided.reload_warning}")
     _say(f"{p.id}: {decided.proposal.status}" + (" (routes.yaml updated)" if decided.policy_changed else ""))
     return 0
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(col.ljust(w) for col, w in zip(row, widths)).rstrip() for row in rows]
+    return ["  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     for line in _table(rows):
         print(line)
 
@@ -245,9 +269,9 @@ def proposal_table(rows: list[tuple[str, ...]], *, width: int | None) -> list[st
     indent = len(lines[0]) - len(PROPOSAL_HEADER[-1])
     room = max(width - indent - 1, MIN_WHAT_WIDTH)
     out = [lines[0]]
-    for line, row in zip(lines[1:], rows):
+    for line, row in zip(lines[1:], rows, strict=True):
         what = row[-1]
-        parts = [what[i:i + room] for i in range(0, len(what), room)] or [""]
+        parts = [what[i : i + room] for i in range(0, len(what), room)] or [""]
         out.append(line.ljust(indent) + parts[0])
         out += [" " * indent + part for part in parts[1:]]
     return out
@@ -262,7 +286,9 @@ async def _edit_in_editor(text: str, suffix: str, problem: str = "") -> str:
         raise BottleError("no editor: set $EDITOR (or pass --file for proposals modify)")
     if not sys.stdin.isatty():
         raise BottleError("editing needs a terminal: run it from an interactive shell, or pass --file")
-    header = "".join(f"# error: {line}\n" for line in problem.splitlines()) + ("# fix the error above and save; an unchanged file cancels\n" if problem else "")
+    header = "".join(f"# error: {line}\n" for line in problem.splitlines()) + (
+        "# fix the error above and save; an unchanged file cancels\n" if problem else ""
+    )
     return await edit_text(editor, header + text, suffix)
 
 
@@ -296,7 +322,11 @@ async def cmd_policy(args: argparse.Namespace) -> int:
     text, problem = before, ""
     while True:
         saved = await _edit_in_editor(text, ".yaml", problem)
-        body = "".join(line for line in saved.splitlines(keepends=True) if not line.startswith("# error: ") and not line.startswith("# fix the error"))
+        body = "".join(
+            line
+            for line in saved.splitlines(keepends=True)
+            if not line.startswith("# error: ") and not line.startswith("# fix the error")
+        )
         if body == before:
             _say("routes.yaml unchanged")
             return 0
@@ -339,9 +369,13 @@ def cmd_tmux(args: argparse.Namespace) -> int:
     home = _home(args)
     version = tmux_version()
     if version is None:
-        raise BottleError("--tmux: tmux is not installed: install it (apt-get install tmux) or run bottle-tui without --tmux")
+        raise BottleError(
+            "--tmux: tmux is not installed: install it (apt-get install tmux) or run bottle-tui without --tmux"
+        )
     if version < MIN_VERSION:
-        raise BottleError(f"--tmux: the split pane needs tmux {MIN_VERSION[0]}.{MIN_VERSION[1]} or later; run bottle-tui without --tmux")
+        raise BottleError(
+            f"--tmux: the split pane needs tmux {MIN_VERSION[0]}.{MIN_VERSION[1]} or later; run bottle-tui without --tmux"
+        )
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BottleError("--tmux needs a terminal: run it from an interactive shell")
     # The settings are checked here, where an error can still be printed on one line.
@@ -368,14 +402,21 @@ def cmd_tmux(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bottle-tui", description="Run AI coding agents in bottles with no route out.")
+    parser = argparse.ArgumentParser(
+        prog="bottle-tui", description="Run AI coding agents in bottles with no route out."
+    )
     parser.add_argument("--version", action="version", version=f"bottle-tui {__version__}")
     parser.add_argument("--home", help="manifests and state folder (default: $CLAUDE_BOTTLE_HOME or ~/.claude-bottle)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    parser.add_argument("--theme", help="the console's theme (bottle-dark, bottle-light, or a Textual built-in); overrides config.yaml")
-    parser.add_argument("--tmux", action="store_true",
-                        help="run the console in tmux with claude in a right-hand pane: attaches to this home's session, creating it when needed")
+    parser.add_argument(
+        "--theme", help="the console's theme (bottle-dark, bottle-light, or a Textual built-in); overrides config.yaml"
+    )
+    parser.add_argument(
+        "--tmux",
+        action="store_true",
+        help="run the console in tmux with claude in a right-hand pane: attaches to this home's session, creating it when needed",
+    )
     sub.add_parser("console", help="open the operator console (the default)")
     p = sub.add_parser("start", help="show the plan, then start a bottle for AGENT and open claude in it")
     p.add_argument("agent")
@@ -391,16 +432,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a bottle (logs, transcript and egress decisions go to archive/<slug>/)")
     p.add_argument("slug")
     p.add_argument("--keep", action="store_true", help="keep the state folder (marks it .preserve)")
-    p = sub.add_parser("selftest", help="run the escape suite against a running bottle (attacks aim at a canary of ours)")
+    p = sub.add_parser(
+        "selftest", help="run the escape suite against a running bottle (attacks aim at a canary of ours)"
+    )
     p.add_argument("slug")
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("cleanup", help="stop this home's bottles and remove its stray containers, networks and orphan state folders")
+    p = sub.add_parser(
+        "cleanup", help="stop this home's bottles and remove its stray containers, networks and orphan state folders"
+    )
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--yes", "-y", action="store_true")
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--all-homes", action="store_true", help="every bottle-tui bottle on the engine, whichever home started it")
-    scope.add_argument("--homes-under", metavar="DIR", help="bottles of every home below DIR (e.g. a test run's temporary folder)")
+    scope.add_argument(
+        "--all-homes", action="store_true", help="every bottle-tui bottle on the engine, whichever home started it"
+    )
+    scope.add_argument(
+        "--homes-under", metavar="DIR", help="bottles of every home below DIR (e.g. a test run's temporary folder)"
+    )
     p = sub.add_parser("images", help="build the agent and sidecar images")
     p.add_argument("action", choices=["build"])
     p.add_argument("--force", action="store_true", help="rebuild even when inputs did not change")
@@ -418,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--scope", choices=ops.SCOPES, default="always")
     q = psub.add_parser("modify", help="allow a narrower change (from --file, else $EDITOR)")
     q.add_argument("id")
-    q.add_argument("--file", help="YAML/JSON of the final change, e.g. {host: h, ports: [443], methods: [GET], paths: [/x/*]}")
+    q.add_argument(
+        "--file", help="YAML/JSON of the final change, e.g. {host: h, ports: [443], methods: [GET], paths: [/x/*]}"
+    )
     q.add_argument("--scope", choices=ops.SCOPES, default="always")
     q = psub.add_parser("reject", help="refuse; the agent receives the note")
     q.add_argument("id")
@@ -433,9 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
-    "start": cmd_start, "attach": cmd_attach, "exec": cmd_exec, "stop": cmd_stop, "ls": cmd_ls, "selftest": cmd_selftest,
-    "cleanup": cmd_cleanup, "images": cmd_images, "agents": cmd_agents,
-    "proposals": cmd_proposals, "routes": cmd_policy, "dlp": cmd_policy,
+    "start": cmd_start,
+    "attach": cmd_attach,
+    "exec": cmd_exec,
+    "stop": cmd_stop,
+    "ls": cmd_ls,
+    "selftest": cmd_selftest,
+    "cleanup": cmd_cleanup,
+    "images": cmd_images,
+    "agents": cmd_agents,
+    "proposals": cmd_proposals,
+    "routes": cmd_policy,
+    "dlp": cmd_policy,
 }
 
 
@@ -456,7 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
         if os.environ.get("BOTTLE_DEBUG"):
             raise
-        _say(f"bottle-tui: internal error: {type(exc).__name__}: {exc} (set BOTTLE_DEBUG=1 for the traceback, and please report it)")
+        _say(
+            f"bottle-tui: internal error: {type(exc).__name__}: {exc} (set BOTTLE_DEBUG=1 for the traceback, and please report it)"
+        )
         return 70
 
 

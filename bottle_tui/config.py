@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,7 +43,7 @@ def _number(path: Path, key: str, value: object) -> float:
     return float(value)
 
 
-def _known(path: Path, key: str, mapping: object, allowed: tuple[str, ...]) -> dict:
+def _known(path: Path, key: str, mapping: object, allowed: tuple[str, ...]) -> dict[Any, Any]:
     if not isinstance(mapping, dict):
         raise BottleError(f"{path}: {key or 'top level'}: expected a mapping of {', '.join(allowed)}")
     for name in mapping:
@@ -59,13 +60,17 @@ def load_config(home: Path) -> Config:
     except FileNotFoundError:
         return Config()
     except (OSError, UnicodeDecodeError) as exc:
-        raise BottleError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}; fix or remove the file") from None
+        raise BottleError(
+            f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}; fix or remove the file"
+        ) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise BottleError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}; fix the file") from None
+        raise BottleError(
+            f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}; fix the file"
+        ) from None
     if doc is None:
         return Config()
     doc = _known(path, "", doc, TOP_KEYS)

@@ -1,5 +1,6 @@
 """Load and validate agent and bottle manifests (YAML front matter + Markdown body) into frozen dataclasses.
-Every problem is a one-line ManifestError naming the file, the dotted key path, what is wrong and what to do."""
+Every problem is a one-line ManifestError naming the file, the dotted key path, what is wrong and what to do
+(the reading and the checks themselves are front_matter's)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,42 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
-import yaml
-from bottle_contract import policy
-from bottle_contract.hosts import host_problem
 from bottle_contract.policy import Auth, DlpSettings, Route
 
-from .errors import BottleError
+from .front_matter import (
+    NAME_RE,
+    Checker,
+    ManifestError,
+    item_key,
+    kind_of,
+    read_front_matter,
+    shown,
+    sub_key,
+)
+from .manifest_routes import parse_dlp, parse_routes
+
+__all__ = [
+    "AgentSpec",
+    "Auth",
+    "BottleSpec",
+    "DlpSettings",
+    "GitSpec",
+    "ManifestError",
+    "Manifests",
+    "Resources",
+    "Route",
+    "SuperviseSpec",
+    "default_home",
+    "load_manifests",
+    "parse_agent",
+    "parse_bottle",
+]
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 BACKENDS = ("docker", "smolvm")
-# A credential never crosses the network in clear text unless the bottle says so.
-AUTH_DEFAULT_SCHEMES = ("https",)
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 _BRANCH_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![/.])$")
 _BRANCH_GLOB_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/*?\[\]!-]+(?<![/.])$")
 _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$")
@@ -33,25 +55,9 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
 BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources")
-EGRESS_KEYS = ("routes",)
-# A manifest's route: routes.yaml's keys but ``once`` (which only an operator's decision sets).
-ROUTE_KEYS = tuple(k for k in policy.ROUTE_KEYS if k != "once")
 GIT_KEYS = ("upstream", "branch", "credentials_env", "protected")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
-
-
-class ManifestError(BottleError):
-    """A bad agent or bottle file: ``<path>: <key>: <problem>`` on one line."""
-
-    def __init__(self, path: Path, key: str, problem: str) -> None:
-        self.path = path
-        self.key = key
-        self.problem = " ".join(problem.split())
-        super().__init__(f"{path}: {key}: {self.problem}" if key else f"{path}: {self.problem}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.key, self.problem))
 
 
 @dataclass(frozen=True)
@@ -108,199 +114,19 @@ class Manifests:
     agents_from_defaults: bool
 
 
-# --- the validator helpers every parser below uses ---------------------------------------------
-
-_T = TypeVar("_T")
-
-
-def _sub(key: str, child: str) -> str:
-    return f"{key}.{child}" if key else child
-
-
-def _item(key: str, index: int) -> str:
-    return f"{key}[{index}]"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, bool):
-        return "bool"
-    return type(value).__name__
-
-
-def _show(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    match = difflib.get_close_matches(word, choices, n=1) or difflib.get_close_matches(word.lower(), choices, n=1)
-    return f"did you mean '{match[0]}'?" if match else f"use one of: {', '.join(choices)}"
-
-
-class _Check:
-    """Typed reads of one file's front matter; a failure names the file and the key path."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise ManifestError(self.path, key, problem)
-
-    def _wrong(self, key: str, expected: str, value: object, example: str) -> NoReturn:
-        self.fail(key, f"expected {expected}, got {_kind(value)}" + (f"; write e.g. {example}" if example else ""))
-
-    def known_keys(self, key: str, mapping: dict[Any, Any], allowed: tuple[str, ...]) -> None:
-        for name in mapping:
-            if name not in allowed:
-                self.fail(_sub(key, str(name)), f"unknown key '{_show(name)}'; {_did_you_mean(str(name), allowed)}")
-
-    def required(self, key: str, mapping: dict[Any, Any], child: str, hint: str) -> Any:
-        value = mapping.get(child)
-        if value is None:
-            self.fail(_sub(key, child), f"missing; {hint}")
-        return value
-
-    def expect_mapping(self, key: str, value: object, example: str = "") -> dict[Any, Any]:
-        if not isinstance(value, dict):
-            self._wrong(key, "a mapping", value, example)
-        return value
-
-    def expect_list(self, key: str, value: object, example: str = "", *, non_empty: str = "") -> list[Any]:
-        if not isinstance(value, list):
-            self._wrong(key, "a list", value, example)
-        if non_empty and not value:
-            self.fail(key, f"empty list; {non_empty}")
-        return value
-
-    def expect_str(self, key: str, value: object, example: str = "", *, allow_empty: bool = False) -> str:
-        if isinstance(value, (bool, int, float)) or _kind(value) in ("date", "datetime"):
-            self.fail(key, f"expected a string, got {_kind(value)}; quote the value, e.g. '{_show(value)}'")
-        if not isinstance(value, str):
-            self._wrong(key, "a string", value, example)
-        if not value.strip() and not allow_empty:
-            self.fail(key, "empty string" + (f"; write e.g. {example}" if example else ""))
-        return value.strip()
-
-    def expect_str_list(self, key: str, value: object, example: str = "", *, non_empty: str = "") -> list[str]:
-        items = self.expect_list(key, value, example, non_empty=non_empty)
-        return [self.expect_str(_item(key, i), item) for i, item in enumerate(items)]
-
-    def expect_int(self, key: str, value: object, example: str = "", *, low: int = 1, high: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._wrong(key, "an integer", value, example)
-        if value < low or (high is not None and value > high):
-            limit = f"between {low} and {high}" if high is not None else f"at least {low}"
-            self.fail(key, f"{value} is out of range; it must be {limit}")
-        return value
-
-    def expect_bool(self, key: str, value: object, example: str = "") -> bool:
-        if not isinstance(value, bool):
-            self._wrong(key, "true or false", value, example)
-        return value
-
-    def expect_choice(self, key: str, value: object, choices: tuple[str, ...], what: str) -> str:
-        text = self.expect_str(key, value, choices[0])
-        if text not in choices:
-            self.fail(key, f"unknown {what} '{_show(text)}'; {_did_you_mean(text, choices)}")
-        return text
-
-    def expect_name(self, key: str, value: object, what: str) -> str:
-        text = self.expect_str(key, value, f"{key}: dev" if what == "bottle" else f"{key}: web-app")
-        if not NAME_RE.match(text):
-            self.fail(key, f"'{_show(text)}' is not a valid {what} name; use 1-31 lowercase letters, digits and '-', "
-                           "starting with a letter or digit (it becomes part of container names)")
-        return text
-
-    def expect_env_name(self, key: str, value: object, example: str = "GITHUB_TOKEN") -> str:
-        text = self.expect_str(key, value, example)
-        if not policy.ENV_NAME_RE.match(text):
-            self.fail(key, f"'{_show(text)}' is not an environment variable name; use letters, digits and '_', "
-                           f"not starting with a digit, e.g. {example}")
-        return text
-
-    def optional(self, mapping: dict[Any, Any], key: str, child: str, read: Callable[[str, Any], _T], default: _T) -> _T:
-        value = mapping.get(child)
-        return default if value is None else read(_sub(key, child), value)
-
-
-# --- front matter -------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects a key written twice in one mapping (YAML would silently keep the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # unhashable: the base class reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"key '{_show(key)}' appears twice", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _yaml_hint(problem: str, line: str) -> str:
-    if "\\t" in problem or "\t" in line[: len(line) - len(line.lstrip())]:
-        return "indent with spaces, not tabs"
-    if "appears twice" in problem:
-        return "remove one of them"
-    if re.search(r"(?:^|[:\-\[,])\s*\*", line):
-        return 'quote wildcard hosts, e.g. host: "*.example.com"'
-    return "check the indentation, and quote values that contain ': ' or start with '*', '&', '!', '@' or '`'"
-
-
-def _front_matter(ck: _Check, text: str) -> tuple[dict[Any, Any], str]:
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[0].rstrip() != "---":
-        ck.fail("", "no front matter; the file must start with a '---' line, then YAML keys, then another '---' line")
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
-    if end is None:
-        ck.fail("", "front matter opened on line 1 is never closed; add a '---' line after the YAML keys")
-    try:
-        data = yaml.load("\n".join(lines[1:end]), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "cannot parse"
-        if mark is None:
-            ck.fail("", f"invalid YAML: {problem}; {_yaml_hint(problem, '')}")
-        line = lines[1 + mark.line] if 1 + mark.line < end else ""
-        ck.fail("", f"invalid YAML at line {mark.line + 2}: {problem}; {_yaml_hint(problem, line)}")
-    except yaml.reader.ReaderError as exc:
-        line = "\n".join(lines[1:end])[: exc.position].count("\n") + 2
-        ck.fail("", f"invalid YAML at line {line}: character {exc.character if isinstance(exc.character, str) else chr(exc.character)!r} is not allowed; remove it")
-    except RecursionError:
-        ck.fail("", "invalid YAML: nested too deeply; flatten the front matter")
-    except Exception as exc:  # noqa: BLE001 - any other loader failure (e.g. a bad !!timestamp) is the file's fault
-        ck.fail("", f"invalid YAML: {exc}; fix the value, or quote it to keep it as text")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        ck.fail("", f"front matter must be YAML keys (a mapping), got {_kind(data)}; write e.g. 'description: ...' lines")
-    return data, "\n".join(lines[end + 1:])
-
-
-def _name(ck: _Check, fm: dict[Any, Any], path: Path, what: str) -> str:
+def _name(ck: Checker, fm: dict[Any, Any], path: Path, what: str) -> str:
     if fm.get("name") is not None:
         return ck.expect_name("name", fm["name"], what)
     if not NAME_RE.match(path.stem):
-        ck.fail("name", f"file name '{_show(path.stem)}' is not a valid {what} name; rename the file or set name: "
-                        "(1-31 lowercase letters, digits and '-', starting with a letter or digit)")
+        ck.fail(
+            "name",
+            f"file name '{shown(path.stem)}' is not a valid {what} name; rename the file or set name: "
+            "(1-31 lowercase letters, digits and '-', starting with a letter or digit)",
+        )
     return path.stem
 
 
-def _description(ck: _Check, fm: dict[Any, Any]) -> str:
+def _description(ck: Checker, fm: dict[Any, Any]) -> str:
     text = ck.optional(fm, "", "description", lambda k, v: ck.expect_str(k, v, allow_empty=True), "")
     return " ".join(text.split())
 
@@ -310,132 +136,32 @@ def _description(ck: _Check, fm: dict[Any, Any]) -> str:
 
 def parse_agent(path: Path, text: str) -> AgentSpec:
     """Validate one agents/<name>.md; the body (stripped) becomes the appended system prompt."""
-    ck = _Check(path)
-    fm, body = _front_matter(ck, text)
+    ck = Checker(path)
+    fm, body = read_front_matter(ck, text)
     ck.known_keys("", fm, AGENT_KEYS)
     name = _name(ck, fm, path, "agent")
-    bottle = ck.expect_name("bottle", ck.required("", fm, "bottle", "say which bottle this agent runs in, e.g. bottle: dev"), "bottle")
+    bottle = ck.expect_name(
+        "bottle", ck.required("", fm, "bottle", "say which bottle this agent runs in, e.g. bottle: dev"), "bottle"
+    )
     model = ck.optional(fm, "", "model", lambda k, v: ck.expect_str(k, v, "model: sonnet"), None)
-    args = ck.optional(fm, "", "claude_args", lambda k, v: ck.expect_str_list(k, v, "claude_args: [--verbose]"), [])
-    return AgentSpec(name=name, path=path, bottle=bottle, model=model, claude_args=tuple(args),
-                     description=_description(ck, fm), prompt=body.strip())
+    args: list[str] = ck.optional(
+        fm, "", "claude_args", lambda k, v: ck.expect_str_list(k, v, "claude_args: [--verbose]"), []
+    )
+    return AgentSpec(
+        name=name,
+        path=path,
+        bottle=bottle,
+        model=model,
+        claude_args=tuple(args),
+        description=_description(ck, fm),
+        prompt=body.strip(),
+    )
 
 
 # --- bottles ------------------------------------------------------------------------------------
 
 
-def _host(ck: _Check, key: str, value: object) -> str:
-    raw = ck.expect_str(key, value, '"api.example.com"')
-    host = raw.lower()
-    if "://" in host:
-        bare = host.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2].split(":", 1)[0] or "api.example.com"
-        ck.fail(key, f"'{_show(raw)}' has a scheme; write the host name only, e.g. {bare}")
-    if "/" in host:
-        bare, _, rest = host.partition("/")
-        ck.fail(key, f"'{_show(raw)}' has a path; write the host name only ({bare}) and list paths under paths: ['/{rest}']")
-    if ":" in host:
-        bare, _, port = host.rpartition(":")
-        ck.fail(key, f"'{_show(raw)}' has a port; write the host name only ({bare}) and list ports under ports: [{port or 443}]")
-    problem = host_problem(host)
-    if problem is not None:
-        ck.fail(key, f"'{_show(raw)}' {problem}")
-    return host
-
-
-def _ports(ck: _Check, key: str, value: object) -> tuple[int, ...]:
-    items = ck.expect_list(key, value, "ports: [443]", non_empty="list at least one port, or leave ports out for 80 and 443")
-    ports = [ck.expect_int(_item(key, i), p, "443", low=1, high=65535) for i, p in enumerate(items)]
-    return tuple(dict.fromkeys(ports))
-
-
-def _methods(ck: _Check, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, "methods: [GET, POST]", non_empty="leave methods out to allow any method")
-    methods = []
-    for i, item in enumerate(items):
-        method = item.upper()
-        if policy.method_problem(method) is not None:
-            ck.fail(_item(key, i), f"unknown HTTP method '{_show(item)}'; {_did_you_mean(method, policy.HTTP_METHODS)}")
-        methods.append(method)
-    return tuple(dict.fromkeys(methods))
-
-
-def _paths(ck: _Check, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, 'paths: ["/v1/*"]', non_empty="leave paths out to allow any path")
-    for i, item in enumerate(items):
-        if not item.startswith("/"):
-            ck.fail(_item(key, i), f"path '{_show(item)}' must start with '/', e.g. '/{item.lstrip('./')}'")
-        if (problem := policy.path_pattern_problem(item)) is not None:
-            ck.fail(_item(key, i), problem)
-    return tuple(dict.fromkeys(items))
-
-
-def _schemes(ck: _Check, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, "schemes: [https]", non_empty="leave schemes out for the default")
-    schemes = [ck.expect_choice(_item(key, i), item.lower(), policy.SCHEMES, "scheme") for i, item in enumerate(items)]
-    return tuple(dict.fromkeys(schemes))
-
-
-def _model_tools(ck: _Check, key: str, value: object) -> tuple[str, ...]:
-    items = ck.expect_str_list(key, value, "model_tools: [web_search]")
-    tools = [ck.expect_choice(_item(key, i), item, policy.MODEL_TOOLS, "model tool") for i, item in enumerate(items)]
-    return tuple(dict.fromkeys(tools))
-
-
-def _auth(ck: _Check, key: str, value: object) -> Auth:
-    auth = ck.expect_mapping(key, value, "auth: {scheme: bearer, token_env: API_TOKEN}")
-    ck.known_keys(key, auth, policy.AUTH_KEYS)
-    scheme = ck.expect_choice(_sub(key, "scheme"), ck.required(key, auth, "scheme", f"use one of: {', '.join(policy.AUTH_SCHEMES)}"),
-                              policy.AUTH_SCHEMES, "auth scheme")
-    token_env = ck.expect_env_name(_sub(key, "token_env"), ck.required(
-        key, auth, "token_env", "name the host environment variable that holds the credential, e.g. token_env: API_TOKEN"), "API_TOKEN")
-    header = auth.get("header")
-    if scheme == "header":
-        header = ck.required(key, auth, "header", "scheme: header needs the header name, e.g. header: x-api-key")
-        header = ck.expect_str(_sub(key, "header"), header, "x-api-key")
-        if not policy.HEADER_NAME_RE.match(header):
-            ck.fail(_sub(key, "header"), f"'{_show(header)}' is not an HTTP header name, e.g. x-api-key")
-    elif header is not None:
-        ck.fail(_sub(key, "header"), f"only used with scheme: header ({scheme} sets Authorization); remove it or set scheme: header")
-    return Auth(scheme=scheme, token_env=token_env, header=header)
-
-
-def _route(ck: _Check, key: str, value: object, bottle_dlp: DlpSettings) -> Route:
-    route = ck.expect_mapping(key, value, "- host: api.example.com")
-    ck.known_keys(key, route, ROUTE_KEYS)
-    host = _host(ck, _sub(key, "host"), ck.required(key, route, "host", "every route needs one, e.g. host: api.example.com"))
-    auth = ck.optional(route, key, "auth", lambda k, v: _auth(ck, k, v), None)
-    # Every default is resolved here: routes.yaml is written fully explicit and egress refuses
-    # anything less, so the defaults live in this one place.
-    return Route(
-        host=host,
-        ports=ck.optional(route, key, "ports", lambda k, v: _ports(ck, k, v), policy.DEFAULT_PORTS),
-        methods=ck.optional(route, key, "methods", lambda k, v: _methods(ck, k, v), ()),
-        paths=ck.optional(route, key, "paths", lambda k, v: _paths(ck, k, v), ()),
-        auth=auth,
-        schemes=ck.optional(route, key, "schemes", lambda k, v: _schemes(ck, k, v),
-                            AUTH_DEFAULT_SCHEMES if auth else policy.SCHEMES),
-        dlp=ck.optional(route, key, "dlp", lambda k, v: _dlp(ck, k, v, bottle_dlp), bottle_dlp),
-        model_tools=ck.optional(route, key, "model_tools", lambda k, v: _model_tools(ck, k, v), ()),
-    )
-
-
-def _routes(ck: _Check, key: str, value: object, bottle_dlp: DlpSettings) -> tuple[Route, ...]:
-    egress = ck.expect_mapping(key, value, "egress: {routes: [...]}")
-    ck.known_keys(key, egress, EGRESS_KEYS)
-    items = ck.optional(egress, key, "routes", lambda k, v: ck.expect_list(k, v, "routes: [{host: api.example.com}]"), [])
-    routes: list[Route] = []
-    seen: dict[tuple[Any, ...], int] = {}
-    for i, item in enumerate(items):
-        route = _route(ck, _item(_sub(key, "routes"), i), item, bottle_dlp)
-        identity = route.identity()[:4]
-        if identity in seen:
-            ck.fail(_item(_sub(key, "routes"), i), f"same host, ports, methods and paths as routes[{seen[identity]}]; remove one or merge them")
-        seen[identity] = i
-        routes.append(route)
-    return tuple(routes)
-
-
-def _upstream(ck: _Check, key: str, value: object) -> str:
+def _upstream(ck: Checker, key: str, value: object) -> str:
     upstream = ck.expect_str(key, value, "https://git.example.com/team/repo.git")
     forms = "use https://host/owner/repo.git, ssh://host/repo.git, git@host:owner/repo.git or an absolute path"
     if "://" in upstream:
@@ -443,63 +169,82 @@ def _upstream(ck: _Check, key: str, value: object) -> str:
             parts = urllib.parse.urlsplit(upstream)
             hostname = parts.hostname
         except ValueError as exc:
-            ck.fail(key, f"'{_show(upstream)}' is not a valid URL ({exc}); {forms}")
+            ck.fail(key, f"'{shown(upstream)}' is not a valid URL ({exc}); {forms}")
         if parts.scheme not in ("https", "ssh", "file"):
-            ck.fail(key, f"'{_show(upstream.split('://')[0])}://' upstreams are not supported; {forms}")
+            ck.fail(key, f"'{shown(upstream.split('://')[0])}://' upstreams are not supported; {forms}")
         if parts.password or (parts.scheme == "https" and parts.username):
             ck.fail(key, "credentials are written in the URL; remove them and name an env var in git.credentials_env")
         if parts.scheme != "file" and not hostname:
-            ck.fail(key, f"'{_show(upstream)}' has no host; {forms}")
+            ck.fail(key, f"'{shown(upstream)}' has no host; {forms}")
     elif not (_SCP_RE.match(upstream) or upstream.startswith(("/", "~"))):
-        ck.fail(key, f"'{_show(upstream)}' is not a git upstream; {forms}")
+        ck.fail(key, f"'{shown(upstream)}' is not a git upstream; {forms}")
     return upstream
 
 
-def _branch(ck: _Check, key: str, value: object) -> str:
+def _branch(ck: Checker, key: str, value: object) -> str:
     branch = ck.expect_str(key, value, "main")
     if not _BRANCH_RE.match(branch):
-        ck.fail(key, f"'{_show(branch)}' is not a valid branch name; use letters, digits, '.', '_', '-' and '/', e.g. main")
+        ck.fail(
+            key, f"'{shown(branch)}' is not a valid branch name; use letters, digits, '.', '_', '-' and '/', e.g. main"
+        )
     return branch
 
 
-def _protected(ck: _Check, key: str, value: object) -> tuple[str, ...]:
+def _protected(ck: Checker, key: str, value: object) -> tuple[str, ...]:
     items = ck.expect_str_list(key, value, 'protected: [main, "release/*"]')
     for i, item in enumerate(items):
         if item.startswith("refs/"):
-            ck.fail(_item(key, i), f"'{_show(item)}' is a ref; write the branch name only, e.g. {item.removeprefix('refs/heads/') or 'main'}")
+            ck.fail(
+                item_key(key, i),
+                f"'{shown(item)}' is a ref; write the branch name only, e.g. {item.removeprefix('refs/heads/') or 'main'}",
+            )
         if not _BRANCH_GLOB_RE.match(item):
-            ck.fail(_item(key, i), f"'{_show(item)}' is not a branch name or glob; use letters, digits, '.', '_', '-', '/' and * ? [ ], e.g. 'release/*'")
+            ck.fail(
+                item_key(key, i),
+                f"'{shown(item)}' is not a branch name or glob; use letters, digits, '.', '_', '-', '/' and * ? [ ], e.g. 'release/*'",
+            )
     return tuple(dict.fromkeys(items))
 
 
-def _git(ck: _Check, key: str, value: object) -> GitSpec:
+def _git(ck: Checker, key: str, value: object) -> GitSpec:
     git = ck.expect_mapping(key, value, "git: {upstream: https://git.example.com/team/repo.git}")
     ck.known_keys(key, git, GIT_KEYS)
-    upstream = _upstream(ck, _sub(key, "upstream"), ck.required(key, git, "upstream", "write e.g. upstream: https://git.example.com/team/repo.git"))
+    upstream = _upstream(
+        ck,
+        sub_key(key, "upstream"),
+        ck.required(key, git, "upstream", "write e.g. upstream: https://git.example.com/team/repo.git"),
+    )
     return GitSpec(
         upstream=upstream,
         branch=ck.optional(git, key, "branch", lambda k, v: _branch(ck, k, v), "main"),
-        credentials_env=ck.optional(git, key, "credentials_env", lambda k, v: ck.expect_env_name(k, v, "GIT_TOKEN"), None),
+        credentials_env=ck.optional(
+            git, key, "credentials_env", lambda k, v: ck.expect_env_name(k, v, "GIT_TOKEN"), None
+        ),
         protected=ck.optional(git, key, "protected", lambda k, v: _protected(ck, k, v), ()),
     )
 
 
-def _supervise(ck: _Check, key: str, value: object) -> SuperviseSpec:
+def _supervise(ck: Checker, key: str, value: object) -> SuperviseSpec:
     spec = ck.expect_mapping(key, value, "supervise: {enabled: false}")
     ck.known_keys(key, spec, SUPERVISE_KEYS)
     return SuperviseSpec(
         enabled=ck.optional(spec, key, "enabled", lambda k, v: ck.expect_bool(k, v, "enabled: true"), True),
-        timeout_seconds=ck.optional(spec, key, "timeout_seconds", lambda k, v: ck.expect_int(k, v, "timeout_seconds: 900"), 900),
+        timeout_seconds=ck.optional(
+            spec, key, "timeout_seconds", lambda k, v: ck.expect_int(k, v, "timeout_seconds: 900"), 900
+        ),
     )
 
 
-def _env(ck: _Check, key: str, value: object) -> tuple[tuple[str, str], ...]:
+def _env(ck: Checker, key: str, value: object) -> tuple[tuple[str, str], ...]:
     env = ck.expect_mapping(key, value, "env: {LOG_LEVEL: debug}")
     pairs = []
     for name, item in env.items():
-        item_key = _sub(key, str(name))
+        item_key = sub_key(key, str(name))
         if not isinstance(name, str):
-            ck.fail(item_key, f"'{_show(name)}' is not an environment variable name; quote it or use letters, digits and '_'")
+            ck.fail(
+                item_key,
+                f"'{shown(name)}' is not an environment variable name; quote it or use letters, digits and '_'",
+            )
         ck.expect_env_name(item_key, name, "LOG_LEVEL")
         if isinstance(item, bool):
             text = "true" if item else "false"
@@ -508,48 +253,31 @@ def _env(ck: _Check, key: str, value: object) -> tuple[tuple[str, str], ...]:
         elif item is None:
             ck.fail(item_key, "has no value; write '' for an empty string")
         else:
-            ck.fail(item_key, f"expected a string, number or boolean, got {_kind(item)}; env values are plain text (quote it)")
+            ck.fail(
+                item_key,
+                f"expected a string, number or boolean, got {kind_of(item)}; env values are plain text (quote it)",
+            )
         pairs.append((name, text))
     return tuple(sorted(pairs))
 
 
-def _dlp(ck: _Check, key: str, value: object, base: DlpSettings) -> DlpSettings:
-    """A ``dlp:`` mapping over ``base``: body and max_body_bytes replace it, disabled_rules add to it
-    (a route's settings over the bottle's, the bottle's over the defaults)."""
-    dlp = ck.expect_mapping(key, value, "dlp: {body: false}")
-    ck.known_keys(key, dlp, policy.DLP_KEYS)
-
-    def rules(k: str, v: object) -> tuple[str, ...]:
-        items = ck.expect_str_list(k, v, "disabled_rules: [generic-api-key]")
-        for i, rule in enumerate(items):
-            if (problem := policy.rule_problem(rule)) is not None:
-                ck.fail(_item(k, i), problem)
-        return tuple(items)
-
-    added = ck.optional(dlp, key, "disabled_rules", rules, ())
-    return DlpSettings(
-        body=ck.optional(dlp, key, "body", lambda k, v: ck.expect_bool(k, v, "body: false"), base.body),
-        disabled_rules=tuple(dict.fromkeys(base.disabled_rules + added)),
-        max_body_bytes=ck.optional(dlp, key, "max_body_bytes", lambda k, v: ck.expect_int(k, v, "max_body_bytes: 8388608"),
-                                   base.max_body_bytes),
-    )
-
-
-def _memory(ck: _Check, key: str, value: object) -> int:
+def _memory(ck: Checker, key: str, value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return ck.expect_int(key, value, "memory: 4g")
     if not isinstance(value, str):
         ck._wrong(key, "a size like 4g or 512m (or an integer of MiB)", value, "memory: 4g")
     match = _MEMORY_RE.match(value.strip())
     if not match:
-        ck.fail(key, f"bad memory size '{_show(value)}'; write a number with m or g, e.g. 4g or 512m (or an integer of MiB)")
+        ck.fail(
+            key, f"bad memory size '{shown(value)}'; write a number with m or g, e.g. 4g or 512m (or an integer of MiB)"
+        )
     mib = round(float(match[1]) * (1024 if match[2].lower() == "g" else 1))
     if mib < 1:
         ck.fail(key, f"'{value}' is less than 1 MiB; use e.g. 4g")
     return mib
 
 
-def _cpus(ck: _Check, key: str, value: object) -> float:
+def _cpus(ck: Checker, key: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         ck._wrong(key, "a number", value, "cpus: 2")
     if not value > 0 or value == float("inf"):
@@ -557,7 +285,7 @@ def _cpus(ck: _Check, key: str, value: object) -> float:
     return float(value)
 
 
-def _resources(ck: _Check, key: str, value: object) -> Resources:
+def _resources(ck: Checker, key: str, value: object) -> Resources:
     res = ck.expect_mapping(key, value, "resources: {cpus: 2, memory: 4g, pids: 1024}")
     ck.known_keys(key, res, RESOURCES_KEYS)
     return Resources(
@@ -567,28 +295,31 @@ def _resources(ck: _Check, key: str, value: object) -> Resources:
     )
 
 
-def _secrets_not_in_env(ck: _Check, spec: BottleSpec) -> None:
+def _secrets_not_in_env(ck: Checker, spec: BottleSpec) -> None:
     secrets = {r.auth.token_env: f"egress.routes[{i}].auth.token_env" for i, r in enumerate(spec.routes) if r.auth}
     if spec.git and spec.git.credentials_env:
         secrets.setdefault(spec.git.credentials_env, "git.credentials_env")
     for name, _ in spec.env:
         if name in secrets:
-            ck.fail(f"env.{name}", f"is the secret named by {secrets[name]}; secrets never go in env (the agent gets a placeholder), remove it")
+            ck.fail(
+                f"env.{name}",
+                f"is the secret named by {secrets[name]}; secrets never go in env (the agent gets a placeholder), remove it",
+            )
 
 
 def parse_bottle(path: Path, text: str) -> BottleSpec:
     """Validate one bottles/<name>.md; the body is documentation for the operator and is not kept."""
-    ck = _Check(path)
-    fm, _ = _front_matter(ck, text)
+    ck = Checker(path)
+    fm, _ = read_front_matter(ck, text)
     ck.known_keys("", fm, BOTTLE_KEYS)
     # The bottle's dlp first: every route's settings are resolved over it.
-    dlp = ck.optional(fm, "", "dlp", lambda k, v: _dlp(ck, k, v, DlpSettings()), DlpSettings())
+    dlp = ck.optional(fm, "", "dlp", lambda k, v: parse_dlp(ck, k, v, DlpSettings()), DlpSettings())
     spec = BottleSpec(
         name=_name(ck, fm, path, "bottle"),
         path=path,
         backend=ck.optional(fm, "", "backend", lambda k, v: ck.expect_choice(k, v, BACKENDS, "backend"), "docker"),
         description=_description(ck, fm),
-        routes=ck.optional(fm, "", "egress", lambda k, v: _routes(ck, k, v, dlp), ()),
+        routes=ck.optional(fm, "", "egress", lambda k, v: parse_routes(ck, k, v, dlp), ()),
         git=ck.optional(fm, "", "git", lambda k, v: _git(ck, k, v), None),
         supervise=ck.optional(fm, "", "supervise", lambda k, v: _supervise(ck, k, v), SuperviseSpec()),
         env=ck.optional(fm, "", "env", lambda k, v: _env(ck, k, v), ()),
@@ -614,21 +345,29 @@ def _md_files(folder: Path) -> list[Path]:
             return []
         if not folder.is_dir():
             raise ManifestError(folder, "", "is not a folder; move the file away so agents and bottles can live there")
-        return sorted((p for p in folder.iterdir() if p.suffix == ".md" and not p.name.startswith(".")), key=lambda p: p.name)
+        return sorted(
+            (p for p in folder.iterdir() if p.suffix == ".md" and not p.name.startswith(".")), key=lambda p: p.name
+        )
     except OSError as exc:
-        raise ManifestError(folder, "", f"cannot list the folder: {exc.strerror or exc}; check its permissions") from None
+        raise ManifestError(
+            folder, "", f"cannot list the folder: {exc.strerror or exc}; check its permissions"
+        ) from None
 
 
 def _read(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ManifestError(path, "", f"cannot read the file: {exc.strerror or exc}; check that it exists and is readable") from None
+        raise ManifestError(
+            path, "", f"cannot read the file: {exc.strerror or exc}; check that it exists and is readable"
+        ) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ManifestError(path, "", f"not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8") from None
+        raise ManifestError(
+            path, "", f"not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8"
+        ) from None
 
 
 _S = TypeVar("_S", AgentSpec, BottleSpec)
@@ -639,7 +378,11 @@ def _load(files: list[Path], parse: Callable[[Path, str], _S], what: str) -> dic
     for path in files:
         spec = parse(path, _read(path))
         if spec.name in specs:
-            raise ManifestError(path, "name", f"{what} '{spec.name}' is already defined in {specs[spec.name].path}; give one of them another name")
+            raise ManifestError(
+                path,
+                "name",
+                f"{what} '{spec.name}' is already defined in {specs[spec.name].path}; give one of them another name",
+            )
         specs[spec.name] = spec
     return specs
 
@@ -656,7 +399,11 @@ def load_manifests(home: Path) -> Manifests:
             known = sorted(bottles)
             match = difflib.get_close_matches(agent.bottle, known, n=1)
             hint = f"did you mean '{match[0]}'?" if match else f"known bottles: {', '.join(known) or 'none'}"
-            raise ManifestError(agent.path, "bottle", f"no bottle named '{agent.bottle}'; {hint} (or add {home / 'bottles' / agent.bottle}.md)")
+            raise ManifestError(
+                agent.path,
+                "bottle",
+                f"no bottle named '{agent.bottle}'; {hint} (or add {home / 'bottles' / agent.bottle}.md)",
+            )
     return Manifests(
         home=home,
         agents=MappingProxyType(dict(sorted(agents.items()))),

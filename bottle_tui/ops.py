@@ -14,25 +14,75 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from bottle_contract.clock import now_iso
 
 from . import backends, proposals
 from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
 from .errors import BottleError
 from .manifest import Manifests, default_home, load_manifests
-from .plan import BottlePlan, claude_session, end_pane_session_argv, missing_secrets, preflight_text, resolve, short_credentials
+from .plan import (
+    BottlePlan,
+    claude_session,
+    end_pane_session_argv,
+    missing_secrets,
+    preflight_text,
+    resolve,
+    short_credentials,
+)
 from .state import StateDir, new_slug, state_dir
-from bottle_contract.clock import now_iso
 
 __all__ = [
-    "SCOPES", "AlreadyDecided", "Availability", "BottleInfo", "BottlePlan", "Cleanup", "Decided", "Proposal", "EngineStatus", "Located", "Progress", "SelftestReport",
-    "StopReport", "agents", "attach_argv", "availability", "bottle_home", "bundle_logs", "check_change", "check_policy",
-    "claude_argv", "cleanup", "decide", "describe", "find_proposal", "list_proposals",
-    "discover", "end_pane_session", "engine_status", "ensure_images", "events_argv", "exec_argv", "find", "home",
-    "locate", "operator", "plan", "plan_cleanup", "preflight", "read_policy", "reload_policy", "save_policy", "selftest", "start",
-    "start_warnings", "stop",
+    "SCOPES",
+    "AlreadyDecided",
+    "Availability",
+    "BottleInfo",
+    "BottlePlan",
+    "Cleanup",
+    "Decided",
+    "Proposal",
+    "EngineStatus",
+    "Located",
+    "Progress",
+    "SelftestReport",
+    "StopReport",
+    "agents",
+    "attach_argv",
+    "availability",
+    "bottle_home",
+    "bundle_logs",
+    "check_change",
+    "check_policy",
+    "claude_argv",
+    "cleanup",
+    "decide",
+    "describe",
+    "find_proposal",
+    "list_proposals",
+    "discover",
+    "end_pane_session",
+    "engine_status",
+    "ensure_images",
+    "events_argv",
+    "exec_argv",
+    "find",
+    "home",
+    "locate",
+    "operator",
+    "plan",
+    "plan_cleanup",
+    "preflight",
+    "read_policy",
+    "reload_policy",
+    "save_policy",
+    "selftest",
+    "start",
+    "start_warnings",
+    "stop",
 ]
 
 
@@ -85,7 +135,9 @@ def plan(home: Path, agent: str) -> BottlePlan:
     image tags. Reads files only (no engine, nothing written; blocking)."""
     manifests = load_manifests(home)
     slug = new_slug(agent)
-    return resolve(manifests, agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state_dir(home, slug))
+    return resolve(
+        manifests, agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state_dir(home, slug)
+    )
 
 
 def describe(plan: BottlePlan) -> str:
@@ -97,10 +149,15 @@ def start_warnings(plan: BottlePlan, environ: Mapping[str, str] | None = None) -
     """What the operator should know before this plan starts, one line each (nothing stops it):
     credentials it injects that are not set here, and ones too short to be judged."""
     env = os.environ if environ is None else environ
-    lines = [f"${name} is not set here: requests through routes that inject it will fail (export it and start again)"
-             for name in missing_secrets(plan, env)]
-    lines += [f"${name} is too short to tell a leak from chance ({why}): selftest will not judge it, and egress "
-              "scrubs it from every answer; use the real credential" for name, why in short_credentials(plan, env)]
+    lines = [
+        f"${name} is not set here: requests through routes that inject it will fail (export it and start again)"
+        for name in missing_secrets(plan, env)
+    ]
+    lines += [
+        f"${name} is too short to tell a leak from chance ({why}): selftest will not judge it, and egress "
+        "scrubs it from every answer; use the real credential"
+        for name, why in short_credentials(plan, env)
+    ]
     return lines
 
 
@@ -173,8 +230,9 @@ def claude_argv(home: Path, slug: str, *, fresh: bool = False, pane: bool = Fals
     return claude_session(meta.get("claude_args", []), fresh=fresh, pane=pane)
 
 
-def attach_argv(home: Path, slug: str, backend: str, *, fresh: bool = False, pane: bool = False,
-                term: str | None = None) -> list[str]:
+def attach_argv(
+    home: Path, slug: str, backend: str, *, fresh: bool = False, pane: bool = False, term: str | None = None
+) -> list[str]:
     """The host command that opens claude in the bottle with a terminal (for a handoff, or the
     right-hand tmux pane with ``pane``). Blocking (reads the bottle's metadata)."""
     env = {"TERM": term or os.environ.get("TERM", "xterm-256color")}
@@ -197,12 +255,16 @@ async def end_pane_session(slug: str, backend: str) -> None:
         pass
 
 
-async def selftest(home: Path, slug: str, progress: Progress, *, environ: Mapping[str, str] | None = None) -> SelftestReport:
+async def selftest(
+    home: Path, slug: str, progress: Progress, *, environ: Mapping[str, str] | None = None
+) -> SelftestReport:
     """The escape suite against the running bottle ``slug``, aimed at a canary of ours; ``environ``
     (default: this process's) holds the real credentials it looks for."""
     where = await locate(slug, home)
     state = state_dir(where.home, slug)
-    return await where.backend.selftest(state, where.info, progress, environ=dict(os.environ if environ is None else environ))
+    return await where.backend.selftest(
+        state, where.info, progress, environ=dict(os.environ if environ is None else environ)
+    )
 
 
 # -- proposals and the policy in force ------------------------------------------------------------
@@ -256,8 +318,9 @@ async def reload_policy(home: Path, slug: str) -> str | None:
     return await backends.for_state(state_dir(home, slug)).reload_policy(slug)
 
 
-async def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always", change: object = None,
-                 note: str = "") -> Decided:
+async def decide(
+    home: Path, pid: str, action: str, *, by: str, scope: str = "always", change: object = None, note: str = ""
+) -> Decided:
     """Approve, modify (``change``: the operator's narrower version) or reject proposal ``pid``
     exactly once, then have the bundle reload when the policy changed. Raises
     ``proposals.AlreadyDecided`` when someone else was first."""
@@ -303,7 +366,9 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
     """What `cleanup` removes: ``home``'s bottles and leftovers, every home's with ``all_homes``,
     or those of homes below a folder with ``homes_under``."""
     await backends.require_engine()
-    return Cleanup([(b, await b.plan_cleanup(home, all_homes=all_homes, homes_under=homes_under)) for b in backends.all_backends()])
+    return Cleanup(
+        [(b, await b.plan_cleanup(home, all_homes=all_homes, homes_under=homes_under)) for b in backends.all_backends()]
+    )
 
 
 async def cleanup(plan: Cleanup, progress: Progress) -> list[str]:

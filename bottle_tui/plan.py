@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from bottle_contract import ports
 
@@ -20,7 +20,14 @@ AGENT_HOME = "/home/agent"
 WORKDIR = f"{AGENT_HOME}/work"
 # Node's fetch ignores the proxy variables; this preload (agent image) makes it use them.
 NODE_PROXY_PRELOAD = "/opt/bottle/node/proxy-preload.js"
-CA_ENV_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
+CA_ENV_VARS = (
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+)
 SUPPORTED_BACKENDS = ("docker", "smolvm")
 GIT_GATE_HOST = "git-gate"
 
@@ -54,7 +61,9 @@ end_pane_session() {
 """
 # $1 transcripts folder, $2 continue|fresh, $3 pidfile ('' when not the pane's), then claude's
 # arguments, passed as arguments (never pasted into the script): any path survives as it is.
-_LAUNCH = _END_PANE_SESSION + r"""
+_LAUNCH = (
+    _END_PANE_SESSION
+    + r"""
 dir=$1 mode=$2 pidfile=$3
 shift 3
 if [ -n "$pidfile" ]; then end_pane_session "$pidfile"; echo $$ > "$pidfile"; fi
@@ -63,16 +72,29 @@ if [ "$mode" = continue ] && [ -n "$(find "$dir" -name '*.jsonl' -print -quit 2>
 fi
 exec claude "$@"
 """
-_RELEASE = _END_PANE_SESSION + r"""
+)
+_RELEASE = (
+    _END_PANE_SESSION
+    + r"""
 end_pane_session "$1"; rm -f "$1"
 """
+)
 
 
 def claude_session(args: Sequence[str], *, fresh: bool, pane: bool, transcripts: str = TRANSCRIPTS) -> list[str]:
     """What attach runs in the agent: ``claude --continue`` when the bottle has a conversation to
     continue, else a fresh claude (decided in the agent, at launch). ``pane``: the session is the
     console pane's, and ends the pane's previous one first."""
-    return ["sh", "-c", _LAUNCH, "bottle-claude", transcripts, "fresh" if fresh else "continue", PANE_PIDFILE if pane else "", *args]
+    return [
+        "sh",
+        "-c",
+        _LAUNCH,
+        "bottle-claude",
+        transcripts,
+        "fresh" if fresh else "continue",
+        PANE_PIDFILE if pane else "",
+        *args,
+    ]
 
 
 def end_pane_session_argv() -> list[str]:
@@ -110,8 +132,12 @@ class BottlePlan:
     @property
     def daemons(self) -> tuple[str, ...]:
         """Sidecar daemons the bundle's init starts."""
-        return (("egress",) + (("git-gate",) if self.bottle.git else ())
-                + (("supervise",) if self.bottle.supervise.enabled else ()) + ("status",))
+        return (
+            ("egress",)
+            + (("git-gate",) if self.bottle.git else ())
+            + (("supervise",) if self.bottle.supervise.enabled else ())
+            + ("status",)
+        )
 
     @property
     def git_origin(self) -> str | None:
@@ -130,7 +156,9 @@ class BottlePlan:
         """Which host env vars each sidecar daemon gets (and no other daemon, nor the agent)."""
         return {
             "egress": tuple(dict.fromkeys(r.auth.token_env for r in self.routes if r.auth)),
-            "git-gate": (self.bottle.git.credentials_env,) if self.bottle.git and self.bottle.git.credentials_env else (),
+            "git-gate": (self.bottle.git.credentials_env,)
+            if self.bottle.git and self.bottle.git.credentials_env
+            else (),
         }
 
     @property
@@ -143,17 +171,29 @@ class BottlePlan:
         proxy = f"http://egress:{ports.EGRESS}"
         ca = f"{CA_MOUNT}/{CA_CERT_NAME}"
         # supervise and the gate are on the internal network: reached directly, not through egress.
-        no_proxy = ("localhost,127.0.0.1,::1" + (",supervise" if self.bottle.supervise.enabled else "")
-                    + (f",{GIT_GATE_HOST}" if self.bottle.git else ""))
+        no_proxy = (
+            "localhost,127.0.0.1,::1"
+            + (",supervise" if self.bottle.supervise.enabled else "")
+            + (f",{GIT_GATE_HOST}" if self.bottle.git else "")
+        )
         env: dict[str, str] = dict(self.bottle.env)
         env.update({name: placeholder(name) for name in self.secret_env_names})
-        env.update({
-            "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
-            "NO_PROXY": no_proxy, "no_proxy": no_proxy,
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
-            "NODE_OPTIONS": f"--require {NODE_PROXY_PRELOAD}",
-            "BOTTLE_SLUG": self.slug, "BOTTLE_AGENT": self.agent.name, "BOTTLE_NAME": self.bottle.name,
-        })
+        env.update(
+            {
+                "HTTP_PROXY": proxy,
+                "HTTPS_PROXY": proxy,
+                "http_proxy": proxy,
+                "https_proxy": proxy,
+                "NO_PROXY": no_proxy,
+                "no_proxy": no_proxy,
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1",
+                "NODE_OPTIONS": f"--require {NODE_PROXY_PRELOAD}",
+                "BOTTLE_SLUG": self.slug,
+                "BOTTLE_AGENT": self.agent.name,
+                "BOTTLE_NAME": self.bottle.name,
+            }
+        )
         env.update({var: ca for var in CA_ENV_VARS})
         if self.bottle.supervise.enabled:
             # Claude Code would give up on a supervise request long before the operator's deadline.
@@ -181,7 +221,9 @@ def git_repo_name(upstream: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", tail).strip(".-")[:100] or "repo"
 
 
-def resolve(manifests: Manifests, agent_name: str, *, slug: str, images: dict[str, str], started_at: str, state: StateDir) -> BottlePlan:
+def resolve(
+    manifests: Manifests, agent_name: str, *, slug: str, images: dict[str, str], started_at: str, state: StateDir
+) -> BottlePlan:
     try:
         agent = manifests.agents[agent_name]
     except KeyError:
@@ -198,8 +240,12 @@ def resolve(manifests: Manifests, agent_name: str, *, slug: str, images: dict[st
         raise BottleError(f"{bottle.path}: backend: '{bottle.backend}' bottles cannot start yet; use backend: docker")
     if bottle.git and not bottle.git.upstream.startswith("https://"):
         # The gate runs in the sidecars container: it has no SSH key and sees none of the host's paths.
-        raise BottleError(f"{bottle.path}: git.upstream: the git gate mirrors https:// upstreams only; use the https URL of {bottle.git.upstream}")
-    return BottlePlan(slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home)
+        raise BottleError(
+            f"{bottle.path}: git.upstream: the git gate mirrors https:// upstreams only; use the https URL of {bottle.git.upstream}"
+        )
+    return BottlePlan(
+        slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home
+    )
 
 
 def _route_line(route: Route) -> str:
@@ -219,9 +265,18 @@ def preflight_text(plan: BottlePlan) -> str:
         f"agent      {a.name}  ({a.path})",
         f"bottle     {b.name}  ({b.path})",
         f"backend    {b.backend}, compose project {plan.project}",
-        *([f"microVM    {plan.project}: its only way out is the sidecar bundle's address"] if b.backend == "smolvm" else []),
+        *(
+            [f"microVM    {plan.project}: its only way out is the sidecar bundle's address"]
+            if b.backend == "smolvm"
+            else []
+        ),
         f"slug       {plan.slug}",
-        "egress     " + ("no routes: every request is blocked" if not b.routes else f"{len(b.routes)} route(s), everything else answers 403"),
+        "egress     "
+        + (
+            "no routes: every request is blocked"
+            if not b.routes
+            else f"{len(b.routes)} route(s), everything else answers 403"
+        ),
     ]
     lines += [f"  - {_route_line(r)}" for r in b.routes]
     if b.git:
@@ -231,7 +286,10 @@ def preflight_text(plan: BottlePlan) -> str:
         lines.append(f"  - the agent's origin is the gate {plan.git_origin}: pushes scanned with gitleaks{guarded}")
     else:
         lines.append("git        none")
-    lines.append(f"supervise  {'on' if b.supervise.enabled else 'off'}" + (f", decisions time out after {b.supervise.timeout_seconds} s" if b.supervise.enabled else ""))
+    lines.append(
+        f"supervise  {'on' if b.supervise.enabled else 'off'}"
+        + (f", decisions time out after {b.supervise.timeout_seconds} s" if b.supervise.enabled else "")
+    )
     env_names = sorted(dict(b.env))
     lines.append("env        " + (", ".join(env_names) if env_names else "none"))
     secrets = plan.secret_env_names

@@ -28,7 +28,8 @@ from typing import Any
 
 from bottle_contract import proposal as contract
 from bottle_contract.files import append_jsonl, atomic_write
-from bottle_contract.policy import Policy, PolicyError, Route, load_policy_text, parse_policy as parse_policy_doc, yaml_text
+from bottle_contract.policy import Policy, PolicyError, Route, load_policy_text, yaml_text
+from bottle_contract.policy import parse_policy as parse_policy_doc
 from bottle_contract.proposal import DECIDED, KINDS, MAX_NOTE, SCOPES, STATUSES, ChangeError, now_iso
 
 from .errors import BottleError
@@ -101,8 +102,11 @@ def load(path: Path) -> Proposal | None:
 
 
 def list_bottle(state: StateDir, *, include_decided: bool = True) -> list[Proposal]:
-    return [Proposal(d, state.queue / f"{d['id']}.json") for d in queue(state).all()
-            if d["slug"] == state.slug and (include_decided or d["status"] == "pending")]
+    return [
+        Proposal(d, state.queue / f"{d['id']}.json")
+        for d in queue(state).all()
+        if d["slug"] == state.slug and (include_decided or d["status"] == "pending")
+    ]
 
 
 def list_all(home: Path, *, include_decided: bool = False) -> list[Proposal]:
@@ -195,8 +199,9 @@ def _policy(doc: dict[str, Any], source: Path | None) -> Policy:
         raise BottleError(str(e)) from None
 
 
-def policy_with(doc: dict[str, Any], kind: str, change: dict[str, Any], *, source: Path | None = None,
-                once: str | None = None) -> dict[str, Any]:
+def policy_with(
+    doc: dict[str, Any], kind: str, change: dict[str, Any], *, source: Path | None = None, once: str | None = None
+) -> dict[str, Any]:
     """The policy ``doc`` with an approved change in it (pure; ``doc`` itself is left as it was).
 
     A route: added with every key explicit and the bottle's DLP settings, unless the same route is
@@ -219,11 +224,20 @@ def policy_with(doc: dict[str, Any], kind: str, change: dict[str, Any], *, sourc
                 routes[i] = replace(r, model_tools=tuple(dict.fromkeys((*r.model_tools, change["tool"]))))
         new = replace(policy, routes=tuple(routes))
     else:
-        route = Route(host=change["host"], ports=tuple(change["ports"]), methods=tuple(change["methods"]),
-                      paths=tuple(change["paths"]), schemes=tuple(change.get("schemes") or ("http", "https")),
-                      auth=None, dlp=policy.dlp, once=once)
-        if any(r.once is None and r.identity() == route.identity() and set(route.schemes) <= set(r.schemes)
-               for r in policy.routes):
+        route = Route(
+            host=change["host"],
+            ports=tuple(change["ports"]),
+            methods=tuple(change["methods"]),
+            paths=tuple(change["paths"]),
+            schemes=tuple(change.get("schemes") or ("http", "https")),
+            auth=None,
+            dlp=policy.dlp,
+            once=once,
+        )
+        if any(
+            r.once is None and r.identity() == route.identity() and set(route.schemes) <= set(r.schemes)
+            for r in policy.routes
+        ):
             return doc
         new = replace(policy, routes=(*policy.routes, route))
     return doc if new == policy else new.to_doc()
@@ -267,8 +281,9 @@ class Outcome:
     policy_changed: bool
 
 
-def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always",
-           change: object = None, note: str = "") -> Outcome:
+def decide(
+    home: Path, pid: str, action: str, *, by: str, scope: str = "always", change: object = None, note: str = ""
+) -> Outcome:
     """Approve, modify or reject ``pid`` exactly once. ``change`` (modify only) is the operator's
     narrower version of what was asked. Raises AlreadyDecided when someone else was first."""
     if action not in ("approve", "modify", "reject"):
@@ -284,7 +299,9 @@ def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always",
             raise BottleError(f"proposal {pid} vanished from {state.queue}")
         if not current.pending:
             d = current.data.get("decision") or {}
-            raise AlreadyDecided(f"proposal {pid} was already {current.status} by {d.get('by', '?')} at {d.get('at', '?')}")
+            raise AlreadyDecided(
+                f"proposal {pid} was already {current.status} by {d.get('by', '?')} at {d.get('at', '?')}"
+            )
         asked = current.change
         final: dict[str, Any] | None = None
         if action != "reject":
@@ -296,20 +313,44 @@ def decide(home: Path, pid: str, action: str, *, by: str, scope: str = "always",
         once = pid if scope == "once" and current.kind == "egress-route" else None
         changed = apply_change(state, current.kind, final, once=once) if final is not None else False
         status = {"approve": "approved", "modify": "modified", "reject": "rejected"}[action]
-        decision = {"by": by, "at": now_iso(), "scope": scope if final is not None else None, "change": final, "note": note}
+        decision = {
+            "by": by,
+            "at": now_iso(),
+            "scope": scope if final is not None else None,
+            "change": final,
+            "note": note,
+        }
         data = {**current.data, "status": status, "decision": decision}
         queue(state).write(data)
-        record = {"at": decision["at"], "by": by, "slug": state.slug, "id": pid, "kind": current.kind,
-                  "status": status, "scope": decision["scope"], "asked": asked, "change": final, "note": note,
-                  "draft": bool(current.data.get("draft")), "policy_changed": changed}
+        record = {
+            "at": decision["at"],
+            "by": by,
+            "slug": state.slug,
+            "id": pid,
+            "kind": current.kind,
+            "status": status,
+            "scope": decision["scope"],
+            "asked": asked,
+            "change": final,
+            "note": note,
+            "draft": bool(current.data.get("draft")),
+            "policy_changed": changed,
+        }
         for path in audit_paths(home, state):
             append_audit(path, record)
     return Outcome(Proposal(data, current.path), changed)
 
 
 def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: str) -> None:
-    record = {"at": now_iso(), "by": by, "slug": state.slug, "kind": "policy-edit", "status": "edited",
-              "before": before, "after": after}
+    record = {
+        "at": now_iso(),
+        "by": by,
+        "slug": state.slug,
+        "kind": "policy-edit",
+        "status": "edited",
+        "before": before,
+        "after": after,
+    }
     for path in audit_paths(home, state):
         append_audit(path, record)
 
@@ -321,7 +362,9 @@ def save_policy_text(home: Path, state: StateDir, before: str, after: str, by: s
     with queue_lock(state):
         current, _ = read_policy(state)
         if current != before:
-            raise BottleError(f"{routes_path(state)} changed while you edited it (a decision was applied): edit it again")
+            raise BottleError(
+                f"{routes_path(state)} changed while you edited it (a decision was applied): edit it again"
+            )
         atomic_write(routes_path(state), after, mode=0o600)
         audit_policy_edit(home, state, by, before, after)
 

@@ -13,8 +13,8 @@ import shlex
 import shutil
 import signal
 import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping, Sequence
 
 from .errors import BottleError
 
@@ -36,7 +36,9 @@ class CommandError(BottleError):
         self.stderr = stderr
         last = _last_line(stderr)
         what = why or f"exited with status {returncode}"
-        super().__init__(f"`{shlex.join(self.argv[:4])}{' …' if len(self.argv) > 4 else ''}` {what}" + (f": {last}" if last else ""))
+        super().__init__(
+            f"`{shlex.join(self.argv[:4])}{' …' if len(self.argv) > 4 else ''}` {what}" + (f": {last}" if last else "")
+        )
 
 
 class CommandNotFound(CommandError):
@@ -81,7 +83,7 @@ async def run(
         raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH") from exc
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+    except (TimeoutError, asyncio.CancelledError) as exc:
         _kill(proc)
         await proc.wait()
         if isinstance(exc, asyncio.CancelledError):

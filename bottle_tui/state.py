@@ -26,7 +26,14 @@ PRESERVE_MARKER = ".preserve"
 AUDIT_LOG_CAP = layout.Cap(8 << 20, 4)
 # What an operator wants after the fact, kept in archive/<slug>/ when a bottle stops; the rest
 # of the state folder (CA key, compose file, routes) is runtime material and goes.
-ARCHIVED = ("metadata.json", "bringup.log", "teardown.log", "compose.log", "transcript", f"{layout.EGRESS}/{layout.REQUESTS_LOG}*")
+ARCHIVED = (
+    "metadata.json",
+    "bringup.log",
+    "teardown.log",
+    "compose.log",
+    "transcript",
+    f"{layout.EGRESS}/{layout.REQUESTS_LOG}*",
+)
 
 
 def new_slug(agent: str) -> str:
@@ -38,7 +45,7 @@ def project_name(slug: str) -> str:
 
 
 def slug_of_project(project: str) -> str | None:
-    return project[len(PROJECT_PREFIX):] if project.startswith(PROJECT_PREFIX) else None
+    return project[len(PROJECT_PREFIX) :] if project.startswith(PROJECT_PREFIX) else None
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,9 @@ class StateDir:
         try:
             self.path.mkdir(mode=0o700)
         except FileExistsError as exc:
-            raise BottleError(f"state folder {self.path} already exists: pick another slug or run `bottle-tui cleanup`") from exc
+            raise BottleError(
+                f"state folder {self.path} already exists: pick another slug or run `bottle-tui cleanup`"
+            ) from exc
         os.chmod(self.path, 0o700)
         for sub in (self.egress, self.git_gate, self.supervise, self.status, self.ca):
             sub.mkdir(mode=0o700)
@@ -163,9 +172,10 @@ class StateDir:
 
     def read_metadata(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.metadata.read_text())
+            data = json.loads(self.metadata.read_text())
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) else None
 
     def remove(self) -> list[str]:
         """Delete the folder; returns one line for each path that could not be removed."""
@@ -196,7 +206,7 @@ def remove_tree(path: Path) -> list[str]:
     """rmtree that keeps going and says what it could not remove (one line each)."""
     problems: list[str] = []
 
-    def failed(_func: object, failed_path: str, exc_info: tuple) -> None:
+    def failed(_func: object, failed_path: str, exc_info: tuple[Any, ...]) -> None:
         exc = exc_info[1]
         if isinstance(exc, FileNotFoundError):
             return  # gone already: that is what we wanted
@@ -216,8 +226,9 @@ def archive_root(home: Path) -> Path:
     return home / "archive"
 
 
-def prune_archive(home: Path, *, max_age_days: float, max_total_mb: float, now: float,
-                  keep: Path | None = None) -> tuple[list[Path], list[str]]:
+def prune_archive(
+    home: Path, *, max_age_days: float, max_total_mb: float, now: float, keep: Path | None = None
+) -> tuple[list[Path], list[str]]:
     """Drop archived bottles older than ``max_age_days``, then the oldest until the archive holds
     at most ``max_total_mb``; ``keep`` (the archive just written) always stays. Returns (removed
     folders, problems)."""

@@ -8,9 +8,10 @@ only it knows (a microVM's state).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import BottleError
 from .docker.engine import BottleInfo, EngineStatus
@@ -22,8 +23,23 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 __all__ = [
-    "Availability", "Backend", "BottleInfo", "CleanupPart", "EngineStatus", "Progress", "SelftestReport", "StopReport",
-    "all_backends", "discover", "engine_status", "ensure_images", "events_argv", "find", "for_state", "get", "image_refs",
+    "Availability",
+    "Backend",
+    "BottleInfo",
+    "CleanupPart",
+    "EngineStatus",
+    "Progress",
+    "SelftestReport",
+    "StopReport",
+    "all_backends",
+    "discover",
+    "engine_status",
+    "ensure_images",
+    "events_argv",
+    "find",
+    "for_state",
+    "get",
+    "image_refs",
     "require_engine",
 ]
 
@@ -65,10 +81,10 @@ class CleanupPart(Protocol):
 class Backend(Protocol):
     name: str
 
-    async def preflight(self, plan: "BottlePlan", progress: Progress) -> None:
+    async def preflight(self, plan: BottlePlan, progress: Progress) -> None:
         """Raise a one-line BottleError when this plan cannot start here; start nothing."""
 
-    async def start(self, plan: "BottlePlan", progress: Progress) -> None: ...
+    async def start(self, plan: BottlePlan, progress: Progress) -> None: ...
 
     async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
         """Take the bottle down and archive what it leaves; returns what it did."""
@@ -77,8 +93,9 @@ class Backend(Protocol):
         """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be
         asked (the bundle is not running), else None."""
 
-    async def selftest(self, state: "StateDir", info: BottleInfo, progress: Progress, *,
-                       environ: Mapping[str, str]) -> SelftestReport:
+    async def selftest(
+        self, state: StateDir, info: BottleInfo, progress: Progress, *, environ: Mapping[str, str]
+    ) -> SelftestReport:
         """The escape suite against the running bottle, aimed at a canary of ours; a one-line
         BottleError where this backend cannot run it. ``environ`` holds the real credentials."""
 
@@ -90,7 +107,9 @@ class Backend(Protocol):
 
     async def exec_capture(self, slug: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]: ...
 
-    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
+    async def plan_cleanup(
+        self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None
+    ) -> CleanupPart:
         """What cleanup would remove: ``home``'s by default, every home's or those below a folder."""
 
     async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
@@ -120,7 +139,7 @@ def get(name: str) -> Backend:
         raise BottleError(f"backend '{name}' is not one bottle-tui knows: use docker or smolvm") from None
 
 
-def for_state(state: "StateDir") -> Backend:
+def for_state(state: StateDir) -> Backend:
     """The backend of the bottle whose state folder is ``state`` (its metadata; docker when it has none)."""
     meta = state.read_metadata() or {}
     return get(str(meta.get("backend") or ""))

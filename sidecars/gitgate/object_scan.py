@@ -19,6 +19,7 @@ import re
 import subprocess
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 
 from push_policy import Finding, GateError, report_items
@@ -36,7 +37,8 @@ _ARCHIVE_TOKENS = (".7z", ".br", ".bz2", ".gz", ".lz4", ".lz", ".mz", ".rar", ".
                    ".zz", ".zst")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SCANNED_RE = re.compile(r"scanned ~(\d+) bytes")
-_PRINTABLE = re.compile(rb"[\t\n\r\x20-\x7e]{8,}")
+_PRINTABLE = re.compile(rb"[\t\n\x0b\x0c\r\x20-\x7e]{8,}")
+_NOT_TEXT = re.compile(rb"[^\t\n\x0b\x0c\r\x20-\x7e]")
 
 
 @dataclass
@@ -51,13 +53,14 @@ class PushObject:
 
 
 @dataclass
-class Piece:
-    """One file gitleaks reads: part of one view of one object."""
+class Segment:
+    """Part of one view of one object, at a line of a file gitleaks reads."""
 
     index: int  # the object's
-    view: str  # "raw" | "text" (NULs removed) | "names" (a tree's)
-    first_line: int  # line of the view this piece starts on (1-based)
-    line_map: list[tuple[int, int]] | None = None  # (view line, object line) starts; None: the same
+    view: str  # "raw" | "text" (printable runs, NULs removed) | "names" (a tree's)
+    file_line: int  # the file's line this segment starts on
+    first_line: int  # the view's line it starts with (1-based)
+    line_map: list[tuple[int, int]] | None = None  # (view line, object line) run starts; None: the same
 
 
 @dataclass
@@ -121,8 +124,11 @@ def tree_entries(data: bytes) -> list[tuple[str, bytes, str]]:
 
 def text_view(data: bytes) -> tuple[bytes, list[tuple[int, int]]] | None:
     """The printable runs of ``data`` with its NUL bytes removed, one run a line, and where each
-    run starts (its line in the view, its line in the object); None when ``data`` has no NUL."""
-    if b"\0" not in data:
+    run starts (its line in the view, its line in the object); None when ``data`` is plain text.
+
+    A NUL inside a token hides it from the raw scan, and so does a byte that is not text right after
+    it (most rules want a quote, a space or the end after the secret): here each run ends a line."""
+    if not _NOT_TEXT.search(data):
         return None
     stripped = data.replace(b"\0", b"")
     lines_before = 0
@@ -150,45 +156,79 @@ def safe_name(name: bytes | None, kind: str) -> str:
         text = text[:i] + "_" + text[i + 1:]
 
 
-def _header(piece: bytes) -> bytes:
-    """The gate's first line for ``piece``: one byte longer when ISO 9660's signature would land
-    where gitleaks' sniffing looks for it."""
-    at = _ISO_AT - len(HEADER)
-    if 0 <= at and piece[at:at + len(_ISO_MAGIC)] == _ISO_MAGIC:
-        return HEADER[:-1] + b" \n"
-    return HEADER
+def _framed(body: bytes) -> bytes:
+    """``body`` behind the gate's first line, one byte longer when ISO 9660's signature would land
+    where gitleaks' sniffing looks for it (the only signature beyond the first line's reach)."""
+    framed = HEADER + body
+    if framed[_ISO_AT:_ISO_AT + len(_ISO_MAGIC)] == _ISO_MAGIC:
+        framed = HEADER[:-1] + b" \n" + body
+    return framed
 
 
 class _Writer:
-    """Writes pieces into the scan folder and remembers what each file is."""
+    """Writes the views into files for gitleaks and remembers what each file's lines are: small
+    views share a file (one file per object would cost a file open a piece, twice), a view gitleaks'
+    path-conditioned rules could care about gets files named after it, a large one is cut."""
 
     def __init__(self, folder: str):
         self.folder = folder
-        self.pieces: list[Piece] = []
+        self.files: list[tuple[str, list[Segment]]] = []  # (name, segments), numbered by position
         self.bytes = 0
+        self._body: list[bytes] = []
+        self._size = 0
+        self._segments: list[Segment] = []
+        self._line = HEADER_LINES + 1
 
-    def view(self, index: int, view: str, data: bytes, name: str, line_map: list[tuple[int, int]] | None = None) -> None:
+    def _write(self, name: str, body: bytes, segments: list[Segment]) -> None:
+        number = len(self.files)
+        framed = _framed(body)
+        with open(os.path.join(self.folder, f"{number}_{name}"), "wb") as f:
+            f.write(framed)
+        self.files.append((name, segments))
+        self.bytes += len(framed)
+
+    def flush(self) -> None:
+        if self._segments:
+            self._write("objects", b"".join(self._body), self._segments)
+        self._body, self._size, self._segments, self._line = [], 0, [], HEADER_LINES + 1
+
+    def view(self, index: int, view: str, data: bytes, name: str | None = None, line_map: list[tuple[int, int]] | None = None) -> None:
+        """Add one view; ``name`` (a safe file name) when it must sit in a file of its own name."""
+        if not data:
+            return
+        if name is None and len(data) < PIECE:
+            if self._size + len(data) + 1 > PIECE:
+                self.flush()
+            self._segments.append(Segment(index, view, self._line, 1, line_map))
+            text = data if data.endswith(b"\n") else data + b"\n"
+            self._body.append(text)
+            self._size += len(text)
+            self._line += text.count(b"\n")
+            return
         start, line = 0, 1
         while True:
-            piece = data[start:start + PIECE]
-            number = len(self.pieces)
-            self.pieces.append(Piece(index, view, line, line_map))
-            body = _header(piece) + piece
-            with open(os.path.join(self.folder, f"{number}_{name}"), "wb") as f:
-                f.write(body)
-            self.bytes += len(body)
+            self._write(name or "object", data[start:start + PIECE], [Segment(index, view, HEADER_LINES + 1, line, line_map)])
             if start + PIECE >= len(data):
                 return
             step = PIECE - OVERLAP
             line += data.count(b"\n", start, start + step)
             start += step
 
+    def locate(self, path: str, file_line: int) -> tuple[Segment, int]:
+        """The segment holding line ``file_line`` of the file gitleaks names ``path``, and that
+        line as a line of the segment's view."""
+        number = os.path.basename(path).split("_", 1)[0]
+        if not number.isdigit() or int(number) >= len(self.files):
+            raise GateError(f"gitleaks reported a finding in {os.path.basename(path)[:80]!r}, which the gate did not write; nothing was sent upstream")
+        segments = self.files[int(number)][1]
+        seg = next((s for s in reversed(segments) if s.file_line <= file_line), segments[0])
+        return seg, seg.first_line + max(file_line - seg.file_line, 0)
 
-def _object_line(piece: Piece, start_line: int) -> int:
-    view_line = piece.first_line + start_line - HEADER_LINES - 1
-    if piece.line_map is None:
+
+def _object_line(seg: Segment, view_line: int) -> int:
+    if seg.line_map is None:
         return view_line
-    view_start, object_start = next(((v, o) for v, o in reversed(piece.line_map) if v <= view_line), (1, 1))
+    view_start, object_start = next(((v, o) for v, o in reversed(seg.line_map) if v <= view_line), (1, 1))
     return object_start + view_line - view_start
 
 
@@ -214,61 +254,62 @@ def _display(name: bytes) -> str:
     return "".join(c if c.isprintable() else "?" for c in name.decode("utf-8", "replace"))[:200]
 
 
+def path_rules(config: str) -> list[re.Pattern[str]] | None:
+    """The ``path`` conditions of the config's rules, where Python reads them as gitleaks does;
+    None when one cannot be read (then every named blob gets files of its own name)."""
+    try:
+        with open(config, "rb") as f:
+            rules = tomllib.load(f).get("rules", [])
+        return [re.compile(r["path"]) for r in rules if r.get("path")]
+    except (OSError, ValueError, re.error):
+        return None
+
+
 def scan_push(git_dir: str, tips: list[str], gitleaks: str, config: str) -> ScanResult:
     """Scan every new object under ``tips``; the findings, and what was written and read."""
     started = time.monotonic()
     oids = new_objects(git_dir, tips)
-    objects = [PushObject(oid, kind, size) for oid, kind, size, _ in _cat_file(git_dir, oids, "--batch-check")] if oids else []
-    if not objects:
+    if not oids:
         return ScanResult([], 0, 0, 0)
-    by_oid = {o.oid: o for o in objects}
-    index = {o.oid: i for i, o in enumerate(objects)}
-    structural = [o.oid for o in objects if o.kind != "blob"]
+    objects: list[PushObject] = []
     raw: dict[str, bytes] = {}
-    for oid, kind, _, data in _cat_file(git_dir, structural, "--batch"):
+    for oid, kind, size, data in _cat_file(git_dir, oids, "--batch"):
+        objects.append(PushObject(oid, kind, size))
         raw[oid] = data
-    header_lines = {oid: (data.split(b"\n\n", 1)[0].count(b"\n") + 1) for oid, data in raw.items()
-                    if by_oid[oid].kind in ("commit", "tag")}
+    by_oid = {o.oid: o for o in objects}
+    header_lines = {o.oid: raw[o.oid].split(b"\n\n", 1)[0].count(b"\n") + 1 for o in objects if o.kind in ("commit", "tag")}
     _name_objects(objects, by_oid, raw)
+    rules = path_rules(config)
     with tempfile.TemporaryDirectory(prefix="git-gate-scan-") as work:
         folder = os.path.join(work, "objects")
         os.mkdir(folder)
         writer = _Writer(folder)
-        for oid, data in raw.items():
-            obj = by_oid[oid]
+        for i, obj in enumerate(objects):
+            data = raw.pop(obj.oid)
             if obj.kind == "tree":
-                entries = tree_entries(data)
-                writer.view(index[oid], "names", b"\n".join(name for _, name, _ in entries), "tree")
-            else:
-                writer.view(index[oid], "raw", data, obj.kind)
-                text = text_view(data)
-                if text:
-                    writer.view(index[oid], "text", text[0], obj.kind, text[1])
-        raw.clear()
-        blobs = [o.oid for o in objects if o.kind == "blob"]
-        for oid, _, _, data in _cat_file(git_dir, blobs, "--batch") if blobs else ():
-            obj = by_oid[oid]
-            name = safe_name(obj.name, "blob")
-            writer.view(index[oid], "raw", data, name)
+                writer.view(i, "names", b"\n".join(name for _, name, _ in tree_entries(data)))
+                continue
+            name = None
+            if obj.kind == "blob" and obj.name:
+                safe = safe_name(obj.name, "blob")
+                if rules is None or any(r.search("/" + safe) for r in rules):
+                    name = safe
+            writer.view(i, "raw", data, name)
             text = text_view(data)
             if text:
-                writer.view(index[oid], "text", text[0], name, text[1])
+                writer.view(i, "text", text[0], name, text[1])
+        writer.flush()
         items, scanned = run_gitleaks(gitleaks, config, folder, work)
     if scanned != writer.bytes:
         raise GateError(f"gitleaks read {scanned} of the {writer.bytes} bytes written for the push's {len(objects)} objects, "
                         "so part of it went unscanned; nothing was sent upstream")
     found = set()
     for item in items:
-        base = os.path.basename(str(item.get("File", "")))
-        number = base.split("_", 1)[0]
-        if not number.isdigit() or int(number) >= len(writer.pieces):
-            raise GateError(f"gitleaks reported a finding in {base[:80]!r}, which the gate did not write; nothing was sent upstream")
-        piece = writer.pieces[int(number)]
-        obj = objects[piece.index]
-        line = _object_line(piece, int(item.get("StartLine") or 0))
-        what, line, id_kind, oid = _where(obj, piece.view, line, header_lines.get(obj.oid, 0))
+        seg, view_line = writer.locate(str(item.get("File", "")), int(item.get("StartLine") or 0))
+        obj = objects[seg.index]
+        what, line, id_kind, oid = _where(obj, seg.view, _object_line(seg, view_line), header_lines.get(obj.oid, 0))
         found.add(Finding(str(item.get("RuleID", "?")), what, line, oid, id_kind))
-    return ScanResult(objects, len(writer.pieces), writer.bytes, scanned, sorted(found, key=Finding.sort_key),
+    return ScanResult(objects, len(writer.files), writer.bytes, scanned, sorted(found, key=Finding.sort_key),
                       time.monotonic() - started)
 
 

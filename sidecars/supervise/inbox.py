@@ -12,7 +12,9 @@ only, so it can be unit-tested without the MCP SDK.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -20,12 +22,16 @@ from typing import Any
 from bottle_contract import layout
 from bottle_contract import proposal as contract
 from bottle_contract.files import atomic_write
-from bottle_contract.policy import load_policy, yaml_text
+from bottle_contract.policy import SCHEMES, load_policy, route_path, yaml_text
 from bottle_contract.proposal import MAX_ITEMS, MAX_PATH, MAX_REASON, ChangeError, now_iso
 
 __all__ = ["MAX_ITEMS", "MAX_PATH", "MAX_REASON", "now_iso"]
 
 MAX_PENDING = layout.MAX_PENDING  # per bottle: an agent cannot flood the operator's queue
+# The scheme a draft proposes when egress did not say (report-blocked): the one the port implies.
+PORT_SCHEMES = {80: ["http"], 443: ["https"]}
+
+log = logging.getLogger("supervise")
 
 
 class InputError(ValueError):
@@ -98,19 +104,25 @@ class Queue(contract.Queue):
     def _new(self, kind: str, change: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
         pending = sum(1 for p in self.all() if p.get("status") == "pending")
         if pending >= MAX_PENDING:
-            raise InputError(f"{pending} requests are already waiting for the operator; wait for decisions (list-my-requests) before asking for more")
+            raise InputError(self._full_message(pending))
         data = contract.new_proposal(self.slug, kind, change, reason, **extra)
         self._write(data)
+        self.prune_decided()  # the folder on the operator's disk stays bounded (layout.MAX_DECIDED)
         return data
 
+    @staticmethod
+    def _full_message(pending: int) -> str:
+        return f"{pending} requests are already waiting for the operator; wait for decisions (list-my-requests) before asking for more"
+
     def request(self, kind: str, change: dict[str, Any], reason: str) -> dict[str, Any]:
-        """A new pending proposal; a pending draft for the same route becomes this request."""
+        """A new pending proposal; a pending draft for the same route (whatever its schemes)
+        becomes this request, with the change as asked."""
         with self.lock():
             if kind == "egress-route":
                 for p in self.all():
                     c = p.get("change", {})
-                    if p.get("draft") and p.get("status") == "pending" and c == change:
-                        p.update(draft=False, reason=reason, asked_at=now_iso())
+                    if p.get("draft") and p.get("status") == "pending" and {**c, "schemes": None} == {**change, "schemes": None}:
+                        p.update(draft=False, reason=reason, asked_at=now_iso(), change=change)
                         self._write(p)
                         return p
             return self._new(kind, change, reason)
@@ -121,32 +133,65 @@ class Queue(contract.Queue):
 
     def note_block(self, method: str, host: str, port: int, path: str, seen: str | None = None,
                    context: str | None = None, scheme: str | None = None) -> dict[str, Any] | None:
-        """Count a blocked request into its draft (one per host + method + path), creating it. The
-        draft proposes what was seen: that port and that scheme (both, when the scheme is unknown)."""
-        try:
-            change = route_change(host, [port], [method], [path or "/"], [scheme] if scheme else None)
-        except InputError:
-            return None  # not something a route could allow (an IP literal, a raw TCP flow...)
-        seen = seen or now_iso()
-        key = self._draft_key(change)
+        """Count one blocked request into its draft (see note_blocks); None when no route could
+        allow it, InputError when a new draft would take the queue past MAX_PENDING."""
+        return self.note_blocks([(method, host, port, path, seen, context, scheme)], drop_when_full=False)[0]
+
+    def note_blocks(self, blocks: list[tuple[str, str, int, str, str | None, str | None, str | None]], *,
+                    drop_when_full: bool = True) -> list[dict[str, Any] | None]:
+        """Count blocked requests ``(method, host, port, path, seen, context, scheme)`` into their
+        drafts (one per host + method + path), creating them: the queue is read once and each
+        draft written once, however many blocks a batch holds (a flood of them costs little).
+        A draft proposes what was seen: that port, that scheme, and the path as egress matches it
+        (decoded once: bottle_contract.policy.route_path). Without a scheme (report-blocked), a
+        new draft takes the one its port implies (both for another port) and a draft's schemes
+        stay. With ``context`` the block adds the agent's words instead of counting. A new draft
+        past MAX_PENDING is dropped (None), or with ``drop_when_full`` false raises InputError."""
+        out: list[dict[str, Any] | None] = [None] * len(blocks)
+        wanted = []
+        for i, (method, host, port, path, seen, context, scheme) in enumerate(blocks):
+            path = route_path(path or "/")
+            if "*" in path:
+                continue  # a literal '*' cannot be written as a route's path glob
+            try:
+                change = route_change(host, [port], [method], [path], [scheme] if scheme else PORT_SCHEMES.get(port, list(SCHEMES)))
+            except InputError:
+                continue  # not something a route could allow (an IP literal, a raw TCP flow...)
+            wanted.append((i, change, port, seen or now_iso(), context, scheme))
+        if not wanted:
+            return out
         with self.lock():
-            for p in self.all():
-                if p.get("draft") and p.get("status") == "pending" and self._draft_key(p.get("change", {})) == key:
-                    if port not in p["change"]["ports"]:
-                        p["change"]["ports"] = sorted(set(p["change"]["ports"]) | {port})
-                    seen_schemes = set(p["change"].get("schemes") or ()) | set(change["schemes"])
-                    p["change"]["schemes"] = [s for s in ("http", "https") if s in seen_schemes]
-                    if context is None:
-                        p["count"] = int(p.get("count", 0)) + 1
-                        p["last_seen"] = max(str(p.get("last_seen", "")), seen)
-                    else:
-                        p["context"] = context
-                    self._write(p)
-                    return p
-            extra = {"count": 0 if context is not None else 1, "last_seen": seen}
-            if context is not None:
-                extra["context"] = context
-            return self._new("egress-route", change, "", draft=True, **extra)
+            current = self.all()
+            pending = sum(1 for p in current if p.get("status") == "pending")
+            drafts = {self._draft_key(p.get("change", {})): p for p in current if p.get("draft") and p.get("status") == "pending"}
+            changed: dict[str, dict[str, Any]] = {}
+            for i, change, port, seen, context, scheme in wanted:
+                p = drafts.get(self._draft_key(change))
+                if p is None:
+                    if pending >= MAX_PENDING:
+                        if drop_when_full:
+                            continue
+                        raise InputError(self._full_message(pending))
+                    p = contract.new_proposal(self.slug, "egress-route", change, "", draft=True, count=0, last_seen=seen)
+                    drafts[self._draft_key(change)] = p
+                    pending += 1
+                elif port not in p["change"]["ports"]:
+                    p["change"]["ports"] = sorted(set(p["change"]["ports"]) | {port})
+                if scheme:
+                    seen_schemes = set(p["change"].get("schemes") or ()) | {scheme}
+                    p["change"]["schemes"] = [x for x in SCHEMES if x in seen_schemes]
+                if context is None:
+                    p["count"] = int(p.get("count", 0)) + 1
+                    p["last_seen"] = max(str(p.get("last_seen", "")), seen)
+                else:
+                    p["context"] = context
+                changed[p["id"]] = p
+                out[i] = p
+            for p in changed.values():
+                self._write(p)
+            if changed:
+                self.prune_decided()
+        return out
 
     async def wait(self, pid: str, timeout: float, interval: float = 0.05) -> dict[str, Any] | None:
         """The proposal once decided, or None when ``timeout`` passes first."""
@@ -211,25 +256,25 @@ class EgressTail:
         for line in chunk[: end + 1].splitlines():
             try:
                 rec = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(rec, dict):
                 records.append(rec)
-        self._save_cursor()
+        with contextlib.suppress(OSError):  # only restarts need it: a full disk must not lose these records
+            self._save_cursor()
         return records
 
 
 def drafts_from(queue: Queue, records: list[dict[str, Any]]) -> int:
-    """Turn egress's HTTP blocks into drafts; returns how many blocks were counted."""
-    n = 0
-    for rec in records:
-        if rec.get("decision") != "block" or not rec.get("method") or not isinstance(rec.get("port"), int):
-            continue
-        scheme = rec.get("scheme") if rec.get("scheme") in ("http", "https") else None
-        if queue.note_block(str(rec["method"]), str(rec.get("host", "")), rec["port"], str(rec.get("path") or "/"),
-                            seen=str(rec.get("ts") or now_iso()), scheme=scheme) is not None:
-            n += 1
-    return n
+    """Turn egress's HTTP blocks into drafts, in one pass over the queue; returns how many blocks
+    were counted. A block that finds the queue full (MAX_PENDING) is dropped: the agent's noise
+    never stops the others."""
+    blocks = [(str(r["method"]), str(r.get("host", "")), r["port"], str(r.get("path") or "/"), str(r.get("ts") or now_iso()),
+               None, r.get("scheme") if r.get("scheme") in SCHEMES else None)
+              for r in records
+              if r.get("decision") == "block" and r.get("method") and isinstance(r.get("port"), int)
+              and not isinstance(r.get("port"), bool)]
+    return sum(1 for p in queue.note_blocks(blocks) if p is not None)
 
 
 def for_agent(p: dict[str, Any]) -> dict[str, Any]:
@@ -245,11 +290,17 @@ def for_agent(p: dict[str, Any]) -> dict[str, Any]:
 # --- routes allowed once -------------------------------------------------------------------------
 
 
+def once_used_in(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The log lines of requests egress let through a route allowed once, by the route's ``once``
+    (the proposal id egress wrote at its decision: the very route it matched, by the same decoded
+    path; nothing here matches host or path again)."""
+    return {str(r["once"]): r for r in records if r.get("decision") == "allow" and contract.is_id(r.get("once"))}
+
+
 def withdraw_once(queue: Queue, records: list[dict[str, Any]], routes_path: str) -> int:
-    """Withdraw each route allowed ``once`` that egress logged a request through (its log line
-    carries the route's ``once``: the proposal id, which is what identifies the route here, so
-    nothing is matched twice); returns how many were withdrawn."""
-    used = {str(r["once"]): r for r in records if r.get("decision") == "allow" and contract.is_id(r.get("once"))}
+    """Withdraw each route allowed ``once`` that egress logged a request through; returns how
+    many were withdrawn (a route already gone counts nothing, so nothing is withdrawn twice)."""
+    used = once_used_in(records)
     if not used:
         return 0
     with queue.lock():
@@ -267,3 +318,41 @@ def withdraw_once(queue: Queue, records: list[dict[str, Any]], routes_path: str)
                 p["once_used"] = {"at": now_iso(), "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}"}
                 queue._write(p)
     return len(withdrawn)
+
+
+class Intake:
+    """What supervise does with each batch of egress's decisions, in this order: withdraw the
+    routes allowed once that a request used, first, because nothing before it may fail (a
+    withdraw that fails is owed and tried again with the next batch); then count the blocks into
+    drafts, on their own: a full queue or a bad draft never holds a withdraw back."""
+
+    def __init__(self, queue: Queue, tail: EgressTail, routes_path: str) -> None:
+        self.queue, self.tail, self.routes_path = queue, tail, routes_path
+        self.owed: dict[str, dict[str, Any]] = {}  # once ids used but not yet withdrawn
+        self._last_error = ""
+
+    def step(self) -> int:
+        """One batch; returns how many routes were withdrawn (egress must reload then)."""
+        try:
+            records = self.tail.poll()
+        except OSError as e:
+            self._warn(f"cannot read egress's log: {e}")
+            return 0
+        self.owed.update(once_used_in(records))
+        withdrawn = 0
+        if self.owed:
+            try:
+                withdrawn = withdraw_once(self.queue, list(self.owed.values()), self.routes_path)
+                self.owed.clear()
+            except Exception as e:  # noqa: BLE001 - owed, tried again with the next batch
+                self._warn(f"cannot withdraw a route allowed once yet (will retry): {e}")
+        try:
+            drafts_from(self.queue, records)
+        except Exception as e:  # noqa: BLE001 - drafts are the operator's convenience, never a control
+            self._warn(f"cannot turn egress's blocks into drafts: {e}")
+        return withdrawn
+
+    def _warn(self, msg: str) -> None:
+        if msg != self._last_error:  # once per kind of trouble, not every tick
+            log.warning("supervise: %s", msg)
+        self._last_error = msg

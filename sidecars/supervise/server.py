@@ -17,9 +17,9 @@ import os
 import signal
 import socket
 import sys
-import time
 from typing import Annotated, Any
 
+import h11
 import uvicorn
 from pydantic import Field
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -29,7 +29,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
 from bottle_contract import layout, ports
-from bottle_contract.serving import SUPERVISE_LIMITS
+from bottle_contract.serving import SUPERVISE_LIMITS, SUPERVISE_MAX_SESSIONS
 from bottle_contract.policy import PolicyError, load_policy
 
 import inbox  # the daemon's own folder, on its pythonpath (daemons.json)
@@ -180,15 +180,13 @@ def build() -> MCPServer:
 
 
 async def tail_egress(q_: inbox.Queue) -> None:
-    tail = inbox.EgressTail(os.path.join(EGRESS_DIR, "requests.jsonl"), os.path.join(STATE_DIR, "egress-cursor.json"))
-    routes = os.path.join(EGRESS_DIR, layout.ROUTES)
+    tail = inbox.EgressTail(os.path.join(EGRESS_DIR, layout.REQUESTS_LOG), os.path.join(STATE_DIR, layout.EGRESS_CURSOR))
+    intake = inbox.Intake(q_, tail, os.path.join(EGRESS_DIR, layout.ROUTES))
     while True:
         try:
-            records = tail.poll()
-            inbox.drafts_from(q_, records)
-            if inbox.withdraw_once(q_, records, routes) and os.getpid() != 1:
+            if await asyncio.to_thread(intake.step) and os.getpid() != 1:
                 os.kill(1, signal.SIGHUP)  # init forwards it to egress: reload the narrowed policy now
-        except Exception as e:  # noqa: BLE001 - a bad line or a full disk must not stop the daemon
+        except Exception as e:  # noqa: BLE001 - whatever happens, the daemon keeps reading
             log.warning("supervise: reading egress's log failed: %s", e)
         await asyncio.sleep(TAIL_INTERVAL)
 
@@ -214,42 +212,58 @@ class BoundedH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with the bundle's limits (bottle_contract.serving): a connection
     has ``head_timeout`` seconds, from accept or from its last answer, to send a whole request head
     (uvicorn alone waits for ever for a first byte, and a byte at a time resets its keep-alive
-    timer); at ``max_connections`` the one that has waited longest for its head is closed to make
-    room. Asynchronous, so no connection costs a thread."""
+    timer), and a body that stops arriving for ``read_timeout`` seconds ends its connection; at
+    ``max_connections`` the one that has waited longest for its head is closed to make room.
+    Asynchronous, so no connection costs a thread; the bookkeeping is O(1) a connection,
+    as a flood of them must not cost the event loop more than it costs the agent."""
 
     limits = SUPERVISE_LIMITS
+    # Of the one server in this process: connections waiting for a head, longest first, and
+    # those closed here that the loop has not reported lost yet.
+    _waiting: dict["BoundedH11", None] = {}
+    _closing: set["BoundedH11"] = set()
     _head_timer: asyncio.TimerHandle | None = None
-    _awaiting_head = False
-    _opened = 0.0
+    _body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._opened = time.monotonic()
         self._arm_head_timer()
-        if len(self.connections) > self.limits.max_connections:
-            # (a closed connection stays in the set until the loop reports it lost)
-            live = [c for c in self.connections if not c.transport.is_closing()]
-            if len(live) > self.limits.max_connections:
-                waiting = [c for c in live if isinstance(c, BoundedH11) and c._awaiting_head and c is not self]
-                victim = min(waiting, key=lambda c: c._opened, default=self)
-                victim.transport.close()
+        if len(self.connections) - len(self._closing) > self.limits.max_connections:
+            victim = next(iter(self._waiting))  # the longest waiting (self when every other is served)
+            self._close(victim)
+
+    def _close(self, conn: "BoundedH11") -> None:
+        BoundedH11._waiting.pop(conn, None)
+        BoundedH11._closing.add(conn)
+        conn.transport.close()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-        self._awaiting_head = True
+        BoundedH11._waiting.pop(self, None)
+        BoundedH11._waiting[self] = None
         self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
-        if self._awaiting_head and not self.transport.is_closing():
-            self.transport.close()
+        if self in self._waiting and not self.transport.is_closing():
+            self._close(self)
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self._awaiting_head and self.cycle is not None and not self.cycle.response_complete:
-            self._awaiting_head = False  # a whole head arrived: the request is being served
+        if self in self._waiting and self.cycle is not None and not self.cycle.response_complete:
+            BoundedH11._waiting.pop(self, None)  # a whole head arrived: the request is being served
             if self._head_timer is not None:
                 self._head_timer.cancel()
+        # A body that stops arriving for read_timeout ends the connection (uvicorn has no such timer).
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._body_timer = self.loop.call_later(self.limits.read_timeout, self._body_stalled)
+
+    def _body_stalled(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._close(self)
 
     def on_response_complete(self) -> None:
         # Armed first: a pipelined request that the parent starts serving disarms it again.
@@ -257,9 +271,11 @@ class BoundedH11(H11Protocol):
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._awaiting_head = False
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        BoundedH11._waiting.pop(self, None)
+        BoundedH11._closing.discard(self)
         super().connection_lost(exc)
 
 
@@ -267,8 +283,11 @@ async def serve_http(mcp: MCPServer, host: str, port: int, security: TransportSe
     """The SDK's streamable-HTTP app on uvicorn, as ``run_streamable_http_async`` runs it, with the
     bundle's connection limits (BoundedH11)."""
     app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
-                                  max_request_body_size=256 * 1024, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=BoundedH11,
+                                  max_request_body_size=256 * 1024, host=host, max_sessions=SUPERVISE_MAX_SESSIONS,
+                                  # the SDK's 30 minutes, longer when a call may wait longer for the operator
+                                  session_idle_timeout=max(1800, TIMEOUT + 60))
+    # uvicorn's warnings name each bad request the agent sends: noise it could provoke at will.
+    config = uvicorn.Config(app, host=host, port=port, log_level="error", http=BoundedH11,
                             timeout_keep_alive=int(SUPERVISE_LIMITS.head_timeout),
                             h11_max_incomplete_event_size=SUPERVISE_LIMITS.max_head)
     await uvicorn.Server(config).serve()

@@ -103,12 +103,34 @@ def test_full_bottle_parses_to_dataclasses() -> None:
         backend="smolvm",
         description="Builds the web app.",
         routes=(
-            Route("api.example.com", (443, 8443), ("GET", "POST"), ("/v1/*", "/health"), RouteAuth("bearer", "EXAMPLE_TOKEN", None), ("https",),
-                  DlpSpec(disabled_rules=("generic-api-key",))),
-            Route("*.cdn.example.com", (80, 443), (), (), None, ("http", "https"), DlpSpec(disabled_rules=("generic-api-key",))),
+            Route(
+                "api.example.com",
+                (443, 8443),
+                ("GET", "POST"),
+                ("/v1/*", "/health"),
+                RouteAuth("bearer", "EXAMPLE_TOKEN", None),
+                ("https",),
+                DlpSpec(disabled_rules=("generic-api-key",)),
+            ),
+            Route(
+                "*.cdn.example.com",
+                (80, 443),
+                (),
+                (),
+                None,
+                ("http", "https"),
+                DlpSpec(disabled_rules=("generic-api-key",)),
+            ),
             # A route's dlp over the bottle's: body and the cap replace it, disabled rules add to it.
-            Route("hooks.example.com", (80, 443), (), (), RouteAuth("header", "HOOK_KEY", "X-Hook-Key"), ("https",),
-                  DlpSpec(body=False, disabled_rules=("generic-api-key", "jwt"), max_body_bytes=1024)),
+            Route(
+                "hooks.example.com",
+                (80, 443),
+                (),
+                (),
+                RouteAuth("header", "HOOK_KEY", "X-Hook-Key"),
+                ("https",),
+                DlpSpec(body=False, disabled_rules=("generic-api-key", "jwt"), max_body_bytes=1024),
+            ),
         ),
         git=GitSpec("git@git.example.com:team/web.git", "develop", "GIT_TOKEN"),
         supervise=SuperviseSpec(enabled=False, timeout_seconds=60),
@@ -129,22 +151,42 @@ def test_empty_front_matter_is_a_bottle_with_defaults() -> None:
     assert parse_bottle(BOTTLE, "---\n---\n").name == "web"
 
 
-@pytest.mark.parametrize("memory, mib", [("4g", 4096), ("512m", 512), ("4096m", 4096), ("2G", 2048), ("1.5g", 1536), ("8GiB", 8192), (2048, 2048)])
+@pytest.mark.parametrize(
+    "memory, mib",
+    [("4g", 4096), ("512m", 512), ("4096m", 4096), ("2G", 2048), ("1.5g", 1536), ("8GiB", 8192), (2048, 2048)],
+)
 def test_memory_forms(memory: object, mib: int) -> None:
     assert parse_bottle(BOTTLE, doc(f"resources: {{memory: {memory}}}")).resources.memory_mib == mib
 
 
-@pytest.mark.parametrize("upstream", ["https://git.example.com/team/web.git", "ssh://git@git.example.com/web.git", "git@git.example.com:web.git", "/srv/git/web.git", "~/src/web"])
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        "https://git.example.com/team/web.git",
+        "ssh://git@git.example.com/web.git",
+        "git@git.example.com:web.git",
+        "/srv/git/web.git",
+        "~/src/web",
+    ],
+)
 def test_git_upstream_forms(upstream: str) -> None:
     spec = parse_bottle(BOTTLE, doc(f"git: {{upstream: '{upstream}'}}"))
     assert spec.git == GitSpec(upstream, "main", None)
 
 
 def test_agent_parses_with_prompt_body_stripped() -> None:
-    text = doc("bottle: dev\nmodel: sonnet\nclaude_args: [--verbose, --max-turns, '5']\ndescription: Writes code.", "\n\nBe careful.\n\n")
+    text = doc(
+        "bottle: dev\nmodel: sonnet\nclaude_args: [--verbose, --max-turns, '5']\ndescription: Writes code.",
+        "\n\nBe careful.\n\n",
+    )
     assert parse_agent(AGENT, text) == AgentSpec(
-        name="coder", path=AGENT, bottle="dev", model="sonnet", claude_args=("--verbose", "--max-turns", "5"),
-        description="Writes code.", prompt="Be careful.",
+        name="coder",
+        path=AGENT,
+        bottle="dev",
+        model="sonnet",
+        claude_args=("--verbose", "--max-turns", "5"),
+        description="Writes code.",
+        prompt="Be careful.",
     )
 
 
@@ -160,7 +202,17 @@ def test_shipped_defaults_load_from_a_missing_home(tmp_path: Path) -> None:
     agent, dev = m.agents["implementer"], m.bottles["dev"]
     assert agent.bottle == "dev" and "/home/agent/work" in agent.prompt and "supervise" in agent.prompt
     assert dev.backend == "docker" and dev.supervise.enabled
-    assert dev.routes == (Route("api.anthropic.com", (443,), (), (), RouteAuth("header", "ANTHROPIC_API_KEY", "x-api-key"), ("https",), DlpSpec(body=False)),)
+    assert dev.routes == (
+        Route(
+            "api.anthropic.com",
+            (443,),
+            (),
+            (),
+            RouteAuth("header", "ANTHROPIC_API_KEY", "x-api-key"),
+            ("https",),
+            DlpSpec(body=False),
+        ),
+    )
 
     assert dev.resources == Resources(cpus=2.0, memory_mib=4096, pids=1024)
 
@@ -207,12 +259,32 @@ def test_manifest_error_shape_and_pickle() -> None:
 BOTTLE_ERRORS = {
     # 1 invalid YAML, with the file's line number and a hint
     "yaml-syntax": ("description: ok\negress:\n  routes: [\n", "", ["invalid YAML at line", "check the indentation"]),
-    "yaml-bad-indent": ("description: ok\nbackend: docker\n  egress: x\n", "", ["invalid YAML at line 4", "mapping values are not allowed"]),
-    "yaml-unquoted-wildcard": ("egress:\n  routes:\n    - host: *.example.com\n", "", ["invalid YAML at line 4", 'quote wildcard hosts, e.g. host: "*.example.com"']),
+    "yaml-bad-indent": (
+        "description: ok\nbackend: docker\n  egress: x\n",
+        "",
+        ["invalid YAML at line 4", "mapping values are not allowed"],
+    ),
+    "yaml-unquoted-wildcard": (
+        "egress:\n  routes:\n    - host: *.example.com\n",
+        "",
+        ["invalid YAML at line 4", 'quote wildcard hosts, e.g. host: "*.example.com"'],
+    ),
     "yaml-tab": ("egress:\n\troutes: []\n", "", ["invalid YAML at line 3", "spaces, not tabs"]),
-    "yaml-duplicate-key": ("backend: docker\nbackend: smolvm\n", "", ["invalid YAML at line 3", "key 'backend' appears twice", "remove one"]),
-    "yaml-control-char": ("description: ok\nname: \x01web\n", "", ["invalid YAML at line 3", "'\\x01' is not allowed", "remove it"]),
-    "yaml-bad-timestamp": ("description: !!timestamp 2020-13-45\n", "", ["invalid YAML", "month must be in 1..12", "quote it"]),
+    "yaml-duplicate-key": (
+        "backend: docker\nbackend: smolvm\n",
+        "",
+        ["invalid YAML at line 3", "key 'backend' appears twice", "remove one"],
+    ),
+    "yaml-control-char": (
+        "description: ok\nname: \x01web\n",
+        "",
+        ["invalid YAML at line 3", "'\\x01' is not allowed", "remove it"],
+    ),
+    "yaml-bad-timestamp": (
+        "description: !!timestamp 2020-13-45\n",
+        "",
+        ["invalid YAML", "month must be in 1..12", "quote it"],
+    ),
     # 3 front matter not a mapping
     "front-matter-list": ("- a\n- b\n", "", ["front matter must be YAML keys (a mapping), got list"]),
     "front-matter-str": ("just words\n", "", ["front matter must be YAML keys (a mapping), got str"]),
@@ -220,63 +292,199 @@ BOTTLE_ERRORS = {
     "unknown-top-key": ("egres:\n  routes: []\n", "egres", ["unknown key 'egres'", "did you mean 'egress'?"]),
     "unknown-top-key-no-match": ("zzzz: 1\n", "zzzz", ["unknown key 'zzzz'", "use one of: name, description"]),
     # 5 unknown nested keys
-    "unknown-route-key": ("egress:\n  routes:\n    - hots: api.example.com\n", "egress.routes[0].hots", ["did you mean 'host'?"]),
-    "unknown-auth-key": ("egress: {routes: [{host: a.example.com, auth: {scheme: bearer, token: x}}]}", "egress.routes[0].auth.token", ["did you mean 'token_env'?"]),
+    "unknown-route-key": (
+        "egress:\n  routes:\n    - hots: api.example.com\n",
+        "egress.routes[0].hots",
+        ["did you mean 'host'?"],
+    ),
+    "unknown-auth-key": (
+        "egress: {routes: [{host: a.example.com, auth: {scheme: bearer, token: x}}]}",
+        "egress.routes[0].auth.token",
+        ["did you mean 'token_env'?"],
+    ),
     "unknown-resources-key": ("resources: {memroy: 4g}", "resources.memroy", ["did you mean 'memory'?"]),
     # 6 wrong types
-    "routes-not-list": ("egress: {routes: api.example.com}", "egress.routes", ["expected a list, got str", "write e.g."]),
+    "routes-not-list": (
+        "egress: {routes: api.example.com}",
+        "egress.routes",
+        ["expected a list, got str", "write e.g."],
+    ),
     "egress-not-mapping": ("egress: [a]", "egress", ["expected a mapping, got list"]),
-    "route-not-mapping": ("egress: {routes: [api.example.com]}", "egress.routes[0]", ["expected a mapping, got str", "- host: api.example.com"]),
-    "ports-not-list": ("egress: {routes: [{host: a.example.com, ports: 443}]}", "egress.routes[0].ports", ["expected a list, got int", "ports: [443]"]),
-    "ports-not-ints": ("egress: {routes: [{host: a.example.com, ports: [443, '80']}]}", "egress.routes[0].ports[1]", ["expected an integer, got str"]),
-    "ports-empty": ("egress: {routes: [{host: a.example.com, ports: []}]}", "egress.routes[0].ports", ["empty list", "leave ports out"]),
+    "route-not-mapping": (
+        "egress: {routes: [api.example.com]}",
+        "egress.routes[0]",
+        ["expected a mapping, got str", "- host: api.example.com"],
+    ),
+    "ports-not-list": (
+        "egress: {routes: [{host: a.example.com, ports: 443}]}",
+        "egress.routes[0].ports",
+        ["expected a list, got int", "ports: [443]"],
+    ),
+    "ports-not-ints": (
+        "egress: {routes: [{host: a.example.com, ports: [443, '80']}]}",
+        "egress.routes[0].ports[1]",
+        ["expected an integer, got str"],
+    ),
+    "ports-empty": (
+        "egress: {routes: [{host: a.example.com, ports: []}]}",
+        "egress.routes[0].ports",
+        ["empty list", "leave ports out"],
+    ),
     "cpus-string": ("resources: {cpus: '2'}", "resources.cpus", ["expected a number, got str", "cpus: 2"]),
     "cpus-bool": ("resources: {cpus: true}", "resources.cpus", ["expected a number, got bool"]),
     "pids-float": ("resources: {pids: 1.5}", "resources.pids", ["expected an integer, got float"]),
-    "supervise-bool": ("supervise: false", "supervise", ["expected a mapping, got bool", "supervise: {enabled: false}"]),
+    "supervise-bool": (
+        "supervise: false",
+        "supervise",
+        ["expected a mapping, got bool", "supervise: {enabled: false}"],
+    ),
     "supervise-enabled-str": ("supervise: {enabled: 'no'}", "supervise.enabled", ["expected true or false, got str"]),
-    "timeout-zero": ("supervise: {timeout_seconds: 0}", "supervise.timeout_seconds", ["0 is out of range", "at least 1"]),
+    "timeout-zero": (
+        "supervise: {timeout_seconds: 0}",
+        "supervise.timeout_seconds",
+        ["0 is out of range", "at least 1"],
+    ),
     "description-list": ("description: [a]", "description", ["expected a string, got list"]),
-    "host-number": ("egress: {routes: [{host: 42}]}", "egress.routes[0].host", ["expected a string, got int", "quote the value"]),
+    "host-number": (
+        "egress: {routes: [{host: 42}]}",
+        "egress.routes[0].host",
+        ["expected a string, got int", "quote the value"],
+    ),
     # 7, 8 host with scheme, path or port
-    "host-scheme": ("egress: {routes: [{host: 'https://api.example.com/v1'}]}", "egress.routes[0].host", ["has a scheme", "write the host name only", "api.example.com"]),
-    "host-path": ("egress: {routes: [{host: api.example.com/v1}]}", "egress.routes[0].host", ["has a path", "write the host name only", "paths: ['/v1']"]),
-    "host-port": ("egress: {routes: [{host: 'api.example.com:8443'}]}", "egress.routes[0].host", ["has a port", "ports: [8443]"]),
-    "host-missing": ("egress: {routes: [{ports: [443]}]}", "egress.routes[0].host", ["missing", "host: api.example.com"]),
-    "host-invalid": ("egress: {routes: [{host: 'api example.com'}]}", "egress.routes[0].host", ["not a valid host name"]),
+    "host-scheme": (
+        "egress: {routes: [{host: 'https://api.example.com/v1'}]}",
+        "egress.routes[0].host",
+        ["has a scheme", "write the host name only", "api.example.com"],
+    ),
+    "host-path": (
+        "egress: {routes: [{host: api.example.com/v1}]}",
+        "egress.routes[0].host",
+        ["has a path", "write the host name only", "paths: ['/v1']"],
+    ),
+    "host-port": (
+        "egress: {routes: [{host: 'api.example.com:8443'}]}",
+        "egress.routes[0].host",
+        ["has a port", "ports: [8443]"],
+    ),
+    "host-missing": (
+        "egress: {routes: [{ports: [443]}]}",
+        "egress.routes[0].host",
+        ["missing", "host: api.example.com"],
+    ),
+    "host-invalid": (
+        "egress: {routes: [{host: 'api example.com'}]}",
+        "egress.routes[0].host",
+        ["not a valid host name"],
+    ),
     # 9 bad wildcards
-    "wildcard-middle": ("egress: {routes: [{host: 'foo.*.com'}]}", "egress.routes[0].host", ["bad wildcard", "whole first label", "*.example.com"]),
-    "wildcard-tld": ("egress: {routes: [{host: '*.com'}]}", "egress.routes[0].host", ["too broad", "at least two labels"]),
+    "wildcard-middle": (
+        "egress: {routes: [{host: 'foo.*.com'}]}",
+        "egress.routes[0].host",
+        ["bad wildcard", "whole first label", "*.example.com"],
+    ),
+    "wildcard-tld": (
+        "egress: {routes: [{host: '*.com'}]}",
+        "egress.routes[0].host",
+        ["too broad", "at least two labels"],
+    ),
     "wildcard-partial": ("egress: {routes: [{host: '*api.example.com'}]}", "egress.routes[0].host", ["bad wildcard"]),
     "dlp-bad-rule": ("dlp: {disabled_rules: ['not a rule']}", "dlp.disabled_rules[0]", ["is not a gitleaks rule id"]),
     "dlp-body-not-bool": ("dlp: {body: 'no'}", "dlp.body", ["expected true or false"]),
     "dlp-cap-zero": ("dlp: {max_body_bytes: 0}", "dlp.max_body_bytes", ["out of range"]),
-    "dlp-old-key": ("dlp: {exempt_hosts: [a.example.com]}", "dlp.exempt_hosts", ["unknown key", "use one of: body, disabled_rules, max_body_bytes"]),
-    "route-dlp-bad": ("egress: {routes: [{host: a.example.com, dlp: {body: 1}}]}", "egress.routes[0].dlp.body", ["expected true or false"]),
+    "dlp-old-key": (
+        "dlp: {exempt_hosts: [a.example.com]}",
+        "dlp.exempt_hosts",
+        ["unknown key", "use one of: body, disabled_rules, max_body_bytes"],
+    ),
+    "route-dlp-bad": (
+        "egress: {routes: [{host: a.example.com, dlp: {body: 1}}]}",
+        "egress.routes[0].dlp.body",
+        ["expected true or false"],
+    ),
     # 10 port out of range
-    "port-zero": ("egress: {routes: [{host: a.example.com, ports: [0]}]}", "egress.routes[0].ports[0]", ["0 is out of range", "between 1 and 65535"]),
-    "port-high": ("egress: {routes: [{host: a.example.com, ports: [443, 70000]}]}", "egress.routes[0].ports[1]", ["70000 is out of range"]),
+    "port-zero": (
+        "egress: {routes: [{host: a.example.com, ports: [0]}]}",
+        "egress.routes[0].ports[0]",
+        ["0 is out of range", "between 1 and 65535"],
+    ),
+    "port-high": (
+        "egress: {routes: [{host: a.example.com, ports: [443, 70000]}]}",
+        "egress.routes[0].ports[1]",
+        ["70000 is out of range"],
+    ),
     # 11 unknown method
-    "method-unknown": ("egress: {routes: [{host: a.example.com, methods: [GET, PSOT]}]}", "egress.routes[0].methods[1]", ["unknown HTTP method 'PSOT'", "did you mean 'POST'?"]),
-    "methods-empty": ("egress: {routes: [{host: a.example.com, methods: []}]}", "egress.routes[0].methods", ["leave methods out to allow any method"]),
+    "method-unknown": (
+        "egress: {routes: [{host: a.example.com, methods: [GET, PSOT]}]}",
+        "egress.routes[0].methods[1]",
+        ["unknown HTTP method 'PSOT'", "did you mean 'POST'?"],
+    ),
+    "methods-empty": (
+        "egress: {routes: [{host: a.example.com, methods: []}]}",
+        "egress.routes[0].methods",
+        ["leave methods out to allow any method"],
+    ),
     # 12 path without leading slash
-    "path-relative": ("egress: {routes: [{host: a.example.com, paths: ['api/v1']}]}", "egress.routes[0].paths[0]", ["must start with '/'", "'/api/v1'"]),
+    "path-relative": (
+        "egress: {routes: [{host: a.example.com, paths: ['api/v1']}]}",
+        "egress.routes[0].paths[0]",
+        ["must start with '/'", "'/api/v1'"],
+    ),
     # 13 unknown auth scheme
-    "auth-scheme-unknown": ("egress: {routes: [{host: a.example.com, auth: {scheme: baerer, token_env: T}}]}", "egress.routes[0].auth.scheme", ["unknown auth scheme 'baerer'", "did you mean 'bearer'?"]),
-    "auth-scheme-missing": ("egress: {routes: [{host: a.example.com, auth: {token_env: T}}]}", "egress.routes[0].auth.scheme", ["missing", "bearer, basic, header"]),
+    "auth-scheme-unknown": (
+        "egress: {routes: [{host: a.example.com, auth: {scheme: baerer, token_env: T}}]}",
+        "egress.routes[0].auth.scheme",
+        ["unknown auth scheme 'baerer'", "did you mean 'bearer'?"],
+    ),
+    "auth-scheme-missing": (
+        "egress: {routes: [{host: a.example.com, auth: {token_env: T}}]}",
+        "egress.routes[0].auth.scheme",
+        ["missing", "bearer, basic, header"],
+    ),
     # 14 token_env bad or missing
-    "token-env-bad": ("egress: {routes: [{host: a.example.com, auth: {scheme: bearer, token_env: 'my-token'}}]}", "egress.routes[0].auth.token_env", ["'my-token' is not an environment variable name"]),
-    "token-env-missing": ("egress: {routes: [{host: a.example.com, auth: {scheme: basic}}]}", "egress.routes[0].auth.token_env", ["missing", "token_env: API_TOKEN"]),
+    "token-env-bad": (
+        "egress: {routes: [{host: a.example.com, auth: {scheme: bearer, token_env: 'my-token'}}]}",
+        "egress.routes[0].auth.token_env",
+        ["'my-token' is not an environment variable name"],
+    ),
+    "token-env-missing": (
+        "egress: {routes: [{host: a.example.com, auth: {scheme: basic}}]}",
+        "egress.routes[0].auth.token_env",
+        ["missing", "token_env: API_TOKEN"],
+    ),
     # 15 header scheme without header, header with bearer
-    "header-missing": ("egress: {routes: [{host: a.example.com, auth: {scheme: header, token_env: T}}]}", "egress.routes[0].auth.header", ["missing", "header: x-api-key"]),
-    "header-with-bearer": ("egress: {routes: [{host: a.example.com, auth: {scheme: bearer, token_env: T, header: x-key}}]}", "egress.routes[0].auth.header", ["only used with scheme: header", "remove it"]),
-    "scheme-unknown": ("egress: {routes: [{host: a.example.com, schemes: [https, ftp]}]}", "egress.routes[0].schemes[1]", ["unknown scheme 'ftp'"]),
-    "schemes-empty": ("egress: {routes: [{host: a.example.com, schemes: []}]}", "egress.routes[0].schemes", ["empty list", "leave schemes out"]),
-    "header-bad-name": ("egress: {routes: [{host: a.example.com, auth: {scheme: header, token_env: T, header: 'x key'}}]}", "egress.routes[0].auth.header", ["not an HTTP header name"]),
+    "header-missing": (
+        "egress: {routes: [{host: a.example.com, auth: {scheme: header, token_env: T}}]}",
+        "egress.routes[0].auth.header",
+        ["missing", "header: x-api-key"],
+    ),
+    "header-with-bearer": (
+        "egress: {routes: [{host: a.example.com, auth: {scheme: bearer, token_env: T, header: x-key}}]}",
+        "egress.routes[0].auth.header",
+        ["only used with scheme: header", "remove it"],
+    ),
+    "scheme-unknown": (
+        "egress: {routes: [{host: a.example.com, schemes: [https, ftp]}]}",
+        "egress.routes[0].schemes[1]",
+        ["unknown scheme 'ftp'"],
+    ),
+    "schemes-empty": (
+        "egress: {routes: [{host: a.example.com, schemes: []}]}",
+        "egress.routes[0].schemes",
+        ["empty list", "leave schemes out"],
+    ),
+    "header-bad-name": (
+        "egress: {routes: [{host: a.example.com, auth: {scheme: header, token_env: T, header: 'x key'}}]}",
+        "egress.routes[0].auth.header",
+        ["not an HTTP header name"],
+    ),
     # 16 unknown backend
     "backend-unknown": ("backend: dokcer", "backend", ["unknown backend 'dokcer'", "did you mean 'docker'?"]),
     # 20 bad name characters
-    "name-bad": ("name: Web_App", "name", ["'Web_App' is not a valid bottle name", "lowercase letters, digits and '-'"]),
+    "name-bad": (
+        "name: Web_App",
+        "name",
+        ["'Web_App' is not a valid bottle name", "lowercase letters, digits and '-'"],
+    ),
     "name-too-long": ("name: " + "a" * 32, "name", ["is not a valid bottle name", "1-31"]),
     # 21 bad memory format
     "memory-unit": ("resources: {memory: 4k}", "resources.memory", ["bad memory size '4k'", "4g or 512m"]),
@@ -292,17 +500,36 @@ BOTTLE_ERRORS = {
     "env-null-value": ("env: {EMPTY: null}", "env.EMPTY", ["has no value", "''"]),
     "env-bad-name": ("env: {'1ABC': x}", "env.1ABC", ["not an environment variable name"]),
     "env-not-mapping": ("env: [A=1]", "env", ["expected a mapping, got list", "LOG_LEVEL: debug"]),
-    "env-holds-secret": ("env: {T: x}\negress: {routes: [{host: a.example.com, auth: {scheme: bearer, token_env: T}}]}", "env.T", ["secret named by egress.routes[0].auth.token_env"]),
+    "env-holds-secret": (
+        "env: {T: x}\negress: {routes: [{host: a.example.com, auth: {scheme: bearer, token_env: T}}]}",
+        "env.T",
+        ["secret named by egress.routes[0].auth.token_env"],
+    ),
     # 25 duplicate route
-    "route-duplicate": ("egress:\n  routes:\n    - {host: a.example.com, ports: [443, 80]}\n    - {host: b.example.com}\n    - {host: A.example.com}\n",
-                        "egress.routes[2]", ["same host, ports, methods and paths as routes[0]", "remove one or merge"]),
+    "route-duplicate": (
+        "egress:\n  routes:\n    - {host: a.example.com, ports: [443, 80]}\n    - {host: b.example.com}\n    - {host: A.example.com}\n",
+        "egress.routes[2]",
+        ["same host, ports, methods and paths as routes[0]", "remove one or merge"],
+    ),
     # git
-    "git-http": ("git: {upstream: 'http://git.example.com/r.git'}", "git.upstream", ["'http://' upstreams are not supported", "https://"]),
-    "git-credentials-in-url": ("git: {upstream: 'https://me:secret@git.example.com/r.git'}", "git.upstream", ["credentials are written in the URL", "credentials_env"]),
+    "git-http": (
+        "git: {upstream: 'http://git.example.com/r.git'}",
+        "git.upstream",
+        ["'http://' upstreams are not supported", "https://"],
+    ),
+    "git-credentials-in-url": (
+        "git: {upstream: 'https://me:secret@git.example.com/r.git'}",
+        "git.upstream",
+        ["credentials are written in the URL", "credentials_env"],
+    ),
     "git-relative": ("git: {upstream: repo}", "git.upstream", ["is not a git upstream"]),
     "git-missing-upstream": ("git: {branch: main}", "git.upstream", ["missing"]),
     "git-bad-branch": ("git: {upstream: /srv/r.git, branch: 'a..b'}", "git.branch", ["not a valid branch name"]),
-    "git-bad-credentials-env": ("git: {upstream: /srv/r.git, credentials_env: 'git token'}", "git.credentials_env", ["not an environment variable name"]),
+    "git-bad-credentials-env": (
+        "git: {upstream: /srv/r.git, credentials_env: 'git token'}",
+        "git.credentials_env",
+        ["not an environment variable name"],
+    ),
     "dlp-rules-not-strings": ("dlp: {disabled_rules: [1]}", "dlp.disabled_rules[0]", ["expected a string, got int"]),
 }
 
@@ -323,8 +550,16 @@ AGENT_ERRORS = {
     "bottle-missing": (doc("model: sonnet"), "bottle", ["missing", "bottle: dev"]),
     "bottle-bad-name": (doc("bottle: Dev Box"), "bottle", ["not a valid bottle name"]),
     # 24 claude_args not a list of strings
-    "claude-args-str": (doc("bottle: dev\nclaude_args: --verbose"), "claude_args", ["expected a list, got str", "claude_args: [--verbose]"]),
-    "claude-args-int": (doc("bottle: dev\nclaude_args: [--max-turns, 5]"), "claude_args[1]", ["expected a string, got int", "quote the value", "'5'"]),
+    "claude-args-str": (
+        doc("bottle: dev\nclaude_args: --verbose"),
+        "claude_args",
+        ["expected a list, got str", "claude_args: [--verbose]"],
+    ),
+    "claude-args-int": (
+        doc("bottle: dev\nclaude_args: [--max-turns, 5]"),
+        "claude_args[1]",
+        ["expected a string, got int", "quote the value", "'5'"],
+    ),
     "unknown-agent-key": (doc("bottle: dev\nmodle: opus"), "modle", ["did you mean 'model'?"]),
     "model-empty": (doc("bottle: dev\nmodel: ''"), "model", ["empty string"]),
     "agent-name-bad": (doc("name: My Agent\nbottle: dev"), "name", ["not a valid agent name"]),
@@ -340,7 +575,9 @@ def test_file_stem_that_is_not_a_name_needs_a_name_key() -> None:
     path = Path("agents/My Agent.md")
     with pytest.raises(ManifestError) as info:
         parse_agent(path, doc("bottle: dev"))
-    assert_message(info.value, path, "name", "file name 'My Agent' is not a valid agent name", "rename the file or set name:")
+    assert_message(
+        info.value, path, "name", "file name 'My Agent' is not a valid agent name", "rename the file or set name:"
+    )
     assert parse_agent(path, doc("name: my-agent\nbottle: dev")).name == "my-agent"
 
 
@@ -355,7 +592,9 @@ def load_error(home: Path) -> ManifestError:
 
 def test_agent_bottle_not_found_suggests_a_known_bottle(tmp_path: Path) -> None:
     path = write(tmp_path, "agents/coder.md", doc("bottle: dve"))
-    assert_message(load_error(tmp_path), path, "bottle", "no bottle named 'dve'", "did you mean 'dev'?", "bottles/dve.md")
+    assert_message(
+        load_error(tmp_path), path, "bottle", "no bottle named 'dve'", "did you mean 'dev'?", "bottles/dve.md"
+    )
 
 
 def test_agent_bottle_not_found_lists_known_bottles(tmp_path: Path) -> None:
@@ -366,7 +605,9 @@ def test_agent_bottle_not_found_lists_known_bottles(tmp_path: Path) -> None:
 def test_duplicate_bottle_names_across_files(tmp_path: Path) -> None:
     first = write(tmp_path, "bottles/a.md", doc("name: web"))
     second = write(tmp_path, "bottles/b.md", doc("name: web"))
-    assert_message(load_error(tmp_path), second, "name", "bottle 'web' is already defined in", str(first), "another name")
+    assert_message(
+        load_error(tmp_path), second, "name", "bottle 'web' is already defined in", str(first), "another name"
+    )
 
 
 def test_duplicate_agent_names_across_files(tmp_path: Path) -> None:
@@ -408,20 +649,52 @@ def test_errors_inside_a_home_file_name_that_file(tmp_path: Path) -> None:
 # --- odd input never raises anything but ManifestError --------------------------------------------
 
 ODD_FRONT_MATTER = [
-    "- a\n- b", "42", "null", "~", "true", "'just a string'", "!!binary aGVsbG8=", "!!python/object:os.system {}",
-    "bottle:", "bottle: ~\nclaude_args: ~", "egress: ~", "egress: {routes: ~}", "egress: {routes: [~]}", "egress: {routes: [{host: ~}]}",
-    "egress: {routes: [{host: a.example.com, auth: ~, ports: ~}]}", "egress: {routes: [[]]}", "env: {A: ~}", "env: {~: 1}",
-    "? [a, b]\n: c", "{a: 1}: x", "1: 2", "yes: no", "bottle: 2024-01-01", "bottle: [dev]", "resources: {memory: []}",
-    "git: {upstream: 'https://[bad'}", "git: {upstream: 'ssh://'}", "git: ''", "dlp: {disabled_rules: [[]]}",
-    "a: &x [*x]", "base: &b {bottle: dev}\n<<: *b", "egress:\n  routes:\n" + "    - {host: a.example.com}\n" * 3,
-    "[" * 2000 + "]" * 2000, "description: !!timestamp 2020-13-45", "bottle: dev\nmodel: [a]", "\x00",
+    "- a\n- b",
+    "42",
+    "null",
+    "~",
+    "true",
+    "'just a string'",
+    "!!binary aGVsbG8=",
+    "!!python/object:os.system {}",
+    "bottle:",
+    "bottle: ~\nclaude_args: ~",
+    "egress: ~",
+    "egress: {routes: ~}",
+    "egress: {routes: [~]}",
+    "egress: {routes: [{host: ~}]}",
+    "egress: {routes: [{host: a.example.com, auth: ~, ports: ~}]}",
+    "egress: {routes: [[]]}",
+    "env: {A: ~}",
+    "env: {~: 1}",
+    "? [a, b]\n: c",
+    "{a: 1}: x",
+    "1: 2",
+    "yes: no",
+    "bottle: 2024-01-01",
+    "bottle: [dev]",
+    "resources: {memory: []}",
+    "git: {upstream: 'https://[bad'}",
+    "git: {upstream: 'ssh://'}",
+    "git: ''",
+    "dlp: {disabled_rules: [[]]}",
+    "a: &x [*x]",
+    "base: &b {bottle: dev}\n<<: *b",
+    "egress:\n  routes:\n" + "    - {host: a.example.com}\n" * 3,
+    "[" * 2000 + "]" * 2000,
+    "description: !!timestamp 2020-13-45",
+    "bottle: dev\nmodel: [a]",
+    "\x00",
 ]
 
 
 # The few odd front matters a bottle file may have: each is a valid bottle with no routes, or
 # the one route it names with the manifest's defaults. Every other case above must be refused.
 BOTTLES_ACCEPTED = {
-    "null": 0, "~": 0, "egress: ~": 0, "egress: {routes: ~}": 0,
+    "null": 0,
+    "~": 0,
+    "egress: ~": 0,
+    "egress: {routes: ~}": 0,
     "egress: {routes: [{host: a.example.com, auth: ~, ports: ~}]}": 1,
 }
 
@@ -442,10 +715,15 @@ def test_odd_yaml_only_raises_manifest_error(front: str) -> None:
 
 
 def test_route_schemes_default_by_auth_and_can_be_listed() -> None:
-    spec = parse_bottle(BOTTLE, doc(
-        "egress:\n  routes:\n"
-        "    - {host: a.example.com}\n"
-        "    - {host: b.example.com, auth: {scheme: bearer, token_env: T}}\n"
-        "    - {host: c.example.com, schemes: [HTTP], auth: {scheme: bearer, token_env: T}}\n"
-        "    - {host: d.example.com, schemes: [https, https]}\n", ""))
+    spec = parse_bottle(
+        BOTTLE,
+        doc(
+            "egress:\n  routes:\n"
+            "    - {host: a.example.com}\n"
+            "    - {host: b.example.com, auth: {scheme: bearer, token_env: T}}\n"
+            "    - {host: c.example.com, schemes: [HTTP], auth: {scheme: bearer, token_env: T}}\n"
+            "    - {host: d.example.com, schemes: [https, https]}\n",
+            "",
+        ),
+    )
     assert [r.schemes for r in spec.routes] == [("http", "https"), ("https",), ("http",), ("https",)]

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from bottle_contract.files import atomic_write
 from bottle_tui import ops, proposals
 from bottle_tui.backends.smolvm.engine import Smolvm
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, host_key
 from bottle_tui.errors import BottleError
 from bottle_tui.plan import MIN_CREDENTIAL_CHARS, credential_problem
 from bottle_tui.state import StateDir
-from bottle_contract.files import atomic_write
-
 from tests.support.manifests import AGENT, BOTTLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +32,9 @@ def write_home(home: Path, bottle: str = BOTTLE) -> Path:
     return home
 
 
-def test_start_runs_the_backends_preflight_before_images_or_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_runs_the_backends_preflight_before_images_or_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the console's `n` does (ops.start without preflighted): a microVM bottle on a host
     where microVMs do not boot stops at smolvm's preflight, with its one-line reason, before an
     image is looked at or a state folder made. The real smolvm CLI (pinned wheel) answers the
@@ -44,8 +45,17 @@ def test_start_runs_the_backends_preflight_before_images_or_state(tmp_path: Path
     except BottleError as exc:
         pytest.skip(f"needs the smolvm CLI from the pinned wheel (pip install -e '.[test]'): {exc}")
     cache = tmp_path / "probe.json"
-    cache.write_text(json.dumps({"ok": False, "reason": "no /dev/kvm (written by this test)", "host": host_key(),
-                                 "smolvm": version, "checked_at": "2026-01-01T00:00:00+00:00"}))
+    cache.write_text(
+        json.dumps(
+            {
+                "ok": False,
+                "reason": "no /dev/kvm (written by this test)",
+                "host": host_key(),
+                "smolvm": version,
+                "checked_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
     monkeypatch.setenv(CACHE_ENV, str(cache))
     home = write_home(tmp_path / "home", BOTTLE.replace("description: a bottle for the tests", "backend: smolvm"))
     plan = ops.plan(home, "coder")
@@ -66,18 +76,25 @@ def test_plan_touches_nothing(tmp_path: Path) -> None:
 
 
 def test_start_warns_about_missing_and_too_short_credentials(tmp_path: Path) -> None:
-    bottle = BOTTLE.replace("    - host: \"*.docs.example.com\"\n",
-                            "    - host: \"*.docs.example.com\"\n"
-                            "    - host: basic.example.com\n      auth: {scheme: basic, token_env: BASIC_CRED}\n")
+    bottle = BOTTLE.replace(
+        '    - host: "*.docs.example.com"\n',
+        '    - host: "*.docs.example.com"\n'
+        "    - host: basic.example.com\n      auth: {scheme: basic, token_env: BASIC_CRED}\n",
+    )
     plan = ops.plan(write_home(tmp_path / "home", bottle), "coder")
     warnings = ops.start_warnings(plan, {"EXAMPLE_KEY": "short", "BASIC_CRED": "someone-long-enough:pw"})
     assert any(w.startswith("$GIT_TOKEN is not set here") for w in warnings)
     short = [w for w in warnings if "too short" in w]
     assert len(short) == 2
-    assert short[0].startswith("$BASIC_CRED is too short") and f"its password is 2 characters, shorter than {MIN_CREDENTIAL_CHARS}" in short[0]
+    assert (
+        short[0].startswith("$BASIC_CRED is too short")
+        and f"its password is 2 characters, shorter than {MIN_CREDENTIAL_CHARS}" in short[0]
+    )
     assert short[1].startswith("$EXAMPLE_KEY is too short") and "it is 5 characters" in short[1]
     # Long enough everywhere: only the unset one is left.
-    assert ops.start_warnings(plan, {"EXAMPLE_KEY": "k" * 12, "BASIC_CRED": "u:" + "p" * 12, "GIT_TOKEN": "g" * 40}) == []
+    assert (
+        ops.start_warnings(plan, {"EXAMPLE_KEY": "k" * 12, "BASIC_CRED": "u:" + "p" * 12, "GIT_TOKEN": "g" * 40}) == []
+    )
 
 
 def test_credential_length_rule() -> None:
@@ -111,15 +128,27 @@ def test_decide_applies_and_asks_the_bottles_backend_to_reload(tmp_path: Path, b
     home = tmp_path / "home"
     slug = "tester-abcdef"
     state = bottle_state(home, slug, backend)
-    p = proposals.create(state, "egress-route", {"host": "pypi.example.org", "ports": [443], "methods": [], "paths": []}, "r")
+    p = proposals.create(
+        state, "egress-route", {"host": "pypi.example.org", "ports": [443], "methods": [], "paths": []}, "r"
+    )
     decided = asyncio.run(ops.decide(home, p.id, "approve", by=ops.operator("test")))
     assert decided.proposal.status == "approved" and decided.policy_changed
-    assert decided.reload_warning is not None and f"the bundle of {slug} did not take the reload signal" in decided.reload_warning
+    assert (
+        decided.reload_warning is not None
+        and f"the bundle of {slug} did not take the reload signal" in decided.reload_warning
+    )
     assert "pypi.example.org" in state.routes.read_text()
     assert decided.line().startswith(f"{p.id}: approved (routes.yaml updated); the policy is saved")
-    again = asyncio.run(ops.decide(home, proposals.create(state, "egress-route", {"host": "pypi.example.org", "ports": [443],
-                                                                                  "methods": [], "paths": []}, "r").id,
-                                   "reject", by="t"))
+    again = asyncio.run(
+        ops.decide(
+            home,
+            proposals.create(
+                state, "egress-route", {"host": "pypi.example.org", "ports": [443], "methods": [], "paths": []}, "r"
+            ).id,
+            "reject",
+            by="t",
+        )
+    )
     assert again.reload_warning is None and not again.policy_changed  # nothing changed: no reload asked
 
 
@@ -135,8 +164,12 @@ def test_save_policy_refuses_an_edit_of_a_policy_that_changed_meanwhile(tmp_path
 
 def test_check_change_refuses_a_wider_modification(tmp_path: Path) -> None:
     state = bottle_state(tmp_path / "home", "tester-abcdef", "docker")
-    p = proposals.create(state, "egress-route", {"host": "a.example.org", "ports": [443], "methods": ["GET"], "paths": ["/x/*"]}, "r")
-    assert ops.check_change(p, {"host": "a.example.org", "ports": [443], "methods": ["GET"], "paths": ["/x/y"]})["paths"] == ["/x/y"]
+    p = proposals.create(
+        state, "egress-route", {"host": "a.example.org", "ports": [443], "methods": ["GET"], "paths": ["/x/*"]}, "r"
+    )
+    assert ops.check_change(p, {"host": "a.example.org", "ports": [443], "methods": ["GET"], "paths": ["/x/y"]})[
+        "paths"
+    ] == ["/x/y"]
     with pytest.raises(BottleError, match="paths"):
         ops.check_change(p, {"host": "a.example.org", "ports": [443], "methods": ["GET"], "paths": ["/*"]})
 

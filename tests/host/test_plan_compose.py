@@ -9,15 +9,17 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bottle_tui.backends.docker.compose import render_compose, render_routes, to_yaml
-from tests.support.sidecars import egress_module
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import Manifests, parse_agent, parse_bottle
 from bottle_tui.plan import BottlePlan, missing_secrets, placeholder, preflight_text, resolve
 from bottle_tui.state import StateDir
 from tests.support.manifests import AGENT, BOTTLE
+from tests.support.sidecars import egress_module
 
 GOLDEN = Path(__file__).parent / "golden"
+
 
 @pytest.fixture
 def plan() -> BottlePlan:
@@ -25,8 +27,14 @@ def plan() -> BottlePlan:
     agent = parse_agent(home / "agents" / "coder.md", AGENT)
     bottle = parse_bottle(home / "bottles" / "web.md", BOTTLE)
     manifests = Manifests(home=home, agents={"coder": agent}, bottles={"web": bottle}, agents_from_defaults=False)
-    return resolve(manifests, "coder", slug="coder-0a1b2c", images={"agent": "bottle-tui/agent:aaa", "sidecars": "bottle-tui/sidecars:bbb"},
-                   started_at="2026-11-27T00:00:00+00:00", state=StateDir(home / "state" / "coder-0a1b2c"))
+    return resolve(
+        manifests,
+        "coder",
+        slug="coder-0a1b2c",
+        images={"agent": "bottle-tui/agent:aaa", "sidecars": "bottle-tui/sidecars:bbb"},
+        started_at="2026-11-27T00:00:00+00:00",
+        state=StateDir(home / "state" / "coder-0a1b2c"),
+    )
 
 
 def check_golden(name: str, data: object) -> None:
@@ -50,10 +58,14 @@ def test_rendered_routes_are_what_egress_reads(plan: BottlePlan) -> None:
     back exactly the routes of the plan."""
     policy = egress_module("routes").parse_routes(to_yaml(render_routes(plan)))
     assert policy.bottle == plan.bottle.name
-    got = [(r.host, r.ports, r.methods, r.paths, r.schemes, r.auth and (r.auth.scheme, r.auth.token_env, r.auth.header))
-           for r in policy.routes]
-    want = [(r.host, r.ports, r.methods, r.paths, r.schemes, r.auth and (r.auth.scheme, r.auth.token_env, r.auth.header))
-            for r in plan.routes]
+    got = [
+        (r.host, r.ports, r.methods, r.paths, r.schemes, r.auth and (r.auth.scheme, r.auth.token_env, r.auth.header))
+        for r in policy.routes
+    ]
+    want = [
+        (r.host, r.ports, r.methods, r.paths, r.schemes, r.auth and (r.auth.scheme, r.auth.token_env, r.auth.header))
+        for r in plan.routes
+    ]
     assert got == want and len(got) == 2
 
 
@@ -100,9 +112,23 @@ def test_labels_identify_the_bottle(plan: BottlePlan) -> None:
 def test_preflight_names_everything_but_no_secret_values(plan: BottlePlan, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAMPLE_KEY", "sk-super-secret")
     text = preflight_text(plan)
-    for needle in ("coder", "web", "docker", "api.example.com", "*.docs.example.com", "EXAMPLE_KEY", "GIT_TOKEN",
-                   "https://git.example.com/org/repo.git", "trunk", "TZ", "DEBUG", "bottle-tui/agent:aaa",
-                   "/home/op/.claude-bottle/state/coder-0a1b2c", "supervise  on", "claude --model sonnet"):
+    for needle in (
+        "coder",
+        "web",
+        "docker",
+        "api.example.com",
+        "*.docs.example.com",
+        "EXAMPLE_KEY",
+        "GIT_TOKEN",
+        "https://git.example.com/org/repo.git",
+        "trunk",
+        "TZ",
+        "DEBUG",
+        "bottle-tui/agent:aaa",
+        "/home/op/.claude-bottle/state/coder-0a1b2c",
+        "supervise  on",
+        "claude --model sonnet",
+    ):
         assert needle in text, needle
     assert "sk-super-secret" not in text and "UTC" not in text
     assert missing_secrets(plan, {"EXAMPLE_KEY": "x"}) == ["GIT_TOKEN"]
@@ -113,12 +139,16 @@ def test_claude_argv(plan: BottlePlan) -> None:
 
 
 def test_unknown_agent_suggests_a_name(plan: BottlePlan) -> None:
-    manifests = Manifests(home=plan.home, agents={"coder": plan.agent}, bottles={"web": plan.bottle}, agents_from_defaults=False)
+    manifests = Manifests(
+        home=plan.home, agents={"coder": plan.agent}, bottles={"web": plan.bottle}, agents_from_defaults=False
+    )
     with pytest.raises(BottleError, match="did you mean 'coder'"):
         resolve(manifests, "codr", slug="x-1", images={}, started_at="", state=plan.state)
 
 
 def test_smolvm_bottle_resolves_to_a_smolvm_plan(plan: BottlePlan) -> None:
     bottle = parse_bottle(Path("/h/bottles/vm.md"), "---\nbackend: smolvm\n---\n")
-    manifests = Manifests(home=plan.home, agents={"coder": plan.agent}, bottles={"web": bottle}, agents_from_defaults=False)
+    manifests = Manifests(
+        home=plan.home, agents={"coder": plan.agent}, bottles={"web": bottle}, agents_from_defaults=False
+    )
     assert resolve(manifests, "coder", slug="x-1", images={}, started_at="", state=plan.state).backend == "smolvm"

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bottle_contract.files import atomic_write
+from bottle_contract.proposal import ID_RE
 from bottle_tui import cli, proposals
 from bottle_tui.console.inert import inert
 from bottle_tui.errors import BottleError
 from bottle_tui.state import StateDir
-from bottle_contract.files import atomic_write
-from bottle_contract.proposal import ID_RE
 
 ROUTES = textwrap.dedent("""\
     version: 1
@@ -66,7 +66,18 @@ def test_a_proposal_is_one_json_file_with_the_documented_schema(state: StateDir)
     p = proposals.create(state, "egress-route", ASK, "need the index")
     path = state.supervise / "queue" / f"{p.id}.json"
     data = json.loads(path.read_text())
-    assert set(data) == {"version", "id", "slug", "kind", "change", "reason", "draft", "created_at", "status", "decision"}
+    assert set(data) == {
+        "version",
+        "id",
+        "slug",
+        "kind",
+        "change",
+        "reason",
+        "draft",
+        "created_at",
+        "status",
+        "decision",
+    }
     assert data["status"] == "pending" and data["decision"] is None and data["slug"] == state.slug
     assert ID_RE.match(p.id)
     # atomic replace leaves no temporary file behind
@@ -106,12 +117,24 @@ def test_approve_adds_a_fully_explicit_route_and_audits_it_twice(home: Path, sta
     out = proposals.decide(home, p.id, "approve", by="op (test)", scope="always")
     assert out.policy_changed and out.proposal.status == "approved"
     added = routes_of(state)[-1]
-    assert added == {"host": "pypi.example.org", "ports": [443], "methods": ["GET"], "paths": ["/simple/*"], "schemes": ["http", "https"],
-                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608},
-                     "model_tools": [], "once": None}
+    assert added == {
+        "host": "pypi.example.org",
+        "ports": [443],
+        "methods": ["GET"],
+        "paths": ["/simple/*"],
+        "schemes": ["http", "https"],
+        "auth": None,
+        "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608},
+        "model_tools": [],
+        "once": None,
+    }
     assert routes_of(state)[0]["auth"]["token_env"] == "API_KEY"  # the rest of the policy is kept
     saved = json.loads(p.path.read_text())
-    assert saved["decision"]["by"] == "op (test)" and saved["decision"]["change"] == {**ASK, "schemes": ["http", "https"]} and saved["decision"]["scope"] == "always"
+    assert (
+        saved["decision"]["by"] == "op (test)"
+        and saved["decision"]["change"] == {**ASK, "schemes": ["http", "https"]}
+        and saved["decision"]["scope"] == "always"
+    )
     for log in (state.path / "audit.jsonl", home / "audit.jsonl"):
         lines = log.read_text().splitlines()
         assert len(lines) == 1 and json.loads(lines[0])["id"] == p.id and json.loads(lines[0])["status"] == "approved"
@@ -144,8 +167,18 @@ def test_two_processes_racing_give_exactly_one_decision(home: Path, state: State
     procs = []
     for pid in ids:
         for action, who in (("approve", "alice"), ("reject", "bob")):
-            procs.append((pid, who, subprocess.Popen([sys.executable, "-c", RACER, str(home), pid, action, who],
-                                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)))
+            procs.append(
+                (
+                    pid,
+                    who,
+                    subprocess.Popen(
+                        [sys.executable, "-c", RACER, str(home), pid, action, who],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    ),
+                )
+            )
     for _, _, proc in procs:
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -182,20 +215,26 @@ def test_modify_may_narrow_but_never_widen(home: Path, state: StateDir) -> None:
     p = proposals.create(state, "egress-route", asked, "r")
     narrow = {"host": "api.example.org", "ports": [443], "methods": ["GET"], "paths": ["/api/v1/*"]}
     out = proposals.decide(home, p.id, "modify", by="op", change=narrow)
-    assert out.proposal.status == "modified" and out.proposal.data["decision"]["change"] == {**narrow, "schemes": ["http", "https"]}
+    assert out.proposal.status == "modified" and out.proposal.data["decision"]["change"] == {
+        **narrow,
+        "schemes": ["http", "https"],
+    }
     assert routes_of(state)[-1]["paths"] == ["/api/v1/*"]
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"host": "https://x.example.com"}, "host"),
-    ({"host": "bad host"}, "host"),
-    ({"host": "*.com"}, "host"),
-    ({"host": "a.example.com", "ports": [0]}, "ports"),
-    ({"host": "a.example.com", "methods": ["FETCH"]}, "methods"),
-    ({"host": "a.example.com", "paths": ["no-slash"]}, "paths"),
-    ({"host": "a.example.com", "paths": ["/a?b"]}, "paths"),
-    ({"host": "a.example.com", "auth": {"scheme": "bearer"}}, "auth"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"host": "https://x.example.com"}, "host"),
+        ({"host": "bad host"}, "host"),
+        ({"host": "*.com"}, "host"),
+        ({"host": "a.example.com", "ports": [0]}, "ports"),
+        ({"host": "a.example.com", "methods": ["FETCH"]}, "methods"),
+        ({"host": "a.example.com", "paths": ["no-slash"]}, "paths"),
+        ({"host": "a.example.com", "paths": ["/a?b"]}, "paths"),
+        ({"host": "a.example.com", "auth": {"scheme": "bearer"}}, "auth"),
+    ],
+)
 def test_a_bad_change_is_one_line_naming_the_key(change: dict, key: str) -> None:
     with pytest.raises(BottleError) as info:
         proposals.validate_change("egress-route", change)
@@ -232,9 +271,15 @@ def test_a_crash_while_writing_the_policy_leaves_the_old_one_whole(home: Path, s
 def test_policy_validation_names_the_key(tmp_path: Path) -> None:
     src = tmp_path / "routes.yaml"
     with pytest.raises(BottleError, match=r"routes\[0\]\.colour"):
-        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], colour: red}\n", src)
+        proposals.parse_policy(
+            "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], colour: red}\n",
+            src,
+        )
     with pytest.raises(BottleError, match=r"routes\[0\]\.host"):
-        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: 'a b', ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n", src)
+        proposals.parse_policy(
+            "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: 'a b', ports: [443], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}\n",
+            src,
+        )
     with pytest.raises(BottleError, match="invalid YAML"):
         proposals.parse_policy("version: 1\nroutes: [\n", src)
     assert proposals.parse_policy(ROUTES, src)["bottle"] == "sandbox"
@@ -245,7 +290,10 @@ def test_a_policy_without_explicit_dlp_settings_is_refused(tmp_path: Path) -> No
     with pytest.raises(BottleError, match=r"routes.yaml: dlp: missing"):
         proposals.parse_policy("version: 1\nbottle: b\nroutes: []\n", src)
     with pytest.raises(BottleError, match=r"routes\[0\]\.dlp: missing"):
-        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}\n", src)
+        proposals.parse_policy(
+            "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], schemes: [https], auth: null}\n",
+            src,
+        )
     with pytest.raises(BottleError, match=r"dlp.max_body_bytes: missing"):
         proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: []}\nroutes: []\n", src)
 
@@ -333,43 +381,69 @@ def test_routes_edit_reopens_on_a_bad_save_then_applies_and_audits(home: Path, s
     editor.chmod(0o755)
     log = tmp_path / "editor.log"
     env = {**os.environ, "EDITOR": str(editor), "VISUAL": "", "EDITOR_LOG": str(log)}
-    result = run_with_a_terminal([sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug], env)
+    result = run_with_a_terminal(
+        [sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug], env
+    )
     assert result.returncode == 0, result.stderr
     added = routes_of(state)[-1]
-    assert added == {"host": "docs.example.com", "ports": [443], "methods": ["GET"], "paths": [], "schemes": ["https"],
-                     "auth": None, "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608},
-                     "model_tools": [], "once": None}
+    assert added == {
+        "host": "docs.example.com",
+        "ports": [443],
+        "methods": ["GET"],
+        "paths": [],
+        "schemes": ["https"],
+        "auth": None,
+        "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 8388608},
+        "model_tools": [],
+        "once": None,
+    }
     assert log.read_text() == "xx"  # opened twice: the bad save was shown its error
     audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["kind"] == "policy-edit" and "docs.example.com" in audit[-1]["after"]
 
 
 def test_routes_edit_without_a_terminal_is_one_line(home: Path, state: StateDir) -> None:
-    result = subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug],
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "EDITOR": "true"})
+    result = subprocess.run(
+        [sys.executable, "-m", "bottle_tui", "--home", str(home), "routes", "edit", state.slug],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "EDITOR": "true"},
+    )
     assert result.returncode == 1 and "needs a terminal" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_a_dlp_exemption_disables_the_rule_on_the_routes_of_that_host(home: Path, state: StateDir) -> None:
     p = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "test fixture")
     assert proposals.decide(home, p.id, "approve", by="op").policy_changed
-    assert routes_of(state)[0]["dlp"] == {"body": True, "disabled_rules": ["generic-api-key"], "max_body_bytes": 8388608}
+    assert routes_of(state)[0]["dlp"] == {
+        "body": True,
+        "disabled_rules": ["generic-api-key"],
+        "max_body_bytes": 8388608,
+    }
     again = proposals.create(state, "dlp-exemption", {"host": "api.example.com", "rule": "generic-api-key"}, "twice")
     assert not proposals.decide(home, again.id, "approve", by="op").policy_changed
     nowhere = proposals.create(state, "dlp-exemption", {"host": "other.example.com", "rule": "generic-api-key"}, "r")
     with pytest.raises(BottleError, match="allow the route first"):
         proposals.decide(home, nowhere.id, "approve", by="op")
     with pytest.raises(BottleError, match=r"routes\[0\]\.dlp\.disabled_rules\[0\]"):
-        proposals.parse_policy("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], "
-                               "schemes: [https], auth: null, dlp: {body: true, disabled_rules: ['a b'], max_body_bytes: 9}, model_tools: [], once: null}\n",
-                               state.egress / "routes.yaml")
+        proposals.parse_policy(
+            "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes:\n- {host: a.example.com, ports: [443], methods: [], paths: [], "
+            "schemes: [https], auth: null, dlp: {body: true, disabled_rules: ['a b'], max_body_bytes: 9}, model_tools: [], once: null}\n",
+            state.egress / "routes.yaml",
+        )
 
 
 def test_proposals_ls_never_cuts_a_change(home: Path, state: StateDir, capsys) -> None:
     """A long host with its ports and paths: all of it shows, on one line in a pipe, wrapped under
     the WHAT column on a terminal (issue 15: the ports and paths were cut at 100 characters)."""
     host = "a-very-long-subdomain-name-that-goes-on." * 3 + "example.org"
-    change = {"host": host, "ports": [443, 8443], "methods": ["GET", "POST"], "paths": ["/first/path/*", "/second/one/that/is/long/*"]}
+    change = {
+        "host": host,
+        "ports": [443, 8443],
+        "methods": ["GET", "POST"],
+        "paths": ["/first/path/*", "/second/one/that/is/long/*"],
+    }
     p = proposals.create(state, "egress-route", change, "r")
     whole = p.summary()
     assert len(whole) > 150 and "8443" in whole and "/second/one/that/is/long/*" in whole

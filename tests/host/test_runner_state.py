@@ -13,11 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from bottle_contract.files import atomic_write
 from bottle_tui.errors import BottleError
 from bottle_tui.runner import CommandError, CommandNotFound, lines, run
-from bottle_tui.state import (StateDir, archive_root, new_slug, project_name, prune_archive, remove_tree,
-                              slug_of_project, state_dir)
-from bottle_contract.files import atomic_write
+from bottle_tui.state import (
+    StateDir,
+    archive_root,
+    new_slug,
+    project_name,
+    prune_archive,
+    remove_tree,
+    slug_of_project,
+    state_dir,
+)
 
 
 async def test_run_captures_output_and_closes_stdin() -> None:
@@ -74,7 +82,9 @@ async def test_run_unchecked_returns_status_and_input_reaches_stdin() -> None:
 async def test_lines_streams_and_stops_the_command(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     seen = []
-    async with contextlib.aclosing(lines(["sh", "-c", f"echo $$ > {pidfile}; echo a; echo b; exec sleep 30"])) as stream:
+    async with contextlib.aclosing(
+        lines(["sh", "-c", f"echo $$ > {pidfile}; echo a; echo b; exec sleep 30"])
+    ) as stream:
         async for line in stream:
             seen.append(line)
             if len(seen) == 2:
@@ -133,7 +143,13 @@ def test_archive_keeps_what_an_operator_wants_and_not_runtime_material(tmp_path:
     dest = archive_root(tmp_path) / state.slug
     assert state.archive_to(dest) == []
     got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert got == ["compose.log", "egress/requests.jsonl", "egress/requests.jsonl.1", "metadata.json", "transcript/p/s.jsonl"]
+    assert got == [
+        "compose.log",
+        "egress/requests.jsonl",
+        "egress/requests.jsonl.1",
+        "metadata.json",
+        "transcript/p/s.jsonl",
+    ]
     assert not (dest / "egress" / "mitmproxy-ca.pem").exists() and not (dest / "compose.yaml").exists()
 
 
@@ -144,7 +160,11 @@ def test_remove_tree_reports_what_it_could_not_remove(tmp_path: Path) -> None:
     # Something that cannot be removed: an immutable file (chattr +i, as root), else a folder
     # without write permission (enough for any other uid).
     victim = stuck / "inner" / "f"
-    immutable = subprocess.run(["chattr", "+i", str(victim)], capture_output=True).returncode == 0 if shutil.which("chattr") else False
+    immutable = (
+        subprocess.run(["chattr", "+i", str(victim)], capture_output=True).returncode == 0
+        if shutil.which("chattr")
+        else False
+    )
     if not immutable:
         os.chmod(stuck / "inner", 0o500)  # effective for a non-root uid
     try:
@@ -182,7 +202,15 @@ def test_changed_file_names_proposals_and_status_and_nothing_else(tmp_path: Path
     s = state_dir(tmp_path, "coder-abc123")
     assert changed_file(tmp_path, s.queue / "p-1.json") == ("proposal", s)
     assert changed_file(tmp_path, str(s.status_file)) == ("status", s)
-    for other in (s.queue / ".p-1.json.tmp", s.queue / ".lock", s.queue / "p-1.txt", s.supervise / "p-1.json",
-                  s.status / "other.json", s.egress_log, s.routes, tmp_path / "state" / "status.json",
-                  tmp_path / "elsewhere" / "coder-abc123" / "status" / "status.json"):
+    for other in (
+        s.queue / ".p-1.json.tmp",
+        s.queue / ".lock",
+        s.queue / "p-1.txt",
+        s.supervise / "p-1.json",
+        s.status / "other.json",
+        s.egress_log,
+        s.routes,
+        tmp_path / "state" / "status.json",
+        tmp_path / "elsewhere" / "coder-abc123" / "status" / "status.json",
+    ):
         assert changed_file(tmp_path, other) is None, other

@@ -5,24 +5,28 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import subprocess
 import threading
 import urllib.request
 from http.server import ThreadingHTTPServer
-from pathlib import Path
-import subprocess
 
 import pytest
 
+from bottle_contract.policy import parse_policy
 from bottle_tui import selftest
 from bottle_tui.backends.docker.selftest import SelftestResult, judgeable_credentials
 from bottle_tui.plan import MIN_CREDENTIAL_CHARS
 from bottle_tui.selftest import Attack, Targets, build_suite, judge, judge_all, split_output, suite_script
-from bottle_contract.policy import parse_policy
-
 from tests.support.sidecars import SIDECARS, egress_module
 
-T = Targets(allowed="allowed.test", blocked="blocked.test", direct_ip="192.0.2.10", authed="auth.test",
-            placeholder_env="TOKEN", git_remote="http://git-gate:8081/repo.git")
+T = Targets(
+    allowed="allowed.test",
+    blocked="blocked.test",
+    direct_ip="192.0.2.10",
+    authed="auth.test",
+    placeholder_env="TOKEN",
+    git_remote="http://git-gate:8081/repo.git",
+)
 
 
 def attack(expect: str, id: str = "a") -> Attack:
@@ -33,13 +37,39 @@ def test_the_suite_has_the_attacks_the_issue_names() -> None:
     suite = build_suite(T)
     ids = {a.id for a in suite}
     assert sum(a.expect != "control" for a in suite) >= 30
-    for needed in ("host-not-listed-http", "spoofed-host-header", "spoofed-sni", "raw-ip-via-proxy", "proxy-vars-unset",
-                   "direct-tcp-22", "direct-tcp-53", "direct-tcp-80", "direct-tcp-443", "ipv6-mapped", "dns-crafted-name",
-                   "websocket-blocked-host", "git-push-other-remote", "control-credential-injected"):
+    for needed in (
+        "host-not-listed-http",
+        "spoofed-host-header",
+        "spoofed-sni",
+        "raw-ip-via-proxy",
+        "proxy-vars-unset",
+        "direct-tcp-22",
+        "direct-tcp-53",
+        "direct-tcp-80",
+        "direct-tcp-443",
+        "ipv6-mapped",
+        "dns-crafted-name",
+        "websocket-blocked-host",
+        "git-push-other-remote",
+        "control-credential-injected",
+    ):
         assert needed in ids
     for kind in ("aws", "github", "slack"):
-        for place in ("path", "query", "header", "cookie", "user-agent", "json-https", "form", "multipart", "gzip",
-                      "chunked", "base64", "hex", "percent"):
+        for place in (
+            "path",
+            "query",
+            "header",
+            "cookie",
+            "user-agent",
+            "json-https",
+            "form",
+            "multipart",
+            "gzip",
+            "chunked",
+            "base64",
+            "hex",
+            "percent",
+        ):
             assert f"dlp-{kind}-{place}" in ids
     assert {f"git-push-{k}" for k in ("aws", "github", "slack", "private-key")} <= ids
     # No git attacks for a bottle without a gate.
@@ -64,7 +94,9 @@ def test_secrets_are_fresh_each_run_and_shaped_like_the_real_thing() -> None:
 def test_judging_attacks() -> None:
     real = {"TOKEN": "sk-real"}
     assert judge(attack("egress"), "egress: blocked GET ...\nHTTP 403", real_secrets=real).verdict == "blocked"
-    assert judge(attack("dlp"), "dlp: blocked aws-access-token in query\nHTTP 403", real_secrets=real).verdict == "blocked"
+    assert (
+        judge(attack("dlp"), "dlp: blocked aws-access-token in query\nHTTP 403", real_secrets=real).verdict == "blocked"
+    )
     # An upstream of ours answered: a leak, whatever else the output says.
     assert judge(attack("dlp"), '{"fake_internet": true}\nHTTP 200', real_secrets=real).verdict == "LEAKED"
     assert judge(attack("unreachable"), "CONNECTED", real_secrets=real).verdict == "LEAKED"
@@ -83,15 +115,19 @@ def test_judging_controls() -> None:
     assert judge(attack("control"), "egress: blocked\nHTTP 403", real_secrets=real).verdict == "FAIL"
     cred = next(a for a in build_suite(T) if a.id == "control-credential-injected")
     digest = hashlib.sha256(b"sk-real").hexdigest()
-    assert judge(cred, '{"fake_internet": true, "x_api_key_sha256": "%s"}' % digest, real_secrets=real).verdict == "pass"
+    assert (
+        judge(cred, '{"fake_internet": true, "x_api_key_sha256": "%s"}' % digest, real_secrets=real).verdict == "pass"
+    )
     assert judge(cred, '{"fake_internet": true, "x_api_key_sha256": "00"}', real_secrets=real).verdict == "FAIL"
     assert judge(cred, '{"fake_internet": true, "echo": "sk-real"}', real_secrets=real).verdict == "FAIL"
 
 
 def test_report_counts_and_flags_failure() -> None:
     suite = [attack("egress", "x"), attack("control", "control-allowed-http")]
-    out = f"{selftest.BEGIN}x\nCONNECTED\n{selftest.END}x\n{selftest.BEGIN}control-allowed-http\n" \
-          f'{{"fake_internet": true}}\n{selftest.END}control-allowed-http\n'
+    out = (
+        f"{selftest.BEGIN}x\nCONNECTED\n{selftest.END}x\n{selftest.BEGIN}control-allowed-http\n"
+        f'{{"fake_internet": true}}\n{selftest.END}control-allowed-http\n'
+    )
     text = selftest.report(judge_all(suite, out, real_secrets={}))
     assert "1 attacks: 0 blocked, 1 LEAKED" in text and "FAILED" in text
 
@@ -99,7 +135,13 @@ def test_report_counts_and_flags_failure() -> None:
 def test_a_streamed_body_closed_mid_way_counts_only_with_egress_s_log_line() -> None:
     at = Attack("dlp-aws-chunked", "what", "true", "dlp-stream", log_path="/chunked/aws")
     closed = "curl: (52) Empty reply from server\nHTTP 000"
-    logged = [{"decision": "block", "path": "/chunked/aws", "dlp": {"findings": [{"rule": "aws-access-token", "where": "body"}]}}]
+    logged = [
+        {
+            "decision": "block",
+            "path": "/chunked/aws",
+            "dlp": {"findings": [{"rule": "aws-access-token", "where": "body"}]},
+        }
+    ]
     assert judge(at, closed, real_secrets={}, log=logged).verdict == "blocked"
     assert judge(at, closed, real_secrets={}, log=[]).verdict == "UNCLEAR"
     other = [{**logged[0], "path": "/chunked/github"}]
@@ -138,26 +180,51 @@ def test_the_injection_control_checks_every_auth_scheme(kind: str, canary_url: s
     got, and the control passes for the real credential in the scheme's header, else fails."""
     auth = AUTHS[kind]
     real = "ops-user:" + "s3cret-value-" * 2 if auth["scheme"] == "basic" else "sk-live-" + "a1b2c3d4" * 3
-    doc = {"version": 1, "bottle": "b", "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 1024},
-           "routes": [{"host": "auth.test", "ports": [443], "methods": [], "paths": [], "schemes": ["https"], "auth": auth,
-                       "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 1024}, "model_tools": [], "once": None}]}
+    doc = {
+        "version": 1,
+        "bottle": "b",
+        "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 1024},
+        "routes": [
+            {
+                "host": "auth.test",
+                "ports": [443],
+                "methods": [],
+                "paths": [],
+                "schemes": ["https"],
+                "auth": auth,
+                "dlp": {"body": True, "disabled_rules": [], "max_body_bytes": 1024},
+                "model_tools": [],
+                "once": None,
+            }
+        ],
+    }
     route = parse_policy(doc, "routes.yaml").routes[0]
-    routes = egress_module("routes")
+    credentials = egress_module("credentials")
+    scrubber = egress_module("scrubber")
 
     def upstream_saw(value: str) -> str:
         """The canary's answer as the agent gets it: egress scrubs the credential out of it."""
-        request = urllib.request.Request(canary_url, headers=routes.auth_headers(route, {"TOKEN": value}))
+        request = urllib.request.Request(canary_url, headers=credentials.auth_headers(route, {"TOKEN": value}))
         with urllib.request.urlopen(request, timeout=10) as answer:
             body = answer.read()
-        return routes.Scrubber(routes.secret_values(route, {"TOKEN": value})).scrub(body).decode() + "\nHTTP 200"
+        return scrubber.Scrubber(credentials.secret_values(route, {"TOKEN": value})).scrub(body).decode() + "\nHTTP 200"
 
-    targets = Targets(allowed="a.test", blocked="b.test", direct_ip="192.0.2.1", authed="auth.test", placeholder_env="TOKEN",
-                      auth_scheme=auth["scheme"], auth_header=auth.get("header"))
+    targets = Targets(
+        allowed="a.test",
+        blocked="b.test",
+        direct_ip="192.0.2.1",
+        authed="auth.test",
+        placeholder_env="TOKEN",
+        auth_scheme=auth["scheme"],
+        auth_header=auth.get("header"),
+    )
     control = next(a for a in build_suite(targets) if a.id == "control-credential-injected")
     assert auth["scheme"] in control.what
     # The agent sends its placeholder in the header the scheme uses.
-    header = {"bearer": "Authorization: Bearer $TOKEN", "basic": 'Authorization: Basic $(printf %s "$TOKEN" | base64 -w0)'}.get(
-        auth["scheme"], f"{auth.get('header')}: $TOKEN")
+    header = {
+        "bearer": "Authorization: Bearer $TOKEN",
+        "basic": 'Authorization: Basic $(printf %s "$TOKEN" | base64 -w0)',
+    }.get(auth["scheme"], f"{auth.get('header')}: $TOKEN")
     assert f'-H "{header}"' in control.script
     got = upstream_saw(real)
     assert json.loads(got.split("\nHTTP")[0])["fake_internet"] is True
@@ -170,13 +237,15 @@ def test_the_injection_control_checks_every_auth_scheme(kind: str, canary_url: s
 
 
 def test_credentials_too_short_are_not_judged_and_the_report_says_why() -> None:
-    policy = {"routes": [
-        {"host": "a.test", "auth": {"scheme": "bearer", "token_env": "SHORT"}},
-        {"host": "b.test", "auth": {"scheme": "basic", "token_env": "BASIC"}},
-        {"host": "c.test", "auth": {"scheme": "header", "header": "X-K", "token_env": "LONG"}},
-        {"host": "d.test", "auth": {"scheme": "bearer", "token_env": "UNSET"}},
-        {"host": "e.test", "auth": None},
-    ]}
+    policy = {
+        "routes": [
+            {"host": "a.test", "auth": {"scheme": "bearer", "token_env": "SHORT"}},
+            {"host": "b.test", "auth": {"scheme": "basic", "token_env": "BASIC"}},
+            {"host": "c.test", "auth": {"scheme": "header", "header": "X-K", "token_env": "LONG"}},
+            {"host": "d.test", "auth": {"scheme": "bearer", "token_env": "UNSET"}},
+            {"host": "e.test", "auth": None},
+        ]
+    }
     env = {"SHORT": "x", "BASIC": "a-long-user-name:pw", "LONG": "L" * MIN_CREDENTIAL_CHARS}
     credentials, judged, not_judged = judgeable_credentials(policy, env)
     assert credentials == {"BASIC": env["BASIC"], "LONG": env["LONG"], "SHORT": "x"}

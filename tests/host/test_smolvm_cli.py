@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bottle_tui import backends
 from bottle_tui.backends import Backend
 from bottle_tui.backends.smolvm import probe
@@ -32,8 +33,14 @@ def home(tmp_path: Path) -> Path:
 
 
 def _cli(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), *args], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "bottle_tui", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
 
 
 def _isolated(tmp_path: Path) -> dict[str, str]:
@@ -51,9 +58,17 @@ def test_dry_run_shows_the_smolvm_plan_without_probing(home: Path, tmp_path: Pat
 
 def test_cached_failed_probe_refuses_start_in_one_line(home: Path, tmp_path: Path) -> None:
     env = _isolated(tmp_path)
-    (tmp_path / "probe.json").write_text(json.dumps({
-        "ok": False, "reason": "Received KVM_EXIT_INTERNAL_ERROR signal", "host": probe.host_key(),
-        "smolvm": "1.32.2", "checked_at": "2026-11-27T08:00:00+00:00"}))
+    (tmp_path / "probe.json").write_text(
+        json.dumps(
+            {
+                "ok": False,
+                "reason": "Received KVM_EXIT_INTERNAL_ERROR signal",
+                "host": probe.host_key(),
+                "smolvm": "1.32.2",
+                "checked_at": "2026-11-27T08:00:00+00:00",
+            }
+        )
+    )
     out = _cli(home, "start", "vmagent", "--yes", env=env)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bottle_tui.backends.docker.engine import BottleInfo
 from bottle_tui.backends.smolvm import install, probe
 from bottle_tui.backends.smolvm.engine import Machine, check_version, duration, parse_ls, parse_version
@@ -22,11 +23,14 @@ def test_supported_versions() -> None:
     check_version((1, 32, 2))
 
 
-@pytest.mark.parametrize("found, words", [
-    ((1, 7, 9), ["smolvm 1.7.9 is too old", ">= 1.8.0"]),
-    ((1, 1, 0), ["smolvm 1.1.0 is too old", ">= 1.8.0"]),
-    ((2, 0, 0), ["smolvm 2.0.0 is newer", "< 2.0.0"]),
-])
+@pytest.mark.parametrize(
+    "found, words",
+    [
+        ((1, 7, 9), ["smolvm 1.7.9 is too old", ">= 1.8.0"]),
+        ((1, 1, 0), ["smolvm 1.1.0 is too old", ">= 1.8.0"]),
+        ((2, 0, 0), ["smolvm 2.0.0 is newer", "< 2.0.0"]),
+    ],
+)
 def test_unsupported_versions_name_found_and_needed(found: tuple[int, int, int], words: list[str]) -> None:
     with pytest.raises(BottleError) as err:
         check_version(found)
@@ -53,18 +57,34 @@ def test_ls_json_bad_output_is_one_line() -> None:
         parse_ls('{"name": "x"}')
 
 
-LABELS = {"dev.bottle-tui.managed": "true", "dev.bottle-tui.agent": "coder", "dev.bottle-tui.bottle": "vm",
-          "dev.bottle-tui.started-at": "2026-11-27T08:00:00+00:00"}
+LABELS = {
+    "dev.bottle-tui.managed": "true",
+    "dev.bottle-tui.agent": "coder",
+    "dev.bottle-tui.bottle": "vm",
+    "dev.bottle-tui.started-at": "2026-11-27T08:00:00+00:00",
+}
 
 
 def _vm(slug: str, state: str = "running", home: str = "/h", **extra: str) -> Machine:
-    return Machine(name=f"claude-bottle-{slug}", state=state,
-                   labels={**LABELS, "dev.bottle-tui.slug": slug, "dev.bottle-tui.home": home, **extra})
+    return Machine(
+        name=f"claude-bottle-{slug}",
+        state=state,
+        labels={**LABELS, "dev.bottle-tui.slug": slug, "dev.bottle-tui.home": home, **extra},
+    )
 
 
 def _bundle(slug: str, backend: str = "smolvm", state: str = "running") -> BottleInfo:
-    return BottleInfo(slug=slug, project=f"claude-bottle-{slug}", agent="coder", bottle="vm", backend=backend,
-                      started_at="2026-11-27T08:00:00+00:00", home="/h", status="running(1)", services={"sidecars": state})
+    return BottleInfo(
+        slug=slug,
+        project=f"claude-bottle-{slug}",
+        agent="coder",
+        bottle="vm",
+        backend=backend,
+        started_at="2026-11-27T08:00:00+00:00",
+        home="/h",
+        status="running(1)",
+        services={"sidecars": state},
+    )
 
 
 def test_join_pairs_machines_with_their_bundles() -> None:
@@ -99,14 +119,25 @@ def test_join_reads_what_labels_lack_from_the_state_folder(tmp_path: Path) -> No
     state = StateDir(tmp_path / "state" / "coder-9")
     state.create()
     state.write_metadata({"agent": "from-metadata", "bottle": "vm", "started_at": "2026-11-27T09:00:00+00:00"})
-    vm = Machine(name="claude-bottle-coder-9", state="running",
-                 labels={"dev.bottle-tui.managed": "true", "dev.bottle-tui.slug": "coder-9", "dev.bottle-tui.home": str(tmp_path)})
+    vm = Machine(
+        name="claude-bottle-coder-9",
+        state="running",
+        labels={
+            "dev.bottle-tui.managed": "true",
+            "dev.bottle-tui.slug": "coder-9",
+            "dev.bottle-tui.home": str(tmp_path),
+        },
+    )
     (found,) = join([], [vm])
     assert found.agent == "from-metadata" and found.started_at == "2026-11-27T09:00:00+00:00"
 
 
-MACHINES = [_vm("mine-1", home="/h"), _vm("theirs-1", home="/runs/t1/home"),
-            Machine(name="claude-bottle-probe-abc123", state="stopped"), Machine(name="not-ours", state="running")]
+MACHINES = [
+    _vm("mine-1", home="/h"),
+    _vm("theirs-1", home="/runs/t1/home"),
+    Machine(name="claude-bottle-probe-abc123", state="stopped"),
+    Machine(name="not-ours", state="running"),
+]
 
 
 def test_cleanup_takes_this_homes_machines_by_default() -> None:
@@ -116,8 +147,13 @@ def test_cleanup_takes_this_homes_machines_by_default() -> None:
 def test_cleanup_scope_widens_like_dockers() -> None:
     # Unlabelled machines (a leftover probe) only with --all-homes, as for docker's unlabelled leftovers.
     assert [n for n, _ in cleanup_targets(MACHINES, Path("/h"), all_homes=True)] == [
-        "claude-bottle-mine-1", "claude-bottle-probe-abc123", "claude-bottle-theirs-1"]
-    assert cleanup_targets(MACHINES, Path("/h"), homes_under=Path("/runs")) == [("claude-bottle-theirs-1", "/runs/t1/home")]
+        "claude-bottle-mine-1",
+        "claude-bottle-probe-abc123",
+        "claude-bottle-theirs-1",
+    ]
+    assert cleanup_targets(MACHINES, Path("/h"), homes_under=Path("/runs")) == [
+        ("claude-bottle-theirs-1", "/runs/t1/home")
+    ]
     assert cleanup_targets(MACHINES, Path("/h"), homes_under=Path("/run")) == []
 
 
@@ -125,7 +161,13 @@ def test_probe_cache_is_per_host_and_version(tmp_path: Path, monkeypatch: pytest
     cache = tmp_path / "probe.json"
     monkeypatch.setenv(probe.CACHE_ENV, str(cache))
     assert probe.cached_probe() is None
-    doc = {"ok": False, "reason": "KVM_EXIT_INTERNAL_ERROR", "host": probe.host_key(), "smolvm": "1.32.2", "checked_at": "t"}
+    doc = {
+        "ok": False,
+        "reason": "KVM_EXIT_INTERNAL_ERROR",
+        "host": probe.host_key(),
+        "smolvm": "1.32.2",
+        "checked_at": "t",
+    }
     cache.write_text(json.dumps(doc))
     assert probe.cached_probe("1.32.2").summary == "microVMs cannot boot on this host: KVM_EXIT_INTERNAL_ERROR"
     assert probe.cached_probe() is not None
@@ -137,8 +179,10 @@ def test_probe_cache_is_per_host_and_version(tmp_path: Path, monkeypatch: pytest
 
 
 def test_probe_reason_is_one_short_line() -> None:
-    raw = ("agent operation failed: start machine: agent operation failed: monitor agent: "
-           "[2026-11-27T07:46:33.920852Z ERROR krun_vmm::linux::vstate] Received KVM_EXIT_INTERNAL_ERROR signal\n(boot process exited)")
+    raw = (
+        "agent operation failed: start machine: agent operation failed: monitor agent: "
+        "[2026-11-27T07:46:33.920852Z ERROR krun_vmm::linux::vstate] Received KVM_EXIT_INTERNAL_ERROR signal\n(boot process exited)"
+    )
     line = probe.one_line(raw)
     assert "\n" not in line and "[2026" not in line and "KVM_EXIT_INTERNAL_ERROR" in line
     assert len(probe.one_line("x" * 1000)) == 238

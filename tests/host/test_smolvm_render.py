@@ -13,10 +13,17 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from bottle_tui.backends.docker.compose import to_yaml
 from bottle_tui.backends.smolvm.engine import Smolvm, create_args
 from bottle_tui.backends.smolvm.render import (
-    PACK_ENV_VARS, create_flags, machine_labels, render_bundle, render_smolfile, vm_env, vm_name,
+    PACK_ENV_VARS,
+    create_flags,
+    machine_labels,
+    render_bundle,
+    render_smolfile,
+    vm_env,
+    vm_name,
 )
 from bottle_tui.errors import BottleError
 from bottle_tui.plan import BottlePlan, placeholder
@@ -28,7 +35,7 @@ BUNDLE_IP = "172.20.3.2"
 
 
 @pytest.fixture
-def plan(docker_plan: BottlePlan) -> BottlePlan:
+def plan(docker_plan: BottlePlan) -> BottlePlan:  # noqa: F811 - the fixture imported above
     """The docker renderers' plan, with its bottle on the smolvm backend."""
     return dataclasses.replace(docker_plan, bottle=dataclasses.replace(docker_plan.bottle, backend="smolvm"))
 
@@ -64,7 +71,20 @@ def test_smolfile_is_toml_with_only_per_image_values(plan: BottlePlan) -> None:
 def test_smolfile_keys_are_all_known_to_smolvm(plan: BottlePlan) -> None:
     # The keys smolvm 1.32.2 lists when it refuses an unknown one (the contract test feeds the
     # rendered file to the real CLI as well).
-    known = {"image", "entrypoint", "cmd", "env", "secrets", "workdir", "user", "cpus", "memory", "net", "network", "init"}
+    known = {
+        "image",
+        "entrypoint",
+        "cmd",
+        "env",
+        "secrets",
+        "workdir",
+        "user",
+        "cpus",
+        "memory",
+        "net",
+        "network",
+        "init",
+    }
     assert set(tomllib.loads(render_smolfile(plan))) <= known
 
 
@@ -117,8 +137,14 @@ def test_bundle_address_must_be_an_ipv4_literal(plan: BottlePlan, address: str) 
 
 def test_create_argv_golden(plan: BottlePlan) -> None:
     smol = Smolvm(Path("/opt/smol/smolvm"), state_dir=Path("/var/lib/smolvm-test"))
-    argv = smol.argv(*create_args(name=vm_name(plan.slug), flags=create_flags(plan, address=BUNDLE_IP),
-                                  from_pack=Path("/packs/agent-0123.smolmachine"), labels=machine_labels(plan)))
+    argv = smol.argv(
+        *create_args(
+            name=vm_name(plan.slug),
+            flags=create_flags(plan, address=BUNDLE_IP),
+            from_pack=Path("/packs/agent-0123.smolmachine"),
+            labels=machine_labels(plan),
+        )
+    )
     check_golden("smolvm-create-argv.txt", "\n".join(argv) + "\n")
     assert argv[:5] == ["/opt/smol/smolvm", "--error-format", "json", "--state-dir", "/var/lib/smolvm-test"]
     assert argv[5:9] == ["machine", "create", "--name", "claude-bottle-coder-0a1b2c"]
@@ -133,9 +159,11 @@ def test_from_and_smolfile_are_never_combined() -> None:
 
 def test_exec_argv_is_interactive_and_a_plain_argv_list() -> None:
     smol = Smolvm(Path("/opt/smol/smolvm"))
-    argv = smol.exec_argv(name="claude-bottle-a-1", argv=["claude", "--continue"], tty=True, user="1000:1000", env={"TERM": "xterm"})
+    argv = smol.exec_argv(
+        name="claude-bottle-a-1", argv=["claude", "--continue"], tty=True, user="1000:1000", env={"TERM": "xterm"}
+    )
     assert argv[0] == "env"
-    tail = argv[argv.index("/opt/smol/smolvm"):]
+    tail = argv[argv.index("/opt/smol/smolvm") :]
     assert tail[:7] == ["/opt/smol/smolvm", "--error-format", "json", "machine", "exec", "--name", "claude-bottle-a-1"]
     assert ["-i", "-t"] == tail[7:9] and tail[-3:] == ["--", "claude", "--continue"]
     assert shlex.join(argv).count("TERM=xterm") == 1

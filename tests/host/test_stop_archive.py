@@ -65,13 +65,19 @@ def make_state(home: Path):
     return state
 
 
-async def test_a_failing_compose_logs_still_takes_the_bottle_down_and_archives(tmp_path: Path, docker: FakeDockerCli) -> None:
+async def test_a_failing_compose_logs_still_takes_the_bottle_down_and_archives(
+    tmp_path: Path, docker: FakeDockerCli
+) -> None:
     state = make_state(tmp_path)
     docker.fail["logs"] = CommandError(["docker", "compose", "logs"], None, "", "timed out after 60 s")
     said: list[str] = []
     report = await lifecycle.stop(tmp_path, SLUG, said.append)
     assert "down" in docker.calls
-    assert len(report.problems) == 1 and "saving compose logs failed" in report.problems[0] and "timed out" in report.problems[0]
+    assert (
+        len(report.problems) == 1
+        and "saving compose logs failed" in report.problems[0]
+        and "timed out" in report.problems[0]
+    )
     assert any(line.startswith("warning: saving compose logs failed") for line in said)
     archive = archive_root(tmp_path) / SLUG
     assert report.archive == archive
@@ -93,7 +99,9 @@ async def test_a_failed_transcript_copy_is_reported(tmp_path: Path, docker: Fake
     assert (archive_root(tmp_path) / SLUG / "compose.log").read_text().startswith("sidecars")
 
 
-async def test_a_failed_log_write_does_not_stop_the_teardown(tmp_path: Path, docker: FakeDockerCli, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_log_write_does_not_stop_the_teardown(
+    tmp_path: Path, docker: FakeDockerCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_state(tmp_path)
 
     def disk_full(*_args: object, **_kw: object) -> None:
@@ -133,13 +141,16 @@ async def test_retention_from_the_config_prunes_older_archives(tmp_path: Path, d
     assert (archive_root(tmp_path) / SLUG).is_dir(), "the archive just written is never pruned"
 
 
-@pytest.mark.parametrize("text, key", [
-    ("archive: {max_age_days: -1}\n", "archive.max_age_days"),
-    ("archive: {max_total: 5}\n", "archive.max_total"),
-    ("archiv: {}\n", "archiv"),
-    ("archive: [1]\n", "archive"),
-    ("archive: {max_total_mb: yes}\n", "archive.max_total_mb"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("archive: {max_age_days: -1}\n", "archive.max_age_days"),
+        ("archive: {max_total: 5}\n", "archive.max_total"),
+        ("archiv: {}\n", "archiv"),
+        ("archive: [1]\n", "archive"),
+        ("archive: {max_total_mb: yes}\n", "archive.max_total_mb"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
     (tmp_path / "config.yaml").write_text(text)
     with pytest.raises(BottleError) as info:

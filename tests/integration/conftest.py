@@ -16,9 +16,17 @@ import libtmux
 import pytest
 
 from bottle_tui.backends.docker import engine, images
-
-from tests.support.bottles import (connect_fake_internet, engine_answers, make_fake_pki, remove_fake_internet, run_fake_internet, sh,
-                      start_bottle, stop_bottle, write_home)
+from tests.support.bottles import (
+    connect_fake_internet,
+    engine_answers,
+    make_fake_pki,
+    remove_fake_internet,
+    run_fake_internet,
+    sh,
+    start_bottle,
+    stop_bottle,
+    write_home,
+)
 
 
 @pytest.fixture(scope="session")

@@ -198,7 +198,7 @@ def test_push_with_a_secret_is_rejected_and_never_reaches_upstream(git_bottle: B
     assert mirror_rev(git_bottle, f"refs/heads/{branch}") is None
     last = decisions(git_bottle)[-1]
     assert last["decision"] == "rejected" and last["reason"] == "secrets"
-    assert [f["rule"] for f in last["findings"][f"refs/heads/{branch}"]] == [rule]
+    assert [f["rule"] for f in last["findings"]] == [rule] and last["findings_count"] == 1
     assert secret not in (git_bottle.state / "git-gate" / "pushes.jsonl").read_text()
 
 
@@ -226,6 +226,118 @@ def test_secrets_in_commit_and_tag_messages_are_found_too(git_bottle: Bottle, up
     out = agent_sh(git_bottle, "git push origin v-leaky")
     assert out.returncode != 0 and "slack-bot-token in tag message" in out.stdout, out.stdout
     assert upstream_rev(upstream, "refs/tags/v-leaky") is None
+
+
+def token() -> str:
+    """A fresh real-shaped GitHub token (gitleaks' github-pat)."""
+    return "ghp_" + _random(string.ascii_letters + string.digits, 36)
+
+
+def upstream_holds(fake: str, text: str) -> bool:
+    """Whether any object of the upstream repository holds ``text`` (the red team's test of a leak)."""
+    out = sh("docker", "exec", fake, "sh", "-c", f"git --git-dir {UPSTREAM_REPO} cat-file --batch-all-objects --batch | grep -c -a -F -- \"$1\"",
+             "sh", text, check=False)
+    return out.stdout.strip() not in ("", "0")
+
+
+# Tricks that got a secret past the gate's old scan (git log -p and %B; `git log` re-encodes an IBM037
+# message into garbage while upstream keeps the raw bytes): (setup script run by the agent with the
+# token as $1, what it pushes, what the gate must say). Each starts from origin/main. Symlink targets
+# and submodule URLs were held before and stay held.
+_COMMIT = 'printf "tree %s\\nparent %s\\nauthor a <a@b.test> 1 +0000\\ncommitter a <a@b.test> 1 +0000\\n" "$(git write-tree)" "$(git rev-parse HEAD)"'
+LEAK_TRICKS = {
+    "nul-byte-blob": ('printf "bin\\000T=%s\\n" "$1" > data.bin && git add data.bin && git commit -qm data', "HEAD", "data.bin line 1"),
+    "author": ('echo a > a.txt && git add a.txt && GIT_AUTHOR_NAME="ci $1" git commit -qm author', "HEAD", "commit header line 3"),
+    "committer": ('echo c > c.txt && git add c.txt && GIT_COMMITTER_EMAIL="$1@ci.test" git commit -qm committer', "HEAD", "commit header line 4"),
+    "extra-header": ('c=$({ ' + _COMMIT + '; printf "x-note %s\\n\\nhand-made\\n" "$1"; } | git hash-object -t commit -w --stdin) && git reset -q --hard $c',
+                     "HEAD", "commit header line 5"),
+    "encoding-header": ('c=$({ ' + _COMMIT + '; printf "encoding IBM037\\n\\nrelease %s\\n" "$1"; } | git hash-object -t commit -w --stdin) && git reset -q --hard $c',
+                        "HEAD", "commit message line 1"),
+    "record-separator-in-message": ('echo r > r.txt && git add r.txt && git commit -qm "$(printf "one\\036two %s" "$1")"', "HEAD", "commit message line 1"),
+    "symlink-target": ('ln -s "/srv/$1" link && git add link && git commit -qm link', "HEAD", "link (symlink target) line 1"),
+    "submodule-url": ('printf "[submodule \\"s\\"]\\n\\tpath = s\\n\\turl = https://ci:%s@git.example.test/s.git\\n" "$1" > .gitmodules '
+                      '&& git add .gitmodules && git commit -qm submodule', "HEAD", ".gitmodules line 3"),
+}
+
+
+@pytest.mark.parametrize("trick", sorted(LEAK_TRICKS))
+def test_every_byte_of_a_pushed_commit_is_scanned(git_bottle: Bottle, upstream: str, trick: str) -> None:
+    setup, what, where = LEAK_TRICKS[trick]
+    secret, branch = token(), f"trick/{trick}"
+    agent_sh(git_bottle, f'git fetch -q origin && git checkout -q -B "{branch}" origin/main && {setup}', secret, check=True)
+    out = agent_sh(git_bottle, f"git push origin {what}:refs/heads/{branch}")
+    assert out.returncode != 0 and f"github-pat in {where}" in out.stdout, out.stdout
+    assert secret not in out.stdout and upstream_rev(upstream, f"refs/heads/{branch}") is None
+    assert not upstream_holds(upstream, secret)
+
+
+def test_paths_gitleaks_allowlists_are_scanned_all_the_same(git_bottle: Bottle, upstream: str) -> None:
+    """gitleaks' stock allowlist skips these names; facing an agent, a name switches nothing off."""
+    paths = ("notes.png", "node_modules/left-pad/index.js", "package-lock.json", "conf/gitleaks.toml")
+    secrets_ = [token() for _ in paths]
+    script = " && ".join(f'mkdir -p "$(dirname {p})" && printf "T=%s\\n" "${i + 1}" > {p}' for i, p in enumerate(paths))
+    agent_sh(git_bottle, f"git fetch -q origin && git checkout -q -B trick/paths origin/main && {script} && git add -A && git commit -qm paths",
+             *secrets_, check=True)
+    out = agent_sh(git_bottle, "git push origin HEAD:refs/heads/trick/paths")
+    assert out.returncode != 0 and "gitleaks found 4 secrets" in out.stdout, out.stdout
+    for p in paths:
+        assert f"github-pat in {p} line 1" in out.stdout
+    assert not any(upstream_holds(upstream, s) for s in secrets_)
+
+
+# Objects no pushed commit reaches: (setup script with the token as $1 that leaves the ref to push in $REF's
+# place, the refspec, what the gate must say).
+OBJECT_TRICKS = {
+    "blob-via-lightweight-tag": ('b=$(printf "T=%s\\n" "$1" | git hash-object -w --stdin) && git tag -f t-blob $b', "t-blob", "a blob no tree names line 1 (blob "),
+    "annotated-tag-of-a-tree": ('b=$(printf "T=%s\\n" "$1" | git hash-object -w --stdin) && t=$(printf "100644 blob %s\\tkey.txt\\n" $b | git mktree) '
+                                '&& git tag -f -a -m "a tree" t-tree $t', "t-tree", "key.txt line 1 (blob "),
+    "nested-annotated-tags": ('git -c advice.nestedTag=false tag -f -a -m "inner $1" t-inner origin/main && git -c advice.nestedTag=false tag -f -a -m outer t-outer t-inner '
+                              '&& git tag -d t-inner >/dev/null', "t-outer", "tag message line 1 (tag "),
+}
+
+
+@pytest.mark.parametrize("trick", sorted(OBJECT_TRICKS))
+def test_objects_no_commit_reaches_are_scanned(git_bottle: Bottle, upstream: str, trick: str) -> None:
+    setup, tag, where = OBJECT_TRICKS[trick]
+    secret = token()
+    agent_sh(git_bottle, f"git fetch -q origin && {setup}", secret, check=True)
+    out = agent_sh(git_bottle, f"git push origin refs/tags/{tag}")
+    assert out.returncode != 0 and f"github-pat in {where}" in out.stdout, out.stdout
+    assert upstream_rev(upstream, f"refs/tags/{tag}") is None and not upstream_holds(upstream, secret)
+
+
+def test_a_clean_ref_beside_a_leaky_one_goes_nowhere_either(git_bottle: Bottle, upstream: str) -> None:
+    secret = token()
+    commit_on_new_branch(git_bottle, "pair/clean", "fine.txt", "fine\n")
+    commit_on_new_branch(git_bottle, "pair/leaky", "leak.txt", f"T={secret}\n")
+    out = agent_sh(git_bottle, "git push origin pair/clean pair/leaky")
+    assert out.returncode != 0 and "push of refs/heads/pair/clean, refs/heads/pair/leaky rejected" in out.stdout, out.stdout
+    assert upstream_rev(upstream, "refs/heads/pair/clean") is None and upstream_rev(upstream, "refs/heads/pair/leaky") is None
+    assert not upstream_holds(upstream, secret)
+
+
+@pytest.mark.parametrize("refspec", ["HEAD:refs/tags/main", "HEAD:refs/heads/Main", "HEAD:refs/heads/heads/main",
+                                     "HEAD:refs/tags/release/9", "HEAD:refs/heads/HEAD"])
+def test_protected_names_cannot_be_shadowed(git_bottle: Bottle, upstream: str, refspec: str) -> None:
+    """A tag main is what `git log main` shows upstream; Main is main on a case-insensitive disk."""
+    commit_on_new_branch(git_bottle, "shadow", "s.txt", "shadow\n")
+    out = agent_sh(git_bottle, f"git push origin {refspec}")
+    ref = refspec.split(":", 1)[1]
+    assert out.returncode != 0 and f"git-gate: push rejected: {ref}: " in out.stdout, out.stdout
+    assert "is protected (git.protected:" in out.stdout or "reads as HEAD" in out.stdout
+    assert upstream_rev(upstream, ref) is None
+
+
+def test_a_push_of_thousands_of_refs_logs_one_small_line(git_bottle: Bottle, upstream: str) -> None:
+    log = git_bottle.state / "git-gate" / "pushes.jsonl"
+    before = log.stat().st_size
+    commit_on_new_branch(git_bottle, "many", "m.txt", "many\n")
+    agent_sh(git_bottle, "h=$(git rev-parse HEAD); seq 3000 | sed \"s|.*|create refs/tags/release/bulk-& $h|\" | git update-ref --stdin", check=True)
+    out = agent_sh(git_bottle, "git push origin 'refs/tags/release/*'", timeout=300)
+    assert out.returncode != 0 and "and 2,970 more refs like these" in out.stdout, out.stdout[-2000:]
+    last = decisions(git_bottle)[-1]
+    assert last["reason"] == "refused" and last["ref_count"] == 3000 and last["refused_count"] == 3000
+    assert log.stat().st_size - before < 32 << 10  # one bounded line, not megabytes
 
 
 def test_force_push_and_delete_of_an_unprotected_branch_go_upstream(git_bottle: Bottle, upstream: str) -> None:

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from bottle_tui.backends.docker import labels
-from bottle_tui.cli import claude_argv_for as claude_argv
-
-from tests.support.bottles import SECRET, cli, labelled, sh, start_bottle, write_home
+from bottle_tui.ops import claude_argv
+from tests.support.bottles import SECRET, Bottle, cli, labelled, sh, start_bottle, write_home
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +41,23 @@ def test_start_without_a_terminal_needs_yes_and_starts_nothing(fresh_home: Path)
     assert not (fresh_home / "state").exists()
 
 
-def test_stop_leaves_nothing_behind(fresh_home: Path) -> None:
-    b = start_bottle(fresh_home)
-    assert len(labelled("ps", slug_label(b.slug))) == 2
-    assert len(labelled("network", slug_label(b.slug))) == 2
-    b.exec("sh", "-c", "curl -s -o /dev/null http://blocked.fake.test/ || true")
-    out = cli(fresh_home, "stop", b.slug)
+def test_start_without_a_terminal_leaves_the_bottle_up_attach_refuses_and_stop_leaves_nothing(fresh_home: Path) -> None:
+    """One bottle for the whole path a user takes without a terminal: start (no --detach), attach
+    (one line: it needs a terminal), a blocked request, then stop, which leaves nothing behind."""
+    started = cli(fresh_home, "start", "tester", "--yes")  # no --detach, but no terminal either
+    slug = started.stdout.strip().splitlines()[-1]
+    b = Bottle(slug, fresh_home)
+    try:
+        assert "not a terminal" in started.stderr
+        r = cli(fresh_home, "attach", slug, check=False)
+        assert r.returncode == 1 and r.stderr.strip().count("\n") == 0
+        assert "needs a terminal" in r.stderr and f"bottle-tui attach {slug}" in r.stderr
+        assert len(labelled("ps", slug_label(b.slug))) == 2
+        assert len(labelled("network", slug_label(b.slug))) == 2
+        b.exec("sh", "-c", "curl -s -o /dev/null http://blocked.fake.test/ || true")
+        out = cli(fresh_home, "stop", b.slug)
+    finally:
+        cli(fresh_home, "stop", slug, check=False)
     assert labelled("ps", slug_label(b.slug)) == []
     assert labelled("network", slug_label(b.slug)) == []
     assert not b.state.exists()
@@ -75,7 +85,9 @@ exec {real} "$@"
     assert "warning: saving compose logs failed" in r.stderr and "simulated: compose logs timed out" in r.stderr
     assert labelled("ps", slug_label(b.slug)) == [] and labelled("network", slug_label(b.slug)) == []
     archive = fresh_home / "archive" / b.slug
-    assert (archive / "metadata.json").exists() and "saving compose logs failed" in (archive / "teardown.log").read_text()
+    assert (archive / "metadata.json").exists() and "saving compose logs failed" in (
+        archive / "teardown.log"
+    ).read_text()
     assert not b.state.exists()
 
 
@@ -92,8 +104,12 @@ def test_stop_keep_preserves_logs_and_transcript(fresh_home: Path) -> None:
 
 def test_bottle_outlives_the_cli_and_another_process_stops_it(fresh_home: Path) -> None:
     b = start_bottle(fresh_home)
-    holder = subprocess.Popen([sys.executable, "-m", "bottle_tui", "--home", str(fresh_home), "exec", b.slug, "--", "sleep", "600"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "bottle_tui", "--home", str(fresh_home), "exec", b.slug, "--", "sleep", "600"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "sleep 600" not in b.exec("ps", "-eo", "args").stdout:
         time.sleep(0.1)
@@ -111,26 +127,34 @@ def test_bottle_outlives_the_cli_and_another_process_stops_it(fresh_home: Path) 
     assert not b.state.exists()
 
 
-def test_exec_returns_the_command_status(fresh_home: Path) -> None:
-    b = start_bottle(fresh_home)
-    try:
-        assert cli(fresh_home, "exec", b.slug, "--", "sh", "-c", "exit 7", check=False).returncode == 7
-        out = cli(fresh_home, "exec", b.slug, "--", "id", "-un")
-        assert out.stdout.strip() == "agent"
-        # attach continues the last conversation only when there is one to continue: decided in
-        # the agent as it starts. A stand-in claude first on PATH prints what it was given.
-        b.exec("sh", "-c", "mkdir -p ~/fake-bin && printf '#!/bin/sh\\nprintf \"<%%s>\" \"$@\"\\n' > ~/fake-bin/claude && chmod +x ~/fake-bin/claude", check=True)
+def test_exec_returns_the_command_status(bottle: Bottle) -> None:
+    """Exec changes nothing a later test of this module looks at: it uses the shared bottle."""
+    b, home = bottle, bottle.home
+    assert cli(home, "exec", b.slug, "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    out = cli(home, "exec", b.slug, "--", "id", "-un")
+    assert out.stdout.strip() == "agent"
+    # attach continues the last conversation only when there is one to continue: decided in
+    # the agent as it starts. A stand-in claude first on PATH prints what it was given.
+    b.exec(
+        "sh",
+        "-c",
+        'mkdir -p ~/fake-bin && printf \'#!/bin/sh\\nprintf "<%%s>" "$@"\\n\' > ~/fake-bin/claude && chmod +x ~/fake-bin/claude',
+        check=True,
+    )
 
-        def attach_runs(fresh: bool) -> str:
-            return b.exec("env", "PATH=/home/agent/fake-bin:/usr/bin:/bin", *claude_argv(fresh_home, b.slug, fresh=fresh), check=True).stdout
+    def attach_runs(fresh: bool) -> str:
+        return b.exec(
+            "env",
+            "PATH=/home/agent/fake-bin:/usr/bin:/bin",
+            *claude_argv(home, b.slug, fresh=fresh),
+            check=True,
+        ).stdout
 
-        first = attach_runs(fresh=False)
-        assert "<--continue>" not in first and first.startswith("<--append-system-prompt>")
-        b.exec("sh", "-c", "mkdir -p ~/.claude/projects/w && echo '{}' > ~/.claude/projects/w/s.jsonl", check=True)
-        assert attach_runs(fresh=False) == "<--continue>" + first
-        assert attach_runs(fresh=True) == first
-    finally:
-        cli(fresh_home, "stop", b.slug, check=False)
+    first = attach_runs(fresh=False)
+    assert "<--continue>" not in first and first.startswith("<--append-system-prompt>")
+    b.exec("sh", "-c", "mkdir -p ~/.claude/projects/w && echo '{}' > ~/.claude/projects/w/s.jsonl", check=True)
+    assert attach_runs(fresh=False) == "<--continue>" + first
+    assert attach_runs(fresh=True) == first
 
 
 def test_unknown_slug_is_a_one_line_error(fresh_home: Path) -> None:
@@ -150,8 +174,18 @@ def test_cleanup_acts_on_its_own_home_only(fresh_home: Path, tmp_path: Path) -> 
         kept.mkdir()
         (kept / ".preserve").touch()
         net = "bottle-tui-test-stray-" + b.slug
-        net_id = sh("docker", "network", "create", "--label", f"{labels.MANAGED}=true", "--label", f"{labels.HOME}={fresh_home}",
-                    "--label", "dev.bottle-tui.test=true", net).stdout.strip()
+        net_id = sh(
+            "docker",
+            "network",
+            "create",
+            "--label",
+            f"{labels.MANAGED}=true",
+            "--label",
+            f"{labels.HOME}={fresh_home}",
+            "--label",
+            "dev.bottle-tui.test=true",
+            net,
+        ).stdout.strip()
         dry = cli(fresh_home, "cleanup", "--dry-run")
         assert b.project in dry.stdout and str(orphan) in dry.stdout and f"network {net_id[:12]}" in dry.stdout
         assert str(kept) not in dry.stdout and other.project not in dry.stdout
@@ -172,16 +206,3 @@ def test_cleanup_acts_on_its_own_home_only(fresh_home: Path, tmp_path: Path) -> 
         assert (other_home / "archive" / other.slug / "metadata.json").exists()
     finally:
         cli(other_home, "stop", other.slug, check=False)
-
-
-def test_attach_without_a_terminal_is_one_line_and_start_leaves_the_bottle_up(fresh_home: Path) -> None:
-    started = cli(fresh_home, "start", "tester", "--yes")  # no --detach, but no terminal either
-    slug = started.stdout.strip().splitlines()[-1]
-    try:
-        assert "not a terminal" in started.stderr
-        r = cli(fresh_home, "attach", slug, check=False)
-        assert r.returncode == 1 and r.stderr.strip().count("\n") == 0
-        assert "needs a terminal" in r.stderr and f"bottle-tui attach {slug}" in r.stderr
-    finally:
-        cli(fresh_home, "stop", slug)
-    assert labelled("ps", slug_label(slug)) == []

@@ -173,3 +173,34 @@ def test_the_public_suffix_list_is_the_pinned_packages() -> None:
     assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in pinned.read_text()
     assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in (pinned.parent / "sidecars" / "Dockerfile").read_text()
     assert hosts.public_suffix_problem("co.uk") is None  # a plain name is one host, whatever it is
+
+
+def test_the_queue_keeps_only_the_newest_decided_proposals(tmp_path: Path) -> None:
+    q = proposal.Queue(tmp_path / layout.QUEUE)
+    change = proposal.validate_change("egress-route", {"host": "a.example.com"})
+    made = []
+    with q.lock():
+        for i in range(6):
+            p = proposal.new_proposal("b-1", "egress-route", change, f"r{i}")
+            if i != 2:  # one stays pending: never removed
+                p.update(status="rejected", decision={"by": "op", "at": f"2026-12-03T00:00:0{i}+00:00", "scope": None,
+                                                      "change": None, "note": ""})
+            q.write(p)
+            made.append(p["id"])
+        assert q.prune_decided(keep=2) == 3
+    assert [p["id"] for p in q.all()] == [made[2], made[4], made[5]]
+    assert q.prune_decided(keep=2) == 0
+
+
+@pytest.mark.parametrize("raw", ["/%76%31/x", "/v1/x?token=1", "", "/caf%C3%A9", "/%7Euser/file", "/plain"])
+def test_a_path_as_route_path_gives_it_is_the_path_egress_matches(raw: str) -> None:
+    # supervise's drafts propose route_path(what egress logged): approving one must allow the very
+    # request that made it, on a route limited to that path.
+    from tests.support.sidecars import egress_module
+
+    routes = egress_module("routes")
+    glob = policy.route_path(raw)
+    route = policy.Route(host="a.example.com", ports=(443,), paths=(glob,), schemes=("https",))
+    doc = policy.Policy(bottle="b", routes=(route,)).to_doc()
+    decision = routes.match(policy.parse_policy(doc, "r.yaml"), "GET", "https", "a.example.com", 443, raw or "/")
+    assert decision.allowed, decision.reason

@@ -263,7 +263,8 @@ def test_secret_in_path_query_and_any_header(rs) -> None:
     assert where(rs.scan_head(f"/repos/{GHP}/x", [])) == [("github-pat", "url path")]
     assert where(rs.scan_head("/x?t=" + GHP.replace("_", "%5F"), [])) == [("github-pat", "query")]
     v = rs.scan_head("/", [("Host", "h"), ("User-Agent", f"curl {AWS}"), ("X-Custom", GHP)])
-    assert where(v) == [("aws-access-token", "header User-Agent"), ("github-pat", "header X-Custom")]
+    # a standard header is named, any other by its index: the agent chose its name
+    assert where(v) == [("aws-access-token", "header User-Agent"), ("github-pat", "header 3")]
     assert v.reason().startswith("dlp: blocked: ") and GHP not in v.reason()
 
 
@@ -276,7 +277,7 @@ def test_json_form_and_multipart_bodies(rs) -> None:
           b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"creds.txt\"\r\n\r\n"
           + AWS.encode() + b"\r\n--XyZ--\r\n")
     v = rs.scan_body(mp, [("Content-Type", "multipart/form-data; boundary=XyZ")])
-    assert ("aws-access-token", "body part file creds.txt") in where(v)
+    assert ("aws-access-token", "body part 2") in where(v)  # an index, never the agent's file name
 
 
 @pytest.mark.parametrize("coding, pack", [
@@ -299,7 +300,8 @@ def test_fail_closed_over_the_cap_and_undecodable(rs) -> None:
     assert rs.scan_body(bomb, [("Content-Encoding", "gzip")], small).cannot_scan
     assert rs.scan_body(b"not gzip at all", [("Content-Encoding", "gzip")]).cannot_scan
     assert rs.scan_body(gzip.compress(b"hello")[:-6], [("Content-Encoding", "gzip")]).cannot_scan
-    assert rs.scan_body(b"hello", [("Content-Encoding", "zstd")]).cannot_scan
+    assert rs.scan_body(b"hello", [("Content-Encoding", "zstd")]).cannot_scan  # not zstd data
+    assert rs.scan_body(b"hello", [("Content-Encoding", "compress")]).cannot_scan  # no such decoder
 
 
 def test_body_false_and_disabled_rules(rs) -> None:
@@ -420,7 +422,7 @@ def test_location_equals_gitleaks_loop() -> None:
 
 
 def test_stream_with_body_false_passes_any_encoding(rs) -> None:
-    st = rs.body_stream([("Content-Encoding", "zstd")], dr.Settings(body=False))
+    st = rs.body_stream([("Content-Encoding", "compress")], dr.Settings(body=False))
     assert st.feed(b"abc") == b"abc" and st.finish() == b"" and not st.verdict.blocked
-    st = rs.body_stream([("Content-Encoding", "zstd")])
+    st = rs.body_stream([("Content-Encoding", "compress")])
     assert st.feed(b"abc") == b"" and st.verdict.cannot_scan

@@ -9,8 +9,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,11 +20,14 @@ from mitmproxy import connection, http as mhttp  # noqa: E402
 from mitmproxy.proxy import server_hooks  # noqa: E402
 from mitmproxy.test import taddons, tflow  # noqa: E402
 
-from tests.support.sidecars import EGRESS_DIR, egress_module  # noqa: E402
+from tests.support.egress import (DAEMONS_JSON, DLP_RULES, Driven, decisions, make_flow,  # noqa: E402
+                                  mitmdump_argv, send, start_mitmdump, stop_mitmdump)
+from tests.support.sidecars import egress_module  # noqa: E402
 
 A = egress_module("addon")
-# A few of gitleaks' real rules, so the addon runs real DLP here (the image has all of them).
-DLP_RULES = Path(__file__).parent / "dlp_rules.toml"
+DEC = egress_module("decisions")
+SCAN = egress_module("scanning")
+TUN = egress_module("tunnels")
 
 SECRET = "sk-real-0123456789"
 ROUTES = """
@@ -61,36 +62,14 @@ routes:
 @pytest.fixture
 def egress(tmp_path):
     (tmp_path / "routes.yaml").write_text(ROUTES)
-    addon = A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(DLP_RULES))
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, confdir=str(tmp_path))
+    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(DLP_RULES)))
+    with taddons.context(addon.egress) as tctx:
+        tctx.configure(addon.egress, confdir=str(tmp_path))
         yield addon, tctx
-
-
-def make_flow(method: str, url: str, headers: dict | None = None):
-    req = mhttp.Request.make(method, url, b"", {})
-    req.headers.pop("content-length", None)  # make() adds one; a test's headers say what is sent
-    for k, v in (headers or {}).items():
-        req.headers[k] = v
-    f = tflow.tflow(req=req)
-    f.client_conn.sni = req.host if req.scheme == "https" else None
-    return f
-
-
-def send(addon, flow) -> None:
-    """The request hooks as mitmproxy runs them: headers, then (the body having ended) the whole."""
-    addon.requestheaders(flow)
-    if flow.response is None:
-        addon.request(flow)
 
 
 def addon_state(addon):
     return Path(addon.state_dir)
-
-
-def decisions(tmp_path) -> list[dict]:
-    path = tmp_path / "requests.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_blocked_request_gets_403_with_marker_and_is_logged(egress, tmp_path) -> None:
@@ -158,7 +137,7 @@ def test_buffered_response_is_scrubbed_in_headers_and_body(egress) -> None:
     assert SECRET.encode() not in f.response.content and b"[redacted by egress]" in f.response.content
     assert f.response.headers["x-echo"] == "[redacted by egress]"
     assert f.response.headers["content-length"] == str(len(f.response.raw_content))
-    assert f.id not in addon._scrubbers
+    assert f.id not in addon.store.scrubbers
 
 
 def test_streamed_response_is_scrubbed_chunk_by_chunk(egress) -> None:
@@ -256,7 +235,7 @@ def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
         "decision": "block", "method": "", "scheme": "tcp", "host": "db.internal", "port": 5432, "path": "",
         "route": None, "reason": "no route for db.internal:5432"}
     # A refused name whose flow is gone still fails, with the generic message.
-    stray = connection.Server(address=("gone" + A.REFUSED_SUFFIX, 443))
+    stray = connection.Server(address=("gone" + DEC.REFUSED_SUFFIX, 443))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=stray, client=client))
     assert stray.error == "egress: blocked"
     good = connection.Server(address=("open.example.com", 443))
@@ -282,10 +261,10 @@ def test_state_folder_defaults_to_the_bundle_mount(monkeypatch) -> None:
 def test_ready_file_written_when_running_and_stale_one_removed_at_load(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
     (tmp_path / "ready").write_text("stale")
-    addon = A.Egress(state_dir=str(tmp_path), environ={}, dlp_rules=str(DLP_RULES))
-    with taddons.context(addon) as tctx:
+    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={}, dlp_rules=str(DLP_RULES)))
+    with taddons.context(addon.egress) as tctx:
         assert not (tmp_path / "ready").exists()
-        tctx.configure(addon, listen_port=18099)
+        tctx.configure(addon.egress, listen_port=18099)
         addon.running()
         info = json.loads((tmp_path / "ready").read_text())
         assert info["pid"] == os.getpid() and info["listen_port"] == 18099 and info["routes_loaded"]
@@ -299,8 +278,8 @@ def test_upstream_ca_is_added_to_the_default_trust(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
     extra = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
     (tmp_path / "upstream-ca.pem").write_bytes(extra)
-    addon = A.Egress(state_dir=str(tmp_path), environ={}, dlp_rules=str(DLP_RULES))
-    with taddons.context(addon) as tctx:
+    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={}, dlp_rules=str(DLP_RULES)))
+    with taddons.context(addon.egress) as tctx:
         addon.running()
         path = tctx.options.ssl_verify_upstream_trusted_ca
         assert path and Path(path).parent == tmp_path
@@ -402,13 +381,13 @@ def test_blocked_request_with_a_large_body_is_refused_without_reading_it(egress,
     # streamed to a destination that server_connect refuses, so mitmproxy answers at once.
     assert f.response is None and f.request.stream is True
     assert "expect" not in f.request.headers
-    assert f.request.host.endswith(A.REFUSED_SUFFIX)
+    assert f.request.host.endswith(DEC.REFUSED_SUFFIX)
     server = connection.Server(address=(f.request.host, 443))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=server, client=f.client_conn))
     assert server.error.startswith("egress: blocked POST blocked.example.org:443/upload: no route")
     [d] = decisions(tmp_path)  # logged once, as what was asked for
     assert d["decision"] == "block" and d["host"] == "blocked.example.org"
-    assert not addon._refusals
+    assert not addon.store.refusals
 
 
 def test_blocked_request_whose_body_is_unknown_but_empty_gets_the_403(egress) -> None:
@@ -431,16 +410,16 @@ def test_blocked_request_with_a_small_body_is_answered_at_its_headers(egress) ->
 def test_allowed_large_body_is_streamed_and_the_credential_injected_at_the_headers(egress) -> None:
     addon, _ = egress
     # A route whose bodies DLP does not scan (dlp: {body: false}, as for an LLM API).
-    f = make_flow("POST", "https://llm.example.com/v1/upload", {"Content-Length": str(A.STREAM_THRESHOLD + 1), "x-api-key": "p"})
+    f = make_flow("POST", "https://llm.example.com/v1/upload", {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1), "x-api-key": "p"})
     addon.requestheaders(f)
-    assert isinstance(f.request.stream, A.RequestBodyStream)
+    assert isinstance(f.request.stream, SCAN.RequestBodyStream)
     assert f.request.headers["x-api-key"] == SECRET
     assert f.request.stream(b"abc") == [b"abc"] and f.request.stream(b"") == []
     chunked = make_flow("POST", "https://llm.example.com/v1/upload", {"Transfer-Encoding": "chunked"})
     addon.requestheaders(chunked)
-    assert isinstance(chunked.request.stream, A.RequestBodyStream)
+    assert isinstance(chunked.request.stream, SCAN.RequestBodyStream)
     # Where DLP scans bodies, one of known length within the cap is buffered whole and scanned.
-    g = make_flow("POST", "https://api.example.com/v1/upload", {"Content-Length": str(A.STREAM_THRESHOLD + 1), "x-api-key": "p"})
+    g = make_flow("POST", "https://api.example.com/v1/upload", {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1), "x-api-key": "p"})
     addon.requestheaders(g)
     assert not g.request.stream and g.request.headers["x-api-key"] == "p"
 
@@ -471,7 +450,7 @@ def test_http2_body_of_unknown_length_gets_a_content_length_for_an_http1_upstrea
     g.server_conn.timestamp_start = time.time()  # connected
     g.server_conn.state = connection.ConnectionState.OPEN
     addon.requestheaders(g)
-    assert isinstance(g.request.stream, A.RequestBodyStream)  # an h2 upstream frames it itself
+    assert isinstance(g.request.stream, SCAN.RequestBodyStream)  # an h2 upstream frames it itself
 
 
 def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
@@ -505,12 +484,12 @@ def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
 
 def test_requests_log_is_rotated_by_size(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
-    addon = A.Egress(state_dir=str(tmp_path), environ={}, log_max_bytes=2000, dlp_rules=str(DLP_RULES))
-    with taddons.context(addon):
+    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={}, log_max_bytes=2000, dlp_rules=str(DLP_RULES)))
+    with taddons.context(addon.egress):
         for i in range(200):
             send(addon, make_flow("GET", f"https://blocked.example.org/{i}"))
     logs = sorted(p.name for p in tmp_path.glob("requests.jsonl*"))
-    assert logs == ["requests.jsonl"] + [f"requests.jsonl.{n}" for n in range(1, A.LOG_KEEP + 1)]
+    assert logs == ["requests.jsonl"] + [f"requests.jsonl.{n}" for n in range(1, DEC.LOG_KEEP + 1)]
     assert all((tmp_path / n).stat().st_size < 2000 + 400 for n in logs)
     assert json.loads((tmp_path / "requests.jsonl").read_text().splitlines()[-1])["path"] == "/199"
     newest_rotated = [json.loads(x)["path"] for x in (tmp_path / "requests.jsonl.1").read_text().splitlines()]
@@ -559,7 +538,7 @@ def test_websocket_messages_to_the_agent_are_scrubbed_text_and_binary(egress) ->
     from mitmproxy import websocket
     f.websocket = websocket.WebSocketData()
     addon.response(f)
-    assert f.id in addon._scrubbers  # kept for the messages that follow
+    assert f.id in addon.store.scrubbers  # kept for the messages that follow
     for text, content in ((True, f"echo {SECRET}".encode()), (False, b"\x00\x01" + SECRET.encode())):
         f.websocket.messages.append(websocket.WebSocketMessage(1 if text else 2, False, content))
         addon.websocket_message(f)
@@ -570,7 +549,7 @@ def test_websocket_messages_to_the_agent_are_scrubbed_text_and_binary(egress) ->
     addon.websocket_message(f)
     assert f.websocket.messages[-1].content == b"hello"
     addon.websocket_end(f)
-    assert f.id not in addon._scrubbers
+    assert f.id not in addon.store.scrubbers
 
 
 def gz(data: bytes) -> bytes:
@@ -665,57 +644,6 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-DAEMONS_JSON = EGRESS_DIR.parent / "daemons.json"
-
-
-def mitmdump_argv(state: Path, port: int) -> list[str]:
-    """The egress daemon's argv from sidecars/daemons.json, with this machine's paths in place of the
-    image's: a flag added there (or removed) is run here too."""
-    argv = json.loads(DAEMONS_JSON.read_text())["egress"]["argv"]
-    assert Path(argv[0]).name == "mitmdump"
-    out = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-    args = iter(argv[1:])
-    for arg in args:
-        if arg in ("--listen-host", "--listen-port", "-s"):
-            value = next(args)
-            out += [arg, {"--listen-host": "127.0.0.1", "--listen-port": str(port), "-s": str(EGRESS_DIR / "addon.py")}[arg]]
-            assert arg != "-s" or value == "/opt/bottle/egress/addon.py"
-        elif arg == "--set":
-            value = next(args)
-            out += [arg, f"confdir={state}" if value.startswith("confdir=") else value]
-        else:
-            out.append(arg)
-    return out
-
-
-def start_mitmdump(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    log = open(tmp_path / "mitmdump.log", "wb")
-    proc = subprocess.Popen(mitmdump_argv(tmp_path, port), env={**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), "BOTTLE_DLP_RULES": str(DLP_RULES), **env},
-                            stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 15
-    while not (tmp_path / "ready").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mitmdump.log").read_text()
-        time.sleep(0.05)
-    return proc, port
-
-
-def stop_mitmdump(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_mitmdump_argv_follows_daemons_json() -> None:
@@ -900,7 +828,7 @@ def test_a_streamed_chunked_body_with_a_secret_is_killed_and_nothing_after_it_le
     f.request.scheme, f.request.port = "https", 443
     addon.requestheaders(f)
     stream = f.request.stream
-    assert isinstance(stream, A.RequestBodyStream)
+    assert isinstance(stream, SCAN.RequestBodyStream)
     sent = stream(b"x" * 100_000)  # clean data leaves, less the overlap window kept back
     assert sent and len(sent[0]) < 100_000
     assert stream(f"key {GHP} tail".encode()) == []
@@ -924,9 +852,9 @@ def test_a_websocket_message_from_the_agent_with_a_secret_is_dropped(egress, tmp
 
 def test_unloadable_dlp_rules_block_every_request(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
-    addon = A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(tmp_path / "missing.toml"))
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, confdir=str(tmp_path))
+    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(tmp_path / "missing.toml")))
+    with taddons.context(addon.egress) as tctx:
+        tctx.configure(addon.egress, confdir=str(tmp_path))
         f = make_flow("GET", "https://open.example.com/")
         send(addon, f)
         assert f.response.status_code == 403 and f.response.content.startswith(b"dlp: blocked")
@@ -941,13 +869,13 @@ def test_a_policy_that_disables_an_unknown_rule_is_refused(egress, tmp_path) -> 
 
 def test_body_limits_are_inclusive(egress) -> None:
     addon, _ = egress
-    at_limit = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(A.BLOCKED_BODY_READ_LIMIT)})
+    at_limit = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(DEC.BLOCKED_BODY_READ_LIMIT)})
     addon.requestheaders(at_limit)
     assert at_limit.response is not None and at_limit.response.status_code == 403
-    over = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(A.BLOCKED_BODY_READ_LIMIT + 1)})
+    over = make_flow("POST", "https://blocked.example.org/", {"Content-Length": str(DEC.BLOCKED_BODY_READ_LIMIT + 1)})
     addon.requestheaders(over)
     assert over.response is None and over.request.stream is True
-    at_threshold = make_flow("POST", "https://open.example.com/", {"Content-Length": str(A.STREAM_THRESHOLD)})
+    at_threshold = make_flow("POST", "https://open.example.com/", {"Content-Length": str(SCAN.STREAM_THRESHOLD)})
     addon.requestheaders(at_threshold)
     assert not at_threshold.request.stream
 
@@ -962,8 +890,8 @@ def test_an_empty_response_body_stays_empty_when_scrubbed(egress) -> None:
 
 
 def test_without_a_valid_routes_file_every_request_is_blocked_and_says_why(tmp_path) -> None:
-    addon = A.Egress(state_dir=str(tmp_path), environ={})
-    with taddons.context(addon):
+    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={}))
+    with taddons.context(addon.egress):
         f = make_flow("GET", "https://open.example.com/x")
         send(addon, f)
     assert f.response.status_code == 403
@@ -979,7 +907,7 @@ def test_without_a_valid_routes_file_every_request_is_blocked_and_says_why(tmp_p
      (b"SSH-2.0-OpenSSH", False), (b"\x00\x01", False), (b" GET", False), (b"GET\r\n", False), (b"\x16\x03\x01", False)],
 )
 def test_what_may_still_become_an_http_request(data, ok) -> None:
-    assert A._starts_like_http(data) == ok
+    assert TUN.starts_like_http(data) == ok
 
 
 def test_reload_reports_whether_the_policy_changed(egress, tmp_path) -> None:
@@ -997,9 +925,9 @@ def test_reload_reports_whether_the_policy_changed(egress, tmp_path) -> None:
 def test_an_upstream_trust_set_on_the_command_line_is_kept(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
     (tmp_path / "upstream-ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n")
-    addon = A.Egress(state_dir=str(tmp_path), environ={})
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, ssl_verify_upstream_trusted_ca="/operator/ca.pem")
+    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={}))
+    with taddons.context(addon.egress) as tctx:
+        tctx.configure(addon.egress, ssl_verify_upstream_trusted_ca="/operator/ca.pem")
         addon.running()
         assert tctx.options.ssl_verify_upstream_trusted_ca == "/operator/ca.pem"
         assert not list(tmp_path.glob("upstream-trust-*.pem"))
@@ -1047,9 +975,9 @@ def test_which_responses_stream(egress) -> None:
             f.response.headers[k] = v
         addon.responseheaders(f)
         return f
-    big = {"Content-Length": str(A.STREAM_THRESHOLD + 1)}
+    big = {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1)}
     assert streamed(headers=big).response.stream is True
-    assert not streamed(headers={"Content-Length": str(A.STREAM_THRESHOLD)}).response.stream
+    assert not streamed(headers={"Content-Length": str(SCAN.STREAM_THRESHOLD)}).response.stream
     assert streamed(headers={}).response.stream is True  # unknown length
     assert not streamed("HEAD", headers=big).response.stream
     assert not streamed(status=204, headers=big).response.stream and not streamed(status=304, headers=big).response.stream

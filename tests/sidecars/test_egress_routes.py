@@ -1,5 +1,5 @@
-"""The egress policy module (sidecars/egress/routes.py): routes.yaml validation, request matching,
-credential headers and secret scrubbing, including across stream chunk boundaries."""
+"""Egress's pure policy code (sidecars/egress/routes.py, request_target.py, credentials.py,
+scrubber.py): routes.yaml validation, request matching, credential headers and secret scrubbing, including across stream chunk boundaries."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import pytest
 from tests.support.sidecars import egress_module
 
 R = egress_module("routes")
+T = egress_module("request_target")
+C = egress_module("credentials")
+S = egress_module("scrubber")
 
 EXAMPLE = """
 version: 1
@@ -277,8 +280,8 @@ def test_method_overrides_must_be_allowed_methods_too(policy, method, overrides,
 
 def test_method_overrides_are_read_from_every_known_header_and_the_query() -> None:
     headers = [("X-HTTP-Method-Override", "DELETE"), ("x-http-method", "PUT"), ("X-Method-Override", "PATCH"), ("X-Other", "GET")]
-    assert R.method_overrides(headers, "a=1&_method=TRACE") == ["DELETE", "PUT", "PATCH", "TRACE"]
-    assert R.method_overrides([], "") == []
+    assert T.method_overrides(headers, "a=1&_method=TRACE") == ["DELETE", "PUT", "PATCH", "TRACE"]
+    assert T.method_overrides([], "") == []
 
 
 def test_first_matching_route_wins_and_schemes_can_open_plain_http() -> None:
@@ -304,33 +307,33 @@ def route_with(scheme: str, header: str | None = None) -> R.Route:
 
 def test_auth_headers_for_each_scheme() -> None:
     env = {"TOK": "s3cret"}
-    assert R.auth_headers(route_with("bearer"), env) == {"Authorization": "Bearer s3cret"}
-    assert R.auth_headers(route_with("header", "x-api-key"), env) == {"x-api-key": "s3cret"}
-    basic = R.auth_headers(route_with("basic"), {"TOK": "me:pa:ss"})
+    assert C.auth_headers(route_with("bearer"), env) == {"Authorization": "Bearer s3cret"}
+    assert C.auth_headers(route_with("header", "x-api-key"), env) == {"x-api-key": "s3cret"}
+    basic = C.auth_headers(route_with("basic"), {"TOK": "me:pa:ss"})
     assert basic == {"Authorization": "Basic " + base64.b64encode(b"me:pa:ss").decode()}
-    assert R.auth_headers(R.Route(host="h.io", ports=(443,)), env) == {}
+    assert C.auth_headers(R.Route(host="h.io", ports=(443,)), env) == {}
 
 
 @pytest.mark.parametrize("env", [{}, {"TOK": ""}])
 def test_missing_credential_is_a_distinct_error_naming_the_variable(env) -> None:
-    with pytest.raises(R.CredentialMissing) as info:
-        R.auth_headers(route_with("bearer"), env)
+    with pytest.raises(C.CredentialMissing) as info:
+        C.auth_headers(route_with("bearer"), env)
     assert info.value.env_name == "TOK" and "TOK" in str(info.value)
     assert not isinstance(info.value, ValueError)
 
 
 def test_basic_credential_without_colon_is_a_credential_error() -> None:
-    with pytest.raises(R.CredentialError, match="user:password") as info:
-        R.auth_headers(route_with("basic"), {"TOK": "nocolon"})
+    with pytest.raises(C.CredentialError, match="user:password") as info:
+        C.auth_headers(route_with("basic"), {"TOK": "nocolon"})
     assert info.value.env_name == "TOK"
 
 
 def test_secret_values_cover_the_forms_an_upstream_could_echo() -> None:
-    assert R.secret_values(route_with("bearer"), {"TOK": "abc"}) == ["abc"]
-    values = R.secret_values(route_with("basic"), {"TOK": "user:hunter22"})
+    assert C.secret_values(route_with("bearer"), {"TOK": "abc"}) == ["abc"]
+    values = C.secret_values(route_with("basic"), {"TOK": "user:hunter22"})
     assert set(values) == {"user:hunter22", base64.b64encode(b"user:hunter22").decode(), "hunter22"}
     # The password is everything after the first colon.
-    assert "pa:ss" in R.secret_values(route_with("basic"), {"TOK": "me:pa:ss"})
+    assert "pa:ss" in C.secret_values(route_with("basic"), {"TOK": "me:pa:ss"})
 
 
 @pytest.mark.parametrize(
@@ -353,7 +356,7 @@ def test_secret_values_cover_the_forms_an_upstream_could_echo() -> None:
     ],
 )
 def test_authority_problem(authority, host_headers, sni, claimed, why) -> None:
-    problem = R.authority_problem("api.io", 443, [authority] if authority else [], host_headers, sni)
+    problem = T.authority_problem("api.io", 443, [authority] if authority else [], host_headers, sni)
     if why is None:
         assert problem is None
     else:
@@ -362,41 +365,41 @@ def test_authority_problem(authority, host_headers, sni, claimed, why) -> None:
 
 
 def test_authority_problem_with_ipv6() -> None:
-    assert R.authority_problem("::1", 8080, [], ["[::1]:8080"], None) is None
-    assert R.authority_problem("::1", 8080, ["[::1]:8080"], [], None) is None
-    assert R.authority_problem("::1", 8080, [], ["[::1]:80"], None)[0].startswith("Host header names port 80")
+    assert T.authority_problem("::1", 8080, [], ["[::1]:8080"], None) is None
+    assert T.authority_problem("::1", 8080, ["[::1]:8080"], [], None) is None
+    assert T.authority_problem("::1", 8080, [], ["[::1]:80"], None)[0].startswith("Host header names port 80")
 
 
 def test_an_absolute_url_in_the_path_is_an_authority_claim_and_never_a_path(policy) -> None:
-    assert R.target_authorities("", "http://other.io/x") == ["other.io"]
-    assert R.target_authorities("api.io", "/x?u=http://other.io/") == ["api.io"]
-    assert R.target_authorities("", "http:///x") == ["?"]
-    assert R.authority_problem("api.io", 443, R.target_authorities("", "http://other.io/x"), [], None)[1] == "other.io"
+    assert T.target_authorities("", "http://other.io/x") == ["other.io"]
+    assert T.target_authorities("api.io", "/x?u=http://other.io/") == ["api.io"]
+    assert T.target_authorities("", "http:///x") == ["?"]
+    assert T.authority_problem("api.io", 443, T.target_authorities("", "http://other.io/x"), [], None)[1] == "other.io"
     d = R.match(policy, "GET", "https", "api.anthropic.com", 443, "https://api.anthropic.com/v1/x")
     assert not d.allowed and "not a path" in d.reason
-    assert R.split_authority("[::1") is None and R.split_authority("[::1]x") is None
-    assert R.split_authority("::1") == ("::1", None) and R.split_authority("h.io:0") is None
+    assert T.split_authority("[::1") is None and T.split_authority("[::1]x") is None
+    assert T.split_authority("::1") == ("::1", None) and T.split_authority("h.io:0") is None
 
 
 def test_scrubber_redacts_secrets_and_their_encoded_forms() -> None:
-    sc = R.Scrubber(["tok/en+1", b"xyz"])
+    sc = S.Scrubber(["tok/en+1", b"xyz"])
     data = b'a tok/en+1 b tok%2Fen%2B1 c "tok\\/en+1"? d xyz'
     out = sc.scrub(data)
     assert b"tok" not in out and b"xyz" not in out
-    assert out.count(R.REDACTED) == 4
+    assert out.count(S.REDACTED) == 4
     assert out.startswith(b"a [redacted by egress] b [redacted by egress] c")
     assert sc.scrub(b"nothing here") == b"nothing here"
     assert sc.scrub_text("Bearer xyz") == "Bearer [redacted by egress]"
-    assert not R.Scrubber([]) and R.Scrubber([]).scrub(b"xyz") == b"xyz"
+    assert not S.Scrubber([]) and S.Scrubber([]).scrub(b"xyz") == b"xyz"
 
 
 def test_overlapping_secrets_leave_no_fragment() -> None:
-    sc = R.Scrubber(["abcd", "cdef"])
-    assert sc.scrub(b"..abcdef..") == b".." + R.REDACTED + b".."
-    assert sc.scrub(b"abcdabcd") == R.REDACTED + R.REDACTED
+    sc = S.Scrubber(["abcd", "cdef"])
+    assert sc.scrub(b"..abcdef..") == b".." + S.REDACTED + b".."
+    assert sc.scrub(b"abcdabcd") == S.REDACTED + S.REDACTED
 
 
-def stream_through(sc: R.Scrubber, data: bytes, cuts: list[int]) -> bytes:
+def stream_through(sc: S.Scrubber, data: bytes, cuts: list[int]) -> bytes:
     st = sc.stream()
     out = []
     bounds = [0, *cuts, len(data)]
@@ -409,7 +412,7 @@ def stream_through(sc: R.Scrubber, data: bytes, cuts: list[int]) -> bytes:
 
 
 def test_stream_scrubber_catches_a_secret_split_at_every_boundary() -> None:
-    sc = R.Scrubber(["sk-SECRET-123"])
+    sc = S.Scrubber(["sk-SECRET-123"])
     data = b'data: {"echo": "Bearer sk-SECRET-123"}\n\n'
     expected = sc.scrub(data)
     assert b"SECRET" not in expected
@@ -420,7 +423,7 @@ def test_stream_scrubber_catches_a_secret_split_at_every_boundary() -> None:
 def test_stream_scrubber_matches_one_shot_scrubbing_on_random_chunking() -> None:
     rnd = random.Random(7)
     secrets = ["abcabd", "bda", "zz", "x%y"]
-    sc = R.Scrubber(secrets)
+    sc = S.Scrubber(secrets)
     alphabet = b"abcdxyz%"
     for _ in range(300):
         data = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 60)))
@@ -430,7 +433,7 @@ def test_stream_scrubber_matches_one_shot_scrubbing_on_random_chunking() -> None
 
 
 def test_stream_scrubber_passes_harmless_data_at_once() -> None:
-    st = R.Scrubber(["SECRET"]).stream()
+    st = S.Scrubber(["SECRET"]).stream()
     assert st(b"hello ") == [b"hello "]
     assert st(b"world SEC") == [b"world "]  # only the possible start of the secret waits
     assert st(b"OND") == [b"SECOND"]
@@ -459,21 +462,21 @@ TOKEN = "sk-live/AbC+123_xyz~"
     ],
 )
 def test_scrubber_redacts_every_encoded_form_of_the_secret(form) -> None:
-    sc = R.Scrubber([TOKEN])
+    sc = S.Scrubber([TOKEN])
     out = sc.scrub(f'{{"echo": "{form}"}}'.encode())
-    assert form.encode() not in out and R.REDACTED in out, out
+    assert form.encode() not in out and S.REDACTED in out, out
     assert out.startswith(b'{"echo": "') and out.endswith(b'"}')
 
 
 @pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b"abc", b"abcd"])
 @pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
 def test_scrubber_finds_the_secret_inside_a_longer_base64_text_at_any_alignment(prefix, encode) -> None:
-    sc = R.Scrubber([TOKEN])
+    sc = S.Scrubber([TOKEN])
     blob = encode(prefix + b'{"key": "' + TOKEN.encode() + b'"} and more')
     out = sc.scrub(blob)
-    assert R.REDACTED in out
+    assert S.REDACTED in out
     # No run of base64 text that is left decodes to the secret's middle, at any offset.
-    for run in out.split(R.REDACTED):
+    for run in out.split(S.REDACTED):
         std = run.replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
         for start in range(4):
             part = std[start:]
@@ -482,7 +485,7 @@ def test_scrubber_finds_the_secret_inside_a_longer_base64_text_at_any_alignment(
 
 
 def test_scrubber_leaves_unrelated_text_alone() -> None:
-    sc = R.Scrubber([TOKEN])
+    sc = S.Scrubber([TOKEN])
     text = b"plain text with hex 00ff and base64 QUJD and %41 escapes \\u0041"
     assert sc.scrub(text) == text
 
@@ -521,8 +524,8 @@ def test_wildcard_matches_any_subdomain_and_nothing_else(host, ok) -> None:
 
 
 def test_missing_credential_message_says_where() -> None:
-    with pytest.raises(R.CredentialMissing, match="^TOK is not set in the sidecars container$"):
-        R.auth_headers(route_with("bearer"), {})
+    with pytest.raises(C.CredentialMissing, match="^TOK is not set in the sidecars container$"):
+        C.auth_headers(route_with("bearer"), {})
 
 
 def test_block_reasons_are_exact(policy) -> None:
@@ -547,26 +550,26 @@ def test_a_path_glob_is_matched_without_the_query() -> None:
 def test_stream_scrubber_holds_the_earliest_possible_start_of_a_secret() -> None:
     # "SESE" could start "SESECRET" at its first "SE" and at its second: holding only the later
     # one would let "SE" out and the rest ("SECRET") no longer match.
-    sc = R.Scrubber(["SESECRET"])
-    assert stream_through(sc, b"xxSESECRETyy", [6]) == b"xx" + R.REDACTED + b"yy"
+    sc = S.Scrubber(["SESECRET"])
+    assert stream_through(sc, b"xxSESECRETyy", [6]) == b"xx" + S.REDACTED + b"yy"
 
 
 def test_stream_scrubber_catches_every_encoded_form_split_before_its_last_byte() -> None:
-    sc = R.Scrubber([TOKEN])
+    sc = S.Scrubber([TOKEN])
     for form in sc.secrets:
         data = b"xx" + form + b"yy"
         for cut in (2, 3, len(form) + 1, len(form)):
-            assert stream_through(sc, data, [cut]) == b"xx" + R.REDACTED + b"yy", (form, cut)
+            assert stream_through(sc, data, [cut]) == b"xx" + S.REDACTED + b"yy", (form, cut)
 
 
 def test_stream_scrubber_is_empty_after_its_end() -> None:
-    st = R.Scrubber(["SECRET"]).stream()
+    st = S.Scrubber(["SECRET"]).stream()
     assert st(b"a SEC") == [b"a "]
     assert st(b"") == [b"SEC"] and st(b"") == []
 
 
 def test_scrub_text_keeps_undecodable_bytes() -> None:
-    sc = R.Scrubber(["xyz1"])
+    sc = S.Scrubber(["xyz1"])
     assert sc.scrub_text("caf\udce9 xyz1") == "caf\udce9 [redacted by egress]"
 
 
@@ -590,20 +593,20 @@ def test_percent_decoding_rounds_stop_at_the_limit(policy) -> None:
 
 def test_invalid_utf8_in_a_path_is_matched_not_an_error(policy) -> None:
     assert R.match(policy, "GET", "https", "www.example.com", 443, "/x%ff%fe").allowed
-    assert R.path_problem("/x%ff") is None
+    assert T.path_problem("/x%ff") is None
 
 
 def test_overlapping_occurrences_of_one_secret_leave_no_fragment() -> None:
-    sc = R.Scrubber(["abab"])
-    assert sc.scrub(b"-ababab-") == b"-" + R.REDACTED + b"-"
+    sc = S.Scrubber(["abab"])
+    assert sc.scrub(b"-ababab-") == b"-" + S.REDACTED + b"-"
 
 
 def test_authority_details() -> None:
-    assert R.target_authorities("", "*") == [] and R.target_authorities("", "/a://b") == []
-    assert R.target_authorities("", "x?u=http://other.io/") == []
-    assert R.authority_problem("x.io", 443, [], ["X.IO"], None) is None
-    assert R.split_authority("h.io:1") == ("h.io", 1) and R.split_authority("h.io:65535") == ("h.io", 65535)
-    assert R.split_authority("h.io:65536") is None
+    assert T.target_authorities("", "*") == [] and T.target_authorities("", "/a://b") == []
+    assert T.target_authorities("", "x?u=http://other.io/") == []
+    assert T.authority_problem("x.io", 443, [], ["X.IO"], None) is None
+    assert T.split_authority("h.io:1") == ("h.io", 1) and T.split_authority("h.io:65535") == ("h.io", 65535)
+    assert T.split_authority("h.io:65536") is None
 
 
 def test_invalid_utf8_on_a_route_that_limits_paths(policy) -> None:

@@ -119,13 +119,16 @@ def test_objects_are_named_by_the_first_new_tree_entry_and_commit(repo: Path) ->
 
 
 def test_the_text_view_drops_nul_bytes_and_maps_its_lines_back() -> None:
-    assert scan.text_view(b"plain text\n") is None
+    assert scan.text_view(b"plain text\n\tand tabs\n") is None
     view, line_map = scan.text_view(b"\x01\x02\n\nghp_abcd\0efgh rest\n\xff\xfe\x00more printable\n")
     assert view == b"\n\nghp_abcdefgh rest\n\nmore printable\n"  # runs of 8+ printable bytes, one a line
     assert line_map == [(1, 1), (5, 4)]  # (view line, object line) where each run starts
-    assert scan._object_line(scan.Piece(0, "text", 1, line_map), 4) == 3  # gitleaks' line 4 = view line 3
+    seg = scan.Segment(0, "text", 2, 1, line_map)
+    assert scan._object_line(seg, 3) == 3 and scan._object_line(seg, 5) == 4 and scan._object_line(seg, 6) == 5
     utf16 = "token=ghp_x".encode("utf-16-le")
     assert scan.text_view(utf16)[0] == b"token=ghp_x"
+    # a byte that is not text right after a token ends its run, as a space would
+    assert scan.text_view(b"key ghp_0123456789\x01tail")[0] == b"key ghp_0123456789"
 
 
 @pytest.mark.parametrize(("name", "safe"), [
@@ -139,35 +142,49 @@ def test_file_names_keep_the_entry_name_but_never_read_as_an_archive(name: bytes
 
 def test_no_pushed_byte_sits_where_gitleaks_sniffs_for_a_file_type() -> None:
     assert len(scan.HEADER) > 261 and scan.HEADER.endswith(b"\n")  # tar's signature is at 257
+    assert scan._framed(b"plain") == scan.HEADER + b"plain"
     iso = b"x" * (32769 - len(scan.HEADER)) + b"CD001" + b"y" * 100
-    assert scan._header(b"plain") == scan.HEADER
-    shifted = scan._header(iso) + iso
-    assert shifted[32769:32774] != b"CD001" and len(scan._header(iso)) == len(scan.HEADER) + 1
+    framed = scan._framed(iso)
+    assert framed[32769:32774] != b"CD001" and framed.endswith(iso) and len(framed) == len(scan.HEADER) + 1 + len(iso)
+
+
+def files_of(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir(), key=lambda p: int(p.name.split("_")[0]))
 
 
 def test_large_views_are_cut_into_overlapping_pieces_whose_lines_map_back(tmp_path: Path) -> None:
     writer = scan._Writer(str(tmp_path))
     data = b"".join(b"line %06d\n" % i for i in range(30000))  # 330 kB, 11 bytes a line
-    writer.view(7, "raw", data, "big.txt")
-    files = sorted(tmp_path.iterdir(), key=lambda p: int(p.name.split("_")[0]))
-    assert len(files) == len(writer.pieces) >= 4 and all(p.stat().st_size < 100_000 for p in files)
+    writer.view(7, "raw", data)
+    writer.flush()
+    files = files_of(tmp_path)
+    assert len(files) == len(writer.files) >= 4 and all(p.stat().st_size < 100_000 for p in files)
     assert writer.bytes == sum(p.stat().st_size for p in files)
-    for number, path in enumerate(files):
+    for path in files:
         body = path.read_bytes()
         assert body.startswith(scan.HEADER)
-        piece = writer.pieces[number]
         first = body[len(scan.HEADER):].split(b"\n", 1)[0]
-        # what gitleaks calls line 2 of this file (line 1 is the gate's) is this line of the object
-        line = scan._object_line(piece, 2)
-        assert data.split(b"\n")[line - 1].endswith(first), (number, line, first)
-    # consecutive pieces share OVERLAP bytes
+        seg, line = writer.locate(f"/x/objects/{path.name}", 2)  # gitleaks' line 2: the file's first pushed line
+        assert seg.index == 7 and data.split(b"\n")[line - 1].endswith(first), (path.name, line, first)
     one, two = (p.read_bytes()[len(scan.HEADER):] for p in files[:2])
-    assert one[-scan.OVERLAP:] == two[:scan.OVERLAP]
+    assert one[-scan.OVERLAP:] == two[:scan.OVERLAP]  # consecutive pieces share OVERLAP bytes
 
 
-def test_a_text_views_finding_maps_to_the_objects_line() -> None:
-    piece = scan.Piece(0, "text", 1, [(1, 3), (3, 4)])
-    assert scan._object_line(piece, 2) == 3 and scan._object_line(piece, 4) == 4 and scan._object_line(piece, 5) == 5
+def test_small_views_share_files_and_each_line_maps_to_its_object(tmp_path: Path) -> None:
+    writer = scan._Writer(str(tmp_path))
+    for i in range(300):
+        writer.view(i, "raw", b"first of %d\nsecond of %d" % (i, i))  # no final newline
+    writer.view(300, "raw", b"")  # nothing to scan
+    writer.view(301, "raw", b"named\n", "deploy.yaml")  # a name a rule's path condition may want
+    writer.flush()
+    files = files_of(tmp_path)
+    assert len(files) == 2 and files[0].name == "0_deploy.yaml" and files[1].name == "1_objects"
+    lines = files[1].read_bytes().split(b"\n")
+    for file_line in (2, 3, 300, 601):
+        seg, line = writer.locate(str(files[1]), file_line)
+        assert lines[file_line - 1] == (b"first of %d" if line == 1 else b"second of %d") % seg.index
+    with pytest.raises(pp.GateError, match="which the gate did not write"):
+        writer.locate("/x/objects/99_objects", 2)
 
 
 def test_findings_say_where_they_are_in_the_object() -> None:

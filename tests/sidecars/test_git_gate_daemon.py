@@ -199,3 +199,25 @@ def test_a_slow_first_mirror_answers_in_bounded_time(tmp_path: Path) -> None:
     finally:
         silent.close()
     assert said == f"fatal: remote error: git-gate: upstream not mirrored yet: the first fetch of {url} is still running; try again in a minute"
+
+
+def threads_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("Threads:")))
+
+
+def test_idle_and_half_sent_connections_cost_the_gate_no_threads_and_lock_nobody_out(gate: Gate) -> None:
+    before = threads_of(gate.proc.pid)
+    held = []
+    try:
+        for i in range(700):  # more than the gate's connection cap
+            s = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
+            if i % 2:
+                s.sendall(b"POST /upstream.git/git-receive-pack HTTP/1.1\r\nHost: git-gate\r\nContent-Le")
+            held.append(s)
+        out = gate.git("ls-remote", gate.url)
+        assert "refs/heads/main" in out.stdout
+        assert threads_of(gate.proc.pid) <= before + 1  # the gate's own threads, whatever is held
+    finally:
+        for s in held:
+            s.close()

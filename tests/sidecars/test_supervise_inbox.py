@@ -193,3 +193,100 @@ def test_a_route_allowed_once_is_withdrawn_after_one_request_went_through(state:
     assert queue.get(once["id"])["once_used"]["request"] == "GET once.example.com:443/dl/file"
     assert inbox.withdraw_once(queue, [used], routes) == 0  # withdrawn once, not again
     proposals.parse_policy(open(routes).read(), state.egress / "routes.yaml")  # still a valid policy
+
+
+def test_drafts_propose_the_scheme_that_was_seen(queue) -> None:
+    https = {"decision": "block", "method": "GET", "scheme": "https", "host": "tls.example.com", "port": 443, "path": "/a"}
+    inbox.drafts_from(queue, [https])
+    (draft,) = queue.all()
+    assert draft["change"]["schemes"] == ["https"]
+    # report-blocked (no scheme) adds words, never a scheme nobody used
+    queue.note_block("GET", "tls.example.com", 443, "/a", context="needed")
+    assert queue.get(draft["id"])["change"]["schemes"] == ["https"]
+    inbox.drafts_from(queue, [{**https, "scheme": "http", "port": 80}])
+    assert queue.get(draft["id"])["change"]["schemes"] == ["http", "https"]  # both were seen
+    # a draft report-blocked makes before egress's line lands: the port's scheme, both for others
+    assert queue.note_block("GET", "first.example.com", 443, "/b", context="x")["change"]["schemes"] == ["https"]
+    assert queue.note_block("GET", "first.example.com", 80, "/c", context="x")["change"]["schemes"] == ["http"]
+    assert queue.note_block("GET", "first.example.com", 8443, "/d", context="x")["change"]["schemes"] == ["http", "https"]
+
+
+def test_drafts_propose_the_path_as_egress_matches_it(queue) -> None:
+    block = {"decision": "block", "method": "GET", "scheme": "https", "host": "enc.example.com", "port": 443}
+    inbox.drafts_from(queue, [{**block, "path": "/%76%31/x"}, {**block, "path": "/v1/x"}])
+    (draft,) = queue.all()  # one request, however it was spelt
+    assert draft["change"]["paths"] == ["/v1/x"] and draft["count"] == 2
+    # a literal '*' would be a wildcard in a route: no draft proposes it
+    assert inbox.drafts_from(queue, [{**block, "path": "/%2A"}]) == 0 and len(queue.all()) == 1
+
+
+def once_route(state: StateDir, queue, host: str = "once.example.com") -> tuple[dict, str]:
+    p = queue.request("egress-route", inbox.route_change(host, [443], ["GET"], ["/v1/*"]), "r")
+    proposals.decide(state.path.parent.parent, p["id"], "approve", by="op", scope="once")
+    return p, str(state.egress / "routes.yaml")
+
+
+def log_lines(path: Path, *records: dict) -> None:
+    with path.open("a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def test_a_full_queue_never_holds_back_the_withdraw(state: StateDir, queue) -> None:
+    import yaml
+
+    p, routes = once_route(state, queue)
+    for i in range(inbox.MAX_PENDING):  # the queue at its cap: 200 pending
+        queue.request("egress-route", inbox.route_change(f"h{i}.example.com"), "noise")
+    assert sum(1 for x in queue.all() if x["status"] == "pending") == inbox.MAX_PENDING
+    log = state.egress / "requests.jsonl"
+    noise = [{"decision": "block", "method": "GET", "scheme": "https", "host": f"n{i}.example.com", "port": 443, "path": "/"}
+             for i in range(20)]
+    used = {"decision": "allow", "method": "GET", "scheme": "https", "host": "once.example.com", "port": 443,
+            "path": "/%76%31/x", "once": p["id"]}
+    log_lines(log, *noise[:10], used, *noise[10:])
+    intake = inbox.Intake(queue, inbox.EgressTail(str(log), str(state.supervise / "cursor.json")), routes)
+    assert intake.step() == 1
+    assert yaml.safe_load(open(routes))["routes"] == []
+    assert queue.get(p["id"])["once_used"]["request"] == "GET once.example.com:443/%76%31/x"
+    assert not any(x["change"]["host"].startswith("n") for x in queue.all())  # the drafts were dropped, not the withdraw
+
+
+def test_a_withdraw_that_fails_is_owed_until_it_succeeds(state: StateDir, queue) -> None:
+    import yaml
+
+    p, routes = once_route(state, queue)
+    good = Path(routes).read_text()
+    log = state.egress / "requests.jsonl"
+    log_lines(log, {"decision": "allow", "method": "GET", "host": "once.example.com", "port": 443, "path": "/v1/a", "once": p["id"]})
+    intake = inbox.Intake(queue, inbox.EgressTail(str(log), str(state.supervise / "cursor.json")), routes)
+    Path(routes).write_text("version: [unreadable")  # the policy cannot be read right now
+    assert intake.step() == 0 and p["id"] in intake.owed
+    Path(routes).write_text(good)
+    assert intake.step() == 1  # no new line in the log: the owed withdraw runs anyway
+    assert yaml.safe_load(open(routes))["routes"] == [] and not intake.owed
+
+
+def test_decided_proposals_beyond_the_cap_leave_the_operators_disk(state: StateDir, queue, monkeypatch) -> None:
+    from bottle_contract import layout
+
+    monkeypatch.setattr(layout, "MAX_DECIDED", 3)
+    home = state.path.parent.parent
+    for i in range(6):
+        p = queue.request("egress-route", inbox.route_change(f"h{i}.example.com"), "r")
+        proposals.decide(home, p["id"], "reject", by="op")
+    last = queue.request("egress-route", inbox.route_change("last.example.com"), "r")
+    kept = queue.all()
+    assert len(kept) == 4 and kept[-1]["id"] == last["id"]
+    assert [p["change"]["host"] for p in kept[:3]] == ["h3.example.com", "h4.example.com", "h5.example.com"]
+
+
+def test_a_batch_of_blocks_reads_the_queue_once_and_writes_each_draft_once(queue, monkeypatch) -> None:
+    reads, writes = [], []
+    real_all, real_write = queue.all, queue._write
+    monkeypatch.setattr(queue, "all", lambda: reads.append(1) or real_all())
+    monkeypatch.setattr(queue, "_write", lambda p: writes.append(p["id"]) or real_write(p))
+    block = {"decision": "block", "method": "GET", "scheme": "https", "host": "many.example.com", "port": 443}
+    assert inbox.drafts_from(queue, [{**block, "path": f"/p/{i % 5}"} for i in range(500)]) == 500
+    assert len(reads) <= 2 and len(writes) == 5  # (the cap on decided proposals reads it once more)
+    assert sorted(d["count"] for d in real_all()) == [100] * 5

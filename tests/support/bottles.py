@@ -91,23 +91,67 @@ def write_home(home: Path) -> Path:
 
 def make_fake_pki(folder: Path) -> None:
     """openssl: a CA, and a server certificate for every fake-internet name signed by it."""
-    ca_key, ca, key, csr, cert = (str(folder / n) for n in ("ca-key.pem", "ca.pem", "server-key.pem", "server.csr", "server.pem"))
-    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-keyout", ca_key, "-out", ca,
-       "-subj", "/CN=bottle-tui fake internet CA", "-addext", "basicConstraints=critical,CA:TRUE",
-       "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ca_key, ca, key, csr, cert = (
+        str(folder / n) for n in ("ca-key.pem", "ca.pem", "server-key.pem", "server.csr", "server.pem")
+    )
+    sh(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-sha256",
+        "-days",
+        "2",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca,
+        "-subj",
+        "/CN=bottle-tui fake internet CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={ALLOWED}")
     ext = folder / "san.ext"
-    ext.write_text("subjectAltName=" + ",".join(f"DNS:{h}" for h in FAKE_NAMES) +
-                   "\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-    sh("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-sha256",
-       "-extfile", str(ext), "-out", cert)
+    ext.write_text(
+        "subjectAltName="
+        + ",".join(f"DNS:{h}" for h in FAKE_NAMES)
+        + "\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    sh(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        str(ext),
+        "-out",
+        cert,
+    )
     for name in ("server-key.pem", "server.pem", "ca.pem"):
         (folder / name).chmod(0o644)
 
 
-def cli(home: Path, *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    home: Path, *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "BOTTLE_TEST_TOKEN": SECRET, **(env or {})}
-    return sh(sys.executable, "-m", "bottle_tui", "--home", str(home), *args, check=check, timeout=timeout, env=full_env)
+    return sh(
+        sys.executable, "-m", "bottle_tui", "--home", str(home), *args, check=check, timeout=timeout, env=full_env
+    )
 
 
 @dataclass
@@ -150,10 +194,29 @@ def run_fake_internet(pki: Path, image: str = "bottle-tui/sidecars:latest") -> s
     fake internet itself has no way out. Returns its name."""
     name = f"bottle-tui-test-fake-internet-{uuid.uuid4().hex[:6]}"
     sh("docker", "network", "create", "--internal", "--label", TEST_LABEL, name)
-    sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", name,
-       "--entrypoint", "python3", "-v", f"{FAKE_DIR}:/srv:ro", "-v", f"{pki}:/pki:ro",
-       "-e", f"FAKE_ANTHROPIC_KEY_SHA256={hashlib.sha256(SECRET.encode()).hexdigest()}",
-       image, "/srv/server.py", "/pki/server.pem", "/pki/server-key.pem")
+    sh(
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        TEST_LABEL,
+        "--network",
+        name,
+        "--entrypoint",
+        "python3",
+        "-v",
+        f"{FAKE_DIR}:/srv:ro",
+        "-v",
+        f"{pki}:/pki:ro",
+        "-e",
+        f"FAKE_ANTHROPIC_KEY_SHA256={hashlib.sha256(SECRET.encode()).hexdigest()}",
+        image,
+        "/srv/server.py",
+        "/pki/server.pem",
+        "/pki/server-key.pem",
+    )
     return name
 
 
@@ -191,19 +254,63 @@ GIT_ROOT = "/tmp/git"  # inside the fake-internet container
 def make_fake_git_cert(folder: Path) -> None:
     """A certificate for GIT_HOST signed by make_fake_pki's CA (same folder), so the gate trusts it
     through the same CLAUDE_BOTTLE_UPSTREAM_CA that egress trusts."""
-    key, csr, cert, ext = (folder / n for n in ("git-server-key.pem", "git-server.csr", "git-server.pem", "git-san.ext"))
-    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={GIT_HOST}")
-    ext.write_text(f"subjectAltName=DNS:{GIT_HOST}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-    sh("openssl", "x509", "-req", "-in", str(csr), "-CA", str(folder / "ca.pem"), "-CAkey", str(folder / "ca-key.pem"),
-       "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(cert))
+    key, csr, cert, ext = (
+        folder / n for n in ("git-server-key.pem", "git-server.csr", "git-server.pem", "git-san.ext")
+    )
+    sh(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={GIT_HOST}",
+    )
+    ext.write_text(
+        f"subjectAltName=DNS:{GIT_HOST}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    sh(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(folder / "ca.pem"),
+        "-CAkey",
+        str(folder / "ca-key.pem"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(cert),
+    )
     for path in (key, cert):
         path.chmod(0o644)
 
 
 def start_fake_git_host(fake: str, credential: str) -> None:
     """Run git_server.py beside server.py in the fake internet; returns once it answers."""
-    sh("docker", "exec", "-d", fake, "python3", "/srv/git_server.py", "/pki/git-server.pem", "/pki/git-server-key.pem",
-       str(GIT_PORT), GIT_ROOT, credential)
+    sh(
+        "docker",
+        "exec",
+        "-d",
+        fake,
+        "python3",
+        "/srv/git_server.py",
+        "/pki/git-server.pem",
+        "/pki/git-server-key.pem",
+        str(GIT_PORT),
+        GIT_ROOT,
+        credential,
+    )
     probe = f"import socket,time\nfor _ in range(100):\n try: socket.create_connection(('127.0.0.1', {GIT_PORT}), 1); break\n except OSError: time.sleep(0.1)\nelse: raise SystemExit(1)"
     sh("docker", "exec", fake, "python3", "-c", probe)
 

@@ -9,12 +9,36 @@ secrets hidden in base64, base64url, hex, percent and unicode escapes, some nest
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import random
 import string
+import tempfile
 import tomllib
 from pathlib import Path
 
 import re2
+
+# gitleaks v8.30.1's full config/gitleaks.toml, byte for byte (MIT licence, (c) Zachary Rice),
+# from `go mod download -json github.com/zricethezav/gitleaks/v8@v8.30.1` (its Dir), the file
+# the sidecars image builds in: the rules egress runs, for unit tests that judge DLP.
+FULL_RULES = Path(__file__).parent / "gitleaks-v8.30.1.toml"
+
+
+@functools.lru_cache(maxsize=None)
+def full_request_scanner():
+    """A RequestScanner over the full rules; the Hyperscan database is compiled once and kept
+    in the temp folder under the rules' digest (a stale one is recompiled, never used)."""
+    from tests.support.sidecars import egress_module
+    dlp, dr = egress_module("dlp"), egress_module("dlp.request")
+    digest = hashlib.sha256(FULL_RULES.read_bytes()).hexdigest()[:16]
+    db = Path(tempfile.gettempdir()) / f"bottle-dlp-{digest}.hsdb"
+    scanner = dlp.Scanner.load(FULL_RULES, db_path=db)
+    rules = scanner.rules
+    if dlp.load_database(rules, db) is None:
+        compiled = dlp.compile_database(rules)
+        dlp.save_database(rules, compiled[0], compiled[1], db)
+    return dr.RequestScanner(scanner)
 
 ALNUM = string.ascii_letters + string.digits
 LOWER_ALNUM = string.ascii_lowercase + string.digits
@@ -229,3 +253,7 @@ def generate(rules_path: Path, n: int, seed: int = 20261127) -> list[tuple[str, 
             text += "\n"
         texts.append((f"t{i:05d}.txt", text))
     return texts
+
+
+# The adversarial corpus (issue 14): exfiltration shapes and ordinary traffic, by class.
+from tests.support.dlp_shapes import ENCODERS, SECRET_MAKERS, TEXT_ENCODERS, Case, exfiltration, ordinary, secret  # noqa: E402,F401

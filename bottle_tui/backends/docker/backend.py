@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ...state import StateDir, project_name
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
@@ -33,10 +34,10 @@ async def reload_bundle(slug: str) -> str | None:
 class DockerBackend:
     name = "docker"
 
-    async def preflight(self, plan: "BottlePlan", progress: Progress) -> None:
+    async def preflight(self, plan: BottlePlan, progress: Progress) -> None:
         await engine.require_engine()
 
-    async def start(self, plan: "BottlePlan", progress: Progress) -> None:
+    async def start(self, plan: BottlePlan, progress: Progress) -> None:
         await lifecycle.start(plan, progress)
 
     async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
@@ -45,8 +46,9 @@ class DockerBackend:
     async def reload_policy(self, slug: str) -> str | None:
         return await reload_bundle(slug)
 
-    async def selftest(self, state: StateDir, info: BottleInfo, progress: Progress, *,
-                       environ: Mapping[str, str]) -> SelftestReport:
+    async def selftest(
+        self, state: StateDir, info: BottleInfo, progress: Progress, *, environ: Mapping[str, str]
+    ) -> SelftestReport:
         from .selftest import run_selftest
 
         return await run_selftest(state, info, progress, environ=dict(environ))
@@ -61,7 +63,9 @@ class DockerBackend:
     async def exec_capture(self, slug: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
         return await engine.exec_capture(agent_container(slug), argv, timeout=timeout)
 
-    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
+    async def plan_cleanup(
+        self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None
+    ) -> CleanupPart:
         return await lifecycle.plan_cleanup(home, all_homes=all_homes, homes_under=homes_under)
 
     async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:

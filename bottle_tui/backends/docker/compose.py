@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bottle_contract import ports
-from bottle_contract.policy import Policy
-from bottle_contract.policy import yaml_text as to_yaml  # noqa: F401 - the one YAML writer, re-exported
+from bottle_contract import layout, ports
+from bottle_contract.policy import Policy, yaml_text
 
 from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan, git_repo_name
 from . import labels
@@ -29,6 +28,9 @@ STOP_GRACE = "3s"
 # Egress streams large bodies and refuses blocked ones unread, so its memory stays far below this.
 SIDECARS_MEMORY = "768m"
 SIDECARS_PIDS = 256
+
+# The one YAML writer (the contract's), under the name the renderers' callers use.
+to_yaml = yaml_text
 
 
 def bottle_labels(plan: BottlePlan) -> dict[str, str]:
@@ -86,8 +88,14 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},
         },
-        "networks": {"internal": {"aliases": list(SIDECAR_ALIASES) + ([GIT_GATE_HOST] if plan.bottle.git else [])
-                                  + (["supervise"] if plan.supervise_url else [])}, "egress": {}},
+        "networks": {
+            "internal": {
+                "aliases": list(SIDECAR_ALIASES)
+                + ([GIT_GATE_HOST] if plan.bottle.git else [])
+                + (["supervise"] if plan.supervise_url else [])
+            },
+            "egress": {},
+        },
         "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)]
         + ([_bind(plan.state.git_gate, GIT_GATE_MOUNT, read_only=False)] if plan.bottle.git else [])
         + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.supervise_url else [])
@@ -98,6 +106,9 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "mem_limit": SIDECARS_MEMORY,
         "pids_limit": SIDECARS_PIDS,
         "stop_grace_period": STOP_GRACE,
+        # The daemons' stderr may be the agent's to provoke: the engine keeps a bounded log of it.
+        "logging": {"driver": "json-file", "options": {"max-size": f"{layout.BUNDLE_LOG_CAP.max_bytes >> 20}m",
+                                                       "max-file": str(layout.BUNDLE_LOG_CAP.keep + 1)}},
         **hardening,
     }
     net_labels = {labels.MANAGED: "true", labels.SLUG: plan.slug, labels.HOME: str(plan.home)}

@@ -7,9 +7,9 @@ projects and one label-filtered ``docker ps`` for the services of all of them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from ...errors import BottleError
 from ...runner import CommandError, CommandNotFound, run
@@ -52,7 +52,9 @@ async def engine_status() -> EngineStatus:
         return server
     comp = await run(["docker", "compose", "version", "--short"], check=False, timeout=15)
     if comp.returncode != 0:
-        return EngineStatus(False, server_version=server.server_version, problem=f"docker compose v2 is missing: {ENGINE_HINT}")
+        return EngineStatus(
+            False, server_version=server.server_version, problem=f"docker compose v2 is missing: {ENGINE_HINT}"
+        )
     return EngineStatus(True, server.server_version, comp.stdout.strip())
 
 
@@ -91,16 +93,35 @@ class BottleInfo:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "slug": self.slug, "project": self.project, "agent": self.agent, "bottle": self.bottle,
-            "backend": self.backend, "started_at": self.started_at, "home": self.home, "status": self.status,
-            "services": dict(sorted(self.services.items())), "services_up": self.services_up,
+            "slug": self.slug,
+            "project": self.project,
+            "agent": self.agent,
+            "bottle": self.bottle,
+            "backend": self.backend,
+            "started_at": self.started_at,
+            "home": self.home,
+            "status": self.status,
+            "services": dict(sorted(self.services.items())),
+            "services_up": self.services_up,
         }
 
 
-_PS_FORMAT = "\t".join(
-    "{{.Label \"%s\"}}" % key
-    for key in (labels.COMPOSE_PROJECT, labels.COMPOSE_SERVICE, labels.SLUG, labels.AGENT, labels.BOTTLE, labels.BACKEND, labels.STARTED_AT, labels.HOME)
-) + "\t{{.State}}"
+_PS_FORMAT = (
+    "\t".join(
+        '{{.Label "%s"}}' % key
+        for key in (
+            labels.COMPOSE_PROJECT,
+            labels.COMPOSE_SERVICE,
+            labels.SLUG,
+            labels.AGENT,
+            labels.BOTTLE,
+            labels.BACKEND,
+            labels.STARTED_AT,
+            labels.HOME,
+        )
+    )
+    + "\t{{.State}}"
+)
 
 
 async def explain(error: CommandError) -> BottleError:
@@ -126,7 +147,9 @@ async def bottle_projects() -> dict[str, str]:
 
 async def _discover() -> list[BottleInfo]:
     projects = await bottle_projects()
-    ps = await run(["docker", "ps", "--all", "--filter", f"label={labels.MANAGED}=true", "--format", _PS_FORMAT], timeout=30)
+    ps = await run(
+        ["docker", "ps", "--all", "--filter", f"label={labels.MANAGED}=true", "--format", _PS_FORMAT], timeout=30
+    )
     found: dict[str, dict[str, object]] = {}
     for line in ps.stdout.splitlines():
         cols = line.split("\t")
@@ -136,8 +159,18 @@ async def _discover() -> list[BottleInfo]:
         # Trust only our prefix, our labels, and a slug that matches the project name.
         if project not in projects or slug_of_project(project) != slug:
             continue
-        entry = found.setdefault(project, {"slug": slug, "agent": agent, "bottle": bottle, "backend": backend,
-                                           "started_at": started, "home": home, "services": {}})
+        entry = found.setdefault(
+            project,
+            {
+                "slug": slug,
+                "agent": agent,
+                "bottle": bottle,
+                "backend": backend,
+                "started_at": started,
+                "home": home,
+                "services": {},
+            },
+        )
         entry["services"][service] = state  # type: ignore[index]
     return sorted(
         (BottleInfo(project=p, status=projects[p], **e) for p, e in found.items()),  # type: ignore[arg-type]
@@ -153,7 +186,11 @@ async def find(slug: str) -> BottleInfo:
 
 
 async def up(project: str, compose_file: Path, env: dict[str, str] | None = None) -> str:
-    result = await run(compose_argv(project, "up", "--detach", "--no-build", "--pull", "never", "--quiet-pull", file=compose_file), timeout=180, env=env)
+    result = await run(
+        compose_argv(project, "up", "--detach", "--no-build", "--pull", "never", "--quiet-pull", file=compose_file),
+        timeout=180,
+        env=env,
+    )
     return result.stdout + result.stderr
 
 
@@ -209,7 +246,7 @@ async def stray_resources(live_projects: Iterable[str]) -> tuple[list[tuple[str,
     (those go with their project's `compose down`), as (id, home label) pairs."""
     live = set(live_projects)
     found: list[list[tuple[str, str]]] = []
-    fmt = "{{.ID}}\t{{.Label \"%s\"}}\t{{.Label \"%s\"}}" % (labels.COMPOSE_PROJECT, labels.HOME)
+    fmt = '{{.ID}}\t{{.Label "%s"}}\t{{.Label "%s"}}' % (labels.COMPOSE_PROJECT, labels.HOME)
     for argv in (["docker", "ps", "--all"], ["docker", "network", "ls"]):
         listing = await run([*argv, "--filter", f"label={labels.MANAGED}=true", "--format", fmt], timeout=30)
         rows = [(line.split("\t") + ["", ""])[:3] for line in listing.stdout.splitlines() if line.strip()]
@@ -228,4 +265,13 @@ async def remove_networks(ids: list[str]) -> None:
 
 
 def events_argv() -> list[str]:
-    return ["docker", "events", "--filter", f"label={labels.MANAGED}=true", "--filter", "type=container", "--format", "{{.Action}}"]
+    return [
+        "docker",
+        "events",
+        "--filter",
+        f"label={labels.MANAGED}=true",
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Action}}",
+    ]

@@ -7,14 +7,16 @@ builds. Each image is tagged with a hash of its inputs, so it is rebuilt only wh
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ...errors import BottleError
 from ...runner import CommandError, run
@@ -82,8 +84,7 @@ def upstream_ca_bundle() -> bytes:
 
 def _context_files(context: Path) -> list[Path]:
     return sorted(
-        p for p in context.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+        p for p in context.rglob("*") if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
     )
 
 
@@ -142,9 +143,13 @@ async def ensure_base(progress: Progress, log: Path) -> str:
         return BASE_IMAGE
     progress("base image: no registry answered; bootstrapping Debian with debootstrap (about a minute)")
     if shutil.which("debootstrap") is None:
-        raise BottleError("building the base image needs debootstrap: run `make engine` (or `apt-get install debootstrap`) and try again")
+        raise BottleError(
+            "building the base image needs debootstrap: run `make engine` (or `apt-get install debootstrap`) and try again"
+        )
     if os.geteuid() != 0:
-        raise BottleError(f"bootstrapping the base image needs root: run `sudo bottle-tui images build` once, or load {UPSTREAM_BASE} into the engine")
+        raise BottleError(
+            f"bootstrapping the base image needs root: run `sudo bottle-tui images build` once, or load {UPSTREAM_BASE} into the engine"
+        )
     with tempfile.TemporaryDirectory(prefix="bottle-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         argv = ["debootstrap", "--variant=minbase", SUITE, str(rootfs)]
@@ -177,23 +182,40 @@ def _append(log: Path, text: str) -> None:
         fh.write(text)
 
 
-async def build(source: ImageSource, progress: Progress, log: Path, *, force: bool = False) -> str:
+async def build(
+    source: ImageSource, progress: Progress, log: Path, *, force: bool = False, base_lock: asyncio.Lock | None = None
+) -> str:
+    """The image of ``source``, built unless an image of its current inputs exists (or ``force``).
+    Builds that run side by side share ``base_lock``, so the base image is bootstrapped once."""
     ca = extra_ca_bytes()
     full = input_hash(source, ca)
     ref = _tag(source, full)
     if not force and await image_exists(ref):
         progress(f"{source.name} image: {ref} is up to date")
         return ref
-    base = await ensure_base(progress, log)
+    async with base_lock or contextlib.nullcontext():
+        base = await ensure_base(progress, log)
     progress(f"{source.name} image: building {ref} (log: {log})")
     with tempfile.TemporaryDirectory(prefix=f"bottle-{source.name}-ctx-") as tmp:
         ctx = Path(tmp)
         shutil.copytree(source.context, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (ctx / "extra-ca.crt").write_bytes(ca)
         argv = [
-            "docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
-            "--label", f"{labels.IMAGE_HASH}={full}", "--label", f"{labels.IMAGE}={source.name}",
-            "-t", ref, "-t", f"{source.repository}:latest", str(ctx),
+            "docker",
+            "build",
+            "--network",
+            "host",
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            "--label",
+            f"{labels.IMAGE_HASH}={full}",
+            "--label",
+            f"{labels.IMAGE}={source.name}",
+            "-t",
+            ref,
+            "-t",
+            f"{source.repository}:latest",
+            str(ctx),
         ]
         try:
             result = await run(argv, timeout=3600, env={"DOCKER_BUILDKIT": "0"})
@@ -209,7 +231,9 @@ async def _drop_stale_tags(source: ImageSource, keep: str) -> None:
     """Untag earlier builds (each about a gigabyte); ones a running bottle still uses stay."""
     if os.environ.get(KEEP_OLD_IMAGES_ENV):
         return
-    listing = await run(["docker", "image", "ls", source.repository, "--format", "{{.Repository}}:{{.Tag}}"], check=False, timeout=30)
+    listing = await run(
+        ["docker", "image", "ls", source.repository, "--format", "{{.Repository}}:{{.Tag}}"], check=False, timeout=30
+    )
     stale = [ref for ref in listing.stdout.split() if ref not in (keep, f"{source.repository}:latest")]
     for ref in stale:
         await run(["docker", "image", "rm", ref], check=False, timeout=60)
@@ -220,8 +244,21 @@ async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -
     `start`), this is one `docker image inspect` call."""
     wanted = image_refs()
     if not force:
-        found = await run(["docker", "image", "inspect", "--format", "{{.Id}}", *wanted.values()], check=False, timeout=30)
+        found = await run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", *wanted.values()], check=False, timeout=30
+        )
         if found.returncode == 0:
             return wanted
         await engine.require_engine()  # a missing image, or no engine at all: say which first
-    return {name: await build(src, progress, log, force=force) for name, src in sources().items()}
+    # The two builds run side by side: most of each is waiting on package downloads and on the
+    # other build's compiler, so two at once take about as long as the longer one.
+    lock = asyncio.Lock()
+    wanted_sources = sources()
+    results = await asyncio.gather(
+        *(build(src, progress, log, force=force, base_lock=lock) for src in wanted_sources.values()),
+        return_exceptions=True,
+    )
+    for result in results:  # both finished (no build is left running): report the first failure
+        if isinstance(result, BaseException):
+            raise result
+    return {name: str(ref) for name, ref in zip(wanted_sources, results, strict=True)}

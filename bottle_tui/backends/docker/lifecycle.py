@@ -6,17 +6,18 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from bottle_contract.clock import now_iso
+from bottle_contract.files import atomic_write
+
+from ...config import ArchiveSettings, load_config
 from ...errors import BottleError
 from ...plan import CA_CERT_NAME, TRANSCRIPTS, WORKDIR, BottlePlan
 from ...runner import CommandError, run
-from ...config import ArchiveSettings, load_config
-from ...state import StateDir, all_state_dirs, archive_root, prune_archive, project_name, slug_of_project, state_dir
-from bottle_contract.clock import now_iso
-from bottle_contract.files import atomic_write
+from ...state import StateDir, all_state_dirs, archive_root, project_name, prune_archive, slug_of_project, state_dir
 from .. import StopReport
 from . import engine, images
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
@@ -35,12 +36,33 @@ def append_log(path: Path, message: str) -> None:
 async def make_egress_ca(state: StateDir, slug: str) -> None:
     """A CA per bottle: the key stays in egress/ (sidecars only), the certificate goes to ca/ (agent)."""
     key, cert = state.egress / "ca-key.pem", state.egress / "ca-cert.pem"
-    await run([
-        # EC P-256: 15 ms to generate where RSA-2048 takes 300 ms of a 3 s bring-up budget.
-        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-sha256", "-days", "825",
-        "-keyout", str(key), "-out", str(cert), "-subj", f"/O=bottle-tui/CN=bottle-tui egress CA {slug}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    ], timeout=60)
+    await run(
+        [
+            # EC P-256: 15 ms to generate where RSA-2048 takes 300 ms of a 3 s bring-up budget.
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "825",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            f"/O=bottle-tui/CN=bottle-tui egress CA {slug}",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        timeout=60,
+    )
     pem_key, pem_cert = key.read_bytes(), cert.read_bytes()
     key.unlink()
     cert.unlink()
@@ -64,13 +86,26 @@ def write_renders(plan: BottlePlan) -> None:
         atomic_write(state.git_gate / "upstream-ca.pem", upstream_ca, mode=0o644)
     if plan.supervise_url:
         # Read by the supervise daemon at start (a file: init passes daemons few variables).
-        atomic_write(state.supervise / "settings.json", json.dumps({"timeout_seconds": plan.bottle.supervise.timeout_seconds}) + "\n", mode=0o644)
-    state.write_metadata({
-        "agent": plan.agent.name, "bottle": plan.bottle.name, "backend": plan.backend, "slug": plan.slug,
-        "project": plan.project, "started_at": plan.started_at, "images": plan.images,
-        "agent_file": str(plan.agent.path), "bottle_file": str(plan.bottle.path), "started_by_pid": os.getpid(),
-        "claude_args": plan.claude_args,
-    })
+        atomic_write(
+            state.supervise / "settings.json",
+            json.dumps({"timeout_seconds": plan.bottle.supervise.timeout_seconds}) + "\n",
+            mode=0o644,
+        )
+    state.write_metadata(
+        {
+            "agent": plan.agent.name,
+            "bottle": plan.bottle.name,
+            "backend": plan.backend,
+            "slug": plan.slug,
+            "project": plan.project,
+            "started_at": plan.started_at,
+            "images": plan.images,
+            "agent_file": str(plan.agent.path),
+            "bottle_file": str(plan.bottle.path),
+            "started_by_pid": os.getpid(),
+            "claude_args": plan.claude_args,
+        }
+    )
 
 
 async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
@@ -86,7 +121,9 @@ async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
         await asyncio.sleep(0.05)
     missing = ", ".join(r.parent.name for r in ready if not r.exists())
     what = "the agent container" if not agent_up else f"{missing} (no ready file)"
-    raise BottleError(f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}")
+    raise BottleError(
+        f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}"
+    )
 
 
 def _check_egress_policy(plan: BottlePlan) -> None:
@@ -98,7 +135,9 @@ def _check_egress_policy(plan: BottlePlan) -> None:
         return
     problem = info.get("routes_error")
     if problem:
-        raise BottleError(f"egress of {plan.slug} refused its policy ({problem}); fix {plan.bottle.path} and start again")
+        raise BottleError(
+            f"egress of {plan.slug} refused its policy ({problem}); fix {plan.bottle.path} and start again"
+        )
 
 
 async def register_supervise(plan: BottlePlan) -> None:
@@ -107,7 +146,8 @@ async def register_supervise(plan: BottlePlan) -> None:
         return
     agent = engine.container_name(plan.project, "agent")
     code, out = await engine.exec_capture(
-        agent, ["claude", "mcp", "add", "--transport", "http", "--scope", "user", "supervise", plan.supervise_url])
+        agent, ["claude", "mcp", "add", "--transport", "http", "--scope", "user", "supervise", plan.supervise_url]
+    )
     if code != 0:
         raise BottleError(f"`claude mcp add supervise` in {agent} exited with status {code}: {out.strip()[-200:]}")
 
@@ -130,16 +170,25 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
     ready = plan.state.git_gate_ready
     while not ready.exists():
         if time.monotonic() > deadline:
-            raise BottleError(f"bottle {plan.slug}: the git gate did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}")
+            raise BottleError(
+                f"bottle {plan.slug}: the git gate did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}"
+            )
         await asyncio.sleep(0.05)
     agent = engine.container_name(plan.project, "agent")
-    code, out = await engine.exec_capture(agent, ["sh", "-c", CHECKOUT_SCRIPT, "checkout", plan.git_origin, plan.bottle.git.branch], timeout=120)
+    code, out = await engine.exec_capture(
+        agent, ["sh", "-c", CHECKOUT_SCRIPT, "checkout", plan.git_origin, plan.bottle.git.branch], timeout=120
+    )
     if code == 0:
         append_log(plan.state.bringup_log, f"agent checkout: cloned {plan.git_origin} into {WORKDIR}")
     elif code == 3:
-        append_log(plan.state.bringup_log, f"agent checkout: cannot clone {plan.git_origin} yet ({out.strip()}); {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)")
+        append_log(
+            plan.state.bringup_log,
+            f"agent checkout: cannot clone {plan.git_origin} yet ({out.strip()}); {WORKDIR} is an empty repository with origin {plan.git_origin} (git pull fetches it)",
+        )
     else:
-        raise BottleError(f"bottle {plan.slug}: cannot prepare the agent's checkout in {WORKDIR} (exit {code}): {out.strip()[-300:]}")
+        raise BottleError(
+            f"bottle {plan.slug}: cannot prepare the agent's checkout in {WORKDIR} (exit {code}): {out.strip()[-300:]}"
+        )
 
 
 async def start(plan: BottlePlan, progress: Progress) -> None:
@@ -176,7 +225,9 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         raise
 
 
-async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False, agent_container: bool = True) -> StopReport:
+async def stop(
+    home: Path, slug: str, progress: Progress, *, keep: bool = False, agent_container: bool = True
+) -> StopReport:
     """Take the bottle down, whatever else fails, and keep what an operator wants afterwards.
 
     Compose logs and the transcript are saved first (each failure is reported, none stops the
@@ -211,11 +262,13 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False,
             atomic_write(state.compose_log, await engine.logs(project), mode=0o600)
 
         async def snapshot() -> None:
-            await engine.copy_out(engine.container_name(project, "agent"), TRANSCRIPTS, state.transcript, missing_ok=True)
+            await engine.copy_out(
+                engine.container_name(project, "agent"), TRANSCRIPTS, state.transcript, missing_ok=True
+            )
 
         steps = [dump_logs(), snapshot()] if agent_container else [dump_logs()]
         results = await asyncio.gather(*steps, return_exceptions=True)
-        for what, result in zip(("saving compose logs", "saving the transcript"), results):
+        for what, result in zip(("saving compose logs", "saving the transcript"), results, strict=False):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
@@ -242,8 +295,9 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False,
         except BottleError as exc:
             problem(f"{exc} (archive retention uses its defaults)")
             settings = ArchiveSettings()
-        _, pruned_problems = prune_archive(home, max_age_days=settings.max_age_days,
-                                           max_total_mb=settings.max_total_mb, now=time.time(), keep=dest)
+        _, pruned_problems = prune_archive(
+            home, max_age_days=settings.max_age_days, max_total_mb=settings.max_total_mb, now=time.time(), keep=dest
+        )
         for line in pruned_problems:
             problem(line)
         if archive_problems:
@@ -303,7 +357,9 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
     bottles = [(b.project, Path(b.home) if b.home else home) for b in infos if scoped(b.home)]
     containers, networks = await engine.stray_resources(live)
     live_slugs = {slug_of_project(p) for p in live}
-    orphans = [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs] if homes_under is None else []
+    orphans = (
+        [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs] if homes_under is None else []
+    )
     return CleanupPlan(
         sorted(bottles),
         [cid for cid, h in containers if scoped(h)],

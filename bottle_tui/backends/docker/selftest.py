@@ -25,18 +25,20 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
+
+from bottle_contract.files import atomic_write
 
 from ... import selftest
 from ...errors import BottleError
 from ...plan import credential_problem
 from ...runner import CommandError, run
 from ...state import StateDir
-from bottle_contract.files import atomic_write
 from . import engine, labels
 from .compose import to_yaml
 
@@ -65,46 +67,114 @@ class SelftestResult:
         lines = [selftest.report(self.outcomes)]
         if self.credential_checked:
             verdict = "LEAKED" if self.credential_findings else "blocked"
-            lines.append(f"{verdict:<8} {'credentials-in-agent':<34} the real {', '.join(self.credential_checked)} "
-                         "in the agent's environment, processes or changed files"
-                         + (f"  ({'; '.join(self.credential_findings)})" if self.credential_findings else ""))
+            lines.append(
+                f"{verdict:<8} {'credentials-in-agent':<34} the real {', '.join(self.credential_checked)} "
+                "in the agent's environment, processes or changed files"
+                + (f"  ({'; '.join(self.credential_findings)})" if self.credential_findings else "")
+            )
         elif not self.not_judged:
-            lines.append("skipped  credentials-in-agent               no credential of this bottle is set in this shell")
+            lines.append(
+                "skipped  credentials-in-agent               no credential of this bottle is set in this shell"
+            )
         for name, why in self.not_judged:
-            lines.append(f"skipped  {'credential-' + name:<34} not judged: ${name} is too short to tell a leak from chance "
-                         f"({why}); its injection is still checked. Set the real credential and run selftest again")
+            lines.append(
+                f"skipped  {'credential-' + name:<34} not judged: ${name} is too short to tell a leak from chance "
+                f"({why}); its injection is still checked. Set the real credential and run selftest again"
+            )
         return "\n".join(lines)
 
 
 async def _make_pki(folder: Path) -> None:
     ca_key, ca, key, csr, cert = (str(folder / n) for n in ("ca-key.pem", "ca.pem", "key.pem", "req.csr", "cert.pem"))
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    await run(["openssl", "req", "-x509", *ec, "-sha256", "-days", "1", "-keyout", ca_key, "-out", ca,
-               "-subj", "/CN=bottle-tui selftest canary CA", "-addext", "basicConstraints=critical,CA:TRUE",
-               "-addext", "keyUsage=critical,keyCertSign,cRLSign"], timeout=60)
+    await run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *ec,
+            "-sha256",
+            "-days",
+            "1",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+            "-subj",
+            "/CN=bottle-tui selftest canary CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        timeout=60,
+    )
     await run(["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={CANARY_ALLOWED}"], timeout=60)
     ext = folder / "san.ext"
-    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in CANARY_NAMES) +
-                   "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-    await run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
-               "-sha256", "-extfile", str(ext), "-out", cert], timeout=60)
+    ext.write_text(
+        "subjectAltName="
+        + ",".join(f"DNS:{n}" for n in CANARY_NAMES)
+        + "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+    )
+    await run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-sha256",
+            "-extfile",
+            str(ext),
+            "-out",
+            cert,
+        ],
+        timeout=60,
+    )
     for name in ("cert.pem", "key.pem"):
         os.chmod(folder / name, 0o644)  # the canary runs as another uid
     os.chmod(folder, 0o755)
 
 
-def _canary_routes(policy: dict) -> tuple[list[dict], dict | None]:
+def _canary_routes(policy: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Routes to add: the allowed canary, and an authed one that copies the first route with auth."""
     # Every key explicit, as egress demands; DLP as the bottle's own (its top-level dlp), so the
     # attacks meet the settings a route the operator adds would have.
     dlp = dict(policy.get("dlp") or {"body": True, "disabled_rules": [], "max_body_bytes": 8 * 1024 * 1024})
-    allowed = {"host": CANARY_ALLOWED, "ports": [80, 443], "methods": [], "paths": [], "schemes": ["http", "https"],
-               "auth": None, "dlp": dlp, "model_tools": [], "once": None}
+    allowed = {
+        "host": CANARY_ALLOWED,
+        "ports": [80, 443],
+        "methods": [],
+        "paths": [],
+        "schemes": ["http", "https"],
+        "auth": None,
+        "dlp": dlp,
+        "model_tools": [],
+        "once": None,
+    }
     auth_route = next((r for r in policy.get("routes") or [] if isinstance(r, dict) and r.get("auth")), None)
     added = [allowed]
     if auth_route is not None:
-        added.append({"host": CANARY_AUTHED, "ports": [443], "methods": [], "paths": [], "schemes": ["https"],
-                      "auth": dict(auth_route["auth"]), "dlp": dlp, "model_tools": [], "once": None})
+        added.append(
+            {
+                "host": CANARY_AUTHED,
+                "ports": [443],
+                "methods": [],
+                "paths": [],
+                "schemes": ["https"],
+                "auth": dict(auth_route["auth"]),
+                "dlp": dlp,
+                "model_tools": [],
+                "once": None,
+            }
+        )
     return added, auth_route
 
 
@@ -123,7 +193,9 @@ async def _reload(sidecars: str, state: StateDir, before: float) -> None:
         except (OSError, ValueError):
             pass
         await asyncio.sleep(0.05)
-    raise BottleError(f"egress of {state.slug} did not reload within {RELOAD_TIMEOUT:g} s; see {state.egress / 'ready'}")
+    raise BottleError(
+        f"egress of {state.slug} did not reload within {RELOAD_TIMEOUT:g} s; see {state.egress / 'ready'}"
+    )
 
 
 async def _find_credentials(agent: str, secrets: dict[str, str], tmp: Path) -> list[str]:
@@ -138,8 +210,18 @@ async def _find_credentials(agent: str, secrets: dict[str, str], tmp: Path) -> l
 
     inspect = await run(["docker", "inspect", "--format", "{{json .Config.Env}}", agent], timeout=30)
     look("the container's environment", inspect.stdout.encode())
-    procs = await run(["docker", "exec", agent, "sh", "-c",
-                       "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; echo; done"], check=False, timeout=60)
+    procs = await run(
+        [
+            "docker",
+            "exec",
+            agent,
+            "sh",
+            "-c",
+            "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; echo; done",
+        ],
+        check=False,
+        timeout=60,
+    )
     look("a process's environment or command line", procs.stdout.encode())
     changed = await run(["docker", "diff", agent], timeout=60)
     for line in changed.stdout.splitlines():
@@ -160,8 +242,14 @@ async def _find_credentials(agent: str, secrets: dict[str, str], tmp: Path) -> l
     return sorted(set(findings))
 
 
-async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progress, *,
-                       environ: dict[str, str] | None = None, image: str | None = None) -> SelftestResult:
+async def run_selftest(
+    state: StateDir,
+    info: engine.BottleInfo,
+    progress: Progress,
+    *,
+    environ: dict[str, str] | None = None,
+    image: str | None = None,
+) -> SelftestResult:
     environ = dict(os.environ if environ is None else environ)
     agent = engine.container_name(info.project, "agent")
     sidecars = engine.container_name(info.project, "sidecars")
@@ -184,15 +272,54 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
         await _make_pki(pki)
         progress(f"starting canary {canary} on {network}")
         aliases = [a for n in CANARY_NAMES for a in ("--network-alias", n)]
-        await run(["docker", "run", "-d", "--name", canary, "--network", network, *aliases,
-                   "--label", f"{labels.MANAGED}=true", "--label", f"{labels.SLUG}={info.slug}",
-                   "--label", f"{labels.HOME}={info.home}", "--label", "dev.bottle-tui.selftest=true",
-                   "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "--security-opt", "no-new-privileges:true",
-                   "-v", f"{pki}:/pki:ro", "--entrypoint", "python3", image,
-                   "/opt/bottle/canary/canary.py", "/pki/cert.pem", "/pki/key.pem"], timeout=60)
+        await run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                canary,
+                "--network",
+                network,
+                *aliases,
+                "--label",
+                f"{labels.MANAGED}=true",
+                "--label",
+                f"{labels.SLUG}={info.slug}",
+                "--label",
+                f"{labels.HOME}={info.home}",
+                "--label",
+                "dev.bottle-tui.selftest=true",
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "NET_BIND_SERVICE",
+                "--security-opt",
+                "no-new-privileges:true",
+                "-v",
+                f"{pki}:/pki:ro",
+                "--entrypoint",
+                "python3",
+                image,
+                "/opt/bottle/canary/canary.py",
+                "/pki/cert.pem",
+                "/pki/key.pem",
+            ],
+            timeout=60,
+        )
         try:
-            ip = (await run(["docker", "inspect", "--format",
-                             "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % network, canary], timeout=30)).stdout.strip()
+            ip = (
+                await run(
+                    [
+                        "docker",
+                        "inspect",
+                        "--format",
+                        '{{(index .NetworkSettings.Networks "%s").IPAddress}}' % network,
+                        canary,
+                    ],
+                    timeout=30,
+                )
+            ).stdout.strip()
             policy.setdefault("routes", [])
             policy["routes"] = list(policy["routes"]) + added
             before = time.time()
@@ -202,16 +329,27 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
                 await _reload(sidecars, state, before)
                 auth = auth_route["auth"] if auth_route else {}
                 targets = selftest.Targets(
-                    allowed=CANARY_ALLOWED, blocked=CANARY_BLOCKED, direct_ip=ip,
-                    authed=CANARY_AUTHED if auth_route else None, placeholder_env=auth.get("token_env"),
-                    auth_scheme=auth.get("scheme", "header"), auth_header=auth.get("header"),
+                    allowed=CANARY_ALLOWED,
+                    blocked=CANARY_BLOCKED,
+                    direct_ip=ip,
+                    authed=CANARY_AUTHED if auth_route else None,
+                    placeholder_env=auth.get("token_env"),
+                    auth_scheme=auth.get("scheme", "header"),
+                    auth_header=auth.get("header"),
                 )
                 attacks = selftest.build_suite(targets)
                 progress(f"running {len(attacks)} attacks and controls from inside {agent}")
-                out = await run(["docker", "exec", agent, "bash", "-c", selftest.suite_script(attacks)], check=False, timeout=900)
+                out = await run(
+                    ["docker", "exec", agent, "bash", "-c", selftest.suite_script(attacks)], check=False, timeout=900
+                )
                 credentials, secrets, not_judged = judgeable_credentials(policy, environ)
-                outcomes = selftest.judge_all(attacks, out.stdout, real_secrets=secrets,
-                                              log=selftest.read_log(state.egress_log), credentials=credentials)
+                outcomes = selftest.judge_all(
+                    attacks,
+                    out.stdout,
+                    real_secrets=secrets,
+                    log=selftest.read_log(state.egress_log),
+                    credentials=credentials,
+                )
                 findings = await _find_credentials(agent, secrets, tmp)
             finally:
                 restore_at = time.time()
@@ -220,19 +358,25 @@ async def run_selftest(state: StateDir, info: engine.BottleInfo, progress: Progr
                 try:
                     await _reload(sidecars, state, restore_at)
                 except (BottleError, CommandError) as exc:
-                    progress(f"warning: the original policy was written back but egress did not confirm the reload: {exc}")
+                    progress(
+                        f"warning: the original policy was written back but egress did not confirm the reload: {exc}"
+                    )
         finally:
             await run(["docker", "rm", "-f", canary], check=False, timeout=60)
     return SelftestResult(outcomes, findings, sorted(secrets), not_judged)
 
 
-def judgeable_credentials(policy: dict[str, Any], environ: Mapping[str, str]
-                          ) -> tuple[dict[str, str], dict[str, str], list[tuple[str, str]]]:
+def judgeable_credentials(
+    policy: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str], list[tuple[str, str]]]:
     """The credentials of the policy's routes that are set in ``environ``; those long enough to
     look for in what the agent sees (a short one turns up by chance in any file); and (name, why)
     for each one too short to judge."""
-    schemes = {r["auth"]["token_env"]: str(r["auth"].get("scheme", "")) for r in policy.get("routes") or []
-               if isinstance(r, dict) and isinstance(r.get("auth"), dict) and r["auth"].get("token_env")}
+    schemes = {
+        r["auth"]["token_env"]: str(r["auth"].get("scheme", ""))
+        for r in policy.get("routes") or []
+        if isinstance(r, dict) and isinstance(r.get("auth"), dict) and r["auth"].get("token_env")
+    }
     credentials = {n: environ[n] for n in sorted(schemes) if environ.get(n)}
     problems = {n: credential_problem(schemes[n], v) for n, v in credentials.items()}
     judged = {n: v for n, v in credentials.items() if problems[n] is None}

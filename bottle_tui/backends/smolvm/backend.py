@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ...errors import BottleError
 from ...plan import WORKDIR
-from ..docker.compose import AGENT_USER
-from ..docker import engine as docker
 from ...state import StateDir
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
+from ..docker import engine as docker
 from ..docker.backend import reload_bundle
+from ..docker.compose import AGENT_USER
 from . import lifecycle
 from .engine import Smolvm, check_version
 from .probe import cache_path, cached_probe, probe
@@ -31,7 +32,7 @@ def _installed() -> Smolvm | None:
 class SmolvmBackend:
     name = "smolvm"
 
-    async def preflight(self, plan: "BottlePlan", progress: Progress) -> None:
+    async def preflight(self, plan: BottlePlan, progress: Progress) -> None:
         """The CLI is there and new enough, a probe VM boots on this host (checked once, then
         cached), and the Docker engine answers (it runs the bundle)."""
         smol = Smolvm.find()
@@ -45,7 +46,7 @@ class SmolvmBackend:
             )
         await docker.require_engine()
 
-    async def start(self, plan: "BottlePlan", progress: Progress) -> None:
+    async def start(self, plan: BottlePlan, progress: Progress) -> None:
         await lifecycle.start(Smolvm.find(), plan, progress)
 
     async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
@@ -56,8 +57,9 @@ class SmolvmBackend:
         # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.
         return await reload_bundle(slug)
 
-    async def selftest(self, state: StateDir, info: BottleInfo, progress: Progress, *,
-                       environ: Mapping[str, str]) -> SelftestReport:
+    async def selftest(
+        self, state: StateDir, info: BottleInfo, progress: Progress, *, environ: Mapping[str, str]
+    ) -> SelftestReport:
         raise BottleError(f"selftest runs against docker bottles; {info.slug} is a smolvm bottle")
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
@@ -71,16 +73,22 @@ class SmolvmBackend:
         return lifecycle.join(engine_view, machines)
 
     def exec_argv(self, slug: str, argv: list[str], *, tty: bool, env: dict[str, str] | None = None) -> list[str]:
-        return Smolvm.find().exec_argv(name=vm_name(slug), argv=argv, tty=tty, user=AGENT_USER, workdir=WORKDIR, env=env)
+        return Smolvm.find().exec_argv(
+            name=vm_name(slug), argv=argv, tty=tty, user=AGENT_USER, workdir=WORKDIR, env=env
+        )
 
     async def exec_capture(self, slug: str, argv: list[str], *, timeout: float = 60) -> tuple[int, str]:
         result = await Smolvm.find().machine_exec(name=vm_name(slug), argv=argv, timeout=timeout, user=AGENT_USER)
         return result.status, result.stdout
 
-    async def plan_cleanup(self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> CleanupPart:
+    async def plan_cleanup(
+        self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None
+    ) -> CleanupPart:
         smol = _installed()
         machines = await smol.machine_ls() if smol is not None else []
-        return lifecycle.VmCleanup(lifecycle.cleanup_targets(machines, home, all_homes=all_homes, homes_under=homes_under))
+        return lifecycle.VmCleanup(
+            lifecycle.cleanup_targets(machines, home, all_homes=all_homes, homes_under=homes_under)
+        )
 
     async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
         assert isinstance(plan, lifecycle.VmCleanup)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ...errors import BottleError
 from ...runner import CommandError, run
@@ -35,7 +36,9 @@ class SmolvmError(CommandError):
     """smolvm refused or failed. ``code`` is smolvm's stable error code (``NOT_FOUND``,
     ``CONFIG_ERROR``, …), ``USAGE`` for an argument error (exit 2), else empty."""
 
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str, code: str = "", message: str = "") -> None:
+    def __init__(
+        self, argv: Sequence[str], returncode: int | None, stderr: str, code: str = "", message: str = ""
+    ) -> None:
         self.code = code
         self.detail = message or " ".join(stderr.split())  # smolvm's own words, without the command
         super().__init__(argv, returncode, message or stderr)
@@ -92,9 +95,13 @@ def check_version(found: tuple[int, int, int]) -> None:
     shown = ".".join(map(str, found))
     if found < MIN_VERSION:
         need = ".".join(map(str, MIN_VERSION))
-        raise BottleError(f"smolvm {shown} is too old: bottle-tui needs smolvm >= {need} (allow-lists survive `machine create --from` only from 1.8.0); {INSTALL_HINT}")
+        raise BottleError(
+            f"smolvm {shown} is too old: bottle-tui needs smolvm >= {need} (allow-lists survive `machine create --from` only from 1.8.0); {INSTALL_HINT}"
+        )
     if found >= BELOW_VERSION:
-        raise BottleError(f"smolvm {shown} is newer than bottle-tui supports (< {'.'.join(map(str, BELOW_VERSION))}): install {INSTALL_HINT.split(' (')[0]}")
+        raise BottleError(
+            f"smolvm {shown} is newer than bottle-tui supports (< {'.'.join(map(str, BELOW_VERSION))}): install {INSTALL_HINT.split(' (')[0]}"
+        )
 
 
 def duration(seconds: float) -> str:
@@ -116,10 +123,14 @@ class Machine:
     state_reason: str = ""
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "Machine":
+    def from_json(cls, doc: Mapping[str, Any]) -> Machine:
         return cls(
-            name=str(doc["name"]), state=str(doc.get("state") or "unknown"), cpus=int(doc.get("cpus") or 0),
-            memory_mib=int(doc.get("memory_mib") or 0), pid=doc.get("pid"), network=bool(doc.get("network")),
+            name=str(doc["name"]),
+            state=str(doc.get("state") or "unknown"),
+            cpus=int(doc.get("cpus") or 0),
+            memory_mib=int(doc.get("memory_mib") or 0),
+            pid=doc.get("pid"),
+            network=bool(doc.get("network")),
             labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
             state_reason=str(doc.get("state_reason") or ""),
         )
@@ -129,7 +140,9 @@ def parse_ls(stdout: str) -> list[Machine]:
     try:
         docs = json.loads(stdout or "[]")
     except ValueError as exc:
-        raise BottleError(f"`smolvm machine ls --json` printed something that is not JSON ({exc}): is this smolvm supported?") from exc
+        raise BottleError(
+            f"`smolvm machine ls --json` printed something that is not JSON ({exc}): is this smolvm supported?"
+        ) from exc
     if not isinstance(docs, list):
         raise BottleError("`smolvm machine ls --json` did not print a JSON array: is this smolvm supported?")
     return [Machine.from_json(d) for d in docs if isinstance(d, dict) and "name" in d]
@@ -154,7 +167,7 @@ class Smolvm:
         self.state_dir = state_dir
 
     @classmethod
-    def find(cls) -> "Smolvm":
+    def find(cls) -> Smolvm:
         state = os.environ.get(STATE_DIR_ENV)
         return cls(find_smolvm(), state_dir=Path(state) if state else None)
 
@@ -191,15 +204,26 @@ class Smolvm:
             raise _error_from([str(self.binary), "--version"], result.returncode, result.stderr)
         return parse_version(result.stdout)
 
-    async def pack_create(self, *, image: str, output: Path, smolfile: Path | None = None, timeout: float = 1800) -> None:
+    async def pack_create(
+        self, *, image: str, output: Path, smolfile: Path | None = None, timeout: float = 1800
+    ) -> None:
         args = ["pack", "create", "--image", image, "--output", str(output)]
         if smolfile is not None:
             args += ["--smolfile", str(smolfile)]
         await self._run(*args, timeout=timeout)
 
-    async def machine_create(self, *, name: str, flags: Sequence[str] = (), from_pack: Path | None = None,
-                             smolfile: Path | None = None, labels: Mapping[str, str] | None = None) -> None:
-        await self._run(*create_args(name=name, flags=flags, from_pack=from_pack, smolfile=smolfile, labels=labels), timeout=300)
+    async def machine_create(
+        self,
+        *,
+        name: str,
+        flags: Sequence[str] = (),
+        from_pack: Path | None = None,
+        smolfile: Path | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        await self._run(
+            *create_args(name=name, flags=flags, from_pack=from_pack, smolfile=smolfile, labels=labels), timeout=300
+        )
 
     async def machine_start(self, *, name: str, timeout: float = 120) -> None:
         await self._run("machine", "start", "--name", name, timeout=timeout)
@@ -211,20 +235,38 @@ class Smolvm:
         # Without -f it asks on stdin, and a closed stdin does not delete.
         await self._run("machine", "delete", "--name", name, "-f", timeout=120)
 
-    async def machine_exec(self, *, name: str, argv: Sequence[str], timeout: float = 60, user: str | None = None,
-                           workdir: str | None = None, env: Mapping[str, str] | None = None) -> ExecResult:
+    async def machine_exec(
+        self,
+        *,
+        name: str,
+        argv: Sequence[str],
+        timeout: float = 60,
+        user: str | None = None,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
         """Run ``argv`` in the machine; returns its status (124 when ``timeout`` fired)."""
         args = ["machine", "exec", "--name", name, "--timeout", duration(timeout), *_exec_options(user, workdir, env)]
         full = self.argv(*args, "--", *argv)
         result = await run(full, timeout=timeout + 30, check=False, env=self.env)
         # A failure of smolvm itself (no such machine, not running) prints its error document;
         # anything else is the guest command's own status.
-        if result.returncode != 0 and (_is_usage_error(result.returncode, result.stderr) or _has_error_doc(result.stderr)):
+        if result.returncode != 0 and (
+            _is_usage_error(result.returncode, result.stderr) or _has_error_doc(result.stderr)
+        ):
             raise _error_from(full, result.returncode, result.stderr)
         return ExecResult(result.returncode, result.stdout, result.stderr)
 
-    def exec_argv(self, *, name: str, argv: Sequence[str], tty: bool, user: str | None = None,
-                  workdir: str | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+    def exec_argv(
+        self,
+        *,
+        name: str,
+        argv: Sequence[str],
+        tty: bool,
+        user: str | None = None,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """argv of an interactive ``machine exec`` (stdin attached, a terminal when ``tty``), for a handoff."""
         args = ["machine", "exec", "--name", name, "-i", *(["-t"] if tty else []), *_exec_options(user, workdir, env)]
         return self.interactive_argv(*args, "--", *argv)
@@ -237,12 +279,20 @@ class Smolvm:
         return parse_ls(await self._run("machine", "ls", "--json", timeout=30))
 
 
-def create_args(*, name: str, flags: Sequence[str] = (), from_pack: Path | None = None,
-                smolfile: Path | None = None, labels: Mapping[str, str] | None = None) -> list[str]:
+def create_args(
+    *,
+    name: str,
+    flags: Sequence[str] = (),
+    from_pack: Path | None = None,
+    smolfile: Path | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> list[str]:
     """The arguments of `machine create` (after the global options)."""
     if from_pack is not None and smolfile is not None:
         # smolvm refuses the pair (exit 2): the Smolfile belongs in the pack.
-        raise BottleError("machine create takes a pack (--from) or a Smolfile, not both: put the Smolfile into the pack")
+        raise BottleError(
+            "machine create takes a pack (--from) or a Smolfile, not both: put the Smolfile into the pack"
+        )
     args = ["machine", "create", "--name", name, *flags]
     for key, value in sorted((labels or {}).items()):
         args += ["--label", f"{key}={value}"]

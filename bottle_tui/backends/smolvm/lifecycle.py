@@ -14,23 +14,34 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
+
+from bottle_contract.files import atomic_write
 
 from ...errors import BottleError
 from ...plan import TRANSCRIPTS, BottlePlan
 from ...runner import CommandError, run
 from ...state import PROJECT_PREFIX, StateDir, slug_of_project, state_dir
-from bottle_contract.files import atomic_write
-from ..docker import engine as docker, labels
+from .. import Progress, StopReport
+from ..docker import engine as docker
+from ..docker import labels
+from ..docker import lifecycle as docker_lifecycle
 from ..docker.compose import AGENT_USER, to_yaml
 from ..docker.engine import BottleInfo
-from .. import Progress, StopReport
-from ..docker import lifecycle as docker_lifecycle
 from ..docker.lifecycle import append_log, in_scope, make_egress_ca, write_renders
 from .engine import Machine, MachineNotFound, Smolvm, SmolvmError, machine_path
-from .render import BUNDLE_NETWORK, bundle_address, create_flags, machine_labels, render_bundle, render_smolfile, vm_name
+from .render import (
+    BUNDLE_NETWORK,
+    bundle_address,
+    create_flags,
+    machine_labels,
+    render_bundle,
+    render_smolfile,
+    vm_name,
+)
 
 READY_TIMEOUT = 60.0
 BOOT_TIMEOUT = 120.0
@@ -87,7 +98,9 @@ async def _wait_bundle(plan: BottlePlan, deadline: float) -> None:
         if ready.exists():
             return
         await asyncio.sleep(0.05)
-    raise BottleError(f"the sidecar bundle of {plan.slug} did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}")
+    raise BottleError(
+        f"the sidecar bundle of {plan.slug} did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}"
+    )
 
 
 def write_vm_renders(plan: BottlePlan) -> None:
@@ -95,7 +108,9 @@ def write_vm_renders(plan: BottlePlan) -> None:
     alone and the pack-time Smolfile beside it for the record."""
     write_renders(plan)
     state = plan.state
-    atomic_write(state.compose_file, to_yaml(render_bundle(plan, host_uid=os.getuid(), host_gid=os.getgid())), mode=0o600)
+    atomic_write(
+        state.compose_file, to_yaml(render_bundle(plan, host_uid=os.getuid(), host_gid=os.getgid())), mode=0o600
+    )
     atomic_write(smolfile_path(state), render_smolfile(plan), mode=0o600)
     meta = state.read_metadata() or {}
     meta["vm"] = vm_name(plan.slug)
@@ -120,7 +135,9 @@ async def start(smol: Smolvm, plan: BottlePlan, progress: Progress) -> None:
         append_log(log, f"bundle ready at {address}")
         pack = await ensure_pack(smol, plan, progress)
         progress(f"starting microVM {name}")
-        await smol.machine_create(name=name, flags=create_flags(plan, address=address), from_pack=pack, labels=machine_labels(plan))
+        await smol.machine_create(
+            name=name, flags=create_flags(plan, address=address), from_pack=pack, labels=machine_labels(plan)
+        )
         created = True
         await smol.machine_start(name=name, timeout=BOOT_TIMEOUT)
         check = await smol.machine_exec(name=name, argv=["true"], timeout=30, user=AGENT_USER)
@@ -158,8 +175,12 @@ async def _remove_machine(smol: Smolvm, name: str) -> None:
 async def _snapshot_transcript(smol: Smolvm, name: str, state: StateDir) -> None:
     """Copy claude's transcripts out of the VM (best effort: a VM that is not running has none to give)."""
     try:
-        packed = await smol.machine_exec(name=name, argv=["tar", "-C", str(Path(TRANSCRIPTS).parent), "-cf", TRANSCRIPT_TAR, Path(TRANSCRIPTS).name],
-                                         timeout=60, user=AGENT_USER)
+        packed = await smol.machine_exec(
+            name=name,
+            argv=["tar", "-C", str(Path(TRANSCRIPTS).parent), "-cf", TRANSCRIPT_TAR, Path(TRANSCRIPTS).name],
+            timeout=60,
+            user=AGENT_USER,
+        )
         if packed.status != 0:
             return
         local = state.path / "transcript.tar"
@@ -211,19 +232,26 @@ def join(engine_view: Sequence[BottleInfo], machines: Sequence[Machine] | None) 
         home = bundle.home if bundle else tags.get(labels.HOME, "")
         meta = (state_dir(Path(home), slug).read_metadata() if home else None) or {}
 
-        def pick(bundle_value: str, label: str, key: str) -> str:
+        def pick(
+            bundle_value: str, label: str, key: str, tags: dict[str, str] = tags, meta: dict[str, Any] = meta
+        ) -> str:
             return bundle_value or tags.get(label, "") or str(meta.get(key, ""))
 
         services = _services(bundle, machine, listed=machines is not None)
         up = sum(1 for s in services.values() if s == "running")
-        found.append(BottleInfo(
-            slug=slug, project=vm_name(slug),
-            agent=pick(bundle.agent if bundle else "", labels.AGENT, "agent"),
-            bottle=pick(bundle.bottle if bundle else "", labels.BOTTLE, "bottle"),
-            backend="smolvm",
-            started_at=pick(bundle.started_at if bundle else "", labels.STARTED_AT, "started_at"),
-            home=home, status=f"running({up})" if up else "down", services=services,
-        ))
+        found.append(
+            BottleInfo(
+                slug=slug,
+                project=vm_name(slug),
+                agent=pick(bundle.agent if bundle else "", labels.AGENT, "agent"),
+                bottle=pick(bundle.bottle if bundle else "", labels.BOTTLE, "bottle"),
+                backend="smolvm",
+                started_at=pick(bundle.started_at if bundle else "", labels.STARTED_AT, "started_at"),
+                home=home,
+                status=f"running({up})" if up else "down",
+                services=services,
+            )
+        )
     return found
 
 
@@ -239,10 +267,16 @@ class VmCleanup:
         return "\n".join(f"microVM {name}" + (f" (home {home})" if home else "") for name, home in self.machines)
 
 
-def cleanup_targets(machines: Sequence[Machine], home: Path, *, all_homes: bool = False, homes_under: Path | None = None) -> list[tuple[str, str]]:
+def cleanup_targets(
+    machines: Sequence[Machine], home: Path, *, all_homes: bool = False, homes_under: Path | None = None
+) -> list[tuple[str, str]]:
     """Machines named with the project's prefix, in scope (see ``in_scope``)."""
-    return sorted((m.name, m.labels.get(labels.HOME, "")) for m in machines
-                  if m.name.startswith(PROJECT_PREFIX) and in_scope(m.labels.get(labels.HOME, ""), home, all_homes=all_homes, homes_under=homes_under))
+    return sorted(
+        (m.name, m.labels.get(labels.HOME, ""))
+        for m in machines
+        if m.name.startswith(PROJECT_PREFIX)
+        and in_scope(m.labels.get(labels.HOME, ""), home, all_homes=all_homes, homes_under=homes_under)
+    )
 
 
 async def cleanup(smol: Smolvm, plan: VmCleanup, progress: Progress) -> list[str]:

@@ -12,13 +12,15 @@ import os
 import platform
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+
+from bottle_contract.files import atomic_write
 
 from ...errors import BottleError
 from ...state import PROJECT_PREFIX
-from bottle_contract.files import atomic_write
 from .engine import Smolvm, SmolvmError
 
 CACHE_ENV = "CLAUDE_BOTTLE_SMOLVM_PROBE_CACHE"
@@ -96,7 +98,7 @@ async def _boot_once(smol: Smolvm) -> str:
                 pass
 
 
-async def probe(smol: Smolvm, version: str, *, progress=None) -> ProbeResult:
+async def probe(smol: Smolvm, version: str, *, progress: Callable[[str], None] | None = None) -> ProbeResult:
     """The cached answer, or boot the probe VM now (tens of seconds) and cache what it shows."""
     if not os.environ.get(REPROBE_ENV):
         cached = cached_probe(version)
@@ -105,8 +107,13 @@ async def probe(smol: Smolvm, version: str, *, progress=None) -> ProbeResult:
     if progress is not None:
         progress("smolvm: booting a probe VM once on this host to see whether microVMs work here (up to a minute)")
     reason = await _boot_once(smol)
-    result = ProbeResult(ok=not reason, reason=reason, host=host_key(), smolvm=version,
-                         checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    result = ProbeResult(
+        ok=not reason,
+        reason=reason,
+        host=host_key(),
+        smolvm=version,
+        checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     path = cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(asdict(result), indent=2) + "\n", mode=0o644)

@@ -19,16 +19,22 @@ import json
 import math
 from typing import Any
 
-from ...errors import BottleError
 from bottle_contract import ports
 
+from ...errors import BottleError
 from ...plan import CA_ENV_VARS, CA_MOUNT, WORKDIR, BottlePlan
 from ...state import project_name
 from ..docker.compose import bottle_labels, render_compose
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 # The same for every bottle of one agent image: these go into the cached pack.
-PACK_ENV_VARS = (*CA_ENV_VARS, "NO_PROXY", "no_proxy", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_AUTOUPDATER")
+PACK_ENV_VARS = (
+    *CA_ENV_VARS,
+    "NO_PROXY",
+    "no_proxy",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_AUTOUPDATER",
+)
 ENTRYPOINT = ("sleep", "infinity")
 BUNDLE_NETWORK = "egress"
 
@@ -43,7 +49,9 @@ def bundle_address(text: str) -> str:
     try:
         address = ipaddress.IPv4Address(text.strip())
     except ValueError:
-        raise BottleError(f"the sidecar bundle has no IPv4 address on its '{BUNDLE_NETWORK}' network (got '{text.strip()}'): see the bottle's bringup.log") from None
+        raise BottleError(
+            f"the sidecar bundle has no IPv4 address on its '{BUNDLE_NETWORK}' network (got '{text.strip()}'): see the bottle's bringup.log"
+        ) from None
     return str(address)
 
 
@@ -64,7 +72,11 @@ def render_bundle(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[str
     spec = render_compose(plan, host_uid=host_uid, host_gid=host_gid)
     sidecars = spec["services"]["sidecars"]
     sidecars["networks"] = {BUNDLE_NETWORK: {}}
-    return {"name": spec["name"], "services": {"sidecars": sidecars}, "networks": {BUNDLE_NETWORK: spec["networks"][BUNDLE_NETWORK]}}
+    return {
+        "name": spec["name"],
+        "services": {"sidecars": sidecars},
+        "networks": {BUNDLE_NETWORK: spec["networks"][BUNDLE_NETWORK]},
+    }
 
 
 def _toml_value(value: Any) -> str:
@@ -103,17 +115,21 @@ def create_flags(plan: BottlePlan, *, address: str) -> list[str]:
     ip = bundle_address(address)
     res = plan.bottle.resources
     flags = [
-        "--cpus", str(max(1, math.ceil(res.cpus))),
-        "--mem", str(res.memory_mib),
+        "--cpus",
+        str(max(1, math.ceil(res.cpus))),
+        "--mem",
+        str(res.memory_mib),
         "--net",
         # Only the bundle: the allow-list is the VM's whole way out.
-        "--allow-cidr", f"{ip}/32",
-        "--dns", ip,
-        "--volume", f"{plan.state.ca}:{CA_MOUNT}:ro",
+        "--allow-cidr",
+        f"{ip}/32",
+        "--dns",
+        ip,
+        "--volume",
+        f"{plan.state.ca}:{CA_MOUNT}:ro",
     ]
     packed = pack_env(plan)
     for key, value in sorted(vm_env(plan, ip).items()):
         if packed.get(key) != value:
             flags += ["--env", f"{key}={value}"]
     return flags
-

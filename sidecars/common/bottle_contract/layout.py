@@ -51,7 +51,13 @@ class Cap:
 
 REQUESTS_LOG_CAP = Cap(16 << 20, 4)  # 80 MiB at most
 PUSH_LOG_CAP = Cap(4 << 20, 2)  # 12 MiB at most
+# The engine's log of the sidecars container (its daemons' stderr, json-file), which the host
+# copies into compose.log at teardown; a whole MiB count (docker's max-size takes units).
+BUNDLE_LOG_CAP = Cap(10 << 20, 2)  # 30 MiB at most
 MAX_PENDING = 200  # proposals waiting for the operator, per bottle (supervise refuses more)
+# Decided proposals kept in the queue folder, per bottle: beyond it supervise removes the oldest
+# decided ones (the audit log keeps every decision). A proposal is a few KB at most (MAX_REASON).
+MAX_DECIDED = 500
 
 
 def bundle_path(folder: str, *names: str) -> str:

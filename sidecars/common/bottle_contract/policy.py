@@ -27,6 +27,7 @@ reading and writing import pyyaml when called (every side that calls them has it
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
@@ -86,6 +87,14 @@ class Auth:
         if self.header is not None:
             doc["header"] = self.header
         return doc
+
+
+def route_path(target: str) -> str:
+    """The path a route's ``paths`` globs are matched against, from a request target or the raw
+    path egress logs: the query dropped, percent-decoded once, ``/`` when empty
+    (``/%76%31/x?a=1`` is ``/v1/x``). egress matches with it and supervise's drafts propose it, so
+    approving a draft allows the very request that made it."""
+    return urllib.parse.unquote(target.split("?", 1)[0]) or "/"
 
 
 @dataclass(frozen=True)

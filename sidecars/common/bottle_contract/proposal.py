@@ -260,6 +260,23 @@ class Queue:
     def write(self, data: dict[str, Any]) -> None:
         atomic_write(self.path(data["id"]), json.dumps(data, indent=2) + "\n", mode=0o644)
 
+    def prune_decided(self, keep: int | None = None) -> int:
+        """Remove the oldest decided proposals beyond ``keep`` (by when they were decided), so the
+        folder stays bounded however long a bottle lives; the audit log keeps every decision.
+        Hold the lock. Returns how many were removed."""
+        keep = layout.MAX_DECIDED if keep is None else keep
+        decided = [p for p in self.all() if p.get("status") in DECIDED]
+        if len(decided) <= keep:
+            return 0
+        when = lambda p: (str((p.get("decision") or {}).get("at") or p.get("created_at") or ""), p["id"])  # noqa: E731
+        gone = sorted(decided, key=when)[: len(decided) - keep]
+        for p in gone:
+            try:
+                os.unlink(self.path(p["id"]))
+            except FileNotFoundError:
+                pass
+        return len(gone)
+
     def all(self) -> list[dict[str, Any]]:
         """Every proposal in the folder, oldest first."""
         try:

@@ -41,6 +41,9 @@ STATUS_LIMITS = Limits(max_connections=512, workers=4, head_timeout=10.0, read_t
 GIT_GATE_LIMITS = Limits(max_connections=512, workers=8, head_timeout=10.0, read_timeout=120.0)
 # Asynchronous (uvicorn): no threads; long-lived event streams are served after their head.
 SUPERVISE_LIMITS = Limits(max_connections=512, workers=0, head_timeout=10.0, read_timeout=60.0)
+# MCP sessions supervise keeps at once (about 40 KB each; the SDK's default, 10,000, would let an
+# agent take 400 MB of the bundle's memory), each ended after the bottle's decision timeout idle.
+SUPERVISE_MAX_SESSIONS = 256
 
 _HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
 

@@ -5,6 +5,7 @@ necessary conditions for gitleaks' decoding passes (``DECODABLE``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -14,12 +15,14 @@ import re2
 
 from bottle_contract.files import atomic_write
 
+from .codecs import RUN_CODECS
 from .rules import Rules
 
 DB_SUFFIX = ".hsdb"
 _HS_RULE_FLAGS = hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
 KEYWORD_BASE = 1_000_000  # Hyperscan ids at or above this are keywords, below are rule indexes
 DECODABLE_ID = 2_000_000  # any hit with this id: a decoding pass may find something to decode
+CODEC_BASE = 3_000_000  # CODEC_BASE + i: egress's codec RUN_CODECS[i] may find a run
 _DB_MAGIC = b"BTLDLP3\n"
 
 # Necessary conditions for gitleaks' decoder to produce a segment, as Hyperscan patterns: when
@@ -65,6 +68,11 @@ def compile_database(rules: Rules) -> tuple[hyperscan.Database, list[int]]:
         exprs.append(pat)
         ids.append(DECODABLE_ID)
         flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
+    for c, codec in enumerate(RUN_CODECS):
+        for pat in codec.CANDIDATES:
+            exprs.append(pat)
+            ids.append(CODEC_BASE + c)
+            flags.append(hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL)
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
     return db, byte_mode
@@ -75,7 +83,7 @@ def database_path(rules_path: Path | str) -> Path:
 
 
 def save_database(rules: Rules, db: hyperscan.Database, byte_mode: list[int], out: Path) -> None:
-    header = json.dumps({"digest": rules.digest, "byte_mode": byte_mode,
+    header = json.dumps({"digest": _digest(rules), "byte_mode": byte_mode,
                          "hyperscan": hyperscan.__version__ if hasattr(hyperscan, "__version__") else ""}).encode()
     blob = hyperscan.dumpb(db)
     atomic_write(out, _DB_MAGIC + struct.pack(">I", len(header)) + header + blob, mode=0o644)
@@ -92,7 +100,7 @@ def load_database(rules: Rules, path: Path) -> tuple[hyperscan.Database, list[in
     n = struct.unpack(">I", data[len(_DB_MAGIC):len(_DB_MAGIC) + 4])[0]
     start = len(_DB_MAGIC) + 4
     header = json.loads(data[start:start + n])
-    if header.get("digest") != rules.digest:
+    if header.get("digest") != _digest(rules):
         return None
     try:
         db = hyperscan.loadb(data[start + n:], hyperscan.HS_MODE_BLOCK)
@@ -102,3 +110,9 @@ def load_database(rules: Rules, path: Path) -> tuple[hyperscan.Database, list[in
     return db, list(header["byte_mode"])
 
 
+
+
+def _digest(rules: Rules) -> str:
+    """The rules' digest and every pattern the database holds besides them."""
+    extra = b"\0".join(DECODABLE + [p for codec in RUN_CODECS for p in codec.CANDIDATES])
+    return hashlib.sha256(rules.digest.encode() + extra).hexdigest()

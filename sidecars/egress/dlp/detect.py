@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hyperscan
+import re2
 
 from .codecs.gitleaks import _ENDS_PER_BYTE, _MAX_ENDS, Segment, _current_line, _overlaps, _to_original, decode_pass, find_all
-from .database import DECODABLE, DECODABLE_ID, KEYWORD_BASE, compile_database, database_path, load_database
+from .database import CODEC_BASE, DECODABLE, DECODABLE_ID, KEYWORD_BASE, compile_database, database_path, load_database
 from .rules import DEVIATIONS, RULES_PATH, Rule, Rules, _go_lower, load_rules
 
 MAX_DECODE_DEPTH = 5  # the gitleaks CLI's default --max-decode-depth
@@ -40,7 +41,7 @@ ALLOW_SIGNATURE = b"gitleaks:allow"
 # Characters whose Go lowercasing / case folding reaches ASCII: KELVIN SIGN folds with k,
 # LATIN SMALL LETTER LONG S with s, and Go's ToLower maps U+0130 to a plain i. Hyperscan's
 # caseless matching is ASCII-only, so text holding one of them skips the prefilter.
-_FOLDS_TO_ASCII = (b"\xe2\x84\xaa", b"\xc5\xbf", b"\xc4\xb0")
+_FOLDS_TO_ASCII = re2.compile(b"\xe2\x84\xaa|\xc5\xbf|\xc4\xb0")
 
 
 # --- findings -------------------------------------------------------------------------------------
@@ -160,7 +161,8 @@ class Scanner:
         return None if len(ends) > limit else ends
 
     def _candidates(self, data: bytes, disabled: frozenset[str]) -> tuple[list[int], bool]:
-        """Indexes of the rules to run with re2, and whether a decoding pass could decode anything."""
+        """Indexes of the rules to run with re2, and whether a decoding pass could decode anything.
+        The codecs that may find a run in ``data`` are left in ``self.codec_hints``."""
         hits: set[int] = set()
 
         def on_match(id_: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
@@ -169,7 +171,7 @@ class Scanner:
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
         rules = self.rules.rules
         ascii_only = data.isascii()
-        if not ascii_only and any(f in data for f in _FOLDS_TO_ASCII):
+        if not ascii_only and _FOLDS_TO_ASCII.search(data) is not None:
             # Go folds these into ASCII letters; Hyperscan does not: let re2 and keywords decide
             lowered = _go_lower(data)
             kws = {i for i, k in enumerate(self.rules.keywords) if k in lowered}
@@ -185,7 +187,14 @@ class Scanner:
                 continue
             if not r.keywords or self._rule_kw[i] & kws:
                 out.append(i)
+        self._local.codec_hints = {h - CODEC_BASE for h in hits if h >= CODEC_BASE}
         return out, DECODABLE_ID in hits
+
+    @property
+    def codec_hints(self) -> set[int]:
+        """Indexes into codecs.RUN_CODECS of the codecs that may find a run in the text this
+        thread's last ``scan`` started with (its first pass)."""
+        return getattr(self._local, "first_hints", set())
 
     def scan(self, text: bytes | str, disabled: frozenset[str] | set[str] = frozenset()) -> list[Finding]:
         """Every finding gitleaks would report for this text, in the order gitleaks' rules run.
@@ -199,6 +208,8 @@ class Scanner:
         depth = 0
         while True:
             candidates, decodable = self._candidates(current, disabled)
+            if depth == 0:
+                self._local.first_hints = self._local.codec_hints
             for i in candidates:
                 if nl is None:
                     nl = [o - 1 for o in _newline_offsets(raw)]

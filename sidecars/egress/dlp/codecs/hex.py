@@ -1,0 +1,45 @@
+"""Hex in its common forms: plain runs (either case, odd length decoded as far as it goes),
+bytes separated by colons, spaces or dashes (``de:ad:be:ef``), ``\\xde\\xad`` escapes and
+``0xde, 0xad`` lists. Decoded bytes need not be text."""
+
+from __future__ import annotations
+
+import re2
+
+from ._common import emit, worth_scanning
+
+NAME = "hex"
+CANDIDATES = [rb"[0-9A-Fa-f]{16}", rb"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}",
+              rb"[0-9A-Fa-f]{2} [0-9A-Fa-f]{2} [0-9A-Fa-f]{2} [0-9A-Fa-f]{2} ", rb"(?:\\x[0-9A-Fa-f]{2}){4}",
+              rb"(?:0[xX][0-9A-Fa-f]{2}[, ]*){4}"]
+
+_RUNS = re2.compile(rb"(?:\\x[0-9A-Fa-f]{2}){4,}"
+                    rb"|(?:0[xX][0-9A-Fa-f]{2}[, ]*){4,}"
+                    rb"|[0-9A-Fa-f]{2}(?:[: -][0-9A-Fa-f]{2}){7,}"
+                    rb"|[0-9A-Fa-f]{16,}")
+_STRIP = re2.compile(rb"\\x|0[xX]|[^0-9A-Fa-f]")
+
+
+def decode(run: bytes) -> bytes:
+    digits = _STRIP.sub(b"", run)
+    if len(digits) % 2:
+        digits = digits[:-1]
+    try:
+        return bytes.fromhex(digits.decode("ascii"))
+    except ValueError:
+        return b""
+
+
+def pieces(text: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    for m in _RUNS.finditer(text):
+        run = m.group(0)
+        dec = decode(run)
+        if len(run) > 16 and len(run) % 2 and run[0] in b"0123456789abcdefABCDEF":
+            # an odd plain run: the other pairing (a hex digit glued before the run) too
+            alt = decode(run[1:])
+            if worth_scanning(alt) and not worth_scanning(dec):
+                dec = alt
+        if worth_scanning(dec):
+            out.append(emit(text, m.start(), dec))
+    return out

@@ -1,0 +1,121 @@
+"""The proxy's lifecycle: load the policy at start, reload it on SIGHUP (bottle init forwards it)
+and on every change, keep the ready file that says egress is up, and trust the operator's extra
+upstream CA bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import json
+import logging
+import os
+import signal
+
+from mitmproxy import ctx
+
+from bottle_contract import ports
+from bottle_contract.files import atomic_write
+from decisions import now_iso
+from policy_store import PolicyStore, _stat_sig
+
+logger = logging.getLogger("egress")
+
+
+class Lifecycle:
+    def __init__(self, store: PolicyStore):
+        self.store = store
+        self._ca_sig: tuple[int, int, int] | None = None
+        self._ca_option: str | None = None  # the trust bundle path this addon set, if any
+
+    def load(self, loader) -> None:
+        os.makedirs(self.store.state_dir, exist_ok=True)
+        try:
+            os.unlink(self.store.ready_path)  # a ready file from an earlier run would lie
+        except FileNotFoundError:
+            pass
+        self.store.load_once_used()
+        self.store.reload(force=True)
+        self._install_sighup()
+
+    def running(self) -> None:
+        self._install_sighup()
+        self._apply_upstream_ca()
+        self._write_ready()
+
+    def done(self) -> None:
+        try:
+            os.unlink(self.store.ready_path)
+        except FileNotFoundError:
+            pass
+
+    def _install_sighup(self) -> None:
+        # mitmdump leaves SIGHUP at its default (terminate); bottle init sends it to ask for a reload.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
+
+    def on_sighup(self) -> None:
+        logger.warning("egress: SIGHUP: reloading routes.yaml and upstream trust")
+        self.store.reload(force=True)
+        self._apply_upstream_ca()
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        port = ctx.options.listen_port or ports.EGRESS
+        host = ctx.options.listen_host or "0.0.0.0"
+        ps = ctx.master.addons.get("proxyserver") if getattr(ctx, "master", None) else None
+        if ps is not None:
+            addrs = ps.listen_addrs()
+            if addrs:
+                host, port = addrs[0][0], addrs[0][1]
+        info = {
+            "pid": os.getpid(),
+            "listen_host": host,
+            "listen_port": port,
+            "routes_loaded": self.store.policy is not None,
+            "routes_error": self.store.policy_error,
+            "ca_cert": os.path.join(os.path.expanduser(ctx.options.confdir), "mitmproxy-ca-cert.pem"),
+            "at": now_iso(),
+        }
+        atomic_write(self.store.ready_path, (json.dumps(info) + "\n").encode(), mode=0o644)
+
+    def _apply_upstream_ca(self) -> None:
+        """Trust state/upstream-ca.pem (e.g. a TLS-intercepting corporate proxy) for upstream TLS.
+
+        mitmproxy's ssl_verify_upstream_trusted_ca replaces its default (certifi) trust, so the file
+        is appended to certifi's bundle. The bundle's name carries its hash because mitmproxy caches
+        TLS contexts by path.
+        """
+        path_ca = self.store.upstream_ca_path
+        sig = _stat_sig(path_ca)
+        if sig == self._ca_sig:
+            return
+        self._ca_sig = sig
+        current = ctx.options.ssl_verify_upstream_trusted_ca
+        if current and current != self._ca_option:
+            return  # set explicitly on the command line: the operator's choice wins
+        if sig is None:
+            if self._ca_option:
+                ctx.options.update(ssl_verify_upstream_trusted_ca=None)
+                self._ca_option = None
+            return
+        import certifi  # a mitmproxy dependency
+
+        with open(certifi.where(), "rb") as f:
+            bundle = f.read()
+        with open(path_ca, "rb") as f:
+            extra = f.read()
+        data = bundle.rstrip(b"\n") + b"\n" + extra
+        state_dir = self.store.state_dir
+        path = os.path.join(state_dir, f"upstream-trust-{hashlib.sha256(data).hexdigest()[:16]}.pem")
+        if not os.path.exists(path):
+            atomic_write(path, data, mode=0o644)
+        ctx.options.update(ssl_verify_upstream_trusted_ca=path)
+        self._ca_option = path
+        for old in glob.glob(os.path.join(state_dir, "upstream-trust-*.pem")):
+            if old != path:
+                os.unlink(old)
+        logger.info(f"egress: trusting {path_ca} for upstream TLS")

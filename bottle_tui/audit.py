@@ -32,7 +32,10 @@ def proposal_history(path: Path, data: dict[str, Any]) -> list[str]:
     history = [f"{data.get('created_at')}  asked" + (" (draft: egress blocked it)" if data.get("draft") else "")]
     for rec in records(path):
         if rec.get("id") == data.get("id"):
-            history.append(f"{rec.get('at')}  {rec.get('status')} by {rec.get('by')}" + (f": {rec.get('note')}" if rec.get("note") else ""))
+            history.append(
+                f"{rec.get('at')}  {rec.get('status')} by {rec.get('by')}"
+                + (f": {rec.get('note')}" if rec.get("note") else "")
+            )
     dec = data.get("decision")
     if isinstance(dec, dict):
         history.append(f"{dec.get('at')}  {data.get('status')} by {dec.get('by')}, scope {dec.get('scope')}")

@@ -18,7 +18,11 @@ NO_CHANGE = "no change: the policy allows it already"
 
 def policy_diff_text(before: str, after: str) -> str:
     """routes.yaml in force → approved, as a unified diff ('' when they are the same)."""
-    return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "routes.yaml (in force)", "routes.yaml (approved)"))
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(True), after.splitlines(True), "routes.yaml (in force)", "routes.yaml (approved)"
+        )
+    )
 
 
 def proposal_diff(state: StateDir, p: Proposal) -> str:

@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from textual.app import SuspendNotSupported
 
+from bottle_contract.clock import now_iso
+
 from .. import ops
 from ..errors import BottleError
-from ..ops import BottlePlan, BottleInfo
+from ..ops import BottleInfo, BottlePlan
 from ..plan import missing_secrets
 from ..state import state_dir
-from bottle_contract.clock import now_iso
 from .inert import inert
 from .screens import ConfirmScreen, LogScreen, PickerScreen
 
@@ -28,7 +30,14 @@ if TYPE_CHECKING:
 def follow_log_argv(path: Path, header: str) -> list[str]:
     """What the right pane runs to show a bring-up or teardown log as it grows (the file may not
     exist yet: tail -F waits for it)."""
-    return ["sh", "-c", 'printf "%s\\n\\n" "$1"; exec tail -n +1 -F "$2" 2>/dev/null', "bottle-tui-log", header, str(path)]
+    return [
+        "sh",
+        "-c",
+        'printf "%s\\n\\n" "$1"; exec tail -n +1 -F "$2" 2>/dev/null',
+        "bottle-tui-log",
+        header,
+        str(path),
+    ]
 
 
 class PaneLog:
@@ -51,18 +60,20 @@ class PaneLog:
             self.held.clear()
 
 
-def new_agent(app: "BottleConsole") -> None:
+def new_agent(app: BottleConsole) -> None:
     app.run_worker(_new_agent(app), group="dialog", exit_on_error=False)
 
 
-async def _new_agent(app: "BottleConsole") -> None:
+async def _new_agent(app: BottleConsole) -> None:
     try:
         manifests = await asyncio.to_thread(ops.agents, app.home)
     except BottleError as exc:
         app.notify(inert(str(exc)).plain, title="Manifests", severity="error", markup=False)
         return
     running = Counter(b.agent for b in app.agents_pane.bottles.values())
-    agents = [(a.name, a.description, running.get(a.name, 0)) for a in sorted(manifests.agents.values(), key=lambda a: a.name)]
+    agents = [
+        (a.name, a.description, running.get(a.name, 0)) for a in sorted(manifests.agents.values(), key=lambda a: a.name)
+    ]
     name = await app.push_screen_wait(PickerScreen(agents))
     if not name:
         return
@@ -83,7 +94,7 @@ async def _new_agent(app: "BottleConsole") -> None:
     app.run_worker(start_bottle(app, plan, log), group="start", exit_on_error=False)
 
 
-async def start_bottle(app: "BottleConsole", plan: BottlePlan, log: LogScreen | None) -> None:
+async def start_bottle(app: BottleConsole, plan: BottlePlan, log: LogScreen | None) -> None:
     """Start a bottle (preflight, images, bring-up: ``ops.start``); its progress goes to ``log``
     (a dialog) or, with ``log`` None, to its bringup.log, which the right pane follows: the
     console's own screen never gets it."""
@@ -106,7 +117,9 @@ async def start_bottle(app: "BottleConsole", plan: BottlePlan, log: LogScreen | 
         say(f"error: {exc}")
         if log is not None and log.is_attached:
             log.set_title(f"{plan.slug} did not start")
-        app.notify(inert(f"{plan.slug} did not start: {exc}").plain[:300], title="Start", severity="error", markup=False)
+        app.notify(
+            inert(f"{plan.slug} did not start: {exc}").plain[:300], title="Start", severity="error", markup=False
+        )
         return
     if tail is not None:
         await _stop_tail(tail)
@@ -124,7 +137,7 @@ async def start_bottle(app: "BottleConsole", plan: BottlePlan, log: LogScreen | 
             await app.pane.show_claude(plan.home, plan.slug, plan.backend, select=False)
 
 
-async def _stop_tail(tail: "asyncio.Task[None]") -> None:
+async def _stop_tail(tail: asyncio.Task[None]) -> None:
     tail.cancel()
     try:
         await tail
@@ -158,12 +171,17 @@ async def _tail(path: Path, say: Callable[[str], None]) -> None:
         raise
 
 
-def stop(app: "BottleConsole", info: BottleInfo) -> None:
+def stop(app: BottleConsole, info: BottleInfo) -> None:
     app.run_worker(_stop(app, info), group="dialog", exit_on_error=False)
 
 
-async def _stop(app: "BottleConsole", info: BottleInfo) -> None:
-    if not await app.push_screen_wait(ConfirmScreen(f"Stop {info.slug}?", f"agent {info.agent}, started {info.started_at}\nLogs, transcript and egress decisions go to archive/{info.slug}/.")):
+async def _stop(app: BottleConsole, info: BottleInfo) -> None:
+    if not await app.push_screen_wait(
+        ConfirmScreen(
+            f"Stop {info.slug}?",
+            f"agent {info.agent}, started {info.started_at}\nLogs, transcript and egress decisions go to archive/{info.slug}/.",
+        )
+    ):
         return
     home = ops.bottle_home(info, app.home)
     order = app.agents_pane.keys()
@@ -176,17 +194,28 @@ async def _stop(app: "BottleConsole", info: BottleInfo) -> None:
             occupant = await app.pane.find()
             if occupant is not None and (occupant.slug == info.slug or occupant.shows != "claude"):
                 header = f"stopping {info.slug} (its teardown.log)"
-                in_pane = await app.pane.show(follow_log_argv(state_dir(home, info.slug).teardown_log, header), info.slug, "teardown", select=False)
+                in_pane = await app.pane.show(
+                    follow_log_argv(state_dir(home, info.slug).teardown_log, header),
+                    info.slug,
+                    "teardown",
+                    select=False,
+                )
         app.notify(f"stopping {info.slug}…", markup=False)
         said: list[str] = []
         try:
             report = await app.stop_fn(home, info, said.append)
         except BottleError as exc:
-            app.notify(inert(f"{info.slug} did not stop: {exc}").plain[:300], title="Stop", severity="error", markup=False)
+            app.notify(
+                inert(f"{info.slug} did not stop: {exc}").plain[:300], title="Stop", severity="error", markup=False
+            )
             return
         problems = f", but {len(report.problems)} step(s) failed: {report.problems[0]}" if report.problems else ""
-        app.notify(inert(f"stopped {info.slug}{problems}").plain[:300], title="Stopped", markup=False,
-                   severity="warning" if problems else "information")
+        app.notify(
+            inert(f"stopped {info.slug}{problems}").plain[:300],
+            title="Stopped",
+            markup=False,
+            severity="warning" if problems else "information",
+        )
         app.refresh_bottles()
         if in_pane:
             await app.pane.after_stop(info.slug, order)
@@ -194,11 +223,11 @@ async def _stop(app: "BottleConsole", info: BottleInfo) -> None:
         app.pane.stopping.discard(info.slug)
 
 
-def attach(app: "BottleConsole", info: BottleInfo) -> None:
+def attach(app: BottleConsole, info: BottleInfo) -> None:
     app.run_worker(_attach(app, info), group="dialog", exit_on_error=False)
 
 
-async def _attach(app: "BottleConsole", info: BottleInfo) -> None:
+async def _attach(app: BottleConsole, info: BottleInfo) -> None:
     from ..runner import interactive
 
     home = ops.bottle_home(info, app.home)
@@ -213,15 +242,19 @@ async def _attach(app: "BottleConsole", info: BottleInfo) -> None:
         with app.suspend():
             await interactive(full)
     except SuspendNotSupported:
-        app.notify(f"this terminal cannot hand over: run `bottle-tui attach {info.slug}` from a shell", severity="warning", markup=False)
+        app.notify(
+            f"this terminal cannot hand over: run `bottle-tui attach {info.slug}` from a shell",
+            severity="warning",
+            markup=False,
+        )
     app.refresh_bottles()
 
 
-def show_logs(app: "BottleConsole", info: BottleInfo) -> None:
+def show_logs(app: BottleConsole, info: BottleInfo) -> None:
     app.run_worker(_show_logs(app, info), group="dialog", exit_on_error=False)
 
 
-async def _show_logs(app: "BottleConsole", info: BottleInfo) -> None:
+async def _show_logs(app: BottleConsole, info: BottleInfo) -> None:
     log = LogScreen(f"Logs of {info.slug} (docker compose logs)")
     await app.push_screen(log)
     try:

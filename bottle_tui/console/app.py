@@ -11,9 +11,10 @@ the console goes through ``bottle_tui.ops``. `q` quits and leaves every bottle r
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -30,6 +31,8 @@ from .inert import inert
 from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
 from .pane_control import PaneController
 from .panes import AgentsPane, ProposalsPane
+from .settings import console_settings as console_settings  # the entry points cli.py imports from here
+from .settings import run_console as run_console
 
 POLL_SECONDS = 10.0
 AGE_TICK_SECONDS = 5.0
@@ -64,16 +67,31 @@ class BottleConsole(App[None]):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "bottle-tui"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
-    BINDINGS: ClassVar[list[BindingType]] = [*keys.APP_WIDE]  # the panes bind these too, with their own keys, in the footer's order
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *keys.APP_WIDE
+    ]  # the panes bind these too, with their own keys, in the footer's order
 
-    def __init__(self, home: Path, *, discover: Discover = ops.discover, status: Status = ops.engine_status,
-                 watch_events: bool = True, watch_files: bool = True, poll_seconds: float = POLL_SECONDS,
-                 load_proposals: LoadProposals = ops.list_proposals, theme: str | None = None,
-                 keymap: dict[str, str] | None = None, clock: Callable[[], datetime] | None = None,
-                 tick: bool = True, make_plan: Callable[[Path, str], BottlePlan] | None = None,
-                 tmux_env: Mapping[str, str] | None = None, start: StartBottle = start_bottle,
-                 stop: StopBottle = ops.stop, pane_argv: PaneArgv = claude_pane_argv,
-                 end_session: EndSession = end_pane_session) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        discover: Discover = ops.discover,
+        status: Status = ops.engine_status,
+        watch_events: bool = True,
+        watch_files: bool = True,
+        poll_seconds: float = POLL_SECONDS,
+        load_proposals: LoadProposals = ops.list_proposals,
+        theme: str | None = None,
+        keymap: dict[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        tick: bool = True,
+        make_plan: Callable[[Path, str], BottlePlan] | None = None,
+        tmux_env: Mapping[str, str] | None = None,
+        start: StartBottle = start_bottle,
+        stop: StopBottle = ops.stop,
+        pane_argv: PaneArgv = claude_pane_argv,
+        end_session: EndSession = end_pane_session,
+    ) -> None:
         super().__init__()
         from themes import DEFAULT_THEME, register_all
 
@@ -86,7 +104,7 @@ class BottleConsole(App[None]):
         self.start_fn, self.stop_fn, self.pane_argv, self.end_session = start, stop, pane_argv, end_session
         self.make_plan = make_plan or ops.plan
         self.poll_seconds = poll_seconds
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._watch_events, self._watch_files, self._tick = watch_events, watch_files, tick
         self.versions: str | None = None  # fetched once, again after the engine was down
         self.engine_ok: bool | None = None
@@ -204,7 +222,11 @@ class BottleConsole(App[None]):
         pane.set_class(bool(waiting), "-alert")
         if fresh:
             self.bell()
-            self.notify(f"{len(fresh)} agent(s) waiting for input: {', '.join(sorted(fresh))[:200]}", title="Waiting", markup=False)
+            self.notify(
+                f"{len(fresh)} agent(s) waiting for input: {', '.join(sorted(fresh))[:200]}",
+                title="Waiting",
+                markup=False,
+            )
         hint = PANE_HINT if self.pane.split is not None else ATTACH_HINT
         if not pane.bottles:
             hint = "No agents are running: press n to start one. " + hint
@@ -268,4 +290,3 @@ class BottleConsole(App[None]):
 
     def action_refresh(self) -> None:
         self.reconcile()
-from .settings import console_settings, run_console  # noqa: E402,F401 - the entry points cli.py imports from here

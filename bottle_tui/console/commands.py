@@ -24,7 +24,9 @@ class ConsoleCommands(Provider):
 
     async def discover(self) -> Hits:
         for action, description, key in self._actions():
-            yield DiscoveryHit(f"{description}  [{key}]", partial(self._run, action), help=f"action {keys.action_name_of(action)}")
+            yield DiscoveryHit(
+                f"{description}  [{key}]", partial(self._run, action), help=f"action {keys.action_name_of(action)}"
+            )
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -32,4 +34,10 @@ class ConsoleCommands(Provider):
             text = f"{description}  [{key}]"
             score = matcher.match(text)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), partial(self._run, action), text=text, help=f"action {keys.action_name_of(action)}")
+                yield Hit(
+                    score,
+                    matcher.highlight(text),
+                    partial(self._run, action),
+                    text=text,
+                    help=f"action {keys.action_name_of(action)}",
+                )

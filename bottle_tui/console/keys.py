@@ -29,12 +29,19 @@ PROPOSAL_ACTIONS = ("open", "approve", "modify", "reject")
 AGENT_ACTIONS = ("open", "stop", "edit_routes", "edit_dlp", "logs")
 
 DESCRIPTIONS = {
-    "quit": "Quit the console (every bottle keeps running)", "switch_pane": "Switch between proposals and agents",
-    "cursor_down": "Move down", "cursor_up": "Move up", "open": "Open the proposal / attach to the agent",
-    "approve": "Approve the selected proposal", "modify": "Modify (narrow) the selected proposal, then approve it",
-    "reject": "Reject the selected proposal with a note", "new_agent": "Start a new agent (picker, then the plan)",
-    "stop": "Stop the selected bottle", "edit_routes": "Edit the selected bottle's routes (routes.yaml)",
-    "edit_dlp": "Edit the selected bottle's DLP policy", "logs": "Show the selected bottle's logs",
+    "quit": "Quit the console (every bottle keeps running)",
+    "switch_pane": "Switch between proposals and agents",
+    "cursor_down": "Move down",
+    "cursor_up": "Move up",
+    "open": "Open the proposal / attach to the agent",
+    "approve": "Approve the selected proposal",
+    "modify": "Modify (narrow) the selected proposal, then approve it",
+    "reject": "Reject the selected proposal with a note",
+    "new_agent": "Start a new agent (picker, then the plan)",
+    "stop": "Stop the selected bottle",
+    "edit_routes": "Edit the selected bottle's routes (routes.yaml)",
+    "edit_dlp": "Edit the selected bottle's DLP policy",
+    "logs": "Show the selected bottle's logs",
     "refresh": "Refresh bottles and proposals now",
 }
 

@@ -6,11 +6,12 @@ pane is gone the split mode ends (Enter then suspends the console instead)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..errors import BottleError
 from .. import ops
+from ..errors import BottleError
 from .inert import inert
 from .tmux import Occupant, RightPane, TmuxError
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 class PaneController:
     """The console's right-hand pane. ``split`` is None outside tmux (or after tmux failed)."""
 
-    def __init__(self, app: "BottleConsole", env: Mapping[str, str] | None) -> None:
+    def __init__(self, app: BottleConsole, env: Mapping[str, str] | None) -> None:
         self.app = app
         self.env = env
         self.split: RightPane | None = None
@@ -76,6 +77,7 @@ class PaneController:
     async def find(self) -> Occupant | None:
         """What the right pane shows now. When it no longer shows the claude it showed (claude
         ended, or the user closed the pane), that claude is ended in its bottle."""
+
         def seen(occupant: Occupant | None) -> None:
             before = self.occupant
             self._set_occupant(occupant)
@@ -123,7 +125,7 @@ class PaneController:
             return  # the operator put something else there meanwhile
         bottles = self.app.agents_pane.bottles
         rows = [slug for slug in self.app.agents_pane.keys() if slug != stopped]
-        after = order[order.index(stopped) + 1:] if stopped in order else []
+        after = order[order.index(stopped) + 1 :] if stopped in order else []
         nxt = next((slug for slug in after if slug in rows), rows[-1] if rows else None)
         if nxt is None or nxt not in bottles:
             await self.call(lambda split: split.close())
@@ -137,7 +139,12 @@ class PaneController:
         when it showed one of their claudes, is handed on exactly as after ``x``; else it is
         looked at again (it may have closed with its claude). A bring-up log stays up to read."""
         occupant = self.occupant
-        if occupant is not None and occupant.shows == "claude" and occupant.slug in gone and occupant.slug not in self.stopping:
+        if (
+            occupant is not None
+            and occupant.shows == "claude"
+            and occupant.slug in gone
+            and occupant.slug not in self.stopping
+        ):
             await self.after_stop(occupant.slug, order)
         else:
             await self.find()

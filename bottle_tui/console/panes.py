@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..ops import BottleInfo, Proposal
 from . import agent_flows, keys, policy_flow, proposal_flows
@@ -26,7 +27,7 @@ class ConsolePane(PaneTable):
     ROW_ACTIONS: tuple[str, ...] = ()
 
     @property
-    def console(self) -> "BottleConsole":
+    def console(self) -> BottleConsole:
         from .app import BottleConsole
 
         app = self.app
@@ -47,8 +48,18 @@ class ConsolePane(PaneTable):
 class ProposalsPane(ConsolePane):
     """Pending proposals, oldest first. A new one rings, highlights the pane and takes the cursor."""
 
-    BINDINGS = [keys.SWITCH, keys.QUIT, keys.DOWN, keys.UP, keys.OPEN, keys.APPROVE, keys.MODIFY, keys.REJECT,
-                keys.NEW, keys.REFRESH]
+    BINDINGS = [
+        keys.SWITCH,
+        keys.QUIT,
+        keys.DOWN,
+        keys.UP,
+        keys.OPEN,
+        keys.APPROVE,
+        keys.MODIFY,
+        keys.REJECT,
+        keys.NEW,
+        keys.REFRESH,
+    ]
     ROW_ACTIONS = keys.PROPOSAL_ACTIONS
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
@@ -69,13 +80,15 @@ class ProposalsPane(ConsolePane):
     def rows_wanted(self, only: set[str] | None = None) -> dict[str, dict[str, Cell]]:
         now = self.clock()
         rows: dict[str, dict[str, Cell]] = {}
-        for pid in (self.pending if only is None else [k for k in only if k in self.pending]):
+        for pid in self.pending if only is None else [k for k in only if k in self.pending]:
             p = self.pending[pid]
             cached = self._static.get(pid)
             if cached is None or cached[0] is not p:
                 cached = self._static[pid] = (p, proposal_static(p))
             rows[pid] = dict(proposal_cells(p, now, cached[1]))
-        for pid in (set(self._static) - set(self.pending)) if only is None else [k for k in only if k not in self.pending]:
+        for pid in (
+            (set(self._static) - set(self.pending)) if only is None else [k for k in only if k not in self.pending]
+        ):
             self._static.pop(pid, None)
         return rows
 
@@ -95,8 +108,10 @@ class ProposalsPane(ConsolePane):
         if changed is None:
             new = [pid for pid in ordered if pid not in self.seen]
         else:  # oldest first, like the table
-            new = sorted((pid for pid in changed if pid in ordered and pid not in self.seen),
-                         key=lambda pid: (ordered[pid].data.get("created_at", ""), pid))
+            new = sorted(
+                (pid for pid in changed if pid in ordered and pid not in self.seen),
+                key=lambda pid: (ordered[pid].data.get("created_at", ""), pid),
+            )
         self.seen.update(new)
         with self.app.batch_update():
             self.sync(self.rows_wanted(changed), only=changed)
@@ -146,7 +161,9 @@ class ProposalsPane(ConsolePane):
 def home_label(label: str) -> str:
     """A home as a short cell: ~ for the user's home folder; a long one keeps its last 27 characters."""
     user = os.path.expanduser("~")
-    text = "~" + label[len(user):] if user not in ("", "/") and (label == user or label.startswith(user + "/")) else label
+    text = (
+        "~" + label[len(user) :] if user not in ("", "/") and (label == user or label.startswith(user + "/")) else label
+    )
     return text if len(text) <= 28 else "…" + text[-27:]
 
 
@@ -154,8 +171,19 @@ class AgentsPane(ConsolePane):
     """Running bottles of every home on the engine; another home's are marked with that home. The
     agent in the right-hand tmux pane is marked with ``*``, one waiting for input is highlighted."""
 
-    BINDINGS = [keys.SWITCH, keys.QUIT, keys.DOWN, keys.UP, keys.OPEN, keys.NEW, keys.STOP, keys.ROUTES, keys.DLP,
-                keys.LOGS, keys.REFRESH]
+    BINDINGS = [
+        keys.SWITCH,
+        keys.QUIT,
+        keys.DOWN,
+        keys.UP,
+        keys.OPEN,
+        keys.NEW,
+        keys.STOP,
+        keys.ROUTES,
+        keys.DLP,
+        keys.LOGS,
+        keys.REFRESH,
+    ]
     ROW_ACTIONS = keys.AGENT_ACTIONS
 
     def __init__(self, home: Path, clock: Callable[[], datetime]) -> None:
@@ -211,7 +239,9 @@ class AgentsPane(ConsolePane):
             self.in_pane = slug
             self.rerender()
 
-    def apply(self, bottles: list[BottleInfo], statuses: dict[str, AgentStatus] | None = None) -> tuple[list[str], list[str]]:
+    def apply(
+        self, bottles: list[BottleInfo], statuses: dict[str, AgentStatus] | None = None
+    ) -> tuple[list[str], list[str]]:
         """Show ``bottles``; returns the slugs whose rows went and the row order before."""
         wanted = {b.slug: b for b in bottles}
         order = self.keys()
@@ -238,7 +268,7 @@ class AgentsPane(ConsolePane):
                 self.statuses[slug] = st
         self.rerender()
 
-    def _selected_then(self, flow: Callable[["BottleConsole", BottleInfo], None]) -> None:
+    def _selected_then(self, flow: Callable[[BottleConsole, BottleInfo], None]) -> None:
         info = self.selected()
         if info is not None:
             flow(self.console, info)

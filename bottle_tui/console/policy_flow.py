@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     from .app import BottleConsole
 
 
-def edit_routes(app: "BottleConsole", info: BottleInfo) -> None:
+def edit_routes(app: BottleConsole, info: BottleInfo) -> None:
     app.run_worker(_edit_routes(app, info), group="dialog", exit_on_error=False)
 
 
-async def _edit_routes(app: "BottleConsole", info: BottleInfo) -> None:
+async def _edit_routes(app: BottleConsole, info: BottleInfo) -> None:
     home = ops.bottle_home(info, app.home)
     try:
         state, before = await asyncio.to_thread(ops.read_policy, home, info.slug)
@@ -32,7 +32,9 @@ async def _edit_routes(app: "BottleConsole", info: BottleInfo) -> None:
         ops.check_policy(text, state)
         return text
 
-    body = await app.push_screen_wait(EditorScreen(f"routes.yaml of {info.slug} (validated on save, applied live)", before, validate))
+    body = await app.push_screen_wait(
+        EditorScreen(f"routes.yaml of {info.slug} (validated on save, applied live)", before, validate)
+    )
     if body is None or body == before:
         return
     try:
@@ -40,5 +42,9 @@ async def _edit_routes(app: "BottleConsole", info: BottleInfo) -> None:
     except BottleError as exc:
         app.notify(inert(str(exc)).plain, title="Routes", severity="error", markup=False)
         return
-    app.notify(inert(warning or f"routes.yaml of {state.slug} saved and reloaded").plain, title="Routes",
-               severity="warning" if warning else "information", markup=False)
+    app.notify(
+        inert(warning or f"routes.yaml of {state.slug} saved and reloaded").plain,
+        title="Routes",
+        severity="warning" if warning else "information",
+        markup=False,
+    )

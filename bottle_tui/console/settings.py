@@ -14,8 +14,13 @@ from . import keys
 
 
 def known_binding_ids() -> list[str]:
-    from .screens import ConfirmScreen as C, EditorScreen as E, LogScreen as L, NoteScreen as N, PickerScreen as P
-    from .screens import ProposalDetail as D, ScopeScreen as S
+    from .screens import ConfirmScreen as C
+    from .screens import EditorScreen as E
+    from .screens import LogScreen as L
+    from .screens import NoteScreen as N
+    from .screens import PickerScreen as P
+    from .screens import ProposalDetail as D
+    from .screens import ScopeScreen as S
 
     ids = [b.id for b in keys.ALL if b.id]
     for cls in (D, S, N, E, P, C, L):
@@ -39,7 +44,9 @@ def console_settings(home: Path, theme: str | None) -> tuple[str | None, dict[st
         builtin = set(App[None]().available_themes)
         if chosen not in THEMES and chosen not in builtin:
             where = "--theme" if theme else f"{path}: theme"
-            raise BottleError(f"{where}: unknown theme '{chosen[:40]}'; use one of: {', '.join([*THEMES, *sorted(builtin)])}")
+            raise BottleError(
+                f"{where}: unknown theme '{chosen[:40]}'; use one of: {', '.join([*THEMES, *sorted(builtin)])}"
+            )
     return chosen, dict(config.keymap)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.text import Text
 from textual.widgets import DataTable
 
-Cell = Union[str, tuple[str, str]]  # a plain cell, or (text, Rich style) for a highlighted one
+Cell = str | tuple[str, str]  # a plain cell, or (text, Rich style) for a highlighted one
 Rows = dict[str, dict[str, Cell]]
 
 
@@ -36,7 +36,7 @@ class PaneTable(DataTable[Text]):
             return None
         try:
             value = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - no valid cursor: nothing selected
+        except Exception:
             return None
         return str(value) if value is not None else None
 

@@ -5,8 +5,9 @@ posts what it found as a message (``messages.py``) to the pane it concerns; none
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Set
 from pathlib import Path
-from typing import TYPE_CHECKING, AbstractSet, Iterable
+from typing import TYPE_CHECKING
 
 from .. import ops, proposals
 from ..errors import BottleError
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .app import BottleConsole
 
 
-async def discover(app: "BottleConsole") -> None:
+async def discover(app: BottleConsole) -> None:
     """One discovery; the engine's versions are asked once, again after the engine was down."""
     try:
         bottles = list(await app.discover_fn())
@@ -30,13 +31,15 @@ async def discover(app: "BottleConsole") -> None:
             if not status.ok:
                 raise BottleError(status.problem)
             versions = f"engine {status.server_version} · compose {status.compose_version}"
-    except Exception as exc:  # noqa: BLE001 - any engine failure becomes the banner, never an exit
+    except Exception as exc:
         app.agents_pane.post_message(EngineDown(engine_problem(exc)))
         return
     home = app.home
     slugs = [b.slug for b in bottles]
     statuses = await asyncio.to_thread(lambda: {s: read_status(state_dir(home, s).status_file) for s in slugs})
-    app.agents_pane.post_message(BottlesFound(bottles, {s: st for s, st in statuses.items() if st is not None}, versions))
+    app.agents_pane.post_message(
+        BottlesFound(bottles, {s: st for s, st in statuses.items() if st is not None}, versions)
+    )
 
 
 def engine_problem(exc: BaseException) -> str:
@@ -46,19 +49,19 @@ def engine_problem(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-async def follow_events(app: "BottleConsole") -> None:
+async def follow_events(app: BottleConsole) -> None:
     """Discover again whenever one of our containers changes; restart the stream if it ends or
     fails (a bottle stopped from outside this console shows up here first)."""
     while True:
         try:
             async for _ in lines(ops.events_argv()):
                 app.refresh_bottles()
-        except Exception:  # noqa: BLE001 - the stream is a hint; the poll and the banner cover failures
+        except Exception:
             pass
         await asyncio.sleep(app.poll_seconds)
 
 
-async def load_proposals(app: "BottleConsole") -> None:
+async def load_proposals(app: BottleConsole) -> None:
     found = await asyncio.to_thread(app.load_proposals_fn, app.home)
     app.proposals_pane.post_message(ProposalsLoaded({p.id: p for p in found if p.pending}))
 
@@ -73,7 +76,7 @@ def load_changed(files: Iterable[tuple[Path, StateDir]]) -> dict[str, Proposal |
     return out
 
 
-async def watch_state(app: "BottleConsole") -> None:
+async def watch_state(app: BottleConsole) -> None:
     """Queue files and status files as they change (inotify through watchfiles; no polling).
     If the watch ends (state/ removed, a watch error), it is set up again after the reconcile
     interval, and a full reload catches up with what it missed."""
@@ -85,8 +88,13 @@ async def watch_state(app: "BottleConsole") -> None:
         try:
             await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
             # A new bottle's folders appear while we watch; watchfiles follows new sub-folders itself.
-            async for changes in awatch(root, watch_filter=lambda _change, path: changed_file(home, path) is not None,
-                                        debounce=20, step=5, recursive=True):
+            async for changes in awatch(
+                root,
+                watch_filter=lambda _change, path: changed_file(home, path) is not None,
+                debounce=20,
+                step=5,
+                recursive=True,
+            ):
                 await on_changes(app, home, changes)
         except (OSError, RuntimeError):
             pass
@@ -94,13 +102,15 @@ async def watch_state(app: "BottleConsole") -> None:
         app.reload_proposals()
 
 
-async def on_changes(app: "BottleConsole", home: Path, changes: AbstractSet[tuple[object, str]]) -> None:
+async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, str]]) -> None:
     found = [(hit, Path(path)) for _, path in changes if (hit := changed_file(home, path)) is not None]
     queue = {(path, state) for (kind, state), path in found if kind == "proposal"}
     status = {state for (kind, state), _ in found if kind == "status"}
     if queue:
         loaded = await asyncio.to_thread(load_changed, queue)
-        app.proposals_pane.post_message(ProposalsLoaded({pid: p for pid, p in loaded.items() if p is not None}, set(loaded)))
+        app.proposals_pane.post_message(
+            ProposalsLoaded({pid: p for pid, p in loaded.items() if p is not None}, set(loaded))
+        )
     if status:
         read = await asyncio.to_thread(lambda: {state.slug: read_status(state.status_file) for state in status})
         app.agents_pane.post_message(StatusRead(read))

@@ -13,14 +13,20 @@ import yaml
 
 from bottle_tui import proposals
 from bottle_tui.backends.docker.engine import EngineStatus
-from bottle_tui.console.app import BottleConsole
 from bottle_tui.console import keys
 from bottle_tui.console.messages import ProposalsLoaded
 from bottle_tui.console.panes import AgentsPane, ProposalsPane
+from bottle_tui.console.screens import (
+    ConfirmScreen,
+    EditorScreen,
+    LogScreen,
+    NoteScreen,
+    PickerScreen,
+    ProposalDetail,
+    ScopeScreen,
+)
 from bottle_tui.console.settings import console_settings
-from bottle_tui.console.screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
 from bottle_tui.errors import BottleError
-
 from tests.support.console import FakeEngine, info, make_app, make_state, rows, text_of, write_proposal, write_status
 
 SLUG = "implementer-aaaaaa"
@@ -72,7 +78,11 @@ async def test_header_counts_both_panes_and_in_place_updates(home: Path, fake: F
         # One bottle stops, another appears: rows change in place and unchanged rows are kept.
         fake.bottles = [info("reviewer-bbbbbb"), info("reviewer-cccccc", agent="reviewer")]
         await pilot.press("f5")
-        await until(pilot, lambda: [r[0] for r in rows(app, "bottles")] == ["reviewer-bbbbbb", "reviewer-cccccc"], "the new rows")
+        await until(
+            pilot,
+            lambda: [r[0] for r in rows(app, "bottles")] == ["reviewer-bbbbbb", "reviewer-cccccc"],
+            "the new rows",
+        )
         assert rows(app, "bottles")[0][4] == "up"
         assert row_obj is not None and "2 agents" in text_of(app, "#engine")
         await pilot.press("q")
@@ -155,13 +165,16 @@ class BrokenEngine(FakeEngine):
 async def test_any_worker_error_is_a_banner_not_an_exit(home: Path) -> None:
     from bottle_tui.runner import CommandError
 
-    for error in (CommandError(["docker", "compose", "version"], None, "", "timed out after 15 s"),
-                  json.JSONDecodeError("Expecting value", "", 0), RuntimeError("boom")):
+    for error in (
+        CommandError(["docker", "compose", "version"], None, "", "timed out after 15 s"),
+        json.JSONDecodeError("Expecting value", "", 0),
+        RuntimeError("boom"),
+    ):
         fake = BrokenEngine(error)
         fake.bottles = [info(SLUG)]
         app = make_app(home, fake)
         async with app.run_test(size=(120, 20)) as pilot:
-            await until(pilot, lambda: app.query_one("#engine").has_class("-down"), "the banner")
+            await until(pilot, lambda: app.query_one("#engine").has_class("-down"), "the banner")  # noqa: B023 - awaited here
             assert app.is_running
             assert "engine:" in text_of(app, "#engine")
 
@@ -301,7 +314,11 @@ async def test_already_decided_elsewhere_says_so(home: Path, fake: FakeEngine) -
         await until(pilot, lambda: isinstance(app.screen, NoteScreen), "the note")
         proposals.decide(home, p.id, "reject", by="someone (cli)", note="no")
         await pilot.press("enter")
-        await until(pilot, lambda: any("already rejected by someone" in str(n.message) for n in app._notifications), "the warning")
+        await until(
+            pilot,
+            lambda: any("already rejected by someone" in str(n.message) for n in app._notifications),
+            "the warning",
+        )
         assert not rows(app, "proposals")
 
 
@@ -350,14 +367,19 @@ async def test_another_homes_bottles_are_marked_with_their_home(home: Path, fake
 
     other = tmp_path / "elsewhere" / "home"
     home.mkdir(parents=True)
-    fake.bottles = [dataclasses.replace(info(SLUG), home=str(home)), dataclasses.replace(info("reviewer-bbbbbb", agent="reviewer"), home=str(other)),
-                    info("legacy-cccccc", agent="legacy")]  # no home label (started before there was one): not marked
+    fake.bottles = [
+        dataclasses.replace(info(SLUG), home=str(home)),
+        dataclasses.replace(info("reviewer-bbbbbb", agent="reviewer"), home=str(other)),
+        info("legacy-cccccc", agent="legacy"),
+    ]  # no home label (started before there was one): not marked
     app = make_app(home, fake)
     async with app.run_test(size=(180, 30)) as pilot:
         await loaded(pilot, app)
         agents = {r[0]: r[1] for r in rows(app, "bottles")}
         assert agents[SLUG] == "implementer" and agents["legacy-cccccc"] == "legacy"
-        assert agents["reviewer-bbbbbb"].startswith("reviewer (home ") and agents["reviewer-bbbbbb"].endswith("elsewhere/home)")
+        assert agents["reviewer-bbbbbb"].startswith("reviewer (home ") and agents["reviewer-bbbbbb"].endswith(
+            "elsewhere/home)"
+        )
 
 
 async def test_agent_status_from_the_hooks_file(home: Path, fake: FakeEngine) -> None:
@@ -415,7 +437,9 @@ async def test_picker_then_preflight_no_starts_nothing(home: Path, fake: FakeEng
         assert not (home / "state").exists() or not any((home / "state").iterdir())
 
 
-async def test_n_runs_the_backends_preflight_before_anything_starts(tmp_path: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_n_runs_the_backends_preflight_before_anything_starts(
+    tmp_path: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The console's start is ops.start, as the CLI's: a microVM bottle on a host where microVMs do
     not boot stops at smolvm's preflight (its one line in the log and a notification) before an
     image is looked at or a state folder made. The real smolvm CLI (pinned wheel) answers the
@@ -429,8 +453,17 @@ async def test_n_runs_the_backends_preflight_before_anything_starts(tmp_path: Pa
     except BottleError as exc:
         pytest.skip(f"needs the smolvm CLI from the pinned wheel (pip install -e '.[test]'): {exc}")
     cache = tmp_path / "probe.json"
-    cache.write_text(json.dumps({"ok": False, "reason": "no /dev/kvm (written by this test)", "host": host_key(),
-                                 "smolvm": version, "checked_at": "2026-01-01T00:00:00+00:00"}))
+    cache.write_text(
+        json.dumps(
+            {
+                "ok": False,
+                "reason": "no /dev/kvm (written by this test)",
+                "host": host_key(),
+                "smolvm": version,
+                "checked_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
     monkeypatch.setenv(CACHE_ENV, str(cache))
     home = tmp_path / "home"
     (home / "agents").mkdir(parents=True)
@@ -507,7 +540,11 @@ async def test_logs_and_attach_keys_open_their_views(home: Path, fake: FakeEngin
         await until(pilot, lambda: len(app.screen_stack) == 1, "the log to close")
         # Headless there is no terminal to hand over: the console says what to run instead.
         await pilot.press("enter")
-        await until(pilot, lambda: any("bottle-tui attach" in n.message or n.title == "Attach" for n in app._notifications), "the attach answer")
+        await until(
+            pilot,
+            lambda: any("bottle-tui attach" in n.message or n.title == "Attach" for n in app._notifications),
+            "the attach answer",
+        )
 
 
 # --- keys, palette, themes ----------------------------------------------------------------------
@@ -558,7 +595,19 @@ async def test_palette_offers_every_action(home: Path, fake: FakeEngine) -> None
         await loaded(pilot, app)
         provider = ConsoleCommands(app.screen)
         found = [hit.text async for hit in provider.discover()]
-        for action in ("approve", "modify", "reject", "new_agent", "stop", "edit_routes", "edit_dlp", "logs", "quit", "switch_pane", "open"):
+        for action in (
+            "approve",
+            "modify",
+            "reject",
+            "new_agent",
+            "stop",
+            "edit_routes",
+            "edit_dlp",
+            "logs",
+            "quit",
+            "switch_pane",
+            "open",
+        ):
             assert any(keys.DESCRIPTIONS[action] in text for text in found), action
         hits = [hit async for hit in provider.search("new agent")]
         assert hits
@@ -579,7 +628,9 @@ def test_every_main_binding_has_a_stable_id() -> None:
         assert all(b in keys.ALL for b in pane.BINDINGS)
 
 
-async def test_editor_says_why_it_cannot_hand_over(home: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_editor_says_why_it_cannot_hand_over(
+    home: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_proposal(home, SLUG)
     monkeypatch.delenv("VISUAL", raising=False)
     monkeypatch.delenv("EDITOR", raising=False)

@@ -11,7 +11,9 @@ from .console_snapshot_app import SIZE, make
 def settled(app):
     async def wait(pilot) -> None:
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not (app.proposals_pane.loaded and (app.versions or app.engine_ok is False)):
+        while time.monotonic() < deadline and not (
+            app.proposals_pane.loaded and (app.versions or app.engine_ok is False)
+        ):
             await pilot.pause(0.02)
         await pilot.pause(0.1)
 
@@ -40,7 +42,12 @@ def test_picker_with_a_filter(snap_compare) -> None:
 
 def test_preflight_modal(snap_compare) -> None:
     app = make()
-    assert snap_compare(app, terminal_size=SIZE, run_before=settled(app), press=["n", "_", "_", "i", "m", "p", "enter", "_", "_", "_", "_"])
+    assert snap_compare(
+        app,
+        terminal_size=SIZE,
+        run_before=settled(app),
+        press=["n", "_", "_", "i", "m", "p", "enter", "_", "_", "_", "_"],
+    )
 
 
 def test_engine_down_banner(snap_compare) -> None:

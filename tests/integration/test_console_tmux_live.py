@@ -51,12 +51,12 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(
             console.send_keys(key, enter=False, literal=False)
 
         wait_in_pane(console, "right-hand pane")  # the footer hint of the split mode
-        wait_for(
-            lambda: agent_rows(screen())[-2:] == [b1.slug, b2.slug],
-            timeout=30,
-            what="both bottles listed",
-            interval=0.2,
-        )
+
+        def adjacent() -> bool:  # b2 right below b1 (a bottle of another test may sort anywhere else)
+            rows = agent_rows(screen())
+            return b1.slug in rows and rows[rows.index(b1.slug) + 1 : rows.index(b1.slug) + 2] == [b2.slug]
+
+        wait_for(adjacent, timeout=30, what="both bottles listed", interval=0.2)
         for _ in range(agent_rows(screen()).index(b1.slug)):  # the cursor starts on the first row
             console.send_keys("j", enter=False)
         console.send_keys("Enter", enter=False, literal=False)

@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bottle_contract.files import atomic_write  # noqa: E402
 from bottle_tui.backends.docker import engine, labels  # noqa: E402
 from bottle_tui.state import state_dir  # noqa: E402
-from bottle_contract.files import atomic_write  # noqa: E402
 
 BOTTLES = int(os.environ.get("BENCH_CONSOLE_BOTTLES", "200"))
 PROPOSALS = int(os.environ.get("BENCH_CONSOLE_PROPOSALS", "2000"))
@@ -51,11 +51,23 @@ def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.Compl
 def compose_file(home: Path, slug: str) -> Path:
     doc = {
         "name": f"claude-bottle-{slug}",
-        "services": {"agent": {
-            "image": IMAGE, "command": ["sleep", "infinity"], "init": True, "network_mode": "none",
-            "labels": {labels.MANAGED: "true", labels.SLUG: slug, labels.AGENT: "bench", labels.BOTTLE: "bench",
-                       labels.BACKEND: "docker", labels.STARTED_AT: "2026-11-27T08:00:00+00:00", labels.HOME: str(home)},
-        }},
+        "services": {
+            "agent": {
+                "image": IMAGE,
+                "command": ["sleep", "infinity"],
+                "init": True,
+                "network_mode": "none",
+                "labels": {
+                    labels.MANAGED: "true",
+                    labels.SLUG: slug,
+                    labels.AGENT: "bench",
+                    labels.BOTTLE: "bench",
+                    labels.BACKEND: "docker",
+                    labels.STARTED_AT: "2026-11-27T08:00:00+00:00",
+                    labels.HOME: str(home),
+                },
+            }
+        },
     }
     path = home / "compose" / f"{slug}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +76,18 @@ def compose_file(home: Path, slug: str) -> Path:
 
 
 def up(home: Path, slug: str) -> None:
-    sh("docker", "compose", "-p", f"claude-bottle-{slug}", "-f", str(compose_file(home, slug)), "up", "-d", "--quiet-pull", timeout=180)
+    sh(
+        "docker",
+        "compose",
+        "-p",
+        f"claude-bottle-{slug}",
+        "-f",
+        str(compose_file(home, slug)),
+        "up",
+        "-d",
+        "--quiet-pull",
+        timeout=180,
+    )
 
 
 def down(slug: str) -> None:
@@ -80,10 +103,18 @@ def queue_proposals(home: Path, slugs: list[str], count: int) -> None:
             q.mkdir(parents=True)
             (s.egress).mkdir(parents=True, exist_ok=True)
         pid = f"20261127t07{i:07d}-{RUN}aa"
-        data = {"version": 1, "id": pid, "slug": slug, "kind": "egress-route",
-                "change": {"host": f"h{i}.example.org", "ports": [443], "methods": ["GET"], "paths": ["/x/*"]},
-                "reason": f"bench proposal {i}", "draft": False, "created_at": f"2026-11-27T07:{i // 60 % 60:02d}:{i % 60:02d}.000+00:00",
-                "status": "pending", "decision": None}
+        data = {
+            "version": 1,
+            "id": pid,
+            "slug": slug,
+            "kind": "egress-route",
+            "change": {"host": f"h{i}.example.org", "ports": [443], "methods": ["GET"], "paths": ["/x/*"]},
+            "reason": f"bench proposal {i}",
+            "draft": False,
+            "created_at": f"2026-11-27T07:{i // 60 % 60:02d}:{i % 60:02d}.000+00:00",
+            "status": "pending",
+            "decision": None,
+        }
         atomic_write(q / f"{pid}.json", json.dumps(data), mode=0o644)
 
 
@@ -94,6 +125,7 @@ def ms(samples: list[float]) -> str:
 
 
 # --- the real console under tmux -----------------------------------------------------------------
+
 
 class Tmux:
     """A tmux server of our own; a fresh socket for each launch (a new session right after
@@ -123,7 +155,9 @@ class Tmux:
 
 def launch(home: Path, tmux: Tmux) -> tuple[float, int]:
     """Seconds from starting the console to its first frame in the pane, and the console's pid."""
-    command = f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(home))} console"
+    command = (
+        f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(home))} console"
+    )
     tmux.fresh()
     t0 = time.perf_counter()
     tmux.cmd("new-session", "-d", "-s", "bench", "-x", "160", "-y", "50", command)
@@ -182,6 +216,7 @@ def file_to_screen(home: Path, slug: str, tmux: Tmux) -> list[float]:
 
 # --- in-process: CPU, CLI calls, key -> repaint -------------------------------------------------
 
+
 async def in_process(home: Path) -> dict[str, object]:
     from bottle_tui.console.app import BottleConsole
     from bottle_tui.runner import run as real_run
@@ -196,7 +231,7 @@ async def in_process(home: Path) -> dict[str, object]:
     app = BottleConsole(home, watch_events=False, watch_files=False, poll_seconds=3600, tick=False)
     out: dict[str, object] = {}
     async with app.run_test(size=(160, 50)) as pilot:
-        while not (app._proposals_loaded and app._versions):
+        while not (app.proposals_pane.loaded and app.versions):
             await pilot.pause(0.05)
         await app.workers.wait_for_complete()
         cpu, wall, per_refresh = [], [], []
@@ -256,7 +291,8 @@ t1=$(date +%s%N); echo $(( (t1 - t0) / n / 1000 ))
 def hook_cost() -> tuple[float, float]:
     """What one claude hook costs inside a real bottle (ms per call, timed in the agent), with the
     bundle up and with the sidecars container stopped."""
-    from common import cli as bench_cli, make_home
+    from common import cli as bench_cli
+    from common import make_home
 
     home = make_home()
     slug = bench_cli(home, "start", "bench", "--yes", "--detach").stdout.strip().splitlines()[-1]
@@ -308,20 +344,32 @@ def main() -> int:
         to_screen = file_to_screen(home, slugs[0], tmux)
         tmux.kill()
         figures = asyncio.run(in_process(home))
-        print(f"launch to first paint (process start -> first frame in the pane): empty home {ms(empty_launches)}; "
-              f"{BOTTLES} bottles, {PROPOSALS} proposals {ms(loaded_launches)}  [target <= 500 ms]")
+        print(
+            f"launch to first paint (process start -> first frame in the pane): empty home {ms(empty_launches)}; "
+            f"{BOTTLES} bottles, {PROPOSALS} proposals {ms(loaded_launches)}  [target <= 500 ms]"
+        )
         print(f"machine load while measuring: {os.getloadavg()[0]:.1f} (1-min load average, {os.cpu_count()} cores)")
         print(f"resident memory: {empty_rss:.0f} MB (empty), {loaded_rss:.0f} MB (loaded)  [target <= 100 MB]")
-        print(f"CPU per refresh in the console process ({figures['rows'][0]} agent rows, {figures['rows'][1]} proposal rows): "
-              f"{ms(figures['cpu'])}; wall {ms(figures['wall'])}  [target <= 20 ms CPU]")
-        print(f"docker CLI calls per refresh: {calls_before} with no bottles, {calls_after} with {BOTTLES}; "
-              f"in the console: {sorted(set(figures['calls']))}  [constant]")
-        print(f"key press to repaint (j/k over {figures['rows'][1]} proposal rows): {ms(keys_tmux)} in tmux (send-keys -> pane changed); "
-              f"{ms(figures['keys'])} through Pilot (press + pause)  [target <= 50 ms]")
+        print(
+            f"CPU per refresh in the console process ({figures['rows'][0]} agent rows, {figures['rows'][1]} proposal rows): "
+            f"{ms(figures['cpu'])}; wall {ms(figures['wall'])}  [target <= 20 ms CPU]"
+        )
+        print(
+            f"docker CLI calls per refresh: {calls_before} with no bottles, {calls_after} with {BOTTLES}; "
+            f"in the console: {sorted(set(figures['calls']))}  [constant]"
+        )
+        print(
+            f"key press to repaint (j/k over {figures['rows'][1]} proposal rows): {ms(keys_tmux)} in tmux (send-keys -> pane changed); "
+            f"{ms(figures['keys'])} through Pilot (press + pause)  [target <= 50 ms]"
+        )
         print(f"proposal file written -> row on screen (tmux capture-pane): {ms(to_screen)}  [target <= 100 ms]")
         hook_up, hook_down = hook_cost()
-        print(f"one claude hook in a real bottle: {hook_up:.1f} ms with the bundle up, {hook_down:.1f} ms with it gone  [returns at once either way]")
-        print(f"(the console's own RUSAGE: maxrss of this bench process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+        print(
+            f"one claude hook in a real bottle: {hook_up:.1f} ms with the bundle up, {hook_down:.1f} ms with it gone  [returns at once either way]"
+        )
+        print(
+            f"(the console's own RUSAGE: maxrss of this bench process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+        )
     finally:
         tmux.kill()
         with ThreadPoolExecutor(4) as pool:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cli, make_home  # noqa: E402
+
 from tests.support.console_screen import SKIP_CLAUDE_FIRST_RUN, agent_rows, focus_agents, settle  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_TMUX_ROUNDS", "8"))
@@ -55,7 +56,9 @@ def wait(predicate, what: str, timeout: float = 60) -> float:
 
 
 def claude_count(slug: str) -> int:
-    out = subprocess.run(["docker", "exec", f"claude-bottle-{slug}-agent", "ps", "-eo", "args="], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["docker", "exec", f"claude-bottle-{slug}-agent", "ps", "-eo", "args="], capture_output=True, text=True
+    ).stdout
     return sum(1 for line in out.splitlines() if line.split()[:1] == ["claude"])
 
 
@@ -72,12 +75,17 @@ def main() -> int:
         for _ in range(2):
             slugs.append(cli(home, "start", "bench", "--yes", "--detach").stdout.strip().splitlines()[-1])
         for slug in slugs:
-            subprocess.run(["docker", "exec", f"claude-bottle-{slug}-agent", "python3", "-c", SKIP_CLAUDE_FIRST_RUN], check=True)
+            subprocess.run(
+                ["docker", "exec", f"claude-bottle-{slug}-agent", "python3", "-c", SKIP_CLAUDE_FIRST_RUN], check=True
+            )
         command = f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(home))} console"
         tmux("new-session", "-d", "-s", "console", "-x", "300", "-y", "50", command)
         console = panes()[0][0]
-        screen = lambda pane=console: tmux("capture-pane", "-p", "-t", pane)  # noqa: E731
-        wait(lambda: all(s in agent_rows(screen()) for s in slugs) if "─ Agents" in screen() else False, "the bottles in the console")
+        screen = lambda pane=console: tmux("capture-pane", "-p", "-t", pane)
+        wait(
+            lambda: all(s in agent_rows(screen()) for s in slugs) if "─ Agents" in screen() else False,
+            "the bottles in the console",
+        )
         order = agent_rows(screen())
         tmux("send-keys", "-t", console, *(["j"] * order.index(slugs[0])))
         time.sleep(0.3)
@@ -101,12 +109,16 @@ def main() -> int:
 
             def started() -> bool:
                 now = [p for p in panes() if p[0] != console]
-                return bool(now) and (not right_before or now[0][1] != before[right_before[0]])
+                return bool(now) and (not right_before or now[0][1] != before[right_before[0]])  # noqa: B023 - called at once
 
             wait(started, "the pane's new command")
             (split_cmd if not right_before else respawn_cmd).append(time.perf_counter() - t0)
             right = [p for p in panes() if p[0] != console][0][0]
-            wait(lambda: "Claude Code v" in screen(right) and "❯" in screen(right), "claude's banner and prompt", timeout=90)
+            wait(
+                lambda: "Claude Code v" in screen(right) and "❯" in screen(right),  # noqa: B023 - called at once
+                "claude's banner and prompt",
+                timeout=90,
+            )
             to_banner.append(time.perf_counter() - t0)
             settle(screen, quiet=2.0)
         time.sleep(3.0)  # the ends of the left sessions are asynchronous
@@ -121,12 +133,27 @@ def main() -> int:
             tmux("select-pane", "-t", right)
             time.sleep(0.5)
             t0 = time.perf_counter()
-            proposals.create(state_dir(home, slugs[0]), "egress-route", {"host": f"n{i}.example.org", "ports": [443], "methods": ["GET"], "paths": []}, "bench")
-            wait(lambda: next(p for p in panes() if p[0] == console)[2] == "1", "the console's pane to be selected", timeout=10)
+            proposals.create(
+                state_dir(home, slugs[0]),
+                "egress-route",
+                {"host": f"n{i}.example.org", "ports": [443], "methods": ["GET"], "paths": []},
+                "bench",
+            )
+            wait(
+                lambda: next(p for p in panes() if p[0] == console)[2] == "1",
+                "the console's pane to be selected",
+                timeout=10,
+            )
             selects.append(time.perf_counter() - t0)
-        print(f"tmux pane: Enter -> the right pane runs the new command: first attach (split) {ms(split_cmd)}; later ones (respawn) {ms(respawn_cmd)}")
-        print(f"tmux pane: Enter -> claude's banner and prompt in the pane (claude's own start in the bottle included): {ms(to_banner)}")
-        print(f"tmux pane: claude processes left in the bottles after {ROUNDS} attaches: {counts}  [one where the pane is, none elsewhere]")
+        print(
+            f"tmux pane: Enter -> the right pane runs the new command: first attach (split) {ms(split_cmd)}; later ones (respawn) {ms(respawn_cmd)}"
+        )
+        print(
+            f"tmux pane: Enter -> claude's banner and prompt in the pane (claude's own start in the bottle included): {ms(to_banner)}"
+        )
+        print(
+            f"tmux pane: claude processes left in the bottles after {ROUNDS} attaches: {counts}  [one where the pane is, none elsewhere]"
+        )
         print(f"tmux pane: proposal file written -> the console's pane selected: {ms(selects)}")
         print(f"machine load while measuring: {os.getloadavg()[0]:.1f} (1-min load average, {os.cpu_count()} cores)")
     finally:

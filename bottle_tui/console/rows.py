@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-
-from ..backends.docker.engine import BottleInfo
-from ..proposals import Proposal
+from ..ops import BottleInfo, Proposal
 from .inert import inert
 
-PROPOSAL_COLUMNS = (("agent", "AGENT"), ("kind", "KIND"), ("change", "CHANGE"), ("reason", "REASON"), ("age", "AGE"), ("status", "STATUS"))
-AGENT_COLUMNS = (("slug", "SLUG"), ("agent", "AGENT"), ("backend", "BACKEND"), ("started", "STARTED"),
-                 ("sidecars", "SIDECARS"), ("pending", "PENDING"), ("status", "STATUS"))
+PROPOSAL_COLUMNS = (
+    ("agent", "AGENT"),
+    ("kind", "KIND"),
+    ("change", "CHANGE"),
+    ("reason", "REASON"),
+    ("age", "AGE"),
+    ("status", "STATUS"),
+)
+AGENT_COLUMNS = (
+    ("slug", "SLUG"),
+    ("agent", "AGENT"),
+    ("backend", "BACKEND"),
+    ("started", "STARTED"),
+    ("sidecars", "SIDECARS"),
+    ("pending", "PENDING"),
+    ("status", "STATUS"),
+)
 STATES = ("working", "waiting", "idle", "ended")
 STATE_LABELS = {"working": "working", "waiting": "waiting for input", "idle": "idle", "ended": "ended"}
 
@@ -31,7 +43,7 @@ def parse_time(value: object) -> datetime | None:
         t = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def age(since: object, now: datetime) -> str:
@@ -61,7 +73,9 @@ def proposal_static(p: Proposal) -> dict[str, str]:
     """The cells of a proposal row that do not change with time (computed once per file version)."""
     draft = bool(p.data.get("draft"))
     return {
-        "agent": safe(p.slug), "kind": safe(p.kind), "change": safe(p.summary()),
+        "agent": safe(p.slug),
+        "kind": safe(p.kind),
+        "change": safe(p.summary()),
         "reason": safe(first_line(p.data.get("reason"))),
         "status": safe(f"draft x{p.data.get('count', 1)}" if draft else p.status),
     }
@@ -92,8 +106,8 @@ def read_status(path: Path) -> AgentStatus | None:
         return None
     if not isinstance(doc, dict) or doc.get("state") not in STATES or parse_time(doc.get("since")) is None:
         return None
-    event = doc.get("event") if isinstance(doc.get("event"), str) else ""
-    return AgentStatus(doc["state"], doc["since"], event[:40])
+    event = doc.get("event")
+    return AgentStatus(doc["state"], doc["since"], event[:40] if isinstance(event, str) else "")
 
 
 def sidecars_cell(info: BottleInfo) -> str:
@@ -105,12 +119,17 @@ def sidecars_cell(info: BottleInfo) -> str:
 
 def agent_cells(info: BottleInfo, pending: int, status: AgentStatus | None, now: datetime) -> dict[str, str]:
     if status is None:
-        shown = "agent running" if info.services.get("agent") == "running" else (info.services.get("agent") or "starting")
+        shown = (
+            "agent running" if info.services.get("agent") == "running" else (info.services.get("agent") or "starting")
+        )
     else:
         shown = f"{STATE_LABELS[status.state]} {age(status.since, now)}"
     return {
-        "slug": safe(info.slug), "agent": safe(info.agent), "backend": safe(info.backend),
+        "slug": safe(info.slug),
+        "agent": safe(info.agent),
+        "backend": safe(info.backend),
         "started": age(info.started_at, now) + " ago" if parse_time(info.started_at) else safe(info.started_at),
-        "sidecars": safe(sidecars_cell(info)), "pending": str(pending) if pending else "-",
+        "sidecars": safe(sidecars_cell(info)),
+        "pending": str(pending) if pending else "-",
         "status": shown,
     }

@@ -6,9 +6,11 @@ agent or a label supplied arrives here already inert, or is made inert here befo
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -210,7 +212,7 @@ class PickerScreen(ModalScreen[str | None]):
     def on_input_changed(self, event: Input.Changed) -> None:
         self._fill(event.value)
 
-    def on_key(self, event) -> None:  # arrows move the list while typing goes to the filter
+    def on_key(self, event: events.Key) -> None:  # arrows move the list while typing goes to the filter
         options = self.query_one(OptionList)
         if event.key in ("down", "up"):
             options.action_cursor_down() if event.key == "down" else options.action_cursor_up()

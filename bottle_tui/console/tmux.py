@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import libtmux
 from libtmux import exc as tmux_exc
@@ -78,7 +78,7 @@ class RightPane:
         self.console_id: str = console.pane_id
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "RightPane | None":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RightPane | None:
         """The console's pane from ``$TMUX``/``$TMUX_PANE``; None outside tmux. A tmux that is
         missing, too old or unreachable raises TmuxError."""
         env = os.environ if env is None else env
@@ -88,7 +88,9 @@ class RightPane:
         if version is None:
             raise TmuxError("$TMUX is set but no tmux is on PATH")
         if version < MIN_VERSION:
-            raise TmuxError(f"tmux {version[0]}.{version[1]} is too old for the split pane (it needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or later)")
+            raise TmuxError(
+                f"tmux {version[0]}.{version[1]} is too old for the split pane (it needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or later)"
+            )
         try:
             return cls(libtmux.Pane.from_env(env), version)
         except (tmux_exc.LibTmuxException, OSError) as exc:
@@ -120,8 +122,9 @@ class RightPane:
                 return Occupant(pane_id, slug, shows, dead == "1")
         return None
 
-    def show(self, argv: Sequence[str], *, slug: str, shows: str, select: bool,
-             env: Mapping[str, str] | None = None) -> tuple[Occupant, Occupant | None]:
+    def show(
+        self, argv: Sequence[str], *, slug: str, shows: str, select: bool, env: Mapping[str, str] | None = None
+    ) -> tuple[Occupant, Occupant | None]:
         """Run ``argv`` in the right pane: respawned when there is one, split off the console's
         pane when not. ``select`` makes it the active pane (the user types there at once).
         Returns what the pane shows now, and what it showed before (None: there was no pane)."""
@@ -143,8 +146,22 @@ class RightPane:
                     raise
                 # closed between the look and the respawn: split a new one below
         if pane_id is None:
-            width = ["-l", f"{RIGHT_PERCENT}%"] if self.version >= (3, 1) else ["-p", str(RIGHT_PERCENT)]  # -l N% is 3.1+
-            split = ["split-window", "-h", "-d", *width, "-t", self.console_id, "-P", "-F", "#{pane_id}", *prefix, *argv]
+            width = (
+                ["-l", f"{RIGHT_PERCENT}%"] if self.version >= (3, 1) else ["-p", str(RIGHT_PERCENT)]
+            )  # -l N% is 3.1+
+            split = [
+                "split-window",
+                "-h",
+                "-d",
+                *width,
+                "-t",
+                self.console_id,
+                "-P",
+                "-F",
+                "#{pane_id}",
+                *prefix,
+                *argv,
+            ]
             if self.version >= (3, 2) and self._tmux("show-options", "-gwv", "remain-on-exit") == ["off"]:
                 # A command that fails (claude cannot reach its API, say) leaves its last screen
                 # up to be read; one that ends well closes the pane. It is set on the window in
@@ -158,11 +175,17 @@ class RightPane:
                 raise TmuxError("tmux split-window did not name the new pane")
             pane_id = out[0]
         # One tmux call: tag the pane, title it, and select it when asked.
-        cmds = [["set-option", "-p", "-t", pane_id, ROLE, "right"], ["set-option", "-p", "-t", pane_id, SLUG, slug],
-                ["set-option", "-p", "-t", pane_id, SHOWS, shows], ["select-pane", "-t", pane_id, "-T", f"{slug} ({shows})"]]
+        cmds = [
+            ["set-option", "-p", "-t", pane_id, ROLE, "right"],
+            ["set-option", "-p", "-t", pane_id, SLUG, slug],
+            ["set-option", "-p", "-t", pane_id, SHOWS, shows],
+            ["select-pane", "-t", pane_id, "-T", f"{slug} ({shows})"],
+        ]
         if keep_failed:
-            cmds += [["set-option", "-p", "-t", pane_id, "remain-on-exit", "failed"],
-                     ["set-option", "-w", "-u", "-t", self.console_id, "remain-on-exit"]]
+            cmds += [
+                ["set-option", "-p", "-t", pane_id, "remain-on-exit", "failed"],
+                ["set-option", "-w", "-u", "-t", self.console_id, "remain-on-exit"],
+            ]
         if select:
             cmds.append(["select-pane", "-t", pane_id])
         self._tmux(*_sequence(cmds))

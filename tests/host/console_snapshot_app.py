@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path
 
 from bottle_tui.backends.docker.engine import EngineStatus
-
-from tests.support.console import FakeEngine, RecordingConsole, NOW, info, write_proposal, write_status
+from tests.support.console import NOW, FakeEngine, RecordingConsole, info, write_proposal, write_status
 
 HOME = Path(tempfile.gettempdir()) / "bottle-tui-console-snapshots" / "home"
 SIZE = (150, 38)
@@ -46,14 +45,32 @@ def fresh_home(populated: bool) -> Path:
         (HOME / rel).parent.mkdir(parents=True, exist_ok=True)
         (HOME / rel).write_text(text)
     if populated:
-        write_proposal(HOME, "implementer-aaaaaa", pid="20261127t075000000-aaaa0001", host="pypi.example.org",
-                       reason="pip install needs the package index\nsecond line of the reason",
-                       created_at="2026-11-27T07:50:00.000+00:00")
-        write_proposal(HOME, "implementer-aaaaaa", pid="20261127t075800000-aaaa0002", host="registry.npmjs.example",
-                       reason="[bold]npm install[/] \x1b[31mblocked", draft=True, created_at="2026-11-27T07:58:00.000+00:00")
-        write_proposal(HOME, "reviewer-bbbbbb", pid="20261127t075930000-bbbb0001", kind="dlp-exemption",
-                       change={"host": "api.example.com", "rule": "generic-api-key"}, reason="the test fixture has a fake key",
-                       created_at="2026-11-27T07:59:30.000+00:00")
+        write_proposal(
+            HOME,
+            "implementer-aaaaaa",
+            pid="20261127t075000000-aaaa0001",
+            host="pypi.example.org",
+            reason="pip install needs the package index\nsecond line of the reason",
+            created_at="2026-11-27T07:50:00.000+00:00",
+        )
+        write_proposal(
+            HOME,
+            "implementer-aaaaaa",
+            pid="20261127t075800000-aaaa0002",
+            host="registry.npmjs.example",
+            reason="[bold]npm install[/] \x1b[31mblocked",
+            draft=True,
+            created_at="2026-11-27T07:58:00.000+00:00",
+        )
+        write_proposal(
+            HOME,
+            "reviewer-bbbbbb",
+            pid="20261127t075930000-bbbb0001",
+            kind="dlp-exemption",
+            change={"host": "api.example.com", "rule": "generic-api-key"},
+            reason="the test fixture has a fake key",
+            created_at="2026-11-27T07:59:30.000+00:00",
+        )
         write_status(HOME, "implementer-aaaaaa", "waiting", since="2026-11-27T07:59:00+00:00")
         write_status(HOME, "reviewer-bbbbbb", "working", since="2026-11-27T07:57:00+00:00", event="PreToolUse")
     return HOME
@@ -71,16 +88,46 @@ def fixed_plan(home: Path, agent: str):
 
     plan = plan_for(home, agent)
     slug = f"{agent}-5n4p5h"
-    return dataclasses.replace(plan, slug=slug, state=state_dir(home, slug), started_at="2026-11-27T08:00:00+00:00",
-                               images={"agent": "bottle-tui/agent:0123456789ab", "sidecars": "bottle-tui/sidecars:ba9876543210"})
+    return dataclasses.replace(
+        plan,
+        slug=slug,
+        state=state_dir(home, slug),
+        started_at="2026-11-27T08:00:00+00:00",
+        images={"agent": "bottle-tui/agent:0123456789ab", "sidecars": "bottle-tui/sidecars:ba9876543210"},
+    )
 
 
-def make(*, populated: bool = True, engine_up: bool = True, theme: str | None = None) -> SnapshotConsole:
+OTHER_HOME = "/srv/bottles/other-home"  # a home that is not the console's (no such folder is needed)
+
+
+def make(
+    *, populated: bool = True, engine_up: bool = True, theme: str | None = None, other_home: bool = False
+) -> SnapshotConsole:
     home = fresh_home(populated)
     fake = FakeEngine()
     if populated:
-        fake.bottles = [info("implementer-aaaaaa"), info("reviewer-bbbbbb", agent="reviewer", up=1, started="2026-11-27T07:45:00+00:00")]
+        fake.bottles = [
+            info("implementer-aaaaaa"),
+            info("reviewer-bbbbbb", agent="reviewer", up=1, started="2026-11-27T07:45:00+00:00"),
+        ]
+    if other_home:
+        fake.bottles = [
+            dataclasses.replace(fake.bottles[0], home=str(home)),
+            dataclasses.replace(info("implementer-cccccc", started="2026-11-27T07:30:00+00:00"), home=OTHER_HOME),
+        ]
     if not engine_up:
-        fake.status = EngineStatus(False, problem="no Docker engine answers (Cannot connect to the Docker daemon at unix:///var/run/docker.sock): run `make engine`")
-    return SnapshotConsole(home, discover=fake.discover, status=fake.engine_status, watch_events=False, watch_files=False,
-                           clock=lambda: NOW, tick=False, theme=theme, make_plan=fixed_plan)
+        fake.status = EngineStatus(
+            False,
+            problem="no Docker engine answers (Cannot connect to the Docker daemon at unix:///var/run/docker.sock): run `make engine`",
+        )
+    return SnapshotConsole(
+        home,
+        discover=fake.discover,
+        status=fake.engine_status,
+        watch_events=False,
+        watch_files=False,
+        clock=lambda: NOW,
+        tick=False,
+        theme=theme,
+        make_plan=fixed_plan,
+    )

@@ -13,10 +13,20 @@ import yaml
 
 from bottle_tui import proposals
 from bottle_tui.backends.docker.engine import EngineStatus
-from bottle_tui.console.app import BottleConsole, console_settings
-from bottle_tui.console.screens import ConfirmScreen, EditorScreen, LogScreen, NoteScreen, PickerScreen, ProposalDetail, ScopeScreen
+from bottle_tui.console import keys
+from bottle_tui.console.messages import ProposalsLoaded
+from bottle_tui.console.panes import AgentsPane, ProposalsPane
+from bottle_tui.console.screens import (
+    ConfirmScreen,
+    EditorScreen,
+    LogScreen,
+    NoteScreen,
+    PickerScreen,
+    ProposalDetail,
+    ScopeScreen,
+)
+from bottle_tui.console.settings import console_settings
 from bottle_tui.errors import BottleError
-
 from tests.support.console import FakeEngine, info, make_app, make_state, rows, text_of, write_proposal, write_status
 
 SLUG = "implementer-aaaaaa"
@@ -44,7 +54,7 @@ def fake() -> FakeEngine:
 
 
 async def loaded(pilot, app) -> None:
-    await until(pilot, lambda: app._proposals_loaded and app._versions is not None, "the first load")
+    await until(pilot, lambda: app.proposals_pane.loaded and app.versions is not None, "the first load")
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -68,7 +78,11 @@ async def test_header_counts_both_panes_and_in_place_updates(home: Path, fake: F
         # One bottle stops, another appears: rows change in place and unchanged rows are kept.
         fake.bottles = [info("reviewer-bbbbbb"), info("reviewer-cccccc", agent="reviewer")]
         await pilot.press("f5")
-        await until(pilot, lambda: [r[0] for r in rows(app, "bottles")] == ["reviewer-bbbbbb", "reviewer-cccccc"], "the new rows")
+        await until(
+            pilot,
+            lambda: [r[0] for r in rows(app, "bottles")] == ["reviewer-bbbbbb", "reviewer-cccccc"],
+            "the new rows",
+        )
         assert rows(app, "bottles")[0][4] == "up"
         assert row_obj is not None and "2 agents" in text_of(app, "#engine")
         await pilot.press("q")
@@ -105,7 +119,7 @@ async def test_footer_offers_only_the_keys_that_do_something(home: Path, fake: F
         await loaded(pilot, app)
 
         def active() -> set[str]:
-            return {b.binding.action for b in app.screen.active_bindings.values() if b.enabled and app.check_action(b.binding.action, ()) is True}
+            return {b.binding.action.removeprefix("app.") for b in app.screen.active_bindings.values() if b.enabled}
 
         on_agents = active()
         assert {"stop", "edit_routes", "logs", "open", "new_agent"} <= on_agents
@@ -151,13 +165,16 @@ class BrokenEngine(FakeEngine):
 async def test_any_worker_error_is_a_banner_not_an_exit(home: Path) -> None:
     from bottle_tui.runner import CommandError
 
-    for error in (CommandError(["docker", "compose", "version"], None, "", "timed out after 15 s"),
-                  json.JSONDecodeError("Expecting value", "", 0), RuntimeError("boom")):
+    for error in (
+        CommandError(["docker", "compose", "version"], None, "", "timed out after 15 s"),
+        json.JSONDecodeError("Expecting value", "", 0),
+        RuntimeError("boom"),
+    ):
         fake = BrokenEngine(error)
         fake.bottles = [info(SLUG)]
         app = make_app(home, fake)
         async with app.run_test(size=(120, 20)) as pilot:
-            await until(pilot, lambda: app.query_one("#engine").has_class("-down"), "the banner")
+            await until(pilot, lambda: app.query_one("#engine").has_class("-down"), "the banner")  # noqa: B023 - awaited here
             assert app.is_running
             assert "engine:" in text_of(app, "#engine")
 
@@ -297,7 +314,11 @@ async def test_already_decided_elsewhere_says_so(home: Path, fake: FakeEngine) -
         await until(pilot, lambda: isinstance(app.screen, NoteScreen), "the note")
         proposals.decide(home, p.id, "reject", by="someone (cli)", note="no")
         await pilot.press("enter")
-        await until(pilot, lambda: any("already rejected by someone" in str(n.message) for n in app._notifications), "the warning")
+        await until(
+            pilot,
+            lambda: any("already rejected by someone" in str(n.message) for n in app._notifications),
+            "the warning",
+        )
         assert not rows(app, "proposals")
 
 
@@ -316,7 +337,7 @@ async def test_a_new_proposal_alerts_but_startup_does_not(home: Path, fake: Fake
         assert app.focused is props and props.cursor_row == 1 and props.has_class("-alert")
         assert any(n.title == "New proposal" and "new.example.org" in n.message for n in app._notifications)
         # A decision made elsewhere (the CLI) takes the row away through the same watch.
-        await asyncio.to_thread(proposals.decide, home, app.selected_proposal().id, "reject", by="cli")
+        await asyncio.to_thread(proposals.decide, home, app.proposals_pane.selected().id, "reject", by="cli")
         await until(pilot, lambda: len(rows(app, "proposals")) == 1, "the decided row to go")
         assert app.bells == 1
 
@@ -329,16 +350,36 @@ async def test_a_file_event_before_the_first_full_load_does_not_ring(home: Path,
         await loaded(pilot, app)
         # Replay startup in the order a race can give: a watch event for one queued proposal
         # (its lock file touched, say) lands before the first full load.
-        app._proposals_loaded, app._seen = False, set()
+        app.proposals_pane.loaded, app.proposals_pane.seen = False, set()
         loaded_p = proposals.load(p.path)
         loaded_q = proposals.load(q.path)
-        app._apply_proposals({loaded_p.id: loaded_p}, {loaded_p.id})
-        app._apply_proposals({loaded_p.id: loaded_p, loaded_q.id: loaded_q})
+        app.proposals_pane.post_message(ProposalsLoaded({loaded_p.id: loaded_p}, {loaded_p.id}))
+        app.proposals_pane.post_message(ProposalsLoaded({loaded_p.id: loaded_p, loaded_q.id: loaded_q}))
         await pilot.pause()
         assert app.bells == 0 and not app._notifications
 
 
 # --- agents pane --------------------------------------------------------------------------------
+
+
+async def test_another_homes_bottles_are_marked_with_their_home(home: Path, fake: FakeEngine, tmp_path: Path) -> None:
+    import dataclasses
+
+    other = tmp_path / "elsewhere" / "home"
+    home.mkdir(parents=True)
+    fake.bottles = [
+        dataclasses.replace(info(SLUG), home=str(home)),
+        dataclasses.replace(info("reviewer-bbbbbb", agent="reviewer"), home=str(other)),
+        info("legacy-cccccc", agent="legacy"),
+    ]  # no home label (started before there was one): not marked
+    app = make_app(home, fake)
+    async with app.run_test(size=(180, 30)) as pilot:
+        await loaded(pilot, app)
+        agents = {r[0]: r[1] for r in rows(app, "bottles")}
+        assert agents[SLUG] == "implementer" and agents["legacy-cccccc"] == "legacy"
+        assert agents["reviewer-bbbbbb"].startswith("reviewer (home ") and agents["reviewer-bbbbbb"].endswith(
+            "elsewhere/home)"
+        )
 
 
 async def test_agent_status_from_the_hooks_file(home: Path, fake: FakeEngine) -> None:
@@ -396,6 +437,55 @@ async def test_picker_then_preflight_no_starts_nothing(home: Path, fake: FakeEng
         assert not (home / "state").exists() or not any((home / "state").iterdir())
 
 
+async def test_n_runs_the_backends_preflight_before_anything_starts(
+    tmp_path: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console's start is ops.start, as the CLI's: a microVM bottle on a host where microVMs do
+    not boot stops at smolvm's preflight (its one line in the log and a notification) before an
+    image is looked at or a state folder made. The real smolvm CLI (pinned wheel) answers the
+    version check; the probe's answer for this host is the cached one written here."""
+    from bottle_tui.backends.smolvm.engine import Smolvm
+    from bottle_tui.backends.smolvm.probe import CACHE_ENV, host_key
+    from tests.support.manifests import AGENT, BOTTLE
+
+    try:
+        version = ".".join(map(str, await Smolvm.find().version()))
+    except BottleError as exc:
+        pytest.skip(f"needs the smolvm CLI from the pinned wheel (pip install -e '.[test]'): {exc}")
+    cache = tmp_path / "probe.json"
+    cache.write_text(
+        json.dumps(
+            {
+                "ok": False,
+                "reason": "no /dev/kvm (written by this test)",
+                "host": host_key(),
+                "smolvm": version,
+                "checked_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    home = tmp_path / "home"
+    (home / "agents").mkdir(parents=True)
+    (home / "bottles").mkdir()
+    (home / "agents" / "coder.md").write_text(AGENT)
+    (home / "bottles" / "web.md").write_text(BOTTLE.replace("description: a bottle for the tests", "backend: smolvm"))
+    app = make_app(home, fake)
+    async with app.run_test(size=(140, 50)) as pilot:
+        await loaded(pilot, app)
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, PickerScreen), "the picker")
+        await pilot.press(*"coder", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan")
+        await pilot.press("y")
+        await until(pilot, lambda: any(n.title == "Start" for n in app._notifications), "the start to fail", timeout=30)
+        message = next(n.message for n in app._notifications if n.title == "Start")
+        assert "smolvm cannot start here: microVMs cannot boot on this host: no /dev/kvm" in message
+        assert isinstance(app.screen, LogScreen)
+        assert not (home / "state").exists() or not any((home / "state").iterdir())
+        assert not (home / "images.log").exists()
+
+
 async def test_stop_asks_first_and_no_keeps_the_bottle(home: Path, fake: FakeEngine) -> None:
     app = make_app(home, fake)
     async with app.run_test(size=(140, 30)) as pilot:
@@ -450,7 +540,11 @@ async def test_logs_and_attach_keys_open_their_views(home: Path, fake: FakeEngin
         await until(pilot, lambda: len(app.screen_stack) == 1, "the log to close")
         # Headless there is no terminal to hand over: the console says what to run instead.
         await pilot.press("enter")
-        await until(pilot, lambda: any("bottle-tui attach" in n.message or n.title == "Attach" for n in app._notifications), "the attach answer")
+        await until(
+            pilot,
+            lambda: any("bottle-tui attach" in n.message or n.title == "Attach" for n in app._notifications),
+            "the attach answer",
+        )
 
 
 # --- keys, palette, themes ----------------------------------------------------------------------
@@ -501,8 +595,20 @@ async def test_palette_offers_every_action(home: Path, fake: FakeEngine) -> None
         await loaded(pilot, app)
         provider = ConsoleCommands(app.screen)
         found = [hit.text async for hit in provider.discover()]
-        for action in ("approve", "modify", "reject", "new_agent", "stop", "edit_routes", "edit_dlp", "logs", "quit", "switch_pane", "open"):
-            assert any(app.DESCRIPTIONS[action] in text for text in found), action
+        for action in (
+            "approve",
+            "modify",
+            "reject",
+            "new_agent",
+            "stop",
+            "edit_routes",
+            "edit_dlp",
+            "logs",
+            "quit",
+            "switch_pane",
+            "open",
+        ):
+            assert any(keys.DESCRIPTIONS[action] in text for text in found), action
         hits = [hit async for hit in provider.search("new agent")]
         assert hits
         await pilot.press("ctrl+p")
@@ -514,12 +620,17 @@ async def test_palette_offers_every_action(home: Path, fake: FakeEngine) -> None
 
 
 def test_every_main_binding_has_a_stable_id() -> None:
-    ids = [b.id for b in BottleConsole.BINDINGS]
+    ids = [b.id for b in keys.ALL]
     assert None not in ids and len(set(ids)) == len(ids)
-    assert set(BottleConsole.DESCRIPTIONS) == {b.action for b in BottleConsole.BINDINGS}
+    assert set(keys.DESCRIPTIONS) == {keys.action_name(b) for b in keys.ALL}
+    # Each pane binds its keys from the one list (so a keymap entry remaps it in both panes).
+    for pane in (ProposalsPane, AgentsPane):
+        assert all(b in keys.ALL for b in pane.BINDINGS)
 
 
-async def test_editor_says_why_it_cannot_hand_over(home: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_editor_says_why_it_cannot_hand_over(
+    home: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_proposal(home, SLUG)
     monkeypatch.delenv("VISUAL", raising=False)
     monkeypatch.delenv("EDITOR", raising=False)

@@ -11,7 +11,9 @@ from .console_snapshot_app import SIZE, make
 def settled(app):
     async def wait(pilot) -> None:
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not (app._proposals_loaded and (app._versions or app._engine_ok is False)):
+        while time.monotonic() < deadline and not (
+            app.proposals_pane.loaded and (app.versions or app.engine_ok is False)
+        ):
             await pilot.pause(0.02)
         await pilot.pause(0.1)
 
@@ -40,7 +42,12 @@ def test_picker_with_a_filter(snap_compare) -> None:
 
 def test_preflight_modal(snap_compare) -> None:
     app = make()
-    assert snap_compare(app, terminal_size=SIZE, run_before=settled(app), press=["n", "_", "_", "i", "m", "p", "enter", "_", "_", "_", "_"])
+    assert snap_compare(
+        app,
+        terminal_size=SIZE,
+        run_before=settled(app),
+        press=["n", "_", "_", "i", "m", "p", "enter", "_", "_", "_", "_"],
+    )
 
 
 def test_engine_down_banner(snap_compare) -> None:
@@ -55,4 +62,9 @@ def test_light_theme(snap_compare) -> None:
 
 def test_dark_theme(snap_compare) -> None:
     app = make(theme="bottle-dark")
+    assert snap_compare(app, terminal_size=SIZE, run_before=settled(app))
+
+
+def test_another_homes_bottle_is_marked(snap_compare) -> None:
+    app = make(other_home=True)
     assert snap_compare(app, terminal_size=SIZE, run_before=settled(app))

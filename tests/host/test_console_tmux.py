@@ -18,11 +18,10 @@ import libtmux
 import pytest
 
 from bottle_tui.backends.docker.lifecycle import StopReport
-from bottle_tui.console.app import follow_log_argv
+from bottle_tui.console.agent_flows import follow_log_argv
 from bottle_tui.console.screens import ConfirmScreen, LogScreen, PickerScreen
 from bottle_tui.console.tmux import ROLE, RightPane
 from bottle_tui.plan import claude_session
-
 from tests.support.console import FakeEngine, info, make_app, rows, write_proposal
 
 if shutil.which("tmux") is None:  # `make test` installs tmux (scripts/engine.sh) before it runs
@@ -112,13 +111,25 @@ def fake() -> FakeEngine:
 
 def console(tmp_path: Path, fake: FakeEngine, env: dict[str, str], rec: Recorder | None = None, **kw):
     rec = rec or Recorder(fake, tmp_path / "home")
-    app = make_app(tmp_path / "home", fake, tmux_env=env, pane_argv=rec.pane_argv, end_session=rec.end_session,
-                   stop=rec.stop, start=rec.start, **kw)
+    app = make_app(
+        tmp_path / "home",
+        fake,
+        tmux_env=env,
+        pane_argv=rec.pane_argv,
+        end_session=rec.end_session,
+        stop=rec.stop,
+        start=rec.start,
+        **kw,
+    )
     return app, rec
 
 
 async def ready(pilot, app) -> None:
-    await until(pilot, lambda: app._split is not None and len(rows(app, "bottles")) == 3 and app._proposals_loaded, "the console with its pane")
+    await until(
+        pilot,
+        lambda: app.pane.split is not None and len(rows(app, "bottles")) == 3 and app.proposals_pane.loaded,
+        "the console with its pane",
+    )
 
 
 async def split_off(pilot, console: libtmux.Pane) -> libtmux.Pane:
@@ -134,10 +145,16 @@ def slug_cells(app) -> list[str]:
 
 def marked(app) -> list[str]:
     table = app.query_one("#bottles")
-    return [key.value for key in table.rows if table.get_row(key)[0].plain.startswith("* ") and "bold" in str(table.get_row(key)[0].style)]
+    return [
+        key.value
+        for key in table.rows
+        if table.get_row(key)[0].plain.startswith("* ") and "bold" in str(table.get_row(key)[0].style)
+    ]
 
 
-async def test_first_attach_splits_the_next_respawns_and_the_marker_follows(tmp_path: Path, fake: FakeEngine, console_pane) -> None:
+async def test_first_attach_splits_the_next_respawns_and_the_marker_follows(
+    tmp_path: Path, fake: FakeEngine, console_pane
+) -> None:
     pane, env = console_pane
     window = pane.window
     app, rec = console(tmp_path, fake, env)
@@ -157,13 +174,16 @@ async def test_first_attach_splits_the_next_respawns_and_the_marker_follows(tmp_
         await pilot.press("j", "enter")
         await until(pilot, lambda: f"claude for {B}" in text(right), "bravo's claude in the same pane")
         assert panes(window) == [pane.pane_id, right.pane_id]
-        assert marked(app) == [B] and slug_cells(app)[:2] == [A, f"* {B}"]
+        await until(pilot, lambda: marked(app) == [B], "bravo marked")
+        assert slug_cells(app)[:2] == [A, f"* {B}"]
         # The pane left alpha's claude: the console ends it in alpha's bottle.
         await until(pilot, lambda: rec.ended == [A], "alpha's pane session to be ended")
         await pilot.press("q")
 
 
-async def test_a_killed_pane_is_noticed_and_the_next_attach_splits_again(tmp_path: Path, fake: FakeEngine, console_pane) -> None:
+async def test_a_killed_pane_is_noticed_and_the_next_attach_splits_again(
+    tmp_path: Path, fake: FakeEngine, console_pane
+) -> None:
     pane, env = console_pane
     app, rec = console(tmp_path, fake, env)
     async with app.run_test(size=(140, 30)) as pilot:
@@ -203,7 +223,9 @@ async def test_a_dead_pane_is_respawned_in_place(tmp_path: Path, fake: FakeEngin
         assert pane.display_message("#{remain-on-exit}", get_text=True) == [remain]
 
 
-async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_path: Path, fake: FakeEngine, console_pane) -> None:
+async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(
+    tmp_path: Path, fake: FakeEngine, console_pane
+) -> None:
     pane, env = console_pane
     window = pane.window
     app, rec = console(tmp_path, fake, env)
@@ -224,7 +246,9 @@ async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_pa
         # charlie fills bravo's row, so charlie takes the pane; it is not selected (the operator
         # pressed x in the console and stays there).
         await until(pilot, lambda: f"claude for {C}" in text(right), "charlie in the pane")
-        assert marked(app) == [C] and panes(window) == [pane.pane_id, right.pane_id]
+        # (claude prints before the pane is tagged for it: the marker follows the tag)
+        await until(pilot, lambda: marked(app) == [C], "charlie marked")
+        assert panes(window) == [pane.pane_id, right.pane_id]
         pane.refresh()
         assert pane.pane_active == "1"
         # charlie is the last row: when it stops, the new last row (alpha) takes the pane.
@@ -234,7 +258,7 @@ async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_pa
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirm")
         await pilot.press("y")
         await until(pilot, lambda: f"claude for {A}" in text(right), "alpha in the pane")
-        assert marked(app) == [A]
+        await until(pilot, lambda: marked(app) == [A], "alpha marked")
         # The last agent stops: the pane closes.
         await until(pilot, lambda: slug_cells(app) == [f"* {A}"], "charlie's row to go")
         await pilot.press("x")
@@ -244,7 +268,43 @@ async def test_stop_shows_the_teardown_then_the_next_agent_takes_the_pane(tmp_pa
         await until(pilot, lambda: slug_cells(app) == [], "the last row to go")
 
 
-async def test_stopping_another_agent_leaves_a_working_claude_alone(tmp_path: Path, fake: FakeEngine, console_pane) -> None:
+async def test_a_bottle_stopped_from_outside_hands_the_pane_on_as_x_does(
+    tmp_path: Path, fake: FakeEngine, console_pane
+) -> None:
+    """bravo's claude is in the pane and bravo is stopped by the CLI (or another console): its
+    claude's exec ends with the bottle (the pane dies on its last screen) and the engine's events
+    say the bottle went. The pane goes to the next agent, exactly as after x; the console stays
+    the active pane, and nothing is ended in the gone bottle."""
+    pane, env = console_pane
+    window = pane.window
+    app, rec = console(tmp_path, fake, env)
+    rec.script = 'echo "claude for $1"; read -r line; exit 1'  # dies (non-zero) when told, as a cut exec does
+    async with app.run_test(size=(140, 30)) as pilot:
+        await ready(pilot, app)
+        await pilot.press("j", "enter")
+        right = await split_off(pilot, pane)
+        await until(pilot, lambda: f"claude for {B}" in text(right), "bravo's claude in the pane")
+        pane.select()
+        right.send_keys("gone", enter=True)  # the exec client ends with the bottle
+        await until(pilot, lambda: right.display_message("#{pane_dead}", get_text=True) == ["1"], "the dead pane")
+        fake.bottles = [info(A), info(C)]
+        app.refresh_bottles()  # what a `docker events` line does
+        await until(pilot, lambda: f"claude for {C}" in text(right), "charlie in the pane")
+        await until(pilot, lambda: marked(app) == [C], "charlie marked")
+        assert panes(window) == [pane.pane_id, right.pane_id]
+        pane.refresh()
+        assert pane.pane_active == "1" and rec.ended == []
+        # The last row goes from outside too: the next (now last) row, alpha, takes the pane.
+        right.send_keys("gone", enter=True)
+        fake.bottles = [info(A)]
+        app.refresh_bottles()
+        await until(pilot, lambda: f"claude for {A}" in text(right), "alpha in the pane")
+        await until(pilot, lambda: marked(app) == [A], "alpha marked")
+
+
+async def test_stopping_another_agent_leaves_a_working_claude_alone(
+    tmp_path: Path, fake: FakeEngine, console_pane
+) -> None:
     pane, env = console_pane
     app, rec = console(tmp_path, fake, env)
     async with app.run_test(size=(140, 30)) as pilot:
@@ -267,15 +327,23 @@ async def test_a_new_proposal_selects_the_console_pane(tmp_path: Path, fake: Fak
         await ready(pilot, app)
         await pilot.press("enter")
         await until(pilot, lambda: len(window.panes) == 2, "the split")
-        pane.refresh()
-        assert pane.pane_active == "0", "the user is typing in claude's pane"
+        # the split and its selection are two tmux calls: the user types in claude's pane once both ran
+        await until(
+            pilot, lambda: pane.display_message("#{pane_active}", get_text=True) == ["0"], "claude's pane selected"
+        )
         write_proposal(tmp_path / "home", A)
         app.reload_proposals()  # what the file watch does when the queue file appears
-        await until(pilot, lambda: pane.display_message("#{pane_active}", get_text=True) == ["1"], "the console's pane to be selected")
+        await until(
+            pilot,
+            lambda: pane.display_message("#{pane_active}", get_text=True) == ["1"],
+            "the console's pane to be selected",
+        )
         assert app.bells == 1
 
 
-async def test_a_new_agent_brings_up_in_the_pane_then_claude_replaces_the_log(tmp_path: Path, fake: FakeEngine, console_pane) -> None:
+async def test_a_new_agent_brings_up_in_the_pane_then_claude_replaces_the_log(
+    tmp_path: Path, fake: FakeEngine, console_pane
+) -> None:
     pane, env = console_pane
     window = pane.window
     app, rec = console(tmp_path, fake, env)
@@ -292,7 +360,7 @@ async def test_a_new_agent_brings_up_in_the_pane_then_claude_replaces_the_log(tm
         shown = text(right)
         assert "warning: $TOKEN is not set here" in shown, "the console's own progress goes to the log the pane follows"
         assert len(app.screen_stack) == 1 and not isinstance(app.screen, LogScreen)
-        slug = app._occupant.slug
+        slug = app.pane.occupant.slug
         rec.release.set()
         await until(pilot, lambda: f"claude for {slug}" in text(right), "the new agent's claude in the pane")
         await until(pilot, lambda: marked(app) == [slug], "the new agent marked")
@@ -306,23 +374,31 @@ async def test_tmux_failures_are_one_line_and_enter_falls_back(tmp_path: Path, f
         await ready(pilot, app)
         pane.session.server.kill()
         await pilot.press("enter")
-        await until(pilot, lambda: app._split is None, "the split mode to end")
+        await until(pilot, lambda: app.pane.split is None, "the split mode to end")
         messages = [n.message for n in app._notifications]
         gone = [m for m in messages if m.startswith("tmux: ")]
         assert gone and all("\n" not in m for m in gone) and "Enter opens claude full-screen" in gone[0]
         # The headless test terminal cannot hand over either: that, too, is a one-line message.
-        await until(pilot, lambda: any("cannot hand over" in n.message for n in app._notifications), "the fallback to be tried")
+        await until(
+            pilot, lambda: any("cannot hand over" in n.message for n in app._notifications), "the fallback to be tried"
+        )
         assert "bottle-tui --tmux" in str(app.query_one("#hint").render())
 
 
-async def test_no_tmux_on_path_is_a_message_not_a_crash(tmp_path: Path, fake: FakeEngine, console_pane, monkeypatch) -> None:
+async def test_no_tmux_on_path_is_a_message_not_a_crash(
+    tmp_path: Path, fake: FakeEngine, console_pane, monkeypatch
+) -> None:
     _, env = console_pane
     app, _ = console(tmp_path, fake, env)
     with monkeypatch.context() as patched:  # undone before the test's tmux server is reaped
         patched.setenv("PATH", str(tmp_path / "empty"))
         async with app.run_test(size=(140, 30)) as pilot:
-            await until(pilot, lambda: any(n.message.startswith("tmux: $TMUX is set but no tmux") for n in app._notifications), "the message")
-            assert app._split is None and "`bottle-tui --tmux`" in str(app.query_one("#hint").render())
+            await until(
+                pilot,
+                lambda: any(n.message.startswith("tmux: $TMUX is set but no tmux") for n in app._notifications),
+                "the message",
+            )
+            assert app.pane.split is None and "`bottle-tui --tmux`" in str(app.query_one("#hint").render())
 
 
 def test_a_console_restarted_in_the_window_adopts_the_pane(console_pane) -> None:
@@ -351,7 +427,13 @@ def test_the_continue_fallback_keeps_every_argument_as_it_was(tmp_path: Path, co
     split = RightPane.from_env(env)
     transcripts = tmp_path / "my projects"
     transcripts.mkdir()
-    args = ["--add-dir", "/work/a dir with spaces", "it's \"quoted\" $HOME `id` ;|&", "--append-system-prompt", "two\nlines"]
+    args = [
+        "--add-dir",
+        "/work/a dir with spaces",
+        'it\'s "quoted" $HOME `id` ;|&',
+        "--append-system-prompt",
+        "two\nlines",
+    ]
     path_env = {"PATH": f"{_fake_claude(tmp_path)}:{os.environ['PATH']}"}
     expected = "".join(f"<{a}>" for a in args).split("\n")[0]
 
@@ -439,8 +521,10 @@ def test_bottle_tui_tmux_opens_one_session_per_home_and_reattaches(tmp_path: Pat
     tmpdir.mkdir()
     inner = libtmux.Server(socket_path=str(tmpdir / f"tmux-{os.getuid()}" / "default"))
     name = tmux_session_name(home)
-    command = (f"env -u TMUX -u TMUX_PANE -u COLUMNS -u LINES TMUX_TMPDIR='{tmpdir}' "
-               f"{sys.executable} -m bottle_tui --home '{home}' --tmux")
+    command = (
+        f"env -u TMUX -u TMUX_PANE -u COLUMNS -u LINES TMUX_TMPDIR='{tmpdir}' "
+        f"{sys.executable} -m bottle_tui --home '{home}' --tmux"
+    )
 
     def consoles() -> list[str]:
         out = inner.cmd("list-panes", "-s", "-t", f"={name}", "-F", "#{pane_id} #{%s}" % ROLE).stdout
@@ -452,7 +536,7 @@ def test_bottle_tui_tmux_opens_one_session_per_home_and_reattaches(tmp_path: Pat
             try:
                 if predicate():
                     return
-            except Exception:  # noqa: BLE001 - the inner server may not be up yet
+            except Exception:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}; the terminal shows:\n{text(outer)}")

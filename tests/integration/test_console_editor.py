@@ -26,8 +26,10 @@ def test_modify_in_editor_through_suspend(tmp_path: Path, tmux_server: libtmux.S
     # The "operator": narrows the asked paths to one package, then saves.
     editor.write_text("#!/bin/sh\nsed -i 's#/simple/\\*#/simple/requests/*#' \"$1\"\n")
     editor.chmod(0o755)
-    command = (f"env -u COLUMNS -u LINES EDITOR={shlex.quote(str(editor))} {shlex.quote(sys.executable)} -m bottle_tui "
-               f"--home {shlex.quote(str(home))} console")
+    command = (
+        f"env -u COLUMNS -u LINES EDITOR={shlex.quote(str(editor))} {shlex.quote(sys.executable)} -m bottle_tui "
+        f"--home {shlex.quote(str(home))} console"
+    )
     tmux_server.cmd("new-session", "-d", "-s", "console", "-x", "150", "-y", "40", command)
     pane = tmux_server.sessions.get(session_name="console").active_window.active_pane
     wait_screen(pane, lambda s: "pypi.example.org" in s, "the proposal row")

@@ -12,10 +12,8 @@ import libtmux
 import pytest
 
 from bottle_tui.console.app import BottleConsole
-
-from tests.support.waiting import wait_for
-
 from tests.support.bottles import cli, start_bottle, wait_in_pane
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +39,9 @@ async def test_console_follows_bottles_through_docker_events(fresh_home: Path) -
             assert row[1:3] == ["tester", "docker"] and row[4] == "up"
             assert "engine " in str(app.query_one("#engine").render())
             await asyncio.to_thread(cli, fresh_home, "stop", b.slug)
-            await eventually(lambda: b.slug not in {k.value for k in table.rows}, "the stopped bottle to leave the table")
+            await eventually(
+                lambda: b.slug not in {k.value for k in table.rows}, "the stopped bottle to leave the table"
+            )
             await pilot.press("q")
     finally:
         cli(fresh_home, "stop", b.slug, check=False)
@@ -49,7 +49,9 @@ async def test_console_follows_bottles_through_docker_events(fresh_home: Path) -
 
 def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path, tmux_server: libtmux.Server) -> None:
     base = f"{sys.executable} -m bottle_tui --home {fresh_home}"
-    session = tmux_server.new_session(session_name="t", window_command=f"{base} start tester --yes; sleep 600", x=140, y=40)
+    session = tmux_server.new_session(
+        session_name="t", window_command=f"{base} start tester --yes; sleep 600", x=140, y=40
+    )
     pane = session.active_window.active_pane
     wait_in_pane(pane, "Claude Code")
     # claude took the screen over; find the bottle the way another process would.
@@ -59,7 +61,12 @@ def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path
     try:
         # claude runs inside the agent container, and its traffic went out through egress only.
         log = fresh_home / "state" / slug / "egress" / "requests.jsonl"
-        wait_for(lambda: log.exists() and log.read_text(), timeout=30, what="claude's requests in the egress log", interval=0.2)
+        wait_for(
+            lambda: log.exists() and log.read_text(),
+            timeout=30,
+            what="claude's requests in the egress log",
+            interval=0.2,
+        )
         hosts = {json.loads(line)["host"] for line in log.read_text().splitlines()}
         assert hosts, "claude sent nothing through egress"
         # Attach from a second window: claude opens again in the same bottle, and its requests
@@ -67,7 +74,12 @@ def test_start_opens_claude_in_the_bottle_and_attach_reopens_it(fresh_home: Path
         seen = len(log.read_text().splitlines())
         window = session.new_window(window_name="attach", window_shell=f"{base} attach {slug}; sleep 600")
         wait_in_pane(window.active_pane, "Claude Code")
-        wait_for(lambda: len(log.read_text().splitlines()) > seen, timeout=30, what="attach's requests in the egress log", interval=0.2)
+        wait_for(
+            lambda: len(log.read_text().splitlines()) > seen,
+            timeout=30,
+            what="attach's requests in the egress log",
+            interval=0.2,
+        )
         assert all(json.loads(line)["decision"] == "block" for line in log.read_text().splitlines())
     finally:
         cli(fresh_home, "stop", slug, check=False)

@@ -5,29 +5,52 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from bottle_contract.files import atomic_write
 from bottle_tui import proposals
 from bottle_tui.backends.docker.compose import to_yaml
 from bottle_tui.backends.docker.engine import BottleInfo, EngineStatus
 from bottle_tui.console.app import BottleConsole
 from bottle_tui.errors import BottleError
 from bottle_tui.state import state_dir
-from bottle_contract.files import atomic_write
 
-NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)
 DLP = {"body": True, "disabled_rules": [], "max_body_bytes": 8388608}
-ROUTES = {"version": 1, "bottle": "dev", "dlp": DLP, "routes": [
-    {"host": "api.anthropic.com", "ports": [443], "methods": [], "paths": [], "schemes": ["https"], "auth": None,
-     "dlp": {**DLP, "body": False}, "model_tools": [], "once": None},
-]}
+ROUTES = {
+    "version": 1,
+    "bottle": "dev",
+    "dlp": DLP,
+    "routes": [
+        {
+            "host": "api.anthropic.com",
+            "ports": [443],
+            "methods": [],
+            "paths": [],
+            "schemes": ["https"],
+            "auth": None,
+            "dlp": {**DLP, "body": False},
+            "model_tools": [],
+            "once": None,
+        },
+    ],
+}
 
 
 def info(slug: str, up: int = 2, agent: str = "implementer", started: str = "2026-11-27T07:00:00+00:00") -> BottleInfo:
     services = {"agent": "running", "sidecars": "running" if up == 2 else "created"}
-    return BottleInfo(slug=slug, project=f"claude-bottle-{slug}", agent=agent, bottle="dev", backend="docker",
-                      started_at=started, home="", status="running(2)", services=services)
+    return BottleInfo(
+        slug=slug,
+        project=f"claude-bottle-{slug}",
+        agent=agent,
+        bottle="dev",
+        backend="docker",
+        started_at=started,
+        home="",
+        status="running(2)",
+        services=services,
+    )
 
 
 class FakeEngine:
@@ -65,11 +88,26 @@ def make_state(home: Path, slug: str) -> proposals.StateDir:
     return s
 
 
-def write_proposal(home: Path, slug: str, *, host: str = "pypi.example.org", reason: str = "need packages", draft: bool = False,
-                   created_at: str = "2026-11-27T07:58:00.000+00:00", pid: str | None = None, kind: str = "egress-route",
-                   change: dict | None = None) -> proposals.Proposal:
+def write_proposal(
+    home: Path,
+    slug: str,
+    *,
+    host: str = "pypi.example.org",
+    reason: str = "need packages",
+    draft: bool = False,
+    created_at: str = "2026-11-27T07:58:00.000+00:00",
+    pid: str | None = None,
+    kind: str = "egress-route",
+    change: dict | None = None,
+) -> proposals.Proposal:
     s = make_state(home, slug)
-    p = proposals.create(s, kind, change or {"host": host, "ports": [443], "methods": ["GET"], "paths": ["/simple/*"]}, reason, draft=draft)
+    p = proposals.create(
+        s,
+        kind,
+        change or {"host": host, "ports": [443], "methods": ["GET"], "paths": ["/simple/*"]},
+        reason,
+        draft=draft,
+    )
     data = dict(p.data, created_at=created_at)
     if pid:
         data["id"] = pid
@@ -81,16 +119,21 @@ def write_proposal(home: Path, slug: str, *, host: str = "pypi.example.org", rea
     return proposals.Proposal(data, path)
 
 
-def write_status(home: Path, slug: str, state: str, since: str = "2026-11-27T07:59:30+00:00", event: str = "Notification") -> None:
+def write_status(
+    home: Path, slug: str, state: str, since: str = "2026-11-27T07:59:30+00:00", event: str = "Notification"
+) -> None:
     s = make_state(home, slug)
     s.status.mkdir(exist_ok=True)
-    atomic_write(s.status / "status.json", json.dumps({"version": 1, "state": state, "since": since, "event": event}), mode=0o644)
+    atomic_write(
+        s.status / "status.json", json.dumps({"version": 1, "state": state, "since": since, "event": event}), mode=0o644
+    )
 
 
 def make_app(home: Path, fake: FakeEngine, **kw) -> RecordingConsole:
     kw.setdefault("watch_files", False)
-    return RecordingConsole(home, discover=fake.discover, status=fake.engine_status, watch_events=False,
-                            clock=lambda: NOW, tick=False, **kw)
+    return RecordingConsole(
+        home, discover=fake.discover, status=fake.engine_status, watch_events=False, clock=lambda: NOW, tick=False, **kw
+    )
 
 
 def rows(app: BottleConsole, table_id: str) -> list[list[str]]:

@@ -4,7 +4,7 @@ end-to-end tests and the benchmarks: ``screen`` returns what the pane shows, ``p
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tests.support.waiting import wait_for
 
@@ -60,6 +60,7 @@ def settle(screen: Screen, quiet: float = 3.0) -> None:
 def focus_agents(screen: Screen, press: Press) -> None:
     """Give the console's agents pane the focus (the footer offers Stop only there); a dialog
     that a key opened meanwhile is closed first."""
+
     def focused() -> bool:
         text = screen()
         if "Stop" in (text.splitlines() or [""])[-1]:

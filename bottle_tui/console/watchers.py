@@ -1,0 +1,116 @@
+"""The console's watchers: discovery (the engine's bottles, their status files), the `docker
+events` stream that triggers it, the proposals' load and the file watch on ``state/``. Each
+posts what it found as a message (``messages.py``) to the pane it concerns; none changes state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Set
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import ops, proposals
+from ..errors import BottleError
+from ..ops import Proposal
+from ..runner import lines
+from ..state import StateDir, changed_file, state_dir, state_root
+from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
+from .rows import read_status
+
+if TYPE_CHECKING:
+    from .app import BottleConsole
+
+
+async def discover(app: BottleConsole) -> None:
+    """One discovery; the engine's versions are asked once, again after the engine was down."""
+    try:
+        bottles = list(await app.discover_fn())
+        versions = None
+        if app.versions is None:
+            status = await app.status_fn()
+            if not status.ok:
+                raise BottleError(status.problem)
+            versions = f"engine {status.server_version} · compose {status.compose_version}"
+    except Exception as exc:
+        app.agents_pane.post_message(EngineDown(engine_problem(exc)))
+        return
+    home = app.home
+    slugs = [b.slug for b in bottles]
+    statuses = await asyncio.to_thread(lambda: {s: read_status(state_dir(home, s).status_file) for s in slugs})
+    app.agents_pane.post_message(
+        BottlesFound(bottles, {s: st for s, st in statuses.items() if st is not None}, versions)
+    )
+
+
+def engine_problem(exc: BaseException) -> str:
+    """The engine's problem as one line. BottleError already names it and what to do about it;
+    anything else (a JSON decode error, a timeout) is named by its type so it can be reported."""
+    text = str(exc) if isinstance(exc, BottleError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+async def follow_events(app: BottleConsole) -> None:
+    """Discover again whenever one of our containers changes; restart the stream if it ends or
+    fails (a bottle stopped from outside this console shows up here first)."""
+    while True:
+        try:
+            async for _ in lines(ops.events_argv()):
+                app.refresh_bottles()
+        except Exception:
+            pass
+        await asyncio.sleep(app.poll_seconds)
+
+
+async def load_proposals(app: BottleConsole) -> None:
+    found = await asyncio.to_thread(app.load_proposals_fn, app.home)
+    app.proposals_pane.post_message(ProposalsLoaded({p.id: p for p in found if p.pending}))
+
+
+def load_changed(files: Iterable[tuple[Path, StateDir]]) -> dict[str, Proposal | None]:
+    """The proposal behind each changed queue file (None: gone, decided, or not a proposal of
+    the bottle whose folder holds it)."""
+    out: dict[str, Proposal | None] = {}
+    for path, state in files:
+        p = proposals.load(path)
+        out[path.stem] = p if p is not None and p.pending and p.slug == state.slug else None
+    return out
+
+
+async def watch_state(app: BottleConsole) -> None:
+    """Queue files and status files as they change (inotify through watchfiles; no polling).
+    If the watch ends (state/ removed, a watch error), it is set up again after the reconcile
+    interval, and a full reload catches up with what it missed."""
+    from watchfiles import awatch
+
+    home = app.home.resolve()  # watchfiles reports resolved, absolute paths
+    root = state_root(home)
+    while True:
+        try:
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
+            # A new bottle's folders appear while we watch; watchfiles follows new sub-folders itself.
+            async for changes in awatch(
+                root,
+                watch_filter=lambda _change, path: changed_file(home, path) is not None,
+                debounce=20,
+                step=5,
+                recursive=True,
+            ):
+                await on_changes(app, home, changes)
+        except (OSError, RuntimeError):
+            pass
+        await asyncio.sleep(app.poll_seconds)
+        app.reload_proposals()
+
+
+async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, str]]) -> None:
+    found = [(hit, Path(path)) for _, path in changes if (hit := changed_file(home, path)) is not None]
+    queue = {(path, state) for (kind, state), path in found if kind == "proposal"}
+    status = {state for (kind, state), _ in found if kind == "status"}
+    if queue:
+        loaded = await asyncio.to_thread(load_changed, queue)
+        app.proposals_pane.post_message(
+            ProposalsLoaded({pid: p for pid, p in loaded.items() if p is not None}, set(loaded))
+        )
+    if status:
+        read = await asyncio.to_thread(lambda: {state.slug: read_status(state.status_file) for state in status})
+        app.agents_pane.post_message(StatusRead(read))

@@ -341,7 +341,7 @@ async def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from .console.app import run_console
+    from .console.settings import run_console
 
     if getattr(args, "tmux", False) and not os.environ.get("TMUX"):
         return cmd_tmux(args)
@@ -379,7 +379,7 @@ def cmd_tmux(args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BottleError("--tmux needs a terminal: run it from an interactive shell")
     # The settings are checked here, where an error can still be printed on one line.
-    from .console.app import console_settings
+    from .console.settings import console_settings
 
     console_settings(home, getattr(args, "theme", None))
     console = [sys.executable, "-m", "bottle_tui", "--home", str(home)]

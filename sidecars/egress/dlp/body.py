@@ -68,6 +68,10 @@ def _structured(data: bytes, ctype: str, where: str, depth: int) -> list[tuple[s
     if mime == "application/json" or mime.endswith("+json"):
         return [(f"{where} json", json_lines(data))]
     if mime == "application/x-www-form-urlencoded":
+        if not data.isascii():
+            # A form encoder sends ASCII only; raw bytes (an upload curl labels a form) get no
+            # second, form-split copy: the raw text and its decoded views are scanned as for any body.
+            return []
         pairs = urllib.parse.parse_qsl(data.decode("utf-8", "surrogateescape"), keep_blank_values=True)
         return [(f"{where} form", "\n".join(f"{k}={v}" for k, v in pairs).encode("utf-8", "surrogateescape"))]
     if mime.startswith("multipart/"):

@@ -42,6 +42,11 @@ ALLOW_SIGNATURE = b"gitleaks:allow"
 # LATIN SMALL LETTER LONG S with s, and Go's ToLower maps U+0130 to a plain i. Hyperscan's
 # caseless matching is ASCII-only, so text holding one of them skips the prefilter.
 _FOLDS_TO_ASCII = re2.compile(b"\xe2\x84\xaa|\xc5\xbf|\xc4\xb0")
+_ASCII_FOLD = {b"\xe2\x84\xaa": b"k", b"\xc5\xbf": b"s", b"\xc4\xb0": b"i"}
+
+
+def _fold(m: re2._Match) -> bytes:
+    return _ASCII_FOLD[m.group(0)]
 
 
 # --- findings -------------------------------------------------------------------------------------
@@ -172,15 +177,15 @@ class Scanner:
         rules = self.rules.rules
         ascii_only = data.isascii()
         if not ascii_only and _FOLDS_TO_ASCII.search(data) is not None:
-            # Go folds these into ASCII letters; Hyperscan does not: let re2 and keywords decide
-            lowered = _go_lower(data)
-            kws = {i for i, k in enumerate(self.rules.keywords) if k in lowered}
-            regex_hit = set(range(len(rules)))
-        else:
-            kws = {h - KEYWORD_BASE for h in hits if KEYWORD_BASE <= h < DECODABLE_ID}
-            regex_hit = hits
-            if not ascii_only:
-                regex_hit = hits | set(self._byte_mode)  # byte mode counts bytes, Go counts runes
+            # Go folds these into ASCII letters (K, s, i); Hyperscan does not: scan a copy with
+            # them folded too, so keywords and rules seen only through the fold are candidates
+            # (re2 confirms on the text as sent). One more Hyperscan pass, not a keyword search
+            # per rule: random binary has these bytes every few hundred KiB.
+            self._db.scan(_FOLDS_TO_ASCII.sub(_fold, data), match_event_handler=on_match, scratch=self._scratch())
+        kws = {h - KEYWORD_BASE for h in hits if KEYWORD_BASE <= h < DECODABLE_ID}
+        regex_hit = hits
+        if not ascii_only:
+            regex_hit = hits | set(self._byte_mode)  # byte mode counts bytes, Go counts runes
         out = []
         for i, r in enumerate(rules):
             if i not in regex_hit or not self._runnable[i] or r.id in disabled:

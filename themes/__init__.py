@@ -6,6 +6,8 @@ $warning, ...); the TCSS next to the widgets never names a colour itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import App
 from textual.theme import Theme
 
@@ -43,6 +45,6 @@ THEMES = {t.name: t for t in (BOTTLE_DARK, BOTTLE_LIGHT)}
 DEFAULT_THEME = BOTTLE_DARK.name
 
 
-def register_all(app: App) -> None:
+def register_all(app: App[Any]) -> None:
     for theme in THEMES.values():
         app.register_theme(theme)

@@ -75,7 +75,7 @@ class _Connection:
     def makefile(self, mode: str = "r", buffering: int | None = None, **kw: Any) -> Any:
         if "r" in mode:
             return io.BufferedReader(_HeadFirst(self._sock, self._head))
-        return self._sock.makefile(mode, buffering, **kw)
+        return self._sock.makefile(mode, buffering, **kw)  # type: ignore[call-overload]  # mode is a str here, as http.server passes it
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

@@ -23,6 +23,7 @@ import os
 # Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
 import dlp as D
 import dlp.request as DR
+from dlp.provenance import Provenance
 from bottle_contract import layout
 from decisions import LOG_MAX_BYTES, DecisionLog
 from gate import RouteGate
@@ -46,7 +47,7 @@ def load_dlp(rules: str) -> tuple["DR.RequestScanner | None", str | None, frozen
     they cannot be loaded, every request that would leave is blocked instead (fail closed)."""
     try:
         scanner = D.Scanner.load(rules)
-        return DR.RequestScanner(scanner), None, frozenset(scanner.rules.by_id())
+        return DR.RequestScanner(scanner, provenance=Provenance()), None, frozenset(scanner.rules.by_id())
     except Exception as e:  # noqa: BLE001 - any failure here must block, not crash the proxy
         error = " ".join(str(e).split()) or type(e).__name__
         logger.warning(f"egress: DLP rules cannot be loaded ({error}); blocking every request")

@@ -80,11 +80,11 @@ class _Refused:
         return b""
 
 
-def scan_part(dlp: "DR.RequestScanner", text: str | bytes, where: str, settings) -> "DR.Verdict":
+def scan_part(dlp: "DR.RequestScanner", text: str | bytes, where: str, settings, site: str | None = None) -> "DR.Verdict":
     """One part of a request that has no place in scan_head or scan_body (the authority, a
-    trailer block, a CONNECT target), labelled with the fixed word ``where``."""
-    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
-    return DR.Verdict(hits=tuple(dict.fromkeys(dlp._hits(data, where, settings))))
+    trailer block, a CONNECT target), labelled with the fixed word ``where``; ``site`` (the
+    request's host) lets a value that site handed the agent go back to it."""
+    return dlp.scan_text(text, where, settings, site=site)
 
 
 def header_lines(fields) -> str:
@@ -123,13 +123,13 @@ class RequestScanning:
             reason = f"DLP is not available ({self.store.dlp_error}): nothing leaves unscanned"
             target = f"{req.method} {req.host}:{req.port}{pending.fields['path']}"
             return self.log.block(flow, reason, f"dlp: blocked {target}: {reason}\n", pending.fields)
-        verdict = dlp.scan_head(req.path, req.headers.items(multi=True), settings)
+        verdict = dlp.scan_head(req.path, req.headers.items(multi=True), settings, site=req.host)
         # The authority as the request line (or HTTP/2 :authority) names it; the Host header is a
         # header. Both must name the destination (the gate), which may still carry a secret.
-        verdict += scan_part(dlp, "\n".join(dict.fromkeys(a for a in (req.host, req.authority) if a)), "authority", settings)
+        verdict += scan_part(dlp, "\n".join(dict.fromkeys(a for a in (req.host, req.authority) if a)), "authority", settings, req.host)
         raw_query = req.path.split("?", 1)[1] if "?" in req.path else ""
         if raw_query:
-            verdict += scan_part(dlp, raw_query, "query", settings)  # as sent: '+' and escapes kept
+            verdict += scan_part(dlp, raw_query, "query", settings, req.host)  # as sent: '+' and escapes kept
         length = declared_length(req)
         if not verdict.blocked and settings.body and length is not None and length > settings.max_body_bytes:
             verdict = DR.Verdict(cannot_scan=f"a body of {length} bytes, over the {settings.max_body_bytes}-byte scan cap")
@@ -146,7 +146,7 @@ class RequestScanning:
             # An HTTP/1.1 body of unknown length (chunked): scanned as it streams, an overlap
             # window held back so a secret split across chunks is seen whole before any of it
             # leaves; a hit (or the cap) aborts the flow, and the held rest never leaves.
-            req.stream = RequestBodyStream(flow, dlp.body_stream(list(req.headers.items(multi=True)), settings), self)
+            req.stream = RequestBodyStream(flow, dlp.body_stream(list(req.headers.items(multi=True)), settings, site=req.host), self)
             self._streams(pending)
         # else: buffered (a known length within the cap, or an HTTP/2 body of unknown length):
         # request() scans the whole body and can answer a hit with a 403.
@@ -164,7 +164,7 @@ class RequestScanning:
         streamed = self.store.admitted.get(flow.id)
         if streamed is not None and trailers and flow.error is None:
             # A streamed body's trailers leave after this hook: a hit resets the upstream first.
-            verdict = scan_part(self.store.dlp, header_lines(trailers.fields), "trailers", streamed)
+            verdict = scan_part(self.store.dlp, header_lines(trailers.fields), "trailers", streamed, flow.request.host)
             if verdict.blocked:
                 self.stream_blocked(flow, verdict)
             return None
@@ -172,7 +172,7 @@ class RequestScanning:
         if pending is None or pending.streamed:
             return None
         if trailers:
-            verdict = scan_part(self.store.dlp, header_lines(trailers.fields), "trailers", pending.settings)
+            verdict = scan_part(self.store.dlp, header_lines(trailers.fields), "trailers", pending.settings, flow.request.host)
             if verdict.blocked:
                 self.log.dlp_block(flow, verdict, pending.fields, pending.route, body_read=True)
                 return None
@@ -182,13 +182,13 @@ class RequestScanning:
             if len(body) >= DLP_THREAD_BYTES:
                 # A large body is scanned off mitmproxy's event loop (mitmproxy awaits this).
                 return self._scan_in_thread(flow, pending, body, headers)
-            self._judge(flow, pending, self.store.dlp.scan_body(body, headers, pending.settings))
+            self._judge(flow, pending, self.store.dlp.scan_body(body, headers, pending.settings, site=flow.request.host))
             return None
         pending.cleared.add(DLP_BODY)
         return None
 
     async def _scan_in_thread(self, flow: http.HTTPFlow, pending: Pending, body: bytes, headers) -> None:
-        self._judge(flow, pending, await asyncio.to_thread(self.store.dlp.scan_body, body, headers, pending.settings))
+        self._judge(flow, pending, await asyncio.to_thread(self.store.dlp.scan_body, body, headers, pending.settings, site=flow.request.host))
 
     def _judge(self, flow: http.HTTPFlow, pending: Pending, verdict: "DR.Verdict") -> None:
         if verdict.blocked:
@@ -224,7 +224,7 @@ class RequestScanning:
             settings = policy.routes[d.route_index].dlp if d.allowed else None
         if settings is not None and not settings.body:
             return
-        verdict = dlp.scan_body(msg.content, [], settings) if settings is not None else \
+        verdict = dlp.scan_body(msg.content, [], settings, site=req.host) if settings is not None else \
             DR.Verdict(cannot_scan="a websocket message on a route no longer in force, or without DLP")
         if not verdict.blocked:
             return

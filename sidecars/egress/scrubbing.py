@@ -81,6 +81,7 @@ class ResponseScrubbing:
         self.store.admitted.pop(flow.id, None)
         scrubber = self.store.scrubbers.get(flow.id)
         if scrubber is None:
+            self._learn(flow, None)
             return
         if flow.websocket is None:
             del self.store.scrubbers[flow.id]
@@ -90,7 +91,8 @@ class ResponseScrubbing:
         if resp.trailers:
             resp.trailers.fields = scrub_fields(resp.trailers.fields, scrubber)
         if resp.stream:
-            return  # already scrubbed chunk by chunk
+            self._learn(flow, b"")  # already scrubbed chunk by chunk: its headers are learned
+            return
         try:
             content = decode_all(resp)
         except ValueError as e:
@@ -110,6 +112,23 @@ class ResponseScrubbing:
             resp.raw_content = cleaned
             if "content-length" in resp.headers:
                 resp.headers["content-length"] = str(len(cleaned))
+        self._learn(flow, cleaned)
+
+    def _learn(self, flow: http.HTTPFlow, body: bytes | None) -> None:
+        """Provenance: the high-entropy values this response hands the agent (as the agent gets
+        them: after scrubbing) may go back to this site, or where its redirect points, without a
+        DLP hit. ``body`` None: read it here (a response nothing scrubs); b"": headers only."""
+        dlp, resp = self.store.dlp, flow.response
+        if dlp is None or dlp.provenance is None or resp is None:
+            return
+        if body is None:
+            body = b""
+            if not resp.stream:
+                try:
+                    body = decode_all(resp)
+                except ValueError:
+                    pass  # a body that cannot be decoded teaches nothing; its headers still do
+        dlp.provenance.learn(flow.request.host, resp.headers.items(multi=True), body)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.store.forget(flow.id)

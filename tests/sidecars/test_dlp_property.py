@@ -4,6 +4,7 @@ placed in any scanned part of a request, egress DLP (gitleaks v8.30.1's full rul
 from __future__ import annotations
 
 import json
+import os
 import random
 import urllib.parse
 
@@ -31,7 +32,9 @@ def _request(place: str, data: bytes):
     return "/files/" + urllib.parse.quote_from_bytes(data, safe="") + "/x", [], b""
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI judges the same 300 examples every run (a random run that finds a gap is a
+# new case for the corpus, not a flaky CI); BOTTLE_DLP_EXPLORE=1 draws new examples each run.
+@settings(max_examples=300, deadline=None, derandomize=not os.environ.get("BOTTLE_DLP_EXPLORE"), suppress_health_check=[HealthCheck.too_slow])
 @given(rule=st.sampled_from(sorted(SECRET_MAKERS)), seed=st.integers(0, 2**32),
        stack=st.lists(st.sampled_from(sorted(ENCODERS)), min_size=0, max_size=3),
        place=st.sampled_from(PLACES))

@@ -15,9 +15,9 @@ from .gitleaks import find_all
 
 NAME = "base64"
 # Necessary conditions (Hyperscan): 4 quads that decode to ASCII (a secret of 12+ characters,
-# anywhere in the run), or the base64 of a compressed or archive header.
+# anywhere in the run), or the base64 (either alphabet) of a compressed or archive header.
 _QUAD = rb"[A-Za-f][A-HQ-Xg-nw-z0-3][ABEFIJMNQRUVYZcdghklopstwx014589][\w/+-]"
-CANDIDATES = [_QUAD * 4, rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}", rb"(?:[A-Za-z0-9+/]{8}[ \t]){3}", rb"H4sI[\w/+-]{8}", rb"eJ[wxyz][\w/+-]{8}", rb"KLUv/", rb"QlpoO", rb"/Td6WFo", rb"UEsDB"]
+CANDIDATES = [_QUAD * 4, rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}", rb"(?:[A-Za-z0-9+/]{8}[ \t]){3}", rb"H4sI[\w/+-]{8}", rb"eJ[wxyz][\w/+-]{8}", rb"KLUv[/_]", rb"QlpoO", rb"[/_]Td6WFo", rb"UEsDB"]
 
 _B64 = rb"[A-Za-z0-9+/_-]"
 _RUNS = re2.compile(
@@ -28,8 +28,8 @@ _RUNS = re2.compile(
 # or broken by spaces into groups (4 to 12 wide): looked for only where such groups are
 _SPACED = re.compile(rb"[A-Za-z0-9+/_-]+[ \t](?:[A-Za-z0-9+/_-]{4,12}[ \t]){2,}[A-Za-z0-9+/_-]{1,12}={0,2}")
 _SPACED_HINT = re2.compile(rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}|(?:[A-Za-z0-9+/]{8}[ \t]){3}")
-_CHECK = re2.compile(_QUAD * 4 + rb"|H4sI|eJ[wxyz]|KLUv/|QlpoO|/Td6WFo|UEsDB")
-_MAGIC_AT = re2.compile(rb"H4sI|eJ[wxyz]|KLUv/|QlpoO|/Td6WFo|UEsDB")
+_CHECK = re2.compile(_QUAD * 4 + rb"|H4sI|eJ[wxyz]|KLUv[/_]|QlpoO|[/_]Td6WFo|UEsDB")
+_MAGIC_AT = re2.compile(rb"H4sI|eJ[wxyz]|KLUv[/_]|QlpoO|[/_]Td6WFo|UEsDB")
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _TEXT = re.compile(rb"[\t\n\r\x20-\x7e]+")
 

@@ -12,6 +12,9 @@ from ._common import line_bounds, magic_tail, textual
 NAME = "qp"
 CANDIDATES = [rb"=[0-9A-F]{2}=[0-9A-F]{2}", rb"=3D", rb"=\r?\n"]
 
+# Texts up to this size are also decoded whole when their QP units make more than one block.
+WHOLE_MAX = 1 << 20
+
 _ANY = re.compile(rb"=[0-9A-F]{2}=[0-9A-F]{2}|=3D|=\r?\n")
 
 
@@ -40,11 +43,17 @@ def pieces(text: bytes) -> list[tuple[int, bytes]]:
     blocks: list[list[int]] = []
     for m in _ANY.finditer(text):
         s, e = line_bounds(text, m.start(), m.start() + 1)
-        if blocks and s <= _after(text, blocks[-1][1], 2):
+        if blocks and s <= _after(text, blocks[-1][1], 2) + 1:  # + 1: the line right after the context
             blocks[-1][1] = max(blocks[-1][1], e)
             continue
         blocks.append([_before(text, s, 2), e, m.start()])
     out = []
+    if len(blocks) > 1 and len(text) <= WHOLE_MAX:
+        # Blocks further apart than their context may still cut one wrapped run (a base64 run
+        # with a soft break every few lines): the whole text decoded too (one C pass).
+        whole = decode(text)
+        if whole != text:
+            out.append((0, textual(whole) + b"\n"))
     for s, e, first in blocks:
         e = _after(text, e, 2)
         for start in (s, first) if first > s else (s,):

@@ -112,8 +112,8 @@ def test_a_streamed_body_whose_scan_fails_is_aborted(egress, tmp_path, monkeypat
     f = make_flow("POST", "https://open.example.com/up", {"Transfer-Encoding": "chunked"})
     real = egress.store.dlp.body_stream
 
-    def broken(*args):
-        stream = real(*args)
+    def broken(*args, **kwargs):
+        stream = real(*args, **kwargs)
         setattr(stream, method, boom)
         return stream
 

@@ -5,11 +5,13 @@ by chunk), trailers and the websocket messages the upstream sends."""
 from __future__ import annotations
 
 import logging
+import zlib
 
 from mitmproxy import http
 from mitmproxy.net import encoding
 
 from decisions import DecisionLog
+from dlp.provenance import MAX_LEARN_BYTES
 from failclosed import RESPONSE, RESPONSE_HEAD, WEBSOCKET, guarded
 from policy_store import PolicyStore
 from scanning import STREAM_THRESHOLD
@@ -33,6 +35,27 @@ def decode_all(resp: http.Response) -> bytes:
         except ValueError as e:
             raise ValueError(f"{coding} body does not decode ({e})") from None
     return data
+
+
+def _learnable(resp: http.Response) -> bytes:
+    """The start of a body nothing scrubs, for provenance: plain, or gzip/deflate inflated no
+    further than the store reads (never a whole decompression bomb); other codings teach only
+    their headers."""
+    data = resp.raw_content or b""
+    codings = [c.strip().lower() for c in resp.headers.get("content-encoding", "").split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        return data[:MAX_LEARN_BYTES]
+    if codings not in (["gzip"], ["x-gzip"], ["deflate"]):
+        return b""
+    try:
+        # wbits 47: a gzip or zlib header, whichever it is; raw deflate as the fallback
+        return zlib.decompressobj(47).decompress(data, MAX_LEARN_BYTES)
+    except zlib.error:
+        try:
+            return zlib.decompressobj(-15).decompress(data, MAX_LEARN_BYTES)
+        except zlib.error:
+            return b""
 
 
 def scrub_fields(fields, scrubber: Scrubber):
@@ -122,12 +145,7 @@ class ResponseScrubbing:
         if dlp is None or dlp.provenance is None or resp is None:
             return
         if body is None:
-            body = b""
-            if not resp.stream:
-                try:
-                    body = decode_all(resp)
-                except ValueError:
-                    pass  # a body that cannot be decoded teaches nothing; its headers still do
+            body = b"" if resp.stream else _learnable(resp)
         dlp.provenance.learn(flow.request.host, resp.headers.items(multi=True), body)
 
     def error(self, flow: http.HTTPFlow) -> None:

@@ -19,11 +19,14 @@ def token() -> str:
 
 
 def answered(addon, url: str, headers: dict[str, str], body: bytes) -> None:
-    """One allowed GET to ``url`` whose upstream answers with ``headers`` and ``body``."""
+    """One allowed GET to ``url`` whose upstream answers with ``headers`` and ``body`` (as sent:
+    already in the content coding the headers name)."""
     f = make_flow("GET", url)
     send(addon, f)
     assert f.response is None, f.response and f.response.content
-    f.response = mhttp.Response.make(200, body, headers)
+    f.response = mhttp.Response.make(200, b"", headers)
+    f.response.raw_content = body
+    f.response.headers["content-length"] = str(len(body))
     addon.responseheaders(f)
     addon.response(f)
 
@@ -68,3 +71,13 @@ def test_the_store_keeps_hashes_never_values(tmp_path) -> None:
         store = addon.egress.store.dlp.provenance
         assert len(store) >= 1
         assert all(t.encode() not in key[1] and t not in key[0] for key in store._entries)
+
+
+def test_a_gzip_answer_teaches_its_tokens_without_being_inflated_whole(tmp_path) -> None:
+    import gzip
+
+    t = token()
+    body = gzip.compress(f'{{"token": "{t}"}}'.encode() + b" " * (50 << 20))  # 50 MiB inflated
+    with driven_egress(tmp_path, ROUTES) as addon:
+        answered(addon, "https://api.example.com/auth", {"content-type": "application/json", "content-encoding": "gzip"}, body)
+        assert post(addon, "https://api.example.com/upload", f'{{"token": "{t}"}}').response is None

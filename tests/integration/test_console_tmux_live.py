@@ -71,7 +71,7 @@ def test_attach_puts_claude_in_the_right_pane_and_reattach_replaces_it(
         first = claude_processes(b1.agent)
         # Back to the console, Enter again: the same pane is respawned with a new claude, and the
         # session the pane left is ended in the bottle (a killed `docker exec` client leaves it).
-        settle(screen)
+        settle(screen, quiet=8.0)  # claude start-up drafts can come several seconds apart
         console.select()
         focus_agents(screen, press)
         console.send_keys("Enter", enter=False, literal=False)

@@ -4,7 +4,7 @@ Attacks need an "internet" that shows whether they got through, and must never t
 So for the length of the run:
 
 - a canary container of ours (the sidecars image's ``canary.py``) joins the bottle's egress
-  network under names that exist nowhere else (``*.escape_suite.invalid``), with a throwaway CA that
+  network under names that exist nowhere else (``*.selftest.invalid``), with a throwaway CA that
   signs only those names;
 - the bottle's routes.yaml gets one route to the canary's "allowed" name (and, when the bottle
   injects a credential, a second one injecting the same credential, to show it arrives upstream
@@ -42,9 +42,9 @@ from ...state import StateDir
 from . import engine, labels
 from .compose import to_yaml
 
-CANARY_ALLOWED = "allowed.escape_suite.invalid"
-CANARY_AUTHED = "auth.escape_suite.invalid"
-CANARY_BLOCKED = "blocked.escape_suite.invalid"
+CANARY_ALLOWED = "allowed.selftest.invalid"
+CANARY_AUTHED = "auth.selftest.invalid"
+CANARY_BLOCKED = "blocked.selftest.invalid"
 CANARY_NAMES = (CANARY_ALLOWED, CANARY_AUTHED, CANARY_BLOCKED)
 RELOAD_TIMEOUT = 20.0
 

@@ -49,7 +49,7 @@ test-integration: images
 
 # The unit tests run while the images build (a no-op when they are up to date); the integration
 # tests need the images, and run even when a unit test failed (one run says all it can).
-test: engine
+test: lint engine
 	@$(BIN)/bottle-tui images build > $(VENV)/images-build.log 2>&1 & build=$$!; \
 	$(UNIT); unit=$$?; \
 	if ! wait $$build; then tail -n 20 $(VENV)/images-build.log; exit 1; fi; \

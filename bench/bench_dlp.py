@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 import dlp  # noqa: E402
 import dlp.request as dlp_request  # noqa: E402
 from dlp import decode as dlp_decode  # noqa: E402
-from dlp.codecs import RUN_CODECS, archive, compression, text as dlp_text  # noqa: E402
+from dlp.codecs import RUN_CODECS, archive, compression  # noqa: E402
+from dlp.codecs import text as dlp_text  # noqa: E402
+
 from tests.support.dlp_corpus import _FILLER, ENCODERS  # noqa: E402
 
 SIZES = [("1 KiB", 1024), ("10 KiB", 10 * 1024), ("100 KiB", 100 * 1024), ("8 MiB", 8 * 1024 * 1024)]
@@ -46,6 +48,7 @@ def rules_from_image(out: Path) -> Path:
     """The image's rules and database; the pinned copy in tests/support (database compiled
     here) when the image is not built."""
     from bottle_tui.backends.docker.images import image_refs
+
     ref = image_refs()["sidecars"]
     if subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode != 0:
         print(f"sidecars image {ref} not built: using tests/support/gitleaks-v8.30.1.toml")
@@ -106,8 +109,9 @@ def go_binary(tmp: Path) -> Path | None:
     if not go:
         return None
     out = tmp / "gitleaks_go"
-    r = subprocess.run([go, "build", "-o", str(out), "."], cwd=ROOT / "bench" / "gitleaks_go",
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [go, "build", "-o", str(out), "."], cwd=ROOT / "bench" / "gitleaks_go", capture_output=True, text=True
+    )
     if r.returncode != 0:
         print(f"gitleaks Go library: build failed, column skipped: {r.stderr.strip().splitlines()[-1:]}")
         return None
@@ -115,8 +119,12 @@ def go_binary(tmp: Path) -> Path | None:
 
 
 def theirs(binary: Path, depth: int, path: Path, rounds: int) -> tuple[list[float], int]:
-    r = subprocess.run([str(binary), "-depth", str(depth), "-rounds", str(rounds), str(path)],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [str(binary), "-depth", str(depth), "-rounds", str(rounds), str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     doc = json.loads(r.stdout.splitlines()[0])
     return doc["samples"], doc["findings"]
 
@@ -127,8 +135,15 @@ def decoder_costs(size: int = 100 * 1024) -> None:
     its kind per ~2 KiB (what decoding costs when there is something to decode)."""
     clean = body(size, "plain")
     rng = random.Random(5)
-    runs = {"base64": "base64", "hex": "hex-colon", "percent": "percent", "entities": "entities-dec",
-            "qp": "qp", "escapes": "json-u", "text": None}
+    runs = {
+        "base64": "base64",
+        "hex": "hex-colon",
+        "percent": "percent",
+        "entities": "entities-dec",
+        "qp": "qp",
+        "escapes": "json-u",
+        "text": None,
+    }
     print(f"\ndecoders on {size // 1024} KiB of text (median):")
     print(f"  {'decoder':<14}{'prefilter, clean':>18}{'decode, clean':>16}{'decode, with runs':>19}")
     lines = clean.split(b"\n")
@@ -140,12 +155,13 @@ def decoder_costs(size: int = 100 * 1024) -> None:
             mixed[i] += b" v=" + (ENCODERS[enc](secret) if enc else secret.decode().encode("utf-16-le"))
         mixed_text = b"\n".join(mixed)
         pre = _median(lambda: dlp_decode.candidates(clean), 50)
-        plain = _median(lambda: codec.pieces(clean), 20)
-        busy = _median(lambda: codec.pieces(mixed_text), 20)
+        plain = _median(lambda c=codec: c.pieces(clean), 20)
+        busy = _median(lambda c=codec, t=mixed_text: c.pieces(t), 20)
         print(f"  {codec.NAME:<14}{pre:>15.3f} ms{plain:>13.3f} ms{busy:>16.3f} ms", flush=True)
     import gzip
     import io
     import tarfile
+
     blob = gzip.compress(clean)
     tar = io.BytesIO()
     with tarfile.open(fileobj=tar, mode="w") as tf:
@@ -153,10 +169,12 @@ def decoder_costs(size: int = 100 * 1024) -> None:
         info.size = len(clean)
         tf.addfile(info, io.BytesIO(clean))
     nonascii = clean.replace(b"e", "\u00e9".encode())
-    for name, fn in (("gzip inflate", lambda: compression.inflate("gzip", blob, 1 << 26)),
-                     ("gzip search", lambda: compression.embedded(nonascii, 1 << 26)),
-                     ("tar members", lambda: archive.members(tar.getvalue(), 1 << 26)),
-                     ("normalise", lambda: dlp_text.normalise(nonascii))):
+    for name, fn in (
+        ("gzip inflate", lambda: compression.inflate("gzip", blob, 1 << 26)),
+        ("gzip search", lambda: compression.embedded(nonascii, 1 << 26)),
+        ("tar members", lambda: archive.members(tar.getvalue(), 1 << 26)),
+        ("normalise", lambda: dlp_text.normalise(nonascii)),
+    ):
         print(f"  {name:<14}{'':>18}{_median(fn, 20):>13.3f} ms")
 
 
@@ -179,8 +197,10 @@ def main() -> None:
         # p99 on a shared machine mostly measures the neighbours: say how busy it was
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for depth in (5, 0):
-            print(f"\nDLP scan cost, decode depth {depth}"
-                  f"{' (egress; the gitleaks CLI default)' if depth else ' (gitleaks library default)'}:")
+            print(
+                f"\nDLP scan cost, decode depth {depth}"
+                f"{' (egress; the gitleaks CLI default)' if depth else ' (gitleaks library default)'}:"
+            )
             print(f"  {'body':<18}{'engine median':>14}{'p99':>10}{'gitleaks median':>17}{'p99':>10}{'speed-up':>10}")
             for label, size in SIZES:
                 for kind in ("clean", "plain", "secret"):

@@ -18,8 +18,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.bottles import (AUTHED, SECRET, cli, connect_fake_internet, make_fake_pki,  # noqa: E402
-                                       run_fake_internet, start_bottle, stop_bottle, remove_fake_internet, write_home)
+from tests.support.bottles import (
+    AUTHED,
+    SECRET,
+    cli,
+    connect_fake_internet,
+    make_fake_pki,
+    remove_fake_internet,
+    run_fake_internet,
+    start_bottle,
+    stop_bottle,
+    write_home,
+)
 
 ROUNDS = 400  # requests per size and path
 RPS_SECONDS = 5.0
@@ -115,15 +125,30 @@ def main() -> None:
     try:
         bottle = start_bottle(home, env=env_ca)
         connect_fake_internet(bottle, fake)
-        raw = docker("exec", "-i", bottle.sidecars, "python3", "-", AUTHED, str(ROUNDS), str(RPS_SECONDS), str(RPS_THREADS),
-                     SECRET, input=CLIENT)
+        raw = docker(
+            "exec",
+            "-i",
+            bottle.sidecars,
+            "python3",
+            "-",
+            AUTHED,
+            str(ROUNDS),
+            str(RPS_SECONDS),
+            str(RPS_THREADS),
+            SECRET,
+            input=CLIENT,
+        )
         figures = json.loads(raw.strip().splitlines()[-1])
         for size, label in (("1024", "1 KB"), ("102400", "100 KB")):
             f = figures[size]
-            print(f"keep-alive HTTPS POST {label}: direct median {f['direct_median']:.2f} ms (p99 {f['direct_p99']:.2f}); "
-                  f"through egress+DLP+injection median {f['egress_median']:.2f} ms (p99 {f['egress_p99']:.2f}); "
-                  f"added median {f['egress_median'] - f['direct_median']:.2f} ms, p99 {f['egress_p99'] - f['direct_p99']:.2f} ms")
-        print(f"requests per second through one bundle ({RPS_THREADS} keep-alive clients, 256 B POSTs): {figures['rps']:.0f}")
+            print(
+                f"keep-alive HTTPS POST {label}: direct median {f['direct_median']:.2f} ms (p99 {f['direct_p99']:.2f}); "
+                f"through egress+DLP+injection median {f['egress_median']:.2f} ms (p99 {f['egress_p99']:.2f}); "
+                f"added median {f['egress_median'] - f['direct_median']:.2f} ms, p99 {f['egress_p99'] - f['direct_p99']:.2f} ms"
+            )
+        print(
+            f"requests per second through one bundle ({RPS_THREADS} keep-alive clients, 256 B POSTs): {figures['rps']:.0f}"
+        )
         docker("exec", bottle.agent, "true")
         import time
 

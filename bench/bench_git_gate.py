@@ -26,16 +26,39 @@ def outside() -> None:
     image = image_refs()["sidecars"]
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
         raise SystemExit(f"bench_git_gate: no image {image}; run `bottle-tui images build` first")
-    subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3",
-                    "-e", "PYTHONPATH=/opt/bottle/common:/opt/bottle/gitgate",
-                    "-v", f"{REPO_ROOT / 'sidecars' / 'gitgate'}:/opt/bottle/gitgate:ro", "-v", f"{Path(__file__).parent}:/bench:ro",
-                    image, "/bench/bench_git_gate.py", "--inside"], check=True)
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "python3",
+            "-e",
+            "PYTHONPATH=/opt/bottle/common:/opt/bottle/gitgate",
+            "-v",
+            f"{REPO_ROOT / 'sidecars' / 'gitgate'}:/opt/bottle/gitgate:ro",
+            "-v",
+            f"{Path(__file__).parent}:/bench:ro",
+            image,
+            "/bench/bench_git_gate.py",
+            "--inside",
+        ],
+        check=True,
+    )
 
 
 def inside() -> None:
     tmp = Path(tempfile.mkdtemp())
-    env = {**os.environ, "HOME": str(tmp), "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@b"}
+    env = {
+        **os.environ,
+        "HOME": str(tmp),
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
 
     def git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
@@ -49,12 +72,27 @@ def inside() -> None:
     git("commit", "-qm", "seed", cwd=seed)
     git("push", "-q", str(upstream), "main", cwd=seed)
     state.mkdir()
-    (state / "gate.json").write_text(json.dumps({
-        "version": 1, "upstream": f"file://{upstream}", "repo": "up", "branch": "main", "protected": ["main"],
-        "credentials_env": None, "port": 8418, "listen_alias": "git-gate", "refresh_timeout_seconds": 20,
-        "first_mirror_timeout_seconds": 600}))
-    gate = subprocess.Popen(["python3", "/opt/bottle/gitgate/gate.py", str(state)], env={**env, "GIT_GATE_LISTEN": "127.0.0.1"},
-                            stderr=subprocess.DEVNULL)
+    (state / "gate.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "upstream": f"file://{upstream}",
+                "repo": "up",
+                "branch": "main",
+                "protected": ["main"],
+                "credentials_env": None,
+                "port": 8418,
+                "listen_alias": "git-gate",
+                "refresh_timeout_seconds": 20,
+                "first_mirror_timeout_seconds": 600,
+            }
+        )
+    )
+    gate = subprocess.Popen(
+        ["python3", "/opt/bottle/gitgate/gate.py", str(state)],
+        env={**env, "GIT_GATE_LISTEN": "127.0.0.1"},
+        stderr=subprocess.DEVNULL,
+    )
     while not (state / "ready").exists():
         time.sleep(0.02)
     origin = "http://127.0.0.1:8418/up.git"
@@ -73,8 +111,13 @@ def inside() -> None:
             git("commit", "-qm", f"{branch} {i}", cwd=work)
 
     rows: list[tuple[str, list[float], list[float]]] = []
-    rows.append(("fetch, nothing new", [ms(["git", "fetch", "-q", "origin"]) for _ in range(ROUNDS)],
-                 [ms(["git", "fetch", "-q", str(upstream)]) for _ in range(ROUNDS)]))
+    rows.append(
+        (
+            "fetch, nothing new",
+            [ms(["git", "fetch", "-q", "origin"]) for _ in range(ROUNDS)],
+            [ms(["git", "fetch", "-q", str(upstream)]) for _ in range(ROUNDS)],
+        )
+    )
     for label, files, size in (("push, 1 commit of 10 KB", 1, 10_000), ("push, 20 commits of 10 KB", 20, 10_000)):
         gated, direct = [], []
         for r in range(ROUNDS):
@@ -89,7 +132,9 @@ def inside() -> None:
     print(f"git gate (median / min / max ms, n={ROUNDS}; through the gate vs straight to the upstream)")
     for label, gated, direct in rows:
         g, d = statistics.median(gated), statistics.median(direct)
-        print(f"  {label:28s} gate {g:7.0f} ({min(gated):.0f}-{max(gated):.0f})   direct {d:6.0f} ({min(direct):.0f}-{max(direct):.0f})   added {g - d:6.0f}")
+        print(
+            f"  {label:28s} gate {g:7.0f} ({min(gated):.0f}-{max(gated):.0f})   direct {d:6.0f} ({min(direct):.0f}-{max(direct):.0f})   added {g - d:6.0f}"
+        )
     scan_times(tmp, env)
 
 
@@ -102,7 +147,9 @@ def scan_times(tmp: Path, env: dict[str, str]) -> None:
     repo.mkdir()
 
     def run(*args: str, data: bytes | None = None) -> bytes:
-        return subprocess.run(["git", "-C", str(repo), *args], env=env, input=data, capture_output=True, check=True).stdout
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], env=env, input=data, capture_output=True, check=True
+        ).stdout
 
     run("init", "-q", "-b", "main")
     (repo / "README").write_text("base\n")
@@ -110,7 +157,9 @@ def scan_times(tmp: Path, env: dict[str, str]) -> None:
     run("commit", "-qm", "base")
 
     def source(i: int) -> bytes:  # ~1 KB of ordinary code
-        return b"".join(b"def handler_%d_%d(request):\n    return request.value + %d  # offset\n" % (i, j, j) for j in range(16))
+        return b"".join(
+            b"def handler_%d_%d(request):\n    return request.value + %d  # offset\n" % (i, j, j) for j in range(16)
+        )
 
     def commit_of(blobs: list[bytes]) -> str:
         folder = tmp / f"blobs-{len(blobs)}"
@@ -120,7 +169,11 @@ def scan_times(tmp: Path, env: dict[str, str]) -> None:
             (folder / f"f{i}").write_bytes(data)
             paths.append(str(folder / f"f{i}"))
         oids = run("hash-object", "-w", "--stdin-paths", data="\n".join(paths).encode()).decode().split()
-        tree = run("mktree", data="".join(f"100644 blob {o}\tfile{i}.py\n" for i, o in enumerate(oids)).encode()).decode().strip()
+        tree = (
+            run("mktree", data="".join(f"100644 blob {o}\tfile{i}.py\n" for i, o in enumerate(oids)).encode())
+            .decode()
+            .strip()
+        )
         return run("commit-tree", "-p", "HEAD", "-m", f"{len(blobs)} files", tree).decode().strip()
 
     cases = [
@@ -137,8 +190,10 @@ def scan_times(tmp: Path, env: dict[str, str]) -> None:
             result = scan_push(str(repo / ".git"), [tip], "gitleaks", "/opt/gitleaks/gate.toml")
             times.append((time.perf_counter() - t0) * 1000)
         assert result is not None and not result.findings and result.bytes_scanned == result.bytes_written
-        print(f"  {label:38s} {statistics.median(times):8.0f} ({min(times):.0f}-{max(times):.0f})   n={rounds}, "
-              f"{len(result.objects)} objects, {result.files} files, {result.bytes_scanned / 1e6:.1f} MB read by gitleaks")
+        print(
+            f"  {label:38s} {statistics.median(times):8.0f} ({min(times):.0f}-{max(times):.0f})   n={rounds}, "
+            f"{len(result.objects)} objects, {result.files} files, {result.bytes_scanned / 1e6:.1f} MB read by gitleaks"
+        )
 
 
 if __name__ == "__main__":

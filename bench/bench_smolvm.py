@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from bottle_tui.backends.smolvm import vm_lifecycle as lifecycle
-from bottle_tui.backends.smolvm.smolvm_cli import Smolvm
 from bottle_tui.backends.smolvm.install import find_smolvm
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, probe
+from bottle_tui.backends.smolvm.smolvm_cli import Smolvm
 
 MACHINES = 10
 ROUNDS = 7
@@ -38,9 +38,16 @@ async def main() -> None:
     try:
         version = ".".join(map(str, await smol.version()))
         print(f"smolvm {version} ({smol.binary})")
-        creates = [await timed(lambda i=i: smol.machine_create(name=f"claude-bottle-bench-{i}", flags=["--cpus", "1", "--mem", "256"],
-                                                               labels={"dev.bottle-tui.managed": "true", "dev.bottle-tui.slug": f"bench-{i}"}))
-                   for i in range(MACHINES)]
+        creates = [
+            await timed(
+                lambda i=i: smol.machine_create(
+                    name=f"claude-bottle-bench-{i}",
+                    flags=["--cpus", "1", "--mem", "256"],
+                    labels={"dev.bottle-tui.managed": "true", "dev.bottle-tui.slug": f"bench-{i}"},
+                )
+            )
+            for i in range(MACHINES)
+        ]
         print(f"machine create (no boot): {ms(creates)}")
         lists = [await timed(smol.machine_ls) for _ in range(ROUNDS)]
         print(f"machine ls --json with {MACHINES} machines: {ms(lists)}")
@@ -51,7 +58,9 @@ async def main() -> None:
             joins.append(time.perf_counter() - t0)
         assert len(found) == MACHINES
         print(f"smolvm discovery (ls + join) added to `bottle-tui ls`: {ms(joins)}")
-        deletes = [await timed(lambda i=i: smol.machine_delete(name=f"claude-bottle-bench-{i}")) for i in range(MACHINES)]
+        deletes = [
+            await timed(lambda i=i: smol.machine_delete(name=f"claude-bottle-bench-{i}")) for i in range(MACHINES)
+        ]
         print(f"machine delete -f: {ms(deletes)}")
         t0 = time.perf_counter()
         cold = await probe(smol, version)

@@ -31,12 +31,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bottle_contract import ports  # noqa: E402
 from bottle_tui import proposals  # noqa: E402
 from tests.support.bottles import (  # noqa: E402
-    BLOCKED, FAKE_DIR, TEST_LABEL, connect_fake_internet, make_fake_pki, sh, start_bottle, stop_bottle, write_home)
+    BLOCKED,
+    FAKE_DIR,
+    TEST_LABEL,
+    connect_fake_internet,
+    make_fake_pki,
+    sh,
+    start_bottle,
+    stop_bottle,
+    write_home,
+)
 from tests.support.flood import Flood  # noqa: E402
 from tests.support.supervise import client_argv, install_mcp_client  # noqa: E402
-from bottle_contract import ports  # noqa: E402
 
 ROUNDS = 20
 IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80
@@ -77,7 +86,7 @@ class QueueWatch:
             i = 0
             while i < len(buf):
                 _, _, _, length = struct.unpack_from("iIII", buf, i)
-                name = buf[i + 16: i + 16 + length].rstrip(b"\0").decode()
+                name = buf[i + 16 : i + 16 + length].rstrip(b"\0").decode()
                 i += 16 + length
                 if name.endswith(".json") and not name.startswith("."):
                     self.seen.setdefault(name[:-5], now)
@@ -91,15 +100,36 @@ class QueueWatch:
 def fake_internet(image: str, pki: Path) -> str:
     name = f"bottle-tui-bench-fake-internet-{uuid.uuid4().hex[:6]}"
     sh("docker", "network", "create", "--internal", "--label", TEST_LABEL, name)
-    sh("docker", "run", "-d", "--name", name, "--label", TEST_LABEL, "--network", name, "--entrypoint", "python3",
-       "-v", f"{FAKE_DIR}:/srv:ro", "-v", f"{pki}:/pki:ro", image, "/srv/server.py", "/pki/server.pem", "/pki/server-key.pem")
+    sh(
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        TEST_LABEL,
+        "--network",
+        name,
+        "--entrypoint",
+        "python3",
+        "-v",
+        f"{FAKE_DIR}:/srv:ro",
+        "-v",
+        f"{pki}:/pki:ro",
+        image,
+        "/srv/server.py",
+        "/pki/server.pem",
+        "/pki/server-key.pem",
+    )
     return name
 
 
 def summary(label: str, samples: list[float], target_ms: float) -> str:
     ms = [s * 1000 for s in samples]
-    return (f"{label}: median {statistics.median(ms):.1f} ms (min {min(ms):.1f}, max {max(ms):.1f}, n={len(ms)}; "
-            f"target <= {target_ms:g} ms)")
+    return (
+        f"{label}: median {statistics.median(ms):.1f} ms (min {min(ms):.1f}, max {max(ms):.1f}, n={len(ms)}; "
+        f"target <= {target_ms:g} ms)"
+    )
 
 
 def bench_visible(bottle, n: int) -> list[float]:
@@ -122,11 +152,28 @@ def bench_approve(bottle, n: int) -> list[float]:
     samples = []
     for i in range(n):
         path = f"/bench/{i}/{uuid.uuid4().hex[:6]}"
-        sh(*client_argv(bottle, "request-egress-route", json.dumps(
-            {"host": BLOCKED, "ports": [80], "methods": ["GET"], "paths": [path], "reason": "benchmark", "wait_seconds": 0})))
+        sh(
+            *client_argv(
+                bottle,
+                "request-egress-route",
+                json.dumps(
+                    {
+                        "host": BLOCKED,
+                        "ports": [80],
+                        "methods": ["GET"],
+                        "paths": [path],
+                        "reason": "benchmark",
+                        "wait_seconds": 0,
+                    }
+                ),
+            )
+        )
         pending = next(p for p in proposals.list_all(bottle.home) if p.change.get("paths") == [path])
-        loop = subprocess.Popen(["docker", "exec", bottle.agent, "python3", "-c", POLL_LOOP, f"http://{BLOCKED}{path}"],
-                                stdout=subprocess.PIPE, text=True)
+        loop = subprocess.Popen(
+            ["docker", "exec", bottle.agent, "python3", "-c", POLL_LOOP, f"http://{BLOCKED}{path}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(0.5)  # the loop is running and being refused
         t0 = time.time()
         proposals.decide(bottle.home, pending.id, "approve", by="bench")
@@ -145,9 +192,16 @@ def main() -> None:
     os.chmod(pki, 0o755)
     make_fake_pki(pki)
     os.environ["CLAUDE_BOTTLE_UPSTREAM_CA"] = str(pki / "ca.pem")
-    refs = dict(line.split("\t") for line in subprocess.run(
-        [sys.executable, "-m", "bottle_tui", "--home", str(home), "images", "build"], capture_output=True, text=True,
-        check=True).stdout.split("\n") if "\t" in line)
+    refs = dict(
+        line.split("\t")
+        for line in subprocess.run(
+            [sys.executable, "-m", "bottle_tui", "--home", str(home), "images", "build"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        if "\t" in line
+    )
     fake = fake_internet(refs["sidecars"], pki)
     bottle = None
     try:
@@ -169,7 +223,9 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(summary("supervise: request -> visible to an inotify watcher on the host", visible, 100))
     print(summary("supervise: approve -> the agent's next request succeeds", approve, 300))
-    print(summary("supervise: request -> visible, 1,000 idle + 400 half-sent connections held on its port", flooded, 100))
+    print(
+        summary("supervise: request -> visible, 1,000 idle + 400 half-sent connections held on its port", flooded, 100)
+    )
     print(f"supervise: the flood: {json.dumps(flood_report)}")
 
 

@@ -37,8 +37,13 @@ def make_home() -> Path:
 
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "bottle_tui", "--home", str(home), *args], capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "bottle_tui", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     if result.returncode != 0:
         raise SystemExit(f"bottle-tui {' '.join(args)} failed: {result.stderr.strip()}")
     return result
@@ -51,5 +56,7 @@ def timed(fn) -> tuple[float, object]:
 
 
 def summary(label: str, samples: list[float]) -> str:
-    return (f"{label}: median {statistics.median(samples):.2f} s "
-            f"(min {min(samples):.2f}, max {max(samples):.2f}, n={len(samples)})")
+    return (
+        f"{label}: median {statistics.median(samples):.2f} s "
+        f"(min {min(samples):.2f}, max {max(samples):.2f}, n={len(samples)})"
+    )

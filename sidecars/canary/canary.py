@@ -23,12 +23,17 @@ import ssl
 import sys
 import threading
 import zlib
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 # A handler gets (request handler, body, tls) and returns True when it answered.
 Plugin = Callable[[BaseHTTPRequestHandler, bytes, bool], bool]
-CODERS = {"gzip": gzip.compress, "deflate": zlib.compress, "identity": lambda b: b, "compress": lambda b: b"\x1f\x9d\x90" + b}
+CODERS = {
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "identity": lambda b: b,
+    "compress": lambda b: b"\x1f\x9d\x90" + b,
+}
 
 
 def _sha(value: str) -> str | None:
@@ -80,7 +85,7 @@ class Echo(BaseHTTPRequestHandler):
         out = json.dumps(doc).encode()
         codings = []
         if self.path.startswith("/enc/"):
-            codings = [c for c in self.path[len("/enc/"):].split("?")[0].split(",") if c in CODERS]
+            codings = [c for c in self.path[len("/enc/") :].split("?")[0].split(",") if c in CODERS]
             for c in codings:
                 out = CODERS[c](out)
         self.send_response(200)

@@ -23,9 +23,8 @@ import os
 # Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
 import dlp as D
 import dlp.request as DR
-from dlp.provenance import Provenance
-from bottle_contract import layout
 from decisions import LOG_MAX_BYTES, DecisionLog
+from dlp.provenance import Provenance
 from gate import RouteGate
 from injection import CredentialInjection
 from lifecycle import Lifecycle
@@ -35,6 +34,8 @@ from scanning import RequestScanning
 from scrubbing import ResponseScrubbing
 from tunnels import RawTunnelRefusal
 
+from bottle_contract import layout
+
 logger = logging.getLogger("egress")
 
 STATE_ENV = "BOTTLE_EGRESS_STATE"
@@ -42,13 +43,13 @@ DLP_RULES_ENV = "BOTTLE_DLP_RULES"
 DEFAULT_STATE_DIR = layout.bundle_path(layout.EGRESS)
 
 
-def load_dlp(rules: str) -> tuple["DR.RequestScanner | None", str | None, frozenset[str]]:
+def load_dlp(rules: str) -> tuple[DR.RequestScanner | None, str | None, frozenset[str]]:
     """DLP over gitleaks' pinned rules (its Hyperscan database was compiled at image build). When
     they cannot be loaded, every request that would leave is blocked instead (fail closed)."""
     try:
         scanner = D.Scanner.load(rules)
         return DR.RequestScanner(scanner, provenance=Provenance()), None, frozenset(scanner.rules.by_id())
-    except Exception as e:  # noqa: BLE001 - any failure here must block, not crash the proxy
+    except Exception as e:
         error = " ".join(str(e).split()) or type(e).__name__
         logger.warning(f"egress: DLP rules cannot be loaded ({error}); blocking every request")
         return None, error, frozenset()
@@ -57,11 +58,21 @@ def load_dlp(rules: str) -> tuple["DR.RequestScanner | None", str | None, frozen
 class Egress:
     """The bottle's egress: its addons (``addons``, run by mitmproxy in order) and their store."""
 
-    def __init__(self, state_dir: str | None = None, environ=None, log_max_bytes: int = LOG_MAX_BYTES,
-                 dlp_rules: str | None = None):
+    def __init__(
+        self,
+        state_dir: str | None = None,
+        environ=None,
+        log_max_bytes: int = LOG_MAX_BYTES,
+        dlp_rules: str | None = None,
+    ):
         dlp, dlp_error, rule_ids = load_dlp(dlp_rules or os.environ.get(DLP_RULES_ENV) or str(D.RULES_PATH))
-        self.store = PolicyStore(state_dir or os.environ.get(STATE_ENV, DEFAULT_STATE_DIR),
-                                 os.environ if environ is None else environ, dlp, dlp_error, rule_ids)
+        self.store = PolicyStore(
+            state_dir or os.environ.get(STATE_ENV, DEFAULT_STATE_DIR),
+            os.environ if environ is None else environ,
+            dlp,
+            dlp_error,
+            rule_ids,
+        )
         self.log = DecisionLog(self.store, log_max_bytes)
         self.lifecycle = Lifecycle(self.store)
         self.addons = [

@@ -4,7 +4,7 @@ an upstream could echo back (what the scrubber removes). The agent only ever hol
 from __future__ import annotations
 
 import base64
-from typing import Mapping
+from collections.abc import Mapping
 
 from bottle_contract.policy import Route
 

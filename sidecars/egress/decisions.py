@@ -13,11 +13,11 @@ import logging
 from typing import Any
 
 from mitmproxy import http
+from policy_store import PolicyStore
 
 from bottle_contract import layout
 from bottle_contract.clock import now_iso
 from bottle_contract.files import append_line
-from policy_store import PolicyStore
 
 logger = logging.getLogger("egress")
 
@@ -57,12 +57,31 @@ class DecisionLog:
         self.store = store
         self.max_bytes = max_bytes
 
-    def record(self, decision: str, *, method: str, scheme: str, host: str, port: int, path: str,
-               route: int | None, reason: str, dlp: dict | None = None, once: str | None = None,
-               **extra: Any) -> None:
+    def record(
+        self,
+        decision: str,
+        *,
+        method: str,
+        scheme: str,
+        host: str,
+        port: int,
+        path: str,
+        route: int | None,
+        reason: str,
+        dlp: dict | None = None,
+        once: str | None = None,
+        **extra: Any,
+    ) -> None:
         entry: dict[str, Any] = {
-            "ts": now_iso(), "decision": decision, "method": method, "scheme": scheme, "host": host,
-            "port": port, "path": path, "route": route, "reason": reason,
+            "ts": now_iso(),
+            "decision": decision,
+            "method": method,
+            "scheme": scheme,
+            "host": host,
+            "port": port,
+            "path": path,
+            "route": route,
+            "reason": reason,
         }
         if dlp is not None:
             entry["dlp"] = dlp  # rule ids and where they matched, never the secret
@@ -80,9 +99,21 @@ class DecisionLog:
             logger.warning(f"egress: cannot append to {self.store.log_path}: {e}")
 
     # answers -----------------------------------------------------------------------------------
-    def block(self, flow: http.HTTPFlow, reason: str, body: str, fields: dict, *, status: int = 403,
-              decision: str = "block", route: int | None = None, dlp: dict | None = None,
-              body_read: bool = False, content_type: str = "text/plain", **extra: Any) -> None:
+    def block(
+        self,
+        flow: http.HTTPFlow,
+        reason: str,
+        body: str,
+        fields: dict,
+        *,
+        status: int = 403,
+        decision: str = "block",
+        route: int | None = None,
+        dlp: dict | None = None,
+        body_read: bool = False,
+        content_type: str = "text/plain",
+        **extra: Any,
+    ) -> None:
         """Answer ``flow`` with ``status`` and ``body`` (never reading a large body) and log it."""
         self.store.pending.pop(flow.id, None)
         label = "blocked" if status == 403 else "error"
@@ -102,12 +133,20 @@ class DecisionLog:
         flow.request.host = f"{flow.id}{REFUSED_SUFFIX}"
         flow.request.stream = True
 
-    def dlp_block(self, flow: http.HTTPFlow, verdict: Any, fields: dict, route: int | None, *,
-                  body_read: bool = False) -> None:
+    def dlp_block(
+        self, flow: http.HTTPFlow, verdict: Any, fields: dict, route: int | None, *, body_read: bool = False
+    ) -> None:
         """403 with the rule and where it was found (never the secret), and a JSON line with them.
         Neither names the path when a secret was found in it."""
         if any(h.where.startswith("url") for h in verdict.hits):
             fields = {**fields, "path": "[path withheld: DLP found a secret in it]"}
         target = f"{fields['method']} {fields['host']}:{fields['port']}"
-        self.block(flow, verdict.reason(), f"{verdict.reason()} ({target}, bottle {self.store.bottle})\n", fields,
-                   route=route, dlp=verdict.to_json(), body_read=body_read)
+        self.block(
+            flow,
+            verdict.reason(),
+            f"{verdict.reason()} ({target}, bottle {self.store.bottle})\n",
+            fields,
+            route=route,
+            dlp=verdict.to_json(),
+            body_read=body_read,
+        )

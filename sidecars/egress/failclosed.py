@@ -12,11 +12,11 @@ import inspect
 import logging
 import socket
 import struct
-from typing import Any, Callable
-
-from mitmproxy import ctx, http
+from collections.abc import Callable
+from typing import Any
 
 from decisions import DecisionLog, flow_fields
+from mitmproxy import ctx, http
 
 logger = logging.getLogger("egress")
 
@@ -59,7 +59,7 @@ def abort(flow: http.HTTPFlow) -> None:
             if flow.server_conn is not None:
                 _reset(handler, flow.server_conn)
             _reset(handler, flow.client_conn)
-    except Exception as e:  # noqa: BLE001 - the kill below still stops the flow
+    except Exception as e:
         logger.warning(f"egress: cannot reset the connections of a killed flow ({type(e).__name__})")
     if flow.killable:
         flow.kill()
@@ -70,7 +70,7 @@ def _fields(obj: Any) -> dict[str, Any]:
     if isinstance(req, http.Request):
         try:
             return flow_fields(req)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     server = getattr(obj, "server", None) or getattr(obj, "server_conn", None)
     address = getattr(server, "address", None) or ("?", 0)
@@ -85,14 +85,24 @@ def fail_closed(log: DecisionLog, stage: str, kind: str, obj: Any, exc: BaseExce
         if kind == REQUEST and isinstance(obj, http.HTTPFlow):
             log.store.forget(obj.id)
             fields = _fields(obj)
-            if obj.request.stream and obj.id not in log.store.refusals and obj.response is None \
-                    and obj.request.timestamp_end is not None:
+            if (
+                obj.request.stream
+                and obj.id not in log.store.refusals
+                and obj.response is None
+                and obj.request.timestamp_end is not None
+            ):
                 # A streamed body that has ended: its headers and body have left.
                 log.record("block", route=None, reason=reason, failed_closed=stage, **fields)
                 abort(obj)
                 return
-            log.block(obj, reason, f"egress: blocked {fields['method']} {fields['host']}:{fields['port']}: {reason}\n",
-                      fields, failed_closed=stage, body_read=obj.request.timestamp_end is not None)
+            log.block(
+                obj,
+                reason,
+                f"egress: blocked {fields['method']} {fields['host']}:{fields['port']}: {reason}\n",
+                fields,
+                failed_closed=stage,
+                body_read=obj.request.timestamp_end is not None,
+            )
             return
         fields = _fields(obj)
         log.record("block", route=None, reason=reason, failed_closed=stage, **fields)
@@ -103,8 +113,10 @@ def fail_closed(log: DecisionLog, stage: str, kind: str, obj: Any, exc: BaseExce
             log.store.forget(obj.id)
             if obj.response is not None and not obj.response.stream:
                 obj.response = http.Response.make(
-                    502, f"egress: {reason}; refused rather than passed unchecked\n".encode(),
-                    {"Content-Type": "text/plain", "X-Egress-Decision": "error"})
+                    502,
+                    f"egress: {reason}; refused rather than passed unchecked\n".encode(),
+                    {"Content-Type": "text/plain", "X-Egress-Decision": "error"},
+                )
                 return
             abort(obj)
         elif kind == WEBSOCKET and isinstance(obj, http.HTTPFlow):
@@ -122,7 +134,7 @@ def fail_closed(log: DecisionLog, stage: str, kind: str, obj: Any, exc: BaseExce
             obj.server_conn.error = f"egress: {reason}"
             if obj.killable:
                 obj.kill()
-    except Exception as e:  # noqa: BLE001 - last resort: a flow that cannot be answered is killed
+    except Exception as e:
         logger.warning(f"egress: failing closed raised {type(e).__name__}; killing the flow")
         if getattr(obj, "killable", False):
             obj.kill()
@@ -137,7 +149,7 @@ def guarded(stage: str, kind: str) -> Callable[[Callable[..., Any]], Callable[..
         def run(self: Any, obj: Any) -> Any:
             try:
                 result = hook(self, obj)
-            except Exception as e:  # noqa: BLE001 - the point of this module
+            except Exception as e:
                 fail_closed(self.log, stage, kind, obj, e)
                 return None
             if inspect.isawaitable(result):
@@ -147,7 +159,7 @@ def guarded(stage: str, kind: str) -> Callable[[Callable[..., Any]], Callable[..
         async def _awaited(self: Any, obj: Any, result: Any) -> None:
             try:
                 await result
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 fail_closed(self.log, stage, kind, obj, e)
 
         return run

@@ -6,15 +6,15 @@ and for injection. The last guard, server_connect, refuses any upstream no route
 
 from __future__ import annotations
 
-from mitmproxy import http
-
 import credentials as C
 import request_target as T
 import routes as R
-from bottle_contract.policy import HTTP_METHODS
 from decisions import REFUSED_SUFFIX, DecisionLog, declared_length, flow_fields
 from failclosed import CONNECT, REQUEST, guarded
+from mitmproxy import http
 from policy_store import ROUTE_BODY, Pending, PolicyStore
+
+from bottle_contract.policy import HTTP_METHODS
 
 # Decisions of this kind are answered by the addon itself rather than the upstream.
 NO_ROUTE_PREFIX = "no route"
@@ -80,7 +80,10 @@ class RouteGate:
         if problem:
             return self._refuse(flow, target, problem, fields)
         problem = T.authority_problem(
-            req.host, req.port, T.target_authorities(req.authority, req.path), req.headers.get_all("host"),
+            req.host,
+            req.port,
+            T.target_authorities(req.authority, req.path),
+            req.headers.get_all("host"),
             flow.client_conn.sni,
         )
         if problem:
@@ -109,8 +112,9 @@ class RouteGate:
             except C.CredentialError as e:
                 reason = f"credential {e}"
                 body = f"egress: {reason} (route {decision.route_index} of bottle {store.bottle})\n"
-                return self.log.block(flow, reason, body, fields, status=502, decision="error",
-                                      route=decision.route_index)
+                return self.log.block(
+                    flow, reason, body, fields, status=502, decision="error", route=decision.route_index
+                )
         pending = Pending(decision.route_index, decision.reason, headers, secrets, route.dlp, fields, once=route.once)
         if route.methods and T.may_override_in_body(req.headers.get("content-type", "")):
             # A form or JSON body may carry `_method`: checked once the body is here (buffered).
@@ -139,8 +143,13 @@ class RouteGate:
                 f = pending.fields
                 target = f"{f['method']} {f['host']}:{f['port']}{f['path']}"
                 reason = decision.reason if not decision.allowed else "a method override in the body changes the route"
-                return self.log.block(flow, reason, f"egress: blocked {target}: {reason} (body _method; bottle {self.store.bottle})\n",
-                                      f, body_read=True)
+                return self.log.block(
+                    flow,
+                    reason,
+                    f"egress: blocked {target}: {reason} (body _method; bottle {self.store.bottle})\n",
+                    f,
+                    body_read=True,
+                )
         pending.cleared.add(ROUTE_BODY)
 
     @guarded("upstream connection guard", CONNECT)

@@ -5,10 +5,9 @@ replaces whatever the agent sent in the route's auth headers with the real crede
 
 from __future__ import annotations
 
-from mitmproxy import http
-
 from decisions import DecisionLog
 from failclosed import REQUEST, guarded
+from mitmproxy import http
 from policy_store import DLP_HEAD, Pending, PolicyStore
 from scrubber import Scrubber
 
@@ -49,7 +48,9 @@ class CredentialInjection:
                 reason = f"route {pending.route} was allowed once and has been used"
                 f = pending.fields
                 target = f"{f['method']} {f['host']}:{f['port']}{f['path']}"
-                return self.log.block(flow, reason, f"egress: blocked {target}: {reason} (bottle {self.store.bottle})\n", f)
+                return self.log.block(
+                    flow, reason, f"egress: blocked {target}: {reason} (bottle {self.store.bottle})\n", f
+                )
             self.store.use_once(pending.once)
         if pending.streamed:
             if pending.missing():

@@ -12,12 +12,12 @@ import logging
 import os
 import signal
 
+from decisions import now_iso
 from mitmproxy import ctx
+from policy_store import PolicyStore, _stat_sig
 
 from bottle_contract import ports
 from bottle_contract.files import atomic_write
-from decisions import now_iso
-from policy_store import PolicyStore, _stat_sig
 
 logger = logging.getLogger("egress")
 

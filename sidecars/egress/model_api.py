@@ -13,10 +13,9 @@ import json
 import re
 from typing import Any
 
-from mitmproxy import http
-
 from decisions import DecisionLog
 from failclosed import REQUEST, guarded
+from mitmproxy import http
 from policy_store import MODEL_API, Pending, PolicyStore
 
 # The Messages API's endpoints that take tools (count_tokens takes the same body; a batch holds
@@ -27,10 +26,19 @@ MESSAGES_PATH = re.compile(r"^/v1/messages(/count_tokens|/batches)?/?$")
 CLIENT_TOOL_TYPES = ("custom",)
 CLIENT_TOOL_PREFIXES = ("bash_", "text_editor_", "computer_", "memory_")
 # Server tool types (and beta flags) by the model_tools name that allows them.
-SERVER_TOOL_PREFIXES = (("web_search", "web_search"), ("web_fetch", "web_fetch"),
-                        ("code_execution", "code_execution"), ("mcp_toolset", "mcp_servers"))
-BETA_PREFIXES = (("mcp-client-", "mcp_servers"), ("web-fetch-", "web_fetch"), ("web-search-", "web_search"),
-                 ("code-execution-", "code_execution"), ("skills-", "code_execution"))
+SERVER_TOOL_PREFIXES = (
+    ("web_search", "web_search"),
+    ("web_fetch", "web_fetch"),
+    ("code_execution", "code_execution"),
+    ("mcp_toolset", "mcp_servers"),
+)
+BETA_PREFIXES = (
+    ("mcp-client-", "mcp_servers"),
+    ("web-fetch-", "web_fetch"),
+    ("web-search-", "web_search"),
+    ("code-execution-", "code_execution"),
+    ("skills-", "code_execution"),
+)
 
 
 def is_messages_request(method: str, path: str) -> bool:
@@ -73,7 +81,11 @@ def body_tools(doc: Any, where: str = "") -> list[tuple[str, str | None]]:
         if not isinstance(t, dict):
             raise ValueError("a tool is not an object")
         kind = t.get("type")
-        if kind is None or kind in CLIENT_TOOL_TYPES or (isinstance(kind, str) and kind.startswith(CLIENT_TOOL_PREFIXES)):
+        if (
+            kind is None
+            or kind in CLIENT_TOOL_TYPES
+            or (isinstance(kind, str) and kind.startswith(CLIENT_TOOL_PREFIXES))
+        ):
             continue
         out.append((f"{where}tools[{i}]", _tool_of_type(kind)))
     for i, r in enumerate(doc.get("requests") or [] if where == "" else []):  # a message batch
@@ -87,8 +99,9 @@ class ModelApiGuard:
         self.store = store
         self.log = log
 
-    def _refuse(self, flow: http.HTTPFlow, pending: Pending, found: list[tuple[str, str | None]], *,
-                body_read: bool) -> None:
+    def _refuse(
+        self, flow: http.HTTPFlow, pending: Pending, found: list[tuple[str, str | None]], *, body_read: bool
+    ) -> None:
         route = self.store.policy.routes[pending.route]
         label, tool = next(((w, t) for w, t in found if t is None or t not in route.model_tools))
         if tool is None:
@@ -97,11 +110,22 @@ class ModelApiGuard:
         else:
             reason = f"model tool {tool} ({label}) is not allowed on route {pending.route} ({route.host}): its model_tools do not name it"
             proposal = {"kind": "model-tool", "change": {"host": route.host, "tool": tool}}
-        message = (f"egress: blocked: {reason}. The provider's servers would reach the internet for the agent; "
-                   f"the operator can allow it (bottle {self.store.bottle}).")
+        message = (
+            f"egress: blocked: {reason}. The provider's servers would reach the internet for the agent; "
+            f"the operator can allow it (bottle {self.store.bottle})."
+        )
         body = json.dumps({"type": "error", "error": {"type": "permission_error", "message": message}})
-        self.log.block(flow, reason, body + "\n", pending.fields, route=pending.route, body_read=body_read,
-                       content_type="application/json", model_tool={"tool": tool, "where": label}, proposal=proposal)
+        self.log.block(
+            flow,
+            reason,
+            body + "\n",
+            pending.fields,
+            route=pending.route,
+            body_read=body_read,
+            content_type="application/json",
+            model_tool={"tool": tool, "where": label},
+            proposal=proposal,
+        )
 
     def _allowed(self, pending: Pending, found: list[tuple[str, str | None]]) -> bool:
         tools = self.store.policy.routes[pending.route].model_tools

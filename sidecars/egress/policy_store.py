@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import routes as R
+
 from bottle_contract import layout
 from bottle_contract.files import atomic_write
 from bottle_contract.policy import DlpSettings, Policy
@@ -56,8 +58,9 @@ class Pending:
 
 
 class PolicyStore:
-    def __init__(self, state_dir: str, environ: Mapping[str, str], dlp: Any, dlp_error: str | None,
-                 rule_ids: frozenset[str]):
+    def __init__(
+        self, state_dir: str, environ: Mapping[str, str], dlp: Any, dlp_error: str | None, rule_ids: frozenset[str]
+    ):
         self.state_dir = state_dir
         self.environ = environ
         # DLP: None when its rules could not be loaded (every request is then blocked).

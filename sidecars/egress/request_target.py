@@ -9,7 +9,7 @@ import json
 import re
 import unicodedata
 import urllib.parse
-from typing import Iterable
+from collections.abc import Iterable
 
 from bottle_contract.hosts import normalize_host
 
@@ -19,9 +19,20 @@ METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-
 # Headers that make a server, proxy or framework act on another path or host than the request
 # line's (IIS/Symfony/Zend rewrites, nginx/Envoy originals, forwarded hosts): refused outright.
 REWRITE_HEADERS = (
-    "x-original-url", "x-rewrite-url", "x-override-url", "x-original-uri", "x-original-path",
-    "x-forwarded-uri", "x-forwarded-path", "x-forwarded-prefix", "x-envoy-original-path",
-    "x-forwarded-host", "x-forwarded-server", "x-host", "x-http-destinationurl", "x-proxy-url",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-original-uri",
+    "x-original-path",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-envoy-original-path",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-host",
+    "x-http-destinationurl",
+    "x-proxy-url",
 )
 # Look-alikes of '.', '/' and '\' that NFKC does not fold into them.
 LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u2216\u3002\uff61\u2027\u0701\u0702\ua4f8")
@@ -70,8 +81,7 @@ def path_problem(path: str) -> str | None:
     if _OVERLONG.search(decoded.encode("utf-8", "surrogateescape")):
         # Overlong UTF-8 (%c0%ae is '.' to a lenient decoder): other invalid bytes are matched as bytes.
         return "path has overlong UTF-8"
-    if any(ord(c) > 0x7F and (c in LOOKALIKES or set(unicodedata.normalize("NFKC", c)) & set("./\\"))
-           for c in decoded):
+    if any(ord(c) > 0x7F and (c in LOOKALIKES or set(unicodedata.normalize("NFKC", c)) & set("./\\")) for c in decoded):
         return "path has a look-alike of '.' or '/'"
     return None
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import fnmatch
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+
+from request_target import limited_path_problem, path_problem
 
 from bottle_contract.hosts import normalize_host
 from bottle_contract.policy import HTTP_METHODS, Auth, Policy, Route, load_policy, load_policy_text
-from request_target import limited_path_problem, path_problem
 
 __all__ = ["Auth", "Policy", "Route", "normalize_host"]
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mitmproxy import http
-
 import dlp.request as DR
+import routes as R
 from decisions import DecisionLog, declared_length, flow_fields
 from failclosed import REQUEST, WEBSOCKET, abort, guarded
+from mitmproxy import http
 from policy_store import DLP_BODY, DLP_HEAD, Pending, PolicyStore
-import routes as R
 
 logger = logging.getLogger("egress")
 
@@ -43,8 +42,7 @@ class RequestBodyStream:
     """The chunks of an allowed request body streamed upstream, as mitmproxy delivers them; with
     DLP on (an HTTP/1.1 body of unknown length), each chunk goes through DLP's BodyStream first."""
 
-    def __init__(self, flow: http.HTTPFlow, scan: "DR.BodyStream | None" = None,
-                 scanning: "RequestScanning | None" = None):
+    def __init__(self, flow: http.HTTPFlow, scan: DR.BodyStream | None = None, scanning: RequestScanning | None = None):
         self.flow = flow
         self.scan = scan
         self.scanning = scanning
@@ -55,7 +53,7 @@ class RequestBodyStream:
         try:
             out = self.scan.feed(chunk) if chunk else self.scan.finish()
             verdict = self.scan.verdict
-        except Exception as e:  # noqa: BLE001 - fail closed: nothing more leaves
+        except Exception as e:
             out, verdict = b"", DR.Verdict(cannot_scan=f"the streamed body ({type(e).__name__})")
         if verdict.blocked:
             if self.scanning is not None:
@@ -80,7 +78,7 @@ class _Refused:
         return b""
 
 
-def scan_part(dlp: "DR.RequestScanner", text: str | bytes, where: str, settings, site: str | None = None) -> "DR.Verdict":
+def scan_part(dlp: DR.RequestScanner, text: str | bytes, where: str, settings, site: str | None = None) -> DR.Verdict:
     """One part of a request that has no place in scan_head or scan_body (the authority, a
     trailer block, a CONNECT target), labelled with the fixed word ``where``; ``site`` (the
     request's host) lets a value that site handed the agent go back to it."""
@@ -88,8 +86,11 @@ def scan_part(dlp: "DR.RequestScanner", text: str | bytes, where: str, settings,
 
 
 def header_lines(fields) -> str:
-    return "\n".join(f"{k.decode('latin-1') if isinstance(k, bytes) else k}: "
-                     f"{v.decode('utf-8', 'surrogateescape') if isinstance(v, bytes) else v}" for k, v in fields)
+    return "\n".join(
+        f"{k.decode('latin-1') if isinstance(k, bytes) else k}: "
+        f"{v.decode('utf-8', 'surrogateescape') if isinstance(v, bytes) else v}"
+        for k, v in fields
+    )
 
 
 class RequestScanning:
@@ -108,8 +109,14 @@ class RequestScanning:
         verdict = scan_part(dlp, flow.request.host, "connect target", policy.dlp)
         if verdict.blocked:
             fields["host"] = "[host withheld: DLP found a secret in it]"
-            self.log.block(flow, verdict.reason(), f"{verdict.reason()} (CONNECT, bottle {self.store.bottle})\n", fields,
-                           dlp=verdict.to_json(), body_read=True)
+            self.log.block(
+                flow,
+                verdict.reason(),
+                f"{verdict.reason()} (CONNECT, bottle {self.store.bottle})\n",
+                fields,
+                dlp=verdict.to_json(),
+                body_read=True,
+            )
 
     @guarded("dlp head", REQUEST)
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -126,13 +133,17 @@ class RequestScanning:
         verdict = dlp.scan_head(req.path, req.headers.items(multi=True), settings, site=req.host)
         # The authority as the request line (or HTTP/2 :authority) names it; the Host header is a
         # header. Both must name the destination (the gate), which may still carry a secret.
-        verdict += scan_part(dlp, "\n".join(dict.fromkeys(a for a in (req.host, req.authority) if a)), "authority", settings, req.host)
+        verdict += scan_part(
+            dlp, "\n".join(dict.fromkeys(a for a in (req.host, req.authority) if a)), "authority", settings, req.host
+        )
         raw_query = req.path.split("?", 1)[1] if "?" in req.path else ""
         if raw_query:
             verdict += scan_part(dlp, raw_query, "query", settings, req.host)  # as sent: '+' and escapes kept
         length = declared_length(req)
         if not verdict.blocked and settings.body and length is not None and length > settings.max_body_bytes:
-            verdict = DR.Verdict(cannot_scan=f"a body of {length} bytes, over the {settings.max_body_bytes}-byte scan cap")
+            verdict = DR.Verdict(
+                cannot_scan=f"a body of {length} bytes, over the {settings.max_body_bytes}-byte scan cap"
+            )
         if verdict.blocked:
             return self.log.dlp_block(flow, verdict, pending.fields, pending.route)
         pending.cleared.add(DLP_HEAD)
@@ -146,7 +157,9 @@ class RequestScanning:
             # An HTTP/1.1 body of unknown length (chunked): scanned as it streams, an overlap
             # window held back so a secret split across chunks is seen whole before any of it
             # leaves; a hit (or the cap) aborts the flow, and the held rest never leaves.
-            req.stream = RequestBodyStream(flow, dlp.body_stream(list(req.headers.items(multi=True)), settings, site=req.host), self)
+            req.stream = RequestBodyStream(
+                flow, dlp.body_stream(list(req.headers.items(multi=True)), settings, site=req.host), self
+            )
             self._streams(pending)
         # else: buffered (a known length within the cap, or an HTTP/2 body of unknown length):
         # request() scans the whole body and can answer a hit with a 403.
@@ -172,7 +185,9 @@ class RequestScanning:
         if pending is None or pending.streamed:
             return None
         if trailers:
-            verdict = scan_part(self.store.dlp, header_lines(trailers.fields), "trailers", pending.settings, flow.request.host)
+            verdict = scan_part(
+                self.store.dlp, header_lines(trailers.fields), "trailers", pending.settings, flow.request.host
+            )
             if verdict.blocked:
                 self.log.dlp_block(flow, verdict, pending.fields, pending.route, body_read=True)
                 return None
@@ -182,27 +197,38 @@ class RequestScanning:
             if len(body) >= DLP_THREAD_BYTES:
                 # A large body is scanned off mitmproxy's event loop (mitmproxy awaits this).
                 return self._scan_in_thread(flow, pending, body, headers)
-            self._judge(flow, pending, self.store.dlp.scan_body(body, headers, pending.settings, site=flow.request.host))
+            self._judge(
+                flow, pending, self.store.dlp.scan_body(body, headers, pending.settings, site=flow.request.host)
+            )
             return None
         pending.cleared.add(DLP_BODY)
         return None
 
     async def _scan_in_thread(self, flow: http.HTTPFlow, pending: Pending, body: bytes, headers) -> None:
-        self._judge(flow, pending, await asyncio.to_thread(self.store.dlp.scan_body, body, headers, pending.settings, site=flow.request.host))
+        self._judge(
+            flow,
+            pending,
+            await asyncio.to_thread(self.store.dlp.scan_body, body, headers, pending.settings, site=flow.request.host),
+        )
 
-    def _judge(self, flow: http.HTTPFlow, pending: Pending, verdict: "DR.Verdict") -> None:
+    def _judge(self, flow: http.HTTPFlow, pending: Pending, verdict: DR.Verdict) -> None:
         if verdict.blocked:
             self.log.dlp_block(flow, verdict, pending.fields, pending.route, body_read=True)
         else:
             pending.cleared.add(DLP_BODY)
 
-    def stream_blocked(self, flow: http.HTTPFlow, verdict: "DR.Verdict") -> None:
+    def stream_blocked(self, flow: http.HTTPFlow, verdict: DR.Verdict) -> None:
         """A streamed body hit a rule (or the cap): its headers have left already, so the upstream
         connection is reset (it never sees the message end), the flow killed and the rest of the
         body never leaves; the decision is logged as DLP's."""
         fields = flow_fields(flow.request)
-        self.log.record("block", route=None, reason=verdict.reason() + " (streamed body: connection closed)",
-                        dlp=verdict.to_json(), **fields)
+        self.log.record(
+            "block",
+            route=None,
+            reason=verdict.reason() + " (streamed body: connection closed)",
+            dlp=verdict.to_json(),
+            **fields,
+        )
         logger.warning(f"egress: {verdict.reason()} in a streamed body to {fields['host']}: flow aborted")
         self.store.forget(flow.id)
         abort(flow)
@@ -224,14 +250,25 @@ class RequestScanning:
             settings = policy.routes[d.route_index].dlp if d.allowed else None
         if settings is not None and not settings.body:
             return
-        verdict = dlp.scan_body(msg.content, [], settings, site=req.host) if settings is not None else \
-            DR.Verdict(cannot_scan="a websocket message on a route no longer in force, or without DLP")
+        verdict = (
+            dlp.scan_body(msg.content, [], settings, site=req.host)
+            if settings is not None
+            else DR.Verdict(cannot_scan="a websocket message on a route no longer in force, or without DLP")
+        )
         if not verdict.blocked:
             return
         msg.drop()
         path = req.path.split("?", 1)[0] or "/"
-        self.log.record("block", method="WEBSOCKET", scheme=req.scheme, host=req.host, port=req.port, path=path,
-                        route=None, reason=verdict.reason() + " (websocket message: connection closed)",
-                        dlp=verdict.to_json())
+        self.log.record(
+            "block",
+            method="WEBSOCKET",
+            scheme=req.scheme,
+            host=req.host,
+            port=req.port,
+            path=path,
+            route=None,
+            reason=verdict.reason() + " (websocket message: connection closed)",
+            dlp=verdict.to_json(),
+        )
         self.store.forget(flow.id)
         abort(flow)

@@ -8,7 +8,7 @@ import json
 import re
 import urllib.parse
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
 
 REDACTED = b"[redacted by egress]"
 
@@ -148,7 +148,7 @@ class Scrubber:
     def scrub_text(self, text: str) -> str:
         return self.scrub(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
 
-    def stream(self) -> "StreamScrubber":
+    def stream(self) -> StreamScrubber:
         return StreamScrubber(self)
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import logging
 import zlib
 
-from mitmproxy import http
-from mitmproxy.net import encoding
-
 from decisions import DecisionLog
 from dlp.provenance import MAX_LEARN_BYTES
 from failclosed import RESPONSE, RESPONSE_HEAD, WEBSOCKET, guarded
+from mitmproxy import http
+from mitmproxy.net import encoding
 from policy_store import PolicyStore
 from scanning import STREAM_THRESHOLD
 from scrubber import Scrubber

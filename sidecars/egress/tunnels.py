@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 import re
 
-from mitmproxy.proxy import commands, layer, layers
-from mitmproxy.proxy.layers.tls import starts_like_tls_record
-
 from decisions import DecisionLog
 from failclosed import LAYER, RAW, guarded
+from mitmproxy.proxy import commands, layer, layers
+from mitmproxy.proxy.layers.tls import starts_like_tls_record
 
 logger = logging.getLogger("egress")
 

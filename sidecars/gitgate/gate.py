@@ -19,13 +19,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-HERE = os.path.dirname(os.path.realpath(__file__))
-
 # Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
-from bottle_contract.files import atomic_write
-from bottle_contract.serving import GIT_GATE_LIMITS, BoundedHTTPServer
 from push_policy import GateConfig, GateError, load_config
 from upstream_git import fetch_argv, git_env, headline, run_git, scrub
+
+from bottle_contract.files import atomic_write
+from bottle_contract.serving import GIT_GATE_LIMITS, BoundedHTTPServer
+
+HERE = os.path.dirname(os.path.realpath(__file__))
 
 HOOKS_DIR = os.path.join(HERE, "hooks")
 SERVICES = ("git-upload-pack", "git-receive-pack")
@@ -134,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         prefix = f"/{self.mirror.cfg.repo}.git/"
         if not path.startswith(prefix):
             return None
-        rest = path[len(prefix):]
+        rest = path[len(prefix) :]
         if self.command == "GET" and rest == "info/refs":
             service = dict(p.partition("=")[::2] for p in query.split("&") if p).get("service", "")
             return (service, path) if service in SERVICES else None
@@ -208,20 +209,22 @@ class Handler(BaseHTTPRequestHandler):
         _, _, query = self.path.partition("?")
         # The hook gets the credential (to push upstream) and nothing git would read as settings.
         env = {k: v for k, v in os.environ.items() if k == cfg.credentials_env or not k.startswith(("GIT_", "HTTP_"))}
-        env.update({
-            "GIT_PROJECT_ROOT": self.mirror.root,
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_GATE_STATE": self.mirror.state_dir,
-            "REQUEST_METHOD": self.command,
-            "PATH_INFO": path_info,
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "REMOTE_ADDR": self.client_address[0],
-            "REMOTE_USER": "agent",
-            "GATEWAY_INTERFACE": "CGI/1.1",
-            "SERVER_PROTOCOL": "HTTP/1.0",
-        })
+        env.update(
+            {
+                "GIT_PROJECT_ROOT": self.mirror.root,
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_GATE_STATE": self.mirror.state_dir,
+                "REQUEST_METHOD": self.command,
+                "PATH_INFO": path_info,
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "REMOTE_ADDR": self.client_address[0],
+                "REMOTE_USER": "agent",
+                "GATEWAY_INTERFACE": "CGI/1.1",
+                "SERVER_PROTOCOL": "HTTP/1.0",
+            }
+        )
         if self.headers.get("Content-Encoding"):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
         protocol = self.headers.get("Git-Protocol", "")
@@ -279,7 +282,9 @@ def listen_address(alias: str) -> str:
             return socket.gethostbyname(alias)
         except OSError as e:
             if time.monotonic() > deadline:
-                raise GateError(f"cannot resolve {alias!r} to this container's internal address ({e}); is the sidecars container on the internal network with that alias?") from None
+                raise GateError(
+                    f"cannot resolve {alias!r} to this container's internal address ({e}); is the sidecars container on the internal network with that alias?"
+                ) from None
             time.sleep(0.2)
 
 

@@ -37,7 +37,9 @@ def gate_config(stock: dict) -> dict:
     """The gate's config from gitleaks' parsed stock config (a new dict; ``stock`` is not changed)."""
     unknown = set(stock) - {"title", "minVersion", "allowlist", "allowlists", "rules", "extend"}
     if unknown or stock.get("extend"):
-        raise ValueError(f"gitleaks config has keys the gate does not know how to read: {sorted(unknown) or ['extend']}")
+        raise ValueError(
+            f"gitleaks config has keys the gate does not know how to read: {sorted(unknown) or ['extend']}"
+        )
     out: dict = {"title": "git gate: gitleaks rules without place-based allowlists"}
     if "minVersion" in stock:
         out["minVersion"] = stock["minVersion"]
@@ -49,7 +51,14 @@ def gate_config(stock: dict) -> dict:
     rules = []
     for rule in stock.get("rules", []):
         rule = dict(rule)
-        allows = [a for a in (_value_allowlist(a) for a in rule.pop("allowlists", []) + ([rule.pop("allowlist")] if "allowlist" in rule else [])) if a]
+        allows = [
+            a
+            for a in (
+                _value_allowlist(a)
+                for a in rule.pop("allowlists", []) + ([rule.pop("allowlist")] if "allowlist" in rule else [])
+            )
+            if a
+        ]
         if allows:
             rule["allowlists"] = allows
         rules.append(rule)

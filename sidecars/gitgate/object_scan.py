@@ -33,8 +33,23 @@ PIECE = 96 * 1024  # under gitleaks' 100,000-byte read, so each file is one frag
 OVERLAP = 8 * 1024  # a secret shorter than this is whole in at least one piece
 _ISO_AT, _ISO_MAGIC = 32769, b"CD001"
 # Names gitleaks (mholt/archives, by name only) takes for archives and then skips at depth 0.
-_ARCHIVE_TOKENS = (".7z", ".br", ".bz2", ".gz", ".lz4", ".lz", ".mz", ".rar", ".sz", ".s2", ".tar", ".xz", ".zip",
-                   ".zz", ".zst")
+_ARCHIVE_TOKENS = (
+    ".7z",
+    ".br",
+    ".bz2",
+    ".gz",
+    ".lz4",
+    ".lz",
+    ".mz",
+    ".rar",
+    ".sz",
+    ".s2",
+    ".tar",
+    ".xz",
+    ".zip",
+    ".zz",
+    ".zst",
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SCANNED_RE = re.compile(r"scanned ~(\d+) bytes")
 _PRINTABLE = re.compile(rb"[\t\n\x0b\x0c\r\x20-\x7e]{8,}")
@@ -78,8 +93,13 @@ def new_objects(git_dir: str, tips: list[str]) -> list[str]:
     (commits, trees, blobs, tags and tags of tags), as git lists them."""
     if not tips:
         return []
-    proc = subprocess.run(["git", "--git-dir", git_dir, "rev-list", "--objects", "--no-object-names", "--stdin", "--not", "--all"],
-                          input="".join(t + "\n" for t in tips), capture_output=True, text=True, timeout=SCAN_TIMEOUT)
+    proc = subprocess.run(
+        ["git", "--git-dir", git_dir, "rev-list", "--objects", "--no-object-names", "--stdin", "--not", "--all"],
+        input="".join(t + "\n" for t in tips),
+        capture_output=True,
+        text=True,
+        timeout=SCAN_TIMEOUT,
+    )
     if proc.returncode != 0:
         raise GateError(f"cannot list the pushed objects: {proc.stderr.strip()[:300]}")
     return list(dict.fromkeys(proc.stdout.split()))
@@ -90,13 +110,19 @@ def _cat_file(git_dir: str, oids: list[str], batch: str):
     with tempfile.TemporaryFile() as ask:  # a file, not a pipe: git's answers never wait on our writes
         ask.write("".join(o + "\n" for o in oids).encode())
         ask.seek(0)
-        proc = subprocess.Popen(["git", "--git-dir", git_dir, "cat-file", batch], stdin=ask, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["git", "--git-dir", git_dir, "cat-file", batch],
+            stdin=ask,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
     try:
         for _ in oids:
             header = proc.stdout.readline().decode(errors="replace").split()
             if len(header) != 3:
-                raise GateError(f"cannot read pushed object {' '.join(header)[:80] or '(no answer)'}; nothing was sent upstream")
+                raise GateError(
+                    f"cannot read pushed object {' '.join(header)[:80] or '(no answer)'}; nothing was sent upstream"
+                )
             oid, kind, size = header[0], header[1], int(header[2])
             data = None
             if batch == "--batch":
@@ -117,7 +143,7 @@ def tree_entries(data: bytes) -> list[tuple[str, bytes, str]]:
     while i < len(data):
         sp = data.index(b" ", i)
         nul = data.index(b"\0", sp)
-        entries.append((data[i:sp].decode(), data[sp + 1:nul], data[nul + 1:nul + 21].hex()))
+        entries.append((data[i:sp].decode(), data[sp + 1 : nul], data[nul + 1 : nul + 21].hex()))
         i = nul + 21
     return entries
 
@@ -153,14 +179,14 @@ def safe_name(name: bytes | None, kind: str) -> str:
         if not hits:
             return text or kind
         i = min(hits)
-        text = text[:i] + "_" + text[i + 1:]
+        text = text[:i] + "_" + text[i + 1 :]
 
 
 def _framed(body: bytes) -> bytes:
     """``body`` behind the gate's first line, one byte longer when ISO 9660's signature would land
     where gitleaks' sniffing looks for it (the only signature beyond the first line's reach)."""
     framed = HEADER + body
-    if framed[_ISO_AT:_ISO_AT + len(_ISO_MAGIC)] == _ISO_MAGIC:
+    if framed[_ISO_AT : _ISO_AT + len(_ISO_MAGIC)] == _ISO_MAGIC:
         framed = HEADER[:-1] + b" \n" + body
     return framed
 
@@ -192,7 +218,9 @@ class _Writer:
             self._write("objects", b"".join(self._body), self._segments)
         self._body, self._size, self._segments, self._line = [], 0, [], HEADER_LINES + 1
 
-    def view(self, index: int, view: str, data: bytes, name: str | None = None, line_map: list[tuple[int, int]] | None = None) -> None:
+    def view(
+        self, index: int, view: str, data: bytes, name: str | None = None, line_map: list[tuple[int, int]] | None = None
+    ) -> None:
         """Add one view; ``name`` (a safe file name) when it must sit in a file of its own name."""
         if not data:
             return
@@ -207,7 +235,9 @@ class _Writer:
             return
         start, line = 0, 1
         while True:
-            self._write(name or "object", data[start:start + PIECE], [Segment(index, view, HEADER_LINES + 1, line, line_map)])
+            self._write(
+                name or "object", data[start : start + PIECE], [Segment(index, view, HEADER_LINES + 1, line, line_map)]
+            )
             if start + PIECE >= len(data):
                 return
             step = PIECE - OVERLAP
@@ -219,7 +249,9 @@ class _Writer:
         line as a line of the segment's view."""
         number = os.path.basename(path).split("_", 1)[0]
         if not number.isdigit() or int(number) >= len(self.files):
-            raise GateError(f"gitleaks reported a finding in {os.path.basename(path)[:80]!r}, which the gate did not write; nothing was sent upstream")
+            raise GateError(
+                f"gitleaks reported a finding in {os.path.basename(path)[:80]!r}, which the gate did not write; nothing was sent upstream"
+            )
         segments = self.files[int(number)][1]
         seg = next((s for s in reversed(segments) if s.file_line <= file_line), segments[0])
         return seg, seg.first_line + max(file_line - seg.file_line, 0)
@@ -277,7 +309,9 @@ def scan_push(git_dir: str, tips: list[str], gitleaks: str, config: str) -> Scan
         objects.append(PushObject(oid, kind, size))
         raw[oid] = data
     by_oid = {o.oid: o for o in objects}
-    header_lines = {o.oid: raw[o.oid].split(b"\n\n", 1)[0].count(b"\n") + 1 for o in objects if o.kind in ("commit", "tag")}
+    header_lines = {
+        o.oid: raw[o.oid].split(b"\n\n", 1)[0].count(b"\n") + 1 for o in objects if o.kind in ("commit", "tag")
+    }
     _name_objects(objects, by_oid, raw)
     rules = path_rules(config)
     with tempfile.TemporaryDirectory(prefix="git-gate-scan-") as work:
@@ -301,16 +335,24 @@ def scan_push(git_dir: str, tips: list[str], gitleaks: str, config: str) -> Scan
         writer.flush()
         items, scanned = run_gitleaks(gitleaks, config, folder, work)
     if scanned != writer.bytes:
-        raise GateError(f"gitleaks read {scanned} of the {writer.bytes} bytes written for the push's {len(objects)} objects, "
-                        "so part of it went unscanned; nothing was sent upstream")
+        raise GateError(
+            f"gitleaks read {scanned} of the {writer.bytes} bytes written for the push's {len(objects)} objects, "
+            "so part of it went unscanned; nothing was sent upstream"
+        )
     found = set()
     for item in items:
         seg, view_line = writer.locate(str(item.get("File", "")), int(item.get("StartLine") or 0))
         obj = objects[seg.index]
         what, line, id_kind, oid = _where(obj, seg.view, _object_line(seg, view_line), header_lines.get(obj.oid, 0))
         found.add(Finding(str(item.get("RuleID", "?")), what, line, oid, id_kind))
-    return ScanResult(objects, len(writer.files), writer.bytes, scanned, sorted(found, key=Finding.sort_key),
-                      time.monotonic() - started)
+    return ScanResult(
+        objects,
+        len(writer.files),
+        writer.bytes,
+        scanned,
+        sorted(found, key=Finding.sort_key),
+        time.monotonic() - started,
+    )
 
 
 def _name_objects(objects: list[PushObject], by_oid: dict[str, PushObject], raw: dict[str, bytes]) -> None:
@@ -350,18 +392,38 @@ def run_gitleaks(gitleaks: str, config: str, folder: str, work: str) -> tuple[li
     ignore = os.path.join(work, "no-ignores")
     os.mkdir(ignore)
     argv = [
-        gitleaks, "dir", folder, "--no-banner", "--no-color", "--log-level", "info", "--redact",
-        "--config", config, "--report-format", "json", "--report-path", report, "--max-decode-depth", "5",
+        gitleaks,
+        "dir",
+        folder,
+        "--no-banner",
+        "--no-color",
+        "--log-level",
+        "info",
+        "--redact",
+        "--config",
+        config,
+        "--report-format",
+        "json",
+        "--report-path",
+        report,
+        "--max-decode-depth",
+        "5",
         # The pushed content must not switch its own scan off: no inline `gitleaks:allow`, and no
         # .gitleaksignore (looked up in an empty folder; the scan folder holds none at its top).
-        "--ignore-gitleaks-allow", "--gitleaks-ignore-path", ignore, "--exit-code", "3",
+        "--ignore-gitleaks-allow",
+        "--gitleaks-ignore-path",
+        ignore,
+        "--exit-code",
+        "3",
     ]
     # gitleaks reads its config from --config only; the environment must not name another.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITLEAKS_")}
     try:
         proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, timeout=SCAN_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise GateError(f"gitleaks did not finish scanning the push within {SCAN_TIMEOUT} s; nothing was sent upstream") from None
+        raise GateError(
+            f"gitleaks did not finish scanning the push within {SCAN_TIMEOUT} s; nothing was sent upstream"
+        ) from None
     except OSError as e:
         raise GateError(f"cannot run gitleaks ({e.strerror or e}); nothing was sent upstream") from None
     log = proc.stderr.decode("utf-8", "replace")

@@ -16,12 +16,13 @@ import subprocess
 import sys
 import time
 
+from object_scan import scan_push
+from push_policy import SHOWN, GateError, RefUpdate, load_config, parse_updates, ref_list, refusal, rejection_lines
+from upstream_git import git_env, push_argv, run_git, scrub
+
 # Imported through the git gate's pythonpath (daemons.json; git passes the environment to hooks).
 from bottle_contract import layout
 from bottle_contract.files import append_jsonl
-from object_scan import scan_push
-from push_policy import SHOWN, GateError, RefUpdate, load_config, parse_updates, ref_list, refusal, rejection_lines
-from upstream_git import git_env, push_argv, run_git, scrub  # noqa: E402
 
 GITLEAKS = os.environ.get("GIT_GATE_GITLEAKS", "gitleaks")
 # The gate's own rules (gate_rules.py, written at image build): gitleaks' without place-based allowlists.
@@ -47,7 +48,9 @@ def bounded(record: dict) -> dict:
     """``record`` cut to MAX_RECORD bytes of JSON: long lists keep their head, then the rest goes."""
     if len(json.dumps(record)) <= MAX_RECORD:
         return record
-    record = {k: (v[:SHOWN] if isinstance(v, list) else v[:2000] if isinstance(v, str) else v) for k, v in record.items()}
+    record = {
+        k: (v[:SHOWN] if isinstance(v, list) else v[:2000] if isinstance(v, str) else v) for k, v in record.items()
+    }
     if len(json.dumps(record)) > MAX_RECORD:
         keep = ("time", "decision", "reason", "ref_count", "ref_kinds", "findings_count", "objects")
         record = {k: v for k, v in record.items() if k in keep}
@@ -79,20 +82,35 @@ def decide(updates: list[RefUpdate], state_dir: str, git_dir: str) -> int:
         return reject("refused", lines, details=refused[:SHOWN], refused_count=len(refused))
     tips = list(dict.fromkeys(u.new for u in updates if not u.deleted))
     result = scan_push(os.path.abspath(git_dir), tips, GITLEAKS, GITLEAKS_CONFIG)
-    scanned = {"objects": len(result.objects), "scanned_bytes": result.bytes_scanned, "scan_seconds": round(result.seconds, 3)}
+    scanned = {
+        "objects": len(result.objects),
+        "scanned_bytes": result.bytes_scanned,
+        "scan_seconds": round(result.seconds, 3),
+    }
     if result.findings:
         pushed = [u.ref for u in updates if not u.deleted]
-        return reject("secrets", rejection_lines(pushed, result.findings), **scanned,
-                      findings=[f.__dict__ for f in result.findings[:SHOWN]], findings_count=len(result.findings))
+        return reject(
+            "secrets",
+            rejection_lines(pushed, result.findings),
+            **scanned,
+            findings=[f.__dict__ for f in result.findings[:SHOWN]],
+            findings_count=len(result.findings),
+        )
     result_up = run_git(push_argv(cfg, updates), git_env(cfg, state_dir), PUSH_TIMEOUT)
     words = scrub(result_up.output, cfg)
     if not result_up.ok:
         lines = ["git-gate: upstream refused the push, so the gate did not take it either:"]
-        lines += [f"git-gate:   {line}" for line in words.splitlines()[:SHOWN] if line.strip()] or ["git-gate:   (no message)"]
+        lines += [f"git-gate:   {line}" for line in words.splitlines()[:SHOWN] if line.strip()] or [
+            "git-gate:   (no message)"
+        ]
         lines.append("git-gate: fetch, integrate upstream's changes, and push again")
         return reject("upstream-refused", lines, upstream=words[-2000:], **scanned)
-    log_decision(state_dir, {"decision": "accepted", **refs, **scanned, "upstream_seconds": round(result_up.seconds, 3)})
-    say(f"git-gate: scanned clean and pushed upstream: {ref_list([u.ref for u in updates])} ({len(result.objects)} new objects)")
+    log_decision(
+        state_dir, {"decision": "accepted", **refs, **scanned, "upstream_seconds": round(result_up.seconds, 3)}
+    )
+    say(
+        f"git-gate: scanned clean and pushed upstream: {ref_list([u.ref for u in updates])} ({len(result.objects)} new objects)"
+    )
     return 0
 
 

@@ -12,8 +12,15 @@ from dataclasses import dataclass
 
 ZERO = "0" * 40
 CONFIG_KEYS = {
-    "version": int, "upstream": str, "repo": str, "branch": str, "protected": list,
-    "credentials_env": (str, type(None)), "port": int, "listen_alias": str, "refresh_timeout_seconds": int,
+    "version": int,
+    "upstream": str,
+    "repo": str,
+    "branch": str,
+    "protected": list,
+    "credentials_env": (str, type(None)),
+    "port": int,
+    "listen_alias": str,
+    "refresh_timeout_seconds": int,
     "first_mirror_timeout_seconds": int,
 }
 _REPO_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
@@ -65,8 +72,13 @@ def load_config(path: str) -> GateConfig:
     if not 0 < raw["port"] < 65536 or raw["refresh_timeout_seconds"] < 1 or raw["first_mirror_timeout_seconds"] < 1:
         raise GateError(f"{path}: port or a timeout is out of range")
     return GateConfig(
-        upstream=raw["upstream"], repo=raw["repo"], branch=raw["branch"], protected=tuple(raw["protected"]),
-        credentials_env=raw["credentials_env"], port=raw["port"], listen_alias=raw["listen_alias"],
+        upstream=raw["upstream"],
+        repo=raw["repo"],
+        branch=raw["branch"],
+        protected=tuple(raw["protected"]),
+        credentials_env=raw["credentials_env"],
+        port=raw["port"],
+        listen_alias=raw["listen_alias"],
         refresh_timeout_seconds=raw["refresh_timeout_seconds"],
         first_mirror_timeout_seconds=raw["first_mirror_timeout_seconds"],
     )
@@ -90,7 +102,7 @@ class RefUpdate:
 
     @property
     def branch(self) -> str | None:
-        return self.ref[len("refs/heads/"):] if self.ref.startswith("refs/heads/") else None
+        return self.ref[len("refs/heads/") :] if self.ref.startswith("refs/heads/") else None
 
     @property
     def kind(self) -> str:
@@ -120,12 +132,12 @@ def spellings(name: str) -> list[str]:
     while True:
         for prefix in _SPELLING_PREFIXES:
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
                 break
         else:
-            if not name.startswith("remotes/") or "/" not in name[len("remotes/"):]:
+            if not name.startswith("remotes/") or "/" not in name[len("remotes/") :]:
                 return found
-            name = name[len("remotes/"):].split("/", 1)[1]
+            name = name[len("remotes/") :].split("/", 1)[1]
         found.append(name)
 
 
@@ -146,7 +158,7 @@ def ref_name(ref: str) -> tuple[str, str] | None:
     """("branch" | "tag", short name) of a ref the gate lets through, else None."""
     for prefix, kind in (("refs/heads/", "branch"), ("refs/tags/", "tag")):
         if ref.startswith(prefix) and len(ref) > len(prefix):
-            return kind, ref[len(prefix):]
+            return kind, ref[len(prefix) :]
     return None
 
 
@@ -164,8 +176,10 @@ def refusal(update: RefUpdate, protected: tuple[str, ...]) -> str | None:
         return f"{update.ref}: a {kind} named {name!r} reads as HEAD and cannot be {verb}; choose another name"
     pattern = protected_pattern(name, protected)
     if pattern is not None:
-        return (f"{update.ref}: {kind} {name!r} is protected (git.protected: {pattern!r}, for branches "
-                f"and tags alike) and cannot be {verb}; push another branch and open a review")
+        return (
+            f"{update.ref}: {kind} {name!r} is protected (git.protected: {pattern!r}, for branches "
+            f"and tags alike) and cannot be {verb}; push another branch and open a review"
+        )
     return None
 
 
@@ -209,10 +223,14 @@ def ref_list(refs: list[str], shown: int = 3) -> str:
 def rejection_lines(refs: list[str], findings: list[Finding]) -> list[str]:
     """What the agent sees (as ``remote: ...``) when its push carries secrets."""
     noun = "secret" if len(findings) == 1 else "secrets"
-    lines = [f"git-gate: push of {ref_list(refs)} rejected: gitleaks found {len(findings)} {noun}; nothing was sent upstream"]
+    lines = [
+        f"git-gate: push of {ref_list(refs)} rejected: gitleaks found {len(findings)} {noun}; nothing was sent upstream"
+    ]
     lines += [f"git-gate:   {f.describe()}" for f in findings[:SHOWN]]
     if len(findings) > SHOWN:
         lines.append(f"git-gate:   ... and {len(findings) - SHOWN} more")
-    lines.append("git-gate: remove the secret from every pushed object (rewrite the commits, e.g. git commit --amend or "
-                 "git rebase -i; drop the tag) and push again")
+    lines.append(
+        "git-gate: remove the secret from every pushed object (rewrite the commits, e.g. git commit --amend or "
+        "git rebase -i; drop the tag) and push again"
+    )
     return lines

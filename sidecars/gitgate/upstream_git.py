@@ -39,14 +39,22 @@ def git_env(cfg: GateConfig, state_dir: str, environ: dict[str, str] | None = No
     if cfg.credentials_env:
         value = environ.get(cfg.credentials_env, "")
         if not value:
-            raise GateError(f"${cfg.credentials_env} (git.credentials_env) is empty in the gate; export it before starting the bottle")
+            raise GateError(
+                f"${cfg.credentials_env} (git.credentials_env) is empty in the gate; export it before starting the bottle"
+            )
         config.append((f"http.{cfg.upstream}.extraHeader", f"Authorization: Basic {basic_credential(value)}"))
     # Earlier GIT_CONFIG_* of the caller would shift our numbering: start from a clean slate.
     # GIT_QUARANTINE_PATH stays behind too: a local (file://) upstream's receive-pack would take
     # the pushing hook's quarantine for its own and refuse to move its refs.
     env = {k: v for k, v in environ.items() if not k.startswith("GIT_CONFIG_") and k != "GIT_QUARANTINE_PATH"}
-    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "/bin/false",
-                "GIT_CONFIG_COUNT": str(len(config))})
+    env.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_ASKPASS": "/bin/false",
+            "GIT_CONFIG_COUNT": str(len(config)),
+        }
+    )
     for i, (key, value) in enumerate(config):
         env[f"GIT_CONFIG_KEY_{i}"] = key
         env[f"GIT_CONFIG_VALUE_{i}"] = value
@@ -88,8 +96,17 @@ def run_git(argv: list[str], env: dict[str, str], timeout: float, stdin: str | N
 
 def fetch_argv(cfg: GateConfig, git_dir: str) -> list[str]:
     """Refresh the mirror: upstream's branches and tags become the gate's, removed ones go."""
-    return ["--git-dir", git_dir, "fetch", "--quiet", "--prune", "--no-write-fetch-head", cfg.upstream,
-            "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+    return [
+        "--git-dir",
+        git_dir,
+        "fetch",
+        "--quiet",
+        "--prune",
+        "--no-write-fetch-head",
+        cfg.upstream,
+        "+refs/heads/*:refs/heads/*",
+        "+refs/tags/*:refs/tags/*",
+    ]
 
 
 def push_argv(cfg: GateConfig, updates: list[RefUpdate]) -> list[str]:

@@ -50,7 +50,7 @@ def parse_signal(value, where: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: reload_signal must be a signal name like \"HUP\"")
+        raise ConfigError(f'{where}: reload_signal must be a signal name like "HUP"')
     name = value.upper()
     name = name if name.startswith("SIG") else "SIG" + name
     try:
@@ -258,7 +258,7 @@ class Init:
             return
         if ran >= HEALTHY_AFTER:
             d.failures = 0
-        delay = min(BACKOFF_CAP, BACKOFF_FIRST * (2 ** d.failures))
+        delay = min(BACKOFF_CAP, BACKOFF_FIRST * (2**d.failures))
         d.failures += 1
         d.state = "backoff"
         d.restart_at = time.monotonic() + delay

@@ -88,7 +88,7 @@ def record(event: str, sent: int | None = None, state_dir: str | None = None) ->
 class Handler(BaseHTTPRequestHandler):
     server_version = "bottle-status"
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         if self.path.split("?")[0] != "/hook":
             self._answer(404)
             return
@@ -115,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet: hooks fire often
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -67,11 +67,13 @@ def check_rule(rule: object) -> str:
         raise InputError(f"rule: {e.problem}") from None
 
 
-def route_change(host: object, ports: object = None, methods: object = None, paths: object = None,
-                 schemes: object = None) -> dict[str, Any]:
+def route_change(
+    host: object, ports: object = None, methods: object = None, paths: object = None, schemes: object = None
+) -> dict[str, Any]:
     try:
-        return contract.validate_change("egress-route", {"host": host, "ports": ports, "methods": methods,
-                                                         "paths": paths, "schemes": schemes})
+        return contract.validate_change(
+            "egress-route", {"host": host, "ports": ports, "methods": methods, "paths": paths, "schemes": schemes}
+        )
     except ChangeError as e:
         raise _input_error(e) from None
 
@@ -121,7 +123,11 @@ class Queue(contract.Queue):
             if kind == "egress-route":
                 for p in self.all():
                     c = p.get("change", {})
-                    if p.get("draft") and p.get("status") == "pending" and {**c, "schemes": None} == {**change, "schemes": None}:
+                    if (
+                        p.get("draft")
+                        and p.get("status") == "pending"
+                        and {**c, "schemes": None} == {**change, "schemes": None}
+                    ):
                         p.update(draft=False, reason=reason, asked_at=now_iso(), change=change)
                         self._write(p)
                         return p
@@ -131,14 +137,26 @@ class Queue(contract.Queue):
     def _draft_key(change: dict[str, Any]) -> tuple:
         return (change.get("host"), tuple(change.get("methods") or ()), tuple(change.get("paths") or ()))
 
-    def note_block(self, method: str, host: str, port: int, path: str, seen: str | None = None,
-                   context: str | None = None, scheme: str | None = None) -> dict[str, Any] | None:
+    def note_block(
+        self,
+        method: str,
+        host: str,
+        port: int,
+        path: str,
+        seen: str | None = None,
+        context: str | None = None,
+        scheme: str | None = None,
+    ) -> dict[str, Any] | None:
         """Count one blocked request into its draft (see note_blocks); None when no route could
         allow it, InputError when a new draft would take the queue past MAX_PENDING."""
         return self.note_blocks([(method, host, port, path, seen, context, scheme)], drop_when_full=False)[0]
 
-    def note_blocks(self, blocks: list[tuple[str, str, int, str, str | None, str | None, str | None]], *,
-                    drop_when_full: bool = True) -> list[dict[str, Any] | None]:
+    def note_blocks(
+        self,
+        blocks: list[tuple[str, str, int, str, str | None, str | None, str | None]],
+        *,
+        drop_when_full: bool = True,
+    ) -> list[dict[str, Any] | None]:
         """Count blocked requests ``(method, host, port, path, seen, context, scheme)`` into their
         drafts (one per host + method + path), creating them: the queue is read once and each
         draft written once, however many blocks a batch holds (a flood of them costs little).
@@ -154,7 +172,9 @@ class Queue(contract.Queue):
             if "*" in path:
                 continue  # a literal '*' cannot be written as a route's path glob
             try:
-                change = route_change(host, [port], [method], [path], [scheme] if scheme else PORT_SCHEMES.get(port, list(SCHEMES)))
+                change = route_change(
+                    host, [port], [method], [path], [scheme] if scheme else PORT_SCHEMES.get(port, list(SCHEMES))
+                )
             except InputError:
                 continue  # not something a route could allow (an IP literal, a raw TCP flow...)
             wanted.append((i, change, port, seen or now_iso(), context, scheme))
@@ -163,7 +183,11 @@ class Queue(contract.Queue):
         with self.lock():
             current = self.all()
             pending = sum(1 for p in current if p.get("status") == "pending")
-            drafts = {self._draft_key(p.get("change", {})): p for p in current if p.get("draft") and p.get("status") == "pending"}
+            drafts = {
+                self._draft_key(p.get("change", {})): p
+                for p in current
+                if p.get("draft") and p.get("status") == "pending"
+            }
             changed: dict[str, dict[str, Any]] = {}
             for i, change, port, seen, context, scheme in wanted:
                 p = drafts.get(self._draft_key(change))
@@ -172,7 +196,9 @@ class Queue(contract.Queue):
                         if drop_when_full:
                             continue
                         raise InputError(self._full_message(pending))
-                    p = contract.new_proposal(self.slug, "egress-route", change, "", draft=True, count=0, last_seen=seen)
+                    p = contract.new_proposal(
+                        self.slug, "egress-route", change, "", draft=True, count=0, last_seen=seen
+                    )
                     drafts[self._draft_key(change)] = p
                     pending += 1
                 elif port not in p["change"]["ports"]:
@@ -269,19 +295,36 @@ def drafts_from(queue: Queue, records: list[dict[str, Any]]) -> int:
     """Turn egress's HTTP blocks into drafts, in one pass over the queue; returns how many blocks
     were counted. A block that finds the queue full (MAX_PENDING) is dropped: the agent's noise
     never stops the others."""
-    blocks = [(str(r["method"]), str(r.get("host", "")), r["port"], str(r.get("path") or "/"), str(r.get("ts") or now_iso()),
-               None, r.get("scheme") if r.get("scheme") in SCHEMES else None)
-              for r in records
-              if r.get("decision") == "block" and r.get("method") and isinstance(r.get("port"), int)
-              and not isinstance(r.get("port"), bool)]
+    blocks = [
+        (
+            str(r["method"]),
+            str(r.get("host", "")),
+            r["port"],
+            str(r.get("path") or "/"),
+            str(r.get("ts") or now_iso()),
+            None,
+            r.get("scheme") if r.get("scheme") in SCHEMES else None,
+        )
+        for r in records
+        if r.get("decision") == "block"
+        and r.get("method")
+        and isinstance(r.get("port"), int)
+        and not isinstance(r.get("port"), bool)
+    ]
     return sum(1 for p in queue.note_blocks(blocks) if p is not None)
 
 
 def for_agent(p: dict[str, Any]) -> dict[str, Any]:
     """What the agent is told about a proposal."""
     d = p.get("decision") or {}
-    out = {"id": p["id"], "kind": p.get("kind"), "status": p.get("status"), "asked": p.get("change"),
-           "draft": bool(p.get("draft")), "created_at": p.get("created_at")}
+    out = {
+        "id": p["id"],
+        "kind": p.get("kind"),
+        "status": p.get("status"),
+        "asked": p.get("change"),
+        "draft": bool(p.get("draft")),
+        "created_at": p.get("created_at"),
+    }
     if p.get("status") != "pending":
         out.update(final_change=d.get("change"), scope=d.get("scope"), note=d.get("note") or "", decided_at=d.get("at"))
     return out
@@ -315,7 +358,10 @@ def withdraw_once(queue: Queue, records: list[dict[str, Any]], routes_path: str)
             p = queue.get(pid)
             if p is not None and not p.get("once_used"):
                 rec = used[pid]
-                p["once_used"] = {"at": now_iso(), "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}"}
+                p["once_used"] = {
+                    "at": now_iso(),
+                    "request": f"{rec.get('method')} {rec.get('host')}:{rec.get('port')}{rec.get('path')}",
+                }
                 queue._write(p)
     return len(withdrawn)
 
@@ -344,11 +390,11 @@ class Intake:
             try:
                 withdrawn = withdraw_once(self.queue, list(self.owed.values()), self.routes_path)
                 self.owed.clear()
-            except Exception as e:  # noqa: BLE001 - owed, tried again with the next batch
+            except Exception as e:
                 self._warn(f"cannot withdraw a route allowed once yet (will retry): {e}")
         try:
             drafts_from(self.queue, records)
-        except Exception as e:  # noqa: BLE001 - drafts are the operator's convenience, never a control
+        except Exception as e:
             self._warn(f"cannot turn egress's blocks into drafts: {e}")
         return withdrawn
 

@@ -20,8 +20,15 @@ async def main_async(args: argparse.Namespace) -> int:
     async with Client(args.url, read_timeout_seconds=args.timeout) as client:
         if args.list:
             tools = await client.list_tools()
-            print(json.dumps([{"name": t.name, "description": t.description, "input_schema": t.input_schema}
-                              for t in tools.tools], indent=2))
+            print(
+                json.dumps(
+                    [
+                        {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                        for t in tools.tools
+                    ],
+                    indent=2,
+                )
+            )
             return 0
         for _ in range(args.repeat):
             sent_at = time.time()

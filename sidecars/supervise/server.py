@@ -20,19 +20,17 @@ import sys
 from typing import Annotated, Any
 
 import h11
+import inbox  # the daemon's own folder, on its pythonpath (daemons.json)
 import uvicorn
-from pydantic import Field
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bottle_contract import layout, ports
-from bottle_contract.serving import SUPERVISE_LIMITS, SUPERVISE_MAX_SESSIONS
 from bottle_contract.policy import PolicyError, load_policy
-
-import inbox  # the daemon's own folder, on its pythonpath (daemons.json)
+from bottle_contract.serving import SUPERVISE_LIMITS, SUPERVISE_MAX_SESSIONS
 
 log = logging.getLogger("supervise")
 
@@ -94,9 +92,11 @@ async def _ask(kind: str, change: dict[str, Any], reason: str, wait_seconds: int
         # Clients that asked for progress (and their idle timers) hear that the call is alive.
         await ctx.report_progress(waited, total, f"waiting for the operator to decide request {p['id']}")
     if decided is None:
-        return (f"Still pending: the operator has not decided request {p['id']} yet. Carry on with other work and "
-                f"check later with list-my-requests (it stays in the queue until decided).\n"
-                + json.dumps(inbox.for_agent(q().get(p["id"]) or p), indent=2))
+        return (
+            f"Still pending: the operator has not decided request {p['id']} yet. Carry on with other work and "
+            f"check later with list-my-requests (it stays in the queue until decided).\n"
+            + json.dumps(inbox.for_agent(q().get(p["id"]) or p), indent=2)
+        )
     out = inbox.for_agent(decided)
     if decided["status"] == "rejected":
         head = f"Rejected by the operator. Their note: {out['note'] or '(none)'}"
@@ -112,12 +112,40 @@ def build() -> MCPServer:
 
     @mcp.tool(name="request-egress-route")
     async def request_egress_route(
-        host: Annotated[str, Field(description="Host name to reach, e.g. api.example.com ('*.example.com' for its subdomains). No scheme, port or path.", max_length=300)],
-        reason: Annotated[str, Field(description="Why you need it, in a sentence or two; the operator reads this.", max_length=inbox.MAX_REASON)],
-        ports: Annotated[list[int] | None, Field(description="Ports; default [80, 443].", max_length=inbox.MAX_ITEMS)] = None,
-        methods: Annotated[list[str] | None, Field(description="HTTP methods, e.g. [\"GET\"]; default any. Ask for the fewest you need.", max_length=inbox.MAX_ITEMS)] = None,
-        paths: Annotated[list[str] | None, Field(description="Path globs starting with '/', e.g. [\"/v1/models/*\"]; default any.", max_length=inbox.MAX_ITEMS)] = None,
-        wait_seconds: Annotated[int | None, Field(description="How long to wait for the decision (default: the bottle's limit).", ge=0)] = None,
+        host: Annotated[
+            str,
+            Field(
+                description="Host name to reach, e.g. api.example.com ('*.example.com' for its subdomains). No scheme, port or path.",
+                max_length=300,
+            ),
+        ],
+        reason: Annotated[
+            str,
+            Field(
+                description="Why you need it, in a sentence or two; the operator reads this.",
+                max_length=inbox.MAX_REASON,
+            ),
+        ],
+        ports: Annotated[
+            list[int] | None, Field(description="Ports; default [80, 443].", max_length=inbox.MAX_ITEMS)
+        ] = None,
+        methods: Annotated[
+            list[str] | None,
+            Field(
+                description='HTTP methods, e.g. ["GET"]; default any. Ask for the fewest you need.',
+                max_length=inbox.MAX_ITEMS,
+            ),
+        ] = None,
+        paths: Annotated[
+            list[str] | None,
+            Field(
+                description="Path globs starting with '/', e.g. [\"/v1/models/*\"]; default any.",
+                max_length=inbox.MAX_ITEMS,
+            ),
+        ] = None,
+        wait_seconds: Annotated[
+            int | None, Field(description="How long to wait for the decision (default: the bottle's limit).", ge=0)
+        ] = None,
         ctx: Context = None,  # type: ignore[assignment]  (the SDK passes it)
     ) -> str:
         """Ask the operator to allow HTTP(S) requests to a host the egress proxy blocks. Waits for the decision and returns it: approved (retry now), modified (only the final change is allowed), or rejected (with the operator's note). On timeout the request stays pending: check it with list-my-requests."""
@@ -129,10 +157,26 @@ def build() -> MCPServer:
 
     @mcp.tool(name="request-dlp-exemption")
     async def request_dlp_exemption(
-        route: Annotated[str, Field(description="Host of the route whose requests DLP blocked, e.g. api.example.com.", max_length=300)],
-        rule: Annotated[str, Field(description="Id of the gitleaks rule that matched (from the block message), e.g. generic-api-key.", max_length=100)],
-        reason: Annotated[str, Field(description="Why the matched text is not a secret or must be sent anyway.", max_length=inbox.MAX_REASON)],
-        wait_seconds: Annotated[int | None, Field(description="How long to wait for the decision (default: the bottle's limit).", ge=0)] = None,
+        route: Annotated[
+            str,
+            Field(description="Host of the route whose requests DLP blocked, e.g. api.example.com.", max_length=300),
+        ],
+        rule: Annotated[
+            str,
+            Field(
+                description="Id of the gitleaks rule that matched (from the block message), e.g. generic-api-key.",
+                max_length=100,
+            ),
+        ],
+        reason: Annotated[
+            str,
+            Field(
+                description="Why the matched text is not a secret or must be sent anyway.", max_length=inbox.MAX_REASON
+            ),
+        ],
+        wait_seconds: Annotated[
+            int | None, Field(description="How long to wait for the decision (default: the bottle's limit).", ge=0)
+        ] = None,
         ctx: Context = None,  # type: ignore[assignment]  (the SDK passes it)
     ) -> str:
         """Ask the operator to exempt one DLP rule on one route, when the proxy blocked a request for carrying what looks like a secret. Waits for the decision like request-egress-route."""
@@ -149,8 +193,17 @@ def build() -> MCPServer:
             policy = load_policy(os.path.join(EGRESS_DIR, layout.ROUTES))
         except PolicyError:
             raise ToolError("the routes in force cannot be read right now; try again shortly") from None
-        routes = [{"host": r.host, "ports": list(r.ports), "methods": list(r.methods), "paths": list(r.paths),
-                   "schemes": list(r.schemes), "credentials_injected": r.auth is not None} for r in policy.routes]
+        routes = [
+            {
+                "host": r.host,
+                "ports": list(r.ports),
+                "methods": list(r.methods),
+                "paths": list(r.paths),
+                "schemes": list(r.schemes),
+                "credentials_injected": r.auth is not None,
+            }
+            for r in policy.routes
+        ]
         return json.dumps({"routes": routes, "note": "empty methods/paths mean any"}, indent=2)
 
     @mcp.tool(name="list-my-requests")
@@ -161,9 +214,14 @@ def build() -> MCPServer:
     @mcp.tool(name="report-blocked")
     def report_blocked(
         host: Annotated[str, Field(description="Host of the blocked request.", max_length=300)],
-        why: Annotated[str, Field(description="Why you need it; added to the draft the operator sees.", max_length=inbox.MAX_REASON)],
+        why: Annotated[
+            str,
+            Field(description="Why you need it; added to the draft the operator sees.", max_length=inbox.MAX_REASON),
+        ],
         method: Annotated[str, Field(description="HTTP method of the blocked request.", max_length=10)] = "GET",
-        path: Annotated[str, Field(description="Path of the blocked request, e.g. /simple/requests/.", max_length=inbox.MAX_PATH)] = "/",
+        path: Annotated[
+            str, Field(description="Path of the blocked request, e.g. /simple/requests/.", max_length=inbox.MAX_PATH)
+        ] = "/",
         port: Annotated[int, Field(description="Port of the blocked request.", ge=1, le=65535)] = 443,
     ) -> str:
         """Tell the operator why a request that egress blocked matters, without waiting: it adds your words to the draft egress made of it. Use request-egress-route instead to wait for a decision."""
@@ -180,13 +238,15 @@ def build() -> MCPServer:
 
 
 async def tail_egress(q_: inbox.Queue) -> None:
-    tail = inbox.EgressTail(os.path.join(EGRESS_DIR, layout.REQUESTS_LOG), os.path.join(STATE_DIR, layout.EGRESS_CURSOR))
+    tail = inbox.EgressTail(
+        os.path.join(EGRESS_DIR, layout.REQUESTS_LOG), os.path.join(STATE_DIR, layout.EGRESS_CURSOR)
+    )
     intake = inbox.Intake(q_, tail, os.path.join(EGRESS_DIR, layout.ROUTES))
     while True:
         try:
             if await asyncio.to_thread(intake.step) and os.getpid() != 1:
                 os.kill(1, signal.SIGHUP)  # init forwards it to egress: reload the narrowed policy now
-        except Exception as e:  # noqa: BLE001 - whatever happens, the daemon keeps reading
+        except Exception as e:
             log.warning("supervise: reading egress's log failed: %s", e)
         await asyncio.sleep(TAIL_INTERVAL)
 
@@ -200,7 +260,9 @@ async def mark_ready(host: str, port: int) -> None:
             break
         except OSError:
             await asyncio.sleep(0.05)
-    inbox.atomic_write(ready, json.dumps({"pid": os.getpid(), "host": host, "port": port, "at": inbox.now_iso()}).encode(), mode=0o644)
+    inbox.atomic_write(
+        ready, json.dumps({"pid": os.getpid(), "host": host, "port": port, "at": inbox.now_iso()}).encode(), mode=0o644
+    )
 
 
 def listen_address(name: str) -> str:
@@ -220,8 +282,8 @@ class BoundedH11(H11Protocol):
     limits = SUPERVISE_LIMITS
     # Of the one server in this process: connections waiting for a head, longest first, and
     # those closed here that the loop has not reported lost yet.
-    _waiting: dict["BoundedH11", None] = {}
-    _closing: set["BoundedH11"] = set()
+    _waiting: dict[BoundedH11, None] = {}
+    _closing: set[BoundedH11] = set()
     _head_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
 
@@ -232,7 +294,7 @@ class BoundedH11(H11Protocol):
             victim = next(iter(self._waiting))  # the longest waiting (self when every other is served)
             self._close(victim)
 
-    def _close(self, conn: "BoundedH11") -> None:
+    def _close(self, conn: BoundedH11) -> None:
         BoundedH11._waiting.pop(conn, None)
         BoundedH11._closing.add(conn)
         conn.transport.close()
@@ -282,14 +344,25 @@ class BoundedH11(H11Protocol):
 async def serve_http(mcp: MCPServer, host: str, port: int, security: TransportSecuritySettings) -> None:
     """The SDK's streamable-HTTP app on uvicorn, as ``run_streamable_http_async`` runs it, with the
     bundle's connection limits (BoundedH11)."""
-    app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
-                                  max_request_body_size=256 * 1024, host=host, max_sessions=SUPERVISE_MAX_SESSIONS,
-                                  # the SDK's 30 minutes, longer when a call may wait longer for the operator
-                                  session_idle_timeout=max(1800, TIMEOUT + 60))
+    app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        transport_security=security,
+        max_request_body_size=256 * 1024,
+        host=host,
+        max_sessions=SUPERVISE_MAX_SESSIONS,
+        # the SDK's 30 minutes, longer when a call may wait longer for the operator
+        session_idle_timeout=max(1800, TIMEOUT + 60),
+    )
     # uvicorn's warnings name each bad request the agent sends: noise it could provoke at will.
-    config = uvicorn.Config(app, host=host, port=port, log_level="error", http=BoundedH11,
-                            timeout_keep_alive=int(SUPERVISE_LIMITS.head_timeout),
-                            h11_max_incomplete_event_size=SUPERVISE_LIMITS.max_head)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="error",
+        http=BoundedH11,
+        timeout_keep_alive=int(SUPERVISE_LIMITS.head_timeout),
+        h11_max_incomplete_event_size=SUPERVISE_LIMITS.max_head,
+    )
     await uvicorn.Server(config).serve()
 
 
@@ -326,7 +399,11 @@ def main() -> int:
     except OSError as e:
         print(f"supervise: cannot resolve {args.listen_name!r} to an address to listen on: {e}", file=sys.stderr)
         return 1
-    print(f"supervise: listening on {host}:{args.port} (bottle {SLUG}, decisions time out after {TIMEOUT} s)", file=sys.stderr, flush=True)
+    print(
+        f"supervise: listening on {host}:{args.port} (bottle {SLUG}, decisions time out after {TIMEOUT} s)",
+        file=sys.stderr,
+        flush=True,
+    )
     asyncio.run(main_async(host, args.port))
     return 0
 

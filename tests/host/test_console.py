@@ -444,8 +444,8 @@ async def test_n_runs_the_backends_preflight_before_anything_starts(
     not boot stops at smolvm's preflight (its one line in the log and a notification) before an
     image is looked at or a state folder made. The real smolvm CLI (pinned wheel) answers the
     version check; the probe's answer for this host is the cached one written here."""
-    from bottle_tui.backends.smolvm.smolvm_cli import Smolvm
     from bottle_tui.backends.smolvm.probe import CACHE_ENV, host_key
+    from bottle_tui.backends.smolvm.smolvm_cli import Smolvm
     from tests.support.manifests import AGENT, BOTTLE
 
     try:

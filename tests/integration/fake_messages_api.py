@@ -13,24 +13,51 @@ SEEN: list = []
 
 
 def events(model: str):
-    msg = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-           "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 0}}
+    msg = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 0},
+    }
     yield "message_start", {"type": "message_start", "message": msg}
-    yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-    yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": REPLY}}
+    yield (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    )
+    yield (
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": REPLY}},
+    )
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
-    yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 1}}
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 1},
+        },
+    )
     yield "message_stop", {"type": "message_stop"}
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         model = body.get("model", "claude-fake")
-        SEEN.append({"path": self.path, "tools": [t.get("type") for t in body.get("tools") or []],
-                     "mcp_servers": bool(body.get("mcp_servers")), "beta": self.headers.get("anthropic-beta")})
+        SEEN.append(
+            {
+                "path": self.path,
+                "tools": [t.get("type") for t in body.get("tools") or []],
+                "mcp_servers": bool(body.get("mcp_servers")),
+                "beta": self.headers.get("anthropic-beta"),
+            }
+        )
         if "count_tokens" in self.path:
             return self._json({"input_tokens": 1})
         if body.get("stream"):
@@ -43,16 +70,25 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.close_connection = True
             return
-        self._json({"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn", "stop_sequence": None,
-                    "usage": {"input_tokens": 1, "output_tokens": 1}})
+        self._json(
+            {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": REPLY}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 1, "output_tokens": 1},
+            }
+        )
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path == "/fake/seen":
             return self._json(SEEN)
         self._json({"data": [], "has_more": False})
 
-    def do_HEAD(self):  # noqa: N802
+    def do_HEAD(self):
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()

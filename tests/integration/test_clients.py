@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from .fake_internet.services import PROBE, PROBE_MESSAGE
 from tests.support.bottles import ALLOWED, ANTHROPIC, BLOCKED, NPM, PYPI, SECRET, Bottle
+
+from .fake_internet.services import PROBE, PROBE_MESSAGE
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +52,14 @@ def test_python_urllib_over_tls(bottle: Bottle) -> None:
 
 
 INSTALLS = {
-    "pip": (f"python3 -m venv /tmp/pipvenv && /tmp/pipvenv/bin/pip install --disable-pip-version-check --no-cache-dir "
-            f"-q --index-url https://{PYPI}/simple {PROBE} && /tmp/pipvenv/bin/python -c 'import bottle_probe; print(bottle_probe.MESSAGE)'"),
-    "npm": (f"mkdir -p /tmp/npmp && cd /tmp/npmp && npm install --no-audit --no-fund --loglevel=error "
-            f"--registry https://{NPM}/ {PROBE} && node -e 'console.log(require(\"{PROBE}\"))'"),
+    "pip": (
+        f"python3 -m venv /tmp/pipvenv && /tmp/pipvenv/bin/pip install --disable-pip-version-check --no-cache-dir "
+        f"-q --index-url https://{PYPI}/simple {PROBE} && /tmp/pipvenv/bin/python -c 'import bottle_probe; print(bottle_probe.MESSAGE)'"
+    ),
+    "npm": (
+        f"mkdir -p /tmp/npmp && cd /tmp/npmp && npm install --no-audit --no-fund --loglevel=error "
+        f"--registry https://{NPM}/ {PROBE} && node -e 'console.log(require(\"{PROBE}\"))'"
+    ),
 }
 
 
@@ -68,10 +73,14 @@ def test_package_managers_install_from_allowed_indexes(bottle: Bottle, client: s
 def test_claude_p_reaches_the_api_with_the_real_key_injected(bottle: Bottle) -> None:
     # claude holds the placeholder; egress puts the real key into x-api-key; the fake Messages API
     # answers "key-ok" only for the real key's sha256.
-    script = (f"ANTHROPIC_BASE_URL=https://{ANTHROPIC} ANTHROPIC_API_KEY=\"$BOTTLE_TEST_TOKEN\" "
-              "timeout 90 claude -p 'say hi' 2>&1")
+    script = (
+        f'ANTHROPIC_BASE_URL=https://{ANTHROPIC} ANTHROPIC_API_KEY="$BOTTLE_TEST_TOKEN" '
+        "timeout 90 claude -p 'say hi' 2>&1"
+    )
     r = bottle.exec("sh", "-c", script, timeout=120)
     assert "fake-anthropic says key-ok" in r.stdout, r.stdout[-2000:]
     assert SECRET not in r.stdout
     log = [json.loads(line) for line in (bottle.state / "egress" / "requests.jsonl").read_text().splitlines()]
-    assert any(e["host"] == ANTHROPIC and e["decision"] == "allow" and e["path"].startswith("/v1/messages") for e in log)
+    assert any(
+        e["host"] == ANTHROPIC and e["decision"] == "allow" and e["path"].startswith("/v1/messages") for e in log
+    )

@@ -25,8 +25,12 @@ def host_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "0.0.0.0", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "0.0.0.0", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/tmp",
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -50,7 +54,9 @@ def test_agent_cannot_reach_the_host_by_any_gateway(bottle: Bottle, host_server:
     assert addresses, "the engine reported no gateway addresses to try"
     # Control: the sidecars (on the egress network) do reach it, so a refusal below means something.
     egress_gw = gateway(bottle.network("egress"))
-    probe = f"import urllib.request; print(urllib.request.urlopen('http://{egress_gw}:{host_server}/', timeout=5).status)"
+    probe = (
+        f"import urllib.request; print(urllib.request.urlopen('http://{egress_gw}:{host_server}/', timeout=5).status)"
+    )
     ctl = sh("docker", "exec", bottle.sidecars, "python3", "-c", probe, check=False)
     assert ctl.stdout.strip() == "200", f"control failed: the sidecars could not reach the host server: {ctl.stderr}"
     for addr in sorted(addresses):
@@ -98,7 +104,9 @@ def test_host_not_on_the_list_gets_403_marker_and_is_logged(bottle: Bottle) -> N
     assert "fake_internet" not in body
     log = bottle.home / "state" / bottle.slug / "egress" / "requests.jsonl"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
-    assert any(e["decision"] == "block" and e["host"] == BLOCKED and e["path"].startswith("/secret-path") for e in entries)
+    assert any(
+        e["decision"] == "block" and e["host"] == BLOCKED and e["path"].startswith("/secret-path") for e in entries
+    )
 
 
 def test_allowed_host_on_another_port_is_blocked(bottle: Bottle) -> None:
@@ -113,8 +121,10 @@ def test_credential_is_injected_and_never_reaches_the_agent(bottle: Bottle) -> N
     r = bottle.exec(*CURL, "-i", "-H", f"X-Api-Key: {env}", f"https://{AUTHED}/v1/thing")
     assert r.returncode == 0, r.stderr
     assert SECRET not in r.stdout, "egress handed the real credential back to the agent"
-    body = json.loads(r.stdout[r.stdout.index("{"):])
-    assert body["x_api_key_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest(), "upstream did not get the real credential"
+    body = json.loads(r.stdout[r.stdout.index("{") :])
+    assert body["x_api_key_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest(), (
+        "upstream did not get the real credential"
+    )
 
 
 def test_claude_runs_as_non_root_user(bottle: Bottle) -> None:
@@ -159,7 +169,15 @@ def test_fronting_inside_a_tunnel_is_blocked_and_logged_as_the_host_it_named(bot
     token = bottle.exec("printenv", "BOTTLE_TEST_TOKEN").stdout.strip()
     # Inside the CONNECT tunnel to the authed host, the request line names another host (over
     # HTTP/2 curl puts the absolute URL in :path).
-    code, body = curl(bottle, http, "-H", f"X-Api-Key: {token}", "--request-target", f"http://{BLOCKED}/v1/x", f"https://{AUTHED}/v1/x")
+    code, body = curl(
+        bottle,
+        http,
+        "-H",
+        f"X-Api-Key: {token}",
+        "--request-target",
+        f"http://{BLOCKED}/v1/x",
+        f"https://{AUTHED}/v1/x",
+    )
     assert code == "403" and "fake_internet" not in body, body
     last = decisions(bottle)[-1]
     assert last["decision"] == "block" and last["host"] == BLOCKED and "fronting" in last["reason"], last
@@ -179,8 +197,17 @@ def test_host_header_with_another_port_is_blocked(bottle: Bottle) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/..;/admin", "/v1/x;jsessionid=1", "/v1/%252e%252e/admin", "/v1/%2e%2e/admin", "/v1/..%5cadmin",
-     "/v1/%5c..%5cadmin", "/v1%2fadmin", "/v1/%252f..", "/v1/../admin"],
+    [
+        "/v1/..;/admin",
+        "/v1/x;jsessionid=1",
+        "/v1/%252e%252e/admin",
+        "/v1/%2e%2e/admin",
+        "/v1/..%5cadmin",
+        "/v1/%5c..%5cadmin",
+        "/v1%2fadmin",
+        "/v1/%252f..",
+        "/v1/../admin",
+    ],
 )
 def test_path_tricks_are_blocked(bottle: Bottle, path: str) -> None:
     code, body = curl(bottle, "--path-as-is", f"https://{LIMITED}{path}")
@@ -220,7 +247,9 @@ def test_a_100_mib_post_to_a_blocked_host_is_refused_without_growing_egress(bott
             code, body = curl(bottle, "--data-binary", "@/tmp/big", url, timeout=120)
             assert code in ("403", "502") and "egress: blocked POST" in body, (url, code, body[:300])
         # Unknown length (chunked) too.
-        code, body = curl(bottle, "-T", "/tmp/big", "-H", "Transfer-Encoding: chunked", "-X", "POST", f"http://{BLOCKED}/upload")
+        code, body = curl(
+            bottle, "-T", "/tmp/big", "-H", "Transfer-Encoding: chunked", "-X", "POST", f"http://{BLOCKED}/upload"
+        )
         assert "egress: blocked POST" in body, (code, body[:300])
     finally:
         done.set()
@@ -251,9 +280,25 @@ def test_every_byte_of_an_upload_arrives_streamed_or_buffered(bottle: Bottle, ht
 
 
 def test_headers_meant_for_the_proxy_stop_at_egress(bottle: Bottle) -> None:
-    proxy_headers = ["-H", "Proxy-Authorization: Basic dXNlcjpwYXNz", "-H", "Proxy-Connection: keep-alive",
-                     "-H", "Keep-Alive: timeout=5", "-H", "Connection: X-Hop", "-H", "X-Hop: 1", "-H", "X-Kept: 1"]
-    for http, url in (("--http1.1", f"http://{ALLOWED}/hop"), ("--http1.1", f"https://{ALLOWED}/hop"), ("--http2", f"https://{ALLOWED}/hop")):
+    proxy_headers = [
+        "-H",
+        "Proxy-Authorization: Basic dXNlcjpwYXNz",
+        "-H",
+        "Proxy-Connection: keep-alive",
+        "-H",
+        "Keep-Alive: timeout=5",
+        "-H",
+        "Connection: X-Hop",
+        "-H",
+        "X-Hop: 1",
+        "-H",
+        "X-Kept: 1",
+    ]
+    for http, url in (
+        ("--http1.1", f"http://{ALLOWED}/hop"),
+        ("--http1.1", f"https://{ALLOWED}/hop"),
+        ("--http2", f"https://{ALLOWED}/hop"),
+    ):
         r = bottle.exec(*CURL, http, *proxy_headers, "--proxy-header", "Proxy-Authorization: Basic dXNlcjpwYXNz", url)
         got = set(json.loads(r.stdout)["headers"])
         assert "x-kept" in got, got

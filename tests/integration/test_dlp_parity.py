@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bottles import sh
 from tests.support.dlp_corpus import generate
 from tests.support.sidecars import egress_module
-
-from tests.support.bottles import sh
 
 pytestmark = pytest.mark.integration
 
@@ -41,21 +40,51 @@ def image_rules(built_images: dict[str, str], tmp_path_factory: pytest.TempPathF
 
 
 def _gitleaks(image: str, corpus: Path, report: Path) -> set[tuple[str, str, int, str]]:
-    sh("docker", "run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
-       "-v", f"{corpus}:/scan:ro", "-v", f"{report.parent}:/out", "--entrypoint", "gitleaks", image,
-       "dir", "/scan", "--no-banner", "--max-decode-depth", "5", "--exit-code", "0",
-       "--report-format", "json", "--report-path", f"/out/{report.name}", "--log-level", "error", timeout=900)
+    sh(
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        f"{os.getuid()}:{os.getgid()}",
+        "-v",
+        f"{corpus}:/scan:ro",
+        "-v",
+        f"{report.parent}:/out",
+        "--entrypoint",
+        "gitleaks",
+        image,
+        "dir",
+        "/scan",
+        "--no-banner",
+        "--max-decode-depth",
+        "5",
+        "--exit-code",
+        "0",
+        "--report-format",
+        "json",
+        "--report-path",
+        f"/out/{report.name}",
+        "--log-level",
+        "error",
+        timeout=900,
+    )
     return {(Path(f["File"]).name, f["RuleID"], f["StartLine"], f["Secret"]) for f in json.loads(report.read_text())}
 
 
 def _findings(scanner, texts) -> set[tuple[str, str, int, str]]:
-    return {(name, f.rule_id, f.line, f.secret.decode("utf-8", "replace"))
-            for name, text in texts for f in scanner.scan(text.encode())}
+    return {
+        (name, f.rule_id, f.line, f.secret.decode("utf-8", "replace"))
+        for name, text in texts
+        for f in scanner.scan(text.encode())
+    }
 
 
 def _scanner(dlp, rules_path: Path, deviations, db_dir: Path):
-    return dlp.Scanner.load(rules_path, db_path=db_dir / ("db-" + ("-".join(sorted(deviations)) or "none")),
-                            deviations=deviations)
+    return dlp.Scanner.load(
+        rules_path, db_path=db_dir / ("db-" + ("-".join(sorted(deviations)) or "none")), deviations=deviations
+    )
 
 
 def test_engine_matches_gitleaks_binary(built_images: dict[str, str], image_rules: Path, tmp_path: Path) -> None:
@@ -81,12 +110,18 @@ def test_engine_matches_gitleaks_binary(built_images: dict[str, str], image_rule
     by_name = dict(texts)
     missed = sorted(theirs - compat)
     extra = sorted(compat - theirs)
-    diff = [f"  gitleaks only: {n} {rule} line {line} secret {secret!r}\n    text: {by_name[n]!r}"
-            for n, rule, line, secret in missed[:15]]
-    diff += [f"  engine only:   {n} {rule} line {line} secret {secret!r}\n    text: {by_name[n]!r}"
-             for n, rule, line, secret in extra[:15]]
-    assert not diff, (f"{len(missed)} findings only gitleaks made, {len(extra)} only the engine made "
-                      f"(of {len(theirs)} by gitleaks over {len(texts)} texts):\n" + "\n".join(diff))
+    diff = [
+        f"  gitleaks only: {n} {rule} line {line} secret {secret!r}\n    text: {by_name[n]!r}"
+        for n, rule, line, secret in missed[:15]
+    ]
+    diff += [
+        f"  engine only:   {n} {rule} line {line} secret {secret!r}\n    text: {by_name[n]!r}"
+        for n, rule, line, secret in extra[:15]
+    ]
+    assert not diff, (
+        f"{len(missed)} findings only gitleaks made, {len(extra)} only the engine made "
+        f"(of {len(theirs)} by gitleaks over {len(texts)} texts):\n" + "\n".join(diff)
+    )
     # the corpus exercises the rules: many rules fire, and decoded secrets are among them
     assert len({f[1] for f in theirs}) >= 40
     assert len(theirs) >= 1000
@@ -97,16 +132,23 @@ def test_engine_matches_gitleaks_binary(built_images: dict[str, str], image_rule
     ours = _findings(dlp.Scanner(rules, *loaded), texts)
     for n, rule, line, secret in theirs - ours:
         # ... but a generic finding gives way to a specific one on its line (gitleaks' own dedupe)
-        assert "generic" in rule and any(o[0] == n and o[2] == line and secret in o[3] for o in ours), \
-            (n, rule, line, secret, by_name[n])
+        assert "generic" in rule and any(o[0] == n and o[2] == line and secret in o[3] for o in ours), (
+            n,
+            rule,
+            line,
+            secret,
+            by_name[n],
+        )
     # ... and each extra comes from one named deviation
     extra = ours - theirs
     single = {d: _findings(_scanner(dlp, image_rules, (d,), tmp_path), texts) for d in dlp.DEVIATIONS}
     unexplained = [f for f in extra if not any(f in found for found in single.values())]
     assert not unexplained, unexplained[:10]
-    print(f"parity: {len(texts)} texts, {len(theirs)} findings, {len({f[1] for f in theirs})} rules, "
-          f"no difference without deviations; with them {len(extra)} more: " +
-          ", ".join(f"{d} {len(single[d] - theirs)}" for d in dlp.DEVIATIONS))
+    print(
+        f"parity: {len(texts)} texts, {len(theirs)} findings, {len({f[1] for f in theirs})} rules, "
+        f"no difference without deviations; with them {len(extra)} more: "
+        + ", ".join(f"{d} {len(single[d] - theirs)}" for d in dlp.DEVIATIONS)
+    )
 
 
 def test_agent_placeholders_and_a_real_token_in_headers(image_rules: Path) -> None:
@@ -116,9 +158,12 @@ def test_agent_placeholders_and_a_real_token_in_headers(image_rules: Path) -> No
     dlp, dr = egress_module("dlp"), egress_module("dlp.request")
     rs = dr.RequestScanner(dlp.Scanner.load(image_rules))
     basic = base64.b64encode(b"x-access-token:bottle-placeholder-GH_TOKEN").decode()
-    headers = [("x-api-key", "bottle-placeholder-ANTHROPIC_API_KEY"),
-               ("Authorization", "Bearer bottle-placeholder-GITHUB_TOKEN"),
-               ("Proxy-Authorization", f"Basic {basic}"), ("anthropic-version", "2023-06-01")]
+    headers = [
+        ("x-api-key", "bottle-placeholder-ANTHROPIC_API_KEY"),
+        ("Authorization", "Bearer bottle-placeholder-GITHUB_TOKEN"),
+        ("Proxy-Authorization", f"Basic {basic}"),
+        ("anthropic-version", "2023-06-01"),
+    ]
     assert not rs.scan_head("/v1/messages?beta=true", headers).blocked
     token = "ghp_" + "Zr8QwE2tY6uI0oP4aS8dF2gH6jK0lZ4xC8vB"
     v = rs.scan_head("/v1/messages", headers + [("Authorization", f"Bearer {token}")])

@@ -6,20 +6,24 @@ from __future__ import annotations
 import pytest
 
 from bottle_tui import escape_suite as selftest
-
 from tests.support.bottles import ALLOWED, AUTHED, BLOCKED, SECRET, Bottle, cli, labelled, sh
 
 pytestmark = pytest.mark.integration
 
 
 def test_every_attack_is_blocked_and_every_control_passes(bottle: Bottle) -> None:
-    targets = selftest.Targets(allowed=ALLOWED, blocked=BLOCKED, direct_ip=bottle.fake_ip,
-                               authed=AUTHED, placeholder_env="BOTTLE_TEST_TOKEN")
+    targets = selftest.Targets(
+        allowed=ALLOWED, blocked=BLOCKED, direct_ip=bottle.fake_ip, authed=AUTHED, placeholder_env="BOTTLE_TEST_TOKEN"
+    )
     attacks = selftest.build_suite(targets)
     assert sum(a.expect != "control" for a in attacks) >= 30
     run = sh("docker", "exec", bottle.agent, "bash", "-c", selftest.suite_script(attacks), check=False, timeout=600)
-    outcomes = selftest.judge_all(attacks, run.stdout, real_secrets={"BOTTLE_TEST_TOKEN": SECRET},
-                                  log=selftest.read_log(bottle.state / "egress" / "requests.jsonl"))
+    outcomes = selftest.judge_all(
+        attacks,
+        run.stdout,
+        real_secrets={"BOTTLE_TEST_TOKEN": SECRET},
+        log=selftest.read_log(bottle.state / "egress" / "requests.jsonl"),
+    )
     report = selftest.report(outcomes)
     print(report)
     bad = [o.line() for o in outcomes if not o.ok]

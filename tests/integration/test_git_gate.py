@@ -17,10 +17,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bottles import (
+    GIT_HOST,
+    GIT_PORT,
+    GIT_ROOT,
+    SECRET,
+    Bottle,
+    connect_fake_internet,
+    make_fake_git_cert,
+    sh,
+    start_bottle,
+    start_fake_git_host,
+    stop_bottle,
+    write_home,
+)
 from tests.support.waiting import wait_for
-
-from tests.support.bottles import (GIT_HOST, GIT_PORT, GIT_ROOT, SECRET, Bottle, connect_fake_internet, make_fake_git_cert, sh,
-                      start_bottle, start_fake_git_host, stop_bottle, write_home)
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +84,7 @@ def _random(alphabet: str, n: int) -> str:
 
 def _private_key() -> str:
     body = base64.b64encode(secrets.token_bytes(300)).decode()
-    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     return "\n".join(["-----BEGIN RSA PRIVATE KEY-----", *lines, "-----END RSA PRIVATE KEY-----"])
 
 
@@ -118,7 +129,9 @@ def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str,
         b = start_bottle(home, "gitter")
     try:
         b.fake_ip = connect_fake_internet(b, upstream, (GIT_HOST,))
-        agent_sh(b, "git config --global user.name agent && git config --global user.email agent@bottle.test", check=True)
+        agent_sh(
+            b, "git config --global user.name agent && git config --global user.email agent@bottle.test", check=True
+        )
         yield b
     finally:
         stop_bottle(b, upstream)
@@ -126,20 +139,44 @@ def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str,
 
 def agent_sh(bottle: Bottle, script: str, *args: str, check: bool = False, timeout: float = 120):
     """A shell script as the agent, in its work folder; stderr folded into stdout (git's remote: lines)."""
-    result = sh("docker", "exec", bottle.agent, "sh", "-c", "{ " + script + "\n} 2>&1", "agent-sh", *args, check=False, timeout=timeout)
+    result = sh(
+        "docker",
+        "exec",
+        bottle.agent,
+        "sh",
+        "-c",
+        "{ " + script + "\n} 2>&1",
+        "agent-sh",
+        *args,
+        check=False,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"agent script failed ({result.returncode}): {script}\n{result.stdout[-2000:]}")
     return result
 
 
 def upstream_rev(fake: str, ref: str) -> str | None:
-    out = sh("docker", "exec", fake, "git", "--git-dir", UPSTREAM_REPO, "rev-parse", "--verify", "--quiet", ref, check=False)
+    out = sh(
+        "docker", "exec", fake, "git", "--git-dir", UPSTREAM_REPO, "rev-parse", "--verify", "--quiet", ref, check=False
+    )
     return out.stdout.strip() or None
 
 
 def mirror_rev(bottle: Bottle, ref: str) -> str | None:
-    out = sh("docker", "exec", bottle.sidecars, "git", "--git-dir", "/state/git-gate/mirror/repo.git",
-             "rev-parse", "--verify", "--quiet", ref, check=False)
+    out = sh(
+        "docker",
+        "exec",
+        bottle.sidecars,
+        "git",
+        "--git-dir",
+        "/state/git-gate/mirror/repo.git",
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        ref,
+        check=False,
+    )
     return out.stdout.strip() or None
 
 
@@ -150,8 +187,15 @@ def decisions(bottle: Bottle) -> list[dict]:
 
 def commit_on_new_branch(bottle: Bottle, branch: str, name: str, text: str) -> str:
     """A branch off origin/main with one commit adding ``name``; returns the commit id."""
-    agent_sh(bottle, 'git fetch -q origin && git checkout -q -B "$1" origin/main && printf "%s" "$3" > "$2" '
-                     '&& git add "$2" && git commit -qm "add $2"', branch, name, text, check=True)
+    agent_sh(
+        bottle,
+        'git fetch -q origin && git checkout -q -B "$1" origin/main && printf "%s" "$3" > "$2" '
+        '&& git add "$2" && git commit -qm "add $2"',
+        branch,
+        name,
+        text,
+        check=True,
+    )
     return agent_sh(bottle, "git rev-parse HEAD", check=True).stdout.strip()
 
 
@@ -162,10 +206,20 @@ def test_checkout_has_the_gate_as_origin_and_fetch_sees_upstream(git_bottle: Bot
     agent_sh(git_bottle, "git pull -q origin main", check=True)
     assert agent_sh(git_bottle, "git log -1 --format=%s", check=True).stdout.strip() == "upstream: first commit"
     # Upstream moves on its own; the agent's next fetch sees it (the gate refreshes first).
-    sh("docker", "exec", upstream, "sh", "-c", f"cd /tmp/seed && echo more >> README.md && git -c user.name=op "
-       f"-c user.email=op@example.test commit -qam 'upstream: second commit' && git push -q {UPSTREAM_REPO} main")
+    sh(
+        "docker",
+        "exec",
+        upstream,
+        "sh",
+        "-c",
+        f"cd /tmp/seed && echo more >> README.md && git -c user.name=op "
+        f"-c user.email=op@example.test commit -qam 'upstream: second commit' && git push -q {UPSTREAM_REPO} main",
+    )
     agent_sh(git_bottle, "git fetch -q origin", check=True)
-    assert agent_sh(git_bottle, "git log -1 --format=%s origin/main", check=True).stdout.strip() == "upstream: second commit"
+    assert (
+        agent_sh(git_bottle, "git log -1 --format=%s origin/main", check=True).stdout.strip()
+        == "upstream: second commit"
+    )
     clone = agent_sh(git_bottle, f"git clone -q {ORIGIN} /tmp/fresh && git -C /tmp/fresh log -1 --format=%s")
     assert clone.returncode == 0 and clone.stdout.strip() == "upstream: second commit", clone.stdout
 
@@ -177,14 +231,22 @@ def test_clean_push_arrives_upstream(git_bottle: Bottle, upstream: str) -> None:
     assert "remote: git-gate: scanned clean and pushed upstream" in out.stdout
     assert upstream_rev(upstream, "refs/heads/feature/clean") == head
     # An update (old..new) goes the same way.
-    agent_sh(git_bottle, "echo 'print(2)' >> hello.py && git commit -qam more && git push -q origin feature/clean", check=True)
-    assert upstream_rev(upstream, "refs/heads/feature/clean") == agent_sh(git_bottle, "git rev-parse HEAD").stdout.strip()
+    agent_sh(
+        git_bottle,
+        "echo 'print(2)' >> hello.py && git commit -qam more && git push -q origin feature/clean",
+        check=True,
+    )
+    assert (
+        upstream_rev(upstream, "refs/heads/feature/clean") == agent_sh(git_bottle, "git rev-parse HEAD").stdout.strip()
+    )
     last = decisions(git_bottle)[-1]
     assert last["decision"] == "accepted" and last["refs"][0]["ref"] == "refs/heads/feature/clean"
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_push_with_a_secret_is_rejected_and_never_reaches_upstream(git_bottle: Bottle, upstream: str, shape: str) -> None:
+def test_push_with_a_secret_is_rejected_and_never_reaches_upstream(
+    git_bottle: Bottle, upstream: str, shape: str
+) -> None:
     rule, text, secret = SHAPES[shape]
     branch = f"leak/{shape}"
     commit = commit_on_new_branch(git_bottle, branch, f"{shape}.txt", text)
@@ -208,8 +270,13 @@ def test_a_secret_removed_again_still_blocks_the_push(git_bottle: Bottle, upstre
     agent_sh(git_bottle, "git push -q origin feature/undo", check=True)
     before = upstream_rev(upstream, "refs/heads/feature/undo")
     _, text, _ = SHAPES["github"]
-    agent_sh(git_bottle, 'printf "%s" "$1" > cfg.sh && git add cfg.sh && git commit -qm leak && git rm -q cfg.sh '
-                         '&& git commit -qm "remove it again"', text, check=True)
+    agent_sh(
+        git_bottle,
+        'printf "%s" "$1" > cfg.sh && git add cfg.sh && git commit -qm leak && git rm -q cfg.sh '
+        '&& git commit -qm "remove it again"',
+        text,
+        check=True,
+    )
     out = agent_sh(git_bottle, "git push origin feature/undo")
     assert out.returncode != 0 and "github-pat in cfg.sh line 1" in out.stdout, out.stdout
     assert upstream_rev(upstream, "refs/heads/feature/undo") == before
@@ -222,7 +289,9 @@ def test_secrets_in_commit_and_tag_messages_are_found_too(git_bottle: Bottle, up
     out = agent_sh(git_bottle, "git push origin feature/message")
     assert out.returncode != 0 and "slack-bot-token in commit message line 3" in out.stdout, out.stdout
     assert token not in out.stdout and upstream_rev(upstream, "refs/heads/feature/message") is None
-    agent_sh(git_bottle, 'git commit -q --amend -m "deploy notes" && git tag -a -m "slack: $1" v-leaky', token, check=True)
+    agent_sh(
+        git_bottle, 'git commit -q --amend -m "deploy notes" && git tag -a -m "slack: $1" v-leaky', token, check=True
+    )
     out = agent_sh(git_bottle, "git push origin v-leaky")
     assert out.returncode != 0 and "slack-bot-token in tag message" in out.stdout, out.stdout
     assert upstream_rev(upstream, "refs/tags/v-leaky") is None
@@ -235,8 +304,17 @@ def token() -> str:
 
 def upstream_holds(fake: str, text: str) -> bool:
     """Whether any object of the upstream repository holds ``text`` (the red team's test of a leak)."""
-    out = sh("docker", "exec", fake, "sh", "-c", f"git --git-dir {UPSTREAM_REPO} cat-file --batch-all-objects --batch | grep -c -a -F -- \"$1\"",
-             "sh", text, check=False)
+    out = sh(
+        "docker",
+        "exec",
+        fake,
+        "sh",
+        "-c",
+        f'git --git-dir {UPSTREAM_REPO} cat-file --batch-all-objects --batch | grep -c -a -F -- "$1"',
+        "sh",
+        text,
+        check=False,
+    )
     return out.stdout.strip() not in ("", "0")
 
 
@@ -246,17 +324,51 @@ def upstream_holds(fake: str, text: str) -> bool:
 # and submodule URLs were held before and stay held.
 _COMMIT = 'printf "tree %s\\nparent %s\\nauthor a <a@b.test> 1 +0000\\ncommitter a <a@b.test> 1 +0000\\n" "$(git write-tree)" "$(git rev-parse HEAD)"'
 LEAK_TRICKS = {
-    "nul-byte-blob": ('printf "bin\\000T=%s\\n" "$1" > data.bin && git add data.bin && git commit -qm data', "HEAD", "data.bin line 1"),
-    "author": ('echo a > a.txt && git add a.txt && GIT_AUTHOR_NAME="ci $1" git commit -qm author', "HEAD", "commit header line 3"),
-    "committer": ('echo c > c.txt && git add c.txt && GIT_COMMITTER_EMAIL="$1@ci.test" git commit -qm committer', "HEAD", "commit header line 4"),
-    "extra-header": ('c=$({ ' + _COMMIT + '; printf "x-note %s\\n\\nhand-made\\n" "$1"; } | git hash-object -t commit -w --stdin) && git reset -q --hard $c',
-                     "HEAD", "commit header line 5"),
-    "encoding-header": ('c=$({ ' + _COMMIT + '; printf "encoding IBM037\\n\\nrelease %s\\n" "$1"; } | git hash-object -t commit -w --stdin) && git reset -q --hard $c',
-                        "HEAD", "commit message line 1"),
-    "record-separator-in-message": ('echo r > r.txt && git add r.txt && git commit -qm "$(printf "one\\036two %s" "$1")"', "HEAD", "commit message line 1"),
-    "symlink-target": ('ln -s "/srv/$1" link && git add link && git commit -qm link', "HEAD", "link (symlink target) line 1"),
-    "submodule-url": ('printf "[submodule \\"s\\"]\\n\\tpath = s\\n\\turl = https://ci:%s@git.example.test/s.git\\n" "$1" > .gitmodules '
-                      '&& git add .gitmodules && git commit -qm submodule', "HEAD", ".gitmodules line 3"),
+    "nul-byte-blob": (
+        'printf "bin\\000T=%s\\n" "$1" > data.bin && git add data.bin && git commit -qm data',
+        "HEAD",
+        "data.bin line 1",
+    ),
+    "author": (
+        'echo a > a.txt && git add a.txt && GIT_AUTHOR_NAME="ci $1" git commit -qm author',
+        "HEAD",
+        "commit header line 3",
+    ),
+    "committer": (
+        'echo c > c.txt && git add c.txt && GIT_COMMITTER_EMAIL="$1@ci.test" git commit -qm committer',
+        "HEAD",
+        "commit header line 4",
+    ),
+    "extra-header": (
+        "c=$({ "
+        + _COMMIT
+        + '; printf "x-note %s\\n\\nhand-made\\n" "$1"; } | git hash-object -t commit -w --stdin) && git reset -q --hard $c',
+        "HEAD",
+        "commit header line 5",
+    ),
+    "encoding-header": (
+        "c=$({ "
+        + _COMMIT
+        + '; printf "encoding IBM037\\n\\nrelease %s\\n" "$1"; } | git hash-object -t commit -w --stdin) && git reset -q --hard $c',
+        "HEAD",
+        "commit message line 1",
+    ),
+    "record-separator-in-message": (
+        'echo r > r.txt && git add r.txt && git commit -qm "$(printf "one\\036two %s" "$1")"',
+        "HEAD",
+        "commit message line 1",
+    ),
+    "symlink-target": (
+        'ln -s "/srv/$1" link && git add link && git commit -qm link',
+        "HEAD",
+        "link (symlink target) line 1",
+    ),
+    "submodule-url": (
+        'printf "[submodule \\"s\\"]\\n\\tpath = s\\n\\turl = https://ci:%s@git.example.test/s.git\\n" "$1" > .gitmodules '
+        "&& git add .gitmodules && git commit -qm submodule",
+        "HEAD",
+        ".gitmodules line 3",
+    ),
 }
 
 
@@ -264,7 +376,9 @@ LEAK_TRICKS = {
 def test_every_byte_of_a_pushed_commit_is_scanned(git_bottle: Bottle, upstream: str, trick: str) -> None:
     setup, what, where = LEAK_TRICKS[trick]
     secret, branch = token(), f"trick/{trick}"
-    agent_sh(git_bottle, f'git fetch -q origin && git checkout -q -B "{branch}" origin/main && {setup}', secret, check=True)
+    agent_sh(
+        git_bottle, f'git fetch -q origin && git checkout -q -B "{branch}" origin/main && {setup}', secret, check=True
+    )
     out = agent_sh(git_bottle, f"git push origin {what}:refs/heads/{branch}")
     assert out.returncode != 0 and f"github-pat in {where}" in out.stdout, out.stdout
     assert secret not in out.stdout and upstream_rev(upstream, f"refs/heads/{branch}") is None
@@ -276,8 +390,12 @@ def test_paths_gitleaks_allowlists_are_scanned_all_the_same(git_bottle: Bottle, 
     paths = ("notes.png", "node_modules/left-pad/index.js", "package-lock.json", "conf/gitleaks.toml")
     secrets_ = [token() for _ in paths]
     script = " && ".join(f'mkdir -p "$(dirname {p})" && printf "T=%s\\n" "${i + 1}" > {p}' for i, p in enumerate(paths))
-    agent_sh(git_bottle, f"git fetch -q origin && git checkout -q -B trick/paths origin/main && {script} && git add -A && git commit -qm paths",
-             *secrets_, check=True)
+    agent_sh(
+        git_bottle,
+        f"git fetch -q origin && git checkout -q -B trick/paths origin/main && {script} && git add -A && git commit -qm paths",
+        *secrets_,
+        check=True,
+    )
     out = agent_sh(git_bottle, "git push origin HEAD:refs/heads/trick/paths")
     assert out.returncode != 0 and "gitleaks found 4 secrets" in out.stdout, out.stdout
     for p in paths:
@@ -288,11 +406,23 @@ def test_paths_gitleaks_allowlists_are_scanned_all_the_same(git_bottle: Bottle, 
 # Objects no pushed commit reaches: (setup script with the token as $1 that leaves the ref to push in $REF's
 # place, the refspec, what the gate must say).
 OBJECT_TRICKS = {
-    "blob-via-lightweight-tag": ('b=$(printf "T=%s\\n" "$1" | git hash-object -w --stdin) && git tag -f t-blob $b', "t-blob", "a blob no tree names line 1 (blob "),
-    "annotated-tag-of-a-tree": ('b=$(printf "T=%s\\n" "$1" | git hash-object -w --stdin) && t=$(printf "100644 blob %s\\tkey.txt\\n" $b | git mktree) '
-                                '&& git tag -f -a -m "a tree" t-tree $t', "t-tree", "key.txt line 1 (blob "),
-    "nested-annotated-tags": ('git -c advice.nestedTag=false tag -f -a -m "inner $1" t-inner origin/main && git -c advice.nestedTag=false tag -f -a -m outer t-outer t-inner '
-                              '&& git tag -d t-inner >/dev/null', "t-outer", "tag message line 1 (tag "),
+    "blob-via-lightweight-tag": (
+        'b=$(printf "T=%s\\n" "$1" | git hash-object -w --stdin) && git tag -f t-blob $b',
+        "t-blob",
+        "a blob no tree names line 1 (blob ",
+    ),
+    "annotated-tag-of-a-tree": (
+        'b=$(printf "T=%s\\n" "$1" | git hash-object -w --stdin) && t=$(printf "100644 blob %s\\tkey.txt\\n" $b | git mktree) '
+        '&& git tag -f -a -m "a tree" t-tree $t',
+        "t-tree",
+        "key.txt line 1 (blob ",
+    ),
+    "nested-annotated-tags": (
+        'git -c advice.nestedTag=false tag -f -a -m "inner $1" t-inner origin/main && git -c advice.nestedTag=false tag -f -a -m outer t-outer t-inner '
+        "&& git tag -d t-inner >/dev/null",
+        "t-outer",
+        "tag message line 1 (tag ",
+    ),
 }
 
 
@@ -311,13 +441,26 @@ def test_a_clean_ref_beside_a_leaky_one_goes_nowhere_either(git_bottle: Bottle, 
     commit_on_new_branch(git_bottle, "pair/clean", "fine.txt", "fine\n")
     commit_on_new_branch(git_bottle, "pair/leaky", "leak.txt", f"T={secret}\n")
     out = agent_sh(git_bottle, "git push origin pair/clean pair/leaky")
-    assert out.returncode != 0 and "push of refs/heads/pair/clean, refs/heads/pair/leaky rejected" in out.stdout, out.stdout
-    assert upstream_rev(upstream, "refs/heads/pair/clean") is None and upstream_rev(upstream, "refs/heads/pair/leaky") is None
+    assert out.returncode != 0 and "push of refs/heads/pair/clean, refs/heads/pair/leaky rejected" in out.stdout, (
+        out.stdout
+    )
+    assert (
+        upstream_rev(upstream, "refs/heads/pair/clean") is None
+        and upstream_rev(upstream, "refs/heads/pair/leaky") is None
+    )
     assert not upstream_holds(upstream, secret)
 
 
-@pytest.mark.parametrize("refspec", ["HEAD:refs/tags/main", "HEAD:refs/heads/Main", "HEAD:refs/heads/heads/main",
-                                     "HEAD:refs/tags/release/9", "HEAD:refs/heads/HEAD"])
+@pytest.mark.parametrize(
+    "refspec",
+    [
+        "HEAD:refs/tags/main",
+        "HEAD:refs/heads/Main",
+        "HEAD:refs/heads/heads/main",
+        "HEAD:refs/tags/release/9",
+        "HEAD:refs/heads/HEAD",
+    ],
+)
 def test_protected_names_cannot_be_shadowed(git_bottle: Bottle, upstream: str, refspec: str) -> None:
     """A tag main is what `git log main` shows upstream; Main is main on a case-insensitive disk."""
     commit_on_new_branch(git_bottle, "shadow", "s.txt", "shadow\n")
@@ -332,7 +475,11 @@ def test_a_push_of_thousands_of_refs_logs_one_small_line(git_bottle: Bottle, ups
     log = git_bottle.state / "git-gate" / "pushes.jsonl"
     before = log.stat().st_size
     commit_on_new_branch(git_bottle, "many", "m.txt", "many\n")
-    agent_sh(git_bottle, "h=$(git rev-parse HEAD); seq 3000 | sed \"s|.*|create refs/tags/release/bulk-& $h|\" | git update-ref --stdin", check=True)
+    agent_sh(
+        git_bottle,
+        'h=$(git rev-parse HEAD); seq 3000 | sed "s|.*|create refs/tags/release/bulk-& $h|" | git update-ref --stdin',
+        check=True,
+    )
     out = agent_sh(git_bottle, "git push origin 'refs/tags/release/*'", timeout=300)
     assert out.returncode != 0 and "and 2,970 more refs like these" in out.stdout, out.stdout[-2000:]
     last = decisions(git_bottle)[-1]
@@ -346,7 +493,10 @@ def test_force_push_and_delete_of_an_unprotected_branch_go_upstream(git_bottle: 
     agent_sh(git_bottle, "echo 'second draft' > r.txt && git commit -q --amend -am rewritten", check=True)
     out = agent_sh(git_bottle, "git push --force origin feature/rewrite")
     assert out.returncode == 0, out.stdout
-    assert upstream_rev(upstream, "refs/heads/feature/rewrite") == agent_sh(git_bottle, "git rev-parse HEAD").stdout.strip()
+    assert (
+        upstream_rev(upstream, "refs/heads/feature/rewrite")
+        == agent_sh(git_bottle, "git rev-parse HEAD").stdout.strip()
+    )
     out = agent_sh(git_bottle, "git push origin :feature/rewrite")
     assert out.returncode == 0, out.stdout
     assert upstream_rev(upstream, "refs/heads/feature/rewrite") is None
@@ -356,7 +506,9 @@ def test_tags_are_scanned_too(git_bottle: Bottle, upstream: str) -> None:
     _, text, secret = SHAPES["aws"]
     commit_on_new_branch(git_bottle, "tagged", "t.txt", text)
     out = agent_sh(git_bottle, "git tag leaky-tag && git push origin leaky-tag")
-    assert out.returncode != 0 and "push of refs/tags/leaky-tag rejected" in out.stdout and secret not in out.stdout, out.stdout
+    assert out.returncode != 0 and "push of refs/tags/leaky-tag rejected" in out.stdout and secret not in out.stdout, (
+        out.stdout
+    )
     assert upstream_rev(upstream, "refs/tags/leaky-tag") is None
     commit_on_new_branch(git_bottle, "tagged-clean", "t.txt", "nothing to see\n")
     out = agent_sh(git_bottle, "git tag -a -m release v0.1 && git push origin v0.1")
@@ -392,8 +544,12 @@ def test_a_remote_other_than_the_gate_is_unreachable(git_bottle: Bottle, upstrea
     via_proxy = agent_sh(git_bottle, f"git push {UPSTREAM_URL} HEAD:refs/heads/direct", timeout=60)
     assert via_proxy.returncode != 0 and "egress: blocked" in via_proxy.stdout, via_proxy.stdout
     # Around egress: the agent's network has no route out.
-    no_proxy = agent_sh(git_bottle, "env -u HTTPS_PROXY -u https_proxy -u HTTP_PROXY -u http_proxy "
-                                    f"git -c http.sslVerify=false push https://{git_bottle.fake_ip}:{GIT_PORT}/repo.git HEAD:refs/heads/direct", timeout=60)
+    no_proxy = agent_sh(
+        git_bottle,
+        "env -u HTTPS_PROXY -u https_proxy -u HTTP_PROXY -u http_proxy "
+        f"git -c http.sslVerify=false push https://{git_bottle.fake_ip}:{GIT_PORT}/repo.git HEAD:refs/heads/direct",
+        timeout=60,
+    )
     assert no_proxy.returncode != 0 and "Failed to connect" in no_proxy.stdout, no_proxy.stdout
     assert upstream_rev(upstream, "refs/heads/direct") is None
 
@@ -415,29 +571,49 @@ def test_the_credential_is_nowhere_in_the_agent(git_bottle: Bottle) -> None:
 
 
 def test_the_gate_listens_on_the_internal_network_only(git_bottle: Bottle, upstream: str) -> None:
-    nets = json.loads(sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", git_bottle.sidecars).stdout)
+    nets = json.loads(
+        sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", git_bottle.sidecars).stdout
+    )
     outside = nets[git_bottle.network("egress")]["IPAddress"]
     inside = nets[git_bottle.network("internal")]["IPAddress"]
     probe = "import socket,sys\ntry: socket.create_connection((sys.argv[1], 8418), 3); print('open')\nexcept OSError as e: print('closed', e)"
     # The fake internet sits on the egress network: the gate must not answer it there.
     assert sh("docker", "exec", upstream, "python3", "-c", probe, outside).stdout.startswith("closed")
-    assert agent_sh(git_bottle, f"python3 -c \"$1\" {inside}", probe).stdout.startswith("open")
+    assert agent_sh(git_bottle, f'python3 -c "$1" {inside}', probe).stdout.startswith("open")
 
 
-def test_bring_up_clones_the_upstream_into_the_agents_work_folder(tmp_path: Path, built_images: dict[str, str], upstream: str) -> None:
+def test_bring_up_clones_the_upstream_into_the_agents_work_folder(
+    tmp_path: Path, built_images: dict[str, str], upstream: str
+) -> None:
     """With the upstream reachable while the bottle comes up, the agent starts with a checkout."""
     home = git_home(tmp_path / "home")
     env = {**os.environ, "BOTTLE_TEST_TOKEN": SECRET, "BOTTLE_TEST_GIT_TOKEN": GIT_SECRET}
-    proc = subprocess.Popen([sys.executable, "-m", "bottle_tui", "--home", str(home), "start", "gitter", "--yes", "--detach"],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle_tui", "--home", str(home), "start", "gitter", "--yes", "--detach"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     bottle = None
     try:
         # compose creates the bottle's networks before its containers: join the fake internet at once.
-        state = wait_for(lambda: next((p for p in (home / "state").glob("*") if p.is_dir()), None) if (home / "state").is_dir() else None,
-                         timeout=60, what="the bottle's state folder", interval=0.02)
+        state = wait_for(
+            lambda: (
+                next((p for p in (home / "state").glob("*") if p.is_dir()), None) if (home / "state").is_dir() else None
+            ),
+            timeout=60,
+            what="the bottle's state folder",
+            interval=0.02,
+        )
         bottle = Bottle(state.name, home)
-        wait_for(lambda: sh("docker", "network", "inspect", bottle.network("egress"), check=False).returncode == 0,
-                 timeout=60, what="the bottle's egress network", interval=0.02)
+        wait_for(
+            lambda: sh("docker", "network", "inspect", bottle.network("egress"), check=False).returncode == 0,
+            timeout=60,
+            what="the bottle's egress network",
+            interval=0.02,
+        )
         bottle.fake_ip = connect_fake_internet(bottle, upstream, (GIT_HOST,))
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -500,9 +676,25 @@ def test_the_gate_scan_matches_the_gitleaks_binary(built_images: dict[str, str],
         (corpus / file_name).write_text(text)
     os.chmod(corpus, 0o755)
     gitgate = Path(__file__).resolve().parents[2] / "sidecars" / "gitgate"
-    out = sh("docker", "run", "--rm", "--network", "none", "-e", "PYTHONPATH=/opt/bottle/common:/opt/bottle/gitgate",
-             "-v", f"{corpus}:/corpus:ro", "-v", f"{gitgate}:/opt/bottle/gitgate:ro", "--entrypoint", "python3", image,
-             "-c", PARITY_SCRIPT, timeout=900)
+    out = sh(
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "PYTHONPATH=/opt/bottle/common:/opt/bottle/gitgate",
+        "-v",
+        f"{corpus}:/corpus:ro",
+        "-v",
+        f"{gitgate}:/opt/bottle/gitgate:ro",
+        "--entrypoint",
+        "python3",
+        image,
+        "-c",
+        PARITY_SCRIPT,
+        timeout=900,
+    )
     got = json.loads(out.stdout.strip().splitlines()[-1])
     ours, gate, stock = ({tuple(x) for x in got[k]} for k in ("ours", "gate", "stock"))
     assert got["objects"] == len(texts) + 2 and got["files"] < len(texts)  # small blobs share files

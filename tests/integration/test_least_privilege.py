@@ -45,8 +45,18 @@ def test_egress_holds_only_the_route_secrets(bottle: Bottle) -> None:
     pids = daemon_pids(bottle)
     env = environ(pids["egress"])
     assert env["BOTTLE_TEST_TOKEN"] == SECRET
-    allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "BOTTLE_NAME", "BOTTLE_SLUG", "BOTTLE_EGRESS_SECRETS", "BOTTLE_TEST_TOKEN",
-               "PYTHONPATH"}
+    allowed = {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "BOTTLE_NAME",
+        "BOTTLE_SLUG",
+        "BOTTLE_EGRESS_SECRETS",
+        "BOTTLE_TEST_TOKEN",
+        "PYTHONPATH",
+    }
     assert set(env) <= allowed, f"egress got more than it needs: {sorted(set(env) - allowed)}"
     assert env["PYTHONPATH"] == "/opt/bottle/common:/opt/bottle/egress"  # its daemons.json pythonpath, nothing else
     for name, pid in pids.items():

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from tests.support.waiting import wait_for
-
 from tests.support.bottles import ALLOWED, BLOCKED, LIMITED, Bottle, sh
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,8 +77,10 @@ def test_init_restarts_egress_on_request_and_after_a_crash(bottle: Bottle) -> No
     wait_until(lambda: status_of(bottle, f"http://{ALLOWED}/") == "200", "egress to serve after the restart")
     # A crash: the bundle stays up and init brings egress back.
     sh("docker", "exec", bottle.sidecars, "python3", "-c", f"import os; os.kill({second['pid']}, 9)")
-    third = wait_until(lambda: (s := egress_status(bottle))["pid"] not in (None, second["pid"]) and s["state"] == "running" and s,
-                       "egress to be restarted after SIGKILL")
+    third = wait_until(
+        lambda: (s := egress_status(bottle))["pid"] not in (None, second["pid"]) and s["state"] == "running" and s,
+        "egress to be restarted after SIGKILL",
+    )
     assert third["last_exit"] is not None
     wait_until(lambda: status_of(bottle, f"http://{ALLOWED}/") == "200", "egress to serve after the crash")
     assert sh("docker", "inspect", "-f", "{{.State.Running}}", bottle.sidecars).stdout.strip() == "true"

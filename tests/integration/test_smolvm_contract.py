@@ -9,17 +9,23 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from bottle_tui.backends.smolvm import vm_lifecycle as lifecycle
-from bottle_tui.backends.smolvm.smolvm_cli import (
-    ConfigError, MachineNotFound, Smolvm, SmolvmError, UsageError, check_version, create_args,
-)
 from bottle_tui.backends.smolvm.install import find_smolvm
 from bottle_tui.backends.smolvm.render import create_flags, machine_labels, render_smolfile, vm_name
+from bottle_tui.backends.smolvm.smolvm_cli import (
+    ConfigError,
+    MachineNotFound,
+    Smolvm,
+    SmolvmError,
+    UsageError,
+    check_version,
+    create_args,
+)
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import Manifests, parse_agent, parse_bottle
 from bottle_tui.plan import BottlePlan, resolve
 from bottle_tui.state import StateDir
-
 from tests.support.manifests import AGENT, BOTTLE
 
 PINNED = (1, 32, 2)
@@ -40,8 +46,14 @@ def plan(tmp_path: Path) -> BottlePlan:
     manifests = Manifests(home=home, agents={"coder": agent}, bottles={"web": bottle}, agents_from_defaults=False)
     state = StateDir(home / "state" / "coder-c0ffee")
     state.create()
-    return resolve(manifests, "coder", slug="coder-c0ffee", images={"agent": "bottle-tui/agent:x", "sidecars": "bottle-tui/sidecars:y"},
-                   started_at="2026-11-27T08:00:00+00:00", state=state)
+    return resolve(
+        manifests,
+        "coder",
+        slug="coder-c0ffee",
+        images={"agent": "bottle-tui/agent:x", "sidecars": "bottle-tui/sidecars:y"},
+        started_at="2026-11-27T08:00:00+00:00",
+        state=state,
+    )
 
 
 async def _names(smol: Smolvm) -> list[str]:
@@ -60,14 +72,21 @@ async def test_rendered_smolfile_and_flags_are_accepted_and_listed(smol: Smolvm,
     name = vm_name(plan.slug)
     # With a Smolfile instead of --from (no pack can be built without booting a VM): every key of
     # the pack-time Smolfile and every create-time flag is one this smolvm takes.
-    await smol.machine_create(name=name, flags=create_flags(plan, address=BUNDLE_IP), smolfile=smolfile, labels=machine_labels(plan))
+    await smol.machine_create(
+        name=name, flags=create_flags(plan, address=BUNDLE_IP), smolfile=smolfile, labels=machine_labels(plan)
+    )
     (vm,) = await smol.machine_ls()
     assert (vm.name, vm.state, vm.cpus, vm.memory_mib, vm.network) == (name, "created", 2, 2048, True)
     assert vm.labels["dev.bottle-tui.slug"] == plan.slug and vm.labels["dev.bottle-tui.home"] == str(plan.home)
     assert vm.pid is None
     # Discovery sees it as a bottle (its bundle missing), from the real `ls --json`.
     (found,) = lifecycle.join([], await smol.machine_ls())
-    assert (found.slug, found.agent, found.backend, found.services) == (plan.slug, "coder", "smolvm", {"agent": "created", "sidecars": "missing"})
+    assert (found.slug, found.agent, found.backend, found.services) == (
+        plan.slug,
+        "coder",
+        "smolvm",
+        {"agent": "created", "sidecars": "missing"},
+    )
 
 
 async def test_create_flags_parse_together_with_from(smol: Smolvm, plan: BottlePlan, tmp_path: Path) -> None:
@@ -75,7 +94,12 @@ async def test_create_flags_parse_together_with_from(smol: Smolvm, plan: BottleP
     # argument parser (a usage error would be exit 2) and stops at the file.
     missing = tmp_path / "agent.smolmachine"
     with pytest.raises(ConfigError) as err:
-        await smol.machine_create(name=vm_name(plan.slug), flags=create_flags(plan, address=BUNDLE_IP), from_pack=missing, labels=machine_labels(plan))
+        await smol.machine_create(
+            name=vm_name(plan.slug),
+            flags=create_flags(plan, address=BUNDLE_IP),
+            from_pack=missing,
+            labels=machine_labels(plan),
+        )
     assert err.value.returncode == 1 and f"file not found: {missing}" in err.value.detail
 
 
@@ -141,7 +165,17 @@ async def test_from_with_smolfile_is_refused_by_smolvm_and_never_sent(smol: Smol
     smolfile = tmp_path / "Smolfile"
     smolfile.write_text('entrypoint = ["sleep", "infinity"]\n')
     with pytest.raises(UsageError, match="cannot be used with"):
-        await smol._run("machine", "create", "--name", "claude-bottle-t-6", "--from", str(tmp_path / "a.smolmachine"), "--smolfile", str(smolfile), timeout=60)
+        await smol._run(
+            "machine",
+            "create",
+            "--name",
+            "claude-bottle-t-6",
+            "--from",
+            str(tmp_path / "a.smolmachine"),
+            "--smolfile",
+            str(smolfile),
+            timeout=60,
+        )
     with pytest.raises(BottleError, match="not both"):
         create_args(name="claude-bottle-t-6", from_pack=tmp_path / "a.smolmachine", smolfile=smolfile)
 
@@ -150,7 +184,9 @@ async def test_cleanup_removes_only_this_homes_prefixed_machines(smol: Smolvm, t
     home = tmp_path / "home"
     small = ["--cpus", "1", "--mem", "256"]
     await smol.machine_create(name="claude-bottle-mine-1", flags=small, labels={"dev.bottle-tui.home": str(home)})
-    await smol.machine_create(name="claude-bottle-theirs-1", flags=small, labels={"dev.bottle-tui.home": str(tmp_path / "other")})
+    await smol.machine_create(
+        name="claude-bottle-theirs-1", flags=small, labels={"dev.bottle-tui.home": str(tmp_path / "other")}
+    )
     await smol.machine_create(name="claude-bottle-probe-0a0a0a", flags=small)
     await smol.machine_create(name="someone-elses", flags=small)
     plan = lifecycle.VmCleanup(lifecycle.cleanup_targets(await smol.machine_ls(), home))

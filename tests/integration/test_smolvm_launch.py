@@ -13,13 +13,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from bottle_tui.backends.smolvm import vm_lifecycle as lifecycle
-from bottle_tui.backends.smolvm.smolvm_cli import STATE_DIR_ENV, Smolvm, machine_path
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, ProbeResult, probe
 from bottle_tui.backends.smolvm.render import vm_name
+from bottle_tui.backends.smolvm.smolvm_cli import STATE_DIR_ENV, Smolvm, machine_path
 from bottle_tui.cli import plan_for
 from bottle_tui.errors import BottleError
-
 from tests.support.bottles import ALLOWED, BLOCKED, Bottle, cli, connect_fake_internet, sh, stop_bottle
 
 pytestmark = [pytest.mark.integration, pytest.mark.microvm]
@@ -67,7 +67,9 @@ def _vm_home(base: Path) -> Path:
     return base
 
 
-def test_start_refuses_in_one_line_where_microvms_cannot_boot(probed: tuple[Smolvm, ProbeResult], docker_engine: None, tmp_path: Path) -> None:
+def test_start_refuses_in_one_line_where_microvms_cannot_boot(
+    probed: tuple[Smolvm, ProbeResult], docker_engine: None, tmp_path: Path
+) -> None:
     smol, result = probed
     if result.ok:
         pytest.skip("microVMs boot on this host: the refusal is not what happens here")
@@ -85,7 +87,8 @@ def test_start_refuses_in_one_line_where_microvms_cannot_boot(probed: tuple[Smol
 
 
 def test_bringup_where_vms_cannot_boot_fails_at_the_pack_and_leaves_nothing_running(
-        probed: tuple[Smolvm, ProbeResult], built_images: dict[str, str], tmp_path: Path) -> None:
+    probed: tuple[Smolvm, ProbeResult], built_images: dict[str, str], tmp_path: Path
+) -> None:
     """Past preflight (called directly): the bundle comes up on a bridge the host routes to, the
     agent image is handed to `smolvm pack create`, whose pack VM cannot boot here; bring-up says
     so and takes the bundle down."""
@@ -100,8 +103,10 @@ def test_bringup_where_vms_cannot_boot_fails_at_the_pack_and_leaves_nothing_runn
     def progress(message: str) -> None:
         if "packing" in message:
             # The bundle is up at this point: running, with an address the host routes to a local bridge.
-            seen["state"] = sh("docker", "inspect", "--format", "{{.State.Running}}", f"{plan.project}-sidecars").stdout.strip()
-            address = (plan.state.bringup_log.read_text().split("bundle ready at ")[-1].split()[0])
+            seen["state"] = sh(
+                "docker", "inspect", "--format", "{{.State.Running}}", f"{plan.project}-sidecars"
+            ).stdout.strip()
+            address = plan.state.bringup_log.read_text().split("bundle ready at ")[-1].split()[0]
             seen["route"] = sh("ip", "route", "get", address).stdout
 
     with pytest.raises(BottleError) as err:

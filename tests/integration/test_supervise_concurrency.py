@@ -49,12 +49,23 @@ def test_fifty_concurrent_requests_from_five_bottles_are_each_decided_once(home:
             bottles.append(b)
             install_mcp_client(b)
         calls = [
-            (b, i, start_call(b, "request-egress-route", {"host": f"many-{i}.{b.slug}.fake.test", "reason": f"request {i}"}))
-            for b in bottles for i in range(PER_BOTTLE)
+            (
+                b,
+                i,
+                start_call(
+                    b, "request-egress-route", {"host": f"many-{i}.{b.slug}.fake.test", "reason": f"request {i}"}
+                ),
+            )
+            for b in bottles
+            for i in range(PER_BOTTLE)
         ]
         total = BOTTLES * PER_BOTTLE
-        deciders = {action: subprocess.Popen([sys.executable, "-c", DECIDER, str(home), action, str(total)],
-                                             stdout=subprocess.PIPE, text=True) for action in ("approve", "reject")}
+        deciders = {
+            action: subprocess.Popen(
+                [sys.executable, "-c", DECIDER, str(home), action, str(total)], stdout=subprocess.PIPE, text=True
+            )
+            for action in ("approve", "reject")
+        }
         answers = [(b, i, finish_call(proc, timeout=300)) for b, i, proc in calls]
         results = {a: json.loads(p.communicate(timeout=300)[0]) for a, p in deciders.items()}
     finally:

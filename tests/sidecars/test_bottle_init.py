@@ -89,7 +89,7 @@ class Bundle:
         self.stderr_path = tmp / "init.stderr"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Bundle":
+    def start(self) -> Bundle:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, str(INIT)], env=self.env, stdin=subprocess.DEVNULL, stderr=err
@@ -125,9 +125,7 @@ class Bundle:
 
     def client(self, *args: str) -> subprocess.CompletedProcess:
         env = {**self.env, "BOTTLE_INIT_PID": str(self.proc.pid)}
-        return subprocess.run(
-            [sys.executable, str(INIT), *args], env=env, capture_output=True, text=True, timeout=10
-        )
+        return subprocess.run([sys.executable, str(INIT), *args], env=env, capture_output=True, text=True, timeout=10)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -284,6 +282,7 @@ def test_a_daemon_ignoring_sigterm_is_killed_after_the_grace(bundle) -> None:
 
 def test_orphans_handed_to_init_are_reaped(bundle) -> None:
     b = bundle({"parent": {"mode": "orphan"}}, "parent")
+
     def orphan_pid() -> int | None:
         # The daemon may be caught between creating the file and writing the pid into it.
         path = b.out / "parent.orphans"

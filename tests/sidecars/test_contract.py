@@ -58,20 +58,32 @@ def test_atomic_write_sets_the_mode_and_leaves_no_temporary(tmp_path: Path) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
 
 
-@pytest.mark.parametrize("pattern, host, ok", [
-    ("*.example.com", "a.example.com", True), ("*.example.com", "a.b.example.com", True),
-    ("*.example.com", "example.com", False), ("*.example.com", "evilexample.com", False),
-    ("api.example.com", "API.Example.com.", True), ("api.example.com", "xapi.example.com", False),
-])
+@pytest.mark.parametrize(
+    "pattern, host, ok",
+    [
+        ("*.example.com", "a.example.com", True),
+        ("*.example.com", "a.b.example.com", True),
+        ("*.example.com", "example.com", False),
+        ("*.example.com", "evilexample.com", False),
+        ("api.example.com", "API.Example.com.", True),
+        ("api.example.com", "xapi.example.com", False),
+    ],
+)
 def test_host_matching(pattern: str, host: str, ok: bool) -> None:
     assert hosts.host_matches(pattern, host) is ok
 
 
-@pytest.mark.parametrize("inner, outer, ok", [
-    ("a.example.com", "*.example.com", True), ("*.a.example.com", "*.example.com", True),
-    ("*.example.com", "a.example.com", False), ("example.com", "*.example.com", False),
-    ("*.xexample.com", "*.example.com", False), ("a.example.com", "a.example.com", True),
-])
+@pytest.mark.parametrize(
+    "inner, outer, ok",
+    [
+        ("a.example.com", "*.example.com", True),
+        ("*.a.example.com", "*.example.com", True),
+        ("*.example.com", "a.example.com", False),
+        ("example.com", "*.example.com", False),
+        ("*.xexample.com", "*.example.com", False),
+        ("a.example.com", "a.example.com", True),
+    ],
+)
 def test_host_within(inner: str, outer: str, ok: bool) -> None:
     assert hosts.host_within(inner, outer) is ok
 
@@ -85,10 +97,17 @@ def test_host_rules_for_operators_and_agents() -> None:
     assert "not a valid host name" in (hosts.host_problem("a_b.com") or "")
 
 
-ROUTE = policy.Route(host="api.example.com", ports=(443,), methods=("POST",), paths=("/v1/*",),
-                     auth=policy.Auth("header", "KEY", "x-api-key"), schemes=("https",),
-                     dlp=policy.DlpSettings(body=False, disabled_rules=("jwt",)), model_tools=("web_search",),
-                     once="20261202t000000000-abcdef01")
+ROUTE = policy.Route(
+    host="api.example.com",
+    ports=(443,),
+    methods=("POST",),
+    paths=("/v1/*",),
+    auth=policy.Auth("header", "KEY", "x-api-key"),
+    schemes=("https",),
+    dlp=policy.DlpSettings(body=False, disabled_rules=("jwt",)),
+    model_tools=("web_search",),
+    once="20261202t000000000-abcdef01",
+)
 
 
 def test_a_policy_renders_and_reads_back_through_yaml() -> None:
@@ -99,13 +118,16 @@ def test_a_policy_renders_and_reads_back_through_yaml() -> None:
     assert p.without_once(ROUTE.once).routes == () and p.without_once("other").routes == (ROUTE,)
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"model_tools": ["browse"]}, "routes[0].model_tools"),
-    ({"once": "../x"}, "routes[0].once"),
-    ({"methods": ["FETCH"]}, "routes[0].methods"),
-    ({"paths": ["/a b"]}, "routes[0].paths"),
-    ({"host": "*.com"}, "routes[0].host"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"model_tools": ["browse"]}, "routes[0].model_tools"),
+        ({"once": "../x"}, "routes[0].once"),
+        ({"methods": ["FETCH"]}, "routes[0].methods"),
+        ({"paths": ["/a b"]}, "routes[0].paths"),
+        ({"host": "*.com"}, "routes[0].host"),
+    ],
+)
 def test_bad_values_name_their_key(change: dict, key: str) -> None:
     doc = policy.Policy(bottle="dev", routes=(ROUTE,)).to_doc()
     doc["routes"][0].update(change)
@@ -115,7 +137,9 @@ def test_bad_values_name_their_key(change: dict, key: str) -> None:
 
 
 def test_a_change_in_normal_form_and_what_narrows_it() -> None:
-    asked = proposal.validate_change("egress-route", {"host": "*.Example.com", "methods": ["get", "GET"], "schemes": ["HTTPS"]})
+    asked = proposal.validate_change(
+        "egress-route", {"host": "*.Example.com", "methods": ["get", "GET"], "schemes": ["HTTPS"]}
+    )
     assert asked == {"host": "*.example.com", "ports": [80, 443], "methods": ["GET"], "paths": [], "schemes": ["https"]}
     narrower = {**asked, "host": "api.example.com", "ports": [443]}
     assert proposal.narrower_problem("egress-route", narrower, asked) is None
@@ -130,7 +154,9 @@ def test_a_change_in_normal_form_and_what_narrows_it() -> None:
 
 def test_the_queue_skips_what_is_not_a_proposal(tmp_path: Path) -> None:
     q = proposal.Queue(tmp_path / layout.QUEUE)
-    p = proposal.new_proposal("b-1", "egress-route", proposal.validate_change("egress-route", {"host": "a.example.com"}), "r")
+    p = proposal.new_proposal(
+        "b-1", "egress-route", proposal.validate_change("egress-route", {"host": "a.example.com"}), "r"
+    )
     with q.lock():
         q.write(p)
     (tmp_path / layout.QUEUE / "20261202t000000000-deadbeef.json").write_text("{torn")
@@ -141,27 +167,43 @@ def test_the_queue_skips_what_is_not_a_proposal(tmp_path: Path) -> None:
         q.path("../../etc/passwd")
 
 
-@pytest.mark.parametrize("host, words", [
-    ("*.co.uk", "'co.uk', a public suffix"),
-    ("*.github.io", "'github.io', a public suffix"),
-    ("*.s3.amazonaws.com", "'s3.amazonaws.com', a public suffix"),
-    ("*.com.au", "'com.au', a public suffix"),
-    # amazonaws.com is one owner's name, but public suffixes lie beneath it: the wildcard spans them
-    ("*.amazonaws.com", "public suffixes such as"),
-])
+@pytest.mark.parametrize(
+    "host, words",
+    [
+        ("*.co.uk", "'co.uk', a public suffix"),
+        ("*.github.io", "'github.io', a public suffix"),
+        ("*.s3.amazonaws.com", "'s3.amazonaws.com', a public suffix"),
+        ("*.com.au", "'com.au', a public suffix"),
+        # amazonaws.com is one owner's name, but public suffixes lie beneath it: the wildcard spans them
+        ("*.amazonaws.com", "public suffixes such as"),
+    ],
+)
 def test_wildcards_over_a_public_suffix_are_refused_on_both_sides(host: str, words: str) -> None:
     from bottle_tui import proposals
     from bottle_tui.errors import BottleError
 
     with pytest.raises(proposal.ChangeError) as info:
         proposal.validate_change("egress-route", {"host": host})
-    assert info.value.key == "host" and words in info.value.problem and "ask for the hosts you need" in info.value.problem
+    assert (
+        info.value.key == "host" and words in info.value.problem and "ask for the hosts you need" in info.value.problem
+    )
     with pytest.raises(BottleError, match="change.host: .*ask for the hosts you need"):
         proposals.validate_change("egress-route", {"host": host})  # the host decides with the same rule
 
 
-@pytest.mark.parametrize("host", ["*.example.com", "*.example.co.uk", "*.mysite.github.io", "*.mybucket.s3.amazonaws.com",
-                                  "github.io", "co.uk", "s3.amazonaws.com", "api.amazonaws.com"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "*.example.com",
+        "*.example.co.uk",
+        "*.mysite.github.io",
+        "*.mybucket.s3.amazonaws.com",
+        "github.io",
+        "co.uk",
+        "s3.amazonaws.com",
+        "api.amazonaws.com",
+    ],
+)
 def test_one_owners_wildcards_and_plain_names_pass(host: str) -> None:
     assert proposal.validate_change("egress-route", {"host": host})["host"] == host
 
@@ -171,7 +213,9 @@ def test_the_public_suffix_list_is_the_pinned_packages() -> None:
 
     pinned = Path(__file__).resolve().parents[2] / "pyproject.toml"
     assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in pinned.read_text()
-    assert f'"publicsuffixlist=={version("publicsuffixlist")}"' in (pinned.parent / "sidecars" / "Dockerfile").read_text()
+    assert (
+        f'"publicsuffixlist=={version("publicsuffixlist")}"' in (pinned.parent / "sidecars" / "Dockerfile").read_text()
+    )
     assert hosts.public_suffix_problem("co.uk") is None  # a plain name is one host, whatever it is
 
 
@@ -183,8 +227,16 @@ def test_the_queue_keeps_only_the_newest_decided_proposals(tmp_path: Path) -> No
         for i in range(6):
             p = proposal.new_proposal("b-1", "egress-route", change, f"r{i}")
             if i != 2:  # one stays pending: never removed
-                p.update(status="rejected", decision={"by": "op", "at": f"2026-12-03T00:00:0{i}+00:00", "scope": None,
-                                                      "change": None, "note": ""})
+                p.update(
+                    status="rejected",
+                    decision={
+                        "by": "op",
+                        "at": f"2026-12-03T00:00:0{i}+00:00",
+                        "scope": None,
+                        "change": None,
+                        "note": "",
+                    },
+                )
             q.write(p)
             made.append(p["id"])
         assert q.prune_decided(keep=2) == 3

@@ -21,22 +21,50 @@ from bottle_contract import hosts, layout, policy, ports, proposal
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "sidecars" / "common" / "bottle_contract"
-SOURCES = sorted(p for base in (ROOT / "bottle_tui", ROOT / "sidecars") for p in base.rglob("*.py") if CONTRACT not in p.parents)
+SOURCES = sorted(
+    p for base in (ROOT / "bottle_tui", ROOT / "sidecars") for p in base.rglob("*.py") if CONTRACT not in p.parents
+)
 
 # What only the contract may define, by name.
 CONTRACT_NAMES = {
-    "atomic_write", "append_jsonl", "append_line", "rotate", "locked", "normalize_host", "host_matches", "host_within",
-    "host_problem", "new_id", "now_iso", "is_id", "well_formed", "new_proposal", "narrower_problem", "yaml_text",
+    "atomic_write",
+    "append_jsonl",
+    "append_line",
+    "rotate",
+    "locked",
+    "normalize_host",
+    "host_matches",
+    "host_within",
+    "host_problem",
+    "new_id",
+    "now_iso",
+    "is_id",
+    "well_formed",
+    "new_proposal",
+    "narrower_problem",
+    "yaml_text",
 }
-REGEXES = {r.pattern for r in (proposal.ID_RE, policy.RULE_ID_RE, policy.ENV_NAME_RE, policy.HEADER_NAME_RE, hosts._LABEL_RE)}
-KEY_LISTS = [set(policy.ROUTE_KEYS[:4]), set(policy.DLP_KEYS), set(policy.AUTH_KEYS), set(policy.TOP_KEYS),
-             set(proposal.STATUSES), set(proposal.KINDS[:2]), set(policy.HTTP_METHODS[:5])]
+REGEXES = {
+    r.pattern for r in (proposal.ID_RE, policy.RULE_ID_RE, policy.ENV_NAME_RE, policy.HEADER_NAME_RE, hosts._LABEL_RE)
+}
+KEY_LISTS = [
+    set(policy.ROUTE_KEYS[:4]),
+    set(policy.DLP_KEYS),
+    set(policy.AUTH_KEYS),
+    set(policy.TOP_KEYS),
+    set(proposal.STATUSES),
+    set(proposal.KINDS[:2]),
+    set(policy.HTTP_METHODS[:5]),
+]
 PORTS = {v for k, v in vars(ports).items() if k.isupper() and isinstance(v, int)}
 # Calls that are the body of an atomic write, a lock or a JSONL append.
 PRIMITIVES = {("os", "replace"), ("os", "rename"), ("fcntl", "flock"), ("tempfile", "mkstemp")}
 # The uses of those calls that are not a copy of the contract's, each with why.
 NOT_COPIES = {
-    ("bottle_tui/backends/smolvm/vm_lifecycle.py", "os.replace"): "moves a built pack into place (a rename, no data written)",
+    (
+        "bottle_tui/backends/smolvm/vm_lifecycle.py",
+        "os.replace",
+    ): "moves a built pack into place (a rename, no data written)",
     ("bottle_tui/runner.py", "tempfile.mkstemp"): "the file an editor opens, removed afterwards (no replace)",
     ("sidecars/init/bottle_init.py", "os.replace"): "takes a restart request aside before reading it (a rename)",
 }
@@ -58,8 +86,12 @@ def findings(path: Path, root: Path = ROOT) -> list[str]:
             if node.value in REGEXES:
                 out.append(f"{where}: the contract's regex {node.value!r} written again")
             call = getattr(node, "parent", None)
-            if (node.value == "*." and isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                    and call.func.attr in ("startswith", "endswith")):
+            if (
+                node.value == "*."
+                and isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in ("startswith", "endswith")
+            ):
                 out.append(f"{where}: a wildcard-host check outside bottle_contract.hosts")
         elif isinstance(node, ast.Constant) and type(node.value) is int and node.value in PORTS:
             out.append(f"{where}: port {node.value} written outside bottle_contract.ports")
@@ -68,7 +100,10 @@ def findings(path: Path, root: Path = ROOT) -> list[str]:
             if any(len(strings & keys) >= min(3, len(keys)) for keys in KEY_LISTS):
                 out.append(f"{where}: a list of the contract's keys {sorted(strings)} written again")
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if (node.value.id, node.attr) in PRIMITIVES and (str(rel), f"{node.value.id}.{node.attr}") not in NOT_COPIES:
+            if (node.value.id, node.attr) in PRIMITIVES and (
+                str(rel),
+                f"{node.value.id}.{node.attr}",
+            ) not in NOT_COPIES:
                 out.append(f"{where}: {node.value.id}.{node.attr} outside bottle_contract.files")
             if node.value.id == "os" and node.attr == "O_APPEND":
                 out.append(f"{where}: an O_APPEND log write outside bottle_contract.files")
@@ -106,6 +141,15 @@ def test_the_detector_finds_each_kind_of_copy(tmp_path: Path) -> None:
         "def wild(h, p):\n    return p.startswith('*.')\n"
     )
     found = "\n".join(findings(copy, tmp_path))
-    for needle in ("regex", "keys", "port", "defines atomic_write", "os.replace", "fcntl.flock", "O_APPEND", "wildcard"):
+    for needle in (
+        "regex",
+        "keys",
+        "port",
+        "defines atomic_write",
+        "os.replace",
+        "fcntl.flock",
+        "O_APPEND",
+        "wildcard",
+    ):
         assert needle in found, (needle, found)
     assert layout.QUEUE_LOCK and layout.ROUTES

@@ -16,14 +16,14 @@ from bottle_contract.serving import BoundedHTTPServer, Limits
 
 
 class Echo(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(204)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -68,7 +68,7 @@ def closed_by_server(s: socket.socket) -> bool:
     """Whether the server has closed ``s`` (waits for it: the socket's own timeout bounds the wait)."""
     try:
         return s.recv(1) == b""
-    except (ConnectionResetError, socket.timeout):
+    except (TimeoutError, ConnectionResetError):
         return False
 
 

@@ -97,6 +97,7 @@ def found(scanner, text: str, **kw) -> list[tuple[str, str]]:
 
 # --- gitleaks semantics -----------------------------------------------------------------------------
 
+
 def test_a_token_is_found_with_its_line(scanner) -> None:
     fs = scanner.scan(f"first line\nexport T={GHP}\n".encode())
     assert [(f.rule_id, f.line, f.secret.decode()) for f in fs] == [("github-pat", 2, GHP)]
@@ -131,7 +132,9 @@ def test_global_allowlist_regex_and_stopword(scanner) -> None:
 def test_line_target_allowlist(scanner, compat) -> None:
     assert found(compat, "RUN --mount=type=secret,id=x token=Q1w2E3r4T5y6U7i8") == []
     # deviation "line-allowlist-on-match": the agent writes the rest of the line
-    assert found(scanner, "RUN --mount=type=secret,id=x token=Q1w2E3r4T5y6U7i8") == [("generic-api-key", "Q1w2E3r4T5y6U7i8")]
+    assert found(scanner, "RUN --mount=type=secret,id=x token=Q1w2E3r4T5y6U7i8") == [
+        ("generic-api-key", "Q1w2E3r4T5y6U7i8")
+    ]
     assert found(scanner, "RUN --mount=type=secret,id=x") == []
 
 
@@ -160,21 +163,25 @@ def test_disabled_rules_are_not_reported(scanner) -> None:
     assert found(scanner, f"{GHP} {AWS}", disabled={"github-pat"}) == [("aws-access-token", AWS)]
 
 
-@pytest.mark.parametrize("encode", [
-    lambda s: base64.b64encode(s.encode()).decode(),
-    lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
-    lambda s: s.encode().hex(),
-    lambda s: "".join(f"%{b:02x}" for b in s.encode()),
-    lambda s: "".join(f"\\u{ord(c):04x}" for c in s),
-    lambda s: base64.b64encode(base64.b64encode(s.encode())).decode(),
-], ids=["base64", "base64url", "hex", "percent", "unicode", "base64-twice"])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda s: base64.b64encode(s.encode()).decode(),
+        lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
+        lambda s: s.encode().hex(),
+        lambda s: "".join(f"%{b:02x}" for b in s.encode()),
+        lambda s: "".join(f"\\u{ord(c):04x}" for c in s),
+        lambda s: base64.b64encode(base64.b64encode(s.encode())).decode(),
+    ],
+    ids=["base64", "base64url", "hex", "percent", "unicode", "base64-twice"],
+)
 def test_encoded_secrets_are_decoded_and_located(scanner, encode) -> None:
     blob = encode(GHP)
     text = f"line one\ndata: {blob} end\n"
     fs = scanner.scan(text.encode())
     assert [(f.rule_id, f.secret.decode(), f.line) for f in fs] == [("github-pat", GHP, 2)]
     # located in the original text: the encoded run
-    assert text.encode()[fs[0].start:fs[0].end] == blob.encode()
+    assert text.encode()[fs[0].start : fs[0].end] == blob.encode()
 
 
 def test_decoding_stops_at_the_cli_depth(rules_file: Path) -> None:
@@ -196,23 +203,35 @@ def test_finding_repr_carries_no_secret(scanner) -> None:
 
 
 def test_invalid_utf8_is_scanned_not_refused(scanner) -> None:
-    assert found(scanner, "\udcff".encode("utf-8", "surrogateescape").decode("latin-1") + AWS) == [("aws-access-token", AWS)]
+    assert found(scanner, "\udcff".encode("utf-8", "surrogateescape").decode("latin-1") + AWS) == [
+        ("aws-access-token", AWS)
+    ]
     assert [f.rule_id for f in scanner.scan(b"\xff\xfe" + AWS.encode())] == ["aws-access-token"]
 
 
 # --- rules loader -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("toml, message", [
-    ('[[rules]]\nid = "x"\nregex = "("\n', "rule x: regex does not compile"),
-    ('[[rules]]\nid = ""\nregex = "a"\n', "rule id is missing"),
-    ('[[rules]]\nid = "x"\n', "both regex and path are empty"),
-    ('[[rules]]\nid = "x"\nregex = "(a)"\nsecretGroup = 3\n', "invalid secretGroup 3"),
-    ('[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\ncondition = "XOR"\nregexes=["a"]\n', "unknown allowlist condition"),
-    ('[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\nregexTarget = "file"\nregexes=["a"]\n', "unknown allowlist regexTarget"),
-    ('[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\ndescription = "empty"\n', "at least one of"),
-    ('[[allowlists]]\ntargetRules = ["nope"]\nregexes = ["a"]\n', "target rule id 'nope' does not exist"),
-    ("not = = toml", "not valid TOML"),
-])
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('[[rules]]\nid = "x"\nregex = "("\n', "rule x: regex does not compile"),
+        ('[[rules]]\nid = ""\nregex = "a"\n', "rule id is missing"),
+        ('[[rules]]\nid = "x"\n', "both regex and path are empty"),
+        ('[[rules]]\nid = "x"\nregex = "(a)"\nsecretGroup = 3\n', "invalid secretGroup 3"),
+        (
+            '[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\ncondition = "XOR"\nregexes=["a"]\n',
+            "unknown allowlist condition",
+        ),
+        (
+            '[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\nregexTarget = "file"\nregexes=["a"]\n',
+            "unknown allowlist regexTarget",
+        ),
+        ('[[rules]]\nid = "x"\nregex = "a"\n[[rules.allowlists]]\ndescription = "empty"\n', "at least one of"),
+        ('[[allowlists]]\ntargetRules = ["nope"]\nregexes = ["a"]\n', "target rule id 'nope' does not exist"),
+        ("not = = toml", "not valid TOML"),
+    ],
+)
 def test_bad_rules_files_fail_with_one_line(tmp_path: Path, toml: str, message: str) -> None:
     p = tmp_path / "r.toml"
     p.write_text(toml)
@@ -223,7 +242,10 @@ def test_bad_rules_files_fail_with_one_line(tmp_path: Path, toml: str, message: 
 
 def test_target_rules_allowlist_applies_to_that_rule_only(tmp_path: Path) -> None:
     p = tmp_path / "r.toml"
-    p.write_text(RULES.replace("[allowlist]", "[[allowlists]]") + "\n[[allowlists]]\ntargetRules = [\"github-pat\"]\nregexes = ['''aB3d''']\n")
+    p.write_text(
+        RULES.replace("[allowlist]", "[[allowlists]]")
+        + "\n[[allowlists]]\ntargetRules = [\"github-pat\"]\nregexes = ['''aB3d''']\n"
+    )
     s = dlp.Scanner.load(p)
     assert found(s, f"{GHP} {AWS}") == [("aws-access-token", AWS)]
 
@@ -232,8 +254,9 @@ def test_serialized_database_round_trip_and_staleness(tmp_path: Path) -> None:
     p = tmp_path / "r.toml"
     p.write_text(RULES)
     # the image build's own command (sidecars/Dockerfile)
-    r = subprocess.run([sys.executable, "-m", "dlp", "compile", str(p)], env=daemon_env("egress"),
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "dlp", "compile", str(p)], env=daemon_env("egress"), capture_output=True, text=True
+    )
     assert r.returncode == 0 and "5 rules" in r.stdout, r.stderr
     rules = dlp.load_rules(p)
     assert dlp.load_database(rules, dlp.database_path(p)) is not None
@@ -243,6 +266,7 @@ def test_serialized_database_round_trip_and_staleness(tmp_path: Path) -> None:
 
 
 # --- requests ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def rs(scanner):
@@ -254,8 +278,9 @@ def where(v) -> list[tuple[str, str]]:
 
 
 def test_clean_request_passes(rs) -> None:
-    v = rs.scan_request("/v1/items?page=2", [("Host", "api.internal"), ("Accept", "*/*")],
-                        b'{"name": "widget"}', dr.Settings())
+    v = rs.scan_request(
+        "/v1/items?page=2", [("Host", "api.internal"), ("Accept", "*/*")], b'{"name": "widget"}', dr.Settings()
+    )
     assert not v.blocked and v.reason() == ""
 
 
@@ -272,21 +297,29 @@ def test_json_form_and_multipart_bodies(rs) -> None:
     body = json.dumps({"auth": {"token": GHP.replace("_", "\\u005f")}}).encode()
     assert ("github-pat", "body json") in where(rs.scan_body(body, [("Content-Type", "application/json")]))
     form = f"user=a&key={GHP}".encode()
-    assert "github-pat" in {h.rule_id for h in rs.scan_body(form, [("Content-Type", "application/x-www-form-urlencoded")]).hits}
-    mp = (b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
-          b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"creds.txt\"\r\n\r\n"
-          + AWS.encode() + b"\r\n--XyZ--\r\n")
+    assert "github-pat" in {
+        h.rule_id for h in rs.scan_body(form, [("Content-Type", "application/x-www-form-urlencoded")]).hits
+    }
+    mp = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="creds.txt"\r\n\r\n'
+        + AWS.encode()
+        + b"\r\n--XyZ--\r\n"
+    )
     v = rs.scan_body(mp, [("Content-Type", "multipart/form-data; boundary=XyZ")])
     assert ("aws-access-token", "body part 2") in where(v)  # an index, never the agent's file name
 
 
-@pytest.mark.parametrize("coding, pack", [
-    ("gzip", gzip.compress),
-    ("deflate", zlib.compress),
-    ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, as some clients send it
-    ("br", brotli.compress),
-    ("gzip, br", lambda b: brotli.compress(gzip.compress(b))),
-])
+@pytest.mark.parametrize(
+    "coding, pack",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, as some clients send it
+        ("br", brotli.compress),
+        ("gzip, br", lambda b: brotli.compress(gzip.compress(b))),
+    ],
+)
 def test_content_encodings_are_undone(rs, coding, pack) -> None:
     v = rs.scan_body(pack(f"x={GHP}".encode()), [("Content-Encoding", coding)])
     assert where(v) == [("github-pat", "body")]
@@ -311,13 +344,13 @@ def test_body_false_and_disabled_rules(rs) -> None:
 
 
 def test_stream_finds_a_secret_split_across_chunks(rs) -> None:
-    text = (b"x" * 40_000 + b" " + GHP.encode() + b" " + b"y" * 40_000)
+    text = b"x" * 40_000 + b" " + GHP.encode() + b" " + b"y" * 40_000
     cut = 40_000 + 10
     for size in (7, 1000, cut):
         st = rs.body_stream([])
         sent = b""
         for i in range(0, len(text), size):
-            sent += st.feed(text[i:i + size])
+            sent += st.feed(text[i : i + size])
             if st.verdict.blocked:
                 break
         sent += st.finish()
@@ -328,7 +361,7 @@ def test_stream_finds_a_secret_split_across_chunks(rs) -> None:
 def test_stream_passes_everything_when_clean(rs) -> None:
     text = bytes(range(32, 127)) * 2000
     st = rs.body_stream([])
-    sent = b"".join(st.feed(text[i:i + 4096]) for i in range(0, len(text), 4096)) + st.finish()
+    sent = b"".join(st.feed(text[i : i + 4096]) for i in range(0, len(text), 4096)) + st.finish()
     assert sent == text and not st.verdict.blocked
 
 
@@ -345,6 +378,7 @@ def test_stream_encoded_and_over_cap(rs) -> None:
 
 def test_find_all_follows_go_on_empty_matches() -> None:
     import re2
+
     # Go: regexp.MustCompile("a*").FindAllStringIndex("baaac", -1) == [[0 0] [1 4] [5 5]]
     assert [s[0] for s in dlp.find_all(re2.compile(b"a*"), b"baaac")] == [(0, 0), (1, 4), (5, 5)]
     # an empty match steps over a whole rune, not one byte of it
@@ -362,18 +396,45 @@ def test_line_wise_run_search_equals_the_whole_text_search(scanner) -> None:
     spot, and skips a decoding pass when there is none; on random texts dense in near-encodings
     that must give exactly what the whole-text search gives."""
     import random
+
     rng = random.Random(7)
-    pieces = ["%4", "%41", "%zz", "\\u0041", "\\\\U004a", "U+0041", " ", "\n", "\n", "=", "==", "-", "_", "/",
-              "+", "deadbeef" * 5, "Z2hwXzEy", "aGVsbG8gd29ybGQ", "word", "x" * 17, "\u00e9", "0123456789abcdef"]
+    pieces = [
+        "%4",
+        "%41",
+        "%zz",
+        "\\u0041",
+        "\\\\U004a",
+        "U+0041",
+        " ",
+        "\n",
+        "\n",
+        "=",
+        "==",
+        "-",
+        "_",
+        "/",
+        "+",
+        "deadbeef" * 5,
+        "Z2hwXzEy",
+        "aGVsbG8gd29ybGQ",
+        "word",
+        "x" * 17,
+        "\u00e9",
+        "0123456789abcdef",
+    ]
     for i in range(300):
         printable = "".join(chr(rng.randint(9, 126)) for _ in range(rng.randint(12, 30))).encode()
-        encoded = [base64.b64encode(printable).decode(), base64.urlsafe_b64encode(printable).decode().rstrip("="),
-                   printable.hex()]
+        encoded = [
+            base64.b64encode(printable).decode(),
+            base64.urlsafe_b64encode(printable).decode().rstrip("="),
+            printable.hex(),
+        ]
         alphabet = rng.sample(pieces + encoded, rng.randint(1, 4)) + ["word ", "\n", "the_identifier "]
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(50, 3000))).encode()
         if i % 3 == 0:
             text = text.replace(b"U+", b"V+")  # line-wise only applies without "U+"
-        def passes(block_hits):
+
+        def passes(block_hits, text=text):
             out, segs = dlp.decode_pass(text, [], {}, block_hits)
             return out, [(s.original, s.encoded, s.decoded, s.value, s.encodings) for s in segs]
 
@@ -412,6 +473,7 @@ def _gitleaks_location(nl, raw, start, end):
 
 def test_location_equals_gitleaks_loop() -> None:
     import random
+
     rng = random.Random(3)
     for _ in range(3000):
         raw = "".join(rng.choice("ab\n\r") for _ in range(rng.randint(0, 30))).encode()
@@ -432,13 +494,14 @@ def test_stream_decodes_a_base64_run_longer_than_the_window(rs) -> None:
     """A base64 run longer than the window, with binary around the secret: whatever offset a
     window starts at inside the run, the part holding the secret still decodes."""
     import random
+
     rng = random.Random(4)
     blob = base64.b64encode(rng.randbytes(30_000) + b" " + GHP.encode() + b" " + rng.randbytes(30_000))
     text = b"y" * 20_001 + b" " + blob + b" end\n"
     for size in (999, 4096):
         st = rs.body_stream([("Content-Type", "text/plain")])
         for i in range(0, len(text), size):
-            st.feed(text[i:i + size])
+            st.feed(text[i : i + size])
             if st.verdict.blocked:
                 break
         st.finish()

@@ -16,13 +16,15 @@ ORDINARY = ordinary()
 
 def scan(case):
     rs = full_request_scanner()
-    return (rs.scan_text(case.method, "method") + rs.scan_request(case.path, list(case.headers), case.body))
+    return rs.scan_text(case.method, "method") + rs.scan_request(case.path, list(case.headers), case.body)
 
 
 def test_the_corpus_is_as_large_as_promised() -> None:
     assert len(EXFIL) >= 150 and len(ORDINARY) >= 40
     assert len({c.id for c in EXFIL}) == len(EXFIL) and len({c.id for c in ORDINARY}) == len(ORDINARY)
-    print("corpus:", dict(collections.Counter(c.cls for c in EXFIL)), dict(collections.Counter(c.cls for c in ORDINARY)))
+    print(
+        "corpus:", dict(collections.Counter(c.cls for c in EXFIL)), dict(collections.Counter(c.cls for c in ORDINARY))
+    )
 
 
 @pytest.mark.parametrize("case", EXFIL, ids=[c.id for c in EXFIL])

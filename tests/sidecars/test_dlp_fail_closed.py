@@ -41,8 +41,9 @@ def test_deep_json_blocks_instead_of_raising(rs) -> None:
 
 def test_multipart_boundary_beyond_latin1_is_scanned(rs) -> None:
     ctype = [("Content-Type", "multipart/form-data; boundary=\u2603\u00e9b")]
-    mp = ("--\u2603\u00e9b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n" + GHP +
-          "\r\n--\u2603\u00e9b--\r\n").encode()
+    mp = (
+        '--\u2603\u00e9b\r\nContent-Disposition: form-data; name="a"\r\n\r\n' + GHP + "\r\n--\u2603\u00e9b--\r\n"
+    ).encode()
     v = rs.scan_body(mp, ctype)
     assert v.blocked and "github-pat" in {h.rule_id for h in v.hits}
     assert rs.scan_body(b"--x\r\n\r\nhello\r\n--x--", [("Content-Type", "multipart/form-data")]).cannot_scan
@@ -71,11 +72,20 @@ STAGES = [
 # member, a zip, and a run for every codec; headers of every kind.
 _RUNS = "aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ= 68656c6c6f20776f726c6421212121 %41%42 &#65;&#66; =41=42 \\u0041\\n"
 BODY_JSON = json.dumps({"note": "caf\u00e9\u200b " + _RUNS}).encode()
-MULTIPART = (b"--b\r\nContent-Type: application/json\r\n\r\n" + BODY_JSON + b"\r\n"
-             b"--b\r\nContent-Type: application/octet-stream\r\n\r\n" + gzip.compress(b"hello") + b"PK\x03\x04"
-             + b"\0" * 30 + "h\0e\0l\0l\0o\0 \0w\0o\0r\0l\0d\0".encode() + b"\r\n--b--\r\n")
-HEADERS = [("Content-Type", "multipart/form-data; boundary=b"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-           ("X-Note", "caf\u00e9 " + _RUNS)]
+MULTIPART = (
+    b"--b\r\nContent-Type: application/json\r\n\r\n" + BODY_JSON + b"\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\n\r\n"
+    + gzip.compress(b"hello")
+    + b"PK\x03\x04"
+    + b"\0" * 30
+    + b"h\0e\0l\0l\0o\0 \0w\0o\0r\0l\0d\0"
+    + b"\r\n--b--\r\n"
+)
+HEADERS = [
+    ("Content-Type", "multipart/form-data; boundary=b"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("X-Note", "caf\u00e9 " + _RUNS),
+]
 
 
 @pytest.mark.parametrize("stage, inject", STAGES, ids=[s for s, _ in STAGES])

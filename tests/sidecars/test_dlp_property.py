@@ -24,7 +24,11 @@ def _request(place: str, data: bytes):
     if place == "body json":
         return "/upload", [("Content-Type", "application/json")], json.dumps({"v": data.decode("latin-1")}).encode()
     if place == "body form":
-        return "/upload", [("Content-Type", "application/x-www-form-urlencoded")], b"a=1&v=" + urllib.parse.quote_from_bytes(data).encode()
+        return (
+            "/upload",
+            [("Content-Type", "application/x-www-form-urlencoded")],
+            b"a=1&v=" + urllib.parse.quote_from_bytes(data).encode(),
+        )
     if place == "header":
         return "/", [("X-Data", data.decode("latin-1"))], b""
     if place == "query":
@@ -34,10 +38,18 @@ def _request(place: str, data: bytes):
 
 # derandomize: CI judges the same 300 examples every run (a random run that finds a gap is a
 # new case for the corpus, not a flaky CI); BOTTLE_DLP_EXPLORE=1 draws new examples each run.
-@settings(max_examples=300, deadline=None, derandomize=not os.environ.get("BOTTLE_DLP_EXPLORE"), suppress_health_check=[HealthCheck.too_slow])
-@given(rule=st.sampled_from(sorted(SECRET_MAKERS)), seed=st.integers(0, 2**32),
-       stack=st.lists(st.sampled_from(sorted(ENCODERS)), min_size=0, max_size=3),
-       place=st.sampled_from(PLACES))
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=not os.environ.get("BOTTLE_DLP_EXPLORE"),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    rule=st.sampled_from(sorted(SECRET_MAKERS)),
+    seed=st.integers(0, 2**32),
+    stack=st.lists(st.sampled_from(sorted(ENCODERS)), min_size=0, max_size=3),
+    place=st.sampled_from(PLACES),
+)
 def test_any_stack_of_encodings_anywhere_is_blocked(rule, seed, stack, place) -> None:
     secret = SECRET_MAKERS[rule](random.Random(seed))
     data = secret.encode()

@@ -30,8 +30,12 @@ def token(n: int = 40) -> str:
 def test_learned_values_are_known_for_their_site_only() -> None:
     store = prov.Provenance()
     cursor = token()
-    assert store.learn("api.example.com", [("Content-Type", "application/json")],
-                       json.dumps({"nextPageToken": cursor}).encode()) >= 1
+    assert (
+        store.learn(
+            "api.example.com", [("Content-Type", "application/json")], json.dumps({"nextPageToken": cursor}).encode()
+        )
+        >= 1
+    )
     assert store.known("api.example.com", cursor.encode())
     assert store.known("API.Example.com:443", cursor.encode())  # the site, however it is spelled
     assert not store.known("evil.example.net", cursor.encode())
@@ -88,8 +92,11 @@ def test_a_handed_out_token_goes_back_without_a_hit(rs_prov) -> None:
     url = "/v2/library/alpine/manifests/latest"
     headers = [("Authorization", f"Bearer {registry_token}")]
     assert rs_prov.scan_head(url, headers, site="registry.example.com").blocked  # not learned yet
-    rs_prov.provenance.learn("registry.example.com", [("Content-Type", "application/json")],
-                             json.dumps({"token": registry_token, "expires_in": 300}).encode())
+    rs_prov.provenance.learn(
+        "registry.example.com",
+        [("Content-Type", "application/json")],
+        json.dumps({"token": registry_token, "expires_in": 300}).encode(),
+    )
     assert not rs_prov.scan_head(url, headers, site="registry.example.com").blocked
     # to any other site it is a secret still
     assert rs_prov.scan_head(url, headers, site="paste.example.net").blocked
@@ -100,8 +107,10 @@ def test_a_handed_out_token_goes_back_without_a_hit(rs_prov) -> None:
 def test_a_presigned_redirect_goes_through(rs_prov) -> None:
     akid = "AKIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16))
     sig = token(64).lower()
-    path = (f"/bucket/release.tgz?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={akid}%2F20261203%2Fus-east-1"
-            f"%2Fs3%2Faws4_request&X-Amz-Signature={sig}")
+    path = (
+        f"/bucket/release.tgz?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={akid}%2F20261203%2Fus-east-1"
+        f"%2Fs3%2Faws4_request&X-Amz-Signature={sig}"
+    )
     assert rs_prov.scan_head(path, [], site="s3.example-objects.com").blocked
     rs_prov.provenance.learn("releases.example.com", [("Location", "https://s3.example-objects.com" + path)])
     assert not rs_prov.scan_head(path, [], site="s3.example-objects.com").blocked

@@ -16,13 +16,23 @@ from pathlib import Path
 import pytest
 
 # mitmproxy is a test extra (the version the sidecars image pins): no skip, a missing one fails.
-from mitmproxy import connection, http as mhttp  # noqa: E402
-from mitmproxy.proxy import server_hooks  # noqa: E402
-from mitmproxy.test import taddons, tflow  # noqa: E402
+from mitmproxy import connection
+from mitmproxy import http as mhttp
+from mitmproxy.proxy import server_hooks
+from mitmproxy.test import taddons, tflow
 
-from tests.support.egress import (DAEMONS_JSON, DLP_RULES, Driven, decisions, make_flow,  # noqa: E402
-                                  mitmdump_argv, send, start_mitmdump, stop_mitmdump)
-from tests.support.sidecars import egress_module  # noqa: E402
+from tests.support.egress import (
+    DAEMONS_JSON,
+    DLP_RULES,
+    Driven,
+    decisions,
+    make_flow,
+    mitmdump_argv,
+    send,
+    start_mitmdump,
+    stop_mitmdump,
+)
+from tests.support.sidecars import egress_module
 
 A = egress_module("addon")
 DEC = egress_module("decisions")
@@ -83,7 +93,13 @@ def test_blocked_request_gets_403_with_marker_and_is_logged(egress, tmp_path) ->
     assert f.response.headers["content-type"] == "text/plain"
     [d] = decisions(tmp_path)
     assert d["decision"] == "block" and d["route"] is None and "method DELETE" in d["reason"]
-    assert (d["method"], d["scheme"], d["host"], d["port"], d["path"]) == ("DELETE", "https", "api.example.com", 443, "/v1/x")
+    assert (d["method"], d["scheme"], d["host"], d["port"], d["path"]) == (
+        "DELETE",
+        "https",
+        "api.example.com",
+        443,
+        "/v1/x",
+    )
     assert d["ts"].endswith("+00:00")
     assert "placeholder" not in (tmp_path / "requests.jsonl").read_text()
     assert "secret=query" not in (tmp_path / "requests.jsonl").read_text()
@@ -182,7 +198,9 @@ def test_routes_reload_when_the_file_changes_and_a_bad_file_keeps_the_old_policy
     f = make_flow("GET", "https://new.example.com/")
     send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
-    routes.write_text("version: 1\nbottle: two\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{host: new.example.com, ports: [bad], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}]\n")
+    routes.write_text(
+        "version: 1\nbottle: two\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{host: new.example.com, ports: [bad], methods: [], paths: [], schemes: [https], auth: null, dlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}, model_tools: [], once: null}]\n"
+    )
     f = make_flow("GET", "https://new.example.com/")
     send(addon, f)
     assert f.response is None and addon.policy.bottle == "two"
@@ -232,8 +250,15 @@ def test_server_connect_guard_refuses_addresses_no_route_names(egress) -> None:
     assert bad.error == "egress: no route for db.internal:5432"
     [d] = decisions(addon_state(addon))
     assert {k: d[k] for k in ("decision", "method", "scheme", "host", "port", "path", "route", "reason")} == {
-        "decision": "block", "method": "", "scheme": "tcp", "host": "db.internal", "port": 5432, "path": "",
-        "route": None, "reason": "no route for db.internal:5432"}
+        "decision": "block",
+        "method": "",
+        "scheme": "tcp",
+        "host": "db.internal",
+        "port": 5432,
+        "path": "",
+        "route": None,
+        "reason": "no route for db.internal:5432",
+    }
     # A refused name whose flow is gone still fails, with the generic message.
     stray = connection.Server(address=("gone" + DEC.REFUSED_SUFFIX, 443))
     addon.server_connect(server_hooks.ServerConnectionHookData(server=stray, client=client))
@@ -306,13 +331,18 @@ def test_fronting_inside_a_tunnel_is_blocked_and_logged_as_the_host_it_named(egr
     f = tunnel_flow("GET", "api.example.com", "other.example.net", {"x-api-key": "placeholder"})
     send(addon, f)
     assert f.response.status_code == 403
-    assert f.response.content == (b"egress: blocked GET api.example.com:443/v1/x: request authority 'other.example.net' "
-                                  b"does not match the destination api.example.com:443 (fronting) (bottle dev)\n")
+    assert f.response.content == (
+        b"egress: blocked GET api.example.com:443/v1/x: request authority 'other.example.net' "
+        b"does not match the destination api.example.com:443 (fronting) (bottle dev)\n"
+    )
     assert f.request.headers["x-api-key"] == "placeholder", "the credential was injected into a fronted request"
     [d] = decisions(tmp_path)
     assert d["decision"] == "block" and d["host"] == "other.example.net" and "fronting" in d["reason"]
     # The same host with another port, in the authority or the Host header: blocked too.
-    for f in (tunnel_flow("GET", "api.example.com", "api.example.com:8443"), make_flow("GET", "https://api.example.com/v1/x")):
+    for f in (
+        tunnel_flow("GET", "api.example.com", "api.example.com:8443"),
+        make_flow("GET", "https://api.example.com/v1/x"),
+    ):
         if f.request.authority != "api.example.com:8443":
             f.request.headers["Host"] = "api.example.com:8443"
         send(addon, f)
@@ -375,7 +405,9 @@ def test_method_override_to_an_allowed_method_passes(egress) -> None:
 
 def test_blocked_request_with_a_large_body_is_refused_without_reading_it(egress, tmp_path) -> None:
     addon, _ = egress
-    f = make_flow("POST", "https://blocked.example.org/upload", {"Content-Length": str(100 << 20), "Expect": "100-continue"})
+    f = make_flow(
+        "POST", "https://blocked.example.org/upload", {"Content-Length": str(100 << 20), "Expect": "100-continue"}
+    )
     addon.requestheaders(f)
     # No response yet (setting one would make mitmproxy buffer the body first); the request is
     # streamed to a destination that server_connect refuses, so mitmproxy answers at once.
@@ -410,7 +442,11 @@ def test_blocked_request_with_a_small_body_is_answered_at_its_headers(egress) ->
 def test_allowed_large_body_is_streamed_and_the_credential_injected_at_the_headers(egress) -> None:
     addon, _ = egress
     # A route whose bodies DLP does not scan (dlp: {body: false}, as for an LLM API).
-    f = make_flow("POST", "https://llm.example.com/v1/upload", {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1), "x-api-key": "p"})
+    f = make_flow(
+        "POST",
+        "https://llm.example.com/v1/upload",
+        {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1), "x-api-key": "p"},
+    )
     addon.requestheaders(f)
     assert isinstance(f.request.stream, SCAN.RequestBodyStream)
     assert f.request.headers["x-api-key"] == SECRET
@@ -419,7 +455,11 @@ def test_allowed_large_body_is_streamed_and_the_credential_injected_at_the_heade
     addon.requestheaders(chunked)
     assert isinstance(chunked.request.stream, SCAN.RequestBodyStream)
     # Where DLP scans bodies, one of known length within the cap is buffered whole and scanned.
-    g = make_flow("POST", "https://api.example.com/v1/upload", {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1), "x-api-key": "p"})
+    g = make_flow(
+        "POST",
+        "https://api.example.com/v1/upload",
+        {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1), "x-api-key": "p"},
+    )
     addon.requestheaders(g)
     assert not g.request.stream and g.request.headers["x-api-key"] == "p"
 
@@ -455,19 +495,37 @@ def test_http2_body_of_unknown_length_gets_a_content_length_for_an_http1_upstrea
 
 def test_headers_meant_for_the_proxy_stop_at_egress(egress) -> None:
     addon, _ = egress
-    f = make_flow("GET", "https://open.example.com/", {
-        "Proxy-Authorization": "Basic Zm9vOmJhcg==", "Proxy-Connection": "keep-alive", "Keep-Alive": "timeout=5",
-        "Proxy-Authenticate": "Basic",
-        "Connection": "keep-alive, X-Private", "X-Private": "1", "X-Kept": "1",
-    })
+    f = make_flow(
+        "GET",
+        "https://open.example.com/",
+        {
+            "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+            "Proxy-Connection": "keep-alive",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authenticate": "Basic",
+            "Connection": "keep-alive, X-Private",
+            "X-Private": "1",
+            "X-Kept": "1",
+        },
+    )
     send(addon, f)
     assert f.response is None
     names = {k.lower() for k in f.request.headers}
     assert not names & {"proxy-authorization", "proxy-connection", "proxy-authenticate", "keep-alive", "x-private"}
     assert f.request.headers["connection"] == "keep-alive" and f.request.headers["x-kept"] == "1"
     # A Connection header cannot make egress drop what frames or routes the request.
-    framing = {"Host": "open.example.com", "Content-Length": "3", "Transfer-Encoding": "chunked", "Upgrade": "websocket", "TE": "trailers"}
-    g = make_flow("POST", "https://open.example.com/", {"Connection": "Content-Length, Transfer-Encoding, Host, Upgrade, TE, X-A", **framing})
+    framing = {
+        "Host": "open.example.com",
+        "Content-Length": "3",
+        "Transfer-Encoding": "chunked",
+        "Upgrade": "websocket",
+        "TE": "trailers",
+    }
+    g = make_flow(
+        "POST",
+        "https://open.example.com/",
+        {"Connection": "Content-Length, Transfer-Encoding, Host, Upgrade, TE, X-A", **framing},
+    )
     addon.requestheaders(g)
     assert {k: g.request.headers.get(k) for k in framing} == framing and g.request.headers["connection"] == "upgrade"
     # The tokens mitmproxy acts on stay; every Connection header counts.
@@ -536,6 +594,7 @@ def test_websocket_messages_to_the_agent_are_scrubbed_text_and_binary(egress) ->
     f.response = mhttp.Response.make(101, b"", {"Upgrade": "websocket", "Connection": "Upgrade"})
     addon.responseheaders(f)
     from mitmproxy import websocket
+
     f.websocket = websocket.WebSocketData()
     addon.response(f)
     assert f.id in addon.store.scrubbers  # kept for the messages that follow
@@ -554,6 +613,7 @@ def test_websocket_messages_to_the_agent_are_scrubbed_text_and_binary(egress) ->
 
 def gz(data: bytes) -> bytes:
     import gzip
+
     return gzip.compress(data)
 
 
@@ -586,7 +646,10 @@ def test_bodies_in_stacked_encodings_are_decoded_and_scrubbed(egress, coding, en
     assert f.response.headers["content-length"] == str(len(f.response.raw_content))
 
 
-@pytest.mark.parametrize("coding, raw", [("compress", b"\x1f\x9d\x90secret"), ("gzip", b"not gzip"), ("gzip, snappy", b"x"), ("zstd", b"bad")])
+@pytest.mark.parametrize(
+    "coding, raw",
+    [("compress", b"\x1f\x9d\x90secret"), ("gzip", b"not gzip"), ("gzip, snappy", b"x"), ("zstd", b"bad")],
+)
 def test_bodies_that_cannot_be_decoded_are_refused_with_502(egress, coding, raw) -> None:
     addon, _ = egress
     f = authed_flow(addon)
@@ -603,11 +666,18 @@ def test_bodies_that_cannot_be_decoded_are_refused_with_502(egress, coding, raw)
 def test_encoded_forms_of_the_credential_are_scrubbed_from_bodies(egress) -> None:
     import base64
     import urllib.parse
+
     addon, _ = egress
     f = authed_flow(addon)
-    forms = [base64.b64encode(SECRET.encode()).decode(), base64.urlsafe_b64encode(SECRET.encode()).decode(),
-             SECRET.encode().hex(), SECRET.encode().hex().upper(), "".join(f"\\u{ord(c):04x}" for c in SECRET),
-             urllib.parse.quote(SECRET, safe=""), "".join(f"%{b:02x}" for b in SECRET.encode())]
+    forms = [
+        base64.b64encode(SECRET.encode()).decode(),
+        base64.urlsafe_b64encode(SECRET.encode()).decode(),
+        SECRET.encode().hex(),
+        SECRET.encode().hex().upper(),
+        "".join(f"\\u{ord(c):04x}" for c in SECRET),
+        urllib.parse.quote(SECRET, safe=""),
+        "".join(f"%{b:02x}" for b in SECRET.encode()),
+    ]
     f.response = mhttp.Response.make(200, "\n".join(forms).encode(), {"Content-Type": "text/plain"})
     addon.responseheaders(f)
     addon.response(f)
@@ -681,11 +751,16 @@ def test_real_mitmdump_enforces_routes_and_scrubs_streams(tmp_path) -> None:
         assert get("/v1/sse") == (200, b"data: [redacted by egress]\n\n")
         status, body = get("/other")
         assert status == 403
-        assert body == f"egress: blocked GET 127.0.0.1:{up_port}/other: no route in routes.yaml of bottle e2e allows it\n".encode()
+        assert (
+            body
+            == f"egress: blocked GET 127.0.0.1:{up_port}/other: no route in routes.yaml of bottle e2e allows it\n".encode()
+        )
         assert [d["decision"] for d in decisions(tmp_path)] == ["allow", "allow", "block"]
 
         # SIGHUP reloads (and does not kill mitmdump, whose default for SIGHUP would be to die).
-        (tmp_path / "routes.yaml").write_text("version: 1\nbottle: e2e\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n")
+        (tmp_path / "routes.yaml").write_text(
+            "version: 1\nbottle: e2e\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n"
+        )
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.3)
         assert proc.poll() is None
@@ -711,7 +786,10 @@ def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) ->
     )
     proc, port = start_mitmdump(tmp_path, {})
     try:
-        for target, payload in (("allowed.test:22", b"SSH-2.0-OpenSSH_9.2\r\n"), ("allowed.test:443", b"\x00\x01binary")):
+        for target, payload in (
+            ("allowed.test:22", b"SSH-2.0-OpenSSH_9.2\r\n"),
+            ("allowed.test:443", b"\x00\x01binary"),
+        ):
             c = connect_tunnel(port, target)
             c.sendall(payload)
             assert c.recv(4096) == b"", "the tunnel stayed open"  # a hang fails on the 5 s timeout
@@ -731,12 +809,16 @@ def test_real_mitmdump_closes_a_tunnel_that_carries_no_http_at_once(tmp_path) ->
 
 
 def test_real_mitmdump_refuses_a_large_blocked_upload_without_reading_it(tmp_path) -> None:
-    (tmp_path / "routes.yaml").write_text("version: 1\nbottle: t\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n")
+    (tmp_path / "routes.yaml").write_text(
+        "version: 1\nbottle: t\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n"
+    )
     proc, port = start_mitmdump(tmp_path, {})
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
-        c.sendall(b"POST http://blocked.test/up HTTP/1.1\r\nHost: blocked.test\r\nContent-Length: 104857600\r\n"
-                  b"Expect: 100-continue\r\n\r\n")
+        c.sendall(
+            b"POST http://blocked.test/up HTTP/1.1\r\nHost: blocked.test\r\nContent-Length: 104857600\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
         reply = c.recv(65536)  # answered on the headers: no 100 Continue, no body wanted
         c.close()
     finally:
@@ -752,13 +834,18 @@ GHP = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
 AWS = "AKIA" + "QYLPMN5HJ3ZX7TRW"
 
 
-@pytest.mark.parametrize("where, url, headers", [
-    ("url path", f"https://open.example.com/upload/{GHP}", {}),
-    ("query", f"https://open.example.com/q?token={GHP}", {}),
-    ("header X-Debug", "https://open.example.com/h", {"X-Debug": f"token {GHP}"}),
-    ("header Cookie", "https://open.example.com/c", {"Cookie": f"s={AWS}"}),
-])
-def test_a_secret_in_the_url_or_a_header_is_blocked_before_anything_is_injected(egress, tmp_path, where, url, headers) -> None:
+@pytest.mark.parametrize(
+    "where, url, headers",
+    [
+        ("url path", f"https://open.example.com/upload/{GHP}", {}),
+        ("query", f"https://open.example.com/q?token={GHP}", {}),
+        ("header X-Debug", "https://open.example.com/h", {"X-Debug": f"token {GHP}"}),
+        ("header Cookie", "https://open.example.com/c", {"Cookie": f"s={AWS}"}),
+    ],
+)
+def test_a_secret_in_the_url_or_a_header_is_blocked_before_anything_is_injected(
+    egress, tmp_path, where, url, headers
+) -> None:
     addon, _ = egress
     f = make_flow("GET", url, headers)
     send(addon, f)
@@ -767,7 +854,12 @@ def test_a_secret_in_the_url_or_a_header_is_blocked_before_anything_is_injected(
     assert body.startswith("dlp: blocked: ") and where.split()[0] in body
     assert GHP not in body and AWS not in body
     entry = decisions(tmp_path)[-1]
-    assert entry["decision"] == "block" and entry["dlp"]["findings"] and GHP not in json.dumps(entry) and AWS not in json.dumps(entry)
+    assert (
+        entry["decision"] == "block"
+        and entry["dlp"]["findings"]
+        and GHP not in json.dumps(entry)
+        and AWS not in json.dumps(entry)
+    )
 
 
 def test_a_secret_in_a_buffered_body_is_blocked_and_the_credential_never_injected(egress, tmp_path) -> None:
@@ -799,7 +891,9 @@ def test_a_body_over_the_cap_is_blocked_unread_and_an_undecodable_one_too(egress
     big = make_flow("POST", "https://small.example.com/up", {"Content-Length": "101"})
     addon.requestheaders(big)
     assert big.response is not None and big.response.status_code == 403
-    assert big.response.content.startswith(b"dlp: blocked: cannot scan") and b"100-byte scan cap" in big.response.content
+    assert (
+        big.response.content.startswith(b"dlp: blocked: cannot scan") and b"100-byte scan cap" in big.response.content
+    )
     bad = make_flow("POST", "https://open.example.com/up", {"Content-Encoding": "gzip"})
     bad.request.raw_content = b"not gzip at all"
     send(addon, bad)
@@ -853,7 +947,9 @@ def test_a_websocket_message_from_the_agent_with_a_secret_is_dropped(egress, tmp
 
 def test_unloadable_dlp_rules_block_every_request(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(ROUTES)
-    addon = Driven(A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(tmp_path / "missing.toml")))
+    addon = Driven(
+        A.Egress(state_dir=str(tmp_path), environ={"API_KEY": SECRET}, dlp_rules=str(tmp_path / "missing.toml"))
+    )
     with taddons.context(addon.egress) as tctx:
         tctx.configure(addon.egress, confdir=str(tmp_path))
         f = make_flow("GET", "https://open.example.com/")
@@ -863,7 +959,9 @@ def test_unloadable_dlp_rules_block_every_request(tmp_path) -> None:
 
 def test_a_policy_that_disables_an_unknown_rule_is_refused(egress, tmp_path) -> None:
     addon, _ = egress
-    (tmp_path / "routes.yaml").write_text(ROUTES.replace("disabled_rules: [github-pat]", "disabled_rules: [github-pats]"))
+    (tmp_path / "routes.yaml").write_text(
+        ROUTES.replace("disabled_rules: [github-pat]", "disabled_rules: [github-pats]")
+    )
     assert addon.reload(force=True) is False
     assert "unknown gitleaks rule id 'github-pats'" in addon.policy_error
 
@@ -903,9 +1001,22 @@ def test_without_a_valid_routes_file_every_request_is_blocked_and_says_why(tmp_p
 
 @pytest.mark.parametrize(
     "data, ok",
-    [(b"", True), (b"G", True), (b"GET", True), (b"GET / HTTP/1.1\r\n", True), (b"PRI * HTTP/2.0", True),
-     (b"VERSION-CONTROL /x", True), (b"A" * 23, True), (b"A" * 24, False), (b"A" * 30, False),
-     (b"SSH-2.0-OpenSSH", False), (b"\x00\x01", False), (b" GET", False), (b"GET\r\n", False), (b"\x16\x03\x01", False)],
+    [
+        (b"", True),
+        (b"G", True),
+        (b"GET", True),
+        (b"GET / HTTP/1.1\r\n", True),
+        (b"PRI * HTTP/2.0", True),
+        (b"VERSION-CONTROL /x", True),
+        (b"A" * 23, True),
+        (b"A" * 24, False),
+        (b"A" * 30, False),
+        (b"SSH-2.0-OpenSSH", False),
+        (b"\x00\x01", False),
+        (b" GET", False),
+        (b"GET\r\n", False),
+        (b"\x16\x03\x01", False),
+    ],
 )
 def test_what_may_still_become_an_http_request(data, ok) -> None:
     assert TUN.starts_like_http(data) == ok
@@ -965,6 +1076,7 @@ def test_real_mitmdump_checks_what_a_tls_tunnel_carries_after_the_handshake(tmp_
 
 def test_which_responses_stream(egress) -> None:
     addon, _ = egress
+
     def streamed(method="GET", status=200, headers=None, http_version="HTTP/1.1", authed=False):
         f = authed_flow(addon, method) if authed else make_flow(method, "https://open.example.com/")
         if not authed:
@@ -976,12 +1088,15 @@ def test_which_responses_stream(egress) -> None:
             f.response.headers[k] = v
         addon.responseheaders(f)
         return f
+
     big = {"Content-Length": str(SCAN.STREAM_THRESHOLD + 1)}
     assert streamed(headers=big).response.stream is True
     assert not streamed(headers={"Content-Length": str(SCAN.STREAM_THRESHOLD)}).response.stream
     assert streamed(headers={}).response.stream is True  # unknown length
     assert not streamed("HEAD", headers=big).response.stream
-    assert not streamed(status=204, headers=big).response.stream and not streamed(status=304, headers=big).response.stream
+    assert (
+        not streamed(status=204, headers=big).response.stream and not streamed(status=304, headers=big).response.stream
+    )
     assert not streamed(status=101, headers=big).response.stream
     # With a credential to scrub: identity bodies stream through the scrubber, re-framed for HTTP/1.1.
     f = streamed(headers=big, authed=True)

@@ -8,13 +8,23 @@ import http.client
 import json
 
 import pytest
-from mitmproxy import connection, http as mhttp, websocket
+from mitmproxy import connection, websocket
+from mitmproxy import http as mhttp
 from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.proxy.context import Context
 from mitmproxy.test import tflow
 
-from tests.support.egress import (RecordingUpstream, decisions, driven_egress, make_flow, route_line, routes_yaml,
-                                  send, start_mitmdump, stop_mitmdump)
+from tests.support.egress import (
+    RecordingUpstream,
+    decisions,
+    driven_egress,
+    make_flow,
+    route_line,
+    routes_yaml,
+    send,
+    start_mitmdump,
+    stop_mitmdump,
+)
 from tests.support.sidecars import egress_module
 
 SECRET = "sk-real-0123456789abcdef"
@@ -64,7 +74,9 @@ def assert_failed_closed(flow, tmp_path, stage: str) -> None:
 
 
 def post(body: bytes = b"hello", host: str = "api.example.com", **headers: str):
-    f = make_flow("POST", f"https://{host}/v1/x", {"x-api-key": "placeholder", "Content-Length": str(len(body)), **headers})
+    f = make_flow(
+        "POST", f"https://{host}/v1/x", {"x-api-key": "placeholder", "Content-Length": str(len(body)), **headers}
+    )
     f.request.data.content = body
     return f
 
@@ -248,8 +260,12 @@ def test_real_mitmdump_fails_closed_and_nothing_reaches_the_upstream(tmp_path) -
     proc, port = start_mitmdump(tmp_path, {"API_KEY": SECRET}, scripts=(str(script),))
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("POST", f"http://127.0.0.1:{upstream.port}/v1/x", body=f"token={GHP}".encode(),
-                     headers={"x-api-key": "placeholder", "Content-Type": "text/plain"})
+        conn.request(
+            "POST",
+            f"http://127.0.0.1:{upstream.port}/v1/x",
+            body=f"token={GHP}".encode(),
+            headers={"x-api-key": "placeholder", "Content-Type": "text/plain"},
+        )
         resp = conn.getresponse()
         body = resp.read()
         conn.close()

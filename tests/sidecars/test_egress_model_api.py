@@ -15,8 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.egress import (decisions, driven_egress, free_port, make_flow, route_line, routes_yaml, send,
-                                  start_mitmdump, stop_mitmdump)
+from tests.support.egress import (
+    decisions,
+    driven_egress,
+    free_port,
+    make_flow,
+    route_line,
+    routes_yaml,
+    send,
+    start_mitmdump,
+    stop_mitmdump,
+)
 
 KEY = "sk-ant-real-0123456789abcdef"
 AUTH = "{scheme: header, header: x-api-key, token_env: ANTHROPIC_API_KEY}"
@@ -26,9 +35,11 @@ ROUTES = routes_yaml(
     route_line("search.anthropic.example", auth=AUTH, dlp=NO_BODY_DLP, model_tools="[web_search]"),
 )
 FAKE = Path(__file__).resolve().parents[1] / "integration" / "fake_messages_api.py"
-CLIENT_TOOLS = [{"name": "Bash", "description": "run", "input_schema": {"type": "object"}},
-                {"type": "custom", "name": "Read", "input_schema": {"type": "object"}},
-                {"type": "text_editor_20250124", "name": "str_replace_editor"}]
+CLIENT_TOOLS = [
+    {"name": "Bash", "description": "run", "input_schema": {"type": "object"}},
+    {"type": "custom", "name": "Read", "input_schema": {"type": "object"}},
+    {"type": "text_editor_20250124", "name": "str_replace_editor"},
+]
 
 
 @pytest.fixture
@@ -42,8 +53,11 @@ def messages(egress, doc, host="api.anthropic.com", path="/v1/messages?beta=true
     if encode == "gzip":
         body = gzip.compress(body)
         headers["Content-Encoding"] = "gzip"
-    f = make_flow("POST", f"https://{host}{path}", {"x-api-key": "placeholder", "Content-Type": "application/json",
-                                                    "Content-Length": str(len(body)), **headers})
+    f = make_flow(
+        "POST",
+        f"https://{host}{path}",
+        {"x-api-key": "placeholder", "Content-Type": "application/json", "Content-Length": str(len(body)), **headers},
+    )
     f.request.data.content = body
     send(egress, f)
     return f
@@ -59,25 +73,45 @@ def refused(f) -> dict:
 
 
 def test_ordinary_claude_requests_pass_without_dlp_on_the_conversation(egress, tmp_path) -> None:
-    f = messages(egress, {"model": "m", "messages": [{"role": "user", "content": "see ghp_" + "a" * 36}],
-                          "tools": CLIENT_TOOLS, "stream": True},
-                 **{"anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14"})
+    f = messages(
+        egress,
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "see ghp_" + "a" * 36}],
+            "tools": CLIENT_TOOLS,
+            "stream": True,
+        },
+        **{"anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14"},
+    )
     assert f.response is None and f.request.headers["x-api-key"] == KEY
     assert decisions(tmp_path)[-1]["decision"] == "allow"
     g = messages(egress, {"model": "m", "messages": []}, path="/v1/messages/count_tokens?beta=true", encode="gzip")
     assert g.response is None
 
 
-@pytest.mark.parametrize("doc,headers,tool,where", [
-    ({"tools": [*CLIENT_TOOLS, {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]}, {}, "web_search", "tools[3]"),
-    ({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}, {}, "web_fetch", "tools[0]"),
-    ({"tools": [{"type": "code_execution_20250825", "name": "code_execution"}]}, {}, "code_execution", "tools[0]"),
-    ({"mcp_servers": [{"type": "url", "url": "https://evil.example/mcp", "name": "x"}]}, {}, "mcp_servers", "mcp_servers"),
-    ({"tools": [{"type": "mcp_toolset", "mcp_server_name": "x"}]}, {}, "mcp_servers", "tools[0]"),
-    ({}, {"anthropic-beta": "claude-code-20250219, mcp-client-2025-04-04"}, "mcp_servers", "anthropic-beta[1]"),
-    ({}, {"anthropic-beta": "web-fetch-2025-09-10"}, "web_fetch", "anthropic-beta[0]"),
-    ({}, {"anthropic-beta": "code-execution-2025-08-25"}, "code_execution", "anthropic-beta[0]"),
-])
+@pytest.mark.parametrize(
+    "doc,headers,tool,where",
+    [
+        (
+            {"tools": [*CLIENT_TOOLS, {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]},
+            {},
+            "web_search",
+            "tools[3]",
+        ),
+        ({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}, {}, "web_fetch", "tools[0]"),
+        ({"tools": [{"type": "code_execution_20250825", "name": "code_execution"}]}, {}, "code_execution", "tools[0]"),
+        (
+            {"mcp_servers": [{"type": "url", "url": "https://evil.example/mcp", "name": "x"}]},
+            {},
+            "mcp_servers",
+            "mcp_servers",
+        ),
+        ({"tools": [{"type": "mcp_toolset", "mcp_server_name": "x"}]}, {}, "mcp_servers", "tools[0]"),
+        ({}, {"anthropic-beta": "claude-code-20250219, mcp-client-2025-04-04"}, "mcp_servers", "anthropic-beta[1]"),
+        ({}, {"anthropic-beta": "web-fetch-2025-09-10"}, "web_fetch", "anthropic-beta[0]"),
+        ({}, {"anthropic-beta": "code-execution-2025-08-25"}, "code_execution", "anthropic-beta[0]"),
+    ],
+)
 def test_server_side_tools_are_refused_with_a_draft_in_the_log(egress, tmp_path, doc, headers, tool, where) -> None:
     f = messages(egress, {"model": "m", "messages": [], **doc}, **headers)
     err = refused(f)
@@ -90,23 +124,32 @@ def test_server_side_tools_are_refused_with_a_draft_in_the_log(egress, tmp_path,
 
 
 def test_a_server_tool_of_an_unknown_kind_is_refused_everywhere_and_not_echoed(egress, tmp_path) -> None:
-    f = messages(egress, {"tools": [{"type": "browse_ghp_SECRETISH_20990101", "name": "x"}]},
-                 host="search.anthropic.example")
+    f = messages(
+        egress, {"tools": [{"type": "browse_ghp_SECRETISH_20990101", "name": "x"}]}, host="search.anthropic.example"
+    )
     err = refused(f)
     assert "unknown kind (tools[0])" in err["message"] and "browse" not in err["message"]
     assert decisions(tmp_path)[-1]["proposal"] is None and "browse" not in (tmp_path / "requests.jsonl").read_text()
 
 
 def test_a_tool_the_route_names_passes(egress) -> None:
-    f = messages(egress, {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, host="search.anthropic.example")
+    f = messages(
+        egress, {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, host="search.anthropic.example"
+    )
     assert f.response is None and f.request.headers["x-api-key"] == KEY
-    g = messages(egress, {"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}, host="search.anthropic.example")
+    g = messages(
+        egress, {"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}, host="search.anthropic.example"
+    )
     assert refused(g)
 
 
 def test_a_batch_is_checked_request_by_request(egress) -> None:
-    doc = {"requests": [{"custom_id": "a", "params": {"tools": CLIENT_TOOLS}},
-                        {"custom_id": "b", "params": {"mcp_servers": [{"url": "https://x"}]}}]}
+    doc = {
+        "requests": [
+            {"custom_id": "a", "params": {"tools": CLIENT_TOOLS}},
+            {"custom_id": "b", "params": {"mcp_servers": [{"url": "https://x"}]}},
+        ]
+    }
     err = refused(messages(egress, doc, path="/v1/messages/batches"))
     assert "requests[1].params.mcp_servers" in err["message"]
 
@@ -130,13 +173,20 @@ def test_real_mitmdump_in_front_of_the_fake_messages_api(tmp_path) -> None:
     up = free_port()
     fake = subprocess.Popen([sys.executable, str(FAKE), str(up)])
     try:
-        (tmp_path / "routes.yaml").write_text(routes_yaml(route_line("127.0.0.1", up, scheme="http", auth=AUTH, dlp=NO_BODY_DLP)))
+        (tmp_path / "routes.yaml").write_text(
+            routes_yaml(route_line("127.0.0.1", up, scheme="http", auth=AUTH, dlp=NO_BODY_DLP))
+        )
         proc, port = start_mitmdump(tmp_path, {"ANTHROPIC_API_KEY": KEY})
         try:
+
             def post(doc):
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("POST", f"http://127.0.0.1:{up}/v1/messages?beta=true", body=json.dumps(doc).encode(),
-                             headers={"x-api-key": "placeholder", "content-type": "application/json"})
+                conn.request(
+                    "POST",
+                    f"http://127.0.0.1:{up}/v1/messages?beta=true",
+                    body=json.dumps(doc).encode(),
+                    headers={"x-api-key": "placeholder", "content-type": "application/json"},
+                )
                 r = conn.getresponse()
                 out = r.status, json.loads(r.read())
                 conn.close()
@@ -150,7 +200,9 @@ def test_real_mitmdump_in_front_of_the_fake_messages_api(tmp_path) -> None:
                     time.sleep(0.05)
             status, doc = post({"model": "m", "messages": [], "tools": CLIENT_TOOLS})
             assert status == 200 and doc["content"][0]["text"] == "pong"
-            status, doc = post({"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+            status, doc = post(
+                {"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+            )
             assert status == 403 and "model tool web_search" in doc["error"]["message"]
         finally:
             stop_mitmdump(proc)

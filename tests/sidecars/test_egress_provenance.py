@@ -42,8 +42,12 @@ def test_a_token_the_site_handed_out_goes_back_to_it_and_nowhere_else(tmp_path) 
     t = token()
     with driven_egress(tmp_path, ROUTES) as addon:
         assert post(addon, "https://api.example.com/upload", f'{{"token": "{t}"}}').response.status_code == 403
-        answered(addon, "https://api.example.com/auth", {"content-type": "application/json"},
-                 f'{{"token": "{t}", "expires_in": 300}}'.encode())
+        answered(
+            addon,
+            "https://api.example.com/auth",
+            {"content-type": "application/json"},
+            f'{{"token": "{t}", "expires_in": 300}}'.encode(),
+        )
         assert post(addon, "https://api.example.com/upload", f'{{"token": "{t}"}}').response is None
         blocked = post(addon, "https://other.example.org/collect", f'{{"token": "{t}"}}')
         assert blocked.response.status_code == 403
@@ -79,5 +83,10 @@ def test_a_gzip_answer_teaches_its_tokens_without_being_inflated_whole(tmp_path)
     t = token()
     body = gzip.compress(f'{{"token": "{t}"}}'.encode() + b" " * (50 << 20))  # 50 MiB inflated
     with driven_egress(tmp_path, ROUTES) as addon:
-        answered(addon, "https://api.example.com/auth", {"content-type": "application/json", "content-encoding": "gzip"}, body)
+        answered(
+            addon,
+            "https://api.example.com/auth",
+            {"content-type": "application/json", "content-encoding": "gzip"},
+            body,
+        )
         assert post(addon, "https://api.example.com/upload", f'{{"token": "{t}"}}').response is None

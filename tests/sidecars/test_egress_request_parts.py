@@ -57,7 +57,10 @@ def test_a_secret_in_a_connect_target_is_blocked(egress, tmp_path) -> None:
     egress.http_connect(f)
     assert blocked(f) and b"github-pat in connect target" in f.response.content
     entry = decisions(tmp_path)[-1]
-    assert GHP not in (tmp_path / "requests.jsonl").read_text() and entry["dlp"]["findings"][0]["where"] == "connect target"
+    assert (
+        GHP not in (tmp_path / "requests.jsonl").read_text()
+        and entry["dlp"]["findings"][0]["where"] == "connect target"
+    )
     ok = tflow.tflow()
     ok.request = mhttp.Request.make("CONNECT", "https://a.wild.example.com:443", b"", {})
     egress.http_connect(ok)
@@ -100,13 +103,16 @@ def test_trailers_of_a_streamed_body_with_a_secret_abort_the_request(egress, tmp
     assert decisions(tmp_path)[-1]["dlp"]["findings"][0]["where"] == "trailers"
 
 
-@pytest.mark.parametrize("method,path,headers", [
-    ("POST", "/org/repo.git/git-receive-pack", {"Content-Type": "application/x-git-receive-pack-request"}),
-    ("GET", "/org/repo.git/info/refs?service=git-receive-pack", {}),
-    ("GET", "/org/repo.git/info/refs?service=git%2Dreceive%2Dpack", {}),
-    ("POST", "/org/repo/git-receive-pack", {}),
-    ("POST", "/org/repo", {"Content-Type": "application/x-git-receive-pack-request"}),
-])
+@pytest.mark.parametrize(
+    "method,path,headers",
+    [
+        ("POST", "/org/repo.git/git-receive-pack", {"Content-Type": "application/x-git-receive-pack-request"}),
+        ("GET", "/org/repo.git/info/refs?service=git-receive-pack", {}),
+        ("GET", "/org/repo.git/info/refs?service=git%2Dreceive%2Dpack", {}),
+        ("POST", "/org/repo/git-receive-pack", {}),
+        ("POST", "/org/repo", {"Content-Type": "application/x-git-receive-pack-request"}),
+    ],
+)
 def test_git_pushes_are_refused_on_every_route_naming_the_git_gate(egress, tmp_path, method, path, headers) -> None:
     f = make_flow(method, f"https://git.example.com{path}", headers)
     send(egress, f)
@@ -120,8 +126,17 @@ def test_git_fetches_still_pass(egress) -> None:
         assert f.response is None
 
 
-@pytest.mark.parametrize("header", ["X-Original-URL", "X-Rewrite-URL", "x-forwarded-host", "X-Original-URI",
-                                    "X-Envoy-Original-Path", "X-Forwarded-Prefix"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-Original-URL",
+        "X-Rewrite-URL",
+        "x-forwarded-host",
+        "X-Original-URI",
+        "X-Envoy-Original-Path",
+        "X-Forwarded-Prefix",
+    ],
+)
 def test_headers_that_rewrite_the_url_are_refused(egress, tmp_path, header) -> None:
     f = make_flow("GET", "https://api.example.com/v1/x", {"x-api-key": "p", header: "/admin"})
     send(egress, f)
@@ -129,14 +144,24 @@ def test_headers_that_rewrite_the_url_are_refused(egress, tmp_path, header) -> N
     assert_nothing_injected(tmp_path, f)
 
 
-@pytest.mark.parametrize("ctype,body", [
-    ("application/x-www-form-urlencoded", b"a=1&_method=DELETE"),
-    ("application/x-www-form-urlencoded; charset=utf-8", b"_method=delete"),
-    ("multipart/form-data; boundary=xx", b'--xx\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n--xx--\r\n'),
-    ("application/json", b'{"_method": "DELETE", "id": 1}'),
-])
+@pytest.mark.parametrize(
+    "ctype,body",
+    [
+        ("application/x-www-form-urlencoded", b"a=1&_method=DELETE"),
+        ("application/x-www-form-urlencoded; charset=utf-8", b"_method=delete"),
+        (
+            "multipart/form-data; boundary=xx",
+            b'--xx\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n--xx--\r\n',
+        ),
+        ("application/json", b'{"_method": "DELETE", "id": 1}'),
+    ],
+)
 def test_a_method_override_in_the_body_is_held_to_the_routes_methods(egress, tmp_path, ctype, body) -> None:
-    f = make_flow("POST", "https://limited.example.com/x", {"Content-Type": ctype, "Content-Length": str(len(body)), "x-api-key": "p"})
+    f = make_flow(
+        "POST",
+        "https://limited.example.com/x",
+        {"Content-Type": ctype, "Content-Length": str(len(body)), "x-api-key": "p"},
+    )
     f.request.data.content = body
     egress.requestheaders(f)
     assert not f.request.stream  # buffered: the body decides
@@ -147,25 +172,45 @@ def test_a_method_override_in_the_body_is_held_to_the_routes_methods(egress, tmp
 
 def test_an_allowed_or_absent_override_in_the_body_passes(egress) -> None:
     for body in (b"a=1&_method=GET", b"a=1"):
-        f = make_flow("POST", "https://limited.example.com/x",
-                      {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(len(body)), "x-api-key": "p"})
+        f = make_flow(
+            "POST",
+            "https://limited.example.com/x",
+            {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(len(body)), "x-api-key": "p"},
+        )
         f.request.data.content = body
         send(egress, f)
         assert f.response is None and f.request.headers["x-api-key"] == SECRET
 
 
 def test_a_form_body_too_large_to_check_for_an_override_is_refused(egress) -> None:
-    f = make_flow("POST", "https://limited.example.com/x",
-                  {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(9 << 20), "x-api-key": "p"})
+    f = make_flow(
+        "POST",
+        "https://limited.example.com/x",
+        {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(9 << 20), "x-api-key": "p"},
+    )
     egress.requestheaders(f)
     assert f.response is not None or f.request.host.endswith(".refused.egress.invalid")
 
 
-@pytest.mark.parametrize("path", [
-    "/a/%c0%ae%c0%ae/admin", "/a/%c0%af", "/a/%e0%80%ae", "/a/%u002e%u002e/admin", "/a/%U002F",
-    "/a/\uff0e\uff0e/admin", "/a/%ef%bc%8e%ef%bc%8e/admin", "/a\uff0fadmin", "/a/%e2%88%95admin",
-    "/a/\u2044admin", "/a/\u2024\u2024/admin", "/a/\ufe52\ufe52/admin", "/a/\uff3cadmin", "/a/%e3%80%82",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/a/%c0%ae%c0%ae/admin",
+        "/a/%c0%af",
+        "/a/%e0%80%ae",
+        "/a/%u002e%u002e/admin",
+        "/a/%U002F",
+        "/a/\uff0e\uff0e/admin",
+        "/a/%ef%bc%8e%ef%bc%8e/admin",
+        "/a\uff0fadmin",
+        "/a/%e2%88%95admin",
+        "/a/\u2044admin",
+        "/a/\u2024\u2024/admin",
+        "/a/\ufe52\ufe52/admin",
+        "/a/\uff3cadmin",
+        "/a/%e3%80%82",
+    ],
+)
 def test_look_alikes_of_dot_and_slash_in_paths_are_refused(egress, path) -> None:
     assert T.path_problem(path) is not None
     f = make_flow("GET", "https://api.example.com/v1/x", {"x-api-key": "p"})

@@ -54,8 +54,17 @@ routes:
 """
 
 DLP = "{body: true, disabled_rules: [], max_body_bytes: 8388608}"
-FULL = {"host": "a.com", "ports": "[443]", "methods": "[]", "paths": "[]", "schemes": "[https]", "auth": "null", "dlp": DLP,
-        "model_tools": "[]", "once": "null"}
+FULL = {
+    "host": "a.com",
+    "ports": "[443]",
+    "methods": "[]",
+    "paths": "[]",
+    "schemes": "[https]",
+    "auth": "null",
+    "dlp": DLP,
+    "model_tools": "[]",
+    "once": "null",
+}
 
 
 def one_route(**changes: str | None) -> str:
@@ -66,7 +75,11 @@ def one_route(**changes: str | None) -> str:
             parts.pop(k)
         else:
             parts[k] = v
-    return "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{" + ", ".join(f"{k}: {v}" for k, v in parts.items()) + "}]"
+    return (
+        "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [{"
+        + ", ".join(f"{k}: {v}" for k, v in parts.items())
+        + "}]"
+    )
 
 
 @pytest.fixture
@@ -92,7 +105,10 @@ def test_load_routes_reads_every_field(policy) -> None:
 @pytest.mark.parametrize(
     "text, key",
     [
-        ("version: 2\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "version"),
+        (
+            "version: 2\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []",
+            "version",
+        ),
         ("bottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "version"),
         ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}", "routes"),
         ("version: 1\nbottle: b\nroutes: []", "dlp"),
@@ -105,8 +121,14 @@ def test_load_routes_reads_every_field(policy) -> None:
         (one_route(dlp="{body: true, disabled_rules: [], max_body_bytes: 5, scan: all}"), "routes[0].dlp.scan"),
         ("version: 1\nroutes: []", "bottle"),
         ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: {}", "routes"),
-        ("version: 1\nbottle: ''\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "bottle"),
-        ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\nextra: 1", "extra"),
+        (
+            "version: 1\nbottle: ''\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []",
+            "bottle",
+        ),
+        (
+            "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\nextra: 1",
+            "extra",
+        ),
         (one_route(host=None), "routes[0].host"),
         (one_route(ports=None), "routes[0].ports"),
         (one_route(methods=None), "routes[0].methods"),
@@ -120,7 +142,10 @@ def test_load_routes_reads_every_field(policy) -> None:
         (one_route(methods="[1]"), "routes[0].methods"),
         (one_route(paths="[1]"), "routes[0].paths"),
         (one_route(schemes="[1]"), "routes[0].schemes"),
-        ("version: true\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []", "version"),
+        (
+            "version: true\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []",
+            "version",
+        ),
         (one_route(host="''"), "routes[0].host"),
         (one_route(ports="[0]"), "routes[0].ports"),
         (one_route(ports="[65536]"), "routes[0].ports"),
@@ -140,7 +165,10 @@ def test_load_routes_reads_every_field(policy) -> None:
         (one_route(auth="{scheme: bearer, token_env: 'a-b'}"), "routes[0].auth.token_env"),
         (one_route(auth="{scheme: header, token_env: T}"), "routes[0].auth.header"),
         (one_route(auth="{scheme: bearer, token_env: T, header: x}"), "routes[0].auth.header"),
-        ("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [ok, 1]", "routes[0]"),
+        (
+            "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: [ok, 1]",
+            "routes[0]",
+        ),
     ],
 )
 def test_bad_routes_raise_one_line_value_errors_naming_the_key(text, key) -> None:
@@ -210,8 +238,12 @@ def test_block_reasons_name_the_rule_that_failed(policy) -> None:
 
 
 PATH_REASONS = {
-    "request target is not a path starting with '/'", "path is percent-encoded too many times",
-    "path has ';' parameters", "path has a backslash", "path has control characters", "path has '.' or '..' segments",
+    "request target is not a path starting with '/'",
+    "path is percent-encoded too many times",
+    "path has ';' parameters",
+    "path has a backslash",
+    "path has control characters",
+    "path has '.' or '..' segments",
 }
 
 
@@ -279,7 +311,12 @@ def test_method_overrides_must_be_allowed_methods_too(policy, method, overrides,
 
 
 def test_method_overrides_are_read_from_every_known_header_and_the_query() -> None:
-    headers = [("X-HTTP-Method-Override", "DELETE"), ("x-http-method", "PUT"), ("X-Method-Override", "PATCH"), ("X-Other", "GET")]
+    headers = [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("x-http-method", "PUT"),
+        ("X-Method-Override", "PATCH"),
+        ("X-Other", "GET"),
+    ]
     assert T.method_overrides(headers, "a=1&_method=TRACE") == ["DELETE", "PUT", "PATCH", "TRACE"]
     assert T.method_overrides([], "") == []
 
@@ -297,7 +334,9 @@ def test_first_matching_route_wins_and_schemes_can_open_plain_http() -> None:
 
 
 def test_empty_routes_block_everything() -> None:
-    p = R.parse_routes("version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []")
+    p = R.parse_routes(
+        "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []"
+    )
     assert not R.match(p, "GET", "https", "a.com", 443, "/").allowed
 
 
@@ -403,7 +442,7 @@ def stream_through(sc: S.Scrubber, data: bytes, cuts: list[int]) -> bytes:
     st = sc.stream()
     out = []
     bounds = [0, *cuts, len(data)]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         if b > a:
             out.extend(st(data[a:b]))
     out.extend(st(b""))
@@ -494,7 +533,11 @@ def test_scrubber_leaves_unrelated_text_alone() -> None:
 
 
 def test_every_auth_scheme_parses() -> None:
-    for auth in ("{scheme: basic, token_env: T}", "{scheme: bearer, token_env: T}", "{scheme: header, header: x-k, token_env: T}"):
+    for auth in (
+        "{scheme: basic, token_env: T}",
+        "{scheme: bearer, token_env: T}",
+        "{scheme: header, header: x-k, token_env: T}",
+    ):
         assert R.parse_routes(one_route(auth=auth)).routes[0].auth.token_env == "T"
 
 
@@ -516,7 +559,13 @@ def test_routes_and_auth_are_immutable() -> None:
 
 @pytest.mark.parametrize(
     "host, ok",
-    [("a.example.com", True), ("a.b.example.com", True), (".example.com", False), ("example.com", False), ("aexample.com", False)],
+    [
+        ("a.example.com", True),
+        ("a.b.example.com", True),
+        (".example.com", False),
+        ("example.com", False),
+        ("aexample.com", False),
+    ],
 )
 def test_wildcard_matches_any_subdomain_and_nothing_else(host, ok) -> None:
     route = R.parse_routes(one_route(host="'*.example.com'")).routes[0]
@@ -532,11 +581,20 @@ def test_block_reasons_are_exact(policy) -> None:
     def m(*args):
         return R.match(policy, *args)
 
-    assert m("GET", "https", "api.anthropic.com", 22, "/v1/x").reason == "no route for port 22 of host api.anthropic.com"
-    assert m("DELETE", "https", "api.anthropic.com", 443, "/v1/x").reason == "no route for method DELETE on api.anthropic.com:443"
-    assert m("GET", "https", "api.anthropic.com", 443, "/v2/a%20b?q").reason == "no route for path /v2/a b on api.anthropic.com:443"
+    assert (
+        m("GET", "https", "api.anthropic.com", 22, "/v1/x").reason == "no route for port 22 of host api.anthropic.com"
+    )
+    assert (
+        m("DELETE", "https", "api.anthropic.com", 443, "/v1/x").reason
+        == "no route for method DELETE on api.anthropic.com:443"
+    )
+    assert (
+        m("GET", "https", "api.anthropic.com", 443, "/v2/a%20b?q").reason
+        == "no route for path /v2/a b on api.anthropic.com:443"
+    )
     assert m("POST", "https", "api.anthropic.com", 443, "/v1/x", ["PUT", "PATCH"]).reason == (
-        "method override to PUT/PATCH not allowed on api.anthropic.com:443")
+        "method override to PUT/PATCH not allowed on api.anthropic.com:443"
+    )
     assert m("GET", "http", "api.anthropic.com", 443, "/v1/x").reason == "route 0 does not allow scheme http"
     assert m("GET", "https", "api.anthropic.com", 443, "/v1/x").reason == "route 0 (api.anthropic.com)"
 

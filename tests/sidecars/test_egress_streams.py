@@ -24,8 +24,10 @@ def test_real_mitmdump_resets_the_upstream_on_a_mid_stream_hit(tmp_path) -> None
     proc, port = start_mitmdump(tmp_path, {"API_KEY": SECRET})
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
-        c.sendall(f"POST http://127.0.0.1:{upstream.port}/up HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\n"
-                  "x-api-key: placeholder\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        c.sendall(
+            f"POST http://127.0.0.1:{upstream.port}/up HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\n"
+            "x-api-key: placeholder\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
         for _ in range(8):  # clean data: it streams on, less the window held back
             c.sendall(chunk(b"x" * 16384))
         deadline = time.monotonic() + 10

@@ -18,7 +18,6 @@ from bottle_tui.errors import BottleError
 from bottle_tui.manifest import ManifestError, Manifests, parse_agent, parse_bottle
 from bottle_tui.plan import git_repo_name, preflight_text, resolve
 from bottle_tui.state import StateDir
-
 from tests.support.sidecars import git_gate_module
 
 pp = git_gate_module("push_policy")
@@ -31,9 +30,22 @@ ZERO = pp.ZERO
 
 
 def git(repo: Path, *args: str, input_: str | None = None) -> str:
-    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, input=input_,
-                         env={"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo), "PATH": "/usr/bin:/bin",
-                              "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        input=input_,
+        env={
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "HOME": str(repo),
+            "PATH": "/usr/bin:/bin",
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+        },
+    )
     return out.stdout.strip()
 
 
@@ -54,7 +66,12 @@ def repo(tmp_path: Path) -> Path:
 
 
 def hash_object(repo: Path, kind: str, data: bytes) -> str:
-    out = subprocess.run(["git", "-C", str(repo), "hash-object", "-t", kind, "-w", "--stdin"], input=data, capture_output=True, check=True)
+    out = subprocess.run(
+        ["git", "-C", str(repo), "hash-object", "-t", kind, "-w", "--stdin"],
+        input=data,
+        capture_output=True,
+        check=True,
+    )
     return out.stdout.decode().strip()
 
 
@@ -105,7 +122,9 @@ def test_objects_are_named_by_the_first_new_tree_entry_and_commit(repo: Path) ->
     head = git(repo, "rev-parse", "HEAD")
     git(repo, "checkout", "-q", "main")
     gd = str(repo / ".git")
-    objects = [scan.PushObject(o, k, s) for o, k, s, _ in scan._cat_file(gd, scan.new_objects(gd, [head]), "--batch-check")]
+    objects = [
+        scan.PushObject(o, k, s) for o, k, s, _ in scan._cat_file(gd, scan.new_objects(gd, [head]), "--batch-check")
+    ]
     by_oid = {o.oid: o for o in objects}
     raw = {o: d for o, _, _, d in scan._cat_file(gd, [o.oid for o in objects if o.kind != "blob"], "--batch")}
     scan._name_objects(objects, by_oid, raw)
@@ -131,11 +150,20 @@ def test_the_text_view_drops_nul_bytes_and_maps_its_lines_back() -> None:
     assert scan.text_view(b"key ghp_0123456789\x01tail")[0] == b"key ghp_0123456789"
 
 
-@pytest.mark.parametrize(("name", "safe"), [
-    (b"config.py", "config.py"), (b"notes.png", "notes.png"), (b"a b/\xff.txt", "a_b__.txt"),
-    (b"secret.tar.gz", "secret_tar_gz"), (b"x.ZIP", "x_ZIP"), (b"y.lz", "y_lz"), (b"k.yaml", "k.yaml"),
-    (None, "blob"), (b"", "blob"),
-])
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        (b"config.py", "config.py"),
+        (b"notes.png", "notes.png"),
+        (b"a b/\xff.txt", "a_b__.txt"),
+        (b"secret.tar.gz", "secret_tar_gz"),
+        (b"x.ZIP", "x_ZIP"),
+        (b"y.lz", "y_lz"),
+        (b"k.yaml", "k.yaml"),
+        (None, "blob"),
+        (b"", "blob"),
+    ],
+)
 def test_file_names_keep_the_entry_name_but_never_read_as_an_archive(name: bytes | None, safe: str) -> None:
     assert scan.safe_name(name, "blob") == safe
 
@@ -163,11 +191,11 @@ def test_large_views_are_cut_into_overlapping_pieces_whose_lines_map_back(tmp_pa
     for path in files:
         body = path.read_bytes()
         assert body.startswith(scan.HEADER)
-        first = body[len(scan.HEADER):].split(b"\n", 1)[0]
+        first = body[len(scan.HEADER) :].split(b"\n", 1)[0]
         seg, line = writer.locate(f"/x/objects/{path.name}", 2)  # gitleaks' line 2: the file's first pushed line
         assert seg.index == 7 and data.split(b"\n")[line - 1].endswith(first), (path.name, line, first)
-    one, two = (p.read_bytes()[len(scan.HEADER):] for p in files[:2])
-    assert one[-scan.OVERLAP:] == two[:scan.OVERLAP]  # consecutive pieces share OVERLAP bytes
+    one, two = (p.read_bytes()[len(scan.HEADER) :] for p in files[:2])
+    assert one[-scan.OVERLAP :] == two[: scan.OVERLAP]  # consecutive pieces share OVERLAP bytes
 
 
 def test_small_views_share_files_and_each_line_maps_to_its_object(tmp_path: Path) -> None:
@@ -210,13 +238,28 @@ def test_parse_updates_reads_pre_receive_input_and_rejects_anything_else() -> No
 # --- protected names --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("main", "main"), ("release/1.0", "release/*"), ("release/1/hotfix", "release/*"), ("prod-eu", "prod-*"),
-    ("mainline", None), ("feature/main", None), ("releases/1", None),
-    # other spellings of the same name: case (a case-insensitive upstream), git's own prefixes
-    ("Main", "main"), ("MAIN", "main"), ("Release/2", "release/*"), ("refs/heads/main", "main"), ("heads/main", "main"),
-    ("tags/main", "main"), ("refs/tags/release/3", "release/*"), ("remotes/origin/main", "main"), ("remotes/main", None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("main", "main"),
+        ("release/1.0", "release/*"),
+        ("release/1/hotfix", "release/*"),
+        ("prod-eu", "prod-*"),
+        ("mainline", None),
+        ("feature/main", None),
+        ("releases/1", None),
+        # other spellings of the same name: case (a case-insensitive upstream), git's own prefixes
+        ("Main", "main"),
+        ("MAIN", "main"),
+        ("Release/2", "release/*"),
+        ("refs/heads/main", "main"),
+        ("heads/main", "main"),
+        ("tags/main", "main"),
+        ("refs/tags/release/3", "release/*"),
+        ("remotes/origin/main", "main"),
+        ("remotes/main", None),
+    ],
+)
 def test_protected_name_matching(name: str, expected: str | None) -> None:
     assert pp.protected_pattern(name, ("main", "release/*", "prod-*")) == expected
 
@@ -227,7 +270,11 @@ def test_refusals_name_the_ref_and_the_rule() -> None:
     assert pp.refusal(pp.RefUpdate(sha, "d" * 40, "refs/heads/topic"), protected) is None
     assert pp.refusal(pp.RefUpdate(ZERO, sha, "refs/tags/v1.0"), protected) is None
     pushed_main = pp.refusal(pp.RefUpdate(sha, "d" * 40, "refs/heads/main"), protected)
-    assert pushed_main and "branch 'main' is protected (git.protected: 'main', for branches and tags alike) and cannot be pushed" in pushed_main
+    assert (
+        pushed_main
+        and "branch 'main' is protected (git.protected: 'main', for branches and tags alike) and cannot be pushed"
+        in pushed_main
+    )
     deleted = pp.refusal(pp.RefUpdate(sha, ZERO, "refs/heads/main"), protected)
     assert deleted and "cannot be deleted" in deleted
     # a tag may not shadow a protected branch (git resolves refs/tags/main before refs/heads/main)
@@ -254,14 +301,19 @@ def test_report_items_read_gitleaks_json_and_nothing_else() -> None:
 
 
 def test_rejection_lines_say_what_was_found_and_what_to_do() -> None:
-    found = [pp.Finding("aws-access-token", "a.py", 1, "e" * 40, "commit"), pp.Finding("github-pat", "tag message", 4, "f" * 40, "tag")]
+    found = [
+        pp.Finding("aws-access-token", "a.py", 1, "e" * 40, "commit"),
+        pp.Finding("github-pat", "tag message", 4, "f" * 40, "tag"),
+    ]
     lines = pp.rejection_lines(["refs/heads/x"], found)
     assert lines[0] == "git-gate: push of refs/heads/x rejected: gitleaks found 2 secrets; nothing was sent upstream"
     assert lines[1].endswith("aws-access-token in a.py line 1 (commit eeeeeeeeeeee); secret REDACTED")
     assert lines[2].endswith("github-pat in tag message line 4 (tag ffffffffffff); secret REDACTED")
     assert "rebase" in lines[-1]
     many = pp.rejection_lines([f"refs/heads/b{i}" for i in range(3000)], found * 40)
-    assert many[0].startswith("git-gate: push of refs/heads/b0, refs/heads/b1, refs/heads/b2 and 2,997 more refs rejected: gitleaks found 80 secrets")
+    assert many[0].startswith(
+        "git-gate: push of refs/heads/b0, refs/heads/b1, refs/heads/b2 and 2,997 more refs rejected: gitleaks found 80 secrets"
+    )
     assert len(many) == pp.SHOWN + 3 and many[-2] == "git-gate:   ... and 50 more"
 
 
@@ -279,8 +331,10 @@ def test_the_gate_config_keeps_every_rule_and_drops_every_place_based_allowlist(
     ]
     out = tomllib.loads(gate_rules.to_toml(gate_rules.gate_config(stock)))
     assert [r["id"] for r in out["rules"]] == [r["id"] for r in stock["rules"]]
-    for rule, before in zip(out["rules"], stock["rules"]):
-        assert {k: v for k, v in rule.items() if k != "allowlists"} == {k: v for k, v in before.items() if k != "allowlists"}
+    for rule, before in zip(out["rules"], stock["rules"], strict=True):
+        assert {k: v for k, v in rule.items() if k != "allowlists"} == {
+            k: v for k, v in before.items() if k != "allowlists"
+        }
     text = json.dumps(out)
     assert "paths" not in text and "regexTarget" not in text and "--mount" not in text
     assert out["allowlists"][0]["regexes"] == stock["allowlist"]["regexes"] and out["allowlists"][0]["stopwords"]
@@ -290,7 +344,9 @@ def test_the_gate_config_keeps_every_rule_and_drops_every_place_based_allowlist(
 
 def test_the_gate_config_cli_writes_a_file_and_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     out = tmp_path / "gate.toml"
-    ok = subprocess.run([sys.executable, str(gate_rules.__file__), str(RULES_TOML), str(out)], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, str(gate_rules.__file__), str(RULES_TOML), str(out)], capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "place-based allowlists removed" in ok.stdout
     assert len(tomllib.loads(out.read_text())["rules"]) == 4
     bad = tmp_path / "bad.toml"
@@ -308,7 +364,13 @@ def test_a_push_of_thousands_of_refs_writes_one_small_log_line(tmp_path: Path) -
     assert refs["ref_count"] == 3000 and refs["ref_kinds"] == {"create": 3000} and len(refs["refs"]) == pp.SHOWN
     state = tmp_path / "state"
     state.mkdir()
-    huge = {"decision": "rejected", "reason": "refused", **refs, "details": ["x" * 5000] * 3000, "upstream": "y" * 10**6}
+    huge = {
+        "decision": "rejected",
+        "reason": "refused",
+        **refs,
+        "details": ["x" * 5000] * 3000,
+        "upstream": "y" * 10**6,
+    }
     pre_receive.log_decision(str(state), huge)
     pre_receive.log_decision(str(state), {"decision": "rejected", "reason": "error", "error": "z" * 10**6})
     lines = (state / "pushes.jsonl").read_bytes().splitlines()
@@ -343,10 +405,20 @@ git:
 def plan_for(bottle_text: str, tmp_path: Path):
     home = tmp_path / "home"
     bottle = parse_bottle(home / "bottles" / "web.md", bottle_text)
-    manifests = Manifests(home=home, agents={"coder": parse_agent(home / "agents" / "coder.md", AGENT)},
-                          bottles={"web": bottle}, agents_from_defaults=False)
-    return resolve(manifests, "coder", slug="coder-1", images={"agent": "a", "sidecars": "s"}, started_at="t",
-                   state=StateDir(home / "state" / "coder-1"))
+    manifests = Manifests(
+        home=home,
+        agents={"coder": parse_agent(home / "agents" / "coder.md", AGENT)},
+        bottles={"web": bottle},
+        agents_from_defaults=False,
+    )
+    return resolve(
+        manifests,
+        "coder",
+        slug="coder-1",
+        images={"agent": "a", "sidecars": "s"},
+        started_at="t",
+        state=StateDir(home / "state" / "coder-1"),
+    )
 
 
 def test_the_host_renders_a_complete_gate_config_the_gate_accepts(tmp_path: Path) -> None:
@@ -354,18 +426,29 @@ def test_the_host_renders_a_complete_gate_config_the_gate_accepts(tmp_path: Path
     assert plan.daemons == ("egress", "git-gate", "supervise", "status")
     assert plan.git_origin == "http://git-gate:8418/my-repo.git"
     assert "git-gate" in plan.agent_env["NO_PROXY"].split(",")
-    assert "the agent's origin is the gate http://git-gate:8418/my-repo.git: pushes scanned with gitleaks; protected: trunk, release/*" in preflight_text(plan)
+    assert (
+        "the agent's origin is the gate http://git-gate:8418/my-repo.git: pushes scanned with gitleaks; protected: trunk, release/*"
+        in preflight_text(plan)
+    )
     doc = render_git_gate(plan)
     path = tmp_path / "gate.json"
     path.write_text(json.dumps(doc))
     cfg = pp.load_config(str(path))
-    assert (cfg.repo, cfg.branch, cfg.protected, cfg.credentials_env, cfg.port) == ("my-repo", "trunk", ("trunk", "release/*"), "GIT_TOKEN", 8418)
+    assert (cfg.repo, cfg.branch, cfg.protected, cfg.credentials_env, cfg.port) == (
+        "my-repo",
+        "trunk",
+        ("trunk", "release/*"),
+        "GIT_TOKEN",
+        8418,
+    )
     assert cfg.refresh_timeout_seconds < cfg.first_mirror_timeout_seconds
 
 
 def test_a_bottle_without_git_has_no_gate(tmp_path: Path) -> None:
     plan = plan_for("---\n---\n", tmp_path)
-    assert plan.daemons == ("egress", "supervise", "status") and plan.git_origin is None and render_git_gate(plan) is None
+    assert (
+        plan.daemons == ("egress", "supervise", "status") and plan.git_origin is None and render_git_gate(plan) is None
+    )
     sidecars = render_compose(plan, host_uid=1, host_gid=1)["services"]["sidecars"]
     assert sidecars["networks"]["internal"]["aliases"] == ["egress", "status", "supervise"]
     assert [v["target"] for v in sidecars["volumes"]] == ["/state/egress", "/state/supervise", "/state/status"]
@@ -377,20 +460,29 @@ def test_upstreams_the_gate_cannot_mirror_are_refused_at_start(tmp_path: Path, u
         plan_for(f"---\ngit: {{upstream: '{upstream}'}}\n---\n", tmp_path)
 
 
-@pytest.mark.parametrize(("upstream", "name"), [
-    ("https://h/org/repo.git", "repo"), ("https://h/org/repo", "repo"), ("https://h/org/repo.git/", "repo"),
-    ("https://h/a/we ird!.git", "we-ird"), ("https://h/", "h"),
-])
+@pytest.mark.parametrize(
+    ("upstream", "name"),
+    [
+        ("https://h/org/repo.git", "repo"),
+        ("https://h/org/repo", "repo"),
+        ("https://h/org/repo.git/", "repo"),
+        ("https://h/a/we ird!.git", "we-ird"),
+        ("https://h/", "h"),
+    ],
+)
 def test_repo_names(upstream: str, name: str) -> None:
     assert git_repo_name(upstream) == name
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("protected: main", "expected a list"),
-    ("protected: ['refs/heads/main']", "is a ref; write the branch name only"),
-    ("protected: ['a..b']", "is not a branch name or glob"),
-    ("protected: [main, 3]", "expected a string"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("protected: main", "expected a list"),
+        ("protected: ['refs/heads/main']", "is a ref; write the branch name only"),
+        ("protected: ['a..b']", "is not a branch name or glob"),
+        ("protected: [main, 3]", "expected a string"),
+    ],
+)
 def test_bad_protected_lists_are_one_line_errors(value: str, problem: str) -> None:
     with pytest.raises(ManifestError) as err:
         parse_bottle(Path("/h/bottles/b.md"), f"---\ngit:\n  upstream: https://h/r.git\n  {value}\n---\n")
@@ -398,9 +490,18 @@ def test_bad_protected_lists_are_one_line_errors(value: str, problem: str) -> No
 
 
 def gate_json(tmp_path: Path, **changes: object) -> str:
-    doc = {"version": 1, "upstream": "https://h/r.git", "repo": "r", "branch": "main", "protected": [],
-           "credentials_env": None, "port": 8418, "listen_alias": "git-gate", "refresh_timeout_seconds": 20,
-           "first_mirror_timeout_seconds": 600}
+    doc = {
+        "version": 1,
+        "upstream": "https://h/r.git",
+        "repo": "r",
+        "branch": "main",
+        "protected": [],
+        "credentials_env": None,
+        "port": 8418,
+        "listen_alias": "git-gate",
+        "refresh_timeout_seconds": 20,
+        "first_mirror_timeout_seconds": 600,
+    }
     doc.update(changes)
     for key in [k for k, v in changes.items() if v is KeyError]:
         del doc[key]
@@ -409,16 +510,19 @@ def gate_json(tmp_path: Path, **changes: object) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize(("changes", "problem"), [
-    ({"protected": KeyError}, "missing key 'protected'; the gate has no defaults"),
-    ({"extra": 1}, "unknown key 'extra'"),
-    ({"port": "8418"}, "port has the wrong type"),
-    ({"version": 2}, "version 2 is not understood"),
-    ({"first_mirror_timeout_seconds": 0}, "a timeout is out of range"),
-    ({"repo": "../etc"}, "not a plain repository name"),
-    ({"protected": ["main", ""]}, "protected must be a list of branch names or globs"),
-    ({"protected": [3]}, "protected must be a list of branch names or globs"),
-])
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"protected": KeyError}, "missing key 'protected'; the gate has no defaults"),
+        ({"extra": 1}, "unknown key 'extra'"),
+        ({"port": "8418"}, "port has the wrong type"),
+        ({"version": 2}, "version 2 is not understood"),
+        ({"first_mirror_timeout_seconds": 0}, "a timeout is out of range"),
+        ({"repo": "../etc"}, "not a plain repository name"),
+        ({"protected": ["main", ""]}, "protected must be a list of branch names or globs"),
+        ({"protected": [3]}, "protected must be a list of branch names or globs"),
+    ],
+)
 def test_the_gate_refuses_an_incomplete_or_odd_config(tmp_path: Path, changes: dict, problem: str) -> None:
     with pytest.raises(pp.GateError, match=problem.replace("(", r"\(")):
         pp.load_config(gate_json(tmp_path, **changes))
@@ -436,7 +540,9 @@ def test_the_credential_goes_in_an_env_config_header_scoped_to_the_upstream(tmp_
     assert pairs["http.followRedirects"] == "false" and env["GIT_TERMINAL_PROMPT"] == "0"
     # user:password is used as written
     env = upstream_git.git_env(cfg, str(tmp_path), {"GIT_TOKEN": "me:pw"})
-    assert base64.b64encode(b"me:pw").decode() in "".join(v for k, v in env.items() if k.startswith("GIT_CONFIG_VALUE_"))
+    assert base64.b64encode(b"me:pw").decode() in "".join(
+        v for k, v in env.items() if k.startswith("GIT_CONFIG_VALUE_")
+    )
     with pytest.raises(pp.GateError, match=r"\$GIT_TOKEN \(git.credentials_env\) is empty"):
         upstream_git.git_env(cfg, str(tmp_path), {})
 
@@ -451,9 +557,17 @@ def test_upstream_words_are_scrubbed_of_the_credential(tmp_path: Path) -> None:
 def test_forwarded_updates_carry_a_lease_on_what_the_gate_saw(tmp_path: Path) -> None:
     cfg = pp.load_config(gate_json(tmp_path))
     a, b = "a" * 40, "b" * 40
-    argv = upstream_git.push_argv(cfg, [pp.RefUpdate(ZERO, a, "refs/heads/new"), pp.RefUpdate(a, b, "refs/heads/up"),
-                                        pp.RefUpdate(b, ZERO, "refs/heads/gone")])
+    argv = upstream_git.push_argv(
+        cfg,
+        [
+            pp.RefUpdate(ZERO, a, "refs/heads/new"),
+            pp.RefUpdate(a, b, "refs/heads/up"),
+            pp.RefUpdate(b, ZERO, "refs/heads/gone"),
+        ],
+    )
     assert "--force-with-lease=refs/heads/new:" in argv and f"--force-with-lease=refs/heads/up:{a}" in argv
     assert f"--force-with-lease=refs/heads/gone:{b}" in argv
     assert argv[-4:] == ["https://h/r.git", f"{a}:refs/heads/new", f"{b}:refs/heads/up", ":refs/heads/gone"]
-    assert "--atomic" in argv and "--atomic" not in upstream_git.push_argv(cfg, [pp.RefUpdate(ZERO, a, "refs/heads/new")])
+    assert "--atomic" in argv and "--atomic" not in upstream_git.push_argv(
+        cfg, [pp.RefUpdate(ZERO, a, "refs/heads/new")]
+    )

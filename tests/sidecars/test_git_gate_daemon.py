@@ -27,12 +27,22 @@ def free_port() -> int:
 
 
 def git_env(home: Path) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
 
 
 class Gate:
-    def __init__(self, tmp: Path, protected: list[str], gitleaks: str, upstream_url: str | None = None, refresh: int = 10):
+    def __init__(
+        self, tmp: Path, protected: list[str], gitleaks: str, upstream_url: str | None = None, refresh: int = 10
+    ):
         self.tmp = tmp
         self.env = git_env(tmp)
         self.upstream = tmp / "upstream.git"
@@ -46,20 +56,39 @@ class Gate:
         self.commit(seed, "README", "first")
         self.git("-C", str(seed), "push", "-q", str(self.upstream), "main", "main:refs/heads/old-topic")
         self.seed = seed
-        (self.state / "gate.json").write_text(json.dumps({
-            "version": 1, "upstream": upstream_url or f"file://{self.upstream}", "repo": "upstream", "branch": "main",
-            "protected": protected, "credentials_env": None, "port": self.port, "listen_alias": "git-gate",
-            "refresh_timeout_seconds": refresh, "first_mirror_timeout_seconds": 60,
-        }))
+        (self.state / "gate.json").write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "upstream": upstream_url or f"file://{self.upstream}",
+                    "repo": "upstream",
+                    "branch": "main",
+                    "protected": protected,
+                    "credentials_env": None,
+                    "port": self.port,
+                    "listen_alias": "git-gate",
+                    "refresh_timeout_seconds": refresh,
+                    "first_mirror_timeout_seconds": 60,
+                }
+            )
+        )
         self.gitleaks = gitleaks
         self.start("gate.log")
 
     def start(self, log: str) -> None:
         (self.state / "ready").unlink(missing_ok=True)
         env = daemon_env("git-gate", {**self.env, "GIT_GATE_LISTEN": "127.0.0.1", "GIT_GATE_GITLEAKS": self.gitleaks})
-        self.proc = subprocess.Popen([sys.executable, str(GATE), str(self.state)], env=env,
-                                     stderr=open(self.tmp / log, "w"), stdin=subprocess.DEVNULL)
-        wait_for(lambda: (self.state / "ready").exists() or self.proc.poll() is not None, timeout=10, what="the gate's ready file")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(GATE), str(self.state)],
+            env=env,
+            stderr=open(self.tmp / log, "w"),
+            stdin=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: (self.state / "ready").exists() or self.proc.poll() is not None,
+            timeout=10,
+            what="the gate's ready file",
+        )
         assert self.proc.poll() is None, (self.tmp / log).read_text()
 
     def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -75,7 +104,12 @@ class Gate:
         return self.git("-C", str(repo), "rev-parse", "HEAD").stdout.strip()
 
     def upstream_rev(self, ref: str) -> str | None:
-        return self.git("--git-dir", str(self.upstream), "rev-parse", "--verify", "--quiet", ref, check=False).stdout.strip() or None
+        return (
+            self.git(
+                "--git-dir", str(self.upstream), "rev-parse", "--verify", "--quiet", ref, check=False
+            ).stdout.strip()
+            or None
+        )
 
     def decisions(self) -> list[dict]:
         return [json.loads(line) for line in (self.state / "pushes.jsonl").read_text().splitlines()]
@@ -174,7 +208,10 @@ def first_clone_error(tmp_path: Path, upstream_url: str, refresh: int = 10) -> s
 
 def test_an_unreachable_upstream_is_a_one_line_remote_error(tmp_path: Path) -> None:
     said = first_clone_error(tmp_path, f"file://{tmp_path}/nowhere.git")
-    assert said == f"fatal: remote error: git-gate: upstream not reachable: cannot fetch file://{tmp_path}/nowhere.git: fatal: '{tmp_path}/nowhere.git' does not appear to be a git repository"
+    assert (
+        said
+        == f"fatal: remote error: git-gate: upstream not reachable: cannot fetch file://{tmp_path}/nowhere.git: fatal: '{tmp_path}/nowhere.git' does not appear to be a git repository"
+    )
 
 
 def test_a_restarted_gate_serves_its_last_mirror_while_upstream_is_away(gate: Gate) -> None:
@@ -198,7 +235,10 @@ def test_a_slow_first_mirror_answers_in_bounded_time(tmp_path: Path) -> None:
         said = first_clone_error(tmp_path, url, refresh=1)
     finally:
         silent.close()
-    assert said == f"fatal: remote error: git-gate: upstream not mirrored yet: the first fetch of {url} is still running; try again in a minute"
+    assert (
+        said
+        == f"fatal: remote error: git-gate: upstream not mirrored yet: the first fetch of {url} is still running; try again in a minute"
+    )
 
 
 def threads_of(pid: int) -> int:

@@ -26,18 +26,31 @@ def test_each_daemon_gets_only_its_own_secrets_and_declared_variables(tmp_path: 
     out = tmp_path / "env"
     out.mkdir()
     daemons = {
-        "egress": {"argv": [sys.executable, str(dump), str(out / "egress.json")], "secrets_from": "BOTTLE_EGRESS_SECRETS",
-                   "env": {"FIXED": "1"}},
-        "git-gate": {"argv": [sys.executable, str(dump), str(out / "git-gate.json")], "secrets_from": "BOTTLE_GIT_GATE_SECRETS",
-                     "pass_env": ["BOTTLE_GIT_UPSTREAM"]},
+        "egress": {
+            "argv": [sys.executable, str(dump), str(out / "egress.json")],
+            "secrets_from": "BOTTLE_EGRESS_SECRETS",
+            "env": {"FIXED": "1"},
+        },
+        "git-gate": {
+            "argv": [sys.executable, str(dump), str(out / "git-gate.json")],
+            "secrets_from": "BOTTLE_GIT_GATE_SECRETS",
+            "pass_env": ["BOTTLE_GIT_UPSTREAM"],
+        },
         "supervise": {"argv": [sys.executable, str(dump), str(out / "supervise.json")]},
     }
     bundle = Bundle(tmp_path, daemons, "egress,git-gate,supervise")
-    bundle.env.update({
-        "API_TOKEN": "egress-secret", "OTHER_TOKEN": "egress-secret-2", "GIT_TOKEN": "gate-secret",
-        "BOTTLE_EGRESS_SECRETS": "API_TOKEN, OTHER_TOKEN", "BOTTLE_GIT_GATE_SECRETS": "GIT_TOKEN",
-        "BOTTLE_GIT_UPSTREAM": "https://git.example/repo.git", "BOTTLE_SLUG": "t-000001", "UNRELATED": "x",
-    })
+    bundle.env.update(
+        {
+            "API_TOKEN": "egress-secret",
+            "OTHER_TOKEN": "egress-secret-2",
+            "GIT_TOKEN": "gate-secret",
+            "BOTTLE_EGRESS_SECRETS": "API_TOKEN, OTHER_TOKEN",
+            "BOTTLE_GIT_GATE_SECRETS": "GIT_TOKEN",
+            "BOTTLE_GIT_UPSTREAM": "https://git.example/repo.git",
+            "BOTTLE_SLUG": "t-000001",
+            "UNRELATED": "x",
+        }
+    )
     bundle.start()
     try:
         envs = {}
@@ -48,7 +61,9 @@ def test_each_daemon_gets_only_its_own_secrets_and_declared_variables(tmp_path: 
     finally:
         bundle.stop()
     egress, gate, supervise = envs["egress"], envs["git-gate"], envs["supervise"]
-    assert egress["API_TOKEN"] == "egress-secret" and egress["OTHER_TOKEN"] == "egress-secret-2" and egress["FIXED"] == "1"
+    assert (
+        egress["API_TOKEN"] == "egress-secret" and egress["OTHER_TOKEN"] == "egress-secret-2" and egress["FIXED"] == "1"
+    )
     assert "GIT_TOKEN" not in egress and "BOTTLE_GIT_UPSTREAM" not in egress
     assert gate["GIT_TOKEN"] == "gate-secret" and gate["BOTTLE_GIT_UPSTREAM"] == "https://git.example/repo.git"
     assert "API_TOKEN" not in gate and "OTHER_TOKEN" not in gate
@@ -60,7 +75,10 @@ def test_each_daemon_gets_only_its_own_secrets_and_declared_variables(tmp_path: 
 
 
 def test_bad_pass_env_or_secrets_from_is_one_line(tmp_path: Path) -> None:
-    for spec, needle in (({"pass_env": "PATH"}, "pass_env must be a list"), ({"secrets_from": ""}, "secrets_from must name")):
+    for spec, needle in (
+        ({"pass_env": "PATH"}, "pass_env must be a list"),
+        ({"secrets_from": ""}, "secrets_from must name"),
+    ):
         folder = tmp_path / needle.split()[0]
         folder.mkdir()
         bundle = Bundle(folder, {"x": {"mode": "sleep", **spec}}, "x").start()

@@ -42,8 +42,14 @@ def hook(url: str, payload: object, path: Path | None = None) -> subprocess.Comp
     """Run the hook as claude does; with ``path``, wait until its background report landed."""
     data = payload if isinstance(payload, str) else json.dumps(payload)
     before = path.read_text() if path is not None and path.exists() else None
-    result = subprocess.run([str(HOOK)], input=data, capture_output=True, text=True, timeout=10,
-                            env={**os.environ, "BOTTLE_STATUS_URL": url})
+    result = subprocess.run(
+        [str(HOOK)],
+        input=data,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={**os.environ, "BOTTLE_STATUS_URL": url},
+    )
     if path is not None:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and (not path.exists() or path.read_text() == before):
@@ -107,8 +113,13 @@ def test_agent_text_never_reaches_the_file(daemon) -> None:
     mod, url, path = daemon
     hook(url, {"hook_event_name": "Stop", "last_assistant_message": "[bold]secret[/]"}, path)
     before = path.read_text()
-    for payload in ({"hook_event_name": "[bold]x[/]\x1b[2J"}, {"hook_event_name": "Unknown"}, "not json", ["Stop"],
-                    {"prompt": "say \"hook_event_name\": \"Stop\""}):
+    for payload in (
+        {"hook_event_name": "[bold]x[/]\x1b[2J"},
+        {"hook_event_name": "Unknown"},
+        "not json",
+        ["Stop"],
+        {"prompt": 'say "hook_event_name": "Stop"'},
+    ):
         assert hook(url, payload).returncode == 0
     time.sleep(0.5)  # what a background report would need to land
     assert path.read_text() == before

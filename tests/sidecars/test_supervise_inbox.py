@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bottle_contract.files import atomic_write
 from bottle_tui import proposals
 from bottle_tui.state import StateDir
-from bottle_contract.files import atomic_write
 from tests.support.sidecars import supervise_module
 
 inbox = supervise_module("inbox")
@@ -33,25 +33,28 @@ def queue(state: StateDir):
     return inbox.Queue(str(state.supervise), state.slug)
 
 
-@pytest.mark.parametrize("host, words", [
-    ("", "give a host"),
-    ("https://a.example.com", "bare host"),
-    ("a.example.com:443", "bare host"),
-    ("a.example.com/x", "bare host"),
-    ("user@a.example.com", "bare host"),
-    ("10.0.0.1", "IP address"),
-    ("::1", "IP address"),
-    ("*.com", "too broad"),
-    ("*", "too broad"),
-    ("localhost", "at least 2 labels"),
-    ("a..example.com", "not a valid host name"),
-    ("a b.example.com", "not a valid host name"),
-    ("x" * 300 + ".com", "253"),
-    ("a.*.example.com", "bad wildcard"),
-    ("*.co.uk", "'co.uk', a public suffix .*ask for the hosts you need"),
-    ("*.github.io", "'github.io', a public suffix"),
-    ("*.amazonaws.com", "public suffixes such as '.*amazonaws.com'.*ask for the hosts you need"),
-])
+@pytest.mark.parametrize(
+    "host, words",
+    [
+        ("", "give a host"),
+        ("https://a.example.com", "bare host"),
+        ("a.example.com:443", "bare host"),
+        ("a.example.com/x", "bare host"),
+        ("user@a.example.com", "bare host"),
+        ("10.0.0.1", "IP address"),
+        ("::1", "IP address"),
+        ("*.com", "too broad"),
+        ("*", "too broad"),
+        ("localhost", "at least 2 labels"),
+        ("a..example.com", "not a valid host name"),
+        ("a b.example.com", "not a valid host name"),
+        ("x" * 300 + ".com", "253"),
+        ("a.*.example.com", "bad wildcard"),
+        ("*.co.uk", "'co.uk', a public suffix .*ask for the hosts you need"),
+        ("*.github.io", "'github.io', a public suffix"),
+        ("*.amazonaws.com", "public suffixes such as '.*amazonaws.com'.*ask for the hosts you need"),
+    ],
+)
 def test_bad_hosts_are_errors_the_agent_can_read(host: str, words: str) -> None:
     with pytest.raises(inbox.InputError, match=words):
         inbox.check_host(host)
@@ -59,15 +62,29 @@ def test_bad_hosts_are_errors_the_agent_can_read(host: str, words: str) -> None:
 
 def test_good_input_is_normalised() -> None:
     assert inbox.route_change("API.Example.COM.", [443, 443], ["get"], ["/v1/*"]) == {
-        "host": "api.example.com", "ports": [443], "methods": ["GET"], "paths": ["/v1/*"], "schemes": ["http", "https"]}
+        "host": "api.example.com",
+        "ports": [443],
+        "methods": ["GET"],
+        "paths": ["/v1/*"],
+        "schemes": ["http", "https"],
+    }
     assert inbox.route_change("*.docs.example.com")["ports"] == [80, 443]
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"ports": [0]}, "ports"), ({"ports": [True]}, "ports"), ({"ports": list(range(1, 30))}, "ports"),
-    ({"methods": ["FETCH"]}, "methods"), ({"paths": ["v1"]}, "paths"), ({"paths": ["/a b"]}, "paths"),
-    ({"paths": ["/a?x=1"]}, "paths"), ({"paths": ["/" + "a" * 3000]}, "paths"), ({"paths": ["/a\nb"]}, "paths"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"ports": [0]}, "ports"),
+        ({"ports": [True]}, "ports"),
+        ({"ports": list(range(1, 30))}, "ports"),
+        ({"methods": ["FETCH"]}, "methods"),
+        ({"paths": ["v1"]}, "paths"),
+        ({"paths": ["/a b"]}, "paths"),
+        ({"paths": ["/a?x=1"]}, "paths"),
+        ({"paths": ["/" + "a" * 3000]}, "paths"),
+        ({"paths": ["/a\nb"]}, "paths"),
+    ],
+)
 def test_bad_ports_methods_paths(kwargs: dict, words: str) -> None:
     with pytest.raises(inbox.InputError, match=words):
         inbox.route_change("a.example.com", **kwargs)
@@ -107,12 +124,47 @@ def test_wait_gives_up_after_its_timeout(queue) -> None:
 
 def test_blocks_become_one_draft_per_host_method_path(queue) -> None:
     records = [
-        {"ts": "2026-11-27T00:00:01", "decision": "block", "method": "GET", "host": "b.example.com", "port": 443, "path": "/x"},
-        {"ts": "2026-11-27T00:00:02", "decision": "block", "method": "GET", "host": "b.example.com", "port": 80, "path": "/x"},
-        {"ts": "2026-11-27T00:00:03", "decision": "block", "method": "POST", "host": "b.example.com", "port": 443, "path": "/x"},
-        {"ts": "2026-11-27T00:00:04", "decision": "allow", "method": "GET", "host": "c.example.com", "port": 443, "path": "/"},
+        {
+            "ts": "2026-11-27T00:00:01",
+            "decision": "block",
+            "method": "GET",
+            "host": "b.example.com",
+            "port": 443,
+            "path": "/x",
+        },
+        {
+            "ts": "2026-11-27T00:00:02",
+            "decision": "block",
+            "method": "GET",
+            "host": "b.example.com",
+            "port": 80,
+            "path": "/x",
+        },
+        {
+            "ts": "2026-11-27T00:00:03",
+            "decision": "block",
+            "method": "POST",
+            "host": "b.example.com",
+            "port": 443,
+            "path": "/x",
+        },
+        {
+            "ts": "2026-11-27T00:00:04",
+            "decision": "allow",
+            "method": "GET",
+            "host": "c.example.com",
+            "port": 443,
+            "path": "/",
+        },
         {"ts": "2026-11-27T00:00:05", "decision": "block", "method": "", "host": "10.1.2.3", "port": 22, "path": ""},
-        {"ts": "2026-11-27T00:00:06", "decision": "block", "method": "GET", "host": "10.1.2.3", "port": 80, "path": "/"},
+        {
+            "ts": "2026-11-27T00:00:06",
+            "decision": "block",
+            "method": "GET",
+            "host": "10.1.2.3",
+            "port": 80,
+            "path": "/",
+        },
     ]
     assert inbox.drafts_from(queue, records) == 3
     drafts = queue.all()
@@ -126,7 +178,9 @@ def test_blocks_become_one_draft_per_host_method_path(queue) -> None:
 
 
 def test_a_request_for_exactly_a_drafts_route_takes_the_draft_over(queue) -> None:
-    inbox.drafts_from(queue, [{"decision": "block", "method": "GET", "host": "b.example.com", "port": 443, "path": "/x"}])
+    inbox.drafts_from(
+        queue, [{"decision": "block", "method": "GET", "host": "b.example.com", "port": 443, "path": "/x"}]
+    )
     p = queue.request("egress-route", inbox.route_change("b.example.com", [443], ["GET"], ["/x"]), "please")
     assert len(queue.all()) == 1 and p["draft"] is False and p["reason"] == "please"
 
@@ -156,7 +210,7 @@ def test_ids_from_the_agent_never_name_a_path(queue) -> None:
 
 def test_egress_tail_resumes_after_a_restart_and_waits_for_whole_lines(tmp_path: Path) -> None:
     log, cursor = tmp_path / "requests.jsonl", tmp_path / "cursor.json"
-    line = lambda n: json.dumps({"decision": "block", "n": n}) + "\n"  # noqa: E731
+    line = lambda n: json.dumps({"decision": "block", "n": n}) + "\n"
     log.write_text(line(1) + line(2))
     tail = inbox.EgressTail(str(log), str(cursor))
     assert [r["n"] for r in tail.poll()] == [1, 2]
@@ -180,14 +234,20 @@ def test_a_route_allowed_once_is_withdrawn_after_one_request_went_through(state:
     proposals.decide(home, keep["id"], "approve", by="op", scope="always")
     proposals.decide(home, once["id"], "approve", by="op", scope="once")
     routes = str(state.egress / "routes.yaml")
-    hosts = lambda: [r["host"] for r in yaml.safe_load(open(routes))["routes"]]  # noqa: E731
+    hosts = lambda: [r["host"] for r in yaml.safe_load(open(routes))["routes"]]
     assert hosts() == ["keep.example.com", "once.example.com"]
     # egress's log line of a request through a route allowed once names the proposal (its "once"):
     # the route is withdrawn by that id, never matched again by host and path.
     other = {"decision": "allow", "method": "GET", "host": "keep.example.com", "port": 443, "path": "/k"}
     assert inbox.withdraw_once(queue, [other], routes) == 0
-    used = {"decision": "allow", "method": "GET", "host": "once.example.com", "port": 443, "path": "/dl/file",
-            "once": once["id"]}
+    used = {
+        "decision": "allow",
+        "method": "GET",
+        "host": "once.example.com",
+        "port": 443,
+        "path": "/dl/file",
+        "once": once["id"],
+    }
     assert inbox.withdraw_once(queue, [other, used], routes) == 1
     assert hosts() == ["keep.example.com"]
     assert queue.get(once["id"])["once_used"]["request"] == "GET once.example.com:443/dl/file"
@@ -196,7 +256,14 @@ def test_a_route_allowed_once_is_withdrawn_after_one_request_went_through(state:
 
 
 def test_drafts_propose_the_scheme_that_was_seen(queue) -> None:
-    https = {"decision": "block", "method": "GET", "scheme": "https", "host": "tls.example.com", "port": 443, "path": "/a"}
+    https = {
+        "decision": "block",
+        "method": "GET",
+        "scheme": "https",
+        "host": "tls.example.com",
+        "port": 443,
+        "path": "/a",
+    }
     inbox.drafts_from(queue, [https])
     (draft,) = queue.all()
     assert draft["change"]["schemes"] == ["https"]
@@ -208,7 +275,10 @@ def test_drafts_propose_the_scheme_that_was_seen(queue) -> None:
     # a draft report-blocked makes before egress's line lands: the port's scheme, both for others
     assert queue.note_block("GET", "first.example.com", 443, "/b", context="x")["change"]["schemes"] == ["https"]
     assert queue.note_block("GET", "first.example.com", 80, "/c", context="x")["change"]["schemes"] == ["http"]
-    assert queue.note_block("GET", "first.example.com", 8443, "/d", context="x")["change"]["schemes"] == ["http", "https"]
+    assert queue.note_block("GET", "first.example.com", 8443, "/d", context="x")["change"]["schemes"] == [
+        "http",
+        "https",
+    ]
 
 
 def test_drafts_propose_the_path_as_egress_matches_it(queue) -> None:
@@ -240,16 +310,27 @@ def test_a_full_queue_never_holds_back_the_withdraw(state: StateDir, queue) -> N
         queue.request("egress-route", inbox.route_change(f"h{i}.example.com"), "noise")
     assert sum(1 for x in queue.all() if x["status"] == "pending") == inbox.MAX_PENDING
     log = state.egress / "requests.jsonl"
-    noise = [{"decision": "block", "method": "GET", "scheme": "https", "host": f"n{i}.example.com", "port": 443, "path": "/"}
-             for i in range(20)]
-    used = {"decision": "allow", "method": "GET", "scheme": "https", "host": "once.example.com", "port": 443,
-            "path": "/%76%31/x", "once": p["id"]}
+    noise = [
+        {"decision": "block", "method": "GET", "scheme": "https", "host": f"n{i}.example.com", "port": 443, "path": "/"}
+        for i in range(20)
+    ]
+    used = {
+        "decision": "allow",
+        "method": "GET",
+        "scheme": "https",
+        "host": "once.example.com",
+        "port": 443,
+        "path": "/%76%31/x",
+        "once": p["id"],
+    }
     log_lines(log, *noise[:10], used, *noise[10:])
     intake = inbox.Intake(queue, inbox.EgressTail(str(log), str(state.supervise / "cursor.json")), routes)
     assert intake.step() == 1
     assert yaml.safe_load(open(routes))["routes"] == []
     assert queue.get(p["id"])["once_used"]["request"] == "GET once.example.com:443/%76%31/x"
-    assert not any(x["change"]["host"].startswith("n") for x in queue.all())  # the drafts were dropped, not the withdraw
+    assert not any(
+        x["change"]["host"].startswith("n") for x in queue.all()
+    )  # the drafts were dropped, not the withdraw
 
 
 def test_a_withdraw_that_fails_is_owed_until_it_succeeds(state: StateDir, queue) -> None:
@@ -258,7 +339,17 @@ def test_a_withdraw_that_fails_is_owed_until_it_succeeds(state: StateDir, queue)
     p, routes = once_route(state, queue)
     good = Path(routes).read_text()
     log = state.egress / "requests.jsonl"
-    log_lines(log, {"decision": "allow", "method": "GET", "host": "once.example.com", "port": 443, "path": "/v1/a", "once": p["id"]})
+    log_lines(
+        log,
+        {
+            "decision": "allow",
+            "method": "GET",
+            "host": "once.example.com",
+            "port": 443,
+            "path": "/v1/a",
+            "once": p["id"],
+        },
+    )
     intake = inbox.Intake(queue, inbox.EgressTail(str(log), str(state.supervise / "cursor.json")), routes)
     Path(routes).write_text("version: [unreadable")  # the policy cannot be read right now
     assert intake.step() == 0 and p["id"] in intake.owed

@@ -25,11 +25,12 @@ import re2
 FULL_RULES = Path(__file__).parent / "gitleaks-v8.30.1.toml"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def full_request_scanner():
     """A RequestScanner over the full rules; the Hyperscan database is compiled once and kept
     in the temp folder under the rules' digest (a stale one is recompiled, never used)."""
     from tests.support.sidecars import egress_module
+
     dlp, dr = egress_module("dlp"), egress_module("dlp.request")
     digest = hashlib.sha256(FULL_RULES.read_bytes()).hexdigest()[:16]
     db = Path(tempfile.gettempdir()) / f"bottle-dlp-{digest}.hsdb"
@@ -39,6 +40,7 @@ def full_request_scanner():
         compiled = dlp.compile_database(rules)
         dlp.save_database(rules, compiled[0], compiled[1], db)
     return dr.RequestScanner(scanner)
+
 
 ALNUM = string.ascii_letters + string.digits
 LOWER_ALNUM = string.ascii_lowercase + string.digits
@@ -53,8 +55,14 @@ def _s(rng: random.Random, chars: str, n: int) -> str:
 def _jwt(rng: random.Random) -> str:
     def part(d: str) -> str:
         return base64.urlsafe_b64encode(d.encode()).decode().rstrip("=")
-    return (part('{"alg":"HS256","typ":"JWT"}') + "." + part('{"sub":"%s","iat":%d}' % (_s(rng, LOWER_ALNUM, 8), rng.randint(10**9, 2 * 10**9)))
-            + "." + _s(rng, ALNUM + "_-", 43))
+
+    return (
+        part('{"alg":"HS256","typ":"JWT"}')
+        + "."
+        + part('{"sub":"%s","iat":%d}' % (_s(rng, LOWER_ALNUM, 8), rng.randint(10**9, 2 * 10**9)))
+        + "."
+        + _s(rng, ALNUM + "_-", 43)
+    )
 
 
 def _pem(rng: random.Random) -> str:
@@ -71,7 +79,12 @@ TOKENS = [
     ("github-fine", lambda r: "github_pat_" + _s(r, ALNUM + "_", 82)),
     ("gitlab", lambda r: "glpat-" + _s(r, ALNUM + "_-", 20)),
     ("slack-bot", lambda r: f"xoxb-{_s(r, string.digits, 11)}-{_s(r, string.digits, 12)}-{_s(r, ALNUM, 24)}"),
-    ("slack-webhook", lambda r: "https://hooks.slack.com/services/" + _s(r, ALNUM, 9) + "/" + _s(r, ALNUM, 11) + "/" + _s(r, ALNUM, 24)),
+    (
+        "slack-webhook",
+        lambda r: (
+            "https://hooks.slack.com/services/" + _s(r, ALNUM, 9) + "/" + _s(r, ALNUM, 11) + "/" + _s(r, ALNUM, 24)
+        ),
+    ),
     ("stripe", lambda r: r.choice(["sk_live_", "rk_test_", "sk_test_"]) + _s(r, ALNUM, 24)),
     ("openai", lambda r: "sk-" + _s(r, ALNUM, 20) + "T3BlbkFJ" + _s(r, ALNUM, 20)),
     ("anthropic", lambda r: "sk-ant-api03-" + _s(r, ALNUM + "_-", 93) + "AA"),
@@ -143,7 +156,11 @@ def assignment_shapes(rules_path: Path) -> list[tuple[str, str, list]]:
         g = _GROUP.search(pat)
         if not m or not g:
             continue
-        names = [n.replace("\\", "") for n in m.group(1).split("|") if n and "\\" not in n.replace("\\.", "").replace("\\-", "")]
+        names = [
+            n.replace("\\", "")
+            for n in m.group(1).split("|")
+            if n and "\\" not in n.replace("\\.", "").replace("\\-", "")
+        ]
         pieces = []
         for p in _PIECE.finditer(g.group(1)):
             if p.group(1):
@@ -161,23 +178,23 @@ def _from_pieces(rng: random.Random, pieces: list) -> str:
     return "".join(_s(rng, chars, rng.randint(lo, hi)) if len(chars) > 1 else chars for chars, lo, hi in pieces)
 
 
-def _encode(rng: random.Random, secret: str) -> str:
+def _encode(rng: random.Random, value: str) -> str:
     kind = rng.choice(["b64", "b64url", "hex", "percent", "unicode", "codepoints", "b64b64", "hexb64"])
     if kind == "b64":
-        return base64.b64encode(secret.encode()).decode()
+        return base64.b64encode(value.encode()).decode()
     if kind == "b64url":
-        return base64.urlsafe_b64encode(secret.encode()).decode().rstrip("=")
+        return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
     if kind == "hex":
-        return secret.encode().hex()
+        return value.encode().hex()
     if kind == "percent":
-        return "".join(f"%{b:02X}" if rng.random() < 0.6 else chr(b) for b in secret.encode())
+        return "".join(f"%{b:02X}" if rng.random() < 0.6 else chr(b) for b in value.encode())
     if kind == "unicode":
-        return "".join(f"\\u{ord(c):04x}" for c in secret)
+        return "".join(f"\\u{ord(c):04x}" for c in value)
     if kind == "codepoints":
-        return " ".join(f"U+{ord(c):04X}" for c in secret)
+        return " ".join(f"U+{ord(c):04X}" for c in value)
     if kind == "b64b64":
-        return base64.b64encode(base64.b64encode(secret.encode())).decode()
-    return base64.b64encode(secret.encode().hex().encode()).decode()
+        return base64.b64encode(base64.b64encode(value.encode())).decode()
+    return base64.b64encode(value.encode().hex().encode()).decode()
 
 
 _FILLER = [
@@ -189,7 +206,7 @@ _FILLER = [
     "const result = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json' } });",
     "# Configuration for the build pipeline\nstages:\n  - test\n  - deploy",
     "import os\nimport sys\nfrom pathlib import Path",
-    "func main() {\n\tfmt.Println(\"hello\")\n}",
+    'func main() {\n\tfmt.Println("hello")\n}',
     "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u2014 \u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8 \U0001f600",
     "user_id=42 session=abcdef order_total=19.99 currency=EUR",
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.",
@@ -198,17 +215,17 @@ _FILLER = [
 ]
 
 _TEMPLATES = [
-    "{name} = \"{secret}\"",
+    '{name} = "{secret}"',
     "export {NAME}={secret}",
     "{name}: {secret}",
-    "\"{name}\": \"{secret}\",",
-    "curl -H \"Authorization: Bearer {secret}\" https://api.internal/v1/me",
+    '"{name}": "{secret}",',
+    'curl -H "Authorization: Bearer {secret}" https://api.internal/v1/me',
     "config.set('{name}', '{secret}')",
     "{NAME}='{secret}' ./run.sh",
     "log: auth failed for token={secret} retrying",
-    "<add key=\"{name}\" value=\"{secret}\" />",
+    '<add key="{name}" value="{secret}" />',
     "{secret}",
-    "\u212aey = \"{secret}\"",  # KELVIN SIGN: Go folds it with k
+    '\u212aey = "{secret}"',  # KELVIN SIGN: Go folds it with k
     "\u017fecret_token: {secret}",  # LONG S: Go folds it with s
 ]
 

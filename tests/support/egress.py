@@ -25,9 +25,25 @@ from tests.support.sidecars import EGRESS_DIR
 DLP_RULES = Path(__file__).resolve().parents[1] / "sidecars" / "dlp_rules.toml"
 
 
-HOOKS = {"load", "configure", "running", "done", "requestheaders", "request", "responseheaders", "response",
-         "error", "websocket_message", "websocket_end", "next_layer", "tcp_start", "udp_start", "dns_request",
-         "server_connect", "http_connect"}
+HOOKS = {
+    "load",
+    "configure",
+    "running",
+    "done",
+    "requestheaders",
+    "request",
+    "responseheaders",
+    "response",
+    "error",
+    "websocket_message",
+    "websocket_end",
+    "next_layer",
+    "tcp_start",
+    "udp_start",
+    "dns_request",
+    "server_connect",
+    "http_connect",
+}
 
 
 class Driven:
@@ -40,6 +56,7 @@ class Driven:
 
     def __getattr__(self, name):
         if name in HOOKS:
+
             def hook(*args):
                 for a in traverse([self.egress]):
                     f = getattr(a, name, None)
@@ -47,6 +64,7 @@ class Driven:
                         res = f(*args)
                         if inspect.isawaitable(res):
                             asyncio.run(res)
+
             return hook
         for obj in (self.egress, self.egress.store, self.egress.lifecycle):
             if hasattr(obj, name):
@@ -95,7 +113,10 @@ def mitmdump_argv(state: Path, port: int, scripts: tuple[str, ...] = ()) -> list
     for arg in args:
         if arg in ("--listen-host", "--listen-port", "-s"):
             value = next(args)
-            out += [arg, {"--listen-host": "127.0.0.1", "--listen-port": str(port), "-s": str(EGRESS_DIR / "addon.py")}[arg]]
+            out += [
+                arg,
+                {"--listen-host": "127.0.0.1", "--listen-port": str(port), "-s": str(EGRESS_DIR / "addon.py")}[arg],
+            ]
             assert arg != "-s" or value == "/opt/bottle/egress/addon.py"
             if arg == "-s":
                 for extra in scripts:  # a test's own scripts, loaded after egress's
@@ -111,8 +132,12 @@ def mitmdump_argv(state: Path, port: int, scripts: tuple[str, ...] = ()) -> list
 def start_mitmdump(tmp_path: Path, env: dict, scripts: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = open(tmp_path / "mitmdump.log", "wb")
-    proc = subprocess.Popen(mitmdump_argv(tmp_path, port, scripts), env={**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), "BOTTLE_DLP_RULES": str(DLP_RULES), **env},
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        mitmdump_argv(tmp_path, port, scripts),
+        env={**os.environ, "BOTTLE_EGRESS_STATE": str(tmp_path), "BOTTLE_DLP_RULES": str(DLP_RULES), **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     deadline = time.monotonic() + 15
     while not (tmp_path / "ready").exists():
@@ -130,16 +155,25 @@ def stop_mitmdump(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-
-
 ROUTE_DLP = "{body: true, disabled_rules: [], max_body_bytes: 8388608}"
 
 
-def route_line(host: str, port: int = 443, *, scheme: str = "https", auth: str = "null", dlp: str = ROUTE_DLP,
-               methods: str = "[]", paths: str = "[]", model_tools: str = "[]") -> str:
+def route_line(
+    host: str,
+    port: int = 443,
+    *,
+    scheme: str = "https",
+    auth: str = "null",
+    dlp: str = ROUTE_DLP,
+    methods: str = "[]",
+    paths: str = "[]",
+    model_tools: str = "[]",
+) -> str:
     """One fully explicit route of routes.yaml, as a flow-style list item."""
-    return (f"  - {{host: '{host}', ports: [{port}], methods: {methods}, paths: {paths}, schemes: [{scheme}],"
-            f" auth: {auth}, dlp: {dlp}, model_tools: {model_tools}, once: null}}\n")
+    return (
+        f"  - {{host: '{host}', ports: [{port}], methods: {methods}, paths: {paths}, schemes: [{scheme}],"
+        f" auth: {auth}, dlp: {dlp}, model_tools: {model_tools}, once: null}}\n"
+    )
 
 
 def routes_yaml(*routes: str, bottle: str = "dev") -> str:
@@ -154,7 +188,9 @@ def driven_egress(tmp_path: Path, routes: str, environ: dict[str, str] | None = 
     from tests.support.sidecars import egress_module
 
     (tmp_path / "routes.yaml").write_text(routes)
-    addon = Driven(egress_module("addon").Egress(state_dir=str(tmp_path), environ=environ or {}, dlp_rules=str(DLP_RULES)))
+    addon = Driven(
+        egress_module("addon").Egress(state_dir=str(tmp_path), environ=environ or {}, dlp_rules=str(DLP_RULES))
+    )
     with taddons.context(addon.egress) as tctx:
         tctx.configure(addon.egress, confdir=str(tmp_path))
         yield addon

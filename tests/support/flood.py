@@ -74,9 +74,13 @@ class Flood:
 
     def __init__(self, bottle: Bottle, targets: dict[str, int], *, idle: int, half: int, seconds: float = 240) -> None:
         spec = ",".join(f"{name}:{port}" for name, port in targets.items())
-        self.proc = subprocess.Popen(["docker", "exec", "-i", bottle.agent, "python3", "-c", HOLDER, spec, str(idle),
-                                      str(half), str(seconds)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            ["docker", "exec", "-i", bottle.agent, "python3", "-c", HOLDER, spec, str(idle), str(half), str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
             self.proc.kill()

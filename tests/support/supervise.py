@@ -30,8 +30,17 @@ def install_mcp_client(bottle: Bottle) -> None:
 
 
 def client_argv(bottle: Bottle, *args: str) -> list[str]:
-    return ["docker", "exec", "-e", f"PYTHONPATH={SDK_IN_AGENT}/site-packages", bottle.agent,
-            "python3", f"{SDK_IN_AGENT}/mcp_call.py", SUPERVISE_URL, *args]
+    return [
+        "docker",
+        "exec",
+        "-e",
+        f"PYTHONPATH={SDK_IN_AGENT}/site-packages",
+        bottle.agent,
+        "python3",
+        f"{SDK_IN_AGENT}/mcp_call.py",
+        SUPERVISE_URL,
+        *args,
+    ]
 
 
 def call_tool(bottle: Bottle, tool: str, arguments: dict, timeout: float = 60) -> dict:
@@ -41,8 +50,13 @@ def call_tool(bottle: Bottle, tool: str, arguments: dict, timeout: float = 60) -
 
 def start_call(bottle: Bottle, tool: str, arguments: dict) -> subprocess.Popen[str]:
     """A tool call left running (a request waiting for the operator)."""
-    return subprocess.Popen(client_argv(bottle, tool, json.dumps(arguments)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        client_argv(bottle, tool, json.dumps(arguments)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def finish_call(proc: subprocess.Popen[str], timeout: float = 30) -> dict:

@@ -12,7 +12,8 @@ import fcntl
 import json
 import os
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 PathLike = str | os.PathLike[str]
 

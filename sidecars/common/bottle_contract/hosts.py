@@ -98,13 +98,19 @@ def public_suffix_problem(pattern: str) -> str | None:
     try:
         psl, above = _public_suffixes()
     except (ImportError, OSError):
-        return "cannot be checked against the Public Suffix List (the publicsuffixlist package is missing): name the hosts"
+        return (
+            "cannot be checked against the Public Suffix List (the publicsuffixlist package is missing): name the hosts"
+        )
     if psl.is_public(base):  # type: ignore[attr-defined]
-        return (f"is a wildcard over '{base}', a public suffix (names under it belong to many owners): ask for "
-                f"the hosts you need, e.g. 'api.{base}', or a wildcard one level down such as '*.yourname.{base}'")
+        return (
+            f"is a wildcard over '{base}', a public suffix (names under it belong to many owners): ask for "
+            f"the hosts you need, e.g. 'api.{base}', or a wildcard one level down such as '*.yourname.{base}'"
+        )
     if base in above:
-        return (f"is a wildcard over public suffixes such as '{above[base]}' (names under them belong to many "
-                f"owners): ask for the hosts you need, e.g. 'api.{base}' or 'yourname.{above[base]}'")
+        return (
+            f"is a wildcard over public suffixes such as '{above[base]}' (names under them belong to many "
+            f"owners): ask for the hosts you need, e.g. 'api.{base}' or 'yourname.{above[base]}'"
+        )
     return None
 
 
@@ -123,5 +129,7 @@ def host_within(inner: str, outer: str) -> bool:
         return True
     if outer.startswith("*."):
         base = outer[1:]
-        return inner.endswith(base) and len(inner) > len(base) and (not inner.startswith("*.") or inner[1:].endswith(base))
+        return (
+            inner.endswith(base) and len(inner) > len(base) and (not inner.startswith("*.") or inner[1:].endswith(base))
+        )
     return False

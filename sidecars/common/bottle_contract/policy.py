@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 from .hosts import host_matches, host_problem, normalize_host
 
@@ -118,9 +119,15 @@ class Route:
 
     def to_doc(self) -> dict[str, Any]:
         return {
-            "host": self.host, "ports": list(self.ports), "methods": list(self.methods), "paths": list(self.paths),
-            "schemes": list(self.schemes), "auth": self.auth.to_doc() if self.auth else None,
-            "dlp": self.dlp.to_doc(), "model_tools": list(self.model_tools), "once": self.once,
+            "host": self.host,
+            "ports": list(self.ports),
+            "methods": list(self.methods),
+            "paths": list(self.paths),
+            "schemes": list(self.schemes),
+            "auth": self.auth.to_doc() if self.auth else None,
+            "dlp": self.dlp.to_doc(),
+            "model_tools": list(self.model_tools),
+            "once": self.once,
         }
 
 
@@ -131,8 +138,12 @@ class Policy:
     dlp: DlpSettings = DlpSettings()  # the bottle's own; routes added later start from it
 
     def to_doc(self) -> dict[str, Any]:
-        return {"version": VERSION, "bottle": self.bottle, "dlp": self.dlp.to_doc(),
-                "routes": [r.to_doc() for r in self.routes]}
+        return {
+            "version": VERSION,
+            "bottle": self.bottle,
+            "dlp": self.dlp.to_doc(),
+            "routes": [r.to_doc() for r in self.routes],
+        }
 
     def unknown_rules(self, known: Iterable[str]) -> str | None:
         """``<key>: unknown gitleaks rule id '<id>'`` when a route or the bottle disables a rule
@@ -154,6 +165,7 @@ class Policy:
 
 # --- the rules of each value (the manifest's friendlier checks end in these too) -----------------
 
+
 def method_problem(method: str) -> str | None:
     return None if method in HTTP_METHODS else f"{method[:20]!r} is not one of {', '.join(HTTP_METHODS)}"
 
@@ -171,6 +183,7 @@ def rule_problem(rule: str) -> str | None:
 
 
 # --- parsing ------------------------------------------------------------------------------------
+
 
 class _Reader:
     def __init__(self, source: str) -> None:
@@ -239,8 +252,11 @@ class _Reader:
         if (problem := host_problem(host)) is not None:
             raise self.bad(f"{key}.host", f"{host[:80]!r} {problem}")
         ports = r["ports"]
-        if (not isinstance(ports, list) or not ports
-                or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)):
+        if (
+            not isinstance(ports, list)
+            or not ports
+            or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)
+        ):
             raise self.bad(f"{key}.ports", "must be a non-empty list of port numbers (1-65535)")
         methods = tuple(m.upper() for m in self.str_list(r["methods"], f"{key}.methods"))
         for m in methods:
@@ -262,10 +278,17 @@ class _Reader:
         once = r["once"]
         if once is not None and not is_id(once):
             raise self.bad(f"{key}.once", "must be null or the id of the proposal approved once")
-        return Route(host=host, ports=tuple(dict.fromkeys(ports)), methods=tuple(dict.fromkeys(methods)),
-                     paths=tuple(dict.fromkeys(paths)), auth=self.auth(r["auth"], f"{key}.auth") if r["auth"] is not None else None,
-                     schemes=tuple(dict.fromkeys(schemes)), dlp=self.dlp(r["dlp"], f"{key}.dlp"),
-                     model_tools=tuple(dict.fromkeys(tools)), once=once)
+        return Route(
+            host=host,
+            ports=tuple(dict.fromkeys(ports)),
+            methods=tuple(dict.fromkeys(methods)),
+            paths=tuple(dict.fromkeys(paths)),
+            auth=self.auth(r["auth"], f"{key}.auth") if r["auth"] is not None else None,
+            schemes=tuple(dict.fromkeys(schemes)),
+            dlp=self.dlp(r["dlp"], f"{key}.dlp"),
+            model_tools=tuple(dict.fromkeys(tools)),
+            once=once,
+        )
 
 
 def parse_policy(doc: object, source: str = "routes.yaml") -> Policy:

@@ -33,7 +33,7 @@ import os
 import re
 import secrets
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import layout
@@ -69,7 +69,7 @@ class ChangeError(ValueError):
 
 def new_id() -> str:
     """A fresh proposal id: sortable by time, with a random tail."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S%f")[:-3] + "-" + secrets.token_hex(4)
+    return datetime.now(UTC).strftime("%Y%m%dt%H%M%S%f")[:-3] + "-" + secrets.token_hex(4)
 
 
 def is_id(pid: object) -> bool:
@@ -77,6 +77,7 @@ def is_id(pid: object) -> bool:
 
 
 # --- changes ------------------------------------------------------------------------------------
+
 
 def _host(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
@@ -101,15 +102,19 @@ def _ports(value: object) -> list[int]:
     if not items:
         return list(DEFAULT_PORTS)
     if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in items):
-        raise ChangeError("ports", f"a list of at most {MAX_ITEMS} port numbers (1-65535), or leave it out for 80 and 443")
+        raise ChangeError(
+            "ports", f"a list of at most {MAX_ITEMS} port numbers (1-65535), or leave it out for 80 and 443"
+        )
     return sorted(set(items))
 
 
 def _methods(value: object) -> list[str]:
     out: list[str] = []
-    for i, m in enumerate(_items(value, "methods", "HTTP methods such as [\"GET\"]")):
+    for i, m in enumerate(_items(value, "methods", 'HTTP methods such as ["GET"]')):
         if not isinstance(m, str) or (problem := method_problem(m.strip().upper())) is not None:
-            raise ChangeError(f"methods[{i}]", problem if isinstance(m, str) and problem else "must be an HTTP method name")
+            raise ChangeError(
+                f"methods[{i}]", problem if isinstance(m, str) and problem else "must be an HTTP method name"
+            )
         if m.strip().upper() not in out:
             out.append(m.strip().upper())
     return out
@@ -117,12 +122,20 @@ def _methods(value: object) -> list[str]:
 
 def _paths(value: object) -> list[str]:
     out: list[str] = []
-    for i, p in enumerate(_items(value, "paths", "paths such as [\"/v1/*\"]")):
-        if (not isinstance(p, str) or not p.startswith("/") or len(p) > MAX_PATH
-                or any(ch in p for ch in "?[]#") or any(ord(ch) < 33 or ord(ch) == 127 for ch in p)):
+    for i, p in enumerate(_items(value, "paths", 'paths such as ["/v1/*"]')):
+        if (
+            not isinstance(p, str)
+            or not p.startswith("/")
+            or len(p) > MAX_PATH
+            or any(ch in p for ch in "?[]#")
+            or any(ord(ch) < 33 or ord(ch) == 127 for ch in p)
+        ):
             shown = repr(p[:80]) if isinstance(p, str) else "it"
-            raise ChangeError(f"paths[{i}]", f"{shown} must start with '/', have no spaces, control characters, "
-                                             f"'?', '#' or brackets ('*' is the wildcard), at most {MAX_PATH} characters")
+            raise ChangeError(
+                f"paths[{i}]",
+                f"{shown} must start with '/', have no spaces, control characters, "
+                f"'?', '#' or brackets ('*' is the wildcard), at most {MAX_PATH} characters",
+            )
         if p not in out:
             out.append(p)
     return out
@@ -144,18 +157,26 @@ def validate_change(kind: str, change: object) -> dict[str, Any]:
         raise ChangeError("kind", f"unknown proposal kind {kind[:40]!r}: one of {', '.join(KINDS)}")
     if not isinstance(change, dict):
         raise ChangeError("change", "must be a mapping such as {host: api.example.com}")
-    allowed = {"egress-route": ("host", "ports", "methods", "paths", "schemes"),
-               "dlp-exemption": ("host", "rule"), "model-tool": ("host", "tool")}[kind]
+    allowed = {
+        "egress-route": ("host", "ports", "methods", "paths", "schemes"),
+        "dlp-exemption": ("host", "rule"),
+        "model-tool": ("host", "tool"),
+    }[kind]
     unknown = sorted(set(map(str, change)) - set(allowed))
     if unknown:
         raise ChangeError(unknown[0], f"unknown key; a {kind} change has {', '.join(allowed)}")
     host = _host(change.get("host"))
     if kind == "egress-route":
-        return {"host": host, "ports": _ports(change.get("ports")), "methods": _methods(change.get("methods")),
-                "paths": _paths(change.get("paths")), "schemes": _schemes(change.get("schemes"))}
+        return {
+            "host": host,
+            "ports": _ports(change.get("ports")),
+            "methods": _methods(change.get("methods")),
+            "paths": _paths(change.get("paths")),
+            "schemes": _schemes(change.get("schemes")),
+        }
     if kind == "dlp-exemption":
         rule = change.get("rule")
-        if not isinstance(rule, str) or (problem := rule_problem(rule)) is not None:
+        if not isinstance(rule, str) or rule_problem(rule) is not None:
             raise ChangeError("rule", "name the gitleaks rule that blocked the request, e.g. generic-api-key")
         return {"host": host, "rule": rule}
     tool = change.get("tool")
@@ -210,12 +231,22 @@ def summary(kind: str, change: dict[str, Any]) -> str:
 
 # --- proposals ----------------------------------------------------------------------------------
 
-def new_proposal(slug: str, kind: str, change: dict[str, Any], reason: str, *, draft: bool = False,
-                 **extra: Any) -> dict[str, Any]:
+
+def new_proposal(
+    slug: str, kind: str, change: dict[str, Any], reason: str, *, draft: bool = False, **extra: Any
+) -> dict[str, Any]:
     """A pending proposal, every key of the format set."""
     data: dict[str, Any] = {
-        "version": SCHEMA_VERSION, "id": new_id(), "slug": slug, "kind": kind, "change": change,
-        "reason": reason, "draft": draft, "created_at": now_iso(), "status": "pending", "decision": None,
+        "version": SCHEMA_VERSION,
+        "id": new_id(),
+        "slug": slug,
+        "kind": kind,
+        "change": change,
+        "reason": reason,
+        "draft": draft,
+        "created_at": now_iso(),
+        "status": "pending",
+        "decision": None,
     }
     if draft:
         data.update(count=1, last_seen=data["created_at"])
@@ -226,9 +257,13 @@ def new_proposal(slug: str, kind: str, change: dict[str, Any], reason: str, *, d
 def well_formed(data: object, pid: str) -> bool:
     """Whether ``data`` (read from ``<pid>.json``) is a proposal; a torn or foreign file is not."""
     return (
-        isinstance(data, dict) and is_id(pid) and data.get("id") == pid
-        and data.get("kind") in KINDS and data.get("status") in STATUSES
-        and isinstance(data.get("change"), dict) and isinstance(data.get("slug"), str)
+        isinstance(data, dict)
+        and is_id(pid)
+        and data.get("id") == pid
+        and data.get("kind") in KINDS
+        and data.get("status") in STATUSES
+        and isinstance(data.get("change"), dict)
+        and isinstance(data.get("slug"), str)
     )
 
 
@@ -268,7 +303,7 @@ class Queue:
         decided = [p for p in self.all() if p.get("status") in DECIDED]
         if len(decided) <= keep:
             return 0
-        when = lambda p: (str((p.get("decision") or {}).get("at") or p.get("created_at") or ""), p["id"])  # noqa: E731
+        when = lambda p: (str((p.get("decision") or {}).get("at") or p.get("created_at") or ""), p["id"])
         gone = sorted(decided, key=when)[: len(decided) - keep]
         for p in gone:
             try:

@@ -116,8 +116,10 @@ class BoundedHTTPServer:
     # --- the selector thread ------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self._stopped.clear()
-        self._workers = [threading.Thread(target=self._work, name=f"{self.name}-worker-{i}", daemon=True)
-                         for i in range(self.limits.workers)]
+        self._workers = [
+            threading.Thread(target=self._work, name=f"{self.name}-worker-{i}", daemon=True)
+            for i in range(self.limits.workers)
+        ]
         for t in self._workers:
             t.start()
         sel = selectors.DefaultSelector()
@@ -221,7 +223,7 @@ class BoundedHTTPServer:
             sock, addr, head = item
             try:
                 self.RequestHandlerClass(_Connection(sock, head), addr, self)
-            except Exception as e:  # noqa: BLE001 - one connection's failure never stops the worker
+            except Exception as e:
                 self.handle_error(addr, e)
             finally:
                 with contextlib.suppress(OSError):

@@ -18,6 +18,21 @@ from .database import compile_database, database_path, load_database, save_datab
 from .detect import MAX_DECODE_DEPTH, Finding, Scanner, _location, sanitize
 from .rules import DEVIATIONS, RULES_PATH, Rules, RulesError, load_rules
 
-__all__ = ["DEVIATIONS", "MAX_DECODE_DEPTH", "RULES_PATH", "Finding", "Rules", "RulesError", "Scanner",
-           "_location", "compile_database", "database_path", "decode_pass", "find_all", "load_database",
-           "load_rules", "sanitize", "save_database"]
+__all__ = [
+    "DEVIATIONS",
+    "MAX_DECODE_DEPTH",
+    "RULES_PATH",
+    "Finding",
+    "Rules",
+    "RulesError",
+    "Scanner",
+    "_location",
+    "compile_database",
+    "database_path",
+    "decode_pass",
+    "find_all",
+    "load_database",
+    "load_rules",
+    "sanitize",
+    "save_database",
+]

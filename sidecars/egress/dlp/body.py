@@ -9,9 +9,10 @@ from __future__ import annotations
 import binascii
 import json
 import urllib.parse
-from typing import Iterable
+from collections.abc import Iterable
 
-from .codecs import base64 as b64, compression
+from .codecs import base64 as b64
+from .codecs import compression
 from .errors import CannotScan
 
 MAX_MULTIPART_DEPTH = 4
@@ -33,7 +34,8 @@ def codings(headers: Iterable[tuple[str, str]]) -> list[str]:
         n = name.lower()
         if n in ("content-encoding", "transfer-encoding"):
             (content if n == "content-encoding" else transfer).extend(
-                c.strip().lower() for c in value.split(",") if c.strip())
+                c.strip().lower() for c in value.split(",") if c.strip()
+            )
     return [c for c in content + transfer if c not in ("identity", "chunked")]
 
 
@@ -54,8 +56,11 @@ def undo(data: bytes, cs: list[str], cap: int) -> bytes:
 def structured_type(ctype: str) -> bool:
     """Whether a body of this content type has a structure ``structured`` reads."""
     mime = ctype.split(";")[0].strip().lower()
-    return mime in ("application/json", "application/x-www-form-urlencoded") or mime.endswith("+json") \
+    return (
+        mime in ("application/json", "application/x-www-form-urlencoded")
+        or mime.endswith("+json")
         or mime.startswith("multipart/")
+    )
 
 
 def structured(data: bytes, ctype: str) -> list[tuple[str, bytes]]:

@@ -51,8 +51,9 @@ def compile_database(rules: Rules) -> tuple[hyperscan.Database, list[int]]:
             continue
         pat = r.pattern.encode()
         try:
-            hyperscan.Database().compile(expressions=[pat], ids=[i], elements=1,
-                                         flags=[_HS_RULE_FLAGS | hyperscan.HS_FLAG_UTF8])
+            hyperscan.Database().compile(
+                expressions=[pat], ids=[i], elements=1, flags=[_HS_RULE_FLAGS | hyperscan.HS_FLAG_UTF8]
+            )
             flag = _HS_RULE_FLAGS | hyperscan.HS_FLAG_UTF8
         except hyperscan.error:
             flag = _HS_RULE_FLAGS
@@ -83,8 +84,13 @@ def database_path(rules_path: Path | str) -> Path:
 
 
 def save_database(rules: Rules, db: hyperscan.Database, byte_mode: list[int], out: Path) -> None:
-    header = json.dumps({"digest": _digest(rules), "byte_mode": byte_mode,
-                         "hyperscan": hyperscan.__version__ if hasattr(hyperscan, "__version__") else ""}).encode()
+    header = json.dumps(
+        {
+            "digest": _digest(rules),
+            "byte_mode": byte_mode,
+            "hyperscan": hyperscan.__version__ if hasattr(hyperscan, "__version__") else "",
+        }
+    ).encode()
     blob = hyperscan.dumpb(db)
     atomic_write(out, _DB_MAGIC + struct.pack(">I", len(header)) + header + blob, mode=0o644)
 
@@ -97,19 +103,17 @@ def load_database(rules: Rules, path: Path) -> tuple[hyperscan.Database, list[in
         return None
     if not data.startswith(_DB_MAGIC):
         return None
-    n = struct.unpack(">I", data[len(_DB_MAGIC):len(_DB_MAGIC) + 4])[0]
+    n = struct.unpack(">I", data[len(_DB_MAGIC) : len(_DB_MAGIC) + 4])[0]
     start = len(_DB_MAGIC) + 4
-    header = json.loads(data[start:start + n])
+    header = json.loads(data[start : start + n])
     if header.get("digest") != _digest(rules):
         return None
     try:
-        db = hyperscan.loadb(data[start + n:], hyperscan.HS_MODE_BLOCK)
+        db = hyperscan.loadb(data[start + n :], hyperscan.HS_MODE_BLOCK)
         db.scan(b"", match_event_handler=None, scratch=hyperscan.Scratch(db))
     except hyperscan.error:
         return None  # built for another CPU (Hyperscan databases are platform-specific)
     return db, list(header["byte_mode"])
-
-
 
 
 def _digest(rules: Rules) -> str:

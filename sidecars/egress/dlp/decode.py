@@ -39,8 +39,12 @@ def _database() -> hyperscan.Database:
                 exprs += codec.CANDIDATES
                 ids += [i] * len(codec.CANDIDATES)
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=exprs, ids=ids, elements=len(exprs),
-                       flags=[hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL] * len(exprs))
+            db.compile(
+                expressions=exprs,
+                ids=ids,
+                elements=len(exprs),
+                flags=[hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL] * len(exprs),
+            )
             _db = db
         return _db
 

@@ -31,9 +31,18 @@ from pathlib import Path
 import hyperscan
 import re2
 
-from .codecs.gitleaks import _ENDS_PER_BYTE, _MAX_ENDS, Segment, _current_line, _overlaps, _to_original, decode_pass, find_all
+from .codecs.gitleaks import (
+    _ENDS_PER_BYTE,
+    _MAX_ENDS,
+    Segment,
+    _current_line,
+    _overlaps,
+    _to_original,
+    decode_pass,
+    find_all,
+)
 from .database import CODEC_BASE, DECODABLE, DECODABLE_ID, KEYWORD_BASE, compile_database, database_path, load_database
-from .rules import DEVIATIONS, RULES_PATH, Rule, Rules, _go_lower, load_rules
+from .rules import DEVIATIONS, RULES_PATH, Rule, Rules, load_rules
 
 MAX_DECODE_DEPTH = 5  # the gitleaks CLI's default --max-decode-depth
 ALLOW_SIGNATURE = b"gitleaks:allow"
@@ -50,6 +59,7 @@ def _fold(m: re2._Match) -> bytes:
 
 
 # --- findings -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -113,8 +123,9 @@ def sanitize(data: bytes) -> bytes:
 class Scanner:
     """gitleaks' detector over one rules file. Thread-safe: each thread gets its own Scratch."""
 
-    def __init__(self, rules: Rules, db: hyperscan.Database, byte_mode: list[int],
-                 max_decode_depth: int = MAX_DECODE_DEPTH):
+    def __init__(
+        self, rules: Rules, db: hyperscan.Database, byte_mode: list[int], max_decode_depth: int = MAX_DECODE_DEPTH
+    ):
         self.rules = rules
         self._db = db
         self._byte_mode = byte_mode
@@ -123,14 +134,20 @@ class Scanner:
         kw_index = {k: i for i, k in enumerate(rules.keywords)}
         self._rule_kw = [frozenset(kw_index[k] for k in r.keywords) for r in rules.rules]
         self._decodable_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._decodable_db.compile(expressions=DECODABLE, ids=[0] * len(DECODABLE), elements=len(DECODABLE),
-                                   flags=[0] * len(DECODABLE))
+        self._decodable_db.compile(
+            expressions=DECODABLE, ids=[0] * len(DECODABLE), elements=len(DECODABLE), flags=[0] * len(DECODABLE)
+        )
         self._honour_allow = "no-inline-allow" not in rules.deviations
         self._runnable = [r.regex is not None and not r.needs_path and not r.skip_report for r in rules.rules]
 
     @classmethod
-    def load(cls, rules_path: Path | str = RULES_PATH, db_path: Path | str | None = None,
-             deviations: tuple[str, ...] | frozenset[str] = DEVIATIONS, **kw) -> Scanner:
+    def load(
+        cls,
+        rules_path: Path | str = RULES_PATH,
+        db_path: Path | str | None = None,
+        deviations: tuple[str, ...] | frozenset[str] = DEVIATIONS,
+        **kw,
+    ) -> Scanner:
         """The rules and their serialized database; compiles the database when it is missing
         or stale (a few seconds), so a scanner always exists when the rules do. ``deviations=()``
         gives gitleaks' own semantics (the parity test's reference)."""
@@ -227,8 +244,9 @@ class Scanner:
                 break
         return _dedupe_generic(findings)
 
-    def _detect_rule(self, raw: bytes, current: bytes, r: Rule, segments: list[Segment],
-                     nl: list[int]) -> list[Finding]:
+    def _detect_rule(
+        self, raw: bytes, current: bytes, r: Rule, segments: list[Segment], nl: list[int]
+    ) -> list[Finding]:
         out = []
         for spans in find_all(r.regex, current):
             ms, me = spans[0]
@@ -272,8 +290,9 @@ class Scanner:
                 continue
             if any(a.finding_allowed(secret, match, cur_line) for a in r.allowlists):
                 continue
-            out.append(Finding(rule_id=r.id, start=ms, end=me, line=line_no + 1, secret=secret,
-                               match=match, decoded=tags))
+            out.append(
+                Finding(rule_id=r.id, start=ms, end=me, line=line_no + 1, secret=secret, match=match, decoded=tags)
+            )
         return out
 
 
@@ -283,8 +302,9 @@ def _dedupe_generic(findings: list[Finding]) -> list[Finding]:
     out = []
     for f in findings:
         if "generic" in f.rule_id.lower() and any(
-                f.line == o.line and f.rule_id != o.rule_id and f.secret in o.secret
-                and "generic" not in o.rule_id.lower() for o in findings):
+            f.line == o.line and f.rule_id != o.rule_id and f.secret in o.secret and "generic" not in o.rule_id.lower()
+            for o in findings
+        ):
             continue
         out.append(f)
     return out

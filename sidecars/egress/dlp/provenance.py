@@ -22,7 +22,7 @@ import re
 import threading
 import urllib.parse
 from collections import Counter, OrderedDict
-from typing import Iterable
+from collections.abc import Iterable
 
 DEFAULT_MAX_BYTES = 16 << 20
 ENTRY_BYTES = 192  # what one entry costs in the store (key tuple, digest, dict slot and order links)
@@ -41,7 +41,7 @@ def site_of(host: str) -> str:
     """The key sites are stored under: a host name, lowercased, without port or trailing dot."""
     h = host.strip().lower()
     if h.startswith("["):
-        h = h[1:h.find("]")] if "]" in h else h
+        h = h[1 : h.find("]")] if "]" in h else h
     elif h.count(":") == 1:
         h = h.split(":", 1)[0]
     return h.rstrip(".")

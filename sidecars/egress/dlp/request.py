@@ -19,8 +19,8 @@ from __future__ import annotations
 import bisect
 import functools
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from bottle_contract.policy import DlpSettings as Settings
 
@@ -32,12 +32,23 @@ from .provenance import Provenance
 
 STREAM_OVERLAP = 16 * 1024  # longer than any secret a rule matches in one piece (PEM keys ~3 KB)
 STREAM_RELEASE = 16 * 1024  # a streamed body is scanned and passed on in steps of at least this
+DEFAULTS = Settings()  # the contract's defaults (frozen), for calls that name no settings
 
-__all__ = ["PASS", "STREAM_OVERLAP", "STREAM_RELEASE", "BodyStream", "CannotScan", "Hit", "RequestScanner",
-           "Settings", "Verdict"]
+__all__ = [
+    "PASS",
+    "STREAM_OVERLAP",
+    "STREAM_RELEASE",
+    "BodyStream",
+    "CannotScan",
+    "Hit",
+    "RequestScanner",
+    "Settings",
+    "Verdict",
+]
 
 
 # --- verdicts --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -66,8 +77,11 @@ class Verdict:
 
     def to_json(self) -> dict:
         """For the requests.jsonl log line."""
-        return {"blocked": self.blocked, "cannot_scan": self.cannot_scan,
-                "findings": [{"rule": h.rule_id, "where": h.where} for h in self.hits]}
+        return {
+            "blocked": self.blocked,
+            "cannot_scan": self.cannot_scan,
+            "findings": [{"rule": h.rule_id, "where": h.where} for h in self.hits],
+        }
 
     def __add__(self, other: Verdict) -> Verdict:
         return Verdict(hits=_unique(self.hits + other.hits), cannot_scan=self.cannot_scan or other.cannot_scan)
@@ -82,13 +96,47 @@ def _unique(hits) -> tuple[Hit, ...]:
 
 # Header names a label may carry as they are; any other header is named by its index (the
 # agent chose its name, and a name can hold a secret).
-_KNOWN_HEADERS = frozenset(h.lower() for h in (
-    "Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control", "Connection",
-    "Content-Disposition", "Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Host", "Origin",
-    "Proxy-Authorization", "Referer", "Transfer-Encoding", "User-Agent", "X-Api-Key", "X-Auth-Token",
-    "X-Forwarded-For", "Sec-WebSocket-Key", "Sec-WebSocket-Protocol", "Idempotency-Key", "X-Request-Id",
-    "Upgrade", "TE", "Trailer", "If-None-Match", "If-Match", "Range", "Private-Token", "X-GitHub-Api-Version",
-    "Anthropic-Version", "Anthropic-Beta", "OpenAI-Organization", "Traceparent"))
+_KNOWN_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Authorization",
+        "Cache-Control",
+        "Connection",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "Cookie",
+        "Host",
+        "Origin",
+        "Proxy-Authorization",
+        "Referer",
+        "Transfer-Encoding",
+        "User-Agent",
+        "X-Api-Key",
+        "X-Auth-Token",
+        "X-Forwarded-For",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Protocol",
+        "Idempotency-Key",
+        "X-Request-Id",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "If-None-Match",
+        "If-Match",
+        "Range",
+        "Private-Token",
+        "X-GitHub-Api-Version",
+        "Anthropic-Version",
+        "Anthropic-Beta",
+        "OpenAI-Organization",
+        "Traceparent",
+    )
+)
 
 
 def _header_label(name: str, index: int) -> str:
@@ -106,6 +154,7 @@ def _utf8(text: str) -> bytes:
 
 def _closed(what: str):
     """Fail closed: any exception while scanning is a blocking verdict, never an escape."""
+
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kw) -> Verdict:
@@ -113,13 +162,16 @@ def _closed(what: str):
                 return fn(*args, **kw)
             except CannotScan as e:
                 return Verdict(cannot_scan=str(e))
-            except Exception as e:  # noqa: BLE001 - a bug or a hostile input: block, never forward
+            except Exception as e:
                 return Verdict(cannot_scan=f"{what}: the scan failed ({type(e).__name__})")
+
         return run
+
     return wrap
 
 
 # --- the request scanner ---------------------------------------------------------------------------
+
 
 class RequestScanner:
     """Scans requests with one ``Scanner``. Thread-safe (Hyperscan scratch is per thread).
@@ -158,15 +210,18 @@ class RequestScanner:
         return [Hit(f.rule_id, where) for f, _ in self._findings(text, disabled) if not self._ordinary(f, site)]
 
     @_closed("text")
-    def scan_text(self, text: bytes | str, where: str, settings: Settings = Settings(), *, site: str | None = None) -> Verdict:
+    def scan_text(
+        self, text: bytes | str, where: str, settings: Settings = DEFAULTS, *, site: str | None = None
+    ) -> Verdict:
         """One part of a request the caller names with a fixed word (``where``): the method,
         the authority, a trailer block, a websocket message."""
         data = _utf8(text) if isinstance(text, str) else bytes(text)
         return Verdict(hits=_unique(self._hits(data, where, settings, site)))
 
     @_closed("request head")
-    def scan_head(self, path: str, headers: Iterable[tuple[str, str]], settings: Settings = Settings(), *,
-                  site: str | None = None) -> Verdict:
+    def scan_head(
+        self, path: str, headers: Iterable[tuple[str, str]], settings: Settings = DEFAULTS, *, site: str | None = None
+    ) -> Verdict:
         """The request target (path, raw and decoded query) and every header, name and value."""
         hits: list[Hit] = []
         p, _, q = path.partition("?")
@@ -201,14 +256,18 @@ class RequestScanner:
             (paging if ordinary.pagination_param(name) else plain).extend(lines)
         hits = self._hits(_utf8("\n".join(plain)), "query", s, site) if plain else []
         if paging:
-            generic = Settings(body=s.body, disabled_rules=tuple(s.disabled_rules) + ("generic-api-key",),
-                               max_body_bytes=s.max_body_bytes)
+            generic = Settings(
+                body=s.body,
+                disabled_rules=tuple(s.disabled_rules) + ("generic-api-key",),
+                max_body_bytes=s.max_body_bytes,
+            )
             hits += self._hits(_utf8("\n".join(paging)), "query", generic, site)
         return hits
 
     @_closed("body")
-    def scan_body(self, body: bytes, headers: Iterable[tuple[str, str]], settings: Settings = Settings(), *,
-                  site: str | None = None) -> Verdict:
+    def scan_body(
+        self, body: bytes, headers: Iterable[tuple[str, str]], settings: Settings = DEFAULTS, *, site: str | None = None
+    ) -> Verdict:
         """A whole (buffered) body as it came off the wire, content-encoding still applied."""
         if not settings.body or not body:
             return PASS
@@ -228,13 +287,23 @@ class RequestScanner:
         return hits
 
     @_closed("request")
-    def scan_request(self, path: str, headers: Iterable[tuple[str, str]], body: bytes | None,
-                     settings: Settings = Settings(), *, site: str | None = None) -> Verdict:
+    def scan_request(
+        self,
+        path: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | None,
+        settings: Settings = DEFAULTS,
+        *,
+        site: str | None = None,
+    ) -> Verdict:
         headers = list(headers)
-        return self.scan_head(path, headers, settings, site=site) + self.scan_body(body or b"", headers, settings, site=site)
+        return self.scan_head(path, headers, settings, site=site) + self.scan_body(
+            body or b"", headers, settings, site=site
+        )
 
-    def body_stream(self, headers: Iterable[tuple[str, str]], settings: Settings = Settings(), *,
-                    site: str | None = None) -> BodyStream:
+    def body_stream(
+        self, headers: Iterable[tuple[str, str]], settings: Settings = DEFAULTS, *, site: str | None = None
+    ) -> BodyStream:
         return BodyStream(self, list(headers), settings, site)
 
 
@@ -287,7 +356,7 @@ class BodyStream:
             return fn()
         except CannotScan as e:
             self.verdict = Verdict(cannot_scan=str(e))
-        except Exception as e:  # noqa: BLE001 - fail closed
+        except Exception as e:
             self.verdict = Verdict(cannot_scan=f"body: the scan failed ({type(e).__name__})")
         return b""
 

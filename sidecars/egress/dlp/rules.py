@@ -53,6 +53,7 @@ def _compile(pattern: str, where: str) -> re2._Regexp:
 
 # --- rules (config/config.go, config/allowlist.go, config/rule.go) -------------------------------
 
+
 @dataclass
 class Allowlist:
     """One gitleaks allowlist. ``has_paths``/``has_commits`` only matter for AND conditions:
@@ -154,9 +155,16 @@ def _parse_allowlist(a: dict, where: str, dev: frozenset[str]) -> Allowlist:
     # Allowlist.Validate joins the regexes into one alternation
     joined = _compile("(?:" + "|".join(regexes) + ")", where) if regexes else None
     stop_re = _compile("|".join(re2.escape(w) for w in stopwords), where) if stopwords else None
-    return Allowlist(condition_and=cond in ("AND", "&&"), regex_target=target, regex=joined,
-                     stopwords=stopwords, stopword_re=stop_re, has_paths=bool(paths),
-                     has_commits=bool(commits), paths=tuple(paths))
+    return Allowlist(
+        condition_and=cond in ("AND", "&&"),
+        regex_target=target,
+        regex=joined,
+        stopwords=stopwords,
+        stopword_re=stop_re,
+        has_paths=bool(paths),
+        has_commits=bool(commits),
+        paths=tuple(paths),
+    )
 
 
 def load_rules(path: Path | str = RULES_PATH, deviations: tuple[str, ...] | frozenset[str] = DEVIATIONS) -> Rules:
@@ -204,11 +212,19 @@ def load_rules(path: Path | str = RULES_PATH, deviations: tuple[str, ...] | froz
         if vr.get("allowlist") and vr.get("allowlists"):
             raise RulesError(f"{where}: [rules.allowlist] cannot be used alongside [[rules.allowlists]]")
         als = ([vr["allowlist"]] if vr.get("allowlist") else []) + list(vr.get("allowlists") or [])
-        rules.append(Rule(id=rid, regex=regex, pattern=pattern, secret_group=group,
-                          entropy=float(vr.get("entropy", 0.0)), keywords=kws,
-                          allowlists=[_parse_allowlist(a, f"{where} allowlist", dev) for a in als],
-                          skip_report=bool(vr.get("skipReport")),
-                          needs_path=path_re is not None and path_re.search(b"") is None))
+        rules.append(
+            Rule(
+                id=rid,
+                regex=regex,
+                pattern=pattern,
+                secret_group=group,
+                entropy=float(vr.get("entropy", 0.0)),
+                keywords=kws,
+                allowlists=[_parse_allowlist(a, f"{where} allowlist", dev) for a in als],
+                skip_report=bool(vr.get("skipReport")),
+                needs_path=path_re is not None and path_re.search(b"") is None,
+            )
+        )
     if cfg.get("allowlist") and cfg.get("allowlists"):
         raise RulesError(f"{path}: [allowlist] cannot be used alongside [[allowlists]]")
     global_als: list[Allowlist] = []
@@ -233,7 +249,7 @@ def rewrite_pattern(pattern: str, dev: frozenset[str]) -> str:
     if "glued-prefix" in dev:
         for lead in ("(?i)\\b(", "\\b("):
             if pattern.startswith(lead):
-                rest = pattern[len(lead):]
+                rest = pattern[len(lead) :]
                 body = rest[3:] if rest.startswith("(?:") else rest[1:] if rest.startswith("(") else rest
                 if body[:1].isalnum():
                     pattern = lead.replace("\\b", "") + rest
@@ -250,8 +266,8 @@ def anchor_whole(regex: str) -> str:
         end = body.index(")")
         if not all(c.isalpha() or c == "-" for c in body[2:end]):
             break
-        flags += body[:end + 1]
-        body = body[end + 1:]
+        flags += body[: end + 1]
+        body = body[end + 1 :]
     if not (body.startswith("^") and body.endswith("$") and not body.endswith("\\$")):
         return regex
     inner = body[1:-1]
@@ -271,7 +287,7 @@ def _top_level_alternation(s: str) -> bool:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-            if s[i + 1:i + 2] == "]" or s[i + 1:i + 3] == "^]":
+            if s[i + 1 : i + 2] == "]" or s[i + 1 : i + 3] == "^]":
                 i += 2 if s[i + 1] == "]" else 3
                 continue
         elif c == "(":

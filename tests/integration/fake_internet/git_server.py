@@ -40,9 +40,16 @@ class GitHost(BaseHTTPRequestHandler):
             return
         path, _, query = self.path.partition("?")
         env = {
-            "PATH": os.environ["PATH"], "HOME": "/tmp", "GIT_PROJECT_ROOT": self.root, "GIT_HTTP_EXPORT_ALL": "1",
-            "REQUEST_METHOD": self.command, "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_USER": "operator",
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
+            "PATH": os.environ["PATH"],
+            "HOME": "/tmp",
+            "GIT_PROJECT_ROOT": self.root,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REMOTE_USER": "operator",
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
             "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
         }
         if self.headers.get("Content-Encoding"):

@@ -6,8 +6,8 @@ import sys
 
 sys.path.insert(0, "/opt/bottle/canary")
 
-import canary  # noqa: E402
-import services  # noqa: E402
+import canary
+import services
 
 if __name__ == "__main__":
     canary.serve(sys.argv[1:], plugins=(services.handle,))

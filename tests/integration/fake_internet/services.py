@@ -96,10 +96,18 @@ def _npm(handler, path: str, scheme_host: str) -> bool:
         doc = {
             "name": PROBE,
             "dist-tags": {"latest": PROBE_VERSION},
-            "versions": {PROBE_VERSION: {
-                "name": PROBE, "version": PROBE_VERSION, "main": "index.js",
-                "dist": {"tarball": scheme_host + tarball_path, "shasum": hashlib.sha1(TARBALL).hexdigest(), "integrity": integrity},
-            }},
+            "versions": {
+                PROBE_VERSION: {
+                    "name": PROBE,
+                    "version": PROBE_VERSION,
+                    "main": "index.js",
+                    "dist": {
+                        "tarball": scheme_host + tarball_path,
+                        "shasum": hashlib.sha1(TARBALL).hexdigest(),
+                        "integrity": integrity,
+                    },
+                }
+            },
         }
         return _send(handler, 200, json.dumps(doc).encode(), "application/json")
     if path == tarball_path:
@@ -123,20 +131,42 @@ def _anthropic(handler, path: str, body: bytes) -> bool:
         request = {}
     model = request.get("model", "claude-fake")
     text = f"fake-anthropic says {verdict}"
-    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}
+    message = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
     if not request.get("stream"):
         message.update(content=[{"type": "text", "text": text}], stop_reason="end_turn")
         return _send(handler, 200, json.dumps(message).encode(), "application/json")
-    events = b"".join([
-        _sse("message_start", {"type": "message_start", "message": message}),
-        _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": 5}}),
-        _sse("message_stop", {"type": "message_stop"}),
-    ])
+    events = b"".join(
+        [
+            _sse("message_start", {"type": "message_start", "message": message}),
+            _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+            _sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+            ),
+            _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 5},
+                },
+            ),
+            _sse("message_stop", {"type": "message_stop"}),
+        ]
+    )
     return _send(handler, 200, events, "text/event-stream", {"Cache-Control": "no-cache"})
 
 

@@ -7,8 +7,17 @@ import re
 # A decoded piece is worth scanning if it holds a run of text as long as the shortest secret a
 # rule reports, or starts like compressed data (which the pipeline then inflates).
 _TEXT_RUN = re.compile(rb"[\t\n\r\x20-\x7e]{8}")
-MAGICS = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x28\xb5\x2f\xfd",
-          b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04")
+MAGICS = (
+    b"\x1f\x8b",
+    b"\x78\x01",
+    b"\x78\x5e",
+    b"\x78\x9c",
+    b"\x78\xda",
+    b"\x28\xb5\x2f\xfd",
+    b"BZh",
+    b"\xfd7zXZ\x00",
+    b"PK\x03\x04",
+)
 CONTEXT = 96  # bytes of the line before a decoded run kept in front of it: "api_key=" stays with its value
 
 
@@ -41,7 +50,7 @@ def line_before(text: bytes, start: int) -> bytes:
     """Up to CONTEXT bytes of ``text``'s line before ``start``."""
     lo = max(0, start - CONTEXT)
     nl = text.rfind(b"\n", lo, start)
-    return text[(nl + 1 if nl >= 0 else lo):start]
+    return text[(nl + 1 if nl >= 0 else lo) : start]
 
 
 def line_bounds(text: bytes, start: int, end: int) -> tuple[int, int]:

@@ -39,7 +39,7 @@ def _zip(data: bytes, cap: int) -> list[bytes]:
     while i >= 0:
         if len(out) >= MAX_MEMBERS:
             raise CannotScan(f"body: an archive of more than {MAX_MEMBERS} members")
-        head = data[i:i + 30]
+        head = data[i : i + 30]
         if len(head) < 30:
             break
         _sig, _ver, flags, method, _t, _d, _crc, csize, _usize, nlen, xlen = struct.unpack("<4sHHHHHIIIHH", head)
@@ -68,8 +68,8 @@ def _member(method: int, raw: bytes, room: int) -> bytes:
             out = bz2.BZ2Decompressor().decompress(raw, room + 1)
         elif method == 14:  # lzma in zip: a 4-byte header, then the properties, then the stream
             plen = struct.unpack("<H", raw[2:4])[0]
-            filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, raw[4:4 + plen])
-            out = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt]).decompress(raw[4 + plen:], room + 1)
+            filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, raw[4 : 4 + plen])
+            out = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt]).decompress(raw[4 + plen :], room + 1)
         elif method == 93:
             out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(room + 1)
         else:
@@ -90,7 +90,11 @@ def _tar(data: bytes, cap: int) -> list[bytes]:
                 if len(out) >= MAX_MEMBERS:
                     raise CannotScan(f"body: an archive of more than {MAX_MEMBERS} members")
                 if not info.isfile():
-                    out.append(info.name.encode("utf-8", "surrogateescape") + b" " + info.linkname.encode("utf-8", "surrogateescape"))
+                    out.append(
+                        info.name.encode("utf-8", "surrogateescape")
+                        + b" "
+                        + info.linkname.encode("utf-8", "surrogateescape")
+                    )
                     continue
                 f = tf.extractfile(info)
                 content = f.read(cap - total + 1) if f else b""

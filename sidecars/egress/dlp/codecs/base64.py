@@ -17,14 +17,32 @@ NAME = "base64"
 # Necessary conditions (Hyperscan): 4 quads that decode to ASCII (a secret of 12+ characters,
 # anywhere in the run), or the base64 (either alphabet) of a compressed or archive header.
 _QUAD = rb"[A-Za-f][A-HQ-Xg-nw-z0-3][ABEFIJMNQRUVYZcdghklopstwx014589][\w/+-]"
-CANDIDATES = [_QUAD * 4, rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}", rb"(?:[A-Za-z0-9+/]{8}[ \t]){3}", rb"H4sI[\w/+-]{8}", rb"eJ[wxyz][\w/+-]{8}", rb"KLUv[/_]", rb"QlpoO", rb"[/_]Td6WFo", rb"UEsDB"]
+CANDIDATES = [
+    _QUAD * 4,
+    rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}",
+    rb"(?:[A-Za-z0-9+/]{8}[ \t]){3}",
+    rb"H4sI[\w/+-]{8}",
+    rb"eJ[wxyz][\w/+-]{8}",
+    rb"KLUv[/_]",
+    rb"QlpoO",
+    rb"[/_]Td6WFo",
+    rb"UEsDB",
+]
 
 _B64 = rb"[A-Za-z0-9+/_-]"
 _RUNS = re2.compile(
     # wrapped: a run at the end of a line, then lines of nothing but base64
-    _B64 + rb"{4,}={0,2}[ \t]*\r?\n(?:[ \t]*" + _B64 + rb"+={0,2}[ \t]*\r?\n)*[ \t]*" + _B64 + rb"+={0,2}"
+    _B64
+    + rb"{4,}={0,2}[ \t]*\r?\n(?:[ \t]*"
+    + _B64
+    + rb"+={0,2}[ \t]*\r?\n)*[ \t]*"
+    + _B64
+    + rb"+={0,2}"
     # or in one piece
-    + rb"|" + _B64 + rb"{16,}={0,2}")
+    + rb"|"
+    + _B64
+    + rb"{16,}={0,2}"
+)
 # or broken by spaces into groups (4 to 12 wide): looked for only where such groups are
 _SPACED = re.compile(rb"[A-Za-z0-9+/_-]+[ \t](?:[A-Za-z0-9+/_-]{4,12}[ \t]){2,}[A-Za-z0-9+/_-]{1,12}={0,2}")
 _SPACED_HINT = re2.compile(rb"(?:[A-Za-z0-9+/]{4}[ \t]){4}|(?:[A-Za-z0-9+/]{8}[ \t]){3}")
@@ -75,7 +93,7 @@ def best(run: bytes) -> bytes:
     cands = [dec] + [decode(compact[k:]) for k in (1, 2, 3)]
     m = _MAGIC_AT.search(compact)
     if m is not None and m.start() > 0:  # compressed data after other characters ("/files/eJw...")
-        cands.append(decode(compact[m.start():]))
+        cands.append(decode(compact[m.start() :]))
     top = max(cands, key=_score)
     return top if worth_scanning(top) else b""
 

@@ -27,9 +27,20 @@ _BZIP2_BLOCK = b"1AY&SY"
 _ZLIB_HEADS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 _LATIN1 = re2.Options()
 _LATIN1.encoding = re2.Options.Encoding.LATIN1  # bytes, not UTF-8: the magics are not text
-_ANY_MAGIC = re2.compile(rb"\x1f\x8b\x08|\x28\xb5\x2f\xfd|\xfd7zXZ\x00|BZh[1-9]1AY&SY|x[\x01\x5e\x9c\xda]", options=_LATIN1)
-DECLARED = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "br": "br", "zstd": "zstd",
-            "bzip2": "bzip2", "x-bzip2": "bzip2", "xz": "xz", "lzma": "xz"}
+_ANY_MAGIC = re2.compile(
+    rb"\x1f\x8b\x08|\x28\xb5\x2f\xfd|\xfd7zXZ\x00|BZh[1-9]1AY&SY|x[\x01\x5e\x9c\xda]", options=_LATIN1
+)
+DECLARED = {
+    "gzip": "gzip",
+    "x-gzip": "gzip",
+    "deflate": "deflate",
+    "br": "br",
+    "zstd": "zstd",
+    "bzip2": "bzip2",
+    "x-bzip2": "bzip2",
+    "xz": "xz",
+    "lzma": "xz",
+}
 
 
 def _over(cap: int) -> CannotScan:
@@ -82,8 +93,14 @@ def _one(kind: str, data: bytes, room: int) -> tuple[bytes, bytes, bool]:
     """One member or frame: (its output, what follows it, whether it ended properly)."""
     if kind in ("gzip", "deflate"):
         # "deflate" is zlib-wrapped by the RFC, raw in some clients: the first two bytes tell
-        wbits = 16 + zlib.MAX_WBITS if kind == "gzip" else zlib.MAX_WBITS if data.startswith(_ZLIB_HEADS) \
-            or (len(data) > 1 and (data[0] & 0x0F) == 8 and (data[0] << 8 | data[1]) % 31 == 0) else -zlib.MAX_WBITS
+        wbits = (
+            16 + zlib.MAX_WBITS
+            if kind == "gzip"
+            else zlib.MAX_WBITS
+            if data.startswith(_ZLIB_HEADS)
+            or (len(data) > 1 and (data[0] & 0x0F) == 8 and (data[0] << 8 | data[1]) % 31 == 0)
+            else -zlib.MAX_WBITS
+        )
         d = zlib.decompressobj(wbits)
         out = d.decompress(data, room + 1)
         if d.unconsumed_tail:
@@ -109,7 +126,7 @@ def _one(kind: str, data: bytes, room: int) -> tuple[bytes, bytes, bool]:
         d4 = brotli.Decompressor()
         buf = bytearray()
         for j in range(0, len(data), 256):  # brotli has no output limit: feed it in steps
-            buf += d4.process(data[j:j + 256])
+            buf += d4.process(data[j : j + 256])
             if len(buf) > room:
                 raise CannotScan("body: decoded size over the scan cap (br)")
         return bytes(buf), b"", d4.is_finished()
@@ -128,7 +145,7 @@ def embedded(data: bytes, cap: int) -> list[tuple[int, bytes]]:
         n = 0
         while i >= 0 and n < 16:
             n += 1
-            if kind == "bzip2" and data[i + 4:i + 10] != _BZIP2_BLOCK:
+            if kind == "bzip2" and data[i + 4 : i + 10] != _BZIP2_BLOCK:
                 i = data.find(magic, i + 1)
                 continue
             dec = inflate(kind, data[i:], cap)

@@ -9,12 +9,19 @@ import re
 from ._common import line_pieces
 
 NAME = "escapes"
-CANDIDATES = [rb"\\[uU][0-9A-Fa-f]{4}", rb"\\u\{[0-9A-Fa-f]{1,6}\}", rb"\\x[0-9A-Fa-f]{2}", rb"\\[0-7]{3}",
-              rb"\\[nrtbfv/\x22'\\]"]
+CANDIDATES = [
+    rb"\\[uU][0-9A-Fa-f]{4}",
+    rb"\\u\{[0-9A-Fa-f]{1,6}\}",
+    rb"\\x[0-9A-Fa-f]{2}",
+    rb"\\[0-7]{3}",
+    rb"\\[nrtbfv/\x22'\\]",
+]
 
 _ANY = re.compile(rb"\\(?:[uU][0-9A-Fa-f]{4}|u\{[0-9A-Fa-f]{1,6}\}|x[0-9A-Fa-f]{2}|[0-7]{3}|[nrtbfv/\x22'\\])")
-_UNIT = re.compile(rb"\\[uU]([dD][89abAB][0-9A-Fa-f]{2})\\[uU]([dD][c-fC-F][0-9A-Fa-f]{2})"
-                    rb"|\\[uU]([0-9A-Fa-f]{4})|\\u\{([0-9A-Fa-f]{1,6})\}|\\x([0-9A-Fa-f]{2})|\\([0-7]{3})|\\(.)")
+_UNIT = re.compile(
+    rb"\\[uU]([dD][89abAB][0-9A-Fa-f]{2})\\[uU]([dD][c-fC-F][0-9A-Fa-f]{2})"
+    rb"|\\[uU]([0-9A-Fa-f]{4})|\\u\{([0-9A-Fa-f]{1,6})\}|\\x([0-9A-Fa-f]{2})|\\([0-7]{3})|\\(.)"
+)
 _ONE = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"v": b"\v"}
 
 
@@ -36,6 +43,7 @@ def decode(line: bytes) -> bytes:
         if octal:
             return bytes([int(octal, 8) & 0xFF])
         return _ONE.get(ch, ch)
+
     return _UNIT.sub(one, line)
 
 

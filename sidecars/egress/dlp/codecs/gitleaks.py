@@ -37,7 +37,7 @@ def _decode_percent(v: bytes) -> bytes:
     while i < n:
         # a "%" followed by two hex digits; anything else is copied as is
         if v[i] == 0x25 and i + 2 < n and v[i + 1] in _HEX_DIGITS and v[i + 2] in _HEX_DIGITS:
-            b = int(v[i + 1:i + 3], 16)
+            b = int(v[i + 1 : i + 3], 16)
             if not (8 < b < 127):
                 return b""
             out.append(b)
@@ -74,8 +74,7 @@ def _decode_base64(v: bytes) -> bytes:
             pass
     if b"=" not in v and b"+" not in v and b"/" not in v and len(v) % 4 != 1:
         try:
-            d = binascii.a2b_base64(v.replace(b"-", b"+").replace(b"_", b"/") + b"=" * (-len(v) % 4),
-                                    strict_mode=True)
+            d = binascii.a2b_base64(v.replace(b"-", b"+").replace(b"_", b"/") + b"=" * (-len(v) % 4), strict_mode=True)
             if _printable(d):
                 return d
         except binascii.Error:
@@ -261,8 +260,9 @@ def _runs(data: bytes, decodable_ends) -> list[tuple[int, int, int]]:
     return out
 
 
-def decode_pass(data: bytes, preds: list[Segment], cache: dict[bytes, bytes],
-                decodable_ends=None) -> tuple[bytes, list[Segment]]:
+def decode_pass(
+    data: bytes, preds: list[Segment], cache: dict[bytes, bytes], decodable_ends=None
+) -> tuple[bytes, list[Segment]]:
     """codec.Decoder.Decode: one pass replacing every decodable run by its decoded value."""
     segments: list[Segment] = []
     shift = 0
@@ -273,8 +273,15 @@ def decode_pass(data: bytes, preds: list[Segment], cache: dict[bytes, bytes],
             dec = cache[enc] = _DECODERS[kind](enc)
         if not dec:
             continue
-        seg = Segment(predecessors=preds, original=_to_original(preds, (s, e)), encoded=(s, e),
-                      decoded=(s + shift, s + shift + len(dec)), value=dec, encodings=kind, depth=1)
+        seg = Segment(
+            predecessors=preds,
+            original=_to_original(preds, (s, e)),
+            encoded=(s, e),
+            decoded=(s + shift, s + shift + len(dec)),
+            value=dec,
+            encodings=kind,
+            depth=1,
+        )
         shift += len(dec) - len(enc)
         if preds:
             seg.depth = 1 + preds[0].depth
@@ -286,7 +293,7 @@ def decode_pass(data: bytes, preds: list[Segment], cache: dict[bytes, bytes],
         return data, segments
     out, pos = [], 0
     for seg in segments:
-        out.append(data[pos:seg.encoded[0]])
+        out.append(data[pos : seg.encoded[0]])
         out.append(seg.value)
         pos = seg.encoded[1]
     out.append(data[pos:])
@@ -300,6 +307,4 @@ def _current_line(segments: list[Segment], raw: bytes) -> bytes:
     start = raw.rfind(b"\n", 0, dec[0] + 1)
     start = max(start, 0)
     end = raw.find(b"\n", dec[1])
-    return raw[start:len(raw) if end < 0 else end]
-
-
+    return raw[start : len(raw) if end < 0 else end]

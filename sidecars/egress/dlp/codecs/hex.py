@@ -10,14 +10,20 @@ from ._common import emit, worth_scanning
 from .gitleaks import find_all
 
 NAME = "hex"
-CANDIDATES = [rb"[0-9A-Fa-f]{16}", rb"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}",
-              rb"[0-9A-Fa-f]{2} [0-9A-Fa-f]{2} [0-9A-Fa-f]{2} [0-9A-Fa-f]{2} ", rb"(?:\\x[0-9A-Fa-f]{2}){4}",
-              rb"(?:0[xX][0-9A-Fa-f]{2}[, ]*){4}"]
+CANDIDATES = [
+    rb"[0-9A-Fa-f]{16}",
+    rb"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}",
+    rb"[0-9A-Fa-f]{2} [0-9A-Fa-f]{2} [0-9A-Fa-f]{2} [0-9A-Fa-f]{2} ",
+    rb"(?:\\x[0-9A-Fa-f]{2}){4}",
+    rb"(?:0[xX][0-9A-Fa-f]{2}[, ]*){4}",
+]
 
-_RUNS = re2.compile(rb"(?:\\x[0-9A-Fa-f]{2}){4,}"
-                    rb"|(?:0[xX][0-9A-Fa-f]{2}[, ]*){4,}"
-                    rb"|[0-9A-Fa-f]{2}(?:[: -][0-9A-Fa-f]{2}){7,}"
-                    rb"|[0-9A-Fa-f]{16,}")
+_RUNS = re2.compile(
+    rb"(?:\\x[0-9A-Fa-f]{2}){4,}"
+    rb"|(?:0[xX][0-9A-Fa-f]{2}[, ]*){4,}"
+    rb"|[0-9A-Fa-f]{2}(?:[: -][0-9A-Fa-f]{2}){7,}"
+    rb"|[0-9A-Fa-f]{16,}"
+)
 _STRIP = re2.compile(rb"\\x|0[xX]|[^0-9A-Fa-f]")
 
 

@@ -21,6 +21,7 @@ def decode(line: bytes) -> bytes:
             cp = int(m.group(1), 16)
             return chr(cp).encode("utf-8", "surrogatepass") if not 0xD800 <= cp <= 0xDFFF else "\ufffd".encode()
         return bytes([int(m.group(2), 16)])
+
     return _UNIT.sub(one, line)
 
 

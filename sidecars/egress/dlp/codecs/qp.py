@@ -4,7 +4,6 @@ lines that holds them (a soft break joins a secret cut at 76 columns)."""
 from __future__ import annotations
 
 import binascii
-
 import re
 
 from ._common import line_bounds, magic_tail, textual

@@ -13,8 +13,10 @@ import re2
 NAME = "text"
 CANDIDATES = [rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){6}", rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){6}"]
 
-_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff]")
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff]"
+)
 # The same characters for re2 over the UTF-8 bytes: a test before decoding anything.
 _INVISIBLE_UTF8 = re2.compile(_INVISIBLE.pattern.encode("utf-8"))
 _LE = re2.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){6,}")

@@ -247,6 +247,9 @@ def threads_of(pid: int) -> int:
 
 
 def test_idle_and_half_sent_connections_cost_the_gate_no_threads_and_lock_nobody_out(gate: Gate) -> None:
+    # The ready file is written before serve_forever starts the worker pool and while the first
+    # mirror is still being taken: one fetch first, so "before" counts the gate's own threads.
+    gate.git("ls-remote", gate.url)
     before = threads_of(gate.proc.pid)
     held = []
     try:

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bottle_contract import ports  # noqa: E402
-from bottle_tui import proposals  # noqa: E402
+from bottle_tui import ops, proposals  # noqa: E402
 from tests.support.bottles import (  # noqa: E402
     BLOCKED,
     FAKE_DIR,
@@ -176,9 +176,8 @@ def bench_approve(bottle, n: int) -> list[float]:
         )
         time.sleep(0.5)  # the loop is running and being refused
         t0 = time.time()
-        proposals.decide(bottle.home, pending.id, "approve", by="bench")
-        warning = asyncio.run(proposals.reload_bundle(bottle.slug))
-        assert warning is None, warning
+        decided = asyncio.run(ops.decide(bottle.home, pending.id, "approve", by="bench"))
+        assert decided.reload_warning is None, decided.reload_warning
         out, _ = loop.communicate(timeout=30)
         samples.append(float(out.strip()) - t0)
     return samples

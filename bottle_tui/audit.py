@@ -38,5 +38,6 @@ def proposal_history(path: Path, data: dict[str, Any]) -> list[str]:
             )
     dec = data.get("decision")
     if isinstance(dec, dict):
-        history.append(f"{dec.get('at')}  {data.get('status')} by {dec.get('by')}, scope {dec.get('scope')}")
+        scope = f", scope {dec['scope']}" if dec.get("scope") else ""
+        history.append(f"{dec.get('at')}  {data.get('status')} by {dec.get('by')}{scope}")
     return list(dict.fromkeys(history))

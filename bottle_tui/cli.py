@@ -19,10 +19,6 @@ from . import __version__, ops
 from .errors import BottleError
 from .runner import handoff
 
-# The console imports these two from here today; they are ops' own (remove once it calls ops).
-plan_for = ops.plan
-claude_argv_for = ops.claude_argv
-
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -221,11 +217,19 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
             print(f"{label:<9}{_shown(value)}")
         if d.get("decision"):
             dec = d["decision"]
-            print(f"{'decided':<9}{_shown(dec.get('by'))} at {dec.get('at')}, scope {dec.get('scope')}")
+            scope = f", scope {dec['scope']}" if dec.get("scope") else ""
+            print(f"{'decided':<9}{_shown(dec.get('by'))} at {dec.get('at')}{scope}")
             if dec.get("change"):
                 print(f"{'final':<9}{_shown(json.dumps(dec['change']))}")
             if dec.get("note"):
                 print(f"{'note':<9}{_shown(dec['note'])}")
+        if p.pending:
+            print("policy   what approving it as asked does to routes.yaml:")
+            for line in ops.proposal_diff(home, p).splitlines():
+                print(f"  {_shown(line)}")
+        print("history")
+        for line in ops.proposal_history(home, p):
+            print(f"  {_shown(line)}")
         return 0
     change = None
     if action == "modify":

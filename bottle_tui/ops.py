@@ -21,7 +21,7 @@ from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from . import backends, proposals
+from . import audit, backends, policy_diff, proposals
 from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
 from .errors import BottleError
 from .manifest import Manifests, default_home, load_manifests
@@ -283,6 +283,20 @@ def list_proposals(home: Path, *, include_decided: bool = False) -> list[Proposa
 def find_proposal(home: Path, pid: str) -> Proposal:
     """Proposal ``pid`` of any bottle of ``home``; a one-line error naming `proposals ls` (blocking)."""
     return proposals.find(home, pid)[1]
+
+
+def proposal_diff(home: Path, p: Proposal) -> str:
+    """What approving ``p`` as asked would do to the policy in force: a unified diff of
+    routes.yaml, or a sentence when there is nothing to change or it cannot be read (blocking)."""
+    try:
+        return policy_diff.proposal_diff(state_dir(home, p.slug), p)
+    except BottleError as exc:
+        return str(exc)
+
+
+def proposal_history(home: Path, p: Proposal) -> list[str]:
+    """One line per event of ``p``, oldest first, from its bottle's audit log (blocking)."""
+    return audit.proposal_history(state_dir(home, p.slug).audit_log, p.data)
 
 
 def check_change(p: Proposal, change: object, *, source: Path | None = None) -> dict[str, Any]:

@@ -369,14 +369,6 @@ def save_policy_text(home: Path, state: StateDir, before: str, after: str, by: s
         audit_policy_edit(home, state, by, before, after)
 
 
-async def reload_bundle(slug: str) -> str | None:
-    """Kept only for the console until it calls ``ops.decide`` / ``ops.save_policy`` (which reload
-    through the bottle's backend); remove it then. Proposals never signal a bundle themselves."""
-    from .backends.docker.backend import reload_bundle as reload
-
-    return await reload(slug)
-
-
 def state_for(home: Path, slug: str) -> StateDir:
     s = state_dir(home, slug)
     if not s.path.is_dir():

@@ -11,11 +11,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .. import ops
-from ..audit import proposal_history
 from ..errors import BottleError
 from ..ops import Proposal
-from ..policy_diff import proposal_diff
-from ..state import state_dir
 from .inert import inert
 from .screens import EditorScreen, NoteScreen, ProposalDetail, ScopeScreen
 
@@ -39,12 +36,8 @@ def detail_sections(home: Path, p: Proposal) -> list[tuple[str, str]]:
     ]
     if d.get("context"):
         sections.append(("Context", str(d["context"])))
-    state = state_dir(home, p.slug)
-    try:
-        sections.append(("Policy before → after", proposal_diff(state, p)))
-    except BottleError as exc:
-        sections.append(("Policy", str(exc)))
-    sections.append(("History", "\n".join(proposal_history(state.audit_log, d))))
+    sections.append(("Policy before → after", ops.proposal_diff(home, p)))
+    sections.append(("History", "\n".join(ops.proposal_history(home, p))))
     return sections
 
 

@@ -10,14 +10,13 @@ routes allowed once. The checks of a request target that hold on every route are
 from __future__ import annotations
 
 import fnmatch
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from request_target import limited_path_problem, path_problem
 
 from bottle_contract.hosts import normalize_host
-from bottle_contract.policy import HTTP_METHODS, Auth, Policy, Route, load_policy, load_policy_text
+from bottle_contract.policy import HTTP_METHODS, Auth, Policy, Route, load_policy, load_policy_text, route_path
 
 __all__ = ["Auth", "Policy", "Route", "normalize_host"]
 
@@ -54,7 +53,7 @@ def match(
     problem = path_problem(path)
     if problem:
         return Decision(False, None, problem)
-    match_path = urllib.parse.unquote(path.split("?", 1)[0]) or "/"
+    match_path = route_path(path)
     by_host = [(i, r) for i, r in enumerate(policy.routes) if r.matches_host(host)]
     if not by_host:
         return Decision(False, None, f"no route for host {host}")

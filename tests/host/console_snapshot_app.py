@@ -83,7 +83,7 @@ class SnapshotConsole(RecordingConsole):
 
 
 def fixed_plan(home: Path, agent: str):
-    from bottle_tui.cli import plan_for
+    from bottle_tui.ops import plan as plan_for
     from bottle_tui.state import state_dir
 
     plan = plan_for(home, agent)

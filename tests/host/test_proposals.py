@@ -317,10 +317,28 @@ def test_hostile_agent_text_is_stored_as_sent_and_shown_inert(home: Path, state:
     assert cli.main(["--home", str(home), "proposals", "show", p.id]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\u202e" not in out
-    assert len(out.splitlines()) == 9  # one line per field: agent newlines never start a line
+    fields, _, rest = out.partition("\npolicy ")
+    assert len(fields.splitlines()) == 9  # one line per field: agent newlines never start a line
+    assert all(line.startswith("  ") for line in rest.splitlines()[1:] if line != "history")
     assert cli.main(["--home", str(home), "proposals", "ls"]) == 0
     listing = capsys.readouterr().out
     assert len(listing.splitlines()) == 2 and "\x1b" not in listing
+
+
+def test_cli_show_says_what_approving_does_to_the_policy_and_the_history(home: Path, state: StateDir, capsys) -> None:
+    p = proposals.create(state, "egress-route", ASK, "r")
+    assert cli.main(["--home", str(home), "proposals", "show", p.id]) == 0
+    out = capsys.readouterr().out
+    diff = out.split("policy   what approving it as asked does to routes.yaml:\n", 1)[1].split("history\n")[0]
+    assert "--- routes.yaml (in force)" in diff and "+++ routes.yaml (approved)" in diff
+    assert any(line.startswith("  +") and ASK["host"] in line for line in diff.splitlines())
+    assert out.rstrip().endswith("asked")  # history: the one event so far
+    assert cli.main(["--home", str(home), "proposals", "reject", p.id, "--note", "no"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--home", str(home), "proposals", "show", p.id]) == 0
+    out = capsys.readouterr().out
+    assert "policy " not in out  # decided: nothing left to approve
+    assert out.splitlines()[-1].strip().endswith("rejected by " + json.loads(p.path.read_text())["decision"]["by"])
 
 
 def test_cli_decides_and_reports_already_decided(home: Path, state: StateDir, capsys) -> None:

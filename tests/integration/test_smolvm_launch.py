@@ -18,8 +18,8 @@ from bottle_tui.backends.smolvm import vm_lifecycle as lifecycle
 from bottle_tui.backends.smolvm.probe import CACHE_ENV, ProbeResult, probe
 from bottle_tui.backends.smolvm.render import vm_name
 from bottle_tui.backends.smolvm.smolvm_cli import STATE_DIR_ENV, Smolvm, machine_path
-from bottle_tui.cli import plan_for
 from bottle_tui.errors import BottleError
+from bottle_tui.ops import plan as plan_for
 from tests.support.bottles import ALLOWED, BLOCKED, Bottle, cli, connect_fake_internet, sh, stop_bottle
 
 pytestmark = [pytest.mark.integration, pytest.mark.microvm]

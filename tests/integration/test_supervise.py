@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from bottle_tui import proposals
+from bottle_tui import ops, proposals
 from tests.support.bottles import ALLOWED, BLOCKED, Bottle, sh
 from tests.support.supervise import call_tool, client_argv, finish_call, install_mcp_client, start_call
 from tests.support.waiting import wait_for
@@ -46,10 +46,10 @@ def pending_for(bottle: Bottle, host: str, path: str, *, draft: bool | None = No
     return wait_for(find, timeout=15, what=f"a pending proposal for {host}{path}", interval=0.05)
 
 
-def decide(bottle: Bottle, pid: str, action: str, **kw) -> proposals.Decision:
-    out = proposals.decide(bottle.home, pid, action, by="integration test", **kw)
-    if out.policy_changed:
-        assert asyncio.run(proposals.reload_bundle(bottle.slug)) is None
+def decide(bottle: Bottle, pid: str, action: str, **kw) -> ops.Decided:
+    """Decide as the CLI and the console do: through ops, which reloads the bundle."""
+    out = asyncio.run(ops.decide(bottle.home, pid, action, by="integration test", **kw))
+    assert out.reload_warning is None, out.reload_warning
     return out
 
 

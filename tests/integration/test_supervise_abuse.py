@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bottle_contract import layout, ports, serving
-from bottle_tui import proposals
+from bottle_tui import ops, proposals
 
 # The git gate's fake upstream (the HTTPS git host of the fake internet) is test_git_gate's fixture.
 from tests.integration.test_git_gate import GIT_SECRET, UPSTREAM_URL, agent_sh, upstream  # noqa: F401
@@ -195,8 +195,8 @@ def test_drafts_propose_the_scheme_and_path_that_were_seen(abot: Bottle) -> None
 def approve_once(bottle: Bottle, pid: str) -> None:
     import asyncio
 
-    out = proposals.decide(bottle.home, pid, "approve", by="abuse test", scope="once")
-    assert out.policy_changed and asyncio.run(proposals.reload_bundle(bottle.slug)) is None
+    out = asyncio.run(ops.decide(bottle.home, pid, "approve", by="abuse test", scope="once"))
+    assert out.policy_changed and out.reload_warning is None, out.reload_warning
 
 
 BURST = (

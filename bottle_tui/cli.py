@@ -177,6 +177,37 @@ def _shown(value: object) -> str:
     return inert(value).plain
 
 
+async def cmd_diff(args: argparse.Namespace) -> int:
+    """What the agent changed since its checkout began: commits per branch, then the files
+    (``--stat``: one line each; else every file's diff), or all of it as JSON (no diffs)."""
+    where = await ops.locate(args.slug, _home(args))
+    source = await ops.review_work(where.home, where.info)
+    review = await source.review()
+    if args.json or args.stat:
+        review = await source.counted(review)
+    if args.json:
+        print(json.dumps(review.to_json(), indent=2))
+        return 0
+    print(_shown(f"{review.title}, {review.base_note}"))
+    for note in review.notes:
+        print(_shown(f"note: {note}"))
+    for line in ops.review_commit_lines(review):
+        print(_shown(line))
+    if not review.files:
+        print("no files differ from the start")
+        return 0
+    if args.stat:
+        for line in ops.review_stat_lines(review):
+            print(_shown(line))
+        return 0
+    patch = await source.patch(review)
+    for raw in patch.data.decode("utf-8", errors="replace").splitlines():
+        print(_shown(raw))
+    if patch.truncated:
+        _say(f"note: the diff is cut at {len(patch.data) >> 20} MiB; `--stat` lists every file")
+    return 0
+
+
 def _proposal_line(p: ops.Proposal) -> tuple[str, ...]:
     seen = f"x{p.data.get('count', 1)}" if p.data.get("draft") else ""
     return (p.id, p.slug, p.kind, p.status + (" draft" if p.data.get("draft") else ""), seen, _shown(p.summary()))
@@ -440,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
         "selftest", help="run the escape suite against a running bottle (attacks aim at a canary of ours)"
     )
     p.add_argument("slug")
+    p = sub.add_parser("diff", help="what the agent changed since its checkout began (commits and files, read live)")
+    p.add_argument("slug")
+    p.add_argument(
+        "--stat", action="store_true", help="one line per file (lines added and deleted) instead of the diffs"
+    )
+    p.add_argument("--json", action="store_true", help="branches, commits and files with their counts, as JSON")
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser(
@@ -491,6 +528,7 @@ COMMANDS = {
     "start": cmd_start,
     "attach": cmd_attach,
     "exec": cmd_exec,
+    "diff": cmd_diff,
     "stop": cmd_stop,
     "ls": cmd_ls,
     "selftest": cmd_selftest,

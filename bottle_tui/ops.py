@@ -21,11 +21,12 @@ from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from . import audit, backends, policy_diff, proposals
+from . import audit, backends, policy_diff, proposals, work_review
 from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
 from .errors import BottleError
 from .manifest import Manifests, default_home, load_manifests
 from .plan import (
+    WORKDIR,
     BottlePlan,
     claude_session,
     end_pane_session_argv,
@@ -75,6 +76,14 @@ __all__ = [
     "operator",
     "plan",
     "plan_cleanup",
+    "record_work_start",
+    "FileChange",
+    "FileDiff",
+    "Review",
+    "ReviewSource",
+    "review_commit_lines",
+    "review_stat_lines",
+    "review_work",
     "preflight",
     "read_policy",
     "reload_policy",
@@ -176,6 +185,7 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
         await backend.preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
     await backend.start(plan, progress)
+    await record_work_start(plan, progress)
     return plan
 
 
@@ -265,6 +275,89 @@ async def selftest(
     return await where.backend.selftest(
         state, where.info, progress, environ=dict(os.environ if environ is None else environ)
     )
+
+
+# -- the agent's work: what it changed since its checkout began -----------------------------------
+
+
+Review = work_review.Review
+ReviewSource = work_review.ReviewSource
+FileChange = work_review.FileChange
+FileDiff = work_review.FileDiff
+review_stat_lines = work_review.review_stat
+review_commit_lines = work_review.commit_lines
+
+
+def _agent_exec(backend: Backend, slug: str) -> work_review.Exec:
+    async def exec_(argv: list[str], timeout: float) -> tuple[int, str]:
+        return await backend.exec_capture(slug, argv, timeout=timeout)
+
+    return exec_
+
+
+async def record_work_start(plan: BottlePlan, progress: Progress) -> None:
+    """Note where the agent's checkout begins (its commit and branch) in the state folder, on the
+    host, where the agent cannot rewrite it: what `diff` compares with. Runs once the bring-up is
+    done, before claude is ever attached. A bottle without git records nothing; a problem is one
+    progress line, never a failed start."""
+    if plan.git_origin is None:
+        return
+    reader = work_review.GitReview(_agent_exec(backends.get(plan.backend), plan.slug), WORKDIR, None)
+    try:
+        probe = await reader.probe()
+    except BottleError as exc:
+        progress(
+            f"could not note where the agent's checkout starts ({exc}); `bottle-tui diff` will compare with origin"
+        )
+        return
+    record = {
+        "commit": probe.head or None,
+        "branch": probe.on.removeprefix("refs/heads/"),
+        "checkout": probe.repo,
+        "workdir": WORKDIR,
+        "recorded_at": now_iso(),
+    }
+    await asyncio.to_thread(plan.state.write_work_start, record)
+
+
+async def review_work(home: Path, info: BottleInfo) -> work_review.GitReview:
+    """What the agent of the running bottle ``info`` changed since its checkout began, as a
+    review source (``review``, ``counted``, ``file_diff``, ``patch``), read live from the agent.
+    ``home`` is the caller's (the bottle's own is found as ``bottle_home`` finds it). A one-line
+    BottleError when the bottle has no git, or no starting point can be found."""
+    state = state_dir(bottle_home(info, home), info.slug)
+    record, gate = await asyncio.to_thread(lambda: (state.read_work_start(), state.read_gate_config()))
+    if record is None and gate is None:
+        raise BottleError(f"{info.slug} has no git: in its bottle file, so there is no checkout to compare")
+    exec_ = _agent_exec(backends.get(info.backend), info.slug)
+    title = f"{info.slug}: what the agent changed"
+    if record is not None:
+        commit = record.get("commit")
+        base = commit if isinstance(commit, str) and commit else None
+        branch = str(record.get("branch") or "")
+        at = f" on {branch}" if branch else ""
+        note = (
+            f"since {base[:12]}{at}, where its checkout began at bring-up ({record.get('recorded_at', '?')})"
+            if base
+            else f"since an empty checkout (upstream could not be cloned at bring-up, {record.get('recorded_at', '?')})"
+        )
+        return work_review.GitReview(exec_, WORKDIR, base, title=title, base_note=note)
+    # Started before the start was recorded: where the checked-out branch forked from origin's.
+    branch = str((gate or {}).get("branch") or "main")
+    found = await work_review.run_git(
+        exec_, ["git", "merge-base", "HEAD", f"refs/remotes/origin/{branch}"], workdir=WORKDIR, limit=4096
+    )
+    base = found.data.decode(errors="replace").strip()
+    if found.status != 0 or not base:
+        raise BottleError(
+            f"no starting point was recorded for {info.slug} (started before bottle-tui recorded one), and its "
+            f"checkout has no origin/{branch} to compare with"
+        )
+    note = (
+        f"since {base[:12]}, where HEAD forked from origin/{branch} (no starting point was recorded at bring-up; "
+        "the agent can move origin/ refs in its own checkout)"
+    )
+    return work_review.GitReview(exec_, WORKDIR, base, title=title, base_note=note)
 
 
 # -- proposals and the policy in force ------------------------------------------------------------

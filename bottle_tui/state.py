@@ -48,6 +48,15 @@ def slug_of_project(project: str) -> str | None:
     return project[len(PROJECT_PREFIX) :] if project.startswith(PROJECT_PREFIX) else None
 
 
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @dataclass(frozen=True)
 class StateDir:
     """Paths of one bottle's state folder. Each sidecar gets a sub-folder, bind-mounted as a folder."""
@@ -141,6 +150,27 @@ class StateDir:
         return self.path / "audit.jsonl"
 
     @property
+    def work_start(self) -> Path:
+        """Where the agent's checkout began (its commit and branch, recorded at bring-up): host only,
+        so the agent, which can rewrite every ref of its own repository, cannot move it."""
+        return self.path / "work-start.json"
+
+    @property
+    def gate_config(self) -> Path:
+        """gate.json: written for a bottle with git (its upstream and branch), absent without."""
+        return self.git_gate / layout.GATE_CONFIG
+
+    def write_work_start(self, record: dict[str, Any]) -> None:
+        atomic_write(self.work_start, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+    def read_work_start(self) -> dict[str, Any] | None:
+        """The record of where the checkout began, or None when none was made (or it is unreadable)."""
+        return _read_object(self.work_start)
+
+    def read_gate_config(self) -> dict[str, Any] | None:
+        return _read_object(self.gate_config)
+
+    @property
     def ca(self) -> Path:
         """Mounted read-only into the agent: only the egress CA certificate, never its key."""
         return self.path / "ca"
@@ -171,11 +201,7 @@ class StateDir:
         atomic_write(self.metadata, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def read_metadata(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.metadata.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return _read_object(self.metadata)
 
     def remove(self) -> list[str]:
         """Delete the folder; returns one line for each path that could not be removed."""

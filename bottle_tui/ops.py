@@ -84,6 +84,7 @@ __all__ = [
     "review_commit_lines",
     "review_stat_lines",
     "review_work",
+    "has_work",
     "preflight",
     "read_policy",
     "reload_policy",
@@ -318,6 +319,12 @@ async def record_work_start(plan: BottlePlan, progress: Progress) -> None:
         "recorded_at": now_iso(),
     }
     await asyncio.to_thread(plan.state.write_work_start, record)
+
+
+def has_work(home: Path, info: BottleInfo) -> bool:
+    """Whether the running bottle ``info`` has a checkout to review (it has git; blocking)."""
+    state = state_dir(bottle_home(info, home), info.slug)
+    return state.work_start.exists() or state.gate_config.exists()
 
 
 async def review_work(home: Path, info: BottleInfo) -> work_review.GitReview:

@@ -250,6 +250,22 @@ async def _attach(app: BottleConsole, info: BottleInfo) -> None:
     app.refresh_bottles()
 
 
+def review_work(app: BottleConsole, info: BottleInfo) -> None:
+    app.run_worker(_review_work(app, info), group="dialog", exit_on_error=False)
+
+
+async def _review_work(app: BottleConsole, info: BottleInfo) -> None:
+    """`d`: the review screen of what the agent changed, read live from the bottle."""
+    from .review import ReviewScreen
+
+    try:
+        source = await app.review_fn(app.home, info)
+    except BottleError as exc:
+        app.notify(inert(str(exc)).plain[:300], title="Diff", severity="warning", markup=False)
+        return
+    await app.push_screen(ReviewScreen(source))
+
+
 def show_logs(app: BottleConsole, info: BottleInfo) -> None:
     app.run_worker(_show_logs(app, info), group="dialog", exit_on_error=False)
 

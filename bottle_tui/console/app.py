@@ -24,7 +24,7 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from .. import ops
-from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, StopReport
+from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, StopReport
 from . import agent_flows, keys, watchers
 from .commands import ConsoleCommands
 from .inert import inert
@@ -47,6 +47,7 @@ StartBottle = Callable[[BottlePlan, Say], Awaitable[Any]]  # (plan, progress): t
 StopBottle = Callable[[Path, BottleInfo, Say], Awaitable[StopReport]]  # (home, bottle, progress)
 PaneArgv = Callable[[Path, str, str], list[str]]  # (home, slug, backend) -> what the right pane runs for claude
 EndSession = Callable[[Path, str, str], Awaitable[None]]  # (home, slug, backend): end the pane's claude there
+ReviewWork = Callable[[Path, BottleInfo], Awaitable[ReviewSource]]  # (home, bottle): what `d` shows
 
 
 async def start_bottle(plan: BottlePlan, say: Say) -> None:
@@ -91,6 +92,7 @@ class BottleConsole(App[None]):
         stop: StopBottle = ops.stop,
         pane_argv: PaneArgv = claude_pane_argv,
         end_session: EndSession = end_pane_session,
+        review: ReviewWork = ops.review_work,
     ) -> None:
         super().__init__()
         from themes import DEFAULT_THEME, register_all
@@ -103,6 +105,7 @@ class BottleConsole(App[None]):
         self.discover_fn, self.status_fn, self.load_proposals_fn = discover, status, load_proposals
         self.start_fn, self.stop_fn, self.pane_argv, self.end_session = start, stop, pane_argv, end_session
         self.make_plan = make_plan or ops.plan
+        self.review_fn = review
         self.poll_seconds = poll_seconds
         self.clock = clock or (lambda: datetime.now(UTC))
         self._watch_events, self._watch_files, self._tick = watch_events, watch_files, tick

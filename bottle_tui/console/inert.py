@@ -7,11 +7,14 @@ import unicodedata
 from rich.text import Text
 
 
-def inert(value: object) -> Text:
-    """A Text that shows ``value`` literally; control and format characters (and the Unicode line
-    and paragraph separators, which some terminals break lines at) become U+FFFD."""
-    raw = str(value)
-    clean = "".join(
-        "\ufffd" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch != "\t" else ch for ch in raw
+def inert_text(value: object) -> str:
+    """``value`` as a string whose control and format characters (and the Unicode line and
+    paragraph separators, which some terminals break lines at) are U+FFFD; tabs stay."""
+    return "".join(
+        "\ufffd" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch != "\t" else ch for ch in str(value)
     )
-    return Text(clean, no_wrap=True, end="")
+
+
+def inert(value: object) -> Text:
+    """A Text that shows ``value`` literally (no markup), made of ``inert_text``."""
+    return Text(inert_text(value), no_wrap=True, end="")

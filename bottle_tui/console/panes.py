@@ -4,6 +4,7 @@ messages (``messages.py``) and hand their keys' work to the flows (``*_flows.py`
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -11,8 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from textual.widgets import DataTable
+
+from .. import ops
 from ..ops import BottleInfo, Proposal
 from . import agent_flows, keys, policy_flow, proposal_flows
+from .inert import inert
 from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
 from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, AgentStatus, agent_cells, proposal_cells, proposal_static
 from .table import Cell, PaneTable
@@ -182,6 +187,8 @@ class AgentsPane(ConsolePane):
         keys.ROUTES,
         keys.DLP,
         keys.LOGS,
+        keys.DIFF,
+        keys.NO_DIFF,
         keys.REFRESH,
     ]
     ROW_ACTIONS = keys.AGENT_ACTIONS
@@ -196,6 +203,7 @@ class AgentsPane(ConsolePane):
         self.in_pane: str | None = None  # the slug the right-hand pane shows
         self.status_loaded = False
         self._ours: dict[str, bool] = {}  # home label -> whether it is this console's home
+        self.has_work: dict[str, bool] = {}  # slug -> it has git (d reviews its work); a worker fills it
 
     def selected(self) -> BottleInfo | None:
         key = self.selected_key()
@@ -203,6 +211,17 @@ class AgentsPane(ConsolePane):
 
     def has_selection(self) -> bool:
         return self.selected() is not None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        allowed = super().check_action(action, parameters)
+        if action in ("diff", "no_diff") and allowed:
+            info = self.selected()
+            has = info is not None and self.has_work.get(info.slug, False)
+            return has if action == "diff" else not has
+        return allowed
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_bindings()  # d shows for a bottle with git only
 
     def other_home(self, info: BottleInfo) -> str | None:
         """The home that started ``info`` when it is not this console's (its label says), else None.
@@ -250,9 +269,20 @@ class AgentsPane(ConsolePane):
         if wanted == self.bottles and statuses == self.statuses:
             return [], order
         gone = [slug for slug in self.bottles if slug not in wanted]
+        fresh = [b for slug, b in wanted.items() if slug not in self.has_work]
         self.bottles, self.statuses = wanted, statuses
+        self.has_work = {slug: has for slug, has in self.has_work.items() if slug in wanted}
         self.rerender()
+        if fresh:
+            self.run_worker(self._learn_work(fresh), group="has-work", exit_on_error=False)
         return gone, order
+
+    async def _learn_work(self, bottles: list[BottleInfo]) -> None:
+        """Which new bottles have git (their state folders say so), off the event loop."""
+        home = self.home
+        found = await asyncio.to_thread(lambda: {b.slug: ops.has_work(home, b) for b in bottles})
+        self.has_work.update({slug: has for slug, has in found.items() if slug in self.bottles})
+        self.refresh_bindings()
 
     def on_bottles_found(self, message: BottlesFound) -> None:
         message.gone, message.order = self.apply(message.bottles, message.statuses)
@@ -288,3 +318,15 @@ class AgentsPane(ConsolePane):
 
     def action_logs(self) -> None:
         self._selected_then(agent_flows.show_logs)
+
+    def action_diff(self) -> None:
+        self._selected_then(agent_flows.review_work)
+
+    def action_no_diff(self) -> None:
+        info = self.selected()
+        if info is not None:
+            self.console.notify(
+                inert(f"{info.slug} has no git: in its bottle file, so there is no checkout to review").plain,
+                title="Diff",
+                markup=False,
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,3 +145,13 @@ def rows(app: BottleConsole, table_id: str) -> list[list[str]]:
 def text_of(app: BottleConsole, selector: str) -> str:
     """The plain text a Static (or Label) shows."""
     return str(app.screen.query_one(selector).render())
+
+
+async def until(pilot, predicate, what: str, timeout: float = 5.0) -> None:
+    """Let the app run until ``predicate()`` holds; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await pilot.pause(0.02)
+        if predicate():
+            return
+    raise AssertionError(f"timed out waiting for {what}")

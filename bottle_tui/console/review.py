@@ -266,7 +266,8 @@ class ReviewScreen(Screen[None]):
     def _summary(self, review: Review) -> str:
         commits = sum(len(b.commits) for b in review.branches)
         on = f" · on {review.head}" if review.head else ""
-        return f"{review.base_note}{on} · {len(review.files)} files, {commits} commits"
+        files = len(review.files)
+        return f"{review.base_note}{on} · {files} file{'s' if files != 1 else ''}, {commits} commit{'s' if commits != 1 else ''}"
 
     def _show_summary(self, review: Review) -> None:
         self._status(" · ".join([self._summary(review), *review.notes]))

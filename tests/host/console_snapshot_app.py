@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 from bottle_tui.backends.docker.engine import EngineStatus
-from tests.support.console import NOW, FakeEngine, RecordingConsole, info, write_proposal, write_status
+from bottle_tui.ops import BottleInfo
+from tests.support.console import NOW, FakeEngine, RecordingConsole, info, make_state, write_proposal, write_status
 
 HOME = Path(tempfile.gettempdir()) / "bottle-tui-console-snapshots" / "home"
 SIZE = (150, 38)
@@ -130,4 +131,65 @@ def make(
         tick=False,
         theme=theme,
         make_plan=fixed_plan,
+    )
+
+
+# -- the review screen (`d`) on a repository made the same way every time ----------------------------
+
+REVIEW_ROOT = Path(tempfile.gettempdir()) / "bottle-tui-review-snapshot"
+
+
+def review_repo() -> tuple[Path, str]:
+    """A repository with a start and an agent's work on it; the same commit ids on every run."""
+    from tests.support.repos import git, make_repo, write
+
+    shutil.rmtree(REVIEW_ROOT, ignore_errors=True)
+    REVIEW_ROOT.mkdir(parents=True)
+    repo, base = make_repo(REVIEW_ROOT / "repo")
+    write(repo, b"old.py", b"def f():\n    return 1\n\n\ndef g(x):\n    return x * 2\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "old.py: a second function")
+    base = git(repo, "rev-parse", "HEAD").decode().strip()
+    write(repo, b"old.py", b"def f():\n    return 2  # [bold]changed[/bold]\n\n\ndef g(x):\n    return x * 3\n")
+    git(repo, "mv", "gone.txt", "kept.txt")
+    write(repo, b"\x1b[31mred\x1b[0m\nname.txt", b"hostile name\n")
+    write(repo, b"logo.png", bytes(range(256)))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "\x1b[2J[bold]agent[/bold]: rework f and g\n\nWhy: the tests asked.")
+    write(repo, b"notes.md", b"# notes\nnot added yet\n")
+    return repo, base
+
+
+def make_review() -> SnapshotConsole:
+    from bottle_tui import work_review
+
+    repo, base = review_repo()
+    home = REVIEW_ROOT / "home"
+    for rel, text in (("agents/implementer.md", AGENT), ("bottles/dev.md", BOTTLE)):
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text(text)
+    state = make_state(home, "implementer-aaaaaa")
+    state.git_gate.mkdir(exist_ok=True)
+    state.gate_config.write_text('{"branch": "main"}')
+    fake = FakeEngine()
+    fake.bottles = [info("implementer-aaaaaa")]
+
+    async def review(home_: Path, bottle: BottleInfo) -> work_review.GitReview:
+        return work_review.GitReview(
+            work_review.local_exec(),
+            str(repo),
+            base,
+            title=f"{bottle.slug}: what the agent changed",
+            base_note=f"since {base[:12]} on main, where its checkout began at bring-up",
+        )
+
+    return SnapshotConsole(
+        home,
+        discover=fake.discover,
+        status=fake.engine_status,
+        watch_events=False,
+        watch_files=False,
+        clock=lambda: NOW,
+        tick=False,
+        review=review,
     )

@@ -63,7 +63,9 @@ async def test_d_opens_the_review_of_the_selected_agent(setup) -> None:
         await pilot.pause()
         assert "diff" in {b.binding.action for b in app.screen.active_bindings.values() if b.binding.show}
         await pilot.press("d")
-        await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.screen.counted, "the review", timeout=20)
+        await until(
+            pilot, lambda: isinstance(app.screen, ReviewScreen) and app.screen.counted, "the review", timeout=20
+        )
         screen = screen_of(app)
         assert asked == [SLUG]
         files = screen.query_one("#review-files", DataTable)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .console_snapshot_app import SIZE, make
+from .console_snapshot_app import SIZE, make, make_review
 
 
 def settled(app):
@@ -68,3 +68,28 @@ def test_dark_theme(snap_compare) -> None:
 def test_another_homes_bottle_is_marked(snap_compare) -> None:
     app = make(other_home=True)
     assert snap_compare(app, terminal_size=SIZE, run_before=settled(app))
+
+
+def test_review_screen(snap_compare) -> None:
+    from bottle_tui.console.review import ReviewScreen
+
+    app = make_review()
+
+    async def reviewed(pilot) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not app.agents_pane.has_work:
+            await pilot.pause(0.02)
+        await pilot.press("d")
+
+        def ready() -> bool:
+            screen = app.screen
+            if not isinstance(screen, ReviewScreen) or not screen.counted:
+                return False
+            return "loading" not in str(screen.query_one("#review-diff").render())
+
+        while time.monotonic() < deadline + 10 and not ready():
+            await pilot.pause(0.02)
+        await pilot.press("down", "down", "down", "down")  # old.py, the Python file: highlighted code
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=reviewed)

@@ -15,6 +15,9 @@ GIT_ENV = {
     "GIT_AUTHOR_EMAIL": "agent@bottle.test",
     "GIT_COMMITTER_NAME": "agent",
     "GIT_COMMITTER_EMAIL": "agent@bottle.test",
+    # Fixed times: the same content gives the same commit ids on every run (the snapshots show them).
+    "GIT_AUTHOR_DATE": "2026-11-27T07:00:00+00:00",
+    "GIT_COMMITTER_DATE": "2026-11-27T07:00:00+00:00",
 }
 
 # Names an agent may give its files: a newline, a tab, escapes, Rich markup, a leading dash, quotes,

@@ -338,33 +338,33 @@ async def review_work(home: Path, info: BottleInfo) -> work_review.GitReview:
         raise BottleError(f"{info.slug} has no git: in its bottle file, so there is no checkout to compare")
     exec_ = _agent_exec(backends.get(info.backend), info.slug)
     title = f"{info.slug}: what the agent changed"
-    if record is not None:
-        commit = record.get("commit")
-        base = commit if isinstance(commit, str) and commit else None
+    commit = (record or {}).get("commit")
+    if record is not None and isinstance(commit, str) and commit:
         branch = str(record.get("branch") or "")
-        at = f" on {branch}" if branch else ""
-        note = (
-            f"since {base[:12]}{at}, where its checkout began at bring-up ({record.get('recorded_at', '?')})"
-            if base
-            else f"since an empty checkout (upstream could not be cloned at bring-up, {record.get('recorded_at', '?')})"
+        note = f"since {commit[:12]}{f' on {branch}' if branch else ''}, where its checkout began at bring-up"
+        return work_review.GitReview(
+            exec_, WORKDIR, commit, title=title, base_note=f"{note} ({record.get('recorded_at', '?')})"
         )
-        return work_review.GitReview(exec_, WORKDIR, base, title=title, base_note=note)
-    # Started before the start was recorded: where the checked-out branch forked from origin's.
-    branch = str((gate or {}).get("branch") or "main")
+    # No commit to start from: the checkout began empty (upstream could not be cloned at bring-up:
+    # what the agent pulled later is upstream's, not its work), or the bottle is older than the
+    # record. Then: where HEAD forks from origin's branch, which the agent's own checkout holds.
+    branch = str((record or {}).get("branch") or (gate or {}).get("branch") or "main")
+    why = (
+        "the checkout began empty (upstream could not be cloned at bring-up)"
+        if record is not None
+        else "no starting point was recorded at bring-up"
+    )
     found = await work_review.run_git(
         exec_, ["git", "merge-base", "HEAD", f"refs/remotes/origin/{branch}"], workdir=WORKDIR, limit=4096
     )
     base = found.data.decode(errors="replace").strip()
-    if found.status != 0 or not base:
-        raise BottleError(
-            f"no starting point was recorded for {info.slug} (started before bottle-tui recorded one), and its "
-            f"checkout has no origin/{branch} to compare with"
-        )
-    note = (
-        f"since {base[:12]}, where HEAD forked from origin/{branch} (no starting point was recorded at bring-up; "
-        "the agent can move origin/ refs in its own checkout)"
-    )
-    return work_review.GitReview(exec_, WORKDIR, base, title=title, base_note=note)
+    if found.status == 0 and base:
+        note = f"since {base[:12]}, where HEAD forks from origin/{branch} ({why}; the agent can move that ref)"
+        return work_review.GitReview(exec_, WORKDIR, base, title=title, base_note=note)
+    if record is not None:
+        note = f"since an empty checkout ({why}, and origin/{branch} has not been fetched)"
+        return work_review.GitReview(exec_, WORKDIR, None, title=title, base_note=note)
+    raise BottleError(f"{info.slug}: {why}, and its checkout has no origin/{branch} to compare with")
 
 
 # -- proposals and the policy in force ------------------------------------------------------------

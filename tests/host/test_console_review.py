@@ -191,3 +191,16 @@ def test_render_diff_is_inert_and_highlighted() -> None:
     assert "+    return '\ufffd]0;owned\ufffd\ufffd'" in text.plain
     styles = {str(span.style) for span in text.spans}
     assert len(styles) > 4  # the Python lexer coloured the code, beyond the diff's own colours
+
+
+async def test_ops_says_a_bottle_without_git_has_nothing_to_review(tmp_path: Path) -> None:
+    from bottle_tui import ops
+    from bottle_tui.errors import BottleError
+
+    home = tmp_path / "home"
+    make_state(home, PLAIN)
+    with pytest.raises(BottleError, match=f"^{PLAIN} has no git: in its bottle file, so there is no checkout"):
+        await ops.review_work(home, info(PLAIN))
+    assert not ops.has_work(home, info(PLAIN))
+    git_bottle(home, SLUG)
+    assert ops.has_work(home, info(SLUG))

@@ -555,6 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("bottle-tui: interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (`bottle-tui diff SLUG | head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
         if os.environ.get("BOTTLE_DEBUG"):
             raise

@@ -161,8 +161,8 @@ class ReviewScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "close", "Close", id="review.close"),
-        Binding("tab", "focus_next", "Next part", id="review.next"),
-        Binding("shift+tab", "focus_previous", "Previous part", show=False, id="review.previous"),
+        Binding("tab", "app.focus_next", "Next part", id="review.next"),
+        Binding("shift+tab", "app.focus_previous", "Previous part", show=False, id="review.previous"),
         Binding("f5", "reload", "Reload", id="review.reload"),
     ]
 

@@ -86,8 +86,8 @@ async def test_d_opens_the_review_of_the_selected_agent(setup) -> None:
         # The commits, with their messages inert.
         commits = screen.query_one("#review-commits", DataTable)
         assert [str(c) for c in commits.get_row(next(iter(commits.rows)))][0] == "main"
-        commits.focus()
-        commits.move_cursor(row=0)
+        await pilot.press("tab")  # to the commits: the view shows the highlighted one's message
+        assert commits.has_focus
         await until(pilot, lambda: "body line" in view_text(screen), "the commit message")
         assert "\ufffd[2J[bold]agent[/bold] work" in view_text(screen)
         await pilot.press("escape")

@@ -121,6 +121,11 @@ def make(
             False,
             problem="no Docker engine answers (Cannot connect to the Docker daemon at unix:///var/run/docker.sock): run `make engine`",
         )
+    return snapshot_console(home, fake, theme=theme, make_plan=fixed_plan)
+
+
+def snapshot_console(home: Path, fake: FakeEngine, **kw) -> SnapshotConsole:
+    """The console on ``fake``'s bottles: no watchers, a fixed clock, no ticking ages."""
     return SnapshotConsole(
         home,
         discover=fake.discover,
@@ -129,8 +134,7 @@ def make(
         watch_files=False,
         clock=lambda: NOW,
         tick=False,
-        theme=theme,
-        make_plan=fixed_plan,
+        **kw,
     )
 
 
@@ -183,13 +187,4 @@ def make_review() -> SnapshotConsole:
             base_note=f"since {base[:12]} on main, where its checkout began at bring-up",
         )
 
-    return SnapshotConsole(
-        home,
-        discover=fake.discover,
-        status=fake.engine_status,
-        watch_events=False,
-        watch_files=False,
-        clock=lambda: NOW,
-        tick=False,
-        review=review,
-    )
+    return snapshot_console(home, fake, review=review)

@@ -53,7 +53,7 @@ test: lint engine
 	@$(BIN)/bottle-tui images build > $(VENV)/images-build.log 2>&1 & build=$$!; \
 	$(UNIT); unit=$$?; \
 	if ! wait $$build; then tail -n 20 $(VENV)/images-build.log; exit 1; fi; \
-	$(PY) -m pytest tests/integration -q -ra; integration=$$?; \
+	$(PY) -m pytest tests/integration -q -ra --durations=12; integration=$$?; \
 	[ $$unit -eq 0 ] || { echo "make test: the unit tests failed (see above)"; exit $$unit; }; \
 	exit $$integration
 

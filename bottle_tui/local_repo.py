@@ -92,6 +92,8 @@ async def make_mirror(git: GitSpec, source: Path, git_dir: Path) -> str:
             env=GIT_ENV,
             timeout=1800,
         )
+        # What a clone of the gate checks out (the gate sets it too, as for every upstream).
+        await run(["git", "--git-dir", git_dir, "symbolic-ref", "HEAD", f"refs/heads/{git.branch}"], env=GIT_ENV)
     except CommandError as exc:
         raise BottleError(f"{source}: git.upstream: cannot mirror {git.local} for the gate: {exc}") from exc
     return tip

@@ -37,7 +37,9 @@ def detail_sections(home: Path, p: Proposal) -> list[tuple[str, str]]:
     if d.get("context"):
         sections.append(("Context", str(d["context"])))
     if p.kind == "git-push":
-        commits = [f"{str(c.get('id', ''))[:12]} {c.get('subject')} ({c.get('author')})" for c in d.get("commits") or []]
+        commits = [
+            f"{str(c.get('id', ''))[:12]} {c.get('subject')} ({c.get('author')})" for c in d.get("commits") or []
+        ]
         if p.change.get("commits", 0) > len(commits):
             commits.append(f"... {p.change['commits']} commits in all")
         sections.append(("Lands in (approving)", ops.git_push_target(p)))

@@ -456,7 +456,9 @@ def test_a_bottle_without_git_has_no_gate(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("upstream", ["git@git.example.com:org/r.git", "ssh://git.example.com/r.git"])
 def test_upstreams_the_gate_cannot_mirror_are_refused_at_start(tmp_path: Path, upstream: str) -> None:
-    with pytest.raises(BottleError, match="git.upstream: the git gate mirrors https:// upstreams and repositories on this machine only"):
+    with pytest.raises(
+        BottleError, match="git.upstream: the git gate mirrors https:// upstreams and repositories on this machine only"
+    ):
         plan_for(f"---\ngit: {{upstream: '{upstream}'}}\n---\n", tmp_path)
 
 

@@ -18,6 +18,7 @@ from bottle_tui import local_repo, proposals
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import GitSpec
 from bottle_tui.state import StateDir
+from tests.support.git_repos import snapshot
 from tests.support.sidecars import git_gate_module
 
 pp = git_gate_module("push_policy")
@@ -49,17 +50,6 @@ def commit(repo: Path, name: str, text: str = "") -> str:
     git(repo, "add", name)
     git(repo, "commit", "-qm", f"add {name}")
     return git(repo, "rev-parse", "HEAD")
-
-
-def snapshot(repo: Path) -> dict[str, str]:
-    """Everything of the operator's repository a bottle must never change."""
-    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
-    return {
-        "refs": "\n".join(r for r in refs.splitlines() if not r.startswith("refs/heads/bottle/")),
-        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
-        "head": git(repo, "symbolic-ref", "HEAD") + " " + git(repo, "rev-parse", "HEAD"),
-        "index": (repo / ".git" / "index").read_bytes().hex(),
-    }
 
 
 @pytest.fixture

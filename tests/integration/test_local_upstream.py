@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.bottles import Bottle, cli, sh, start_bottle, stop_bottle, write_home
+from tests.support.git_repos import snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +30,6 @@ MANIFESTS = {
 
 def git(repo: Path, *args: str) -> str:
     return sh("git", "-C", str(repo), *args).stdout.strip()
-
-
-def snapshot(repo: Path) -> dict[str, str]:
-    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
-    return {
-        "refs": "\n".join(r for r in refs.splitlines() if not r.startswith("refs/heads/bottle/")),
-        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
-        "head": git(repo, "symbolic-ref", "HEAD") + " " + git(repo, "rev-parse", "HEAD"),
-        "index": (repo / ".git" / "index").read_bytes().hex(),
-    }
 
 
 def agent_sh(bottle: Bottle, script: str, *args: str) -> subprocess.CompletedProcess[str]:

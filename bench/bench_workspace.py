@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.bottles import cli, sh, start_bottle, stop_bottle, write_home  # noqa: E402
+from tests.support.bottles import cli, sh, start_bottle, stop_bottle, write_home
 
 ROUNDS = 9
 MANIFESTS = {

@@ -65,6 +65,7 @@ bench: images
 	$(PY) bench/bench_supervise.py
 	$(PY) bench/bench_dlp.py
 	$(PY) bench/bench_git_gate.py
+	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_console.py
 	$(PY) bench/bench_tmux.py
 

@@ -223,7 +223,21 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
                 print(f"{'final':<9}{_shown(json.dumps(dec['change']))}")
             if dec.get("note"):
                 print(f"{'note':<9}{_shown(dec['note'])}")
-        if p.pending:
+            if dec.get("home"):
+                print(f"{'home':<9}{_shown(dec['home'])}")
+        if p.kind == "git-push":
+            print(f"{'lands in':<9}{_shown(ops.git_push_target(p))}" + ("" if p.pending else " (as decided above)"))
+            if d.get("stat"):
+                print(f"{'stat':<9}{_shown(d['stat'])}")
+            print("commits")
+            for c in d.get("commits") or []:
+                print(f"  {_shown(str(c.get('id', ''))[:12])} {_shown(c.get('subject'))} ({_shown(c.get('author'))})")
+            if p.change.get("commits", 0) > len(d.get("commits") or []):
+                print(f"  ... {p.change['commits']} commits in all")
+            print("diff")
+            for line in ops.proposal_diff(home, p).splitlines():
+                print(f"  {_shown(line)}")
+        elif p.pending:
             print("policy   what approving it as asked does to routes.yaml:")
             for line in ops.proposal_diff(home, p).splitlines():
                 print(f"  {_shown(line)}")
@@ -245,7 +259,10 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
     )
     if decided.reload_warning:
         _say(f"warning: {decided.reload_warning}")
-    _say(f"{p.id}: {decided.proposal.status}" + (" (routes.yaml updated)" if decided.policy_changed else ""))
+    home_line = f" (brought home: {_shown(decided.home)})" if decided.home else ""
+    _say(
+        f"{p.id}: {decided.proposal.status}" + (" (routes.yaml updated)" if decided.policy_changed else "") + home_line
+    )
     return 0
 
 

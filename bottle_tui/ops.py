@@ -21,7 +21,7 @@ from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from . import audit, backends, policy_diff, proposals
+from . import audit, backends, local_repo, policy_diff, proposals
 from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
 from .errors import BottleError
 from .manifest import Manifests, default_home, load_manifests
@@ -162,8 +162,11 @@ def start_warnings(plan: BottlePlan, environ: Mapping[str, str] | None = None) -
 
 
 async def preflight(plan: BottlePlan, progress: Progress) -> None:
-    """Whether ``plan`` can start here (the engine answers; for a microVM, smolvm's version and a
-    boot probe); a one-line BottleError when not. Starts nothing."""
+    """Whether ``plan`` can start here (a local git upstream is a repository with the branch; the
+    engine answers; for a microVM, smolvm's version and a boot probe); a one-line BottleError
+    when not. Starts nothing."""
+    if plan.bottle.git and plan.bottle.git.local:
+        await local_repo.check(plan.bottle.git, plan.bottle.path)
     await backends.get(plan.backend).preflight(plan, progress)
 
 
@@ -173,7 +176,7 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
     with the image tags it started with. A failed bring-up is torn down and raises one line."""
     backend = backends.get(plan.backend)
     if not preflighted:
-        await backend.preflight(plan, progress)
+        await preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
     await backend.start(plan, progress)
     return plan
@@ -286,12 +289,20 @@ def find_proposal(home: Path, pid: str) -> Proposal:
 
 
 def proposal_diff(home: Path, p: Proposal) -> str:
-    """What approving ``p`` as asked would do to the policy in force: a unified diff of
-    routes.yaml, or a sentence when there is nothing to change or it cannot be read (blocking)."""
+    """What approving ``p`` as asked would do: for a git-push, the diff it brings home (from the
+    gate's mirror); else a unified diff of routes.yaml, or a sentence when there is nothing to
+    change or it cannot be read (blocking)."""
+    if p.kind == "git-push":
+        return proposals.git_push_diff(state_dir(home, p.slug), p)
     try:
         return policy_diff.proposal_diff(state_dir(home, p.slug), p)
     except BottleError as exc:
         return str(exc)
+
+
+def git_push_target(p: Proposal) -> str:
+    """Where approving a git-push proposal puts its branch in the operator's repository."""
+    return proposals.git_push_target(p)
 
 
 def proposal_history(home: Path, p: Proposal) -> list[str]:
@@ -320,10 +331,12 @@ class Decided:
     proposal: proposals.Proposal
     policy_changed: bool
     reload_warning: str | None = None
+    home: str | None = None  # a git-push approved: the ref it moved in the operator's repository
 
     def line(self) -> str:
         """One line saying what happened (agent text in it: render it inert)."""
         text = f"{self.proposal.id}: {self.proposal.status}" + (" (routes.yaml updated)" if self.policy_changed else "")
+        text += f" (brought home: {self.home})" if self.home else ""
         return text + (f"; {self.reload_warning}" if self.reload_warning else "")
 
 
@@ -340,7 +353,7 @@ async def decide(
     ``proposals.AlreadyDecided`` when someone else was first."""
     outcome = await asyncio.to_thread(proposals.decide, home, pid, action, by=by, scope=scope, change=change, note=note)
     warning = await reload_policy(home, outcome.proposal.slug) if outcome.policy_changed else None
-    return Decided(outcome.proposal, outcome.policy_changed, warning)
+    return Decided(outcome.proposal, outcome.policy_changed, warning, outcome.home)
 
 
 def read_policy(home: Path, slug: str) -> tuple[StateDir, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
 
+from ... import local_repo
 from ...config import ArchiveSettings, load_config
 from ...errors import BottleError
 from ...plan import CA_CERT_NAME, TRANSCRIPTS, WORKDIR, BottlePlan
@@ -72,14 +73,14 @@ async def make_egress_ca(state: StateDir, slug: str) -> None:
     atomic_write(state.ca / CA_CERT_NAME, pem_cert, mode=0o644)
 
 
-def write_renders(plan: BottlePlan) -> None:
+def write_renders(plan: BottlePlan, *, git_start: str | None = None) -> None:
     state = plan.state
     spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
     atomic_write(state.routes, to_yaml(render_routes(plan)), mode=0o600)
     upstream_ca = images.upstream_ca_bundle()
     atomic_write(state.egress / "upstream-ca.pem", upstream_ca, mode=0o644)
-    gate = render_git_gate(plan)
+    gate = render_git_gate(plan, start=git_start)
     if gate is not None:
         atomic_write(state.git_gate / "gate.json", json.dumps(gate, indent=2) + "\n", mode=0o600)
         # The gate trusts upstreams exactly as egress does.
@@ -104,8 +105,21 @@ def write_renders(plan: BottlePlan) -> None:
             "bottle_file": str(plan.bottle.path),
             "started_by_pid": os.getpid(),
             "claude_args": plan.claude_args,
+            # Host-only (metadata.json is not mounted anywhere): where approved pushes come home.
+            **({"local_upstream": str(plan.bottle.git.local)} if plan.bottle.git and plan.bottle.git.local else {}),
         }
     )
+
+
+async def prepare_local_mirror(plan: BottlePlan) -> str | None:
+    """A local upstream's mirror for the gate, made by the host before the bundle starts; the tip
+    of git.branch it holds (None for other bottles)."""
+    git = plan.bottle.git
+    if git is None or git.local is None:
+        return None
+    tip = await local_repo.make_mirror(git, plan.bottle.path, local_repo.mirror_git_dir(plan.state, plan.git_repo))
+    append_log(plan.state.bringup_log, f"mirrored the local upstream for the gate at {tip[:12]} of {git.branch}")
+    return tip
 
 
 async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
@@ -199,7 +213,7 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
     append_log(log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
     try:
         await make_egress_ca(state, plan.slug)
-        write_renders(plan)
+        write_renders(plan, git_start=await prepare_local_mirror(plan))
         append_log(log, "renders written; docker compose up")
         progress(f"starting {plan.project}")
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}

@@ -82,7 +82,7 @@ def _open_claude(home: Path, plan: ops.BottlePlan, *, detach: bool) -> int:
 
 async def cmd_resume(args: argparse.Namespace) -> int:
     home = _home(args)
-    plan = ops.resume_plan(home, args.slug)
+    plan = await ops.resume_plan(home, args.slug)
     plan = await ops.resume(plan, _say)
     _say(f"bottle {plan.slug} is back with its checkout and conversation (stop: bottle-tui stop {plan.slug})")
     return _open_claude(home, plan, detach=args.detach)

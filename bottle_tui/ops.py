@@ -181,10 +181,12 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
     return plan
 
 
-def resume_plan(home: Path, slug: str) -> BottlePlan:
+async def resume_plan(home: Path, slug: str) -> BottlePlan:
     """The plan that brings back bottle ``slug``, kept by `stop --keep`: its slug and state folder,
-    its agent's manifests as they are today. A one-line error naming the kept bottles when
-    ``slug`` is not one. Reads files only (blocking)."""
+    its agent's manifests as they are today. A one-line error when it runs already, or naming the
+    kept bottles when ``slug`` is not one (one engine listing; the files are small reads)."""
+    if any(b.slug == slug for b in await backends.discover()):
+        raise BottleError(f"bottle {slug} is running already: `bottle-tui attach {slug}` opens it")
     state = state_dir(home, slug)
     meta = state.read_metadata() if state.path.is_dir() else None
     if meta is None or not state.preserved:
@@ -211,8 +213,6 @@ def resume_plan(home: Path, slug: str) -> BottlePlan:
 async def resume(plan: BottlePlan, progress: Progress) -> BottlePlan:
     """Bring the kept bottle of ``plan`` (see ``resume_plan``) back with its checkout and claude's
     state: preflight, the images, then the backend's resume. Returns the plan it started with."""
-    if any(b.slug == plan.slug for b in await backends.discover()):
-        raise BottleError(f"bottle {plan.slug} is running already: `bottle-tui attach {plan.slug}` opens it")
     backend = backends.get(plan.backend)
     await backend.preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))

@@ -233,8 +233,8 @@ async def archive(place: Sequence[str], dest: Path, *, mirror: Path | None, git:
         return Saved(describe(probe, dest), True)
     partial = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True, mode=0o700)
     try:
+        partial.mkdir(parents=True, mode=0o700)
         if probe.kind == "plain":
             home, folder = os.path.split(workdir)
             await run(

@@ -59,6 +59,7 @@ test: lint engine
 
 bench: images
 	$(PY) bench/bench_bringup.py
+	$(PY) bench/bench_workspace_stop.py
 	$(PY) bench/bench_ls.py
 	$(PY) bench/bench_egress.py
 	$(PY) bench/bench_smolvm.py

@@ -125,7 +125,9 @@ def test_a_commit_pushed_to_the_mirror_is_not_counted(work: Path, tmp_path: Path
     assert not (tmp_path / "a" / "work").exists()
     git(work, "commit", "-q", "--allow-empty", "-m", "one more")
     saved = archive(work, tmp_path / "a" / "work", upstream.parent)
-    assert "1 commit the gate does not hold" in saved.line
+    # Nothing uncommitted: no patch (git apply refuses an empty one), the bundle alone.
+    assert saved.line.endswith(f"1 commit the gate does not hold in {tmp_path / 'a' / 'work'}/ (refs.bundle)")
+    assert [p.name for p in (tmp_path / "a" / "work").iterdir()] == ["refs.bundle"]
 
 
 def test_without_a_mirror_every_commit_counts(work: Path, tmp_path: Path) -> None:

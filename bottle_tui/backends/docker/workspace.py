@@ -70,6 +70,8 @@ export GIT_INDEX_FILE="$tmp/index" GIT_OBJECT_DIRECTORY="$tmp/objects" GIT_ALTER
 
 # $1 the checkout. stdout: a bundle of every ref, HEAD, and each stash entry as refs/stashes/N,
 # made from a scratch repository that borrows the checkout's objects; exit 3 when there is no ref.
+# No new delta search (pack.window=0): deltas already packed are reused, and the loose objects of
+# local commits go as they are (with it, a 200 MB commit took 2 minutes of a stop instead of seconds).
 BUNDLE_SCRIPT = """
 set -e
 cd "$1"
@@ -88,9 +90,9 @@ elif head=$(git rev-parse -q --verify HEAD); then
   git --git-dir="$tmp/b.git" update-ref --no-deref HEAD "$head"
 fi
 if git --git-dir="$tmp/b.git" rev-parse -q --verify HEAD >/dev/null; then
-  git --git-dir="$tmp/b.git" bundle create - HEAD --all
+  git --git-dir="$tmp/b.git" -c pack.window=0 bundle create - HEAD --all
 else
-  git --git-dir="$tmp/b.git" bundle create - --all
+  git --git-dir="$tmp/b.git" -c pack.window=0 bundle create - --all
 fi
 """
 
@@ -137,7 +139,7 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def describe(probe: Probe, dest: Path, *, mirror_read: bool = True) -> str:
+def describe(probe: Probe, dest: Path, *, mirror_read: bool = True, files: Sequence[str] = ()) -> str:
     """What stop found and saved, in one line."""
     if probe.kind in ("empty", "missing"):
         return f"checkout: {WORKDIR} is empty, nothing to save"
@@ -155,7 +157,7 @@ def describe(probe: Probe, dest: Path, *, mirror_read: bool = True) -> str:
     elif probe.commits:
         found.append(_count(probe.commits, "commit the gate does not hold", "commits the gate does not hold"))
     what = ", ".join(found[:-1]) + (" and " if len(found) > 1 else "") + found[-1]
-    return f"checkout: saved {what} in {dest}/ ({UNCOMMITTED_PATCH}, {REFS_BUNDLE})"
+    return f"checkout: saved {what} in {dest}/ ({', '.join(files or (UNCOMMITTED_PATCH, REFS_BUNDLE))})"
 
 
 @dataclass(frozen=True)
@@ -254,13 +256,16 @@ async def archive(place: Sequence[str], dest: Path, *, mirror: Path | None, git:
                 (partial / REFS_BUNDLE).unlink()
             elif bundled.returncode != 0:
                 raise CommandError(bundled.argv, bundled.returncode, bundled.stderr)
+            if (partial / UNCOMMITTED_PATCH).stat().st_size == 0:  # only commits or stashes to save
+                (partial / UNCOMMITTED_PATCH).unlink()
+        files = [name for name in (UNCOMMITTED_PATCH, REFS_BUNDLE) if (partial / name).exists()]
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(partial, dest)
     except (CommandError, OSError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
         why = exc.strerror if isinstance(exc, OSError) and not isinstance(exc, CommandError) else exc
         raise BottleError(f"cannot save the checkout's unsaved work in {dest}: {why}") from exc
-    return Saved(describe(probe, dest, mirror_read=tips is not None), True)
+    return Saved(describe(probe, dest, mirror_read=tips is not None, files=files), True)
 
 
 # -- the volume itself -------------------------------------------------------------------------------

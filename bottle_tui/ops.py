@@ -34,7 +34,7 @@ from .plan import (
     resolve,
     short_credentials,
 )
-from .state import StateDir, new_slug, state_dir
+from .state import StateDir, all_state_dirs, new_slug, state_dir, state_root
 
 __all__ = [
     "SCOPES",
@@ -78,6 +78,8 @@ __all__ = [
     "preflight",
     "read_policy",
     "reload_policy",
+    "resume",
+    "resume_plan",
     "save_policy",
     "selftest",
     "start",
@@ -182,6 +184,45 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
     return plan
 
 
+async def resume_plan(home: Path, slug: str) -> BottlePlan:
+    """The plan that brings back bottle ``slug``, kept by `stop --keep`: its slug and state folder,
+    its agent's manifests as they are today. A one-line error when it runs already, or naming the
+    kept bottles when ``slug`` is not one (one engine listing; the files are small reads)."""
+    if any(b.slug == slug for b in await backends.discover()):
+        raise BottleError(f"bottle {slug} is running already: `bottle-tui attach {slug}` opens it")
+    state = state_dir(home, slug)
+    meta = state.read_metadata() if state.path.is_dir() else None
+    if meta is None or not state.preserved:
+        kept = [s.slug for s in all_state_dirs(home) if s.preserved]
+        raise BottleError(
+            f"no kept bottle '{slug}' in {state_root(home)}: `bottle-tui stop SLUG --keep` keeps one"
+            + (f"; kept here: {', '.join(kept)}" if kept else "; none is kept here")
+        )
+    agent = meta.get("agent")
+    if not isinstance(agent, str) or not agent:
+        raise BottleError(f"{state.metadata} does not say which agent ran in {slug}: it cannot be resumed")
+    plan = resolve(
+        load_manifests(home), agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state
+    )
+    ran_on = str(meta.get("backend") or "docker")
+    if plan.backend != ran_on:
+        raise BottleError(
+            f"{slug} ran on {ran_on}, but {plan.bottle.path} now says backend: {plan.backend}; "
+            "resume needs the backend it ran on"
+        )
+    return plan
+
+
+async def resume(plan: BottlePlan, progress: Progress) -> BottlePlan:
+    """Bring the kept bottle of ``plan`` (see ``resume_plan``) back with its checkout and claude's
+    state: preflight, the images, then the backend's resume. Returns the plan it started with."""
+    backend = backends.get(plan.backend)
+    await backend.preflight(plan, progress)
+    plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
+    await backend.resume(plan, progress)
+    return plan
+
+
 async def ensure_images(home: Path, progress: Progress, *, force: bool = False) -> dict[str, str]:
     """The agent and sidecars images, built where missing (every one with ``force``)."""
     await backends.require_engine()
@@ -220,7 +261,9 @@ async def bundle_logs(info: BottleInfo) -> str:
 
 async def stop(home: Path, info: BottleInfo, progress: Progress, *, keep: bool = False) -> StopReport:
     """Stop ``info`` (whose state is in ``home``: see ``bottle_home``): logs, transcript and
-    egress decisions go to archive/<slug>/; ``keep`` keeps the state folder."""
+    egress decisions go to archive/<slug>/, what the checkout holds that nothing else does to
+    archive/<slug>/work/ (``StopReport.work`` says what); ``keep`` keeps the state folder and the
+    work volume for `resume`."""
     return await backends.get(info.backend).stop(home, info.slug, progress, keep=keep)
 
 

@@ -69,14 +69,18 @@ async def run(
     env: Mapping[str, str] | None = None,
     input: bytes | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    stdout_path: str | os.PathLike[str] | None = None,
 ) -> Completed:
-    """Run ``argv`` to completion and capture its output (decoded as UTF-8, errors replaced)."""
+    """Run ``argv`` to completion and capture its output (decoded as UTF-8, errors replaced).
+    With ``stdout_path`` its stdout goes to that file instead (created 0600, bytes as they come:
+    an archive streamed out of a container), and ``Completed.stdout`` is empty."""
     args = [str(os.fspath(a)) for a in argv]
+    sink = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if stdout_path is not None else None
     try:
         proc = await asyncio.create_subprocess_exec(
             *args,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if sink is None else sink,
             stderr=asyncio.subprocess.PIPE,
             env=_env(env),
             cwd=cwd,
@@ -84,6 +88,9 @@ async def run(
         )
     except FileNotFoundError as exc:
         raise CommandNotFound(args, None, "", f"cannot start: {args[0]} is not installed or not on PATH") from exc
+    finally:
+        if sink is not None:
+            os.close(sink)  # the child holds its own copy
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:
@@ -92,7 +99,9 @@ async def run(
         if isinstance(exc, asyncio.CancelledError):
             raise
         raise CommandError(args, None, "", f"timed out after {timeout:g} s") from exc
-    result = Completed(tuple(args), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+    result = Completed(
+        tuple(args), proc.returncode or 0, (out or b"").decode(errors="replace"), err.decode(errors="replace")
+    )
     if check and result.returncode != 0:
         raise CommandError(args, result.returncode, result.stderr or result.stdout)
     return result

@@ -12,9 +12,10 @@ from typing import Any
 from bottle_contract import layout, ports
 from bottle_contract.policy import Policy, yaml_text
 
-from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan
+from ...plan import AGENT_HOME, CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan
 from . import labels
 from .engine import container_name
+from .workspace import volume_name
 
 AGENT_USER = "1000:1000"
 SIDECAR_ALIASES = ("egress", "status")
@@ -65,7 +66,12 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "hostname": plan.slug,
         "environment": dict(sorted(plan.agent_env.items())),
         "networks": ["internal"],
-        "volumes": [_bind(plan.state.ca, CA_MOUNT, read_only=True)],
+        # The agent's home (the checkout, ~/.claude) is the bottle's own volume, created before
+        # `up` and outliving `down`: stop archives what it holds, and `--keep` keeps it for resume.
+        "volumes": [
+            {"type": "volume", "source": "work", "target": AGENT_HOME},
+            _bind(plan.state.ca, CA_MOUNT, read_only=True),
+        ],
         "labels": common_labels,
         "cpus": res.cpus,
         "mem_limit": f"{res.memory_mib}m",
@@ -129,6 +135,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             },
             "egress": {"labels": net_labels},
         },
+        "volumes": {"work": {"external": True, "name": volume_name(plan.slug)}},
     }
 
 

@@ -47,6 +47,11 @@ READY_TIMEOUT = 60.0
 BOOT_TIMEOUT = 120.0
 SMOLFILE_NAME = "Smolfile"
 TRANSCRIPT_TAR = "/tmp/bottle-transcript.tar"
+# A microVM has no work volume (its disk goes with `machine delete`), and nothing in it is archived.
+NO_WORK_VOLUME = (
+    "checkout: not saved: a microVM bottle's checkout is on the microVM's own disk, which stop deletes "
+    "(push or copy the work out before stopping)"
+)
 
 
 def smolfile_path(state: StateDir) -> Path:
@@ -203,7 +208,10 @@ async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *
             await _snapshot_transcript(smol, name, state)
         progress(f"stopping microVM {name}")
         await _remove_machine(smol, name)
-    return await docker_lifecycle.stop(home, slug, progress, keep=keep, agent_container=False)
+    report = await docker_lifecycle.stop(home, slug, progress, keep=keep, agent_container=False)
+    report.work = NO_WORK_VOLUME + ("; --keep kept the state folder only, so it cannot be resumed" if keep else "")
+    progress(report.work)
+    return report
 
 
 def _services(bundle: BottleInfo | None, machine: Machine | None, *, listed: bool) -> dict[str, str]:

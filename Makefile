@@ -53,27 +53,31 @@ test: lint engine
 	@$(BIN)/bottle-tui images build > $(VENV)/images-build.log 2>&1 & build=$$!; \
 	$(UNIT); unit=$$?; \
 	if ! wait $$build; then tail -n 20 $(VENV)/images-build.log; exit 1; fi; \
-	$(PY) -m pytest tests/integration -q -ra; integration=$$?; \
+	$(PY) -m pytest tests/integration -q -ra --durations=12; integration=$$?; \
 	[ $$unit -eq 0 ] || { echo "make test: the unit tests failed (see above)"; exit $$unit; }; \
 	exit $$integration
 
 bench: images
 	$(PY) bench/bench_bringup.py
+	$(PY) bench/bench_workspace_stop.py
 	$(PY) bench/bench_ls.py
 	$(PY) bench/bench_egress.py
 	$(PY) bench/bench_smolvm.py
 	$(PY) bench/bench_supervise.py
 	$(PY) bench/bench_dlp.py
 	$(PY) bench/bench_git_gate.py
+	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_console.py
 	$(PY) bench/bench_tmux.py
 
-# Removes what the tests leave: bottles whose home is a pytest temporary folder, the tests'
-# fake-internet containers and networks, and the tests' tmux servers. Your own bottles stay (`bottle-tui cleanup` handles those).
+# Removes what the tests leave: bottles whose home is a pytest temporary folder and their work
+# volumes (cleanup archives them into that home first), the tests' fake-internet containers,
+# networks and volumes, and the tests' tmux servers. Your own bottles stay (`bottle-tui cleanup` handles those).
 PYTEST_TMP = $(shell $(PYTHON) -c 'import getpass, os, tempfile; print(os.path.join(tempfile.gettempdir(), "pytest-of-" + getpass.getuser()))')
 clean-docker: $(STAMP)
 	$(BIN)/bottle-tui cleanup --yes --homes-under "$(PYTEST_TMP)"
 	-docker rm -f $$(docker ps -aq --filter label=dev.bottle-tui.test=true) 2>/dev/null
 	-docker network rm $$(docker network ls -q --filter label=dev.bottle-tui.test=true) 2>/dev/null
+	-docker volume rm $$(docker volume ls -q --filter label=dev.bottle-tui.test=true) 2>/dev/null
 	-for s in $${TMUX_TMPDIR:-/tmp}/tmux-$$(id -u)/bottle-tui-test-* $${TMUX_TMPDIR:-/tmp}/tmux-$$(id -u)/libtmux_test*; do \
 		[ -S "$$s" ] && tmux -S "$$s" kill-server 2>/dev/null; rm -f "$$s"; done; true

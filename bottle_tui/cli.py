@@ -66,13 +66,26 @@ async def cmd_start(args: argparse.Namespace) -> int:
         return 1
     plan = await ops.start(plan, _say, preflighted=True)
     _say(f"bottle {plan.slug} is up (attach: bottle-tui attach {plan.slug}; stop: bottle-tui stop {plan.slug})")
-    if args.detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        if not args.detach:
+    return _open_claude(home, plan, detach=args.detach)
+
+
+def _open_claude(home: Path, plan: ops.BottlePlan, *, detach: bool) -> int:
+    """After a start or resume: claude in the bottle, or the slug printed (``detach``, or no terminal)."""
+    if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if not detach:
             _say(f"not a terminal, so claude was not opened: run `bottle-tui attach {plan.slug}` from one")
         print(plan.slug)
         return 0
     _attach(ops.attach_argv(home, plan.slug, plan.backend), plan.slug)
     return 0
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    home = _home(args)
+    plan = await ops.resume_plan(home, args.slug)
+    plan = await ops.resume(plan, _say)
+    _say(f"bottle {plan.slug} is back with its checkout and conversation (stop: bottle-tui stop {plan.slug})")
+    return _open_claude(home, plan, detach=args.detach)
 
 
 async def cmd_attach(args: argparse.Namespace) -> int:
@@ -254,7 +267,21 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
                 print(f"{'final':<9}{_shown(json.dumps(dec['change']))}")
             if dec.get("note"):
                 print(f"{'note':<9}{_shown(dec['note'])}")
-        if p.pending:
+            if dec.get("home"):
+                print(f"{'home':<9}{_shown(dec['home'])}")
+        if p.kind == "git-push":
+            print(f"{'lands in':<9}{_shown(ops.git_push_target(p))}" + ("" if p.pending else " (as decided above)"))
+            if d.get("stat"):
+                print(f"{'stat':<9}{_shown(d['stat'])}")
+            print("commits")
+            for c in d.get("commits") or []:
+                print(f"  {_shown(str(c.get('id', ''))[:12])} {_shown(c.get('subject'))} ({_shown(c.get('author'))})")
+            if p.change.get("commits", 0) > len(d.get("commits") or []):
+                print(f"  ... {p.change['commits']} commits in all")
+            print("diff")
+            for line in ops.proposal_diff(home, p).splitlines():
+                print(f"  {_shown(line)}")
+        elif p.pending:
             print("policy   what approving it as asked does to routes.yaml:")
             for line in ops.proposal_diff(home, p).splitlines():
                 print(f"  {_shown(line)}")
@@ -276,7 +303,10 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
     )
     if decided.reload_warning:
         _say(f"warning: {decided.reload_warning}")
-    _say(f"{p.id}: {decided.proposal.status}" + (" (routes.yaml updated)" if decided.policy_changed else ""))
+    home_line = f" (brought home: {_shown(decided.home)})" if decided.home else ""
+    _say(
+        f"{p.id}: {decided.proposal.status}" + (" (routes.yaml updated)" if decided.policy_changed else "") + home_line
+    )
     return 0
 
 
@@ -464,9 +494,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exec", help="run a command in the agent container: exec SLUG -- CMD")
     p.add_argument("slug")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
-    p = sub.add_parser("stop", help="stop a bottle (logs, transcript and egress decisions go to archive/<slug>/)")
+    p = sub.add_parser(
+        "stop",
+        help="stop a bottle (logs, transcript, egress decisions and the checkout's unsaved work go to archive/<slug>/)",
+    )
     p.add_argument("slug")
-    p.add_argument("--keep", action="store_true", help="keep the state folder (marks it .preserve)")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the state folder (marks it .preserve) and the work volume, for `bottle-tui resume SLUG`",
+    )
+    p = sub.add_parser(
+        "resume", help="bring back a bottle stopped with --keep, with its checkout and conversation, and open claude"
+    )
+    p.add_argument("slug")
+    p.add_argument("--detach", "-d", action="store_true", help="resume and return (prints the slug)")
     p = sub.add_parser(
         "selftest", help="run the escape suite against a running bottle (attacks aim at a canary of ours)"
     )
@@ -530,6 +572,7 @@ COMMANDS = {
     "exec": cmd_exec,
     "diff": cmd_diff,
     "stop": cmd_stop,
+    "resume": cmd_resume,
     "ls": cmd_ls,
     "selftest": cmd_selftest,
     "cleanup": cmd_cleanup,

@@ -55,7 +55,7 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
 BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources")
-GIT_KEYS = ("upstream", "branch", "credentials_env", "protected")
+GIT_KEYS = ("upstream", "branch", "credentials_env", "protected", "review")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
 
@@ -66,6 +66,10 @@ class GitSpec:
     branch: str
     credentials_env: str | None
     protected: tuple[str, ...] = ()  # branch names or globs the git gate refuses to push or delete
+    # A repository on the operator's machine (git.upstream a path or file://), resolved: the host
+    # mirrors it for the gate and brings approved pushes home; no container ever sees this path.
+    local: Path | None = None
+    review: bool = False  # pushes wait as git-push proposals (always so for a local upstream)
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,22 @@ def parse_agent(path: Path, text: str) -> AgentSpec:
 # --- bottles ------------------------------------------------------------------------------------
 
 
+def local_upstream(upstream: str, manifest_dir: Path) -> Path | None:
+    """The operator's repository that ``upstream`` names (a path: absolute, ``~/...``, relative to
+    the manifest's folder, or ``file://``), made absolute; None for a remote URL."""
+    if upstream.startswith("file://"):
+        raw = urllib.parse.unquote(urllib.parse.urlsplit(upstream).path)
+    elif "://" in upstream or _SCP_RE.match(upstream):
+        return None
+    else:
+        raw = upstream
+    path = Path(raw).expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else manifest_dir / path))
+
+
 def _upstream(ck: Checker, key: str, value: object) -> str:
     upstream = ck.expect_str(key, value, "https://git.example.com/team/repo.git")
-    forms = "use https://host/owner/repo.git, ssh://host/repo.git, git@host:owner/repo.git or an absolute path"
+    forms = "use https://host/owner/repo.git or a path to a repository on this machine (~/code/app, ../app, file:///srv/app)"
     if "://" in upstream:
         try:
             parts = urllib.parse.urlsplit(upstream)
@@ -176,7 +193,7 @@ def _upstream(ck: Checker, key: str, value: object) -> str:
             ck.fail(key, "credentials are written in the URL; remove them and name an env var in git.credentials_env")
         if parts.scheme != "file" and not hostname:
             ck.fail(key, f"'{shown(upstream)}' has no host; {forms}")
-    elif not (_SCP_RE.match(upstream) or upstream.startswith(("/", "~"))):
+    elif not upstream.strip() or any(ord(ch) < 32 for ch in upstream):
         ck.fail(key, f"'{shown(upstream)}' is not a git upstream; {forms}")
     return upstream
 
@@ -221,6 +238,8 @@ def _git(ck: Checker, key: str, value: object) -> GitSpec:
             git, key, "credentials_env", lambda k, v: ck.expect_env_name(k, v, "GIT_TOKEN"), None
         ),
         protected=ck.optional(git, key, "protected", lambda k, v: _protected(ck, k, v), ()),
+        local=local_upstream(upstream, ck.path.parent),
+        review=ck.optional(git, key, "review", lambda k, v: ck.expect_bool(k, v, "review: true"), False),
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from . import audit, backends, policy_diff, proposals, work_review
+from . import audit, backends, local_repo, policy_diff, proposals, work_review
 from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
 from .errors import BottleError
 from .manifest import Manifests, default_home, load_manifests
@@ -35,7 +35,7 @@ from .plan import (
     resolve,
     short_credentials,
 )
-from .state import StateDir, new_slug, state_dir
+from .state import StateDir, all_state_dirs, new_slug, state_dir, state_root
 
 __all__ = [
     "SCOPES",
@@ -88,6 +88,8 @@ __all__ = [
     "preflight",
     "read_policy",
     "reload_policy",
+    "resume",
+    "resume_plan",
     "save_policy",
     "selftest",
     "start",
@@ -172,8 +174,11 @@ def start_warnings(plan: BottlePlan, environ: Mapping[str, str] | None = None) -
 
 
 async def preflight(plan: BottlePlan, progress: Progress) -> None:
-    """Whether ``plan`` can start here (the engine answers; for a microVM, smolvm's version and a
-    boot probe); a one-line BottleError when not. Starts nothing."""
+    """Whether ``plan`` can start here (a local git upstream is a repository with the branch; the
+    engine answers; for a microVM, smolvm's version and a boot probe); a one-line BottleError
+    when not. Starts nothing."""
+    if plan.bottle.git and plan.bottle.git.local:
+        await local_repo.check(plan.bottle.git, plan.bottle.path)
     await backends.get(plan.backend).preflight(plan, progress)
 
 
@@ -183,10 +188,49 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
     with the image tags it started with. A failed bring-up is torn down and raises one line."""
     backend = backends.get(plan.backend)
     if not preflighted:
-        await backend.preflight(plan, progress)
+        await preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
     await backend.start(plan, progress)
     await record_work_start(plan, progress)
+    return plan
+
+
+async def resume_plan(home: Path, slug: str) -> BottlePlan:
+    """The plan that brings back bottle ``slug``, kept by `stop --keep`: its slug and state folder,
+    its agent's manifests as they are today. A one-line error when it runs already, or naming the
+    kept bottles when ``slug`` is not one (one engine listing; the files are small reads)."""
+    if any(b.slug == slug for b in await backends.discover()):
+        raise BottleError(f"bottle {slug} is running already: `bottle-tui attach {slug}` opens it")
+    state = state_dir(home, slug)
+    meta = state.read_metadata() if state.path.is_dir() else None
+    if meta is None or not state.preserved:
+        kept = [s.slug for s in all_state_dirs(home) if s.preserved]
+        raise BottleError(
+            f"no kept bottle '{slug}' in {state_root(home)}: `bottle-tui stop SLUG --keep` keeps one"
+            + (f"; kept here: {', '.join(kept)}" if kept else "; none is kept here")
+        )
+    agent = meta.get("agent")
+    if not isinstance(agent, str) or not agent:
+        raise BottleError(f"{state.metadata} does not say which agent ran in {slug}: it cannot be resumed")
+    plan = resolve(
+        load_manifests(home), agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state
+    )
+    ran_on = str(meta.get("backend") or "docker")
+    if plan.backend != ran_on:
+        raise BottleError(
+            f"{slug} ran on {ran_on}, but {plan.bottle.path} now says backend: {plan.backend}; "
+            "resume needs the backend it ran on"
+        )
+    return plan
+
+
+async def resume(plan: BottlePlan, progress: Progress) -> BottlePlan:
+    """Bring the kept bottle of ``plan`` (see ``resume_plan``) back with its checkout and claude's
+    state: preflight, the images, then the backend's resume. Returns the plan it started with."""
+    backend = backends.get(plan.backend)
+    await backend.preflight(plan, progress)
+    plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
+    await backend.resume(plan, progress)
     return plan
 
 
@@ -228,7 +272,9 @@ async def bundle_logs(info: BottleInfo) -> str:
 
 async def stop(home: Path, info: BottleInfo, progress: Progress, *, keep: bool = False) -> StopReport:
     """Stop ``info`` (whose state is in ``home``: see ``bottle_home``): logs, transcript and
-    egress decisions go to archive/<slug>/; ``keep`` keeps the state folder."""
+    egress decisions go to archive/<slug>/, what the checkout holds that nothing else does to
+    archive/<slug>/work/ (``StopReport.work`` says what); ``keep`` keeps the state folder and the
+    work volume for `resume`."""
     return await backends.get(info.backend).stop(home, info.slug, progress, keep=keep)
 
 
@@ -386,12 +432,20 @@ def find_proposal(home: Path, pid: str) -> Proposal:
 
 
 def proposal_diff(home: Path, p: Proposal) -> str:
-    """What approving ``p`` as asked would do to the policy in force: a unified diff of
-    routes.yaml, or a sentence when there is nothing to change or it cannot be read (blocking)."""
+    """What approving ``p`` as asked would do: for a git-push, the diff it brings home (from the
+    gate's mirror); else a unified diff of routes.yaml, or a sentence when there is nothing to
+    change or it cannot be read (blocking)."""
+    if p.kind == "git-push":
+        return proposals.git_push_diff(state_dir(home, p.slug), p)
     try:
         return policy_diff.proposal_diff(state_dir(home, p.slug), p)
     except BottleError as exc:
         return str(exc)
+
+
+def git_push_target(p: Proposal) -> str:
+    """Where approving a git-push proposal puts its branch in the operator's repository."""
+    return proposals.git_push_target(p)
 
 
 def proposal_history(home: Path, p: Proposal) -> list[str]:
@@ -420,10 +474,12 @@ class Decided:
     proposal: proposals.Proposal
     policy_changed: bool
     reload_warning: str | None = None
+    home: str | None = None  # a git-push approved: the ref it moved in the operator's repository
 
     def line(self) -> str:
         """One line saying what happened (agent text in it: render it inert)."""
         text = f"{self.proposal.id}: {self.proposal.status}" + (" (routes.yaml updated)" if self.policy_changed else "")
+        text += f" (brought home: {self.home})" if self.home else ""
         return text + (f"; {self.reload_warning}" if self.reload_warning else "")
 
 
@@ -440,7 +496,7 @@ async def decide(
     ``proposals.AlreadyDecided`` when someone else was first."""
     outcome = await asyncio.to_thread(proposals.decide, home, pid, action, by=by, scope=scope, change=change, note=note)
     warning = await reload_policy(home, outcome.proposal.slug) if outcome.policy_changed else None
-    return Decided(outcome.proposal, outcome.policy_changed, warning)
+    return Decided(outcome.proposal, outcome.policy_changed, warning, outcome.home)
 
 
 def read_policy(home: Path, slug: str) -> tuple[StateDir, str]:

@@ -144,7 +144,25 @@ class BottlePlan:
         """The agent's only git remote: the gate's mirror of git.upstream, on the internal network."""
         if not self.bottle.git:
             return None
-        return f"http://{GIT_GATE_HOST}:{ports.GIT_GATE}/{git_repo_name(self.bottle.git.upstream)}.git"
+        return f"http://{GIT_GATE_HOST}:{ports.GIT_GATE}/{self.git_repo}.git"
+
+    @property
+    def git_repo(self) -> str:
+        """The name the gate serves the upstream under (a local upstream: its folder's name)."""
+        git = self.bottle.git
+        if git is None:
+            return ""
+        return git_repo_name(str(git.local) if git.local else git.upstream)
+
+    @property
+    def git_review(self) -> bool:
+        """Whether the gate holds clean pushes as git-push proposals (a local upstream always does)."""
+        return bool(self.bottle.git and (self.bottle.git.local is not None or self.bottle.git.review))
+
+    @property
+    def mounts_queue(self) -> bool:
+        """Whether the bundle gets the proposal queue: supervise writes it, and so does a reviewing gate."""
+        return self.bottle.supervise.enabled or self.git_review
 
     @property
     def supervise_url(self) -> str | None:
@@ -238,10 +256,16 @@ def resolve(
     bottle = manifests.bottles[agent.bottle]
     if bottle.backend not in SUPPORTED_BACKENDS:
         raise BottleError(f"{bottle.path}: backend: '{bottle.backend}' bottles cannot start yet; use backend: docker")
-    if bottle.git and not bottle.git.upstream.startswith("https://"):
+    if bottle.git and bottle.git.local is None and not bottle.git.upstream.startswith("https://"):
         # The gate runs in the sidecars container: it has no SSH key and sees none of the host's paths.
         raise BottleError(
-            f"{bottle.path}: git.upstream: the git gate mirrors https:// upstreams only; use the https URL of {bottle.git.upstream}"
+            f"{bottle.path}: git.upstream: the git gate mirrors https:// upstreams and repositories on this machine only; "
+            f"use the https URL of {bottle.git.upstream}, or a path to a local clone"
+        )
+    if bottle.git and bottle.git.local is None and bottle.git.review:
+        raise BottleError(
+            f"{bottle.path}: git.review: holding pushes to an https upstream for review is not available yet; "
+            "remove git.review (clean pushes go upstream after the gate's scan) or use a local repository as git.upstream"
         )
     return BottlePlan(
         slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home
@@ -281,9 +305,15 @@ def preflight_text(plan: BottlePlan) -> str:
     lines += [f"  - {_route_line(r)}" for r in b.routes]
     if b.git:
         cred = f", credentials from ${b.git.credentials_env}" if b.git.credentials_env else ""
-        lines.append(f"git        {b.git.upstream} (branch {b.git.branch}{cred})")
+        where = f"local repository {b.git.local}" if b.git.local else b.git.upstream
+        lines.append(f"git        {where} (branch {b.git.branch}{cred})")
         guarded = f"; protected: {', '.join(b.git.protected)}" if b.git.protected else ""
         lines.append(f"  - the agent's origin is the gate {plan.git_origin}: pushes scanned with gitleaks{guarded}")
+        if b.git.local:
+            lines.append(
+                f"  - clean pushes wait as git-push proposals; approving one brings it home as "
+                f"refs/heads/bottle/{plan.slug}/<branch> (nothing else in the repository is touched)"
+            )
     else:
         lines.append("git        none")
     lines.append(

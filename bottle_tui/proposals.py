@@ -11,6 +11,10 @@ as soon as egress logs that request.
 
 Every read-modify-write of the queue or of routes.yaml holds the queue's lock, which the daemon
 takes too: two deciders racing give one decision, and the other gets "already decided".
+A ``git-push`` (the git gate held a clean push of a bottle whose upstream is a local repository)
+is applied by bringing the branch home (``local_repo.bring_home``: one ref under
+``refs/heads/bottle/<slug>/``), also before the proposal is marked decided.
+
 Applying an approval rewrites ``state/<slug>/egress/routes.yaml`` before the proposal is marked
 decided (a crash in between leaves it pending, and approving again adds nothing twice), then
 asks the bundle to reload. Every decision is appended to ``state/<slug>/audit.jsonl`` and
@@ -20,18 +24,21 @@ asks the bundle to reload. Every decision is appended to ``state/<slug>/audit.js
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bottle_contract import layout
 from bottle_contract import proposal as contract
 from bottle_contract.files import append_jsonl, atomic_write
 from bottle_contract.policy import Policy, PolicyError, Route, load_policy_text, yaml_text
 from bottle_contract.policy import parse_policy as parse_policy_doc
 from bottle_contract.proposal import DECIDED, KINDS, MAX_NOTE, SCOPES, STATUSES, ChangeError, now_iso
 
+from . import local_repo
 from .errors import BottleError
 from .state import AUDIT_LOG_CAP, StateDir, all_state_dirs, state_dir
 
@@ -279,6 +286,46 @@ def audit_paths(home: Path, state: StateDir) -> tuple[Path, Path]:
 class Decision:
     proposal: Proposal
     policy_changed: bool
+    home: str | None = None  # a git-push approved: the ref it moved at home, and how
+
+
+def local_upstream(state: StateDir) -> Path | None:
+    """The operator's repository a bottle's approved pushes come home to (from its metadata)."""
+    path = (state.read_metadata() or {}).get("local_upstream")
+    return Path(path) if isinstance(path, str) and path else None
+
+
+def gate_mirror(state: StateDir) -> Path:
+    """The gate's mirror in a bottle's state folder (its repo name from gate.json)."""
+    path = state.git_gate / layout.GATE_CONFIG
+    try:
+        repo = json.loads(path.read_text(encoding="utf-8"))["repo"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BottleError(f"cannot read {path} ({exc}); is {state.slug} a bottle with git?") from None
+    if not isinstance(repo, str) or "/" in repo or repo.startswith("."):
+        raise BottleError(f"{path}: repo is not a plain repository name")
+    return local_repo.mirror_git_dir(state, repo)
+
+
+def bring_home(state: StateDir, pid: str, change: dict[str, Any]) -> local_repo.BroughtHome:
+    repo = local_upstream(state)
+    if repo is None:
+        raise BottleError(f"proposal {pid}: bottle {state.slug} has no local upstream to bring the push home to")
+    return local_repo.bring_home(repo, gate_mirror(state), state.slug, pid, change)
+
+
+def git_push_target(p: Proposal) -> str:
+    """Where approving a git-push proposal puts its branch in the operator's repository."""
+    return contract.home_ref(p.slug, str(p.change.get("branch")))
+
+
+def git_push_diff(state: StateDir, p: Proposal) -> str:
+    """The diff a git-push proposal brings, from the gate's mirror (blocking)."""
+    try:
+        change = validate_change(p.kind, p.change)
+        return local_repo.push_diff(gate_mirror(state), change)
+    except BottleError as exc:
+        return f"the diff cannot be shown: {exc}"
 
 
 def decide(
@@ -311,7 +358,13 @@ def decide(
         # A route allowed once carries this proposal's id: egress admits one request through it
         # and supervise withdraws it by that id.
         once = pid if scope == "once" and current.kind == "egress-route" else None
-        changed = apply_change(state, current.kind, final, once=once) if final is not None else False
+        home_line: str | None = None
+        if current.kind == "git-push":
+            changed = False
+            if final is not None:
+                home_line = bring_home(state, pid, final).line()
+        else:
+            changed = apply_change(state, current.kind, final, once=once) if final is not None else False
         status = {"approve": "approved", "modify": "modified", "reject": "rejected"}[action]
         decision = {
             "by": by,
@@ -319,6 +372,7 @@ def decide(
             "scope": scope if final is not None else None,
             "change": final,
             "note": note,
+            **({"home": home_line} if home_line is not None else {}),
         }
         data = {**current.data, "status": status, "decision": decision}
         queue(state).write(data)
@@ -335,10 +389,11 @@ def decide(
             "note": note,
             "draft": bool(current.data.get("draft")),
             "policy_changed": changed,
+            **({"home": home_line} if home_line is not None else {}),
         }
         for path in audit_paths(home, state):
             append_audit(path, record)
-    return Decision(Proposal(data, current.path), changed)
+    return Decision(Proposal(data, current.path), changed, home_line)
 
 
 def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: str) -> None:

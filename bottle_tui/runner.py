@@ -3,6 +3,8 @@
 Every call is an argv list through ``asyncio.create_subprocess_exec``: never a shell string, stdin
 closed unless input is given, a timeout, and a structured error carrying argv, exit status and
 stderr. ``handoff`` is the single exception: it replaces this process with an interactive command.
+``run_blocking`` is the same call for code that runs in a worker thread already (a decision made
+under the queue's file lock), with the same argv, timeout and error.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,28 +62,35 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
 
 
 async def run(
-    argv: Sequence[str],
+    argv: Sequence[str | os.PathLike[str]],
     *,
     timeout: float = 120.0,
     check: bool = True,
     env: Mapping[str, str] | None = None,
     input: bytes | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    stdout_path: str | os.PathLike[str] | None = None,
 ) -> Completed:
-    """Run ``argv`` to completion and capture its output (decoded as UTF-8, errors replaced)."""
-    argv = [str(a) for a in argv]
+    """Run ``argv`` to completion and capture its output (decoded as UTF-8, errors replaced).
+    With ``stdout_path`` its stdout goes to that file instead (created 0600, bytes as they come:
+    an archive streamed out of a container), and ``Completed.stdout`` is empty."""
+    args = [str(os.fspath(a)) for a in argv]
+    sink = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if stdout_path is not None else None
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *args,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if sink is None else sink,
             stderr=asyncio.subprocess.PIPE,
             env=_env(env),
             cwd=cwd,
             start_new_session=True,
         )
     except FileNotFoundError as exc:
-        raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH") from exc
+        raise CommandNotFound(args, None, "", f"cannot start: {args[0]} is not installed or not on PATH") from exc
+    finally:
+        if sink is not None:
+            os.close(sink)  # the child holds its own copy
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:
@@ -88,10 +98,44 @@ async def run(
         await proc.wait()
         if isinstance(exc, asyncio.CancelledError):
             raise
-        raise CommandError(argv, None, "", f"timed out after {timeout:g} s") from exc
-    result = Completed(tuple(argv), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+        raise CommandError(args, None, "", f"timed out after {timeout:g} s") from exc
+    result = Completed(
+        tuple(args), proc.returncode or 0, (out or b"").decode(errors="replace"), err.decode(errors="replace")
+    )
     if check and result.returncode != 0:
-        raise CommandError(argv, result.returncode, result.stderr or result.stdout)
+        raise CommandError(args, result.returncode, result.stderr or result.stdout)
+    return result
+
+
+def run_blocking(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    timeout: float = 120.0,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Completed:
+    """``run`` for a caller off the event loop (a worker thread): blocks until the command ends."""
+    args = [str(os.fspath(a)) for a in argv]
+    try:
+        proc = subprocess.run(
+            args,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=_env(env),
+            cwd=cwd,
+            timeout=timeout,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise CommandNotFound(args, None, "", f"cannot start: {args[0]} is not installed or not on PATH") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(args, None, "", f"timed out after {timeout:g} s") from exc
+    result = Completed(
+        tuple(args), proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    )
+    if check and result.returncode != 0:
+        raise CommandError(args, result.returncode, result.stderr or result.stdout)
     return result
 
 

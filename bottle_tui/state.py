@@ -32,6 +32,7 @@ ARCHIVED = (
     "teardown.log",
     "compose.log",
     "transcript",
+    "work-start.json",  # where the agent's checkout began: what its work is read against
     f"{layout.EGRESS}/{layout.REQUESTS_LOG}*",
 )
 
@@ -150,6 +151,11 @@ class StateDir:
         return self.path / "audit.jsonl"
 
     @property
+    def git_mirror(self) -> Path:
+        """The gate's mirror(s) of the upstream (``<repo>.git`` folders): what the gate holds."""
+        return self.git_gate / "mirror"
+
+    @property
     def work_start(self) -> Path:
         """Where the agent's checkout began (its commit and branch, recorded at bring-up): host only,
         so the agent, which can rewrite every ref of its own repository, cannot move it."""
@@ -250,6 +256,23 @@ def state_root(home: Path) -> Path:
 def archive_root(home: Path) -> Path:
     """``archive/<slug>/``: logs, transcript, egress decisions and metadata of stopped bottles."""
     return home / "archive"
+
+
+# What stop saves of the agent's checkout, in archive/<slug>/work/ (see backends/docker/workspace.py).
+WORK_ARCHIVE = "work"
+UNCOMMITTED_PATCH = "uncommitted.patch"  # `git diff --binary` of tracked and untracked files against HEAD
+REFS_BUNDLE = "refs.bundle"  # a git bundle of every local ref, HEAD and every stash entry
+WORK_TARBALL = "work.tar.gz"  # the checkout of a bottle without git (a plain folder)
+
+
+def archive_dir(home: Path, slug: str) -> Path:
+    """``archive/<slug>/``, checked as a slug."""
+    return archive_root(home) / state_dir(home, slug).slug
+
+
+def work_archive(home: Path, slug: str) -> Path:
+    """``archive/<slug>/work/``: what stop saved of the agent's checkout that nothing else holds."""
+    return archive_dir(home, slug) / WORK_ARCHIVE
 
 
 def prune_archive(

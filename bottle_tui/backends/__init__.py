@@ -60,6 +60,7 @@ class StopReport:
     slug: str
     archive: Path | None = None
     problems: list[str] = field(default_factory=list)
+    work: str = ""  # what was found in the agent's checkout and saved (or kept), in one line
 
 
 class SelftestReport(Protocol):
@@ -87,7 +88,12 @@ class Backend(Protocol):
     async def start(self, plan: BottlePlan, progress: Progress) -> None: ...
 
     async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
-        """Take the bottle down and archive what it leaves; returns what it did."""
+        """Take the bottle down and archive what it leaves (its checkout's unsaved work
+        included); ``keep`` keeps the state folder and the work volume. Returns what it did."""
+
+    async def resume(self, plan: BottlePlan, progress: Progress) -> None:
+        """Bring back the bottle ``plan.slug`` that `stop --keep` kept (its state folder and
+        work volume); a one-line BottleError where this backend cannot."""
 
     async def reload_policy(self, slug: str) -> str | None:
         """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be

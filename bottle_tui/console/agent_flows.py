@@ -179,7 +179,8 @@ async def _stop(app: BottleConsole, info: BottleInfo) -> None:
     if not await app.push_screen_wait(
         ConfirmScreen(
             f"Stop {info.slug}?",
-            f"agent {info.agent}, started {info.started_at}\nLogs, transcript and egress decisions go to archive/{info.slug}/.",
+            f"agent {info.agent}, started {info.started_at}\nLogs, transcript and egress decisions go to archive/{info.slug}/,"
+            f" and what its checkout holds that nothing else does to archive/{info.slug}/work/.",
         )
     ):
         return
@@ -210,8 +211,10 @@ async def _stop(app: BottleConsole, info: BottleInfo) -> None:
             )
             return
         problems = f", but {len(report.problems)} step(s) failed: {report.problems[0]}" if report.problems else ""
+        # The same line `bottle-tui stop` prints about the checkout: what was saved, or kept.
+        work = "\n" + inert(report.work).plain[:400] if report.work else ""
         app.notify(
-            inert(f"stopped {info.slug}{problems}").plain[:300],
+            inert(f"stopped {info.slug}{problems}").plain[:300] + work,
             title="Stopped",
             markup=False,
             severity="warning" if problems else "information",

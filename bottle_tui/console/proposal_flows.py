@@ -14,7 +14,7 @@ from .. import ops
 from ..errors import BottleError
 from ..ops import Proposal
 from .inert import inert
-from .screens import EditorScreen, NoteScreen, ProposalDetail, ScopeScreen
+from .screens import ConfirmScreen, EditorScreen, NoteScreen, ProposalDetail, ScopeScreen
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,7 +36,17 @@ def detail_sections(home: Path, p: Proposal) -> list[tuple[str, str]]:
     ]
     if d.get("context"):
         sections.append(("Context", str(d["context"])))
-    sections.append(("Policy before → after", ops.proposal_diff(home, p)))
+    if p.kind == "git-push":
+        commits = [
+            f"{str(c.get('id', ''))[:12]} {c.get('subject')} ({c.get('author')})" for c in d.get("commits") or []
+        ]
+        if p.change.get("commits", 0) > len(commits):
+            commits.append(f"... {p.change['commits']} commits in all")
+        sections.append(("Lands in (approving)", ops.git_push_target(p)))
+        sections.append(("Commits (the agent's)", "\n".join(commits) or "none"))
+        sections.append(("Diff", ops.proposal_diff(home, p)))
+    else:
+        sections.append(("Policy before → after", ops.proposal_diff(home, p)))
     sections.append(("History", "\n".join(ops.proposal_history(home, p))))
     return sections
 
@@ -68,12 +78,21 @@ async def open_detail(app: BottleConsole, p: Proposal) -> None:
 
 
 async def approve(app: BottleConsole, p: Proposal) -> None:
+    if p.kind == "git-push":
+        # No scope: approving brings this one push home, to one ref.
+        question = f"{p.summary()}\n\nBring it home as {ops.git_push_target(p)}?"
+        if await app.push_screen_wait(ConfirmScreen(f"Approve the push of {p.slug}", question)):
+            await decide(app, p, "approve")
+        return
     scope = await app.push_screen_wait(ScopeScreen(f"{p.slug}: {p.summary()}"))
     if scope:
         await decide(app, p, "approve", scope=scope)
 
 
 async def modify(app: BottleConsole, p: Proposal) -> None:
+    if p.kind == "git-push":
+        app.notify("a git push is approved or rejected as pushed; ask the agent for another push", markup=False)
+        return
     text = yaml.safe_dump(p.change, sort_keys=False)
     change = await app.push_screen_wait(
         EditorScreen(f"Modify {p.kind} of {p.slug} (narrow it; validated on save)", text, change_validator(p))

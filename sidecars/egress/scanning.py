@@ -136,9 +136,8 @@ class RequestScanning:
         verdict += scan_part(
             dlp, "\n".join(dict.fromkeys(a for a in (req.host, req.authority) if a)), "authority", settings, req.host
         )
-        raw_query = req.path.split("?", 1)[1] if "?" in req.path else ""
-        if raw_query:
-            verdict += scan_part(dlp, raw_query, "query", settings, req.host)  # as sent: '+' and escapes kept
+        # (scan_head reads the raw query as sent, '+' and escapes kept, besides its decoded pairs;
+        # a second scan of it here with every rule would undo its judging of pagination tokens.)
         length = declared_length(req)
         if not verdict.blocked and settings.body and length is not None and length > settings.max_body_bytes:
             verdict = DR.Verdict(

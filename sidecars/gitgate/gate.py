@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from push_policy import GateConfig, GateError, load_config
 from upstream_git import fetch_argv, git_env, headline, run_git, scrub
 
+from bottle_contract import layout
 from bottle_contract.files import atomic_write
 from bottle_contract.serving import GIT_GATE_LIMITS, BoundedHTTPServer
 
@@ -49,8 +50,8 @@ class Mirror:
     def __init__(self, cfg: GateConfig, state_dir: str):
         self.cfg = cfg
         self.state_dir = state_dir
-        self.root = os.path.join(state_dir, "mirror")
-        self.git_dir = os.path.join(self.root, f"{cfg.repo}.git")
+        self.root = os.path.join(state_dir, layout.MIRROR)
+        self.git_dir = os.path.join(state_dir, layout.mirror_git_dir(cfg.repo))
         # Refs move under this lock only: a refresh and a push never interleave.
         self.lock = threading.Lock()
         self.synced = False
@@ -58,6 +59,9 @@ class Mirror:
         self.last_error = "not mirrored yet"
 
     def create(self) -> None:
+        if self.cfg.local and not os.path.isdir(self.git_dir):
+            # The host clones the operator's repository here before the bundle starts.
+            raise GateError(f"no mirror at {self.git_dir}: the host makes it at bring-up; start the bottle again")
         if not os.path.isdir(self.git_dir):
             os.makedirs(self.root, exist_ok=True)
             self._git("init", "--quiet", "--bare", self.git_dir)
@@ -80,6 +84,9 @@ class Mirror:
 
     def refresh(self, why: str) -> bool:
         """Fetch upstream into the mirror (bounded); True when the mirror can be served."""
+        if self.cfg.local:
+            # The operator's repository is the host's alone: the mirror is what the host made of it.
+            return self.synced
         asked = time.monotonic()
         # A request waits at most the refresh bound for another refresh (the first mirror of a
         # large repository can take minutes): then it is served what the mirror holds, or told.
@@ -314,9 +321,12 @@ def main(argv: list[str]) -> int:
         return 2
     # The first mirror is taken in the background: the gate answers at once, and a fetch that
     # arrives meanwhile waits for it under the mirror's lock.
-    threading.Thread(target=mirror.refresh, args=("start",), daemon=True).start()
+    if not cfg.local:
+        threading.Thread(target=mirror.refresh, args=("start",), daemon=True).start()
     write_ready(state_dir, {"address": host, "port": cfg.port, "repo": cfg.repo, "pid": os.getpid()})
-    log(f"serving {cfg.upstream} as http://{cfg.listen_alias}:{cfg.port}/{cfg.repo}.git on {host}")
+    upstream = cfg.upstream or "the operator's local repository (mirrored by the host)"
+    mode = "; pushes are held for the operator's review" if cfg.review else ""
+    log(f"serving {upstream} as http://{cfg.listen_alias}:{cfg.port}/{cfg.repo}.git on {host}{mode}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import time
 
 from object_scan import scan_push
 from push_policy import SHOWN, GateError, RefUpdate, load_config, parse_updates, ref_list, refusal, rejection_lines
+from review import deliver_decisions, queue_full
 from upstream_git import git_env, push_argv, run_git, scrub
 
 # Imported through the git gate's pythonpath (daemons.json; git passes the environment to hooks).
@@ -74,7 +75,14 @@ def decide(updates: list[RefUpdate], state_dir: str, git_dir: str) -> int:
         log_decision(state_dir, {"decision": "rejected", "reason": reason, **refs, **extra})
         return 1
 
-    refused = [r for r in (refusal(u, cfg.protected) for u in updates) if r]
+    if cfg.review:
+        # The operator's decisions on earlier held pushes reach the agent here, once each.
+        for line in deliver_decisions(cfg, state_dir):
+            say(line)
+    refused = [r for r in (refusal(u, cfg.protected, cfg.review) for u in updates) if r]
+    full = queue_full(cfg, state_dir) if cfg.review and not refused else None
+    if full:
+        return reject("refused", [f"git-gate: push rejected: {full}"])
     if refused:
         lines = [f"git-gate: push rejected: {r}" for r in refused[:SHOWN]]
         if len(refused) > SHOWN:
@@ -96,6 +104,11 @@ def decide(updates: list[RefUpdate], state_dir: str, git_dir: str) -> int:
             findings=[f.__dict__ for f in result.findings[:SHOWN]],
             findings_count=len(result.findings),
         )
+    if cfg.review:
+        # Clean: the mirror takes it, and post-receive queues it for the operator; nothing leaves.
+        log_decision(state_dir, {"decision": "accepted", "held": True, **refs, **scanned})
+        say(f"git-gate: scanned clean: {ref_list([u.ref for u in updates])} ({len(result.objects)} new objects)")
+        return 0
     result_up = run_git(push_argv(cfg, updates), git_env(cfg, state_dir), PUSH_TIMEOUT)
     words = scrub(result_up.output, cfg)
     if not result_up.ok:

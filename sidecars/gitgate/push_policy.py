@@ -13,7 +13,12 @@ from dataclasses import dataclass
 ZERO = "0" * 40
 CONFIG_KEYS = {
     "version": int,
-    "upstream": str,
+    # null: the upstream is a repository on the operator's machine; the host made the mirror from
+    # it and brings approved pushes home itself (the gate never sees the operator's paths).
+    "upstream": (str, type(None)),
+    "review": bool,  # hold clean pushes in the mirror as git-push proposals instead of forwarding them
+    "slug": str,  # the bottle, for the proposals the gate queues
+    "start": (str, type(None)),  # the tip of `branch` the host mirrored at bring-up (local upstreams)
     "repo": str,
     "branch": str,
     "protected": list,
@@ -33,7 +38,7 @@ class GateError(Exception):
 
 @dataclass(frozen=True)
 class GateConfig:
-    upstream: str
+    upstream: str | None
     repo: str
     branch: str
     protected: tuple[str, ...]
@@ -42,6 +47,14 @@ class GateConfig:
     listen_alias: str
     refresh_timeout_seconds: int
     first_mirror_timeout_seconds: int
+    review: bool = False
+    slug: str = ""
+    start: str | None = None
+
+    @property
+    def local(self) -> bool:
+        """The upstream is the operator's own repository, which only the host touches."""
+        return self.upstream is None
 
 
 def load_config(path: str) -> GateConfig:
@@ -61,10 +74,14 @@ def load_config(path: str) -> GateConfig:
     for key, kind in CONFIG_KEYS.items():
         if key not in raw:
             raise GateError(f"{path}: missing key {key!r}; the gate has no defaults of its own")
-        if not isinstance(raw[key], kind) or isinstance(raw[key], bool):
+        if not isinstance(raw[key], kind) or (isinstance(raw[key], bool) and kind is not bool):
             raise GateError(f"{path}: {key} has the wrong type")
     if raw["version"] != 1:
         raise GateError(f"{path}: version {raw['version']} is not understood (this gate reads version 1)")
+    if raw["upstream"] is None and not raw["review"]:
+        raise GateError(f"{path}: a local upstream (upstream null) needs review: true; the host brings pushes home")
+    if raw["start"] is not None and not _SHA_RE.match(raw["start"]):
+        raise GateError(f"{path}: start must be a commit id or null")
     if not _REPO_RE.match(raw["repo"]):
         raise GateError(f"{path}: repo {raw['repo']!r} is not a plain repository name")
     if not all(isinstance(p, str) and p for p in raw["protected"]):
@@ -81,6 +98,9 @@ def load_config(path: str) -> GateConfig:
         listen_alias=raw["listen_alias"],
         refresh_timeout_seconds=raw["refresh_timeout_seconds"],
         first_mirror_timeout_seconds=raw["first_mirror_timeout_seconds"],
+        review=raw["review"],
+        slug=raw["slug"],
+        start=raw["start"],
     )
 
 
@@ -162,7 +182,7 @@ def ref_name(ref: str) -> tuple[str, str] | None:
     return None
 
 
-def refusal(update: RefUpdate, protected: tuple[str, ...]) -> str | None:
+def refusal(update: RefUpdate, protected: tuple[str, ...], review: bool = False) -> str | None:
     """Why the gate refuses this ref update before scanning anything, or None.
 
     git.protected names names: a tag ``main`` would be what ``git log main`` shows upstream (git
@@ -171,6 +191,8 @@ def refusal(update: RefUpdate, protected: tuple[str, ...]) -> str | None:
     if named is None:
         return f"{update.ref}: only branches (refs/heads/*) and tags (refs/tags/*) can be pushed through the gate"
     kind, name = named
+    if review and kind == "tag":
+        return f"{update.ref}: this bottle's pushes wait for the operator's review, which takes branches only; push a branch"
     verb = "deleted" if update.deleted else "pushed"
     if any(s.casefold() == "head" for s in spellings(name)):
         return f"{update.ref}: a {kind} named {name!r} reads as HEAD and cannot be {verb}; choose another name"

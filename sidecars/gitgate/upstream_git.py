@@ -34,6 +34,8 @@ def git_env(cfg: GateConfig, state_dir: str, environ: dict[str, str] | None = No
     environ = dict(os.environ if environ is None else environ)
     config: list[tuple[str, str]] = [("http.followRedirects", "false"), ("credential.helper", "")]
     ca = upstream_ca_path(state_dir)
+    if cfg.upstream is None:
+        raise GateError("this bottle's upstream is the operator's local repository: the gate never talks to it")
     if cfg.upstream.startswith("https://") and os.path.isfile(ca):
         config.append(("http.sslCAInfo", ca))
     if cfg.credentials_env:

@@ -162,7 +162,14 @@ def run_cli(home: Path, *args: str, env: dict[str, str]) -> subprocess.Completed
 
 
 @pytest.mark.parametrize(
-    "args", [("ls",), ("start", "coder", "--yes"), ("stop", "coder-000000"), ("cleanup", "--dry-run")]
+    "args",
+    [
+        ("ls",),
+        ("start", "coder", "--yes"),
+        ("stop", "coder-000000"),
+        ("resume", "coder-000000"),
+        ("cleanup", "--dry-run"),
+    ],
 )
 def test_no_engine_is_one_line_naming_the_fix(tmp_path: Path, args: tuple[str, ...]) -> None:
     if shutil.which("docker") is None:

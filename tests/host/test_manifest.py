@@ -165,13 +165,32 @@ def test_memory_forms(memory: object, mib: int) -> None:
         "https://git.example.com/team/web.git",
         "ssh://git@git.example.com/web.git",
         "git@git.example.com:web.git",
-        "/srv/git/web.git",
-        "~/src/web",
     ],
 )
 def test_git_upstream_forms(upstream: str) -> None:
     spec = parse_bottle(BOTTLE, doc(f"git: {{upstream: '{upstream}'}}"))
     assert spec.git == GitSpec(upstream, "main", None)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "local"),
+    [
+        ("/srv/git/web.git", "/srv/git/web.git"),
+        ("file:///srv/git/web%20app", "/srv/git/web app"),
+        ("~/src/web", str(Path("~/src/web").expanduser())),
+        ("../code/app", "/h/code/app"),  # relative to the manifest's folder
+        ("app", "/h/bottles/app"),
+        ("./app/", "/h/bottles/app"),
+    ],
+)
+def test_local_upstreams_resolve_to_an_absolute_path(upstream: str, local: str) -> None:
+    spec = parse_bottle(Path("/h/bottles/web.md"), doc(f"git: {{upstream: '{upstream}'}}"))
+    assert spec.git is not None and spec.git.local == Path(local) and spec.git.upstream == upstream
+
+
+def test_remote_upstreams_have_no_local_path() -> None:
+    spec = parse_bottle(BOTTLE, doc("git: {upstream: 'https://h/r.git', review: true}"))
+    assert spec.git is not None and spec.git.local is None and spec.git.review is True
 
 
 def test_agent_parses_with_prompt_body_stripped() -> None:
@@ -522,7 +541,8 @@ BOTTLE_ERRORS = {
         "git.upstream",
         ["credentials are written in the URL", "credentials_env"],
     ),
-    "git-relative": ("git: {upstream: repo}", "git.upstream", ["is not a git upstream"]),
+    "git-control-character": ('git: {upstream: "a\\tb"}', "git.upstream", ["is not a git upstream"]),
+    "git-review-not-bool": ("git: {upstream: /srv/r.git, review: 'yes'}", "git.review", ["true or false"]),
     "git-missing-upstream": ("git: {branch: main}", "git.upstream", ["missing"]),
     "git-bad-branch": ("git: {upstream: /srv/r.git, branch: 'a..b'}", "git.branch", ["not a valid branch name"]),
     "git-bad-credentials-env": (

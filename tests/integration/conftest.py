@@ -95,6 +95,15 @@ def _sweep(tmp_path_factory: pytest.TempPathFactory):
     for info in leftovers:
         if info.home.startswith(base):
             sh("docker", "compose", "-p", info.project, "down", "--volumes", "--timeout", "1", check=False)
+    # Work volumes outlive `compose down` (they are external to the project): those of test homes go too.
+    volumes = sh(
+        "docker", "volume", "ls", "--filter", "label=dev.bottle-tui.managed=true",
+        "--format", '{{.Name}}\t{{.Label "dev.bottle-tui.home"}}', check=False,
+    )  # fmt: skip
+    for line in volumes.stdout.splitlines():
+        name, _, label_home = line.partition("\t")
+        if label_home.startswith(base):
+            sh("docker", "volume", "rm", "-f", name, check=False)
 
 
 @pytest.fixture

@@ -100,6 +100,9 @@ def test_stop_keep_preserves_logs_and_transcript(fresh_home: Path) -> None:
     assert "sidecars" in (b.state / "compose.log").read_text()
     assert (b.state / "transcript" / "p" / "s.jsonl").exists()
     assert "stopped" in (b.state / "teardown.log").read_text()
+    # --keep keeps the work volume too (for resume); this test removes it.
+    volume = f"bottle-tui-work-{b.slug}"
+    assert sh("docker", "volume", "rm", volume, check=False).returncode == 0, f"{volume} was not kept"
 
 
 def test_bottle_outlives_the_cli_and_another_process_stops_it(fresh_home: Path) -> None:

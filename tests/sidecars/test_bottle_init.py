@@ -231,8 +231,9 @@ def test_restart_request_restarts_only_that_daemon(bundle) -> None:
     b0 = wait_for(lambda: b.running("b"), what="b running")
     result = b.client("restart", "a")
     assert result.returncode == 0, result.stderr
-    a1 = b.running("a")
-    assert a1 and a1["pid"] != a0["pid"] and a1["restarts"] == 1
+    # init answers once it started the new child; that child sets up its handlers a moment later
+    a1 = wait_for(lambda: (d := b.running("a")) and d["pid"] != a0["pid"] and d, what="a running again")
+    assert a1["restarts"] == 1
     assert f"restarted a (pid {a1['pid']})" in result.stdout
     assert not alive(a0["pid"]) and b.signals("a") == ["SIGTERM"]
     assert b.running("b")["pid"] == b0["pid"] and b.daemon("b")["restarts"] == 0

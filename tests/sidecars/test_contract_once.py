@@ -66,6 +66,10 @@ NOT_COPIES = {
         "os.replace",
     ): "moves a built pack into place (a rename, no data written)",
     ("bottle_tui/runner.py", "tempfile.mkstemp"): "the file an editor opens, removed afterwards (no replace)",
+    (
+        "bottle_tui/backends/docker/workspace.py",
+        "os.replace",
+    ): "moves a finished work archive folder into place (a rename of a folder, no data written)",
     ("sidecars/init/bottle_init.py", "os.replace"): "takes a restart request aside before reading it (a rename)",
 }
 

@@ -1,6 +1,6 @@
 """The adversarial corpus (tests/support/dlp_shapes.py) in process, on gitleaks v8.30.1's full
 rules: every exfiltration shape is blocked, every kind of ordinary traffic passes. The same
-corpus runs through a real mitmdump in the egress tests."""
+corpus runs through a real mitmdump in test_egress_corpus_mitmdump.py."""
 
 from __future__ import annotations
 

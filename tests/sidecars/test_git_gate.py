@@ -454,9 +454,11 @@ def test_a_bottle_without_git_has_no_gate(tmp_path: Path) -> None:
     assert [v["target"] for v in sidecars["volumes"]] == ["/state/egress", "/state/supervise", "/state/status"]
 
 
-@pytest.mark.parametrize("upstream", ["git@git.example.com:org/r.git", "ssh://git.example.com/r.git", "/srv/git/r.git"])
+@pytest.mark.parametrize("upstream", ["git@git.example.com:org/r.git", "ssh://git.example.com/r.git"])
 def test_upstreams_the_gate_cannot_mirror_are_refused_at_start(tmp_path: Path, upstream: str) -> None:
-    with pytest.raises(BottleError, match="git.upstream: the git gate mirrors https:// upstreams only"):
+    with pytest.raises(
+        BottleError, match="git.upstream: the git gate mirrors https:// upstreams and repositories on this machine only"
+    ):
         plan_for(f"---\ngit: {{upstream: '{upstream}'}}\n---\n", tmp_path)
 
 
@@ -493,6 +495,9 @@ def gate_json(tmp_path: Path, **changes: object) -> str:
     doc = {
         "version": 1,
         "upstream": "https://h/r.git",
+        "review": False,
+        "slug": "coder-1",
+        "start": None,
         "repo": "r",
         "branch": "main",
         "protected": [],
@@ -521,6 +526,9 @@ def gate_json(tmp_path: Path, **changes: object) -> str:
         ({"repo": "../etc"}, "not a plain repository name"),
         ({"protected": ["main", ""]}, "protected must be a list of branch names or globs"),
         ({"protected": [3]}, "protected must be a list of branch names or globs"),
+        ({"review": 1}, "review has the wrong type"),
+        ({"upstream": None}, "needs review: true; the host brings pushes home"),
+        ({"start": "main"}, "start must be a commit id or null"),
     ],
 )
 def test_the_gate_refuses_an_incomplete_or_odd_config(tmp_path: Path, changes: dict, problem: str) -> None:

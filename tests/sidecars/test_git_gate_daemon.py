@@ -61,6 +61,9 @@ class Gate:
                 {
                     "version": 1,
                     "upstream": upstream_url or f"file://{self.upstream}",
+                    "review": False,
+                    "slug": "coder-1",
+                    "start": None,
                     "repo": "upstream",
                     "branch": "main",
                     "protected": protected,

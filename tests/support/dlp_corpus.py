@@ -25,6 +25,12 @@ import re2
 FULL_RULES = Path(__file__).parent / "gitleaks-v8.30.1.toml"
 
 
+def full_rules_database() -> Path:
+    """Where full_request_scanner keeps the full rules' compiled database (valid once it ran)."""
+    digest = hashlib.sha256(FULL_RULES.read_bytes()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"bottle-dlp-{digest}.hsdb"
+
+
 @functools.cache
 def full_request_scanner():
     """A RequestScanner over the full rules; the Hyperscan database is compiled once and kept
@@ -32,8 +38,7 @@ def full_request_scanner():
     from tests.support.sidecars import egress_module
 
     dlp, dr = egress_module("dlp"), egress_module("dlp.request")
-    digest = hashlib.sha256(FULL_RULES.read_bytes()).hexdigest()[:16]
-    db = Path(tempfile.gettempdir()) / f"bottle-dlp-{digest}.hsdb"
+    db = full_rules_database()
     scanner = dlp.Scanner.load(FULL_RULES, db_path=db)
     rules = scanner.rules
     if dlp.load_database(rules, db) is None:

@@ -198,7 +198,8 @@ def driven_egress(tmp_path: Path, routes: str, environ: dict[str, str] | None = 
 
 class RecordingUpstream:
     """A plain-TCP upstream on loopback that records every byte each connection sent it and
-    answers each request head with a small 200 (it never waits for a body)."""
+    answers each request with a small 200: at its head, or for a chunked one at its last chunk
+    (it never waits for a body of known length)."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -232,7 +233,9 @@ class RecordingUpstream:
                 if not data:
                     return
                 buf += data
-                if not answered and b"\r\n\r\n" in buf and b"transfer-encoding: chunked" not in buf.lower():
+                head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+                chunked = b"transfer-encoding: chunked" in head.lower()
+                if not answered and _ and (not chunked or rest.endswith(b"0\r\n\r\n")):
                     answered = True
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 

@@ -43,6 +43,9 @@ class DockerBackend:
     async def stop(self, home: Path, slug: str, progress: Progress, *, keep: bool = False) -> StopReport:
         return await lifecycle.stop(home, slug, progress, keep=keep)
 
+    async def resume(self, plan: BottlePlan, progress: Progress) -> None:
+        await lifecycle.resume(plan, progress)
+
     async def reload_policy(self, slug: str) -> str | None:
         return await reload_bundle(slug)
 

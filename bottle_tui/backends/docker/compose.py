@@ -12,9 +12,10 @@ from typing import Any
 from bottle_contract import layout, ports
 from bottle_contract.policy import Policy, yaml_text
 
-from ...plan import CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan, git_repo_name
+from ...plan import AGENT_HOME, CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan
 from . import labels
 from .engine import container_name
+from .workspace import volume_name
 
 AGENT_USER = "1000:1000"
 SIDECAR_ALIASES = ("egress", "status")
@@ -65,7 +66,12 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "hostname": plan.slug,
         "environment": dict(sorted(plan.agent_env.items())),
         "networks": ["internal"],
-        "volumes": [_bind(plan.state.ca, CA_MOUNT, read_only=True)],
+        # The agent's home (the checkout, ~/.claude) is the bottle's own volume, created before
+        # `up` and outliving `down`: stop archives what it holds, and `--keep` keeps it for resume.
+        "volumes": [
+            {"type": "volume", "source": "work", "target": AGENT_HOME},
+            _bind(plan.state.ca, CA_MOUNT, read_only=True),
+        ],
         "labels": common_labels,
         "cpus": res.cpus,
         "mem_limit": f"{res.memory_mib}m",
@@ -98,7 +104,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         },
         "volumes": [_bind(plan.state.egress, "/state/egress", read_only=False)]
         + ([_bind(plan.state.git_gate, GIT_GATE_MOUNT, read_only=False)] if plan.bottle.git else [])
-        + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.supervise_url else [])
+        + ([_bind(plan.state.supervise, "/state/supervise", read_only=False)] if plan.mounts_queue else [])
         + [_bind(plan.state.status, "/state/status", read_only=False)],
         "read_only": True,
         "tmpfs": ["/tmp", "/run/bottle-init"],
@@ -129,6 +135,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             },
             "egress": {"labels": net_labels},
         },
+        "volumes": {"work": {"external": True, "name": volume_name(plan.slug)}},
     }
 
 
@@ -139,15 +146,20 @@ def render_routes(plan: BottlePlan) -> dict[str, Any]:
     return Policy(bottle=plan.bottle.name, routes=tuple(plan.routes), dlp=plan.bottle.dlp).to_doc()
 
 
-def render_git_gate(plan: BottlePlan) -> dict[str, Any] | None:
-    """gate.json for git-gate: every setting explicit (the gate has no defaults of its own)."""
+def render_git_gate(plan: BottlePlan, *, start: str | None = None) -> dict[str, Any] | None:
+    """gate.json for git-gate: every setting explicit (the gate has no defaults of its own). A
+    local upstream is written as null: the operator's path never enters the bundle. ``start`` is
+    the tip of git.branch the host mirrored from it (what held pushes are counted from)."""
     git = plan.bottle.git
     if not git:
         return None
     return {
         "version": 1,
-        "upstream": git.upstream,
-        "repo": git_repo_name(git.upstream),
+        "upstream": None if git.local else git.upstream,
+        "review": plan.git_review,
+        "slug": plan.slug,
+        "start": start,
+        "repo": plan.git_repo,
         "branch": git.branch,
         "protected": list(git.protected),
         "credentials_env": git.credentials_env,

@@ -7,19 +7,30 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
 
+from ... import local_repo
 from ...config import ArchiveSettings, load_config
 from ...errors import BottleError
+from ...manifest import default_home
 from ...plan import CA_CERT_NAME, TRANSCRIPTS, WORKDIR, BottlePlan
 from ...runner import CommandError, run
-from ...state import StateDir, all_state_dirs, archive_root, project_name, prune_archive, slug_of_project, state_dir
+from ...state import (
+    StateDir,
+    all_state_dirs,
+    archive_root,
+    project_name,
+    prune_archive,
+    slug_of_project,
+    state_dir,
+    work_archive,
+)
 from .. import StopReport
-from . import engine, images
+from . import engine, images, workspace
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
@@ -72,14 +83,18 @@ async def make_egress_ca(state: StateDir, slug: str) -> None:
     atomic_write(state.ca / CA_CERT_NAME, pem_cert, mode=0o644)
 
 
-def write_renders(plan: BottlePlan) -> None:
+def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False) -> None:
+    """Everything the bottle's containers read. ``git_start``: the tip a local upstream's mirror
+    began at. ``keep_policy``: a resumed bottle keeps the routes.yaml in force (approved
+    proposals, operator edits) instead of the manifest's."""
     state = plan.state
     spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
-    atomic_write(state.routes, to_yaml(render_routes(plan)), mode=0o600)
+    if not (keep_policy and state.routes.is_file()):
+        atomic_write(state.routes, to_yaml(render_routes(plan)), mode=0o600)
     upstream_ca = images.upstream_ca_bundle()
     atomic_write(state.egress / "upstream-ca.pem", upstream_ca, mode=0o644)
-    gate = render_git_gate(plan)
+    gate = render_git_gate(plan, start=git_start)
     if gate is not None:
         atomic_write(state.git_gate / "gate.json", json.dumps(gate, indent=2) + "\n", mode=0o600)
         # The gate trusts upstreams exactly as egress does.
@@ -104,8 +119,21 @@ def write_renders(plan: BottlePlan) -> None:
             "bottle_file": str(plan.bottle.path),
             "started_by_pid": os.getpid(),
             "claude_args": plan.claude_args,
+            # Host-only (metadata.json is not mounted anywhere): where approved pushes come home.
+            **({"local_upstream": str(plan.bottle.git.local)} if plan.bottle.git and plan.bottle.git.local else {}),
         }
     )
+
+
+async def prepare_local_mirror(plan: BottlePlan) -> str | None:
+    """A local upstream's mirror for the gate, made by the host before the bundle starts; the tip
+    of git.branch it holds (None for other bottles)."""
+    git = plan.bottle.git
+    if git is None or git.local is None:
+        return None
+    tip = await local_repo.make_mirror(git, plan.bottle.path, local_repo.mirror_git_dir(plan.state, plan.git_repo))
+    append_log(plan.state.bringup_log, f"mirrored the local upstream for the gate at {tip[:12]} of {git.branch}")
+    return tip
 
 
 async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
@@ -140,21 +168,29 @@ def _check_egress_policy(plan: BottlePlan) -> None:
         )
 
 
+# Adds the supervise server to claude's user config; a resumed bottle's config (on its volume)
+# may hold it already, and `claude mcp add` refuses a name it has.
+REGISTER_SUPERVISE = """
+claude mcp get supervise >/dev/null 2>&1 && { claude mcp remove --scope user supervise >/dev/null 2>&1 || true; }
+exec claude mcp add --transport http --scope user supervise "$1"
+"""
+
+
 async def register_supervise(plan: BottlePlan) -> None:
     """Claude Code in the agent gets the bundle's supervise MCP server in its user config."""
     if not plan.supervise_url:
         return
     agent = engine.container_name(plan.project, "agent")
-    code, out = await engine.exec_capture(
-        agent, ["claude", "mcp", "add", "--transport", "http", "--scope", "user", "supervise", plan.supervise_url]
-    )
+    code, out = await engine.exec_capture(agent, ["sh", "-c", REGISTER_SUPERVISE, "register", plan.supervise_url])
     if code != 0:
         raise BottleError(f"`claude mcp add supervise` in {agent} exited with status {code}: {out.strip()[-200:]}")
 
 
 # Runs as the agent in its work folder: clone the gate's mirror, or, when the gate cannot serve one
 # yet (upstream unreachable), an empty repository whose origin is the gate, so `git pull` works later.
+# A folder that holds anything (a resumed bottle's checkout) is left as it is.
 CHECKOUT_SCRIPT = """
+[ -z "$(ls -A . 2>/dev/null)" ] || exit 4
 why=$(git clone --quiet --origin origin "$1" . 2>&1) && exit 0
 git init --quiet -b "$2" . && git remote add origin "$1" \\
   && git config "branch.$2.remote" origin && git config "branch.$2.merge" "refs/heads/$2" || exit 1
@@ -180,6 +216,8 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
     )
     if code == 0:
         append_log(plan.state.bringup_log, f"agent checkout: cloned {plan.git_origin} into {WORKDIR}")
+    elif code == 4:
+        append_log(plan.state.bringup_log, f"agent checkout: kept the checkout in {WORKDIR} (on the bottle's volume)")
     elif code == 3:
         append_log(
             plan.state.bringup_log,
@@ -193,13 +231,48 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
 
 async def start(plan: BottlePlan, progress: Progress) -> None:
     """Create the state folder, write the renders and bring the bottle up; tears down on failure."""
+    plan.state.create()
+    append_log(
+        plan.state.bringup_log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}"
+    )
+    await _bring_up(plan, progress, resumed=False)
+
+
+async def resume(plan: BottlePlan, progress: Progress) -> None:
+    """Bring a bottle stopped with --keep back: the same slug, state folder (egress CA, the
+    routes.yaml in force, proposals) and work volume (checkout, ~/.claude), with the images and
+    manifests of today. A failed resume takes the containers down and keeps the rest."""
     state = plan.state
-    state.create()
+    volume = workspace.volume_name(plan.slug)
+    if not await workspace.exists(volume):
+        raise BottleError(
+            f"bottle {plan.slug} has no kept volume ({volume}): only `bottle-tui stop {plan.slug} --keep` keeps one "
+            f"(what stop saved is in {work_archive(plan.home, plan.slug)})"
+        )
+    append_log(state.bringup_log, f"resuming bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
+    # The daemons write these when they are up: last run's must not pass for this one's.
+    for ready in (state.egress_ready, state.supervise_ready, state.git_gate_ready):
+        ready.unlink(missing_ok=True)
+    await _bring_up(plan, progress, resumed=True)
+    state.preserve_marker.unlink(missing_ok=True)  # kept for this resume; a plain stop removes it now
+
+
+async def _bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool) -> None:
+    state = plan.state
     log = state.bringup_log
-    append_log(log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}")
+    volume_made = False
     try:
-        await make_egress_ca(state, plan.slug)
-        write_renders(plan)
+        if not (resumed and (state.egress / "mitmproxy-ca.pem").is_file()):
+            await make_egress_ca(state, plan.slug)
+        kept_gate = state.git_gate / "gate.json"
+        if resumed and kept_gate.is_file():
+            # the mirror holds the agent's held pushes: kept as it is, with the tip it began at
+            git_start = json.loads(kept_gate.read_text()).get("start")
+        else:
+            git_start = await prepare_local_mirror(plan)
+        write_renders(plan, git_start=git_start, keep_policy=resumed)
+        await workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"])
+        volume_made = not resumed
         append_log(log, "renders written; docker compose up")
         progress(f"starting {plan.project}")
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
@@ -214,6 +287,8 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         try:
             append_log(log, await engine.logs(plan.project))
             await engine.down(plan.project)
+            if volume_made:  # a fresh bottle's volume holds no work of the agent's yet
+                await workspace.remove(workspace.volume_name(plan.slug))
         except (CommandError, OSError):
             pass
         if isinstance(exc, CommandError):
@@ -235,11 +310,18 @@ async def stop(
     are copied to ``archive/<slug>/`` (pruned by the config's retention), and the state folder is
     removed unless it carries a .preserve marker (``keep`` adds one). A failed `down` raises after
     the rest is done. ``agent_container`` is False for bottles whose agent is not a container of
-    the project (a microVM's backend saved its transcript already)."""
+    the project (a microVM's backend saved its transcript already).
+
+    The work volume (checkout, ~/.claude) is looked at before `down`: what nothing else holds is
+    saved in ``archive/<slug>/work/`` (``report.work`` says what, in one line); then the volume
+    goes, unless ``keep`` (for `resume`) or its work could not be saved."""
     project = project_name(slug)
     state = state_dir(home, slug)
     report = StopReport(slug)
     have_state = state.path.is_dir()
+    volume = workspace.volume_name(slug)
+    has_volume = agent_container and await workspace.exists(volume)
+    saved: workspace.Saved | None = None
 
     def problem(message: str) -> None:
         report.problems.append(message)
@@ -273,6 +355,13 @@ async def stop(
                 raise result
             if isinstance(result, BaseException):
                 problem(f"{what} failed: {result}")
+    if has_volume:
+        progress(f"looking at the checkout of {slug}")
+        try:
+            saved = await save_work(home, slug, engine.container_name(project, "agent"))
+            report.work = saved.line
+        except BottleError as exc:
+            problem(str(exc))
     progress(f"stopping {project}")
     down_error: BottleError | None = None
     try:
@@ -280,6 +369,24 @@ async def stop(
     except CommandError as exc:
         down_error = BottleError(f"`docker compose down` of {project} failed: {await engine.explain(exc)}")
         out = str(down_error)
+    if has_volume:
+        if keep:
+            report.work += f"; kept its volume {volume} (`bottle-tui resume {slug}` brings it back)"
+        elif saved is not None and saved.safe_to_remove and down_error is None:
+            gone = await workspace.remove(volume)
+            if gone is not None:
+                problem(f"{gone} (what it held is saved)")
+        elif saved is not None and saved.safe_to_remove:
+            problem(f"kept volume {volume}: the bottle did not go down (what it held is saved)")
+        else:
+            problem(f"kept volume {volume}: its unsaved work is not in the archive (`bottle-tui cleanup` tries again)")
+        if report.work:
+            progress(report.work)
+            if have_state:
+                try:
+                    append_log(state.teardown_log, report.work)
+                except OSError:
+                    pass
     if have_state:
         try:
             append_log(state.teardown_log, out + ("\nstopped" if down_error is None else "\ndown failed"))
@@ -310,21 +417,41 @@ async def stop(
     return report
 
 
+async def save_work(home: Path, slug: str, agent: str | None) -> workspace.Saved:
+    """Archive what the bottle's work volume holds that nothing else does, looked at in the
+    running agent container ``agent``, else (it is gone) in a throwaway one. Whether the bottle
+    has git (and so a gate's mirror to compare with) is in its state folder."""
+    state = state_dir(home, slug)
+    volume = workspace.volume_name(slug)
+    if agent is not None and await engine.container_running(agent):
+        place = workspace.exec_place(agent)
+    else:
+        place = workspace.helper_place(volume, await workspace.helper_image(volume))
+    git = (state.git_gate / "gate.json").is_file()
+    return await workspace.archive(place, work_archive(home, slug), mirror=state.git_mirror if git else None, git=git)
+
+
 @dataclass
 class CleanupPlan:
     bottles: list[tuple[str, Path]]  # (compose project, the home that holds its state)
     containers: list[str]
     networks: list[str]
     state_dirs: list[StateDir]
+    # Work volumes no running bottle uses and no kept (.preserve) state folder claims.
+    volumes: list[workspace.Volume] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.bottles or self.containers or self.networks or self.state_dirs)
+        return not (self.bottles or self.containers or self.networks or self.state_dirs or self.volumes)
 
     def describe(self) -> str:
         lines = [f"compose project {p} (home {h})" for p, h in self.bottles]
         lines += [f"container {c}" for c in self.containers]
         lines += [f"network {n}" for n in self.networks]
+        lines += [
+            f"volume {v.name} (home {v.home or '?'}; what it holds that nothing else does is archived first)"
+            for v in self.volumes
+        ]
         lines += [f"state folder {s.path}" for s in self.state_dirs]
         return "\n".join(lines)
 
@@ -360,11 +487,21 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
     orphans = (
         [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs] if homes_under is None else []
     )
+    # A kept bottle's volume stays with its kept state folder (`resume` wants both), except below
+    # --homes-under (test runs), where everything goes, archived first.
+    volumes = [
+        v
+        for v in await workspace.listing()
+        if scoped(v.home)
+        and v.slug not in live_slugs
+        and (homes_under is not None or not (v.home and state_dir(Path(v.home), v.slug).preserved))
+    ]
     return CleanupPlan(
         sorted(bottles),
         [cid for cid, h in containers if scoped(h)],
         [nid for nid, h in networks if scoped(h)],
         orphans,
+        volumes,
     )
 
 
@@ -383,6 +520,19 @@ async def cleanup(plan: CleanupPlan, progress: Progress) -> list[str]:
     # Containers first: a network still in use by one cannot be removed.
     await engine.remove_containers(plan.containers)
     await engine.remove_networks(plan.networks)
+    # Volumes before state folders: a git bottle's state holds the mirror its commits are checked against.
+    for v in plan.volumes:
+        progress(f"archiving and removing volume {v.name}")
+        try:
+            # A volume without a home label (made by hand) is archived in the default home.
+            saved = await save_work(Path(v.home) if v.home else default_home(), v.slug, None)
+        except BottleError as exc:
+            problems.append(f"kept volume {v.name}: {exc}")
+            continue
+        progress(saved.line)
+        gone = await workspace.remove(v.name)
+        if gone is not None:
+            problems.append(gone)
     for s in plan.state_dirs:
         progress(f"removing {s.path}")
         problems += s.remove()

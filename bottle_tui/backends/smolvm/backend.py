@@ -53,6 +53,12 @@ class SmolvmBackend:
         # Without the CLI the VM cannot be reached, but the bundle and state still go.
         return await vm_lifecycle.stop(_installed(), home, slug, progress, keep=keep)
 
+    async def resume(self, plan: BottlePlan, progress: Progress) -> None:
+        raise BottleError(
+            f"{plan.slug} is a microVM bottle, which cannot be resumed: its checkout and ~/.claude were on the "
+            f"microVM's own disk, deleted at stop; start a new one with `bottle-tui start {plan.agent.name}`"
+        )
+
     async def reload_policy(self, slug: str) -> str | None:
         # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.
         return await reload_bundle(slug)

@@ -31,7 +31,7 @@ from ..docker import labels
 from ..docker import lifecycle as docker_lifecycle
 from ..docker.compose import AGENT_USER, to_yaml
 from ..docker.engine import BottleInfo
-from ..docker.lifecycle import append_log, in_scope, make_egress_ca, write_renders
+from ..docker.lifecycle import append_log, in_scope, make_egress_ca, prepare_local_mirror, write_renders
 from .render import (
     BUNDLE_NETWORK,
     bundle_address,
@@ -47,6 +47,11 @@ READY_TIMEOUT = 60.0
 BOOT_TIMEOUT = 120.0
 SMOLFILE_NAME = "Smolfile"
 TRANSCRIPT_TAR = "/tmp/bottle-transcript.tar"
+# A microVM has no work volume (its disk goes with `machine delete`), and nothing in it is archived.
+NO_WORK_VOLUME = (
+    "checkout: not saved: a microVM bottle's checkout is on the microVM's own disk, which stop deletes "
+    "(push or copy the work out before stopping)"
+)
 
 
 def smolfile_path(state: StateDir) -> Path:
@@ -103,10 +108,10 @@ async def _wait_bundle(plan: BottlePlan, deadline: float) -> None:
     )
 
 
-def write_vm_renders(plan: BottlePlan) -> None:
+def write_vm_renders(plan: BottlePlan, *, git_start: str | None = None) -> None:
     """The docker bottle's renders (routes, CA, metadata), with the compose spec of the bundle
     alone and the pack-time Smolfile beside it for the record."""
-    write_renders(plan)
+    write_renders(plan, git_start=git_start)
     state = plan.state
     atomic_write(
         state.compose_file, to_yaml(render_bundle(plan, host_uid=os.getuid(), host_gid=os.getgid())), mode=0o600
@@ -126,7 +131,7 @@ async def start(smol: Smolvm, plan: BottlePlan, progress: Progress) -> None:
     created = False
     try:
         await make_egress_ca(state, plan.slug)
-        write_vm_renders(plan)
+        write_vm_renders(plan, git_start=await prepare_local_mirror(plan))
         progress(f"starting the sidecar bundle {plan.project}")
         env = {n: os.environ[n] for n in plan.secret_env_names if n in os.environ}
         append_log(log, await docker.up(plan.project, state.compose_file, env=env))
@@ -203,7 +208,10 @@ async def stop(smol: Smolvm | None, home: Path, slug: str, progress: Progress, *
             await _snapshot_transcript(smol, name, state)
         progress(f"stopping microVM {name}")
         await _remove_machine(smol, name)
-    return await docker_lifecycle.stop(home, slug, progress, keep=keep, agent_container=False)
+    report = await docker_lifecycle.stop(home, slug, progress, keep=keep, agent_container=False)
+    report.work = NO_WORK_VOLUME + ("; --keep kept the state folder only, so it cannot be resumed" if keep else "")
+    progress(report.work)
+    return report
 
 
 def _services(bundle: BottleInfo | None, machine: Machine | None, *, listed: bool) -> dict[str, str]:

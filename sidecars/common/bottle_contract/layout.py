@@ -34,6 +34,7 @@ SUPERVISE_SETTINGS = "settings.json"  # supervise/: the operator's settings for 
 EGRESS_CURSOR = "egress-cursor.json"  # supervise/: how far it has read requests.jsonl
 GATE_CONFIG = "gate.json"  # git-gate/: upstream, branch, protected refs
 PUSH_LOG = "pushes.jsonl"  # git-gate/: one line per push decision
+MIRROR = "mirror"  # git-gate/mirror/<repo>.git: the bare repository the agent fetches from and pushes to
 STATUS_FILE = "status.json"  # status/: what claude's hooks last reported
 
 
@@ -58,6 +59,17 @@ MAX_PENDING = 200  # proposals waiting for the operator, per bottle (supervise r
 # Decided proposals kept in the queue folder, per bottle: beyond it supervise removes the oldest
 # decided ones (the audit log keeps every decision). A proposal is a few KB at most (MAX_REASON).
 MAX_DECIDED = 500
+
+
+def mirror_git_dir(repo: str) -> str:
+    """The gate's mirror of ``repo`` relative to the git-gate folder (the gate and the host agree)."""
+    return posixpath.join(MIRROR, f"{repo}.git")
+
+
+def sibling_queue(sidecar_folder: str) -> str:
+    """The proposal queue beside a sidecar's folder (``/state/git-gate`` -> ``/state/supervise/queue``):
+    the git gate queues git-push proposals where supervise queues the rest."""
+    return posixpath.join(posixpath.dirname(sidecar_folder.rstrip("/")), SUPERVISE, QUEUE)
 
 
 def bundle_path(folder: str, *names: str) -> str:

@@ -8,10 +8,11 @@ only statement of the format, and both sides read and write it through ``Queue``
       "version": 1,
       "id": "20261127t075012123-3f9a1c2b",        # ID_RE: [a-z0-9-], never a path
       "slug": "implementer-1a2b3c",               # the bottle
-      "kind": "egress-route" | "dlp-exemption" | "model-tool",
+      "kind": "egress-route" | "dlp-exemption" | "model-tool" | "git-push",
       "change": {"host", "ports", "methods", "paths", "schemes"}   # egress-route ([] = any)
               | {"host", "rule"}                                   # dlp-exemption (a gitleaks rule id)
-              | {"host", "tool"},                                  # model-tool (policy.MODEL_TOOLS)
+              | {"host", "tool"}                                   # model-tool (policy.MODEL_TOOLS)
+              | {"branch", "new", "home", "base", "rewrites", "commits"},   # git-push (below)
       "reason": "...",             # the agent's words, stored as sent: untrusted, shown inert
       "context": "...",            # optional, from report-blocked
       "draft": false,              # true: egress blocked it, nobody asked yet
@@ -19,8 +20,18 @@ only statement of the format, and both sides read and write it through ``Queue``
       "created_at": "2026-11-27T07:50:12.123+00:00",
       "status": "pending" | "approved" | "modified" | "rejected",
       "decision": null | {"by", "at", "scope": "once"|"always"|null, "change", "note"},
-      "once_used": {"at", "request"}    # set by supervise when a route allowed once was used
+      "once_used": {"at", "request"},   # set by supervise when a route allowed once was used
+      # git-push only, written by the git gate when a clean push is held for review:
+      "commits": [{"id", "author", "subject"}],   # base..new, newest first, at most MAX_COMMITS
+      "files": ["M\tpath", ...], "stat": "...",   # git diff --name-status / --shortstat base new
+      "delivered_at": "..."            # when the gate told the agent the decision (on a push)
     }
+
+A git-push change: ``branch`` the agent pushed (refs/heads/<branch> of the gate's mirror), ``new``
+its tip, ``home`` the tip the gate last saw approved for it (what ``home_ref`` holds at home, or
+null), ``base`` what ``commits`` and the diff are counted from (``home``, else where the branch
+left the bottle's starting point, or null for unrelated history), ``rewrites`` whether ``new``
+drops commits of ``home`` (a force push), ``commits`` how many commits base..new holds.
 
 Every write is an atomic replace; every read-modify-write holds the queue's lock
 (``Queue.lock``), which both sides take: two deciders racing give one decision. Stdlib only.
@@ -45,7 +56,7 @@ from .policy import DEFAULT_PORTS, MODEL_TOOLS, SCHEMES, method_problem, rule_pr
 __all__ = ["now_iso"]  # re-exported: a proposal's timestamps
 
 SCHEMA_VERSION = 1
-KINDS = ("egress-route", "dlp-exemption", "model-tool")
+KINDS = ("egress-route", "dlp-exemption", "model-tool", "git-push")
 STATUSES = ("pending", "approved", "modified", "rejected")
 DECIDED = ("approved", "modified", "rejected")
 SCOPES = ("once", "always")
@@ -54,6 +65,14 @@ MAX_REASON = 4000  # the agent's reason
 MAX_NOTE = 4000  # the operator's note
 MAX_ITEMS = 16  # ports, methods, paths in one change
 MAX_PATH = 2048
+MAX_COMMITS = 50  # commits a git-push proposal lists (its change counts them all)
+MAX_FILES = 200  # changed files a git-push proposal lists
+MAX_BRANCH = 200
+# Where an approved git push lands in the operator's repository: nothing else there is ever written.
+HOME_REF_PREFIX = "refs/heads/bottle/"
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# git check-ref-format's rules for one branch name (the host runs git's own check too).
+_BAD_BRANCH_RE = re.compile(r"(^[-/.])|(/\.)|(\.\.)|(@\{)|(//)|([\x00-\x20\x7f~^:?*\[\\])|([/.]$)|(\.lock$)|(\.lock/)")
 # A change's route host must be a name of at least two labels (never an IP literal).
 _HOST_RULES = {"allow_ip": False, "min_labels": 2}
 
@@ -161,10 +180,13 @@ def validate_change(kind: str, change: object) -> dict[str, Any]:
         "egress-route": ("host", "ports", "methods", "paths", "schemes"),
         "dlp-exemption": ("host", "rule"),
         "model-tool": ("host", "tool"),
+        "git-push": GIT_PUSH_KEYS,
     }[kind]
     unknown = sorted(set(map(str, change)) - set(allowed))
     if unknown:
         raise ChangeError(unknown[0], f"unknown key; a {kind} change has {', '.join(allowed)}")
+    if kind == "git-push":
+        return _git_push(change)
     host = _host(change.get("host"))
     if kind == "egress-route":
         return {
@@ -185,9 +207,50 @@ def validate_change(kind: str, change: object) -> dict[str, Any]:
     return {"host": host, "tool": tool}
 
 
+GIT_PUSH_KEYS = ("branch", "new", "home", "base", "rewrites", "commits")
+
+
+def branch_problem(branch: object) -> str | None:
+    """Why ``branch`` is not a branch name a git push may bring home, else None."""
+    if not isinstance(branch, str) or not branch or len(branch) > MAX_BRANCH:
+        return f"must be a branch name of at most {MAX_BRANCH} characters"
+    if _BAD_BRANCH_RE.search(branch) or branch == "@":
+        return f"{branch[:80]!r} is not a valid branch name"
+    return None
+
+
+def home_ref(slug: str, branch: str) -> str:
+    """The one ref an approved push of ``branch`` from bottle ``slug`` writes at home."""
+    return f"{HOME_REF_PREFIX}{slug}/{branch}"
+
+
+def _git_push(change: dict[Any, Any]) -> dict[str, Any]:
+    missing = [k for k in GIT_PUSH_KEYS if k not in change]
+    if missing:
+        raise ChangeError(missing[0], "missing; the git gate writes every key of a git-push change")
+    problem = branch_problem(change["branch"])
+    if problem is not None:
+        raise ChangeError("branch", problem)
+    if not isinstance(change["new"], str) or not _SHA_RE.match(change["new"]):
+        raise ChangeError("new", "must be a full commit id (40 hex digits)")
+    for key in ("home", "base"):
+        if change[key] is not None and (not isinstance(change[key], str) or not _SHA_RE.match(change[key])):
+            raise ChangeError(key, "must be a full commit id (40 hex digits) or null")
+    if not isinstance(change["rewrites"], bool):
+        raise ChangeError("rewrites", "must be true or false")
+    commits = change["commits"]
+    if not isinstance(commits, int) or isinstance(commits, bool) or commits < 0:
+        raise ChangeError("commits", "must be a count of commits")
+    return {k: change[k] for k in GIT_PUSH_KEYS}
+
+
 def narrower_problem(kind: str, final: dict[str, Any], asked: dict[str, Any]) -> ChangeError | None:
     """Why the operator's ``final`` change widens what was ``asked`` (both in normal form), else
     None: an operator may narrow a request, never widen it."""
+    if kind == "git-push":
+        if final != asked:
+            return ChangeError(kind, f"can be approved or rejected as pushed ({summary(kind, asked)}), not changed")
+        return None
     if kind != "egress-route":
         if final != asked:
             what = asked.get("rule") or asked.get("tool")
@@ -224,6 +287,11 @@ def summary(kind: str, change: dict[str, Any]) -> str:
         schemes = change.get("schemes") or list(SCHEMES)
         prefix = "" if set(schemes) == set(SCHEMES) else "+".join(schemes) + " "
         return f"{prefix}{methods} {change.get('host')}:{ports} {paths}"
+    if kind == "git-push":
+        n = change.get("commits")
+        rewrites = ", rewrites history" if change.get("rewrites") else ""
+        tip = str(change.get("new") or "")[:12]
+        return f"git push of branch {change.get('branch')} at {tip} ({n} commit{'' if n == 1 else 's'}{rewrites})"
     if kind == "model-tool":
         return f"model tool {change.get('tool')} on {change.get('host')}"
     return f"DLP exemption: rule {change.get('rule')} on {change.get('host')}"

@@ -23,7 +23,10 @@ _HS_RULE_FLAGS = hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
 KEYWORD_BASE = 1_000_000  # Hyperscan ids at or above this are keywords, below are rule indexes
 DECODABLE_ID = 2_000_000  # any hit with this id: a decoding pass may find something to decode
 CODEC_BASE = 3_000_000  # CODEC_BASE + i: egress's codec RUN_CODECS[i] may find a run
-_DB_MAGIC = b"BTLDLP3\n"
+# SHARED_BASE + i: a pattern both DECODABLE and codec i's candidates hold, compiled once (four
+# base64 quads): a hit is both a DECODABLE_ID hit and a CODEC_BASE + i hit.
+SHARED_BASE = 4_000_000
+_DB_MAGIC = b"BTLDLP4\n"
 
 # Necessary conditions for gitleaks' decoder to produce a segment, as Hyperscan patterns: when
 # none matches, a decoding pass would find nothing, and its run-by-run search (most of a pass's
@@ -65,14 +68,16 @@ def compile_database(rules: Rules) -> tuple[hyperscan.Database, list[int]]:
         exprs.append(re2.escape(kw).encode())
         ids.append(KEYWORD_BASE + k)
         flags.append(hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS)
+    shared = {pat for codec in RUN_CODECS for pat in codec.CANDIDATES} & set(DECODABLE)
     for pat in DECODABLE:
-        exprs.append(pat)
-        ids.append(DECODABLE_ID)
-        flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
+        if pat not in shared:
+            exprs.append(pat)
+            ids.append(DECODABLE_ID)
+            flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
     for c, codec in enumerate(RUN_CODECS):
         for pat in codec.CANDIDATES:
             exprs.append(pat)
-            ids.append(CODEC_BASE + c)
+            ids.append((SHARED_BASE if pat in shared else CODEC_BASE) + c)
             flags.append(hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL)
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)

@@ -31,6 +31,7 @@ from pathlib import Path
 import hyperscan
 import re2
 
+from .codecs._common import non_ascii
 from .codecs.gitleaks import (
     _ENDS_PER_BYTE,
     _MAX_ENDS,
@@ -41,7 +42,16 @@ from .codecs.gitleaks import (
     decode_pass,
     find_all,
 )
-from .database import CODEC_BASE, DECODABLE, DECODABLE_ID, KEYWORD_BASE, compile_database, database_path, load_database
+from .database import (
+    CODEC_BASE,
+    DECODABLE,
+    DECODABLE_ID,
+    KEYWORD_BASE,
+    SHARED_BASE,
+    compile_database,
+    database_path,
+    load_database,
+)
 from .rules import DEVIATIONS, RULES_PATH, Rule, Rules, load_rules
 
 MAX_DECODE_DEPTH = 5  # the gitleaks CLI's default --max-decode-depth
@@ -193,24 +203,26 @@ class Scanner:
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
         rules = self.rules.rules
         ascii_only = data.isascii()
-        if not ascii_only and _FOLDS_TO_ASCII.search(data) is not None:
+        if not ascii_only and any(c in non_ascii(data) for c in _ASCII_FOLD):
             # Go folds these into ASCII letters (K, s, i); Hyperscan does not: scan a copy with
             # them folded too, so keywords and rules seen only through the fold are candidates
             # (re2 confirms on the text as sent). One more Hyperscan pass, not a keyword search
             # per rule: random binary has these bytes every few hundred KiB.
             self._db.scan(_FOLDS_TO_ASCII.sub(_fold, data), match_event_handler=on_match, scratch=self._scratch())
         kws = {h - KEYWORD_BASE for h in hits if KEYWORD_BASE <= h < DECODABLE_ID}
-        regex_hit = hits
+        regex_hit = [h for h in hits if h < KEYWORD_BASE]
         if not ascii_only:
-            regex_hit = hits | set(self._byte_mode)  # byte mode counts bytes, Go counts runes
+            regex_hit += self._byte_mode  # byte mode counts bytes, Go counts runes
         out = []
-        for i, r in enumerate(rules):
-            if i not in regex_hit or not self._runnable[i] or r.id in disabled:
+        for i in sorted(set(regex_hit)):  # the rules' own order; only those Hyperscan saw
+            r = rules[i]
+            if not self._runnable[i] or r.id in disabled:
                 continue
             if not r.keywords or self._rule_kw[i] & kws:
                 out.append(i)
-        self._local.codec_hints = {h - CODEC_BASE for h in hits if h >= CODEC_BASE}
-        return out, DECODABLE_ID in hits
+        codecs = {h - (SHARED_BASE if h >= SHARED_BASE else CODEC_BASE) for h in hits if h >= CODEC_BASE}
+        self._local.codec_hints = codecs
+        return out, DECODABLE_ID in hits or any(h >= SHARED_BASE for h in hits)
 
     @property
     def codec_hints(self) -> set[int]:

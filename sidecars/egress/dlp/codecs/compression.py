@@ -17,6 +17,7 @@ import re2
 import zstandard
 
 from ..errors import CannotScan
+from ._common import non_ascii
 
 NAME = "compression"
 # By content: where compressed data may start (zlib's two bytes are common: at most 16 tries a
@@ -27,6 +28,23 @@ _BZIP2_BLOCK = b"1AY&SY"
 _ZLIB_HEADS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 _LATIN1 = re2.Options()
 _LATIN1.encoding = re2.Options.Encoding.LATIN1  # bytes, not UTF-8: the magics are not text
+# (gate, magic): a rare byte of each magic, then the magic itself. A high gate is looked for
+# among the text's non-ASCII bytes only, a low one with memchr; most texts pass no gate.
+_HIGH_GATES = (
+    (b"\x8b", b"\x1f\x8b\x08"),
+    (b"\xb5", b"\x28\xb5\x2f\xfd"),
+    (b"\xfd", b"\xfd7zXZ\x00"),
+    (b"\x9c", b"\x78\x9c"),
+    (b"\xda", b"\x78\xda"),
+)
+_LOW_GATES = ((b"\x01", b"\x78\x01"), (b"\x5e", b"\x78\x5e"), (b"Z", b"BZh"))
+
+
+def _may_hold_magic(data: bytes) -> bool:
+    high = non_ascii(data)
+    return any(g in high and m in data for g, m in _HIGH_GATES) or any(g in data and m in data for g, m in _LOW_GATES)
+
+
 _ANY_MAGIC = re2.compile(
     rb"\x1f\x8b\x08|\x28\xb5\x2f\xfd|\xfd7zXZ\x00|BZh[1-9]1AY&SY|x[\x01\x5e\x9c\xda]", options=_LATIN1
 )
@@ -136,7 +154,7 @@ def _one(kind: str, data: bytes, room: int) -> tuple[bytes, bytes, bool]:
 def embedded(data: bytes, cap: int) -> list[tuple[int, bytes]]:
     """Compressed data that starts anywhere in ``data`` (after a prefix of other bytes), inflated."""
     out: list[tuple[int, bytes]] = []
-    if _ANY_MAGIC.search(data) is None:  # one pass for all of them; most texts end here
+    if not _may_hold_magic(data) or _ANY_MAGIC.search(data) is None:
         return out
     for magic, kind in _ANYWHERE + tuple((h, "deflate") for h in _ZLIB_HEADS):
         if kind != "bzip2" and data.isascii():

@@ -10,6 +10,8 @@ import unicodedata
 
 import re2
 
+from ._common import non_ascii
+
 NAME = "text"
 CANDIDATES = [rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){6}", rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){6}"]
 
@@ -23,9 +25,35 @@ _LE = re2.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){6,}")
 _BE = re2.compile(rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){6,}")
 
 
+_STABLE: dict[str, bool] = {}  # a character's verdict, computed once per process
+
+
+def _stable(c: str) -> bool:
+    """Whether ``c`` is left as it is by normalise wherever it stands: not invisible, its own
+    NFKC form, and not one that composes with what precedes it (combining and other marks,
+    Hangul vowel and trailing jamo)."""
+    v = _STABLE.get(c)
+    if v is None:
+        v = not (
+            _INVISIBLE.match(c)
+            or unicodedata.normalize("NFKC", c) != c
+            or unicodedata.category(c).startswith("M")
+            or 0x1160 <= ord(c) <= 0x11FF
+            or 0xD7B0 <= ord(c) <= 0xD7FF
+        )
+        if len(_STABLE) < 65536:
+            _STABLE[c] = v
+    return v
+
+
 def normalise(data: bytes) -> bytes | None:
     """The text without invisible characters and in NFKC, or None when that changes nothing."""
     if data.isascii():
+        return None
+    # ASCII is NFKC and visible; the non-ASCII characters alone (the ASCII bytes deleted, which
+    # leaves every UTF-8 sequence whole) say whether there is anything to do: in most text there
+    # is not, and a few distinct characters are checked instead of the whole text.
+    if all(_stable(c) for c in set(non_ascii(data).decode("utf-8", "replace"))):
         return None
     s = data.decode("utf-8", "replace")
     t = _INVISIBLE.sub("", s) if _INVISIBLE_UTF8.search(data) is not None else s

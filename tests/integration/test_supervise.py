@@ -164,7 +164,14 @@ def test_report_blocked_adds_the_agents_words_to_the_draft(sbottle: Bottle) -> N
 
 def test_nothing_in_the_agent_can_write_the_queue_the_policy_or_a_decision(sbottle: Bottle) -> None:
     mounts = json.loads(sh("docker", "inspect", "--format", "{{json .Mounts}}", sbottle.agent).stdout)
-    assert [(m["Destination"], m["RW"]) for m in mounts] == [("/etc/bottle/ca", False)]
+    # the CA read-only, and the agent's own home: its work volume, which no other container mounts
+    work = f"bottle-tui-work-{sbottle.slug}"
+    assert sorted((m["Destination"], m["RW"], m.get("Name")) for m in mounts) == [
+        ("/etc/bottle/ca", False, None),
+        ("/home/agent", True, work),
+    ]
+    users = sh("docker", "ps", "-a", "--filter", f"volume={work}", "--format", "{{.Names}}").stdout.split()
+    assert users == [sbottle.agent], users
     probe = sbottle.exec(
         "sh",
         "-c",

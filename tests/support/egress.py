@@ -244,5 +244,16 @@ class RecordingUpstream:
         with self._lock:
             return b"".join(bytes(b) for b in self.received)
 
+    def mark(self) -> int:
+        """How many connections have come so far: ``since(mark)`` is what later ones sent."""
+        with self._lock:
+            return len(self.received)
+
+    def since(self, mark: int) -> bytes:
+        """Every byte the connections after ``mark`` sent (an earlier connection's late bytes,
+        say the rest of a body sent after its 200, are not theirs)."""
+        with self._lock:
+            return b"".join(bytes(b) for b in self.received[mark:])
+
     def close(self) -> None:
         self.sock.close()

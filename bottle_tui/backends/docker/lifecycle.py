@@ -168,11 +168,26 @@ def _check_egress_policy(plan: BottlePlan) -> None:
         )
 
 
-# Adds the supervise server to claude's user config; a resumed bottle's config (on its volume)
-# may hold it already, and `claude mcp add` refuses a name it has.
+# Puts the supervise server into claude's user config (~/.claude.json, the entry `claude mcp add
+# --transport http --scope user` writes), keeping whatever else is there: a resumed bottle's config
+# on its volume holds it already. Written directly, not with `claude mcp add`: every claude run
+# fetches claude's remote settings from the provider, and bring-up must not talk to anyone.
 REGISTER_SUPERVISE = """
-claude mcp get supervise >/dev/null 2>&1 && { claude mcp remove --scope user supervise >/dev/null 2>&1 || true; }
-exec claude mcp add --transport http --scope user supervise "$1"
+import json, os, sys
+path = os.path.expanduser("~/.claude.json")
+try:
+    with open(path) as f:
+        config = json.load(f)
+except FileNotFoundError:
+    config = {}
+if not isinstance(config, dict):
+    sys.exit(f"{path} is not a JSON object")
+servers = config.get("mcpServers")
+config["mcpServers"] = {**(servers if isinstance(servers, dict) else {}), "supervise": {"type": "http", "url": sys.argv[1]}}
+tmp = path + ".bottle-tui"
+with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+    json.dump(config, f, indent=2)
+os.replace(tmp, path)
 """
 
 
@@ -181,9 +196,11 @@ async def register_supervise(plan: BottlePlan) -> None:
     if not plan.supervise_url:
         return
     agent = engine.container_name(plan.project, "agent")
-    code, out = await engine.exec_capture(agent, ["sh", "-c", REGISTER_SUPERVISE, "register", plan.supervise_url])
+    code, out = await engine.exec_capture(agent, ["python3", "-c", REGISTER_SUPERVISE, plan.supervise_url])
     if code != 0:
-        raise BottleError(f"`claude mcp add supervise` in {agent} exited with status {code}: {out.strip()[-200:]}")
+        raise BottleError(
+            f"registering supervise in claude's config in {agent} failed (status {code}): {out.strip()[-200:]}"
+        )
 
 
 # Runs as the agent in its work folder: clone the gate's mirror, or, when the gate cannot serve one

@@ -19,6 +19,7 @@ import threading
 import hyperscan
 
 from .codecs import RUN_CODECS, archive, compression, text
+from .codecs._common import non_ascii
 from .errors import CannotScan
 
 MAX_DEPTH = 6  # levels of decoding egress undoes (gitleaks' own passes add theirs in each view)
@@ -78,10 +79,11 @@ def _level(data: bytes, room: int, hints: set[int] | None) -> list[tuple[int, by
     elif archive.is_tar(data):
         out += [(0, m) for m in archive.members(data, room)]
     if not data.isascii():
-        norm = text.normalise(data)
+        rest = non_ascii(data)  # asked of by both checks below
+        norm = text.normalise(data, rest)
         if norm is not None:
             out.append((-1, norm))
-        out += [(o, d) for o, d in compression.embedded(data, room) if o > 0]
+        out += [(o, d) for o, d in compression.embedded(data, room, rest) if o > 0]
     elif b"BZh" in data:
         out += [(o, d) for o, d in compression.embedded(data, room) if o > 0]
     if b"\0" in data:

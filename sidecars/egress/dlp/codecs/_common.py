@@ -22,21 +22,13 @@ CONTEXT = 96  # bytes of the line before a decoded run kept in front of it: "api
 
 
 _ASCII = bytes(range(128))
-_LAST: tuple[bytes, bytes] = (b"", b"")
 
 
 def non_ascii(data: bytes) -> bytes:
     """``data`` with its ASCII bytes deleted (every UTF-8 sequence stays whole): what the checks
     for non-ASCII characters and magics read instead of the whole text, which is mostly ASCII.
-    The last answer is kept, since several checks ask about the same text in a row (one tuple,
-    read and replaced whole: safe across threads)."""
-    global _LAST
-    last = _LAST
-    if last[0] is data:
-        return last[1]
-    rest = data.translate(None, _ASCII)
-    _LAST = (data, rest)
-    return rest
+    A caller that asks several checks about one text computes it once and hands it on."""
+    return data.translate(None, _ASCII)
 
 
 def worth_scanning(b: bytes) -> bool:

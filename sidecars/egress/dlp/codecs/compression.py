@@ -40,8 +40,8 @@ _HIGH_GATES = (
 _LOW_GATES = ((b"\x01", b"\x78\x01"), (b"\x5e", b"\x78\x5e"), (b"Z", b"BZh"))
 
 
-def _may_hold_magic(data: bytes) -> bool:
-    high = non_ascii(data)
+def _may_hold_magic(data: bytes, high: bytes | None) -> bool:
+    high = non_ascii(data) if high is None else high
     return any(g in high and m in data for g, m in _HIGH_GATES) or any(g in data and m in data for g, m in _LOW_GATES)
 
 
@@ -151,10 +151,10 @@ def _one(kind: str, data: bytes, room: int) -> tuple[bytes, bytes, bool]:
     raise CannotScan(f"body: unknown content-encoding {kind!r}")
 
 
-def embedded(data: bytes, cap: int) -> list[tuple[int, bytes]]:
+def embedded(data: bytes, cap: int, rest: bytes | None = None) -> list[tuple[int, bytes]]:
     """Compressed data that starts anywhere in ``data`` (after a prefix of other bytes), inflated."""
     out: list[tuple[int, bytes]] = []
-    if not _may_hold_magic(data) or _ANY_MAGIC.search(data) is None:
+    if not _may_hold_magic(data, rest) or _ANY_MAGIC.search(data) is None:
         return out
     for magic, kind in _ANYWHERE + tuple((h, "deflate") for h in _ZLIB_HEADS):
         if kind != "bzip2" and data.isascii():

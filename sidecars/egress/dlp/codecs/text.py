@@ -46,14 +46,16 @@ def _stable(c: str) -> bool:
     return v
 
 
-def normalise(data: bytes) -> bytes | None:
-    """The text without invisible characters and in NFKC, or None when that changes nothing."""
+def normalise(data: bytes, rest: bytes | None = None) -> bytes | None:
+    """The text without invisible characters and in NFKC, or None when that changes nothing.
+    ``rest``: ``non_ascii(data)``, when the caller has it."""
     if data.isascii():
         return None
     # ASCII is NFKC and visible; the non-ASCII characters alone (the ASCII bytes deleted, which
     # leaves every UTF-8 sequence whole) say whether there is anything to do: in most text there
     # is not, and a few distinct characters are checked instead of the whole text.
-    if all(_stable(c) for c in set(non_ascii(data).decode("utf-8", "replace"))):
+    rest = non_ascii(data) if rest is None else rest
+    if all(_stable(c) for c in set(rest.decode("utf-8", "replace"))):
         return None
     s = data.decode("utf-8", "replace")
     t = _INVISIBLE.sub("", s) if _INVISIBLE_UTF8.search(data) is not None else s

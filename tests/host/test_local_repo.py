@@ -18,7 +18,8 @@ from bottle_tui import local_repo, proposals
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import GitSpec
 from bottle_tui.state import StateDir
-from tests.support.git_repos import snapshot
+from tests.support.repos import operator_repo as make_operator_repo
+from tests.support.repos import snapshot
 from tests.support.sidecars import git_gate_module
 
 pp = git_gate_module("push_policy")
@@ -54,18 +55,7 @@ def commit(repo: Path, name: str, text: str = "") -> str:
 
 @pytest.fixture
 def operator_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "code" / "app"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    commit(repo, "README")
-    git(repo, "tag", "v1")
-    git(repo, "branch", "dev")
-    # Work in progress the bottle must not disturb: a staged and an unstaged change, a stray file.
-    (repo / "README").write_text("edited, not staged\n")
-    (repo / "staged").write_text("staged\n")
-    git(repo, "add", "staged")
-    (repo / "untracked").write_text("x\n")
-    return repo
+    return make_operator_repo(tmp_path / "code" / "app")
 
 
 def spec(repo: Path, branch: str = "main") -> GitSpec:

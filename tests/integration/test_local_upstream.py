@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.bottles import Bottle, cli, sh, start_bottle, stop_bottle, write_home
-from tests.support.git_repos import snapshot
+from tests.support.repos import operator_repo, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -63,19 +63,7 @@ def home_rev(repo: Path, ref: str) -> str | None:
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str]):
     root = tmp_path_factory.mktemp("local-upstream")
-    repo = root / "code" / "app"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("# app\n")
-    git(repo, "add", "README.md")
-    git(repo, "-c", "user.name=op", "-c", "user.email=op@example.test", "commit", "-qm", "first")
-    git(repo, "branch", "dev")
-    git(repo, "tag", "v1")
-    # The operator's work in progress, which no bottle may disturb.
-    (repo / "README.md").write_text("# app, edited\n")
-    (repo / "staged.txt").write_text("staged\n")
-    git(repo, "add", "staged.txt")
-    (repo / "scratch.txt").write_text("untracked\n")
+    repo = operator_repo(root / "code" / "app")  # with the operator's work in progress
     home = write_home(root / "home")
     for rel, text in MANIFESTS.items():
         (home / rel).write_text(text)

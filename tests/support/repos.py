@@ -1,5 +1,6 @@
-"""Git repositories made for tests, as an agent leaves them: hostile file names, binary files,
-renames, deletes, staged, unstaged and untracked changes."""
+"""Git repositories made for tests: as an agent leaves them (hostile file names, binary files,
+renames, deletes, staged, unstaged and untracked changes), and an operator's with work in progress,
+with what a test compares of it around a bottle's session."""
 
 from __future__ import annotations
 
@@ -83,3 +84,36 @@ def make_worked_repo(path: Path) -> tuple[Path, str]:
     write(repo, b".gitignore", b"ignored.log\n")
     write(repo, b"ignored.log", b"not shown\n")
     return repo, base
+
+
+def operator_repo(repo: Path) -> Path:
+    """The operator's repository: a first commit on main, a tag v1 and a branch dev, then work in
+    progress no bottle may disturb (an unstaged edit, a staged file, an untracked file)."""
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    write(repo, b"README.md", b"# app\n")
+    git(repo, "add", "README.md")
+    git(repo, "commit", "-qm", "first")
+    git(repo, "tag", "v1")
+    git(repo, "branch", "dev")
+    write(repo, b"README.md", b"# app, edited\n")
+    write(repo, b"staged.txt", b"staged\n")
+    git(repo, "add", "staged.txt")
+    write(repo, b"scratch.txt", b"untracked\n")
+    return repo
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """Everything of the operator's repository a bottle must never change: every ref but the
+    bottle's own under refs/heads/bottle/, the working tree's status, HEAD and the index."""
+
+    def text(*args: str) -> str:
+        return git(repo, *args).decode().strip()
+
+    refs = text("for-each-ref", "--format=%(refname) %(objectname)")
+    return {
+        "refs": "\n".join(r for r in refs.splitlines() if not r.startswith("refs/heads/bottle/")),
+        "status": text("status", "--porcelain", "--untracked-files=all"),
+        "head": text("symbolic-ref", "HEAD") + " " + text("rev-parse", "HEAD"),
+        "index": (repo / ".git" / "index").read_bytes().hex(),
+    }

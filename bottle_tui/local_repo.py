@@ -15,23 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bottle_contract import layout
 from bottle_contract import proposal as contract
 
 from .errors import BottleError
 from .manifest import GitSpec
 from .runner import CommandError, run, run_blocking
-from .state import StateDir
 
 ZERO = "0" * 40
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 MAX_DIFF_BYTES = 256 << 10  # of a git-push proposal's diff shown to the operator
 # git for the host's own calls: no prompts, and no program of the repository's choosing runs.
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
-
-
-def mirror_git_dir(state: StateDir, repo: str) -> Path:
-    return state.git_gate / layout.mirror_git_dir(repo)
 
 
 async def check(git: GitSpec, source: Path) -> str:

@@ -304,7 +304,7 @@ def gate_mirror(state: StateDir) -> Path:
         raise BottleError(f"cannot read {path} ({exc}); is {state.slug} a bottle with git?") from None
     if not isinstance(repo, str) or "/" in repo or repo.startswith("."):
         raise BottleError(f"{path}: repo is not a plain repository name")
-    return local_repo.mirror_git_dir(state, repo)
+    return state.mirror_repo(repo)
 
 
 def bring_home(state: StateDir, pid: str, change: dict[str, Any]) -> local_repo.BroughtHome:

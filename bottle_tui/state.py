@@ -153,7 +153,11 @@ class StateDir:
     @property
     def git_mirror(self) -> Path:
         """The gate's mirror(s) of the upstream (``<repo>.git`` folders): what the gate holds."""
-        return self.git_gate / "mirror"
+        return self.git_gate / layout.MIRROR
+
+    def mirror_repo(self, repo: str) -> Path:
+        """The gate's mirror of ``repo`` (``<repo>.git``), where the gate and the host agree it is."""
+        return self.git_gate / layout.mirror_git_dir(repo)
 
     @property
     def work_start(self) -> Path:

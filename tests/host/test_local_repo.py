@@ -122,7 +122,7 @@ class Bottle:
         self.repo = repo
         self.state = StateDir(tmp / "home" / "state" / slug)
         self.state.create()
-        self.mirror = local_repo.mirror_git_dir(self.state, "app")
+        self.mirror = self.state.mirror_repo("app")
         self.start = asyncio.run(local_repo.make_mirror(spec(repo), SOURCE, self.mirror))
         (self.state.git_gate / "gate.json").write_text(json.dumps({"repo": "app"}))
         self.state.write_metadata({"slug": slug, "local_upstream": str(repo)})

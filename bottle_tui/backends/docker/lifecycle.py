@@ -131,7 +131,7 @@ async def prepare_local_mirror(plan: BottlePlan) -> str | None:
     git = plan.bottle.git
     if git is None or git.local is None:
         return None
-    tip = await local_repo.make_mirror(git, plan.bottle.path, local_repo.mirror_git_dir(plan.state, plan.git_repo))
+    tip = await local_repo.make_mirror(git, plan.bottle.path, plan.state.mirror_repo(plan.git_repo))
     append_log(plan.state.bringup_log, f"mirrored the local upstream for the gate at {tip[:12]} of {git.branch}")
     return tip
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv
+.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv mutmut
 
 venv: $(STAMP)
 
@@ -69,6 +69,11 @@ bench: images
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_console.py
 	$(PY) bench/bench_tmux.py
+
+# Mutation testing of the DLP package with mutmut (not part of `make test`: about 4,000 mutants,
+# most of an hour on 2 cores). Resumes where it stopped; `make mutmut ARGS=results` lists survivors.
+mutmut: $(STAMP)
+	scripts/mutmut-dlp.sh $(PY) $(ARGS)
 
 # Removes what the tests leave: bottles whose home is a pytest temporary folder and their work
 # volumes (cleanup archives them into that home first), the tests' fake-internet containers,

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-SIDECARS = Path(__file__).resolve().parents[2] / "sidecars"
+# BOTTLE_TUI_TEST_SIDECARS points the tests at another copy of the sidecars' folders: the mutation
+# run (scripts/mutmut-dlp.sh) gives them one whose egress folder holds the mutated DLP package.
+SIDECARS = Path(os.environ.get("BOTTLE_TUI_TEST_SIDECARS") or Path(__file__).resolve().parents[2] / "sidecars")
 EGRESS_DIR = SIDECARS / "egress"
 IMAGE_ROOT = "/opt/bottle/"
 

@@ -260,7 +260,14 @@ def test_serialized_database_round_trip_and_staleness(tmp_path: Path) -> None:
     assert r.returncode == 0 and "5 rules" in r.stdout, r.stderr
     rules = dlp.load_rules(p)
     assert dlp.load_database(rules, dlp.database_path(p)) is not None
+    # what the database does not hold (comments, allowlists, the deviations that change no regex)
+    # leaves it valid; another regex makes it stale, and the scanner then compiles its own
     p.write_text(RULES + "\n# edited\n")
+    assert dlp.load_database(dlp.load_rules(p), dlp.database_path(p)) is not None
+    allow_inline = tuple(d for d in dlp.DEVIATIONS if d != "no-inline-allow")
+    assert dlp.load_database(dlp.load_rules(p, allow_inline), dlp.database_path(p)) is not None
+    assert dlp.load_database(dlp.load_rules(p, ()), dlp.database_path(p)) is None  # delimiters differ
+    p.write_text(RULES.replace("ghp_[0-9a-zA-Z]{36}", "ghp_[0-9a-zA-Z]{35,36}"))
     assert dlp.load_database(dlp.load_rules(p), dlp.database_path(p)) is None  # other rules: recompile
     assert found(dlp.Scanner.load(p), GHP) == [("github-pat", GHP)]
 

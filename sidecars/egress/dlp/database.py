@@ -122,6 +122,9 @@ def load_database(rules: Rules, path: Path) -> tuple[hyperscan.Database, list[in
 
 
 def _digest(rules: Rules) -> str:
-    """The rules' digest and every pattern the database holds besides them."""
-    extra = b"\0".join(DECODABLE + [p for codec in RUN_CODECS for p in codec.CANDIDATES])
-    return hashlib.sha256(rules.digest.encode() + extra).hexdigest()
+    """Every pattern the database holds, under its id: rules that differ only where the database
+    does not look (comments, allowlists, entropy, the deviations that change no regex) share one."""
+    parts = [r.pattern.encode() if r.regex is not None else b"" for r in rules.rules]
+    parts += [b"\1" + kw.encode() for kw in rules.keywords]
+    parts += DECODABLE + [p for codec in RUN_CODECS for p in codec.CANDIDATES]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()

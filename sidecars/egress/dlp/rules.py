@@ -9,7 +9,6 @@ lists them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -115,7 +114,6 @@ class Rules:
     rules: list[Rule]
     allowlists: list[Allowlist]
     keywords: list[str]
-    digest: str  # sha256 of the rules file and the deviations: the serialized database must match it
     deviations: frozenset[str] = frozenset()
 
     def by_id(self) -> dict[str, Rule]:
@@ -238,8 +236,7 @@ def load_rules(path: Path | str = RULES_PATH, deviations: tuple[str, ...] | froz
             by_id[t].allowlists.append(al)
         if not targets:
             global_als.append(al)
-    digest = hashlib.sha256(raw + b"\0" + ",".join(sorted(dev)).encode()).hexdigest()
-    return Rules(rules=rules, allowlists=global_als, keywords=list(keywords), digest=digest, deviations=dev)
+    return Rules(rules=rules, allowlists=global_als, keywords=list(keywords), deviations=dev)
 
 
 def rewrite_pattern(pattern: str, dev: frozenset[str]) -> str:

@@ -301,14 +301,12 @@ def test_network_policy_lets_nothing_in_and_the_bundle_out(plan: BottlePlan, via
     assert [p["port"] for p in out["ports"]] == [80, 443]  # the routes' ports and the git upstream's
     for block in out["to"]:
         assert "10.0.0.0/8" in block["ipBlock"]["except"] or "fc00::/7" in block["ipBlock"]["except"]
-    spec = pod_spec(objects)
-    pod_labels = (one(objects, "Pod")["metadata"] if via == "pod" else None) or (
-        one(objects, "Sandbox")["spec"]["podTemplate"]["metadata"]
-        if via == "sandbox"
-        else one(objects, "SandboxTemplate")["spec"]["podTemplate"]["metadata"]
-    )
-    assert policy["podSelector"]["matchLabels"].items() <= pod_labels["labels"].items()
-    assert spec["containers"][0]["name"] == "agent"
+    pod_meta = {
+        "pod": lambda: one(objects, "Pod")["metadata"],
+        "sandbox": lambda: one(objects, "Sandbox")["spec"]["podTemplate"]["metadata"],
+        "warm-pool": lambda: one(objects, "SandboxTemplate")["spec"]["podTemplate"]["metadata"],
+    }[via]()
+    assert policy["podSelector"]["matchLabels"].items() <= pod_meta["labels"].items()
 
 
 def test_routes_without_ports_give_the_bundle_dns_only(plan: BottlePlan) -> None:
@@ -332,6 +330,8 @@ def test_a_local_upstream_or_an_unknown_way_is_one_line(plan: BottlePlan, tmp_pa
     assert "\n" not in str(err.value)
     with pytest.raises(BottleError, match="'deployment' is not a way"):
         k8s.render_kubernetes(plan, via="deployment")  # type: ignore[arg-type]
+    with pytest.raises(BottleError, match="a warm pool of -1 Pods"):
+        k8s.render_kubernetes(plan, via="warm-pool", warm=-1)
 
 
 def test_warm_pool_pods_hold_nothing_of_one_bottle(plan: BottlePlan) -> None:

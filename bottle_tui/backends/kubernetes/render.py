@@ -481,6 +481,8 @@ def render_kubernetes(plan: BottlePlan, *, via: Via = "pod", warm: int = 1) -> l
     agent-sandbox Sandbox, or a claim on a warm pool of ``warm`` ready Pods of its agent."""
     if via not in VIAS:
         raise BottleError(f"kubernetes: '{via}' is not a way to run a bottle: use one of {', '.join(VIAS)}")
+    if warm < 0:
+        raise BottleError(f"kubernetes: a warm pool of {warm} Pods: give 0 or more")
     git = plan.bottle.git
     if git and git.local is not None:
         raise BottleError(

@@ -162,6 +162,9 @@ def test_core_objects_are_what_the_kubernetes_client_reads(plan: BottlePlan, via
 
 @pytest.mark.parametrize("via", ["sandbox", "warm-pool"])
 def test_agent_sandbox_objects_follow_its_crds(plan: BottlePlan, via: k8s.Via) -> None:
+    assert f"agent-sandbox {k8s.AGENT_SANDBOX_VERSION} " in CRDS["source"], (
+        "the renderer follows other CRDs than stored"
+    )
     custom = [o for o in k8s.render_kubernetes(plan, via=via) if o["kind"] in CRDS["kinds"]]
     want = {"sandbox": {"Sandbox"}, "warm-pool": {"SandboxTemplate", "SandboxWarmPool", "SandboxClaim"}}[via]
     assert {o["kind"] for o in custom} == want

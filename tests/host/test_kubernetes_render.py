@@ -1,7 +1,7 @@
 """The Kubernetes renderer (no cluster: none can start on these machines): golden files, the core
 objects read strictly by the official `kubernetes` client's models, the agent-sandbox objects
-against that project's own CRD schemas (v0.5.6), the bottle's invariants, and the two scripts the
-Pod runs (bottle-net in a network namespace of its own, bottle-seed on folders).
+against that project's own CRD schemas (v0.5.6), the bottle's invariants, and the three scripts the
+Pod runs (bottle-net in a network namespace of its own, agent-home and bottle-seed on folders).
 
 Regenerate the golden files after an intended change with: UPDATE_GOLDEN=1 make test-unit
 """
@@ -198,7 +198,7 @@ def test_the_checks_catch_a_wrong_field_or_type(plan: BottlePlan) -> None:
     with pytest.raises(AssertionError, match="networkPolicyManagement"):
         check_custom(template)
     template = copy.deepcopy(one(sandboxes, "SandboxTemplate"))
-    template["spec"]["podTemplate"]["spec"]["initContainers"][2]["restartPolicys"] = "Always"
+    template["spec"]["podTemplate"]["spec"]["initContainers"][3]["restartPolicys"] = "Always"
     with pytest.raises(AssertionError, match="restartPolicys"):
         check_custom(template)
 
@@ -231,8 +231,8 @@ def test_containers_are_hardened_as_the_docker_bottle(plan: BottlePlan, via: k8s
     spec = pod_spec(k8s.render_kubernetes(plan, via=via))
     compose = render_compose(plan, host_uid=1000, host_gid=1000)["services"]
     by_name = containers(spec)
-    # The bundle first (bottle-net, the seed, then the native sidecar), the agent after it.
-    assert [c["name"] for c in spec["initContainers"]] == ["bottle-net", "bottle-seed", "sidecars"]
+    # bottle-net first, the agent's home and the bundle's state, the native sidecar, then the agent.
+    assert [c["name"] for c in spec["initContainers"]] == ["bottle-net", "agent-home", "bottle-seed", "sidecars"]
     assert by_name["sidecars"]["restartPolicy"] == "Always" and "startupProbe" in by_name["sidecars"]
     assert [c["name"] for c in spec["containers"]] == ["agent"]
     for name, container in by_name.items():
@@ -240,13 +240,14 @@ def test_containers_are_hardened_as_the_docker_bottle(plan: BottlePlan, via: k8s
         assert sc["capabilities"]["drop"] == ["ALL"] and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"].get("add", []) == (["NET_ADMIN", "NET_RAW"] if name == "bottle-net" else [])
         assert (sc["runAsUser"] == 0) == (name == "bottle-net")
+        assert (sc["runAsUser"] == 1000) == (name in {"agent", "agent-home"})
     assert by_name["agent"]["securityContext"]["runAsUser"] == 1000 == int(compose["agent"]["user"].split(":")[0])
     assert by_name["sidecars"]["securityContext"]["runAsUser"] == k8s.BUNDLE_UID != 1000
     assert by_name["sidecars"]["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["automountServiceAccountToken"] is False and spec["shareProcessNamespace"] is False
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     # The same images and limits as the docker bottle.
-    assert by_name["agent"]["image"] == compose["agent"]["image"]
+    assert by_name["agent"]["image"] == by_name["agent-home"]["image"] == compose["agent"]["image"]
     assert by_name["sidecars"]["image"] == by_name["bottle-seed"]["image"] == compose["sidecars"]["image"]
     assert by_name["agent"]["resources"]["limits"] == {"cpu": "1.5", "memory": "2048Mi"}
     assert compose["agent"]["cpus"] == 1.5 and compose["agent"]["mem_limit"] == "2048m"
@@ -430,6 +431,23 @@ def test_seed_puts_the_first_policy_in_place_and_keeps_a_later_one(plan: BottleP
     subprocess.run(argv, check=True)
     assert routes.read_text() == "edited\n" and not (state / "egress" / "ready").exists()
     assert sorted(p.name for p in state.iterdir()) == ["egress", "git-gate", "status", "supervise"]
+
+
+def test_agent_home_gets_the_images_home_once(plan: BottlePlan, tmp_path: Path) -> None:
+    cmd = containers(pod_spec(k8s.render_kubernetes(plan)))["agent-home"]["command"]
+    image_home, claim = tmp_path / "image-home", tmp_path / "claim"
+    (image_home / "work").mkdir(parents=True)
+    (image_home / ".claude").mkdir()
+    (image_home / ".profile").write_text("image\n")
+    claim.mkdir()
+    argv = _rebase(cmd, {"/home/agent": image_home, k8s.AGENT_HOME_MOUNT: claim})
+    subprocess.run(argv, check=True)
+    assert sorted(p.name for p in claim.iterdir()) == [".claude", ".profile", "work"]
+    # A second start (a resumed bottle) keeps what the agent changed.
+    (claim / ".profile").write_text("the agent's\n")
+    (claim / "work" / "file").write_text("work\n")
+    subprocess.run(argv, check=True)
+    assert (claim / ".profile").read_text() == "the agent's\n" and (claim / "work" / "file").exists()
 
 
 NET_PROBE = r"""

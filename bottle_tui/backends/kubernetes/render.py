@@ -6,7 +6,9 @@ containers of a Pod share its network namespace, so no NetworkPolicy can tell th
 bundle: the Pod's NetworkPolicy is the bundle's way out (DNS and the routes' ports outside the
 cluster, nothing in), and the agent's "no route out" is made inside the Pod, before anything else
 starts, by ``bottle-net``: packets of the agent's uid leave only through loopback, where the
-bundle's daemons listen. That holds whatever the cluster's CNI does with NetworkPolicies.
+bundle's daemons listen. That holds whatever the cluster's CNI does with NetworkPolicies. The
+other init containers: ``agent-home`` (the image's home onto the agent's empty claim) and
+``bottle-seed`` (the first policy and settings onto the bundle's).
 
 Three ways to run the same Pod (``via``):
 
@@ -119,6 +121,14 @@ while [ "$#" -ge 3 ]; do
   shift 3
 done
 """.replace("FOLDERS", " ".join(layout.SIDECAR_FOLDERS)).replace("READY", layout.READY)
+# agent-home: a claim starts empty, where docker fills a new volume with what the image holds at
+# its mount point; so, on the first start only, the agent's home on its claim gets the image's
+# /home/agent (its work folder, ~/.claude), copied by the agent's uid in the agent's image.
+AGENT_HOME_SCRIPT = r"""
+set -eu
+[ -e "$2/work" ] || cp -a "$1/." "$2/"
+"""
+AGENT_HOME_MOUNT = "/agent-home"
 SEED_MOUNT = "/seed"
 CA_SEED_MOUNT = "/seed-ca"
 # The addresses the bundle may reach for its way out: anything but the cluster's and the
@@ -258,6 +268,14 @@ def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
         },
         "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
     }
+    home = {
+        "name": "agent-home",
+        "image": plan.images["agent"],
+        "command": ["sh", "-c", AGENT_HOME_SCRIPT, "agent-home", AGENT_HOME, AGENT_HOME_MOUNT],
+        "securityContext": _hardened(AGENT_UID, AGENT_GID),
+        "volumeMounts": [{"name": "work", "mountPath": AGENT_HOME_MOUNT}],
+        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+    }
     seed = {
         "name": "bottle-seed",
         "image": bundle_image,
@@ -346,7 +364,8 @@ def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
             "fsGroup": AGENT_GID,
             "fsGroupChangePolicy": "OnRootMismatch",
         },
-        "initContainers": [net, seed, sidecars],
+        # bottle-net first: nothing runs in the Pod's network before the agent's rules are in place.
+        "initContainers": [net, home, seed, sidecars],
         "containers": [agent],
         "volumes": volumes,
     }

@@ -1,7 +1,7 @@
 """The Kubernetes renderer (no cluster: none can start on these machines): golden files, the core
 objects read strictly by the official `kubernetes` client's models, the agent-sandbox objects
-against that project's own CRD schemas (v0.5.6), the bottle's invariants, and the three scripts the
-Pod runs (bottle-net in a network namespace of its own, agent-home and bottle-seed on folders).
+against that project's own CRD schemas (v0.5.6), the bottle's invariants, and the two scripts the
+Pod runs (bottle-net in a network namespace of its own, agent-home on folders).
 
 Regenerate the golden files after an intended change with: UPDATE_GOLDEN=1 make test-unit
 """
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient
 
-from bottle_tui.backends.docker.compose import render_compose, render_routes, to_yaml
+from bottle_tui.backends.docker.compose import render_compose
 from bottle_tui.backends.kubernetes import render as k8s
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import GitSpec
@@ -42,7 +42,7 @@ CORE_MODELS = {
     "Pod": "V1Pod",
     "NetworkPolicy": "V1NetworkPolicy",
 }
-BUNDLE_CONTAINERS = {"bottle-seed", "sidecars"}
+BUNDLE_CONTAINERS = {"sidecars"}
 
 
 @pytest.fixture
@@ -198,7 +198,7 @@ def test_the_checks_catch_a_wrong_field_or_type(plan: BottlePlan) -> None:
     with pytest.raises(AssertionError, match="networkPolicyManagement"):
         check_custom(template)
     template = copy.deepcopy(one(sandboxes, "SandboxTemplate"))
-    template["spec"]["podTemplate"]["spec"]["initContainers"][3]["restartPolicys"] = "Always"
+    template["spec"]["podTemplate"]["spec"]["initContainers"][2]["restartPolicys"] = "Always"
     with pytest.raises(AssertionError, match="restartPolicys"):
         check_custom(template)
 
@@ -211,7 +211,7 @@ def test_secrets_reach_the_bundle_only_and_never_as_env(plan: BottlePlan, via: k
     objects = k8s.render_kubernetes(plan, via=via)
     spec = pod_spec(objects)
     secret = one(objects, "Secret")
-    assert set(secret["data"]) == {*plan.secret_env_names, k8s.EGRESS_CA_KEY_ITEM} and secret["immutable"]
+    assert set(secret["data"]) == set(plan.secret_env_names) and secret["immutable"]
     secret_volumes = {v["name"] for v in spec["volumes"] if "secret" in v}
     assert {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v} == {secret["metadata"]["name"]}
     for name, container in containers(spec).items():
@@ -231,9 +231,9 @@ def test_containers_are_hardened_as_the_docker_bottle(plan: BottlePlan, via: k8s
     spec = pod_spec(k8s.render_kubernetes(plan, via=via))
     compose = render_compose(plan, host_uid=1000, host_gid=1000)["services"]
     by_name = containers(spec)
-    # bottle-net first, the agent's home and the bundle's state, the native sidecar, then the agent.
-    assert [c["name"] for c in spec["initContainers"]] == ["bottle-net", "agent-home", "bottle-seed", "sidecars"]
-    assert by_name["sidecars"]["restartPolicy"] == "Always" and "startupProbe" in by_name["sidecars"]
+    # bottle-net first, the agent's home, the native sidecar, then the agent.
+    assert [c["name"] for c in spec["initContainers"]] == ["bottle-net", "agent-home", "sidecars"]
+    assert by_name["sidecars"]["restartPolicy"] == "Always" and "readinessProbe" in by_name["sidecars"]
     assert [c["name"] for c in spec["containers"]] == ["agent"]
     for name, container in by_name.items():
         sc = container["securityContext"]
@@ -248,7 +248,7 @@ def test_containers_are_hardened_as_the_docker_bottle(plan: BottlePlan, via: k8s
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     # The same images and limits as the docker bottle.
     assert by_name["agent"]["image"] == by_name["agent-home"]["image"] == compose["agent"]["image"]
-    assert by_name["sidecars"]["image"] == by_name["bottle-seed"]["image"] == compose["sidecars"]["image"]
+    assert by_name["sidecars"]["image"] == compose["sidecars"]["image"]
     assert by_name["agent"]["resources"]["limits"] == {"cpu": "1.5", "memory": "2048Mi"}
     assert compose["agent"]["cpus"] == 1.5 and compose["agent"]["mem_limit"] == "2048m"
     assert by_name["sidecars"]["resources"]["limits"]["memory"] == compose["sidecars"]["mem_limit"].replace("m", "Mi")
@@ -270,11 +270,16 @@ def test_the_bundle_gets_what_the_docker_bundle_gets(plan: BottlePlan, via: k8s.
         k: v for k, v in docker_env.items() if k != "BOTTLE_SLUG"
     }
     assert not set(plan.secret_env_names) & set(env), "a credential's name is in the bundle's environment"
+    # Init waits for the host's seed, and reads the credentials from the Secret's files.
+    assert env["BOTTLE_SEED_MARK"] == "/state/.seeded" and env["BOTTLE_SECRETS_DIR"] == k8s.SECRETS_MOUNT
+    mounts = {m["name"]: m["mountPath"] for m in containers(spec)["sidecars"]["volumeMounts"]}
+    assert mounts["state"] == "/state" and mounts["bundle-secrets"] == k8s.SECRETS_MOUNT
     # The agent's names for the bundle, all on the Pod's loopback.
     aliases = compose["sidecars"]["networks"]["internal"]["aliases"]
     assert spec["hostAliases"] == [{"ip": "127.0.0.1", "hostnames": aliases}]
-    # The policy the seed step puts in place is the docker bottle's routes.yaml.
-    assert by_kind(objects, "ConfigMap")[0]["data"]["routes.yaml"] == to_yaml(render_routes(plan))
+    # The policy and the CA's key are seeded through the control command, never API objects.
+    text = json.dumps(objects)
+    assert "routes.yaml" not in text and "mitmproxy-ca" not in text and "api.example.com" not in text
 
 
 @pytest.mark.parametrize("via", k8s.VIAS)
@@ -315,8 +320,12 @@ def test_network_policy_lets_nothing_in_and_the_bundle_out(plan: BottlePlan, via
 
 def test_routes_without_ports_give_the_bundle_dns_only(plan: BottlePlan) -> None:
     bare = dataclasses.replace(plan, bottle=dataclasses.replace(plan.bottle, routes=(), git=None))
-    policy = one(k8s.render_kubernetes(bare), "NetworkPolicy")["spec"]
+    objects = k8s.render_kubernetes(bare)
+    policy = one(objects, "NetworkPolicy")["spec"]
     assert len(policy["egress"]) == 1 and {p["port"] for p in policy["egress"][0]["ports"]} == {53}
+    # No credential to inject: no Secret, and nothing of one in the Pod.
+    assert not by_kind(objects, "Secret") and "bundle-secrets" not in json.dumps(objects)
+    strict_model(one(objects, "Pod"), "V1Pod")
 
 
 def test_an_upstream_port_opens_that_port(plan: BottlePlan) -> None:
@@ -356,11 +365,11 @@ def test_warm_pool_pods_hold_nothing_of_one_bottle(plan: BottlePlan) -> None:
 
 
 def _secret_values(plan: BottlePlan) -> dict[str, str]:
-    return {**{n: f"real-value-of-{n}" for n in plan.secret_env_names}, k8s.EGRESS_CA_KEY_ITEM: "KEY AND CERT"}
+    return {n: f"real-value-of-{n}" for n in plan.secret_env_names}
 
 
 def _config_values() -> dict[str, str]:
-    return {"egress-ca.pem": "CERT", k8s.UPSTREAM_CA_ITEM: "TRUST"}
+    return {"egress-ca.pem": "CERT"}
 
 
 def test_fill_values_fills_every_empty_key_and_nothing_else(plan: BottlePlan) -> None:
@@ -370,8 +379,7 @@ def test_fill_values_fills_every_empty_key_and_nothing_else(plan: BottlePlan) ->
     assert json.dumps(objects) == rendered, "fill_values changed the rendered objects"
     data = one(filled, "Secret")["data"]
     assert base64.b64decode(data["EXAMPLE_KEY"]).decode() == "real-value-of-EXAMPLE_KEY"
-    seed, ca = by_kind(filled, "ConfigMap")
-    assert seed["data"][k8s.UPSTREAM_CA_ITEM] == "TRUST" and ca["data"] == {"egress-ca.pem": "CERT"}
+    assert one(filled, "ConfigMap")["data"] == {"egress-ca.pem": "CERT"}
     assert "real-value-of" not in rendered
     missing = {k: v for k, v in _secret_values(plan).items() if k != "GIT_TOKEN"}
     with pytest.raises(BottleError, match="needs a value for GIT_TOKEN"):
@@ -392,45 +400,6 @@ def _rebase(args: list[str], roots: dict[str, Path]) -> list[str]:
                 break
         out.append(arg)
     return out
-
-
-def test_seed_puts_the_first_policy_in_place_and_keeps_a_later_one(plan: BottlePlan, tmp_path: Path) -> None:
-    objects = k8s.fill_values(k8s.render_kubernetes(plan), secret=_secret_values(plan), config=_config_values())
-    spec = pod_spec(objects)
-    seed_cmd = containers(spec)["bottle-seed"]["command"]
-    roots = {
-        "/state": tmp_path / "state",
-        k8s.SEED_MOUNT: tmp_path / "seed",
-        k8s.CA_SEED_MOUNT: tmp_path / "seed-ca",
-        k8s.SECRETS_MOUNT: tmp_path / "secrets",
-    }
-    seed_cm, ca_cm = by_kind(objects, "ConfigMap")
-    for root, files in (
-        (roots[k8s.SEED_MOUNT], seed_cm["data"]),
-        (roots[k8s.CA_SEED_MOUNT], ca_cm["data"]),
-        (
-            roots[k8s.SECRETS_MOUNT],
-            {k: base64.b64decode(v).decode() for k, v in one(objects, "Secret")["data"].items()},
-        ),
-    ):
-        root.mkdir()
-        for name, text in files.items():
-            (root / name).write_text(text)
-    argv = _rebase(seed_cmd, roots)
-    state = roots["/state"]
-    subprocess.run(argv, check=True)
-    routes = state / "egress" / "routes.yaml"
-    assert routes.read_text() == to_yaml(render_routes(plan)) and oct(routes.stat().st_mode & 0o777) == "0o600"
-    assert (state / "egress" / "mitmproxy-ca.pem").read_text() == "KEY AND CERT"
-    assert (state / "egress" / "mitmproxy-ca-cert.pem").read_text() == "CERT"
-    assert json.loads((state / "git-gate" / "gate.json").read_text())["upstream"] == plan.bottle.git.upstream
-    assert json.loads((state / "supervise" / "settings.json").read_text()) == {"timeout_seconds": 900}
-    # A restarted Pod: the policy in force (an approved route) stays; the stale ready file goes.
-    routes.write_text("edited\n")
-    (state / "egress" / "ready").write_text("{}")
-    subprocess.run(argv, check=True)
-    assert routes.read_text() == "edited\n" and not (state / "egress" / "ready").exists()
-    assert sorted(p.name for p in state.iterdir()) == ["egress", "git-gate", "status", "supervise"]
 
 
 def test_agent_home_gets_the_images_home_once(plan: BottlePlan, tmp_path: Path) -> None:

@@ -146,13 +146,6 @@ def render_routes(plan: BottlePlan) -> dict[str, Any]:
     return Policy(bottle=plan.bottle.name, routes=tuple(plan.routes), dlp=plan.bottle.dlp).to_doc()
 
 
-def render_supervise_settings(plan: BottlePlan) -> dict[str, Any] | None:
-    """settings.json for supervise (read at start: init passes daemons few variables), or None."""
-    if not plan.supervise_url:
-        return None
-    return {"timeout_seconds": plan.bottle.supervise.timeout_seconds}
-
-
 def render_git_gate(plan: BottlePlan, *, start: str | None = None) -> dict[str, Any] | None:
     """gate.json for git-gate: every setting explicit (the gate has no defaults of its own). A
     local upstream is written as null: the operator's path never enters the bundle. ``start`` is

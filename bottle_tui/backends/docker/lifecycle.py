@@ -31,7 +31,7 @@ from ...state import (
 )
 from .. import StopReport
 from . import engine, images, workspace
-from .compose import render_compose, render_git_gate, render_routes, render_supervise_settings, to_yaml
+from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
 
@@ -99,9 +99,13 @@ def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy
         atomic_write(state.git_gate / "gate.json", json.dumps(gate, indent=2) + "\n", mode=0o600)
         # The gate trusts upstreams exactly as egress does.
         atomic_write(state.git_gate / "upstream-ca.pem", upstream_ca, mode=0o644)
-    settings = render_supervise_settings(plan)
-    if settings is not None:
-        atomic_write(state.supervise / "settings.json", json.dumps(settings) + "\n", mode=0o644)
+    if plan.supervise_url:
+        # Read by the supervise daemon at start (a file: init passes daemons few variables).
+        atomic_write(
+            state.supervise / "settings.json",
+            json.dumps({"timeout_seconds": plan.bottle.supervise.timeout_seconds}) + "\n",
+            mode=0o644,
+        )
     state.write_metadata(
         {
             "agent": plan.agent.name,

@@ -7,8 +7,14 @@ bundle: the Pod's NetworkPolicy is the bundle's way out (DNS and the routes' por
 cluster, nothing in), and the agent's "no route out" is made inside the Pod, before anything else
 starts, by ``bottle-net``: packets of the agent's uid leave only through loopback, where the
 bundle's daemons listen. That holds whatever the cluster's CNI does with NetworkPolicies. The
-other init containers: ``agent-home`` (the image's home onto the agent's empty claim) and
-``bottle-seed`` (the first policy and settings onto the bundle's).
+other init container, ``agent-home``, puts the image's home onto the agent's empty claim.
+
+The bundle's state is a claim of its own, seeded as a swarm bottle's volume is: the bundle's init
+starts no daemon before the seed mark exists, and the host writes the sidecar folders it renders
+for a docker bottle (policy, gate and supervise settings, the egress CA) through the bundle's
+control command (``bottle_control seed``, a tar on stdin) with ``kubectl exec``, so the CA's key
+is never an object of the API. A restarted Pod finds the mark, and the policy and queue of its
+last run.
 
 Three ways to run the same Pod (``via``):
 
@@ -24,16 +30,15 @@ The API types followed are kubernetes-sigs/agent-sandbox v0.5.6 (``agents.x-k8s.
 and ``extensions.agents.x-k8s.io/v1beta1``, the storage versions), read in its api/ and
 extensions/api/ Go types and k8s/crds/.
 
-Values the plan does not hold (credentials, the egress CA, the upstream trust bundle) are
-rendered as empty keys and filled in by ``fill_values`` when the objects are applied, so a
-rendered object never carries a credential and the golden files show every key.
+Values the plan does not hold (credentials, the egress CA's certificate) are rendered as empty
+keys and filled in by ``fill_values`` when the objects are applied, so a rendered object never
+carries a credential and the golden files show every key.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import json
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -43,16 +48,7 @@ from bottle_contract import layout
 from ...errors import BottleError
 from ...plan import AGENT_HOME, CA_CERT_NAME, CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan
 from ..docker import labels
-from ..docker.compose import (
-    AGENT_USER,
-    GIT_GATE_MOUNT,
-    SIDECAR_ALIASES,
-    SIDECARS_MEMORY,
-    render_git_gate,
-    render_routes,
-    render_supervise_settings,
-    to_yaml,
-)
+from ..docker.compose import AGENT_USER, SIDECAR_ALIASES, SIDECARS_MEMORY
 
 Via = Literal["pod", "sandbox", "warm-pool"]
 VIAS: tuple[Via, ...] = ("pod", "sandbox", "warm-pool")
@@ -69,13 +65,14 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "bottle-tui"}
 
 AGENT_UID, AGENT_GID = (int(part) for part in AGENT_USER.split(":"))
 # The bundle has no operator's folder to write into here (docker runs it as the operator): it
-# runs as a uid of its own, never the agent's, so the agent can signal or trace none of it.
-BUNDLE_UID = BUNDLE_GID = 10001
-# Where the bundle's containers see the bottle's Secret, one file per key (the credentials under
-# their env var names): never in any environment, never in the agent.
-SECRETS_MOUNT = "/run/secrets/bottle-tui"
-EGRESS_CA_KEY_ITEM = "mitmproxy-ca.pem"  # key and certificate, as mitmproxy reads its CA
-UPSTREAM_CA_ITEM = "upstream-ca.pem"
+# runs as the swarm bundle's uid, never the agent's.
+BUNDLE_UID = BUNDLE_GID = 1001
+# Where the bundle sees the bottle's Secret, one file per credential named by its env var, and
+# init reads them (BOTTLE_SECRETS_DIR): the swarm bundle's Docker secrets' folder. Never in any
+# environment, never in the agent.
+SECRETS_MOUNT = "/run/secrets"
+# Init starts no daemon before this exists on the state volume; bottle_control seed writes it.
+SEED_MARK = f"{layout.BUNDLE_STATE}/.seeded"
 # The volumes' sizes: a claim must name one. The state holds the bounded logs (layout.Cap), the
 # queue and the gate's mirror of the upstream, which is the part that grows with the repository.
 WORK_STORAGE = "20Gi"
@@ -92,7 +89,6 @@ AGENT_INIT = (
     "        time.sleep(1)\n"
 )
 STOP_GRACE_SECONDS = 3
-READY_TIMEOUT_SECONDS = 60  # as the docker bring-up waits for the ready files
 # bottle-net: in the Pod's network namespace, before any other container starts, packets of the
 # agent's uid may leave through loopback only (where the bundle listens); anything else it sends
 # is refused, IPv4 and IPv6 (unless the Pod has no IPv6 at all). It fails, and so does the Pod,
@@ -107,20 +103,6 @@ for t in iptables ip6tables; do
   "$t" -w -A OUTPUT -m owner --uid-owner "$uid" -j REJECT
 done
 """
-# bottle-seed: the bundle's state volume gets its folders, and, on the first start only, what the
-# host writes into them before a docker bottle starts (a restarted Pod keeps the policy in force,
-# the queue and the logs). Arguments: the state root, then triples of source, destination, mode.
-# Stale ready files go, as the docker bring-up removes them before `up`.
-SEED_SCRIPT = r"""
-set -eu
-root=$1
-shift
-for d in FOLDERS; do mkdir -p "$root/$d"; rm -f "$root/$d/READY"; done
-while [ "$#" -ge 3 ]; do
-  if [ ! -e "$2" ]; then cp "$1" "$2.seed" && chmod "$3" "$2.seed" && mv "$2.seed" "$2"; fi
-  shift 3
-done
-""".replace("FOLDERS", " ".join(layout.SIDECAR_FOLDERS)).replace("READY", layout.READY)
 # agent-home: a claim starts empty, where docker fills a new volume with what the image holds at
 # its mount point; so, on the first start only, the agent's home on its claim gets the image's
 # /home/agent (its work folder, ~/.claude), copied by the agent's uid in the agent's image.
@@ -129,8 +111,6 @@ set -eu
 [ -e "$2/work" ] || cp -a "$1/." "$2/"
 """
 AGENT_HOME_MOUNT = "/agent-home"
-SEED_MOUNT = "/seed"
-CA_SEED_MOUNT = "/seed-ca"
 # The addresses the bundle may reach for its way out: anything but the cluster's and the
 # private ranges (pods, services, nodes, the cloud's metadata address).
 PRIVATE_V4 = ("10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16")
@@ -147,7 +127,6 @@ def _names(plan: BottlePlan, via: Via) -> dict[str, str]:
         "pod": plan.slug,
         "template": template,
         "secret": f"{owner}-bundle",
-        "seed": f"{owner}-seed",
         "ca": f"{owner}-ca",
         "policy": owner,
     }
@@ -201,59 +180,22 @@ def _env(values: Mapping[str, str]) -> list[dict[str, Any]]:
     return env
 
 
-def _seed_files(plan: BottlePlan, via: Via) -> dict[str, str]:
-    """The seed ConfigMap's keys: what the host writes into the state folders of a docker bottle."""
-    files = {"routes.yaml": to_yaml(render_routes(plan)), UPSTREAM_CA_ITEM: ""}
-    gate = render_git_gate(plan)
-    if gate is not None:
-        if via == "warm-pool":
-            # Pods of a pool are made before their bottle: the gate's slug names only held pushes,
-            # which need a local upstream (refused below), so the pool's name stands in.
-            gate["slug"] = _names(plan, via)["template"]
-        files["gate.json"] = json.dumps(gate, indent=2) + "\n"
-    settings = render_supervise_settings(plan)
-    if settings is not None:
-        files["settings.json"] = json.dumps(settings) + "\n"
-    return files
-
-
-def _seed_args(plan: BottlePlan) -> list[str]:
-    egress = layout.bundle_path(layout.EGRESS)
-    triples = [
-        (f"{SEED_MOUNT}/routes.yaml", f"{egress}/{layout.ROUTES}", "600"),
-        (f"{SEED_MOUNT}/{UPSTREAM_CA_ITEM}", f"{egress}/{layout.UPSTREAM_CA}", "644"),
-        (f"{SECRETS_MOUNT}/{EGRESS_CA_KEY_ITEM}", f"{egress}/{layout.EGRESS_CA_KEY}", "600"),
-        (f"{CA_SEED_MOUNT}/{CA_CERT_NAME}", f"{egress}/{layout.EGRESS_CA_CERT}", "644"),
-    ]
-    if plan.bottle.git:
-        triples += [
-            (f"{SEED_MOUNT}/gate.json", f"{GIT_GATE_MOUNT}/{layout.GATE_CONFIG}", "600"),
-            (f"{SEED_MOUNT}/{UPSTREAM_CA_ITEM}", f"{GIT_GATE_MOUNT}/{layout.UPSTREAM_CA}", "644"),
-        ]
-    if plan.supervise_url:
-        triples.append(
-            (f"{SEED_MOUNT}/settings.json", layout.bundle_path(layout.SUPERVISE, layout.SUPERVISE_SETTINGS), "644")
-        )
-    return [part for triple in triples for part in triple]
-
-
 def _ready_probe(plan: BottlePlan) -> dict[str, Any]:
-    """The bundle is started when its daemons wrote their ready files: only then the agent starts."""
+    """The Pod is Ready when the bundle's daemons wrote their ready files (after the seed), so
+    the Pod's Ready condition, and a Sandbox's, is the bundle's; a pool's Pods wait unready until
+    a claim's seed (agent-sandbox adopts an unready one when no ready one is left)."""
     ready = [layout.bundle_path(layout.EGRESS, layout.READY)]
     if plan.supervise_url:
         ready.append(layout.bundle_path(layout.SUPERVISE, layout.READY))
     test = " && ".join(f"test -e {path}" for path in ready)
-    return {
-        "exec": {"command": ["sh", "-c", test]},
-        "periodSeconds": 1,
-        "failureThreshold": READY_TIMEOUT_SECONDS,
-    }
+    return {"exec": {"command": ["sh", "-c", test]}, "periodSeconds": 1}
 
 
 def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
     names = _names(plan, via)
     res = plan.bottle.resources
     bundle_image = plan.images["sidecars"]
+    has_secret = bool(plan.secret_env_names)
     state_mount = {"name": "state", "mountPath": layout.BUNDLE_STATE}
     secrets_mount = {"name": "bundle-secrets", "mountPath": SECRETS_MOUNT, "readOnly": True}
     net = {
@@ -276,19 +218,6 @@ def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
         "volumeMounts": [{"name": "work", "mountPath": AGENT_HOME_MOUNT}],
         "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
     }
-    seed = {
-        "name": "bottle-seed",
-        "image": bundle_image,
-        "command": ["sh", "-c", SEED_SCRIPT, "bottle-seed", layout.BUNDLE_STATE, *_seed_args(plan)],
-        "securityContext": _hardened(BUNDLE_UID, BUNDLE_GID) | {"readOnlyRootFilesystem": True},
-        "volumeMounts": [
-            state_mount,
-            {"name": "seed", "mountPath": SEED_MOUNT, "readOnly": True},
-            {"name": "ca", "mountPath": CA_SEED_MOUNT, "readOnly": True},
-            secrets_mount,
-        ],
-        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-    }
     sidecars = {
         "name": "sidecars",
         "image": bundle_image,
@@ -304,16 +233,17 @@ def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
                 "BOTTLE_EGRESS_SECRETS": ",".join(plan.daemon_secrets["egress"]),
                 "BOTTLE_GIT_GATE_SECRETS": ",".join(plan.daemon_secrets["git-gate"]),
                 "BOTTLE_SECRETS_DIR": SECRETS_MOUNT,
+                "BOTTLE_SEED_MARK": SEED_MARK,
             }
         ),
         "securityContext": _hardened(BUNDLE_UID, BUNDLE_GID) | {"readOnlyRootFilesystem": True},
         "volumeMounts": [
             state_mount,
-            secrets_mount,
+            *([secrets_mount] if has_secret else []),
             {"name": "bundle-tmp", "mountPath": "/tmp"},
             {"name": "bundle-init-run", "mountPath": "/run/bottle-init"},
         ],
-        "startupProbe": _ready_probe(plan),
+        "readinessProbe": _ready_probe(plan),
         "resources": {"limits": {"memory": SIDECARS_MEMORY.removesuffix("m") + "Mi"}},
     }
     agent_env = {k: v for k, v in plan.agent_env.items() if k != "BOTTLE_SLUG"}
@@ -332,8 +262,11 @@ def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
     }
     memory_dir = {"emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
     volumes: list[dict[str, Any]] = [
-        {"name": "bundle-secrets", "secret": {"secretName": names["secret"], "defaultMode": 0o440}},
-        {"name": "seed", "configMap": {"name": names["seed"], "defaultMode": 0o444}},
+        *(
+            [{"name": "bundle-secrets", "secret": {"secretName": names["secret"], "defaultMode": 0o440}}]
+            if has_secret
+            else []
+        ),
         {"name": "ca", "configMap": {"name": names["ca"], "defaultMode": 0o444}},
         {"name": "bundle-tmp", **copy.deepcopy(memory_dir)},
         {"name": "bundle-init-run", **copy.deepcopy(memory_dir)},
@@ -365,7 +298,7 @@ def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
             "fsGroupChangePolicy": "OnRootMismatch",
         },
         # bottle-net first: nothing runs in the Pod's network before the agent's rules are in place.
-        "initContainers": [net, home, seed, sidecars],
+        "initContainers": [net, home, sidecars],
         "containers": [agent],
         "volumes": volumes,
     }
@@ -428,8 +361,8 @@ def _network_policy(plan: BottlePlan, via: Via) -> dict[str, Any]:
 
 
 def _shared(plan: BottlePlan, via: Via) -> list[dict[str, Any]]:
-    """What every way needs: the namespace, the bottles' service account, the bundle's Secret, the
-    seed and CA ConfigMaps, the NetworkPolicy."""
+    """What every way needs: the namespace, the bottles' service account, the bundle's Secret
+    (when it injects a credential), the CA ConfigMap, the NetworkPolicy."""
     names = _names(plan, via)
     namespace = {
         "apiVersion": "v1",
@@ -458,13 +391,7 @@ def _shared(plan: BottlePlan, via: Via) -> list[dict[str, Any]]:
         "metadata": _meta(names["secret"], plan, via),
         "type": "Opaque",
         "immutable": True,
-        "data": {name: "" for name in (*plan.secret_env_names, EGRESS_CA_KEY_ITEM)},
-    }
-    seed = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _meta(names["seed"], plan, via),
-        "data": _seed_files(plan, via),
+        "data": {name: "" for name in plan.secret_env_names},
     }
     ca = {
         "apiVersion": "v1",
@@ -472,7 +399,7 @@ def _shared(plan: BottlePlan, via: Via) -> list[dict[str, Any]]:
         "metadata": _meta(names["ca"], plan, via),
         "data": {CA_CERT_NAME: ""},
     }
-    return [namespace, account, secret, seed, ca, _network_policy(plan, via)]
+    return [namespace, account, *([secret] if plan.secret_env_names else []), ca, _network_policy(plan, via)]
 
 
 def _pod_metadata(plan: BottlePlan, via: Via) -> dict[str, Any]:
@@ -588,9 +515,9 @@ def fill_values(
     objects: list[dict[str, Any]], *, secret: Mapping[str, str], config: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """A copy of ``objects`` with the values the plan does not hold: ``secret`` for the bundle's
-    Secret (the credentials by env var name, and the egress CA's key), ``config`` for the
-    ConfigMaps' empty keys (the CA certificate, the upstream trust bundle). Every empty key
-    needs its value, and no other key may be given: a one-line BottleError names the first."""
+    Secret (the credentials by env var name), ``config`` for the CA ConfigMap (the egress CA's
+    certificate). Every empty key needs its value, and no other key may be given: a one-line
+    BottleError names the first."""
     filled = copy.deepcopy(objects)
     given = {"Secret": dict(secret), "ConfigMap": dict(config)}
     used: dict[str, set[str]] = {"Secret": set(), "ConfigMap": set()}

@@ -1,7 +1,7 @@
 """Pure renderers from a BottlePlan to Kubernetes objects (dicts, as `kubectl apply` takes them).
 
 One bottle is one Pod: the sidecar bundle is a native sidecar (an init container with
-``restartPolicy: Always``, started and ready before the agent), the agent its one container. The
+``restartPolicy: Always``, started before the agent), the agent its one container. The
 containers of a Pod share its network namespace, so no NetworkPolicy can tell the agent from the
 bundle: the Pod's NetworkPolicy is the bundle's way out (DNS and the routes' ports outside the
 cluster, nothing in), and the agent's "no route out" is made inside the Pod, before anything else
@@ -22,9 +22,9 @@ Three ways to run the same Pod (``via``):
 - ``sandbox``: an agent-sandbox ``Sandbox`` (one per bottle): its controller makes the Pod and
   the claims from ``volumeClaimTemplates`` (named ``<template>-<sandbox>``), and can suspend it.
 - ``warm-pool``: a ``SandboxTemplate`` per agent (its bottle file, its name), a
-  ``SandboxWarmPool`` of ready Pods of it, and the bottle's ``SandboxClaim``, which adopts one.
-  The Pods exist before the bottle does, so what they hold is the agent's, not the bottle's
-  (the Secret, the CA).
+  ``SandboxWarmPool`` of Pods of it waiting for their seed, and the bottle's ``SandboxClaim``,
+  which adopts one. The Pods exist before the bottle does, so what their spec holds is the
+  agent's, not the bottle's (the Secret, the CA certificate); the rest comes with the seed.
 
 The API types followed are kubernetes-sigs/agent-sandbox v0.5.6 (``agents.x-k8s.io/v1beta1``
 and ``extensions.agents.x-k8s.io/v1beta1``, the storage versions), read in its api/ and

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
+from pydantic import ValidationError
 
 from bottle_tui.backends.docker.compose import render_compose
 from bottle_tui.backends.kubernetes import render as k8s
@@ -182,7 +183,7 @@ def test_the_checks_catch_a_wrong_field_or_type(plan: BottlePlan) -> None:
         strict_model(misspelt, "V1Pod")
     wrong_type = copy.deepcopy(pod)
     wrong_type["spec"]["containers"][0]["securityContext"]["runAsUser"] = "1000"
-    with pytest.raises(Exception, match="runAsUser"):
+    with pytest.raises(ValidationError, match="runAsUser"):
         strict_model(wrong_type, "V1Pod")
     policy = copy.deepcopy(one(objects, "NetworkPolicy"))
     policy["spec"]["egress"][0]["port"] = 53

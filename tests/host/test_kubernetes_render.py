@@ -15,8 +15,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +364,18 @@ def test_warm_pool_pods_hold_nothing_of_one_bottle(plan: BottlePlan) -> None:
     assert "env" not in claim["spec"] and "volumeClaimTemplates" not in claim["spec"]
 
 
+def test_one_pod_spec_three_ways(plan: BottlePlan) -> None:
+    """A Sandbox's and a template's Pod are the plain Pod, less the claims' volumes their
+    controller adds under the same names."""
+    pod = pod_spec(k8s.render_kubernetes(plan, via="pod"))
+    sandbox = one(k8s.render_kubernetes(plan, via="sandbox"), "Sandbox")["spec"]
+    claims = {v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {t["metadata"]["name"] for t in sandbox["volumeClaimTemplates"]} == {"work", "state"}
+    assert sandbox["podTemplate"]["spec"] == {**pod, "volumes": [v for v in pod["volumes"] if v["name"] not in claims]}
+    warm = one(k8s.render_kubernetes(plan, via="warm-pool"), "SandboxTemplate")["spec"]["podTemplate"]["spec"]
+    assert warm["initContainers"] == sandbox["podTemplate"]["spec"]["initContainers"]
+
+
 # -- the values the plan does not hold ------------------------------------------------------------
 
 
@@ -439,16 +453,21 @@ print(" ".join(attempt(h, int(p)) for h, p in (a.rsplit(":", 1) for a in sys.arg
 """
 
 
-def _net_unavailable() -> str | None:
+def _unavailable(what: str, *tools: str) -> str | None:
+    """Why ``what`` cannot run here (it needs root and ``tools``), or None."""
     if os.geteuid() != 0:
-        return "bottle-net's rules need root to install in a network namespace of the test's own"
-    for tool in ("unshare", "iptables", "ip6tables", "ip", "setpriv"):
+        return f"{what} needs root, to run in a namespace of the test's own"
+    for tool in tools:
         if not shutil.which(tool):
-            return f"bottle-net's rules need {tool}, which this machine does not have"
+            return f"{what} needs {tool}, which this machine does not have"
     return None
 
 
-@pytest.mark.skipif(_net_unavailable() is not None, reason=str(_net_unavailable()))
+NET_UNAVAILABLE = _unavailable("bottle-net's rules", "unshare", "iptables", "ip6tables", "ip", "setpriv")
+INIT_UNAVAILABLE = _unavailable("the agent's init as PID 1", "unshare", "nsenter")
+
+
+@pytest.mark.skipif(NET_UNAVAILABLE is not None, reason=str(NET_UNAVAILABLE))
 def test_bottle_net_lets_the_agent_out_through_loopback_only(plan: BottlePlan) -> None:
     """The Pod's bottle-net script, run in a fresh network namespace: the agent's uid reaches a
     server on loopback and nothing else (refused at once), while another uid's packets still
@@ -485,3 +504,35 @@ kill $server
     lines = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
     assert lines["agent"] == "connected connected refused refused", out.stdout + out.stderr
     assert lines["root"] == "timeout", out.stdout + out.stderr
+
+
+@pytest.mark.skipif(INIT_UNAVAILABLE is not None, reason=str(INIT_UNAVAILABLE))
+def test_the_agents_init_reaps_orphans_and_ends_on_term(plan: BottlePlan) -> None:
+    """The agent's command as PID 1 of a PID namespace of its own (as in its container): an
+    orphan of an exec session (a process whose parent left) is reaped, and TERM ends it at once."""
+    cmd = containers(pod_spec(k8s.render_kubernetes(plan)))["agent"]["command"]
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    init = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", python, *cmd[1:]])
+    try:
+        deadline = time.monotonic() + 10
+        pid1 = None
+        while pid1 is None and time.monotonic() < deadline:
+            kids = Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()
+            pid1 = int(kids[0]) if kids else None
+            time.sleep(0.05)
+        assert pid1 is not None, "the init did not start"
+        # An exec session that leaves a background child behind: the child's parent exits at once.
+        subprocess.run(["nsenter", f"--pid=/proc/{pid1}/ns/pid", "--", "sh", "-c", "sleep 0.3 & exit 0"], check=True)
+        time.sleep(1.5)
+        states = []
+        for child in Path(f"/proc/{pid1}/task/{pid1}/children").read_text().split():
+            states.append(Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0])
+        assert "Z" not in states, f"zombies left under the agent's init: {states}"
+        t0 = time.monotonic()
+        os.kill(pid1, signal.SIGTERM)
+        init.wait(timeout=5)
+        assert time.monotonic() - t0 < 2 and init.returncode == 0
+    finally:
+        if init.poll() is None:
+            init.kill()
+            init.wait()

@@ -1,7 +1,7 @@
 """The Kubernetes renderer (no cluster: none can start on these machines): golden files, the core
 objects read strictly by the official `kubernetes` client's models, the agent-sandbox objects
-against that project's own CRD schemas (v0.5.6), the bottle's invariants, and the two scripts the
-Pod runs (bottle-net in a network namespace of its own, agent-home on folders).
+against that project's own CRD schemas (v0.5.6), the bottle's invariants, and what the Pod runs
+of its own (bottle-net in a network namespace, agent-home on folders, the agent's init as PID 1).
 
 Regenerate the golden files after an intended change with: UPDATE_GOLDEN=1 make test-unit
 """

@@ -69,6 +69,7 @@ bench: images
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_console.py
 	$(PY) bench/bench_tmux.py
+	$(PY) bench/bench_streams.py
 
 # Mutation testing of the DLP package with mutmut (not part of `make test`: about 4,000 mutants,
 # most of an hour on 2 cores). Resumes where it stopped; `make mutmut ARGS=results` lists survivors.

@@ -72,6 +72,13 @@ class FakeEngine:
         return self.status
 
 
+def two_bottles() -> FakeEngine:
+    """The Pilot tests' engine: implementer-aaaaaa up, reviewer-bbbbbb with its bundle only created."""
+    f = FakeEngine()
+    f.bottles = [info("implementer-aaaaaa"), info("reviewer-bbbbbb", up=1, agent="reviewer")]
+    return f
+
+
 class RecordingConsole(BottleConsole):
     """The console with its terminal bell counted (the bell is a write to the terminal)."""
 

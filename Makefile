@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Installs the Docker engine, compose v2, debootstrap and tmux where missing (as root) and starts dockerd.
+# Installs the Docker engine, compose v2, debootstrap, tmux and chromium where missing (as root) and starts dockerd.
 engine: $(STAMP)
 	scripts/engine.sh $(PY)
 

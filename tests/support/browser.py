@@ -67,6 +67,8 @@ class Browser:
 
     async def start(self, timeout: float = 30.0) -> Browser:
         self.profile.mkdir(parents=True, exist_ok=True)
+        port_file = self.profile / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)  # a profile used before keeps the last run's
         with open(self.profile / "chromium.log", "wb") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
                 [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
@@ -75,7 +77,6 @@ class Browser:
                 stderr=log,
                 start_new_session=True,
             )
-        port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while not port_file.exists() or not port_file.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:

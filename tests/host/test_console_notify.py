@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bottle_contract.files import atomic_write
+from bottle_tui.cli import main
 from bottle_tui.config import NotifySettings, Webhook
 from bottle_tui.console.notifications import ConsoleNotifications, take_lock
 from bottle_tui.state import notify_lock_path, state_dir
@@ -159,8 +164,6 @@ async def test_one_notifier_per_home(home: Path, fake: FakeEngine, receiver: Rec
         await until(pilot, lambda: app.proposals_pane.loaded, "the first load")
         await pilot.pause(0.5)
         assert not app.notifications.active
-        import os
-
         os.close(held)  # the other console quit
         await until(pilot, lambda: app.notifications.active, "taking over on a reconcile")
 
@@ -170,3 +173,75 @@ def test_no_settings_no_notifier(home: Path, fake: FakeEngine) -> None:
     notes = ConsoleNotifications(app, NotifySettings())
     assert notes.claim() == [] and not notes.active
     assert not notify_lock_path(home).exists()
+
+
+def write_config(home: Path, text: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.yaml").write_text(text)
+
+
+def test_notify_test_sends_one_message_to_each_sink(
+    home: Path, receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmd.json"
+    script = f"import sys, pathlib; pathlib.Path({str(out)!r}).write_bytes(sys.stdin.buffer.read())"
+    write_config(
+        home,
+        "notify:\n  webhooks: [{url_env: BOTTLE_TEST_HOOK, format: slack}]\n"
+        f"  command: [{json.dumps(sys.executable)}, -c, {json.dumps(script)}]\n",
+    )
+    assert main(["--home", str(home), "notify", "--test"]) == 0
+    assert "a test message went to every sink" in capsys.readouterr().err
+    assert len(receiver.received) == 1 and receiver.received[0].json()["text"].startswith("bottle-tui: New proposal")
+    assert json.loads(out.read_text())["events"][0]["bottle"] == "bottle-tui-test"
+
+
+def test_notify_test_says_what_does_not_work(home: Path, receiver: Receiver, capsys) -> None:
+    receiver.fail = 10
+    write_config(home, "notify:\n  webhooks: [{url_env: BOTTLE_TEST_HOOK}, {url_env: BOTTLE_UNSET_HOOK}]\n")
+    assert main(["--home", str(home), "notify", "--test"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "notify.webhooks[1]: $BOTTLE_UNSET_HOOK is not set: that webhook is off",
+        "notify: webhook $BOTTLE_TEST_HOOK (json) failed (HTTP 500) after 1 try; further failures are not reported until it works again",
+    ]
+    write_config(home, "")
+    assert main(["--home", str(home), "notify", "--test"]) == 1
+    assert "config.yaml turns on no terminal, command or webhook" in capsys.readouterr().err
+    assert main(["--home", str(home), "notify", "--watch"]) == 1
+    assert "notify: turns on no terminal, command or webhook, so there is nothing to send" in capsys.readouterr().err
+    write_config(home, "notify: {webhooks: [{url: 'https://hooks.example/x'}]}\n")
+    assert main(["--home", str(home), "notify", "--watch"]) == 1
+    err = capsys.readouterr().err
+    assert "url: a webhook URL is a secret" in err and err.count("\n") == 1
+
+
+def test_notify_watch_sends_while_no_console_is_open(home: Path, receiver: Receiver, tmp_path: Path) -> None:
+    """The headless watch, for real in its own process: it sees a new proposal and sends it."""
+    write_config(home, "notify:\n  webhooks: [{url_env: BOTTLE_TEST_HOOK}]\n  coalesce_seconds: 0.1\n")
+    make_state(home, SLUG)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")} | {"PATH": str(empty)}  # no docker here
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle_tui", "--home", str(home), "notify", "--watch"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        lock = notify_lock_path(home)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (held := take_lock(lock)) is not None:
+            os.close(held)  # not yet claimed by the watch
+            time.sleep(0.1)
+        assert take_lock(lock) is None, "the watch never became the home's notifier"
+        time.sleep(0.5)  # its file watch is armed
+        write_proposal(home, SLUG, host="watched.example.org")
+        got = receiver.wait_for(1, timeout=20)
+        assert got and "watched.example.org" in got[0].json()["text"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)

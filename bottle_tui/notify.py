@@ -14,10 +14,12 @@ Slack markup or mention.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -272,14 +274,27 @@ class WebhookSink:
     def send(self, message: Message) -> None:
         body, headers = render(self.format, message)
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        # The environment's proxy (HTTPS_PROXY...) is used, except for a receiver on this machine.
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}) if is_loopback(host) else urllib.request.ProxyHandler()
+        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with opener.open(request, timeout=self.timeout) as response:
                 response.read(4096)
         except urllib.error.HTTPError as exc:
             raise SendError(f"HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise SendError(f"{type(reason).__name__}: {reason}"[:200]) from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_sinks(

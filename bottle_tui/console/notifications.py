@@ -180,12 +180,11 @@ class ConsoleNotifications:
 
     def bottles(self, bottles: list[BottleInfo]) -> None:
         """A discovery: bottles whose agent or bundle stopped running since the last one."""
-        now = time.time()
-        stopping = set(self.app.pane.stopping) | {
-            b.slug for b in bottles if self.services.get(b.slug) and being_stopped(self.app.home, b.slug, now)
-        }
-        self.emit(died_events(self.services, bottles, stopping))
+        events = died_events(self.services, bottles, set(self.app.pane.stopping))
         self.services = {b.slug: dict(b.services) for b in bottles}
+        if events and self.active:  # only then a look at each one's teardown.log (a stat)
+            now = time.time()
+            self.emit(e for e in events if not being_stopped(self.app.home, e.slug, now))
 
     def engine_down(self) -> None:
         self.services = {}  # the bottles are out of sight, not dead; they are known afresh when it is back

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import os
 import secrets
 import shlex
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import BottleError
+from ..notify import is_loopback
 
 TEMPLATES = Path(__file__).with_name("web")
 REFUSED = "bottle-tui serve: this address needs the token that `bottle-tui serve` printed; open that URL\n"
@@ -32,15 +32,6 @@ RISK = (
     "warning: --host {host} is not loopback: anyone who can reach it and learns the URL drives this console "
     "(approves proposals, stops bottles), over plain HTTP that anyone on the path can read"
 )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_host(host: str, allow_remote: bool) -> str | None:

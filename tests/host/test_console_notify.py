@@ -7,8 +7,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from bottle_tui.cli import main
 from bottle_tui.config import NotifySettings, Webhook
 from bottle_tui.console.notifications import ConsoleNotifications, take_lock
 from bottle_tui.state import notify_lock_path, state_dir
-from tests.support.console import FakeEngine, make_app, make_state, until, write_proposal, write_status
+from tests.support.console import FakeEngine, cli_process, make_app, make_state, until, write_proposal, write_status
 from tests.support.webhooks import Receiver
 
 SLUG = "implementer-aaaaaa"
@@ -220,18 +218,7 @@ def test_notify_watch_sends_while_no_console_is_open(home: Path, receiver: Recei
     """The headless watch, for real in its own process: it sees a new proposal and sends it."""
     write_config(home, "notify:\n  webhooks: [{url_env: BOTTLE_TEST_HOOK}]\n  coalesce_seconds: 0.1\n")
     make_state(home, SLUG)
-    empty = tmp_path / "bin"
-    empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")} | {"PATH": str(empty)}  # no docker here
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bottle_tui", "--home", str(home), "notify", "--watch"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    try:
+    with cli_process(home, "notify", "--watch"):
         lock = notify_lock_path(home)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (held := take_lock(lock)) is not None:
@@ -242,6 +229,3 @@ def test_notify_watch_sends_while_no_console_is_open(home: Path, receiver: Recei
         write_proposal(home, SLUG, host="watched.example.org")
         got = receiver.wait_for(1, timeout=20)
         assert got and "watched.example.org" in got[0].json()["text"]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +18,7 @@ from bottle_tui.console.web import check_host, is_loopback
 from bottle_tui.errors import BottleError
 from tests.host.console_snapshot_app import AGENT, BOTTLE
 from tests.support.browser import CHROMIUM, Browser
-from tests.support.console import write_proposal
+from tests.support.console import cli_process, write_proposal
 
 SLUG = "implementer-aaaaaa"
 
@@ -50,30 +48,11 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         (home / rel).parent.mkdir(parents=True, exist_ok=True)
         (home / rel).write_text(text)
     p = write_proposal(home, SLUG, host="browser.example.org", reason="asked from the <b>browser</b> test")
-    empty = root / "bin"
-    empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
-    env["PATH"] = str(empty)  # no docker: the served console reports the engine missing, and runs
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bottle_tui", "--home", str(home), "serve", "--port", "0"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    try:
+    with cli_process(home, "serve", "--port", "0") as proc:
         assert proc.stdout is not None
         url = proc.stdout.readline().decode().strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]{32}/", url), url
         yield url, home, p
-    finally:
-        os.killpg(proc.pid, 15)  # SIGTERM: the server closes its consoles' sessions
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
 
 
 async def test_every_request_without_the_token_is_refused(served) -> None:

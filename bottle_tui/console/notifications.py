@@ -7,7 +7,6 @@ reconcile) when it quits, so no message goes out twice."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
@@ -15,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bottle_contract.files import try_lock
 
 from .. import ops
 from ..config import NOTIFY_EVENTS, NotifySettings, load_config
@@ -40,13 +41,7 @@ PASSTHROUGH_HINT = (
 def take_lock(path: Path) -> int | None:
     """The home's notifier lock as an open descriptor, or None when another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    return try_lock(path)
 
 
 def tmux_passthrough(env: Mapping[str, str]) -> bool:
@@ -163,7 +158,10 @@ class ConsoleNotifications:
             self.app.notify(line, title="Notifications", severity="warning", markup=False)
 
     def _problem(self, line: str) -> None:
-        self.app.call_from_thread(self.say, line)
+        try:
+            self.app.call_from_thread(self.say, line)
+        except RuntimeError:  # the app has ended (its loop is gone): nobody left to tell
+            pass
 
     def emit(self, events: Iterable[Event]) -> None:
         if self.notifier is not None:

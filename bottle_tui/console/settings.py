@@ -54,7 +54,28 @@ def run_console(home: Path, theme: str | None = None) -> int:
     from .app import BottleConsole
 
     chosen, keymap = console_settings(home, theme)
-    app = BottleConsole(home, theme=chosen, keymap=keymap, tmux_env=os.environ)
+    notify = load_config(home).notify
+    # In a browser (`bottle-tui serve`) there is no tmux pane to split, whatever the server's shell had.
+    tmux_env = None if os.environ.get("TEXTUAL_DRIVER", "").endswith(":WebDriver") else os.environ
+    app = BottleConsole(home, theme=chosen, keymap=keymap, tmux_env=tmux_env, notify=notify)
     app.run()
     app.pane.release()
+    app.notifications.release()
+    return 0
+
+
+def run_notify_watch(home: Path) -> int:
+    """`bottle-tui notify --watch`: the console's watchers and notifications with no screen, for
+    when no console is open (a browser tab closed, a server); it shares the home's notifier lock
+    with the consoles, so a message goes out once whichever of them runs."""
+    from .app import BottleConsole
+
+    settings = load_config(home).notify
+    if not settings.enabled:
+        raise BottleError(
+            f"{config_path(home)}: notify: turns on no terminal, command or webhook, so there is nothing to send; see README (Notifications)"
+        )
+    app = BottleConsole(home, notify=settings, headless_notify=True, tick=False)
+    app.run(headless=True)
+    app.notifications.release()
     return 0

@@ -14,7 +14,7 @@ from ..errors import BottleError
 from ..ops import Proposal
 from ..runner import lines
 from ..state import StateDir, changed_file, state_dir, state_root
-from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
+from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
 from .rows import read_status
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, 
     found = [(hit, Path(path)) for _, path in changes if (hit := changed_file(home, path)) is not None]
     queue = {(path, state) for (kind, state), path in found if kind == "proposal"}
     status = {state for (kind, state), _ in found if kind == "status"}
+    usage = {state.slug for (kind, state), _ in found if kind == "usage"}
     if queue:
         loaded = await asyncio.to_thread(load_changed, queue)
         app.proposals_pane.post_message(
@@ -114,3 +115,11 @@ async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, 
     if status:
         read = await asyncio.to_thread(lambda: {state.slug: read_status(state.status_file) for state in status})
         app.agents_pane.post_message(StatusRead(read))
+    if usage:
+        await read_budgets(app, usage)
+
+
+async def read_budgets(app: BottleConsole, slugs: Iterable[str], *, baseline: bool = False) -> None:
+    """Budgets from the bottles' usage.json (egress's metering), for the notifications."""
+    budgets = await asyncio.to_thread(app.notifications.read_budgets, slugs)
+    app.agents_pane.post_message(UsageRead(budgets, baseline))

@@ -41,18 +41,6 @@ from tests.support.console import (
 SLUG = "implementer-aaaaaa"
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def fake() -> FakeEngine:
-    f = FakeEngine()
-    f.bottles = [info(SLUG), info("reviewer-bbbbbb", up=1, agent="reviewer")]
-    return f
-
-
 async def loaded(pilot, app) -> None:
     await until(pilot, lambda: app.proposals_pane.loaded and app.versions is not None, "the first load")
 

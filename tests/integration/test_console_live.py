@@ -11,9 +11,11 @@ from pathlib import Path
 import libtmux
 import pytest
 
+from bottle_tui.config import NotifySettings, Webhook
 from bottle_tui.console.app import BottleConsole
-from tests.support.bottles import cli, start_bottle, wait_in_pane
+from tests.support.bottles import cli, sh, start_bottle, wait_in_pane
 from tests.support.waiting import wait_for
+from tests.support.webhooks import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +29,15 @@ async def eventually(predicate, what: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_console_follows_bottles_through_docker_events(fresh_home: Path) -> None:
+async def test_console_follows_bottles_through_docker_events(fresh_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows follow `docker events`; and a container that dies is a notification (to a webhook
+    receiver on loopback), while a bottle being stopped is not."""
     b = start_bottle(fresh_home)
+    receiver = Receiver().start()
+    monkeypatch.setenv("BOTTLE_TEST_HOOK", receiver.url)
+    notify = NotifySettings(webhooks=(Webhook("BOTTLE_TEST_HOOK"),), coalesce_seconds=0.1, max_per_minute=600.0)
     # The poll is pushed out of reach: only `docker events` can make the row go away in time.
-    app = BottleConsole(fresh_home, poll_seconds=3600)
+    app = BottleConsole(fresh_home, poll_seconds=3600, notify=notify)
     try:
         async with app.run_test(size=(140, 30)) as pilot:
             table = app.query_one("#bottles")
@@ -38,12 +45,31 @@ async def test_console_follows_bottles_through_docker_events(fresh_home: Path) -
             row = [str(c) for c in table.get_row(b.slug)]
             assert row[1:3] == ["tester", "docker"] and row[4] == "up"
             assert "engine " in str(app.query_one("#engine").render())
+            await eventually(lambda: app.notifications.active, "the console to be the home's notifier")
+            agent = sh(
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project=claude-bottle-{b.slug}",
+                "--filter",
+                "label=com.docker.compose.service=agent",
+            ).stdout.strip()
+            await asyncio.to_thread(sh, "docker", "kill", agent)
+            await eventually(lambda: receiver.received, "the notification that the agent died")
+            doc = receiver.received[0].json()
+            assert [(e["kind"], e["bottle"], e["text"]) for e in doc["events"]] == [
+                ("died", b.slug, "the agent stopped running (exited)")
+            ]
             await asyncio.to_thread(cli, fresh_home, "stop", b.slug)
             await eventually(
                 lambda: b.slug not in {k.value for k in table.rows}, "the stopped bottle to leave the table"
             )
+            await pilot.pause(0.5)
+            assert len(receiver.received) == 1  # the bundle going down with the stop is no news
             await pilot.press("q")
     finally:
+        receiver.stop()
         cli(fresh_home, "stop", b.slug, check=False)
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,6 +76,13 @@ class FakeEngine:
 
     async def engine_status(self) -> EngineStatus:
         return self.status
+
+
+def two_bottles() -> FakeEngine:
+    """The Pilot tests' engine: implementer-aaaaaa up, reviewer-bbbbbb with its bundle only created."""
+    f = FakeEngine()
+    f.bottles = [info("implementer-aaaaaa"), info("reviewer-bbbbbb", up=1, agent="reviewer")]
+    return f
 
 
 class RecordingConsole(BottleConsole):
@@ -155,3 +168,30 @@ async def until(pilot, predicate, what: str, timeout: float = 5.0) -> None:
         if predicate():
             return
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def cli_process(home: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`bottle-tui --home HOME ARGS` as its own process with no docker on its PATH (its console
+    shows the engine banner and runs on: no engine is touched), outside any tmux; stdout piped.
+    Ended by SIGTERM to its process group (then SIGKILL), whatever the test did."""
+    empty = Path(tempfile.mkdtemp(prefix="bottle-tui-nobin-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")} | {"PATH": str(empty)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottle_tui", "--home", str(home), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        empty.rmdir()

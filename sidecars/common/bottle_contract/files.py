@@ -1,4 +1,4 @@
-"""File operations both sides share: atomic replace, an exclusive lock file, and a JSONL log
+"""File operations both sides share: atomic replace, an exclusive lock file (waited for, or tried), and a JSONL log
 appended one record per write, kept under a size cap by rotation.
 
 Every writer on either side of a bind mount uses these, so that a reader never sees a torn file,
@@ -48,6 +48,19 @@ def locked(path: PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def try_lock(path: PathLike) -> int | None:
+    """An exclusive ``flock`` of ``path`` (created 0600 when missing) held by the returned
+    descriptor until it is closed, or None at once when someone else holds it (the host's one
+    notifier per home is chosen this way)."""
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def rotate(path: PathLike, max_bytes: int, keep: int, incoming: int = 0) -> bool:

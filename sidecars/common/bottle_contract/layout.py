@@ -25,6 +25,7 @@ READY = "ready"  # in each sidecar's folder: the daemon's "I am up" (JSON)
 UPSTREAM_CA = "upstream-ca.pem"  # egress/ and git-gate/: extra trust for upstream TLS
 ROUTES = "routes.yaml"  # egress/: the policy in force (routes and DLP settings)
 REQUESTS_LOG = "requests.jsonl"  # egress/: one decision per line
+USAGE = "usage.json"  # egress/: what the bottle spent on metered routes, and its budget's level
 EGRESS_CA_KEY = "mitmproxy-ca.pem"  # egress/: the egress CA, key and certificate (mitmproxy's name)
 EGRESS_CA_CERT = "mitmproxy-ca-cert.pem"  # egress/: the certificate alone
 EGRESS_ONCE_USED = "once-used.json"  # egress/: ids of routes allowed once that a request has used

@@ -16,12 +16,13 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from . import audit, backends, local_repo, policy_diff, proposals, work_review
+from . import audit, backends, local_repo, policy_diff, proposals, snapshots, work_review
 from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
 from .errors import BottleError
 from .manifest import Manifests, default_home, load_manifests
@@ -35,11 +36,17 @@ from .plan import (
     resolve,
     short_credentials,
 )
-from .state import StateDir, all_state_dirs, new_slug, state_dir, state_root
+from .snapshots import Snapshot
+from .state import StateDir, all_state_dirs, new_slug, remove_tree, state_dir, state_root
 
 __all__ = [
     "SCOPES",
     "AlreadyDecided",
+    "Snapshot",
+    "SnapshotListed",
+    "list_snapshots",
+    "remove_snapshot",
+    "snapshot",
     "Availability",
     "BottleInfo",
     "BottlePlan",
@@ -142,14 +149,28 @@ def agents(home: Path) -> Manifests:
     return load_manifests(home)
 
 
-def plan(home: Path, agent: str) -> BottlePlan:
+def plan(home: Path, agent: str, *, from_snapshot: str | None = None) -> BottlePlan:
     """A new bottle's plan for ``agent``: manifests loaded and resolved, a fresh slug, today's
-    image tags. Reads files only (no engine, nothing written; blocking)."""
+    image tags; ``from_snapshot``: a fork of that snapshot (of this agent) of ``home``. Reads
+    files only (no engine, nothing written; blocking)."""
     manifests = load_manifests(home)
     slug = new_slug(agent)
-    return resolve(
+    made = resolve(
         manifests, agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state_dir(home, slug)
     )
+    if from_snapshot is None:
+        return made
+    snap = snapshots.find(home, from_snapshot)
+    if snap.agent != agent:
+        raise BottleError(
+            f"snapshot {snap.name} is of agent {snap.agent}, not {agent}: `bottle-tui start {snap.agent} --from {snap.name}`"
+        )
+    return _forked(made, snap)
+
+
+def _forked(plan: BottlePlan, snap: Snapshot) -> BottlePlan:
+    """``plan`` starting from ``snap``: its agent runs the snapshot's image."""
+    return dataclasses.replace(plan, snapshot=snap, images={**plan.images, "agent": snap.image})
 
 
 def describe(plan: BottlePlan) -> str:
@@ -190,6 +211,8 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
     if not preflighted:
         await preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
+    if plan.snapshot is not None:
+        plan = _forked(plan, plan.snapshot)
     await backend.start(plan, progress)
     await record_work_start(plan, progress)
     return plan
@@ -215,6 +238,12 @@ async def resume_plan(home: Path, slug: str) -> BottlePlan:
     plan = resolve(
         load_manifests(home), agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state
     )
+    forked_from = meta.get("from_snapshot")
+    if isinstance(forked_from, str) and forked_from:
+        try:  # a fork comes back on its snapshot's image while there is one (else the agent image)
+            plan = dataclasses.replace(plan, snapshot=snapshots.find(home, forked_from))
+        except BottleError:
+            pass
     ran_on = str(meta.get("backend") or "docker")
     if plan.backend != ran_on:
         raise BottleError(
@@ -230,8 +259,65 @@ async def resume(plan: BottlePlan, progress: Progress) -> BottlePlan:
     backend = backends.get(plan.backend)
     await backend.preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
+    if plan.snapshot is not None:
+        plan = _forked(plan, plan.snapshot)
     await backend.resume(plan, progress)
     return plan
+
+
+# -- snapshots and forks --------------------------------------------------------------------------
+
+
+async def snapshot(home: Path, slug: str, progress: Progress, name: str | None = None) -> Snapshot:
+    """Snapshot the running bottle ``slug`` (its agent's filesystem, its work volume, the policy in
+    force) as ``name`` (default: the slug and the time) in the snapshots/ of the home that holds
+    its state (see ``bottle_home``); a one-line error for a bad or taken name, a bottle that is
+    not running, or a backend that cannot. Takes as long as the engine needs to commit the
+    filesystem and read the volume (see `make bench`)."""
+    chosen = snapshots.check_name(name) if name else snapshots.default_name(slug, datetime.now(UTC))
+    where = await locate(slug, home)
+    folder = await asyncio.to_thread(snapshots.check_free, where.home, chosen)
+    progress(f"snapshotting {slug} as {chosen} (its agent pauses while its filesystem and home are saved)")
+    return await where.backend.snapshot(where.home, where.info, folder)
+
+
+@dataclass(frozen=True)
+class SnapshotListed:
+    """A snapshot, and whether the engine still holds its image (None: the engine did not answer)."""
+
+    snapshot: Snapshot
+    image_present: bool | None
+
+
+async def list_snapshots(home: Path) -> list[SnapshotListed]:
+    """``home``'s snapshots, oldest first, each with whether its image is on the engine."""
+    found = await asyncio.to_thread(snapshots.listing, home)
+    listed = []
+    for snap in found:
+        try:
+            present: bool | None = await backends.snapshot_image_exists(snap.image)
+        except BottleError:
+            present = None
+        listed.append(SnapshotListed(snap, present))
+    return listed
+
+
+async def remove_snapshot(home: Path, name: str) -> Snapshot:
+    """Remove snapshot ``name`` of ``home``: its image, then its folder. A one-line error for an
+    unknown name, or while a bottle's agent (a fork) still runs on its image."""
+    snap = await asyncio.to_thread(snapshots.find, home, name)
+    users = await backends.snapshot_image_users(snap.image)
+    if users:
+        raise BottleError(
+            f"snapshot {name} is the image of bottle {', '.join(users)}: stop it first (`bottle-tui stop SLUG`)"
+        )
+    problem = await backends.remove_snapshot_image(snap.image)
+    if problem is not None:
+        raise BottleError(f"{problem}; snapshot {name} is kept")
+    problems = await asyncio.to_thread(remove_tree, snap.path)
+    if problems:
+        raise BottleError(f"removed the image of snapshot {name}, but not all of {snap.path}: {problems[0]}")
+    return snap
 
 
 async def ensure_images(home: Path, progress: Progress, *, force: bool = False) -> dict[str, str]:

@@ -12,6 +12,7 @@ from bottle_contract import ports
 
 from .errors import BottleError
 from .manifest import AgentSpec, BottleSpec, Manifests, Route
+from .snapshots import Snapshot
 from .state import StateDir, project_name
 
 CA_MOUNT = "/etc/bottle/ca"
@@ -116,6 +117,9 @@ class BottlePlan:
     images: dict[str, str] = field(hash=False)
     started_at: str
     home: Path
+    # A fork (`start AGENT --from NAME`): the agent's filesystem, its home and the policy in force
+    # come from this snapshot instead of the agent image, an empty volume and the manifest.
+    snapshot: Snapshot | None = None
 
     @property
     def backend(self) -> str:
@@ -295,6 +299,15 @@ def preflight_text(plan: BottlePlan) -> str:
             else []
         ),
         f"slug       {plan.slug}",
+        *(
+            [
+                f"from       snapshot {plan.snapshot.name} of {plan.snapshot.of} ({plan.snapshot.created_at}): "
+                "its filesystem, checkout and ~/.claude, and the policy in force then (a new CA, "
+                "its own credentials)"
+            ]
+            if plan.snapshot
+            else []
+        ),
         "egress     "
         + (
             "no routes: every request is blocked"

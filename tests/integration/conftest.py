@@ -104,6 +104,17 @@ def _sweep(tmp_path_factory: pytest.TempPathFactory):
         name, _, label_home = line.partition("\t")
         if label_home.startswith(base):
             sh("docker", "volume", "rm", "-f", name, check=False)
+    # So do snapshot images (`bottle-tui snapshot` commits the agent to one) of test homes.
+    images = sh(
+        "docker", "image", "ls", "--filter", "label=dev.bottle-tui.snapshot", "--format", "{{.Repository}}:{{.Tag}}",
+        check=False,
+    )  # fmt: skip
+    for ref in images.stdout.split():
+        label_home = sh(
+            "docker", "image", "inspect", "--format", '{{index .Config.Labels "dev.bottle-tui.home"}}', ref, check=False
+        ).stdout.strip()
+        if label_home.startswith(base):
+            sh("docker", "image", "rm", "-f", ref, check=False)
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ __all__ = [
     "SnapshotListed",
     "list_snapshots",
     "remove_snapshot",
+    "saved_snapshots",
     "snapshot",
     "Availability",
     "BottleInfo",
@@ -289,9 +290,14 @@ class SnapshotListed:
     image_present: bool | None
 
 
+def saved_snapshots(home: Path) -> list[Snapshot]:
+    """``home``'s snapshots, oldest first, from their folders only (blocking)."""
+    return snapshots.listing(home)
+
+
 async def list_snapshots(home: Path) -> list[SnapshotListed]:
     """``home``'s snapshots, oldest first, each with whether its image is on the engine."""
-    found = await asyncio.to_thread(snapshots.listing, home)
+    found = await asyncio.to_thread(saved_snapshots, home)
     listed = []
     for snap in found:
         try:

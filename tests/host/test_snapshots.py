@@ -18,29 +18,9 @@ from bottle_tui.backends.docker.engine import BottleInfo
 from bottle_tui.backends.smolvm.backend import SmolvmBackend
 from bottle_tui.cli import build_parser
 from bottle_tui.errors import BottleError
-from bottle_tui.snapshots import Snapshot
 from bottle_tui.state import snapshot_dir, snapshot_root
 from tests.support.manifests import BOTTLE, write_home
-
-
-def saved(home: Path, name: str, *, agent: str = "coder", created_at: str = "2026-12-01T10:00:00+00:00") -> Snapshot:
-    """A snapshot's folder as `bottle-tui snapshot` leaves it (the record; the image is the engine's)."""
-    folder = snapshot_dir(home, name)
-    folder.path.mkdir(parents=True)
-    snap = Snapshot(
-        name=name,
-        of=f"{agent}-abc123",
-        agent=agent,
-        bottle="web",
-        backend="docker",
-        created_at=created_at,
-        image=snapshots.image_ref(name),
-        image_id="sha256:" + "0" * 64,
-        home_bytes=10240,
-        path=folder.path,
-    )
-    folder.write_record(snapshots.record(snap))
-    return snap
+from tests.support.snapshots import write_snapshot
 
 
 @pytest.mark.parametrize("name", ["a", "coder-abc123-20261204-011111", "v1.2_x", "0" * 63])
@@ -66,8 +46,8 @@ def test_the_default_name_is_the_slug_and_the_time() -> None:
 
 def test_records_round_trip_and_listing_skips_what_is_not_a_snapshot(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    late = saved(home, "late", created_at="2026-12-02T00:00:00+00:00")
-    early = saved(home, "early", created_at="2026-12-01T00:00:00+00:00")
+    late = write_snapshot(home, "late", created_at="2026-12-02T00:00:00+00:00")
+    early = write_snapshot(home, "early", created_at="2026-12-01T00:00:00+00:00")
     (snapshot_root(home) / "junk").mkdir()  # no record
     (snapshot_root(home) / ".half.partial").mkdir()  # one being written
     renamed = snapshot_root(home) / "renamed"  # a record that names another folder
@@ -82,7 +62,7 @@ def test_unknown_and_taken_names_get_one_line(tmp_path: Path) -> None:
     with pytest.raises(BottleError) as err:
         snapshots.find(home, "nope")
     assert str(err.value) == f"no snapshot 'nope' in {home / 'snapshots'}; `bottle-tui snapshot SLUG` takes one"
-    saved(home, "one")
+    write_snapshot(home, "one")
     with pytest.raises(BottleError) as err:
         snapshots.find(home, "nope")
     assert str(err.value) == f"no snapshot 'nope' in {home / 'snapshots'}; there are: one"
@@ -99,7 +79,7 @@ def test_unknown_and_taken_names_get_one_line(tmp_path: Path) -> None:
 
 def test_a_fork_plan_runs_the_snapshots_image_and_says_where_it_comes_from(tmp_path: Path) -> None:
     home = write_home(tmp_path / "home")
-    snap = saved(home, "base")
+    snap = write_snapshot(home, "base")
     plan = ops.plan(home, "coder", from_snapshot="base")
     assert plan.snapshot == snap and plan.slug != snap.of
     assert plan.images["agent"] == "bottle-tui/snapshot:base"
@@ -110,7 +90,7 @@ def test_a_fork_plan_runs_the_snapshots_image_and_says_where_it_comes_from(tmp_p
         "~/.claude, and the policy in force then (a new CA, its own credentials)"
     ) in text.splitlines()
     assert not any(line.startswith("from ") for line in ops.describe(ops.plan(home, "coder")).splitlines())
-    saved(home, "other", agent="reviewer")
+    write_snapshot(home, "other", agent="reviewer")
     with pytest.raises(BottleError) as err:
         ops.plan(home, "coder", from_snapshot="other")
     assert str(err.value) == (
@@ -120,7 +100,7 @@ def test_a_fork_plan_runs_the_snapshots_image_and_says_where_it_comes_from(tmp_p
 
 def test_a_microvm_bottle_says_it_cannot(tmp_path: Path) -> None:
     home = write_home(tmp_path / "home", BOTTLE.replace("description: a bottle for the tests", "backend: smolvm"))
-    saved(home, "base")
+    write_snapshot(home, "base")
     plan = ops.plan(home, "coder", from_snapshot="base")
     with pytest.raises(BottleError) as err:
         asyncio.run(ops.preflight(dataclasses.replace(plan, bottle=dataclasses.replace(plan.bottle, git=None)), print))

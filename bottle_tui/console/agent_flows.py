@@ -79,7 +79,11 @@ async def _new_agent(app: BottleConsole) -> None:
     except BottleError as exc:  # the agents can still start
         app.notify(inert(str(exc)).plain, title="Snapshots", severity="warning", markup=False)
         saved = []
-    forks = [(s.name, s.agent, f"of {s.of}, {s.created_at}") for s in reversed(saved) if s.agent in manifests.agents]
+    forks = [
+        (s.name, s.agent, f"of {s.of}, {s.created_at[:16].replace('T', ' ')}")
+        for s in reversed(saved)
+        if s.agent in manifests.agents
+    ]
     chosen = await app.push_screen_wait(PickerScreen(agents, forks))
     if not chosen:
         return

@@ -99,8 +99,8 @@ async def test_the_picker_offers_snapshots_after_the_agents_and_a_pick_plans_a_f
         heading = labels.index("snapshots (a fork: a new bottle from one)")
         assert heading > 0 and labels[0].startswith("implementer")  # the agents come first
         assert labels[heading + 1 :] == [
-            "fork newer  implementer, of implementer-abc123, 2026-12-02T10:00:00+00:00",
-            "fork older  implementer, of implementer-abc123, 2026-12-01T10:00:00+00:00",
+            "fork newer  implementer, of implementer-abc123, 2026-12-02 10:00",
+            "fork older  implementer, of implementer-abc123, 2026-12-01 10:00",
         ]
         await pilot.press(*"newer")
         assert options.highlighted == 1  # past the heading, on the only match

@@ -568,10 +568,18 @@ class Decided:
     reload_warning: str | None = None
     home: str | None = None  # a git-push approved: the ref it moved in the operator's repository
 
+    @property
+    def forwarding(self) -> str:
+        """For a git-push approved on its way to an https upstream: what happens next."""
+        if self.proposal.kind == "git-push" and self.proposal.status == "approved" and not self.home:
+            return " (the git gate pushes it upstream now; the agent hears how it went on its next push)"
+        return ""
+
     def line(self) -> str:
         """One line saying what happened (agent text in it: render it inert)."""
         text = f"{self.proposal.id}: {self.proposal.status}" + (" (routes.yaml updated)" if self.policy_changed else "")
         text += f" (brought home: {self.home})" if self.home else ""
+        text += self.forwarding
         return text + (f"; {self.reload_warning}" if self.reload_warning else "")
 
 

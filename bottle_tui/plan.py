@@ -266,11 +266,6 @@ def resolve(
             f"{bottle.path}: git.upstream: the git gate mirrors https:// upstreams and repositories on this machine only; "
             f"use the https URL of {bottle.git.upstream}, or a path to a local clone"
         )
-    if bottle.git and bottle.git.local is None and bottle.git.review:
-        raise BottleError(
-            f"{bottle.path}: git.review: holding pushes to an https upstream for review is not available yet; "
-            "remove git.review (clean pushes go upstream after the gate's scan) or use a local repository as git.upstream"
-        )
     return BottlePlan(
         slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home
     )
@@ -326,6 +321,11 @@ def preflight_text(plan: BottlePlan) -> str:
             lines.append(
                 f"  - clean pushes wait as git-push proposals; approving one brings it home as "
                 f"refs/heads/bottle/{plan.slug}/<branch> (nothing else in the repository is touched)"
+            )
+        elif b.git.review:
+            lines.append(
+                "  - git.review: clean pushes wait in the gate as git-push proposals; approving one has the gate "
+                "push it upstream (rejecting sends your note to the agent)"
             )
     else:
         lines.append("git        none")

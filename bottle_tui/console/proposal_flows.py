@@ -80,7 +80,10 @@ async def open_detail(app: BottleConsole, p: Proposal) -> None:
 async def approve(app: BottleConsole, p: Proposal) -> None:
     if p.kind == "git-push":
         # No scope: approving brings this one push home, to one ref.
-        question = f"{p.summary()}\n\nBring it home as {ops.git_push_target(p)}?"
+        target = ops.git_push_target(p)
+        question = f"{p.summary()}\n\n" + (
+            f"Bring it home as {target}?" if target.startswith("refs/") else f"Push it to {target}?"
+        )
         if await app.push_screen_wait(ConfirmScreen(f"Approve the push of {p.slug}", question)):
             await decide(app, p, "approve")
         return

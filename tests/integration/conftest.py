@@ -17,13 +17,17 @@ import pytest
 
 from bottle_tui.backends.docker import engine, images
 from tests.support.bottles import (
+    GIT_CREDENTIAL,
+    SEED_UPSTREAM,
     connect_fake_internet,
     engine_answers,
+    make_fake_git_cert,
     make_fake_pki,
     remove_fake_internet,
     run_fake_internet,
     sh,
     start_bottle,
+    start_fake_git_host,
     stop_bottle,
     write_home,
 )
@@ -79,6 +83,16 @@ def bottle(home: Path, fake_internet: str, fake_pki: Path):
     b.fake_ip = connect_fake_internet(b, fake_internet)
     yield b
     stop_bottle(b, fake_internet)
+
+
+@pytest.fixture(scope="module")
+def upstream(fake_internet: str, fake_pki: Path) -> str:
+    """The fake git host in the fake internet, serving UPSTREAM_URL (seeded afresh per module)
+    with basic auth for GIT_CREDENTIAL."""
+    make_fake_git_cert(fake_pki)
+    sh("docker", "exec", fake_internet, "sh", "-c", SEED_UPSTREAM)
+    start_fake_git_host(fake_internet, GIT_CREDENTIAL)
+    return fake_internet
 
 
 @pytest.fixture(scope="session", autouse=True)

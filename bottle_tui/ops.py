@@ -91,6 +91,7 @@ __all__ = [
     "ReviewSource",
     "review_commit_lines",
     "review_stat_lines",
+    "review_push",
     "review_work",
     "has_work",
     "preflight",
@@ -533,6 +534,28 @@ def proposal_diff(home: Path, p: Proposal) -> str:
         return policy_diff.proposal_diff(state_dir(home, p.slug), p)
     except BottleError as exc:
         return str(exc)
+
+
+def review_push(home: Path, p: Proposal) -> work_review.PushReview:
+    """What a git-push proposal brings, as a review source read from the gate's mirror on this
+    machine (files, the branch's commits, each file's diff): what the console's review screen
+    shows for it. A one-line BottleError when ``p`` is not a git-push or names no commit
+    (blocking: reads gate.json)."""
+    if p.kind != "git-push":
+        raise BottleError(f"proposal {p.id} is a {p.kind}, not a git push: it has no commits to review")
+    change = proposals.validate_change(p.kind, p.change)
+    mirror = proposals.gate_mirror(state_dir(home, p.slug))
+    base = change.get("base") or None
+    return work_review.PushReview(
+        work_review.local_exec(),
+        str(mirror),
+        base,
+        title=f"{p.slug}: git push of {change['branch']} (proposal {p.id}, {p.status})",
+        base_note=f"lands in {proposals.git_push_target(p)}; "
+        + (f"since {base[:12]}" if base else "all of it is new to the operator"),
+        new=str(change["new"]),
+        branch=str(change["branch"]),
+    )
 
 
 def git_push_target(p: Proposal) -> str:

@@ -11,6 +11,7 @@ gigabytes, and the figures are seconds.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def main() -> None:
         fs_mb, home_mb = agent(slug, FILL).split()
         took, _ = timed(lambda: cli(home, "snapshot", slug, "--name", name))
         tar = home / "snapshots" / name / "home.tar"
+        paused = json.loads((home / "snapshots" / name / "snapshot.json").read_text())["paused_seconds"]
         layer = subprocess.run(
             ["docker", "history", "--human=false", "--format", "{{.Size}}", f"bottle-tui/snapshot:{name}"],
             capture_output=True,
@@ -58,8 +60,8 @@ def main() -> None:
             check=True,
         ).stdout.split()[0]
         print(
-            f"snapshot of {fs_mb} MB in the agent's filesystem + {home_mb} MB checkout: {took:.1f} s "
-            f"(image layer {int(layer) / 1e6:.0f} MB, home.tar {tar.stat().st_size / 1e6:.0f} MB)"
+            f"snapshot of {fs_mb} MB in the agent's filesystem + {home_mb} MB checkout: {took:.1f} s, the agent "
+            f"paused {paused:.1f} s of it (image layer {int(layer) / 1e6:.0f} MB, home.tar {tar.stat().st_size / 1e6:.0f} MB)"
         )
         forked, out = timed(lambda: cli(home, "start", "bench", "--from", name, "--yes", "--detach"))
         fork = out.stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]

@@ -55,6 +55,7 @@ class Snapshot:
     image_id: str
     home_bytes: int
     path: Path
+    paused_seconds: float = 0.0  # how long the agent was paused while it was taken
 
     @property
     def dir(self) -> SnapshotDir:
@@ -71,6 +72,7 @@ class Snapshot:
             "image": self.image,
             "image_id": self.image_id,
             "home_bytes": self.home_bytes,
+            "paused_seconds": self.paused_seconds,
             "path": str(self.path),
         }
 
@@ -99,6 +101,7 @@ def from_record(folder: SnapshotDir) -> Snapshot | None:
             image_id=str(data.get("image_id", "")),
             home_bytes=int(data.get("home_bytes", 0)),
             path=folder.path,
+            paused_seconds=float(data.get("paused_seconds", 0.0)),
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -44,7 +44,7 @@ async def cmd_snapshots(args: argparse.Namespace) -> int:
     if not listed:
         _say("no snapshots in this home (take one: bottle-tui snapshot SLUG)")
         return 0
-    rows = [("NAME", "AGENT", "OF", "TAKEN", "HOME", "IMAGE")]
+    rows = [("NAME", "AGENT", "OF", "TAKEN", "HOME.TAR", "IMAGE")]
     rows += [
         (
             s.snapshot.name,

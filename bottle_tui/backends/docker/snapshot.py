@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from bottle_contract.clock import now_iso
@@ -101,6 +102,7 @@ async def take(home: Path, state: StateDir, slug: str, folder: SnapshotDir, agen
             f"{labels.HOME}={json.dumps(str(home))}"
         ]
         await run(["docker", "pause", project_agent], timeout=60)
+        paused = time.monotonic()
         try:
             committed = await run(
                 [
@@ -120,6 +122,7 @@ async def take(home: Path, state: StateDir, slug: str, folder: SnapshotDir, agen
             )  # fmt: skip
         finally:
             await run(["docker", "unpause", project_agent], check=False, timeout=60)
+            paused = time.monotonic() - paused
         if tarred.returncode not in (0, 1):  # 1: a file changed while read (it cannot: the agent is paused)
             raise CommandError(tarred.argv, tarred.returncode, tarred.stderr)
         snap = Snapshot(
@@ -133,6 +136,7 @@ async def take(home: Path, state: StateDir, slug: str, folder: SnapshotDir, agen
             image_id=committed.stdout.strip(),
             home_bytes=(partial / folder.home_tar.name).stat().st_size,
             path=folder.path,
+            paused_seconds=round(paused, 2),
         )
         folder.write_record(record(snap), partial)
         os.replace(partial, folder.path)

@@ -1,4 +1,4 @@
-"""The operations layer (bottle_tui/ops.py) that the CLI and the console share: start runs the
+"""The operations layer (bottle_tui/ops/) that the CLI and the console share: start runs the
 backend's preflight before anything else, warnings before a start, decisions reload through the
 bottle's backend, and the front ends reach backends only through ops."""
 

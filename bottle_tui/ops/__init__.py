@@ -5,6 +5,9 @@ Both front ends call these and nothing below them; these reach a bottle only thr
 (``manifest``, ``plan``, ``state``, ``proposals``). Blocking file work that a caller on an event
 loop must not run inline is said so in the docstring; every ``async`` one is safe to await there.
 
+The package is one namespace (``ops.X`` for everything); its parts: ``homes.py`` (which home,
+where a running bottle is), ``forks.py`` (snapshots and forks), and this module (the rest).
+
 Errors are ``BottleError`` with one line for the operator; nothing here prints. What a step has to
 say while it runs goes to a ``progress`` callback (one line per call).
 """
@@ -16,17 +19,25 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from . import audit, backends, local_repo, policy_diff, proposals, snapshots, work_review
-from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
-from .errors import BottleError
-from .manifest import Manifests, default_home, load_manifests
-from .plan import (
+from .. import audit, backends, local_repo, policy_diff, proposals, snapshots, work_review
+from ..backends import (
+    Availability,
+    Backend,
+    BottleInfo,
+    CleanupPart,
+    EngineStatus,
+    Progress,
+    SelftestReport,
+    StopReport,
+)
+from ..errors import BottleError
+from ..manifest import Manifests, load_manifests
+from ..plan import (
     WORKDIR,
     BottlePlan,
     claude_session,
@@ -36,8 +47,10 @@ from .plan import (
     resolve,
     short_credentials,
 )
-from .snapshots import Snapshot
-from .state import StateDir, all_state_dirs, new_slug, remove_tree, state_dir, state_root
+from ..snapshots import Snapshot
+from ..state import StateDir, all_state_dirs, new_slug, state_dir, state_root
+from .forks import SnapshotListed, forked_plan, list_snapshots, remove_snapshot, saved_snapshots, snapshot
+from .homes import Located, bottle_home, home, locate
 
 __all__ = [
     "SCOPES",
@@ -107,42 +120,6 @@ __all__ = [
 ]
 
 
-# -- homes ----------------------------------------------------------------------------------------
-
-
-def home(path: str | Path | None = None) -> Path:
-    """The home a command works on: ``path`` when given (``--home``), else $CLAUDE_BOTTLE_HOME or
-    ~/.claude-bottle."""
-    return Path(path).expanduser() if path else default_home()
-
-
-def bottle_home(info: BottleInfo | None, fallback: Path) -> Path:
-    """The home whose state folder belongs to a running bottle: the one that started it (its
-    label) when this process can see that folder, else ``fallback`` (the caller's own home)."""
-    if info is not None and info.home and Path(info.home).is_dir():
-        return Path(info.home)
-    return fallback
-
-
-@dataclass(frozen=True)
-class Located:
-    """A running bottle, the home that holds its state, and its backend."""
-
-    info: BottleInfo
-    home: Path
-    backend: Backend
-
-    @property
-    def slug(self) -> str:
-        return self.info.slug
-
-
-async def locate(slug: str, fallback: Path) -> Located:
-    """The running bottle ``slug`` (one engine listing); a one-line error naming `ls` when none runs."""
-    info = await backends.find(slug)
-    return Located(info, bottle_home(info, fallback), backends.get(info.backend))
-
-
 # -- plans and starting ---------------------------------------------------------------------------
 
 
@@ -167,12 +144,7 @@ def plan(home: Path, agent: str, *, from_snapshot: str | None = None) -> BottleP
         raise BottleError(
             f"snapshot {snap.name} is of agent {snap.agent}, not {agent}: `bottle-tui start {snap.agent} --from {snap.name}`"
         )
-    return _forked(made, snap)
-
-
-def _forked(plan: BottlePlan, snap: Snapshot) -> BottlePlan:
-    """``plan`` starting from ``snap``: its agent runs the snapshot's image."""
-    return dataclasses.replace(plan, snapshot=snap, images={**plan.images, "agent": snap.image})
+    return forked_plan(made, snap)
 
 
 def describe(plan: BottlePlan) -> str:
@@ -214,7 +186,7 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
         await preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
     if plan.snapshot is not None:
-        plan = _forked(plan, plan.snapshot)
+        plan = forked_plan(plan, plan.snapshot)
     await backend.start(plan, progress)
     await record_work_start(plan, progress)
     return plan
@@ -262,69 +234,9 @@ async def resume(plan: BottlePlan, progress: Progress) -> BottlePlan:
     await backend.preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
     if plan.snapshot is not None:
-        plan = _forked(plan, plan.snapshot)
+        plan = forked_plan(plan, plan.snapshot)
     await backend.resume(plan, progress)
     return plan
-
-
-# -- snapshots and forks --------------------------------------------------------------------------
-
-
-async def snapshot(home: Path, slug: str, progress: Progress, name: str | None = None) -> Snapshot:
-    """Snapshot the running bottle ``slug`` (its agent's filesystem, its work volume, the policy in
-    force) as ``name`` (default: the slug and the time) in the snapshots/ of the home that holds
-    its state (see ``bottle_home``); a one-line error for a bad or taken name, a bottle that is
-    not running, or a backend that cannot. Takes as long as the engine needs to commit the
-    filesystem and read the volume (see `make bench`)."""
-    chosen = snapshots.check_name(name) if name else snapshots.default_name(slug, datetime.now(UTC))
-    where = await locate(slug, home)
-    folder = await asyncio.to_thread(snapshots.check_free, where.home, chosen)
-    progress(f"snapshotting {slug} as {chosen} (its agent pauses while its filesystem and home are saved)")
-    return await where.backend.snapshot(where.home, where.info, folder)
-
-
-@dataclass(frozen=True)
-class SnapshotListed:
-    """A snapshot, and whether the engine still holds its image (None: the engine did not answer)."""
-
-    snapshot: Snapshot
-    image_present: bool | None
-
-
-def saved_snapshots(home: Path) -> list[Snapshot]:
-    """``home``'s snapshots, oldest first, from their folders only (blocking)."""
-    return snapshots.listing(home)
-
-
-async def list_snapshots(home: Path) -> list[SnapshotListed]:
-    """``home``'s snapshots, oldest first, each with whether its image is on the engine."""
-    found = await asyncio.to_thread(saved_snapshots, home)
-    listed = []
-    for snap in found:
-        try:
-            present: bool | None = await backends.snapshot_image_exists(snap.image)
-        except BottleError:
-            present = None
-        listed.append(SnapshotListed(snap, present))
-    return listed
-
-
-async def remove_snapshot(home: Path, name: str) -> Snapshot:
-    """Remove snapshot ``name`` of ``home``: its image, then its folder. A one-line error for an
-    unknown name, or while a bottle's agent (a fork) still runs on its image."""
-    snap = await asyncio.to_thread(snapshots.find, home, name)
-    users = await backends.snapshot_image_users(snap.image)
-    if users:
-        raise BottleError(
-            f"snapshot {name} is the image of bottle {', '.join(users)}: stop it first (`bottle-tui stop SLUG`)"
-        )
-    problem = await backends.remove_snapshot_image(snap.image)
-    if problem is not None:
-        raise BottleError(f"{problem}; snapshot {name} is kept")
-    problems = await asyncio.to_thread(remove_tree, snap.path)
-    if problems:
-        raise BottleError(f"removed the image of snapshot {name}, but not all of {snap.path}: {problems[0]}")
-    return snap
 
 
 async def ensure_images(home: Path, progress: Progress, *, force: bool = False) -> dict[str, str]:

@@ -145,3 +145,13 @@ def test_the_cli_takes_the_snapshot_commands() -> None:
     assert (args.command, args.slug, args.name) == ("snapshot", "coder-abc123", "x")
     assert parser.parse_args(["snapshots", "ls", "--json"]).json
     assert parser.parse_args(["snapshots", "rm", "x"]).name == "x"
+
+
+def test_cleanup_takes_a_snapshot_image_only_when_its_folder_no_longer_names_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    snap = write_snapshot(home, "kept")
+    assert docker_snapshot.folder_holds(str(home), "kept", snap.image)
+    assert not docker_snapshot.folder_holds(str(home), "kept", "bottle-tui/snapshot:other")  # a name reused
+    assert not docker_snapshot.folder_holds(str(home), "gone", snapshots.image_ref("gone"))
+    assert not docker_snapshot.folder_holds("", "kept", snap.image)  # an image without a home label
+    assert not docker_snapshot.folder_holds(str(home), "../x", "bottle-tui/snapshot:x")

@@ -60,6 +60,7 @@ test: lint engine
 bench: images
 	$(PY) bench/bench_bringup.py
 	$(PY) bench/bench_workspace_stop.py
+	$(PY) bench/bench_snapshot.py
 	$(PY) bench/bench_ls.py
 	$(PY) bench/bench_egress.py
 	$(PY) bench/bench_smolvm.py
@@ -77,8 +78,9 @@ bench: images
 mutmut: $(STAMP)
 	scripts/mutmut-dlp.sh $(PY) $(ARGS)
 
-# Removes what the tests leave: bottles whose home is a pytest temporary folder and their work
-# volumes (cleanup archives them into that home first), the tests' fake-internet containers,
+# Removes what the tests leave: bottles whose home is a pytest temporary folder, their work
+# volumes (cleanup archives them into that home first) and snapshot images (labelled with the home
+# that took them: cleanup --homes-under removes those), the tests' fake-internet containers,
 # networks and volumes, and the tests' tmux servers. Your own bottles stay (`bottle-tui cleanup` handles those).
 PYTEST_TMP = $(shell $(PYTHON) -c 'import getpass, os, tempfile; print(os.path.join(tempfile.gettempdir(), "pytest-of-" + getpass.getuser()))')
 clean-docker: $(STAMP)

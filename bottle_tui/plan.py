@@ -12,6 +12,7 @@ from bottle_contract import ports
 
 from .errors import BottleError
 from .manifest import AgentSpec, BottleSpec, Manifests, Route
+from .snapshots import Snapshot
 from .state import StateDir, project_name
 
 CA_MOUNT = "/etc/bottle/ca"
@@ -116,6 +117,9 @@ class BottlePlan:
     images: dict[str, str] = field(hash=False)
     started_at: str
     home: Path
+    # A fork (`start AGENT --from NAME`): the agent's filesystem, its home and the policy in force
+    # come from this snapshot instead of the agent image, an empty volume and the manifest.
+    snapshot: Snapshot | None = None
 
     @property
     def backend(self) -> str:
@@ -262,11 +266,6 @@ def resolve(
             f"{bottle.path}: git.upstream: the git gate mirrors https:// upstreams and repositories on this machine only; "
             f"use the https URL of {bottle.git.upstream}, or a path to a local clone"
         )
-    if bottle.git and bottle.git.local is None and bottle.git.review:
-        raise BottleError(
-            f"{bottle.path}: git.review: holding pushes to an https upstream for review is not available yet; "
-            "remove git.review (clean pushes go upstream after the gate's scan) or use a local repository as git.upstream"
-        )
     return BottlePlan(
         slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home
     )
@@ -295,6 +294,15 @@ def preflight_text(plan: BottlePlan) -> str:
             else []
         ),
         f"slug       {plan.slug}",
+        *(
+            [
+                f"from       snapshot {plan.snapshot.name} of {plan.snapshot.of} ({plan.snapshot.created_at}): "
+                "its filesystem, checkout and ~/.claude, and the policy in force then (a new CA, "
+                "its own credentials)"
+            ]
+            if plan.snapshot
+            else []
+        ),
         "egress     "
         + (
             "no routes: every request is blocked"
@@ -313,6 +321,11 @@ def preflight_text(plan: BottlePlan) -> str:
             lines.append(
                 f"  - clean pushes wait as git-push proposals; approving one brings it home as "
                 f"refs/heads/bottle/{plan.slug}/<branch> (nothing else in the repository is touched)"
+            )
+        elif b.git.review:
+            lines.append(
+                "  - git.review: clean pushes wait in the gate as git-push proposals; approving one has the gate "
+                "push it upstream (rejecting sends your note to the agent)"
             )
     else:
         lines.append("git        none")

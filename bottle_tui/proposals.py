@@ -13,7 +13,8 @@ Every read-modify-write of the queue or of routes.yaml holds the queue's lock, w
 takes too: two deciders racing give one decision, and the other gets "already decided".
 A ``git-push`` (the git gate held a clean push of a bottle whose upstream is a local repository)
 is applied by bringing the branch home (``local_repo.bring_home``: one ref under
-``refs/heads/bottle/<slug>/``), also before the proposal is marked decided.
+``refs/heads/bottle/<slug>/``), also before the proposal is marked decided. One held on its way
+to an https upstream (``git.review: true``) is pushed there by the gate once it is approved.
 
 Applying an approval rewrites ``state/<slug>/egress/routes.yaml`` before the proposal is marked
 decided (a crash in between leaves it pending, and approving again adds nothing twice), then
@@ -315,8 +316,12 @@ def bring_home(state: StateDir, pid: str, change: dict[str, Any]) -> local_repo.
 
 
 def git_push_target(p: Proposal) -> str:
-    """Where approving a git-push proposal puts its branch in the operator's repository."""
-    return contract.home_ref(p.slug, str(p.change.get("branch")))
+    """Where approving a git-push proposal puts its branch: a ref in the operator's repository, or
+    (the gate held it on its way to an https upstream: it noted upstream's branch then) upstream."""
+    branch = str(p.change.get("branch"))
+    if "upstream_at_push" in p.data:
+        return f"upstream's {branch} (the git gate pushes it there)"
+    return contract.home_ref(p.slug, branch)
 
 
 def git_push_diff(state: StateDir, p: Proposal) -> str:
@@ -361,7 +366,9 @@ def decide(
         home_line: str | None = None
         if current.kind == "git-push":
             changed = False
-            if final is not None:
+            # A local upstream's branch comes home here; an https upstream's the gate forwards,
+            # with its credential, once it reads this decision (sidecars/gitgate/held.py).
+            if final is not None and local_upstream(state) is not None:
                 home_line = bring_home(state, pid, final).line()
         else:
             changed = apply_change(state, current.kind, final, once=once) if final is not None else False

@@ -70,16 +70,29 @@ async def run(
     input: bytes | None = None,
     cwd: str | os.PathLike[str] | None = None,
     stdout_path: str | os.PathLike[str] | None = None,
+    stdin_path: str | os.PathLike[str] | None = None,
 ) -> Completed:
     """Run ``argv`` to completion and capture its output (decoded as UTF-8, errors replaced).
     With ``stdout_path`` its stdout goes to that file instead (created 0600, bytes as they come:
-    an archive streamed out of a container), and ``Completed.stdout`` is empty."""
+    an archive streamed out of a container), and ``Completed.stdout`` is empty. With
+    ``stdin_path`` its stdin is that file (an archive streamed into a container; not with ``input``)."""
     args = [str(os.fspath(a)) for a in argv]
-    sink = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if stdout_path is not None else None
+    if stdin_path is not None and input is not None:
+        raise ValueError("run: give input or stdin_path, not both")
+    source = os.open(stdin_path, os.O_RDONLY) if stdin_path is not None else None
+    try:
+        sink = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if stdout_path is not None else None
+    except OSError:
+        if source is not None:
+            os.close(source)
+        raise
+    stdin: int = (
+        source if source is not None else (asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL)
+    )
     try:
         proc = await asyncio.create_subprocess_exec(
             *args,
-            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdin=stdin,
             stdout=asyncio.subprocess.PIPE if sink is None else sink,
             stderr=asyncio.subprocess.PIPE,
             env=_env(env),
@@ -89,8 +102,9 @@ async def run(
     except FileNotFoundError as exc:
         raise CommandNotFound(args, None, "", f"cannot start: {args[0]} is not installed or not on PATH") from exc
     finally:
-        if sink is not None:
-            os.close(sink)  # the child holds its own copy
+        for fd in (sink, source):
+            if fd is not None:
+                os.close(fd)  # the child holds its own copy
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:

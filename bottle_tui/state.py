@@ -284,6 +284,67 @@ def work_archive(home: Path, slug: str) -> Path:
     return archive_dir(home, slug) / WORK_ARCHIVE
 
 
+def snapshot_root(home: Path) -> Path:
+    """``snapshots/<name>/``: what `bottle-tui snapshot` saved of a bottle (its image lives in the engine)."""
+    return home / "snapshots"
+
+
+@dataclass(frozen=True)
+class SnapshotDir:
+    """Paths of one snapshot's folder: the record, the agent's home, and the policy at snapshot time."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def record(self) -> Path:
+        """snapshot.json: what was saved, from which bottle, and the engine image of its filesystem."""
+        return self.path / "snapshot.json"
+
+    @property
+    def home_tar(self) -> Path:
+        """The agent's work volume (checkout and ~/.claude), as a tar of /home/agent."""
+        return self.path / "home.tar"
+
+    @property
+    def routes(self) -> Path:
+        """The routes.yaml in force when the snapshot was taken (a fork starts with it)."""
+        return self.path / layout.ROUTES
+
+    @property
+    def metadata(self) -> Path:
+        """The source bottle's metadata.json, as it was."""
+        return self.path / "metadata.json"
+
+    def partial(self) -> Path:
+        """Where a snapshot is written before it is renamed into place."""
+        return self.path.with_name(f".{self.name}.partial")
+
+    def read_record(self) -> dict[str, Any] | None:
+        return _read_object(self.record)
+
+    def write_record(self, record: dict[str, Any], folder: Path | None = None) -> None:
+        target = (folder or self.path) / self.record.name
+        atomic_write(target, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+
+def snapshot_dir(home: Path, name: str) -> SnapshotDir:
+    """``snapshots/<name>/``; the name is checked where it comes in (``snapshots.check_name``)."""
+    if not name or "/" in name or name.startswith("."):
+        raise BottleError(f"'{name}' is not a snapshot name: use one that `bottle-tui snapshots ls` prints")
+    return SnapshotDir(snapshot_root(home) / name)
+
+
+def all_snapshot_dirs(home: Path) -> list[SnapshotDir]:
+    root = snapshot_root(home)
+    if not root.is_dir():
+        return []
+    return [SnapshotDir(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
 def prune_archive(
     home: Path, *, max_age_days: float, max_total_mb: float, now: float, keep: Path | None = None
 ) -> tuple[list[Path], list[str]]:

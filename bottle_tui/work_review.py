@@ -53,6 +53,7 @@ __all__ = [
     "FileChange",
     "FileDiff",
     "GitReview",
+    "PushReview",
     "Review",
     "ReviewSource",
     "parse_log",
@@ -242,9 +243,14 @@ class GitReview:
     title: str = "Review"
     base_note: str = ""
     unavailable: str = field(default="", init=False)
+    worktree = True  # untracked files count (a checkout; a push has no working tree)
 
     async def _git(self, argv: Sequence[str | bytes], limit: int, *, untracked: bool = False) -> Output:
         return await run_git(self.exec_, argv, workdir=self.workdir, limit=limit, untracked=untracked)
+
+    def _sides(self, base: str) -> list[str]:
+        """What a diff compares: ``base`` with the working tree (a checkout)."""
+        return [base]
 
     async def probe(self) -> Probe:
         out = await self._git(["sh", "-c", PROBE, "probe", self.base or ""], 1 << 20)
@@ -343,7 +349,9 @@ class GitReview:
 
     async def counted(self, review: Review) -> Review:
         out = await self._git(
-            [*GIT, "diff", "--numstat", "-z", *DIFF_FLAGS, review.base, "--"], LIST_LIMIT, untracked=True
+            [*GIT, "diff", "--numstat", "-z", *DIFF_FLAGS, *self._sides(review.base), "--"],
+            LIST_LIMIT,
+            untracked=self.worktree,
         )
         counts = parse_numstat(out.data)
         files = []
@@ -368,7 +376,7 @@ class GitReview:
                 "--src-prefix=a/",
                 "--dst-prefix=b/",
                 "--unified=3",
-                base,
+                *self._sides(base),
                 "--",
                 *(b":(literal)" + p for p in paths),
             ],
@@ -382,9 +390,45 @@ class GitReview:
     async def patch(self, review: Review) -> Output:
         """Every file's diff in one (``git diff -p``), cut at PATCH_LIMIT: for a terminal."""
         return await self._git(
-            [*GIT, "diff", "-p", *DIFF_FLAGS, "--src-prefix=a/", "--dst-prefix=b/", review.base, "--"],
+            [*GIT, "diff", "-p", *DIFF_FLAGS, "--src-prefix=a/", "--dst-prefix=b/", *self._sides(review.base), "--"],
             PATCH_LIMIT,
-            untracked=True,
+            untracked=self.worktree,
+        )
+
+
+@dataclass
+class PushReview(GitReview):
+    """The review of one pushed branch: ``base``..``new`` in a repository without a working tree
+    (the gate's mirror, for a git-push proposal), with the commits of ``branch`` between them.
+    ``base`` None: everything ``new`` holds is new."""
+
+    new: str = ""
+    branch: str = ""
+    worktree = False
+
+    def _sides(self, base: str) -> list[str]:
+        return [base, self.new]
+
+    async def review(self) -> Review:
+        base = self.base or EMPTY_TREE
+        listing, log = await asyncio.gather(
+            self._git([*GIT, "diff", "--raw", "-z", "--no-abbrev", *DIFF_FLAGS, base, self.new, "--"], LIST_LIMIT),
+            self._log(base, f"refs/heads/{self.branch}", self.new),
+        )
+        if listing.status not in (0, None):
+            raise BottleError(
+                f"the gate's mirror {self.workdir} cannot show {base[:12]}..{self.new[:12]} (git exit {listing.status})"
+            )
+        files = parse_raw(listing.data, truncated=listing.truncated)
+        notes = [f"the file list is cut at {LIST_LIMIT >> 20} MiB: {len(files)} files are listed"] * listing.truncated
+        return Review(
+            title=self.title,
+            base=base,
+            base_note=self.base_note or (f"{base[:12]}..{self.new[:12]}" if self.base else f"all of {self.new[:12]}"),
+            files=tuple(files),
+            branches=(replace(log, current=True),),
+            head=self.branch,
+            notes=tuple(notes),
         )
 
 

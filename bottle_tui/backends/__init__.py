@@ -18,7 +18,8 @@ from .docker.engine import BottleInfo, EngineStatus
 
 if TYPE_CHECKING:
     from ..plan import BottlePlan
-    from ..state import StateDir
+    from ..snapshots import Snapshot
+    from ..state import SnapshotDir, StateDir
 
 Progress = Callable[[str], None]
 
@@ -40,7 +41,10 @@ __all__ = [
     "for_state",
     "get",
     "image_refs",
+    "remove_snapshot_image",
     "require_engine",
+    "snapshot_image_exists",
+    "snapshot_image_users",
 ]
 
 
@@ -94,6 +98,11 @@ class Backend(Protocol):
     async def resume(self, plan: BottlePlan, progress: Progress) -> None:
         """Bring back the bottle ``plan.slug`` that `stop --keep` kept (its state folder and
         work volume); a one-line BottleError where this backend cannot."""
+
+    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
+        """Save the running bottle's agent filesystem, work volume and policy in force as
+        snapshot ``folder`` (which does not exist yet) of ``home``; a one-line BottleError where
+        this backend cannot, leaving nothing behind."""
 
     async def reload_policy(self, slug: str) -> str | None:
         """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be
@@ -194,6 +203,27 @@ async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -
     from .docker import images
 
     return await images.ensure_images(progress, log, force=force)
+
+
+async def snapshot_image_exists(ref: str) -> bool:
+    """Whether the engine holds a snapshot's image (every snapshot's image is on the engine)."""
+    from .docker import snapshot
+
+    return await snapshot.image_exists(ref)
+
+
+async def snapshot_image_users(ref: str) -> list[str]:
+    """The containers made from a snapshot's image (a running fork's agent)."""
+    from .docker import snapshot
+
+    return await snapshot.users(ref)
+
+
+async def remove_snapshot_image(ref: str) -> str | None:
+    """Remove a snapshot's image; one line when that failed."""
+    from .docker import snapshot
+
+    return await snapshot.remove_image(ref)
 
 
 async def discover() -> list[BottleInfo]:

@@ -18,6 +18,8 @@ from ..errors import BottleError
 from ..runner import handoff
 from .common import _confirm, _home, _print_table, _say
 from .review import MIN_WHAT_WIDTH, _proposal_line, cmd_diff, cmd_policy, cmd_proposals, proposal_table
+from .snapshots import add_parsers as add_snapshot_parsers
+from .snapshots import cmd_snapshot, cmd_snapshots
 
 __all__ = ["MIN_WHAT_WIDTH", "_proposal_line", "main", "proposal_table"]
 
@@ -35,7 +37,7 @@ def _attach(argv: list[str], slug: str) -> None:
 
 async def cmd_start(args: argparse.Namespace) -> int:
     home = _home(args)
-    plan = ops.plan(home, args.agent)
+    plan = ops.plan(home, args.agent, from_snapshot=args.from_snapshot)
     print(ops.describe(plan))
     for warning in ops.start_warnings(plan):
         _say(f"warning: {warning}")
@@ -288,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit; touches neither docker nor state")
     p.add_argument("--detach", "-d", action="store_true", help="start and return (prints the slug)")
+    p.add_argument(
+        "--from",
+        dest="from_snapshot",
+        metavar="NAME",
+        help="a fork: start from snapshot NAME of AGENT (`bottle-tui snapshots ls`); the original keeps running",
+    )
     p = sub.add_parser("attach", help="open claude in a running bottle (continues the last conversation)")
     p.add_argument("slug")
     p.add_argument("--fresh", action="store_true", help="start a new conversation instead of continuing")
@@ -319,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stat", action="store_true", help="one line per file (lines added and deleted) instead of the diffs"
     )
     p.add_argument("--json", action="store_true", help="branches, commits and files with their counts, as JSON")
+    add_snapshot_parsers(sub)
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser(
@@ -374,6 +383,8 @@ COMMANDS = {
     "stop": cmd_stop,
     "resume": cmd_resume,
     "ls": cmd_ls,
+    "snapshot": cmd_snapshot,
+    "snapshots": cmd_snapshots,
     "selftest": cmd_selftest,
     "cleanup": cmd_cleanup,
     "images": cmd_images,

@@ -132,7 +132,10 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
         _say(f"warning: {decided.reload_warning}")
     home_line = f" (brought home: {_shown(decided.home)})" if decided.home else ""
     _say(
-        f"{p.id}: {decided.proposal.status}" + (" (routes.yaml updated)" if decided.policy_changed else "") + home_line
+        f"{p.id}: {decided.proposal.status}"
+        + (" (routes.yaml updated)" if decided.policy_changed else "")
+        + home_line
+        + decided.forwarding
     )
     return 0
 

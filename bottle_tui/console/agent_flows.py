@@ -21,7 +21,7 @@ from ..ops import BottleInfo, BottlePlan
 from ..plan import missing_secrets
 from ..state import state_dir
 from .inert import inert
-from .screens import ConfirmScreen, LogScreen, PickerScreen
+from .screens import SNAPSHOT_CHOICE, ConfirmScreen, LogScreen, PickerScreen
 
 if TYPE_CHECKING:
     from .app import BottleConsole
@@ -74,11 +74,24 @@ async def _new_agent(app: BottleConsole) -> None:
     agents = [
         (a.name, a.description, running.get(a.name, 0)) for a in sorted(manifests.agents.values(), key=lambda a: a.name)
     ]
-    name = await app.push_screen_wait(PickerScreen(agents))
-    if not name:
-        return
     try:
-        plan = await asyncio.to_thread(app.make_plan, app.home, name)
+        saved = await asyncio.to_thread(app.snapshots_fn, app.home)
+    except BottleError as exc:  # the agents can still start
+        app.notify(inert(str(exc)).plain, title="Snapshots", severity="warning", markup=False)
+        saved = []
+    forks = [
+        (s.name, s.agent, f"of {s.of}, {s.created_at[:16].replace('T', ' ')}")
+        for s in reversed(saved)
+        if s.agent in manifests.agents
+    ]
+    chosen = await app.push_screen_wait(PickerScreen(agents, forks))
+    if not chosen:
+        return
+    name, _, snapshot = chosen.partition(SNAPSHOT_CHOICE)
+    try:
+        plan = await asyncio.to_thread(
+            lambda: app.make_plan(app.home, name, from_snapshot=snapshot) if snapshot else app.make_plan(app.home, name)
+        )
     except BottleError as exc:
         app.notify(inert(str(exc)).plain, title="Plan", severity="error", markup=False)
         return
@@ -267,6 +280,34 @@ async def _review_work(app: BottleConsole, info: BottleInfo) -> None:
         app.notify(inert(str(exc)).plain[:300], title="Diff", severity="warning", markup=False)
         return
     await app.push_screen(ReviewScreen(source))
+
+
+def snapshot(app: BottleConsole, info: BottleInfo) -> None:
+    if info.slug in app.snapshotting:
+        app.notify(f"a snapshot of {info.slug} is being taken already", title="Snapshot", markup=False)
+        return
+    app.snapshotting.add(info.slug)
+    app.run_worker(_snapshot(app, info), group="snapshot", exit_on_error=False)
+
+
+async def _snapshot(app: BottleConsole, info: BottleInfo) -> None:
+    """`s`: snapshot the agent (its filesystem, checkout, ~/.claude and policy); says where it went."""
+    app.notify(f"snapshotting {info.slug} (its agent pauses meanwhile)…", title="Snapshot", markup=False)
+    try:
+        snap = await app.snapshot_fn(app.home, info.slug, lambda _line: None)
+    except BottleError as exc:
+        app.notify(inert(str(exc)).plain[:300], title="Snapshot", severity="error", markup=False)
+        return
+    finally:
+        app.snapshotting.discard(info.slug)
+    app.notify(
+        inert(
+            f"snapshot {snap.name} of {snap.of}: image {snap.image}, home and policy in {snap.path}; "
+            "n then the snapshot starts a fork"
+        ).plain[:400],
+        title="Snapshot saved",
+        markup=False,
+    )
 
 
 def show_logs(app: BottleConsole, info: BottleInfo) -> None:

@@ -26,7 +26,7 @@ from textual.worker import Worker, WorkerState
 
 from .. import ops
 from ..config import NotifySettings
-from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, StopReport
+from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, Snapshot, StopReport
 from . import agent_flows, keys, watchers
 from .commands import ConsoleCommands
 from .inert import inert
@@ -51,6 +51,8 @@ StopBottle = Callable[[Path, BottleInfo, Say], Awaitable[StopReport]]  # (home, 
 PaneArgv = Callable[[Path, str, str], list[str]]  # (home, slug, backend) -> what the right pane runs for claude
 EndSession = Callable[[Path, str, str], Awaitable[None]]  # (home, slug, backend): end the pane's claude there
 ReviewWork = Callable[[Path, BottleInfo], Awaitable[ReviewSource]]  # (home, bottle): what `d` shows
+TakeSnapshot = Callable[[Path, str, Say], Awaitable[Snapshot]]  # (home, slug, progress): what `s` does
+SavedSnapshots = Callable[[Path], list[Snapshot]]  # the snapshots the picker offers (blocking)
 
 
 async def start_bottle(plan: BottlePlan, say: Say) -> None:
@@ -89,7 +91,7 @@ class BottleConsole(App[None]):
         keymap: dict[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
         tick: bool = True,
-        make_plan: Callable[[Path, str], BottlePlan] | None = None,
+        make_plan: Callable[..., BottlePlan] | None = None,  # (home, agent, from_snapshot=None), as ops.plan
         tmux_env: Mapping[str, str] | None = None,
         start: StartBottle = start_bottle,
         stop: StopBottle = ops.stop,
@@ -98,6 +100,8 @@ class BottleConsole(App[None]):
         review: ReviewWork = ops.review_work,
         notify: NotifySettings | None = None,
         headless_notify: bool = False,
+        snapshot: TakeSnapshot = ops.snapshot,
+        snapshots: SavedSnapshots = ops.saved_snapshots,
     ) -> None:
         super().__init__()
         from themes import DEFAULT_THEME, register_all
@@ -111,6 +115,8 @@ class BottleConsole(App[None]):
         self.start_fn, self.stop_fn, self.pane_argv, self.end_session = start, stop, pane_argv, end_session
         self.make_plan = make_plan or ops.plan
         self.review_fn = review
+        self.snapshot_fn, self.snapshots_fn = snapshot, snapshots
+        self.snapshotting: set[str] = set()  # slugs whose snapshot is being taken (s twice waits)
         self.poll_seconds = poll_seconds
         self.clock = clock or (lambda: datetime.now(UTC))
         self._watch_events, self._watch_files, self._tick = watch_events, watch_files, tick

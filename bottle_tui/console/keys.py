@@ -21,15 +21,16 @@ LOGS = Binding("l", "logs", "Logs", id="logs")
 DIFF = Binding("d", "diff", "Diff", id="diff")
 # The same key on a bottle whose work cannot be reviewed (no git): not in the footer, and it says why.
 NO_DIFF = Binding("d", "no_diff", "Diff", show=False, id="diff")
+SNAPSHOT = Binding("s", "snapshot", "Snapshot", id="snapshot")
 REFRESH = Binding("f5", "app.refresh", "Refresh", id="refresh")
 
 # Every main-screen key, as the command palette lists them.
-ALL = [QUIT, SWITCH, DOWN, UP, OPEN, APPROVE, MODIFY, REJECT, NEW, STOP, ROUTES, DLP, LOGS, DIFF, REFRESH]
+ALL = [QUIT, SWITCH, DOWN, UP, OPEN, APPROVE, MODIFY, REJECT, NEW, STOP, ROUTES, DLP, LOGS, DIFF, SNAPSHOT, REFRESH]
 # The app-wide ones, for when no pane has the focus.
 APP_WIDE = [QUIT, SWITCH, NEW, REFRESH]
 # Actions that act on the selected row of one pane (the panes' check_action hides them when empty).
 PROPOSAL_ACTIONS = ("open", "approve", "modify", "reject")
-AGENT_ACTIONS = ("open", "stop", "edit_routes", "edit_dlp", "logs", "diff", "no_diff")
+AGENT_ACTIONS = ("open", "stop", "edit_routes", "edit_dlp", "logs", "diff", "no_diff", "snapshot")
 
 DESCRIPTIONS = {
     "quit": "Quit the console (every bottle keeps running)",
@@ -46,6 +47,7 @@ DESCRIPTIONS = {
     "edit_dlp": "Edit the selected bottle's DLP policy",
     "logs": "Show the selected bottle's logs",
     "diff": "Review what the selected agent changed (files, diffs, commits)",
+    "snapshot": "Snapshot the selected agent (a fork starts from it: n, then pick the snapshot)",
     "refresh": "Refresh bottles and proposals now",
 }
 

@@ -189,6 +189,7 @@ class AgentsPane(ConsolePane):
         keys.LOGS,
         keys.DIFF,
         keys.NO_DIFF,
+        keys.SNAPSHOT,
         keys.REFRESH,
     ]
     ROW_ACTIONS = keys.AGENT_ACTIONS
@@ -321,6 +322,9 @@ class AgentsPane(ConsolePane):
 
     def action_diff(self) -> None:
         self._selected_then(agent_flows.review_work)
+
+    def action_snapshot(self) -> None:
+        self._selected_then(agent_flows.snapshot)
 
     def action_no_diff(self) -> None:
         info = self.selected()

@@ -36,17 +36,8 @@ def detail_sections(home: Path, p: Proposal) -> list[tuple[str, str]]:
     ]
     if d.get("context"):
         sections.append(("Context", str(d["context"])))
-    if p.kind == "git-push":
-        commits = [
-            f"{str(c.get('id', ''))[:12]} {c.get('subject')} ({c.get('author')})" for c in d.get("commits") or []
-        ]
-        if p.change.get("commits", 0) > len(commits):
-            commits.append(f"... {p.change['commits']} commits in all")
-        sections.append(("Lands in (approving)", ops.git_push_target(p)))
-        sections.append(("Commits (the agent's)", "\n".join(commits) or "none"))
-        sections.append(("Diff", ops.proposal_diff(home, p)))
-    else:
-        sections.append(("Policy before → after", ops.proposal_diff(home, p)))
+    # (A git-push's detail is the review screen: open_detail.)
+    sections.append(("Policy before → after", ops.proposal_diff(home, p)))
     sections.append(("History", "\n".join(ops.proposal_history(home, p))))
     return sections
 
@@ -71,8 +62,19 @@ def run(app: BottleConsole, p: Proposal, what: str) -> None:
 
 
 async def open_detail(app: BottleConsole, p: Proposal) -> None:
-    sections = await asyncio.to_thread(detail_sections, app.home, p)
-    choice = await app.push_screen_wait(ProposalDetail(sections, pending=p.pending))
+    if p.kind == "git-push":
+        # A push is reviewed as the agent's work is: files, commits, each file's diff (`d`'s screen).
+        from .review import ReviewScreen
+
+        try:
+            source = await asyncio.to_thread(ops.review_push, app.home, p)
+        except BottleError as exc:
+            app.notify(inert(str(exc)).plain[:300], title="Proposal", severity="error", markup=False)
+            return
+        choice = await app.push_screen_wait(ReviewScreen(source, decide=p.pending))
+    else:
+        sections = await asyncio.to_thread(detail_sections, app.home, p)
+        choice = await app.push_screen_wait(ProposalDetail(sections, pending=p.pending))
     if choice in ("approve", "modify", "reject"):
         await {"approve": approve, "modify": modify, "reject": reject}[choice](app, p)
 
@@ -80,7 +82,10 @@ async def open_detail(app: BottleConsole, p: Proposal) -> None:
 async def approve(app: BottleConsole, p: Proposal) -> None:
     if p.kind == "git-push":
         # No scope: approving brings this one push home, to one ref.
-        question = f"{p.summary()}\n\nBring it home as {ops.git_push_target(p)}?"
+        target = ops.git_push_target(p)
+        question = f"{p.summary()}\n\n" + (
+            f"Bring it home as {target}?" if target.startswith("refs/") else f"Push it to {target}?"
+        )
         if await app.push_screen_wait(ConfirmScreen(f"Approve the push of {p.slug}", question)):
             await decide(app, p, "approve")
         return

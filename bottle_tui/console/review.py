@@ -1,5 +1,5 @@
 """The review screen: what changed in a repository, fed by any ``ReviewSource`` (an agent's work
-through `d`; meant for a git-push proposal's detail too). The files stream into their table, each
+through `d`; a git-push proposal's detail, with `a` and `r` to decide it). The files stream into their table, each
 file's diff is loaded when its row is highlighted and shown syntax-highlighted, and the commits
 list with their messages. Every byte of it is the agent's: names, messages and diff lines are
 made inert before Rich sees them, and only short lines of a bounded diff are highlighted (a lexer
@@ -144,8 +144,9 @@ def file_cells(change: FileChange) -> tuple[Text, Text, Text, Text]:
     )
 
 
-class ReviewScreen(Screen[None]):
-    """Files (top left), commits (below them), the highlighted one's diff or message (right)."""
+class ReviewScreen(Screen[str | None]):
+    """Files (top left), commits (below them), the highlighted one's diff or message (right).
+    With ``decide`` (a pending git-push proposal) `a` and `r` close it with "approve" or "reject"."""
 
     DEFAULT_CSS = """
     ReviewScreen #review-title { height: 1; padding: 0 1; background: $boost; color: $text; }
@@ -164,11 +165,14 @@ class ReviewScreen(Screen[None]):
         Binding("tab", "app.focus_next", "Next part", id="review.next"),
         Binding("shift+tab", "app.focus_previous", "Previous part", show=False, id="review.previous"),
         Binding("f5", "reload", "Reload", id="review.reload"),
+        Binding("a", "decide('approve')", "Approve", id="review.approve"),
+        Binding("r", "decide('reject')", "Reject", id="review.reject"),
     ]
 
-    def __init__(self, source: ReviewSource) -> None:
+    def __init__(self, source: ReviewSource, *, decide: bool = False) -> None:
         super().__init__()
         self.source = source
+        self.decide = decide
         self.review: Review | None = None
         self.files: list[FileChange] = []
         self._diffs: OrderedDict[int, FileDiff] = OrderedDict()
@@ -343,6 +347,12 @@ class ReviewScreen(Screen[None]):
         self._shown = key
         self.query_one("#review-diff", Static).update(render_commit(*self._commits[key]))
         self.query_one("#review-view", VerticalScroll).scroll_home(animate=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.decide if action == "decide" else True
+
+    def action_decide(self, choice: str) -> None:
+        self.dismiss(choice)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -173,18 +173,24 @@ class EditorScreen(ModalScreen[T | None], Generic[T]):
         self.action_save()
 
 
+# A picked snapshot's option id: the agent, this, the snapshot's name (agent names hold no spaces).
+SNAPSHOT_CHOICE = " --from "
+
+
 class PickerScreen(ModalScreen[str | None]):
-    """Which agent to start: type to filter; Esc clears the filter, then closes."""
+    """Which agent to start, or which snapshot to fork (after the agents): type to filter; Esc
+    clears the filter, then closes. Dismisses with the agent's name, or ``agent --from name``."""
 
     BINDINGS = [Binding("escape", "back", "Clear / close", id="picker.back")]
 
-    def __init__(self, agents: Sequence[tuple[str, str, int]]) -> None:
+    def __init__(self, agents: Sequence[tuple[str, str, int]], snapshots: Sequence[tuple[str, str, str]] = ()) -> None:
         super().__init__()
         self._agents = list(agents)  # (name, description, running)
+        self._snapshots = list(snapshots)  # (name, agent, what it is of and when), newest first
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="picker"):
-            yield _title("Start an agent")
+            yield _title("Start an agent, or fork a snapshot")
             yield Input(placeholder="type to filter", id="filter")
             yield OptionList(id="agents")
             yield _keys("Enter start · ↑↓ choose · Esc clear / close")
@@ -196,9 +202,11 @@ class PickerScreen(ModalScreen[str | None]):
         options = self.query_one(OptionList)
         options.clear_options()
         needle = needle.strip().lower()
+        shown = 0
         for name, description, running in self._agents:
             if needle and needle not in name.lower() and needle not in description.lower():
                 continue
+            shown += 1
             label = inert(name)
             if running:
                 label.append(f" ({running} running)")
@@ -206,8 +214,17 @@ class PickerScreen(ModalScreen[str | None]):
                 label.append_text(Text("  "))
                 label.append_text(inert(description))
             options.add_option(Option(label, id=name))
+        forks = [s for s in self._snapshots if not needle or any(needle in part.lower() for part in s)]
+        if forks:
+            options.add_option(Option(Text("snapshots (a fork: a new bottle from one)", style="dim"), disabled=True))
+        for name, agent, note in forks:
+            label = Text("fork ")
+            label.append_text(inert(name))
+            label.append_text(Text(f"  {agent}, "))
+            label.append_text(inert(note))
+            options.add_option(Option(label, id=f"{agent}{SNAPSHOT_CHOICE}{name}"))
         if options.option_count:
-            options.highlighted = 0
+            options.highlighted = 0 if shown or not forks else 1  # past the snapshots' heading
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._fill(event.value)
@@ -227,7 +244,9 @@ class PickerScreen(ModalScreen[str | None]):
     def _choose(self) -> None:
         options = self.query_one(OptionList)
         if options.highlighted is not None and options.option_count:
-            self.dismiss(options.get_option_at_index(options.highlighted).id)
+            option = options.get_option_at_index(options.highlighted)
+            if not option.disabled:
+                self.dismiss(option.id)
 
     def action_back(self) -> None:
         field = self.query_one("#filter", Input)

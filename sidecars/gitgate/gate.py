@@ -20,6 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 
 # Imported through the daemon's pythonpath (daemons.json): its own folder and the contract.
+from held import HIDDEN, act_on_decisions, overlay
 from push_policy import GateConfig, GateError, load_config
 from upstream_git import fetch_argv, git_env, headline, run_git, scrub
 
@@ -32,6 +33,10 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 HOOKS_DIR = os.path.join(HERE, "hooks")
 SERVICES = ("git-upload-pack", "git-receive-pack")
 RESOLVE_TIMEOUT = 30.0
+# How often the queue folder is looked at for decisions on held pushes, and the wait after upstream
+# could not be reached to forward one.
+FORWARD_POLL = 0.5
+FORWARD_RETRY = 10.0
 _PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:._-]{0,200}$")
 
 
@@ -75,12 +80,55 @@ class Mirror:
             ("gc.auto", "0"),
         ):
             self._git("--git-dir", self.git_dir, "config", key, value)
+        if self.holds_for_upstream:
+            self._git("--git-dir", self.git_dir, "config", "--unset-all", "transfer.hideRefs", check=False)
+            for hidden in HIDDEN:
+                self._git("--git-dir", self.git_dir, "config", "--add", "transfer.hideRefs", hidden)
         self._git("--git-dir", self.git_dir, "symbolic-ref", "HEAD", f"refs/heads/{self.cfg.branch}")
         # A mirror left by an earlier run of the gate (restarted by init) is served while upstream is away.
         self.synced = bool(self._git("--git-dir", self.git_dir, "for-each-ref", "--count=1"))
 
-    def _git(self, *argv: str) -> str:
-        return subprocess.run(["git", *argv], check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    @property
+    def holds_for_upstream(self) -> bool:
+        """Review on with an https upstream: held pushes wait in the mirror (held.py)."""
+        return self.cfg.review and not self.cfg.local
+
+    def _git(self, *argv: str, check: bool = True) -> str:
+        return subprocess.run(["git", *argv], check=check, capture_output=True, text=True, timeout=60).stdout.strip()
+
+    def _fetch(self, env: dict[str, str], bound: float) -> bool:
+        """Fetch upstream into the mirror (the lock held); with held pushes, lay them over it."""
+        result = run_git(fetch_argv(self.cfg, self.git_dir), env, bound)
+        if not result.ok:
+            self.last_error = f"upstream not reachable: cannot fetch {self.cfg.upstream}: {headline(scrub(result.output, self.cfg))[:300]}"
+            return False
+        if self.holds_for_upstream:
+            overlay(self.git_dir)
+        if not self.synced:
+            log(f"mirrored {self.cfg.upstream} in {result.seconds:.2f} s")
+        self.synced = True
+        return True
+
+    def act_on_decisions(self) -> bool:
+        """Forward approved held pushes upstream and drop rejected ones; False when upstream could
+        not be reached (tried again later)."""
+        with self.lock:
+            try:
+                env = git_env(self.cfg, self.state_dir)
+            except GateError as e:
+                log(str(e))
+                return False
+            reached = True
+
+            def fetch() -> bool:
+                nonlocal reached
+                reached = self._fetch(env, self.cfg.refresh_timeout_seconds)
+                return reached
+
+            done = act_on_decisions(self.git_dir, self.cfg, self.state_dir, env, fetch)
+            if done:
+                log(f"acted on {done} decision(s) on held pushes")
+            return reached
 
     def refresh(self, why: str) -> bool:
         """Fetch upstream into the mirror (bounded); True when the mirror can be served."""
@@ -107,14 +155,9 @@ class Mirror:
                 log(str(e))
                 return self.synced
             bound = self.cfg.refresh_timeout_seconds if self.synced else self.cfg.first_mirror_timeout_seconds
-            result = run_git(fetch_argv(self.cfg, self.git_dir), env, bound)
-            if result.ok:
-                if not self.synced:
-                    log(f"mirrored {self.cfg.upstream} in {result.seconds:.2f} s")
-                self.synced = True
+            if self._fetch(env, bound):
                 self.last_refresh_ok_started = started
                 return True
-            self.last_error = f"upstream not reachable: cannot fetch {self.cfg.upstream}: {headline(scrub(result.output, self.cfg))[:300]}"
             log(f"{self.last_error} ({why}; serving {'the last mirror' if self.synced else 'nothing yet'})")
             return self.synced
         finally:
@@ -295,6 +338,30 @@ def listen_address(alias: str) -> str:
             time.sleep(0.2)
 
 
+def follow_decisions(mirror: Mirror) -> None:
+    """Act on the operator's decisions on held pushes as they are made: the queue folder is
+    looked at every FORWARD_POLL seconds and read only when it changed (a decision rewrites a
+    file in it); an unreachable upstream is tried again after FORWARD_RETRY seconds."""
+    folder = layout.sibling_queue(mirror.state_dir)
+    seen: int | None = None
+    while True:
+        time.sleep(FORWARD_POLL)
+        try:
+            stamp = os.stat(folder).st_mtime_ns
+        except OSError:
+            continue
+        if stamp == seen:
+            continue
+        try:
+            reached = mirror.act_on_decisions()
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
+            log(f"acting on decisions on held pushes failed: {type(e).__name__}: {e}")
+            reached = False
+        seen = stamp if reached else None
+        if not reached:
+            time.sleep(FORWARD_RETRY)
+
+
 def write_ready(state_dir: str, info: dict) -> None:
     atomic_write(os.path.join(state_dir, "ready"), json.dumps(info) + "\n", mode=0o644)
 
@@ -323,6 +390,8 @@ def main(argv: list[str]) -> int:
     # arrives meanwhile waits for it under the mirror's lock.
     if not cfg.local:
         threading.Thread(target=mirror.refresh, args=("start",), daemon=True).start()
+    if mirror.holds_for_upstream:
+        threading.Thread(target=follow_decisions, args=(mirror,), daemon=True).start()
     write_ready(state_dir, {"address": host, "port": cfg.port, "repo": cfg.repo, "pid": os.getpid()})
     upstream = cfg.upstream or "the operator's local repository (mirrored by the host)"
     mode = "; pushes are held for the operator's review" if cfg.review else ""

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+from held import hold
 from push_policy import GateError, load_config, parse_updates
 from review import held_lines, queue_pushes
 
@@ -23,6 +24,10 @@ def main() -> int:
         if not cfg.review:
             return 0
         made = queue_pushes(git_dir, cfg, state_dir, parse_updates(sys.stdin.read()))
+        if not cfg.local:
+            # an https upstream's refresh must not take the held tips away (held.py)
+            for p in made:
+                hold(git_dir, p["change"]["branch"], p["change"]["new"])
     except (GateError, OSError, subprocess.SubprocessError, ValueError) as e:
         # The push is in the mirror already; the agent learns it is not queued, and why.
         print(

@@ -2,8 +2,9 @@
 a clean push stays in the mirror and each branch it moves becomes a ``git-push`` proposal in the
 bottle's queue; the operator's decision reaches the agent on its next push (and list-my-requests).
 
-The gate only queues and tells. Bringing an approved branch home (a local upstream) is the
-host's: it fetches from the mirror in the state folder into the operator's repository.
+Bringing an approved branch home (a local upstream) is the host's: it fetches from the mirror in
+the state folder into the operator's repository. Forwarding an approved push to an https upstream
+is the gate's, with its credential (held.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import subprocess
 
 from push_policy import GateConfig, RefUpdate
+from upstream_git import UPSTREAM_HEADS
 
 from bottle_contract import layout
 from bottle_contract import proposal as contract
@@ -53,14 +55,23 @@ def home_tip(queue: contract.Queue, slug: str, branch: str) -> str | None:
     return str(approved[-1]["change"]["new"]) if approved else None
 
 
-def base_of(git_dir: str, cfg: GateConfig, new: str, home: str | None) -> str | None:
-    """What a push's commits and diff are counted from: the approved tip, else where the branch
-    left the bottle's starting point (the operator's branch as mirrored at bring-up)."""
-    if home is not None:
+def upstream_tip(git_dir: str, branch: str) -> str | None:
+    """An https upstream's ``branch`` as the gate last fetched it (review on); None when it has none."""
+    out = _git(git_dir, "rev-parse", "-q", "--verify", f"{UPSTREAM_HEADS}{branch}^{{commit}}", check=False)
+    return out.stdout.decode().strip() or None if out.returncode == 0 else None
+
+
+def base_of(git_dir: str, cfg: GateConfig, new: str, home: str | None, branch: str = "") -> str | None:
+    """What a push's commits and diff are counted from. A local upstream: the approved tip, else
+    where the branch left the bottle's starting point (the operator's branch as mirrored at
+    bring-up). An https upstream: where the branch leaves upstream's (the same branch there, else
+    git.branch), as a pull request would count it."""
+    if cfg.local and home is not None:
         return home
-    if cfg.start is None:
+    start = cfg.start if cfg.local else upstream_tip(git_dir, branch) or upstream_tip(git_dir, cfg.branch)
+    if start is None:
         return None
-    out = _git(git_dir, "merge-base", new, cfg.start, check=False)
+    out = _git(git_dir, "merge-base", new, start, check=False)
     if out.returncode != 0:
         return None  # unrelated history: everything the branch holds is new
     return out.stdout.decode().strip() or None
@@ -96,15 +107,17 @@ def proposal_for(git_dir: str, cfg: GateConfig, queue: contract.Queue, update: R
     if branch is None or update.deleted or contract.branch_problem(branch) is not None:
         return None
     home = home_tip(queue, cfg.slug, branch)
-    base = base_of(git_dir, cfg, update.new, home)
+    base = base_of(git_dir, cfg, update.new, home, branch)
     count, commits = commits_between(git_dir, base, update.new)
     files, stat = files_between(git_dir, base, update.new)
+    # What approving overwrites: the operator's last approved tip at home, or upstream's branch.
+    replaced = home if cfg.local else upstream_tip(git_dir, branch)
     change = {
         "branch": branch,
         "new": update.new,
         "home": home,
         "base": base,
-        "rewrites": home is not None and not is_ancestor(git_dir, home, update.new),
+        "rewrites": replaced is not None and not is_ancestor(git_dir, replaced, update.new),
         "commits": count,
     }
     reason = commits[0]["subject"] if commits else "a push with no new commits"
@@ -116,6 +129,8 @@ def proposal_for(git_dir: str, cfg: GateConfig, queue: contract.Queue, update: R
         commits=commits,
         files=files,
         stat=stat,
+        # An https upstream's branch when the agent pushed: forwarding later overwrites only that.
+        **({} if cfg.local else {"upstream_at_push": replaced}),
     )
 
 
@@ -159,13 +174,23 @@ def deliver_decisions(cfg: GateConfig, state_dir: str) -> list[str]:
                 continue
             change, decision = p["change"], p.get("decision") or {}
             what = f"your push of {change.get('branch')} at {str(change.get('new'))[:12]} (proposal {p['id']})"
+            upstream = p.get("upstream") or {}
             if p["status"] == "rejected":
                 lines.append(f"git-gate: the operator rejected {what}; their note:")
                 note = str(decision.get("note") or "(none)").splitlines()[:MAX_NOTE_LINES]
                 lines += [f"git-gate: | {line[:500]}" for line in note]
+            elif cfg.local:
+                lines.append(
+                    f"git-gate: the operator approved {what}: it is in {home_ref_of(cfg, str(change.get('branch')))}"
+                )
+            elif not upstream:
+                continue  # approved, and the gate is forwarding it: told once it is done
+            elif upstream.get("pushed"):
+                lines.append(f"git-gate: the operator approved {what}: it is in upstream's {change.get('branch')}")
             else:
-                where = home_ref_of(cfg, str(change.get("branch"))) if cfg.local else "upstream"
-                lines.append(f"git-gate: the operator approved {what}: it is in {where}")
+                lines.append(
+                    f"git-gate: the operator approved {what}, but the gate could not push it: {str(upstream.get('message'))[:500]}"
+                )
             queue.write({**p, "delivered_at": now_iso()})
     return lines
 

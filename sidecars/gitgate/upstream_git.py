@@ -96,8 +96,15 @@ def run_git(argv: list[str], env: dict[str, str], timeout: float, stdin: str | N
     return Result(proc.returncode == 0, output, time.monotonic() - start)
 
 
+# With review on, upstream's branches are fetched here, beside the branches the agent is served
+# (upstream's overlaid with the pushes held for the operator: held.py); hidden from the agent.
+UPSTREAM_HEADS = "refs/upstream/heads/"
+
+
 def fetch_argv(cfg: GateConfig, git_dir: str) -> list[str]:
-    """Refresh the mirror: upstream's branches and tags become the gate's, removed ones go."""
+    """Refresh the mirror: upstream's branches and tags become the gate's, removed ones go. With
+    review on, the branches land in UPSTREAM_HEADS (held pushes must outlive a refresh)."""
+    heads = UPSTREAM_HEADS if cfg.review else "refs/heads/"
     return [
         "--git-dir",
         git_dir,
@@ -106,7 +113,7 @@ def fetch_argv(cfg: GateConfig, git_dir: str) -> list[str]:
         "--prune",
         "--no-write-fetch-head",
         cfg.upstream,
-        "+refs/heads/*:refs/heads/*",
+        f"+refs/heads/*:{heads}*",
         "+refs/tags/*:refs/tags/*",
     ]
 
@@ -122,3 +129,17 @@ def push_argv(cfg: GateConfig, updates: list[RefUpdate]) -> list[str]:
         argv.append(f"--force-with-lease={u.ref}:{'' if u.created else u.old}")
         refspecs.append(f":{u.ref}" if u.deleted else f"{u.new}:{u.ref}")
     return [*argv, cfg.upstream, *refspecs]
+
+
+def forward_argv(cfg: GateConfig, branch: str, new: str, lease: str | None) -> list[str]:
+    """Forward one approved held push: ``new`` to upstream's ``branch``, only while upstream's
+    branch is still ``lease`` (None: while it does not exist)."""
+    ref = f"refs/heads/{branch}"
+    return [
+        "push",
+        "--porcelain",
+        "--no-verify",
+        f"--force-with-lease={ref}:{lease or ''}",
+        cfg.upstream,
+        f"{new}:{ref}",
+    ]

@@ -1,4 +1,4 @@
-"""The operations layer (bottle_tui/ops.py) that the CLI and the console share: start runs the
+"""The operations layer (bottle_tui/ops/) that the CLI and the console share: start runs the
 backend's preflight before anything else, warnings before a start, decisions reload through the
 bottle's backend, and the front ends reach backends only through ops."""
 
@@ -19,17 +19,9 @@ from bottle_tui.backends.smolvm.smolvm_cli import Smolvm
 from bottle_tui.errors import BottleError
 from bottle_tui.plan import MIN_CREDENTIAL_CHARS, credential_problem
 from bottle_tui.state import StateDir
-from tests.support.manifests import AGENT, BOTTLE
+from tests.support.manifests import BOTTLE, write_home
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_home(home: Path, bottle: str = BOTTLE) -> Path:
-    (home / "agents").mkdir(parents=True)
-    (home / "bottles").mkdir()
-    (home / "agents" / "coder.md").write_text(AGENT)
-    (home / "bottles" / "web.md").write_text(bottle)
-    return home
 
 
 def test_start_runs_the_backends_preflight_before_images_or_state(

@@ -79,6 +79,16 @@ async def test_run_unchecked_returns_status_and_input_reaches_stdin() -> None:
     assert result.returncode == 4 and result.stdout == "got-hi\n"
 
 
+async def test_a_file_streams_into_stdin_and_stdout_into_a_file(tmp_path: Path) -> None:
+    source, dest = tmp_path / "in.bin", tmp_path / "out.bin"
+    data = os.urandom(3 << 20)  # larger than a pipe's buffer
+    source.write_bytes(data)
+    result = await run(["cat"], stdin_path=source, stdout_path=dest)
+    assert dest.read_bytes() == data and result.stdout == ""
+    with pytest.raises(ValueError):
+        await run(["cat"], stdin_path=source, input=b"x")
+
+
 async def test_lines_streams_and_stops_the_command(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     seen = []

@@ -17,13 +17,17 @@ import pytest
 
 from bottle_tui.backends.docker import engine, images
 from tests.support.bottles import (
+    GIT_CREDENTIAL,
+    SEED_UPSTREAM,
     connect_fake_internet,
     engine_answers,
+    make_fake_git_cert,
     make_fake_pki,
     remove_fake_internet,
     run_fake_internet,
     sh,
     start_bottle,
+    start_fake_git_host,
     stop_bottle,
     write_home,
 )
@@ -81,6 +85,16 @@ def bottle(home: Path, fake_internet: str, fake_pki: Path):
     stop_bottle(b, fake_internet)
 
 
+@pytest.fixture(scope="module")
+def upstream(fake_internet: str, fake_pki: Path) -> str:
+    """The fake git host in the fake internet, serving UPSTREAM_URL (seeded afresh per module)
+    with basic auth for GIT_CREDENTIAL."""
+    make_fake_git_cert(fake_pki)
+    sh("docker", "exec", fake_internet, "sh", "-c", SEED_UPSTREAM)
+    start_fake_git_host(fake_internet, GIT_CREDENTIAL)
+    return fake_internet
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sweep(tmp_path_factory: pytest.TempPathFactory):
     """Whatever a failing test left behind under the test homes goes at the end of the session."""
@@ -104,6 +118,17 @@ def _sweep(tmp_path_factory: pytest.TempPathFactory):
         name, _, label_home = line.partition("\t")
         if label_home.startswith(base):
             sh("docker", "volume", "rm", "-f", name, check=False)
+    # So do snapshot images (`bottle-tui snapshot` commits the agent to one) of test homes.
+    images = sh(
+        "docker", "image", "ls", "--filter", "label=dev.bottle-tui.snapshot", "--format", "{{.Repository}}:{{.Tag}}",
+        check=False,
+    )  # fmt: skip
+    for ref in images.stdout.split():
+        label_home = sh(
+            "docker", "image", "inspect", "--format", '{{index .Config.Labels "dev.bottle-tui.home"}}', ref, check=False
+        ).stdout.strip()
+        if label_home.startswith(base):
+            sh("docker", "image", "rm", "-f", ref, check=False)
 
 
 @pytest.fixture

@@ -18,16 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests.support.bottles import (
+    GIT_CREDENTIAL,
     GIT_HOST,
     GIT_PORT,
-    GIT_ROOT,
+    GIT_SECRET,
     SECRET,
+    UPSTREAM_REPO,
+    UPSTREAM_URL,
     Bottle,
     connect_fake_internet,
-    make_fake_git_cert,
     sh,
     start_bottle,
-    start_fake_git_host,
     stop_bottle,
     write_home,
 )
@@ -35,11 +36,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-GIT_SECRET = "gho-test-" + uuid.uuid4().hex  # the operator's git token; only the gate may hold it
-CREDENTIAL = f"x-access-token:{GIT_SECRET}"
-UPSTREAM_REPO = f"{GIT_ROOT}/repo.git"
 ORIGIN = "http://git-gate:8418/repo.git"
-UPSTREAM_URL = f"https://{GIT_HOST}:{GIT_PORT}/repo.git"
 
 GIT_MANIFESTS = {
     "agents/gitter.md": "---\nbottle: gitbox\n---\nYou are a test agent with a repository.\n",
@@ -54,27 +51,6 @@ resources: {{cpus: 1, memory: 1g, pids: 256}}
 ---
 """,
 }
-
-# The upstream as the operator's git host has it: one commit on main, and a policy of its own that
-# refuses branches named upstream-refuses/* (to show the agent sees upstream's refusal).
-SEED_UPSTREAM = f"""
-set -e
-rm -rf {UPSTREAM_REPO} /tmp/seed
-git init -q --bare -b main {UPSTREAM_REPO}
-git init -q -b main /tmp/seed
-cd /tmp/seed
-echo '# upstream' > README.md
-git add README.md
-git -c user.name=op -c user.email=op@example.test commit -qm 'upstream: first commit'
-git push -q {UPSTREAM_REPO} main
-cat > {UPSTREAM_REPO}/hooks/pre-receive <<'HOOK'
-#!/bin/sh
-while read old new ref; do
-  case "$ref" in refs/heads/upstream-refuses/*) echo "upstream policy: $ref is not accepted here" >&2; exit 1 ;; esac
-done
-HOOK
-chmod +x {UPSTREAM_REPO}/hooks/pre-receive
-"""
 
 
 def _random(alphabet: str, n: int) -> str:
@@ -106,14 +82,6 @@ def secret_shapes() -> dict[str, tuple[str, str, str]]:
 SHAPES = secret_shapes()
 
 
-@pytest.fixture(scope="module")
-def upstream(fake_internet: str, fake_pki: Path) -> str:
-    make_fake_git_cert(fake_pki)
-    sh("docker", "exec", fake_internet, "sh", "-c", SEED_UPSTREAM)
-    start_fake_git_host(fake_internet, CREDENTIAL)
-    return fake_internet
-
-
 def git_home(folder: Path) -> Path:
     home = write_home(folder)
     for rel, text in GIT_MANIFESTS.items():
@@ -121,9 +89,9 @@ def git_home(folder: Path) -> Path:
     return home
 
 
-@pytest.fixture(scope="module")
-def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):
-    home = git_home(tmp_path_factory.mktemp("git-home"))
+def git_bottle_in(home: Path, upstream: str):
+    """The agent gitter of ``home`` up, joined to the fake git host, git configured; stopped after
+    (a generator for module fixtures to ``yield from``)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BOTTLE_TEST_GIT_TOKEN", GIT_SECRET)
         b = start_bottle(home, "gitter")
@@ -135,6 +103,11 @@ def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str,
         yield b
     finally:
         stop_bottle(b, upstream)
+
+
+@pytest.fixture(scope="module")
+def git_bottle(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):
+    yield from git_bottle_in(git_home(tmp_path_factory.mktemp("git-home")), upstream)
 
 
 def agent_sh(bottle: Bottle, script: str, *args: str, check: bool = False, timeout: float = 120):
@@ -555,7 +528,7 @@ def test_a_remote_other_than_the_gate_is_unreachable(git_bottle: Bottle, upstrea
 
 
 def test_the_credential_is_nowhere_in_the_agent(git_bottle: Bottle) -> None:
-    forms = (GIT_SECRET, base64.b64encode(CREDENTIAL.encode()).decode())
+    forms = (GIT_SECRET, base64.b64encode(GIT_CREDENTIAL.encode()).decode())
     env = agent_sh(git_bottle, "env; cat /proc/1/environ | tr '\\0' '\\n'").stdout
     config = agent_sh(git_bottle, "git config --list --show-origin").stdout
     inspect = sh("docker", "inspect", git_bottle.agent).stdout

@@ -16,12 +16,14 @@ import yaml
 from bottle_contract import layout, ports, serving
 from bottle_tui import ops, proposals
 
-# The git gate's fake upstream (the HTTPS git host of the fake internet) is test_git_gate's fixture.
-from tests.integration.test_git_gate import GIT_SECRET, UPSTREAM_URL, agent_sh, upstream  # noqa: F401
+# The git gate's fake upstream (the HTTPS git host of the fake internet) is conftest's `upstream`.
+from tests.integration.test_git_gate import agent_sh
 from tests.support.bottles import (
     ALLOWED,
     BLOCKED,
     GIT_HOST,
+    GIT_SECRET,
+    UPSTREAM_URL,
     Bottle,
     connect_fake_internet,
     sh,
@@ -55,7 +57,7 @@ FLOOD_PORTS = {"egress": ports.EGRESS, "supervise": ports.SUPERVISE, "status": p
 
 
 @pytest.fixture(scope="module")
-def abot(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):  # noqa: F811 - the fixture
+def abot(tmp_path_factory: pytest.TempPathFactory, built_images: dict[str, str], upstream: str):
     home = write_home(tmp_path_factory.mktemp("abuse-home"))
     for rel, text in MANIFESTS.items():
         (home / rel).write_text(text)

@@ -12,15 +12,12 @@ import time
 
 import pytest
 
-from tests.integration.test_git_gate import (  # noqa: F401 (upstream and git_bottle are fixtures)
-    GIT_HOST,
-    GIT_SECRET,
+from tests.integration.test_git_gate import (  # noqa: F401 (git_bottle is a fixture)
     agent_sh,
     git_bottle,
     git_home,
-    upstream,
 )
-from tests.support.bottles import SECRET, Bottle, cli, connect_fake_internet, sh, stop_bottle
+from tests.support.bottles import GIT_HOST, GIT_SECRET, SECRET, Bottle, cli, connect_fake_internet, sh, stop_bottle
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +26,7 @@ NAME = "new\nfile [x].txt"
 
 
 @pytest.fixture(scope="module")
-def cloned_bottle(tmp_path_factory: pytest.TempPathFactory, upstream: str):  # noqa: F811
+def cloned_bottle(tmp_path_factory: pytest.TempPathFactory, upstream: str):
     """A bottle whose bring-up clones the upstream: the fake internet joins its egress network
     while the bring-up waits for the gate's first mirror."""
     home = git_home(tmp_path_factory.mktemp("diff-home"))

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_git_gate import GIT_SECRET, agent_sh, git_home, upstream  # noqa: F401 (a fixture)
+from tests.integration.test_git_gate import agent_sh, git_home
 from tests.support.bottles import (
     ANTHROPIC,
     GIT_HOST,
+    GIT_SECRET,
     TEST_LABEL,
     Bottle,
     cli,
@@ -72,7 +73,7 @@ head -c 3000 /dev/urandom > new/blob.bin
 def test_stop_saves_a_git_checkouts_unsaved_work_and_a_fresh_clone_gets_it_back(
     tmp_path: Path,
     built_images: dict[str, str],
-    upstream: str,  # noqa: F811 (the fixture imported above)
+    upstream: str,
     volumes_removed: list[str],
 ) -> None:
     home = git_home(tmp_path / "home")

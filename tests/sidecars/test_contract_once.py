@@ -70,6 +70,10 @@ NOT_COPIES = {
         "bottle_tui/backends/docker/workspace.py",
         "os.replace",
     ): "moves a finished work archive folder into place (a rename of a folder, no data written)",
+    (
+        "bottle_tui/backends/docker/snapshot.py",
+        "os.replace",
+    ): "moves a finished snapshot folder into place (a rename of a folder, no data written)",
     ("sidecars/init/bottle_init.py", "os.replace"): "takes a restart request aside before reading it (a rename)",
 }
 

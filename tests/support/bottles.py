@@ -249,6 +249,31 @@ def labelled(kind: str, label: str) -> list[str]:
 GIT_HOST = "git.fake.test"
 GIT_PORT = 8443
 GIT_ROOT = "/tmp/git"  # inside the fake-internet container
+GIT_SECRET = "gho-test-" + uuid.uuid4().hex  # the operator's git token; only the gate may hold it
+GIT_CREDENTIAL = f"x-access-token:{GIT_SECRET}"
+UPSTREAM_REPO = f"{GIT_ROOT}/repo.git"
+UPSTREAM_URL = f"https://{GIT_HOST}:{GIT_PORT}/repo.git"
+
+# The upstream as the operator's git host has it: one commit on main, and a policy of its own that
+# refuses branches named upstream-refuses/* (to show the agent sees upstream's refusal).
+SEED_UPSTREAM = f"""
+set -e
+rm -rf {UPSTREAM_REPO} /tmp/seed
+git init -q --bare -b main {UPSTREAM_REPO}
+git init -q -b main /tmp/seed
+cd /tmp/seed
+echo '# upstream' > README.md
+git add README.md
+git -c user.name=op -c user.email=op@example.test commit -qm 'upstream: first commit'
+git push -q {UPSTREAM_REPO} main
+cat > {UPSTREAM_REPO}/hooks/pre-receive <<'HOOK'
+#!/bin/sh
+while read old new ref; do
+  case "$ref" in refs/heads/upstream-refuses/*) echo "upstream policy: $ref is not accepted here" >&2; exit 1 ;; esac
+done
+HOOK
+chmod +x {UPSTREAM_REPO}/hooks/pre-receive
+"""
 
 
 def make_fake_git_cert(folder: Path) -> None:

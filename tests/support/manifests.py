@@ -22,3 +22,12 @@ env: {TZ: UTC, DEBUG: 1}
 resources: {cpus: 1.5, memory: 2g, pids: 300}
 ---
 """
+
+
+def write_home(home, bottle: str = BOTTLE):
+    """A home with agent coder (AGENT) in bottle web (``bottle``, default BOTTLE)."""
+    (home / "agents").mkdir(parents=True)
+    (home / "bottles").mkdir()
+    (home / "agents" / "coder.md").write_text(AGENT)
+    (home / "bottles" / "web.md").write_text(bottle)
+    return home

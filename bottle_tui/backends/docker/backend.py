@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...state import StateDir, project_name
+from ...errors import BottleError
+from ...state import SnapshotDir, StateDir, project_name, state_dir
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
 from . import engine, lifecycle
 
 if TYPE_CHECKING:
     from ...plan import BottlePlan
+    from ...snapshots import Snapshot
 
 
 def agent_container(slug: str) -> str:
@@ -36,6 +38,14 @@ class DockerBackend:
 
     async def preflight(self, plan: BottlePlan, progress: Progress) -> None:
         await engine.require_engine()
+        if plan.snapshot is not None:
+            from .snapshot import image_exists
+
+            if not await image_exists(plan.snapshot.image):
+                raise BottleError(
+                    f"snapshot {plan.snapshot.name}: its image {plan.snapshot.image} is not on the engine any more; "
+                    f"`bottle-tui snapshots rm {plan.snapshot.name}` removes what is left of it"
+                )
 
     async def start(self, plan: BottlePlan, progress: Progress) -> None:
         await lifecycle.start(plan, progress)
@@ -45,6 +55,12 @@ class DockerBackend:
 
     async def resume(self, plan: BottlePlan, progress: Progress) -> None:
         await lifecycle.resume(plan, progress)
+
+    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
+        from . import snapshot
+
+        state = state_dir(home, info.slug)
+        return await snapshot.take(home, state, info.slug, folder, info.agent, info.bottle)
 
     async def reload_policy(self, slug: str) -> str | None:
         return await reload_bundle(slug)

@@ -11,5 +11,8 @@ IMAGE_HASH = "dev.bottle-tui.input-hash"
 # Images carry IMAGE, not MANAGED: containers inherit image labels, and a container someone runs
 # from our image by hand is not a bottle's.
 IMAGE = "dev.bottle-tui.image"
+# A snapshot's image (backends/docker/snapshot.py): its name, and the slug of the bottle it was taken of.
+SNAPSHOT = "dev.bottle-tui.snapshot"
+SNAPSHOT_OF = "dev.bottle-tui.snapshot-of"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

@@ -25,12 +25,14 @@ from ...state import (
     archive_root,
     project_name,
     prune_archive,
+    remove_tree,
     slug_of_project,
+    snapshot_dir,
     state_dir,
     work_archive,
 )
 from .. import StopReport
-from . import engine, images, workspace
+from . import engine, images, snapshot, workspace
 from .compose import render_compose, render_git_gate, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
@@ -121,6 +123,8 @@ def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy
             "claude_args": plan.claude_args,
             # Host-only (metadata.json is not mounted anywhere): where approved pushes come home.
             **({"local_upstream": str(plan.bottle.git.local)} if plan.bottle.git and plan.bottle.git.local else {}),
+            # A fork: the snapshot it started from (a resume brings back its image).
+            **({"from_snapshot": plan.snapshot.name} if plan.snapshot else {}),
         }
     )
 
@@ -287,9 +291,17 @@ async def _bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool) -> N
             git_start = json.loads(kept_gate.read_text()).get("start")
         else:
             git_start = await prepare_local_mirror(plan)
-        write_renders(plan, git_start=git_start, keep_policy=resumed)
+        forked = plan.snapshot if not resumed else None
+        if forked is not None and forked.dir.routes.is_file():
+            # a fork starts with the policy in force when the snapshot was taken
+            atomic_write(state.routes, forked.dir.routes.read_bytes(), mode=0o600)
+        write_renders(plan, git_start=git_start, keep_policy=resumed or forked is not None)
         await workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"])
         volume_made = not resumed
+        if forked is not None:
+            progress(f"filling {plan.slug}'s work volume from snapshot {forked.name}")
+            await snapshot.restore_home(plan.slug, forked)
+            append_log(log, f"work volume filled from snapshot {forked.name} (of {forked.of}, {forked.created_at})")
         append_log(log, "renders written; docker compose up")
         progress(f"starting {plan.project}")
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
@@ -456,10 +468,16 @@ class CleanupPlan:
     state_dirs: list[StateDir]
     # Work volumes no running bottle uses and no kept (.preserve) state folder claims.
     volumes: list[workspace.Volume] = field(default_factory=list)
+    # Snapshot images (tag, snapshot name, home): those of test homes (with their folders), and
+    # ones whose snapshot folder is gone.
+    snapshot_images: list[tuple[str, str, str]] = field(default_factory=list)
+    with_folders: bool = False  # --homes-under: the snapshots' folders go with their images
 
     @property
     def empty(self) -> bool:
-        return not (self.bottles or self.containers or self.networks or self.state_dirs or self.volumes)
+        return not (
+            self.bottles or self.containers or self.networks or self.state_dirs or self.volumes or self.snapshot_images
+        )
 
     def describe(self) -> str:
         lines = [f"compose project {p} (home {h})" for p, h in self.bottles]
@@ -470,6 +488,11 @@ class CleanupPlan:
             for v in self.volumes
         ]
         lines += [f"state folder {s.path}" for s in self.state_dirs]
+        lines += [
+            f"snapshot image {ref} (home {h or '?'}; "
+            + ("its snapshot folder goes too)" if self.with_folders else "its snapshot folder is gone)")
+            for ref, _, h in self.snapshot_images
+        ]
         return "\n".join(lines)
 
 
@@ -513,12 +536,21 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
         and v.slug not in live_slugs
         and (homes_under is not None or not (v.home and state_dir(Path(v.home), v.slug).preserved))
     ]
+    # Snapshots are the operator's to keep (`snapshots rm` removes one); cleanup takes only the
+    # images whose folder is gone, and below --homes-under (test runs) every one, folder and all.
+    images = [
+        (ref, name, h)
+        for ref, name, h in await snapshot.engine_images()
+        if scoped(h) and (homes_under is not None or not snapshot.folder_holds(h, name, ref))
+    ]
     return CleanupPlan(
         sorted(bottles),
         [cid for cid, h in containers if scoped(h)],
         [nid for nid, h in networks if scoped(h)],
         orphans,
         volumes,
+        sorted(images),
+        with_folders=homes_under is not None,
     )
 
 
@@ -553,4 +585,11 @@ async def cleanup(plan: CleanupPlan, progress: Progress) -> list[str]:
     for s in plan.state_dirs:
         progress(f"removing {s.path}")
         problems += s.remove()
+    for ref, name, h in plan.snapshot_images:  # after the bottles: a fork's agent used its image
+        progress(f"removing snapshot image {ref}")
+        gone = await snapshot.remove_image(ref)
+        if gone is not None:
+            problems.append(gone)
+        elif plan.with_folders and h:
+            problems += remove_tree(snapshot_dir(Path(h), name).path)
     return problems

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import BottleError
 from ...plan import WORKDIR
-from ...state import StateDir
+from ...state import SnapshotDir, StateDir
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
 from ..docker import engine as docker
 from ..docker.backend import reload_bundle
@@ -20,6 +20,9 @@ from .smolvm_cli import Smolvm, check_version
 
 if TYPE_CHECKING:
     from ...plan import BottlePlan
+    from ...snapshots import Snapshot
+
+NO_SNAPSHOTS = "snapshots need a docker bottle: a microVM's disk is not on the engine, so it cannot be committed"
 
 
 def _installed() -> Smolvm | None:
@@ -35,6 +38,10 @@ class SmolvmBackend:
     async def preflight(self, plan: BottlePlan, progress: Progress) -> None:
         """The CLI is there and new enough, a probe VM boots on this host (checked once, then
         cached), and the Docker engine answers (it runs the bundle)."""
+        if plan.snapshot is not None:
+            raise BottleError(
+                f"{plan.bottle.path}: backend: smolvm cannot start from snapshot {plan.snapshot.name}: {NO_SNAPSHOTS}"
+            )
         smol = Smolvm.find()
         found = await smol.version()
         check_version(found)
@@ -58,6 +65,9 @@ class SmolvmBackend:
             f"{plan.slug} is a microVM bottle, which cannot be resumed: its checkout and ~/.claude were on the "
             f"microVM's own disk, deleted at stop; start a new one with `bottle-tui start {plan.agent.name}`"
         )
+
+    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
+        raise BottleError(f"{info.slug} is a microVM bottle: {NO_SNAPSHOTS}")
 
     async def reload_policy(self, slug: str) -> str | None:
         # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.

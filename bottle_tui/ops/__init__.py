@@ -5,6 +5,9 @@ Both front ends call these and nothing below them; these reach a bottle only thr
 (``manifest``, ``plan``, ``state``, ``proposals``). Blocking file work that a caller on an event
 loop must not run inline is said so in the docstring; every ``async`` one is safe to await there.
 
+The package is one namespace (``ops.X`` for everything); its parts: ``homes.py`` (which home,
+where a running bottle is), ``forks.py`` (snapshots and forks), and this module (the rest).
+
 Errors are ``BottleError`` with one line for the operator; nothing here prints. What a step has to
 say while it runs goes to a ``progress`` callback (one line per call).
 """
@@ -21,11 +24,20 @@ from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from . import audit, backends, local_repo, policy_diff, proposals, work_review
-from .backends import Availability, Backend, BottleInfo, CleanupPart, EngineStatus, Progress, SelftestReport, StopReport
-from .errors import BottleError
-from .manifest import Manifests, default_home, load_manifests
-from .plan import (
+from .. import audit, backends, local_repo, policy_diff, proposals, snapshots, work_review
+from ..backends import (
+    Availability,
+    Backend,
+    BottleInfo,
+    CleanupPart,
+    EngineStatus,
+    Progress,
+    SelftestReport,
+    StopReport,
+)
+from ..errors import BottleError
+from ..manifest import Manifests, load_manifests
+from ..plan import (
     WORKDIR,
     BottlePlan,
     claude_session,
@@ -35,11 +47,20 @@ from .plan import (
     resolve,
     short_credentials,
 )
-from .state import StateDir, all_state_dirs, new_slug, state_dir, state_root
+from ..snapshots import Snapshot
+from ..state import StateDir, all_state_dirs, new_slug, state_dir, state_root
+from .forks import SnapshotListed, forked_plan, list_snapshots, remove_snapshot, saved_snapshots, snapshot
+from .homes import Located, bottle_home, home, locate
 
 __all__ = [
     "SCOPES",
     "AlreadyDecided",
+    "Snapshot",
+    "SnapshotListed",
+    "list_snapshots",
+    "remove_snapshot",
+    "saved_snapshots",
+    "snapshot",
     "Availability",
     "BottleInfo",
     "BottlePlan",
@@ -83,6 +104,7 @@ __all__ = [
     "ReviewSource",
     "review_commit_lines",
     "review_stat_lines",
+    "review_push",
     "review_work",
     "has_work",
     "preflight",
@@ -98,42 +120,6 @@ __all__ = [
 ]
 
 
-# -- homes ----------------------------------------------------------------------------------------
-
-
-def home(path: str | Path | None = None) -> Path:
-    """The home a command works on: ``path`` when given (``--home``), else $CLAUDE_BOTTLE_HOME or
-    ~/.claude-bottle."""
-    return Path(path).expanduser() if path else default_home()
-
-
-def bottle_home(info: BottleInfo | None, fallback: Path) -> Path:
-    """The home whose state folder belongs to a running bottle: the one that started it (its
-    label) when this process can see that folder, else ``fallback`` (the caller's own home)."""
-    if info is not None and info.home and Path(info.home).is_dir():
-        return Path(info.home)
-    return fallback
-
-
-@dataclass(frozen=True)
-class Located:
-    """A running bottle, the home that holds its state, and its backend."""
-
-    info: BottleInfo
-    home: Path
-    backend: Backend
-
-    @property
-    def slug(self) -> str:
-        return self.info.slug
-
-
-async def locate(slug: str, fallback: Path) -> Located:
-    """The running bottle ``slug`` (one engine listing); a one-line error naming `ls` when none runs."""
-    info = await backends.find(slug)
-    return Located(info, bottle_home(info, fallback), backends.get(info.backend))
-
-
 # -- plans and starting ---------------------------------------------------------------------------
 
 
@@ -142,14 +128,23 @@ def agents(home: Path) -> Manifests:
     return load_manifests(home)
 
 
-def plan(home: Path, agent: str) -> BottlePlan:
+def plan(home: Path, agent: str, *, from_snapshot: str | None = None) -> BottlePlan:
     """A new bottle's plan for ``agent``: manifests loaded and resolved, a fresh slug, today's
-    image tags. Reads files only (no engine, nothing written; blocking)."""
+    image tags; ``from_snapshot``: a fork of that snapshot (of this agent) of ``home``. Reads
+    files only (no engine, nothing written; blocking)."""
     manifests = load_manifests(home)
     slug = new_slug(agent)
-    return resolve(
+    made = resolve(
         manifests, agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state_dir(home, slug)
     )
+    if from_snapshot is None:
+        return made
+    snap = snapshots.find(home, from_snapshot)
+    if snap.agent != agent:
+        raise BottleError(
+            f"snapshot {snap.name} is of agent {snap.agent}, not {agent}: `bottle-tui start {snap.agent} --from {snap.name}`"
+        )
+    return forked_plan(made, snap)
 
 
 def describe(plan: BottlePlan) -> str:
@@ -190,6 +185,8 @@ async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = Fal
     if not preflighted:
         await preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
+    if plan.snapshot is not None:
+        plan = forked_plan(plan, plan.snapshot)
     await backend.start(plan, progress)
     await record_work_start(plan, progress)
     return plan
@@ -215,6 +212,12 @@ async def resume_plan(home: Path, slug: str) -> BottlePlan:
     plan = resolve(
         load_manifests(home), agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state
     )
+    forked_from = meta.get("from_snapshot")
+    if isinstance(forked_from, str) and forked_from:
+        try:  # a fork comes back on its snapshot's image while there is one (else the agent image)
+            plan = dataclasses.replace(plan, snapshot=snapshots.find(home, forked_from))
+        except BottleError:
+            pass
     ran_on = str(meta.get("backend") or "docker")
     if plan.backend != ran_on:
         raise BottleError(
@@ -230,6 +233,8 @@ async def resume(plan: BottlePlan, progress: Progress) -> BottlePlan:
     backend = backends.get(plan.backend)
     await backend.preflight(plan, progress)
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
+    if plan.snapshot is not None:
+        plan = forked_plan(plan, plan.snapshot)
     await backend.resume(plan, progress)
     return plan
 
@@ -443,6 +448,28 @@ def proposal_diff(home: Path, p: Proposal) -> str:
         return str(exc)
 
 
+def review_push(home: Path, p: Proposal) -> work_review.PushReview:
+    """What a git-push proposal brings, as a review source read from the gate's mirror on this
+    machine (files, the branch's commits, each file's diff): what the console's review screen
+    shows for it. A one-line BottleError when ``p`` is not a git-push or names no commit
+    (blocking: reads gate.json)."""
+    if p.kind != "git-push":
+        raise BottleError(f"proposal {p.id} is a {p.kind}, not a git push: it has no commits to review")
+    change = proposals.validate_change(p.kind, p.change)
+    mirror = proposals.gate_mirror(state_dir(home, p.slug))
+    base = change.get("base") or None
+    return work_review.PushReview(
+        work_review.local_exec(),
+        str(mirror),
+        base,
+        title=f"{p.slug}: git push of {change['branch']} (proposal {p.id}, {p.status})",
+        base_note=f"lands in {proposals.git_push_target(p)}; "
+        + (f"since {base[:12]}" if base else "all of it is new to the operator"),
+        new=str(change["new"]),
+        branch=str(change["branch"]),
+    )
+
+
 def git_push_target(p: Proposal) -> str:
     """Where approving a git-push proposal puts its branch in the operator's repository."""
     return proposals.git_push_target(p)
@@ -476,10 +503,18 @@ class Decided:
     reload_warning: str | None = None
     home: str | None = None  # a git-push approved: the ref it moved in the operator's repository
 
+    @property
+    def forwarding(self) -> str:
+        """For a git-push approved on its way to an https upstream: what happens next."""
+        if self.proposal.kind == "git-push" and self.proposal.status == "approved" and not self.home:
+            return " (the git gate pushes it upstream now; the agent hears how it went on its next push)"
+        return ""
+
     def line(self) -> str:
         """One line saying what happened (agent text in it: render it inert)."""
         text = f"{self.proposal.id}: {self.proposal.status}" + (" (routes.yaml updated)" if self.policy_changed else "")
         text += f" (brought home: {self.home})" if self.home else ""
+        text += self.forwarding
         return text + (f"; {self.reload_warning}" if self.reload_warning else "")
 
 

@@ -37,6 +37,7 @@ from bottle_contract.files import append_jsonl, atomic_write
 from bottle_contract.policy import Policy, PolicyError, Route, load_policy_text, yaml_text
 from bottle_contract.policy import parse_policy as parse_policy_doc
 from bottle_contract.proposal import DECIDED, KINDS, MAX_NOTE, SCOPES, STATUSES, ChangeError, now_iso
+from bottle_contract.usage import UsageError, load_metering, parse_budget, write_metering
 
 from . import local_repo
 from .errors import BottleError
@@ -250,9 +251,25 @@ def policy_with(
     return doc if new == policy else new.to_doc()
 
 
+def apply_budget(state: StateDir, change: dict[str, Any]) -> bool:
+    """Set the bottle's budget to an approved ``change`` in metering.json, which egress reloads
+    on its next model call; False when it was so already. Callers hold queue_lock."""
+    try:
+        current = load_metering(state.metering)
+    except UsageError as e:
+        raise BottleError(f"{e}; the budget cannot be changed until the file is fixed") from None
+    new = replace(current, budget=parse_budget(change))
+    if new == current:
+        return False
+    write_metering(state.metering, new)
+    return True
+
+
 def apply_change(state: StateDir, kind: str, change: dict[str, Any], *, once: str | None = None) -> bool:
-    """Add an approved change to the policy in force; False when it was there already. Holds no
-    lock itself: callers hold queue_lock."""
+    """Add an approved change to the policy in force (a budget: to metering.json); False when it
+    was there already. Holds no lock itself: callers hold queue_lock."""
+    if kind == "budget":
+        return apply_budget(state, change)
     _, doc = read_policy(state)
     new = policy_with(doc, kind, change, source=routes_path(state), once=once)
     if new == doc:

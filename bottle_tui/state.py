@@ -34,6 +34,8 @@ ARCHIVED = (
     "transcript",
     "work-start.json",  # where the agent's checkout began: what its work is read against
     f"{layout.EGRESS}/{layout.REQUESTS_LOG}*",
+    f"{layout.EGRESS}/{layout.USAGE}",  # what the bottle spent (`bottle-tui usage` reads it after stop)
+    f"{layout.EGRESS}/{layout.METERING}",  # its budget and prices as they last were
 )
 
 
@@ -127,6 +129,16 @@ class StateDir:
     def egress_log(self) -> Path:
         """egress's decisions, one JSON line each (rotated to .1 ... .4)."""
         return self.egress / layout.REQUESTS_LOG
+
+    @property
+    def metering(self) -> Path:
+        """What egress meters and the budget (the host writes it; a budget decision rewrites it)."""
+        return self.egress / layout.METERING
+
+    @property
+    def usage(self) -> Path:
+        """What the bottle spent, per model, as egress counted it."""
+        return self.egress / layout.USAGE
 
     @property
     def egress_ready(self) -> Path:
@@ -316,7 +328,8 @@ def state_dir(home: Path, slug: str) -> StateDir:
 
 def changed_file(home: Path, raw: str | Path) -> tuple[str, StateDir] | None:
     """What a changed file under ``state/`` is, for a watcher: ("proposal", its bottle's state)
-    for a queued proposal, ("status", ...) for claude's status file, None for anything else."""
+    for a queued proposal, ("status", ...) for claude's status file, ("usage", ...) for what it
+    spent, None for anything else."""
     path = Path(raw)
     root = state_root(home)
     try:
@@ -328,6 +341,8 @@ def changed_file(home: Path, raw: str | Path) -> tuple[str, StateDir] | None:
     state = StateDir(root / rel.parts[0])
     if path == state.status_file:
         return "status", state
+    if path == state.usage:
+        return "usage", state
     if path.parent == state.queue and path.suffix == ".json" and not path.name.startswith("."):
         return "proposal", state
     return None

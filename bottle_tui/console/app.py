@@ -28,7 +28,7 @@ from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, 
 from . import agent_flows, keys, watchers
 from .commands import ConsoleCommands
 from .inert import inert
-from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
+from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
 from .pane_control import PaneController
 from .panes import AgentsPane, ProposalsPane
 from .settings import console_settings as console_settings  # the entry points cli.py imports from here
@@ -196,6 +196,9 @@ class BottleConsole(App[None]):
     def on_status_read(self, message: StatusRead) -> None:
         self.agents_changed()
 
+    def on_usage_read(self, message: UsageRead) -> None:
+        self.update_header()
+
     def on_proposals_loaded(self, message: ProposalsLoaded) -> None:
         self.agents_pane.pending = Counter(p.slug for p in self.proposals_pane.pending.values())
         self.agents_pane.rerender()
@@ -245,6 +248,8 @@ class BottleConsole(App[None]):
         waiting = sum(1 for s in bottles if (st := self.agents_pane.statuses.get(s)) and st.waiting)
         if waiting:
             counts += f" · {waiting} waiting for input"
+        if self.agents_pane.usages:
+            counts += f" · {ops.usd_text(self.agents_pane.total_usd())} spent"
         if self.engine_ok is False:
             line.update(inert(f"engine: {self.engine_problem} · {counts}"))
         elif self.versions:

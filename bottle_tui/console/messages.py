@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from textual.message import Message
 
-from ..ops import BottleInfo, Proposal
+from ..ops import BottleInfo, BottleUsage, Proposal
 from .rows import AgentStatus
 
 
@@ -26,6 +26,7 @@ class BottlesFound(Message):
     versions: str | None = None
     gone: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    usages: dict[str, BottleUsage] | None = None  # what each spent (None: not read this time)
 
 
 @dataclass
@@ -55,3 +56,10 @@ class StatusRead(Message):
     """Status files read again after they changed: slug -> status (None: gone or not one)."""
 
     statuses: dict[str, AgentStatus | None]
+
+
+@dataclass
+class UsageRead(Message):
+    """usage.json files read again after egress rewrote them: slug -> usage (None: gone or not one)."""
+
+    usages: dict[str, BottleUsage | None]

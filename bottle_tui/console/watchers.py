@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from .. import ops, proposals
 from ..errors import BottleError
-from ..ops import Proposal
+from ..ops import BottleUsage, Proposal
 from ..runner import lines
+from ..spend import read_state
 from ..state import StateDir, changed_file, state_dir, state_root
-from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
-from .rows import read_status
+from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
+from .rows import AgentStatus, read_status
 
 if TYPE_CHECKING:
     from .app import BottleConsole
@@ -36,10 +37,20 @@ async def discover(app: BottleConsole) -> None:
         return
     home = app.home
     slugs = [b.slug for b in bottles]
-    statuses = await asyncio.to_thread(lambda: {s: read_status(state_dir(home, s).status_file) for s in slugs})
-    app.agents_pane.post_message(
-        BottlesFound(bottles, {s: st for s, st in statuses.items() if st is not None}, versions)
-    )
+    statuses, usages = await asyncio.to_thread(lambda: read_bottle_files(home, slugs))
+    app.agents_pane.post_message(BottlesFound(bottles, statuses, versions, usages=usages))
+
+
+def read_bottle_files(home: Path, slugs: list[str]) -> tuple[dict[str, AgentStatus], dict[str, BottleUsage]]:
+    """The status and usage files of ``slugs`` (those that have one), blocking."""
+    statuses, usages = {}, {}
+    for slug in slugs:
+        state = state_dir(home, slug)
+        if (st := read_status(state.status_file)) is not None:
+            statuses[slug] = st
+        if (u := read_state(state)) is not None:
+            usages[slug] = u
+    return statuses, usages
 
 
 def engine_problem(exc: BaseException) -> str:
@@ -106,6 +117,7 @@ async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, 
     found = [(hit, Path(path)) for _, path in changes if (hit := changed_file(home, path)) is not None]
     queue = {(path, state) for (kind, state), path in found if kind == "proposal"}
     status = {state for (kind, state), _ in found if kind == "status"}
+    usage = {state for (kind, state), _ in found if kind == "usage"}
     if queue:
         loaded = await asyncio.to_thread(load_changed, queue)
         app.proposals_pane.post_message(
@@ -114,3 +126,6 @@ async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, 
     if status:
         read = await asyncio.to_thread(lambda: {state.slug: read_status(state.status_file) for state in status})
         app.agents_pane.post_message(StatusRead(read))
+    if usage:
+        spent = await asyncio.to_thread(lambda: {state.slug: read_state(state) for state in usage})
+        app.agents_pane.post_message(UsageRead(spent))

@@ -62,6 +62,7 @@ bench: images
 	$(PY) bench/bench_workspace_stop.py
 	$(PY) bench/bench_ls.py
 	$(PY) bench/bench_egress.py
+	$(PY) bench/bench_metering.py
 	$(PY) bench/bench_smolvm.py
 	$(PY) bench/bench_supervise.py
 	$(PY) bench/bench_dlp.py

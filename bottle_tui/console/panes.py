@@ -291,9 +291,13 @@ class AgentsPane(ConsolePane):
         self.refresh_bindings()
 
     def on_bottles_found(self, message: BottlesFound) -> None:
+        spent = self.usages
         if message.usages is not None:
-            self.usages = {s: u for s, u in message.usages.items() if s in {b.slug for b in message.bottles}}
+            slugs = {b.slug for b in message.bottles}
+            self.usages = {s: u for s, u in message.usages.items() if s in slugs}
         message.gone, message.order = self.apply(message.bottles, message.statuses)
+        if not message.gone and self.usages != spent:
+            self.rerender()  # only what was spent changed (apply re-renders when the rows did)
 
     def on_engine_down(self, message: EngineDown) -> None:
         message.gone, message.order = self.apply([])

@@ -7,7 +7,7 @@ repeats the counts, cumulative): USAGE below, the same for every answer, so a te
 GET /fake/seen lists what each POST asked for (its path, tool types and whether it had
 mcp_servers), so a test can tell what got through. A request header ``x-fake-pause-ms: N`` makes
 the stream wait N ms after message_start (a proxy that buffers the stream shows up as a late
-first byte)."""
+first byte); ``x-fake-deltas: N`` streams the reply in N text deltas (a long answer, for benches)."""
 
 import json
 import sys
@@ -27,7 +27,7 @@ USAGE = {
 }
 
 
-def events(model: str, pause: float = 0.0):
+def events(model: str, pause: float = 0.0, deltas: int = 2):
     start_usage = {**USAGE, "output_tokens": 1}
     msg = {
         "id": "msg_fake",
@@ -47,7 +47,8 @@ def events(model: str, pause: float = 0.0):
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     )
     yield "ping", {"type": "ping"}
-    for part in (REPLY[:2], REPLY[2:]):
+    parts = (REPLY[:2], REPLY[2:]) if deltas == 2 else [f"{REPLY} {i} " for i in range(deltas)]
+    for part in parts:
         yield (
             "content_block_delta",
             {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}},
@@ -85,7 +86,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("connection", "close")
             self.end_headers()
             pause = int(self.headers.get("x-fake-pause-ms") or 0) / 1000
-            for name, data in events(model, pause):
+            deltas = max(1, min(10_000, int(self.headers.get("x-fake-deltas") or 2)))
+            for name, data in events(model, pause, deltas):
                 self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
                 self.wfile.flush()
             self.close_connection = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import time
 from pathlib import Path
 
@@ -37,7 +38,14 @@ ONE = (
 
 @pytest.fixture(scope="module")
 def metered(home: Path, fake_internet: str):
-    sh("docker", "exec", "-i", fake_internet, "sh", "-c", "cat > /tmp/fake_messages_api.py", input=FAKE_API.read_text())
+    subprocess.run(
+        ["docker", "exec", "-i", fake_internet, "sh", "-c", "cat > /tmp/fake_messages_api.py"],
+        input=FAKE_API.read_text(),
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     sh("docker", "exec", "-d", fake_internet, "python3", "/tmp/fake_messages_api.py", str(MODELS_PORT), "0.0.0.0")
     b = start_bottle(home, "meter")
     connect_fake_internet(b, fake_internet, extra_hosts=(MODELS,))

@@ -214,7 +214,10 @@ def policy_with(
 
     A route: added with every key explicit and the bottle's DLP settings, unless the same route is
     there for good already; ``once`` (a proposal id) marks it as allowed for one request. A DLP
-    exemption or a model tool: added to every route of the host."""
+    exemption or a model tool: added to every route of the host. A budget is not routes.yaml's
+    (``apply_budget``)."""
+    if kind == "budget":
+        raise BottleError("a budget change applies to metering.json, not routes.yaml")
     policy = _policy(doc, source)
     if kind in ("dlp-exemption", "model-tool"):
         targets = [i for i, r in enumerate(policy.routes) if r.host == change["host"]]
@@ -249,6 +252,17 @@ def policy_with(
             return doc
         new = replace(policy, routes=(*policy.routes, route))
     return doc if new == policy else new.to_doc()
+
+
+def budget_change_text(state: StateDir, change: dict[str, Any]) -> str:
+    """What approving a budget change does, in one sentence (the budget in force from metering.json)."""
+    try:
+        final = parse_budget(validate_change("budget", change))
+        current = load_metering(state.metering).budget
+    except (BottleError, UsageError) as e:
+        return f"the change cannot be applied as asked: {e}"
+    was = current.describe() if current else "no budget"
+    return f"metering.json: the budget goes from {was} to {final.describe()}; refused model calls go through again"
 
 
 def apply_budget(state: StateDir, change: dict[str, Any]) -> bool:

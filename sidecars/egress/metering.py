@@ -48,6 +48,7 @@ from bottle_contract.usage import (
     Metering,
     UsageError,
     load_metering,
+    price_of,
     write_usage,
 )
 
@@ -502,10 +503,24 @@ class BudgetGate:
         fm = self.meter.flows[flow.id]
         if fm is not None and pending is not None:
             fm.request_model = pending.model
-        if self.meter.level != "reached" or pending is None:
+        if pending is None:
+            return
+        meter = self.meter
+        budget = meter.settings.budget if meter.settings else None
+        if budget is not None and budget.usd is not None and budget.tokens is None and meter.settings is not None:
+            model = pending.model
+            if model and price_of(meter.settings.prices, model) is None:
+                # Its cost could not count toward a dollar budget: the budget would not hold.
+                self.meter.flows.pop(flow.id, None)
+                reason = f"model {model[:80]} has no price, and the bottle's budget is in dollars"
+                message = (
+                    f"budget: model {model[:80]} has no price for bottle {meter.settings.slug}, so its cost cannot count "
+                    f"toward the ${budget.usd:,.2f} budget; the operator can add its price (config.yaml prices) or set a tokens budget"
+                )
+                return self._answer(flow, pending, 403, "permission_error", message, reason)
+        if meter.level != "reached":
             return
         self.meter.flows.pop(flow.id, None)
-        meter = self.meter
         slug = meter.settings.slug if meter.settings else self.store.bottle
         message = f"budget: spent {meter.spent_text()} for bottle {slug}; {meter.answer_status()}"
         self._answer(flow, pending, 429, "rate_limit_error", message, f"budget reached: spent {meter.spent_text()}")

@@ -153,6 +153,16 @@ def test_approving_a_budget_raises_it_and_modify_sets_the_amount(metered) -> Non
         proposals.validate_change("budget", {"usd": "lots"})
 
 
+def test_show_says_what_approving_a_budget_does(metered, capsys) -> None:
+    home, state, pid = metered
+    assert cli.main(["--home", str(home), "proposals", "show", pid]) == 0
+    out = capsys.readouterr().out
+    assert "raise the budget to $25.00" in out
+    assert "metering.json: the budget goes from $12.50 to $25.00" in out
+    assert cli.main(["--home", str(home), "proposals", "approve", pid]) == 0
+    assert "(metering.json updated)" in capsys.readouterr().err
+
+
 def test_rejecting_a_budget_keeps_it_closed_with_the_note(metered) -> None:
     home, state, pid = metered
     before = state.metering.read_text()

@@ -252,8 +252,8 @@ def egress(state):
         yield addon
 
 
-def call(egress, *, stream: bool, host: str = "api.anthropic.com"):
-    body = json.dumps({"model": "claude-sonnet-4-5", "messages": [], "stream": stream}).encode()
+def call(egress, *, stream: bool, host: str = "api.anthropic.com", model: str = "claude-sonnet-4-5"):
+    body = json.dumps({"model": model, "messages": [], "stream": stream}).encode()
     f = make_flow(
         "POST",
         f"https://{host}/v1/messages?beta=true",
@@ -336,6 +336,21 @@ def test_a_rejected_budget_says_so(egress, state) -> None:
     err = json.loads(call(egress, stream=False).response.content)["error"]["message"]
     assert err.endswith("; the operator declined to raise it: enough for today")
     assert len(queue.all()) == 1
+
+
+def test_a_dollar_budget_refuses_a_model_of_no_price(egress, state) -> None:
+    f = call(egress, stream=False, model="claude-future-9")
+    assert f.response.status_code == 403
+    message = json.loads(f.response.content)["error"]["message"]
+    assert (
+        message.startswith("budget: model claude-future-9 has no price for bottle b-1")
+        and "config.yaml prices" in message
+    )
+    m = egress.egress.meter.settings
+    write_metering(
+        state / "metering.json", Metering(m.slug, m.metered, m.prices, m.prices_date, Budget(usd=1.0, tokens=10**9))
+    )
+    assert call(egress, stream=False, model="claude-future-9").response.status_code == 200  # a tokens budget holds it
 
 
 def test_usage_survives_a_restart(egress, state) -> None:

@@ -210,8 +210,16 @@ def test_prices_match_by_name_or_dated_name_only() -> None:
     assert price_of(prices, "claude-sonnet-4-5-20250929") == prices["claude-sonnet-4-5"]
     assert price_of(prices, "claude-opus-4-5") == prices["claude-opus-4-5"]
     assert price_of(prices, "claude-opus-4-5-preview") is None  # never a guess by prefix
-    assert price_of(prices, "claude-opus-4-6-20260101") is None
+    assert price_of(prices, "claude-opus-9-20300101") is None
+    assert price_of(prices, "claude-haiku-5-5") is None  # priced by prompt length: not a table's
     assert DEFAULT_PRICES["claude-opus-4-5"]["cache_write_1h"] == 10.0
+    assert DEFAULT_PRICES["claude-opus-5-5"] == {
+        "input": 4.0,
+        "output": 20.0,
+        "cache_write_5m": 5.0,
+        "cache_write_1h": 8.0,
+        "cache_read": 0.2,
+    }
 
 
 def test_an_unknown_model_is_counted_and_left_unpriced(tmp_path) -> None:

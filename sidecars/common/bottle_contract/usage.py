@@ -55,39 +55,53 @@ BUDGET_KEYS = ("usd", "tokens")
 MAX_PRICE = 1e6  # USD per million tokens: anything above is a typo
 _DATED = re.compile(r"^(?P<base>.+)-(?P<date>20\d{6})$")
 
-# The shipped price table, USD per million tokens, from Anthropic's published API prices
-# (platform.claude.com/docs/en/about-claude/pricing, "Model pricing": base input, 5-minute and
-# 1-hour cache writes, cache hits, output) as known on PRICES_DATE; the Opus 4.5 and Opus 4.1 rows
-# were checked against a stored copy of that page. Not fetched at run time: config.yaml `prices`
-# replaces or adds rows. Long-context (over 200K input tokens) and batch rates are not modelled.
-PRICES_DATE = "2025-11-24"
+# The shipped price table, USD per million tokens: base input, output, 5-minute and 1-hour cache
+# writes, cache hits. Taken on PRICES_DATE from stored copies of Anthropic's published pages
+# (platform.claude.com/docs/en/about-claude/pricing, "Model pricing", and each model's overview
+# page, e.g. .../models/opus-5-5/overview), not fetched at run time: config.yaml `prices` replaces
+# or adds rows. Rows follow the pages' rates; where a page gives only input and output, the
+# standard cache multipliers apply (writes 1.25x and 2x input, hits 0.1x). Left out, so shown as
+# "price unknown": Claude Haiku 5.5, whose price depends on each request's prompt length (over
+# 100K tokens it costs 5x), which a per-model table cannot say. Long-context surcharges of older
+# models, batch and fast-mode rates are not modelled.
+PRICES_DATE = "2026-12-04"
 PRICES_SOURCE = "Anthropic's published API prices (platform.claude.com/docs/en/about-claude/pricing)"
 
 
-def _row(inp: float, out: float) -> dict[str, float]:
-    """A model's prices from its input and output rates and Anthropic's cache multipliers (5-minute
-    writes 1.25x input, 1-hour writes 2x, hits 0.1x), as the published table lists them."""
+def _row(inp: float, out: float, *, hit: float | None = None) -> dict[str, float]:
+    """A model's prices from its input and output rates: cache writes 1.25x and 2x input, hits
+    0.1x input unless the page says otherwise (``hit``)."""
     return {
         "input": inp,
         "output": out,
         "cache_write_5m": round(inp * 1.25, 6),
         "cache_write_1h": round(inp * 2, 6),
-        "cache_read": round(inp * 0.1, 6),
+        "cache_read": round(inp * 0.1, 6) if hit is None else hit,
     }
 
 
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "claude-fable-5-1": _row(10.0, 50.0, hit=0.25),
+    "claude-fable-5": _row(10.0, 50.0, hit=1.0),
+    "claude-opus-5-5": _row(4.0, 20.0, hit=0.2),
+    "claude-opus-5": _row(5.0, 25.0),
+    "claude-sonnet-5-5": _row(2.0, 10.0, hit=0.1),
+    "claude-sonnet-5": _row(2.0, 10.0),
+    "claude-opus-4-8": _row(5.0, 25.0),
+    "claude-opus-4-7": _row(5.0, 25.0),
+    "claude-opus-4-6": _row(5.0, 25.0),
     "claude-opus-4-5": _row(5.0, 25.0),
     "claude-opus-4-1": _row(15.0, 75.0),
     "claude-opus-4-0": _row(15.0, 75.0),
     "claude-opus-4": _row(15.0, 75.0),
+    "claude-sonnet-4-6": _row(3.0, 15.0),
     "claude-sonnet-4-5": _row(3.0, 15.0),
     "claude-sonnet-4-0": _row(3.0, 15.0),
     "claude-sonnet-4": _row(3.0, 15.0),
     "claude-3-7-sonnet": _row(3.0, 15.0),
     "claude-haiku-4-5": _row(1.0, 5.0),
-    "claude-3-5-haiku": _row(0.8, 4.0),
-    "claude-3-haiku": {**_row(0.25, 1.25), "cache_write_5m": 0.3, "cache_read": 0.03},
+    "claude-3-5-haiku": {**_row(0.8, 4.0), "cache_write_5m": 1.0, "cache_write_1h": 1.6, "cache_read": 0.08},
+    "claude-3-haiku": {**_row(0.25, 1.25), "cache_write_5m": 0.3, "cache_write_1h": 0.5, "cache_read": 0.03},
     "claude-3-opus": _row(15.0, 75.0),
 }
 

@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 
 Cell = str | tuple[str, str]  # a plain cell, or (text, Rich style) for a highlighted one
 Rows = dict[str, dict[str, Cell]]
+GROWING = ("slug", "spend")  # columns whose cells grow in place (the column widens with them)
 
 
 def cell_text(cell: Cell) -> Text:
@@ -65,7 +66,7 @@ class PaneTable(DataTable[Text]):
             else:
                 for col, value in cells.items():
                     if before.get(col) != value:
-                        # the slug cell grows by the right pane's "* " marker
-                        self.update_cell(key, col, cell_text(value), update_width=col == "slug")
+                        # the slug cell grows by the right pane's "* " marker, the spend as it is spent
+                        self.update_cell(key, col, cell_text(value), update_width=col in GROWING)
             shown[key] = cells
         return added

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .. import ops, proposals
 from ..errors import BottleError
-from ..ops import BottleUsage, Proposal
+from ..ops import BottleInfo, BottleUsage, Proposal
 from ..runner import lines
 from ..spend import read_state
 from ..state import StateDir, changed_file, state_dir, state_root
@@ -36,20 +36,20 @@ async def discover(app: BottleConsole) -> None:
         app.agents_pane.post_message(EngineDown(engine_problem(exc)))
         return
     home = app.home
-    slugs = [b.slug for b in bottles]
-    statuses, usages = await asyncio.to_thread(lambda: read_bottle_files(home, slugs))
+    statuses, usages = await asyncio.to_thread(lambda: read_bottle_files(home, bottles))
     app.agents_pane.post_message(BottlesFound(bottles, statuses, versions, usages=usages))
 
 
-def read_bottle_files(home: Path, slugs: list[str]) -> tuple[dict[str, AgentStatus], dict[str, BottleUsage]]:
-    """The status and usage files of ``slugs`` (those that have one), blocking."""
+def read_bottle_files(home: Path, bottles: list[BottleInfo]) -> tuple[dict[str, AgentStatus], dict[str, BottleUsage]]:
+    """The status and usage files of ``bottles`` (those that have one), blocking. What a bottle
+    spent is read where its own home keeps it (another home's bottle too, when this process can
+    see that folder)."""
     statuses, usages = {}, {}
-    for slug in slugs:
-        state = state_dir(home, slug)
-        if (st := read_status(state.status_file)) is not None:
-            statuses[slug] = st
-        if (u := read_state(state)) is not None:
-            usages[slug] = u
+    for b in bottles:
+        if (st := read_status(state_dir(home, b.slug).status_file)) is not None:
+            statuses[b.slug] = st
+        if (u := read_state(state_dir(ops.bottle_home(b, home), b.slug))) is not None:
+            usages[b.slug] = u
     return statuses, usages
 
 

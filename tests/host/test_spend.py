@@ -215,3 +215,39 @@ def test_spend_cells(tmp_path: Path) -> None:
     u = ops.usage(tmp_path, "a-1")[0]
     assert ops.spend_cell(u) == "199.2k tok · $0.77 of $0.50 (reached)"
     assert ops.spend_cell(None) == "-"
+
+
+# --- the console -------------------------------------------------------------------------------------
+
+
+async def test_the_console_shows_spend_live_and_approves_a_budget_without_a_scope(tmp_path: Path) -> None:
+    from bottle_contract.files import atomic_write
+    from bottle_tui.backends.docker.compose import render_metering
+    from bottle_tui.console.messages import UsageRead
+    from bottle_tui.console.screens import ConfirmScreen
+    from tests.support.console import FakeEngine, make_app, rows, text_of, until, write_proposal
+
+    home = tmp_path / "home"
+    slug = "coder-abc123"
+    state = make_state(home, slug)
+    atomic_write(state.metering, json.dumps(render_metering(plan_of(tmp_path))))
+    write_usage(home, slug, output_tokens=1000, budget=Budget(usd=12.5))
+    p = write_proposal(home, slug, kind="budget", change={"usd": 25.0, "tokens": None}, reason="spent")
+    fake = FakeEngine()
+    fake.bottles = [info(slug)]
+    app = make_app(home, fake)
+    async with app.run_test(size=(170, 30)) as pilot:
+        await until(pilot, lambda: rows(app, "bottles") and app.proposals_pane.loaded, "the first load")
+        assert rows(app, "bottles")[0][7] == "152.2k tok · $0.06 of $12.50"
+        assert "$0.06 spent" in text_of(app, "#engine")
+        # egress rewrote usage.json: the watcher's message updates the cell and the header
+        write_usage(home, slug, output_tokens=900_000, budget=Budget(usd=12.5))
+        app.agents_pane.post_message(UsageRead({slug: ops.usage(home, slug)[0]}))
+        await until(pilot, lambda: "$13.55" in rows(app, "bottles")[0][7], "the new spend")
+        assert rows(app, "bottles")[0][7] == "1.1M tok · $13.55 of $12.50 (reached)"  # the cell widened
+        assert "$13.55 spent" in text_of(app, "#engine")
+        await pilot.press("tab", "a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirm (no scope question)")
+        await pilot.press("y")
+        await until(pilot, lambda: proposals.load(p.path).status == "approved", "the decision")
+    assert load_metering(state.metering).budget == Budget(usd=25.0)

@@ -467,6 +467,7 @@ class BudgetGate:
         self.meter.start()
 
     def done(self) -> None:
+        self.meter._dirty = True  # whatever a write in flight had: the last word is this one
         self.meter.flush()
 
     @guarded("budget", REQUEST)
@@ -570,8 +571,8 @@ class UsageMeter:
 
     def response(self, flow: http.HTTPFlow) -> None:
         fm = self.meter.flows.pop(flow.id, None)
-        if fm is None:
-            return
+        if fm is None or fm.status == 0:
+            return  # no answer came from upstream: egress answered (a later check refused it)
         try:
             if not fm.streamed and not fm.unreadable and fm.status < 400 and flow.response is not None:
                 fm.whole(decode_all(flow.response))

@@ -361,6 +361,20 @@ def test_a_dollar_budget_refuses_a_model_of_no_price(egress, state) -> None:
     assert call(egress, stream=False, model="claude-future-9").response.status_code == 200  # a tokens budget holds it
 
 
+def test_a_call_egress_refused_later_is_not_counted(egress, state) -> None:
+    f = make_flow(
+        "POST", "https://api.anthropic.com/v1/messages", {"x-api-key": "p", "content-type": "application/json"}
+    )
+    f.request.data.content = b'{"model": "claude-sonnet-4-5", "messages": []}'
+    f.request.headers["content-length"] = str(len(f.request.data.content))
+    egress.requestheaders(f)
+    egress.request(f)
+    assert f.id in egress.egress.meter.flows
+    f.response = http_response(403, b"egress: blocked", "text/plain")  # as a later check answers
+    egress.response(f)
+    assert f.id not in egress.egress.meter.flows and not egress.egress.meter.ledger.models
+
+
 def test_usage_survives_a_restart(egress, state) -> None:
     call(egress, stream=False)
     store = egress.egress.store

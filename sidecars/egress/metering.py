@@ -55,6 +55,7 @@ from bottle_contract.usage import (
 logger = logging.getLogger("egress")
 
 MESSAGES = "/v1/messages"  # the endpoint whose answers carry the usage of a model call
+BATCHES = "/v1/messages/batches"  # creating a batch: its usage comes with its results, later
 USAGE_EVENTS = frozenset(("message_start", "message_delta", "error"))
 FLUSH_DELAY = 0.25  # seconds between a change and its write to usage.json (writes coalesce)
 MAX_JSON = 8 << 20  # a streamed JSON answer is read up to this size for its usage
@@ -508,6 +509,15 @@ class BudgetGate:
             return
         meter = self.meter
         budget = meter.settings.budget if meter.settings else None
+        path = flow.request.path.split("?", 1)[0].rstrip("/")
+        if budget is not None and meter.settings is not None and path == BATCHES:
+            # A batch's usage comes with its results, long after: no budget could hold it.
+            self.meter.flows.pop(flow.id, None)
+            message = (
+                f"budget: message batches are not available to bottle {meter.settings.slug}, whose model calls "
+                "have a budget (a batch's cost is known only when its results come); send the requests one by one"
+            )
+            return self._answer(flow, pending, 403, "permission_error", message, "a message batch under a budget")
         if budget is not None and budget.usd is not None and budget.tokens is None and meter.settings is not None:
             model = pending.model
             if model and price_of(meter.settings.prices, model) is None:

@@ -361,6 +361,19 @@ def test_a_dollar_budget_refuses_a_model_of_no_price(egress, state) -> None:
     assert call(egress, stream=False, model="claude-future-9").response.status_code == 200  # a tokens budget holds it
 
 
+def test_a_message_batch_is_refused_under_a_budget(egress) -> None:
+    body = json.dumps({"requests": [{"custom_id": "a", "params": {"model": "claude-sonnet-4-5", "messages": []}}]})
+    f = make_flow(
+        "POST",
+        "https://api.anthropic.com/v1/messages/batches",
+        {"x-api-key": "p", "content-type": "application/json", "content-length": str(len(body))},
+    )
+    f.request.data.content = body.encode()
+    send(egress, f)
+    assert f.response.status_code == 403
+    assert "message batches are not available" in json.loads(f.response.content)["error"]["message"]
+
+
 def test_a_call_egress_refused_later_is_not_counted(egress, state) -> None:
     f = make_flow(
         "POST", "https://api.anthropic.com/v1/messages", {"x-api-key": "p", "content-type": "application/json"}

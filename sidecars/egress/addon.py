@@ -77,8 +77,9 @@ class Egress:
             rule_ids,
         )
         self.log = DecisionLog(self.store, log_max_bytes)
-        self.lifecycle = Lifecycle(self.store)
         self.meter = Meter(self.store)
+        # A budget decision rewrites metering.json and sends SIGHUP: usage.json's level follows at once.
+        self.lifecycle = Lifecycle(self.store, also_reload=[lambda: self.meter.reload(force=True)])
         self.addons = [
             self.lifecycle,
             RawTunnelRefusal(self.log),

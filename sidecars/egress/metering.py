@@ -138,6 +138,8 @@ class Meter:
 
     def reload(self, force: bool = False) -> None:
         """metering.json again when it changed; a bad one keeps the settings in force."""
+        if not self.started:
+            return self.start()  # the counts so far first: a reload must never write zeros over them
         sig = _stat_sig(self.metering_path)
         if not force and sig == self._sig:
             return

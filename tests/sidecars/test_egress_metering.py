@@ -327,9 +327,12 @@ def test_a_reached_budget_refuses_the_next_call_and_asks_the_operator(egress, st
     assert decisions(state)[-1]["decision"] == "budget"
     call(egress, stream=False)  # refused again: still one proposal
     assert len(queue.all()) == 1
-    # The operator raises it (the host rewrites metering.json): the next call goes through.
+    # The operator raises it (the host rewrites metering.json, then SIGHUP): the level follows at
+    # once, and the next call goes through.
     m = egress.egress.meter.settings
     write_metering(state / "metering.json", Metering(m.slug, m.metered, m.prices, m.prices_date, Budget(usd=limit * 2)))
+    egress.egress.lifecycle.on_sighup()
+    assert read_usage(state / "usage.json")["budget"]["level"] == "ok"
     assert call(egress, stream=True).response.status_code == 200
 
 
@@ -392,8 +395,9 @@ def test_usage_survives_a_restart(egress, state) -> None:
     call(egress, stream=False)
     store = egress.egress.store
     again = metering.Meter(store)
-    again.start()
+    again.reload(force=True)  # a SIGHUP before any call: the counts so far are read first
     assert again.ledger.models[MODEL]["requests"] == 1
+    assert read_usage(state / "usage.json")["models"][MODEL]["requests"] == 1
 
 
 def test_a_bad_metering_file_refuses_model_calls_until_fixed(state) -> None:

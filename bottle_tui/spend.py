@@ -51,6 +51,32 @@ def read_state(state: StateDir) -> BottleUsage | None:
     return BottleUsage(state.slug, "kept" if state.preserved else "running", doc, state.usage)
 
 
+class UsageReader:
+    """``read_state`` that reads a usage.json again only when it changed (by its inode, mtime and
+    size): a refresh of many bottles costs a stat each for those whose spend did not move."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[tuple[int, int, int, bool], BottleUsage | None]] = {}
+
+    def read(self, state: StateDir) -> BottleUsage | None:
+        try:
+            st = state.usage.stat()
+        except OSError:
+            self._seen.pop(state.usage, None)
+            return None
+        sig = (st.st_ino, st.st_mtime_ns, st.st_size, state.preserved)
+        cached = self._seen.get(state.usage)
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        found = read_state(state)
+        self._seen[state.usage] = (sig, found)
+        return found
+
+    def forget(self, keep: set[Path]) -> None:
+        """Drop what is cached for files not in ``keep`` (bottles gone)."""
+        self._seen = {p: v for p, v in self._seen.items() if p in keep}
+
+
 def read_archived(home: Path, slug: str) -> BottleUsage | None:
     path = archive_dir(home, slug) / layout.EGRESS / layout.USAGE
     doc = read_usage(path)

@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState
 
 from .. import ops
 from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, StopReport
+from ..spend import UsageReader
 from . import agent_flows, keys, watchers
 from .commands import ConsoleCommands
 from .inert import inert
@@ -114,6 +115,7 @@ class BottleConsole(App[None]):
         self.engine_problem = ""
         self._waiting_alerted: set[str] = set()
         self._keys_basis: tuple[bool, bool, bool | None] | None = None
+        self.usage_reader = UsageReader()  # each bottle's usage.json, read again only when it changed
         self.pane = PaneController(self, tmux_env)  # the right-hand tmux pane (tmux_env None: not in tmux)
 
     def compose(self) -> ComposeResult:

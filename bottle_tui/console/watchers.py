@@ -13,7 +13,7 @@ from .. import ops, proposals
 from ..errors import BottleError
 from ..ops import BottleInfo, BottleUsage, Proposal
 from ..runner import lines
-from ..spend import read_state
+from ..spend import UsageReader
 from ..state import StateDir, changed_file, state_dir, state_root
 from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
 from .rows import AgentStatus, read_status
@@ -36,20 +36,26 @@ async def discover(app: BottleConsole) -> None:
         app.agents_pane.post_message(EngineDown(engine_problem(exc)))
         return
     home = app.home
-    statuses, usages = await asyncio.to_thread(lambda: read_bottle_files(home, bottles))
+    statuses, usages = await asyncio.to_thread(lambda: read_bottle_files(home, bottles, app.usage_reader))
     app.agents_pane.post_message(BottlesFound(bottles, statuses, versions, usages=usages))
 
 
-def read_bottle_files(home: Path, bottles: list[BottleInfo]) -> tuple[dict[str, AgentStatus], dict[str, BottleUsage]]:
+def read_bottle_files(
+    home: Path, bottles: list[BottleInfo], reader: UsageReader
+) -> tuple[dict[str, AgentStatus], dict[str, BottleUsage]]:
     """The status and usage files of ``bottles`` (those that have one), blocking. What a bottle
     spent is read where its own home keeps it (another home's bottle too, when this process can
     see that folder)."""
     statuses, usages = {}, {}
+    seen = set()
     for b in bottles:
         if (st := read_status(state_dir(home, b.slug).status_file)) is not None:
             statuses[b.slug] = st
-        if (u := read_state(state_dir(ops.bottle_home(b, home), b.slug))) is not None:
+        state = state_dir(ops.bottle_home(b, home), b.slug)
+        seen.add(state.usage)
+        if (u := reader.read(state)) is not None:
             usages[b.slug] = u
+    reader.forget(seen)
     return statuses, usages
 
 
@@ -127,5 +133,5 @@ async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, 
         read = await asyncio.to_thread(lambda: {state.slug: read_status(state.status_file) for state in status})
         app.agents_pane.post_message(StatusRead(read))
     if usage:
-        spent = await asyncio.to_thread(lambda: {state.slug: read_state(state) for state in usage})
+        spent = await asyncio.to_thread(lambda: {state.slug: app.usage_reader.read(state) for state in usage})
         app.agents_pane.post_message(UsageRead(spent))

@@ -83,7 +83,7 @@ MANIFESTS = {
     "agents/meter.md": """\
         ---
         bottle: metered
-        description: the metering tests' agent
+        description: the metering agent, on one metered route with a budget
         ---
         You are a test agent.
         """,

@@ -90,7 +90,7 @@ async def cmd_exec(args: argparse.Namespace) -> int:
 async def cmd_stop(args: argparse.Namespace) -> int:
     where = await ops.locate(args.slug, _home(args))
     report = await ops.stop(where.home, where.info, _say, keep=args.keep)
-    archived = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
+    archived = f"; logs, transcript, egress decisions and usage are in {report.archive}" if report.archive else ""
     _say(f"stopped {args.slug}{archived}")
     if report.problems:
         _say(f"stopped {args.slug}, but {len(report.problems)} step(s) failed (see the warnings above)")

@@ -254,7 +254,7 @@ async def in_process(home: Path, slugs: list[str]) -> dict[str, object]:
             await pilot.pause(0.05)
         await app.workers.wait_for_complete()
         cpu, wall, per_refresh, spent_cpu = [], [], [], []
-        for step in range(ROUNDS):
+        for _ in range(ROUNDS):
             calls.clear()
             c0, t0 = time.process_time(), time.perf_counter()
             worker = app.refresh_bottles()

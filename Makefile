@@ -63,6 +63,7 @@ bench: images
 	$(PY) bench/bench_snapshot.py
 	$(PY) bench/bench_ls.py
 	$(PY) bench/bench_egress.py
+	$(PY) bench/bench_metering.py
 	$(PY) bench/bench_smolvm.py
 	$(PY) bench/bench_supervise.py
 	$(PY) bench/bench_dlp.py

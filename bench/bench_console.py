@@ -1,6 +1,7 @@
 """Console figures (issue 7's targets): launch to first paint <= 500 ms, resident memory <= 100 MB;
 with 200 running compose projects carrying bottle-tui's labels and 2,000 queued proposals: CPU per
-refresh in the console process <= 20 ms, docker CLI calls per refresh constant in the number of
+refresh in the console process <= 20 ms (issue 19: with the SPEND column; and, apart, with every
+bottle's usage.json rewritten before each refresh, the worst case of agents all spending at once), docker CLI calls per refresh constant in the number of
 bottles, key press to repaint <= 50 ms; proposal file written -> row on screen <= 100 ms.
 
 Launch, memory and file -> screen are measured on the real console under a real tmux (the pane
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bottle_contract.files import atomic_write  # noqa: E402
+from bottle_contract.usage import Budget, Ledger, default_prices, write_usage  # noqa: E402
 from bottle_tui.backends.docker import engine, labels  # noqa: E402
 from bottle_tui.state import state_dir  # noqa: E402
 
@@ -92,6 +94,23 @@ def up(home: Path, slug: str) -> None:
 
 def down(slug: str) -> None:
     sh("docker", "compose", "-p", f"claude-bottle-{slug}", "down", "--timeout", "1", check=False, timeout=180)
+
+
+def write_usages(home: Path, slugs: list[str], step: int) -> None:
+    """Every bottle's usage.json as egress writes it, a little more spent at each ``step``; every
+    fourth bottle near its budget (the cell is highlighted)."""
+    prices = default_prices()
+    for i, slug in enumerate(slugs):
+        ledger = Ledger()
+        c = ledger.counts("claude-sonnet-4-5-20250929")
+        c.update(
+            input_tokens=1_000 + step, output_tokens=20_000 + 97 * step, cache_read_input_tokens=400_000, requests=40
+        )
+        ledger.counts("claude-haiku-4-5-20251001").update(input_tokens=3_000, output_tokens=500, requests=9)
+        s = state_dir(home, slug)
+        s.egress.mkdir(parents=True, exist_ok=True)
+        budget = Budget(usd=0.5) if i % 4 == 0 else None
+        write_usage(s.usage, ledger.to_doc(slug, prices, budget, time.time()))
 
 
 def queue_proposals(home: Path, slugs: list[str], count: int) -> None:
@@ -217,7 +236,7 @@ def file_to_screen(home: Path, slug: str, tmux: Tmux) -> list[float]:
 # --- in-process: CPU, CLI calls, key -> repaint -------------------------------------------------
 
 
-async def in_process(home: Path) -> dict[str, object]:
+async def in_process(home: Path, slugs: list[str]) -> dict[str, object]:
     from bottle_tui.console.app import BottleConsole
     from bottle_tui.runner import run as real_run
 
@@ -234,7 +253,7 @@ async def in_process(home: Path) -> dict[str, object]:
         while not (app.proposals_pane.loaded and app.versions):
             await pilot.pause(0.05)
         await app.workers.wait_for_complete()
-        cpu, wall, per_refresh = [], [], []
+        cpu, wall, per_refresh, spent_cpu = [], [], [], []
         for _ in range(ROUNDS):
             calls.clear()
             c0, t0 = time.process_time(), time.perf_counter()
@@ -244,6 +263,16 @@ async def in_process(home: Path) -> dict[str, object]:
             cpu.append(time.process_time() - c0)
             wall.append(time.perf_counter() - t0)
             per_refresh.append(len(calls))
+        for step in range(ROUNDS):
+            # The worst case for the spend column: every bottle's usage.json rewritten (egress's
+            # writes, outside the console's CPU) since the last refresh, so every cell changes.
+            write_usages(home, slugs, step + 1)
+            c0 = time.process_time()
+            worker = app.refresh_bottles()
+            await worker.wait()
+            await pilot.pause()
+            spent_cpu.append(time.process_time() - c0)
+        out["spent_cpu"] = spent_cpu
         out["cpu"] = cpu
         out["wall"] = wall
         out["calls"] = per_refresh
@@ -327,6 +356,7 @@ def main() -> int:
             list(pool.map(lambda s: up(home, s), slugs))
         print(f"console bench: {BOTTLES} light compose projects up in {time.perf_counter() - t0:.0f} s", flush=True)
         queue_proposals(home, slugs, PROPOSALS)
+        write_usages(home, slugs, 0)
         calls_after = asyncio.run(count_calls_only(home))
         loaded_launches = []
         for _ in range(2):
@@ -343,7 +373,7 @@ def main() -> int:
         keys_tmux = key_to_repaint(tmux)
         to_screen = file_to_screen(home, slugs[0], tmux)
         tmux.kill()
-        figures = asyncio.run(in_process(home))
+        figures = asyncio.run(in_process(home, slugs))
         print(
             f"launch to first paint (process start -> first frame in the pane): empty home {ms(empty_launches)}; "
             f"{BOTTLES} bottles, {PROPOSALS} proposals {ms(loaded_launches)}  [target <= 500 ms]"
@@ -351,8 +381,13 @@ def main() -> int:
         print(f"machine load while measuring: {os.getloadavg()[0]:.1f} (1-min load average, {os.cpu_count()} cores)")
         print(f"resident memory: {empty_rss:.0f} MB (empty), {loaded_rss:.0f} MB (loaded)  [target <= 100 MB]")
         print(
-            f"CPU per refresh in the console process ({figures['rows'][0]} agent rows, {figures['rows'][1]} proposal rows): "
+            f"CPU per refresh in the console process ({figures['rows'][0]} agent rows with their SPEND cells, "
+            f"{figures['rows'][1]} proposal rows): "
             f"{ms(figures['cpu'])}; wall {ms(figures['wall'])}  [target <= 20 ms CPU]"
+        )
+        print(
+            f"CPU per refresh when every one of the {BOTTLES} bottles' usage.json changed since the last "
+            f"(every SPEND cell re-rendered): {ms(figures['spent_cpu'])}"
         )
         print(
             f"docker CLI calls per refresh: {calls_before} with no bottles, {calls_after} with {BOTTLES}; "

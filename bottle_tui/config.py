@@ -10,10 +10,12 @@ from typing import Any
 
 import yaml
 
+from bottle_contract.usage import Budget, Price, budget_problem, parse_budget, parse_price, price_problem
+
 from .errors import BottleError
 
 CONFIG_NAME = "config.yaml"
-TOP_KEYS = ("archive", "keymap", "notify", "theme")
+TOP_KEYS = ("archive", "keymap", "notify", "theme", "prices", "budget")
 ARCHIVE_KEYS = ("max_age_days", "max_total_mb")
 NOTIFY_KEYS = ("events", "terminal", "command", "command_timeout", "webhooks", "coalesce_seconds", "max_per_minute")
 NOTIFY_EVENTS = ("proposal", "waiting", "budget", "died")
@@ -64,6 +66,9 @@ class Config:
     # checks the ids against its own bindings (config.py does not know them).
     keymap: tuple[tuple[str, str], ...] = ()
     theme: str | None = None  # a name from the top-level themes package (or a Textual built-in)
+    # Model prices (USD per million tokens) over the shipped table (bottle_contract.usage), by model.
+    prices: tuple[tuple[str, Price], ...] = ()
+    budget: Budget | None = None  # the budget of a bottle whose manifest sets none
 
 
 def config_path(home: Path) -> Path:
@@ -127,7 +132,34 @@ def load_config(home: Path) -> Config:
     if theme is not None and (not isinstance(theme, str) or not theme.strip()):
         raise BottleError(f"{path}: theme: expected a theme name, e.g. theme: bottle-light")
     notify = _notify(path, doc["notify"]) if doc.get("notify") is not None else NotifySettings()
-    return Config(archive=archive, keymap=keymap, notify=notify, theme=theme.strip() if theme else None)
+    prices: list[tuple[str, Price]] = []
+    if doc.get("prices") is not None:
+        raw_prices = doc["prices"]
+        if not isinstance(raw_prices, dict):
+            raise BottleError(
+                f"{path}: prices: expected a mapping of model name to prices, e.g. prices: {{claude-x: {{input: 3, output: 15, cache_write_5m: 3.75, cache_write_1h: 6, cache_read: 0.3}}}}"
+            )
+        for model, row in raw_prices.items():
+            problem = price_problem(row)
+            if not isinstance(model, str) or not model.strip():
+                raise BottleError(f"{path}: prices: {model!r} is not a model name")
+            if problem is not None:
+                raise BottleError(f"{path}: prices.{model}: {problem}")
+            prices.append((model.strip(), parse_price(row)))
+    budget = None
+    if doc.get("budget") is not None:
+        problem = budget_problem(doc["budget"])
+        if problem is not None:
+            raise BottleError(f"{path}: budget: {problem}")
+        budget = parse_budget(doc["budget"])
+    return Config(
+        archive=archive,
+        keymap=keymap,
+        notify=notify,
+        theme=theme.strip() if theme else None,
+        prices=tuple(prices),
+        budget=budget,
+    )
 
 
 def _positive(path: Path, key: str, value: object, example: str) -> float:

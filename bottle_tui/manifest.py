@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from bottle_contract.policy import Auth, DlpSettings, Route
+from bottle_contract.usage import Budget, budget_problem, parse_budget
 
 from .front_matter import (
     NAME_RE,
@@ -26,11 +27,12 @@ from .front_matter import (
     shown,
     sub_key,
 )
-from .manifest_routes import parse_dlp, parse_routes
+from .manifest_routes import ANTHROPIC_API, metered_hosts, parse_dlp, parse_routes
 
 __all__ = [
     "AgentSpec",
     "Auth",
+    "Budget",
     "BottleSpec",
     "DlpSettings",
     "GitSpec",
@@ -54,7 +56,7 @@ _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
-BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources")
+BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources", "budget")
 GIT_KEYS = ("upstream", "branch", "credentials_env", "protected", "review")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
@@ -97,6 +99,8 @@ class BottleSpec:
     env: tuple[tuple[str, str], ...]
     dlp: DlpSettings
     resources: Resources
+    budget: Budget | None = None  # what the bottle may spend on model calls (None: config.yaml's default)
+    metered: tuple[str, ...] = (ANTHROPIC_API,)  # hosts whose model calls egress meters
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,18 @@ def _resources(ck: Checker, key: str, value: object) -> Resources:
     )
 
 
+def parse_budget_value(ck: Checker, key: str, value: object) -> Budget:
+    """``budget: {usd: N, tokens: N}`` (a manifest's, or config.yaml's default) as a Budget."""
+    spec = ck.expect_mapping(key, value, "budget: {usd: 20}")
+    problem = budget_problem(spec)
+    if problem is not None:
+        sub, _, rest = problem.partition(": ")
+        if sub in ("usd", "tokens") and rest:
+            ck.fail(sub_key(key, sub), rest)
+        ck.fail(key, problem)
+    return parse_budget(spec)
+
+
 def _secrets_not_in_env(ck: Checker, spec: BottleSpec) -> None:
     secrets = {r.auth.token_env: f"egress.routes[{i}].auth.token_env" for i, r in enumerate(spec.routes) if r.auth}
     if spec.git and spec.git.credentials_env:
@@ -333,17 +349,20 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
     ck.known_keys("", fm, BOTTLE_KEYS)
     # The bottle's dlp first: every route's settings are resolved over it.
     dlp = ck.optional(fm, "", "dlp", lambda k, v: parse_dlp(ck, k, v, DlpSettings()), DlpSettings())
+    routes: tuple[Route, ...] = ck.optional(fm, "", "egress", lambda k, v: parse_routes(ck, k, v, dlp), ())
     spec = BottleSpec(
         name=_name(ck, fm, path, "bottle"),
         path=path,
         backend=ck.optional(fm, "", "backend", lambda k, v: ck.expect_choice(k, v, BACKENDS, "backend"), "docker"),
         description=_description(ck, fm),
-        routes=ck.optional(fm, "", "egress", lambda k, v: parse_routes(ck, k, v, dlp), ()),
+        routes=routes,
         git=ck.optional(fm, "", "git", lambda k, v: _git(ck, k, v), None),
         supervise=ck.optional(fm, "", "supervise", lambda k, v: _supervise(ck, k, v), SuperviseSpec()),
         env=ck.optional(fm, "", "env", lambda k, v: _env(ck, k, v), ()),
         dlp=dlp,
         resources=ck.optional(fm, "", "resources", lambda k, v: _resources(ck, k, v), Resources()),
+        budget=ck.optional(fm, "", "budget", lambda k, v: parse_budget_value(ck, k, v), None),
+        metered=metered_hosts(ck, "egress", fm.get("egress"), routes),
     )
     _secrets_not_in_env(ck, spec)
     return spec

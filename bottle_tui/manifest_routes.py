@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from bottle_contract import policy
+from bottle_contract import policy, usage
 from bottle_contract.hosts import host_problem
 from bottle_contract.policy import Auth, DlpSettings, Route
 
 from .front_matter import Checker, did_you_mean, item_key, shown, sub_key
 
 EGRESS_KEYS = ("routes",)
-# A manifest's route: routes.yaml's keys but ``once`` (which only an operator's decision sets).
-ROUTE_KEYS = tuple(k for k in policy.ROUTE_KEYS if k != "once")
+# A manifest's route: routes.yaml's keys but ``once`` (which only an operator's decision sets), and
+# ``usage`` (whose answers egress meters: metering.json, not routes.yaml).
+ROUTE_KEYS = (*(k for k in policy.ROUTE_KEYS if k != "once"), "usage")
+# Routes to this host are metered whatever the manifest says.
+ANTHROPIC_API = "api.anthropic.com"
 # A credential never crosses the network in clear text unless the bottle says so.
 AUTH_DEFAULT_SCHEMES = ("https",)
 
@@ -161,6 +164,24 @@ def parse_routes(ck: Checker, key: str, value: object, bottle_dlp: DlpSettings) 
         seen[identity] = i
         routes.append(route)
     return tuple(routes)
+
+
+def metered_hosts(ck: Checker, key: str, value: object, routes: tuple[Route, ...]) -> tuple[str, ...]:
+    """The hosts whose model calls egress meters: api.anthropic.com's routes and those with
+    ``usage: anthropic`` (the API whose ``usage`` egress reads). ``value`` is the checked egress mapping."""
+    items = value.get("routes") or [] if isinstance(value, dict) else []
+    hosts = [ANTHROPIC_API]
+    for i, (item, route) in enumerate(zip(items, routes, strict=False)):
+        api = ck.optional(
+            item,
+            item_key(sub_key(key, "routes"), i),
+            "usage",
+            lambda k, v: ck.expect_choice(k, v, usage.APIS, "usage API"),
+            None,
+        )
+        if api is not None or route.host == ANTHROPIC_API:
+            hosts.append(route.host)
+    return tuple(dict.fromkeys(hosts))
 
 
 def parse_dlp(ck: Checker, key: str, value: object, base: DlpSettings) -> DlpSettings:

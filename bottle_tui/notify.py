@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from queue import Empty, Full, Queue
 from typing import Any, Protocol
 
@@ -462,19 +461,6 @@ class Notifier:
                 w.offer(message)
             with self._cond:
                 self._busy = False
-
-
-def read_budget(path: Path) -> dict[str, Any] | None:
-    """The ``budget`` of a bottle's usage.json (written by egress's metering), or None when the
-    file, the key or a valid level is absent."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    budget = doc.get("budget") if isinstance(doc, dict) else None
-    if not isinstance(budget, dict) or budget.get("level") not in BUDGET_LEVELS:
-        return None
-    return budget
 
 
 def budget_text(budget: Mapping[str, Any]) -> str:

@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bottle_contract import ports
+from bottle_contract import ports, usage
+from bottle_contract.usage import Budget, Metered, Metering
 
+from .config import Config
 from .errors import BottleError
 from .manifest import AgentSpec, BottleSpec, Manifests, Route
 from .snapshots import Snapshot
@@ -120,6 +122,7 @@ class BottlePlan:
     # A fork (`start AGENT --from NAME`): the agent's filesystem, its home and the policy in force
     # come from this snapshot instead of the agent image, an empty volume and the manifest.
     snapshot: Snapshot | None = None
+    config: Config = field(default_factory=Config, hash=False)  # the operator's config.yaml
 
     @property
     def backend(self) -> str:
@@ -132,6 +135,24 @@ class BottlePlan:
     @property
     def routes(self) -> tuple[Route, ...]:
         return self.bottle.routes
+
+    @property
+    def budget(self) -> Budget | None:
+        """What the bottle may spend on model calls: its manifest's budget, else config.yaml's."""
+        return self.bottle.budget or self.config.budget
+
+    @property
+    def metering(self) -> Metering:
+        """What egress meters (metering.json): the metered hosts, the prices (the shipped table
+        under config.yaml's), the budget."""
+        prices = {**usage.default_prices(), **dict(self.config.prices)}
+        return Metering(
+            slug=self.slug,
+            metered=tuple(Metered(host, "anthropic") for host in self.bottle.metered),
+            prices=prices,
+            prices_date=usage.PRICES_DATE,
+            budget=self.budget,
+        )
 
     @property
     def daemons(self) -> tuple[str, ...]:
@@ -165,8 +186,9 @@ class BottlePlan:
 
     @property
     def mounts_queue(self) -> bool:
-        """Whether the bundle gets the proposal queue: supervise writes it, and so does a reviewing gate."""
-        return self.bottle.supervise.enabled or self.git_review
+        """Whether the bundle gets the proposal queue: supervise writes it, so does a reviewing gate,
+        and so does egress when a budget is reached."""
+        return self.bottle.supervise.enabled or self.git_review or self.budget is not None
 
     @property
     def supervise_url(self) -> str | None:
@@ -244,7 +266,14 @@ def git_repo_name(upstream: str) -> str:
 
 
 def resolve(
-    manifests: Manifests, agent_name: str, *, slug: str, images: dict[str, str], started_at: str, state: StateDir
+    manifests: Manifests,
+    agent_name: str,
+    *,
+    slug: str,
+    images: dict[str, str],
+    started_at: str,
+    state: StateDir,
+    config: Config | None = None,
 ) -> BottlePlan:
     try:
         agent = manifests.agents[agent_name]
@@ -267,7 +296,14 @@ def resolve(
             f"use the https URL of {bottle.git.upstream}, or a path to a local clone"
         )
     return BottlePlan(
-        slug=slug, agent=agent, bottle=bottle, state=state, images=images, started_at=started_at, home=manifests.home
+        slug=slug,
+        agent=agent,
+        bottle=bottle,
+        state=state,
+        images=images,
+        started_at=started_at,
+        home=manifests.home,
+        config=config or Config(),
     )
 
 
@@ -329,6 +365,12 @@ def preflight_text(plan: BottlePlan) -> str:
             )
     else:
         lines.append("git        none")
+    budget = plan.budget
+    lines.append(
+        "budget     "
+        + (f"{budget.describe()} (model calls refused once reached)" if budget else "none")
+        + f"; metered: {', '.join(b.metered)}"
+    )
     lines.append(
         f"supervise  {'on' if b.supervise.enabled else 'off'}"
         + (f", decisions time out after {b.supervise.timeout_seconds} s" if b.supervise.enabled else "")

@@ -27,7 +27,10 @@ def policy_diff_text(before: str, after: str) -> str:
 
 def proposal_diff(state: StateDir, p: Proposal) -> str:
     """The policy before → after approving ``p`` as asked; a sentence when there is no change or
-    the change cannot be applied. Raises BottleError when routes.yaml cannot be read."""
+    the change cannot be applied. Raises BottleError when routes.yaml cannot be read. A budget
+    lives in metering.json: a sentence says what approving sets it to."""
+    if p.kind == "budget":
+        return proposals.budget_change_text(state, p.change)
     before, doc = proposals.read_policy(state)
     try:
         change = proposals.validate_change(p.kind, p.change)

@@ -38,6 +38,7 @@ from bottle_contract.files import append_jsonl, atomic_write
 from bottle_contract.policy import Policy, PolicyError, Route, load_policy_text, yaml_text
 from bottle_contract.policy import parse_policy as parse_policy_doc
 from bottle_contract.proposal import DECIDED, KINDS, MAX_NOTE, SCOPES, STATUSES, ChangeError, now_iso
+from bottle_contract.usage import UsageError, load_metering, parse_budget, write_metering
 
 from . import local_repo
 from .errors import BottleError
@@ -214,7 +215,10 @@ def policy_with(
 
     A route: added with every key explicit and the bottle's DLP settings, unless the same route is
     there for good already; ``once`` (a proposal id) marks it as allowed for one request. A DLP
-    exemption or a model tool: added to every route of the host."""
+    exemption or a model tool: added to every route of the host. A budget is not routes.yaml's
+    (``apply_budget``)."""
+    if kind == "budget":
+        raise BottleError("a budget change applies to metering.json, not routes.yaml")
     policy = _policy(doc, source)
     if kind in ("dlp-exemption", "model-tool"):
         targets = [i for i, r in enumerate(policy.routes) if r.host == change["host"]]
@@ -251,9 +255,36 @@ def policy_with(
     return doc if new == policy else new.to_doc()
 
 
+def budget_change_text(state: StateDir, change: dict[str, Any]) -> str:
+    """What approving a budget change does, in one sentence (the budget in force from metering.json)."""
+    try:
+        final = parse_budget(validate_change("budget", change))
+        current = load_metering(state.metering).budget
+    except (BottleError, UsageError) as e:
+        return f"the change cannot be applied as asked: {e}"
+    was = current.describe() if current else "no budget"
+    return f"metering.json: the budget goes from {was} to {final.describe()}; refused model calls go through again"
+
+
+def apply_budget(state: StateDir, change: dict[str, Any]) -> bool:
+    """Set the bottle's budget to an approved ``change`` in metering.json, which egress reloads
+    on its next model call; False when it was so already. Callers hold queue_lock."""
+    try:
+        current = load_metering(state.metering)
+    except UsageError as e:
+        raise BottleError(f"{e}; the budget cannot be changed until the file is fixed") from None
+    new = replace(current, budget=parse_budget(change))
+    if new == current:
+        return False
+    write_metering(state.metering, new)
+    return True
+
+
 def apply_change(state: StateDir, kind: str, change: dict[str, Any], *, once: str | None = None) -> bool:
-    """Add an approved change to the policy in force; False when it was there already. Holds no
-    lock itself: callers hold queue_lock."""
+    """Add an approved change to the policy in force (a budget: to metering.json); False when it
+    was there already. Holds no lock itself: callers hold queue_lock."""
+    if kind == "budget":
+        return apply_budget(state, change)
     _, doc = read_policy(state)
     new = policy_with(doc, kind, change, source=routes_path(state), once=once)
     if new == doc:

@@ -34,6 +34,8 @@ ARCHIVED = (
     "transcript",
     "work-start.json",  # where the agent's checkout began: what its work is read against
     f"{layout.EGRESS}/{layout.REQUESTS_LOG}*",
+    f"{layout.EGRESS}/{layout.USAGE}",  # what the bottle spent (`bottle-tui usage` reads it after stop)
+    f"{layout.EGRESS}/{layout.METERING}",  # its budget and prices as they last were
 )
 
 
@@ -129,8 +131,13 @@ class StateDir:
         return self.egress / layout.REQUESTS_LOG
 
     @property
+    def metering(self) -> Path:
+        """What egress meters and the budget (the host writes it; a budget decision rewrites it)."""
+        return self.egress / layout.METERING
+
+    @property
     def usage(self) -> Path:
-        """egress's metering: tokens and cost per model, and ``budget`` (its level: ok, warn, reached)."""
+        """What the bottle spent, per model, as egress counted it."""
         return self.egress / layout.USAGE
 
     @property
@@ -387,8 +394,8 @@ def notify_lock_path(home: Path) -> Path:
 
 def changed_file(home: Path, raw: str | Path) -> tuple[str, StateDir] | None:
     """What a changed file under ``state/`` is, for a watcher: ("proposal", its bottle's state)
-    for a queued proposal, ("status", ...) for claude's status file, ("usage", ...) for egress's
-    metering, None for anything else."""
+    for a queued proposal, ("status", ...) for claude's status file, ("usage", ...) for what it
+    spent, None for anything else."""
     path = Path(raw)
     root = state_root(home)
     try:

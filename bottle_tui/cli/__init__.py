@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import __version__, ops
 from ..errors import BottleError
 from ..runner import handoff
-from .common import _confirm, _home, _print_table, _say
+from .common import _confirm, _home, _print_table, _say, _shown
 from .review import MIN_WHAT_WIDTH, _proposal_line, cmd_diff, cmd_policy, cmd_proposals, proposal_table
 from .snapshots import add_parsers as add_snapshot_parsers
 from .snapshots import cmd_snapshot, cmd_snapshots
@@ -92,7 +92,7 @@ async def cmd_exec(args: argparse.Namespace) -> int:
 async def cmd_stop(args: argparse.Namespace) -> int:
     where = await ops.locate(args.slug, _home(args))
     report = await ops.stop(where.home, where.info, _say, keep=args.keep)
-    archived = f"; logs, transcript and egress decisions are in {report.archive}" if report.archive else ""
+    archived = f"; logs, transcript, egress decisions and usage are in {report.archive}" if report.archive else ""
     _say(f"stopped {args.slug}{archived}")
     if report.problems:
         _say(f"stopped {args.slug}, but {len(report.problems)} step(s) failed (see the warnings above)")
@@ -111,7 +111,7 @@ async def cmd_ls(args: argparse.Namespace) -> int:
         if not known.ok:
             _say(f"{name} backend: unavailable here ({known.reason})")
     if args.json:
-        print(json.dumps([b.to_json() for b in bottles], indent=2))
+        print(json.dumps(ops.bottles_json(bottles, _home(args)), indent=2))
         return 0
     if not bottles:
         _say("no bottles are running (start one: bottle-tui start implementer)")
@@ -120,6 +120,41 @@ async def cmd_ls(args: argparse.Namespace) -> int:
     rows += [
         (b.slug, b.agent, b.bottle, b.backend, b.started_at, f"{b.services_up}/{len(b.services)} up") for b in bottles
     ]
+    _print_table(rows)
+    return 0
+
+
+async def cmd_usage(args: argparse.Namespace) -> int:
+    found = ops.usage(_home(args), args.slug)
+    if args.json:
+        print(json.dumps([u.to_json() for u in found], indent=2))
+        return 0
+    if not found:
+        _say("no bottle of this home has made a metered model call yet")
+        return 0
+    rows = [("SLUG", "WHERE", "MODEL", "INPUT", "OUTPUT", "CACHE-WRITE", "CACHE-READ", "CALLS", "ERRORS", "COST")]
+    for u in found:
+        for model, c in sorted(u.doc["models"].items()):
+            rows.append(
+                (
+                    u.slug,
+                    u.where,
+                    _shown(model),
+                    ops.tokens_text(int(c.get("input_tokens") or 0)),
+                    ops.tokens_text(int(c.get("output_tokens") or 0)),
+                    ops.tokens_text(int(c.get("cache_creation_input_tokens") or 0)),
+                    ops.tokens_text(int(c.get("cache_read_input_tokens") or 0)),
+                    str(c.get("requests") or 0),
+                    str(c.get("errors") or 0),
+                    ops.usd_text(c.get("usd")),
+                )
+            )
+        t = u.totals
+        budget = ops.budget_text(u.budget)
+        rows.append(
+            (u.slug, u.where, "total", "", "", "", "", str(t.get("requests") or 0), str(t.get("errors") or 0),
+             ops.cost_text(t) + (f" {budget}" if budget else ""))
+        )  # fmt: skip
     _print_table(rows)
     return 0
 
@@ -329,7 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="branches, commits and files with their counts, as JSON")
     add_snapshot_parsers(sub)
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="with each bottle's spend (usage totals and budget)")
+    p = sub.add_parser(
+        "usage", help="what bottles spent on model calls, per model (running, kept and archived bottles)"
+    )
+    p.add_argument("slug", nargs="?", help="one bottle (default: every bottle of this home)")
+    p.add_argument("--json", action="store_true", help="usage.json of each bottle, as egress wrote it")
     p = sub.add_parser(
         "cleanup", help="stop this home's bottles and remove its stray containers, networks and orphan state folders"
     )
@@ -385,6 +425,7 @@ COMMANDS = {
     "ls": cmd_ls,
     "snapshot": cmd_snapshot,
     "snapshots": cmd_snapshots,
+    "usage": cmd_usage,
     "selftest": cmd_selftest,
     "cleanup": cmd_cleanup,
     "images": cmd_images,

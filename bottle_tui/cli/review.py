@@ -108,6 +108,14 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
             print("diff")
             for line in ops.proposal_diff(home, p).splitlines():
                 print(f"  {_shown(line)}")
+        elif p.kind == "budget":
+            spent = d.get("budget") or {}
+            if isinstance(spent.get("spent_usd"), (int, float)):
+                print(
+                    f"{'spent':<9}{ops.usd_text(spent['spent_usd'])}, {ops.tokens_text(int(spent.get('spent_tokens') or 0))} tokens"
+                )
+            if p.pending:
+                print(f"{'budget':<9}{_shown(ops.proposal_diff(home, p))}")
         elif p.pending:
             print("policy   what approving it as asked does to routes.yaml:")
             for line in ops.proposal_diff(home, p).splitlines():
@@ -133,7 +141,11 @@ async def cmd_proposals(args: argparse.Namespace) -> int:
     home_line = f" (brought home: {_shown(decided.home)})" if decided.home else ""
     _say(
         f"{p.id}: {decided.proposal.status}"
-        + (" (routes.yaml updated)" if decided.policy_changed else "")
+        + (
+            (" (metering.json updated)" if p.kind == "budget" else " (routes.yaml updated)")
+            if decided.policy_changed
+            else ""
+        )
         + home_line
         + decided.forwarding
     )

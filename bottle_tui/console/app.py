@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from .. import ops
 from ..config import NotifySettings
 from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, Snapshot, StopReport
+from ..spend import UsageReader
 from . import agent_flows, keys, watchers
 from .commands import ConsoleCommands
 from .inert import inert
@@ -125,6 +126,7 @@ class BottleConsole(App[None]):
         self.engine_problem = ""
         self._waiting_alerted: set[str] = set()
         self._keys_basis: tuple[bool, bool, bool | None] | None = None
+        self.usage_reader = UsageReader()  # each bottle's usage.json, read again only when it changed
         self.pane = PaneController(self, tmux_env)  # the right-hand tmux pane (tmux_env None: not in tmux)
         # Alerts also sent away from the terminal (config.yaml's notify); headless: `notify --watch`.
         self.notifications = ConsoleNotifications(self, notify or NotifySettings(), headless=headless_notify)
@@ -185,8 +187,11 @@ class BottleConsole(App[None]):
         problems = await asyncio.to_thread(self.notifications.claim)
         for line in problems:
             self.notifications.say(inert(line).plain)
-        if self.notifications.active and self.agents_pane.bottles:
-            await watchers.read_budgets(self, list(self.agents_pane.bottles), baseline=True)
+        if self.notifications.active:
+            usages = self.agents_pane.usages
+            for slug in self.agents_pane.bottles:
+                usage = usages.get(slug)
+                self.notifications.budget(slug, usage.budget if usage is not None else None, baseline=True)
 
     def reconcile(self) -> None:
         self.refresh_bottles()
@@ -211,9 +216,11 @@ class BottleConsole(App[None]):
         self._bottles_changed(message.gone, message.order, handed_on=True)
         notes = self.notifications
         notes.bottles(message.bottles)
-        unseen = [b.slug for b in message.bottles if b.slug not in notes.budgets]
-        if unseen and notes.active:
-            self.run_worker(watchers.read_budgets(self, unseen, baseline=True), group="budgets", exit_on_error=False)
+        if notes.active and message.usages is not None:  # a new bottle's budget now is its baseline
+            for b in message.bottles:
+                if b.slug not in notes.budgets:
+                    usage = message.usages.get(b.slug)
+                    notes.budget(b.slug, usage.budget if usage is not None else None, baseline=True)
 
     def on_engine_down(self, message: EngineDown) -> None:
         self.versions, self.engine_ok, self.engine_problem = None, False, message.problem
@@ -233,8 +240,9 @@ class BottleConsole(App[None]):
         self.agents_changed()
 
     def on_usage_read(self, message: UsageRead) -> None:
-        for slug, budget in message.budgets.items():
-            self.notifications.budget(slug, budget, baseline=message.baseline)
+        self.update_header()
+        for slug, usage in message.usages.items():
+            self.notifications.budget(slug, usage.budget if usage is not None else None)
 
     def on_proposals_loaded(self, message: ProposalsLoaded) -> None:
         self.agents_pane.pending = Counter(p.slug for p in self.proposals_pane.pending.values())
@@ -287,6 +295,8 @@ class BottleConsole(App[None]):
         waiting = sum(1 for s in bottles if (st := self.agents_pane.statuses.get(s)) and st.waiting)
         if waiting:
             counts += f" · {waiting} waiting for input"
+        if self.agents_pane.usages:
+            counts += f" · {ops.usd_text(self.agents_pane.total_usd())} spent"
         if self.engine_ok is False:
             line.update(inert(f"engine: {self.engine_problem} · {counts}"))
         elif self.versions:

@@ -8,11 +8,10 @@ bell, the right-hand tmux pane). Workers never change a pane's or the app's stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from textual.message import Message
 
-from ..ops import BottleInfo, Proposal
+from ..ops import BottleInfo, BottleUsage, Proposal
 from .rows import AgentStatus
 
 
@@ -27,6 +26,7 @@ class BottlesFound(Message):
     versions: str | None = None
     gone: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    usages: dict[str, BottleUsage] | None = None  # what each spent (None: not read this time)
 
 
 @dataclass
@@ -60,8 +60,6 @@ class StatusRead(Message):
 
 @dataclass
 class UsageRead(Message):
-    """Bottles' budgets read from their usage.json (slug -> its ``budget``, None: none or no file);
-    ``baseline``: a first look (startup, a new bottle), which announces nothing."""
+    """usage.json files read again after egress rewrote them: slug -> usage (None: gone or not one)."""
 
-    budgets: dict[str, dict[str, Any] | None]
-    baseline: bool = False
+    usages: dict[str, BottleUsage | None]

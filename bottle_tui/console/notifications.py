@@ -20,7 +20,7 @@ from bottle_contract.files import try_lock
 from .. import ops
 from ..config import NOTIFY_EVENTS, NotifySettings, load_config
 from ..errors import BottleError
-from ..notify import Event, Notifier, budget_text, build_sinks, read_budget
+from ..notify import Event, Notifier, budget_text, build_sinks
 from ..ops import BottleInfo, Proposal
 from ..runner import run_blocking
 from ..state import notify_lock_path, state_dir
@@ -195,11 +195,6 @@ class ConsoleNotifications:
         self.budgets[slug] = str(level) if level else None
         if not baseline and (event := budget_event(slug, before, budget)) is not None:
             self.emit([event])
-
-    def read_budgets(self, slugs: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-        """Each bottle's budget from its usage.json (blocking: call in a thread)."""
-        home = self.app.home
-        return {slug: read_budget(state_dir(home, slug).usage) for slug in slugs}
 
 
 def send_test(home: Path, *, timeout: float = 30.0) -> list[str]:

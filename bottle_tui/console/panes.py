@@ -7,20 +7,22 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from textual.widgets import DataTable
 
 from .. import ops
-from ..ops import BottleInfo, Proposal
+from ..ops import BottleInfo, BottleUsage, Proposal
 from . import agent_flows, keys, policy_flow, proposal_flows
 from .inert import inert
-from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead
+from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
 from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, AgentStatus, agent_cells, proposal_cells, proposal_static
 from .table import Cell, PaneTable
+
+_V = TypeVar("_V")
 
 if TYPE_CHECKING:
     from .app import BottleConsole
@@ -200,6 +202,7 @@ class AgentsPane(ConsolePane):
         self.clock = clock
         self.bottles: dict[str, BottleInfo] = {}
         self.statuses: dict[str, AgentStatus] = {}
+        self.usages: dict[str, BottleUsage] = {}  # what each spent, as egress counted it
         self.pending: Counter[str] = Counter()  # pending proposals per slug (the app pushes it)
         self.in_pane: str | None = None  # the slug the right-hand pane shows
         self.status_loaded = False
@@ -239,7 +242,10 @@ class AgentsPane(ConsolePane):
         rows: dict[str, dict[str, Cell]] = {}
         for slug, info in self.bottles.items():
             status = self.statuses.get(slug)
-            cells: dict[str, Cell] = dict(agent_cells(info, self.pending.get(slug, 0), status, now))
+            usage = self.usages.get(slug)
+            cells: dict[str, Cell] = dict(agent_cells(info, self.pending.get(slug, 0), status, now, usage))
+            if usage is not None and (usage.budget or {}).get("level") in ("warn", "reached"):
+                cells["spend"] = self.console.highlight(str(cells["spend"]))
             other = self.other_home(info)
             if other is not None:
                 cells["agent"] = f"{cells['agent']} (home {home_label(other)})"
@@ -286,18 +292,35 @@ class AgentsPane(ConsolePane):
         self.refresh_bindings()
 
     def on_bottles_found(self, message: BottlesFound) -> None:
+        spent = self.usages
+        if message.usages is not None:
+            slugs = {b.slug for b in message.bottles}
+            self.usages = {s: u for s, u in message.usages.items() if s in slugs}
         message.gone, message.order = self.apply(message.bottles, message.statuses)
+        if not message.gone and self.usages != spent:
+            self.rerender()  # only what was spent changed (apply re-renders when the rows did)
 
     def on_engine_down(self, message: EngineDown) -> None:
         message.gone, message.order = self.apply([])
 
-    def on_status_read(self, message: StatusRead) -> None:
-        for slug, st in message.statuses.items():
-            if st is None:
-                self.statuses.pop(slug, None)
+    def _update(self, current: dict[str, _V], read: Mapping[str, _V | None]) -> None:
+        """Files read again: each slug's new value (None: gone), for the bottles shown."""
+        for slug, value in read.items():
+            if value is None:
+                current.pop(slug, None)
             elif slug in self.bottles:
-                self.statuses[slug] = st
+                current[slug] = value
         self.rerender()
+
+    def on_usage_read(self, message: UsageRead) -> None:
+        self._update(self.usages, message.usages)
+
+    def total_usd(self) -> float:
+        """What the shown bottles spent in all (the priced models)."""
+        return sum(float(u.totals.get("usd") or 0) for slug, u in self.usages.items() if slug in self.bottles)
+
+    def on_status_read(self, message: StatusRead) -> None:
+        self._update(self.statuses, message.statuses)
 
     def _selected_then(self, flow: Callable[[BottleConsole, BottleInfo], None]) -> None:
         info = self.selected()

@@ -89,6 +89,12 @@ async def approve(app: BottleConsole, p: Proposal) -> None:
         if await app.push_screen_wait(ConfirmScreen(f"Approve the push of {p.slug}", question)):
             await decide(app, p, "approve")
         return
+    if p.kind == "budget":
+        # No scope: the budget is raised for good (the next reached limit asks again).
+        question = f"{p.summary()}\n\n{await asyncio.to_thread(ops.proposal_diff, app.home, p)}"
+        if await app.push_screen_wait(ConfirmScreen(f"Raise the budget of {p.slug}", question)):
+            await decide(app, p, "approve")
+        return
     scope = await app.push_screen_wait(ScopeScreen(f"{p.slug}: {p.summary()}"))
     if scope:
         await decide(app, p, "approve", scope=scope)
@@ -99,10 +105,16 @@ async def modify(app: BottleConsole, p: Proposal) -> None:
         app.notify("a git push is approved or rejected as pushed; ask the agent for another push", markup=False)
         return
     text = yaml.safe_dump(p.change, sort_keys=False)
-    change = await app.push_screen_wait(
-        EditorScreen(f"Modify {p.kind} of {p.slug} (narrow it; validated on save)", text, change_validator(p))
+    title = (
+        f"Set the budget of {p.slug} (usd, tokens; null: no such limit)"
+        if p.kind == "budget"
+        else f"Modify {p.kind} of {p.slug} (narrow it; validated on save)"
     )
+    change = await app.push_screen_wait(EditorScreen(title, text, change_validator(p)))
     if change is None:
+        return
+    if p.kind == "budget":
+        await decide(app, p, "modify", change=change)
         return
     scope = await app.push_screen_wait(ScopeScreen(f"{p.slug}: allow the modified change"))
     if scope:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..ops import BottleInfo, Proposal
+from ..ops import BottleInfo, BottleUsage, Proposal, spend_cell
 from .inert import inert
 
 PROPOSAL_COLUMNS = (
@@ -31,6 +31,7 @@ AGENT_COLUMNS = (
     ("sidecars", "SIDECARS"),
     ("pending", "PENDING"),
     ("status", "STATUS"),
+    ("spend", "SPEND"),
 )
 STATES = ("working", "waiting", "idle", "ended")
 STATE_LABELS = {"working": "working", "waiting": "waiting for input", "idle": "idle", "ended": "ended"}
@@ -117,7 +118,9 @@ def sidecars_cell(info: BottleInfo) -> str:
     return state or "starting"
 
 
-def agent_cells(info: BottleInfo, pending: int, status: AgentStatus | None, now: datetime) -> dict[str, str]:
+def agent_cells(
+    info: BottleInfo, pending: int, status: AgentStatus | None, now: datetime, usage: BottleUsage | None = None
+) -> dict[str, str]:
     if status is None:
         shown = (
             "agent running" if info.services.get("agent") == "running" else (info.services.get("agent") or "starting")
@@ -131,5 +134,6 @@ def agent_cells(info: BottleInfo, pending: int, status: AgentStatus | None, now:
         "started": age(info.started_at, now) + " ago" if parse_time(info.started_at) else safe(info.started_at),
         "sidecars": safe(sidecars_cell(info)),
         "pending": str(pending) if pending else "-",
+        "spend": safe(spend_cell(usage)),
         "status": shown,
     }

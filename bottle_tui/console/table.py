@@ -6,9 +6,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 Cell = str | tuple[str, str]  # a plain cell, or (text, Rich style) for a highlighted one
 Rows = dict[str, dict[str, Cell]]
+GROWING = ("slug", "spend")  # columns whose cells grow in place (the column widens with them)
 
 
 def cell_text(cell: Cell) -> Text:
@@ -65,7 +67,11 @@ class PaneTable(DataTable[Text]):
             else:
                 for col, value in cells.items():
                     if before.get(col) != value:
-                        # the slug cell grows by the right pane's "* " marker
-                        self.update_cell(key, col, cell_text(value), update_width=col == "slug")
+                        # the slug cell grows by the right pane's "* " marker, the spend as it is
+                        # spent: the column widens only when a cell outgrows it (a relayout)
+                        text = cell_text(value)
+                        column = self.columns.get(ColumnKey(col)) if col in GROWING else None
+                        grow = column is not None and text.cell_len > column.content_width
+                        self.update_cell(key, col, text, update_width=grow)
             shown[key] = cells
         return added

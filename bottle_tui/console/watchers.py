@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from .. import ops, proposals
 from ..errors import BottleError
-from ..ops import Proposal
+from ..ops import BottleInfo, BottleUsage, Proposal
 from ..runner import lines
+from ..spend import UsageReader
 from ..state import StateDir, changed_file, state_dir, state_root
 from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
-from .rows import read_status
+from .rows import AgentStatus, read_status
 
 if TYPE_CHECKING:
     from .app import BottleConsole
@@ -35,11 +36,27 @@ async def discover(app: BottleConsole) -> None:
         app.agents_pane.post_message(EngineDown(engine_problem(exc)))
         return
     home = app.home
-    slugs = [b.slug for b in bottles]
-    statuses = await asyncio.to_thread(lambda: {s: read_status(state_dir(home, s).status_file) for s in slugs})
-    app.agents_pane.post_message(
-        BottlesFound(bottles, {s: st for s, st in statuses.items() if st is not None}, versions)
-    )
+    statuses, usages = await asyncio.to_thread(lambda: read_bottle_files(home, bottles, app.usage_reader))
+    app.agents_pane.post_message(BottlesFound(bottles, statuses, versions, usages=usages))
+
+
+def read_bottle_files(
+    home: Path, bottles: list[BottleInfo], reader: UsageReader
+) -> tuple[dict[str, AgentStatus], dict[str, BottleUsage]]:
+    """The status and usage files of ``bottles`` (those that have one), blocking. What a bottle
+    spent is read where its own home keeps it (another home's bottle too, when this process can
+    see that folder)."""
+    statuses, usages = {}, {}
+    seen = set()
+    for b in bottles:
+        if (st := read_status(state_dir(home, b.slug).status_file)) is not None:
+            statuses[b.slug] = st
+        state = state_dir(ops.bottle_home(b, home), b.slug)
+        seen.add(state.usage)
+        if (u := reader.read(state)) is not None:
+            usages[b.slug] = u
+    reader.forget(seen)
+    return statuses, usages
 
 
 def engine_problem(exc: BaseException) -> str:
@@ -106,7 +123,7 @@ async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, 
     found = [(hit, Path(path)) for _, path in changes if (hit := changed_file(home, path)) is not None]
     queue = {(path, state) for (kind, state), path in found if kind == "proposal"}
     status = {state for (kind, state), _ in found if kind == "status"}
-    usage = {state.slug for (kind, state), _ in found if kind == "usage"}
+    usage = {state for (kind, state), _ in found if kind == "usage"}
     if queue:
         loaded = await asyncio.to_thread(load_changed, queue)
         app.proposals_pane.post_message(
@@ -116,10 +133,5 @@ async def on_changes(app: BottleConsole, home: Path, changes: Set[tuple[object, 
         read = await asyncio.to_thread(lambda: {state.slug: read_status(state.status_file) for state in status})
         app.agents_pane.post_message(StatusRead(read))
     if usage:
-        await read_budgets(app, usage)
-
-
-async def read_budgets(app: BottleConsole, slugs: Iterable[str], *, baseline: bool = False) -> None:
-    """Budgets from the bottles' usage.json (egress's metering), for the notifications."""
-    budgets = await asyncio.to_thread(app.notifications.read_budgets, slugs)
-    app.agents_pane.post_message(UsageRead(budgets, baseline))
+        spent = await asyncio.to_thread(lambda: {state.slug: app.usage_reader.read(state) for state in usage})
+        app.agents_pane.post_message(UsageRead(spent))

@@ -24,7 +24,7 @@ from typing import Any
 
 from bottle_contract.clock import now_iso
 
-from .. import audit, backends, local_repo, policy_diff, proposals, snapshots, work_review
+from .. import audit, backends, local_repo, policy_diff, proposals, snapshots, spend, work_review
 from ..backends import (
     Availability,
     Backend,
@@ -35,6 +35,7 @@ from ..backends import (
     SelftestReport,
     StopReport,
 )
+from ..config import load_config
 from ..errors import BottleError
 from ..manifest import Manifests, load_manifests
 from ..plan import (
@@ -48,6 +49,7 @@ from ..plan import (
     short_credentials,
 )
 from ..snapshots import Snapshot
+from ..spend import budget_text, cost_text, spend_cell, tokens_of, tokens_text, usd_text
 from ..state import StateDir, all_state_dirs, new_slug, state_dir, state_root
 from .forks import SnapshotListed, forked_plan, list_snapshots, remove_snapshot, saved_snapshots, snapshot
 from .homes import Located, bottle_home, home, locate
@@ -117,7 +119,18 @@ __all__ = [
     "start",
     "start_warnings",
     "stop",
+    "BottleUsage",
+    "bottles_json",
+    "budget_text",
+    "cost_text",
+    "spend_cell",
+    "tokens_of",
+    "tokens_text",
+    "usage",
+    "usd_text",
 ]
+
+BottleUsage = spend.BottleUsage
 
 
 # -- plans and starting ---------------------------------------------------------------------------
@@ -135,7 +148,13 @@ def plan(home: Path, agent: str, *, from_snapshot: str | None = None) -> BottleP
     manifests = load_manifests(home)
     slug = new_slug(agent)
     made = resolve(
-        manifests, agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state_dir(home, slug)
+        manifests,
+        agent,
+        slug=slug,
+        images=backends.image_refs(),
+        started_at=now_iso(),
+        state=state_dir(home, slug),
+        config=load_config(home),
     )
     if from_snapshot is None:
         return made
@@ -210,7 +229,13 @@ async def resume_plan(home: Path, slug: str) -> BottlePlan:
     if not isinstance(agent, str) or not agent:
         raise BottleError(f"{state.metadata} does not say which agent ran in {slug}: it cannot be resumed")
     plan = resolve(
-        load_manifests(home), agent, slug=slug, images=backends.image_refs(), started_at=now_iso(), state=state
+        load_manifests(home),
+        agent,
+        slug=slug,
+        images=backends.image_refs(),
+        started_at=now_iso(),
+        state=state,
+        config=load_config(home),
     )
     forked_from = meta.get("from_snapshot")
     if isinstance(forked_from, str) and forked_from:
@@ -251,6 +276,32 @@ async def ensure_images(home: Path, progress: Progress, *, force: bool = False) 
 async def discover() -> list[BottleInfo]:
     """Every bottle of every backend on the engine, whichever home started it."""
     return await backends.discover()
+
+
+def bottles_json(bottles: list[BottleInfo], fallback: Path) -> list[dict[str, Any]]:
+    """`ls --json`: each bottle as the engine reports it, with its spend (usage.json's totals and
+    budget, null before its first model call). Blocking (reads each bottle's usage.json)."""
+    out = []
+    for b in bottles:
+        u = spend.read_state(state_dir(bottle_home(b, fallback), b.slug))
+        out.append({**b.to_json(), "usage": {"totals": u.totals, "budget": u.budget} if u else None})
+    return out
+
+
+def usage(home: Path, slug: str | None = None) -> list[BottleUsage]:
+    """What each bottle of ``home`` spent (running, kept and archived ones), or ``slug``'s alone;
+    a one-line error when ``slug`` has no usage to show. Blocking (reads files)."""
+    found = spend.all_usage(home)
+    if slug is None:
+        return found
+    state_dir(home, slug)  # checks the slug
+    mine = [u for u in found if u.slug == slug]
+    if not mine:
+        raise BottleError(
+            f"no usage recorded for '{slug}' in {state_root(home)} or its archive: it made no metered model call "
+            "yet, or is not a bottle of this home (`bottle-tui usage` lists them)"
+        )
+    return mine
 
 
 async def find(slug: str) -> BottleInfo:

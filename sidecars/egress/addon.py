@@ -8,9 +8,11 @@ policy store and one decision log; mitmproxy runs each hook through them in this
 - ``tunnels.RawTunnelRefusal``: tunnels and flows that carry no HTTP;
 - ``gate.RouteGate``: which route allows a request, its credential, the upstream connect guard;
 - ``model_api.ModelApiGuard``: server-side tools a Messages API request would turn on;
+- ``metering.BudgetGate``: which model calls are metered, and the 429 once the budget is reached;
 - ``scanning.RequestScanning``: DLP over everything the agent sends;
 - ``injection.CredentialInjection``: the real credential, once every required check cleared;
-- ``scrubbing.ResponseScrubbing``: the credential out of everything that comes back.
+- ``scrubbing.ResponseScrubbing``: the credential out of everything that comes back;
+- ``metering.UsageMeter``: each model call's usage, read from its answer as it passes.
 
 Every hook that looks at agent data fails closed (``failclosed``).
 """
@@ -28,6 +30,7 @@ from dlp.provenance import Provenance
 from gate import RouteGate
 from injection import CredentialInjection
 from lifecycle import Lifecycle
+from metering import BudgetGate, Meter, UsageMeter
 from model_api import ModelApiGuard
 from policy_store import PolicyStore
 from scanning import RequestScanning
@@ -74,15 +77,19 @@ class Egress:
             rule_ids,
         )
         self.log = DecisionLog(self.store, log_max_bytes)
-        self.lifecycle = Lifecycle(self.store)
+        self.meter = Meter(self.store)
+        # A budget decision rewrites metering.json and sends SIGHUP: usage.json's level follows at once.
+        self.lifecycle = Lifecycle(self.store, also_reload=[lambda: self.meter.reload(force=True)])
         self.addons = [
             self.lifecycle,
             RawTunnelRefusal(self.log),
             RouteGate(self.store, self.log),
             ModelApiGuard(self.store, self.log),
+            BudgetGate(self.meter, self.store, self.log),
             RequestScanning(self.store, self.log),
             CredentialInjection(self.store, self.log),
             ResponseScrubbing(self.store, self.log),
+            UsageMeter(self.meter),
         ]
 
     @property

@@ -112,12 +112,15 @@ class DecisionLog:
         dlp: dict | None = None,
         body_read: bool = False,
         content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
         """Answer ``flow`` with ``status`` and ``body`` (never reading a large body) and log it."""
         self.store.pending.pop(flow.id, None)
         label = "blocked" if status == 403 else "error"
-        response = http.Response.make(status, body.encode(), {"Content-Type": content_type, "X-Egress-Decision": label})
+        response = http.Response.make(
+            status, body.encode(), {"Content-Type": content_type, "X-Egress-Decision": label, **(headers or {})}
+        )
         self.record(decision, route=route, reason=reason, dlp=dlp, **fields, **extra)
         flow.request.stream = False
         if body_read or body_within(flow.request, BLOCKED_BODY_READ_LIMIT):

@@ -23,8 +23,10 @@ logger = logging.getLogger("egress")
 
 
 class Lifecycle:
-    def __init__(self, store: PolicyStore):
+    def __init__(self, store: PolicyStore, also_reload=()):
         self.store = store
+        # Other settings files reloaded with routes.yaml on SIGHUP (metering.json), each a callable.
+        self.also_reload = tuple(also_reload)
         self._ca_sig: tuple[int, int, int] | None = None
         self._ca_option: str | None = None  # the trust bundle path this addon set, if any
 
@@ -58,8 +60,10 @@ class Lifecycle:
         loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
 
     def on_sighup(self) -> None:
-        logger.warning("egress: SIGHUP: reloading routes.yaml and upstream trust")
+        logger.warning("egress: SIGHUP: reloading routes.yaml, metering.json and upstream trust")
         self.store.reload(force=True)
+        for reload in self.also_reload:
+            reload()
         self._apply_upstream_ca()
         self._write_ready()
 

@@ -155,7 +155,10 @@ class ModelApiGuard:
         raw = flow.request.get_content(strict=True) or b"{}"  # content-encoding undone; ValueError fails closed
         if len(raw) > pending.settings.max_body_bytes:
             raise ValueError("the decoded body is over the cap")
-        found = body_tools(json.loads(raw))
+        doc = json.loads(raw)
+        found = body_tools(doc)
+        model = doc.get("model")
+        pending.model = model[:200] if isinstance(model, str) else None  # metering's, for errors
         if found and not self._allowed(pending, found):
             return self._refuse(flow, pending, found, body_read=True)
         pending.cleared.add(MODEL_API)

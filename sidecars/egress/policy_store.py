@@ -52,6 +52,7 @@ class Pending:
     required: set[str] = field(default_factory=lambda: {DLP_HEAD, DLP_BODY})
     cleared: set[str] = field(default_factory=set)
     streamed: bool = False  # the body streams: headers leave when requestheaders returns
+    model: str | None = None  # a Messages API request's `model` (model_api reads the body)
 
     def missing(self, stages: set[str] | None = None) -> set[str]:
         return (self.required if stages is None else stages & self.required) - self.cleared

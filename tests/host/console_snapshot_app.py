@@ -9,9 +9,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bottle_contract.usage import Budget
 from bottle_tui.backends.docker.engine import EngineStatus
 from bottle_tui.ops import BottleInfo
-from tests.support.console import NOW, FakeEngine, RecordingConsole, info, make_state, write_proposal, write_status
+from tests.support.console import (
+    NOW,
+    FakeEngine,
+    RecordingConsole,
+    info,
+    make_state,
+    write_proposal,
+    write_status,
+    write_usage,
+)
 
 HOME = Path(tempfile.gettempdir()) / "bottle-tui-console-snapshots" / "home"
 SIZE = (150, 38)
@@ -74,6 +84,8 @@ def fresh_home(populated: bool) -> Path:
         )
         write_status(HOME, "implementer-aaaaaa", "waiting", since="2026-11-27T07:59:00+00:00")
         write_status(HOME, "reviewer-bbbbbb", "working", since="2026-11-27T07:57:00+00:00", event="PreToolUse")
+        write_usage(HOME, "implementer-aaaaaa", output_tokens=48_000, budget=Budget(usd=2.0))
+        write_usage(HOME, "reviewer-bbbbbb", output_tokens=2_000, model="claude-future-9")
     return HOME
 
 

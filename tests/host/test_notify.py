@@ -421,18 +421,8 @@ def test_a_command_that_hangs_is_timed_out_and_reported(tmp_path: Path) -> None:
     )
 
 
-def test_budget_file_reading_tolerates_absence(tmp_path: Path) -> None:
-    path = tmp_path / "usage.json"
-    assert notify.read_budget(path) is None  # before the metering branch writes it
-    path.write_text('{"models": {}}')
-    assert notify.read_budget(path) is None
-    path.write_text('{"budget": null}')
-    assert notify.read_budget(path) is None
-    path.write_text('{"budget": {"level": "nearly"}}')
-    assert notify.read_budget(path) is None
+def test_budget_text_names_the_limit_and_what_was_spent() -> None:
     doc = {"usd": 5.0, "tokens": None, "level": "warn", "spent_usd": 4.1, "spent_tokens": 10}
-    path.write_text(json.dumps({"budget": doc}))
-    assert notify.read_budget(path) == doc
     assert notify.budget_text(doc) == "budget at 80%: spent $4.10 of $5.00"
     tokens = {"usd": None, "tokens": 1000, "level": "reached", "spent_usd": 0, "spent_tokens": 1002}
     assert notify.budget_text(tokens) == "budget reached: spent 1002 of 1000 tokens"

@@ -24,6 +24,8 @@ PYPI = "pypi.fake.test"  # package indexes and an LLM API of the fake internet (
 NPM = "registry.fake.test"
 ANTHROPIC = "anthropic.fake.test"
 LIMITED = "limited.fake.test"  # a route limited by method and path
+MODELS = "models.fake.test"  # the fake Messages API (fake_messages_api.py) behind a metered route
+MODELS_PORT = 18480
 FAKE_NAMES = (ALLOWED, AUTHED, BLOCKED, LIMITED, PYPI, NPM, ANTHROPIC)
 
 
@@ -77,6 +79,30 @@ MANIFESTS = {
         resources: {{cpus: 1, memory: 1g, pids: 256}}
         ---
         The sandbox bottle of the integration tests.
+        """,
+    "agents/meter.md": """\
+        ---
+        bottle: metered
+        description: the metering agent, on one metered route with a budget
+        ---
+        You are a test agent.
+        """,
+    "bottles/metered.md": f"""\
+        ---
+        description: one metered route, to the fake Messages API, and a budget
+        egress:
+          routes:
+            - host: {MODELS}
+              ports: [{MODELS_PORT}]
+              schemes: [http]
+              methods: [POST, GET]
+              usage: anthropic
+              dlp: {{body: false}}
+        budget: {{usd: 5}}
+        supervise: {{enabled: false}}
+        resources: {{cpus: 1, memory: 1g, pids: 256}}
+        ---
+        The metering tests' bottle: egress's budget proposal needs no supervise.
         """,
 }
 

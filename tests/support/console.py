@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bottle_contract.files import atomic_write
+from bottle_contract.usage import Budget, Ledger, default_prices
+from bottle_contract.usage import write_usage as write_usage_doc
 from bottle_tui import proposals
 from bottle_tui.backends.docker.compose import to_yaml
 from bottle_tui.backends.docker.engine import BottleInfo, EngineStatus
@@ -195,3 +197,21 @@ def cli_process(home: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         empty.rmdir()
+
+
+def write_usage(
+    home: Path,
+    slug: str,
+    *,
+    output_tokens: int,
+    model: str = "claude-sonnet-4-5-20250929",
+    budget: Budget | None = None,
+    cache_read: int = 150_000,
+) -> None:
+    """usage.json as egress writes it (through the contract's Ledger), for a bottle of ``home``."""
+    ledger = Ledger()
+    c = ledger.counts(model)
+    c.update(input_tokens=1_200, output_tokens=output_tokens, cache_read_input_tokens=cache_read, requests=12)
+    state = make_state(home, slug)
+    state.egress.mkdir(parents=True, exist_ok=True)
+    write_usage_doc(state.usage, ledger.to_doc(slug, default_prices(), budget, 1_796_000_000.0))

@@ -146,6 +146,12 @@ def render_routes(plan: BottlePlan) -> dict[str, Any]:
     return Policy(bottle=plan.bottle.name, routes=tuple(plan.routes), dlp=plan.bottle.dlp).to_doc()
 
 
+def render_metering(plan: BottlePlan) -> dict[str, Any]:
+    """metering.json for egress: the metered hosts, the price table and the budget, every key
+    written out (egress has no defaults of its own)."""
+    return plan.metering.to_doc()
+
+
 def render_git_gate(plan: BottlePlan, *, start: str | None = None) -> dict[str, Any] | None:
     """gate.json for git-gate: every setting explicit (the gate has no defaults of its own). A
     local upstream is written as null: the operator's path never enters the bundle. ``start`` is

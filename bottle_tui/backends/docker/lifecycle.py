@@ -33,7 +33,7 @@ from ...state import (
 )
 from .. import StopReport
 from . import engine, images, snapshot, workspace
-from .compose import render_compose, render_git_gate, render_routes, to_yaml
+from .compose import render_compose, render_git_gate, render_metering, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
 
@@ -94,6 +94,9 @@ def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy
     atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
     if not (keep_policy and state.routes.is_file()):
         atomic_write(state.routes, to_yaml(render_routes(plan)), mode=0o600)
+    if not (keep_policy and state.metering.is_file()):
+        # A resumed bottle keeps its budget as the operator last raised it.
+        atomic_write(state.metering, json.dumps(render_metering(plan), indent=2) + "\n", mode=0o644)
     upstream_ca = images.upstream_ca_bundle()
     atomic_write(state.egress / "upstream-ca.pem", upstream_ca, mode=0o644)
     gate = render_git_gate(plan, start=git_start)

@@ -8,11 +8,12 @@ only statement of the format, and both sides read and write it through ``Queue``
       "version": 1,
       "id": "20261127t075012123-3f9a1c2b",        # ID_RE: [a-z0-9-], never a path
       "slug": "implementer-1a2b3c",               # the bottle
-      "kind": "egress-route" | "dlp-exemption" | "model-tool" | "git-push",
+      "kind": "egress-route" | "dlp-exemption" | "model-tool" | "git-push" | "budget",
       "change": {"host", "ports", "methods", "paths", "schemes"}   # egress-route ([] = any)
               | {"host", "rule"}                                   # dlp-exemption (a gitleaks rule id)
               | {"host", "tool"}                                   # model-tool (policy.MODEL_TOOLS)
-              | {"branch", "new", "home", "base", "rewrites", "commits"},   # git-push (below)
+              | {"branch", "new", "home", "base", "rewrites", "commits"}    # git-push (below)
+              | {"usd", "tokens"},                                 # budget: the new limits (null: none)
       "reason": "...",             # the agent's words, stored as sent: untrusted, shown inert
       "context": "...",            # optional, from report-blocked
       "draft": false,              # true: egress blocked it, nobody asked yet
@@ -24,8 +25,14 @@ only statement of the format, and both sides read and write it through ``Queue``
       # git-push only, written by the git gate when a clean push is held for review:
       "commits": [{"id", "author", "subject"}],   # base..new, newest first, at most MAX_COMMITS
       "files": ["M\tpath", ...], "stat": "...",   # git diff --name-status / --shortstat base new
-      "delivered_at": "..."            # when the gate told the agent the decision (on a push)
+      "delivered_at": "...",           # when the gate told the agent the decision (on a push)
+      # budget only, written by egress when the bottle's budget is reached:
+      "budget": {"usd", "tokens", "spent_usd", "spent_tokens"}   # the limits reached, what was spent
     }
+
+A budget proposal is egress's: the bottle reached its budget and every metered request is refused
+until the operator raises it. Its change proposes each reached limit doubled; approving writes it
+into metering.json, modifying sets other amounts, rejecting keeps the budget closed.
 
 A git-push change: ``branch`` the agent pushed (refs/heads/<branch> of the gate's mirror), ``new``
 its tip, ``home`` the tip the gate last saw approved for it (what ``home_ref`` holds at home, or
@@ -52,11 +59,12 @@ from .clock import now_iso
 from .files import atomic_write, locked
 from .hosts import host_problem, host_within, normalize_host, public_suffix_problem
 from .policy import DEFAULT_PORTS, MODEL_TOOLS, SCHEMES, method_problem, rule_problem
+from .usage import budget_problem, parse_budget
 
 __all__ = ["now_iso"]  # re-exported: a proposal's timestamps
 
 SCHEMA_VERSION = 1
-KINDS = ("egress-route", "dlp-exemption", "model-tool", "git-push")
+KINDS = ("egress-route", "dlp-exemption", "model-tool", "git-push", "budget")
 STATUSES = ("pending", "approved", "modified", "rejected")
 DECIDED = ("approved", "modified", "rejected")
 SCOPES = ("once", "always")
@@ -181,12 +189,19 @@ def validate_change(kind: str, change: object) -> dict[str, Any]:
         "dlp-exemption": ("host", "rule"),
         "model-tool": ("host", "tool"),
         "git-push": GIT_PUSH_KEYS,
+        "budget": ("usd", "tokens"),
     }[kind]
     unknown = sorted(set(map(str, change)) - set(allowed))
     if unknown:
         raise ChangeError(unknown[0], f"unknown key; a {kind} change has {', '.join(allowed)}")
     if kind == "git-push":
         return _git_push(change)
+    if kind == "budget":
+        problem = budget_problem(change)
+        if problem is not None:
+            key, _, rest = problem.partition(": ")
+            raise ChangeError(key, rest) if key in ("usd", "tokens") and rest else ChangeError("change", problem)
+        return parse_budget(change).to_doc()
     host = _host(change.get("host"))
     if kind == "egress-route":
         return {
@@ -251,6 +266,8 @@ def narrower_problem(kind: str, final: dict[str, Any], asked: dict[str, Any]) ->
         if final != asked:
             return ChangeError(kind, f"can be approved or rejected as pushed ({summary(kind, asked)}), not changed")
         return None
+    if kind == "budget":
+        return None  # the operator sets the amounts: modify may raise or lower them
     if kind != "egress-route":
         if final != asked:
             what = asked.get("rule") or asked.get("tool")
@@ -294,6 +311,11 @@ def summary(kind: str, change: dict[str, Any]) -> str:
         return f"git push of branch {change.get('branch')} at {tip} ({n} commit{'' if n == 1 else 's'}{rewrites})"
     if kind == "model-tool":
         return f"model tool {change.get('tool')} on {change.get('host')}"
+    if kind == "budget":
+        try:
+            return f"raise the budget to {parse_budget(change).describe()}"
+        except (TypeError, ValueError):
+            return "raise the budget"
     return f"DLP exemption: rule {change.get('rule')} on {change.get('host')}"
 
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv
+.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv swarm-lab swarm-lab-down
 
 venv: $(STAMP)
 
@@ -21,6 +21,15 @@ engine: $(STAMP)
 
 images: engine
 	$(BIN)/bottle-tui images build
+
+# A real swarm on this machine (a manager and two workers, each a dockerd in a network namespace of
+# its own), the Docker contexts bottle-tui-lab and bottle-tui-lab-<node>, and the images on every
+# node; idempotent. swarm-lab-down removes all of it.
+swarm-lab: images
+	scripts/swarm-lab.sh up $(PY)
+
+swarm-lab-down:
+	scripts/swarm-lab.sh down
 
 # Sets up the engine and images where it can (a no-op when up to date); the console opens either
 # way and reports a missing engine itself.

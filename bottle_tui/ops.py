@@ -68,6 +68,8 @@ __all__ = [
     "end_pane_session",
     "engine_status",
     "ensure_images",
+    "image_refs",
+    "push_images",
     "events_argv",
     "exec_argv",
     "find",
@@ -238,6 +240,18 @@ async def ensure_images(home: Path, progress: Progress, *, force: bool = False) 
     """The agent and sidecars images, built where missing (every one with ``force``)."""
     await backends.require_engine()
     return await backends.ensure_images(progress, home / "images.log", force=force)
+
+
+def image_refs() -> dict[str, str]:
+    """The agent and sidecars images of today's sources, by name (nothing built, no engine asked)."""
+    return backends.image_refs()
+
+
+async def push_images(home: Path, registry: str, progress: Progress) -> dict[str, str]:
+    """The images, built where missing, pushed to ``registry`` (where swarm nodes pull them from
+    when config.yaml says images.registry)."""
+    await backends.require_engine()
+    return await backends.push_images(registry, progress, home / "images.log")
 
 
 # -- running bottles ------------------------------------------------------------------------------

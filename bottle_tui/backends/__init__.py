@@ -128,9 +128,10 @@ class Backend(Protocol):
 def _registry() -> dict[str, Backend]:
     from .docker.backend import DockerBackend
     from .smolvm.backend import SmolvmBackend
+    from .swarm.backend import SwarmBackend
 
     # Order matters for cleanup: a microVM goes before docker's cleanup takes its bundle down.
-    return {"smolvm": SmolvmBackend(), "docker": DockerBackend()}
+    return {"smolvm": SmolvmBackend(), "docker": DockerBackend(), "swarm": SwarmBackend()}
 
 
 def all_backends() -> list[Backend]:
@@ -142,7 +143,7 @@ def get(name: str) -> Backend:
     try:
         return _registry()[name or "docker"]
     except KeyError:
-        raise BottleError(f"backend '{name}' is not one bottle-tui knows: use docker or smolvm") from None
+        raise BottleError(f"backend '{name}' is not one bottle-tui knows: use docker, smolvm or swarm") from None
 
 
 def for_state(state: StateDir) -> Backend:
@@ -194,6 +195,13 @@ async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -
     from .docker import images
 
     return await images.ensure_images(progress, log, force=force)
+
+
+async def push_images(registry: str, progress: Progress, log: Path) -> dict[str, str]:
+    """The images built where missing, then tagged for ``registry`` and pushed there."""
+    from .docker import images
+
+    return await images.push(await images.ensure_images(progress, log), registry, progress)
 
 
 async def discover() -> list[BottleInfo]:

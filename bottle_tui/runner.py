@@ -114,13 +114,15 @@ def run_blocking(
     check: bool = True,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    input: bytes | None = None,
 ) -> Completed:
     """``run`` for a caller off the event loop (a worker thread): blocks until the command ends."""
     args = [str(os.fspath(a)) for a in argv]
     try:
         proc = subprocess.run(
             args,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             env=_env(env),
             cwd=cwd,

@@ -17,6 +17,7 @@ from ..errors import BottleError
 from .docker.engine import BottleInfo, EngineStatus
 
 if TYPE_CHECKING:
+    from ..bottle_files import BottleFiles
     from ..plan import BottlePlan
     from ..state import StateDir
 
@@ -36,6 +37,7 @@ __all__ = [
     "engine_status",
     "ensure_images",
     "events_argv",
+    "files_for",
     "find",
     "for_state",
     "get",
@@ -99,6 +101,9 @@ class Backend(Protocol):
         """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be
         asked (the bundle is not running), else None."""
 
+    def files(self, state: StateDir) -> BottleFiles:
+        """The bottle's queue and policy, wherever they are (its state folder, or its node)."""
+
     async def selftest(
         self, state: StateDir, info: BottleInfo, progress: Progress, *, environ: Mapping[str, str]
     ) -> SelftestReport:
@@ -150,6 +155,11 @@ def for_state(state: StateDir) -> Backend:
     """The backend of the bottle whose state folder is ``state`` (its metadata; docker when it has none)."""
     meta = state.read_metadata() or {}
     return get(str(meta.get("backend") or ""))
+
+
+def files_for(state: StateDir) -> BottleFiles:
+    """The queue and policy of the bottle whose state folder is ``state``, through its backend."""
+    return for_state(state).files(state)
 
 
 # -- the Docker engine: every backend's bundle runs on it, so these are every backend's -----------

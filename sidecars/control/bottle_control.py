@@ -6,6 +6,9 @@ context, so the engine's own TLS or SSH is the only authentication and no port i
     seed           a tar of the sidecar folders on stdin -> /state, then the seed mark (init waits for it)
     ready D[,D..]  wait until each daemon's ready file exists; print them as one JSON object
     read F NAME    print /state/F/NAME (a sidecar folder's file), bounded
+    queue          every proposal of the queue, one JSON object per line
+    commit         one decision or policy edit (JSON on stdin), applied by the contract's commit
+    watch          a JSON line for each proposal and for the agent's status as it changes, until killed
 
 Every path is the contract's (bottle_contract.layout); every write is its atomic one.
 """
@@ -22,6 +25,7 @@ import tarfile
 import time
 
 from bottle_contract import layout
+from bottle_contract import proposal as contract
 from bottle_contract.files import atomic_write
 
 # The seed is a few small files (policy, CA, gate and supervise settings): anything larger is not one.
@@ -103,6 +107,102 @@ def read(root: str, folder: str, name: str) -> int:
     return 0
 
 
+def _queue(root: str) -> contract.Queue:
+    return contract.Queue(os.path.join(root, layout.SUPERVISE, layout.QUEUE))
+
+
+def queue(root: str) -> int:
+    for p in _queue(root).all():
+        sys.stdout.write(json.dumps(p, separators=(",", ":")) + "\n")
+    return 0
+
+
+COMMIT_KEYS = {"expect_policy", "policy", "pending", "proposal"}
+
+
+def commit(root: str, stream) -> int:
+    """Exit 0: applied. 5: a conflict (JSON: problem, and the proposal as it is now). 2: bad input."""
+    try:
+        request = json.loads(stream.read(MAX_SEED_BYTES))
+    except ValueError as e:
+        return fail(f"commit: the request is not JSON: {e}", 2)
+    if not isinstance(request, dict) or set(request) != COMMIT_KEYS or not isinstance(request["expect_policy"], str):
+        return fail(f"commit: expected an object with exactly {', '.join(sorted(COMMIT_KEYS))}", 2)
+    proposal = request["proposal"]
+    if proposal is not None and not contract.well_formed(proposal, str(proposal.get("id", ""))):
+        return fail("commit: the proposal is not one", 2)
+    try:
+        contract.commit(
+            _queue(root),
+            os.path.join(root, layout.EGRESS, layout.ROUTES),
+            expect_policy=request["expect_policy"],
+            policy=request["policy"],
+            pending=request["pending"],
+            proposal=proposal,
+        )
+    except contract.Conflict as e:
+        print(json.dumps({"problem": str(e), "current": e.current}))
+        return 5
+    except contract.ChangeError as e:
+        return fail(f"commit: {e}", 2)
+    return 0
+
+
+def _snapshot(root: str) -> dict[str, tuple[float, int]]:
+    """(mtime, size) of each proposal file and of the status file: what watch compares."""
+    found = {}
+    folder = os.path.join(root, layout.SUPERVISE, layout.QUEUE)
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".json") and contract.is_id(n[:-5])]
+    except FileNotFoundError:
+        names = []
+    paths = [os.path.join(folder, n) for n in names] + [os.path.join(root, layout.STATUS, layout.STATUS_FILE)]
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        found[path] = (st.st_mtime, st.st_size)
+    return found
+
+
+def watch(root: str, interval: float, out=None) -> int:
+    """One JSON line per proposal and for status.json, at once and again whenever one changes
+    ({"proposal": {...}} / {"status": {...}} / {"gone": id}); then a {"synced": true} line after
+    each round that said anything. Polls (the bundle has no inotify binding): ``interval`` apart."""
+    out = out or sys.stdout
+    seen: dict[str, tuple[float, int]] = {}
+    status_path = os.path.join(root, layout.STATUS, layout.STATUS_FILE)
+    q = _queue(root)
+    first = True
+    while True:
+        now = _snapshot(root)
+        said = first
+        for path, mark in now.items():
+            if seen.get(path) == mark:
+                continue
+            said = True
+            if path == status_path:
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        out.write(json.dumps({"status": json.load(f)}, separators=(",", ":")) + "\n")
+                except (OSError, ValueError):
+                    continue
+            else:
+                data = q.read(os.path.basename(path)[:-5])
+                if data is not None:
+                    out.write(json.dumps({"proposal": data}, separators=(",", ":")) + "\n")
+        for path in set(seen) - set(now):
+            said = True
+            if path != status_path:
+                out.write(json.dumps({"gone": os.path.basename(path)[:-5]}) + "\n")
+        if said:
+            out.write('{"synced":true}\n')
+            out.flush()
+        seen, first = now, False
+        time.sleep(interval)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bottle_control")
     parser.add_argument("--root", default=layout.BUNDLE_STATE)
@@ -114,11 +214,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("read")
     p.add_argument("folder")
     p.add_argument("name")
+    sub.add_parser("queue")
+    sub.add_parser("commit")
+    p = sub.add_parser("watch")
+    p.add_argument("--interval", type=float, default=0.05)
     args = parser.parse_args(argv)
     if args.command == "seed":
         return seed(args.root, sys.stdin.buffer)
     if args.command == "ready":
         return ready(args.root, [d for d in args.daemons.split(",") if d], args.timeout)
+    if args.command == "queue":
+        return queue(args.root)
+    if args.command == "commit":
+        return commit(args.root, sys.stdin.buffer)
+    if args.command == "watch":
+        try:
+            return watch(args.root, args.interval)
+        except (BrokenPipeError, KeyboardInterrupt):
+            return 0
     return read(args.root, args.folder, args.name)
 
 

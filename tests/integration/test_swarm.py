@@ -173,3 +173,50 @@ def test_stop_removes_the_bottle_from_the_swarm(swarm_home: Path) -> None:
     assert not leftovers(b.slug)
     assert (swarm_home / "archive" / b.slug / "compose.log").exists()
     assert not (swarm_home / "state" / b.slug).exists()
+
+
+def test_a_blocked_request_becomes_a_proposal_and_approving_it_makes_the_route_live(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle]
+) -> None:
+    """The engine as the control channel: the draft that supervise queued on the node's volume
+    is listed and decided from the host through `docker exec`, and egress in the bundle reloads."""
+    b = bottles[0]
+    url = "http://newroute.fake.test/v1/x"
+
+    def code() -> str:
+        return b.exec("curl", "-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", url, timeout=30).stdout
+
+    assert code() == "403"
+
+    def draft() -> dict | None:  # type: ignore[type-arg]
+        listed = json.loads(swarm_cli(swarm_home, "proposals", "ls", "--json").stdout)
+        return next((p for p in listed if p["slug"] == b.slug and p["change"]["host"] == "newroute.fake.test"), None)
+
+    found = wait_for(draft, timeout=30, what="egress's block to become a draft proposal")
+    out = swarm_cli(swarm_home, "proposals", "approve", found["id"])
+    assert "approved (routes.yaml updated)" in out.stderr and "warning" not in out.stderr
+    assert "newroute.fake.test" in b.exec("cat", "/state/egress/routes.yaml", role="sidecars").stdout
+    # Allowed now: egress lets it through to an upstream that the lab does not have (no 403).
+    assert code() != "403"
+    again = swarm_cli(swarm_home, "proposals", "reject", found["id"], check=False)
+    assert again.returncode == 1 and "already approved" in again.stderr
+
+
+def test_an_operators_policy_edit_reaches_the_bundle(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from bottle_tui import ops
+    from bottle_tui.errors import BottleError
+
+    monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(swarm_home))
+    b = bottles[1]
+    state, before = ops.read_policy(swarm_home, b.slug)
+    after = before.replace("max_body_bytes: 8388608", "max_body_bytes: 4096", 1)
+    assert after != before
+    assert asyncio.run(ops.save_policy(swarm_home, b.slug, before, after, by="test")) is None
+    assert b.exec("cat", "/state/egress/routes.yaml", role="sidecars").stdout == after
+    with pytest.raises(BottleError, match="changed while you edited it"):
+        asyncio.run(ops.save_policy(swarm_home, b.slug, before, before, by="test"))
+    assert "policy-edit" in (state.audit_log).read_text()

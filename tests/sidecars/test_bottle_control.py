@@ -73,3 +73,56 @@ def test_read_prints_one_file_of_a_sidecar_folder(tmp_path: Path) -> None:
     assert control(tmp_path, "read", "egress", "requests.jsonl").stdout == b'{"a": 1}\n'
     assert control(tmp_path, "read", "egress", "nothing").returncode == 4
     assert control(tmp_path, "read", "..", "etc").returncode == 2
+
+
+ROUTES = "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n"
+
+
+def queued(root: Path) -> dict:  # type: ignore[type-arg]
+    sys.path.insert(0, str(COMMON))
+    from bottle_contract import proposal as contract
+
+    data = contract.new_proposal("b-000001", "egress-route", {"host": "x.example.com"}, "why")
+    (root / "supervise" / "queue").mkdir(parents=True, exist_ok=True)
+    contract.Queue(root / "supervise" / "queue").write(data)
+    return data
+
+
+def test_queue_and_commit_through_the_control_command(tmp_path: Path) -> None:
+    (tmp_path / "egress").mkdir()
+    (tmp_path / "egress" / "routes.yaml").write_text(ROUTES)
+    data = queued(tmp_path)
+    listed = [json.loads(line) for line in control(tmp_path, "queue").stdout.splitlines()]
+    assert [p["id"] for p in listed] == [data["id"]]
+    decided = {**data, "status": "rejected", "decision": {"by": "op"}}
+    request = {"expect_policy": ROUTES, "policy": None, "pending": data["id"], "proposal": decided}
+    assert control(tmp_path, "commit", stdin=json.dumps(request).encode()).returncode == 0
+    again = control(tmp_path, "commit", stdin=json.dumps(request).encode())
+    assert again.returncode == 5 and json.loads(again.stdout)["current"]["status"] == "rejected"
+    stale = {"expect_policy": "old", "policy": ROUTES.replace("b\n", "c\n", 1), "pending": None, "proposal": None}
+    assert control(tmp_path, "commit", stdin=json.dumps(stale).encode()).returncode == 5
+    bad = {"expect_policy": ROUTES, "policy": "version: 1\nroutes: nope\n", "pending": None, "proposal": None}
+    refused = control(tmp_path, "commit", stdin=json.dumps(bad).encode())
+    assert refused.returncode == 2 and (tmp_path / "egress" / "routes.yaml").read_text() == ROUTES
+    assert control(tmp_path, "commit", stdin=b'{"policy": 1}').returncode == 2
+
+
+def test_watch_streams_each_proposal_and_the_status_as_they_change(tmp_path: Path) -> None:
+    (tmp_path / "status").mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, str(CONTROL), "--root", str(tmp_path), "watch", "--interval", "0.02"],
+        stdout=subprocess.PIPE,
+        env={"PYTHONPATH": str(COMMON), "PATH": "/usr/bin:/bin"},
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        assert json.loads(proc.stdout.readline()) == {"synced": True}
+        data = queued(tmp_path)
+        assert json.loads(proc.stdout.readline())["proposal"]["id"] == data["id"]
+        assert json.loads(proc.stdout.readline()) == {"synced": True}
+        (tmp_path / "status" / "status.json").write_text('{"state": "working"}')
+        assert json.loads(proc.stdout.readline()) == {"status": {"state": "working"}}
+    finally:
+        proc.kill()
+        proc.wait()

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...bottle_files import BottleFiles, LocalFiles
 from ...state import StateDir, project_name
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
 from . import engine, lifecycle
@@ -45,6 +46,9 @@ class DockerBackend:
 
     async def resume(self, plan: BottlePlan, progress: Progress) -> None:
         await lifecycle.resume(plan, progress)
+
+    def files(self, state: StateDir) -> BottleFiles:
+        return LocalFiles(state)
 
     async def reload_policy(self, slug: str) -> str | None:
         return await reload_bundle(slug)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...bottle_files import BottleFiles, LocalFiles
 from ...errors import BottleError
 from ...plan import WORKDIR
 from ...state import StateDir
@@ -58,6 +59,9 @@ class SmolvmBackend:
             f"{plan.slug} is a microVM bottle, which cannot be resumed: its checkout and ~/.claude were on the "
             f"microVM's own disk, deleted at stop; start a new one with `bottle-tui start {plan.agent.name}`"
         )
+
+    def files(self, state: StateDir) -> BottleFiles:
+        return LocalFiles(state)
 
     async def reload_policy(self, slug: str) -> str | None:
         # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from ...runner import CommandError, run, run_blocking
 from ...state import StateDir, all_state_dirs, state_dir
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
 from . import lifecycle
+from .channel import RemoteFiles
 from .cluster import docker
 from .render import service_name
 
@@ -68,13 +70,18 @@ class SwarmBackend:
     async def resume(self, plan: BottlePlan, progress: Progress) -> None:
         raise BottleError(f"{plan.slug} is a swarm bottle, which cannot be resumed yet: start a new one")
 
+    def files(self, state: StateDir) -> RemoteFiles:
+        meta = state.read_metadata() or {}
+        node = str(meta.get("node") or "")
+        context = str(meta.get("node_context") or "")
+        if not node or not context:
+            raise BottleError(f"{state.metadata} names no swarm node: {state.slug} cannot be reached")
+        return RemoteFiles(state, node, context)
+
     async def reload_policy(self, slug: str) -> str | None:
         try:
-            node, context = _node(slug)
-            found = (await run(_running(context, slug, "sidecars"), timeout=30)).stdout.split()
-            if not found:
-                return f"the policy is saved, but the bundle of {slug} is not running on {node}"
-            await run(docker(context, "kill", "--signal", "HUP", found[0]), timeout=30)
+            files = self.files(state_dir(default_home(), slug))
+            await asyncio.to_thread(files.reload)
         except (BottleError, CommandError) as exc:
             return f"the policy is saved, but the bundle of {slug} did not take the reload signal ({exc})"
         return None

@@ -30,7 +30,8 @@ from ..docker.workspace import volume_name
 BUNDLE_UID = 1001
 NODE_LABEL = "dev.bottle-tui.node"  # the hostname of the node a bottle is pinned to
 SEED_MARK = f"{layout.BUNDLE_STATE}/{layout.SEEDED}"
-CONTROL = ["python3", "/opt/bottle/control/bottle_control.py"]
+# The egress venv's python: it has pyyaml, which the contract's policy check needs.
+CONTROL = ["/opt/egress/bin/python", "/opt/bottle/control/bottle_control.py"]
 # Compose keys of a service and what becomes of them on swarm. Every key render_compose writes
 # is in one of these sets (a test checks), so a new fact of the docker bottle is never dropped
 # unseen.

@@ -78,6 +78,7 @@ bench: images
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_console.py
 	$(PY) bench/bench_tmux.py
+	$(PY) bench/bench_swarm.py
 
 # Removes what the tests leave: bottles whose home is a pytest temporary folder and their work
 # volumes (cleanup archives them into that home first), the tests' fake-internet containers,

@@ -5,6 +5,8 @@ agent, teardown and a failed bring-up that leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import pytest
 
 from tests.support.bottles import SECRET
 from tests.support.swarm import (
+    LAB_DIR,
     NODE_ADDRESSES,
     SwarmBottle,
+    lab_up,
     leftovers,
     manager,
     on_node,
@@ -220,3 +224,30 @@ def test_an_operators_policy_edit_reaches_the_bundle(
     with pytest.raises(BottleError, match="changed while you edited it"):
         asyncio.run(ops.save_policy(swarm_home, b.slug, before, before, by="test"))
     assert "policy-edit" in (state.audit_log).read_text()
+
+
+def test_a_node_that_goes_away_shows_its_bottles_as_node_down_and_stop_and_cleanup_finish_later(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle]
+) -> None:
+    """Last in the module: one worker's engine is stopped and brought back by the lab script."""
+    on_worker = next(b for b in bottles if b.node != "bottle-tui-lab-manager")
+    node = on_worker.node.removeprefix("bottle-tui-lab-")
+    pid = int((LAB_DIR / node / "docker.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, what=f"the engine of {node} to stop")
+    try:
+        listed = {b["slug"]: b for b in json.loads(swarm_cli(swarm_home, "ls", "--json").stdout)}
+        assert listed[on_worker.slug]["status"] == "node down"
+        others = [b for b in bottles if b is not on_worker]
+        assert all(listed[b.slug]["status"] == "running(2)" for b in others)
+        out = swarm_cli(swarm_home, "stop", on_worker.slug, check=False)
+        assert f"the volumes of {on_worker.slug} stay on node {on_worker.node}" in out.stderr
+        assert (swarm_home / "state" / on_worker.slug).is_dir(), "the state folder goes before the volumes"
+        assert not manager(
+            "service", "ls", "-q", "--filter", f"label=dev.bottle-tui.slug={on_worker.slug}"
+        ).stdout.split()
+    finally:
+        lab_up()
+    swarm_cli(swarm_home, "cleanup", "--yes")
+    assert not leftovers(on_worker.slug)
+    assert not (swarm_home / "state" / on_worker.slug).exists()

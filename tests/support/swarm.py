@@ -14,6 +14,7 @@ from tests.support.bottles import SECRET, sh
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_SCRIPT = REPO / "scripts" / "swarm-lab.sh"
+LAB_DIR = Path(os.environ.get("BOTTLE_TUI_LAB_DIR", "/var/lib/bottle-tui-lab"))
 MANAGER = "bottle-tui-lab"
 NODES = ("manager", "worker1", "worker2")
 NODE_ADDRESSES = ("10.213.47.2", "10.213.47.3", "10.213.47.4")  # the lab's own (scripts/swarm-lab.sh)

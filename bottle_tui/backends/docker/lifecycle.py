@@ -521,8 +521,15 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
     bottles = [(b.project, Path(b.home) if b.home else home) for b in infos if scoped(b.home)]
     containers, networks = await engine.stray_resources(live)
     live_slugs = {slug_of_project(p) for p in live}
+    # A swarm bottle's state folder is the swarm backend's to clean up: its bundle is on a node.
     orphans = (
-        [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs] if homes_under is None else []
+        [
+            s
+            for s in all_state_dirs(home)
+            if not s.preserved and s.slug not in live_slugs and (s.read_metadata() or {}).get("backend") != "swarm"
+        ]
+        if homes_under is None
+        else []
     )
     # A kept bottle's volume stays with its kept state folder (`resume` wants both), except below
     # --homes-under (test runs), where everything goes, archived first.

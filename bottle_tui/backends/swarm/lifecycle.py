@@ -214,7 +214,7 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
         append_log(log, "ready")
     except BaseException as exc:
         append_log(log, f"bring-up failed: {exc}")
-        problems = await remove_bottle(cluster, plan.slug, node.hostname if node else None, keep_volumes=False)
+        problems, _ = await remove_bottle(cluster, plan.slug, node.hostname if node else None, keep_volumes=False)
         for line in problems:
             append_log(log, f"while removing it: {line}")
         if isinstance(exc, CommandError):
@@ -244,10 +244,12 @@ def _labels(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
-async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_volumes: bool) -> list[str]:
+async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_volumes: bool) -> tuple[list[str], bool]:
     """Remove the bottle's services, then (its containers gone from ``node``) its volumes there,
-    then its networks, secrets and config. Each failure is one line; none stops the rest."""
+    then its networks, secrets and config. Each failure is one line; none stops the rest. Returns
+    the problems and whether something stays on the node (it did not answer)."""
     problems: list[str] = []
+    on_node = False
     services = [service_name(slug, "agent"), service_name(slug, "sidecars")]
 
     async def attempt(what: str, *args: str, ok: tuple[str, ...] = ("not found", "No such")) -> None:
@@ -261,12 +263,18 @@ async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_v
     await attempt("the services", "service", "rm", *services)
     if node is not None:
         try:
+            # What stays of the bottle is saved already: the node's engine removes its containers at
+            # once, where the swarm's own shutdown of removed tasks takes some 8 s.
+            ids = (await cluster.node_call(node, "ps", "-aq", "--filter", by_label)).stdout.split()
+            if ids:
+                await cluster.node_call(node, "rm", "--force", *ids, timeout=60)
             await _wait_gone(cluster, node, services)
             if not keep_volumes:
                 await cluster.node_call(
                     node, "volume", "rm", "--force", state_volume(slug), workspace.volume_name(slug)
                 )
         except (BottleError, CommandError) as exc:
+            on_node = True
             problems.append(
                 f"the volumes of {slug} stay on node {node} ({exc}); `bottle-tui cleanup` removes them when it answers"
             )
@@ -278,7 +286,7 @@ async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_v
             continue
         if ids:
             await attempt(f"{kind}s {' '.join(ids)}", kind, "rm", *ids)
-    return problems
+    return problems, on_node
 
 
 async def _wait_gone(cluster: Cluster, node: str, services: list[str], timeout: float = 30.0) -> None:
@@ -314,12 +322,16 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False)
         append_log(state.teardown_log, f"stopping swarm bottle {project_name(slug)} on node {node or '?'}")
         await _save_what_stays(cluster, state, node, slug, problem)
     progress(f"stopping {project_name(slug)}")
-    for line in await remove_bottle(cluster, slug, node, keep_volumes=False):
+    problems, on_node = await remove_bottle(cluster, slug, node, keep_volumes=False)
+    for line in problems:
         problem(line)
     if have_state:
-        append_log(state.teardown_log, "stopped")
+        append_log(state.teardown_log, "stopped" if not on_node else "stopped; its volumes stay on its node")
         report.archive, archive_problems = archive_state(home, state, problem)
-        if not archive_problems:
+        if on_node:
+            # Kept: `bottle-tui cleanup` finds the bottle by it and removes the volumes when the node answers.
+            problem(f"kept {state.path} until the volumes on node {node} are removed")
+        elif not archive_problems:
             for line in state.remove():
                 problem(line)
     return report
@@ -336,8 +348,10 @@ async def _save_what_stays(
             )
             logs.append(got.stdout + got.stderr)
         except CommandError as exc:
-            problem(f"saving the logs of {service} failed: {exc}")
-    atomic_write(state.compose_log, "".join(logs), mode=0o600)
+            if "no such task or service" not in exc.stderr:  # gone already: a stop finishing later
+                problem(f"saving the logs of {service} failed: {exc}")
+    if any(logs) or not state.compose_log.exists():  # a stop finishing later keeps the first one's
+        atomic_write(state.compose_log, "".join(logs), mode=0o600)
     if node is None:
         return
     try:

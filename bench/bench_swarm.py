@@ -33,21 +33,24 @@ data = contract.new_proposal(sys.argv[1], "egress-route", {"host": "bench-watch.
 contract.Queue("/state/supervise/queue").write(data)
 print(data["id"])
 """
-# Runs in the agent: request until egress stops answering 403, print when (epoch seconds).
+# Runs in the agent: request until egress stops answering 403; print when the first request that
+# egress let through was sent (epoch seconds): the lab has no upstream, so its answer (a 502)
+# comes only after egress gave up on it, which is no part of the route becoming live.
 UNTIL_LIVE = """
 import sys, time, urllib.request, urllib.error
 opener = urllib.request.build_opener()  # the agent's HTTP_PROXY: egress
 print("ready", flush=True)
 while True:
+    sent = time.time()
     try:
-        opener.open(sys.argv[1], timeout=2)
+        opener.open(sys.argv[1], timeout=10)
         code = 200
     except urllib.error.HTTPError as e:
         code = e.code
     except OSError:
         code = 0
     if code != 403:
-        print(time.time(), code, flush=True)
+        print(sent, code, flush=True)
         break
     time.sleep(0.01)
 """

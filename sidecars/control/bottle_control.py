@@ -8,6 +8,7 @@ context, so the engine's own TLS or SSH is the only authentication and no port i
     read F NAME    print /state/F/NAME (a sidecar folder's file), bounded
     queue          every proposal of the queue, one JSON object per line
     commit         one decision or policy edit (JSON on stdin), applied by the contract's commit
+    serve          queue, read and commit as JSON lines on stdin and stdout: one exec for many requests
     watch          a JSON line for each proposal and for the agent's status as it changes, until killed
 
 Every path is the contract's (bottle_contract.layout); every write is its atomic one.
@@ -96,41 +97,38 @@ def ready(root: str, daemons: list[str], timeout: float) -> int:
     return 0
 
 
-def read(root: str, folder: str, name: str) -> int:
+def do_read(root: str, folder: object, name: object) -> tuple[int, dict]:
+    if not isinstance(folder, str) or not isinstance(name, str):
+        return 2, {"error": "read: folder and name are strings"}
     if folder not in layout.SIDECAR_FOLDERS or "/" in name or name.startswith("."):
-        return fail(f"{folder}/{name} is not a file of a sidecar folder", 2)
+        return 2, {"error": f"{folder}/{name} is not a file of a sidecar folder"}
     try:
         with open(os.path.join(root, folder, name), "rb") as f:
-            sys.stdout.buffer.write(f.read(MAX_READ_BYTES))
+            return 0, {"data": f.read(MAX_READ_BYTES)}
     except FileNotFoundError:
-        return fail(f"no {folder}/{name}", 4)
-    return 0
+        return 4, {"error": f"no {folder}/{name}"}
 
 
 def _queue(root: str) -> contract.Queue:
     return contract.Queue(os.path.join(root, layout.SUPERVISE, layout.QUEUE))
 
 
-def queue(root: str) -> int:
-    for p in _queue(root).all():
-        sys.stdout.write(json.dumps(p, separators=(",", ":")) + "\n")
-    return 0
+def do_queue(root: str) -> tuple[int, dict]:
+    return 0, {"proposals": _queue(root).all()}
 
 
 COMMIT_KEYS = {"expect_policy", "policy", "pending", "proposal"}
 
 
-def commit(root: str, stream) -> int:
-    """Exit 0: applied. 5: a conflict (JSON: problem, and the proposal as it is now). 2: bad input."""
-    try:
-        request = json.loads(stream.read(MAX_SEED_BYTES))
-    except ValueError as e:
-        return fail(f"commit: the request is not JSON: {e}", 2)
+def do_commit(root: str, request: object) -> tuple[int, dict]:
+    """0: applied. 5: a conflict (its problem, and the proposal as it is now). 2: bad input."""
     if not isinstance(request, dict) or set(request) != COMMIT_KEYS or not isinstance(request["expect_policy"], str):
-        return fail(f"commit: expected an object with exactly {', '.join(sorted(COMMIT_KEYS))}", 2)
+        return 2, {"error": f"commit: expected an object with exactly {', '.join(sorted(COMMIT_KEYS))}"}
     proposal = request["proposal"]
-    if proposal is not None and not contract.well_formed(proposal, str(proposal.get("id", ""))):
-        return fail("commit: the proposal is not one", 2)
+    if proposal is not None and not (
+        isinstance(proposal, dict) and contract.well_formed(proposal, str(proposal.get("id", "")))
+    ):
+        return 2, {"error": "commit: the proposal is not one"}
     try:
         contract.commit(
             _queue(root),
@@ -141,10 +139,62 @@ def commit(root: str, stream) -> int:
             proposal=proposal,
         )
     except contract.Conflict as e:
-        print(json.dumps({"problem": str(e), "current": e.current}))
-        return 5
+        return 5, {"problem": str(e), "current": e.current}
     except contract.ChangeError as e:
-        return fail(f"commit: {e}", 2)
+        return 2, {"error": f"commit: {e}"}
+    return 0, {}
+
+
+def read(root: str, folder: str, name: str) -> int:
+    code, answer = do_read(root, folder, name)
+    if code:
+        return fail(answer["error"], code)
+    sys.stdout.buffer.write(answer["data"])
+    return 0
+
+
+def queue(root: str) -> int:
+    for p in do_queue(root)[1]["proposals"]:
+        sys.stdout.write(json.dumps(p, separators=(",", ":")) + "\n")
+    return 0
+
+
+def commit(root: str, stream) -> int:
+    try:
+        request = json.loads(stream.read(MAX_SEED_BYTES))
+    except ValueError as e:
+        return fail(f"commit: the request is not JSON: {e}", 2)
+    code, answer = do_commit(root, request)
+    if code == 5:
+        print(json.dumps(answer))
+    elif code:
+        return fail(answer["error"], code)
+    return code
+
+
+def serve(root: str, stdin, stdout) -> int:
+    """Requests as JSON lines on stdin ({"op": "queue"} / {"op": "read", "folder", "name"} /
+    {"op": "commit", "request": {...}}), one JSON answer line each ({"code": N, ...}: the exit
+    status the one-shot command would have had), until stdin closes: a host keeps one session per
+    bottle and pays for an exec once, not per request."""
+    for line in stdin:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = None
+        op = request.get("op") if isinstance(request, dict) else None
+        if op == "queue":
+            code, answer = do_queue(root)
+        elif op == "read":
+            code, answer = do_read(root, request.get("folder"), request.get("name"))
+            if "data" in answer:
+                answer = {"text": answer["data"].decode("utf-8", errors="replace")}
+        elif op == "commit":
+            code, answer = do_commit(root, request.get("request"))
+        else:
+            code, answer = 2, {"error": "expected a JSON object with op: queue, read or commit"}
+        stdout.write(json.dumps({"code": code, **answer}, separators=(",", ":")) + "\n")
+        stdout.flush()
     return 0
 
 
@@ -216,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     sub.add_parser("queue")
     sub.add_parser("commit")
+    sub.add_parser("serve")
     p = sub.add_parser("watch")
     p.add_argument("--interval", type=float, default=0.05)
     args = parser.parse_args(argv)
@@ -227,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         return queue(args.root)
     if args.command == "commit":
         return commit(args.root, sys.stdin.buffer)
+    if args.command == "serve":
+        return serve(args.root, sys.stdin, sys.stdout)
     if args.command == "watch":
         try:
             return watch(args.root, args.interval)

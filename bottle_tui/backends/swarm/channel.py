@@ -13,7 +13,7 @@ from bottle_contract import layout
 
 from ...bottle_files import Conflict
 from ...errors import BottleError
-from ...runner import Completed, run_blocking
+from ...runner import Completed, LineSession, run_blocking
 from ...state import StateDir
 from .cluster import docker
 from .render import CONTROL, service_name
@@ -23,6 +23,8 @@ EXEC_TIMEOUT = 60.0
 # process, and again when an exec finds it gone (a restarted task is a new container).
 _BUNDLES: dict[tuple[str, str], str] = {}
 GONE = ("No such container", "is not running")
+# One control session per bottle and process (a console keeps it for its life).
+_SESSIONS: dict[tuple[str, str], LineSession] = {}
 
 
 class RemoteFiles:
@@ -65,8 +67,24 @@ class RemoteFiles:
             out = self._docker(*before, self.bundle(), *after, input=input)
         return out
 
-    def control(self, *args: str, input: bytes | None = None) -> Completed:
-        return self._on_bundle(["exec", *(["-i"] if input is not None else [])], [*CONTROL, *args], input=input)
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request to the bundle's control session (`bottle_control serve`, one exec kept per
+        bottle and process); the session starts again, once, when its container has gone."""
+        for _attempt in range(2):
+            key = (self.context, self.slug)
+            session = _SESSIONS.get(key)
+            if session is None:
+                self.calls += 1
+                session = _SESSIONS[key] = LineSession(
+                    docker(self.context, "exec", "-i", self.bundle(), *CONTROL, "serve"), timeout=EXEC_TIMEOUT
+                )
+            answer = session.ask(json.dumps(request))
+            if answer is not None:
+                data: dict[str, Any] = json.loads(answer)
+                return data
+            _SESSIONS.pop(key, None)
+            _BUNDLES.pop(key, None)  # a restarted task: find the new container
+        raise BottleError(f"the control session of {self.slug} on node {self.node} ended without answering")
 
     def reload(self) -> None:
         """SIGHUP to the bundle: its init forwards it to egress, which re-reads routes.yaml."""
@@ -75,29 +93,31 @@ class RemoteFiles:
             raise BottleError(_last(out))
 
     def proposals(self) -> list[dict[str, Any]]:
-        out = self.control("queue")
-        if out.returncode != 0:
-            raise BottleError(f"reading the queue of {self.slug} on {self.node} failed: {_last(out)}")
-        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        answer = self.ask({"op": "queue"})
+        if answer["code"] != 0:
+            raise BottleError(f"reading the queue of {self.slug} on {self.node} failed: {answer.get('error')}")
+        found: list[dict[str, Any]] = answer["proposals"]
+        return found
 
     def policy_text(self) -> str:
-        out = self.control("read", layout.EGRESS, layout.ROUTES)
-        if out.returncode == 4:
+        answer = self.ask({"op": "read", "folder": layout.EGRESS, "name": layout.ROUTES})
+        if answer["code"] == 4:
             return ""
-        if out.returncode != 0:
-            raise BottleError(f"reading the policy of {self.slug} on {self.node} failed: {_last(out)}")
-        return out.stdout
+        if answer["code"] != 0:
+            raise BottleError(f"reading the policy of {self.slug} on {self.node} failed: {answer.get('error')}")
+        return str(answer["text"])
 
     def commit(
         self, *, expect_policy: str, policy: str | None, pending: str | None, proposal: dict[str, Any] | None
     ) -> None:
         request = {"expect_policy": expect_policy, "policy": policy, "pending": pending, "proposal": proposal}
-        out = self.control("commit", input=json.dumps(request).encode())
-        if out.returncode == 5:
-            answer = json.loads(out.stdout or "{}")
+        answer = self.ask({"op": "commit", "request": request})
+        if answer["code"] == 5:
             raise Conflict(str(answer.get("problem") or "conflict"), answer.get("current"))
-        if out.returncode != 0:
-            raise BottleError(f"applying the decision in the bundle of {self.slug} on {self.node} failed: {_last(out)}")
+        if answer["code"] != 0:
+            raise BottleError(
+                f"applying the decision in the bundle of {self.slug} on {self.node} failed: {answer.get('error')}"
+            )
 
 
 def _last(result: Completed) -> str:

@@ -15,6 +15,7 @@ import asyncio
 import io
 import json
 import os
+import random
 import tarfile
 import time
 from collections.abc import Callable
@@ -70,11 +71,13 @@ def cluster_of(home: Path, meta: dict[str, Any] | None = None) -> Cluster:
 
 
 def choose_node(nodes: list[Node], bottles_on: dict[str, int]) -> Node:
-    """The schedulable node with the fewest bottles (ties: by hostname); a one-line error when none is."""
+    """A schedulable node with the fewest bottles (ties: one at random, so that bottles started
+    at the same time spread too); a one-line error when none is."""
     ready = [n for n in nodes if n.schedulable]
     if not ready:
         raise BottleError("no node of the swarm is ready and active: `docker node ls` on the manager says why")
-    return min(ready, key=lambda n: (bottles_on.get(n.hostname, 0), n.hostname))
+    fewest = min(bottles_on.get(n.hostname, 0) for n in ready)
+    return random.choice(sorted((n for n in ready if bottles_on.get(n.hostname, 0) == fewest), key=lambda n: n.id))
 
 
 def seed_tar(state: StateDir) -> bytes:

@@ -71,6 +71,7 @@ __all__ = [
     "image_refs",
     "push_images",
     "events_argv",
+    "watch_argv",
     "exec_argv",
     "find",
     "home",
@@ -278,6 +279,14 @@ async def engine_status() -> EngineStatus:
 def events_argv() -> list[str]:
     """A command whose every output line marks a change of some bottle's containers."""
     return backends.events_argv()
+
+
+def watch_argv(home: Path, info: BottleInfo) -> list[str] | None:
+    """For a bottle whose queue and status are not in a local folder (a swarm bottle), a command
+    whose every output line marks a change of them (one long-running watch per bottle); None
+    when the state folder's own file watch sees them. Blocking (may ask the engine)."""
+    state = state_dir(bottle_home(info, home), info.slug)
+    return backends.get(info.backend).watch_argv(state)
 
 
 async def bundle_logs(info: BottleInfo) -> str:

@@ -104,6 +104,11 @@ class Backend(Protocol):
     def files(self, state: StateDir) -> BottleFiles:
         """The bottle's queue and policy, wherever they are (its state folder, or its node)."""
 
+    def watch_argv(self, state: StateDir) -> list[str] | None:
+        """A command whose output lines mark a change of the bottle's queue or status (one per
+        change), for a bottle whose files no local file watch sees; None for a local bottle.
+        Blocking (may ask the engine where the bundle runs)."""
+
     async def selftest(
         self, state: StateDir, info: BottleInfo, progress: Progress, *, environ: Mapping[str, str]
     ) -> SelftestReport:

@@ -11,7 +11,7 @@ the console goes through ``bottle_tui.ops``. `q` quits and leaves every bottle r
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,6 +109,7 @@ class BottleConsole(App[None]):
         self.poll_seconds = poll_seconds
         self.clock = clock or (lambda: datetime.now(UTC))
         self._watch_events, self._watch_files, self._tick = watch_events, watch_files, tick
+        self._remote_watches: dict[str, Worker[None]] = {}  # slug -> its watch (swarm bottles)
         self.versions: str | None = None  # fetched once, again after the engine was down
         self.engine_ok: bool | None = None
         self.engine_problem = ""
@@ -160,6 +161,16 @@ class BottleConsole(App[None]):
     async def watch_state(self) -> None:
         await watchers.watch_state(self)
 
+    def follow_remote_bottles(self, bottles: Iterable[ops.BottleInfo]) -> None:
+        """A watch of each bottle whose files are not in the state folder (a swarm bottle), one
+        per bottle, started when discovery first lists it and again after it ended."""
+        for info in bottles:
+            worker = self._remote_watches.get(info.slug)
+            if info.backend == "swarm" and (worker is None or worker.is_finished):
+                self._remote_watches[info.slug] = self.run_worker(
+                    watchers.follow_remote(self, info), group=f"remote-{info.slug}", exit_on_error=False
+                )
+
     def reconcile(self) -> None:
         self.refresh_bottles()
         self.reload_proposals()
@@ -175,6 +186,8 @@ class BottleConsole(App[None]):
 
     def on_bottles_found(self, message: BottlesFound) -> None:
         self.engine_ok = True
+        if self._watch_files:
+            self.follow_remote_bottles(message.bottles)
         if message.versions is not None:
             self.versions = message.versions
         self.query_one("#engine", Static).set_class(False, "-down")

@@ -50,6 +50,9 @@ class DockerBackend:
     def files(self, state: StateDir) -> BottleFiles:
         return LocalFiles(state)
 
+    def watch_argv(self, state: StateDir) -> list[str] | None:
+        return None  # its files are in the state folder, which the console watches
+
     async def reload_policy(self, slug: str) -> str | None:
         return await reload_bundle(slug)
 

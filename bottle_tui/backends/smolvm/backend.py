@@ -63,6 +63,9 @@ class SmolvmBackend:
     def files(self, state: StateDir) -> BottleFiles:
         return LocalFiles(state)
 
+    def watch_argv(self, state: StateDir) -> list[str] | None:
+        return None  # its files are in the state folder, which the console watches
+
     async def reload_policy(self, slug: str) -> str | None:
         # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.
         return await reload_bundle(slug)

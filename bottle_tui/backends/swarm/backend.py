@@ -78,6 +78,9 @@ class SwarmBackend:
             raise BottleError(f"{state.metadata} names no swarm node: {state.slug} cannot be reached")
         return RemoteFiles(state, node, context)
 
+    def watch_argv(self, state: StateDir) -> list[str] | None:
+        return self.files(state).watch_argv()
+
     async def reload_policy(self, slug: str) -> str | None:
         try:
             files = self.files(state_dir(default_home(), slug))

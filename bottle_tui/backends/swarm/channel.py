@@ -86,6 +86,10 @@ class RemoteFiles:
             _BUNDLES.pop(key, None)  # a restarted task: find the new container
         raise BottleError(f"the control session of {self.slug} on node {self.node} ended without answering")
 
+    def watch_argv(self) -> list[str]:
+        """The bundle's `bottle_control watch`: a JSON line per change of a proposal or the status."""
+        return docker(self.context, "exec", self.bundle(), *CONTROL, "watch")
+
     def reload(self) -> None:
         """SIGHUP to the bundle: its init forwards it to egress, which re-reads routes.yaml."""
         out = self._on_bundle(["kill", "--signal", "HUP"], [])

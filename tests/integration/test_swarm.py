@@ -226,6 +226,36 @@ def test_an_operators_policy_edit_reaches_the_bundle(
     assert "policy-edit" in (state.audit_log).read_text()
 
 
+async def test_the_console_shows_a_swarm_bottles_proposal_as_it_is_queued_on_the_node(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll is pushed out of reach: only the bottle's watch stream (the bundle's control
+    command through the node's context) can bring the row in time."""
+    import asyncio
+
+    from bottle_tui.console.app import BottleConsole
+
+    monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(swarm_home))
+    b = bottles[0]
+    app = BottleConsole(swarm_home, poll_seconds=3600)
+    async with app.run_test(size=(140, 30)) as pilot:
+        table = app.query_one("#bottles")
+        deadline = time.monotonic() + 30
+        while b.slug not in {k.value for k in table.rows} and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # the watch has started and said its first snapshot
+        host = "console-watch.fake.test"
+        await asyncio.to_thread(b.exec, "curl", "-s", "-m", "3", "-o", "/dev/null", f"http://{host}/")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if any(p.change.get("host") == host for p in app.proposals_pane.pending.values()):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the swarm bottle's proposal did not reach the console")
+        await pilot.press("q")
+
+
 def test_a_node_that_goes_away_shows_its_bottles_as_node_down_and_stop_and_cleanup_finish_later(
     swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle]
 ) -> None:

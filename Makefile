@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv mutmut
+.PHONY: run test test-unit test-integration lint bench images engine clean-docker venv mutmut swarm-lab swarm-lab-down
 
 venv: $(STAMP)
 
@@ -21,6 +21,15 @@ engine: $(STAMP)
 
 images: engine
 	$(BIN)/bottle-tui images build
+
+# A real swarm on this machine (a manager and two workers, each a dockerd in a network namespace of
+# its own), the Docker contexts bottle-tui-lab and bottle-tui-lab-<node>, and the images on every
+# node; idempotent. swarm-lab-down removes all of it.
+swarm-lab: images
+	scripts/swarm-lab.sh up $(PY)
+
+swarm-lab-down:
+	scripts/swarm-lab.sh down
 
 # Sets up the engine and images where it can (a no-op when up to date); the console opens either
 # way and reports a missing engine itself.
@@ -73,6 +82,7 @@ bench: images
 	$(PY) bench/bench_tmux.py
 	$(PY) bench/bench_streams.py
 	$(PY) bench/bench_notify.py
+	$(PY) bench/bench_swarm.py
 
 # Mutation testing of the DLP package with mutmut (not part of `make test`: about 4,000 mutants,
 # most of an hour on 2 cores). Resumes where it stopped; `make mutmut ARGS=results` lists survivors.

@@ -15,8 +15,13 @@ from bottle_contract.usage import Budget, Price, budget_problem, parse_budget, p
 from .errors import BottleError
 
 CONFIG_NAME = "config.yaml"
-TOP_KEYS = ("archive", "keymap", "notify", "theme", "prices", "budget")
+TOP_KEYS = ("archive", "images", "keymap", "notify", "swarm", "theme", "prices", "budget")
 ARCHIVE_KEYS = ("max_age_days", "max_total_mb")
+IMAGES_KEYS = ("registry",)
+SWARM_KEYS = ("context", "nodes")
+# A Docker context's name (what `docker context create` accepts) and a registry's host[:port][/path].
+_CONTEXT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._/-]+)?$")
 NOTIFY_KEYS = ("events", "terminal", "command", "command_timeout", "webhooks", "coalesce_seconds", "max_per_minute")
 NOTIFY_EVENTS = ("proposal", "waiting", "budget", "died")
 TERMINAL_MODES = ("osc9", "osc777", "both")
@@ -59,9 +64,30 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class SwarmSettings:
+    """Where ``backend: swarm`` bottles run: the Docker context of a swarm manager, and each
+    node's own context (for `docker exec`), by the node's hostname. A node not named here is
+    reached through the context ``<context>-<hostname>``, else the context called ``<hostname>``."""
+
+    context: str
+    nodes: tuple[tuple[str, str], ...] = ()
+
+    def node_contexts(self, hostname: str) -> tuple[str, ...]:
+        """The contexts to try for the node ``hostname``, in order."""
+        named = dict(self.nodes).get(hostname)
+        if named:
+            return (named,)
+        return (f"{self.context}-{hostname}", hostname)
+
+
+@dataclass(frozen=True)
 class Config:
     archive: ArchiveSettings = ArchiveSettings()
     notify: NotifySettings = NotifySettings()
+    # An operator's image registry (`bottle-tui images push REGISTRY` fills it): swarm nodes pull
+    # the bottle images from there. None: the images must be on every node already.
+    registry: str | None = None
+    swarm: SwarmSettings | None = None
     # The console's binding id -> key(s), e.g. {"approve": "A", "stop": "X,delete"}; the console
     # checks the ids against its own bindings (config.py does not know them).
     keymap: tuple[tuple[str, str], ...] = ()
@@ -128,6 +154,16 @@ def load_config(home: Path) -> Config:
             if not isinstance(name, str) or not isinstance(key, str) or not key.strip():
                 raise BottleError(f"{path}: keymap.{name}: expected a key name, e.g. {name}: ctrl+a")
         keymap = tuple((str(k), str(v).strip()) for k, v in raw_map.items())
+    registry: str | None = None
+    if doc.get("images") is not None:
+        raw_images = _known(path, "images", doc["images"], IMAGES_KEYS)
+        value = raw_images.get("registry")
+        if value is not None and (not isinstance(value, str) or not _REGISTRY.match(value.strip())):
+            raise BottleError(
+                f"{path}: images.registry: expected a registry as host[:port], e.g. registry: registry.internal:5000"
+            )
+        registry = value.strip() if value else None
+    swarm = _swarm(path, doc.get("swarm"))
     theme = doc.get("theme")
     if theme is not None and (not isinstance(theme, str) or not theme.strip()):
         raise BottleError(f"{path}: theme: expected a theme name, e.g. theme: bottle-light")
@@ -154,6 +190,8 @@ def load_config(home: Path) -> Config:
         budget = parse_budget(doc["budget"])
     return Config(
         archive=archive,
+        registry=registry,
+        swarm=swarm,
         keymap=keymap,
         notify=notify,
         theme=theme.strip() if theme else None,
@@ -222,4 +260,29 @@ def _notify(path: Path, raw: object) -> NotifySettings:
         max_per_minute=_positive(
             path, "notify.max_per_minute", doc.get("max_per_minute", default.max_per_minute), "max_per_minute: 6"
         ),
+    )
+
+
+def _context(path: Path, key: str, value: object) -> str:
+    if not isinstance(value, str) or not _CONTEXT_NAME.match(value.strip()):
+        raise BottleError(
+            f"{path}: {key}: expected a Docker context name (`docker context ls` lists them), e.g. context: prod-swarm"
+        )
+    return value.strip()
+
+
+def _swarm(path: Path, raw: object) -> SwarmSettings | None:
+    if raw is None:
+        return None
+    raw = _known(path, "swarm", raw, SWARM_KEYS)
+    if raw.get("context") is None:
+        raise BottleError(
+            f"{path}: swarm.context: missing; name the swarm manager's Docker context, e.g. context: prod-swarm"
+        )
+    nodes = raw.get("nodes") or {}
+    if not isinstance(nodes, dict):
+        raise BottleError(f"{path}: swarm.nodes: expected a mapping of node hostname to Docker context")
+    return SwarmSettings(
+        context=_context(path, "swarm.context", raw["context"]),
+        nodes=tuple((str(host), _context(path, f"swarm.nodes.{host}", ctx)) for host, ctx in nodes.items()),
     )

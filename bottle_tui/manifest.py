@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
-BACKENDS = ("docker", "smolvm")
+BACKENDS = ("docker", "smolvm", "swarm")
 
 _BRANCH_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![/.])$")
 _BRANCH_GLOB_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/*?\[\]!-]+(?<![/.])$")

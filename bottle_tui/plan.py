@@ -31,7 +31,7 @@ CA_ENV_VARS = (
     "GIT_SSL_CAINFO",
     "PIP_CERT",
 )
-SUPPORTED_BACKENDS = ("docker", "smolvm")
+SUPPORTED_BACKENDS = ("docker", "smolvm", "swarm")
 GIT_GATE_HOST = "git-gate"
 
 

@@ -9,6 +9,7 @@ import difflib
 from bottle_contract.policy import yaml_text
 
 from . import proposals
+from .bottle_files import BottleFiles
 from .errors import BottleError
 from .proposals import Proposal
 from .state import StateDir
@@ -25,13 +26,13 @@ def policy_diff_text(before: str, after: str) -> str:
     )
 
 
-def proposal_diff(state: StateDir, p: Proposal) -> str:
+def proposal_diff(state: StateDir, p: Proposal, files: BottleFiles | None = None) -> str:
     """The policy before → after approving ``p`` as asked; a sentence when there is no change or
     the change cannot be applied. Raises BottleError when routes.yaml cannot be read. A budget
     lives in metering.json: a sentence says what approving sets it to."""
     if p.kind == "budget":
         return proposals.budget_change_text(state, p.change)
-    before, doc = proposals.read_policy(state)
+    before, doc = proposals.read_policy(state, files)
     try:
         change = proposals.validate_change(p.kind, p.change)
         after = yaml_text(proposals.policy_with(doc, p.kind, change))

@@ -9,8 +9,10 @@ Scope ``always`` adds the route for good; ``once`` adds it with ``once: <proposa
 egress admits for one request and supervise withdraws (setting ``once_used`` on the proposal)
 as soon as egress logs that request.
 
-Every read-modify-write of the queue or of routes.yaml holds the queue's lock, which the daemon
-takes too: two deciders racing give one decision, and the other gets "already decided".
+A decision is computed from the queue and routes.yaml as read, and written by the contract's
+``commit`` (through ``bottle_files``: the bottle's folder here, or the engine for a bottle on
+another machine) under the queue's lock, which the daemon takes too, only if neither changed
+meanwhile: two deciders racing give one decision, and the other gets "already decided".
 A ``git-push`` (the git gate held a clean push of a bottle whose upstream is a local repository)
 is applied by bringing the branch home (``local_repo.bring_home``: one ref under
 ``refs/heads/bottle/<slug>/``), also before the proposal is marked decided. One held on its way
@@ -27,24 +29,27 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bottle_contract import layout
 from bottle_contract import proposal as contract
-from bottle_contract.files import append_jsonl, atomic_write
+from bottle_contract.files import append_jsonl
 from bottle_contract.policy import Policy, PolicyError, Route, load_policy_text, yaml_text
 from bottle_contract.policy import parse_policy as parse_policy_doc
 from bottle_contract.proposal import DECIDED, KINDS, MAX_NOTE, SCOPES, STATUSES, ChangeError, now_iso
 from bottle_contract.usage import UsageError, load_metering, parse_budget, write_metering
 
 from . import local_repo
+from .bottle_files import BottleFiles, Conflict, FilesFor, LocalFiles, local_files
 from .errors import BottleError
 from .state import AUDIT_LOG_CAP, StateDir, all_state_dirs, state_dir
 
 __all__ = ["DECIDED", "KINDS", "SCOPES", "STATUSES"]
+
+# A decision that meets a policy changed meanwhile is made again on the new one, this often.
+COMMIT_TRIES = 5
 
 
 class AlreadyDecided(BottleError):
@@ -59,11 +64,6 @@ def check_id(pid: str) -> str:
 
 def queue(state: StateDir) -> contract.Queue:
     return contract.Queue(state.queue)
-
-
-def queue_lock(state: StateDir) -> AbstractContextManager[None]:
-    """The queue's one lock: every read-modify-write of a proposal or of routes.yaml holds it."""
-    return queue(state).lock()
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -110,26 +110,46 @@ def load(path: Path) -> Proposal | None:
     return Proposal(data, path) if data is not None else None
 
 
-def list_bottle(state: StateDir, *, include_decided: bool = True) -> list[Proposal]:
+def list_bottle(state: StateDir, *, include_decided: bool = True, files: BottleFiles | None = None) -> list[Proposal]:
+    """The proposals of one bottle (read through ``files``: its local folder by default)."""
+    found = (files or LocalFiles(state)).proposals()
     return [
         Proposal(d, state.queue / f"{d['id']}.json")
-        for d in queue(state).all()
+        for d in found
         if d["slug"] == state.slug and (include_decided or d["status"] == "pending")
     ]
 
 
-def list_all(home: Path, *, include_decided: bool = False) -> list[Proposal]:
-    """Proposals of every bottle of ``home``, oldest first; pending ones only unless asked."""
-    found = [p for s in all_state_dirs(home) for p in list_bottle(s, include_decided=include_decided)]
+def list_all(home: Path, *, include_decided: bool = False, files_for: FilesFor = local_files) -> list[Proposal]:
+    """Proposals of every bottle of ``home``, oldest first; pending ones only unless asked. A
+    bottle whose files cannot be reached now (a remote bundle that is not running: a failed
+    bring-up's state folder, a node that is down) has none to decide."""
+    found: list[Proposal] = []
+    for s in all_state_dirs(home):
+        try:
+            found += list_bottle(s, include_decided=include_decided, files=files_for(s))
+        except BottleError:
+            continue  # not reachable now: `ls` shows why
     return sorted(found, key=lambda p: (p.data.get("created_at", ""), p.id))
 
 
-def find(home: Path, pid: str) -> tuple[StateDir, Proposal]:
+def find(home: Path, pid: str, files_for: FilesFor = local_files) -> tuple[StateDir, Proposal]:
     check_id(pid)
     for s in all_state_dirs(home):
-        p = load(s.queue / f"{pid}.json")
-        if p is not None and p.slug == s.slug:
-            return s, p
+        local = load(s.queue / f"{pid}.json")
+        if local is not None and local.slug == s.slug:
+            return s, local
+    for s in all_state_dirs(home):
+        try:
+            files = files_for(s)
+            if isinstance(files, LocalFiles):
+                continue  # read above
+            remote = list_bottle(s, files=files)
+        except BottleError:
+            continue  # not reachable now (see list_all)
+        for p in remote:
+            if p.id == pid:
+                return s, p
     raise BottleError(f"no proposal '{pid}' in {home / 'state'}: `bottle-tui proposals ls --all` lists them")
 
 
@@ -186,19 +206,13 @@ def parse_policy(text: str, source: Path) -> dict[str, Any]:
     return doc
 
 
-def read_policy(state: StateDir) -> tuple[str, dict[str, Any]]:
-    path = routes_path(state)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BottleError(f"cannot read {path}: {exc.strerror or exc}; is {state.slug} a bottle of this home?") from exc
-    return text, parse_policy(text, path)
-
-
-def write_policy(state: StateDir, doc: dict[str, Any]) -> None:
-    text = yaml_text(doc)
-    parse_policy(text, routes_path(state))  # never write what egress would refuse
-    atomic_write(routes_path(state), text, mode=0o600)
+def read_policy(state: StateDir, files: BottleFiles | None = None) -> tuple[str, dict[str, Any]]:
+    """routes.yaml in force (through ``files``: the local folder by default), text and document."""
+    files = files or LocalFiles(state)
+    text = files.policy_text()
+    if not text:
+        raise BottleError(f"cannot read {files.where}: is {state.slug} a running bottle of this home?")
+    return text, parse_policy(text, routes_path(state))
 
 
 def _policy(doc: dict[str, Any], source: Path | None) -> Policy:
@@ -268,7 +282,8 @@ def budget_change_text(state: StateDir, change: dict[str, Any]) -> str:
 
 def apply_budget(state: StateDir, change: dict[str, Any]) -> bool:
     """Set the bottle's budget to an approved ``change`` in metering.json, which egress reloads
-    on its next model call; False when it was so already. Callers hold queue_lock."""
+    on its next model call; False when it was so already. ``decide`` calls it once the decision is
+    committed (a budget proposal is decided once, so no other writer races it)."""
     try:
         current = load_metering(state.metering)
     except UsageError as e:
@@ -277,19 +292,6 @@ def apply_budget(state: StateDir, change: dict[str, Any]) -> bool:
     if new == current:
         return False
     write_metering(state.metering, new)
-    return True
-
-
-def apply_change(state: StateDir, kind: str, change: dict[str, Any], *, once: str | None = None) -> bool:
-    """Add an approved change to the policy in force (a budget: to metering.json); False when it
-    was there already. Holds no lock itself: callers hold queue_lock."""
-    if kind == "budget":
-        return apply_budget(state, change)
-    _, doc = read_policy(state)
-    new = policy_with(doc, kind, change, source=routes_path(state), once=once)
-    if new == doc:
-        return False
-    write_policy(state, new)
     return True
 
 
@@ -365,26 +367,38 @@ def git_push_diff(state: StateDir, p: Proposal) -> str:
 
 
 def decide(
-    home: Path, pid: str, action: str, *, by: str, scope: str = "always", change: object = None, note: str = ""
+    home: Path,
+    pid: str,
+    action: str,
+    *,
+    by: str,
+    scope: str = "always",
+    change: object = None,
+    note: str = "",
+    files_for: FilesFor = local_files,
 ) -> Decision:
     """Approve, modify or reject ``pid`` exactly once. ``change`` (modify only) is the operator's
-    narrower version of what was asked. Raises AlreadyDecided when someone else was first."""
+    narrower version of what was asked. Raises AlreadyDecided when someone else was first.
+
+    The decision is computed from the queue and the policy as read, then committed (the
+    contract's commit, through ``files``) only if neither changed meanwhile: a policy that did is
+    read again, a proposal decided by someone else is AlreadyDecided."""
     if action not in ("approve", "modify", "reject"):
         raise BottleError(f"unknown decision '{action}': use approve, modify or reject")
     if scope not in SCOPES:
         raise BottleError(f"unknown scope '{scope}': use once or always")
     if not isinstance(note, str) or len(note) > MAX_NOTE:
         raise BottleError(f"the note is longer than {MAX_NOTE} characters: shorten it")
-    state, _ = find(home, pid)
-    with queue_lock(state):
-        current = load(state.queue / f"{pid}.json")
+    state, found = find(home, pid, files_for)
+    files = files_for(state)
+    home_line: str | None = None
+    for attempt in range(COMMIT_TRIES):
+        # The first attempt decides on the proposal as found; a retry reads it again.
+        current = found if attempt == 0 else next((p for p in list_bottle(state, files=files) if p.id == pid), None)
         if current is None:
-            raise BottleError(f"proposal {pid} vanished from {state.queue}")
+            raise BottleError(f"proposal {pid} vanished from {files.where}")
         if not current.pending:
-            d = current.data.get("decision") or {}
-            raise AlreadyDecided(
-                f"proposal {pid} was already {current.status} by {d.get('by', '?')} at {d.get('at', '?')}"
-            )
+            raise _already(current.data)
         asked = current.change
         final: dict[str, Any] | None = None
         if action != "reject":
@@ -394,15 +408,20 @@ def decide(
         # A route allowed once carries this proposal's id: egress admits one request through it
         # and supervise withdraws it by that id.
         once = pid if scope == "once" and current.kind == "egress-route" else None
-        home_line: str | None = None
+        before = files.policy_text()
+        policy: str | None = None
         if current.kind == "git-push":
-            changed = False
             # A local upstream's branch comes home here; an https upstream's the gate forwards,
             # with its credential, once it reads this decision (sidecars/gitgate/held.py).
-            if final is not None and local_upstream(state) is not None:
+            if final is not None and home_line is None and local_upstream(state) is not None:
                 home_line = bring_home(state, pid, final).line()
-        else:
-            changed = apply_change(state, current.kind, final, once=once) if final is not None else False
+        elif current.kind == "budget":
+            pass  # metering.json, which only the host writes: applied once the decision is committed
+        elif final is not None:
+            doc = parse_policy(before, routes_path(state)) if before else {}
+            new = policy_with(doc, current.kind, final, source=routes_path(state), once=once)
+            policy = yaml_text(new) if new != doc else None
+        changed = policy is not None
         status = {"approve": "approved", "modify": "modified", "reject": "rejected"}[action]
         decision = {
             "by": by,
@@ -413,25 +432,42 @@ def decide(
             **({"home": home_line} if home_line is not None else {}),
         }
         data = {**current.data, "status": status, "decision": decision}
-        queue(state).write(data)
-        record = {
-            "at": decision["at"],
-            "by": by,
-            "slug": state.slug,
-            "id": pid,
-            "kind": current.kind,
-            "status": status,
-            "scope": decision["scope"],
-            "asked": asked,
-            "change": final,
-            "note": note,
-            "draft": bool(current.data.get("draft")),
-            "policy_changed": changed,
-            **({"home": home_line} if home_line is not None else {}),
-        }
-        for path in audit_paths(home, state):
-            append_audit(path, record)
+        try:
+            files.commit(expect_policy=before, policy=policy, pending=pid, proposal=data)
+        except Conflict as exc:
+            if exc.current is not None:
+                raise _already(exc.current) from None
+            continue  # the policy changed under us: read it again and decide on the new one
+        break
+    else:
+        raise BottleError(f"proposal {pid}: the policy of {state.slug} kept changing while deciding; decide again")
+    if current.kind == "budget" and final is not None:
+        changed = apply_budget(state, final)
+    record = {
+        "at": decision["at"],
+        "by": by,
+        "slug": state.slug,
+        "id": pid,
+        "kind": current.kind,
+        "status": status,
+        "scope": decision["scope"],
+        "asked": asked,
+        "change": final,
+        "note": note,
+        "draft": bool(current.data.get("draft")),
+        "policy_changed": changed,
+        **({"home": home_line} if home_line is not None else {}),
+    }
+    for path in audit_paths(home, state):
+        append_audit(path, record)
     return Decision(Proposal(data, current.path), changed, home_line)
+
+
+def _already(data: dict[str, Any]) -> AlreadyDecided:
+    d = data.get("decision") or {}
+    return AlreadyDecided(
+        f"proposal {data.get('id')} was already {data.get('status')} by {d.get('by', '?')} at {d.get('at', '?')}"
+    )
 
 
 def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: str) -> None:
@@ -448,18 +484,20 @@ def audit_policy_edit(home: Path, state: StateDir, by: str, before: str, after: 
         append_audit(path, record)
 
 
-def save_policy_text(home: Path, state: StateDir, before: str, after: str, by: str) -> None:
+def save_policy_text(
+    home: Path, state: StateDir, before: str, after: str, by: str, files: BottleFiles | None = None
+) -> None:
     """Replace routes.yaml with an operator's edit of ``before`` (validated), unless a decision
     changed it meanwhile; audited. The console's `e` uses it (reload the bundle afterwards)."""
     parse_policy(after, routes_path(state))
-    with queue_lock(state):
-        current, _ = read_policy(state)
-        if current != before:
-            raise BottleError(
-                f"{routes_path(state)} changed while you edited it (a decision was applied): edit it again"
-            )
-        atomic_write(routes_path(state), after, mode=0o600)
-        audit_policy_edit(home, state, by, before, after)
+    files = files or LocalFiles(state)
+    try:
+        files.commit(expect_policy=before, policy=after, pending=None, proposal=None)
+    except Conflict:
+        raise BottleError(
+            f"{files.where} changed while you edited it (a decision was applied): edit it again"
+        ) from None
+    audit_policy_edit(home, state, by, before, after)
 
 
 def state_for(home: Path, slug: str) -> StateDir:

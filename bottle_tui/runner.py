@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -222,3 +224,57 @@ def handoff(argv: Sequence[str]) -> None:
     if shutil.which(argv[0]) is None:
         raise CommandNotFound(argv, None, "", f"cannot start: {argv[0]} is not installed or not on PATH")
     os.execvp(argv[0], argv)
+
+
+class LineSession:
+    """A long-running command spoken to in lines: one request line in, one answer line out (a
+    bundle's control session through `docker exec -i`). Blocking, for worker threads; one request
+    at a time. The command starts on the first request and again when it has ended."""
+
+    def __init__(self, argv: Sequence[str], *, timeout: float = 60.0) -> None:
+        self.argv = [str(a) for a in argv]
+        self.timeout = timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def ask(self, line: str) -> str | None:
+        """The answer line to ``line``; None when the command ended without one (start it again
+        with another ``ask``). A command that does not answer within the timeout is killed."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                try:
+                    proc = self._proc = subprocess.Popen(
+                        self.argv,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                except FileNotFoundError as exc:
+                    raise CommandNotFound(self.argv, None, "", f"cannot start: {self.argv[0]} is not on PATH") from exc
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(line.rstrip("\n").encode() + b"\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self.close()
+                return None
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
+            if not ready:
+                self.close()
+                raise CommandError(self.argv, None, "", f"did not answer within {self.timeout:g} s")
+            answer = proc.stdout.readline()
+            if not answer:
+                self.close()
+                return None
+            return answer.decode(errors="replace").rstrip("\n")
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()

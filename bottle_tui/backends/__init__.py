@@ -17,6 +17,7 @@ from ..errors import BottleError
 from .docker.engine import BottleInfo, EngineStatus
 
 if TYPE_CHECKING:
+    from ..bottle_files import BottleFiles
     from ..plan import BottlePlan
     from ..snapshots import Snapshot
     from ..state import SnapshotDir, StateDir
@@ -37,6 +38,7 @@ __all__ = [
     "engine_status",
     "ensure_images",
     "events_argv",
+    "files_for",
     "find",
     "for_state",
     "get",
@@ -108,6 +110,14 @@ class Backend(Protocol):
         """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be
         asked (the bundle is not running), else None."""
 
+    def files(self, state: StateDir) -> BottleFiles:
+        """The bottle's queue and policy, wherever they are (its state folder, or its node)."""
+
+    def watch_argv(self, state: StateDir) -> list[str] | None:
+        """A command whose output lines mark a change of the bottle's queue or status (one per
+        change), for a bottle whose files no local file watch sees; None for a local bottle.
+        Blocking (may ask the engine where the bundle runs)."""
+
     async def selftest(
         self, state: StateDir, info: BottleInfo, progress: Progress, *, environ: Mapping[str, str]
     ) -> SelftestReport:
@@ -137,9 +147,10 @@ class Backend(Protocol):
 def _registry() -> dict[str, Backend]:
     from .docker.backend import DockerBackend
     from .smolvm.backend import SmolvmBackend
+    from .swarm.backend import SwarmBackend
 
     # Order matters for cleanup: a microVM goes before docker's cleanup takes its bundle down.
-    return {"smolvm": SmolvmBackend(), "docker": DockerBackend()}
+    return {"smolvm": SmolvmBackend(), "docker": DockerBackend(), "swarm": SwarmBackend()}
 
 
 def all_backends() -> list[Backend]:
@@ -151,13 +162,18 @@ def get(name: str) -> Backend:
     try:
         return _registry()[name or "docker"]
     except KeyError:
-        raise BottleError(f"backend '{name}' is not one bottle-tui knows: use docker or smolvm") from None
+        raise BottleError(f"backend '{name}' is not one bottle-tui knows: use docker, smolvm or swarm") from None
 
 
 def for_state(state: StateDir) -> Backend:
     """The backend of the bottle whose state folder is ``state`` (its metadata; docker when it has none)."""
     meta = state.read_metadata() or {}
     return get(str(meta.get("backend") or ""))
+
+
+def files_for(state: StateDir) -> BottleFiles:
+    """The queue and policy of the bottle whose state folder is ``state``, through its backend."""
+    return for_state(state).files(state)
 
 
 # -- the Docker engine: every backend's bundle runs on it, so these are every backend's -----------
@@ -224,6 +240,13 @@ async def remove_snapshot_image(ref: str) -> str | None:
     from .docker import snapshot
 
     return await snapshot.remove_image(ref)
+
+
+async def push_images(registry: str, progress: Progress, log: Path) -> dict[str, str]:
+    """The images built where missing, then tagged for ``registry`` and pushed there."""
+    from .docker import images
+
+    return await images.push(await images.ensure_images(progress, log), registry, progress)
 
 
 async def discover() -> list[BottleInfo]:

@@ -183,7 +183,15 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 async def cmd_images(args: argparse.Namespace) -> int:
-    refs = await ops.ensure_images(_home(args), _say, force=args.force)
+    if args.action == "refs":
+        refs = ops.image_refs()
+    elif args.action == "push":
+        if not args.registry:
+            raise BottleError("images push needs a registry: bottle-tui images push HOST[:PORT]")
+        refs = await ops.push_images(_home(args), args.registry, _say)
+        _say(f"pushed; swarm bottles pull them when config.yaml says images: {{registry: {args.registry}}}")
+    else:
+        refs = await ops.ensure_images(_home(args), _say, force=args.force)
     for name, ref in refs.items():
         print(f"{name}\t{ref}")
     return 0
@@ -382,8 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument(
         "--homes-under", metavar="DIR", help="bottles of every home below DIR (e.g. a test run's temporary folder)"
     )
-    p = sub.add_parser("images", help="build the agent and sidecar images")
-    p.add_argument("action", choices=["build"])
+    p = sub.add_parser(
+        "images", help="build the agent and sidecar images (refs: print their tags; push REGISTRY: push them there)"
+    )
+    p.add_argument("action", choices=["build", "refs", "push"])
+    p.add_argument("registry", nargs="?", help="push: the registry, as HOST[:PORT]")
     p.add_argument("--force", action="store_true", help="rebuild even when inputs did not change")
     sub.add_parser("agents", help="list agents and their bottles (validates the manifests)")
     p = sub.add_parser("proposals", help="what agents asked for (and drafts of what egress blocked): list and decide")

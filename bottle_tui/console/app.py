@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -121,6 +121,7 @@ class BottleConsole(App[None]):
         self.poll_seconds = poll_seconds
         self.clock = clock or (lambda: datetime.now(UTC))
         self._watch_events, self._watch_files, self._tick = watch_events, watch_files, tick
+        self._remote_watches: dict[str, Worker[None]] = {}  # slug -> its watch (swarm bottles)
         self.versions: str | None = None  # fetched once, again after the engine was down
         self.engine_ok: bool | None = None
         self.engine_problem = ""
@@ -193,6 +194,16 @@ class BottleConsole(App[None]):
                 usage = usages.get(slug)
                 self.notifications.budget(slug, usage.budget if usage is not None else None, baseline=True)
 
+    def follow_remote_bottles(self, bottles: Iterable[ops.BottleInfo]) -> None:
+        """A watch of each bottle whose files are not in the state folder (a swarm bottle), one
+        per bottle, started when discovery first lists it and again after it ended."""
+        for info in bottles:
+            worker = self._remote_watches.get(info.slug)
+            if info.backend == "swarm" and (worker is None or worker.is_finished):
+                self._remote_watches[info.slug] = self.run_worker(
+                    watchers.follow_remote(self, info), group=f"remote-{info.slug}", exit_on_error=False
+                )
+
     def reconcile(self) -> None:
         self.refresh_bottles()
         self.reload_proposals()
@@ -210,6 +221,8 @@ class BottleConsole(App[None]):
 
     def on_bottles_found(self, message: BottlesFound) -> None:
         self.engine_ok = True
+        if self._watch_files:
+            self.follow_remote_bottles(message.bottles)
         if message.versions is not None:
             self.versions = message.versions
         self.query_one("#engine", Static).set_class(False, "-down")

@@ -78,6 +78,24 @@ async def follow_events(app: BottleConsole) -> None:
         await asyncio.sleep(app.poll_seconds)
 
 
+async def follow_remote(app: BottleConsole, info: ops.BottleInfo) -> None:
+    """One long-running watch of a bottle whose files are elsewhere (a swarm bottle's bundle):
+    each change it reports loads the proposals again. Ends when the bottle's watch ends (the
+    bottle went, or its node did); discovery starts it again while the bottle is listed."""
+    try:
+        argv = await asyncio.to_thread(ops.watch_argv, app.home, info)
+    except BottleError:
+        return
+    if argv is None:
+        return
+    try:
+        async for line in lines(argv):
+            if '"synced"' in line:
+                app.reload_proposals()
+    except BottleError:
+        return
+
+
 async def load_proposals(app: BottleConsole) -> None:
     found = await asyncio.to_thread(app.load_proposals_fn, app.home)
     app.proposals_pane.post_message(ProposalsLoaded({p.id: p for p in found if p.pending}))

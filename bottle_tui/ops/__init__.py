@@ -91,7 +91,10 @@ __all__ = [
     "end_pane_session",
     "engine_status",
     "ensure_images",
+    "image_refs",
+    "push_images",
     "events_argv",
+    "watch_argv",
     "exec_argv",
     "find",
     "home",
@@ -270,6 +273,18 @@ async def ensure_images(home: Path, progress: Progress, *, force: bool = False) 
     return await backends.ensure_images(progress, home / "images.log", force=force)
 
 
+def image_refs() -> dict[str, str]:
+    """The agent and sidecars images of today's sources, by name (nothing built, no engine asked)."""
+    return backends.image_refs()
+
+
+async def push_images(home: Path, registry: str, progress: Progress) -> dict[str, str]:
+    """The images, built where missing, pushed to ``registry`` (where swarm nodes pull them from
+    when config.yaml says images.registry)."""
+    await backends.require_engine()
+    return await backends.push_images(registry, progress, home / "images.log")
+
+
 # -- running bottles ------------------------------------------------------------------------------
 
 
@@ -320,6 +335,14 @@ async def engine_status() -> EngineStatus:
 def events_argv() -> list[str]:
     """A command whose every output line marks a change of some bottle's containers."""
     return backends.events_argv()
+
+
+def watch_argv(home: Path, info: BottleInfo) -> list[str] | None:
+    """For a bottle whose queue and status are not in a local folder (a swarm bottle), a command
+    whose every output line marks a change of them (one long-running watch per bottle); None
+    when the state folder's own file watch sees them. Blocking (may ask the engine)."""
+    state = state_dir(bottle_home(info, home), info.slug)
+    return backends.get(info.backend).watch_argv(state)
 
 
 async def bundle_logs(info: BottleInfo) -> str:
@@ -479,12 +502,12 @@ AlreadyDecided = proposals.AlreadyDecided
 
 def list_proposals(home: Path, *, include_decided: bool = False) -> list[Proposal]:
     """Proposals of every bottle of ``home``, oldest first; pending ones only unless asked (blocking)."""
-    return proposals.list_all(home, include_decided=include_decided)
+    return proposals.list_all(home, include_decided=include_decided, files_for=backends.files_for)
 
 
 def find_proposal(home: Path, pid: str) -> Proposal:
     """Proposal ``pid`` of any bottle of ``home``; a one-line error naming `proposals ls` (blocking)."""
-    return proposals.find(home, pid)[1]
+    return proposals.find(home, pid, backends.files_for)[1]
 
 
 def proposal_diff(home: Path, p: Proposal) -> str:
@@ -494,7 +517,8 @@ def proposal_diff(home: Path, p: Proposal) -> str:
     if p.kind == "git-push":
         return proposals.git_push_diff(state_dir(home, p.slug), p)
     try:
-        return policy_diff.proposal_diff(state_dir(home, p.slug), p)
+        state = state_dir(home, p.slug)
+        return policy_diff.proposal_diff(state, p, backends.files_for(state))
     except BottleError as exc:
         return str(exc)
 
@@ -580,24 +604,33 @@ async def decide(
     """Approve, modify (``change``: the operator's narrower version) or reject proposal ``pid``
     exactly once, then have the bundle reload when the policy changed. Raises
     ``proposals.AlreadyDecided`` when someone else was first."""
-    outcome = await asyncio.to_thread(proposals.decide, home, pid, action, by=by, scope=scope, change=change, note=note)
+    outcome = await asyncio.to_thread(
+        proposals.decide,
+        home,
+        pid,
+        action,
+        by=by,
+        scope=scope,
+        change=change,
+        note=note,
+        files_for=backends.files_for,
+    )
     warning = await reload_policy(home, outcome.proposal.slug) if outcome.policy_changed else None
     return Decided(outcome.proposal, outcome.policy_changed, warning, outcome.home)
 
 
 def read_policy(home: Path, slug: str) -> tuple[StateDir, str]:
-    """The bottle's state folder and the text of its routes.yaml, read under the queue's lock
-    (blocking)."""
+    """The bottle's state folder and the text of its routes.yaml (written whole, so read whole;
+    blocking)."""
     state = proposals.state_for(home, slug)
-    with proposals.queue_lock(state):
-        return state, proposals.read_policy(state)[0]
+    return state, proposals.read_policy(state, backends.files_for(state))[0]
 
 
 async def save_policy(home: Path, slug: str, before: str, after: str, *, by: str) -> str | None:
     """Replace routes.yaml with an operator's edit ``after`` of ``before`` (validated; refused when
     a decision changed it meanwhile), audited, then reloaded. Returns the reload warning, if any."""
     state = proposals.state_for(home, slug)
-    await asyncio.to_thread(proposals.save_policy_text, home, state, before, after, by)
+    await asyncio.to_thread(proposals.save_policy_text, home, state, before, after, by, backends.files_for(state))
     return await reload_policy(home, slug)
 
 

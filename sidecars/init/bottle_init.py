@@ -183,6 +183,49 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
+def secret_names(specs: dict, environ) -> list[str]:
+    """Every secret some daemon gets: the names its ``secrets_from`` variable lists."""
+    names: list[str] = []
+    for spec in specs.values():
+        if spec["secrets_from"]:
+            names += [n.strip() for n in environ.get(spec["secrets_from"], "").split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def read_secret_files(specs: dict, environ, folder: str) -> dict[str, str]:
+    """``environ`` with each daemon secret not in it read from ``folder/<NAME>`` (a Docker
+    secret): the value reaches init's memory and its daemon's environment, never the service's."""
+    env = dict(environ)
+    for name in secret_names(specs, environ):
+        if name in env or "/" in name or name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                env[name] = f.read()
+        except FileNotFoundError:
+            continue  # not given: the routes that inject it fail, as with an unset variable
+        except (OSError, UnicodeDecodeError) as e:
+            log(f"cannot read the secret {name} from {folder}: {getattr(e, 'strerror', None) or e}")
+    return env
+
+
+def wait_for_seed(mark: str) -> bool:
+    """Block until the host has seeded the bundle's state volume (``mark`` exists); False when
+    told to stop first. A restarted task finds the mark at once."""
+    stop: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signo, _frame: stop.append(signo))
+    try:
+        if not os.path.exists(mark):
+            log(f"waiting for the host to seed the state ({mark})")
+        while not os.path.exists(mark):
+            if stop:
+                return False
+            time.sleep(0.05)
+        return True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def daemon_env(spec: dict, environ) -> dict[str, str]:
     """The environment one daemon starts with (see load_daemons)."""
     names = list(BASE_ENV) + list(spec["pass_env"])
@@ -440,6 +483,14 @@ def supervise() -> int:
         log(f"BOTTLE_INIT_GRACE must be a number of seconds, got {os.environ['BOTTLE_INIT_GRACE']!r}")
         return 2
     run_dir = os.environ.get("BOTTLE_INIT_RUN_DIR", DEFAULT_RUN_DIR)
+    seed_mark = os.environ.get("BOTTLE_SEED_MARK")
+    if seed_mark and not wait_for_seed(seed_mark):
+        log("stopped before the state was seeded")
+        return 0
+    environ = dict(os.environ)
+    secrets_dir = os.environ.get("BOTTLE_SECRETS_DIR")
+    if secrets_dir:
+        environ = read_secret_files({n: specs[n] for n in names}, environ, secrets_dir)
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     libc = None
     try:
@@ -454,7 +505,7 @@ def supervise() -> int:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if not names:
         log("no daemons requested (BOTTLE_DAEMONS is empty); only reaping")
-    init = Init([Daemon(n, specs[n]) for n in names], run_dir, grace)
+    init = Init([Daemon(n, specs[n]) for n in names], run_dir, grace, environ)
     return init.run()
 
 

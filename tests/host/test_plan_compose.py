@@ -12,10 +12,9 @@ import pytest
 
 from bottle_tui.backends.docker.compose import render_compose, render_routes, to_yaml
 from bottle_tui.errors import BottleError
-from bottle_tui.manifest import Manifests, parse_agent, parse_bottle
+from bottle_tui.manifest import Manifests, parse_bottle
 from bottle_tui.plan import BottlePlan, missing_secrets, placeholder, preflight_text, resolve
-from bottle_tui.state import StateDir
-from tests.support.manifests import AGENT, BOTTLE
+from tests.support.manifests import plan_of
 from tests.support.sidecars import egress_module
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -23,18 +22,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 @pytest.fixture
 def plan() -> BottlePlan:
-    home = Path("/home/op/.claude-bottle")
-    agent = parse_agent(home / "agents" / "coder.md", AGENT)
-    bottle = parse_bottle(home / "bottles" / "web.md", BOTTLE)
-    manifests = Manifests(home=home, agents={"coder": agent}, bottles={"web": bottle}, agents_from_defaults=False)
-    return resolve(
-        manifests,
-        "coder",
-        slug="coder-0a1b2c",
-        images={"agent": "bottle-tui/agent:aaa", "sidecars": "bottle-tui/sidecars:bbb"},
-        started_at="2026-11-27T00:00:00+00:00",
-        state=StateDir(home / "state" / "coder-0a1b2c"),
-    )
+    return plan_of()
 
 
 def check_golden(name: str, data: object) -> None:

@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from bottle_contract.files import atomic_write
+from bottle_contract.policy import yaml_text
 from bottle_contract.proposal import ID_RE
 from bottle_tui import cli, proposals
+from bottle_tui.bottle_files import LocalFiles
 from bottle_tui.console.inert import inert
 from bottle_tui.errors import BottleError
 from bottle_tui.state import StateDir
@@ -243,9 +245,11 @@ def test_a_bad_change_is_one_line_naming_the_key(change: dict, key: str) -> None
 
 def test_approving_twice_after_a_crash_adds_the_route_once(home: Path, state: StateDir) -> None:
     p = proposals.create(state, "egress-route", ASK, "r")
-    # A crash after apply but before the proposal was marked decided: it is still pending.
-    with proposals.queue_lock(state):
-        proposals.apply_change(state, "egress-route", proposals.validate_change("egress-route", ASK))
+    # A crash after the policy was written but before the proposal was marked decided: pending still.
+    files = LocalFiles(state)
+    before, doc = proposals.read_policy(state)
+    new = proposals.policy_with(doc, "egress-route", proposals.validate_change("egress-route", ASK))
+    files.commit(expect_policy=before, policy=yaml_text(new), pending=p.id, proposal=None)
     assert proposals.find(home, p.id)[1].pending
     out = proposals.decide(home, p.id, "approve", by="op")
     assert not out.policy_changed and len(routes_of(state)) == 2
@@ -476,3 +480,42 @@ def test_proposals_ls_never_cuts_a_change(home: Path, state: StateDir, capsys) -
         assert all(not line[:column].strip() for line in lines[2:])  # continuation lines sit under WHAT
         if width >= column + cli.MIN_WHAT_WIDTH:
             assert max(len(line) for line in lines) < width
+
+
+def test_a_commit_writes_nothing_when_the_queue_or_the_policy_changed_meanwhile(home: Path, state: StateDir) -> None:
+    """The contract's commit, as deciding uses it on either side of the engine: a decision made
+    from a stale read never lands."""
+    files = LocalFiles(state)
+    p = proposals.create(state, "egress-route", ASK, "r")
+    before = files.policy_text()
+    decided = {**p.data, "status": "rejected", "decision": {"by": "x"}}
+    with pytest.raises(proposals.Conflict, match="changed meanwhile"):
+        files.commit(expect_policy=before + "# stale\n", policy=None, pending=p.id, proposal=decided)
+    assert proposals.find(home, p.id)[1].pending
+    files.commit(expect_policy=before, policy=None, pending=p.id, proposal=decided)
+    with pytest.raises(proposals.Conflict) as again:
+        files.commit(expect_policy=before, policy=None, pending=p.id, proposal=decided)
+    assert again.value.current is not None and again.value.current["status"] == "rejected"
+    with pytest.raises(proposals.AlreadyDecided):
+        proposals.decide(home, p.id, "approve", by="op")
+
+
+def test_a_decision_is_made_again_on_a_policy_edited_meanwhile(home: Path, state: StateDir, monkeypatch) -> None:
+    """An operator's edit lands between the decider's read and its commit: the decision is
+    recomputed on the edited policy, so the edit and the approved route are both in force."""
+    p = proposals.create(state, "egress-route", ASK, "r")
+    files = LocalFiles(state)
+    real_commit = LocalFiles.commit
+    edits = []
+
+    def edit_first(self, **kw):  # type: ignore[no-untyped-def]
+        if not edits:
+            text = self.policy_text().replace("max_body_bytes: 8388608", "max_body_bytes: 4096", 1)
+            atomic_write(state.routes, text)
+            edits.append(text)
+        return real_commit(self, **kw)
+
+    monkeypatch.setattr(LocalFiles, "commit", edit_first)
+    out = proposals.decide(home, p.id, "approve", by="op")
+    assert out.policy_changed and yaml.safe_load(files.policy_text())["dlp"]["max_body_bytes"] == 4096
+    assert routes_of(state)[-1]["host"] == ASK["host"]

@@ -224,3 +224,34 @@ def test_changed_file_names_proposals_and_status_and_nothing_else(tmp_path: Path
         tmp_path / "elsewhere" / "coder-abc123" / "status" / "status.json",
     ):
         assert changed_file(tmp_path, other) is None, other
+
+
+def test_a_line_session_answers_each_request_and_starts_again_after_it_ended(tmp_path: Path) -> None:
+    import sys
+
+    from bottle_tui.runner import CommandError, LineSession
+
+    script = tmp_path / "upper.py"
+    script.write_text(
+        "import os, sys\n"
+        "for line in sys.stdin:\n"
+        "    if line.strip() == 'quit':\n"
+        "        sys.exit(0)\n"
+        "    if line.strip() == 'hang':\n"
+        "        import time; time.sleep(60)\n"
+        "    print(line.strip().upper(), os.getpid(), flush=True)\n"
+    )
+    session = LineSession([sys.executable, str(script)], timeout=2)
+    try:
+        first = session.ask("hello")
+        assert first is not None and first.split()[0] == "HELLO"
+        again = session.ask("again")
+        assert again is not None and again.split()[1] == first.split()[1], "one process for many requests"
+        assert session.ask("quit") is None  # it ended without answering
+        restarted = session.ask("back")
+        assert restarted is not None and restarted.split()[1] != first.split()[1]
+        with pytest.raises(CommandError, match="did not answer within 2 s"):
+            session.ask("hang")
+        assert (session.ask("after") or "").startswith("AFTER")
+    finally:
+        session.close()

@@ -102,5 +102,5 @@ def test_both_backends_fill_the_protocol() -> None:
 
 
 def test_unknown_backend_is_one_line() -> None:
-    with pytest.raises(BottleError, match="use docker or smolvm"):
+    with pytest.raises(BottleError, match="use docker, smolvm or swarm"):
         backends.get("firecracker")

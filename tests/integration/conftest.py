@@ -95,6 +95,26 @@ def upstream(fake_internet: str, fake_pki: Path) -> str:
     return fake_internet
 
 
+@pytest.fixture(scope="session")
+def swarm_lab(built_images: dict[str, str]):
+    """The swarm lab (make swarm-lab): brought up when it is not (about 2 minutes on a fresh
+    machine, most of it loading the images into three engines), and taken down again at the end
+    of the session when this session brought it up."""
+    from tests.support import swarm
+
+    if os.geteuid() != 0:
+        message = "the swarm lab needs root (network namespaces and three dockerds): run the tests as root"
+        if os.environ.get("BOTTLE_REQUIRE_DOCKER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    was_up = swarm.lab_is_up()
+    seconds = swarm.lab_up()
+    print(f"swarm lab: up in {seconds:.1f} s ({'was up' if was_up else 'brought up'})", file=sys.stderr)
+    yield
+    if not was_up:
+        swarm.lab_down()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sweep(tmp_path_factory: pytest.TempPathFactory):
     """Whatever a failing test left behind under the test homes goes at the end of the session."""

@@ -87,3 +87,62 @@ def test_bad_pass_env_or_secrets_from_is_one_line(tmp_path: Path) -> None:
         finally:
             bundle.stop()
         assert needle in bundle.stderr and bundle.stderr.count("\n") == 1
+
+
+def test_secrets_come_from_files_when_the_service_environment_has_none(tmp_path: Path) -> None:
+    """A swarm bundle: the credentials are Docker secrets (files), none in the service's
+    environment; init reads them and each daemon still gets only its own. Init starts no daemon
+    before the host's seed mark exists."""
+    dump = tmp_path / "dump.py"
+    dump.write_text(DUMP)
+    out = tmp_path / "env"
+    out.mkdir()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "API_TOKEN").write_text("egress-secret-from-file\n")
+    (secrets / "GIT_TOKEN").write_text("gate-secret-from-file")
+    mark = tmp_path / "state" / ".seeded"
+    mark.parent.mkdir()
+    daemons = {
+        "egress": {
+            "argv": [sys.executable, str(dump), str(out / "egress.json")],
+            "secrets_from": "BOTTLE_EGRESS_SECRETS",
+        },
+        "supervise": {"argv": [sys.executable, str(dump), str(out / "supervise.json")]},
+    }
+    bundle = Bundle(tmp_path, daemons, "egress,supervise")
+    bundle.env.update(
+        {
+            "BOTTLE_EGRESS_SECRETS": "API_TOKEN,MISSING_TOKEN",
+            "BOTTLE_SECRETS_DIR": str(secrets),
+            "BOTTLE_SEED_MARK": str(mark),
+        }
+    )
+    bundle.start()
+    try:
+        wait_for(lambda: "waiting for the host to seed" in bundle.stderr, timeout=10, what="init to wait for the seed")
+        assert not (out / "egress.json").exists(), "a daemon started before the state was seeded"
+        mark.write_text("{}")
+        for name in daemons:
+            wait_for((out / f"{name}.json").exists, timeout=10, what=f"{name} to dump its environment")
+        egress = json.loads((out / "egress.json").read_text())
+        supervise = json.loads((out / "supervise.json").read_text())
+    finally:
+        bundle.stop()
+    assert egress["API_TOKEN"] == "egress-secret-from-file\n"  # the secret's bytes, as given
+    assert "MISSING_TOKEN" not in egress and "GIT_TOKEN" not in egress
+    assert not {"egress-secret-from-file\n", "gate-secret-from-file"} & set(supervise.values())
+
+
+def test_init_stopped_while_waiting_for_the_seed_exits_at_once(tmp_path: Path) -> None:
+    bundle = Bundle(tmp_path, {"x": {"mode": "sleep"}}, "x")
+    bundle.env["BOTTLE_SEED_MARK"] = str(tmp_path / "never")
+    bundle.start()
+    try:
+        wait_for(lambda: "waiting for the host" in bundle.stderr, timeout=10, what="init to wait")
+        assert bundle.proc is not None
+        bundle.proc.terminate()
+        assert bundle.proc.wait(timeout=5) == 0
+    finally:
+        bundle.stop()
+    assert "stopped before the state was seeded" in bundle.stderr

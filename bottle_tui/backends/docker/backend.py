@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...bottle_files import BottleFiles, LocalFiles
 from ...errors import BottleError
 from ...state import SnapshotDir, StateDir, project_name, state_dir
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
@@ -61,6 +62,12 @@ class DockerBackend:
 
         state = state_dir(home, info.slug)
         return await snapshot.take(home, state, info.slug, folder, info.agent, info.bottle)
+
+    def files(self, state: StateDir) -> BottleFiles:
+        return LocalFiles(state)
+
+    def watch_argv(self, state: StateDir) -> list[str] | None:
+        return None  # its files are in the state folder, which the console watches
 
     async def reload_policy(self, slug: str) -> str | None:
         return await reload_bundle(slug)

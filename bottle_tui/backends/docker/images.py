@@ -262,3 +262,25 @@ async def ensure_images(progress: Progress, log: Path, *, force: bool = False) -
         if isinstance(result, BaseException):
             raise result
     return {name: str(ref) for name, ref in zip(wanted_sources, results, strict=True)}
+
+
+def registry_ref(registry: str, ref: str) -> str:
+    """Where ``ref`` lives in an operator's registry (``images.registry`` in config.yaml)."""
+    return f"{registry.rstrip('/')}/{ref}"
+
+
+async def push(refs: dict[str, str], registry: str, progress: Progress) -> dict[str, str]:
+    """Tag each image for ``registry`` and push it there; returns name -> the pushed reference."""
+    pushed = {}
+    for name, ref in refs.items():
+        target = registry_ref(registry, ref)
+        await run(["docker", "tag", ref, target], timeout=30)
+        progress(f"pushing {target}")
+        try:
+            await run(["docker", "push", "--quiet", target], timeout=1800)
+        except CommandError as exc:
+            raise BottleError(
+                f"pushing {target} failed: {exc}; is {registry} a registry this engine can reach?"
+            ) from exc
+        pushed[name] = target
+    return pushed

@@ -89,9 +89,16 @@ def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy
     """Everything the bottle's containers read. ``git_start``: the tip a local upstream's mirror
     began at. ``keep_policy``: a resumed bottle keeps the routes.yaml in force (approved
     proposals, operator edits) instead of the manifest's."""
-    state = plan.state
     spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
-    atomic_write(state.compose_file, to_yaml(spec), mode=0o600)
+    atomic_write(plan.state.compose_file, to_yaml(spec), mode=0o600)
+    write_bundle_files(plan, git_start=git_start, keep_policy=keep_policy)
+    write_metadata(plan)
+
+
+def write_bundle_files(plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False) -> None:
+    """What the bundle's daemons read, in the state folder's sidecar folders: the policy, the
+    upstream trust, the gate's and supervise's settings (every backend's bundle reads the same)."""
+    state = plan.state
     if not (keep_policy and state.routes.is_file()):
         atomic_write(state.routes, to_yaml(render_routes(plan)), mode=0o600)
     if not (keep_policy and state.metering.is_file()):
@@ -111,7 +118,12 @@ def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy
             json.dumps({"timeout_seconds": plan.bottle.supervise.timeout_seconds}) + "\n",
             mode=0o644,
         )
-    state.write_metadata(
+
+
+def write_metadata(plan: BottlePlan, **extra: object) -> None:
+    """metadata.json (host only: mounted nowhere): who and what the bottle is; ``extra`` adds a
+    backend's own facts (a swarm bottle's node)."""
+    plan.state.write_metadata(
         {
             "agent": plan.agent.name,
             "bottle": plan.bottle.name,
@@ -128,6 +140,7 @@ def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy
             **({"local_upstream": str(plan.bottle.git.local)} if plan.bottle.git and plan.bottle.git.local else {}),
             # A fork: the snapshot it started from (a resume brings back its image).
             **({"from_snapshot": plan.snapshot.name} if plan.snapshot else {}),
+            **extra,
         }
     )
 
@@ -424,21 +437,7 @@ async def stop(
             append_log(state.teardown_log, out + ("\nstopped" if down_error is None else "\ndown failed"))
         except OSError as exc:
             problem(f"cannot write {state.teardown_log}: {exc.strerror or exc}")
-        dest = archive_root(home) / slug
-        archive_problems = state.archive_to(dest)
-        for line in archive_problems:
-            problem(line)
-        report.archive = dest
-        try:
-            settings = load_config(home).archive
-        except BottleError as exc:
-            problem(f"{exc} (archive retention uses its defaults)")
-            settings = ArchiveSettings()
-        _, pruned_problems = prune_archive(
-            home, max_age_days=settings.max_age_days, max_total_mb=settings.max_total_mb, now=time.time(), keep=dest
-        )
-        for line in pruned_problems:
-            problem(line)
+        report.archive, archive_problems = archive_state(home, state, problem)
         if archive_problems:
             problem(f"kept {state.path}: not everything in it could be archived")
         elif down_error is None and not state.preserved:
@@ -447,6 +446,27 @@ async def stop(
     if down_error is not None:
         raise down_error
     return report
+
+
+def archive_state(home: Path, state: StateDir, problem: Callable[[str], None]) -> tuple[Path, list[str]]:
+    """Copy what an operator wants of a stopped bottle's state folder into ``archive/<slug>/``
+    and prune the archive by the home's retention; every problem goes to ``problem``. Returns
+    the archive and the problems of the copy (the state folder stays when there are any)."""
+    dest = archive_root(home) / state.slug
+    archive_problems = state.archive_to(dest)
+    for line in archive_problems:
+        problem(line)
+    try:
+        settings = load_config(home).archive
+    except BottleError as exc:
+        problem(f"{exc} (archive retention uses its defaults)")
+        settings = ArchiveSettings()
+    _, pruned_problems = prune_archive(
+        home, max_age_days=settings.max_age_days, max_total_mb=settings.max_total_mb, now=time.time(), keep=dest
+    )
+    for line in pruned_problems:
+        problem(line)
+    return dest, archive_problems
 
 
 async def save_work(home: Path, slug: str, agent: str | None) -> workspace.Saved:
@@ -527,8 +547,15 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
     bottles = [(b.project, Path(b.home) if b.home else home) for b in infos if scoped(b.home)]
     containers, networks = await engine.stray_resources(live)
     live_slugs = {slug_of_project(p) for p in live}
+    # A swarm bottle's state folder is the swarm backend's to clean up: its bundle is on a node.
     orphans = (
-        [s for s in all_state_dirs(home) if not s.preserved and s.slug not in live_slugs] if homes_under is None else []
+        [
+            s
+            for s in all_state_dirs(home)
+            if not s.preserved and s.slug not in live_slugs and (s.read_metadata() or {}).get("backend") != "swarm"
+        ]
+        if homes_under is None
+        else []
     )
     # A kept bottle's volume stays with its kept state folder (`resume` wants both), except below
     # --homes-under (test runs), where everything goes, archived first.

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...bottle_files import BottleFiles, LocalFiles
 from ...errors import BottleError
 from ...plan import WORKDIR
 from ...state import SnapshotDir, StateDir
@@ -68,6 +69,12 @@ class SmolvmBackend:
 
     async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
         raise BottleError(f"{info.slug} is a microVM bottle: {NO_SNAPSHOTS}")
+
+    def files(self, state: StateDir) -> BottleFiles:
+        return LocalFiles(state)
+
+    def watch_argv(self, state: StateDir) -> list[str] | None:
+        return None  # its files are in the state folder, which the console watches
 
     async def reload_policy(self, slug: str) -> str | None:
         # The bundle of a microVM bottle is a container on the engine, as a docker bottle's is.

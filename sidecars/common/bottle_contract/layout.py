@@ -12,6 +12,14 @@ import posixpath
 from dataclasses import dataclass
 
 BUNDLE_STATE = "/state"  # where the bundle sees the sidecar folders
+# A bundle whose state is a volume of its own (a swarm bottle, on another machine): the host seeds
+# the volume through the engine (the bundle's control command), and this mark at the volume's top
+# says it is done; init starts no daemon before it exists. A restarted task finds it and the
+# policy and queue of its last run.
+SEEDED = ".seeded"
+# Where the bundle reads the credentials it injects when they come as files (Docker secrets), one
+# file per env var name; the docker bottle passes them in init's environment instead.
+SECRETS_DIR = "/run/secrets"
 
 # --- the sidecar folders ----------------------------------------------------------------------------
 EGRESS = "egress"

@@ -410,3 +410,56 @@ class Queue:
             return []
         found = [p for n in names if n.endswith(".json") and is_id(n[:-5]) for p in [self.read(n[:-5])] if p]
         return sorted(found, key=lambda p: (str(p.get("created_at", "")), p["id"]))
+
+
+# --- applying a decision -------------------------------------------------------------------------
+
+
+class Conflict(Exception):
+    """A commit found the queue or the policy not as its decider read them."""
+
+    def __init__(self, problem: str, current: dict[str, Any] | None = None) -> None:
+        super().__init__(problem)
+        self.current = current  # the proposal as it is now, when it was decided meanwhile
+
+
+def commit(
+    queue: Queue,
+    routes: str | os.PathLike[str],
+    *,
+    expect_policy: str,
+    policy: str | None,
+    pending: str | None,
+    proposal: dict[str, Any] | None,
+) -> None:
+    """Apply one decision or policy edit atomically, under the queue's lock: the proposal
+    ``pending`` must still be pending and routes.yaml must still read ``expect_policy`` (what the
+    decider computed from), else Conflict and nothing is written. Then the new ``policy`` (checked
+    as egress would load it) replaces routes.yaml, and after it the decided ``proposal`` is
+    written (a crash between leaves it pending; deciding again adds nothing twice). The host runs
+    this on a local bottle's folder; the bundle's control command runs it for a remote one."""
+    from .policy import PolicyError, load_policy_text
+
+    path = os.fspath(routes)
+    with queue.lock():
+        if pending is not None:
+            current = queue.read(pending)
+            if current is None:
+                raise Conflict(f"proposal {pending} vanished from {queue.folder}")
+            if current.get("status") != "pending":
+                raise Conflict(f"proposal {pending} was decided meanwhile", current)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            text = ""
+        if text != expect_policy:
+            raise Conflict(f"{path} changed meanwhile (a decision or an edit was applied)")
+        if policy is not None and policy != text:
+            try:
+                load_policy_text(policy, path)  # never write what egress would refuse
+            except PolicyError as e:
+                raise ChangeError("policy", str(e)) from None
+            atomic_write(path, policy, mode=0o600)
+        if proposal is not None:
+            queue.write(proposal)

@@ -1,0 +1,1 @@
+"""The swarm backend: bottles as services on a Docker swarm, reached through Docker contexts."""

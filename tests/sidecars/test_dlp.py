@@ -666,3 +666,58 @@ def test_stream_knows_what_the_site_handed_out(scanner) -> None:
         assert sent == body and not st.verdict.blocked
         st, sent, _ = _stream(rsp, body, 7, headers, site="paste.example.net")
         assert st.verdict.blocked
+
+
+# --- codecs: each decoder finds its class, and ordinary text of that class passes -----------------------
+
+
+def test_html_references_decimal_hex_and_named(rs) -> None:
+    for spell in (lambda b: f"&#{b};", lambda b: f"&#x{b:X};", lambda b: f"&#X{b:x}"):
+        assert where(rs.scan_body(("<p>" + "".join(spell(b) for b in GHP.encode()) + "</p>").encode(), [])) == [
+            ("github-pat", "body")
+        ]
+    # binary spelled in references stays binary: gzip data, byte by byte, is inflated
+    packed = gzip.compress(f"t={GHP}".encode())
+    for spell in (lambda b: f"&#{b};", lambda b: f"&#x{b:x};"):
+        assert where(rs.scan_body("".join(spell(b) for b in packed).encode(), [])) == [("github-pat", "body")]
+    # fullwidth letters spelled in references: decoded, then NFKC makes them ASCII
+    fullwidth = "".join(f"&#x{ord(c) + 0xFEE0:X};" for c in GHP)
+    assert where(rs.scan_body(f"<p>{fullwidth}</p>".encode(), [])) == [("github-pat", "body")]
+    ordinary = (
+        "<p>it&#x27;s a&#x2F;b &#256;&#x100; &amp; &eacute;&#8364; &#1114111; &#1114112; &#xD800; &#xDFFF;"
+        " &#9999999;</p>"
+    )
+    assert not rs.scan_body(ordinary.encode(), []).blocked
+
+
+# --- rules: the allowlist-precedence deviation anchors every branch, and only where it should ------------
+
+
+@pytest.mark.parametrize(
+    "regex, anchored",
+    [
+        ("(?i)^true|false|null$", "(?i)^(?:true|false|null)$"),  # gitleaks' own global allowlist
+        ("(?i)(?-s)^x|y$", "(?i)(?-s)^(?:x|y)$"),
+        ("^(?:a)|(b)$", "^(?:(?:a)|(b))$"),
+        ("^[a]|b$", "^(?:[a]|b)$"),
+        ("^x[]a]|b$", "^(?:x[]a]|b)$"),  # "]" first in a class is a literal
+        ("^x[^]a]|b$", "^(?:x[^]a]|b)$"),
+        ("^x[]]|b$", "^(?:x[]]|b)$"),
+        ("^x[^]]|b$", "^(?:x[^]]|b)$"),
+        ("^((a))|b$", "^(?:((a))|b)$"),
+        ("^\\(|b$", "^(?:\\(|b)$"),  # an escaped parenthesis opens no group
+        ("^(a|b)$", "^(a|b)$"),  # alternation inside a group: already anchored
+        ("^(a)(b|c)$", "^(a)(b|c)$"),
+        ("^[|]x$", "^[|]x$"),
+        ("^[a|]x$", "^[a|]x$"),
+        ("^x[]|]yz$", "^x[]|]yz$"),
+        ("^x[^]|]yz$", "^x[^]|]yz$"),
+        ("^a\\|b$", "^a\\|b$"),
+        ("^a|b\\$", "^a|b\\$"),  # not anchored at the end
+        ("(?:^a|b$)", "(?:^a|b$)"),
+        ("a|b", "a|b"),
+    ],
+    ids=lambda v: "".join(c if c.isalnum() else "-" for c in v),
+)
+def test_anchor_whole(regex: str, anchored: str) -> None:
+    assert egress_module("dlp.rules").anchor_whole(regex) == anchored

@@ -721,3 +721,19 @@ def test_html_references_decimal_hex_and_named(rs) -> None:
 )
 def test_anchor_whole(regex: str, anchored: str) -> None:
     assert egress_module("dlp.rules").anchor_whole(regex) == anchored
+
+
+# --- the query: pagination tokens judged by every rule but the generic one --------------------------------
+
+
+def test_query_pagination_and_plain_parameters(rs) -> None:
+    generic = "Q1w2E3r4T5y6U7i8O9p0"
+    assert where(rs.scan_head(f"/x?a=1&api_key={generic}", [])) == [("generic-api-key", "query")]
+    assert not rs.scan_head(f"/x?pageToken={generic}==&cursor={generic}", []).blocked  # padded, too
+    assert where(rs.scan_head(f"/x?cursor={GHP}", [])) == [("github-pat", "query")]  # a specific rule still
+
+
+def test_percent_u_code_points(rs) -> None:
+    spelled = "".join(f"%u{ord(c):04X}" for c in GHP)
+    assert where(rs.scan_head(f"/x?q={spelled}", [])) == [("github-pat", "query")]
+    assert not rs.scan_head("/caf%u00e9?q=%u20AC%uD800%uDFFF%uFFFF", []).blocked

@@ -553,6 +553,7 @@ def test_cli_scan_prints_findings_as_json_lines(rules_file: Path, tmp_path: Path
     assert main(["scan", str(rules_file), str(f), str(f)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines == [{"file": str(f), "rule": "github-pat", "line": 2, "secret": GHP}] * 2
+    assert main(["scan", str(rules_file), str(f)]) == 0 and len(capsys.readouterr().out.splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv", [[], ["compile"], ["scan", "rules.toml"], ["frobnicate", "a", "b"]])

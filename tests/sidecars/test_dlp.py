@@ -513,3 +513,235 @@ def test_stream_decodes_a_base64_run_longer_than_the_window(rs) -> None:
                 break
         st.finish()
         assert ("github-pat", "body") in where(st.verdict), size
+
+
+# --- the database and the CLI (the image build's `python -m dlp compile`) ------------------------------
+
+
+def test_the_database_lives_next_to_its_rules(rules_file: Path) -> None:
+    assert dlp.database_path(rules_file) == rules_file.with_name(rules_file.name + ".hsdb")
+
+
+def test_a_rule_without_a_regex_leaves_the_others_in_the_database(tmp_path: Path) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text(
+        "[[rules]]\nid = \"files-only\"\npath = '''\\.pem$'''\n"
+        + RULES.split("[allowlist]")[0]
+        + "[[rules]]\nid = \"github-pat\"\nregex = '''ghp_[0-9a-zA-Z]{36}'''\nkeywords = [\"ghp_\"]\n"
+    )
+    assert found(dlp.Scanner.load(p), f"x {GHP}") == [("github-pat", GHP)]
+
+
+def test_codepoint_spelled_secrets_are_found(scanner) -> None:
+    # gitleaks' "U+0067 U+0068 ..." decoding: a pattern the engine's codecs do not share
+    spelled = " ".join(f"U+{ord(c):04X}" for c in GHP)
+    assert found(scanner, f"note: {spelled}\n") == [("github-pat", GHP)]
+
+
+def test_cli_compile_saves_a_database_that_loads(tmp_path: Path, capsys) -> None:
+    main = egress_module("dlp.__main__").main
+    p = tmp_path / "r.toml"
+    p.write_text(RULES)
+    out = tmp_path / "out.hsdb"
+    assert main(["compile", str(p), str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"dlp: 5 rules, 8 keywords, 0 in byte mode -> {out}"
+    rules = dlp.load_rules(p)
+    loaded = dlp.load_database(rules, out)
+    assert loaded is not None and loaded[1] == []
+    assert found(dlp.Scanner(rules, *loaded), GHP) == [("github-pat", GHP)]
+    assert main(["compile", str(p)]) == 0 and dlp.load_database(rules, dlp.database_path(p)) is not None
+    assert (out.stat().st_mode & 0o777) == 0o644  # the image's egress user reads it
+
+
+def test_cli_scan_prints_findings_as_json_lines(rules_file: Path, tmp_path: Path, capsys) -> None:
+    main = egress_module("dlp.__main__").main
+    f = tmp_path / "a.txt"
+    f.write_bytes(f"one\nT={GHP}\n".encode())
+    assert main(["scan", str(rules_file), str(f), str(f)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"file": str(f), "rule": "github-pat", "line": 2, "secret": GHP}] * 2
+    assert main(["scan", str(rules_file), str(f)]) == 0 and len(capsys.readouterr().out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [[], ["compile"], ["scan", "rules.toml"], ["frobnicate", "a", "b"]])
+def test_cli_usage_on_bad_arguments(argv: list[str], capsys) -> None:
+    assert egress_module("dlp.__main__").main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("usage: python -m dlp compile RULES [OUT] | python -m dlp scan RULES FILE")
+        and err.count("\n") == 1
+    )
+
+
+# --- archives: every member read, within the bomb limits -------------------------------------------------
+
+
+def _tar(members: list[tuple[str, bytes | None, str]]) -> bytes:
+    """A tar of (name, content, link target): a regular file when content is not None, else a symlink."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, content, link in members:
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tf.addfile(info)
+            else:
+                info.size = len(content)
+                tf.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def test_tar_links_and_files_after_them_are_read() -> None:
+    archive = egress_module("dlp.codecs.archive")
+    odd = "caf\udce9"  # a name that is not UTF-8, as tarfile reads it
+    tar = _tar([("ln", None, f"/tmp/{GHP}"), (odd, None, odd), (odd + ".txt", AWS.encode(), "")])
+    assert archive.members(tar, 1 << 20) == [
+        b"ln /tmp/" + GHP.encode(),
+        b"caf\xe9 caf\xe9",
+        b"caf\xe9.txt\n" + AWS.encode(),
+    ]
+
+
+def test_tar_bomb_limits() -> None:
+    archive = egress_module("dlp.codecs.archive")
+    errors = egress_module("dlp.errors")
+    assert len(archive.members(_tar([(f"f{i}", b"", "") for i in range(archive.MAX_MEMBERS)]), 1 << 20)) == 1000
+    with pytest.raises(errors.CannotScan, match="more than 1000 members"):
+        archive.members(_tar([(f"f{i}", b"", "") for i in range(archive.MAX_MEMBERS + 1)]), 1 << 20)
+    # the cap holds for all members together, and exactly the cap is still scanned
+    two = _tar([("a", b"a" * 600, ""), ("b", b"b" * 400, "")])
+    assert [len(m) for m in archive.members(two, 1000)] == [602, 402]
+    for cap in (999, 601):
+        with pytest.raises(errors.CannotScan, match=f"past the {cap}-byte scan cap"):
+            archive.members(two, cap)
+
+
+# --- streams: what is held back, what is released -------------------------------------------------------
+
+
+def _stream(rs, text: bytes, size: int, headers=(), **kw):
+    """Feeds ``text`` in chunks of ``size``: (the stream, what it released, the most it held back)."""
+    st = rs.body_stream(list(headers), **kw)
+    sent, most = b"", 0
+    for i in range(0, len(text), size):
+        sent += st.feed(text[i : i + size])
+        fed = min(len(text), i + size)
+        assert len(sent) <= max(0, fed - dr.STREAM_OVERLAP), "released part of the overlap window"
+        most = max(most, fed - len(sent))
+    return st, sent + st.finish(), most
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        base64.b64encode(bytes(range(256)) * 400),  # one long run, no line end
+        (b"a" * 9000 + b"\n") * 12,  # lines longer than half the overlap
+        (b"x" * (dr.STREAM_OVERLAP // 2 - 1) + b"\n") * 10,  # a line end right before each cut
+        (b"word " * 2000 + b"\n" + b"QUJD" * 3000 + b"\n") * 4,  # runs that start inside a line
+        b"x" * 5000 + b"\n" + b"QUJD" * 20_000,  # a run that starts a few KiB into the window
+        b"\n" * 100_000,
+    ],
+    ids=["base64-run", "long-lines", "newline-at-cut", "runs-in-lines", "run-after-a-line", "newlines"],
+)
+def test_stream_keeps_the_overlap_and_releases_the_rest(rs, text: bytes) -> None:
+    for size in (4096, 40_000):
+        st, sent, most = _stream(rs, text, size)
+        assert sent == text and not st.verdict.blocked
+        assert most <= dr.STREAM_OVERLAP + dr.STREAM_RELEASE + size  # never the whole body held
+
+
+def test_stream_scans_what_is_left_at_the_end(rs) -> None:
+    for headers in ([], [("Content-Type", "application/json")]):
+        st, sent, _ = _stream(rs, f'{{"a": "{GHP}"}}'.encode(), 5, headers)
+        assert (
+            sent == b""
+            and where(st.verdict) == [("github-pat", "body")]
+            or ("github-pat", "body json") in where(st.verdict)
+        )
+
+
+def test_stream_knows_what_the_site_handed_out(scanner) -> None:
+    prov = egress_module("dlp.provenance")
+    store = prov.Provenance()
+    store.learn("api.example.com", [], f"issued {GHP}".encode())
+    rsp = dr.RequestScanner(scanner, provenance=store)
+    for headers in ([], [("Content-Type", "application/json")]):
+        body = f'{{"t": "{GHP}"}}'.encode()
+        st, sent, _ = _stream(rsp, body, 7, headers, site="api.example.com")
+        assert sent == body and not st.verdict.blocked
+        st, sent, _ = _stream(rsp, body, 7, headers, site="paste.example.net")
+        assert st.verdict.blocked
+
+
+# --- codecs: each decoder finds its class, and ordinary text of that class passes -----------------------
+
+
+def test_html_references_decimal_hex_and_named(rs) -> None:
+    for spell in (lambda b: f"&#{b};", lambda b: f"&#x{b:X};", lambda b: f"&#X{b:x}"):
+        assert where(rs.scan_body(("<p>" + "".join(spell(b) for b in GHP.encode()) + "</p>").encode(), [])) == [
+            ("github-pat", "body")
+        ]
+    # binary spelled in references stays binary: gzip data, byte by byte, is inflated
+    packed = gzip.compress(f"t={GHP}".encode())
+    for spell in (lambda b: f"&#{b};", lambda b: f"&#x{b:x};"):
+        assert where(rs.scan_body("".join(spell(b) for b in packed).encode(), [])) == [("github-pat", "body")]
+    # fullwidth letters spelled in references: decoded, then NFKC makes them ASCII
+    fullwidth = "".join(f"&#x{ord(c) + 0xFEE0:X};" for c in GHP)
+    assert where(rs.scan_body(f"<p>{fullwidth}</p>".encode(), [])) == [("github-pat", "body")]
+    ordinary = (
+        "<p>it&#x27;s a&#x2F;b &#256;&#x100; &amp; &eacute;&#8364; &#1114111; &#1114112; &#xD800; &#xDFFF;"
+        " &#9999999;</p>"
+    )
+    assert not rs.scan_body(ordinary.encode(), []).blocked
+
+
+# --- rules: the allowlist-precedence deviation anchors every branch, and only where it should ------------
+
+
+@pytest.mark.parametrize(
+    "regex, anchored",
+    [
+        ("(?i)^true|false|null$", "(?i)^(?:true|false|null)$"),  # gitleaks' own global allowlist
+        ("(?i)(?-s)^x|y$", "(?i)(?-s)^(?:x|y)$"),
+        ("^(?:a)|(b)$", "^(?:(?:a)|(b))$"),
+        ("^[a]|b$", "^(?:[a]|b)$"),
+        ("^x[]a]|b$", "^(?:x[]a]|b)$"),  # "]" first in a class is a literal
+        ("^x[^]a]|b$", "^(?:x[^]a]|b)$"),
+        ("^x[]]|b$", "^(?:x[]]|b)$"),
+        ("^x[^]]|b$", "^(?:x[^]]|b)$"),
+        ("^((a))|b$", "^(?:((a))|b)$"),
+        ("^\\(|b$", "^(?:\\(|b)$"),  # an escaped parenthesis opens no group
+        ("^(a|b)$", "^(a|b)$"),  # alternation inside a group: already anchored
+        ("^(a)(b|c)$", "^(a)(b|c)$"),
+        ("^[|]x$", "^[|]x$"),
+        ("^[a|]x$", "^[a|]x$"),
+        ("^x[]|]yz$", "^x[]|]yz$"),
+        ("^x[^]|]yz$", "^x[^]|]yz$"),
+        ("^a\\|b$", "^a\\|b$"),
+        ("^a|b\\$", "^a|b\\$"),  # not anchored at the end
+        ("(?:^a|b$)", "(?:^a|b$)"),
+        ("a|b", "a|b"),
+    ],
+    ids=lambda v: "".join(c if c.isalnum() else "-" for c in v),
+)
+def test_anchor_whole(regex: str, anchored: str) -> None:
+    assert egress_module("dlp.rules").anchor_whole(regex) == anchored
+
+
+# --- the query: pagination tokens judged by every rule but the generic one --------------------------------
+
+
+def test_query_pagination_and_plain_parameters(rs) -> None:
+    generic = "Q1w2E3r4T5y6U7i8O9p0"
+    assert where(rs.scan_head(f"/x?a=1&api_key={generic}", [])) == [("generic-api-key", "query")]
+    assert not rs.scan_head(f"/x?pageToken={generic}==&cursor={generic}", []).blocked  # padded, too
+    assert where(rs.scan_head(f"/x?cursor={GHP}", [])) == [("github-pat", "query")]  # a specific rule still
+
+
+def test_percent_u_code_points(rs) -> None:
+    spelled = "".join(f"%u{ord(c):04X}" for c in GHP)
+    assert where(rs.scan_head(f"/x?q={spelled}", [])) == [("github-pat", "query")]
+    assert not rs.scan_head("/caf%u00e9?q=%u20AC%uD800%uDFFF%uFFFF", []).blocked

@@ -81,6 +81,76 @@ def test_the_store_is_bounded() -> None:
     assert cost <= prov.ENTRY_BYTES
 
 
+@pytest.mark.parametrize(
+    "host, site",
+    [
+        ("API.Example.COM:443", "api.example.com"),
+        ("example.com.", "example.com"),
+        ("[2001:DB8::1]:8443", "2001:db8::1"),
+        ("[::1]", "::1"),
+        ("[::1", "[::1"),  # no closing bracket: kept as it is, never an error
+        ("2001:db8::1", "2001:db8::1"),  # a bare IPv6 address has no port to cut
+        (".example.com", ".example.com"),
+    ],
+    ids=["port-and-case", "trailing-dot", "ipv6-port", "ipv6", "unclosed", "bare-ipv6", "leading-dot"],
+)
+def test_sites_are_keyed_by_host_whatever_its_spelling(host: str, site: str) -> None:
+    assert prov.site_of(host) == site
+
+
+def test_tokens_at_the_bounds_are_learned() -> None:
+    store = prov.Provenance()
+    exact = b"abcdefghABCDEFGH"  # 16 characters (MIN_TOKEN), 4.0 bits each
+    flat = b"abcdefghabcdefgh"  # 16 characters of exactly 3.0 bits (MIN_ENTROPY)
+    store.learn("a.example", [], exact + b" " + flat)
+    assert store.known("a.example", exact) and store.known("a.example", flat)
+    assert not store.known("a.example", exact[:15])
+
+
+def test_a_learned_value_is_known_quoted_and_padded_but_nothing_else_is() -> None:
+    store = prov.Provenance()
+    value = token(39) + "X"
+    store.learn("a.example", [], f"id {value}".encode())
+    for seen in (f'"{value}"', f"'{value}'", f"{value}=="):
+        assert store.known("a.example", seen.encode()), seen
+    assert not store.known("a.example", f'"{token(40)}"'.encode())  # quoted, never learned
+    assert not store.known("b.example", f'"{value}"'.encode())
+
+
+def test_a_dotted_token_at_the_end_of_a_sentence_is_learned_whole() -> None:
+    store = prov.Provenance()
+    jwt_like = f"{token(20)}.{token(30)}.{token(19)}X"  # a JWT's three parts, as a rule reports it
+    store.learn("a.example", [], f"Your session token is {jwt_like}.".encode())
+    assert store.known("a.example", jwt_like.encode())
+
+
+def test_every_learned_header_and_the_body_count() -> None:
+    store = prov.Provenance()
+    a, b, c, d = token(), token(), token(), token()
+    headers = [
+        ("Content-Type", "text/plain"),  # not a header tokens come in: skipped, the rest still read
+        ("ETag", f'"{a}"'),
+        ("Set-Cookie", f"s={b}; Path=/; \udcff"),  # mitmproxy's surrogates
+        ("Location", f"https://cdn.example/x?sig={c}"),
+    ]
+    assert store.learn("a.example", headers, f"next {d}".encode()) >= 4
+    assert all(store.known("a.example", t.encode()) for t in (a, b, c, d))
+    assert store.known("cdn.example", a.encode())  # the redirect's site learns the response's tokens
+
+
+def test_stores_of_two_bottles_share_no_digest() -> None:
+    v = token().encode()
+    assert prov.Provenance()._digest(v) != prov.Provenance()._digest(v)  # keyed per process
+
+
+def test_the_smallest_store_holds_one_value() -> None:
+    store = prov.Provenance(max_bytes=1)
+    first, second = token().encode(), token().encode()
+    store.add("a.example", first)
+    store.add("a.example", second)
+    assert len(store) == 1 and store.known("a.example", second) and not store.known("a.example", first)
+
+
 @pytest.fixture(scope="module")
 def rs_prov():
     base = full_request_scanner()

@@ -70,9 +70,9 @@ BUNDLE_UID = BUNDLE_GID = 1001
 # Where the bundle sees the bottle's Secret, one file per credential named by its env var, and
 # init reads them (BOTTLE_SECRETS_DIR): the swarm bundle's Docker secrets' folder. Never in any
 # environment, never in the agent.
-SECRETS_MOUNT = "/run/secrets"
+SECRETS_MOUNT = layout.SECRETS_DIR
 # Init starts no daemon before this exists on the state volume; bottle_control seed writes it.
-SEED_MARK = f"{layout.BUNDLE_STATE}/.seeded"
+SEED_MARK = f"{layout.BUNDLE_STATE}/{layout.SEEDED}"
 # The volumes' sizes: a claim must name one. The state holds the bounded logs (layout.Cap), the
 # queue and the gate's mirror of the upstream, which is the part that grows with the repository.
 WORK_STORAGE = "20Gi"

@@ -40,7 +40,8 @@ def hook_settings(**kw) -> NotifySettings:
 
 def write_budget(home: Path, slug: str, budget: dict | None) -> None:
     s = make_state(home, slug)
-    atomic_write(s.usage, json.dumps({"version": 1, "models": {}, "budget": budget}), mode=0o644)
+    doc = {"schema": 1, "updated": 0, "models": {}, "totals": {}, "budget": budget}  # the shape egress writes
+    atomic_write(s.usage, json.dumps(doc), mode=0o644)
 
 
 def budget(level: str, spent: float) -> dict:

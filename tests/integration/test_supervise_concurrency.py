@@ -81,6 +81,7 @@ def test_fifty_concurrent_requests_from_five_bottles_are_each_decided_once(home:
             per_id[a["id"]] = per_id.get(a["id"], 0) + 1
     assert len(per_id) == total and set(per_id.values()) == {1}
     for b, i, answer in answers:
-        rec = next(a for a in audit if a["asked"]["host"] == f"many-{i}.{b.slug}.fake.test")
+        # the session's home is shared: other tests' decisions (a budget, a git push) ask no host
+        rec = next(a for a in audit if (a.get("asked") or {}).get("host") == f"many-{i}.{b.slug}.fake.test")
         expected = "Approved" if rec["status"] == "approved" else "Rejected"
         assert answer["text"].startswith(expected), (rec, answer)

@@ -281,7 +281,8 @@ async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_v
             problems.append(
                 f"the volumes of {slug} stay on node {node} ({exc}); `bottle-tui cleanup` removes them when it answers"
             )
-    for kind in ("network", "secret", "config"):
+    await _remove_networks(cluster, by_label, problems)
+    for kind in ("secret", "config"):
         try:
             ids = (await cluster.manager_call(kind, "ls", "-q", "--filter", by_label)).stdout.split()
         except CommandError as exc:
@@ -290,6 +291,25 @@ async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_v
         if ids:
             await attempt(f"{kind}s {' '.join(ids)}", kind, "rm", *ids)
     return problems, on_node
+
+
+async def _remove_networks(cluster: Cluster, by_label: str, problems: list[str], timeout: float = 20.0) -> None:
+    """Remove the bottle's overlay networks. For a few seconds after its services went, the manager
+    refuses a network whose removed tasks it has not yet seen leave ("active endpoints"): wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ids = (await cluster.manager_call("network", "ls", "-q", "--filter", by_label)).stdout.split()
+            if not ids:
+                return
+            await cluster.manager_call("network", "rm", *ids, timeout=60)
+            return
+        except CommandError as exc:
+            busy = any(m in exc.stderr for m in ("active endpoints", "in use", "not found", "No such"))
+            if not busy or time.monotonic() > deadline:
+                problems.append(f"removing the networks of {by_label.rpartition('=')[2]} failed: {exc}")
+                return
+        await asyncio.sleep(0.5)
 
 
 async def _wait_gone(cluster: Cluster, node: str, services: list[str], timeout: float = 30.0) -> None:

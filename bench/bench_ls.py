@@ -14,6 +14,8 @@ from pathlib import Path
 
 from common import cli, make_home, summary, timed
 
+from bottle_tui.backends.docker.workspace import volume_name
+
 BOTTLES = 20
 ROUNDS = 5
 
@@ -49,15 +51,16 @@ def main() -> None:
         print(f"docker CLI calls per `ls`: {sorted(set(calls))} ({log.read_text().strip().splitlines()})")
         print(summary("`bottle-tui ls --json` wall time", times))
     finally:
-        with ThreadPoolExecutor(4) as pool:
-            list(
-                pool.map(
-                    lambda s: subprocess.run(
-                        ["docker", "compose", "-p", f"claude-bottle-{s}", "down", "--timeout", "1"], capture_output=True
-                    ),
-                    slugs,
-                )
+
+        def down(slug: str) -> None:
+            subprocess.run(
+                ["docker", "compose", "-p", f"claude-bottle-{slug}", "down", "--timeout", "1"], capture_output=True
             )
+            # the agent's work volume is not the project's: compose leaves it
+            subprocess.run(["docker", "volume", "rm", "-f", volume_name(slug)], capture_output=True)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(down, slugs))
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(shim_dir, ignore_errors=True)
 

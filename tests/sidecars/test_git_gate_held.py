@@ -211,7 +211,8 @@ def test_the_agent_hears_of_a_forwarded_push_only_once_it_went(world: World) -> 
     waiting = world.propose("f1", new, "approved", None)
     world.propose("f2", new, "approved", None, upstream={"pushed": True, "message": "pushed"})
     world.propose("f3", new, "approved", None, upstream={"pushed": False, "message": "upstream refused it: no"})
-    lines = review.deliver_decisions(world.cfg, state)
+    # the queue's order is its ids': proposals made in the same millisecond come in either order
+    lines = sorted(review.deliver_decisions(world.cfg, state), key=lambda line: line.split(" at ")[0])
     assert [line.split(" (proposal")[0] for line in lines] == [
         "git-gate: the operator approved your push of f2 at aaaaaaaaaaaa",
         "git-gate: the operator approved your push of f3 at aaaaaaaaaaaa",

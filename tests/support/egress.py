@@ -237,7 +237,12 @@ class RecordingUpstream:
                 chunked = b"transfer-encoding: chunked" in head.lower()
                 if not answered and _ and (not chunked or rest.endswith(b"0\r\n\r\n")):
                     answered = True
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    try:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    except ConnectionResetError:  # egress reset the request (a hit mid-stream) meanwhile
+                        with self._lock:
+                            self.resets += 1
+                        return
 
     @property
     def data(self) -> bytes:

@@ -10,7 +10,7 @@ from ...bottle_files import BottleFiles, LocalFiles
 from ...errors import BottleError
 from ...state import SnapshotDir, StateDir, project_name, state_dir
 from .. import Availability, BottleInfo, CleanupPart, Progress, SelftestReport, StopReport
-from . import engine, lifecycle
+from . import cleanup, engine, lifecycle
 
 if TYPE_CHECKING:
     from ...plan import BottlePlan
@@ -92,11 +92,11 @@ class DockerBackend:
     async def plan_cleanup(
         self, home: Path, *, all_homes: bool = False, homes_under: Path | None = None
     ) -> CleanupPart:
-        return await lifecycle.plan_cleanup(home, all_homes=all_homes, homes_under=homes_under)
+        return await cleanup.plan_cleanup(home, all_homes=all_homes, homes_under=homes_under)
 
     async def cleanup(self, plan: CleanupPart, progress: Progress) -> list[str]:
-        assert isinstance(plan, lifecycle.CleanupPlan)
-        return await lifecycle.cleanup(plan, progress)
+        assert isinstance(plan, cleanup.CleanupPlan)
+        return await cleanup.cleanup(plan, progress)
 
     def availability(self) -> Availability:
         # The engine's state is shown by `ls` and the console from the engine itself.

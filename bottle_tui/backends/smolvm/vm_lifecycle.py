@@ -29,9 +29,10 @@ from .. import Progress, StopReport
 from ..docker import engine as docker
 from ..docker import labels
 from ..docker import lifecycle as docker_lifecycle
+from ..docker.cleanup import in_scope
 from ..docker.compose import AGENT_USER, to_yaml
 from ..docker.engine import BottleInfo
-from ..docker.lifecycle import append_log, in_scope, make_egress_ca, prepare_local_mirror, write_renders
+from ..docker.lifecycle import append_log, make_egress_ca, prepare_local_mirror, write_renders
 from .render import (
     BUNDLE_NETWORK,
     bundle_address,

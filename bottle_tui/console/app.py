@@ -21,6 +21,7 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
@@ -225,7 +226,8 @@ class BottleConsole(App[None]):
             self.follow_remote_bottles(message.bottles)
         if message.versions is not None:
             self.versions = message.versions
-        self.query_one("#engine", Static).set_class(False, "-down")
+        if (line := self._line("engine")) is not None:
+            line.set_class(False, "-down")
         self._bottles_changed(message.gone, message.order, handed_on=True)
         notes = self.notifications
         notes.bottles(message.bottles)
@@ -237,7 +239,8 @@ class BottleConsole(App[None]):
 
     def on_engine_down(self, message: EngineDown) -> None:
         self.versions, self.engine_ok, self.engine_problem = None, False, message.problem
-        self.query_one("#engine", Static).set_class(True, "-down")
+        if (line := self._line("engine")) is not None:
+            line.set_class(True, "-down")
         self._bottles_changed(message.gone, message.order, handed_on=False)
         self.notifications.engine_down()
 
@@ -296,12 +299,22 @@ class BottleConsole(App[None]):
         hint = PANE_HINT if self.pane.split is not None else ATTACH_HINT
         if not pane.bottles:
             hint = "No agents are running: press n to start one. " + hint
-        self.query_one("#hint", Static).update(Text(hint))
+        if (line := self._line("hint")) is not None:
+            line.update(Text(hint))
         self.update_header()
         self._refresh_keys()
 
+    def _line(self, name: str) -> Static | None:
+        """The header or hint line; None while the app closes, when its widgets are gone before the
+        panes' last messages have all arrived (a message then changes nothing)."""
+        try:
+            return self.query_one(f"#{name}", Static)
+        except NoMatches:
+            return None
+
     def update_header(self) -> None:
-        line = self.query_one("#engine", Static)
+        if (line := self._line("engine")) is None:
+            return
         bottles, pending = self.agents_pane.bottles, self.proposals_pane.pending
         n_agents, n_pending = len(bottles), len(pending)
         counts = f"{n_agents} agent{'s' if n_agents != 1 else ''} · {n_pending} pending proposal{'s' if n_pending != 1 else ''}"

@@ -189,3 +189,18 @@ def test_a_presigned_redirect_goes_through(rs_prov) -> None:
 def test_basic_auth_of_a_learned_value(rs_prov) -> None:
     v = base64.b64encode(b"x-access-token:" + ("ghp_" + token(36)).encode()).decode()
     assert rs_prov.scan_head("/", [("Authorization", f"Basic {v}")], site="git.example.com").blocked
+
+
+def test_a_handed_out_cursor_goes_back_in_a_pagination_parameter(rs_prov) -> None:
+    # A pagination parameter is judged by every rule but the generic one, and by provenance too:
+    # a cursor the site itself handed out goes back to it, and to nowhere else.
+    cursor = "glpat-" + token(20)  # shaped like a specific secret, issued by the site as a cursor
+    path = f"/api/v4/projects?page_token={cursor}&per_page=100"
+    assert rs_prov.scan_head(path, [], site="gitlab.example.com").blocked  # not learned yet
+    rs_prov.provenance.learn(
+        "gitlab.example.com",
+        [("Content-Type", "application/json")],
+        json.dumps({"items": [], "next_page_token": cursor}).encode(),
+    )
+    assert not rs_prov.scan_head(path, [], site="gitlab.example.com").blocked
+    assert rs_prov.scan_head(path, [], site="paste.example.net").blocked

@@ -34,6 +34,7 @@ from failclosed import REQUEST, guarded
 from mitmproxy import http
 from model_api import is_messages_request
 from policy_store import PolicyStore, _stat_sig
+from request_target import routed_path
 from scrubbing import decode_all
 from sse import SseReader
 
@@ -56,6 +57,10 @@ logger = logging.getLogger("egress")
 
 MESSAGES = "/v1/messages"  # the endpoint whose answers carry the usage of a model call
 BATCHES = "/v1/messages/batches"  # creating a batch: its usage comes with its results, later
+# POSTs on a metered host that cost nothing: under a budget, every other POST that is not a
+# Messages API call is refused, since egress could not count it (the legacy /v1/complete, the
+# OpenAI-compatible /v1/chat/completions, and whatever endpoint the provider adds next).
+FREE_POSTS = frozenset(("/v1/files",))
 USAGE_EVENTS = frozenset(("message_start", "message_delta", "error"))
 FLUSH_DELAY = 0.25  # seconds between a change and its write to usage.json (writes coalesce)
 MAX_JSON = 8 << 20  # a streamed JSON answer is read up to this size for its usage
@@ -477,24 +482,36 @@ class BudgetGate:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         pending = self.store.pending.get(flow.id)
         req = flow.request
-        if pending is None or self.store.policy is None or not is_messages_request(req.method, req.path):
+        if pending is None or self.store.policy is None or req.method.upper() != "POST":
             return
         meter = self.meter
         if not meter.started:
             meter.start()
         meter.reload()
+        # Which endpoint: as the most lenient server routes the path (//v1/%6Dessages/ included).
+        messages, endpoint = is_messages_request(req.method, req.path), routed_path(req.path)
         if meter.settings is None:
-            if meter.error is not None:
+            if meter.error is not None and messages:
                 reason = f"the bottle's metering settings cannot be read ({meter.error})"
                 return self._answer(
                     flow, pending, 503, "api_error", f"egress: {reason}; model calls wait for the operator", reason
                 )
             return
-        if meter.settings.api_of(self.store.policy.routes[pending.route].host) is None:
+        host = self.store.policy.routes[pending.route].host
+        if meter.settings.api_of(host) is None:
+            return
+        if not messages:
+            if meter.settings.budget is not None and endpoint not in FREE_POSTS:
+                message = (
+                    f"budget: POST {endpoint[:120]} on {host} is not a call egress can count toward bottle "
+                    f"{meter.settings.slug}'s budget; under a budget, model calls go to {MESSAGES}"
+                )
+                reason = f"an uncounted POST {endpoint[:120]} under a budget"
+                return self._answer(flow, pending, 403, "permission_error", message, reason)
             return
         # An answer egress can read as it passes: the upstream is asked not to compress it.
         req.headers["accept-encoding"] = "identity"
-        meter.flows[flow.id] = FlowMeter(meter) if req.path.split("?", 1)[0].rstrip("/") == MESSAGES else None
+        meter.flows[flow.id] = FlowMeter(meter) if endpoint == MESSAGES else None
 
     @guarded("budget", REQUEST)
     def request(self, flow: http.HTTPFlow) -> None:
@@ -511,8 +528,7 @@ class BudgetGate:
             return
         meter = self.meter
         budget = meter.settings.budget if meter.settings else None
-        path = flow.request.path.split("?", 1)[0].rstrip("/")
-        if budget is not None and meter.settings is not None and path == BATCHES:
+        if budget is not None and meter.settings is not None and routed_path(flow.request.path) == BATCHES:
             # A batch's usage comes with its results, long after: no budget could hold it.
             self.meter.flows.pop(flow.id, None)
             message = (

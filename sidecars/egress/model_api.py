@@ -17,10 +17,11 @@ from decisions import DecisionLog
 from failclosed import REQUEST, guarded
 from mitmproxy import http
 from policy_store import MODEL_API, Pending, PolicyStore
+from request_target import routed_path
 
 # The Messages API's endpoints that take tools (count_tokens takes the same body; a batch holds
-# many such bodies under requests[].params).
-MESSAGES_PATH = re.compile(r"^/v1/messages(/count_tokens|/batches)?/?$")
+# many such bodies under requests[].params), matched on the path as a lenient server routes it.
+MESSAGES_PATH = re.compile(r"^/v1/messages(/count_tokens|/batches)?$")
 # Tool types the client runs itself (Anthropic-defined, but executed by the agent's own tools,
 # whose traffic goes through egress like any other). Any other `type` is a server tool.
 CLIENT_TOOL_TYPES = ("custom",)
@@ -42,7 +43,7 @@ BETA_PREFIXES = (
 
 
 def is_messages_request(method: str, path: str) -> bool:
-    return method == "POST" and bool(MESSAGES_PATH.match(path.split("?", 1)[0]))
+    return method.upper() == "POST" and bool(MESSAGES_PATH.match(routed_path(path)))
 
 
 def _tool_of_type(kind: Any) -> str | None:

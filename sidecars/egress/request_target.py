@@ -52,6 +52,15 @@ def _decode_fully(path: str) -> str | None:
     return None
 
 
+def routed_path(path: str) -> str:
+    """The path (query dropped) as the most lenient server would route it: percent-decoded until
+    stable, runs of '/' as one, case folded, no trailing '/'. For telling which endpoint a request
+    reaches (``//v1/%6Dessages/`` is ``/v1/messages``), never for matching a route's globs."""
+    raw = path.split("?", 1)[0]
+    decoded = _decode_fully(raw) or raw  # one that never settles is refused by path_problem
+    return re.sub(r"/{2,}", "/", decoded).lower().rstrip("/") or "/"
+
+
 def path_problem(path: str) -> str | None:
     """Why a request path is refused on every route, else None.
 

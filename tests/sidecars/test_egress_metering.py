@@ -260,15 +260,21 @@ def egress(state):
         yield addon
 
 
-def call(egress, *, stream: bool, host: str = "api.anthropic.com", model: str = "claude-sonnet-4-5"):
-    body = json.dumps({"model": model, "messages": [], "stream": stream}).encode()
+def post(egress, path: str, doc: dict, host: str = "api.anthropic.com"):
+    """A JSON POST to ``path`` on ``host``, sent through the request side of egress."""
+    body = json.dumps(doc).encode()
     f = make_flow(
         "POST",
-        f"https://{host}/v1/messages?beta=true",
+        f"https://{host}{path}",
         {"x-api-key": "placeholder", "content-type": "application/json", "content-length": str(len(body))},
     )
     f.request.data.content = body
     send(egress, f)
+    return f
+
+
+def call(egress, *, stream: bool, host: str = "api.anthropic.com", model: str = "claude-sonnet-4-5"):
+    f = post(egress, "/v1/messages?beta=true", {"model": model, "messages": [], "stream": stream}, host)
     if f.response is not None:
         egress.response(f)
         return f
@@ -375,6 +381,38 @@ def test_a_message_batch_is_refused_under_a_budget(egress) -> None:
     send(egress, f)
     assert f.response.status_code == 403
     assert "message batches are not available" in json.loads(f.response.content)["error"]["message"]
+
+
+ANY_CALL = {"model": "claude-sonnet-4-5", "messages": [], "prompt": "x"}
+
+
+@pytest.mark.parametrize(
+    "path", ["//v1/messages", "/v1//messages/", "/V1/Messages", "/v1/%6Dessages", "/%2Fv1/messages"]
+)
+def test_a_reached_budget_holds_however_the_path_is_spelled(egress, path) -> None:
+    for _ in range(3):
+        call(egress, stream=False)
+    f = post(egress, path, ANY_CALL)
+    assert f.response is not None and f.response.status_code == 429
+    assert f.request.headers["x-api-key"] == "placeholder"
+
+
+@pytest.mark.parametrize("path", ["/v1/complete", "/v1/chat/completions", "/v1/responses", "/api/v1/messages"])
+def test_a_post_egress_cannot_count_is_refused_under_a_budget(egress, state, path) -> None:
+    f = post(egress, path, ANY_CALL)  # the budget is not reached: the endpoint itself is refused
+    assert f.response is not None and f.response.status_code == 403
+    assert f.request.headers["x-api-key"] == "placeholder"
+    message = json.loads(f.response.content)["error"]["message"]
+    assert message == (
+        f"budget: POST {path.lower()} on api.anthropic.com is not a call egress can count toward bottle b-1's "
+        "budget; under a budget, model calls go to /v1/messages"
+    )
+    assert decisions(state)[-1]["decision"] == "budget"
+    assert post(egress, "/v1/files", ANY_CALL).response is None  # an upload costs nothing: it goes through
+    m = egress.egress.meter.settings
+    write_metering(state / "metering.json", Metering(m.slug, m.metered, m.prices, m.prices_date, None))
+    egress.egress.lifecycle.on_sighup()
+    assert post(egress, path, ANY_CALL).response is None  # no budget: nothing to hold
 
 
 def test_a_call_egress_refused_later_is_not_counted(egress, state) -> None:

@@ -143,6 +143,16 @@ def test_a_tool_the_route_names_passes(egress) -> None:
     assert refused(g)
 
 
+# Spellings of the Messages API's path that a lenient server routes to it all the same.
+MESSAGES_SPELLINGS = ["//v1/messages", "/v1//messages/", "/V1/Messages", "/v1/%6Dessages", "/%2Fv1/messages%2F"]
+
+
+@pytest.mark.parametrize("path", MESSAGES_SPELLINGS)
+def test_the_tools_check_holds_however_the_path_is_spelled(egress, path) -> None:
+    f = messages(egress, {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, path=path)
+    assert refused(f)["message"].startswith("egress: blocked: model tool web_search")
+
+
 def test_a_batch_is_checked_request_by_request(egress) -> None:
     doc = {
         "requests": [

@@ -61,7 +61,12 @@ BATCHES = "/v1/messages/batches"  # creating a batch: its usage comes with its r
 # Messages API call is refused, since egress could not count it (the legacy /v1/complete, the
 # OpenAI-compatible /v1/chat/completions, and whatever endpoint the provider adds next).
 FREE_POSTS = frozenset(("/v1/files",))
-USAGE_EVENTS = frozenset(("message_start", "message_delta", "error"))
+USAGE_EVENTS = frozenset(("message_start", "message_delta", "content_block_delta", "error"))
+# An answer cut before its closing message_delta (the client hung up, or a hostile agent cut it
+# to hide the output) still cost what the model generated: its output tokens are then estimated
+# from the characters of the deltas that passed, at fewer characters per token than any text
+# has on average (English is about 4, code 3 to 3.5), so the estimate errs toward the budget.
+CHARS_PER_TOKEN = 3
 FLUSH_DELAY = 0.25  # seconds between a change and its write to usage.json (writes coalesce)
 MAX_JSON = 8 << 20  # a streamed JSON answer is read up to this size for its usage
 MAX_COUNT = 10**12  # a count in one answer beyond this is not believed
@@ -341,6 +346,8 @@ class FlowMeter:
         self.decoder: Any = None
         self.unreadable = False
         self.malformed = 0
+        self.final = False  # the answer's closing usage came (message_delta, or the whole JSON)
+        self.generated = 0  # characters of generated content the stream carried
 
     def name(self) -> str:
         return self.model or self.request_model or UNKNOWN
@@ -383,7 +390,13 @@ class FlowMeter:
             if isinstance(msg, dict):
                 self.usage(msg.get("model"), msg.get("usage"))
         elif name == "message_delta":
-            self.usage(None, doc.get("usage"))
+            usage = doc.get("usage")
+            self.final = self.final or (isinstance(usage, dict) and "output_tokens" in usage)
+            self.usage(None, usage)
+        elif name == "content_block_delta":
+            delta = doc.get("delta")
+            if isinstance(delta, dict):
+                self.generated += sum(len(v) for k, v in delta.items() if k != "type" and isinstance(v, str))
         else:
             self.failed = True  # an error event: the answer ended in an error
 
@@ -401,6 +414,7 @@ class FlowMeter:
             self.malformed += 1
             return
         if isinstance(doc, dict) and doc.get("type") == "message":
+            self.final = True
             self.usage(doc.get("model"), doc.get("usage"))
 
     # a stream as it passes ------------------------------------------------------------------------
@@ -432,6 +446,13 @@ class FlowMeter:
             body, self.body = bytes(self.body), None
             self.whole(body)
         failed = error or self.failed or self.status >= 400
+        if not self.final and self.generated:
+            estimate = -(-self.generated // CHARS_PER_TOKEN)
+            if estimate > self.applied["output_tokens"]:
+                self.usage(None, {"output_tokens": estimate})
+                self.meter._warn_once(
+                    "an answer ended before its usage came: its output tokens are estimated from what streamed"
+                )
         if not self.counted:
             self.counted = True
             self.meter.add(self.name(), {}, request=True, error=failed)

@@ -152,6 +152,22 @@ def test_a_stream_cut_anywhere_passes_whole_and_is_counted_once(tmp_path_factory
     assert c["cache_creation_1h_input_tokens"] == 512
 
 
+def test_a_stream_cut_before_its_usage_counts_an_estimate_of_its_output(meter) -> None:
+    # A hostile agent hangs up after the last delta, before message_delta (whose usage holds the
+    # output tokens): the characters that streamed are counted at CHARS_PER_TOKEN, never less.
+    events = list(fake_messages_api.events(MODEL, deltas=40))
+    cut = next(i for i, (name, _) in enumerate(events) if name == "message_delta")
+    body = b"".join(f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events[:cut])
+    text = sum(len(d["delta"]["text"]) for n, d in events if n == "content_block_delta")
+    streamed(meter, [body[:500], body[500:]])
+    c = dict(counts(meter))
+    assert c["output_tokens"] == -(-text // metering.CHARS_PER_TOKEN) and c["input_tokens"] == 12
+    # a whole stream counts what its usage says, not the estimate
+    whole = b"".join(f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events)
+    streamed(meter, [whole])
+    assert counts(meter)["output_tokens"] == c["output_tokens"] + USAGE["output_tokens"]
+
+
 def test_each_chunk_leaves_as_it_came_with_the_scrubbers_stream(meter) -> None:
     scrubber = egress_module("scrubber").Scrubber(["sk-secret-value-123456"])
     body = stream_bytes()

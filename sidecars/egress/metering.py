@@ -42,6 +42,7 @@ from bottle_contract import layout
 from bottle_contract import proposal as contract
 from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
+from bottle_contract.hosts import normalize_host
 from bottle_contract.usage import (
     CACHE_1H,
     TOKEN_KEYS,
@@ -518,8 +519,13 @@ class BudgetGate:
                     flow, pending, 503, "api_error", f"egress: {reason}; model calls wait for the operator", reason
                 )
             return
-        host = self.store.policy.routes[pending.route].host
-        if meter.settings.api_of(host) is None:
+        # Metered by the host the request reaches, or by its route's pattern: a wildcard route
+        # over a metered host (*.anthropic.com) is no way around the meter.
+        host = normalize_host(req.host)
+        if (
+            meter.settings.api_of(host) is None
+            and meter.settings.api_of(self.store.policy.routes[pending.route].host) is None
+        ):
             return
         if not messages:
             if meter.settings.budget is not None and endpoint not in FREE_POSTS:

@@ -261,17 +261,17 @@ def state(tmp_path):
     return tmp_path / "egress"
 
 
+def budgeted(state, budget: Budget) -> None:
+    """metering.json of bottle b-1: api.anthropic.com metered at the default prices, under ``budget``."""
+    metered = (Metered("api.anthropic.com", "anthropic"),)
+    write_metering(
+        state / "metering.json", Metering(slug="b-1", metered=metered, prices=default_prices(), budget=budget)
+    )
+
+
 @pytest.fixture
 def egress(state):
-    write_metering(
-        state / "metering.json",
-        Metering(
-            slug="b-1",
-            metered=(Metered("api.anthropic.com", "anthropic"),),
-            prices=default_prices(),
-            budget=Budget(usd=round(one_answer_cost() * 2.5, 6)),
-        ),
-    )
+    budgeted(state, Budget(usd=round(one_answer_cost() * 2.5, 6)))
     with driven_egress(state, ROUTES, {"ANTHROPIC_API_KEY": KEY}) as addon:
         yield addon
 
@@ -429,6 +429,15 @@ def test_a_post_egress_cannot_count_is_refused_under_a_budget(egress, state, pat
     write_metering(state / "metering.json", Metering(m.slug, m.metered, m.prices, m.prices_date, None))
     egress.egress.lifecycle.on_sighup()
     assert post(egress, path, ANY_CALL).response is None  # no budget: nothing to hold
+
+
+def test_a_wildcard_route_over_a_metered_host_is_metered(state) -> None:
+    budgeted(state, Budget(tokens=1))
+    routes = routes_yaml(route_line("*.anthropic.com", auth=AUTH, dlp=NO_BODY_DLP))
+    with driven_egress(state, routes, {"ANTHROPIC_API_KEY": KEY}) as egress:
+        assert call(egress, stream=False).response.status_code == 200  # counted: over the 1-token budget
+        assert call(egress, stream=False).response.status_code == 429
+        assert call(egress, stream=False, host="API.Anthropic.com.").response.status_code == 429
 
 
 def test_a_call_egress_refused_later_is_not_counted(egress, state) -> None:

@@ -132,6 +132,28 @@ def test_egress_in_the_bundle_answers_the_agent(bottles: tuple[SwarmBottle, Swar
     assert out.stdout == "403"
 
 
+def test_selftest_blocks_every_attack_from_a_swarm_bottle_and_leaves_nothing(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle]
+) -> None:
+    """The escape suite through `bottle-tui selftest`: its canary is a service on the bottle's
+    egress overlay (the bundle's way out, where the internet would be), pinned to its node."""
+    b = bottles[0]
+    policy = b.exec("cat", "/state/egress/routes.yaml", role="sidecars").stdout
+    out = swarm_cli(swarm_home, "selftest", b.slug, check=False, timeout=600)
+    print(out.stdout)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    summary = next(line for line in out.stdout.splitlines() if " attacks: " in line)
+    attacks = int(summary.split()[0])
+    assert attacks >= 30 and summary.startswith(f"{attacks} attacks: {attacks} blocked, 0 LEAKED, 0 unclear")
+    assert "controls: 3 pass" in summary and "blocked  credentials-in-agent" in out.stdout
+    assert "canary service" in out.stderr and "warning" not in out.stderr
+    # The bottle's own policy is back, and nothing of the canary stays on the swarm.
+    assert b.exec("cat", "/state/egress/routes.yaml", role="sidecars").stdout == policy
+    for kind in ("service", "secret", "config"):
+        assert not manager(kind, "ls", "-q", "--filter", "label=dev.bottle-tui.selftest=true").stdout.split()
+    assert not on_node(b.node, "ps", "-aq", "--filter", "label=dev.bottle-tui.selftest=true").stdout.split()
+
+
 def test_a_restarted_bundle_keeps_its_state(bottles: tuple[SwarmBottle, SwarmBottle]) -> None:
     b = bottles[1]
     seeded = b.exec("cat", "/state/.seeded", role="sidecars").stdout

@@ -391,6 +391,14 @@ def decide(
         raise BottleError(f"the note is longer than {MAX_NOTE} characters: shorten it")
     state, found = find(home, pid, files_for)
     files = files_for(state)
+    if found.kind == "budget" and action != "reject" and not isinstance(files, LocalFiles):
+        # apply_budget writes the state folder's metering.json; this bottle's egress reads the one
+        # on its node, which no host call writes yet.
+        raise BottleError(
+            f"proposal {pid}: a budget change cannot be applied to {state.slug} yet (its metering.json is on "
+            f"the volume of its node, beside {files.where}): reject it (`bottle-tui proposals reject {pid}`), "
+            "or stop the bottle and start a new one with a larger budget: in its bottle file"
+        )
     home_line: str | None = None
     for attempt in range(COMMIT_TRIES):
         # The first attempt decides on the proposal as found; a retry reads it again.

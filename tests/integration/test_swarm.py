@@ -191,6 +191,19 @@ def test_a_home_naming_no_such_context_is_one_line(tmp_path: Path, swarm_lab: No
     assert "no Docker context 'no-such-context'" in out.stderr
 
 
+def test_a_node_without_the_images_is_found_from_its_engines_own_listing(swarm_lab: None) -> None:
+    """The listing the bring-up reads, from a real node: what it holds is found, what it lacks is
+    named (test_swarm_refusals.py checks the line that says what to run)."""
+    from bottle_tui.backends.docker.images import image_refs
+    from bottle_tui.backends.swarm import lifecycle
+
+    listing = on_node("worker2", "image", "ls", "--format", lifecycle.IMAGE_LS_FORMAT).stdout
+    refs = list(image_refs().values())
+    absent = refs[0].rsplit(":", 1)[0] + ":000000000000"
+    assert lifecycle.missing_images(listing, refs) == []
+    assert lifecycle.missing_images(listing, [*refs, absent]) == [absent]
+
+
 def test_stop_removes_the_bottle_from_the_swarm(swarm_home: Path) -> None:
     b = start_swarm_bottle(swarm_home)
     t0 = time.monotonic()

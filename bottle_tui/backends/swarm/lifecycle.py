@@ -105,6 +105,11 @@ def _object_labels(plan: BottlePlan) -> list[str]:
 
 async def preflight(plan: BottlePlan) -> Cluster:
     settings = settings_for(plan.home)
+    if plan.snapshot is not None:
+        raise BottleError(
+            f"snapshot {plan.snapshot.name}: a fork cannot start on a swarm yet ({plan.bottle.path} says backend: swarm, "
+            f"and the snapshot's image is on this engine only); start {plan.agent.name} without --from"
+        )
     if plan.bottle.git:
         raise BottleError(
             f"{plan.bottle.path}: git: a swarm bottle has no git gate yet (its mirror would live on the node's volume, "
@@ -227,14 +232,29 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
 
 async def _require_images(cluster: Cluster, node: str, plan: BottlePlan) -> None:
     refs = [plan.images["agent"], plan.images["sidecars"]]
-    result = await cluster.node_call(node, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}")
-    have = set(result.stdout.split())
-    missing = [r for r in refs if r not in have]
+    listing = await cluster.node_call(node, "image", "ls", "--format", IMAGE_LS_FORMAT)
+    missing = missing_images(listing.stdout, refs)
     if missing:
-        raise BottleError(
-            f"swarm node {node} does not have {', '.join(missing)}: push them to a registry (`bottle-tui images push "
-            "REGISTRY`, then images.registry in config.yaml) or load them there (`make swarm-lab` does, for the lab)"
-        )
+        raise BottleError(no_images_message(node, await cluster.node_context(node), missing))
+
+
+IMAGE_LS_FORMAT = "{{.Repository}}:{{.Tag}}"
+
+
+def missing_images(listing: str, refs: list[str]) -> list[str]:
+    """Which of ``refs`` a node's `docker image ls --format IMAGE_LS_FORMAT` does not list."""
+    have = {line.strip() for line in listing.splitlines()}
+    return [r for r in refs if r not in have]
+
+
+def no_images_message(node: str, context: str, missing: list[str]) -> str:
+    """A node without the bottle images: the one line naming it and the commands that fix it."""
+    return (
+        f"swarm node {node} does not have {', '.join(missing)}: load them there "
+        f"(`docker save {' '.join(missing)} | docker --context {context} load`; `make swarm-lab` does, for the lab) "
+        "or push them to a registry the nodes reach (`bottle-tui images push REGISTRY`, then images: {registry: REGISTRY} "
+        "in config.yaml)"
+    )
 
 
 def _secret_values(plan: BottlePlan) -> dict[str, str]:
@@ -389,13 +409,15 @@ async def _save_what_stays(
     except (BottleError, CommandError) as exc:
         problem(f"node {node} does not answer ({exc}): its egress decisions and transcript are not saved")
         return
-    if bundle:
-        code, out, err = await _exec(cluster, node, bundle, [*CONTROL, "read", layout.EGRESS, layout.REQUESTS_LOG])
+    saved = ((layout.REQUESTS_LOG, "egress's decisions"), (layout.USAGE, "what the bottle spent"))
+    for name, what in saved if bundle else ():
+        assert bundle is not None
+        code, out, err = await _exec(cluster, node, bundle, [*CONTROL, "read", layout.EGRESS, name])
         if code == 0:
             state.egress.mkdir(mode=0o700, exist_ok=True)
-            atomic_write(state.egress_log, out, mode=0o600)
+            atomic_write(state.egress / name, out, mode=0o600)
         elif code != 4:
-            problem(f"reading egress's decisions failed: {err.strip()[-200:]}")
+            problem(f"reading {what} ({layout.EGRESS}/{name}) failed: {err.strip()[-200:]}")
     if agent:
         result = await run(
             ["docker", "--context", context, "cp", f"{agent}:{TRANSCRIPTS}", str(state.transcript)],

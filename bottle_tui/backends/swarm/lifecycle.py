@@ -27,6 +27,7 @@ from bottle_contract.files import atomic_write
 
 from ...config import SwarmSettings, load_config
 from ...errors import BottleError
+from ...manifest import default_home
 from ...plan import CA_CERT_NAME, TRANSCRIPTS, BottlePlan
 from ...runner import CommandError, run
 from ...state import StateDir, project_name, remove_tree, state_dir
@@ -385,10 +386,10 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False)
     return report
 
 
-async def _save_what_stays(
-    cluster: Cluster, state: StateDir, node: str | None, slug: str, problem: Callable[[str], None]
-) -> None:
-    logs = []
+async def service_logs(cluster: Cluster, slug: str) -> tuple[str, list[str]]:
+    """What the bottle's two services logged (timestamped, through the manager), and one line per
+    service whose logs could not be read (a service gone already is not one)."""
+    logs, problems = [], []
     for service in ("sidecars", "agent"):
         try:
             got = await cluster.manager_call(
@@ -397,9 +398,26 @@ async def _save_what_stays(
             logs.append(got.stdout + got.stderr)
         except CommandError as exc:
             if "no such task or service" not in exc.stderr:  # gone already: a stop finishing later
-                problem(f"saving the logs of {service} failed: {exc}")
-    if any(logs) or not state.compose_log.exists():  # a stop finishing later keeps the first one's
-        atomic_write(state.compose_log, "".join(logs), mode=0o600)
+                problems.append(f"the logs of {service} failed: {exc}")
+    return "".join(logs), problems
+
+
+async def logs(info: BottleInfo) -> str:
+    """`bottle-tui`'s logs view of a swarm bottle: both services' logs; a failure is a line in it."""
+    home = Path(info.home) if info.home else default_home()
+    meta = state_dir(home, info.slug).read_metadata() or {}
+    text, problems = await service_logs(cluster_of(home, meta), info.slug)
+    return text + "".join(f"error: {line}\n" for line in problems)
+
+
+async def _save_what_stays(
+    cluster: Cluster, state: StateDir, node: str | None, slug: str, problem: Callable[[str], None]
+) -> None:
+    logs, problems = await service_logs(cluster, slug)
+    for line in problems:
+        problem(f"saving {line}")
+    if logs or not state.compose_log.exists():  # a stop finishing later keeps the first one's
+        atomic_write(state.compose_log, logs, mode=0o600)
     if node is None:
         return
     try:

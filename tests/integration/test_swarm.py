@@ -68,6 +68,19 @@ def test_ls_lists_swarm_bottles_with_their_services(swarm_home: Path, bottles: t
         assert entry["home"] == str(swarm_home)
 
 
+def test_the_logs_view_reads_both_services_logs_through_the_manager(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from bottle_tui import ops
+
+    monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(swarm_home))
+    b = bottles[0]
+    text = asyncio.run(ops.bundle_logs(asyncio.run(ops.find(b.slug))))
+    assert f"{b.service('sidecars')}.1@{b.node}" in text and "error:" not in text
+
+
 def test_services_are_the_docker_bottles_hardened_and_the_credential_only_a_secret(
     bottles: tuple[SwarmBottle, SwarmBottle],
 ) -> None:
@@ -211,6 +224,8 @@ def test_stop_removes_the_bottle_from_the_swarm(swarm_home: Path) -> None:
     print(f"stop took {time.monotonic() - t0:.1f} s")
     assert not leftovers(b.slug)
     assert (swarm_home / "archive" / b.slug / "compose.log").exists()
+    # What it spent comes from the node's volume to the archive, where `usage` reads it.
+    assert json.loads((swarm_home / "archive" / b.slug / "egress" / "usage.json").read_text())["totals"] is not None
     assert not (swarm_home / "state" / b.slug).exists()
 
 

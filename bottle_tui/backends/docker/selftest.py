@@ -474,11 +474,16 @@ async def run_suite(site: Site, progress: Progress, *, environ: Mapping[str, str
             finally:
                 try:
                     await site.put(routes_text, trust, was=canary_routes)
-                    await site.reload()
                 except (BottleError, CommandError) as exc:
-                    progress(
-                        f"warning: the original policy was written back but egress did not confirm the reload: {exc}"
-                    )
+                    progress(f"warning: the bottle's own policy was not written back (the selftest routes stay): {exc}")
+                else:
+                    try:
+                        await site.reload()
+                    except (BottleError, CommandError) as exc:
+                        progress(
+                            "warning: the original policy was written back but egress did not confirm the reload: "
+                            f"{exc}"
+                        )
         finally:
             await site.remove_canary()
     return SelftestResult(outcomes, findings, sorted(secrets), not_judged)

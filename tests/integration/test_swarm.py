@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -218,7 +220,20 @@ def test_a_node_without_the_images_is_found_from_its_engines_own_listing(swarm_l
 
 
 def test_stop_removes_the_bottle_from_the_swarm(swarm_home: Path) -> None:
+    """Its canary too, when a selftest was killed before it removed its own (stop finds it by label)."""
     b = start_swarm_bottle(swarm_home)
+    env = {**os.environ, "CLAUDE_BOTTLE_HOME": str(swarm_home), "BOTTLE_TEST_TOKEN": SECRET}
+    argv = [sys.executable, "-m", "bottle_tui", "selftest", b.slug]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as selftest:
+        assert selftest.stderr is not None
+        said = []
+        for line in selftest.stderr:  # killed once its attacks run: the canary is up
+            said.append(line)
+            if line.startswith("running"):
+                break
+        selftest.kill()
+    assert "starting canary service" in "".join(said), said
+    assert manager("service", "ls", "-q", "--filter", "label=dev.bottle-tui.selftest=true").stdout.split()
     t0 = time.monotonic()
     swarm_cli(swarm_home, "stop", b.slug)
     print(f"stop took {time.monotonic() - t0:.1f} s")

@@ -17,7 +17,7 @@ import yaml
 from bottle_contract.files import atomic_write
 from bottle_contract.policy import yaml_text
 from bottle_contract.proposal import ID_RE
-from bottle_tui import cli, proposals
+from bottle_tui import cli, policy_diff, proposals
 from bottle_tui.bottle_files import LocalFiles
 from bottle_tui.console.inert import inert
 from bottle_tui.errors import BottleError
@@ -552,3 +552,8 @@ def test_a_budget_change_of_a_bottle_whose_files_are_elsewhere_is_refused_in_one
     assert proposals.find(home, p.id)[1].pending and not state.metering.exists()
     out = proposals.decide(home, p.id, "reject", by="op", files_for=FilesElsewhere)
     assert out.proposal.status == "rejected" and not state.metering.exists()
+    # What approving it would do says the same, instead of a metering.json that is not here.
+    p = proposals.create(state, "budget", {"usd": 30}, "spent it again")
+    assert policy_diff.proposal_diff(state, p, FilesElsewhere(state)).startswith(
+        f"proposal {p.id}: a budget change cannot be applied to tester-aaaaaa yet"
+    )

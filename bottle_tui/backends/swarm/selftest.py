@@ -91,7 +91,7 @@ class SwarmSite:
         return routes, (trust or "").encode()
 
     async def put(self, routes: str, trust: bytes, *, was: str) -> None:
-        await asyncio.to_thread(self.files.write_text, layout.EGRESS, layout.UPSTREAM_CA, trust.decode())
+        """The policy first: when it changed meanwhile (a decision or an edit), nothing is written."""
         try:
             await asyncio.to_thread(self.files.commit, expect_policy=was, policy=routes, pending=None, proposal=None)
         except Conflict:
@@ -99,6 +99,7 @@ class SwarmSite:
                 f"the policy of {self.slug} changed while selftest ran (a decision or an edit): "
                 f"check it with `bottle-tui routes edit {self.slug}`"
             ) from None
+        await asyncio.to_thread(self.files.write_text, layout.EGRESS, layout.UPSTREAM_CA, trust.decode())
 
     async def _ready(self) -> str:
         return await asyncio.to_thread(self.files.read_text, layout.EGRESS, layout.READY) or ""

@@ -532,16 +532,21 @@ def judge_all(
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """egress's requests.jsonl (and its rotated predecessors are not needed: a run is seconds)."""
-    entries = []
     try:
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    entries.append(json.loads(line))
-                except ValueError:
-                    continue
+            return parse_requests_log(fh.read())
     except OSError:
-        pass
+        return []
+
+
+def parse_requests_log(text: str) -> list[dict[str, Any]]:
+    """The entries of a requests.jsonl's text (a line that is not JSON is skipped)."""
+    entries = []
+    for line in text.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
     return entries
 
 

@@ -31,7 +31,8 @@ def proposal_diff(state: StateDir, p: Proposal, files: BottleFiles | None = None
     the change cannot be applied. Raises BottleError when routes.yaml cannot be read. A budget
     lives in metering.json: a sentence says what approving sets it to."""
     if p.kind == "budget":
-        return proposals.budget_change_text(state, p.change)
+        refused = proposals.budget_refusal(p.id, state, files) if files is not None else None
+        return refused or proposals.budget_change_text(state, p.change)
     before, doc = proposals.read_policy(state, files)
     try:
         change = proposals.validate_change(p.kind, p.change)

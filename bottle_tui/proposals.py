@@ -280,6 +280,19 @@ def budget_change_text(state: StateDir, change: dict[str, Any]) -> str:
     return f"metering.json: the budget goes from {was} to {final.describe()}; refused model calls go through again"
 
 
+def budget_refusal(pid: str, state: StateDir, files: BottleFiles) -> str | None:
+    """Why budget proposal ``pid`` cannot be approved, in one line, when the bottle's
+    metering.json is not its state folder's (a swarm bottle's is on its node, which no host call
+    writes yet: apply_budget writes the state folder's); None when it can."""
+    if isinstance(files, LocalFiles):
+        return None
+    return (
+        f"proposal {pid}: a budget change cannot be applied to {state.slug} yet (its metering.json is on "
+        f"the volume of its node, beside {files.where}): reject it (`bottle-tui proposals reject {pid}`), "
+        "or stop the bottle and start a new one with a larger budget: in its bottle file"
+    )
+
+
 def apply_budget(state: StateDir, change: dict[str, Any]) -> bool:
     """Set the bottle's budget to an approved ``change`` in metering.json, which egress reloads
     on its next model call; False when it was so already. ``decide`` calls it once the decision is
@@ -391,6 +404,9 @@ def decide(
         raise BottleError(f"the note is longer than {MAX_NOTE} characters: shorten it")
     state, found = find(home, pid, files_for)
     files = files_for(state)
+    refused = budget_refusal(pid, state, files) if found.kind == "budget" and action != "reject" else None
+    if refused is not None:
+        raise BottleError(refused)
     home_line: str | None = None
     for attempt in range(COMMIT_TRIES):
         # The first attempt decides on the proposal as found; a retry reads it again.

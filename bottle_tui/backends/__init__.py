@@ -201,7 +201,12 @@ def events_argv() -> list[str]:
 
 
 async def bundle_logs(info: BottleInfo) -> str:
-    """Everything the bottle's containers logged (compose logs, timestamped)."""
+    """Everything the bottle's containers logged, timestamped (compose logs; a swarm bottle's
+    services' logs through its manager)."""
+    if info.backend == "swarm":
+        from .swarm import lifecycle
+
+        return await lifecycle.logs(info)
     from .docker import engine
 
     return await engine.logs(info.project)

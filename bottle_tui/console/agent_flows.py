@@ -315,7 +315,8 @@ def show_logs(app: BottleConsole, info: BottleInfo) -> None:
 
 
 async def _show_logs(app: BottleConsole, info: BottleInfo) -> None:
-    log = LogScreen(f"Logs of {info.slug} (docker compose logs)")
+    source = "docker service logs" if info.backend == "swarm" else "docker compose logs"
+    log = LogScreen(f"Logs of {info.slug} ({source})")
     await app.push_screen(log)
     try:
         text = await ops.bundle_logs(info)

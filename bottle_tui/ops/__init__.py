@@ -328,8 +328,15 @@ def usage(home: Path, slug: str | None = None) -> list[BottleUsage]:
     found = spend.all_usage(home)
     if slug is None:
         return found
-    state_dir(home, slug)  # checks the slug
+    state = state_dir(home, slug)  # checks the slug
     mine = [u for u in found if u.slug == slug]
+    meta = (state.read_metadata() or {}) if state.path.is_dir() else {}
+    if not mine and meta.get("backend") == "swarm":
+        raise BottleError(
+            f"{slug} is a swarm bottle: what it spends is counted on the volume of node {meta.get('node') or '?'}, "
+            f"which `usage` does not read while it runs yet; `bottle-tui stop {slug}` brings it to the archive, "
+            f"where `bottle-tui usage {slug}` finds it"
+        )
     if not mine:
         raise BottleError(
             f"no usage recorded for '{slug}' in {state_root(home)} or its archive: it made no metered model call "

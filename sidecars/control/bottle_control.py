@@ -6,9 +6,11 @@ context, so the engine's own TLS or SSH is the only authentication and no port i
     seed           a tar of the sidecar folders on stdin -> /state, then the seed mark (init waits for it)
     ready D[,D..]  wait until each daemon's ready file exists; print them as one JSON object
     read F NAME    print /state/F/NAME (a sidecar folder's file), bounded
+    write F NAME   stdin -> /state/F/NAME, atomically; only the files the host writes outside a
+                   commit (WRITABLE: egress's upstream trust, which selftest extends for its run)
     queue          every proposal of the queue, one JSON object per line
     commit         one decision or policy edit (JSON on stdin), applied by the contract's commit
-    serve          queue, read and commit as JSON lines on stdin and stdout: one exec for many requests
+    serve          queue, read, write and commit as JSON lines on stdin and stdout: one exec for many requests
     watch          a JSON line for each proposal and for the agent's status as it changes, until killed
 
 Every path is the contract's (bottle_contract.layout); every write is its atomic one.
@@ -32,6 +34,8 @@ from bottle_contract.files import atomic_write
 # The seed is a few small files (policy, CA, gate and supervise settings): anything larger is not one.
 MAX_SEED_BYTES = 8 << 20
 MAX_READ_BYTES = 64 << 20
+# What `write` may replace: routes.yaml and the queue change only through the contract's commit.
+WRITABLE = {(layout.EGRESS, layout.UPSTREAM_CA): 0o644}
 DAEMON_FOLDERS = {"egress": layout.EGRESS, "supervise": layout.SUPERVISE, "git-gate": layout.GIT_GATE}
 
 
@@ -109,6 +113,18 @@ def do_read(root: str, folder: object, name: object) -> tuple[int, dict]:
         return 4, {"error": f"no {folder}/{name}"}
 
 
+def do_write(root: str, folder: object, name: object, data: bytes) -> tuple[int, dict]:
+    if (folder, name) not in WRITABLE:
+        allowed = ", ".join(f"{f}/{n}" for f, n in WRITABLE)
+        return 2, {"error": f"write: {folder}/{name} is not a file the host writes (only {allowed})"}
+    if len(data) > MAX_SEED_BYTES:
+        return 2, {"error": f"write: more than {MAX_SEED_BYTES} bytes"}
+    assert isinstance(folder, str) and isinstance(name, str)
+    os.makedirs(os.path.join(root, folder), mode=0o700, exist_ok=True)
+    atomic_write(os.path.join(root, folder, name), data, mode=WRITABLE[(folder, name)])
+    return 0, {}
+
+
 def _queue(root: str) -> contract.Queue:
     return contract.Queue(os.path.join(root, layout.SUPERVISE, layout.QUEUE))
 
@@ -153,6 +169,11 @@ def read(root: str, folder: str, name: str) -> int:
     return 0
 
 
+def write(root: str, folder: str, name: str, stream) -> int:
+    code, answer = do_write(root, folder, name, stream.read(MAX_SEED_BYTES + 1))
+    return fail(answer["error"], code) if code else 0
+
+
 def queue(root: str) -> int:
     for p in do_queue(root)[1]["proposals"]:
         sys.stdout.write(json.dumps(p, separators=(",", ":")) + "\n")
@@ -174,7 +195,7 @@ def commit(root: str, stream) -> int:
 
 def serve(root: str, stdin, stdout) -> int:
     """Requests as JSON lines on stdin ({"op": "queue"} / {"op": "read", "folder", "name"} /
-    {"op": "commit", "request": {...}}), one JSON answer line each ({"code": N, ...}: the exit
+    {"op": "write", "folder", "name", "text"} / {"op": "commit", "request": {...}}), one JSON answer line each ({"code": N, ...}: the exit
     status the one-shot command would have had), until stdin closes: a host keeps one session per
     bottle and pays for an exec once, not per request."""
     for line in stdin:
@@ -189,10 +210,17 @@ def serve(root: str, stdin, stdout) -> int:
             code, answer = do_read(root, request.get("folder"), request.get("name"))
             if "data" in answer:
                 answer = {"text": answer["data"].decode("utf-8", errors="replace")}
+        elif op == "write":
+            text = request.get("text")
+            code, answer = (
+                do_write(root, request.get("folder"), request.get("name"), text.encode("utf-8"))
+                if isinstance(text, str)
+                else (2, {"error": "write: text is a string"})
+            )
         elif op == "commit":
             code, answer = do_commit(root, request.get("request"))
         else:
-            code, answer = 2, {"error": "expected a JSON object with op: queue, read or commit"}
+            code, answer = 2, {"error": "expected a JSON object with op: queue, read, write or commit"}
         stdout.write(json.dumps({"code": code, **answer}, separators=(",", ":")) + "\n")
         stdout.flush()
     return 0
@@ -261,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ready")
     p.add_argument("daemons")
     p.add_argument("--timeout", type=float, default=60.0)
-    p = sub.add_parser("read")
-    p.add_argument("folder")
-    p.add_argument("name")
+    for command in ("read", "write"):
+        p = sub.add_parser(command)
+        p.add_argument("folder")
+        p.add_argument("name")
     sub.add_parser("queue")
     sub.add_parser("commit")
     sub.add_parser("serve")
@@ -274,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return seed(args.root, sys.stdin.buffer)
     if args.command == "ready":
         return ready(args.root, [d for d in args.daemons.split(",") if d], args.timeout)
+    if args.command == "write":
+        return write(args.root, args.folder, args.name, sys.stdin.buffer)
     if args.command == "queue":
         return queue(args.root)
     if args.command == "commit":

@@ -17,7 +17,7 @@ import yaml
 from bottle_contract.files import atomic_write
 from bottle_contract.policy import yaml_text
 from bottle_contract.proposal import ID_RE
-from bottle_tui import cli, proposals
+from bottle_tui import cli, policy_diff, proposals
 from bottle_tui.bottle_files import LocalFiles
 from bottle_tui.console.inert import inert
 from bottle_tui.errors import BottleError
@@ -519,3 +519,41 @@ def test_a_decision_is_made_again_on_a_policy_edited_meanwhile(home: Path, state
     out = proposals.decide(home, p.id, "approve", by="op")
     assert out.policy_changed and yaml.safe_load(files.policy_text())["dlp"]["max_body_bytes"] == 4096
     assert routes_of(state)[-1]["host"] == ASK["host"]
+
+
+class FilesElsewhere:
+    """A bottle's queue and policy reached through its backend, not as its state folder (as a
+    swarm bottle's are): the contract's own code on real files, through another BottleFiles."""
+
+    def __init__(self, state: StateDir) -> None:
+        self.local = LocalFiles(state)
+        self.slug = state.slug
+        self.proposals = self.local.proposals
+        self.policy_text = self.local.policy_text
+        self.commit = self.local.commit
+
+    @property
+    def where(self) -> str:
+        return f"/state/egress/routes.yaml of {self.slug} on node n1"
+
+
+def test_a_budget_change_of_a_bottle_whose_files_are_elsewhere_is_refused_in_one_line(
+    home: Path, state: StateDir
+) -> None:
+    """Its metering.json is on its node, which no host call writes yet: approving must not
+    report a budget that egress never sees. Rejecting goes through the queue, so it works."""
+    p = proposals.create(state, "budget", {"usd": 20}, "spent the budget")
+    for action in ("approve", "modify"):
+        with pytest.raises(BottleError) as refused:
+            proposals.decide(home, p.id, action, by="op", change={"usd": 10}, files_for=FilesElsewhere)
+        message = str(refused.value)
+        assert "\n" not in message and "cannot be applied to tester-aaaaaa yet" in message
+        assert f"bottle-tui proposals reject {p.id}" in message and "on node n1" in message
+    assert proposals.find(home, p.id)[1].pending and not state.metering.exists()
+    out = proposals.decide(home, p.id, "reject", by="op", files_for=FilesElsewhere)
+    assert out.proposal.status == "rejected" and not state.metering.exists()
+    # What approving it would do says the same, instead of a metering.json that is not here.
+    p = proposals.create(state, "budget", {"usd": 30}, "spent it again")
+    assert policy_diff.proposal_diff(state, p, FilesElsewhere(state)).startswith(
+        f"proposal {p.id}: a budget change cannot be applied to tester-aaaaaa yet"
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from bottle_contract.policy import parse_policy
 from bottle_tui import escape_suite as selftest
-from bottle_tui.backends.docker.selftest import SelftestResult, judgeable_credentials
+from bottle_tui.backends.docker.selftest import SelftestResult, changed_leaves, judgeable_credentials
 from bottle_tui.escape_suite import Attack, Targets, build_suite, judge, judge_all, split_output, suite_script
 from bottle_tui.plan import MIN_CREDENTIAL_CHARS
 from tests.support.sidecars import SIDECARS, egress_module
@@ -260,3 +260,17 @@ def test_credentials_too_short_are_not_judged_and_the_report_says_why() -> None:
     assert result.ok  # nothing failed; what was not judged is said, not hidden
     only_short = SelftestResult([], [], [], [("SHORT", "it is 1 characters, shorter than 12")]).report()
     assert "no credential of this bottle is set" not in only_short
+
+
+def test_the_credential_search_copies_each_changed_file_once_not_the_folders_that_hold_them() -> None:
+    # `docker diff` of a swarm agent: /usr is listed as changed because /usr/sbin/docker-init was
+    # added (the swarm's init); copying /usr itself would copy all of it.
+    diff = "C /etc\nA /etc/bottle\nA /etc/bottle/ca.pem\nC /usr\nC /usr/sbin\nA /usr/sbin/docker-init\n"
+    diff += "C /tmp\nA /tmp/loot.txt\nA /tmp/empty-dir\nD /tmp/removed\nC /proc/1/x\nA /dev/shm/y\nC /home/u/.cfg\n"
+    assert changed_leaves(diff) == [
+        "/etc/bottle/ca.pem",
+        "/usr/sbin/docker-init",
+        "/tmp/loot.txt",
+        "/tmp/empty-dir",
+        "/home/u/.cfg",
+    ]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +68,19 @@ def test_ls_lists_swarm_bottles_with_their_services(swarm_home: Path, bottles: t
         entry = listed[b.slug]
         assert entry["backend"] == "swarm" and entry["services"] == {"agent": "running", "sidecars": "running"}
         assert entry["home"] == str(swarm_home)
+
+
+def test_the_logs_view_reads_both_services_logs_through_the_manager(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from bottle_tui import ops
+
+    monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(swarm_home))
+    b = bottles[0]
+    text = asyncio.run(ops.bundle_logs(asyncio.run(ops.find(b.slug))))
+    assert f"{b.service('sidecars')}.1@{b.node}" in text and "error:" not in text
 
 
 def test_services_are_the_docker_bottles_hardened_and_the_credential_only_a_secret(
@@ -132,6 +147,28 @@ def test_egress_in_the_bundle_answers_the_agent(bottles: tuple[SwarmBottle, Swar
     assert out.stdout == "403"
 
 
+def test_selftest_blocks_every_attack_from_a_swarm_bottle_and_leaves_nothing(
+    swarm_home: Path, bottles: tuple[SwarmBottle, SwarmBottle]
+) -> None:
+    """The escape suite through `bottle-tui selftest`: its canary is a service on the bottle's
+    egress overlay (the bundle's way out, where the internet would be), pinned to its node."""
+    b = bottles[0]
+    policy = b.exec("cat", "/state/egress/routes.yaml", role="sidecars").stdout
+    out = swarm_cli(swarm_home, "selftest", b.slug, check=False, timeout=600)
+    print(out.stdout)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    summary = next(line for line in out.stdout.splitlines() if " attacks: " in line)
+    attacks = int(summary.split()[0])
+    assert attacks >= 30 and summary.startswith(f"{attacks} attacks: {attacks} blocked, 0 LEAKED, 0 unclear")
+    assert "controls: 3 pass" in summary and "blocked  credentials-in-agent" in out.stdout
+    assert "canary service" in out.stderr and "warning" not in out.stderr
+    # The bottle's own policy is back, and nothing of the canary stays on the swarm.
+    assert b.exec("cat", "/state/egress/routes.yaml", role="sidecars").stdout == policy
+    for kind in ("service", "secret", "config"):
+        assert not manager(kind, "ls", "-q", "--filter", "label=dev.bottle-tui.selftest=true").stdout.split()
+    assert not on_node(b.node, "ps", "-aq", "--filter", "label=dev.bottle-tui.selftest=true").stdout.split()
+
+
 def test_a_restarted_bundle_keeps_its_state(bottles: tuple[SwarmBottle, SwarmBottle]) -> None:
     b = bottles[1]
     seeded = b.exec("cat", "/state/.seeded", role="sidecars").stdout
@@ -169,13 +206,41 @@ def test_a_home_naming_no_such_context_is_one_line(tmp_path: Path, swarm_lab: No
     assert "no Docker context 'no-such-context'" in out.stderr
 
 
+def test_a_node_without_the_images_is_found_from_its_engines_own_listing(swarm_lab: None) -> None:
+    """The listing the bring-up reads, from a real node: what it holds is found, what it lacks is
+    named (test_swarm_refusals.py checks the line that says what to run)."""
+    from bottle_tui.backends.docker.images import image_refs
+    from bottle_tui.backends.swarm import lifecycle
+
+    listing = on_node("worker2", "image", "ls", "--format", lifecycle.IMAGE_LS_FORMAT).stdout
+    refs = list(image_refs().values())
+    absent = refs[0].rsplit(":", 1)[0] + ":000000000000"
+    assert lifecycle.missing_images(listing, refs) == []
+    assert lifecycle.missing_images(listing, [*refs, absent]) == [absent]
+
+
 def test_stop_removes_the_bottle_from_the_swarm(swarm_home: Path) -> None:
+    """Its canary too, when a selftest was killed before it removed its own (stop finds it by label)."""
     b = start_swarm_bottle(swarm_home)
+    env = {**os.environ, "CLAUDE_BOTTLE_HOME": str(swarm_home), "BOTTLE_TEST_TOKEN": SECRET}
+    argv = [sys.executable, "-m", "bottle_tui", "selftest", b.slug]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as selftest:
+        assert selftest.stderr is not None
+        said = []
+        for line in selftest.stderr:  # killed once its attacks run: the canary is up
+            said.append(line)
+            if line.startswith("running"):
+                break
+        selftest.kill()
+    assert "starting canary service" in "".join(said), said
+    assert manager("service", "ls", "-q", "--filter", "label=dev.bottle-tui.selftest=true").stdout.split()
     t0 = time.monotonic()
     swarm_cli(swarm_home, "stop", b.slug)
     print(f"stop took {time.monotonic() - t0:.1f} s")
     assert not leftovers(b.slug)
     assert (swarm_home / "archive" / b.slug / "compose.log").exists()
+    # What it spent comes from the node's volume to the archive, where `usage` reads it.
+    assert json.loads((swarm_home / "archive" / b.slug / "egress" / "usage.json").read_text())["totals"] is not None
     assert not (swarm_home / "state" / b.slug).exists()
 
 

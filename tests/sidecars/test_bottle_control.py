@@ -75,6 +75,17 @@ def test_read_prints_one_file_of_a_sidecar_folder(tmp_path: Path) -> None:
     assert control(tmp_path, "read", "..", "etc").returncode == 2
 
 
+def test_write_replaces_only_the_files_the_host_writes(tmp_path: Path) -> None:
+    done = control(tmp_path, "write", "egress", "upstream-ca.pem", stdin=b"PEM\n")
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / "egress" / "upstream-ca.pem"
+    assert written.read_bytes() == b"PEM\n" and written.stat().st_mode & 0o777 == 0o644
+    for folder, name in (("egress", "routes.yaml"), ("supervise", "queue"), ("..", "x"), ("egress", "../x")):
+        refused = control(tmp_path, "write", folder, name, stdin=b"x")
+        assert refused.returncode == 2 and b"not a file the host writes" in refused.stderr, (folder, name)
+    assert not (tmp_path / "egress" / "routes.yaml").exists()
+
+
 ROUTES = "version: 1\nbottle: b\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n"
 
 
@@ -126,3 +137,19 @@ def test_watch_streams_each_proposal_and_the_status_as_they_change(tmp_path: Pat
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_serve_answers_a_line_per_request_write_included(tmp_path: Path) -> None:
+    (tmp_path / "egress").mkdir()
+    (tmp_path / "egress" / "routes.yaml").write_text(ROUTES)
+    requests = [
+        {"op": "write", "folder": "egress", "name": "upstream-ca.pem", "text": "PEM\n"},
+        {"op": "read", "folder": "egress", "name": "upstream-ca.pem"},
+        {"op": "write", "folder": "egress", "name": "routes.yaml", "text": "x"},
+        {"op": "write", "folder": "egress", "name": "upstream-ca.pem", "text": 1},
+        {"op": "nothing"},
+    ]
+    done = control(tmp_path, "serve", stdin=b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["code"] for a in answers] == [0, 0, 2, 2, 2]
+    assert answers[1]["text"] == "PEM\n" and (tmp_path / "egress" / "routes.yaml").read_text() == ROUTES

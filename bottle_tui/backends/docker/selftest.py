@@ -1,4 +1,4 @@
-"""`bottle-tui selftest SLUG`: the escape suite against a live docker bottle, aimed at a canary.
+"""`bottle-tui selftest SLUG`: the escape suite against a live bottle, aimed at a canary.
 
 Attacks need an "internet" that shows whether they got through, and must never touch a real one.
 So for the length of the run:
@@ -15,6 +15,11 @@ So for the length of the run:
 
 Nothing is sent to any other host: blocked names resolve only on the bottle's egress network, to
 the canary, and the agent's network has no route out.
+
+``run_suite`` is written once against a ``Site``: how the run reaches the bottle's policy, egress
+and engine. ``LocalSite`` is a docker bottle's (its state folder, a canary container); a swarm
+bottle's is backends/swarm/selftest.py (its bundle's control command, a canary service on its
+node).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -178,27 +183,193 @@ def _canary_routes(policy: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[s
     return added, auth_route
 
 
-async def _reload(sidecars: str, state: StateDir, before: float) -> None:
-    """SIGHUP the bundle and wait until egress says it reloaded (its ready file is rewritten)."""
-    await run(["docker", "kill", "--signal", "HUP", sidecars], timeout=30)
-    ready = state.egress_ready
-    deadline = time.monotonic() + RELOAD_TIMEOUT
-    while time.monotonic() < deadline:
+class Site(Protocol):
+    """A running bottle as the selftest reaches it: a docker bottle's state folder and engine
+    (``LocalSite``), or a swarm bottle's bundle through its node's context (backends/swarm)."""
+
+    @property
+    def slug(self) -> str: ...
+
+    @property
+    def agent(self) -> str:
+        """The agent's container, on the engine ``docker`` reaches."""
+
+    @property
+    def network(self) -> str:
+        """Where the canary joins the bundle (for messages)."""
+
+    @property
+    def docker(self) -> list[str]:
+        """The docker CLI as it reaches the agent's engine."""
+
+    async def policy(self) -> tuple[str, bytes]:
+        """routes.yaml and egress's upstream trust, as they are in force."""
+
+    async def put(self, routes: str, trust: bytes, *, was: str) -> None:
+        """Replace routes.yaml (``was``: its text as read) and the upstream trust."""
+
+    async def reload(self) -> None:
+        """Have egress re-read them; return once it says it did (its ready file is rewritten)."""
+
+    async def requests_log(self) -> list[dict[str, Any]]:
+        """egress's decisions log (requests.jsonl), parsed."""
+
+    async def start_canary(self, pki: Path, names: tuple[str, ...], progress: Progress) -> str:
+        """A canary serving ``pki``'s cert.pem and key.pem under ``names`` on the bundle's way out,
+        where the agent has no route; its address there."""
+
+    async def remove_canary(self) -> None: ...
+
+
+def _ready_mark(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@dataclass
+class LocalSite:
+    """A docker bottle: its sidecar folders in the state folder, the canary a container of ours."""
+
+    state: StateDir
+    info: engine.BottleInfo
+    image: str | None = None  # the canary's (default: the bundle's own)
+    canary: str = ""
+
+    @property
+    def slug(self) -> str:
+        return self.info.slug
+
+    @property
+    def agent(self) -> str:
+        return engine.container_name(self.info.project, "agent")
+
+    @property
+    def sidecars(self) -> str:
+        return engine.container_name(self.info.project, "sidecars")
+
+    @property
+    def network(self) -> str:
+        return f"{self.info.project}_egress"
+
+    @property
+    def docker(self) -> list[str]:
+        return ["docker"]
+
+    @property
+    def trust_path(self) -> Path:
+        return self.state.egress / "upstream-ca.pem"
+
+    async def policy(self) -> tuple[str, bytes]:
         try:
-            info = json.loads(ready.read_text())
-            if ready.stat().st_mtime > before and info.get("routes_loaded"):
-                if info.get("routes_error"):
-                    raise BottleError(f"egress refused the selftest routes: {info['routes_error']}")
-                return
-        except (OSError, ValueError):
-            pass
-        await asyncio.sleep(0.05)
-    raise BottleError(
-        f"egress of {state.slug} did not reload within {RELOAD_TIMEOUT:g} s; see {state.egress / 'ready'}"
-    )
+            trust = self.trust_path.read_bytes() if self.trust_path.exists() else b""
+            return self.state.routes.read_text(), trust
+        except OSError as exc:
+            raise BottleError(f"cannot read the policy of {self.slug} in {self.state.routes}: {exc}") from None
+
+    async def put(self, routes: str, trust: bytes, *, was: str) -> None:
+        atomic_write(self.state.routes, routes, mode=0o600)
+        atomic_write(self.trust_path, trust, mode=0o644)
+
+    async def reload(self) -> None:
+        ready = self.state.egress_ready
+        before = max(time.time() - 0.001, _ready_mark(ready))
+        await run(["docker", "kill", "--signal", "HUP", self.sidecars], timeout=30)
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                info = json.loads(ready.read_text())
+                if ready.stat().st_mtime > before and info.get("routes_loaded"):
+                    reload_problem(info)
+                    return
+            except (OSError, ValueError):
+                pass
+            await asyncio.sleep(0.05)
+        raise BottleError(f"egress of {self.slug} did not reload within {RELOAD_TIMEOUT:g} s; see {ready}")
+
+    async def requests_log(self) -> list[dict[str, Any]]:
+        return escape_suite.read_log(self.state.egress_log)
+
+    async def start_canary(self, pki: Path, names: tuple[str, ...], progress: Progress) -> str:
+        image = self.image
+        if image is None:
+            inspect = await run(["docker", "inspect", "--format", "{{.Config.Image}}", self.sidecars], timeout=30)
+            image = inspect.stdout.strip()
+        self.canary = f"{self.info.project}-selftest-{uuid.uuid4().hex[:6]}"
+        progress(f"starting canary {self.canary} on {self.network}")
+        aliases = [a for n in names for a in ("--network-alias", n)]
+        await run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                self.canary,
+                "--network",
+                self.network,
+                *aliases,
+                *(a for label in canary_labels(self.info) for a in ("--label", label)),
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "NET_BIND_SERVICE",
+                "--security-opt",
+                "no-new-privileges:true",
+                "-v",
+                f"{pki}:/pki:ro",
+                "--entrypoint",
+                "python3",
+                image,
+                *CANARY_ARGV[1:],
+                "/pki/cert.pem",
+                "/pki/key.pem",
+            ],
+            timeout=60,
+        )
+        address = '{{(index .NetworkSettings.Networks "%s").IPAddress}}' % self.network
+        return (await run(["docker", "inspect", "--format", address, self.canary], timeout=30)).stdout.strip()
+
+    async def remove_canary(self) -> None:
+        if self.canary:
+            await run(["docker", "rm", "-f", self.canary], check=False, timeout=60)
 
 
-async def _find_credentials(agent: str, secrets: dict[str, str], tmp: Path) -> list[str]:
+# The canary's command in the sidecars image (python3 first), before its certificate and key.
+CANARY_ARGV = ["python3", "/opt/bottle/canary/canary.py"]
+SELFTEST_LABEL = "dev.bottle-tui.selftest"
+
+
+def canary_labels(info: engine.BottleInfo) -> list[str]:
+    """The canary's labels: the bottle's (so cleanup and stop find it) and the selftest's own."""
+    return [
+        f"{labels.MANAGED}=true",
+        f"{labels.SLUG}={info.slug}",
+        f"{labels.HOME}={info.home}",
+        f"{SELFTEST_LABEL}=true",
+    ]
+
+
+def reload_problem(ready: dict[str, Any]) -> None:
+    """A one-line error when egress's ready file says it refused the policy it reloaded."""
+    if ready.get("routes_error"):
+        raise BottleError(f"egress refused the selftest routes: {ready['routes_error']}")
+
+
+def changed_leaves(diff: str) -> list[str]:
+    """The paths of `docker diff` output that were added or changed and hold nothing else listed:
+    a folder is listed as changed when something in it is, and that something is listed too, so
+    copying the folder would copy all of it again (all of /usr, for a changed /usr/sbin)."""
+    paths = []
+    for line in diff.splitlines():
+        kind, _, path = line.partition(" ")
+        if kind in ("A", "C") and path and not path.startswith(("/proc", "/sys", "/dev")):
+            paths.append(path)
+    holding = {p[:i] for p in paths for i in range(1, len(p)) if p[i] == "/"}
+    return [p for p in paths if p not in holding]
+
+
+async def _find_credentials(docker: list[str], agent: str, secrets: dict[str, str], tmp: Path) -> list[str]:
     """Where the real credentials show up in the agent: its container config, its processes'
     environments and command lines, and every file it added or changed."""
     findings: list[str] = []
@@ -208,11 +379,11 @@ async def _find_credentials(agent: str, secrets: dict[str, str], tmp: Path) -> l
             if value.encode() in data:
                 findings.append(f"{name} in {where}")
 
-    inspect = await run(["docker", "inspect", "--format", "{{json .Config.Env}}", agent], timeout=30)
+    inspect = await run([*docker, "inspect", "--format", "{{json .Config.Env}}", agent], timeout=30)
     look("the container's environment", inspect.stdout.encode())
     procs = await run(
         [
-            "docker",
+            *docker,
             "exec",
             agent,
             "sh",
@@ -223,14 +394,11 @@ async def _find_credentials(agent: str, secrets: dict[str, str], tmp: Path) -> l
         timeout=60,
     )
     look("a process's environment or command line", procs.stdout.encode())
-    changed = await run(["docker", "diff", agent], timeout=60)
-    for line in changed.stdout.splitlines():
-        kind, _, path = line.partition(" ")
-        if kind not in ("A", "C") or path.startswith(("/proc", "/sys", "/dev")):
-            continue
+    changed = await run([*docker, "diff", agent], timeout=60)
+    for path in changed_leaves(changed.stdout):
         dest = tmp / "diff" / uuid.uuid4().hex
         dest.parent.mkdir(parents=True, exist_ok=True)
-        got = await run(["docker", "cp", f"{agent}:{path}", str(dest)], check=False, timeout=60)
+        got = await run([*docker, "cp", f"{agent}:{path}", str(dest)], check=False, timeout=60)
         if got.returncode != 0:
             continue
         files = [dest] if dest.is_file() else [p for p in dest.rglob("*") if p.is_file()]
@@ -250,83 +418,33 @@ async def run_selftest(
     environ: dict[str, str] | None = None,
     image: str | None = None,
 ) -> SelftestResult:
+    """The escape suite against the docker bottle ``info`` (see ``run_suite``)."""
+    return await run_suite(LocalSite(state, info, image), progress, environ=environ)
+
+
+async def run_suite(site: Site, progress: Progress, *, environ: Mapping[str, str] | None = None) -> SelftestResult:
+    """The escape suite against the bottle ``site`` reaches, aimed at a canary of ours; the
+    bottle's policy and trust are as before when it returns (or a warning says they may not be)."""
     environ = dict(os.environ if environ is None else environ)
-    agent = engine.container_name(info.project, "agent")
-    sidecars = engine.container_name(info.project, "sidecars")
-    routes_path, trust_path = state.routes, state.egress / "upstream-ca.pem"
+    routes_text, trust = await site.policy()
     try:
-        routes_text, trust = routes_path.read_text(), trust_path.read_bytes() if trust_path.exists() else b""
         policy = yaml.safe_load(routes_text) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise BottleError(f"cannot read the policy of {info.slug} in {routes_path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise BottleError(f"cannot read the policy of {site.slug}: {exc}") from None
     added, auth_route = _canary_routes(policy)
-    if image is None:
-        inspect = await run(["docker", "inspect", "--format", "{{.Config.Image}}", sidecars], timeout=30)
-        image = inspect.stdout.strip()
-    network = f"{info.project}_egress"
-    canary = f"{info.project}-selftest-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory(prefix="bottle-selftest-") as tmpdir:
         tmp = Path(tmpdir)
         pki = tmp / "pki"
         pki.mkdir()
         await _make_pki(pki)
-        progress(f"starting canary {canary} on {network}")
-        aliases = [a for n in CANARY_NAMES for a in ("--network-alias", n)]
-        await run(
-            [
-                "docker",
-                "run",
-                "-d",
-                "--name",
-                canary,
-                "--network",
-                network,
-                *aliases,
-                "--label",
-                f"{labels.MANAGED}=true",
-                "--label",
-                f"{labels.SLUG}={info.slug}",
-                "--label",
-                f"{labels.HOME}={info.home}",
-                "--label",
-                "dev.bottle-tui.selftest=true",
-                "--cap-drop",
-                "ALL",
-                "--cap-add",
-                "NET_BIND_SERVICE",
-                "--security-opt",
-                "no-new-privileges:true",
-                "-v",
-                f"{pki}:/pki:ro",
-                "--entrypoint",
-                "python3",
-                image,
-                "/opt/bottle/canary/canary.py",
-                "/pki/cert.pem",
-                "/pki/key.pem",
-            ],
-            timeout=60,
-        )
         try:
-            ip = (
-                await run(
-                    [
-                        "docker",
-                        "inspect",
-                        "--format",
-                        '{{(index .NetworkSettings.Networks "%s").IPAddress}}' % network,
-                        canary,
-                    ],
-                    timeout=30,
-                )
-            ).stdout.strip()
+            ip = await site.start_canary(pki, CANARY_NAMES, progress)
             policy.setdefault("routes", [])
             policy["routes"] = list(policy["routes"]) + added
-            before = time.time()
-            atomic_write(routes_path, to_yaml(policy), mode=0o600)
-            atomic_write(trust_path, trust.rstrip(b"\n") + b"\n" + (pki / "ca.pem").read_bytes(), mode=0o644)
+            canary_routes = to_yaml(policy)
+            await site.put(canary_routes, trust.rstrip(b"\n") + b"\n" + (pki / "ca.pem").read_bytes(), was=routes_text)
             try:
-                await _reload(sidecars, state, before)
+                await site.reload()
                 auth = auth_route["auth"] if auth_route else {}
                 targets = escape_suite.Targets(
                     allowed=CANARY_ALLOWED,
@@ -338,9 +456,9 @@ async def run_selftest(
                     auth_header=auth.get("header"),
                 )
                 attacks = escape_suite.build_suite(targets)
-                progress(f"running {len(attacks)} attacks and controls from inside {agent}")
+                progress(f"running {len(attacks)} attacks and controls from inside {site.agent}")
                 out = await run(
-                    ["docker", "exec", agent, "bash", "-c", escape_suite.suite_script(attacks)],
+                    [*site.docker, "exec", site.agent, "bash", "-c", escape_suite.suite_script(attacks)],
                     check=False,
                     timeout=900,
                 )
@@ -349,22 +467,25 @@ async def run_selftest(
                     attacks,
                     out.stdout,
                     real_secrets=secrets,
-                    log=escape_suite.read_log(state.egress_log),
+                    log=await site.requests_log(),
                     credentials=credentials,
                 )
-                findings = await _find_credentials(agent, secrets, tmp)
+                findings = await _find_credentials(site.docker, site.agent, secrets, tmp)
             finally:
-                restore_at = time.time()
-                atomic_write(routes_path, routes_text, mode=0o600)
-                atomic_write(trust_path, trust, mode=0o644)
                 try:
-                    await _reload(sidecars, state, restore_at)
+                    await site.put(routes_text, trust, was=canary_routes)
                 except (BottleError, CommandError) as exc:
-                    progress(
-                        f"warning: the original policy was written back but egress did not confirm the reload: {exc}"
-                    )
+                    progress(f"warning: the bottle's own policy was not written back (the selftest routes stay): {exc}")
+                else:
+                    try:
+                        await site.reload()
+                    except (BottleError, CommandError) as exc:
+                        progress(
+                            "warning: the original policy was written back but egress did not confirm the reload: "
+                            f"{exc}"
+                        )
         finally:
-            await run(["docker", "rm", "-f", canary], check=False, timeout=60)
+            await site.remove_canary()
     return SelftestResult(outcomes, findings, sorted(secrets), not_judged)
 
 

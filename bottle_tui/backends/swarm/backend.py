@@ -98,7 +98,9 @@ class SwarmBackend:
     async def selftest(
         self, state: StateDir, info: BottleInfo, progress: Progress, *, environ: Mapping[str, str]
     ) -> SelftestReport:
-        raise BottleError(f"selftest runs against docker bottles; {info.slug} is a swarm bottle (not yet)")
+        from .selftest import run_selftest
+
+        return await run_selftest(state, info, self.files(state), progress, environ=dict(environ))
 
     async def discover(self, engine_view: Sequence[BottleInfo]) -> list[BottleInfo]:
         """The swarm's bottles (none asked for when the home names no swarm). When the manager

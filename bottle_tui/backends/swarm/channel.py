@@ -104,12 +104,22 @@ class RemoteFiles:
         return found
 
     def policy_text(self) -> str:
-        answer = self.ask({"op": "read", "folder": layout.EGRESS, "name": layout.ROUTES})
+        return self.read_text(layout.EGRESS, layout.ROUTES) or ""
+
+    def read_text(self, folder: str, name: str) -> str | None:
+        """A file of a sidecar folder on the bundle's volume (None: there is none)."""
+        answer = self.ask({"op": "read", "folder": folder, "name": name})
         if answer["code"] == 4:
-            return ""
+            return None
         if answer["code"] != 0:
-            raise BottleError(f"reading the policy of {self.slug} on {self.node} failed: {answer.get('error')}")
+            raise BottleError(f"reading {folder}/{name} of {self.slug} on {self.node} failed: {answer.get('error')}")
         return str(answer["text"])
+
+    def write_text(self, folder: str, name: str, text: str) -> None:
+        """Replace one of the files the host writes outside a commit (the control command's WRITABLE)."""
+        answer = self.ask({"op": "write", "folder": folder, "name": name, "text": text})
+        if answer["code"] != 0:
+            raise BottleError(f"writing {folder}/{name} of {self.slug} on {self.node} failed: {answer.get('error')}")
 
     def commit(
         self, *, expect_policy: str, policy: str | None, pending: str | None, proposal: dict[str, Any] | None

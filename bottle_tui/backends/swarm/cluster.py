@@ -133,6 +133,10 @@ class Cluster:
             f"create one, or name it in config.yaml swarm.nodes.{hostname}"
         )
 
+    def remember_context(self, hostname: str, context: str) -> None:
+        """Reach ``hostname`` through ``context`` (a bottle's metadata recorded the checked one)."""
+        self._node_context[hostname] = context
+
     def known_node_context(self, hostname: str) -> str:
         """The context of ``hostname`` as the settings name it first, unchecked (a bottle's
         metadata records the checked one at bring-up)."""

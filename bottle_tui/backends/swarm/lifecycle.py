@@ -27,6 +27,7 @@ from bottle_contract.files import atomic_write
 
 from ...config import SwarmSettings, load_config
 from ...errors import BottleError
+from ...manifest import default_home
 from ...plan import CA_CERT_NAME, TRANSCRIPTS, BottlePlan
 from ...runner import CommandError, run
 from ...state import StateDir, project_name, remove_tree, state_dir
@@ -105,6 +106,11 @@ def _object_labels(plan: BottlePlan) -> list[str]:
 
 async def preflight(plan: BottlePlan) -> Cluster:
     settings = settings_for(plan.home)
+    if plan.snapshot is not None:
+        raise BottleError(
+            f"snapshot {plan.snapshot.name}: a fork cannot start on a swarm yet ({plan.bottle.path} says backend: swarm, "
+            f"and the snapshot's image is on this engine only); start {plan.agent.name} without --from"
+        )
     if plan.bottle.git:
         raise BottleError(
             f"{plan.bottle.path}: git: a swarm bottle has no git gate yet (its mirror would live on the node's volume, "
@@ -227,14 +233,29 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
 
 async def _require_images(cluster: Cluster, node: str, plan: BottlePlan) -> None:
     refs = [plan.images["agent"], plan.images["sidecars"]]
-    result = await cluster.node_call(node, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}")
-    have = set(result.stdout.split())
-    missing = [r for r in refs if r not in have]
+    listing = await cluster.node_call(node, "image", "ls", "--format", IMAGE_LS_FORMAT)
+    missing = missing_images(listing.stdout, refs)
     if missing:
-        raise BottleError(
-            f"swarm node {node} does not have {', '.join(missing)}: push them to a registry (`bottle-tui images push "
-            "REGISTRY`, then images.registry in config.yaml) or load them there (`make swarm-lab` does, for the lab)"
-        )
+        raise BottleError(no_images_message(node, await cluster.node_context(node), missing))
+
+
+IMAGE_LS_FORMAT = "{{.Repository}}:{{.Tag}}"
+
+
+def missing_images(listing: str, refs: list[str]) -> list[str]:
+    """Which of ``refs`` a node's `docker image ls --format IMAGE_LS_FORMAT` does not list."""
+    have = {line.strip() for line in listing.splitlines()}
+    return [r for r in refs if r not in have]
+
+
+def no_images_message(node: str, context: str, missing: list[str]) -> str:
+    """A node without the bottle images: the one line naming it and the commands that fix it."""
+    return (
+        f"swarm node {node} does not have {', '.join(missing)}: load them there "
+        f"(`docker save {' '.join(missing)} | docker --context {context} load`; `make swarm-lab` does, for the lab) "
+        "or push them to a registry the nodes reach (`bottle-tui images push REGISTRY`, then images: {registry: REGISTRY} "
+        "in config.yaml)"
+    )
 
 
 def _secret_values(plan: BottlePlan) -> dict[str, str]:
@@ -263,7 +284,12 @@ async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_v
                 problems.append(f"removing {what} failed: {exc}")
 
     by_label = f"label={labels.SLUG}={slug}"
-    await attempt("the services", "service", "rm", *services)
+    try:  # a selftest's canary too, when that selftest was killed before it removed it
+        listed = await cluster.manager_call("service", "ls", "--filter", by_label, "--format", "{{.Name}}")
+        others = [name for name in listed.stdout.split() if name not in services]
+    except CommandError:
+        others = []
+    await attempt("the services", "service", "rm", *services, *others)
     if node is not None:
         try:
             # What stays of the bottle is saved already: the node's engine removes its containers at
@@ -360,10 +386,10 @@ async def stop(home: Path, slug: str, progress: Progress, *, keep: bool = False)
     return report
 
 
-async def _save_what_stays(
-    cluster: Cluster, state: StateDir, node: str | None, slug: str, problem: Callable[[str], None]
-) -> None:
-    logs = []
+async def service_logs(cluster: Cluster, slug: str) -> tuple[str, list[str]]:
+    """What the bottle's two services logged (timestamped, through the manager), and one line per
+    service whose logs could not be read (a service gone already is not one)."""
+    logs, problems = [], []
     for service in ("sidecars", "agent"):
         try:
             got = await cluster.manager_call(
@@ -372,9 +398,26 @@ async def _save_what_stays(
             logs.append(got.stdout + got.stderr)
         except CommandError as exc:
             if "no such task or service" not in exc.stderr:  # gone already: a stop finishing later
-                problem(f"saving the logs of {service} failed: {exc}")
-    if any(logs) or not state.compose_log.exists():  # a stop finishing later keeps the first one's
-        atomic_write(state.compose_log, "".join(logs), mode=0o600)
+                problems.append(f"the logs of {service} failed: {exc}")
+    return "".join(logs), problems
+
+
+async def logs(info: BottleInfo) -> str:
+    """`bottle-tui`'s logs view of a swarm bottle: both services' logs; a failure is a line in it."""
+    home = Path(info.home) if info.home else default_home()
+    meta = state_dir(home, info.slug).read_metadata() or {}
+    text, problems = await service_logs(cluster_of(home, meta), info.slug)
+    return text + "".join(f"error: {line}\n" for line in problems)
+
+
+async def _save_what_stays(
+    cluster: Cluster, state: StateDir, node: str | None, slug: str, problem: Callable[[str], None]
+) -> None:
+    logs, problems = await service_logs(cluster, slug)
+    for line in problems:
+        problem(f"saving {line}")
+    if logs or not state.compose_log.exists():  # a stop finishing later keeps the first one's
+        atomic_write(state.compose_log, logs, mode=0o600)
     if node is None:
         return
     try:
@@ -384,13 +427,15 @@ async def _save_what_stays(
     except (BottleError, CommandError) as exc:
         problem(f"node {node} does not answer ({exc}): its egress decisions and transcript are not saved")
         return
-    if bundle:
-        code, out, err = await _exec(cluster, node, bundle, [*CONTROL, "read", layout.EGRESS, layout.REQUESTS_LOG])
+    saved = ((layout.REQUESTS_LOG, "egress's decisions"), (layout.USAGE, "what the bottle spent"))
+    for name, what in saved if bundle else ():
+        assert bundle is not None
+        code, out, err = await _exec(cluster, node, bundle, [*CONTROL, "read", layout.EGRESS, name])
         if code == 0:
             state.egress.mkdir(mode=0o700, exist_ok=True)
-            atomic_write(state.egress_log, out, mode=0o600)
+            atomic_write(state.egress / name, out, mode=0o600)
         elif code != 4:
-            problem(f"reading egress's decisions failed: {err.strip()[-200:]}")
+            problem(f"reading {what} ({layout.EGRESS}/{name}) failed: {err.strip()[-200:]}")
     if agent:
         result = await run(
             ["docker", "--context", context, "cp", f"{agent}:{TRANSCRIPTS}", str(state.transcript)],

@@ -141,7 +141,9 @@ def start_mitmdump(tmp_path: Path, env: dict, scripts: tuple[str, ...] = ()) -> 
     log.close()
     deadline = time.monotonic() + 15
     while not (tmp_path / "ready").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mitmdump.log").read_text()
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            stop_mitmdump(proc)  # a proxy that did not come up in time is not left running
+            raise AssertionError((tmp_path / "mitmdump.log").read_text())
         time.sleep(0.05)
     return proc, port
 

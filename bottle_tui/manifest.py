@@ -27,7 +27,7 @@ from .front_matter import (
     shown,
     sub_key,
 )
-from .manifest_routes import ANTHROPIC_API, metered_hosts, parse_dlp, parse_routes
+from .manifest_routes import ANTHROPIC_API, egress_workers, metered_hosts, parse_dlp, parse_routes
 
 __all__ = [
     "AgentSpec",
@@ -101,6 +101,7 @@ class BottleSpec:
     resources: Resources
     budget: Budget | None = None  # what the bottle may spend on model calls (None: config.yaml's default)
     metered: tuple[str, ...] = (ANTHROPIC_API,)  # hosts whose model calls egress meters
+    egress_workers: int | str = "auto"  # egress processes sharing the proxy port (bottle_contract.workers)
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,7 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
         resources=ck.optional(fm, "", "resources", lambda k, v: _resources(ck, k, v), Resources()),
         budget=ck.optional(fm, "", "budget", lambda k, v: parse_budget_value(ck, k, v), None),
         metered=metered_hosts(ck, "egress", fm.get("egress"), routes),
+        egress_workers=egress_workers(ck, "egress", fm.get("egress")),
     )
     _secrets_not_in_env(ck, spec)
     return spec

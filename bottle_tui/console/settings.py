@@ -10,6 +10,7 @@ from textual.binding import Binding
 
 from ..config import config_path, load_config
 from ..errors import BottleError
+from ..state import home_path as home_path  # the CLI opens the console with it: the home, without ops
 from . import keys
 
 

@@ -26,7 +26,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 class _Scopes(Sequence[str]):
     """A decision's scopes as ``--scope`` offers them, read from ``ops`` only when a command line
-    uses them (parsing `bottle-tui` alone must not load the operations)."""
+    uses them (parsing `bottle-tui` alone must not load the operations). argparse lists choices
+    in the usage line as it builds the parser, so ``--scope`` has a metavar, and its help lists
+    them (help is formatted only when shown)."""
 
     def _all(self) -> tuple[str, ...]:
         from .. import ops
@@ -249,13 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q = psub.add_parser("approve", help="allow what was asked, live")
     q.add_argument("id")
-    q.add_argument("--scope", choices=_Scopes(), default="always")
+    q.add_argument("--scope", choices=_Scopes(), default="always", metavar="SCOPE", help=SCOPE_HELP)
     q = psub.add_parser("modify", help="allow a narrower change (from --file, else $EDITOR)")
     q.add_argument("id")
     q.add_argument(
         "--file", help="YAML/JSON of the final change, e.g. {host: h, ports: [443], methods: [GET], paths: [/x/*]}"
     )
-    q.add_argument("--scope", choices=_Scopes(), default="always")
+    q.add_argument("--scope", choices=_Scopes(), default="always", metavar="SCOPE", help=SCOPE_HELP)
     q = psub.add_parser("reject", help="refuse; the agent receives the note")
     q.add_argument("id")
     q.add_argument("--note", default="")
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slug")
     return parser
 
+
+SCOPE_HELP = "%(choices)s (default: %(default)s)"
 
 # Subcommand -> (module of bottle_tui.cli, its function), imported when the subcommand runs.
 COMMANDS: dict[str, tuple[str, str]] = {

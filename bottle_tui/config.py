@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bottle_contract.usage import Budget, Price, budget_problem, parse_budget, parse_price, price_problem
 
 from .errors import BottleError
@@ -127,6 +125,8 @@ def load_config(home: Path) -> Config:
         raise BottleError(
             f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}; fix or remove the file"
         ) from None
+    import yaml  # only when there is a file: the console's first frame in a home without one goes without
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

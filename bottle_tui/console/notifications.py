@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from bottle_contract.files import try_lock
 
-from .. import ops
 from ..config import NOTIFY_EVENTS, NotifySettings, load_config
 from ..errors import BottleError
 from ..notify import Event, Notifier, budget_text, build_sinks
-from ..ops import BottleInfo, Proposal
 from ..runner import run_blocking
 from ..state import notify_lock_path, state_dir
 
 if TYPE_CHECKING:
+    from ..ops import BottleInfo, Proposal
     from .app import BottleConsole
 
 # A bottle whose teardown began this recently is being stopped (by this console, the CLI or
@@ -200,6 +199,8 @@ class ConsoleNotifications:
 def send_test(home: Path, *, timeout: float = 30.0) -> list[str]:
     """`bottle-tui notify --test`: one sample message through every sink now (no lock, no
     coalescing wait); returns the problems met (sinks that could not be built or failed)."""
+    from .. import ops
+
     settings = load_config(home).notify
     sinks, problems = build_sinks(settings, os.environ, terminal_write=_stdout_write, tmux=bool(os.environ.get("TMUX")))
     if not sinks:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from bottle_contract.usage import Budget, Price, budget_problem, parse_budget, parse_price, price_problem
+from typing import TYPE_CHECKING, Any
 
 from .errors import BottleError
+
+if TYPE_CHECKING:
+    from bottle_contract.usage import Budget, Price
 
 CONFIG_NAME = "config.yaml"
 TOP_KEYS = ("archive", "images", "keymap", "notify", "swarm", "theme", "prices", "budget")
@@ -125,7 +126,10 @@ def load_config(home: Path) -> Config:
         raise BottleError(
             f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}; fix or remove the file"
         ) from None
-    import yaml  # only when there is a file: the console's first frame in a home without one goes without
+    # Only when there is a file: the console's first frame in a home without one goes without these.
+    import yaml
+
+    from bottle_contract.usage import budget_problem, parse_budget, parse_price, price_problem
 
     try:
         doc = yaml.safe_load(text)

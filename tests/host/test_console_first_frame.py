@@ -63,19 +63,17 @@ FIRST_FRAME = {
     "bottle_tui.console.watchers",
     "bottle_tui.errors",
     "bottle_tui.inert",
-    "bottle_tui.notify",
-    "bottle_tui.runner",
     "bottle_tui.spend",
     "bottle_tui.state",
     "bottle_contract",
     "bottle_contract.files",
     "bottle_contract.layout",
-    "bottle_contract.usage",
     "themes",
 }
 # What the first frame must go without (the workers, the keys and the other commands need them).
 HEAVY = {
     "bottle_tui.ops",
+    "bottle_tui.notify",
     "bottle_tui.backends",
     "bottle_tui.manifest",
     "bottle_tui.proposals",

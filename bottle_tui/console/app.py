@@ -60,9 +60,12 @@ ATTACH_HINT = "Enter on an agent opens claude here (the console suspends until c
 PANE_HINT = "Enter on an agent opens claude in the right-hand pane; tmux's prefix then an arrow key moves between panes"
 # What the running console needs and its first frame does not: the operations (and below them the
 # engine's calls), the file watch and the tmux pane's library (``deferred``). Imported in a thread
-# once the first frame is out; the workers that fill the screen start after. The dialogs and the
-# review screen are imported when a key first opens one.
+# once the first frame is out; the workers that fill the screen start after. Then, in the same
+# way, the keys' flows and their dialogs (FLOWS), so that the first key that opens one does not
+# wait for them; a key pressed before has its flow imported then. The review screen (rich's
+# syntax highlighting) is imported when `d` first opens it.
 OPS, WATCH, TMUX = "bottle_tui.ops", "watchfiles", "bottle_tui.console.tmux"
+FLOWS = ("bottle_tui.console.agent_flows", "bottle_tui.console.proposal_flows", "bottle_tui.console.policy_flow")
 
 
 def import_deferred(names: Sequence[str]) -> None:
@@ -205,7 +208,7 @@ class BottleConsole(App[None]):
     @work(group="start", exit_on_error=False)
     async def start_workers(self) -> None:
         """Once the first frame is out: what the workers need imported (in a thread: the loop
-        goes on drawing and taking keys), then the workers that fill the screen."""
+        goes on drawing and taking keys), the workers that fill the screen, then the flows."""
         await asyncio.to_thread(import_deferred, self.deferred())
         self.refresh_bottles()
         self.reload_proposals()
@@ -217,6 +220,7 @@ class BottleConsole(App[None]):
             self.run_worker(self.pane.setup(), group="pane", exit_on_error=False)
         if self.notifications.settings.enabled:
             self.claim_notifier()
+        await asyncio.to_thread(import_deferred, FLOWS)
 
     def on_unmount(self) -> None:
         self.notifications.release()

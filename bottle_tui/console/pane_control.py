@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .tmux import Occupant, RightPane
 
 # tmux.py (libtmux) and ops are imported where they are used: the first frame needs neither (the
-# app imports them in a thread after it, app.DEFERRED, before ``setup`` runs).
+# app imports them in a thread after it, BottleConsole.deferred, before ``setup`` runs).
 
 
 class PaneController:

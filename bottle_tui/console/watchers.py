@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .app import BottleConsole
 
 # ops, proposals and the runner are imported in the functions: the app starts these watchers once
-# it has imported them in a thread (app.DEFERRED), after its first frame.
+# it has imported them in a thread (BottleConsole.deferred), after its first frame.
 
 
 async def discover(app: BottleConsole) -> None:

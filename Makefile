@@ -79,6 +79,7 @@ bench: images
 	$(PY) bench/bench_git_gate.py
 	$(PY) bench/bench_workspace.py
 	$(PY) bench/bench_console.py
+	$(PY) bench/bench_console.py
 	$(PY) bench/bench_tmux.py
 	$(PY) bench/bench_streams.py
 	$(PY) bench/bench_notify.py

@@ -1,4 +1,7 @@
-"""Console figures (issue 7's targets): launch to first paint <= 500 ms, resident memory <= 100 MB;
+"""Console figures (issue 7's targets, issue 20's for the launch): launch to first paint <= 300 ms
+and peak resident memory <= 60 MB, each measured side by side with its anchor (the tree before
+issue 20, ANCHOR, run from a `git archive` of it in the same run, launches interleaved), with the
+imports behind it; resident memory <= 100 MB loaded;
 with 200 running compose projects carrying bottle-tui's labels and 2,000 queued proposals: CPU per
 refresh in the console process <= 20 ms (issue 19: with the SPEND column; and, apart, with every
 bottle's usage.json rewritten before each refresh, the worst case of agents all spending at once), docker CLI calls per refresh constant in the number of
@@ -8,7 +11,8 @@ Launch, memory and file -> screen are measured on the real console under a real 
 read with capture-pane); CPU, CLI calls and key -> repaint in-process (Pilot) on the same home
 and engine. The light projects are `docker compose` projects of one `sleep` container each,
 without networks (network_mode: none), so they take no address pool from other bottles; they are
-removed at the end. BENCH_CONSOLE_BOTTLES changes their number.
+removed at the end. BENCH_CONSOLE_BOTTLES changes their number. BENCH_CONSOLE_ONLY=launch measures
+the launch alone (no engine or images needed).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,28 +177,182 @@ class Tmux:
         Path(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", self.socket).unlink(missing_ok=True)
 
 
-def launch(home: Path, tmux: Tmux) -> tuple[float, int]:
-    """Seconds from starting the console to its first frame in the pane, and the console's pid."""
-    command = (
-        f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m bottle_tui --home {shlex.quote(str(home))} console"
-    )
-    tmux.fresh()
-    t0 = time.perf_counter()
-    tmux.cmd("new-session", "-d", "-s", "bench", "-x", "160", "-y", "50", command)
-    while "Proposals" not in tmux.screen():
-        if time.perf_counter() - t0 > 30:
-            raise SystemExit("the console did not paint within 30 s:\n" + tmux.screen())
-        time.sleep(0.002)
-    first = time.perf_counter() - t0
-    pid = int(tmux.cmd("display", "-p", "-t", "bench", "#{pane_pid}").strip())
+def launch(home: Path, tmux: Tmux, tree: Path | None = None) -> tuple[float, int]:
+    """Seconds from starting the console to its first frame in the pane, and the console's pid.
+    ``tree``: run that checkout's bottle_tui instead of this one (its folders first on the path)."""
+    first, pid, _ = launch_timed(home, tmux, tree)
     return first, pid
 
 
-def rss_mb(pid: int) -> float:
+@dataclass(frozen=True)
+class Launch:
+    seen: float  # s from tmux new-session to the first frame in the pane (capture-pane)
+    written: float  # s from tmux new-session to the first frame handed to the driver
+    cpu: float  # the console's CPU seconds then
+    modules: int  # modules imported by then
+    pid: int
+
+
+def launch_timed(
+    home: Path, tmux: Tmux, tree: Path | None = None, *, timed: bool = False
+) -> tuple[float, int, Launch | None]:
+    """As ``launch``; with ``timed``, run through bench/first_frame.py, which notes when the
+    first frame was handed to the driver (a Launch; None without ``timed``)."""
+    path = f"PYTHONPATH={shlex.quote(f'{tree}:{tree}/sidecars/common')} " if tree else ""
+    note = Path(tempfile.mkdtemp(prefix="bottle-bench-frame-")) / "first-frame"
+    console = f"--home {shlex.quote(str(home))} console"
+    python = shlex.quote(sys.executable)
+    program = f"{shlex.quote(str(ROOT / 'bench' / 'first_frame.py'))} {note} --" if timed else "-m bottle_tui"
+    command = f"env -u COLUMNS -u LINES {path}{python} {program} {console}"
+    tmux.fresh()
+    t0 = time.perf_counter()
+    m0 = time.monotonic()
+    # The tree's own folder as the working directory: `python -m` puts it first on the path.
+    tmux.cmd("new-session", "-d", "-s", "bench", "-x", "160", "-y", "50", "-c", str(tree or ROOT), command)
+    pid = int(tmux.cmd("display", "-p", "-t", "bench", "#{pane_pid}").strip())
+    while "Proposals" not in tmux.screen():
+        if time.perf_counter() - t0 > 30:
+            raise SystemExit("the console did not paint within 30 s:\n" + tmux.screen())
+        time.sleep(0.003)
+    first = time.perf_counter() - t0
+    if not timed:
+        return first, pid, None
+    deadline = time.monotonic() + 5
+    while not note.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    at, cpu, modules = note.read_text().split()
+    shutil.rmtree(note.parent, ignore_errors=True)
+    return first, pid, Launch(first, float(at) - m0, float(cpu), int(modules), pid)
+
+
+def status_mb(pid: int, key: str) -> float:
+    """A /proc/PID/status figure in MB (VmRSS: resident now, VmHWM: its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmRSS")
+
+
+# --- the launch, side by side with its anchor ----------------------------------------------------
+
+# main before issue 20 (a quick console): its launch measured 332-493 ms to first paint, importing
+# 586 modules before its first frame (ops, the backends, libtmux, yaml, the dialogs among them).
+ANCHOR = "a624700"
+LAUNCHES = int(os.environ.get("BENCH_CONSOLE_LAUNCHES", "7"))
+# What the console's entry point imports before its first frame: the CLI, then the app.
+FIRST_IMPORTS = "import bottle_tui.cli, bottle_tui.console.app"
+
+
+def anchor_tree() -> Path | None:
+    """ANCHOR's files in a temporary folder (`git archive`), or None when this checkout lacks it."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ANCHOR], capture_output=True, stdin=subprocess.DEVNULL)
+    if archive.returncode != 0:
+        return None
+    dest = Path(tempfile.mkdtemp(prefix="bottle-bench-anchor-"))
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def tree_env(tree: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = f"{tree}:{tree}/sidecars/common"
+    return env
+
+
+def group_of(module: str) -> str:
+    top = module.split(".", 1)[0]
+    if top in ("bottle_tui", "bottle_contract", "themes"):
+        return "bottle_tui"
+    if top in ("textual", "rich", "libtmux", "yaml", "watchfiles", "platformdirs", "markdown_it"):
+        return top
+    return "stdlib" if top in sys.stdlib_module_names or top.startswith("_") else "other"
+
+
+def import_profile(tree: Path | None, rounds: int = 5) -> tuple[int, float, dict[str, tuple[int, float]], list[str]]:
+    """``FIRST_IMPORTS`` under ``python -X importtime``, best of ``rounds`` (by the total): the
+    module count, the total seconds, per group (count, seconds of the modules' own time), and
+    the heaviest of ours (cumulative)."""
+    best: tuple[int, float, dict[str, tuple[int, float]], list[str]] | None = None
+    for _ in range(rounds):
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", FIRST_IMPORTS],
+            capture_output=True,
+            text=True,
+            env=tree_env(tree),
+            cwd=tree or ROOT,  # `-c` puts the working directory first on the path
+            stdin=subprocess.DEVNULL,
+            check=True,
+        ).stderr
+        groups: dict[str, tuple[int, float]] = {}
+        ours: list[tuple[float, str]] = []
+        count, total = 0, 0.0
+        for line in out.splitlines():
+            if not line.startswith("import time:") or "self [us]" in line:
+                continue
+            own, cumulative, name = line.removeprefix("import time:").split("|")
+            module = name.strip()
+            n, t = groups.get(group_of(module), (0, 0.0))
+            groups[group_of(module)] = (n + 1, t + int(own) / 1e6)
+            count, total = count + 1, total + int(own) / 1e6
+            if group_of(module) == "bottle_tui":
+                ours.append((int(cumulative) / 1e6, module))
+        heaviest = [f"{m} {t * 1000:.0f} ms" for t, m in sorted(ours, reverse=True)[:4]]
+        if best is None or total < best[1]:
+            best = (count, total, groups, heaviest)
+    assert best is not None
+    return best
+
+
+def imports_line(name: str, profile: tuple[int, float, dict[str, tuple[int, float]], list[str]]) -> str:
+    count, total, groups, heaviest = profile
+    parts = ", ".join(f"{g} {n} / {t * 1000:.0f} ms" for g, (n, t) in sorted(groups.items(), key=lambda kv: -kv[1][1]))
+    return f"  {name}: {count} modules, {total * 1000:.0f} ms [{parts}]; ours, cumulative: {'; '.join(heaviest)}"
+
+
+def launch_side_by_side(home: Path, tmux: Tmux) -> dict[str, list[tuple[Launch, float, float]]]:
+    """Launches of this tree and of ANCHOR, interleaved (the machine's load falls on both): per
+    tree, each launch with its resident and peak resident MB 2 s after the first frame."""
+    anchor = anchor_tree()
+    trees: dict[str, Path | None] = {"this tree": None}
+    if anchor is not None:
+        trees[f"anchor {ANCHOR}"] = anchor
+    figures: dict[str, list[tuple[Launch, float, float]]] = {name: [] for name in trees}
+    profiles = {name: import_profile(tree) for name, tree in trees.items()}
+    try:
+        for _ in range(LAUNCHES):
+            for name, tree in trees.items():
+                _, pid, timed = launch_timed(home, tmux, tree, timed=True)
+                assert timed is not None
+                time.sleep(2.0)
+                figures[name].append((timed, status_mb(pid, "VmRSS"), status_mb(pid, "VmHWM")))
+                tmux.kill()
+    finally:
+        if anchor is not None:
+            shutil.rmtree(anchor, ignore_errors=True)
+    print(
+        f"launch to first paint, empty home, {LAUNCHES} launches each, interleaved; from tmux new-session to "
+        "the first frame handed to Textual's driver (bench/first_frame.py), and to that frame seen in the "
+        "pane (capture-pane)  [target <= 300 ms, <= 60 MB]:"
+    )
+    for name, rows in figures.items():
+        launches = [r[0] for r in rows]
+        print(
+            f"  {name}: written {ms([x.written for x in launches])}; seen {ms([x.seen for x in launches])}; "
+            f"CPU by then {ms([x.cpu for x in launches])}; {statistics.median(x.modules for x in launches):.0f} modules by then; "
+            f"2 s later resident {statistics.median(r[1] for r in rows):.0f} MB, peak {statistics.median(r[2] for r in rows):.0f} MB"
+        )
+    if anchor is None:
+        print(f"  (no anchor: this checkout lacks {ANCHOR}; it measured 332-493 ms and imported 586 modules)")
+    print(f"imports before the first frame (python -X importtime -c '{FIRST_IMPORTS}', best of 5):")
+    for name, profile in profiles.items():
+        print(imports_line(name, profile))
+    print(f"machine load while measuring: {os.getloadavg()[0]:.1f} (1-min load average, {os.cpu_count()} cores)")
+    return figures
 
 
 def key_to_repaint(tmux: Tmux) -> list[float]:
@@ -337,19 +496,22 @@ def hook_cost() -> tuple[float, float]:
 
 
 def main() -> int:
+    if os.environ.get("BENCH_CONSOLE_ONLY") == "launch":
+        home, tmux = Path(tempfile.mkdtemp(prefix="bottle-bench-console-")), Tmux()
+        try:
+            launch_side_by_side(home, tmux)
+        finally:
+            tmux.kill()
+            shutil.rmtree(home, ignore_errors=True)
+        return 0
     if sh("docker", "image", "inspect", IMAGE, check=False).returncode != 0:
         raise SystemExit(f"{IMAGE} is missing: run `make images` first")
     home = Path(tempfile.mkdtemp(prefix="bottle-bench-console-"))
     slugs = [f"bench{RUN}-{i:03d}" for i in range(BOTTLES)]
     tmux = Tmux()
     try:
-        empty_launches = []
-        for _ in range(5):
-            first, pid = launch(home, tmux)
-            empty_launches.append(first)
-            time.sleep(1.0)
-            empty_rss = rss_mb(pid)
-            tmux.kill()
+        empty = launch_side_by_side(home, tmux)["this tree"]
+        empty_launches, empty_rss = [r[0].seen for r in empty], statistics.median(r[1] for r in empty)
         calls_before = asyncio.run(count_calls_only(home))
         t0 = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:
@@ -376,7 +538,7 @@ def main() -> int:
         figures = asyncio.run(in_process(home, slugs))
         print(
             f"launch to first paint (process start -> first frame in the pane): empty home {ms(empty_launches)}; "
-            f"{BOTTLES} bottles, {PROPOSALS} proposals {ms(loaded_launches)}  [target <= 500 ms]"
+            f"{BOTTLES} bottles, {PROPOSALS} proposals {ms(loaded_launches)}  [target <= 300 ms]"
         )
         print(f"machine load while measuring: {os.getloadavg()[0]:.1f} (1-min load average, {os.cpu_count()} cores)")
         print(f"resident memory: {empty_rss:.0f} MB (empty), {loaded_rss:.0f} MB (loaded)  [target <= 100 MB]")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
-
-from bottle_contract.usage import Budget, Price, budget_problem, parse_budget, parse_price, price_problem
+from typing import TYPE_CHECKING, Any
 
 from .errors import BottleError
+
+if TYPE_CHECKING:
+    from bottle_contract.usage import Budget, Price
 
 CONFIG_NAME = "config.yaml"
 TOP_KEYS = ("archive", "images", "keymap", "notify", "swarm", "theme", "prices", "budget")
@@ -127,6 +126,11 @@ def load_config(home: Path) -> Config:
         raise BottleError(
             f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}; fix or remove the file"
         ) from None
+    # Only when there is a file: the console's first frame in a home without one goes without these.
+    import yaml
+
+    from bottle_contract.usage import budget_problem, parse_budget, parse_price, price_problem
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

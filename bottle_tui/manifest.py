@@ -28,6 +28,7 @@ from .front_matter import (
     sub_key,
 )
 from .manifest_routes import ANTHROPIC_API, egress_workers, metered_hosts, parse_dlp, parse_routes
+from .state import default_home as default_home  # the home's place: state.py's, also known here
 
 __all__ = [
     "AgentSpec",
@@ -371,12 +372,6 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
 
 
 # --- loading a home -----------------------------------------------------------------------------
-
-
-def default_home() -> Path:
-    """$CLAUDE_BOTTLE_HOME, or ~/.claude-bottle."""
-    env = os.environ.get("CLAUDE_BOTTLE_HOME", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".claude-bottle"
 
 
 def _md_files(folder: Path) -> list[Path]:

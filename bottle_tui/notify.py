@@ -18,9 +18,6 @@ import ipaddress
 import json
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -271,6 +268,10 @@ class WebhookSink:
         return f"webhook ${self.env} ({self.format})"
 
     def send(self, message: Message) -> None:
+        import urllib.error  # here, in the sink's thread: the console's first frame goes without
+        import urllib.parse
+        import urllib.request
+
         body, headers = render(self.format, message)
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         # The environment's proxy (HTTPS_PROXY...) is used, except for a receiver on this machine.

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from bottle_contract import layout
-from bottle_contract.usage import TOKEN_KEYS, read_usage
 
 from .state import StateDir, all_state_dirs, archive_dir, archive_root
 
@@ -40,11 +39,18 @@ class BottleUsage:
         return {"slug": self.slug, "where": self.where, **self.doc}
 
 
+# bottle_contract.usage is imported where it is used: the console's first frame shows no spend yet.
+
+
 def tokens_of(counts: dict[str, Any]) -> int:
+    from bottle_contract.usage import TOKEN_KEYS
+
     return sum(int(counts.get(k) or 0) for k in TOKEN_KEYS)
 
 
 def read_state(state: StateDir) -> BottleUsage | None:
+    from bottle_contract.usage import read_usage
+
     doc = read_usage(state.usage)
     if doc is None:
         return None
@@ -78,6 +84,8 @@ class UsageReader:
 
 
 def read_archived(home: Path, slug: str) -> BottleUsage | None:
+    from bottle_contract.usage import read_usage
+
     path = archive_dir(home, slug) / layout.EGRESS / layout.USAGE
     doc = read_usage(path)
     return BottleUsage(slug, "archived", doc, path) if doc is not None else None

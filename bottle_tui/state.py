@@ -39,6 +39,17 @@ ARCHIVED = (
 )
 
 
+def default_home() -> Path:
+    """$CLAUDE_BOTTLE_HOME, or ~/.claude-bottle."""
+    env = os.environ.get("CLAUDE_BOTTLE_HOME", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".claude-bottle"
+
+
+def home_path(path: str | Path | None = None) -> Path:
+    """The home a command works on: ``path`` when given (``--home``), else ``default_home()``."""
+    return Path(path).expanduser() if path else default_home()
+
+
 def new_slug(agent: str) -> str:
     return f"{agent}-{secrets.token_hex(3)}"
 

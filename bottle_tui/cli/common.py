@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import ops
 from ..errors import BottleError
 
 
@@ -29,6 +28,8 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 
 
 def _home(args: argparse.Namespace) -> Path:
+    from .. import ops
+
     return ops.home(args.home)
 
 

@@ -1,12 +1,12 @@
 """`bottle-tui snapshot` and `snapshots ls|rm`: save a running bottle, list and remove what was saved
-(a fork starts with `bottle-tui start AGENT --from NAME`)."""
+(a fork starts with `bottle-tui start AGENT --from NAME`). The parsers are read at every start, so
+``ops`` is imported only when a command here runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from .. import ops
 from .common import _home, _print_table, _say
 
 
@@ -22,6 +22,8 @@ def _size(n: int) -> str:
 
 
 async def cmd_snapshot(args: argparse.Namespace) -> int:
+    from .. import ops
+
     snap = await ops.snapshot(_home(args), args.slug, _say, args.name)
     _say(
         f"snapshot {snap.name} of {snap.of}: filesystem in image {snap.image}, home and policy in {snap.path} "
@@ -32,6 +34,8 @@ async def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 async def cmd_snapshots(args: argparse.Namespace) -> int:
+    from .. import ops
+
     home = _home(args)
     if args.action == "rm":
         snap = await ops.remove_snapshot(home, args.name)

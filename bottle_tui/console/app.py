@@ -11,11 +11,13 @@ the console goes through ``bottle_tui.ops``. `q` quits and leaves every bottle r
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -25,11 +27,9 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
-from .. import ops
 from ..config import NotifySettings
-from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, Snapshot, StopReport
-from ..spend import UsageReader
-from . import agent_flows, keys, watchers
+from ..spend import UsageReader, usd_text
+from . import keys, watchers
 from .commands import ConsoleCommands
 from .inert import inert
 from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
@@ -39,35 +39,84 @@ from .panes import AgentsPane, ProposalsPane
 from .settings import console_settings as console_settings  # the entry points cli.py imports from here
 from .settings import run_console as run_console
 
+if TYPE_CHECKING:
+    from ..ops import BottleInfo, BottlePlan, EngineStatus, Proposal, ReviewSource, Snapshot, StopReport
+
+    Discover = Callable[[], Awaitable[Sequence[BottleInfo]]]
+    Status = Callable[[], Awaitable[EngineStatus]]
+    LoadProposals = Callable[[Path], list[Proposal]]
+    Say = Callable[[str], None]
+    StartBottle = Callable[[BottlePlan, Say], Awaitable[Any]]  # (plan, progress): the bottle is up when it returns
+    StopBottle = Callable[[Path, BottleInfo, Say], Awaitable[StopReport]]  # (home, bottle, progress)
+    PaneArgv = Callable[[Path, str, str], list[str]]  # (home, slug, backend) -> what the right pane runs for claude
+    EndSession = Callable[[Path, str, str], Awaitable[None]]  # (home, slug, backend): end the pane's claude there
+    ReviewWork = Callable[[Path, BottleInfo], Awaitable[ReviewSource]]  # (home, bottle): what `d` shows
+    TakeSnapshot = Callable[[Path, str, Say], Awaitable[Snapshot]]  # (home, slug, progress): what `s` does
+    SavedSnapshots = Callable[[Path], list[Snapshot]]  # the snapshots the picker offers (blocking)
+
 POLL_SECONDS = 10.0
 AGE_TICK_SECONDS = 5.0
 ATTACH_HINT = "Enter on an agent opens claude here (the console suspends until claude exits); `bottle-tui --tmux` gives a split pane"
 PANE_HINT = "Enter on an agent opens claude in the right-hand pane; tmux's prefix then an arrow key moves between panes"
+# What the running console needs and its first frame does not: the operations (and below them the
+# engine's calls), the file watch and the tmux pane's library (``deferred``). Imported in a thread
+# once the first frame is out; the workers that fill the screen start after. Then, in the same
+# way, the keys' flows and their dialogs (FLOWS), so that the first key that opens one does not
+# wait for them; a key pressed before has its flow imported then. The review screen (rich's
+# syntax highlighting) is imported when `d` first opens it.
+OPS, WATCH, TMUX = "bottle_tui.ops", "watchfiles", "bottle_tui.console.tmux"
+FLOWS = ("bottle_tui.console.agent_flows", "bottle_tui.console.proposal_flows", "bottle_tui.console.policy_flow")
 
-Discover = Callable[[], Awaitable[Sequence[BottleInfo]]]
-Status = Callable[[], Awaitable[EngineStatus]]
-LoadProposals = Callable[[Path], list[Proposal]]
-Say = Callable[[str], None]
-StartBottle = Callable[[BottlePlan, Say], Awaitable[Any]]  # (plan, progress): the bottle is up when it returns
-StopBottle = Callable[[Path, BottleInfo, Say], Awaitable[StopReport]]  # (home, bottle, progress)
-PaneArgv = Callable[[Path, str, str], list[str]]  # (home, slug, backend) -> what the right pane runs for claude
-EndSession = Callable[[Path, str, str], Awaitable[None]]  # (home, slug, backend): end the pane's claude there
-ReviewWork = Callable[[Path, BottleInfo], Awaitable[ReviewSource]]  # (home, bottle): what `d` shows
-TakeSnapshot = Callable[[Path, str, Say], Awaitable[Snapshot]]  # (home, slug, progress): what `s` does
-SavedSnapshots = Callable[[Path], list[Snapshot]]  # the snapshots the picker offers (blocking)
+
+def import_deferred(names: Sequence[str]) -> None:
+    """Import ``names`` one after the other (blocking: a thread's work, while the app runs)."""
+    # libtmux reads sys.stdout.encoding as it is imported; while the app runs, sys.stdout is
+    # Textual's capture of prints, which has none: it is lent the terminal's.
+    if getattr(sys.stdout, "encoding", None) is None:
+        setattr(sys.stdout, "encoding", getattr(sys.__stdout__, "encoding", None) or "utf-8")  # noqa: B010
+    for name in names:
+        importlib.import_module(name)
+
+
+def _op(name: str) -> Callable[..., Any]:
+    """``ops.<name>``, looked up when called: the console's workers start after ``import_deferred``,
+    so ops is loaded by then and importing it here costs nothing."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from .. import ops
+
+        return getattr(ops, name)(*args, **kwargs)
+
+    return call
+
+
+# The operations the console runs unless it is given others (the tests give fakes).
+discover_bottles: Discover = _op("discover")
+engine_status: Status = _op("engine_status")
+list_proposals: LoadProposals = _op("list_proposals")
+stop_bottle: StopBottle = _op("stop")
+review_work: ReviewWork = _op("review_work")
+take_snapshot: TakeSnapshot = _op("snapshot")
+saved_snapshots: SavedSnapshots = _op("saved_snapshots")
 
 
 async def start_bottle(plan: BottlePlan, say: Say) -> None:
     """What `bottle-tui start` does once the plan is approved: preflight, images, bring-up."""
+    from .. import ops
+
     await ops.start(plan, say)
 
 
 def claude_pane_argv(home: Path, slug: str, backend: str) -> list[str]:
     """The host command the right pane runs: claude in the bottle, through the backend's exec."""
+    from .. import ops
+
     return ops.attach_argv(home, slug, backend, pane=True)
 
 
 async def end_pane_session(home: Path, slug: str, backend: str) -> None:
+    from .. import ops
+
     await ops.end_pane_session(slug, backend)
 
 
@@ -83,12 +132,12 @@ class BottleConsole(App[None]):
         self,
         home: Path,
         *,
-        discover: Discover = ops.discover,
-        status: Status = ops.engine_status,
+        discover: Discover = discover_bottles,
+        status: Status = engine_status,
         watch_events: bool = True,
         watch_files: bool = True,
         poll_seconds: float = POLL_SECONDS,
-        load_proposals: LoadProposals = ops.list_proposals,
+        load_proposals: LoadProposals = list_proposals,
         theme: str | None = None,
         keymap: dict[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -96,14 +145,14 @@ class BottleConsole(App[None]):
         make_plan: Callable[..., BottlePlan] | None = None,  # (home, agent, from_snapshot=None), as ops.plan
         tmux_env: Mapping[str, str] | None = None,
         start: StartBottle = start_bottle,
-        stop: StopBottle = ops.stop,
+        stop: StopBottle = stop_bottle,
         pane_argv: PaneArgv = claude_pane_argv,
         end_session: EndSession = end_pane_session,
-        review: ReviewWork = ops.review_work,
+        review: ReviewWork = review_work,
         notify: NotifySettings | None = None,
         headless_notify: bool = False,
-        snapshot: TakeSnapshot = ops.snapshot,
-        snapshots: SavedSnapshots = ops.saved_snapshots,
+        snapshot: TakeSnapshot = take_snapshot,
+        snapshots: SavedSnapshots = saved_snapshots,
     ) -> None:
         super().__init__()
         from themes import DEFAULT_THEME, register_all
@@ -115,7 +164,7 @@ class BottleConsole(App[None]):
         self.home = home
         self.discover_fn, self.status_fn, self.load_proposals_fn = discover, status, load_proposals
         self.start_fn, self.stop_fn, self.pane_argv, self.end_session = start, stop, pane_argv, end_session
-        self.make_plan = make_plan or ops.plan
+        self.make_plan = make_plan or _op("plan")
         self.review_fn = review
         self.snapshot_fn, self.snapshots_fn = snapshot, snapshots
         self.snapshotting: set[str] = set()  # slugs whose snapshot is being taken (s twice waits)
@@ -146,11 +195,23 @@ class BottleConsole(App[None]):
     def on_mount(self) -> None:
         self.sub_title = str(self.home)
         self.agents_pane.focus()
-        self.refresh_bottles()
-        self.reload_proposals()
         self.set_interval(self.poll_seconds, self.reconcile)
         if self._tick:
             self.set_interval(AGE_TICK_SECONDS, self.rerender)
+        self.update_header()
+        self.call_after_refresh(self.start_workers)
+
+    def deferred(self) -> list[str]:
+        """The modules the workers of this console need (see ``import_deferred``)."""
+        return [OPS, *([WATCH] if self._watch_files else []), *([TMUX] if self.pane.env is not None else [])]
+
+    @work(group="start", exit_on_error=False)
+    async def start_workers(self) -> None:
+        """Once the first frame is out: what the workers need imported (in a thread: the loop
+        goes on drawing and taking keys), the workers that fill the screen, then the flows."""
+        await asyncio.to_thread(import_deferred, self.deferred())
+        self.refresh_bottles()
+        self.reload_proposals()
         if self._watch_events:
             self.follow_events()
         if self._watch_files:
@@ -159,7 +220,7 @@ class BottleConsole(App[None]):
             self.run_worker(self.pane.setup(), group="pane", exit_on_error=False)
         if self.notifications.settings.enabled:
             self.claim_notifier()
-        self.update_header()
+        await asyncio.to_thread(import_deferred, FLOWS)
 
     def on_unmount(self) -> None:
         self.notifications.release()
@@ -195,7 +256,7 @@ class BottleConsole(App[None]):
                 usage = usages.get(slug)
                 self.notifications.budget(slug, usage.budget if usage is not None else None, baseline=True)
 
-    def follow_remote_bottles(self, bottles: Iterable[ops.BottleInfo]) -> None:
+    def follow_remote_bottles(self, bottles: Iterable[BottleInfo]) -> None:
         """A watch of each bottle whose files are not in the state folder (a swarm bottle), one
         per bottle, started when discovery first lists it and again after it ended."""
         for info in bottles:
@@ -322,7 +383,7 @@ class BottleConsole(App[None]):
         if waiting:
             counts += f" · {waiting} waiting for input"
         if self.agents_pane.usages:
-            counts += f" · {ops.usd_text(self.agents_pane.total_usd())} spent"
+            counts += f" · {usd_text(self.agents_pane.total_usd())} spent"
         if self.engine_ok is False:
             line.update(inert(f"engine: {self.engine_problem} · {counts}"))
         elif self.versions:
@@ -367,6 +428,8 @@ class BottleConsole(App[None]):
         other.focus()
 
     def action_new_agent(self) -> None:
+        from . import agent_flows
+
         agent_flows.new_agent(self)
 
     def action_refresh(self) -> None:

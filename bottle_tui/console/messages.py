@@ -8,11 +8,13 @@ bell, the right-hand tmux pane). Workers never change a pane's or the app's stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from ..ops import BottleInfo, BottleUsage, Proposal
-from .rows import AgentStatus
+if TYPE_CHECKING:
+    from ..ops import BottleInfo, BottleUsage, Proposal
+    from .rows import AgentStatus
 
 
 @dataclass

@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from bottle_contract.files import try_lock
 
-from .. import ops
 from ..config import NOTIFY_EVENTS, NotifySettings, load_config
 from ..errors import BottleError
-from ..notify import Event, Notifier, budget_text, build_sinks
-from ..ops import BottleInfo, Proposal
-from ..runner import run_blocking
 from ..state import notify_lock_path, state_dir
 
 if TYPE_CHECKING:
+    from ..notify import Event, Notifier
+    from ..ops import BottleInfo, Proposal
     from .app import BottleConsole
+
+# bottle_tui.notify (its sinks, the notifier's thread) is imported where it is used: only a
+# console whose config.yaml turns notifications on needs it, and then after its first frame.
 
 # A bottle whose teardown began this recently is being stopped (by this console, the CLI or
 # another console), not dying: its containers leaving "running" is no news.
@@ -47,6 +48,8 @@ def take_lock(path: Path) -> int | None:
 def tmux_passthrough(env: Mapping[str, str]) -> bool:
     """Whether tmux forwards DCS passthrough from this pane (tmux 3.3 added allow-passthrough, off
     by default; before it passthrough always worked, and the option does not exist)."""
+    from ..runner import run_blocking
+
     pane = env.get("TMUX_PANE", "")
     try:
         out = run_blocking(
@@ -58,6 +61,8 @@ def tmux_passthrough(env: Mapping[str, str]) -> bool:
 
 
 def proposal_events(found: Iterable[Proposal]) -> list[Event]:
+    from ..notify import Event
+
     return [
         Event("proposal", p.slug, f"{'draft: ' if p.data.get('draft') else ''}{p.kind} {p.summary()}") for p in found
     ]
@@ -68,6 +73,8 @@ def died_events(
 ) -> list[Event]:
     """A service that was running and is no longer (exited, dead, restarting...), for bottles not
     being stopped. A bottle that went from the engine entirely was removed, not dead."""
+    from ..notify import Event
+
     events = []
     for info in bottles:
         was = before.get(info.slug)
@@ -82,6 +89,8 @@ def died_events(
 
 def budget_event(slug: str, before: str | None, budget: Mapping[str, Any] | None) -> Event | None:
     """An event when the level rose to warn or reached (once per change); None otherwise."""
+    from ..notify import Event, budget_text
+
     level = budget.get("level") if budget else None
     if budget is None or level == before or level not in ("warn", "reached"):
         return None
@@ -114,6 +123,8 @@ class ConsoleNotifications:
         """Become the home's notifier if no one is (blocking: call in a thread). Returns problems."""
         if not self.settings.enabled or self.notifier is not None:
             return []
+        from ..notify import Notifier, build_sinks
+
         fd = take_lock(notify_lock_path(self.app.home))
         if fd is None:
             if self.headless and not self._told_waiting:
@@ -170,17 +181,23 @@ class ConsoleNotifications:
 
     # --- what the watchers found -------------------------------------------------------------
 
+    # What the watchers found becomes events only while this console is the notifier.
+
     def proposals(self, found: Iterable[Proposal]) -> None:
-        self.emit(proposal_events(found))
+        if self.active:
+            self.emit(proposal_events(found))
 
     def waiting(self, slugs: Iterable[str]) -> None:
-        self.emit(Event("waiting", slug, "waiting for input") for slug in sorted(slugs))
+        if self.active:
+            from ..notify import Event
+
+            self.emit(Event("waiting", slug, "waiting for input") for slug in sorted(slugs))
 
     def bottles(self, bottles: list[BottleInfo]) -> None:
         """A discovery: bottles whose agent or bundle stopped running since the last one."""
-        events = died_events(self.services, bottles, set(self.app.pane.stopping))
-        self.services = {b.slug: dict(b.services) for b in bottles}
-        if events and self.active:  # only then a look at each one's teardown.log (a stat)
+        before, self.services = self.services, {b.slug: dict(b.services) for b in bottles}
+        if self.active:  # only then the events, and a look at each one's teardown.log (a stat)
+            events = died_events(before, bottles, set(self.app.pane.stopping))
             now = time.time()
             self.emit(e for e in events if not being_stopped(self.app.home, e.slug, now))
 
@@ -193,13 +210,16 @@ class ConsoleNotifications:
         level = budget.get("level") if budget else None
         before = self.budgets.get(slug, "ok")
         self.budgets[slug] = str(level) if level else None
-        if not baseline and (event := budget_event(slug, before, budget)) is not None:
+        if not baseline and self.active and (event := budget_event(slug, before, budget)) is not None:
             self.emit([event])
 
 
 def send_test(home: Path, *, timeout: float = 30.0) -> list[str]:
     """`bottle-tui notify --test`: one sample message through every sink now (no lock, no
     coalescing wait); returns the problems met (sinks that could not be built or failed)."""
+    from .. import ops
+    from ..notify import Event, Notifier, build_sinks
+
     settings = load_config(home).notify
     sinks, problems = build_sinks(settings, os.environ, terminal_write=_stdout_write, tmux=bool(os.environ.get("TMUX")))
     if not sinks:

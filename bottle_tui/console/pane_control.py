@@ -10,13 +10,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import ops
 from ..errors import BottleError
 from .inert import inert
-from .tmux import Occupant, RightPane, TmuxError
 
 if TYPE_CHECKING:
     from .app import BottleConsole
+    from .tmux import Occupant, RightPane
+
+# tmux.py (libtmux) and ops are imported where they are used: the first frame needs neither (the
+# app imports them in a thread after it, BottleConsole.deferred, before ``setup`` runs).
 
 
 class PaneController:
@@ -34,6 +36,8 @@ class PaneController:
         self.app.notify(inert(text).plain, title="tmux", severity="warning", markup=False)
 
     async def setup(self) -> None:
+        from .tmux import RightPane, TmuxError
+
         try:
             split = await asyncio.to_thread(RightPane.from_env, self.env)
             if split is not None:
@@ -55,6 +59,8 @@ class PaneController:
         split = self.split
         if split is None:
             return False, None
+        from .tmux import TmuxError
+
         async with self._lock:
             try:
                 result = await asyncio.to_thread(fn, split)
@@ -107,6 +113,8 @@ class PaneController:
 
     def _end_claude(self, slug: str) -> None:
         """The pane left ``slug``'s claude: end it in the bottle, in the background."""
+        from .. import ops
+
         info = self.app.agents_pane.bottles.get(slug)
         if info is not None:
             home = ops.bottle_home(info, self.app.home)
@@ -131,6 +139,8 @@ class PaneController:
             await self.call(lambda split: split.close())
             self._set_occupant(None)
             return
+        from .. import ops
+
         info = bottles[nxt]
         await self.show_claude(ops.bottle_home(info, self.app.home), nxt, info.backend, select=False)
 
@@ -158,6 +168,8 @@ class PaneController:
         """After the console has quit (its event loop is gone): its pane no longer runs a
         console. The right pane and its claude stay."""
         if self.split is not None:
+            from .tmux import TmuxError
+
             try:
                 self.split.mark_console(False)
             except TmuxError:

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from textual.widgets import DataTable
 
-from .. import ops
-from ..ops import BottleInfo, BottleUsage, Proposal
-from . import agent_flows, keys, policy_flow, proposal_flows
+from . import keys
 from .inert import inert
 from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
 from .rows import AGENT_COLUMNS, PROPOSAL_COLUMNS, AgentStatus, agent_cells, proposal_cells, proposal_static
@@ -25,6 +23,7 @@ from .table import Cell, PaneTable
 _V = TypeVar("_V")
 
 if TYPE_CHECKING:
+    from ..ops import BottleInfo, BottleUsage, Proposal
     from .app import BottleConsole
 
 
@@ -148,6 +147,8 @@ class ProposalsPane(ConsolePane):
         self.sync(self.rows_wanted())
 
     def _flow(self, what: str) -> None:
+        from . import proposal_flows  # the dialogs: imported when a key first opens one
+
         p = self.selected()
         if p is not None:
             proposal_flows.run(self.console, p, what)
@@ -286,6 +287,8 @@ class AgentsPane(ConsolePane):
 
     async def _learn_work(self, bottles: list[BottleInfo]) -> None:
         """Which new bottles have git (their state folders say so), off the event loop."""
+        from .. import ops
+
         home = self.home
         found = await asyncio.to_thread(lambda: {b.slug: ops.has_work(home, b) for b in bottles})
         self.has_work.update({slug: has for slug, has in found.items() if slug in self.bottles})
@@ -327,26 +330,42 @@ class AgentsPane(ConsolePane):
         if info is not None:
             flow(self.console, info)
 
+    # The flows (and their dialogs) are imported when a key first needs one.
+
     def action_open(self) -> None:
+        from . import agent_flows
+
         self._selected_then(agent_flows.attach)
 
     def action_stop(self) -> None:
+        from . import agent_flows
+
         self._selected_then(agent_flows.stop)
 
     def action_edit_routes(self) -> None:
+        from . import policy_flow
+
         self._selected_then(policy_flow.edit_routes)
 
     def action_edit_dlp(self) -> None:
+        from . import policy_flow
+
         # The DLP settings (the bottle's, and each route's) live in routes.yaml beside the routes.
         self._selected_then(policy_flow.edit_routes)
 
     def action_logs(self) -> None:
+        from . import agent_flows
+
         self._selected_then(agent_flows.show_logs)
 
     def action_diff(self) -> None:
+        from . import agent_flows
+
         self._selected_then(agent_flows.review_work)
 
     def action_snapshot(self) -> None:
+        from . import agent_flows
+
         self._selected_then(agent_flows.snapshot)
 
     def action_no_diff(self) -> None:

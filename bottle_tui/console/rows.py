@@ -11,9 +11,13 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..ops import BottleInfo, BottleUsage, Proposal, spend_cell
+from ..spend import spend_cell
 from .inert import inert
+
+if TYPE_CHECKING:
+    from ..ops import BottleInfo, BottleUsage, Proposal
 
 PROPOSAL_COLUMNS = (
     ("agent", "AGENT"),

@@ -10,6 +10,7 @@ from textual.binding import Binding
 
 from ..config import config_path, load_config
 from ..errors import BottleError
+from ..state import home_path as home_path  # the CLI opens the console with it: the home, without ops
 from . import keys
 
 
@@ -35,7 +36,7 @@ def console_settings(home: Path, theme: str | None) -> tuple[str | None, dict[st
 
     config = load_config(home)
     path = config_path(home)
-    known = known_binding_ids()
+    known = known_binding_ids() if config.keymap else []  # (it imports the dialogs)
     for binding_id, _ in config.keymap:
         if binding_id not in known:
             raise BottleError(f"{path}: keymap.{binding_id}: unknown binding id; use one of: {', '.join(known)}")

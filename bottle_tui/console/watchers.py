@@ -9,17 +9,19 @@ from collections.abc import Iterable, Set
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import ops, proposals
 from ..errors import BottleError
-from ..ops import BottleInfo, BottleUsage, Proposal
-from ..runner import lines
-from ..spend import UsageReader
 from ..state import StateDir, changed_file, state_dir, state_root
 from .messages import BottlesFound, EngineDown, ProposalsLoaded, StatusRead, UsageRead
 from .rows import AgentStatus, read_status
 
 if TYPE_CHECKING:
+    from .. import ops
+    from ..ops import BottleInfo, BottleUsage, Proposal
+    from ..spend import UsageReader
     from .app import BottleConsole
+
+# ops, proposals and the runner are imported in the functions: the app starts these watchers once
+# it has imported them in a thread (BottleConsole.deferred), after its first frame.
 
 
 async def discover(app: BottleConsole) -> None:
@@ -46,6 +48,8 @@ def read_bottle_files(
     """The status and usage files of ``bottles`` (those that have one), blocking. What a bottle
     spent is read where its own home keeps it (another home's bottle too, when this process can
     see that folder)."""
+    from .. import ops
+
     statuses, usages = {}, {}
     seen = set()
     for b in bottles:
@@ -69,6 +73,9 @@ def engine_problem(exc: BaseException) -> str:
 async def follow_events(app: BottleConsole) -> None:
     """Discover again whenever one of our containers changes; restart the stream if it ends or
     fails (a bottle stopped from outside this console shows up here first)."""
+    from .. import ops
+    from ..runner import lines
+
     while True:
         try:
             async for _ in lines(ops.events_argv()):
@@ -82,6 +89,9 @@ async def follow_remote(app: BottleConsole, info: ops.BottleInfo) -> None:
     """One long-running watch of a bottle whose files are elsewhere (a swarm bottle's bundle):
     each change it reports loads the proposals again. Ends when the bottle's watch ends (the
     bottle went, or its node did); discovery starts it again while the bottle is listed."""
+    from .. import ops
+    from ..runner import lines
+
     try:
         argv = await asyncio.to_thread(ops.watch_argv, app.home, info)
     except BottleError:
@@ -104,6 +114,8 @@ async def load_proposals(app: BottleConsole) -> None:
 def load_changed(files: Iterable[tuple[Path, StateDir]]) -> dict[str, Proposal | None]:
     """The proposal behind each changed queue file (None: gone, decided, or not a proposal of
     the bottle whose folder holds it)."""
+    from .. import proposals
+
     out: dict[str, Proposal | None] = {}
     for path, state in files:
         p = proposals.load(path)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from .. import backends
 from ..backends import Backend, BottleInfo
-from ..manifest import default_home
+from ..state import home_path
 
 
 def home(path: str | Path | None = None) -> Path:
     """The home a command works on: ``path`` when given (``--home``), else $CLAUDE_BOTTLE_HOME or
     ~/.claude-bottle."""
-    return Path(path).expanduser() if path else default_home()
+    return home_path(path)
 
 
 def bottle_home(info: BottleInfo | None, fallback: Path) -> Path:

@@ -19,6 +19,7 @@ from bottle_contract.policy import yaml_text
 from bottle_contract.proposal import ID_RE
 from bottle_tui import cli, policy_diff, proposals
 from bottle_tui.bottle_files import LocalFiles
+from bottle_tui.cli import review
 from bottle_tui.console.inert import inert
 from bottle_tui.errors import BottleError
 from bottle_tui.state import StateDir
@@ -473,12 +474,12 @@ def test_proposals_ls_never_cuts_a_change(home: Path, state: StateDir, capsys) -
     piped = capsys.readouterr().out.splitlines()
     assert len(piped) == 2 and piped[1].endswith(whole)
     for width in (80, 120, 20):
-        lines = cli.proposal_table([cli._proposal_line(p)], width=width)
+        lines = review.proposal_table([review._proposal_line(p)], width=width)
         column = lines[0].index("WHAT")
         assert lines[1].startswith(p.id)
         assert "".join(line[column:] for line in lines[1:]) == whole  # nothing lost, nothing added
         assert all(not line[:column].strip() for line in lines[2:])  # continuation lines sit under WHAT
-        if width >= column + cli.MIN_WHAT_WIDTH:
+        if width >= column + review.MIN_WHAT_WIDTH:
             assert max(len(line) for line in lines) < width
 
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
@@ -177,6 +176,7 @@ class BottleConsole(App[None]):
         self.engine_problem = ""
         self._waiting_alerted: set[str] = set()
         self._keys_basis: tuple[bool, bool, bool | None] | None = None
+        self._lines_shown: dict[str, str] = {}  # the header and hint lines as last shown
         self.usage_reader = UsageReader()  # each bottle's usage.json, read again only when it changed
         self.pane = PaneController(self, tmux_env)  # the right-hand tmux pane (tmux_env None: not in tmux)
         # Alerts also sent away from the terminal (config.yaml's notify); headless: `notify --watch`.
@@ -360,8 +360,7 @@ class BottleConsole(App[None]):
         hint = PANE_HINT if self.pane.split is not None else ATTACH_HINT
         if not pane.bottles:
             hint = "No agents are running: press n to start one. " + hint
-        if (line := self._line("hint")) is not None:
-            line.update(Text(hint))
+        self._show_line("hint", hint)
         self.update_header()
         self._refresh_keys()
 
@@ -373,8 +372,15 @@ class BottleConsole(App[None]):
         except NoMatches:
             return None
 
+    def _show_line(self, name: str, text: str) -> None:
+        """Show ``text`` (made inert) on the header or hint line, only when it changed: an update
+        relayouts the whole screen, and a refresh of 200 bottles mostly changes nothing there."""
+        if self._lines_shown.get(name) != text and (line := self._line(name)) is not None:
+            self._lines_shown[name] = text
+            line.update(inert(text))
+
     def update_header(self) -> None:
-        if (line := self._line("engine")) is None:
+        if self._line("engine") is None:
             return
         bottles, pending = self.agents_pane.bottles, self.proposals_pane.pending
         n_agents, n_pending = len(bottles), len(pending)
@@ -385,11 +391,12 @@ class BottleConsole(App[None]):
         if self.agents_pane.usages:
             counts += f" · {usd_text(self.agents_pane.total_usd())} spent"
         if self.engine_ok is False:
-            line.update(inert(f"engine: {self.engine_problem} · {counts}"))
+            text = f"engine: {self.engine_problem} · {counts}"
         elif self.versions:
-            line.update(inert(f"{counts} · {self.versions}"))
+            text = f"{counts} · {self.versions}"
         else:
-            line.update(inert(f"{counts} · engine: checking…"))
+            text = f"{counts} · engine: checking…"
+        self._show_line("engine", text)
         self.proposals_pane.border_subtitle = f"{n_pending} pending"
         self.agents_pane.border_subtitle = f"{n_agents} running"
 

@@ -109,12 +109,14 @@ def test_a_microvm_bottle_says_it_cannot(tmp_path: Path) -> None:
         "a microVM's disk is not on the engine, so it cannot be committed"
     )
     info = BottleInfo("coder-abc123", "claude-bottle-coder-abc123", "coder", "web", "smolvm", "", str(home), "")
+    said: list[str] = []
     with pytest.raises(BottleError) as err:
-        asyncio.run(SmolvmBackend().snapshot(home, info, snapshot_dir(home, "x")))
+        asyncio.run(SmolvmBackend().snapshot(home, info, snapshot_dir(home, "x"), said.append))
     assert str(err.value) == (
         "coder-abc123 is a microVM bottle: snapshots need a docker bottle: a microVM's disk is not on the engine, "
         "so it cannot be committed"
     )
+    assert said == []  # refused before saying it starts
 
 
 def test_the_image_loses_every_label_of_the_agent_container() -> None:

@@ -56,10 +56,25 @@ _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
-BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources", "budget")
+BOTTLE_KEYS = (
+    "name",
+    "description",
+    "backend",
+    "egress",
+    "git",
+    "supervise",
+    "env",
+    "dlp",
+    "resources",
+    "budget",
+    "pool",
+)
 GIT_KEYS = ("upstream", "branch", "credentials_env", "protected", "review")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
+POOL_KEYS = ("size",)
+# Warm bottles kept per bottle manifest: each one holds a running bundle and agent (memory, two networks).
+POOL_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,7 @@ class BottleSpec:
     resources: Resources
     budget: Budget | None = None  # what the bottle may spend on model calls (None: config.yaml's default)
     metered: tuple[str, ...] = (ANTHROPIC_API,)  # hosts whose model calls egress meters
+    pool: int | None = None  # warm bottles kept started (`pool: {size: N}`; None: config.yaml's default)
 
 
 @dataclass(frozen=True)
@@ -318,6 +334,13 @@ def _resources(ck: Checker, key: str, value: object) -> Resources:
     )
 
 
+def parse_pool_size(ck: Checker, key: str, value: object) -> int:
+    """``pool: {size: N}`` (a bottle's, or config.yaml's default): how many warm bottles to keep."""
+    spec = ck.expect_mapping(key, value, "pool: {size: 2}")
+    ck.known_keys(key, spec, POOL_KEYS)
+    return ck.optional(spec, key, "size", lambda k, v: ck.expect_int(k, v, "pool: {size: 2}", low=0, high=POOL_MAX), 0)
+
+
 def parse_budget_value(ck: Checker, key: str, value: object) -> Budget:
     """``budget: {usd: N, tokens: N}`` (a manifest's, or config.yaml's default) as a Budget."""
     spec = ck.expect_mapping(key, value, "budget: {usd: 20}")
@@ -363,8 +386,18 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
         resources=ck.optional(fm, "", "resources", lambda k, v: _resources(ck, k, v), Resources()),
         budget=ck.optional(fm, "", "budget", lambda k, v: parse_budget_value(ck, k, v), None),
         metered=metered_hosts(ck, "egress", fm.get("egress"), routes),
+        pool=ck.optional(fm, "", "pool", lambda k, v: parse_pool_size(ck, k, v), None),
     )
     _secrets_not_in_env(ck, spec)
+    if spec.pool:
+        if spec.git is not None:
+            ck.fail(
+                "pool.size",
+                "a bottle with git: cannot be pooled (its mirror and checkout are made for each start); "
+                "remove pool: or git:",
+            )
+        if spec.backend != "docker":
+            ck.fail("pool.size", f"only docker bottles can be pooled, not {spec.backend}; remove pool:")
     return spec
 
 

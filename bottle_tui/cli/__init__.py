@@ -17,6 +17,8 @@ from .. import __version__, ops
 from ..errors import BottleError
 from ..runner import handoff
 from .common import _confirm, _home, _print_table, _say, _shown
+from .pool import add_parsers as add_pool_parsers
+from .pool import cmd_pool
 from .review import MIN_WHAT_WIDTH, _proposal_line, cmd_diff, cmd_policy, cmd_proposals, proposal_table
 from .snapshots import add_parsers as add_snapshot_parsers
 from .snapshots import cmd_snapshot, cmd_snapshots
@@ -371,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="branches, commits and files with their counts, as JSON")
     add_snapshot_parsers(sub)
+    add_pool_parsers(sub)
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
     p.add_argument("--json", action="store_true", help="with each bottle's spend (usage totals and budget)")
     p = sub.add_parser(
@@ -436,6 +439,7 @@ COMMANDS = {
     "ls": cmd_ls,
     "snapshot": cmd_snapshot,
     "snapshots": cmd_snapshots,
+    "pool": cmd_pool,
     "usage": cmd_usage,
     "selftest": cmd_selftest,
     "cleanup": cmd_cleanup,

@@ -20,6 +20,7 @@ from ...runner import CommandError, run
 from ...state import (
     StateDir,
     archive_root,
+    pool_root,
     project_name,
     prune_archive,
     state_dir,
@@ -79,14 +80,17 @@ async def make_egress_ca(state: StateDir, slug: str) -> None:
     atomic_write(state.ca / CA_CERT_NAME, pem_cert, mode=0o644)
 
 
-def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False) -> None:
+def write_renders(
+    plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False, volume: str | None = None
+) -> None:
     """Everything the bottle's containers read. ``git_start``: the tip a local upstream's mirror
     began at. ``keep_policy``: a resumed bottle keeps the routes.yaml in force (approved
-    proposals, operator edits) instead of the manifest's."""
-    spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
+    proposals, operator edits) instead of the manifest's. ``volume``: its work volume when that
+    is not its slug's (a claimed pool member's, resumed)."""
+    spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid(), volume=volume)
     atomic_write(plan.state.compose_file, to_yaml(spec), mode=0o600)
     write_bundle_files(plan, git_start=git_start, keep_policy=keep_policy)
-    write_metadata(plan)
+    write_metadata(plan, **({"volume": volume} if volume else {}))
 
 
 def write_bundle_files(plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False) -> None:
@@ -158,7 +162,7 @@ async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
         if not agent_up:
             agent_up = await engine.container_running(agent)
         if agent_up and all(r.exists() for r in ready):
-            _check_egress_policy(plan)
+            check_egress_policy(plan)
             return
         await asyncio.sleep(0.05)
     missing = ", ".join(r.parent.name for r in ready if not r.exists())
@@ -168,7 +172,7 @@ async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
     )
 
 
-def _check_egress_policy(plan: BottlePlan) -> None:
+def check_egress_policy(plan: BottlePlan) -> None:
     """Egress is up, but did it take the policy? A routes.yaml it refused (e.g. a DLP rule id its
     pinned gitleaks rules do not have) means every request is blocked: say so now, in one line."""
     try:
@@ -266,7 +270,7 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
     append_log(
         plan.state.bringup_log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}"
     )
-    await _bring_up(plan, progress, resumed=False)
+    await bring_up(plan, progress, resumed=False)
 
 
 async def resume(plan: BottlePlan, progress: Progress) -> None:
@@ -274,7 +278,7 @@ async def resume(plan: BottlePlan, progress: Progress) -> None:
     routes.yaml in force, proposals) and work volume (checkout, ~/.claude), with the images and
     manifests of today. A failed resume takes the containers down and keeps the rest."""
     state = plan.state
-    volume = workspace.volume_name(plan.slug)
+    volume = workspace.volume_of(state)
     if not await workspace.exists(volume):
         raise BottleError(
             f"bottle {plan.slug} has no kept volume ({volume}): only `bottle-tui stop {plan.slug} --keep` keeps one "
@@ -284,12 +288,15 @@ async def resume(plan: BottlePlan, progress: Progress) -> None:
     # The daemons write these when they are up: last run's must not pass for this one's.
     for ready in (state.egress_ready, state.supervise_ready, state.git_gate_ready):
         ready.unlink(missing_ok=True)
-    await _bring_up(plan, progress, resumed=True)
+    await bring_up(plan, progress, resumed=True, volume=volume)
     state.preserve_marker.unlink(missing_ok=True)  # kept for this resume; a plain stop removes it now
 
 
-async def _bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool) -> None:
+async def bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool = False, volume: str | None = None) -> None:
+    """Renders, the work volume, `compose up`, then wait until the daemons are ready; a failure
+    takes the containers down (and a fresh bottle's volume) and raises one line."""
     state = plan.state
+    volume = None if volume == workspace.volume_name(plan.slug) else volume
     log = state.bringup_log
     volume_made = False
     try:
@@ -305,8 +312,9 @@ async def _bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool) -> N
         if forked is not None and forked.dir.routes.is_file():
             # a fork starts with the policy in force when the snapshot was taken
             atomic_write(state.routes, forked.dir.routes.read_bytes(), mode=0o600)
-        write_renders(plan, git_start=git_start, keep_policy=resumed or forked is not None)
-        await workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"])
+        write_renders(plan, git_start=git_start, keep_policy=resumed or forked is not None, volume=volume)
+        if volume is None:
+            await workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"])
         volume_made = not resumed
         if forked is not None:
             progress(f"filling {plan.slug}'s work volume from snapshot {forked.name}")
@@ -354,11 +362,12 @@ async def stop(
     The work volume (checkout, ~/.claude) is looked at before `down`: what nothing else holds is
     saved in ``archive/<slug>/work/`` (``report.work`` says what, in one line); then the volume
     goes, unless ``keep`` (for `resume`) or its work could not be saved."""
-    project = project_name(slug)
     state = state_dir(home, slug)
+    project = engine.project_of(state)
+    agent = engine.container_name(project_name(slug), "agent")
     report = StopReport(slug)
     have_state = state.path.is_dir()
-    volume = workspace.volume_name(slug)
+    volume = workspace.volume_of(state)
     has_volume = agent_container and await workspace.exists(volume)
     saved: workspace.Saved | None = None
 
@@ -383,9 +392,7 @@ async def stop(
             atomic_write(state.compose_log, await engine.logs(project), mode=0o600)
 
         async def snapshot() -> None:
-            await engine.copy_out(
-                engine.container_name(project, "agent"), TRANSCRIPTS, state.transcript, missing_ok=True
-            )
+            await engine.copy_out(agent, TRANSCRIPTS, state.transcript, missing_ok=True)
 
         steps = [dump_logs(), snapshot()] if agent_container else [dump_logs()]
         results = await asyncio.gather(*steps, return_exceptions=True)
@@ -397,7 +404,7 @@ async def stop(
     if has_volume:
         progress(f"looking at the checkout of {slug}")
         try:
-            saved = await save_work(home, slug, engine.container_name(project, "agent"))
+            saved = await save_work(home, slug, agent)
             report.work = saved.line
         except BottleError as exc:
             problem(str(exc))
@@ -435,8 +442,12 @@ async def stop(
         if archive_problems:
             problem(f"kept {state.path}: not everything in it could be archived")
         elif down_error is None and not state.preserved:
+            member = (state.read_metadata() or {}).get("pool_member")
             for line in state.remove():
                 problem(line)
+            link = pool_root(home) / str(member or "")
+            if member and link.is_symlink():  # a claimed warm bottle's old name (backends/docker/pool.py)
+                link.unlink()
     if down_error is not None:
         raise down_error
     return report
@@ -468,7 +479,7 @@ async def save_work(home: Path, slug: str, agent: str | None) -> workspace.Saved
     running agent container ``agent``, else (it is gone) in a throwaway one. Whether the bottle
     has git (and so a gate's mirror to compare with) is in its state folder."""
     state = state_dir(home, slug)
-    volume = workspace.volume_name(slug)
+    volume = workspace.volume_of(state)
     if agent is not None and await engine.container_running(agent):
         place = workspace.exec_place(agent)
     else:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ...errors import BottleError
 from ...plan import AGENT_HOME, WORKDIR
 from ...runner import CommandError, CommandNotFound, run
-from ...state import REFS_BUNDLE, UNCOMMITTED_PATCH, WORK_TARBALL
+from ...state import REFS_BUNDLE, UNCOMMITTED_PATCH, WORK_TARBALL, StateDir
 from . import labels
 
 VOLUME_PREFIX = "bottle-tui-work-"
@@ -102,6 +102,14 @@ TAR_SCRIPT = """exec tar --use-compress-program='gzip -1' -C "$1" -cf - "$2" """
 
 def volume_name(slug: str) -> str:
     return VOLUME_PREFIX + slug
+
+
+def volume_of(state: StateDir) -> str:
+    """The work volume of bottle ``state.slug``: a claimed pool member's is the one its member was
+    made with (a volume cannot be renamed), as its metadata.json says."""
+    meta = (state.read_metadata() if state.path.is_dir() else None) or {}
+    volume = meta.get("volume")
+    return volume if isinstance(volume, str) and slug_of_volume(volume) else volume_name(state.slug)
 
 
 def slug_of_volume(name: str) -> str | None:

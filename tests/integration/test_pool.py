@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from bottle_tui.backends.docker import labels
-from tests.support.bottles import AUTHED, SECRET, Bottle, cli, labelled, sh, start_bottle
+from tests.support.bottles import AUTHED, SECRET, Bottle, cli, labelled, sh, start_bottle, wait_for_fillers
 
 pytestmark = pytest.mark.integration
 
@@ -41,24 +40,6 @@ def pool_home(tmp_path: Path, built_images: dict[str, str]) -> Path:
         )
     )
     return home
-
-
-def wait_for_fillers(home: Path, timeout: float = 120) -> None:
-    """Until no `pool fill` of ``home`` runs (start leaves one running, detached)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        running = []
-        for proc in Path("/proc").iterdir():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"fill" in argv and b"pool" in argv and str(home).encode() in argv:
-                running.append(proc.name)
-        if not running:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"pool fill of {home} still runs after {timeout} s")
 
 
 def members(home: Path) -> dict[str, str]:

@@ -31,6 +31,9 @@ from . import engine, images, snapshot, workspace
 from .compose import render_compose, render_git_gate, render_metering, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
+# How often a bring-up looks for the daemons' ready files: a stat each, so often costs nothing,
+# and the bottle is ready within this much of its last daemon.
+READY_POLL = 0.01
 
 Progress = Callable[[str], None]
 
@@ -154,18 +157,48 @@ async def prepare_local_mirror(plan: BottlePlan) -> str | None:
     return tip
 
 
-async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
-    ready = [plan.state.egress_ready] + ([plan.state.supervise_ready] if plan.supervise_url else [])
+class Timings:
+    """How long each step of a bring-up took: one line in bringup.log (`make bench` reads it)."""
+
+    def __init__(self) -> None:
+        self.began = self.last = time.monotonic()
+        self.parts: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.parts.append((name, now - self.last))
+        self.last = now
+
+    def line(self) -> str:
+        parts = ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.parts)
+        return f"timings (s): {parts}, total {time.monotonic() - self.began:.3f}"
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _wait_ready(plan: BottlePlan, deadline: float, timings: Timings | None = None) -> None:
+    ready = {"egress": plan.state.egress_ready} | (
+        {"supervise": plan.state.supervise_ready} if plan.supervise_url else {}
+    )
+    seen: set[str] = set()
+    began = time.monotonic()
     agent = engine.container_name(plan.project, "agent")
     agent_up = False
     while time.monotonic() < deadline:
         if not agent_up:
             agent_up = await engine.container_running(agent)
-        if agent_up and all(r.exists() for r in ready):
+        for name, path in ready.items():
+            if name not in seen and path.exists():
+                seen.add(name)
+                if timings is not None:  # after compose up, each daemon's own time to be ready
+                    timings.parts.append((f"{name} ready after up", time.monotonic() - began))
+        if agent_up and len(seen) == len(ready):
             check_egress_policy(plan)
             return
-        await asyncio.sleep(0.05)
-    missing = ", ".join(r.parent.name for r in ready if not r.exists())
+        await asyncio.sleep(READY_POLL)
+    missing = ", ".join(r.parent.name for r in ready.values() if not r.exists())
     what = "the agent container" if not agent_up else f"{missing} (no ready file)"
     raise BottleError(
         f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}"
@@ -244,7 +277,7 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
             raise BottleError(
                 f"bottle {plan.slug}: the git gate did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}"
             )
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(READY_POLL)
     agent = engine.container_name(plan.project, "agent")
     code, out = await engine.exec_capture(
         agent, ["sh", "-c", CHECKOUT_SCRIPT, "checkout", plan.git_origin, plan.bottle.git.branch], timeout=120
@@ -299,35 +332,52 @@ async def bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool = Fals
     volume = None if volume == workspace.volume_name(plan.slug) else volume
     log = state.bringup_log
     volume_made = False
+    timings = Timings()
     try:
-        if not (resumed and (state.egress / "mitmproxy-ca.pem").is_file()):
-            await make_egress_ca(state, plan.slug)
+        # The CA, the volume and a local upstream's mirror need nothing of each other: made at once.
+        need_ca = not (resumed and (state.egress / "mitmproxy-ca.pem").is_file())
         kept_gate = state.git_gate / "gate.json"
-        if resumed and kept_gate.is_file():
+        keep_gate = resumed and kept_gate.is_file()
+        made = await asyncio.gather(
+            make_egress_ca(state, plan.slug) if need_ca else _nothing(),
             # the mirror holds the agent's held pushes: kept as it is, with the tip it began at
-            git_start = json.loads(kept_gate.read_text()).get("start")
-        else:
-            git_start = await prepare_local_mirror(plan)
+            _nothing() if keep_gate else prepare_local_mirror(plan),
+            workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"], fresh=not resumed)
+            if volume is None
+            else _nothing(),
+            return_exceptions=True,
+        )
+        volume_made = not resumed and not isinstance(made[2], BaseException)
+        for result in made:
+            if isinstance(result, BaseException):
+                raise result
+        mirrored = made[1] if isinstance(made[1], str) else None
+        git_start = json.loads(kept_gate.read_text()).get("start") if keep_gate else mirrored
+        timings.mark("ca, volume and mirror")
         forked = plan.snapshot if not resumed else None
         if forked is not None and forked.dir.routes.is_file():
             # a fork starts with the policy in force when the snapshot was taken
             atomic_write(state.routes, forked.dir.routes.read_bytes(), mode=0o600)
         write_renders(plan, git_start=git_start, keep_policy=resumed or forked is not None, volume=volume)
-        if volume is None:
-            await workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"])
-        volume_made = not resumed
+        timings.mark("renders")
         if forked is not None:
             progress(f"filling {plan.slug}'s work volume from snapshot {forked.name}")
             await snapshot.restore_home(plan.slug, forked)
             append_log(log, f"work volume filled from snapshot {forked.name} (of {forked.of}, {forked.created_at})")
+            timings.mark("home from snapshot")
         append_log(log, "renders written; docker compose up")
         progress(f"starting {plan.project}")
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
         out = await engine.up(plan.project, state.compose_file, env=env)
         append_log(log, out)
+        timings.mark("compose up")
         # compose up has started the agent: claude's config needs no daemon, so it overlaps the wait.
-        await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT), register_supervise(plan))
-        await checkout_in_agent(plan, time.monotonic() + READY_TIMEOUT)
+        await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT, timings), register_supervise(plan))
+        timings.mark("daemons ready")
+        if plan.git_origin is not None:
+            await checkout_in_agent(plan, time.monotonic() + READY_TIMEOUT)
+            timings.mark("checkout")
+        append_log(log, timings.line())
         append_log(log, "ready")
     except BaseException as exc:
         append_log(log, f"bring-up failed: {exc}")

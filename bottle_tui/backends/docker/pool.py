@@ -374,7 +374,7 @@ async def _give_identity(plan: BottlePlan, member: Member) -> None:
     while _stat(state.egress_ready) in (before, None):
         if time.monotonic() > deadline:
             raise BottleError(f"egress of pool member {member.name} did not take the claimed bottle's policy")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(lifecycle.READY_POLL)
     lifecycle.check_egress_policy(plan)
     lifecycle.append_log(state.bringup_log, f"ready ({time.monotonic() - started:.3f} s after the claim)")
 

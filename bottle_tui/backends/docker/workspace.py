@@ -279,10 +279,11 @@ async def archive(place: Sequence[str], dest: Path, *, mirror: Path | None, git:
 # -- the volume itself -------------------------------------------------------------------------------
 
 
-async def create(slug: str, home: Path, agent: str, image: str) -> str:
-    """The bottle's work volume, created when missing (a resumed bottle has it already)."""
+async def create(slug: str, home: Path, agent: str, image: str, *, fresh: bool = False) -> str:
+    """The bottle's work volume, created when missing (a resumed bottle has it already).
+    ``fresh``: a new slug's, which cannot exist yet (one engine call less)."""
     name = volume_name(slug)
-    if await exists(name):
+    if not fresh and await exists(name):
         return name
     await run(
         [

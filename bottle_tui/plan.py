@@ -406,6 +406,11 @@ def preflight_text(plan: BottlePlan) -> str:
     lines.append(f"resources  {b.resources.cpus:g} cpus, {b.resources.memory_mib} MiB, {b.resources.pids} pids")
     lines.append(f"images     agent {plan.images.get('agent', '?')}, sidecars {plan.images.get('sidecars', '?')}")
     lines.append(f"state      {plan.state.path}")
+    if plan.pool_size and plan.snapshot is None:
+        lines.append(
+            f"pool       {plan.pool_size} warm bottle(s) of {b.name} kept: start claims a ready one made for this "
+            "manifest, these images and these credentials (else it starts cold), then refills in the background"
+        )
     shown = ["<prompt: %d chars>" % len(a.prompt) if arg == a.prompt else arg for arg in plan.claude_argv()]
     lines.append(f"claude     {shlex.join(shown)}")
     return "\n".join(lines)

@@ -71,7 +71,7 @@ from .decisions import (
 )
 from .forks import SnapshotListed, forked_plan, list_snapshots, remove_snapshot, saved_snapshots, snapshot
 from .homes import Located, bottle_home, home, locate
-from .pool import PoolMember, drain_pool, fill_pool, list_pool
+from .pool import PoolMember, drain_pool, fill_pool, list_pool, waiting
 
 __all__ = [
     "SCOPES",
@@ -79,6 +79,7 @@ __all__ = [
     "drain_pool",
     "fill_pool",
     "list_pool",
+    "waiting",
     "AlreadyDecided",
     "git_push_target",
     "proposal_diff",

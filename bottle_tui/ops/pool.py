@@ -81,6 +81,11 @@ async def fill_pool(
     return problems
 
 
+def waiting(home: Path) -> int:
+    """How many of the home's warm bottles are ready for a claim (from their folders; blocking)."""
+    return len(docker_pool.ready_members(home))
+
+
 async def list_pool(home: Path) -> list[PoolMember]:
     """The home's warm bottles: ready, starting, or down (each with its bottle and when it was made)."""
     await backends.require_engine()

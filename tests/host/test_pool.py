@@ -86,6 +86,12 @@ def test_pool_fill_names_the_bottle_without_a_pool(tmp_path: Path, capsys: pytes
         ops.pool.pool_plan(home, "nope")
 
 
+def test_the_plan_says_a_start_may_claim_a_warm_bottle() -> None:
+    text = ops.describe(plan_of(POOLED))
+    assert "pool       2 warm bottle(s) of web kept: start claims a ready one" in text
+    assert "pool  " not in ops.describe(plan_of("---\negress: {routes: []}\n---\n"))
+
+
 # -- what a member is made with ----------------------------------------------------------------------
 
 

@@ -185,7 +185,9 @@ async def _wait_ready(plan: BottlePlan, deadline: float, timings: Timings | None
     seen: set[str] = set()
     began = time.monotonic()
     agent = engine.container_name(plan.project, "agent")
-    agent_up = False
+    # Registering supervise execs in the agent at the same time, which fails unless it runs: then
+    # that is the check, and no `docker inspect` competes with the daemons' start for the cores.
+    agent_up = plan.supervise_url is not None
     while time.monotonic() < deadline:
         if not agent_up:
             agent_up = await engine.container_running(agent)
@@ -492,11 +494,13 @@ async def stop(
         if archive_problems:
             problem(f"kept {state.path}: not everything in it could be archived")
         elif down_error is None and not state.preserved:
-            member = (state.read_metadata() or {}).get("pool_member")
+            # A claimed warm bottle's volume is its member's, and so is the link its claim left
+            # in the pool folder (backends/docker/pool.py): it goes with the bottle.
+            member = workspace.slug_of_volume(volume)
             for line in state.remove():
                 problem(line)
-            link = pool_root(home) / str(member or "")
-            if member and link.is_symlink():  # a claimed warm bottle's old name (backends/docker/pool.py)
+            link = pool_root(home) / str(member)
+            if member != slug and link.is_symlink():
                 link.unlink()
     if down_error is not None:
         raise down_error

@@ -69,12 +69,18 @@ async def fill_pool(
     the credentials of ``environ`` (default: this process's); the problems met, one line each."""
     names = [bottle] if bottle else pooled_bottles(home)
     plans = [pool_plan(home, name) for name in names]
+    problems: list[str] = []
+    # Warm bottles of a bottle that keeps none any more (its pool: removed or set to 0) go.
+    gone = {m.bottle for m in docker_pool.ready_members(home)} - set(pooled_bottles(home))
+    if gone and bottle is None:
+        await backends.require_engine()
+        for name in sorted(gone):
+            problems += await docker_pool.drain(home, progress, name)
     if not plans:
         progress("no bottle of this home keeps warm bottles (add `pool: {size: 2}` to a bottle file)")
-        return []
+        return problems
     await backends.require_engine()
     images = await backends.ensure_images(progress, home / "images.log")
-    problems: list[str] = []
     for plan in plans:
         plan = dataclasses.replace(plan, images=images)
         problems += await docker_pool.fill(plan, plan.pool_size, progress, os.environ if environ is None else environ)

@@ -157,6 +157,17 @@ def test_only_finished_members_are_listed_ready(tmp_path: Path) -> None:
     assert docker_pool.ready_members(home) == [member]
     (made / docker_pool.RECORD).write_text(json.dumps({**doc, "member": "pool-web-999999"}))
     assert docker_pool.ready_members(home) == []  # a record of another folder is no member
+    # a claimed member is a bottle: its record says so, and its old name is only a link to it
+    claimed = home / "state" / "coder-0a1b2c"
+    claimed.mkdir(parents=True)
+    (claimed / docker_pool.RECORD).write_text(json.dumps({**doc, "claimed_by": "coder-0a1b2c"}))
+    (made / docker_pool.RECORD).unlink()
+    made.rmdir()
+    made.symlink_to(claimed)
+    assert docker_pool.read_member(made) is None
+    assert docker_pool.ready_members(home) == [] and docker_pool.member_folders(home) == [
+        pool_root(home) / "pool-web-123456"
+    ]
 
 
 # -- a claimed member's names -----------------------------------------------------------------------

@@ -4,14 +4,19 @@ discovery tells a claimed member's slug, and supervise's slug after a claim."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
 import json
+import signal
+import ssl
+import time
 from pathlib import Path
 
 import pytest
 
 from bottle_tui import ops
-from bottle_tui.backends.docker import labels
+from bottle_tui.backends.docker import labels, lifecycle
 from bottle_tui.backends.docker import pool as docker_pool
 from bottle_tui.backends.docker.compose import render_compose
 from bottle_tui.backends.docker.engine import claimed_slug, project_of
@@ -21,6 +26,7 @@ from bottle_tui.config import load_config
 from bottle_tui.errors import BottleError
 from bottle_tui.manifest import parse_bottle
 from bottle_tui.state import StateDir, pool_root
+from tests.support.egress import start_mitmdump, stop_mitmdump
 from tests.support.manifests import plan_of
 from tests.support.manifests import write_home as write_manifests
 from tests.support.sidecars import supervise_module
@@ -212,3 +218,39 @@ def test_supervise_takes_the_slug_a_claim_wrote(tmp_path: Path) -> None:
     (state.supervise / "slug").write_text("coder-0a1b2c\n")
     proposal = queue.request("egress-route", {"host": "a.example.com"}, "to read the docs")
     assert proposal["slug"] == "coder-0a1b2c"
+
+
+def _signing_with(ready: Path) -> str | None:
+    try:
+        return json.loads(ready.read_text()).get("ca_sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def test_egress_signs_with_the_ca_a_claim_writes(tmp_path: Path) -> None:
+    """A claim replaces the member's CA and sends SIGHUP: the real mitmdump then signs with the new
+    one, and its ready file says which (what the claim waits for)."""
+    state = StateDir(tmp_path / "pool-web-abcdef")
+    state.create()
+    (state.egress / "routes.yaml").write_text(
+        "version: 1\nbottle: web\ndlp: {body: true, disabled_rules: [], max_body_bytes: 8388608}\nroutes: []\n"
+    )
+    asyncio.run(lifecycle.make_egress_ca(state, "pool-web-abcdef"))
+
+    def fingerprint() -> str:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert((state.ca / "egress-ca.pem").read_text())).hexdigest()
+
+    member_ca = fingerprint()
+    proc, _ = start_mitmdump(state.egress, {})
+    try:
+        assert _signing_with(state.egress_ready) == member_ca
+        asyncio.run(lifecycle.make_egress_ca(state, "coder-0a1b2c"))
+        claimed_ca = fingerprint()
+        assert claimed_ca != member_ca
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while _signing_with(state.egress_ready) != claimed_ca:
+            assert proc.poll() is None and time.monotonic() < deadline, (state.egress / "mitmdump.log").read_text()
+            time.sleep(0.05)
+    finally:
+        stop_mitmdump(proc)

@@ -4,7 +4,9 @@ member is handed out twice; then `stop`, `pool drain` and `cleanup` leave nothin
 
 from __future__ import annotations
 
+import hashlib
 import json
+import ssl
 import textwrap
 from pathlib import Path
 
@@ -96,6 +98,11 @@ def test_a_claim_holds_nothing_of_an_earlier_one_and_no_member_is_claimed_twice(
         assert "sleep 4242" not in second.exec("ps", "-eo", "args").stdout
         second_ca = second.exec("cat", "/etc/bottle/ca/egress-ca.pem", check=True).stdout
         assert second_ca == (second.state / "ca" / "egress-ca.pem").read_text() != first_ca
+        # made at its claim, for it, and the one egress signs with
+        subject = sh("openssl", "x509", "-noout", "-subject", "-in", str(second.state / "ca" / "egress-ca.pem")).stdout
+        assert second.slug in subject, subject
+        signing = json.loads((second.state / "egress" / "ready").read_text())["ca_sha256"]
+        assert signing == hashlib.sha256(ssl.PEM_cert_to_DER_cert(second_ca)).hexdigest()
         assert (second.state / "supervise" / "slug").read_text().strip() == second.slug
         wait_for_fillers(pool_home)
         assert not {meta["pool_member"], second_meta["pool_member"]} & set(members(pool_home))

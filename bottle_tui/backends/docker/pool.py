@@ -7,9 +7,10 @@ from (the bottle file, its routes and metering, the images, the upstream trust) 
 credentials its bundle holds, so a member made for an older manifest or other credentials is
 never claimed. A claim renames the folder to ``state/<slug>/`` (the rename is the claim: two
 claimers cannot both win it), renames the containers to the slug's names, and writes who it is:
-metadata.json, metering.json and routes.yaml with the slug, supervise's slug file; egress reloads
-them on SIGHUP. Each member made its own egress CA when it was made, and a claimed member is
-never pooled again: no claim ever sees another's files, processes, CA or credentials.
+metadata.json, metering.json and routes.yaml with the slug, supervise's slug file, and a new
+egress CA of its own; egress reloads them on SIGHUP, and the claim waits until egress signs with
+that CA. A claimed member is never pooled again: no claim ever sees another's files, processes,
+CA or credentials.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import hmac
 import json
 import os
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -34,7 +36,7 @@ from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write
 
 from ...errors import BottleError
-from ...plan import BottlePlan
+from ...plan import CA_CERT_NAME, BottlePlan
 from ...runner import CommandError
 from ...state import StateDir, pool_root, project_name, remove_tree, state_root
 from .. import Progress
@@ -363,17 +365,19 @@ async def _give_identity(plan: BottlePlan, member: Member) -> None:
     atomic_write(state.metering, json.dumps(render_metering(plan), indent=2) + "\n", mode=0o644)
     if plan.supervise_url:
         atomic_write(state.supervise / layout.SLUG_FILE, plan.slug + "\n", mode=0o644)
-    before = _stat(state.egress_ready)
     ids = member.containers
     await asyncio.gather(
         engine.rename(ids["agent"], engine.container_name(plan.project, "agent")),
         engine.rename(ids["sidecars"], engine.container_name(plan.project, "sidecars")),
-        _reload(ids["sidecars"]),
+        # its own CA: the member's, made when it was, is replaced before anyone used it
+        lifecycle.make_egress_ca(state, plan.slug),
     )
+    want = hashlib.sha256(ssl.PEM_cert_to_DER_cert((state.ca / CA_CERT_NAME).read_text())).hexdigest()
+    await _reload(ids["sidecars"])
     deadline = time.monotonic() + RELOAD_TIMEOUT
-    while _stat(state.egress_ready) in (before, None):
+    while _signing_with(state.egress_ready) != want:
         if time.monotonic() > deadline:
-            raise BottleError(f"egress of pool member {member.name} did not take the claimed bottle's policy")
+            raise BottleError(f"egress of pool member {member.name} did not take the claimed bottle's CA and policy")
         await asyncio.sleep(lifecycle.READY_POLL)
     lifecycle.check_egress_policy(plan)
     lifecycle.append_log(state.bringup_log, f"ready ({time.monotonic() - started:.3f} s after the claim)")
@@ -385,12 +389,13 @@ async def _reload(container: str) -> None:
         raise BottleError(f"its bundle did not take the reload signal ({problem})")
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
+def _signing_with(ready: Path) -> str | None:
+    """The fingerprint of the CA egress signs with, as its ready file says (it rewrites it on reload)."""
     try:
-        st = path.stat()
-    except OSError:
+        value = json.loads(ready.read_text()).get("ca_sha256")
+    except (OSError, ValueError, AttributeError):
         return None
-    return st.st_ino, st.st_mtime_ns
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)

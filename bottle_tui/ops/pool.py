@@ -12,7 +12,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from bottle_contract import layout
 from bottle_contract.clock import now_iso
+from bottle_contract.files import rotate
 
 from .. import backends
 from ..backends import Progress
@@ -25,6 +27,7 @@ from ..state import StateDir, pool_root
 
 PoolMember = docker_pool.Listed
 FILL_LOG = "fill.log"
+FILL_LOG_CAP = layout.Cap(1 << 20, 1)  # what detached fills printed: rotated at 1 MiB, one older kept
 
 
 def pool_plan(home: Path, bottle: str) -> BottlePlan:
@@ -119,7 +122,11 @@ def refill(home: Path, bottle: str) -> None:
     behind any other filler of the home); its output goes to pool/fill.log."""
     root = pool_root(home)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(os.open(root / FILL_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+    log_path = root / FILL_LOG
+    rotate(log_path, FILL_LOG_CAP.max_bytes, FILL_LOG_CAP.keep)  # bounded, as every log of a home
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.lseek(fd, 0, os.SEEK_END)  # one filler writes at a time (the fill lock)
+    with open(fd, "ab") as log:
         subprocess.Popen(
             [sys.executable, "-m", "bottle_tui", "--home", str(home), "pool", "fill", bottle],
             stdin=subprocess.DEVNULL,

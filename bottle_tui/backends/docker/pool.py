@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import json
@@ -33,7 +32,7 @@ from typing import Any
 
 from bottle_contract import layout
 from bottle_contract.clock import now_iso
-from bottle_contract.files import atomic_write
+from bottle_contract.files import atomic_write, try_lock
 
 from ...errors import BottleError
 from ...plan import CA_CERT_NAME, BottlePlan
@@ -47,6 +46,7 @@ RECORD = "pool.json"
 FORMAT = 1
 MEMBER_PREFIX = "pool-"
 FILL_LOCK = ".fill.lock"
+LOCK_POLL = 0.1  # how often a filler waiting its turn tries the lock again
 # At most this many members come up at once (each is a compose up and three daemons starting).
 FILL_PARALLEL = 2
 # How long a claim waits for egress to take the claimed bottle's policy and metering.
@@ -151,12 +151,12 @@ async def fill_lock(home: Path) -> AsyncIterator[None]:
     """One filler (or drain) of a home's pool at a time; the next one waits its turn."""
     root = pool_root(home)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(root / FILL_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    while (fd := try_lock(root / FILL_LOCK)) is None:
+        await asyncio.sleep(LOCK_POLL)
     try:
-        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        os.close(fd)  # closing releases the lock
 
 
 def member_plan(template: BottlePlan, member: str) -> BottlePlan:
@@ -336,13 +336,15 @@ async def claim(plan: BottlePlan, progress: Progress, environ: Mapping[str, str]
         # The containers' bind mounts name the member's folder: the engine re-resolves them (a
         # `docker cp`, a restart) and would make empty folders there. The name now leads to the
         # bottle's folder, until its stop removes both.
-        os.symlink(os.path.relpath(plan.state.path, folder.parent), folder)
         try:
+            os.symlink(os.path.relpath(plan.state.path, folder.parent), folder)
             await _give_identity(plan, member)
-        except BottleError as exc:
+        except (BottleError, OSError) as exc:
             lifecycle.append_log(plan.state.bringup_log, f"claim failed: {exc}")
             progress(f"warning: pool member {member.name} could not be claimed ({exc}); trying another")
             await _remove(member.name, plan.state.path)
+            if folder.is_symlink():
+                folder.unlink()
             continue
         return member.name
     return None

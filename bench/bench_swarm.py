@@ -2,7 +2,8 @@
 teardown (targets <= 5 s and <= 3 s with the images on the node), a proposal written in the bundle
 -> seen by the host (the control channel's watch stream; target <= 300 ms), approve -> route live
 (<= 500 ms), and `ls` with BENCH_SWARM_BOTTLES (default 30) bottles on the 3 nodes: the calls it
-makes of the manager and of each node, and its wall time. Prints figures; asserts only that the
+makes of the manager and of each node, and its wall time; then the console's refresh with those
+bottles (CPU of the console process and of the docker CLIs it runs). Prints figures; asserts only that the
 things measured happened."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +57,33 @@ while True:
         break
     time.sleep(0.01)
 """
+
+
+async def console_refresh(home: Path, rounds: int = 10) -> tuple[list[float], list[float], list[float], int]:
+    """The real console on ``home`` (in-process, Pilot): for each refresh of the agents pane, the
+    CPU of the console process, the CPU of the docker CLI calls it waited for, and the wall time."""
+    from bottle_tui.console.app import BottleConsole
+
+    def child_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    app = BottleConsole(home, watch_events=False, watch_files=False, poll_seconds=3600, tick=False)
+    own, children, wall = [], [], []
+    async with app.run_test(size=(160, 50)) as pilot:
+        while not (app.proposals_pane.loaded and app.versions):
+            await pilot.pause(0.05)
+        await app.workers.wait_for_complete()
+        for _ in range(rounds):
+            c0, k0, t0 = time.process_time(), child_cpu(), time.perf_counter()
+            worker = app.refresh_bottles()
+            await worker.wait()
+            await pilot.pause()
+            own.append(time.process_time() - c0)
+            children.append(child_cpu() - k0)
+            wall.append(time.perf_counter() - t0)
+        rows = app.query_one("#bottles").row_count
+    return own, children, wall, rows
 
 
 def main() -> None:
@@ -183,6 +213,13 @@ def main() -> None:
             f"`bottle-tui ls` (a process, every backend) with {BOTTLES} swarm bottles: {time.perf_counter() - t0:.2f} s"
         )
         assert cli.returncode == 0
+        own, children, wall, rows = asyncio.run(console_refresh(home))
+
+        def ms(xs: list[float]) -> str:
+            return f"median {statistics.median(xs) * 1000:.1f} ms (min {min(xs) * 1000:.1f}, max {max(xs) * 1000:.1f}, n={len(xs)})"
+
+        print(f"console refresh with {rows} swarm bottle rows: CPU in the console process {ms(own)}")
+        print(f"  CPU of the docker CLI calls it ran {ms(children)}; wall {ms(wall)}")
     finally:
 
         def stop_quietly(slug: str) -> None:

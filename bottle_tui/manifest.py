@@ -27,7 +27,7 @@ from .front_matter import (
     shown,
     sub_key,
 )
-from .manifest_routes import ANTHROPIC_API, metered_hosts, parse_dlp, parse_routes
+from .manifest_routes import ANTHROPIC_API, egress_workers, metered_hosts, parse_dlp, parse_routes
 
 __all__ = [
     "AgentSpec",
@@ -116,6 +116,7 @@ class BottleSpec:
     resources: Resources
     budget: Budget | None = None  # what the bottle may spend on model calls (None: config.yaml's default)
     metered: tuple[str, ...] = (ANTHROPIC_API,)  # hosts whose model calls egress meters
+    egress_workers: int | str = "auto"  # egress processes sharing the proxy port (bottle_contract.workers)
     pool: int | None = None  # warm bottles kept started (`pool: {size: N}`; None: config.yaml's default)
 
 
@@ -386,6 +387,7 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
         resources=ck.optional(fm, "", "resources", lambda k, v: _resources(ck, k, v), Resources()),
         budget=ck.optional(fm, "", "budget", lambda k, v: parse_budget_value(ck, k, v), None),
         metered=metered_hosts(ck, "egress", fm.get("egress"), routes),
+        egress_workers=egress_workers(ck, "egress", fm.get("egress")),
         pool=ck.optional(fm, "", "pool", lambda k, v: parse_pool_size(ck, k, v), None),
     )
     _secrets_not_in_env(ck, spec)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bottle_contract import policy, usage
+from bottle_contract import policy, usage, workers
 from bottle_contract.hosts import host_problem
 from bottle_contract.policy import Auth, DlpSettings, Route
 
 from .front_matter import Checker, did_you_mean, item_key, shown, sub_key
 
-EGRESS_KEYS = ("routes",)
+EGRESS_KEYS = ("routes", "workers")
 # A manifest's route: routes.yaml's keys but ``once`` (which only an operator's decision sets), and
 # ``usage`` (whose answers egress meters: metering.json, not routes.yaml).
 ROUTE_KEYS = (*(k for k in policy.ROUTE_KEYS if k != "once"), "usage")
@@ -164,6 +164,18 @@ def parse_routes(ck: Checker, key: str, value: object, bottle_dlp: DlpSettings) 
         seen[identity] = i
         routes.append(route)
     return tuple(routes)
+
+
+def egress_workers(ck: Checker, key: str, value: object) -> int | str:
+    """``egress.workers``: how many egress processes share the proxy port (a count, or ``auto``:
+    one per CPU of the bundle, up to bottle_contract.workers.AUTO_MAX). ``value`` is the checked
+    egress mapping."""
+    found = value.get("workers") if isinstance(value, dict) else None
+    if found is None:
+        return workers.AUTO
+    if (problem := workers.workers_problem(found)) is not None:
+        ck.fail(sub_key(key, "workers"), f"{problem}; write e.g. workers: 2")
+    return int(found) if found != workers.AUTO else workers.AUTO
 
 
 def metered_hosts(ck: Checker, key: str, value: object, routes: tuple[Route, ...]) -> tuple[str, ...]:

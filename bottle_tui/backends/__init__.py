@@ -101,10 +101,11 @@ class Backend(Protocol):
         """Bring back the bottle ``plan.slug`` that `stop --keep` kept (its state folder and
         work volume); a one-line BottleError where this backend cannot."""
 
-    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
+    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir, progress: Progress) -> Snapshot:
         """Save the running bottle's agent filesystem, work volume and policy in force as
-        snapshot ``folder`` (which does not exist yet) of ``home``; a one-line BottleError where
-        this backend cannot, leaving nothing behind."""
+        snapshot ``folder`` (which does not exist yet) of ``home``, saying through ``progress``
+        what it starts; a one-line BottleError (and no progress) where this backend cannot,
+        leaving nothing behind."""
 
     async def reload_policy(self, slug: str) -> str | None:
         """Ask the bottle's bundle to re-read routes.yaml; a one-line warning when it could not be

@@ -32,8 +32,7 @@ async def snapshot(home: Path, slug: str, progress: Progress, name: str | None =
     chosen = snapshots.check_name(name) if name else snapshots.default_name(slug, datetime.now(UTC))
     where = await locate(slug, home)
     folder = await asyncio.to_thread(snapshots.check_free, where.home, chosen)
-    progress(f"snapshotting {slug} as {chosen} (its agent pauses while its filesystem and home are saved)")
-    return await where.backend.snapshot(where.home, where.info, folder)
+    return await where.backend.snapshot(where.home, where.info, folder, progress)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from scanning import RequestScanning
 from scrubbing import ResponseScrubbing
 from tunnels import RawTunnelRefusal
 
-from bottle_contract import layout
+from bottle_contract import layout, workers
 
 logger = logging.getLogger("egress")
 
@@ -46,16 +46,42 @@ DLP_RULES_ENV = "BOTTLE_DLP_RULES"
 DEFAULT_STATE_DIR = layout.bundle_path(layout.EGRESS)
 
 
-def load_dlp(rules: str) -> tuple[DR.RequestScanner | None, str | None, frozenset[str]]:
+def load_dlp(rules: str, run_dir: str) -> tuple[DR.RequestScanner | None, str | None, frozenset[str]]:
     """DLP over gitleaks' pinned rules (its Hyperscan database was compiled at image build). When
-    they cannot be loaded, every request that would leave is blocked instead (fail closed)."""
+    they cannot be loaded, every request that would leave is blocked instead (fail closed). Its
+    provenance store is the workers' shared one, in ``run_dir``."""
     try:
         scanner = D.Scanner.load(rules)
-        return DR.RequestScanner(scanner, provenance=Provenance()), None, frozenset(scanner.rules.by_id())
+        provenance = Provenance(shared=run_dir)
+        return DR.RequestScanner(scanner, provenance=provenance), None, frozenset(scanner.rules.by_id())
     except Exception as e:
         error = " ".join(str(e).split()) or type(e).__name__
         logger.warning(f"egress: DLP rules cannot be loaded ({error}); blocking every request")
         return None, error, frozenset()
+
+
+class WorkerTag(logging.Filter):
+    """Names the worker in egress's log lines (``egress.2: ...``) when there are several: the
+    bundle's log holds all of theirs."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.prefix = f"egress.{number}:"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("egress:"):
+            record.msg = self.prefix + record.msg[len("egress:") :]
+        return True
+
+
+def this_worker(environ) -> tuple[int, int]:
+    """(this worker's number, the count) as init told it (bottle_contract.workers); (1, 1) alone."""
+    try:
+        count = int(environ.get(workers.WORKERS_ENV, "1"))
+        number = int(environ.get(workers.WORKER_ENV, "1"))
+    except ValueError:
+        return 1, 1
+    return (number, count) if 1 <= number <= count else (1, 1)
 
 
 class Egress:
@@ -67,15 +93,22 @@ class Egress:
         environ=None,
         log_max_bytes: int = LOG_MAX_BYTES,
         dlp_rules: str | None = None,
+        worker: tuple[int, int] | None = None,
     ):
-        dlp, dlp_error, rule_ids = load_dlp(dlp_rules or os.environ.get(DLP_RULES_ENV) or str(D.RULES_PATH))
+        state_dir = state_dir or os.environ.get(STATE_ENV, DEFAULT_STATE_DIR)
+        run_dir = workers.run_dir_of(state_dir)
+        dlp, dlp_error, rule_ids = load_dlp(dlp_rules or os.environ.get(DLP_RULES_ENV) or str(D.RULES_PATH), run_dir)
         self.store = PolicyStore(
-            state_dir or os.environ.get(STATE_ENV, DEFAULT_STATE_DIR),
+            state_dir,
             os.environ if environ is None else environ,
             dlp,
             dlp_error,
             rule_ids,
+            worker=worker or this_worker(os.environ),
+            run_dir=run_dir,
         )
+        if self.store.workers > 1 and worker is None:
+            logger.addFilter(WorkerTag(self.store.worker))
         self.log = DecisionLog(self.store, log_max_bytes)
         self.meter = Meter(self.store)
         # A budget decision rewrites metering.json and sends SIGHUP: usage.json's level follows at once.

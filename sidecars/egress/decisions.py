@@ -87,12 +87,21 @@ class DecisionLog:
             entry["dlp"] = dlp  # rule ids and where they matched, never the secret
         if once is not None:
             entry["once"] = once  # the proposal whose once-only route this request used
+        if self.store.workers > 1:
+            entry["worker"] = self.store.worker  # which of the bundle's egress workers decided
         entry.update(extra)
         line = json.dumps(entry)
-        # One O_APPEND write per line (concurrent writers never interleave), rotated at the cap;
-        # a file the host rotated away is recreated.
+        # One O_APPEND write per line (the workers never interleave theirs), rotated at the cap
+        # under the workers' lock; a file the host rotated away is recreated.
         try:
-            append_line(self.store.log_path, line.encode(), max_bytes=self.max_bytes, keep=LOG_KEEP, mode=0o644)
+            append_line(
+                self.store.log_path,
+                line.encode(),
+                max_bytes=self.max_bytes,
+                keep=LOG_KEEP,
+                mode=0o644,
+                lock=self.store.log_lock,
+            )
         except (OSError, ValueError) as e:
             # The decision stands either way; a full or read-only state dir must not turn into
             # an exception halfway through a hook.

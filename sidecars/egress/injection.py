@@ -44,14 +44,13 @@ class CredentialInjection:
         if pending.once is not None:
             # A route allowed once admits one request, counted here at its headers (not after its
             # body): a second one is refused even before supervise has withdrawn the route.
-            if pending.once in self.store.once_used:
+            if not self.store.claim_once(pending.once):
                 reason = f"route {pending.route} was allowed once and has been used"
                 f = pending.fields
                 target = f"{f['method']} {f['host']}:{f['port']}{f['path']}"
                 return self.log.block(
                     flow, reason, f"egress: blocked {target}: {reason} (bottle {self.store.bottle})\n", f
                 )
-            self.store.use_once(pending.once)
         if pending.streamed:
             if pending.missing():
                 raise NotCleared("a streamed request was not cleared")

@@ -1,6 +1,6 @@
-"""The proxy's lifecycle: load the policy at start, reload it on SIGHUP (bottle init forwards it)
-and on every change, keep the ready file that says egress is up, and trust the operator's extra
-upstream CA bundle."""
+"""The proxy's lifecycle: load the policy at start, reload it on SIGHUP (bottle init forwards it
+to every worker) and on every change, keep this worker's entry in the ready file that says egress
+is up (bottle_contract.workers), and trust the operator's extra upstream CA bundle."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from decisions import now_iso
 from mitmproxy import ctx
 from policy_store import PolicyStore, _stat_sig
 
-from bottle_contract import ports
-from bottle_contract.files import atomic_write
+from bottle_contract import ports, workers
+from bottle_contract.files import atomic_write, locked
 
 logger = logging.getLogger("egress")
 
@@ -29,16 +29,16 @@ class Lifecycle:
         self.also_reload = tuple(also_reload)
         self._ca_sig: tuple[int, int, int] | None = None
         self._ca_option: str | None = None  # the trust bundle path this addon set, if any
-        self._own_ca_sig: tuple[int, int, int] | None = None  # the CA egress signs with, as loaded
+        self.loads = 0  # policy loads of this worker (start, SIGHUP): hosts see a reload reach it
+        self._own_ca_sig: tuple[int, int, int] | None = None  # the CA this worker signs with, as loaded
 
     def load(self, loader) -> None:
         os.makedirs(self.store.state_dir, exist_ok=True)
-        try:
-            os.unlink(self.store.ready_path)  # a ready file from an earlier run would lie
-        except FileNotFoundError:
-            pass
+        # This worker's entry of an earlier run would lie (the other workers' stay theirs).
+        self._update_ready(None)
         self.store.load_once_used()
         self.store.reload(force=True)
+        self.loads += 1
         self._install_sighup()
 
     def running(self) -> None:
@@ -48,10 +48,7 @@ class Lifecycle:
         self._write_ready()
 
     def done(self) -> None:
-        try:
-            os.unlink(self.store.ready_path)
-        except FileNotFoundError:
-            pass
+        self._update_ready(None)
 
     def _install_sighup(self) -> None:
         # mitmdump leaves SIGHUP at its default (terminate); bottle init sends it to ask for a reload.
@@ -64,6 +61,7 @@ class Lifecycle:
     def on_sighup(self) -> None:
         logger.warning("egress: SIGHUP: reloading routes.yaml, metering.json and upstream trust")
         self.store.reload(force=True)
+        self.loads += 1
         for reload in self.also_reload:
             reload()
         self._reload_own_ca()
@@ -84,6 +82,33 @@ class Lifecycle:
         self._own_ca_sig = sig
         logger.warning("egress: SIGHUP: signing with the new CA in confdir")
 
+    def _update_ready(self, entry: dict | None, shared: dict | None = None) -> None:
+        """Put this worker's ``entry`` (None: take it out) into the ready file, under the workers'
+        lock; the file goes when no worker is left in it."""
+        store = self.store
+        path = store.ready_path
+        try:
+            os.makedirs(store.run_dir, mode=0o700, exist_ok=True)
+            with locked(os.path.join(store.run_dir, workers.READY_LOCK)):
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        doc = json.load(f)
+                except (OSError, ValueError):
+                    doc = None
+                if shared is None:
+                    keep = ("listen_host", "listen_port", "ca_cert")
+                    shared = {k: doc[k] for k in keep if isinstance(doc, dict) and k in doc}
+                new = workers.ready_with(doc, store.worker, store.workers, entry, shared)
+                if new["worker"]:
+                    atomic_write(path, (json.dumps(new) + "\n").encode(), mode=0o644)
+                else:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+        except OSError as e:
+            logger.warning(f"egress: cannot update {path}: {e}")
+
     def _write_ready(self) -> None:
         port = ctx.options.listen_port or ports.EGRESS
         host = ctx.options.listen_host or "0.0.0.0"
@@ -92,17 +117,20 @@ class Lifecycle:
             addrs = ps.listen_addrs()
             if addrs:
                 host, port = addrs[0][0], addrs[0][1]
-        info = {
+        entry = {
             "pid": os.getpid(),
-            "listen_host": host,
-            "listen_port": port,
             "routes_loaded": self.store.policy is not None,
             "routes_error": self.store.policy_error,
-            "ca_cert": os.path.join(os.path.expanduser(ctx.options.confdir), "mitmproxy-ca-cert.pem"),
-            "ca_sha256": self._own_ca_fingerprint(),
+            "loads": self.loads,
+            "ca_sha256": self._own_ca_fingerprint(),  # each worker signs with the CA it loaded
             "at": now_iso(),
         }
-        atomic_write(self.store.ready_path, (json.dumps(info) + "\n").encode(), mode=0o644)
+        shared = {
+            "listen_host": host,
+            "listen_port": port,
+            "ca_cert": os.path.join(os.path.expanduser(ctx.options.confdir), "mitmproxy-ca-cert.pem"),
+        }
+        self._update_ready(entry, shared)
 
     @staticmethod
     def _own_ca_fingerprint() -> str | None:

@@ -12,7 +12,10 @@ written atomically off the event loop a moment after they change.
 Two addons over one ``Meter``: ``BudgetGate`` on the request side (before DLP and injection),
 which answers every Messages API request on a metered route with a 429 in the API's own error
 shape once the budget is reached, and ``UsageMeter`` on the response side (after scrubbing, which
-decides whether a body streams). Reaching the budget queues a ``budget`` proposal (written into
+decides whether a body streams). The bundle's egress workers share usage.json: each adds what it
+counted to the file's counts under the workers' lock, and reads the others' (when the file
+changed) before it admits a model call, so one budget holds across them; an answer that ended is
+written at once, not after the usual delay. Reaching the budget queues a ``budget`` proposal (written into
 the proposal queue as the git gate writes its pushes); the operator's approval rewrites
 metering.json, which egress reloads on the next request. A response in flight when the budget is
 reached is never cut: the next request is refused.
@@ -38,10 +41,10 @@ from request_target import routed_path
 from scrubbing import decode_all
 from sse import SseReader
 
-from bottle_contract import layout
+from bottle_contract import layout, workers
 from bottle_contract import proposal as contract
 from bottle_contract.clock import now_iso
-from bottle_contract.files import atomic_write
+from bottle_contract.files import atomic_write, locked
 from bottle_contract.hosts import normalize_host
 from bottle_contract.usage import (
     CACHE_1H,
@@ -100,7 +103,10 @@ class Meter:
     def __init__(self, store: PolicyStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        # Every worker's counts as usage.json last had them, plus this worker's since.
         self.ledger = Ledger()
+        self._unwritten = Ledger()  # this worker's counts not in usage.json yet
+        self._usage_sig: tuple[int, int, int] | None = None  # usage.json as this worker last saw it
         self.settings: Metering | None = None
         self.error: str | None = None  # metering.json's problem (None: fine, or absent)
         self._sig: tuple[int, int, int] | None = None
@@ -108,6 +114,7 @@ class Meter:
         self.spent: tuple[float, int, list[str]] = (0.0, 0, [])
         self.flows: dict[str, FlowMeter | None] = {}  # gated flows; None: refused-if-reached only
         self._dirty = False
+        self._soon = False
         self._handle: asyncio.TimerHandle | None = None
         self._writing = False
         # Budget limits (usd, tokens) -> the proposal that asks to raise them: id, status, note.
@@ -132,9 +139,10 @@ class Meter:
     def start(self) -> None:
         """At start: the counters so far (a restarted egress goes on counting), the settings."""
         self.started = True
+        self._usage_sig = _stat_sig(self.usage_path)
         try:
             with open(self.usage_path, encoding="utf-8") as f:
-                self.ledger = Ledger.from_doc(json.load(f))
+                self.ledger = Ledger.from_doc(json.load(f)).plus(self._unwritten)
         except FileNotFoundError:
             pass
         except (OSError, ValueError, RecursionError) as e:
@@ -146,6 +154,21 @@ class Meter:
             except OSError:
                 pass
         self.reload(force=True)
+
+    def sync(self) -> None:
+        """usage.json again when another worker wrote it since: its counts and this worker's not
+        yet written are the bottle's spend."""
+        sig = _stat_sig(self.usage_path)
+        if sig == self._usage_sig or sig is None:
+            return
+        self._usage_sig = sig
+        try:
+            with open(self.usage_path, encoding="utf-8") as f:
+                base = Ledger.from_doc(json.load(f))
+        except (OSError, ValueError, RecursionError):
+            return  # the counts in memory stand
+        self.ledger = base.plus(self._unwritten)
+        self.recompute()
 
     def reload(self, force: bool = False) -> None:
         """metering.json again when it changed; a bad one keeps the settings in force."""
@@ -175,61 +198,104 @@ class Meter:
         if self.level == "reached" and before != "reached":
             self.ask()
 
-    def add(self, model: str, counts: dict[str, int], *, request: bool = False, error: bool = False) -> None:
+    def add(
+        self, model: str, counts: dict[str, int], *, request: bool = False, error: bool = False, soon: bool = False
+    ) -> None:
         if model not in self.ledger.models and len(self.ledger.models) >= MAX_MODELS:
             model = OTHER
-        c = self.ledger.counts(model)
-        for k, v in counts.items():
-            c[k] += v
-        c["requests"] += int(request)
-        c["errors"] += int(error)
+        for ledger in (self.ledger, self._unwritten):
+            c = ledger.counts(model)
+            for k, v in counts.items():
+                c[k] += v
+            c["requests"] += int(request)
+            c["errors"] += int(error)
         self.recompute()
-        self.changed()
+        self.changed(soon=soon)
 
     def unread(self) -> None:
         self.ledger.unread += 1
+        self._unwritten.unread += 1
         self.changed()
 
     # usage.json ---------------------------------------------------------------------------------
-    def doc(self) -> dict[str, Any]:
-        s = self.settings
-        return self.ledger.to_doc(
-            s.slug if s else self.store.bottle, s.prices if s else {}, s.budget if s else None, self.clock()
+    def doc(self, ledger: Ledger | None = None, settings: Metering | None = None, bottle: str = "?") -> dict[str, Any]:
+        s = self.settings if ledger is None else settings
+        return (self.ledger if ledger is None else ledger).to_doc(
+            s.slug if s else (self.store.bottle if ledger is None else bottle),
+            s.prices if s else {},
+            s.budget if s else None,
+            self.clock(),
         )
 
-    def changed(self) -> None:
+    def changed(self, soon: bool = False) -> None:
+        """Something to write: usage.json a moment later (``soon``: at the loop's next turn)."""
         self._dirty = True
+        self._soon = self._soon or soon
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()  # no event loop (a test, a tool): write now
             return
-        if self._handle is None and not self._writing:
-            self._handle = loop.call_later(FLUSH_DELAY, self._write_soon, loop)
+        if self._writing:
+            return  # _written comes back here
+        if self._handle is not None and self._soon:
+            self._handle.cancel()
+            self._handle = None
+        if self._handle is None:
+            self._handle = loop.call_later(0 if self._soon else FLUSH_DELAY, self._write_soon, loop)
+
+    def _take(self) -> tuple[Ledger, Metering | None, str]:
+        """What this worker has to add to usage.json, taken out of ``_unwritten``."""
+        job = (self._unwritten, self.settings, self.store.bottle)
+        self._unwritten, self._dirty, self._soon = Ledger(), False, False
+        return job
 
     def _write_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         self._handle = None
         if not self._dirty:
             return
-        doc, self._dirty, self._writing = self.doc(), False, True
-        loop.run_in_executor(None, self._write, doc).add_done_callback(self._written)
+        job = self._take()
+        self._writing = True
+        loop.run_in_executor(None, self._write, *job).add_done_callback(lambda fut: self._written(fut.result(), job))
 
-    def _written(self, _future: object) -> None:
+    def _written(self, result: tuple[Ledger, tuple[int, int, int] | None] | None, job: tuple) -> None:
         self._writing = False
+        if result is None:
+            self._unwritten = self._unwritten.plus(job[0])  # not written: tried again with the next
+        else:
+            base, self._usage_sig = result
+            self.ledger = base.plus(self._unwritten)
+            self.recompute()
         if self._dirty:
             self.changed()
 
     def flush(self) -> None:
         """Write usage.json now, when something changed since it was last written."""
         if self._dirty and (self.settings is not None or self.ledger.models):
-            self._dirty = False
-            self._write(self.doc())
+            job = self._take()
+            self._written(self._write(*job), job)
 
-    def _write(self, doc: dict[str, Any]) -> None:
+    def _write(
+        self, delta: Ledger, settings: Metering | None, bottle: str
+    ) -> tuple[Ledger, tuple[int, int, int] | None] | None:
+        """Add ``delta`` to usage.json's counts under the workers' lock (off the event loop): the
+        counts written and the file's signature, or None when it could not be written."""
         try:
-            write_usage(self.usage_path, doc)
+            os.makedirs(self.store.run_dir, mode=0o700, exist_ok=True)
+            with locked(os.path.join(self.store.run_dir, workers.USAGE_LOCK)):
+                try:
+                    with open(self.usage_path, encoding="utf-8") as f:
+                        base = Ledger.from_doc(json.load(f))
+                except FileNotFoundError:
+                    base = Ledger()
+                except (ValueError, RecursionError):
+                    base = Ledger()  # start() set a bad file aside; counting goes on from this worker's
+                merged = base.plus(delta)
+                write_usage(self.usage_path, self.doc(merged, settings, bottle))
+                return merged, _stat_sig(self.usage_path)
         except OSError as e:
             self._warn_once(f"cannot write {self.usage_path}: {e.strerror or e}")
+            return None
 
     # the budget ---------------------------------------------------------------------------------
     def _limits(self) -> tuple[float | None, int | None]:
@@ -461,6 +527,7 @@ class FlowMeter:
             self.meter.add(self.name(), {}, error=True)
         if self.unreadable:
             self.meter.unread()
+        self.meter.changed(soon=True)  # the other workers see this answer's cost before their next call
 
 
 class MeteredStream:
@@ -554,6 +621,7 @@ class BudgetGate:
         if pending is None:
             return
         meter = self.meter
+        meter.sync()  # what the other workers counted
         budget = meter.settings.budget if meter.settings else None
         if budget is not None and meter.settings is not None and routed_path(flow.request.path) == BATCHES:
             # A batch's usage comes with its results, long after: no budget could hold it.

@@ -1,7 +1,10 @@
 """The state egress's addons share: the policy in force (routes.yaml, reloaded on change), the DLP
 engine, the routes allowed once that have been used, and what each live flow is waiting for.
 
-One store per proxy; every addon reads the policy here, so a reload is seen by all at once.
+One store per proxy process; every addon reads the policy here, so a reload is seen by all at once.
+The bundle runs several such processes (workers, bottle_contract.workers) over the same folder:
+what one of them decides that binds the others (a route allowed once is used up) goes through
+files under a lock in the workers' run folder.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from typing import Any
 
 import routes as R
 
-from bottle_contract import layout
-from bottle_contract.files import atomic_write
+from bottle_contract import layout, workers
+from bottle_contract.files import atomic_write, locked
 from bottle_contract.policy import DlpSettings, Policy
 
 logger = logging.getLogger("egress")
@@ -60,9 +63,23 @@ class Pending:
 
 class PolicyStore:
     def __init__(
-        self, state_dir: str, environ: Mapping[str, str], dlp: Any, dlp_error: str | None, rule_ids: frozenset[str]
+        self,
+        state_dir: str,
+        environ: Mapping[str, str],
+        dlp: Any,
+        dlp_error: str | None,
+        rule_ids: frozenset[str],
+        worker: tuple[int, int] = (1, 1),
+        run_dir: str | None = None,
     ):
         self.state_dir = state_dir
+        # This process's number among the bundle's workers, and their count.
+        self.worker, self.workers = worker
+        self.run_dir = run_dir or workers.run_dir_of(state_dir)
+        try:
+            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            logger.warning(f"egress: cannot make the workers' folder {self.run_dir}: {e}")
         self.environ = environ
         # DLP: None when its rules could not be loaded (every request is then blocked).
         self.dlp = dlp
@@ -91,6 +108,11 @@ class PolicyStore:
     @property
     def log_path(self) -> str:
         return os.path.join(self.state_dir, layout.REQUESTS_LOG)
+
+    @property
+    def log_lock(self) -> str:
+        """The workers' lock for rotating requests.jsonl."""
+        return os.path.join(self.run_dir, workers.LOG_LOCK)
 
     @property
     def ready_path(self) -> str:
@@ -138,15 +160,25 @@ class PolicyStore:
         except (OSError, ValueError, RecursionError):
             self.once_used = set()
 
-    def use_once(self, once: str) -> None:
-        self.once_used.add(once)
-        # Only ids still in the policy matter: the file stays as small as the routes allowed once.
-        live = {r.once for r in self.policy.routes if r.once} if self.policy else set()
-        self.once_used &= live | {once}
+    def claim_once(self, once: str) -> bool:
+        """Use up the route allowed once ``once``: True for the one request of all workers that
+        gets it (the file is read and written under the workers' lock), False once it is used."""
         try:
-            atomic_write(self.once_used_path, json.dumps(sorted(self.once_used)) + "\n", mode=0o644)
+            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+            with locked(os.path.join(self.run_dir, workers.ONCE_USED_LOCK)):
+                self.load_once_used()
+                if once in self.once_used:
+                    return False
+                self.once_used.add(once)
+                # Only ids still in the policy matter: the file stays as small as the routes allowed once.
+                live = {r.once for r in self.policy.routes if r.once} if self.policy else set()
+                self.once_used &= live | {once}
+                atomic_write(self.once_used_path, json.dumps(sorted(self.once_used)) + "\n", mode=0o644)
         except OSError as e:
+            # Not recorded, so not admitted: another worker could not know it was used.
             logger.warning(f"egress: cannot record a route allowed once as used: {e}")
+            return False
+        return True
 
     # flows -------------------------------------------------------------------------------------
     def forget(self, flow_id: str) -> None:

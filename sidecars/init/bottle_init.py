@@ -16,7 +16,7 @@ import time
 
 # The contract comes from PYTHONPATH (the image sets it for init; daemons get their own from
 # the pythonpath of their daemons.json entry).
-from bottle_contract import ports
+from bottle_contract import ports, workers
 from bottle_contract.files import append_line, atomic_write
 
 DEFAULT_DAEMONS_FILE = "/etc/bottle/daemons.json"
@@ -30,7 +30,7 @@ BACKOFF_CAP = 30.0
 # A child that ran this long counts as healthy: its next crash starts the backoff again at 1 s.
 HEALTHY_AFTER = 30.0
 HANDLED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
-DAEMON_KEYS = {"argv", "pythonpath", "reload_signal", "env", "cwd", "pass_env", "secrets_from"}
+DAEMON_KEYS = {"argv", "pythonpath", "reload_signal", "env", "cwd", "pass_env", "secrets_from", "workers_from"}
 # What every daemon gets from init's environment; everything else only when its daemons.json
 # entry names it (pass_env) or lists it as a secret (secrets_from).
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "BOTTLE_NAME", "BOTTLE_SLUG")
@@ -76,7 +76,11 @@ def _with_ports(arg: str, where: str) -> str:
 
 def load_daemons(path: str) -> dict[str, dict]:
     """daemons.json: {name: {"argv": [...], "pythonpath": [DIR, ...], "reload_signal": "HUP"|null,
-    "env": {...}, "cwd": "...", "pass_env": [NAME, ...], "secrets_from": "VAR"}}.
+    "env": {...}, "cwd": "...", "pass_env": [NAME, ...], "secrets_from": "VAR", "workers_from": "VAR"}}.
+
+    ``workers_from`` names the variable that says how many copies of the daemon run side by side
+    (bottle_contract.workers: a count or "auto"); each is a daemon of its own, ``name.1`` ..
+    ``name.N``, told its number and the count in its environment (``expand``).
 
     ``pythonpath`` is the daemon's whole import path besides its interpreter's own (PYTHONPATH):
     its folder and the contract package's. No daemon puts anything on sys.path itself.
@@ -120,6 +124,11 @@ def load_daemons(path: str) -> dict[str, dict]:
         secrets_from = spec.get("secrets_from")
         if secrets_from is not None and (not isinstance(secrets_from, str) or not secrets_from):
             raise ConfigError(f"{where}: secrets_from must name the variable that lists the daemon's secrets")
+        workers_from = spec.get("workers_from")
+        if workers_from is not None and (not isinstance(workers_from, str) or not workers_from):
+            raise ConfigError(f"{where}: workers_from must name the variable that says how many workers run")
+        if "." in name:
+            raise ConfigError(f"{where}: a daemon's name has no dot (init names the workers of one name.N)")
         specs[name] = {
             "argv": argv,
             "pythonpath": tuple(pythonpath),
@@ -128,8 +137,29 @@ def load_daemons(path: str) -> dict[str, dict]:
             "cwd": cwd,
             "pass_env": tuple(pass_env),
             "secrets_from": secrets_from,
+            "workers_from": workers_from,
         }
     return specs
+
+
+def expand(specs: dict[str, dict], names: list[str], environ) -> list[tuple[str, str, dict]]:
+    """(daemon name, group, spec) of every daemon to run: one per name, or ``name.1`` .. ``name.N``
+    for a daemon with ``workers_from`` (the count resolved here; ConfigError for a bad one)."""
+    out = []
+    for name in names:
+        spec = specs[name]
+        var = spec["workers_from"]
+        if var is None:
+            out.append((name, name, spec))
+            continue
+        try:
+            count = workers.resolve(environ.get(var), workers.cpu_allowance(), var)
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+        for n in range(1, count + 1):
+            env = {**spec["env"], workers.WORKERS_ENV: str(count), workers.WORKER_ENV: str(n)}
+            out.append((workers.worker_name(name, n), name, {**spec, "env": env}))
+    return out
 
 
 def _child_setup(reload_signal: int | None):
@@ -146,8 +176,9 @@ def _child_setup(reload_signal: int | None):
 
 
 class Daemon:
-    def __init__(self, name: str, spec: dict):
+    def __init__(self, name: str, spec: dict, group: str | None = None):
         self.name = name
+        self.group = group or name  # the daemons.json name: a restart of it restarts every worker
         self.spec = spec
         self.proc: subprocess.Popen | None = None
         self.state = "stopped"  # running | backoff | stopped
@@ -171,6 +202,7 @@ class Daemon:
             "restarts": self.restarts,
             "started_at": self.started_at,
             "last_exit": self.last_exit,
+            "group": self.group,
         }
 
 
@@ -244,6 +276,9 @@ class Init:
         self.environ = dict(os.environ if environ is None else environ)
         self.daemons = daemons
         self.by_name = {d.name: d for d in daemons}
+        self.groups: dict[str, list[Daemon]] = {}
+        for d in daemons:
+            self.groups.setdefault(d.group, []).append(d)
         self.by_pid: dict[int, Daemon] = {}
         self.run_dir = run_dir
         self.grace = grace
@@ -389,12 +424,13 @@ class Init:
             if name in seen:
                 continue
             seen.add(name)
-            d = self.by_name.get(name)
-            if d is None:
+            found = [self.by_name[name]] if name in self.by_name else self.groups.get(name, [])
+            if not found:
                 log(f"restart request for unknown daemon {name!r}: ignored")
                 continue
-            log(f"restart of {name} requested")
-            self.request_stop(d, restart=True)
+            for d in found:
+                log(f"restart of {d.name} requested")
+                self.request_stop(d, restart=True)
 
     def begin_shutdown(self, signame: str) -> None:
         if self.shutting_down:
@@ -503,9 +539,14 @@ def supervise() -> int:
     if os.getpid() != 1 and libc is not None:
         # Not PID 1 (e.g. under docker's own init): become the subreaper so orphans still come here.
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        run = expand(specs, names, environ)
+    except ConfigError as e:
+        log(str(e))
+        return 2
     if not names:
         log("no daemons requested (BOTTLE_DAEMONS is empty); only reaping")
-    init = Init([Daemon(n, specs[n]) for n in names], run_dir, grace, environ)
+    init = Init([Daemon(n, spec, group) for n, group, spec in run], run_dir, grace, environ)
     return init.run()
 
 
@@ -536,7 +577,7 @@ def cmd_restart(run_dir: str, names: list[str], wait: bool) -> int:
     except ConfigError:
         known = None  # cannot check here: init logs unknown names itself
     if known is not None:
-        unknown = [n for n in names if n not in known]
+        unknown = [n for n in names if n not in known and n.rpartition(".")[0] not in known]
         if unknown:
             print(f"bottle_init: unknown daemon {unknown[0]!r}: not in {path}", file=sys.stderr)
             return 2
@@ -554,10 +595,11 @@ def cmd_restart(run_dir: str, names: list[str], wait: bool) -> int:
         return 0
     grace = float(os.environ.get("BOTTLE_INIT_GRACE", DEFAULT_GRACE))
     deadline = time.monotonic() + grace + 5.0
-    pending = set(names)
+    # A name of several workers (egress) waits for each of them (egress.1, egress.2, ...).
+    pending = {d for n in names for d in (sorted(k for k, v in before.items() if v.get("group") == n) or [n])}
     while pending and time.monotonic() < deadline:
         now = (_read_status(run_dir) or {}).get("daemons", {})
-        for n in list(pending):
+        for n in sorted(pending):
             old, new = before.get(n, {}), now.get(n, {})
             if new.get("restarts", 0) > old.get("restarts", 0) and new.get("state") == "running":
                 print(f"restarted {n} (pid {new.get('pid')})")

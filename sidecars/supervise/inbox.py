@@ -67,6 +67,13 @@ def check_rule(rule: object) -> str:
         raise InputError(f"rule: {e.problem}") from None
 
 
+def unreachable_name(host: str) -> bool:
+    """A name in the reserved ``invalid`` TLD (RFC 6761): nothing outside a selftest resolves it
+    (selftest's canary is ``*.selftest.invalid``), so no route for it is worth a draft."""
+    name = host.strip().rstrip(".").lower()
+    return name == "invalid" or name.endswith(".invalid")
+
+
 def route_change(
     host: object, ports: object = None, methods: object = None, paths: object = None, schemes: object = None
 ) -> dict[str, Any]:
@@ -181,6 +188,8 @@ class Queue(contract.Queue):
             path = route_path(path or "/")
             if "*" in path:
                 continue  # a literal '*' cannot be written as a route's path glob
+            if unreachable_name(host):
+                continue  # selftest's attacks, aimed at names that resolve nowhere else
             try:
                 change = route_change(
                     host, [port], [method], [path], [scheme] if scheme else PORT_SCHEMES.get(port, list(SCHEMES))

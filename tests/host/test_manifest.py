@@ -147,6 +147,12 @@ def test_minimal_bottle_gets_defaults_and_name_from_file() -> None:
     assert spec.supervise == SuperviseSpec() and spec.dlp == DlpSpec() and spec.resources == Resources()
 
 
+def test_egress_workers_default_to_auto_and_take_a_count() -> None:
+    assert parse_bottle(BOTTLE, doc("description: small")).egress_workers == "auto"
+    assert parse_bottle(BOTTLE, doc("egress:\n  workers: 3\n  routes: []")).egress_workers == 3
+    assert parse_bottle(BOTTLE, doc("egress:\n  workers: auto")).egress_workers == "auto"
+
+
 def test_empty_front_matter_is_a_bottle_with_defaults() -> None:
     assert parse_bottle(BOTTLE, "---\n---\n").name == "web"
 
@@ -276,6 +282,15 @@ def test_manifest_error_shape_and_pickle() -> None:
 # --- errors in one bottle file: (front matter, key path, parts of the message) --------------------
 
 BOTTLE_ERRORS = {
+    # egress.workers: a count within the bundle's means, or auto
+    "workers-too-many": (
+        "egress:\n  workers: 9\n",
+        "egress.workers",
+        ["must be a whole number from 1 to 8, or auto", "write e.g. workers: 2"],
+    ),
+    "workers-zero": ("egress:\n  workers: 0\n", "egress.workers", ["from 1 to 8"]),
+    "workers-word": ("egress:\n  workers: all\n", "egress.workers", ["or auto (the bundle's CPUs, up to 4)"]),
+    "workers-bool": ("egress:\n  workers: true\n", "egress.workers", ["a whole number"]),
     # 1 invalid YAML, with the file's line number and a hint
     "yaml-syntax": ("description: ok\negress:\n  routes: [\n", "", ["invalid YAML at line", "check the indentation"]),
     "yaml-bad-indent": (

@@ -220,11 +220,7 @@ def test_supervise_takes_the_slug_a_claim_wrote(tmp_path: Path) -> None:
     assert proposal["slug"] == "coder-0a1b2c"
 
 
-def _signing_with(ready: Path) -> str | None:
-    try:
-        return json.loads(ready.read_text()).get("ca_sha256")
-    except (OSError, ValueError):
-        return None
+_signing_with = docker_pool._signing_with
 
 
 def test_egress_signs_with_the_ca_a_claim_writes(tmp_path: Path) -> None:

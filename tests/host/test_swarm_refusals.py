@@ -77,10 +77,12 @@ def test_resume_and_stop_keep_are_refused(home: Path) -> None:
 def test_a_snapshot_is_refused(home: Path) -> None:
     info = dataclasses.replace(console_info("coder-0a1b2c", agent="coder"), backend="swarm", home=str(home))
     folder = SnapshotDir(home / "snapshots" / "s1")
+    said: list[str] = []
     with pytest.raises(BottleError) as refused:
-        asyncio.run(SwarmBackend().snapshot(home, info, folder))
+        asyncio.run(SwarmBackend().snapshot(home, info, folder, said.append))
     assert "cannot be snapshotted yet: snapshots need a docker bottle" in one_line(refused)
     assert not folder.path.exists()
+    assert said == []  # no "snapshotting ..." line before the refusal
 
 
 def test_usage_of_a_running_swarm_bottle_says_where_it_is_and_when_it_can_be_read(home: Path) -> None:

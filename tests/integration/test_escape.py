@@ -3,6 +3,9 @@ every attack from inside the agent is blocked, and the controls pass."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from bottle_tui import escape_suite as selftest
@@ -38,3 +41,17 @@ def test_selftest_cli_against_a_live_bottle_reports_every_attack_blocked(bottle:
     # The canary is gone and the bottle's own policy is back.
     assert not labelled("ps", "dev.bottle-tui.selftest=true")
     assert "selftest.invalid" not in (bottle.state / "egress" / "routes.yaml").read_text()
+    # Its attacks' blocks leave the operator no drafts, once supervise has read all of egress's log.
+    log, cursor = bottle.state / "egress" / "requests.jsonl", bottle.state / "supervise" / "egress-cursor.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(cursor.read_text())["offset"] >= log.stat().st_size:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"supervise did not read all of {log} within 30 s")
+    queue = [json.loads(f.read_text()) for f in (bottle.state / "supervise" / "queue").glob("*.json")]
+    assert not [p for p in queue if str((p.get("change") or {}).get("host", "")).endswith(".invalid")]

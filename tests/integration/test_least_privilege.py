@@ -43,7 +43,7 @@ def environ(pid: int) -> dict[str, str]:
 
 def test_egress_holds_only_the_route_secrets(bottle: Bottle) -> None:
     pids = daemon_pids(bottle)
-    env = environ(pids["egress"])
+    env = environ(pids["egress.1"])
     assert env["BOTTLE_TEST_TOKEN"] == SECRET
     allowed = {
         "PATH",
@@ -54,13 +54,15 @@ def test_egress_holds_only_the_route_secrets(bottle: Bottle) -> None:
         "BOTTLE_NAME",
         "BOTTLE_SLUG",
         "BOTTLE_EGRESS_SECRETS",
+        "BOTTLE_EGRESS_WORKERS",
+        "BOTTLE_EGRESS_WORKER",
         "BOTTLE_TEST_TOKEN",
         "PYTHONPATH",
     }
     assert set(env) <= allowed, f"egress got more than it needs: {sorted(set(env) - allowed)}"
     assert env["PYTHONPATH"] == "/opt/bottle/common:/opt/bottle/egress"  # its daemons.json pythonpath, nothing else
     for name, pid in pids.items():
-        if name != "egress":
+        if not name.startswith("egress."):
             assert SECRET not in "".join(environ(pid).values()), f"{name} holds egress's secret"
 
 

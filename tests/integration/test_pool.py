@@ -101,8 +101,9 @@ def test_a_claim_holds_nothing_of_an_earlier_one_and_no_member_is_claimed_twice(
         # made at its claim, for it, and the one egress signs with
         subject = sh("openssl", "x509", "-noout", "-subject", "-in", str(second.state / "ca" / "egress-ca.pem")).stdout
         assert second.slug in subject, subject
-        signing = json.loads((second.state / "egress" / "ready").read_text())["ca_sha256"]
-        assert signing == hashlib.sha256(ssl.PEM_cert_to_DER_cert(second_ca)).hexdigest()
+        ready = json.loads((second.state / "egress" / "ready").read_text())
+        signing = {e["ca_sha256"] for e in ready["worker"].values()}
+        assert signing == {hashlib.sha256(ssl.PEM_cert_to_DER_cert(second_ca)).hexdigest()}
         assert (second.state / "supervise" / "slug").read_text().strip() == second.slug
         wait_for_fillers(pool_home)
         assert not {meta["pool_member"], second_meta["pool_member"]} & set(members(pool_home))

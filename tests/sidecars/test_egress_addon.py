@@ -719,7 +719,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 def test_mitmdump_argv_follows_daemons_json() -> None:
     argv = mitmdump_argv(Path("/s"), 1234)
     spec = json.loads(DAEMONS_JSON.read_text())["egress"]["argv"]
-    assert [a for a in argv[3:] if a.startswith("--")] == [a for a in spec[1:] if a.startswith("--")]
+    assert [a for a in argv[2:] if a.startswith("--")] == [a for a in spec[2:] if a.startswith("--")]
     assert "connection_strategy=lazy" in argv and "confdir=/s" in argv and "1234" in argv
 
 

@@ -89,13 +89,13 @@ REQUEST_CASES = [
     ("dlp head", lambda mp, addon: mp.setattr(addon.store.dlp, "scan_head", boom)),
     ("dlp body", lambda mp, addon: mp.setattr(addon.store.dlp, "scan_body", boom)),
     ("credential injection", lambda mp, addon: mp.setattr(INJ, "Scrubber", boom)),
-    ("credential injection", lambda mp, addon: mp.setattr(addon.store, "use_once", boom)),
+    ("credential injection", lambda mp, addon: mp.setattr(addon.store, "claim_once", boom)),
 ]
 
 
 @pytest.mark.parametrize("stage,breaks", REQUEST_CASES, ids=[f"{s}-{i}" for i, (s, _) in enumerate(REQUEST_CASES)])
 def test_a_failure_at_any_request_stage_blocks_and_is_logged(egress, tmp_path, monkeypatch, stage, breaks) -> None:
-    if breaks is REQUEST_CASES[-1][1]:  # use_once runs for a route allowed once only
+    if breaks is REQUEST_CASES[-1][1]:  # claim_once runs for a route allowed once only
         text = (tmp_path / "routes.yaml").read_text().replace("once: null}", "once: 20260101-000000-abcdef12}", 1)
         (tmp_path / "routes.yaml").write_text(text)
         egress.reload(force=True)

@@ -177,6 +177,20 @@ def test_blocks_become_one_draft_per_host_method_path(queue) -> None:
     assert again["context"] == "the build needs it" and again["count"] == 2
 
 
+def test_blocks_of_names_in_the_invalid_tld_make_no_draft(queue) -> None:
+    """selftest's attacks are blocked at *.selftest.invalid; they must not leave the operator a
+    queue of drafts for names that resolve nowhere."""
+    records = [
+        {"ts": f"2026-11-27T00:00:0{i}", "decision": "block", "method": "GET", "host": host, "port": 443, "path": "/x"}
+        for i, host in enumerate(
+            ["blocked.selftest.invalid", "Allowed.Selftest.INVALID.", "invalid", "b.invalid.example"]
+        )
+    ]
+    assert inbox.drafts_from(queue, records) == 1
+    assert [d["change"]["host"] for d in queue.all()] == ["b.invalid.example"]
+    assert queue.note_block("POST", "auth.selftest.invalid", 443, "/") is None
+
+
 def test_a_request_for_exactly_a_drafts_route_takes_the_draft_over(queue) -> None:
     inbox.drafts_from(
         queue, [{"decision": "block", "method": "GET", "host": "b.example.com", "port": 443, "path": "/x"}]

@@ -107,9 +107,9 @@ def mitmdump_argv(state: Path, port: int, scripts: tuple[str, ...] = ()) -> list
     """The egress daemon's argv from sidecars/daemons.json, with this machine's paths in place of the
     image's: a flag added there (or removed) is run here too."""
     argv = json.loads(DAEMONS_JSON.read_text())["egress"]["argv"]
-    assert Path(argv[0]).name == "mitmdump"
-    out = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-    args = iter(argv[1:])
+    assert Path(argv[0]).name == "python" and argv[1] == "/opt/bottle/egress/worker.py"
+    out = [sys.executable, str(EGRESS_DIR / "worker.py")]
+    args = iter(argv[2:])
     for arg in args:
         if arg in ("--listen-host", "--listen-port", "-s"):
             value = next(args)
@@ -141,7 +141,9 @@ def start_mitmdump(tmp_path: Path, env: dict, scripts: tuple[str, ...] = ()) -> 
     log.close()
     deadline = time.monotonic() + 15
     while not (tmp_path / "ready").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mitmdump.log").read_text()
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            stop_mitmdump(proc)  # a proxy that did not come up in time is not left running
+            raise AssertionError((tmp_path / "mitmdump.log").read_text())
         time.sleep(0.05)
     return proc, port
 

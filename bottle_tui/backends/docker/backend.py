@@ -57,9 +57,12 @@ class DockerBackend:
     async def resume(self, plan: BottlePlan, progress: Progress) -> None:
         await lifecycle.resume(plan, progress)
 
-    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
+    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir, progress: Progress) -> Snapshot:
         from . import snapshot
 
+        progress(
+            f"snapshotting {info.slug} as {folder.name} (its agent pauses while its filesystem and home are saved)"
+        )
         state = state_dir(home, info.slug)
         return await snapshot.take(home, state, info.slug, folder, info.agent, info.bottle)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bottle_contract import layout, ports
+from bottle_contract import layout, ports, workers
 from bottle_contract.policy import Policy, yaml_text
 
 from ...plan import AGENT_HOME, CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan
@@ -94,6 +94,8 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int, volume: st
             "HOME": "/tmp",
             # bottle_init gives each daemon only the secrets its variable lists (daemons.json: secrets_from).
             "BOTTLE_EGRESS_SECRETS": ",".join(plan.daemon_secrets["egress"]),
+            # How many egress workers share the proxy port ("auto": init counts the bundle's CPUs).
+            workers.WORKERS_ENV: str(plan.bottle.egress_workers),
             "BOTTLE_GIT_GATE_SECRETS": ",".join(plan.daemon_secrets["git-gate"]),
             # Values come from the environment of `docker compose up`, never from a file.
             **{name: None for name in plan.secret_env_names},

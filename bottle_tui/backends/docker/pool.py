@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bottle_contract import layout
+from bottle_contract import layout, workers
 from bottle_contract.clock import now_iso
 from bottle_contract.files import atomic_write, try_lock
 
@@ -392,11 +392,16 @@ async def _reload(container: str) -> None:
 
 
 def _signing_with(ready: Path) -> str | None:
-    """The fingerprint of the CA egress signs with, as its ready file says (it rewrites it on reload)."""
+    """The fingerprint of the CA every egress worker signs with, as the ready file says (each
+    rewrites its entry on reload); None while one is missing or they differ."""
     try:
-        value = json.loads(ready.read_text()).get("ca_sha256")
-    except (OSError, ValueError, AttributeError):
+        doc = json.loads(ready.read_text())
+    except (OSError, ValueError):
         return None
+    entries = workers.ready_entries(doc)
+    count = doc.get("workers", len(entries)) if isinstance(doc, dict) else 0
+    found = {e.get("ca_sha256") for e in entries.values()}
+    value = found.pop() if len(entries) == count and len(found) == 1 else None
     return value if isinstance(value, str) else None
 
 

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from bottle_contract import workers
 from bottle_contract.files import atomic_write
 
 from ... import escape_suite
@@ -221,11 +222,12 @@ class Site(Protocol):
     async def remove_canary(self) -> None: ...
 
 
-def _ready_mark(path: Path) -> float:
+def _ready_doc(path: Path) -> dict[str, Any]:
     try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 @dataclass
@@ -274,17 +276,15 @@ class LocalSite:
 
     async def reload(self) -> None:
         ready = self.state.egress_ready
-        before = max(time.time() - 0.001, _ready_mark(ready))
+        before = _ready_doc(ready)
         await run(["docker", "kill", "--signal", "HUP", self.sidecars], timeout=30)
         deadline = time.monotonic() + RELOAD_TIMEOUT
         while time.monotonic() < deadline:
-            try:
-                info = json.loads(ready.read_text())
-                if ready.stat().st_mtime > before and info.get("routes_loaded"):
-                    reload_problem(info)
-                    return
-            except (OSError, ValueError):
-                pass
+            info = _ready_doc(ready)
+            # Every worker took the new policy (or refused it), not only the first to answer.
+            if workers.reloaded(before, info):
+                reload_problem(info)
+                return
             await asyncio.sleep(0.05)
         raise BottleError(f"egress of {self.slug} did not reload within {RELOAD_TIMEOUT:g} s; see {ready}")
 

@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from bottle_contract import layout
+from bottle_contract import layout, workers
 
 from ...errors import BottleError
 from ...plan import AGENT_HOME, CA_CERT_NAME, CA_MOUNT, GIT_GATE_HOST, WORKDIR, BottlePlan
@@ -231,6 +231,8 @@ def _pod_spec(plan: BottlePlan, via: Via) -> dict[str, Any]:
                 # bottle_init gives each daemon only the secrets its variable lists; their values
                 # are the files of the Secret under BOTTLE_SECRETS_DIR, named by the variable.
                 "BOTTLE_EGRESS_SECRETS": ",".join(plan.daemon_secrets["egress"]),
+                # How many egress workers share the proxy port ("auto": init counts the bundle's CPUs).
+                workers.WORKERS_ENV: str(plan.bottle.egress_workers),
                 "BOTTLE_GIT_GATE_SECRETS": ",".join(plan.daemon_secrets["git-gate"]),
                 "BOTTLE_SECRETS_DIR": SECRETS_MOUNT,
                 "BOTTLE_SEED_MARK": SEED_MARK,

@@ -67,7 +67,7 @@ class SmolvmBackend:
             f"microVM's own disk, deleted at stop; start a new one with `bottle-tui start {plan.agent.name}`"
         )
 
-    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
+    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir, progress: Progress) -> Snapshot:
         raise BottleError(f"{info.slug} is a microVM bottle: {NO_SNAPSHOTS}")
 
     def files(self, state: StateDir) -> BottleFiles:

@@ -71,7 +71,7 @@ class SwarmBackend:
     async def resume(self, plan: BottlePlan, progress: Progress) -> None:
         raise BottleError(f"{plan.slug} is a swarm bottle, which cannot be resumed yet: start a new one")
 
-    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir) -> Snapshot:
+    async def snapshot(self, home: Path, info: BottleInfo, folder: SnapshotDir, progress: Progress) -> Snapshot:
         raise BottleError(
             f"{info.slug} is a swarm bottle, which cannot be snapshotted yet: snapshots need a docker bottle"
         )

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bottle_contract import layout
+from bottle_contract import layout, workers
 
 from ... import escape_suite
 from ...bottle_files import Conflict
@@ -105,16 +105,13 @@ class SwarmSite:
         return await asyncio.to_thread(self.files.read_text, layout.EGRESS, layout.READY) or ""
 
     async def reload(self) -> None:
-        before = await self._ready()
+        before = _doc(await self._ready())
         await asyncio.to_thread(self.files.reload)
         deadline = asyncio.get_running_loop().time() + RELOAD_TIMEOUT
         while asyncio.get_running_loop().time() < deadline:
-            now = await self._ready()
-            try:
-                info = json.loads(now) if now != before else {}
-            except ValueError:
-                info = {}
-            if info.get("routes_loaded"):
+            info = _doc(await self._ready())
+            # Every worker took the new policy (or refused it), not only the first to answer.
+            if workers.reloaded(before, info):
                 reload_problem(info)
                 return
             await asyncio.sleep(0.1)
@@ -238,3 +235,12 @@ async def run_selftest(
         raise BottleError(f"the agent of {info.slug} is not running on node {files.node}")
     site = SwarmSite(info, files, cluster, node_id, agent)
     return await docker_selftest.run_suite(site, progress, environ=environ)
+
+
+def _doc(text: str) -> dict[str, Any]:
+    """A ready file's JSON ({} when there is none yet, or it is not JSON)."""
+    try:
+        doc = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}

@@ -16,4 +16,6 @@ each daemon in daemons.json. A rule written here must not be written again on ei
 - ``clock``: the timestamps written into shared files
 - ``serving``: the limits of every server facing the agent, and the bounded HTTP server of the
   stdlib daemons
+- ``workers``: egress's workers (``egress.workers``): their count, what init tells each, their
+  shared run folder and locks, and the ready file they write together
 """

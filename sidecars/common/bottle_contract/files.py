@@ -89,14 +89,28 @@ def rotate(path: PathLike, max_bytes: int, keep: int, incoming: int = 0) -> bool
     return True
 
 
-def append_line(path: PathLike, line: bytes, *, max_bytes: int, keep: int, mode: int = 0o600) -> None:
+def append_line(
+    path: PathLike, line: bytes, *, max_bytes: int, keep: int, mode: int = 0o600, lock: PathLike | None = None
+) -> None:
     """Append one line (a newline is added) with one O_APPEND write, so concurrent writers never
     interleave, rotating the file first when the line would take it past ``max_bytes``: each file
     stays within the cap (writers racing at the edge may pass it by a line each). A line longer
-    than ``max_bytes`` is refused (ValueError): the cap would not hold."""
+    than ``max_bytes`` is refused (ValueError): the cap would not hold.
+
+    Writers in several processes pass a ``lock`` file they share: a rotation then happens under
+    it, once (two rotating at the same moment could move a fresh file over the one just kept)."""
     if len(line) + 1 > max_bytes:
         raise ValueError(f"a log line of {len(line)} bytes is over the {max_bytes}-byte cap of {os.fspath(path)}")
-    rotate(path, max_bytes, keep, incoming=len(line) + 1)
+    if lock is None:
+        rotate(path, max_bytes, keep, incoming=len(line) + 1)
+    else:
+        try:
+            due = os.stat(os.fspath(path)).st_size + len(line) + 1 > max_bytes
+        except FileNotFoundError:
+            due = False
+        if due:
+            with locked(lock):
+                rotate(path, max_bytes, keep, incoming=len(line) + 1)
     fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
     try:
         os.write(fd, line + b"\n")

@@ -331,6 +331,16 @@ class Ledger:
             found = self.models[model] = zero()
         return found
 
+    def plus(self, other: Ledger) -> Ledger:
+        """A new ledger of both ledgers' counts (egress's workers add theirs to usage.json's)."""
+        out = Ledger(unread=self.unread + other.unread)
+        for ledger in (self, other):
+            for model, counts in ledger.models.items():
+                c = out.counts(model)
+                for k in COUNT_KEYS:
+                    c[k] += counts.get(k, 0)
+        return out
+
     def totals(self) -> dict[str, int]:
         out = zero()
         for counts in self.models.values():

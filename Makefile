@@ -68,6 +68,7 @@ test: lint engine
 
 bench: images
 	$(PY) bench/bench_bringup.py
+	$(PY) bench/bench_pool.py
 	$(PY) bench/bench_workspace_stop.py
 	$(PY) bench/bench_snapshot.py
 	$(PY) bench/bench_ls.py

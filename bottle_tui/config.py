@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BottleError
+from .manifest import POOL_MAX
 
 if TYPE_CHECKING:
     from bottle_contract.usage import Budget, Price
 
 CONFIG_NAME = "config.yaml"
-TOP_KEYS = ("archive", "images", "keymap", "notify", "swarm", "theme", "prices", "budget")
+TOP_KEYS = ("archive", "images", "keymap", "notify", "swarm", "theme", "prices", "budget", "pool")
+POOL_KEYS = ("size",)
 ARCHIVE_KEYS = ("max_age_days", "max_total_mb")
 IMAGES_KEYS = ("registry",)
 SWARM_KEYS = ("context", "nodes")
@@ -94,6 +96,8 @@ class Config:
     # Model prices (USD per million tokens) over the shipped table (bottle_contract.usage), by model.
     prices: tuple[tuple[str, Price], ...] = ()
     budget: Budget | None = None  # the budget of a bottle whose manifest sets none
+    # Warm bottles kept for each docker bottle without git whose manifest sets no pool of its own.
+    pool_size: int = 0
 
 
 def config_path(home: Path) -> Path:
@@ -192,8 +196,18 @@ def load_config(home: Path) -> Config:
         if problem is not None:
             raise BottleError(f"{path}: budget: {problem}")
         budget = parse_budget(doc["budget"])
+    pool_size = 0
+    if doc.get("pool") is not None:
+        raw_pool = _known(path, "pool", doc["pool"], POOL_KEYS)
+        size = raw_pool.get("size", 0)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= POOL_MAX:
+            raise BottleError(
+                f"{path}: pool.size: expected a whole number from 0 to {POOL_MAX}, got {size!r}; e.g. pool: {{size: 2}}"
+            )
+        pool_size = size
     return Config(
         archive=archive,
+        pool_size=pool_size,
         registry=registry,
         swarm=swarm,
         keymap=keymap,

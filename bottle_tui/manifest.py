@@ -57,10 +57,25 @@ _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mg])(?:i?b)?$", re.IGNORECASE)
 
 AGENT_KEYS = ("name", "bottle", "model", "claude_args", "description")
-BOTTLE_KEYS = ("name", "description", "backend", "egress", "git", "supervise", "env", "dlp", "resources", "budget")
+BOTTLE_KEYS = (
+    "name",
+    "description",
+    "backend",
+    "egress",
+    "git",
+    "supervise",
+    "env",
+    "dlp",
+    "resources",
+    "budget",
+    "pool",
+)
 GIT_KEYS = ("upstream", "branch", "credentials_env", "protected", "review")
 SUPERVISE_KEYS = ("enabled", "timeout_seconds")
 RESOURCES_KEYS = ("cpus", "memory", "pids")
+POOL_KEYS = ("size",)
+# Warm bottles kept per bottle manifest: each one holds a running bundle and agent (memory, two networks).
+POOL_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,7 @@ class BottleSpec:
     budget: Budget | None = None  # what the bottle may spend on model calls (None: config.yaml's default)
     metered: tuple[str, ...] = (ANTHROPIC_API,)  # hosts whose model calls egress meters
     egress_workers: int | str = "auto"  # egress processes sharing the proxy port (bottle_contract.workers)
+    pool: int | None = None  # warm bottles kept started (`pool: {size: N}`; None: config.yaml's default)
 
 
 @dataclass(frozen=True)
@@ -320,6 +336,13 @@ def _resources(ck: Checker, key: str, value: object) -> Resources:
     )
 
 
+def parse_pool_size(ck: Checker, key: str, value: object) -> int:
+    """``pool: {size: N}`` (a bottle's, or config.yaml's default): how many warm bottles to keep."""
+    spec = ck.expect_mapping(key, value, "pool: {size: 2}")
+    ck.known_keys(key, spec, POOL_KEYS)
+    return ck.optional(spec, key, "size", lambda k, v: ck.expect_int(k, v, "pool: {size: 2}", low=0, high=POOL_MAX), 0)
+
+
 def parse_budget_value(ck: Checker, key: str, value: object) -> Budget:
     """``budget: {usd: N, tokens: N}`` (a manifest's, or config.yaml's default) as a Budget."""
     spec = ck.expect_mapping(key, value, "budget: {usd: 20}")
@@ -366,8 +389,18 @@ def parse_bottle(path: Path, text: str) -> BottleSpec:
         budget=ck.optional(fm, "", "budget", lambda k, v: parse_budget_value(ck, k, v), None),
         metered=metered_hosts(ck, "egress", fm.get("egress"), routes),
         egress_workers=egress_workers(ck, "egress", fm.get("egress")),
+        pool=ck.optional(fm, "", "pool", lambda k, v: parse_pool_size(ck, k, v), None),
     )
     _secrets_not_in_env(ck, spec)
+    if spec.pool:
+        if spec.git is not None:
+            ck.fail(
+                "pool.size",
+                "a bottle with git: cannot be pooled (its mirror and checkout are made for each start); "
+                "remove pool: or git:",
+            )
+        if spec.backend != "docker":
+            ck.fail("pool.size", f"only docker bottles can be pooled, not {spec.backend}; remove pool:")
     return spec
 
 

@@ -123,6 +123,12 @@ class BottlePlan:
     # come from this snapshot instead of the agent image, an empty volume and the manifest.
     snapshot: Snapshot | None = None
     config: Config = field(default_factory=Config, hash=False)  # the operator's config.yaml
+    # A warm pool member (backends/docker/pool.py): no agent identity yet; a claim gives it one.
+    pooled: bool = False
+
+    @property
+    def pool_size(self) -> int:
+        return pool_size(self.bottle, self.config)
 
     @property
     def backend(self) -> str:
@@ -238,6 +244,9 @@ class BottlePlan:
                 "BOTTLE_NAME": self.bottle.name,
             }
         )
+        if self.pooled:
+            # Who it is comes at the claim: `docker exec` passes these (see identity_env).
+            del env["BOTTLE_SLUG"], env["BOTTLE_AGENT"]
         env.update({var: ca for var in CA_ENV_VARS})
         if self.bottle.supervise.enabled:
             # Claude Code would give up on a supervise request long before the operator's deadline.
@@ -256,6 +265,20 @@ class BottlePlan:
 
     def claude_argv(self) -> list[str]:
         return claude_command(self.claude_args)
+
+
+def pool_size(bottle: BottleSpec, config: Config) -> int:
+    """Warm bottles to keep of ``bottle``: its ``pool.size``, else config.yaml's for a docker bottle
+    without git (the only ones a pool can hold)."""
+    if bottle.pool is not None:
+        return bottle.pool
+    return config.pool_size if bottle.backend == "docker" and bottle.git is None else 0
+
+
+def identity_env(slug: str, agent: str) -> dict[str, str]:
+    """What a command run in the agent learns of its bottle: a claimed pool member's container was
+    made before it had a slug, so every exec passes these (the same values a cold start sets)."""
+    return {"BOTTLE_SLUG": slug, "BOTTLE_AGENT": agent}
 
 
 def git_repo_name(upstream: str) -> str:
@@ -383,6 +406,11 @@ def preflight_text(plan: BottlePlan) -> str:
     lines.append(f"resources  {b.resources.cpus:g} cpus, {b.resources.memory_mib} MiB, {b.resources.pids} pids")
     lines.append(f"images     agent {plan.images.get('agent', '?')}, sidecars {plan.images.get('sidecars', '?')}")
     lines.append(f"state      {plan.state.path}")
+    if plan.pool_size and plan.snapshot is None:
+        lines.append(
+            f"pool       {plan.pool_size} warm bottle(s) of {b.name} kept: start claims a ready one made for this "
+            "manifest, these images and these credentials (else it starts cold), then refills in the background"
+        )
     shown = ["<prompt: %d chars>" % len(a.prompt) if arg == a.prompt else arg for arg in plan.claude_argv()]
     lines.append(f"claude     {shlex.join(shown)}")
     return "\n".join(lines)

@@ -280,6 +280,12 @@ def state_root(home: Path) -> Path:
     return home / "state"
 
 
+def pool_root(home: Path) -> Path:
+    """``pool/<member>/``: warm bottles waiting for a claim (backends/docker/pool.py), each a state
+    folder until a claim moves it to ``state/<slug>/``."""
+    return home / "pool"
+
+
 def archive_root(home: Path) -> Path:
     """``archive/<slug>/``: logs, transcript, egress decisions and metadata of stopped bottles."""
     return home / "archive"

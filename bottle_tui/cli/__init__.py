@@ -19,6 +19,7 @@ from typing import Any
 from .. import __version__
 from ..errors import BottleError
 from .common import _home, _say
+from .pool import add_parsers as add_pool_parsers
 from .snapshots import add_parsers as add_snapshot_parsers
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="branches, commits and files with their counts, as JSON")
     add_snapshot_parsers(sub)
+    add_pool_parsers(sub)
     p = sub.add_parser("ls", help="list running bottles, whoever started them")
     p.add_argument("--json", action="store_true", help="with each bottle's spend (usage totals and budget)")
     p = sub.add_parser(
@@ -282,6 +284,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("bottles", "cmd_resume"),
     "ls": ("bottles", "cmd_ls"),
     "snapshot": ("snapshots", "cmd_snapshot"),
+    "pool": ("pool", "cmd_pool"),
     "snapshots": ("snapshots", "cmd_snapshots"),
     "usage": ("bottles", "cmd_usage"),
     "selftest": ("bottles", "cmd_selftest"),

@@ -100,6 +100,9 @@ async def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(ops.bottles_json(bottles, _home(args)), indent=2))
         return 0
+    warm = ops.waiting(_home(args))
+    if warm:  # not bottles yet (no agent): `start` claims them
+        _say(f"{warm} warm bottle(s) of this home wait for a start (bottle-tui pool ls)")
     if not bottles:
         _say("no bottles are running (start one: bottle-tui start implementer)")
         return 0

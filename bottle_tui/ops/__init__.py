@@ -43,6 +43,7 @@ from ..plan import (
     BottlePlan,
     claude_session,
     end_pane_session_argv,
+    identity_env,
     missing_secrets,
     preflight_text,
     resolve,
@@ -51,6 +52,7 @@ from ..plan import (
 from ..snapshots import Snapshot
 from ..spend import budget_text, cost_text, spend_cell, tokens_of, tokens_text, usd_text
 from ..state import all_state_dirs, new_slug, state_dir, state_root
+from . import pool
 from .decisions import (
     AlreadyDecided,
     Decided,
@@ -69,9 +71,15 @@ from .decisions import (
 )
 from .forks import SnapshotListed, forked_plan, list_snapshots, remove_snapshot, saved_snapshots, snapshot
 from .homes import Located, bottle_home, home, locate
+from .pool import PoolMember, drain_pool, fill_pool, list_pool, waiting
 
 __all__ = [
     "SCOPES",
+    "PoolMember",
+    "drain_pool",
+    "fill_pool",
+    "list_pool",
+    "waiting",
     "AlreadyDecided",
     "git_push_target",
     "proposal_diff",
@@ -218,18 +226,29 @@ async def preflight(plan: BottlePlan, progress: Progress) -> None:
     await backends.get(plan.backend).preflight(plan, progress)
 
 
-async def start(plan: BottlePlan, progress: Progress, *, preflighted: bool = False) -> BottlePlan:
+async def start(
+    plan: BottlePlan, progress: Progress, *, preflighted: bool = False, environ: Mapping[str, str] | None = None
+) -> BottlePlan:
     """Start the bottle: preflight (unless the caller ran ``preflight`` already), the images
     (built where missing, log in <home>/images.log), then the backend's bring-up. Returns the plan
-    with the image tags it started with. A failed bring-up is torn down and raises one line."""
+    with the image tags it started with. A failed bring-up is torn down and raises one line.
+
+    A bottle that keeps warm bottles (``pool:``) claims one made for the same manifest, images and
+    credentials (``environ``, default this process's: its credentials are what the bundle holds)
+    instead, and its pool is refilled in the background either way."""
     backend = backends.get(plan.backend)
     if not preflighted:
         await preflight(plan, progress)
+    if plan.pool_size and await pool.claim(plan, progress, os.environ if environ is None else environ):
+        pool.refill(plan.home, plan.bottle.name)
+        return plan
     plan = dataclasses.replace(plan, images=await backends.ensure_images(progress, plan.home / "images.log"))
     if plan.snapshot is not None:
         plan = forked_plan(plan, plan.snapshot)
     await backend.start(plan, progress)
     await record_work_start(plan, progress)
+    if plan.pool_size and plan.snapshot is None:
+        pool.refill(plan.home, plan.bottle.name)  # after the start: the two would share the cores
     return plan
 
 
@@ -397,15 +416,22 @@ def attach_argv(
 ) -> list[str]:
     """The host command that opens claude in the bottle with a terminal (for a handoff, or the
     right-hand tmux pane with ``pane``). Blocking (reads the bottle's metadata)."""
-    env = {"TERM": term or os.environ.get("TERM", "xterm-256color")}
+    env = {"TERM": term or os.environ.get("TERM", "xterm-256color"), **_claimed_env(home, slug)}
     return backends.get(backend).exec_argv(slug, claude_argv(home, slug, fresh=fresh, pane=pane), tty=True, env=env)
+
+
+def _claimed_env(home: Path, slug: str) -> dict[str, str]:
+    """For a claimed warm bottle, who it is (its containers were made before it had a name); {} else."""
+    meta = state_dir(home, slug).read_metadata() or {}
+    return identity_env(slug, str(meta.get("agent", ""))) if meta.get("pool_member") else {}
 
 
 def exec_argv(info: BottleInfo, command: list[str], *, tty: bool) -> list[str]:
     """The host command that runs ``command`` in the bottle's agent, stdin attached."""
     if not command:
         raise BottleError(f"exec needs a command: bottle-tui exec {info.slug} -- CMD [ARGS...]")
-    return backends.get(info.backend).exec_argv(info.slug, command, tty=tty)
+    env = _claimed_env(Path(info.home), info.slug) if info.home else {}
+    return backends.get(info.backend).exec_argv(info.slug, command, tty=tty, env=env or None)
 
 
 async def end_pane_session(slug: str, backend: str) -> None:

@@ -30,6 +30,7 @@ class Lifecycle:
         self._ca_sig: tuple[int, int, int] | None = None
         self._ca_option: str | None = None  # the trust bundle path this addon set, if any
         self.loads = 0  # policy loads of this worker (start, SIGHUP): hosts see a reload reach it
+        self._own_ca_sig: tuple[int, int, int] | None = None  # the CA this worker signs with, as loaded
 
     def load(self, loader) -> None:
         os.makedirs(self.store.state_dir, exist_ok=True)
@@ -42,6 +43,7 @@ class Lifecycle:
 
     def running(self) -> None:
         self._install_sighup()
+        self._own_ca_sig = _stat_sig(self._own_ca_path())
         self._apply_upstream_ca()
         self._write_ready()
 
@@ -62,8 +64,23 @@ class Lifecycle:
         self.loads += 1
         for reload in self.also_reload:
             reload()
+        self._reload_own_ca()
         self._apply_upstream_ca()
         self._write_ready()
+
+    def _own_ca_path(self) -> str:
+        return os.path.join(os.path.expanduser(ctx.options.confdir), "mitmproxy-ca.pem")
+
+    def _reload_own_ca(self) -> None:
+        """A CA the host replaced (a claimed warm bottle gets its own): every certificate egress
+        makes from now on is signed by it (mitmproxy builds its certificate store from confdir)."""
+        sig = _stat_sig(self._own_ca_path())
+        tls = ctx.master.addons.get("tlsconfig") if getattr(ctx, "master", None) else None
+        if sig == self._own_ca_sig or tls is None:
+            return
+        tls.configure({"confdir"})
+        self._own_ca_sig = sig
+        logger.warning("egress: SIGHUP: signing with the new CA in confdir")
 
     def _update_ready(self, entry: dict | None, shared: dict | None = None) -> None:
         """Put this worker's ``entry`` (None: take it out) into the ready file, under the workers'
@@ -105,6 +122,7 @@ class Lifecycle:
             "routes_loaded": self.store.policy is not None,
             "routes_error": self.store.policy_error,
             "loads": self.loads,
+            "ca_sha256": self._own_ca_fingerprint(),  # each worker signs with the CA it loaded
             "at": now_iso(),
         }
         shared = {
@@ -113,6 +131,13 @@ class Lifecycle:
             "ca_cert": os.path.join(os.path.expanduser(ctx.options.confdir), "mitmproxy-ca-cert.pem"),
         }
         self._update_ready(entry, shared)
+
+    @staticmethod
+    def _own_ca_fingerprint() -> str | None:
+        """SHA-256 of the CA certificate egress signs with (DER), so the host can tell it took a new one."""
+        tls = ctx.master.addons.get("tlsconfig") if getattr(ctx, "master", None) else None
+        store = getattr(tls, "certstore", None)
+        return store.default_ca.fingerprint().hex() if store is not None else None
 
     def _apply_upstream_ca(self) -> None:
         """Trust state/upstream-ca.pem (e.g. a TLS-intercepting corporate proxy) for upstream TLS.

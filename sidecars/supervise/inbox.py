@@ -95,8 +95,18 @@ class Queue(contract.Queue):
         super().__init__(os.path.join(state_dir, layout.QUEUE))
         self.state_dir = state_dir
         self.dir = self.folder
-        self.slug = slug
+        self._slug = slug
         os.makedirs(self.folder, exist_ok=True)
+
+    @property
+    def slug(self) -> str:
+        """The bottle's slug: what the host wrote at a claim (layout.SLUG_FILE), else BOTTLE_SLUG."""
+        try:
+            with open(os.path.join(self.state_dir, layout.SLUG_FILE), encoding="utf-8") as f:
+                claimed = f.read(256).strip()
+        except (OSError, UnicodeDecodeError):
+            return self._slug
+        return claimed or self._slug
 
     def path(self, pid: str) -> str:
         try:

@@ -75,6 +75,10 @@ NOT_COPIES = {
         "os.replace",
     ): "moves a finished snapshot folder into place (a rename of a folder, no data written)",
     ("sidecars/init/bottle_init.py", "os.replace"): "takes a restart request aside before reading it (a rename)",
+    (
+        "bottle_tui/backends/docker/pool.py",
+        "os.rename",
+    ): "claims a warm bottle, or takes one aside, by renaming its folder (the rename is the claim; no data written)",
 }
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,24 @@ class Bottle:
 def start_bottle(home: Path, agent: str = "tester", env: dict[str, str] | None = None) -> Bottle:
     out = cli(home, "start", agent, "--yes", "--detach", env=env)
     return Bottle(out.stdout.strip().splitlines()[-1], home)
+
+
+def wait_for_fillers(home: Path, timeout: float = 180) -> None:
+    """Until no `bottle-tui pool fill` of ``home`` runs (a start of a pooled bottle leaves one
+    running, detached, to refill its pool)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = False
+        for proc in Path("/proc").iterdir():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            running = running or (b"pool" in argv and b"fill" in argv and str(home).encode() in argv)
+        if not running:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"a pool fill of {home} still runs after {timeout} s")
 
 
 def run_fake_internet(pki: Path, image: str = "bottle-tui/sidecars:latest") -> str:

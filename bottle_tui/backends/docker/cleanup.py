@@ -19,13 +19,13 @@ from ...state import (
     state_dir,
 )
 from .. import Progress
-from . import engine, snapshot, workspace
+from . import engine, pool, snapshot, workspace
 from .lifecycle import save_work, stop
 
 
 @dataclass
 class CleanupPlan:
-    bottles: list[tuple[str, Path]]  # (compose project, the home that holds its state)
+    bottles: list[tuple[str, Path, str]]  # (compose project, the home that holds its state, slug)
     containers: list[str]
     networks: list[str]
     state_dirs: list[StateDir]
@@ -35,15 +35,28 @@ class CleanupPlan:
     # ones whose snapshot folder is gone.
     snapshot_images: list[tuple[str, str, str]] = field(default_factory=list)
     with_folders: bool = False  # --homes-under: the snapshots' folders go with their images
+    # Warm pool members not claimed yet (member, home), and pool folders of this home the engine
+    # holds no member of.
+    pool_members: list[tuple[str, Path]] = field(default_factory=list)
+    pool_folders: list[Path] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (
-            self.bottles or self.containers or self.networks or self.state_dirs or self.volumes or self.snapshot_images
+            self.bottles
+            or self.containers
+            or self.networks
+            or self.state_dirs
+            or self.volumes
+            or self.snapshot_images
+            or self.pool_members
+            or self.pool_folders
         )
 
     def describe(self) -> str:
-        lines = [f"compose project {p} (home {h})" for p, h in self.bottles]
+        lines = [f"compose project {p} (home {h})" for p, h, _ in self.bottles]
+        lines += [f"warm pool member {m} (home {h})" for m, h in self.pool_members]
+        lines += [f"pool folder {f}" for f in self.pool_folders]
         lines += [f"container {c}" for c in self.containers]
         lines += [f"network {n}" for n in self.networks]
         lines += [
@@ -84,9 +97,12 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
 
     live = await engine.bottle_projects()
     infos = await engine.discover()
-    bottles = [(b.project, Path(b.home) if b.home else home) for b in infos if scoped(b.home)]
+    members = await engine.pool_members()
+    bottles = [(b.project, Path(b.home) if b.home else home, b.slug) for b in infos if scoped(b.home)]
     containers, networks = await engine.stray_resources(live)
-    live_slugs = {slug_of_project(p) for p in live}
+    # A claimed pool member's project and volume keep its member's name; its state folder is its slug's.
+    live_slugs = {slug_of_project(p) for p in live} | {b.slug for b in infos}
+    pool_folders = [f for f in pool.member_folders(home) if f.name not in live_slugs] if homes_under is None else []
     # A swarm bottle's state folder is the swarm backend's to clean up: its bundle is on a node.
     orphans = (
         [
@@ -121,6 +137,8 @@ async def plan_cleanup(home: Path, *, all_homes: bool = False, homes_under: Path
         volumes,
         sorted(images),
         with_folders=homes_under is not None,
+        pool_members=sorted((m.slug, Path(m.home)) for m in members if m.home and scoped(m.home)),
+        pool_folders=pool_folders,
     )
 
 
@@ -128,14 +146,19 @@ async def cleanup(plan: CleanupPlan, progress: Progress) -> list[str]:
     """Carry out ``plan``: each bottle is stopped as `stop` does (archived, state removed unless
     preserved). Returns the problems met, one line each; a bottle that fails does not stop the rest."""
     problems: list[str] = []
-    for project, bottle_home in plan.bottles:
+    for project, bottle_home, slug in plan.bottles:
         progress(f"removing {project}")
-        slug = slug_of_project(project) or ""
         try:
             report = await stop(bottle_home, slug, progress)
             problems += report.problems
         except BottleError as exc:
             problems.append(str(exc))
+    for member, member_home in plan.pool_members:
+        progress(f"removing warm pool member {member}")
+        problems += await pool.retire(member_home, member)
+    for folder in plan.pool_folders:
+        progress(f"removing {folder}")
+        problems += remove_tree(folder)
     # Containers first: a network still in use by one cannot be removed.
     await engine.remove_containers(plan.containers)
     await engine.remove_networks(plan.networks)

@@ -38,11 +38,13 @@ def bottle_labels(plan: BottlePlan) -> dict[str, str]:
     return {
         labels.MANAGED: "true",
         labels.SLUG: plan.slug,
-        labels.AGENT: plan.agent.name,
+        # A pool member has no agent until a claim gives it one (the labels cannot change then).
+        labels.AGENT: "" if plan.pooled else plan.agent.name,
         labels.BOTTLE: plan.bottle.name,
         labels.BACKEND: plan.backend,
         labels.STARTED_AT: plan.started_at,
         labels.HOME: str(plan.home),
+        **({labels.POOL: plan.bottle.name} if plan.pooled else {}),
     }
 
 
@@ -50,9 +52,10 @@ def _bind(source: object, target: str, *, read_only: bool) -> dict[str, Any]:
     return {"type": "bind", "source": str(source), "target": target, "read_only": read_only}
 
 
-def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[str, Any]:
+def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int, volume: str | None = None) -> dict[str, Any]:
     """The compose spec of one bottle. ``host_uid``/``host_gid`` run the sidecars as the operator,
-    so files they write in the bind-mounted state folder stay the operator's."""
+    so files they write in the bind-mounted state folder stay the operator's. ``volume``: the work
+    volume when it is not the slug's (a resumed claimed pool member keeps its member's)."""
     res = plan.bottle.resources
     common_labels = bottle_labels(plan)
     hardening = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
@@ -63,7 +66,8 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
         "command": ["sleep", "infinity"],
         "user": AGENT_USER,
         "working_dir": WORKDIR,
-        "hostname": plan.slug,
+        # A pool member's name is no one's: its hostname, fixed at create, is its bottle's.
+        "hostname": plan.bottle.name if plan.pooled else plan.slug,
         "environment": dict(sorted(plan.agent_env.items())),
         "networks": ["internal"],
         # The agent's home (the checkout, ~/.claude) is the bottle's own volume, created before
@@ -137,7 +141,7 @@ def render_compose(plan: BottlePlan, *, host_uid: int, host_gid: int) -> dict[st
             },
             "egress": {"labels": net_labels},
         },
-        "volumes": {"work": {"external": True, "name": volume_name(plan.slug)}},
+        "volumes": {"work": {"external": True, "name": volume or volume_name(plan.slug)}},
     }
 
 

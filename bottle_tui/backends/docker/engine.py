@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ...errors import BottleError
 from ...runner import CommandError, CommandNotFound, run
-from ...state import PROJECT_PREFIX, slug_of_project
+from ...state import PROJECT_PREFIX, StateDir, project_name, slug_of_project, state_dir
 from . import labels
 
 ENGINE_HINT = "run `make engine` (installs and starts dockerd and compose as root) or start your Docker engine"
@@ -21,6 +21,14 @@ ENGINE_HINT = "run `make engine` (installs and starts dockerd and compose as roo
 
 def container_name(project: str, service: str) -> str:
     return f"{project}-{service}"
+
+
+def project_of(state: StateDir) -> str:
+    """The compose project of bottle ``state.slug``: a claimed pool member's is its member's (the
+    engine cannot rename a project; its containers are renamed), as its metadata.json says."""
+    meta = (state.read_metadata() if state.path.is_dir() else None) or {}
+    project = meta.get("project")
+    return project if isinstance(project, str) and slug_of_project(project) else project_name(state.slug)
 
 
 @dataclass(frozen=True)
@@ -118,9 +126,10 @@ _PS_FORMAT = (
             labels.BACKEND,
             labels.STARTED_AT,
             labels.HOME,
+            labels.POOL,
         )
     )
-    + "\t{{.State}}"
+    + "\t{{.State}}\t{{.Names}}"
 )
 
 
@@ -145,20 +154,45 @@ async def bottle_projects() -> dict[str, str]:
     return {e["Name"]: e.get("Status", "") for e in entries if e.get("Name", "").startswith(PROJECT_PREFIX)}
 
 
-async def _discover() -> list[BottleInfo]:
+def claimed_slug(project: str, service: str, name: str) -> str | None:
+    """The slug of a claimed pool member's container, from the name its claim gave it
+    (``claude-bottle-<slug>-<service>``); None while it is unclaimed (still named after its project)."""
+    if name == container_name(project, service):
+        return None
+    slug = slug_of_project(name.removesuffix(f"-{service}")) if name.endswith(f"-{service}") else None
+    return slug or None
+
+
+def _claimed_identity(home: str, slug: str, started: str) -> tuple[str, str]:
+    """(agent, started_at) of a claimed pool member: what the metadata.json its claim wrote says,
+    else what its slug (``<agent>-<hex>``) and its labels tell."""
+    meta = (state_dir(Path(home), slug).read_metadata() if home else None) or {}
+    return str(meta.get("agent") or slug.rsplit("-", 1)[0]), str(meta.get("started_at") or started)
+
+
+async def _scan() -> tuple[list[BottleInfo], list[BottleInfo]]:
+    """(bottles, unclaimed pool members) on the engine, in two CLI calls."""
     projects = await bottle_projects()
     ps = await run(
         ["docker", "ps", "--all", "--filter", f"label={labels.MANAGED}=true", "--format", _PS_FORMAT], timeout=30
     )
     found: dict[str, dict[str, object]] = {}
+    pooled: set[str] = set()
+    claimed: dict[str, dict[str, str]] = {}
     for line in ps.stdout.splitlines():
         cols = line.split("\t")
-        if len(cols) != 9:
+        if len(cols) != 11:
             continue
-        project, service, slug, agent, bottle, backend, started, home, state = cols
+        project, service, slug, agent, bottle, backend, started, home, pool, state, name = cols
         # Trust only our prefix, our labels, and a slug that matches the project name.
         if project not in projects or slug_of_project(project) != slug:
             continue
+        if pool:
+            pooled.add(project)
+            named = claimed_slug(project, service, name)
+            if named is not None:
+                who, when = _claimed_identity(home, named, started)
+                claimed[project] = {"slug": named, "agent": who, "started_at": when}
         entry = found.setdefault(
             project,
             {
@@ -172,10 +206,26 @@ async def _discover() -> list[BottleInfo]:
             },
         )
         entry["services"][service] = state  # type: ignore[index]
-    return sorted(
+    for project, identity in claimed.items():  # a claimed member is the bottle its claim made
+        found[project].update(identity)
+        pooled.discard(project)
+    infos = sorted(
         (BottleInfo(project=p, status=projects[p], **e) for p, e in found.items()),  # type: ignore[arg-type]
         key=lambda b: (b.started_at, b.slug),
     )
+    return [b for b in infos if b.project not in pooled], [b for b in infos if b.project in pooled]
+
+
+async def _discover() -> list[BottleInfo]:
+    return (await _scan())[0]
+
+
+async def pool_members() -> list[BottleInfo]:
+    """The unclaimed warm pool members on the engine (each home's; not bottles yet: no agent)."""
+    try:
+        return (await _scan())[1]
+    except CommandError as exc:
+        raise await explain(exc) from exc
 
 
 async def find(slug: str) -> BottleInfo:
@@ -202,6 +252,19 @@ async def down(project: str) -> str:
 async def logs(project: str) -> str:
     result = await run(compose_argv(project, "logs", "--no-color", "--timestamps"), timeout=60)
     return result.stdout + result.stderr
+
+
+async def inspect_ids(names: list[str]) -> list[str]:
+    """The ids of containers ``names``, in their order."""
+    result = await run(["docker", "inspect", "--format", "{{.Id}}", *names], timeout=30)
+    ids = result.stdout.split()
+    if len(ids) != len(names):
+        raise CommandError(result.argv, result.returncode, f"expected {len(names)} ids, got {result.stdout!r}")
+    return ids
+
+
+async def rename(container: str, name: str) -> None:
+    await run(["docker", "rename", container, name], timeout=30)
 
 
 async def container_running(name: str) -> bool:

@@ -20,6 +20,7 @@ from ...runner import CommandError, run
 from ...state import (
     StateDir,
     archive_root,
+    pool_root,
     project_name,
     prune_archive,
     state_dir,
@@ -30,6 +31,9 @@ from . import engine, images, snapshot, workspace
 from .compose import render_compose, render_git_gate, render_metering, render_routes, to_yaml
 
 READY_TIMEOUT = 60.0
+# How often a bring-up looks for the daemons' ready files: a stat each, so often costs nothing,
+# and the bottle is ready within this much of its last daemon.
+READY_POLL = 0.01
 
 Progress = Callable[[str], None]
 
@@ -79,14 +83,17 @@ async def make_egress_ca(state: StateDir, slug: str) -> None:
     atomic_write(state.ca / CA_CERT_NAME, pem_cert, mode=0o644)
 
 
-def write_renders(plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False) -> None:
+def write_renders(
+    plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False, volume: str | None = None
+) -> None:
     """Everything the bottle's containers read. ``git_start``: the tip a local upstream's mirror
     began at. ``keep_policy``: a resumed bottle keeps the routes.yaml in force (approved
-    proposals, operator edits) instead of the manifest's."""
-    spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid())
+    proposals, operator edits) instead of the manifest's. ``volume``: its work volume when that
+    is not its slug's (a claimed pool member's, resumed)."""
+    spec = render_compose(plan, host_uid=os.getuid(), host_gid=os.getgid(), volume=volume)
     atomic_write(plan.state.compose_file, to_yaml(spec), mode=0o600)
     write_bundle_files(plan, git_start=git_start, keep_policy=keep_policy)
-    write_metadata(plan)
+    write_metadata(plan, **({"volume": volume} if volume else {}))
 
 
 def write_bundle_files(plan: BottlePlan, *, git_start: str | None = None, keep_policy: bool = False) -> None:
@@ -150,25 +157,57 @@ async def prepare_local_mirror(plan: BottlePlan) -> str | None:
     return tip
 
 
-async def _wait_ready(plan: BottlePlan, deadline: float) -> None:
-    ready = [plan.state.egress_ready] + ([plan.state.supervise_ready] if plan.supervise_url else [])
+class Timings:
+    """How long each step of a bring-up took: one line in bringup.log (`make bench` reads it)."""
+
+    def __init__(self) -> None:
+        self.began = self.last = time.monotonic()
+        self.parts: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.parts.append((name, now - self.last))
+        self.last = now
+
+    def line(self) -> str:
+        parts = ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.parts)
+        return f"timings (s): {parts}, total {time.monotonic() - self.began:.3f}"
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _wait_ready(plan: BottlePlan, deadline: float, timings: Timings | None = None) -> None:
+    ready = {"egress": plan.state.egress_ready} | (
+        {"supervise": plan.state.supervise_ready} if plan.supervise_url else {}
+    )
+    seen: set[str] = set()
+    began = time.monotonic()
     agent = engine.container_name(plan.project, "agent")
-    agent_up = False
+    # Registering supervise execs in the agent at the same time, which fails unless it runs: then
+    # that is the check, and no `docker inspect` competes with the daemons' start for the cores.
+    agent_up = plan.supervise_url is not None
     while time.monotonic() < deadline:
         if not agent_up:
             agent_up = await engine.container_running(agent)
-        if agent_up and all(r.exists() for r in ready):
-            _check_egress_policy(plan)
+        for name, path in ready.items():
+            if name not in seen and path.exists():
+                seen.add(name)
+                if timings is not None:  # after compose up, each daemon's own time to be ready
+                    timings.parts.append((f"{name} ready after up", time.monotonic() - began))
+        if agent_up and len(seen) == len(ready):
+            check_egress_policy(plan)
             return
-        await asyncio.sleep(0.05)
-    missing = ", ".join(r.parent.name for r in ready if not r.exists())
+        await asyncio.sleep(READY_POLL)
+    missing = ", ".join(r.parent.name for r in ready.values() if not r.exists())
     what = "the agent container" if not agent_up else f"{missing} (no ready file)"
     raise BottleError(
         f"bottle {plan.slug} did not become ready within {READY_TIMEOUT:g} s: {what}; see {plan.state.bringup_log}"
     )
 
 
-def _check_egress_policy(plan: BottlePlan) -> None:
+def check_egress_policy(plan: BottlePlan) -> None:
     """Egress is up, but did it take the policy? A routes.yaml it refused (e.g. a DLP rule id its
     pinned gitleaks rules do not have) means every request is blocked: say so now, in one line."""
     try:
@@ -240,7 +279,7 @@ async def checkout_in_agent(plan: BottlePlan, deadline: float) -> None:
             raise BottleError(
                 f"bottle {plan.slug}: the git gate did not become ready within {READY_TIMEOUT:g} s; see {plan.state.bringup_log}"
             )
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(READY_POLL)
     agent = engine.container_name(plan.project, "agent")
     code, out = await engine.exec_capture(
         agent, ["sh", "-c", CHECKOUT_SCRIPT, "checkout", plan.git_origin, plan.bottle.git.branch], timeout=120
@@ -266,7 +305,7 @@ async def start(plan: BottlePlan, progress: Progress) -> None:
     append_log(
         plan.state.bringup_log, f"starting bottle {plan.slug}: agent {plan.agent.name}, bottle {plan.bottle.name}"
     )
-    await _bring_up(plan, progress, resumed=False)
+    await bring_up(plan, progress, resumed=False)
 
 
 async def resume(plan: BottlePlan, progress: Progress) -> None:
@@ -274,7 +313,7 @@ async def resume(plan: BottlePlan, progress: Progress) -> None:
     routes.yaml in force, proposals) and work volume (checkout, ~/.claude), with the images and
     manifests of today. A failed resume takes the containers down and keeps the rest."""
     state = plan.state
-    volume = workspace.volume_name(plan.slug)
+    volume = workspace.volume_of(state)
     if not await workspace.exists(volume):
         raise BottleError(
             f"bottle {plan.slug} has no kept volume ({volume}): only `bottle-tui stop {plan.slug} --keep` keeps one "
@@ -284,42 +323,63 @@ async def resume(plan: BottlePlan, progress: Progress) -> None:
     # The daemons write these when they are up: last run's must not pass for this one's.
     for ready in (state.egress_ready, state.supervise_ready, state.git_gate_ready):
         ready.unlink(missing_ok=True)
-    await _bring_up(plan, progress, resumed=True)
+    await bring_up(plan, progress, resumed=True, volume=volume)
     state.preserve_marker.unlink(missing_ok=True)  # kept for this resume; a plain stop removes it now
 
 
-async def _bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool) -> None:
+async def bring_up(plan: BottlePlan, progress: Progress, *, resumed: bool = False, volume: str | None = None) -> None:
+    """Renders, the work volume, `compose up`, then wait until the daemons are ready; a failure
+    takes the containers down (and a fresh bottle's volume) and raises one line."""
     state = plan.state
+    volume = None if volume == workspace.volume_name(plan.slug) else volume
     log = state.bringup_log
     volume_made = False
+    timings = Timings()
     try:
-        if not (resumed and (state.egress / "mitmproxy-ca.pem").is_file()):
-            await make_egress_ca(state, plan.slug)
+        # The CA, the volume and a local upstream's mirror need nothing of each other: made at once.
+        need_ca = not (resumed and (state.egress / "mitmproxy-ca.pem").is_file())
         kept_gate = state.git_gate / "gate.json"
-        if resumed and kept_gate.is_file():
+        keep_gate = resumed and kept_gate.is_file()
+        made = await asyncio.gather(
+            make_egress_ca(state, plan.slug) if need_ca else _nothing(),
             # the mirror holds the agent's held pushes: kept as it is, with the tip it began at
-            git_start = json.loads(kept_gate.read_text()).get("start")
-        else:
-            git_start = await prepare_local_mirror(plan)
+            _nothing() if keep_gate else prepare_local_mirror(plan),
+            workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"], fresh=not resumed)
+            if volume is None
+            else _nothing(),
+            return_exceptions=True,
+        )
+        volume_made = not resumed and not isinstance(made[2], BaseException)
+        for result in made:
+            if isinstance(result, BaseException):
+                raise result
+        mirrored = made[1] if isinstance(made[1], str) else None
+        git_start = json.loads(kept_gate.read_text()).get("start") if keep_gate else mirrored
+        timings.mark("ca, volume and mirror")
         forked = plan.snapshot if not resumed else None
         if forked is not None and forked.dir.routes.is_file():
             # a fork starts with the policy in force when the snapshot was taken
             atomic_write(state.routes, forked.dir.routes.read_bytes(), mode=0o600)
-        write_renders(plan, git_start=git_start, keep_policy=resumed or forked is not None)
-        await workspace.create(plan.slug, plan.home, plan.agent.name, plan.images["agent"])
-        volume_made = not resumed
+        write_renders(plan, git_start=git_start, keep_policy=resumed or forked is not None, volume=volume)
+        timings.mark("renders")
         if forked is not None:
             progress(f"filling {plan.slug}'s work volume from snapshot {forked.name}")
             await snapshot.restore_home(plan.slug, forked)
             append_log(log, f"work volume filled from snapshot {forked.name} (of {forked.of}, {forked.created_at})")
+            timings.mark("home from snapshot")
         append_log(log, "renders written; docker compose up")
         progress(f"starting {plan.project}")
         env = {name: os.environ[name] for name in plan.secret_env_names if name in os.environ}
         out = await engine.up(plan.project, state.compose_file, env=env)
         append_log(log, out)
+        timings.mark("compose up")
         # compose up has started the agent: claude's config needs no daemon, so it overlaps the wait.
-        await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT), register_supervise(plan))
-        await checkout_in_agent(plan, time.monotonic() + READY_TIMEOUT)
+        await asyncio.gather(_wait_ready(plan, time.monotonic() + READY_TIMEOUT, timings), register_supervise(plan))
+        timings.mark("daemons ready")
+        if plan.git_origin is not None:
+            await checkout_in_agent(plan, time.monotonic() + READY_TIMEOUT)
+            timings.mark("checkout")
+        append_log(log, timings.line())
         append_log(log, "ready")
     except BaseException as exc:
         append_log(log, f"bring-up failed: {exc}")
@@ -354,11 +414,12 @@ async def stop(
     The work volume (checkout, ~/.claude) is looked at before `down`: what nothing else holds is
     saved in ``archive/<slug>/work/`` (``report.work`` says what, in one line); then the volume
     goes, unless ``keep`` (for `resume`) or its work could not be saved."""
-    project = project_name(slug)
     state = state_dir(home, slug)
+    project = engine.project_of(state)
+    agent = engine.container_name(project_name(slug), "agent")
     report = StopReport(slug)
     have_state = state.path.is_dir()
-    volume = workspace.volume_name(slug)
+    volume = workspace.volume_of(state)
     has_volume = agent_container and await workspace.exists(volume)
     saved: workspace.Saved | None = None
 
@@ -383,9 +444,7 @@ async def stop(
             atomic_write(state.compose_log, await engine.logs(project), mode=0o600)
 
         async def snapshot() -> None:
-            await engine.copy_out(
-                engine.container_name(project, "agent"), TRANSCRIPTS, state.transcript, missing_ok=True
-            )
+            await engine.copy_out(agent, TRANSCRIPTS, state.transcript, missing_ok=True)
 
         steps = [dump_logs(), snapshot()] if agent_container else [dump_logs()]
         results = await asyncio.gather(*steps, return_exceptions=True)
@@ -397,7 +456,7 @@ async def stop(
     if has_volume:
         progress(f"looking at the checkout of {slug}")
         try:
-            saved = await save_work(home, slug, engine.container_name(project, "agent"))
+            saved = await save_work(home, slug, agent)
             report.work = saved.line
         except BottleError as exc:
             problem(str(exc))
@@ -435,8 +494,14 @@ async def stop(
         if archive_problems:
             problem(f"kept {state.path}: not everything in it could be archived")
         elif down_error is None and not state.preserved:
+            # A claimed warm bottle's volume is its member's, and so is the link its claim left
+            # in the pool folder (backends/docker/pool.py): it goes with the bottle.
+            member = workspace.slug_of_volume(volume)
             for line in state.remove():
                 problem(line)
+            link = pool_root(home) / str(member)
+            if member != slug and link.is_symlink():
+                link.unlink()
     if down_error is not None:
         raise down_error
     return report
@@ -468,7 +533,7 @@ async def save_work(home: Path, slug: str, agent: str | None) -> workspace.Saved
     running agent container ``agent``, else (it is gone) in a throwaway one. Whether the bottle
     has git (and so a gate's mirror to compare with) is in its state folder."""
     state = state_dir(home, slug)
-    volume = workspace.volume_name(slug)
+    volume = workspace.volume_of(state)
     if agent is not None and await engine.container_running(agent):
         place = workspace.exec_place(agent)
     else:

@@ -89,7 +89,7 @@ async def take(home: Path, state: StateDir, slug: str, folder: SnapshotDir, agen
         )
     partial = folder.partial()
     shutil.rmtree(partial, ignore_errors=True)
-    volume = workspace.volume_name(slug)
+    volume = workspace.volume_of(state)
     image_made = False
     try:
         partial.mkdir(parents=True, mode=0o700)

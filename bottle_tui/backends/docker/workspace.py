@@ -22,7 +22,7 @@ from pathlib import Path
 from ...errors import BottleError
 from ...plan import AGENT_HOME, WORKDIR
 from ...runner import CommandError, CommandNotFound, run
-from ...state import REFS_BUNDLE, UNCOMMITTED_PATCH, WORK_TARBALL
+from ...state import REFS_BUNDLE, UNCOMMITTED_PATCH, WORK_TARBALL, StateDir
 from . import labels
 
 VOLUME_PREFIX = "bottle-tui-work-"
@@ -102,6 +102,14 @@ TAR_SCRIPT = """exec tar --use-compress-program='gzip -1' -C "$1" -cf - "$2" """
 
 def volume_name(slug: str) -> str:
     return VOLUME_PREFIX + slug
+
+
+def volume_of(state: StateDir) -> str:
+    """The work volume of bottle ``state.slug``: a claimed pool member's is the one its member was
+    made with (a volume cannot be renamed), as its metadata.json says."""
+    meta = (state.read_metadata() if state.path.is_dir() else None) or {}
+    volume = meta.get("volume")
+    return volume if isinstance(volume, str) and slug_of_volume(volume) else volume_name(state.slug)
 
 
 def slug_of_volume(name: str) -> str | None:
@@ -271,10 +279,11 @@ async def archive(place: Sequence[str], dest: Path, *, mirror: Path | None, git:
 # -- the volume itself -------------------------------------------------------------------------------
 
 
-async def create(slug: str, home: Path, agent: str, image: str) -> str:
-    """The bottle's work volume, created when missing (a resumed bottle has it already)."""
+async def create(slug: str, home: Path, agent: str, image: str, *, fresh: bool = False) -> str:
+    """The bottle's work volume, created when missing (a resumed bottle has it already).
+    ``fresh``: a new slug's, which cannot exist yet (one engine call less)."""
     name = volume_name(slug)
-    if await exists(name):
+    if not fresh and await exists(name):
         return name
     await run(
         [

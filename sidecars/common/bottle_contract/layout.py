@@ -40,6 +40,9 @@ EGRESS_ONCE_USED = "once-used.json"  # egress/: ids of routes allowed once that 
 METERING = "metering.json"  # egress/: what the host has egress meter: hosts, prices, the budget (usage.py)
 USAGE = "usage.json"  # egress/: what the bottle spent, per model, and the budget's level (usage.py)
 QUEUE = "queue"  # supervise/queue/: one JSON file per proposal
+# supervise/slug: the bottle's slug, written by the host when it claims a warm bottle (whose bundle
+# started before it had one); supervise reads it for each proposal, over its BOTTLE_SLUG.
+SLUG_FILE = "slug"
 QUEUE_LOCK = ".lock"  # supervise/queue/.lock: held for every read-modify-write of the queue or the policy
 SUPERVISE_SETTINGS = "settings.json"  # supervise/: the operator's settings for the daemon
 EGRESS_CURSOR = "egress-cursor.json"  # supervise/: how far it has read requests.jsonl

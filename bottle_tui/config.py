@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BottleError
-from .manifest import POOL_MAX
 
 if TYPE_CHECKING:
     from bottle_contract.usage import Budget, Price
@@ -198,6 +197,8 @@ def load_config(home: Path) -> Config:
         budget = parse_budget(doc["budget"])
     pool_size = 0
     if doc.get("pool") is not None:
+        from .manifest import POOL_MAX  # the manifests' own bound (not loaded for a config without pool:)
+
         raw_pool = _known(path, "pool", doc["pool"], POOL_KEYS)
         size = raw_pool.get("size", 0)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= POOL_MAX:

@@ -46,6 +46,7 @@ FIRST_FRAME = {
     "bottle_tui",
     "bottle_tui.cli",
     "bottle_tui.cli.common",
+    "bottle_tui.cli.pool",  # its parsers; ops only when `pool` runs
     "bottle_tui.cli.snapshots",
     "bottle_tui.config",
     "bottle_tui.console",

@@ -3,6 +3,7 @@ dpkg and apt settings that keep later installs in the images as small."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bottle_tui.backends.docker import images
@@ -89,3 +90,14 @@ def test_later_installs_are_kept_as_small(tmp_path: Path) -> None:
     apt = (root / "etc/apt/apt.conf.d/bottle-tui-slim").read_text()
     assert 'APT::Install-Recommends "false";' in apt and 'Acquire::Languages "none";' in apt
     assert "rm -f /var/cache/apt/archives/*.deb" in apt
+
+
+def test_the_sidecars_stages_built_beside_gitleaks_come_before_the_stage_that_copies_it() -> None:
+    # The engine's builder stops at --target: the stages built meanwhile must not need the
+    # prebuilt image, which exists only once its own build is done.
+    sidecars = images.sources()["sidecars"]
+    pre = images.prebuilt(sidecars)
+    assert pre is not None and (pre.source.context / "Dockerfile").is_file()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", (sidecars.context / "Dockerfile").read_text(), re.M)
+    assert [alias for _, alias in stages].index(pre.alongside) < [image for image, _ in stages].index(f"${{{pre.arg}}}")
+    assert images.prebuilt(images.sources()["agent"]) is None

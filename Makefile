@@ -67,6 +67,7 @@ test: lint engine
 	exit $$integration
 
 bench: images
+	$(PY) bench/bench_images.py
 	$(PY) bench/bench_bringup.py
 	$(PY) bench/bench_workspace_stop.py
 	$(PY) bench/bench_snapshot.py

@@ -56,9 +56,11 @@ test-unit: $(STAMP)
 test-integration: images
 	$(PY) -m pytest tests/integration -q -ra
 
-# The unit tests run while the images build (a no-op when they are up to date); the integration
-# tests need the images, and run even when a unit test failed (one run says all it can).
-test: lint engine
+# lint (the CPU) runs while the engine installs (the network and dpkg), each one's output kept
+# together; the unit tests run while the images build (a no-op when they are up to date); the
+# integration tests need the images, and run even when a unit test failed (one run says all it can).
+test: $(STAMP)
+	@$(MAKE) --no-print-directory -j2 -O lint engine
 	@$(BIN)/bottle-tui images build > $(VENV)/images-build.log 2>&1 & build=$$!; \
 	$(UNIT); unit=$$?; \
 	if ! wait $$build; then tail -n 20 $(VENV)/images-build.log; exit 1; fi; \

@@ -53,20 +53,36 @@ UNIT = $(PY) -m pytest tests/host tests/sidecars -q -ra -n auto
 test-unit: $(STAMP)
 	$(UNIT)
 
+# Integration tests in INTEGRATION_WORKERS processes (pytest-xdist; 0: all in one, serially).
+# --dist loadfile keeps each module in one worker, so a module's bottle is started once; the
+# slowest modules go first (tests/integration/conftest.py). The console's tmux tests drive its
+# agents pane by row, where other workers' bottles come and go: they run after, by themselves.
+INTEGRATION_WORKERS ?= 2
+INTEGRATION_ALONE = tests/integration/test_console_tmux_live.py tests/integration/test_console_flows.py
+PYTEST_INTEGRATION = $(PY) -m pytest -q -ra --durations=12
+ifeq ($(INTEGRATION_WORKERS),0)
+INTEGRATION = $(PYTEST_INTEGRATION) tests/integration
+else
+INTEGRATION = ( $(PYTEST_INTEGRATION) tests/integration $(addprefix --ignore=,$(INTEGRATION_ALONE)) \
+	-n $(INTEGRATION_WORKERS) --dist loadfile; s=$$?; $(PYTEST_INTEGRATION) $(INTEGRATION_ALONE) || s=1; exit $$s )
+endif
 test-integration: images
-	$(PY) -m pytest tests/integration -q -ra
+	$(INTEGRATION)
 
-# The unit tests run while the images build (a no-op when they are up to date); the integration
-# tests need the images, and run even when a unit test failed (one run says all it can).
-test: lint engine
+# lint (the CPU) runs while the engine installs (the network and dpkg), each one's output kept
+# together; the unit tests run while the images build (a no-op when they are up to date); the
+# integration tests need the images, and run even when a unit test failed (one run says all it can).
+test: $(STAMP)
+	@$(MAKE) --no-print-directory -j2 -O lint engine
 	@$(BIN)/bottle-tui images build > $(VENV)/images-build.log 2>&1 & build=$$!; \
 	$(UNIT); unit=$$?; \
 	if ! wait $$build; then tail -n 20 $(VENV)/images-build.log; exit 1; fi; \
-	$(PY) -m pytest tests/integration -q -ra --durations=12; integration=$$?; \
+	$(INTEGRATION); integration=$$?; \
 	[ $$unit -eq 0 ] || { echo "make test: the unit tests failed (see above)"; exit $$unit; }; \
 	exit $$integration
 
 bench: images
+	$(PY) bench/bench_images.py
 	$(PY) bench/bench_bringup.py
 	$(PY) bench/bench_pool.py
 	$(PY) bench/bench_workspace_stop.py

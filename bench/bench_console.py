@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 from bottle_contract.files import atomic_write  # noqa: E402
 from bottle_contract.usage import Budget, Ledger, default_prices, write_usage  # noqa: E402
-from bottle_tui.backends.docker import engine, labels  # noqa: E402
+from bottle_tui.backends.docker import engine, images, labels  # noqa: E402
 from bottle_tui.state import state_dir  # noqa: E402
 
 BOTTLES = int(os.environ.get("BENCH_CONSOLE_BOTTLES", "200"))
 PROPOSALS = int(os.environ.get("BENCH_CONSOLE_PROPOSALS", "2000"))
-IMAGE = "bottle-tui/base:bookworm"
+IMAGE = images.BASE_IMAGE
 ROUNDS = 15
 RUN = uuid.uuid4().hex[:6]
 

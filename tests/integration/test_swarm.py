@@ -235,9 +235,9 @@ def test_stop_removes_the_bottle_from_the_swarm(swarm_home: Path) -> None:
     assert "starting canary service" in "".join(said), said
     assert manager("service", "ls", "-q", "--filter", "label=dev.bottle-tui.selftest=true").stdout.split()
     t0 = time.monotonic()
-    swarm_cli(swarm_home, "stop", b.slug)
+    stopped = swarm_cli(swarm_home, "stop", b.slug)
     print(f"stop took {time.monotonic() - t0:.1f} s")
-    assert not leftovers(b.slug)
+    assert not leftovers(b.slug), stopped.stderr[-2000:]
     assert (swarm_home / "archive" / b.slug / "compose.log").exists()
     # What it spent comes from the node's volume to the archive, where `usage` reads it.
     assert json.loads((swarm_home / "archive" / b.slug / "egress" / "usage.json").read_text())["totals"] is not None

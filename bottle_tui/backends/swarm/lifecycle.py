@@ -320,8 +320,10 @@ async def remove_bottle(cluster: Cluster, slug: str, node: str | None, *, keep_v
 
 
 async def _remove_networks(cluster: Cluster, by_label: str, problems: list[str], timeout: float = 20.0) -> None:
-    """Remove the bottle's overlay networks. For a few seconds after its services went, the manager
-    refuses a network whose removed tasks it has not yet seen leave ("active endpoints"): wait."""
+    """Remove the bottle's overlay networks, and return once the manager lists none of them. For a
+    few seconds after its services went, the manager refuses a network whose removed tasks it has
+    not yet seen leave ("active endpoints"), and a removed one may still be listed while the
+    manager's own engine lets go of it: wait for both."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -329,13 +331,16 @@ async def _remove_networks(cluster: Cluster, by_label: str, problems: list[str],
             if not ids:
                 return
             await cluster.manager_call("network", "rm", *ids, timeout=60)
-            return
         except CommandError as exc:
             busy = any(m in exc.stderr for m in ("active endpoints", "in use", "not found", "No such"))
             if not busy or time.monotonic() > deadline:
                 problems.append(f"removing the networks of {by_label.rpartition('=')[2]} failed: {exc}")
                 return
-        await asyncio.sleep(0.5)
+        else:
+            if time.monotonic() > deadline:
+                problems.append(f"the networks of {by_label.rpartition('=')[2]} were removed but are still listed")
+                return
+        await asyncio.sleep(0.2)
 
 
 async def _wait_gone(cluster: Cluster, node: str, services: list[str], timeout: float = 30.0) -> None:

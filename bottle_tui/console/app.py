@@ -397,8 +397,12 @@ class BottleConsole(App[None]):
         else:
             text = f"{counts} · engine: checking…"
         self._show_line("engine", text)
-        self.proposals_pane.border_subtitle = f"{n_pending} pending"
-        self.agents_pane.border_subtitle = f"{n_agents} running"
+        for pane, subtitle in (
+            (self.proposals_pane, f"{n_pending} pending"),
+            (self.agents_pane, f"{n_agents} running"),
+        ):
+            if pane.border_subtitle != subtitle:  # setting one repaints the whole pane, changed or not
+                pane.border_subtitle = subtitle
 
     def _refresh_keys(self) -> None:
         """Re-check the footer's keys when what they depend on changed (a pane became empty or

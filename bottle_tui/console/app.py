@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import BindingType
 from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Static
@@ -176,7 +177,8 @@ class BottleConsole(App[None]):
         self.engine_problem = ""
         self._waiting_alerted: set[str] = set()
         self._keys_basis: tuple[bool, bool, bool | None] | None = None
-        self._lines_shown: dict[str, str] = {}  # the header and hint lines as last shown
+        # The header and hint lines as last shown, by widget: a line made again starts empty.
+        self._lines_shown: weakref.WeakKeyDictionary[Static, str] = weakref.WeakKeyDictionary()
         self.usage_reader = UsageReader()  # each bottle's usage.json, read again only when it changed
         self.pane = PaneController(self, tmux_env)  # the right-hand tmux pane (tmux_env None: not in tmux)
         # Alerts also sent away from the terminal (config.yaml's notify); headless: `notify --watch`.
@@ -375,8 +377,8 @@ class BottleConsole(App[None]):
     def _show_line(self, name: str, text: str) -> None:
         """Show ``text`` (made inert) on the header or hint line, only when it changed: an update
         relayouts the whole screen, and a refresh of 200 bottles mostly changes nothing there."""
-        if self._lines_shown.get(name) != text and (line := self._line(name)) is not None:
-            self._lines_shown[name] = text
+        if (line := self._line(name)) is not None and self._lines_shown.get(line) != text:
+            self._lines_shown[line] = text
             line.update(inert(text))
 
     def update_header(self) -> None:
@@ -410,7 +412,10 @@ class BottleConsole(App[None]):
         basis = (bool(self.proposals_pane.pending), bool(self.agents_pane.bottles), self.engine_ok)
         if basis != self._keys_basis:
             self._keys_basis = basis
-            self.refresh_bindings()
+            try:
+                self.refresh_bindings()
+            except ScreenStackError:  # a pane's last message, landing as the app closes
+                pass
 
     def rerender(self) -> None:
         """Ages move on: re-render the cells (no I/O; unchanged cells are not touched)."""

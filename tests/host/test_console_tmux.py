@@ -398,7 +398,9 @@ async def test_no_tmux_on_path_is_a_message_not_a_crash(
                 lambda: any(n.message.startswith("tmux: $TMUX is set but no tmux") for n in app._notifications),
                 "the message",
             )
-            assert app.pane.split is None and "`bottle-tui --tmux`" in str(app.query_one("#hint").render())
+            # the hint is written once the first discovery is in (the workers start after the first frame)
+            await until(pilot, lambda: "`bottle-tui --tmux`" in str(app.query_one("#hint").render()), "the hint")
+            assert app.pane.split is None
 
 
 def test_a_console_restarted_in_the_window_adopts_the_pane(console_pane) -> None:
